@@ -1,0 +1,285 @@
+"""Job file schema, defaults, `--set` overrides and clear errors.
+
+A job file is TOML. `load_job` reads it, applies `--set key=value` overrides, checks
+every key and value, and returns a frozen `JobConfig`. All config errors are raised
+here, before anything is opened or written, as `ConfigError` naming the key.
+
+Relative paths in the job file are resolved against the job file's folder (so a job
+file and its data can move together); relative paths given with `--set` are resolved
+against the current directory, as a user typing them expects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+FORMATS = ("n5", "zarr3")
+BLENDINGS = ("max", "average", "linear", "first")
+
+# Every key a job file may hold, with its default (REQUIRED when there is none).
+# The [spark] table also takes any Spark property (see `_spark_conf`).
+REQUIRED = object()
+SCHEMA: dict[str, dict[str, Any]] = {
+    "input": {"tiles": REQUIRED},
+    "output": {
+        "uri": REQUIRED,
+        "format": "n5",
+        "dataset": "",
+        "chunks": [128, 128, 64],
+        "block": [2, 2, 2],
+        "codec": "zstd",
+    },
+    "fusion": {"blending": "linear"},
+    "limits": {"task_memory": "4GiB"},
+    "spark": {"master": "local[*]"},
+    "debug": {"fail_blocks": []},
+}
+PATH_KEYS = {("input", "tiles"), ("output", "uri")}
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """A compressor as the user named it: `name` plus options such as level or cname."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    uri: str
+    format: str
+    dataset: str
+    chunks: tuple[int, int, int]
+    block: tuple[int, int, int]
+    codec: CodecConfig
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A validated job: every value checked, paths resolved, nothing left to default."""
+
+    tiles: str
+    output: OutputConfig
+    blending: str
+    task_memory: int
+    spark_conf: tuple[tuple[str, str], ...]
+    fail_blocks: tuple[tuple[int, int, int], ...] = ()
+    source: str = field(default="", compare=False)
+
+    @property
+    def spark_master(self) -> str:
+        return dict(self.spark_conf)["spark.master"]
+
+
+def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
+    """Read a TOML job file, apply `key=value` overrides and return a validated JobConfig."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read job file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    _resolve_paths(raw, path.resolve().parent)
+    for item in overrides:
+        apply_override(raw, item)
+    return build_config(raw, source=str(path))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `section.key=value` override; the value is read as TOML, else as a string."""
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".", 1)
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. output.format=zarr3")
+    section, name = parts
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    if (section, name) in PATH_KEYS and isinstance(value, str):
+        value = _resolve(value, Path.cwd())
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise ConfigError(f"--set {item!r}: [{section}] is not a table in the job file")
+    raw[section][name] = value
+
+
+def build_config(raw: dict, source: str = "") -> JobConfig:
+    """Check a parsed job document against SCHEMA and turn it into a JobConfig."""
+    where = f"{source}: " if source else ""
+    merged = _merge_defaults(raw, where)
+    out = merged["output"]
+    return JobConfig(
+        tiles=_string(merged["input"], "input", "tiles", where),
+        output=OutputConfig(
+            uri=_string(out, "output", "uri", where),
+            format=_choice(out, "output", "format", FORMATS, where),
+            dataset=_dataset_path(out["dataset"], out["format"], where),
+            chunks=_positive_triple(out, "output", "chunks", where),
+            block=_positive_triple(out, "output", "block", where),
+            codec=_codec(out["codec"], where),
+        ),
+        blending=_choice(merged["fusion"], "fusion", "blending", BLENDINGS, where),
+        task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
+        spark_conf=_spark_conf(merged["spark"], where),
+        fail_blocks=_fail_blocks(merged["debug"]["fail_blocks"], where),
+        source=source,
+    )
+
+
+def parse_size(value: Any, what: str) -> int:
+    """Bytes from an int or a string such as "4GiB", "512m", "2g"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value).lower())
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{what}: expected a size such as \"4GiB\" or \"512m\", found {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys]
+
+
+def _closest(name: str) -> str:
+    match = difflib.get_close_matches(name, all_keys(), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(all_keys())}"
+
+
+def _merge_defaults(raw: dict, where: str) -> dict:
+    merged: dict[str, dict] = {}
+    for section, value in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{where}unknown section [{section}]{_closest(section)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}{section} must be a table [{section}], found {value!r}")
+    for section, keys in SCHEMA.items():
+        given = dict(raw.get(section, {}))
+        if section != "spark":
+            for key in given:
+                if key not in keys:
+                    raise ConfigError(f"{where}unknown key {section}.{key}{_closest(f'{section}.{key}')}")
+        for key, default in keys.items():
+            if key not in given:
+                if default is REQUIRED:
+                    raise ConfigError(f"{where}missing required key {section}.{key}")
+                given[key] = default
+        merged[section] = given
+    return merged
+
+
+def _string(table: dict, section: str, key: str, where: str) -> str:
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}{section}.{key}: expected a non-empty string, found {value!r}")
+    return value
+
+
+def _choice(table: dict, section: str, key: str, options: tuple, where: str) -> str:
+    value = table[key]
+    if value not in options:
+        hint = difflib.get_close_matches(str(value), options, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"{where}{section}.{key}: expected one of {', '.join(options)}, found {value!r}{extra}"
+        )
+    return value
+
+
+def _positive_triple(table: dict, section: str, key: str, where: str) -> tuple[int, int, int]:
+    value = table[key]
+    ok = (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    if not ok:
+        raise ConfigError(
+            f"{where}{section}.{key}: expected three positive integers [x, y, z], found {value!r}"
+        )
+    return tuple(value)
+
+
+def _dataset_path(value: Any, fmt: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}output.dataset: expected a path string, found {value!r}")
+    path = value.strip("/")
+    if any(part in ("", ".", "..") for part in path.split("/")) and path:
+        raise ConfigError(f"{where}output.dataset: {value!r} is not a clean relative path")
+    if not path:  # defaults follow what viewers look for first
+        path = "c0/s0" if fmt == "n5" else "0"
+    return path
+
+
+def _codec(value: Any, where: str) -> CodecConfig:
+    if isinstance(value, str):
+        return CodecConfig(value)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        options = tuple(sorted((k, v) for k, v in value.items() if k != "name"))
+        return CodecConfig(value["name"], options)
+    raise ConfigError(
+        f"{where}output.codec: expected a name such as \"zstd\" or a table such as "
+        f"{{ name = \"blosc\", cname = \"zstd\", clevel = 5 }}, found {value!r}"
+    )
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
+    """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
+    conf = {}
+    for key, value in _flatten(table).items():
+        name = key if key.startswith("spark.") else f"spark.{key}"
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}spark.{key}: expected a plain value, found {value!r}")
+        conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return tuple(sorted(conf.items()))
+
+
+def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
+    """Block indices that the test hook makes fail (see README, "debug")."""
+    def is_index(b: Any) -> bool:
+        return isinstance(b, list) and len(b) == 3 and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in b)
+
+    if not isinstance(value, list) or not all(is_index(b) for b in value):
+        raise ConfigError(
+            f"{where}debug.fail_blocks: expected a list of block indices [x, y, z], found {value!r}"
+        )
+    return tuple(tuple(b) for b in value)
+
+
+def _resolve(value: str, base: Path) -> str:
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    for section, key in PATH_KEYS:
+        table = raw.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            table[key] = _resolve(table[key], base)

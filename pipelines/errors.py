@@ -1,0 +1,29 @@
+"""The error hierarchy that jobs turn into one line on stderr and exit code 2.
+
+Every message says what was expected and what was found, and names the file or
+job-file key it is about, so a user can fix the input without reading a traceback.
+"""
+
+
+class PipelineError(ValueError):
+    """Base class: a problem with the user's input or environment, not a bug."""
+
+
+class ConfigError(PipelineError):
+    """The job file or a --set override is wrong (unknown key, bad value, bad type)."""
+
+
+class TileError(PipelineError):
+    """The tile configuration JSON or a tile file is missing, unreadable or inconsistent."""
+
+
+class OutputError(PipelineError):
+    """The output location cannot be written, or already holds a committed dataset."""
+
+
+class PlanError(PipelineError):
+    """The job cannot be planned as configured (for example a block does not fit in memory)."""
+
+
+class BlockFailed(PipelineError):
+    """A block task failed on an executor after Spark's retries; names the block and cause."""

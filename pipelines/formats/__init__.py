@@ -1,0 +1,20 @@
+"""Output formats: chunk keys, chunk bytes and metadata documents — pure code, no I/O.
+
+Each format module offers the same functions: `chunk_key`, `encode_chunk`,
+`decode_chunk`, `array_documents`, `group_documents`, and `ROOT_KEY` (the document
+whose presence means a committed dataset).
+"""
+
+from types import ModuleType
+
+from . import n5, zarr3
+from .base import ArraySpec
+from .codecs import Compressor, compressor_for
+
+FORMATS: dict[str, ModuleType] = {"n5": n5, "zarr3": zarr3}
+
+__all__ = ["ArraySpec", "Compressor", "FORMATS", "compressor_for", "format_module"]
+
+
+def format_module(name: str) -> ModuleType:
+    return FORMATS[name]

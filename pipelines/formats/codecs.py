@@ -1,0 +1,123 @@
+"""Compressors: the user's codec choice → a numcodecs codec and each format's JSON.
+
+Supported per format (FORMATS.md): N5 raw, gzip, zstd, blosc, bzip2, xz; Zarr v3 raw,
+gzip, zstd, blosc. Options and defaults:
+
+| name  | options (default)                                                      |
+| raw   | none                                                                   |
+| gzip  | level (6), 1..9                                                        |
+| zstd  | level (3), 1..22                                                       |
+| blosc | cname (zstd: blosclz, lz4, lz4hc, zlib, zstd), clevel (5, 0..9),       |
+|       | shuffle (byte: none, byte, bit), blocksize (0 = automatic)             |
+| bzip2 | level (9), 1..9   — N5 only                                            |
+| xz    | level (6), 0..9   — N5 only                                            |
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import numcodecs
+
+from ..config import CodecConfig
+from ..errors import ConfigError
+
+# name → {option: (default, allowed values)}
+OPTIONS: dict[str, dict[str, tuple[Any, tuple]]] = {
+    "raw": {},
+    "gzip": {"level": (6, tuple(range(1, 10)))},
+    "zstd": {"level": (3, tuple(range(1, 23)))},
+    "blosc": {
+        "cname": ("zstd", ("blosclz", "lz4", "lz4hc", "zlib", "zstd")),
+        "clevel": (5, tuple(range(0, 10))),
+        "shuffle": ("byte", ("none", "byte", "bit")),
+        "blocksize": (0, None),
+    },
+    "bzip2": {"level": (9, tuple(range(1, 10)))},
+    "xz": {"level": (6, tuple(range(0, 10)))},
+}
+FORMAT_CODECS = {
+    "n5": ("raw", "gzip", "zstd", "blosc", "bzip2", "xz"),
+    "zarr3": ("raw", "gzip", "zstd", "blosc"),
+}
+_BLOSC_SHUFFLE = {"none": 0, "byte": 1, "bit": 2}
+_ZARR3_SHUFFLE = {"none": "noshuffle", "byte": "shuffle", "bit": "bitshuffle"}
+
+
+@dataclass(frozen=True)
+class Compressor:
+    """A checked compressor with every option filled in."""
+
+    name: str
+    level: int = 0
+    cname: str = ""
+    shuffle: str = ""
+    blocksize: int = 0
+
+    def numcodec(self) -> numcodecs.abc.Codec | None:
+        """The numcodecs codec that produces this compressor's bytes (None for raw)."""
+        return {
+            "raw": lambda: None,
+            "gzip": lambda: numcodecs.GZip(level=self.level),
+            "zstd": lambda: numcodecs.Zstd(level=self.level),
+            "blosc": lambda: numcodecs.Blosc(
+                cname=self.cname, clevel=self.level,
+                shuffle=_BLOSC_SHUFFLE[self.shuffle], blocksize=self.blocksize),
+            "bzip2": lambda: numcodecs.BZ2(level=self.level),
+            "xz": lambda: numcodecs.LZMA(preset=self.level),
+        }[self.name]()
+
+    def n5_json(self) -> dict:
+        """The N5 `compression` object, in the form tensorstore and N5-Java both accept."""
+        return {
+            "raw": lambda: {"type": "raw"},
+            "gzip": lambda: {"type": "gzip", "level": self.level, "useZlib": False},
+            "zstd": lambda: {"type": "zstd", "level": self.level},
+            "blosc": lambda: {"type": "blosc", "cname": self.cname, "clevel": self.level,
+                              "shuffle": _BLOSC_SHUFFLE[self.shuffle], "blocksize": self.blocksize},
+            "bzip2": lambda: {"type": "bzip2", "blockSize": self.level},
+            "xz": lambda: {"type": "xz", "preset": self.level},
+        }[self.name]()
+
+    def zarr3_json(self, itemsize: int) -> list[dict]:
+        """The Zarr v3 codecs that follow the `bytes` codec (empty for raw)."""
+        if self.name == "raw":
+            return []
+        if self.name == "blosc":
+            config = {"cname": self.cname, "clevel": self.level,
+                      "shuffle": _ZARR3_SHUFFLE[self.shuffle], "typesize": itemsize,
+                      "blocksize": self.blocksize}
+        elif self.name == "zstd":
+            config = {"level": self.level, "checksum": False}
+        else:
+            config = {"level": self.level}
+        return [{"name": self.name, "configuration": config}]
+
+
+def compressor_for(codec: CodecConfig, fmt: str) -> Compressor:
+    """Check a codec choice against what `fmt` supports; raise ConfigError naming the problem."""
+    if codec.name not in OPTIONS:
+        hint = difflib.get_close_matches(codec.name, OPTIONS, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"output.codec: unknown codec {codec.name!r}{extra}; "
+                          f"{fmt} supports {', '.join(FORMAT_CODECS[fmt])}")
+    if codec.name not in FORMAT_CODECS[fmt]:
+        raise ConfigError(f"output.codec: {codec.name!r} is not available for format {fmt!r}; "
+                          f"{fmt} supports {', '.join(FORMAT_CODECS[fmt])}")
+    allowed = OPTIONS[codec.name]
+    values = {}
+    for key, value in codec.options:
+        if key not in allowed:
+            known = ", ".join(allowed) or "no options"
+            raise ConfigError(f"output.codec: {codec.name} has no option {key!r} ({known})")
+        choices = allowed[key][1]
+        bad_int = choices is None and (not isinstance(value, int) or value < 0)
+        if bad_int or (choices is not None and value not in choices):
+            raise ConfigError(f"output.codec.{key}: {value!r} is not valid for {codec.name}"
+                              + (f"; expected one of {list(choices)}" if choices else ""))
+        values[key] = value
+    full = {k: values.get(k, default) for k, (default, _) in allowed.items()}
+    level = full.pop("level", full.pop("clevel", 0))
+    return Compressor(codec.name, level=level, **full)

@@ -1,0 +1,63 @@
+"""N5: keys, block bytes and attributes.json documents (no I/O).
+
+Block layout: big-endian header — uint16 mode (0, default), uint16 ndim, ndim × uint32
+block size (x first) — then the compressed payload of big-endian values in x-fastest
+order. A z, y, x C-order numpy array already is x-fastest, so its bytes are the payload.
+Edge blocks are written truncated (header holds the real size), as N5-Java does.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from ..geometry import to_xyz, to_zyx
+from .base import ArraySpec, compress, decompress, json_bytes
+
+NAME = "n5"
+# N5-Java refuses a root version whose major is above its own; 2.x is read by N5-Java
+# 2.x, 3.x and 4.x alike, and we use nothing newer than the 2.x format.
+N5_VERSION = "2.5.1"
+ROOT_KEY = "attributes.json"
+
+
+def chunk_key(spec: ArraySpec, index_xyz) -> str:
+    return f"{spec.path}/" + "/".join(str(i) for i in index_xyz)
+
+
+def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
+    """Block bytes for the real (possibly truncated edge) region of one chunk."""
+    dims = to_xyz(data_zyx.shape)
+    header = struct.pack(f">HH{len(dims)}I", 0, len(dims), *dims)
+    payload = np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder(">"))
+    return header + compress(spec, payload)
+
+
+def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
+    """The z, y, x array stored in one block (used by verification, not by tests of interop)."""
+    mode, ndim = struct.unpack_from(">HH", data)
+    if mode != 0:
+        raise ValueError(f"unsupported N5 block mode {mode}")
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    raw = decompress(spec, data[4 + 4 * ndim:])
+    values = np.frombuffer(raw, dtype=spec.np_dtype.newbyteorder(">"))
+    return values.reshape(to_zyx(dims)).astype(spec.np_dtype)
+
+
+def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
+    """The dataset's attributes.json (with n5-viewer's pixelResolution)."""
+    doc = {
+        "dimensions": list(spec.shape),
+        "blockSize": list(spec.chunks),
+        "dataType": spec.dtype,
+        "compression": spec.compressor.n5_json(),
+        "pixelResolution": {"unit": "um", "dimensions": list(spec.resolution)},
+        "offset": list(spec.offset),
+    }
+    return [(f"{spec.path}/attributes.json", json_bytes(doc))]
+
+
+def group_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
+    """The root group's version attribute, written after every array."""
+    return [(ROOT_KEY, json_bytes({"n5": N5_VERSION}))]

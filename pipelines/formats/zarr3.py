@@ -1,0 +1,66 @@
+"""Zarr v3: keys, chunk bytes and zarr.json documents (no I/O).
+
+Chunks are always full size (edges padded with the fill value), encoded by the `bytes`
+codec (little endian, C order over z, y, x) and then the compressor. Keys use the
+default chunk key encoding with "/": `<path>/c/z/y/x`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import to_zyx
+from .base import ArraySpec, compress, decompress, json_bytes
+
+NAME = "zarr3"
+ROOT_KEY = "zarr.json"
+DIMENSION_NAMES = ["z", "y", "x"]
+
+
+def chunk_key(spec: ArraySpec, index_xyz) -> str:
+    return f"{spec.path}/c/" + "/".join(str(i) for i in to_zyx(index_xyz))
+
+
+def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
+    """Chunk bytes; an edge region smaller than the chunk is padded with the fill value."""
+    full = to_zyx(spec.chunks)
+    if data_zyx.shape != full:
+        padded = np.full(full, spec.fill_value, dtype=spec.np_dtype)
+        padded[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
+        data_zyx = padded
+    return compress(spec, np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder("<")))
+
+
+def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
+    raw = decompress(spec, data)
+    values = np.frombuffer(raw, dtype=spec.np_dtype.newbyteorder("<"))
+    return values.reshape(to_zyx(spec.chunks)).astype(spec.np_dtype)
+
+
+def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
+    codecs = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    codecs += spec.compressor.zarr3_json(spec.np_dtype.itemsize)
+    doc = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": list(to_zyx(spec.shape)),
+        "data_type": spec.dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(to_zyx(spec.chunks))}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": spec.fill_value,
+        "codecs": codecs,
+        "dimension_names": DIMENSION_NAMES,
+        "attributes": {
+            "pixelResolution": {"unit": "um", "dimensions": list(to_zyx(spec.resolution))},
+            "offset": list(to_zyx(spec.offset)),
+        },
+    }
+    return [(f"{spec.path}/zarr.json", json_bytes(doc))]
+
+
+def group_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
+    """zarr.json for every group above the array, deepest first so the root comes last."""
+    parts = spec.path.split("/")[:-1]
+    prefixes = ["/".join(parts[:n]) for n in range(len(parts), -1, -1)]
+    doc = json_bytes({"zarr_format": 3, "node_type": "group", "attributes": {}})
+    return [((f"{p}/" if p else "") + "zarr.json", doc) for p in prefixes]

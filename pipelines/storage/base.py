@@ -1,0 +1,44 @@
+"""The one storage interface every reader and writer in the pipeline uses.
+
+Keys are '/'-separated paths relative to the store's root, e.g. "c0/s0/1/2/3".
+A Store object is a small description (a root path or URI) that pickles cheaply;
+clients and file handles are opened lazily where it is used, never pickled.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Iterator
+
+
+class Store(ABC):
+    """Key → bytes storage with atomic puts."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` atomically: readers see the old object or the new, never part."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The bytes under `key`; raises KeyError when there are none."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key that starts with `prefix`, in no particular order."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`; removing a missing key is not an error."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise OutputError naming the location if objects cannot be written there."""
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """Where this store lives, as a user would write it."""

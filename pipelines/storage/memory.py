@@ -1,0 +1,37 @@
+"""An in-process store for tests and planning experiments."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from .base import Store
+
+
+class MemoryStore(Store):
+    """Objects in a dict. Pickling copies the contents, so it is for one process only."""
+
+    def __init__(self, name: str = "memory"):
+        self.name = name
+        self.objects: dict[str, bytes] = {}
+
+    @property
+    def uri(self) -> str:
+        return f"memory://{self.name}"
+
+    def put(self, key: str, data: bytes) -> None:
+        self.objects[key] = bytes(data)  # one assignment: atomic for readers
+
+    def get(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return iter([k for k in self.objects if k.startswith(prefix)])
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def check_writable(self) -> None:
+        return None

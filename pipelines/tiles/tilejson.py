@@ -1,0 +1,108 @@
+"""Read and write stitching-spark tile configuration JSON.
+
+The format is a JSON list of objects::
+
+    {"index": 0, "file": "tile-0.tif", "position": [x, y, z], "size": [x, y, z],
+     "pixelResolution": [x, y, z], "type": "GRAY16"}
+
+`file` is absolute or relative to the JSON's folder; positions are in pixels and may be
+fractional. Every problem is reported as one TileError naming the file, tile and field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import TileError
+from .model import TILE_TYPES, Tile, TileSet
+
+FIELDS = ("index", "file", "position", "size", "type")
+
+
+def read_tile_json(path: str | os.PathLike) -> TileSet:
+    """Parse and check a tile configuration JSON; relative tile paths become absolute."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TileError(f"{path}: tile configuration not found (input.tiles)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TileError(f"{path}: cannot read tile configuration: {e}") from None
+    except json.JSONDecodeError as e:
+        raise TileError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(doc, list) or not doc:
+        raise TileError(f"{path}: expected a non-empty JSON list of tiles, found {type(doc).__name__}")
+    base = path.resolve().parent
+    tiles = tuple(_parse_tile(entry, n, path, base) for n, entry in enumerate(doc))
+    _check_consistent(tiles, path)
+    return TileSet(tiles, source=str(path))
+
+
+def write_tile_json(tiles: Iterable[Tile], path: str | os.PathLike, relative: bool = True) -> None:
+    """Write tiles as stitching-spark JSON; with `relative`, file paths relative to the JSON."""
+    path = Path(path)
+    base = path.resolve().parent
+    doc = []
+    for t in tiles:
+        file = t.path
+        if relative and Path(file).is_absolute() and Path(file).is_relative_to(base):
+            file = str(Path(file).relative_to(base))
+        doc.append({
+            "index": t.index, "file": file, "position": list(t.position), "size": list(t.size),
+            "pixelResolution": list(t.pixel_resolution), "type": t.type,
+        })
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _parse_tile(entry: Any, n: int, path: Path, base: Path) -> Tile:
+    where = f"{path}: tile {n}"
+    if not isinstance(entry, dict):
+        raise TileError(f"{where}: expected a JSON object, found {entry!r}")
+    for name in FIELDS:
+        if name not in entry:
+            raise TileError(f"{where}: missing field {name!r}")
+    index = entry["index"]
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise TileError(f"{where}: field 'index' must be a non-negative integer, found {index!r}")
+    where = f"{path}: tile {index}"
+    file = entry["file"]
+    if not isinstance(file, str) or not file:
+        raise TileError(f"{where}: field 'file' must be a path string, found {file!r}")
+    size = _vector(entry["size"], "size", where, integer=True)
+    if any(s <= 0 for s in size):
+        raise TileError(f"{where}: field 'size' must be positive [x, y, z], found {entry['size']!r}")
+    if entry["type"] not in TILE_TYPES:
+        raise TileError(f"{where}: field 'type' must be one of {', '.join(TILE_TYPES)}, found {entry['type']!r}")
+    resolution = _vector(entry.get("pixelResolution", [1.0, 1.0, 1.0]), "pixelResolution", where)
+    if any(r <= 0 for r in resolution):
+        raise TileError(f"{where}: field 'pixelResolution' must be positive, found {resolution!r}")
+    full = file if "://" in file or Path(file).is_absolute() else str(base / file)
+    return Tile(index, full, _vector(entry["position"], "position", where), size,
+                resolution, entry["type"])
+
+
+def _vector(value: Any, name: str, where: str, integer: bool = False) -> tuple:
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, list) and len(value) == 3 and all(
+        isinstance(v, kinds) and not isinstance(v, bool) for v in value)
+    if not ok:
+        kind = "integers" if integer else "numbers"
+        raise TileError(f"{where}: field {name!r} must be three {kind} [x, y, z], found {value!r}")
+    return tuple(int(v) if integer else float(v) for v in value)
+
+
+def _check_consistent(tiles: tuple[Tile, ...], path: Path) -> None:
+    seen: dict[int, Tile] = {}
+    for t in tiles:
+        if t.index in seen:
+            raise TileError(f"{path}: tile index {t.index} appears twice")
+        seen[t.index] = t
+    first = tiles[0]
+    for t in tiles[1:]:
+        if t.type != first.type:
+            raise TileError(
+                f"{path}: tile {t.index} has field 'type' {t.type} but tile {first.index} has "
+                f"{first.type}; all tiles of a channel must have one type")
