@@ -25,5 +25,8 @@ class PlanError(PipelineError):
     """The job cannot be planned as configured (for example a block does not fit in memory)."""
 
 
-class BlockFailed(PipelineError):
-    """A block task failed on an executor after Spark's retries; names the block and cause."""
+class BlockFailed(RuntimeError):
+    """A block task failed on an executor (after Spark's retries); names the block and cause.
+
+    Not a PipelineError: the input was valid, the run failed, so jobs exit with code 1.
+    """

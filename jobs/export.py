@@ -1,0 +1,67 @@
+"""Export a tile acquisition to one fused N5 or Zarr v3 volume.
+
+    spark-submit jobs/export.py JOB.toml [--set section.key=value ...]
+    python jobs/export.py JOB.toml [--set section.key=value ...]
+
+Exit codes: 0 success; 2 bad input (job file, tiles, output), nothing written;
+1 the run failed (a block failed after Spark's retries), no metadata written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.config import load_job
+from pipelines.errors import BlockFailed, PipelineError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="export.py", description="Fuse a tile acquisition into an N5 or Zarr v3 volume.")
+    parser.add_argument("job", help="TOML job file (keys: see README, 'Job file')")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a job-file key, e.g. --set output.format=zarr3 (repeatable)")
+    return parser.parse_args(argv)
+
+
+def report(result) -> str:
+    s, plan = result.summary, result.plan
+    mb = result.volume_bytes / 2**20
+    rate = mb / result.run_seconds if result.run_seconds else 0.0
+    driver = {"n5": "n5", "zarr3": "zarr3"}[s.format]
+    spec = {"driver": driver, "kvstore": {"driver": "file", "path": f"{s.uri}/{s.dataset}"}}
+    ratio = result.volume_bytes / s.bytes_written if s.bytes_written else float("inf")
+    return "\n".join([
+        f"dataset:  {s.uri}  (format {s.format}, array {s.dataset}, "
+        f"shape x,y,z = {list(s.shape)}, {plan.array.dtype})",
+        f"chunks:   {s.chunks_written} written, {s.chunks_skipped} empty and skipped, "
+        f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
+        f"time:     {result.run_seconds:.1f} s for {s.blocks} blocks "
+        f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MB/s of "
+        f"{mb:.0f} MB uncompressed output",
+        f"open it:  python -c 'import tensorstore as ts; "
+        f"print(ts.open({json.dumps(spec)}).result())'",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_job(args.job, args.overrides)
+        from pipelines.spark import export  # imported late: config errors need no Spark
+        result = export(config)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BlockFailed as e:
+        print(f"failed: {e}", file=sys.stderr)
+        return 1
+    print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Spark: the session, running a plan's blocks on executors, progress, and `export`.
+
+The only module that imports pyspark. Executors receive the plan once (a broadcast of
+small frozen dataclasses) and one `BlockTask` per Spark task; they write chunks to the
+output themselves and send back only `BlockReceipt`s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import TextIO
+
+import numpy as np
+from pyspark import SparkContext
+from pyspark.sql import SparkSession
+
+from .block import run_block
+from .commit import CommitSummary, check_output, commit
+from .config import JobConfig
+from .errors import BlockFailed
+from .plan import BlockReceipt, ExportPlan, make_plan
+from .storage import open_store
+
+JOB_GROUP = "tile-export"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    summary: CommitSummary
+    plan: ExportPlan
+    startup_seconds: float   # starting Spark (0 when a session was handed in)
+    run_seconds: float       # planning, block tasks and commit
+
+    @property
+    def volume_bytes(self) -> int:
+        """Uncompressed bytes of the output volume: what the throughput figures count."""
+        return int(np.prod(self.summary.shape)) * np.dtype(self.plan.array.dtype).itemsize
+
+
+def session(config: JobConfig) -> SparkSession:
+    """A Spark session with the job's [spark] settings.
+
+    Under spark-submit the master (and anything else given on its command line) is
+    already set; the job file's `spark.master` is used only when running as plain Python.
+    """
+    # Local-mode Python workers must run this interpreter (the one with our packages),
+    # not whatever "python3" is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not under_submit and dict(config.spark_conf)["spark.master"].startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode needs no network
+    builder = SparkSession.builder.appName(f"tile export: {config.output.uri}")
+    for key, value in config.spark_conf:
+        if key == "spark.master" and under_submit:
+            continue
+        builder = builder.config(key, value)
+    builder = builder.config("spark.ui.showConsoleProgress", "false")  # we print our own
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def export(config: JobConfig, spark: SparkSession | None = None,
+           stream: TextIO = sys.stderr) -> ExportResult:
+    """Validate, plan, run every block on Spark and commit; metadata only if all succeed.
+
+    With `spark` given, that session is used and left running; otherwise one is started
+    from the job's settings and stopped at the end.
+    """
+    started = time.perf_counter()
+    plan = make_plan(config)
+    store = open_store(config.output.uri)
+    check_output(plan.output, store)
+    own_session = spark is None
+    startup = 0.0
+    if own_session:
+        before = time.perf_counter()
+        spark = session(config)
+        startup = time.perf_counter() - before
+    try:
+        receipts = run_blocks(spark, plan, stream)
+        summary = commit(plan, receipts, store)
+    finally:
+        if own_session:
+            spark.stop()
+    return ExportResult(summary, plan, startup, time.perf_counter() - started - startup)
+
+
+def run_blocks(spark: SparkSession, plan: ExportPlan, stream: TextIO = sys.stderr) -> list[BlockReceipt]:
+    """Run one Spark task per block and gather the receipts; raise BlockFailed on failure."""
+    sc = spark.sparkContext
+    if not plan.tasks:
+        return []
+    shared = sc.broadcast(plan)
+    written = sc.accumulator(0)
+    sc.setJobGroup(JOB_GROUP, f"fuse and write {len(plan.tasks)} blocks")
+    rdd = sc.parallelize(plan.tasks, numSlices=len(plan.tasks))
+    progress = Progress(sc, len(plan.tasks), written, stream)
+    try:
+        with progress:
+            return rdd.map(partial(_execute, shared, written)).collect()
+    except Exception as e:  # py4j wraps the executor's error in a long Java trace
+        raise BlockFailed(_failure_line(e)) from None
+    finally:
+        shared.unpersist()
+
+
+def _execute(shared, written, task) -> BlockReceipt:
+    """Runs on an executor: one block, then count its bytes for the progress line."""
+    receipt = run_block(task, shared.value)
+    written.add(receipt.nbytes)
+    return receipt
+
+
+def _failure_line(error: Exception) -> str:
+    text = str(error)
+    match = re.search(r"BlockFailed: (.+)", text)
+    if match:
+        return f"{match.group(1).strip()} (after Spark's retries); no metadata was written"
+    first = next((line for line in text.splitlines() if line.strip()), repr(error))
+    return f"Spark job failed: {first.strip()}; no metadata was written"
+
+
+class Progress:
+    """Blocks done of total, MB written, MB/s and ETA, printed while the blocks run.
+
+    On a terminal one line is redrawn twice a second; otherwise (logs, batch jobs) a plain
+    line is printed every `log_interval` seconds.
+    """
+
+    def __init__(self, sc: SparkContext, total: int, written, stream: TextIO,
+                 log_interval: float = 10.0):
+        self.sc, self.total, self.written, self.stream = sc, total, written, stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.interval = 0.5 if self.tty else log_interval
+        self.stop = threading.Event()
+        self.started = time.perf_counter()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:
+            self._print(self.total, final=True)
+
+    def done(self) -> int:
+        tracker = self.sc.statusTracker()
+        count = 0
+        for job in tracker.getJobIdsForGroup(JOB_GROUP):
+            info = tracker.getJobInfo(job)
+            for stage in (info.stageIds if info else []):
+                stage_info = tracker.getStageInfo(stage)
+                count += stage_info.numCompletedTasks if stage_info else 0
+        return min(count, self.total)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            self._print(self.done())
+
+    def _print(self, done: int, final: bool = False) -> None:
+        elapsed = time.perf_counter() - self.started
+        mb = self.written.value / 2**20
+        rate = mb / elapsed if elapsed > 0 else 0.0
+        eta = (elapsed / done * (self.total - done)) if done else float("nan")
+        line = (f"blocks {done}/{self.total} ({100 * done / self.total:.0f}%)  "
+                f"{mb:.1f} MB written  {rate:.1f} MB/s  "
+                + (f"done in {elapsed:.1f} s" if final else f"ETA {eta:.0f} s"))
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()

@@ -1,0 +1,90 @@
+"""Job files: defaults, overrides typed as a user would, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import CodecConfig, apply_override, load_job, parse_size
+from pipelines.errors import ConfigError
+
+MINIMAL = '[input]\ntiles = "tiles.json"\n[output]\nuri = "out/volume.n5"\n'
+
+
+def job(tmp_path: Path, text: str = MINIMAL) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_paths_relative_to_the_job_file(tmp_path):
+    config = load_job(job(tmp_path))
+    assert config.tiles == str(tmp_path / "tiles.json")
+    assert config.output.uri == str(tmp_path / "out/volume.n5")
+    assert config.output.format == "n5" and config.output.dataset == "c0/s0"
+    assert config.output.chunks == (128, 128, 64) and config.output.block == (2, 2, 2)
+    assert config.output.codec == CodecConfig("zstd") and config.blending == "linear"
+    assert config.spark_master == "local[*]"
+
+
+def test_overrides_are_read_as_toml_values_or_strings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_job(job(tmp_path), [
+        "output.format=zarr3", "output.chunks=[64, 32, 16]", "output.uri=elsewhere/v.zarr",
+        "spark.executor.memory=4g", "output.codec={name='blosc', cname='lz4'}",
+        "spark.master=local[2]",
+    ])
+    assert config.output.format == "zarr3" and config.output.dataset == "0"
+    assert config.output.chunks == (64, 32, 16)
+    assert config.output.uri == str(tmp_path / "elsewhere/v.zarr")
+    assert dict(config.spark_conf)["spark.executor.memory"] == "4g"
+    assert config.output.codec == CodecConfig("blosc", (("cname", "lz4"),))
+    assert config.spark_master == "local[2]"
+
+
+def test_spark_table_takes_nested_and_quoted_properties(tmp_path):
+    text = MINIMAL + '[spark]\nmaster = "local[1]"\nexecutor.memory = "2g"\n"spark.task.maxFailures" = 4\n'
+    conf = dict(load_job(job(tmp_path, text)).spark_conf)
+    assert conf == {"spark.master": "local[1]", "spark.executor.memory": "2g",
+                    "spark.task.maxFailures": "4"}
+
+
+@pytest.mark.parametrize("text,message", [
+    (MINIMAL + "[output2]\n", r"unknown section \[output2\]; did you mean 'output"),
+    ('[input]\ntiles = "t.json"\n[output]\nformat = "n5"\n', "missing required key output.uri"),
+    (MINIMAL + "[fusion]\nblendng = 'max'\n", "unknown key fusion.blendng; did you mean 'fusion.blending'"),
+    (MINIMAL + "[fusion]\nblending = 'maximum'\n", r"fusion.blending: expected one of .* \(did you mean 'max'\?\)"),
+    (MINIMAL.replace("[output]", "[output]\nformat = 'hdf5'"), "output.format: expected one of n5, zarr3"),
+    (MINIMAL.replace("[output]", "[output]\nchunks = [64, 0, 64]"), r"output.chunks: expected three positive"),
+    (MINIMAL.replace("[output]", "[output]\nblock = [2, 2]"), r"output.block: expected three positive"),
+    (MINIMAL.replace("[output]", "[output]\nblock = [-1, 2, 2]"), r"output.block: expected three positive"),
+    (MINIMAL.replace("[output]", "[output]\ncodec = 5"), "output.codec: expected a name"),
+    ("[input\n", "not valid TOML"),
+    (MINIMAL + "[limits]\ntask_memory = 'lots'\n", "limits.task_memory: expected a size"),
+])
+def test_bad_job_files_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_job(job(tmp_path, text))
+
+
+def test_missing_job_file(tmp_path):
+    with pytest.raises(ConfigError, match="job file not found"):
+        load_job(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("item", ["output.format", "format=n5", ".x=1", "output.=1"])
+def test_malformed_override(item):
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_override({}, item)
+
+
+def test_unknown_override_key_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'output.format'"):
+        load_job(job(tmp_path), ["output.fromat=zarr3"])
+
+
+@pytest.mark.parametrize("text,expected", [("4GiB", 4 * 2**30), ("512m", 512 * 2**20),
+                                           ("1.5g", 3 * 2**29), (1000, 1000), ("2 GB", 2 * 2**30)])
+def test_parse_size(text, expected):
+    assert parse_size(text, "x") == expected

@@ -1,0 +1,86 @@
+"""Planning properties: blocks tile the volume once, chunks have one owner, overlaps are found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.config import CodecConfig
+from pipelines.errors import PlanError
+from pipelines.formats import ArraySpec, compressor_for
+from pipelines.geometry import BlockGrid, Box, ChunkGrid, grid_indices
+from pipelines.plan import ExportPlan, OutputSpec, block_tasks, check_memory, task_memory_bytes
+from pipelines.tiles import Tile, TileSet
+
+triples = st.tuples(*[st.integers(1, 12)] * 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=st.tuples(*[st.integers(1, 40)] * 3), chunk=triples, per_block=triples)
+def test_blocks_cover_the_volume_exactly_once(shape, chunk, per_block):
+    grid = BlockGrid(ChunkGrid(shape, chunk), per_block)
+    painted = np.zeros(shape[::-1], dtype=np.int32)
+    for block in grid_indices(grid.counts):
+        painted[grid.block_box(block).slices_zyx()] += 1
+    assert (painted == 1).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=st.tuples(*[st.integers(1, 60)] * 3), chunk=triples, per_block=triples)
+def test_every_chunk_has_exactly_one_owner(shape, chunk, per_block):
+    grid = BlockGrid(ChunkGrid(shape, chunk), per_block)
+    owned = [c for block in grid_indices(grid.counts) for c in grid.chunks_of(block)]
+    assert len(owned) == len(set(owned))
+    assert set(owned) == set(grid_indices(grid.chunks.counts))
+    for block in grid_indices(grid.counts):  # a block's chunks lie inside the block
+        box = grid.block_box(block)
+        for c in grid.chunks_of(block):
+            assert grid.chunks.chunk_box(c).intersect(box) == grid.chunks.chunk_box(c)
+
+
+tile_strategy = st.lists(
+    st.tuples(st.tuples(*[st.floats(-30, 60, allow_nan=False)] * 3), st.tuples(*[st.integers(1, 30)] * 3)),
+    min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tiles=tile_strategy, chunk=triples, per_block=triples)
+def test_every_tile_block_overlap_is_found(tiles, chunk, per_block):
+    tileset = TileSet(tuple(Tile(i, f"t{i}.tif", pos, size) for i, (pos, size) in enumerate(tiles)))
+    bounds = tileset.bounds
+    grid = BlockGrid(ChunkGrid(bounds.shape, chunk), per_block)
+    tasks = {t.index: set(t.tiles) for t in block_tasks(grid, tileset, bounds.start)}
+    for block in grid_indices(grid.counts):  # brute force: every block × every tile
+        expected = {t.index for t in tileset
+                    if not t.box.relative_to(bounds.start).intersect(grid.block_box(block)).is_empty()}
+        assert tasks.get(block, set()) == expected
+
+
+def test_blocks_no_tile_touches_are_not_scheduled():
+    # two tiles far apart along x: the blocks between them hold nothing
+    tiles = TileSet((Tile(0, "a", (0, 0, 0), (10, 10, 10)), Tile(1, "b", (90, 0, 0), (10, 10, 10))))
+    grid = BlockGrid(ChunkGrid(tiles.bounds.shape, (10, 10, 10)), (1, 1, 1))
+    assert [t.index for t in block_tasks(grid, tiles, (0, 0, 0))] == [(0, 0, 0), (9, 0, 0)]
+
+
+def test_box_basics():
+    a, b = Box((0, 0, 0), (4, 5, 6)), Box((2, 3, 4), (8, 8, 8))
+    assert a.intersect(b) == Box((2, 3, 4), (4, 5, 6))
+    assert a.union(b) == Box((0, 0, 0), (8, 8, 8))
+    assert a.slices_zyx() == (slice(0, 6), slice(0, 5), slice(0, 4))
+    assert Box((0, 0, 0), (1, 0, 1)).is_empty() and a.size == 120
+
+
+def test_memory_check_names_the_block_and_the_limit():
+    tiles = TileSet((Tile(0, "a", (0, 0, 0), (1024, 1024, 256)),))
+    spec = ArraySpec("s0", (1024, 1024, 256), (256, 256, 128), "uint16",
+                     compressor_for(CodecConfig("raw"), "n5"))
+    output = OutputSpec("out", "n5", spec, (4, 4, 2))
+    tasks = block_tasks(output.block_grid, tiles, (0, 0, 0))
+    plan = ExportPlan(output, tiles, tasks, "linear", task_memory_bytes(output, tiles))
+    assert plan.task_memory > 2**30 * 4  # 256 Mi voxels × 18 bytes
+    with pytest.raises(PlanError, match=r"block \[0, 0, 0\] \(1024 x 1024 x 256 voxels\).*limits.task_memory"):
+        check_memory(plan, 2**30)
+    check_memory(plan, 2**40)
