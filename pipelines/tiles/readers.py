@@ -17,7 +17,8 @@ from ..geometry import Box, to_xyz, to_zyx
 from .model import Tile
 
 # Per-process cache of opened stacks, so neighbouring blocks on one executor do not
-# re-parse TIFF headers. Memory maps cost address space, not memory.
+# re-parse TIFF headers. Memory maps cost address space, not memory. Tile files must not
+# change while a job runs (a job's output is a pure function of its inputs).
 _OPEN_LIMIT = 64
 _open: "OrderedDict[str, np.ndarray | None]" = OrderedDict()
 
@@ -54,6 +55,8 @@ def check_tile_file(tile: Tile) -> None:
 
 def read_region(tile: Tile, region: Box) -> np.ndarray:
     """Pixels of `region` (x, y, z, relative to the tile's own origin) as a z, y, x array."""
+    if region.intersect(Box((0, 0, 0), tile.size)) != region:
+        raise ValueError(f"region {region} lies outside tile {tile.index} of size {tile.size}")
     stack = _memmap(tile.path)
     if stack is not None:
         return np.asarray(stack.reshape(to_zyx(tile.size))[region.slices_zyx()])
@@ -70,7 +73,9 @@ def _memmap(path: str) -> np.ndarray | None:
         return _open[path]
     try:
         stack = tifffile.memmap(path, mode="r")
-    except (ValueError, OSError):
+    except FileNotFoundError:
+        raise TileError(f"{path}: tile file not found") from None
+    except ValueError:
         stack = None  # compressed or non-contiguous: read page by page instead
     _open[path] = stack
     if len(_open) > _OPEN_LIMIT:

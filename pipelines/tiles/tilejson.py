@@ -48,8 +48,8 @@ def write_tile_json(tiles: Iterable[Tile], path: str | os.PathLike, relative: bo
     doc = []
     for t in tiles:
         file = t.path
-        if relative and Path(file).is_absolute() and Path(file).is_relative_to(base):
-            file = str(Path(file).relative_to(base))
+        if relative and "://" not in file and Path(file).resolve().is_relative_to(base):
+            file = str(Path(file).resolve().relative_to(base))
         doc.append({
             "index": t.index, "file": file, "position": list(t.position), "size": list(t.size),
             "pixelResolution": list(t.pixel_resolution), "type": t.type,
@@ -102,6 +102,10 @@ def _check_consistent(tiles: tuple[Tile, ...], path: Path) -> None:
         seen[t.index] = t
     first = tiles[0]
     for t in tiles[1:]:
+        if t.pixel_resolution != first.pixel_resolution:
+            raise TileError(
+                f"{path}: tile {t.index} has field 'pixelResolution' {list(t.pixel_resolution)} but "
+                f"tile {first.index} has {list(first.pixel_resolution)}; all tiles must agree")
         if t.type != first.type:
             raise TileError(
                 f"{path}: tile {t.index} has field 'type' {t.type} but tile {first.index} has "

@@ -1,0 +1,54 @@
+"""Shared fixtures: one Spark session for the whole test run, small synthetic acquisitions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.tiles.synthetic import make_acquisition
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] session shared by every Spark test (starting one takes ~10 s)."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    session = (SparkSession.builder.master("local[2]").appName("tests")
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def small_acquisition(tmp_path_factory) -> dict:
+    """2 × 2 × 1 tiles of 64 × 48 × 16, no jitter, no falloff: fused output ≈ ground truth."""
+    out = tmp_path_factory.mktemp("acq")
+    return make_acquisition(out, grid=(2, 2, 1), tile=(64, 48, 16), overlap=0.2, jitter=0,
+                            seed=7, falloff=0.0, noise=True)
+
+
+def write_job(path: Path, tiles: str, uri: str, extra: str = "") -> Path:
+    """A job file as a user writes it, with small chunks so a small volume has many blocks."""
+    path.write_text(f"""
+[input]
+tiles = "{tiles}"
+[output]
+uri = "{uri}"
+chunks = [16, 16, 8]
+block = [2, 1, 2]
+{extra}
+[spark]
+master = "local[2]"
+""")
+    return path

@@ -1,0 +1,100 @@
+"""End-to-end exports on Spark from a job file, judged by tensorstore and zarr-python."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import load_job
+from pipelines.errors import BlockFailed
+from pipelines.fusion import fuse
+from pipelines.geometry import Box
+from pipelines.plan import make_plan
+from pipelines.spark import export
+from tests.conftest import ROOT, write_job
+from tests.readers import tensorstore_read, zarr_read
+
+pytestmark = pytest.mark.spark
+
+
+def reference_volume(config) -> np.ndarray:
+    """The whole volume fused in this process, without Spark or blocks."""
+    plan = make_plan(config)
+    box = Box((0, 0, 0), plan.array.shape)
+    return fuse(box, plan.tiles, plan.offset, plan.blending, plan.array.dtype)
+
+
+@pytest.mark.parametrize("fmt,codec", [("n5", "zstd"), ("n5", "gzip"), ("zarr3", "zstd"),
+                                       ("zarr3", "{ name = 'blosc', cname = 'lz4' }")])
+def test_export_matches_reference_and_ground_truth(spark, small_acquisition, tmp_path, fmt, codec):
+    acq = small_acquisition
+    uri = tmp_path / f"volume.{fmt}"
+    job = write_job(tmp_path / "job.toml", acq["paths"]["tiles_json"], str(uri),
+                    f'format = "{fmt}"\ncodec = {codec if codec.startswith("{") else repr(codec)}')
+    config = load_job(job)
+    result = export(config, spark=spark)
+    dataset = config.output.dataset
+    got = tensorstore_read(str(uri), dataset, fmt)
+    np.testing.assert_array_equal(got, reference_volume(config))
+    if fmt == "zarr3":
+        np.testing.assert_array_equal(zarr_read(str(uri), dataset), got)
+    truth = np.load(acq["paths"]["ground_truth"])
+    assert got.shape == truth.shape
+    # Poisson noise: the fused volume is the truth within a few standard deviations
+    error = got.astype(float) - truth
+    assert abs(error.mean()) < 1.0
+    assert (np.abs(error) <= 6 * np.sqrt(truth + 1) + 1).mean() > 0.999
+    counts = result.plan.output.chunk_grid.counts
+    assert result.summary.chunks_written + result.summary.chunks_skipped == np.prod(counts)
+    assert result.summary.min == got.min() and result.summary.max == got.max()
+
+
+def test_empty_chunks_are_skipped_and_read_as_zero(spark, tmp_path):
+    # two tiles 40 voxels apart along x: chunks in the gap hold only the fill value
+    import tifffile
+    for n in range(2):
+        tifffile.imwrite(tmp_path / f"t{n}.tif", np.full((8, 16, 16), 500 + n, "uint16"), contiguous=True)
+    tiles = [{"index": n, "file": f"t{n}.tif", "position": [56 * n, 0, 0], "size": [16, 16, 8],
+              "type": "GRAY16"} for n in range(2)]
+    (tmp_path / "tiles.json").write_text(json.dumps(tiles))
+    job = write_job(tmp_path / "job.toml", "tiles.json", "out.n5", "")
+    config = load_job(job, ["output.block=[3,1,1]"])
+    summary = export(config, spark=spark).summary
+    assert summary.blocks == 2  # blocks [0..3) and [3..5) of 5 chunks along x
+    assert summary.chunks_written == 3 and summary.chunks_skipped == 2  # x chunks 1, 2 are empty
+    assert sorted(p.name for p in (tmp_path / "out.n5/c0/s0").iterdir()) == ["0", "3", "4", "attributes.json"]
+    got = tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5")
+    assert (got[:, :, 16:56] == 0).all() and (got[:, :, :16] == 500).all() and (got[:, :, 56:] == 501).all()
+
+
+@pytest.mark.parametrize("fmt", ["n5", "zarr3"])
+def test_a_failing_block_leaves_no_metadata(spark, small_acquisition, tmp_path, fmt):
+    uri = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(uri),
+                    f'format = "{fmt}"\n[debug]\nfail_blocks = [[1, 0, 0]]')
+    with pytest.raises(BlockFailed, match=r"block \[1, 0, 0\]: InjectedFailure.*no metadata was written"):
+        export(load_job(job), spark=spark)
+    files = [p.relative_to(uri).as_posix() for p in uri.rglob("*") if p.is_file()]
+    assert files, "the other blocks (and half of the failing one) wrote chunks"
+    assert not [f for f in files if f.endswith(("attributes.json", "zarr.json"))]
+
+
+@pytest.mark.slow
+def test_command_line_run_as_a_user_would(small_acquisition, tmp_path):
+    """`python jobs/export.py job.toml --set ...` starts its own Spark and prints the result."""
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume.n5")
+    run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job),
+                          "--set", "output.format=zarr3", "--set", "spark.master=local[1]"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"dataset:  {tmp_path / 'out/volume.n5'}" in run.stdout
+    assert re.search(r"^blocks (\d+)/\1 \(100%\)", run.stderr, re.M), run.stderr[-2000:]
+    got = tensorstore_read(str(tmp_path / "out/volume.n5"), "0", "zarr3")
+    assert got.shape == tuple(reversed(json.loads(Path(small_acquisition["paths"]["acquisition_json"])
+                                                  .read_text())["ground_truth_shape"]))

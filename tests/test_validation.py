@@ -1,0 +1,150 @@
+"""Each bad input gives one clear line naming the file and field, exit code 2, nothing written.
+
+These run `jobs/export.py`'s main() in-process: every check happens before Spark starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from pipelines.tiles.synthetic import make_acquisition
+from tests.conftest import ROOT, write_job
+
+
+def load_export_job():
+    spec = importlib.util.spec_from_file_location("export_job", ROOT / "jobs/export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+export_job = load_export_job()
+
+
+@pytest.fixture
+def acquisition(tmp_path) -> Path:
+    make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(24, 20, 6), overlap=0.25,
+                     jitter=0, seed=1, truth=False)
+    return tmp_path / "acq"
+
+
+def run(tmp_path: Path, acq: Path, *overrides: str, extra: str = "") -> tuple[int, str]:
+    job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), "out/volume", extra)
+    return export_job.main([str(job), *overrides])
+
+
+def check_refused(capsys, tmp_path, code, *expected):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert not (tmp_path / "out").exists(), "nothing may be written"
+
+
+def edit_tiles(acq: Path, change) -> None:
+    doc = json.loads((acq / "tiles.json").read_text())
+    change(doc)
+    (acq / "tiles.json").write_text(json.dumps(doc))
+
+
+def test_missing_tile_file(tmp_path, acquisition, capsys):
+    (acquisition / "tiles/tile-0001.tif").unlink()
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tile-0001.tif", "tile file not found")
+
+
+def test_unreadable_tile_file(tmp_path, acquisition, capsys):
+    (acquisition / "tiles/tile-0000.tif").write_bytes(b"this is not a TIFF file" * 10)
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tile-0000.tif", "cannot read as TIFF")
+
+
+def test_json_size_differs_from_file_shape(tmp_path, acquisition, capsys):
+    edit_tiles(acquisition, lambda doc: doc[1].update(size=[24, 20, 7]))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tile-0001.tif", "field 'size' is [24, 20, 7]",
+                  "file holds [24, 20, 6]")
+
+
+def test_file_type_differs_from_json_type(tmp_path, acquisition, capsys):
+    tifffile.imwrite(acquisition / "tiles/tile-0001.tif", np.zeros((6, 20, 24), "uint8"))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tile 1 field 'type' is GRAY16", "file holds uint8")
+
+
+def test_tiles_of_different_types(tmp_path, acquisition, capsys):
+    edit_tiles(acquisition, lambda doc: doc[1].update(type="GRAY8"))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tiles.json", "tile 1 has field 'type' GRAY8", "GRAY16")
+
+
+def test_tile_json_not_json(tmp_path, acquisition, capsys):
+    (acquisition / "tiles.json").write_text("[{'index': 0,")
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tiles.json", "not valid JSON")
+
+
+def test_tile_json_missing_field(tmp_path, acquisition, capsys):
+    edit_tiles(acquisition, lambda doc: doc[0].pop("position"))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tiles.json: tile 0", "missing field 'position'")
+
+
+def test_tile_json_negative_size(tmp_path, acquisition, capsys):
+    edit_tiles(acquisition, lambda doc: doc[0].update(size=[24, -20, 6]))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tile 0", "field 'size' must be positive")
+
+
+def test_unknown_format(tmp_path, acquisition, capsys):
+    code = run(tmp_path, acquisition, "--set", "output.format=zarr")
+    check_refused(capsys, tmp_path, code, "output.format", "'zarr'", "did you mean 'zarr3'")
+
+
+def test_unknown_codec(tmp_path, acquisition, capsys):
+    code = run(tmp_path, acquisition, "--set", "output.codec=snappy")
+    check_refused(capsys, tmp_path, code, "output.codec", "unknown codec 'snappy'")
+
+
+@pytest.mark.parametrize("key", ["output.chunks", "output.block"])
+def test_non_positive_chunk_or_block_size(tmp_path, acquisition, capsys, key):
+    code = run(tmp_path, acquisition, "--set", f"{key}=[16, 0, 8]")
+    check_refused(capsys, tmp_path, code, key, "expected three positive integers")
+
+
+def test_unknown_key_names_the_closest(tmp_path, acquisition, capsys):
+    code = run(tmp_path, acquisition, extra="codex = 'zstd'")
+    check_refused(capsys, tmp_path, code, "unknown key output.codex", "did you mean 'output.codec'")
+
+
+def test_output_not_writable(tmp_path, acquisition, capsys):
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    code = run(tmp_path, acquisition)
+    err = capsys.readouterr().err
+    assert code == 2 and "output.uri" in err and "is not a folder" in err
+    assert (tmp_path / "out").read_text().startswith("a file")
+
+
+@pytest.mark.parametrize("fmt,root", [("n5", "attributes.json"), ("zarr3", "zarr.json")])
+def test_output_already_holds_a_committed_dataset(tmp_path, acquisition, capsys, fmt, root):
+    existing = tmp_path / "out/volume"
+    existing.mkdir(parents=True)
+    (existing / root).write_text('{"n5": "2.5.1"}' if fmt == "n5" else '{"zarr_format": 3}')
+    before = sorted(p.name for p in existing.rglob("*"))
+    code = run(tmp_path, acquisition, "--set", f"output.format={fmt}")
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a committed dataset" in err and root in err
+    assert sorted(p.name for p in existing.rglob("*")) == before
+
+
+def test_block_too_big_for_task_memory(tmp_path, acquisition, capsys):
+    code = run(tmp_path, acquisition, "--set", "limits.task_memory=1k")
+    check_refused(capsys, tmp_path, code, "block [0, 0, 0]", "limits.task_memory")
