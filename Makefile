@@ -1,0 +1,45 @@
+# Two commands on a fresh machine with Python 3.11+ and Java 17+:
+#   make demo   set up, generate a synthetic acquisition, export it with Spark in local mode
+#   make test   set up and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+DEMO_DATA := data/demo
+DEMO_OUT  := data/demo-out
+
+.PHONY: setup demo test clean check-java check-python
+
+setup: check-java $(STAMP)
+
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	  { echo "error: Python 3.11 or newer is needed as '$(PYTHON)' (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+
+check-java:
+	@command -v java >/dev/null 2>&1 || \
+	  { echo "error: Java 17 or newer is needed for Spark, and 'java' is not on PATH (install a JDK 17, e.g. apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	  [ -n "$$v" ] && [ "$$v" -ge 17 ] || \
+	  { echo "error: Java 17 or newer is needed for Spark; 'java' is version $$v" >&2; exit 1; }
+
+$(STAMP): pyproject.toml | check-python
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(DEMO_DATA)/tiles.json: | $(STAMP)
+	$(PY) -m pipelines.tiles.synthetic $(DEMO_DATA) --grid 3x3x2 --tile 512x512x128 --jitter 0
+
+demo: setup $(DEMO_DATA)/tiles.json
+	rm -rf $(DEMO_OUT)
+	$(PY) jobs/export.py conf/demo.toml
+	$(PY) scripts/inspect_dataset.py $(DEMO_OUT)/volume.n5
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis *.egg-info
