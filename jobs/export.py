@@ -42,6 +42,7 @@ def report(result) -> str:
         f"time:     {result.run_seconds:.1f} s for {s.blocks} blocks "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MB/s of "
         f"{mb:.0f} MB uncompressed output",
+        f"spark:    master {result.master}",
         f"open it:  python -c 'import tensorstore as ts; "
         f"print(ts.open({json.dumps(spec)}).result())'",
     ])

@@ -36,6 +36,7 @@ class ExportResult:
     plan: ExportPlan
     startup_seconds: float   # starting Spark (0 when a session was handed in)
     run_seconds: float       # planning, block tasks and commit
+    master: str = ""         # the Spark master the blocks ran on
 
     @property
     def volume_bytes(self) -> int:
@@ -83,13 +84,14 @@ def export(config: JobConfig, spark: SparkSession | None = None,
         before = time.perf_counter()
         spark = session(config)
         startup = time.perf_counter() - before
+    master = spark.sparkContext.master
     try:
         receipts = run_blocks(spark, plan, stream)
         summary = commit(plan, receipts, store)
     finally:
         if own_session:
             spark.stop()
-    return ExportResult(summary, plan, startup, time.perf_counter() - started - startup)
+    return ExportResult(summary, plan, startup, time.perf_counter() - started - startup, master)
 
 
 def run_blocks(spark: SparkSession, plan: ExportPlan, stream: TextIO = sys.stderr) -> list[BlockReceipt]:
@@ -128,7 +130,7 @@ def _failure_line(error: Exception) -> str:
 
 
 class Progress:
-    """Blocks done of total, MB written, MB/s and ETA, printed while the blocks run.
+    """Blocks done of total, MB stored (compressed), MB/s and ETA, printed while blocks run.
 
     On a terminal one line is redrawn twice a second; otherwise (logs, batch jobs) a plain
     line is printed every `log_interval` seconds.
@@ -173,7 +175,7 @@ class Progress:
         rate = mb / elapsed if elapsed > 0 else 0.0
         eta = (elapsed / done * (self.total - done)) if done else float("nan")
         line = (f"blocks {done}/{self.total} ({100 * done / self.total:.0f}%)  "
-                f"{mb:.1f} MB written  {rate:.1f} MB/s  "
+                f"{mb:.1f} MB stored  {rate:.1f} MB/s  "
                 + (f"done in {elapsed:.1f} s" if final else f"ETA {eta:.0f} s"))
         if self.tty:
             self.stream.write("\r" + line + ("\n" if final else ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -98,3 +99,16 @@ def test_command_line_run_as_a_user_would(small_acquisition, tmp_path):
     got = tensorstore_read(str(tmp_path / "out/volume.n5"), "0", "zarr3")
     assert got.shape == tuple(reversed(json.loads(Path(small_acquisition["paths"]["acquisition_json"])
                                                   .read_text())["ground_truth_shape"]))
+
+
+@pytest.mark.slow
+def test_spark_submit_master_wins_over_the_job_file(small_acquisition, tmp_path):
+    """Under spark-submit, the job file's spark.master (local[2] here) is not used."""
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out.n5")
+    submit = Path(sys.executable).parent / "spark-submit"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    run = subprocess.run([str(submit), "--master", "local[1]", str(ROOT / "jobs/export.py"), str(job)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "spark:    master local[1]" in run.stdout
+    assert tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5").any()
