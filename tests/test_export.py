@@ -112,3 +112,17 @@ def test_spark_submit_master_wins_over_the_job_file(small_acquisition, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "spark:    master local[1]" in run.stdout
     assert tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5").any()
+
+
+@pytest.mark.slow
+def test_local_cluster_executors_write_their_own_chunks(small_acquisition, tmp_path):
+    """Separate executor JVMs (and their Python workers) fuse and write; the driver commits."""
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out.zarr",
+                    'format = "zarr3"')
+    run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job),
+                          "--set", "spark.master=local-cluster[2,1,1024]"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "spark:    master local-cluster[2,1,1024]" in run.stdout
+    reference = reference_volume(load_job(job))
+    np.testing.assert_array_equal(tensorstore_read(str(tmp_path / "out.zarr"), "0", "zarr3"), reference)

@@ -1,0 +1,57 @@
+"""Tile JSON paths, region reads (memory-mapped and page by page), and what crosses to executors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+
+from pipelines.config import load_job
+from pipelines.geometry import Box
+from pipelines.plan import make_plan
+from pipelines.tiles import Tile, read_region, read_tile_json, write_tile_json
+from tests.conftest import write_job
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_read_region_matches_the_stack(tmp_path, compression):
+    stack = np.random.default_rng(0).integers(0, 4000, (9, 20, 30)).astype("uint16")
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, stack, compression=compression, contiguous=compression is None)
+    tile = Tile(0, str(path), (0, 0, 0), (30, 20, 9))
+    region = Box((3, 5, 2), (17, 20, 7))
+    np.testing.assert_array_equal(read_region(tile, region), stack[2:7, 5:20, 3:17])
+
+
+def test_read_region_refuses_regions_outside_the_tile(tmp_path):
+    tifffile.imwrite(tmp_path / "t.tif", np.zeros((2, 3, 4), "uint16"), contiguous=True)
+    tile = Tile(0, str(tmp_path / "t.tif"), (0, 0, 0), (4, 3, 2))
+    with pytest.raises(ValueError, match="outside tile 0"):
+        read_region(tile, Box((0, 0, 0), (5, 3, 2)))
+
+
+def test_tile_json_paths_relative_to_the_json_and_absolute(tmp_path):
+    (tmp_path / "sub").mkdir()
+    doc = [{"index": 0, "file": "sub/a.tif", "position": [1.5, 0, 0], "size": [4, 3, 2], "type": "GRAY8"},
+           {"index": 1, "file": str(tmp_path / "b.tif"), "position": [3, 0, 0], "size": [4, 3, 2], "type": "GRAY8"}]
+    (tmp_path / "tiles.json").write_text(json.dumps(doc))
+    tiles = read_tile_json(tmp_path / "tiles.json")
+    assert [t.path for t in tiles] == [str(tmp_path / "sub/a.tif"), str(tmp_path / "b.tif")]
+    assert tiles.tiles[0].origin == (2, 0, 0) and tiles.dtype == np.uint8
+    write_tile_json(tiles, tmp_path / "copy.json")
+    written = json.loads((tmp_path / "copy.json").read_text())
+    assert [t["file"] for t in written] == ["sub/a.tif", "b.tif"]
+    assert read_tile_json(tmp_path / "copy.json") == type(tiles)(tiles.tiles, str(tmp_path / "copy.json"))
+
+
+def test_everything_sent_to_executors_pickles_small(small_acquisition, tmp_path):
+    config = load_job(write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "o.n5"))
+    plan = make_plan(config)
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    for task in plan.tasks:
+        assert pickle.loads(pickle.dumps(task)) == task
+        assert len(pickle.dumps(task)) < 200
+    assert len(pickle.dumps(plan)) < 4000  # 4 tiles: the broadcast is a few KB, never pixels
