@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry import to_zyx
 from .codecs import Compressor
 
 Vec = tuple[int, ...]
@@ -24,10 +25,29 @@ class ArraySpec:
     resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)  # µm per voxel
     offset: Vec = (0, 0, 0)   # stage coordinates (voxels) of voxel (0, 0, 0)
     fill_value: int = 0
+    # Leading non-spatial axes stored before z, y, x (e.g. t and c in OME-Zarr), each
+    # chunked by 1: sizes and names. Empty for plain 3D arrays (N5 is always 3D).
+    lead: tuple[int, ...] = ()
+    lead_names: tuple[str, ...] = ()
+    shard: Vec | None = None  # chunks per shard along x, y, z (Zarr v3 sharding), or None
 
     @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
+
+    @property
+    def shape_zyx(self) -> tuple[int, ...]:
+        """The stored array's full shape: lead axes, then z, y, x."""
+        return tuple(self.lead) + to_zyx(self.shape)
+
+    @property
+    def chunks_zyx(self) -> tuple[int, ...]:
+        """The stored chunk shape: 1 along every lead axis, then z, y, x."""
+        return (1,) * len(self.lead) + to_zyx(self.chunks)
+
+    @property
+    def dimension_names(self) -> list[str]:
+        return [*self.lead_names, "z", "y", "x"]
 
 
 def json_bytes(doc: dict) -> bytes:

@@ -22,7 +22,9 @@ N5_VERSION = "2.5.1"
 ROOT_KEY = "attributes.json"
 
 
-def chunk_key(spec: ArraySpec, index_xyz) -> str:
+def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
+    if lead_index or spec.lead:
+        raise ValueError("N5 arrays are 3D: one array per channel and timepoint")
     return f"{spec.path}/" + "/".join(str(i) for i in index_xyz)
 
 

@@ -14,11 +14,11 @@ from .base import ArraySpec, compress, decompress, json_bytes
 
 NAME = "zarr3"
 ROOT_KEY = "zarr.json"
-DIMENSION_NAMES = ["z", "y", "x"]
 
 
-def chunk_key(spec: ArraySpec, index_xyz) -> str:
-    return f"{spec.path}/c/" + "/".join(str(i) for i in to_zyx(index_xyz))
+def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
+    """Key of a chunk (or, for a sharded array, of a shard) by its grid index."""
+    return f"{spec.path}/c/" + "/".join(str(i) for i in (*lead_index, *to_zyx(index_xyz)))
 
 
 def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
@@ -43,13 +43,13 @@ def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
     doc = {
         "zarr_format": 3,
         "node_type": "array",
-        "shape": list(to_zyx(spec.shape)),
+        "shape": list(spec.shape_zyx),
         "data_type": spec.dtype,
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(to_zyx(spec.chunks))}},
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(spec.chunks_zyx)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": spec.fill_value,
         "codecs": codecs,
-        "dimension_names": DIMENSION_NAMES,
+        "dimension_names": spec.dimension_names,
         "attributes": {
             "pixelResolution": {"unit": "um", "dimensions": list(to_zyx(spec.resolution))},
             "offset": list(to_zyx(spec.offset)),
