@@ -15,6 +15,7 @@ import sys
 
 from pipelines.config import load_job
 from pipelines.errors import BlockFailed, PipelineError
+from pipelines.formats import TENSORSTORE_DRIVERS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,21 +32,24 @@ def report(result) -> str:
     s, plan = result.summary, result.plan
     mb = result.volume_bytes / 2**20
     rate = mb / result.run_seconds if result.run_seconds else 0.0
-    driver = {"n5": "n5", "zarr3": "zarr3"}[s.format]
-    spec = {"driver": driver, "kvstore": {"driver": "file", "path": f"{s.uri}/{s.dataset}"}}
+    spec = {"driver": TENSORSTORE_DRIVERS[s.format],
+            "kvstore": {"driver": "file", "path": f"{s.uri}/{s.arrays[0]}"}}
     ratio = result.volume_bytes / s.bytes_written if s.bytes_written else float("inf")
-    return "\n".join([
-        f"dataset:  {s.uri}  (format {s.format}, array {s.dataset}, "
-        f"shape x,y,z = {list(s.shape)}, {plan.array.dtype})",
-        f"chunks:   {s.chunks_written} written, {s.chunks_skipped} empty and skipped, "
+    lines = [
+        f"dataset:  {s.uri}  (format {s.format}, layout {s.layout}, {s.levels} level"
+        f"{'s' if s.levels > 1 else ''}, level 0 at {s.arrays[0]}: x,y,z = {list(s.shape)}, "
+        f"{plan.array.dtype})",
+        f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
         f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
-        f"time:     {result.run_seconds:.1f} s for {s.blocks} blocks "
+        f"time:     {result.run_seconds:.1f} s for {s.tasks} block tasks "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MB/s of "
         f"{mb:.0f} MB uncompressed output",
         f"spark:    master {result.master}",
         f"open it:  python -c 'import tensorstore as ts; "
         f"print(ts.open({json.dumps(spec)}).result())'",
-    ])
+    ]
+    lines += [f"also:     {name} (next to the container)" for name in s.extra_files]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

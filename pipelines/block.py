@@ -1,8 +1,11 @@
-"""The executor side: one block task, descriptor in → chunks written → receipt out.
+"""The executor side: one block task, descriptor in → objects written → receipt out.
 
-`run_block` reads the tile regions the block needs, fuses them, splits the result into
-the block's chunks, skips chunks equal to the fill value, encodes the rest and writes
-each with one atomic put. It returns a `BlockReceipt`; no pixel data leaves the executor.
+For each channel, a stage-0 task fuses the tiles of its block into level 0; a later-stage
+task reads its block's region of the level below from the store and downsamples it.
+Then the task downsamples further inside the block for the stage's other levels. Every
+level's region is split into the objects (chunks or shards) the block owns; objects equal
+to the fill value are skipped, the rest encoded and written with one atomic put each.
+The task returns a `BlockReceipt`; no pixel data leaves the executor.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import pyramid, readback
 from .errors import BlockFailed
 from .formats import format_module
+from .formats.objects import encode_region
 from .fusion import fuse
+from .geometry import Box
 from .plan import BlockReceipt, BlockTask, ExportPlan
 from .storage import Store, open_store
 
@@ -31,40 +37,67 @@ def _store(uri: str) -> Store:
 
 
 def run_block(task: BlockTask, plan: ExportPlan, store: Store | None = None) -> BlockReceipt:
-    """Fuse and write one block; raise BlockFailed naming the block if anything goes wrong."""
+    """Compute and write one task; raise BlockFailed naming the block if anything goes wrong."""
     try:
         return _run(task, plan, store or _store(plan.output.uri))
     except Exception as e:
-        raise BlockFailed(f"block {list(task.index)}: {type(e).__name__}: {e}") from e
+        where = f"block {list(task.index)}" + (f" of stage {task.stage}" if task.stage else "")
+        raise BlockFailed(f"{where}: {type(e).__name__}: {e}") from e
 
 
 def _run(task: BlockTask, plan: ExportPlan, store: Store) -> BlockReceipt:
     started = time.perf_counter()
-    spec, fmt = plan.array, format_module(plan.output.format)
-    grid = plan.output.block_grid
-    box = grid.block_box(task.index)
-    data = fuse(box, plan.tiles_of(task), plan.offset, plan.blending, spec.np_dtype)
-    written, skipped = [], []
-    chunks = list(grid.chunks_of(task.index))
-    for n, chunk in enumerate(chunks):
-        if task.index in plan.fail_blocks and n == len(chunks) // 2:
-            raise InjectedFailure("injected by debug.fail_blocks after writing half the chunks")
-        region = plan.output.chunk_grid.chunk_box(chunk).relative_to(box.start)
-        values = data[region.slices_zyx()]
-        if _is_fill(values, spec.fill_value):
-            skipped.append(chunk)
-            continue
-        encoded = fmt.encode_chunk(spec, values)
-        store.put(fmt.chunk_key(spec, chunk), encoded)
-        written.append((chunk, len(encoded), zlib.crc32(encoded)))
-    return BlockReceipt(task.index, tuple(written), tuple(skipped),
-                        _number(data.min()), _number(data.max()),
+    out, stage = plan.output, plan.stages[task.stage]
+    writer = _Writer(plan, task, store)
+    ranges = []
+    for c in range(out.channels):
+        data = _first_level(task, plan, store, c)
+        ranges.append((_number(data.min()), _number(data.max())))
+        for level in range(stage.first, stage.first + stage.count):
+            if level > stage.first:
+                data = pyramid.downsample(data, out.factors[level], out.downsample)
+            writer.write(c, level, data)
+    return BlockReceipt(task.key, tuple(writer.written), tuple(writer.skipped), tuple(ranges),
                         time.perf_counter() - started)
 
 
-def _is_fill(values: np.ndarray, fill) -> bool:
-    # any() needs no temporary array, and 0 is the usual fill value
-    return not values.any() if fill == 0 else bool(np.all(values == fill))
+def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.ndarray:
+    """The block's voxels at its stage's first level: fused from tiles, or downsampled
+    from the level below as stored by the previous stage."""
+    out, first = plan.output, plan.stages[task.stage].first
+    box = plan.level_box(task, first)
+    if first == 0:
+        return fuse(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype)
+    factor, below = out.factors[first], out.shapes[first - 1]
+    source = Box(tuple(s * f for s, f in zip(box.start, factor)),
+                 tuple(min(s * f, n) for s, f, n in zip(box.stop, factor, below)))
+    data = readback.read_region(format_module(out.format), out.array(task.timepoint, c, first - 1),
+                                store, source, out.lead_index(task.timepoint, c))
+    return pyramid.downsample(data, factor, out.downsample)
+
+
+class _Writer:
+    """Encodes and puts the objects of one task, keeping the receipt's lists."""
+
+    def __init__(self, plan: ExportPlan, task: BlockTask, store: Store):
+        self.plan, self.task, self.store = plan, task, store
+        self.fmt = format_module(plan.output.format)
+        self.written: list[tuple[str, int, int]] = []
+        self.skipped: list[str] = []
+        self.fail_after = (len(plan.expected_keys(task)) // 2
+                           if task.stage == 0 and task.index in plan.fail_blocks else None)
+
+    def write(self, c: int, level: int, data: np.ndarray) -> None:
+        out, t = self.plan.output, self.task.timepoint
+        spec, box = out.array(t, c, level), self.plan.level_box(self.task, level)
+        for key, payload in encode_region(self.fmt, spec, data, box, out.lead_index(t, c)):
+            if self.fail_after is not None and len(self.written) + len(self.skipped) >= self.fail_after:
+                raise InjectedFailure("injected by debug.fail_blocks after writing half the objects")
+            if payload is None:
+                self.skipped.append(key)
+                continue
+            self.store.put(key, payload)
+            self.written.append((key, len(payload), zlib.crc32(payload)))
 
 
 def _number(value) -> float | int:

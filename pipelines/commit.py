@@ -1,15 +1,17 @@
 """Commit on the driver: check the receipts, then write metadata last.
 
 Until `commit` runs, the output holds chunks but no metadata, so no reader can open a
-dataset there. `commit` first checks that every planned block returned exactly one
-receipt covering exactly its own chunks, then writes the array metadata, then the group
-metadata. The returned `CommitSummary` is the record a ledger or success file builds on.
+dataset there. `commit` first checks that every planned task returned exactly one receipt
+accounting for exactly the objects it owns, then writes every array's metadata (all
+levels together), then the layout's group and viewer metadata, root last. The returned
+`CommitSummary` is the record a ledger or success file builds on.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from . import metadata
 from .errors import OutputError
 from .formats import format_module
 from .plan import BlockReceipt, ExportPlan, OutputSpec
@@ -18,19 +20,21 @@ from .storage import Store
 
 @dataclass(frozen=True)
 class CommitSummary:
-    """What was committed: counts, bytes and the value range, for reports and records."""
+    """What was committed: counts, bytes and value ranges, for reports and records."""
 
     uri: str
-    dataset: str
     format: str
-    shape: tuple[int, ...]
-    blocks: int
-    chunks_written: int
-    chunks_skipped: int
+    layout: str
+    arrays: tuple[str, ...]             # array paths, level 0 of the first channel first
+    shape: tuple[int, ...]              # level 0, x, y, z
+    levels: int
+    tasks: int
+    objects_written: int
+    objects_skipped: int
     bytes_written: int
-    min: float
-    max: float
+    ranges: tuple[tuple[float, float], ...]  # per channel, level 0 (min, max)
     task_seconds: float
+    extra_files: tuple[str, ...] = ()   # written beside the container (BigDataViewer XML)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,7 +43,8 @@ class CommitSummary:
 def check_output(output: OutputSpec, store: Store) -> None:
     """Refuse an output that cannot be written or already holds a committed dataset."""
     fmt = format_module(output.format)
-    committed = [key for key, _ in fmt.array_documents(output.array)] + [fmt.ROOT_KEY]
+    spec = output.array(0, 0, 0)
+    committed = [key for key, _ in fmt.array_documents(spec)] + [fmt.ROOT_KEY]
     for key in committed:
         if store.exists(key):
             raise OutputError(
@@ -48,41 +53,53 @@ def check_output(output: OutputSpec, store: Store) -> None:
     store.check_writable()
 
 
-def commit(plan: ExportPlan, receipts: list[BlockReceipt], store: Store) -> CommitSummary:
-    """Check that the receipts cover the plan exactly, then write metadata: arrays, then groups."""
+def commit(plan: ExportPlan, receipts: list[BlockReceipt], store: Store,
+           beside: Store | None = None) -> CommitSummary:
+    """Check that the receipts cover the plan exactly, then write metadata: arrays first,
+    then groups. `beside` is where files that live next to the container go (BDV XML)."""
     check_receipts(plan, receipts)
-    fmt = format_module(plan.output.format)
-    for key, document in fmt.array_documents(plan.array) + fmt.group_documents(plan.array):
+    ranges = channel_ranges(plan, receipts)
+    documents = metadata.documents(plan, ranges)
+    for key, document in documents.arrays + documents.groups:
         store.put(key, document)
-    return summarize(plan, receipts)
+    for key, document in documents.beside:
+        (beside or store).put(key, document)
+    return summarize(plan, receipts, ranges, tuple(k for k, _ in documents.beside))
 
 
 def check_receipts(plan: ExportPlan, receipts: list[BlockReceipt]) -> None:
-    """Every planned block has one receipt, and each receipt covers exactly its block's chunks."""
-    planned = {t.index for t in plan.tasks}
-    got = [r.block for r in receipts]
-    missing, extra = planned - set(got), set(got) - planned
+    """Every planned task has one receipt, and each receipt accounts for exactly its objects."""
+    planned = {t.key: t for t in plan.tasks}
+    got = [r.task for r in receipts]
+    missing, extra = set(planned) - set(got), set(got) - set(planned)
     if missing or extra or len(got) != len(set(got)):
         raise RuntimeError(
-            f"receipts do not match the plan: {len(missing)} blocks missing, "
+            f"receipts do not match the plan: {len(missing)} tasks missing, "
             f"{len(extra)} unexpected, {len(got) - len(set(got))} duplicated; nothing committed")
-    grid = plan.output.block_grid
     for r in receipts:
-        reported = sorted([c for c, _, _ in r.written] + list(r.skipped))
-        if reported != sorted(grid.chunks_of(r.block)):
-            raise RuntimeError(f"block {list(r.block)}: receipt does not list exactly its own "
-                               f"chunks; nothing committed")
+        reported = sorted([k for k, _, _ in r.written] + list(r.skipped))
+        if reported != sorted(plan.expected_keys(planned[r.task])):
+            raise RuntimeError(f"task {r.task}: receipt does not list exactly the objects the "
+                               f"task owns; nothing committed")
 
 
-def summarize(plan: ExportPlan, receipts: list[BlockReceipt]) -> CommitSummary:
+def channel_ranges(plan: ExportPlan, receipts: list[BlockReceipt]) -> tuple[tuple[float, float], ...]:
+    """(min, max) of each channel's level-0 values, over all fused blocks."""
+    fused = [r for r in receipts if r.task[0] == 0]
+    if not fused:
+        return tuple((0, 0) for _ in range(plan.output.channels))
+    return tuple((min(r.ranges[c][0] for r in fused), max(r.ranges[c][1] for r in fused))
+                 for c in range(plan.output.channels))
+
+
+def summarize(plan: ExportPlan, receipts: list[BlockReceipt], ranges, extra_files) -> CommitSummary:
+    out = plan.output
     return CommitSummary(
-        uri=plan.output.uri, dataset=plan.array.path, format=plan.output.format,
-        shape=plan.array.shape, blocks=len(receipts),
-        chunks_written=sum(len(r.written) for r in receipts),
-        chunks_skipped=sum(len(r.skipped) for r in receipts),
+        uri=out.uri, format=out.format, layout=out.layout,
+        arrays=tuple(spec.path for spec in out.arrays()), shape=out.shapes[0], levels=out.levels,
+        tasks=len(receipts),
+        objects_written=sum(len(r.written) for r in receipts),
+        objects_skipped=sum(len(r.skipped) for r in receipts),
         bytes_written=sum(r.nbytes for r in receipts),
-        min=min((r.min for r in receipts), default=0),
-        max=max((r.max for r in receipts), default=0),
-        task_seconds=sum(r.seconds for r in receipts),
+        ranges=ranges, task_seconds=sum(r.seconds for r in receipts), extra_files=extra_files,
     )
-

@@ -20,28 +20,36 @@ from typing import Any
 
 from .errors import ConfigError
 
-FORMATS = ("n5", "zarr3")
+FORMATS = ("n5", "zarr2", "zarr3")
+LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
 BLENDINGS = ("max", "average", "linear", "first")
+DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
+DOWNSAMPLING = ("mean", "mode")
 
 # Every key a job file may hold, with its default (REQUIRED when there is none).
 # The [spark] table also takes any Spark property (see `_spark_conf`).
 REQUIRED = object()
 SCHEMA: dict[str, dict[str, Any]] = {
-    "input": {"tiles": REQUIRED},
+    "input": {"tiles": "", "timepoints": [], "channel_names": []},
     "output": {
         "uri": REQUIRED,
         "format": "n5",
-        "dataset": "",
+        "layout": "",
         "chunks": [128, 128, 64],
-        "block": [2, 2, 2],
+        "block": [],
+        "shard": [],
         "codec": "zstd",
+        "dtype": "",
+        "levels": 1,
+        "downsample": "mean",
     },
     "fusion": {"blending": "linear"},
     "limits": {"task_memory": "4GiB"},
     "spark": {"master": "local[*]"},
     "debug": {"fail_blocks": []},
 }
-PATH_KEYS = {("input", "tiles"), ("output", "uri")}
+PATH_KEYS = {("input", "tiles"), ("input", "timepoints"), ("output", "uri")}
+DEFAULT_BLOCK = (2, 2, 2)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
@@ -60,23 +68,33 @@ class CodecConfig:
 class OutputConfig:
     uri: str
     format: str
-    dataset: str
+    layout: str
     chunks: tuple[int, int, int]
     block: tuple[int, int, int]
+    shard: tuple[int, int, int] | None
     codec: CodecConfig
+    dtype: str          # "" = the tiles' type
+    levels: int | str   # a count, or "auto"
+    downsample: str
 
 
 @dataclass(frozen=True)
 class JobConfig:
     """A validated job: every value checked, paths resolved, nothing left to default."""
 
-    tiles: str
+    inputs: tuple[tuple[str, ...], ...]  # tile JSON paths per timepoint, per channel
+    channel_names: tuple[str, ...]
     output: OutputConfig
     blending: str
     task_memory: int
     spark_conf: tuple[tuple[str, str], ...]
     fail_blocks: tuple[tuple[int, int, int], ...] = ()
     source: str = field(default="", compare=False)
+
+    @property
+    def tiles(self) -> str:
+        """The first channel's tile JSON of the first timepoint."""
+        return self.inputs[0][0]
 
     @property
     def spark_master(self) -> str:
@@ -111,8 +129,8 @@ def apply_override(raw: dict, item: str) -> None:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
-    if (section, name) in PATH_KEYS and isinstance(value, str):
-        value = _resolve(value, Path.cwd())
+    if (section, name) in PATH_KEYS:
+        value = _resolve_nested(value, Path.cwd())
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
         raise ConfigError(f"--set {item!r}: [{section}] is not a table in the job file")
@@ -123,17 +141,11 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
     """Check a parsed job document against SCHEMA and turn it into a JobConfig."""
     where = f"{source}: " if source else ""
     merged = _merge_defaults(raw, where)
-    out = merged["output"]
+    inputs = _inputs(merged["input"], where)
     return JobConfig(
-        tiles=_string(merged["input"], "input", "tiles", where),
-        output=OutputConfig(
-            uri=_string(out, "output", "uri", where),
-            format=_choice(out, "output", "format", FORMATS, where),
-            dataset=_dataset_path(out["dataset"], out["format"], where),
-            chunks=_positive_triple(out, "output", "chunks", where),
-            block=_positive_triple(out, "output", "block", where),
-            codec=_codec(out["codec"], where),
-        ),
+        inputs=inputs,
+        channel_names=_channel_names(merged["input"]["channel_names"], len(inputs[0]), where),
+        output=_output(merged["output"], len(inputs), where),
         blending=_choice(merged["fusion"], "fusion", "blending", BLENDINGS, where),
         task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
         spark_conf=_spark_conf(merged["spark"], where),
@@ -215,17 +227,6 @@ def _positive_triple(table: dict, section: str, key: str, where: str) -> tuple[i
     return tuple(value)
 
 
-def _dataset_path(value: Any, fmt: str, where: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}output.dataset: expected a path string, found {value!r}")
-    path = value.strip("/")
-    if any(part in ("", ".", "..") for part in path.split("/")) and path:
-        raise ConfigError(f"{where}output.dataset: {value!r} is not a clean relative path")
-    if not path:  # defaults follow what viewers look for first
-        path = "c0/s0" if fmt == "n5" else "0"
-    return path
-
-
 def _codec(value: Any, where: str) -> CodecConfig:
     if isinstance(value, str):
         return CodecConfig(value)
@@ -272,8 +273,11 @@ def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
     return tuple(tuple(b) for b in value)
 
 
-def _resolve(value: str, base: Path) -> str:
-    if "://" in value or Path(value).is_absolute():
+def _resolve_nested(value: Any, base: Path) -> Any:
+    """Resolve a path, or every path in a (nested) list, against `base`."""
+    if isinstance(value, list):
+        return [_resolve_nested(v, base) for v in value]
+    if not isinstance(value, str) or not value or "://" in value or Path(value).is_absolute():
         return value
     return str((base / value).resolve())
 
@@ -281,5 +285,63 @@ def _resolve(value: str, base: Path) -> str:
 def _resolve_paths(raw: dict, base: Path) -> None:
     for section, key in PATH_KEYS:
         table = raw.get(section)
-        if isinstance(table, dict) and isinstance(table.get(key), str):
-            table[key] = _resolve(table[key], base)
+        if isinstance(table, dict) and key in table:
+            table[key] = _resolve_nested(table[key], base)
+
+
+def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
+    """Tile JSONs as timepoints × channels, from `tiles` (one timepoint) or `timepoints`."""
+    tiles, timepoints = table["tiles"], table["timepoints"]
+    if bool(tiles) == bool(timepoints):
+        raise ConfigError(f"{where}input: give either input.tiles (one timepoint) or "
+                          f"input.timepoints (a list of tile JSON lists), not {'both' if tiles else 'neither'}")
+    rows = [tiles] if tiles else timepoints
+    if not isinstance(rows, list):
+        raise ConfigError(f"{where}input.timepoints: expected a list of lists of tile JSONs, found {rows!r}")
+    parsed = []
+    for row in rows:
+        row = [row] if isinstance(row, str) else row
+        if not isinstance(row, list) or not row or not all(isinstance(p, str) and p for p in row):
+            key = "input.tiles" if tiles else "input.timepoints"
+            raise ConfigError(f"{where}{key}: expected a tile JSON path or a non-empty list of "
+                              f"them (one per channel), found {row!r}")
+        parsed.append(tuple(row))
+    if len({len(row) for row in parsed}) != 1:
+        raise ConfigError(f"{where}input.timepoints: every timepoint needs the same number of "
+                          f"channels, found {[len(r) for r in parsed]}")
+    return tuple(parsed)
+
+
+def _channel_names(value: Any, channels: int, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}input.channel_names: expected a list of names, found {value!r}")
+    if value and len(value) != channels:
+        raise ConfigError(f"{where}input.channel_names: {len(value)} names for {channels} channels")
+    return tuple(value)
+
+
+def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
+    fmt = _choice(out, "output", "format", FORMATS, where)
+    out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
+    layout = _choice(out, "output", "layout", LAYOUTS[fmt], where)
+    if layout == "n5-viewer" and timepoints > 1:
+        raise ConfigError(f"{where}output.layout: the n5-viewer layout holds one timepoint; "
+                          f"use layout = \"bdv\" for {timepoints} timepoints")
+    chunks = _positive_triple(out, "output", "chunks", where)
+    shard = _positive_triple(out, "output", "shard", where) if out["shard"] != [] else None
+    if shard and fmt != "zarr3":
+        raise ConfigError(f"{where}output.shard: sharding needs format = \"zarr3\", found {fmt!r}")
+    block = _positive_triple(out, "output", "block", where) if out["block"] != [] else (
+        shard or DEFAULT_BLOCK)
+    if shard and any(b % s for b, s in zip(block, shard)):
+        raise ConfigError(f"{where}output.block: {list(block)} must be a whole number of shards "
+                          f"{list(shard)} per axis, so that each task owns whole shards")
+    if out["dtype"] and out["dtype"] not in DTYPES:
+        _choice(out, "output", "dtype", DTYPES, where)
+    levels = out["levels"]
+    if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
+        raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
+    return OutputConfig(
+        uri=_string(out, "output", "uri", where), format=fmt, layout=layout, chunks=chunks,
+        block=block, shard=shard, codec=_codec(out["codec"], where), dtype=out["dtype"],
+        levels=levels, downsample=_choice(out, "output", "downsample", DOWNSAMPLING, where))

@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import TextIO
@@ -25,7 +26,7 @@ from .commit import CommitSummary, check_output, commit
 from .config import JobConfig
 from .errors import BlockFailed
 from .plan import BlockReceipt, ExportPlan, make_plan
-from .storage import open_store
+from .storage import beside_store, open_store
 
 JOB_GROUP = "tile-export"
 
@@ -40,8 +41,10 @@ class ExportResult:
 
     @property
     def volume_bytes(self) -> int:
-        """Uncompressed bytes of the output volume: what the throughput figures count."""
-        return int(np.prod(self.summary.shape)) * np.dtype(self.plan.array.dtype).itemsize
+        """Uncompressed bytes of every level, channel and timepoint: what throughput counts."""
+        out = self.plan.output
+        voxels = sum(int(np.prod(shape)) for shape in out.shapes) * out.channels * out.timepoints
+        return voxels * np.dtype(out.base.dtype).itemsize
 
 
 def session(config: JobConfig) -> SparkSession:
@@ -86,24 +89,31 @@ def export(config: JobConfig, spark: SparkSession | None = None,
         startup = time.perf_counter() - before
     master = spark.sparkContext.master
     try:
-        receipts = run_blocks(spark, plan, stream)
-        summary = commit(plan, receipts, store)
+        receipts = []
+        for n, stage in enumerate(plan.stages):
+            if len(plan.stages) > 1:
+                last = stage.first + stage.count - 1
+                stream.write(f"stage {n + 1}/{len(plan.stages)}: levels {stage.first}"
+                             f"{'' if last == stage.first else f'–{last}'}\n")
+            receipts += run_blocks(spark, plan, plan.tasks_of(n), stream)
+        summary = commit(plan, receipts, store, beside_store(config.output.uri))
     finally:
         if own_session:
             spark.stop()
     return ExportResult(summary, plan, startup, time.perf_counter() - started - startup, master)
 
 
-def run_blocks(spark: SparkSession, plan: ExportPlan, stream: TextIO = sys.stderr) -> list[BlockReceipt]:
-    """Run one Spark task per block and gather the receipts; raise BlockFailed on failure."""
+def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sys.stderr) -> list[BlockReceipt]:
+    """Run one Spark task per block task and gather the receipts; raise BlockFailed on failure."""
     sc = spark.sparkContext
-    if not plan.tasks:
+    if not tasks:
         return []
     shared = sc.broadcast(plan)
     written = sc.accumulator(0)
-    sc.setJobGroup(JOB_GROUP, f"fuse and write {len(plan.tasks)} blocks")
-    rdd = sc.parallelize(plan.tasks, numSlices=len(plan.tasks))
-    progress = Progress(sc, len(plan.tasks), written, stream)
+    group = f"{JOB_GROUP}-{uuid.uuid4().hex[:8]}"  # one group per stage: progress counts its tasks only
+    sc.setJobGroup(group, f"compute and write {len(tasks)} blocks")
+    rdd = sc.parallelize(tasks, numSlices=len(tasks))
+    progress = Progress(sc, group, len(tasks), written, stream)
     try:
         with progress:
             return rdd.map(partial(_execute, shared, written)).collect()
@@ -136,9 +146,9 @@ class Progress:
     line is printed every `log_interval` seconds.
     """
 
-    def __init__(self, sc: SparkContext, total: int, written, stream: TextIO,
+    def __init__(self, sc: SparkContext, group: str, total: int, written, stream: TextIO,
                  log_interval: float = 10.0):
-        self.sc, self.total, self.written, self.stream = sc, total, written, stream
+        self.sc, self.group, self.total, self.written, self.stream = sc, group, total, written, stream
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.interval = 0.5 if self.tty else log_interval
         self.stop = threading.Event()
@@ -158,7 +168,7 @@ class Progress:
     def done(self) -> int:
         tracker = self.sc.statusTracker()
         count = 0
-        for job in tracker.getJobIdsForGroup(JOB_GROUP):
+        for job in tracker.getJobIdsForGroup(self.group):
             info = tracker.getJobInfo(job)
             for stage in (info.stageIds if info else []):
                 stage_info = tracker.getStageInfo(stage)

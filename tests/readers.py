@@ -6,7 +6,7 @@ import numpy as np
 import tensorstore as ts
 import zarr
 
-DRIVERS = {"n5": "n5", "zarr3": "zarr3"}
+from pipelines.formats import TENSORSTORE_DRIVERS as DRIVERS
 
 
 def tensorstore_read(container: str, dataset: str, fmt: str) -> np.ndarray:
@@ -19,6 +19,11 @@ def tensorstore_read(container: str, dataset: str, fmt: str) -> np.ndarray:
     data = store.read().result()
     # tensorstore's n5 driver presents x, y, z; put it in numpy's z, y, x.
     return np.asarray(data).transpose(2, 1, 0) if fmt == "n5" else np.asarray(data)
+
+
+def zarr2_read(container: str, dataset: str) -> np.ndarray:
+    """The whole Zarr v2 dataset as zarr-python 3 reads it."""
+    return np.asarray(zarr.open_group(container, mode="r", zarr_format=2)[dataset][...])
 
 
 def zarr_read(container: str, dataset: str) -> np.ndarray:

@@ -22,8 +22,9 @@ def test_defaults_and_paths_relative_to_the_job_file(tmp_path):
     config = load_job(job(tmp_path))
     assert config.tiles == str(tmp_path / "tiles.json")
     assert config.output.uri == str(tmp_path / "out/volume.n5")
-    assert config.output.format == "n5" and config.output.dataset == "c0/s0"
+    assert config.output.format == "n5" and config.output.layout == "n5-viewer"
     assert config.output.chunks == (128, 128, 64) and config.output.block == (2, 2, 2)
+    assert config.output.levels == 1 and config.output.shard is None and config.output.dtype == ""
     assert config.output.codec == CodecConfig("zstd") and config.blending == "linear"
     assert config.spark_master == "local[*]"
 
@@ -35,7 +36,7 @@ def test_overrides_are_read_as_toml_values_or_strings(tmp_path, monkeypatch):
         "spark.executor.memory=4g", "output.codec={name='blosc', cname='lz4'}",
         "spark.master=local[2]",
     ])
-    assert config.output.format == "zarr3" and config.output.dataset == "0"
+    assert config.output.format == "zarr3" and config.output.layout == "ome"
     assert config.output.chunks == (64, 32, 16)
     assert config.output.uri == str(tmp_path / "elsewhere/v.zarr")
     assert dict(config.spark_conf)["spark.executor.memory"] == "4g"
@@ -55,7 +56,7 @@ def test_spark_table_takes_nested_and_quoted_properties(tmp_path):
     ('[input]\ntiles = "t.json"\n[output]\nformat = "n5"\n', "missing required key output.uri"),
     (MINIMAL + "[fusion]\nblendng = 'max'\n", "unknown key fusion.blendng; did you mean 'fusion.blending'"),
     (MINIMAL + "[fusion]\nblending = 'maximum'\n", r"fusion.blending: expected one of .* \(did you mean 'max'\?\)"),
-    (MINIMAL.replace("[output]", "[output]\nformat = 'hdf5'"), "output.format: expected one of n5, zarr3"),
+    (MINIMAL.replace("[output]", "[output]\nformat = 'hdf5'"), "output.format: expected one of n5, zarr2, zarr3"),
     (MINIMAL.replace("[output]", "[output]\nchunks = [64, 0, 64]"), r"output.chunks: expected three positive"),
     (MINIMAL.replace("[output]", "[output]\nblock = [2, 2]"), r"output.block: expected three positive"),
     (MINIMAL.replace("[output]", "[output]\nblock = [-1, 2, 2]"), r"output.block: expected three positive"),

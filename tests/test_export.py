@@ -28,7 +28,7 @@ def reference_volume(config) -> np.ndarray:
     """The whole volume fused in this process, without Spark or blocks."""
     plan = make_plan(config)
     box = Box((0, 0, 0), plan.array.shape)
-    return fuse(box, plan.tiles, plan.offset, plan.blending, plan.array.dtype)
+    return fuse(box, plan.tiles[0][0], plan.offset, plan.blending, plan.array.dtype)
 
 
 @pytest.mark.parametrize("fmt,codec", [("n5", "zstd"), ("n5", "gzip"), ("zarr3", "zstd"),
@@ -40,7 +40,7 @@ def test_export_matches_reference_and_ground_truth(spark, small_acquisition, tmp
                     f'format = "{fmt}"\ncodec = {codec if codec.startswith("{") else repr(codec)}')
     config = load_job(job)
     result = export(config, spark=spark)
-    dataset = config.output.dataset
+    dataset = result.summary.arrays[0]
     got = tensorstore_read(str(uri), dataset, fmt)
     np.testing.assert_array_equal(got, reference_volume(config))
     if fmt == "zarr3":
@@ -51,9 +51,9 @@ def test_export_matches_reference_and_ground_truth(spark, small_acquisition, tmp
     error = got.astype(float) - truth
     assert abs(error.mean()) < 1.0
     assert (np.abs(error) <= 6 * np.sqrt(truth + 1) + 1).mean() > 0.999
-    counts = result.plan.output.chunk_grid.counts
-    assert result.summary.chunks_written + result.summary.chunks_skipped == np.prod(counts)
-    assert result.summary.min == got.min() and result.summary.max == got.max()
+    counts = result.plan.output.block_grid(0).chunks.counts
+    assert result.summary.objects_written + result.summary.objects_skipped == np.prod(counts)
+    assert result.summary.ranges == ((got.min(), got.max()),)
 
 
 def test_empty_chunks_are_skipped_and_read_as_zero(spark, tmp_path):
@@ -67,8 +67,8 @@ def test_empty_chunks_are_skipped_and_read_as_zero(spark, tmp_path):
     job = write_job(tmp_path / "job.toml", "tiles.json", "out.n5", "")
     config = load_job(job, ["output.block=[3,1,1]"])
     summary = export(config, spark=spark).summary
-    assert summary.blocks == 2  # blocks [0..3) and [3..5) of 5 chunks along x
-    assert summary.chunks_written == 3 and summary.chunks_skipped == 2  # x chunks 1, 2 are empty
+    assert summary.tasks == 2  # blocks [0..3) and [3..5) of 5 chunks along x
+    assert summary.objects_written == 3 and summary.objects_skipped == 2  # x chunks 1, 2 are empty
     assert sorted(p.name for p in (tmp_path / "out.n5/c0/s0").iterdir()) == ["0", "3", "4", "attributes.json"]
     got = tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5")
     assert (got[:, :, 16:56] == 0).all() and (got[:, :, :16] == 500).all() and (got[:, :, 56:] == 501).all()

@@ -11,10 +11,16 @@ from pipelines.config import CodecConfig
 from pipelines.errors import PlanError
 from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import BlockGrid, Box, ChunkGrid, grid_indices
-from pipelines.plan import ExportPlan, OutputSpec, block_tasks, check_memory, task_memory_bytes
+from pipelines.plan import (ExportPlan, OutputSpec, Stage, block_tasks, check_memory,
+                            task_memory_bytes)
 from pipelines.tiles import Tile, TileSet
 
 triples = st.tuples(*[st.integers(1, 12)] * 3)
+
+
+def single_level_output(shape, chunk, per_block) -> OutputSpec:
+    spec = ArraySpec("", tuple(shape), tuple(chunk), "uint16", compressor_for(CodecConfig("raw"), "n5"))
+    return OutputSpec("out", "n5", "n5-viewer", spec, tuple(per_block), (tuple(shape),), ((1, 1, 1),))
 
 
 @settings(max_examples=150, deadline=None)
@@ -50,8 +56,9 @@ tile_strategy = st.lists(
 def test_every_tile_block_overlap_is_found(tiles, chunk, per_block):
     tileset = TileSet(tuple(Tile(i, f"t{i}.tif", pos, size) for i, (pos, size) in enumerate(tiles)))
     bounds = tileset.bounds
-    grid = BlockGrid(ChunkGrid(bounds.shape, chunk), per_block)
-    tasks = {t.index: set(t.tiles) for t in block_tasks(grid, tileset, bounds.start)}
+    output = single_level_output(bounds.shape, chunk, per_block)
+    grid = output.block_grid(0)
+    tasks = {t.index: set(t.tiles) for t in block_tasks(output, (Stage(0, 1),), tileset)}
     for block in grid_indices(grid.counts):  # brute force: every block × every tile
         expected = {t.index for t in tileset
                     if not t.box.relative_to(bounds.start).intersect(grid.block_box(block)).is_empty()}
@@ -61,8 +68,8 @@ def test_every_tile_block_overlap_is_found(tiles, chunk, per_block):
 def test_blocks_no_tile_touches_are_not_scheduled():
     # two tiles far apart along x: the blocks between them hold nothing
     tiles = TileSet((Tile(0, "a", (0, 0, 0), (10, 10, 10)), Tile(1, "b", (90, 0, 0), (10, 10, 10))))
-    grid = BlockGrid(ChunkGrid(tiles.bounds.shape, (10, 10, 10)), (1, 1, 1))
-    assert [t.index for t in block_tasks(grid, tiles, (0, 0, 0))] == [(0, 0, 0), (9, 0, 0)]
+    output = single_level_output(tiles.bounds.shape, (10, 10, 10), (1, 1, 1))
+    assert [t.index for t in block_tasks(output, (Stage(0, 1),), tiles)] == [(0, 0, 0), (9, 0, 0)]
 
 
 def test_box_basics():
@@ -75,11 +82,11 @@ def test_box_basics():
 
 def test_memory_check_names_the_block_and_the_limit():
     tiles = TileSet((Tile(0, "a", (0, 0, 0), (1024, 1024, 256)),))
-    spec = ArraySpec("s0", (1024, 1024, 256), (256, 256, 128), "uint16",
-                     compressor_for(CodecConfig("raw"), "n5"))
-    output = OutputSpec("out", "n5", spec, (4, 4, 2))
-    tasks = block_tasks(output.block_grid, tiles, (0, 0, 0))
-    plan = ExportPlan(output, tiles, tasks, "linear", task_memory_bytes(output, tiles))
+    output = single_level_output((1024, 1024, 256), (256, 256, 128), (4, 4, 2))
+    stages = (Stage(0, 1),)
+    tasks = tuple(block_tasks(output, stages, tiles))
+    plan = ExportPlan(output, ((tiles,),), stages, tasks, "linear",
+                      task_memory_bytes(output, tiles, stages))
     assert plan.task_memory > 2**30 * 4  # 256 Mi voxels × 18 bytes
     with pytest.raises(PlanError, match=r"block \[0, 0, 0\] \(1024 x 1024 x 256 voxels\).*limits.task_memory"):
         check_memory(plan, 2**30)

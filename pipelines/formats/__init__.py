@@ -7,14 +7,18 @@ whose presence means a committed dataset).
 
 from types import ModuleType
 
-from . import n5, zarr3
+from . import n5, sharding, zarr2, zarr3
 from .base import ArraySpec
 from .codecs import Compressor, compressor_for
 
-FORMATS: dict[str, ModuleType] = {"n5": n5, "zarr3": zarr3}
+FORMATS: dict[str, ModuleType] = {"n5": n5, "zarr2": zarr2, "zarr3": zarr3}
 
-__all__ = ["ArraySpec", "Compressor", "FORMATS", "compressor_for", "format_module"]
+__all__ = ["ArraySpec", "Compressor", "FORMATS", "compressor_for", "format_module", "sharding"]
 
 
 def format_module(name: str) -> ModuleType:
     return FORMATS[name]
+
+
+# tensorstore's driver name for each format, for the specs we print and test with
+TENSORSTORE_DRIVERS = {"n5": "n5", "zarr2": "zarr", "zarr3": "zarr3"}

@@ -1,7 +1,7 @@
 """Compressors: the user's codec choice → a numcodecs codec and each format's JSON.
 
-Supported per format (FORMATS.md): N5 raw, gzip, zstd, blosc, bzip2, xz; Zarr v3 raw,
-gzip, zstd, blosc. Options and defaults:
+Supported per format (FORMATS.md): N5 raw, gzip, zstd, blosc, bzip2, xz; Zarr v2 and v3
+raw, gzip, zstd, blosc. Options and defaults:
 
 | name  | options (default)                                                      |
 | raw   | none                                                                   |
@@ -40,6 +40,7 @@ OPTIONS: dict[str, dict[str, tuple[Any, tuple]]] = {
 }
 FORMAT_CODECS = {
     "n5": ("raw", "gzip", "zstd", "blosc", "bzip2", "xz"),
+    "zarr2": ("raw", "gzip", "zstd", "blosc"),
     "zarr3": ("raw", "gzip", "zstd", "blosc"),
 }
 _BLOSC_SHUFFLE = {"none": 0, "byte": 1, "bit": 2}

@@ -37,15 +37,26 @@ def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
     return values.reshape(to_zyx(spec.chunks)).astype(spec.np_dtype)
 
 
+# The index layout pipelines.formats.sharding writes: little-endian entries, then crc32c.
+SHARD_INDEX_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
+
+
 def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
     codecs = [{"name": "bytes", "configuration": {"endian": "little"}}]
     codecs += spec.compressor.zarr3_json(spec.np_dtype.itemsize)
+    grid_shape = spec.chunks_zyx
+    if spec.shard is not None:
+        # The grid's cells are shards; the chunks and their codecs live inside the shard codec.
+        grid_shape = (1,) * len(spec.lead) + to_zyx(c * s for c, s in zip(spec.chunks, spec.shard))
+        codecs = [{"name": "sharding_indexed", "configuration": {
+            "chunk_shape": list(spec.chunks_zyx), "codecs": codecs,
+            "index_codecs": SHARD_INDEX_CODECS, "index_location": "end"}}]
     doc = {
         "zarr_format": 3,
         "node_type": "array",
         "shape": list(spec.shape_zyx),
         "data_type": spec.dtype,
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(spec.chunks_zyx)}},
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(grid_shape)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": spec.fill_value,
         "codecs": codecs,

@@ -1,0 +1,53 @@
+"""A region of an array → the stored objects that hold it (chunks, or whole shards).
+
+This is where a block's voxels become (key, bytes) pairs. Objects whose voxels all equal
+the fill value come out with bytes None: the caller records them as skipped and writes
+nothing, and every reader returns the fill value for them.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Iterator
+
+import numpy as np
+
+from ..geometry import Box, ChunkGrid, grid_indices
+from . import sharding
+from .base import ArraySpec
+
+
+def is_fill(values: np.ndarray, fill) -> bool:
+    # any() needs no temporary array, and 0 is the usual fill value
+    return not values.any() if fill == 0 else bool(np.all(values == fill))
+
+
+def encode_region(fmt: ModuleType, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
+                  lead_index: tuple[int, ...] = ()) -> Iterator[tuple[str, bytes | None]]:
+    """(key, bytes or None) for every object inside `box`, which must hold whole objects
+    (chunks, or shards when `spec.shard` is set) except at the array's far edges."""
+    if spec.shard:
+        yield from sharding.shard_objects(spec, data_zyx, box, lead_index)
+        return
+    grid = ChunkGrid(spec.shape, spec.chunks)
+    lo, hi = grid.chunks_touching(box)
+    for chunk in grid_indices(hi, lo):
+        region = grid.chunk_box(chunk)
+        values = data_zyx[region.relative_to(box.start).slices_zyx()]
+        key = fmt.chunk_key(spec, chunk, lead_index)
+        yield key, None if is_fill(values, spec.fill_value) else fmt.encode_chunk(spec, values)
+
+
+def object_grid(spec: ArraySpec) -> ChunkGrid:
+    """The grid of stored objects: chunks, or shards for a sharded array."""
+    if spec.shard:
+        return sharding.shard_grid(spec)
+    return ChunkGrid(spec.shape, spec.chunks)
+
+
+def object_keys(fmt: ModuleType, spec: ArraySpec, box: Box,
+                lead_index: tuple[int, ...] = ()) -> list[str]:
+    """Keys of every object inside `box`: what a task owning `box` must account for."""
+    grid = object_grid(spec)
+    lo, hi = grid.chunks_touching(box)
+    return [fmt.chunk_key(spec, index, lead_index) for index in grid_indices(hi, lo)]

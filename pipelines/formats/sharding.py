@@ -1,0 +1,153 @@
+"""Zarr v3 sharding (`sharding_indexed`): shard objects and their index (pure code, no I/O).
+
+A shard holds `spec.shard` inner chunks along x, y, z. Its object is the present inner
+chunks, each encoded exactly as an unsharded Zarr v3 chunk (`zarr3.encode_chunk`),
+concatenated in C order of the inner grid (z slowest, x fastest), then the index:
+one little-endian uint64 (offset, nbytes) pair per inner chunk of a FULL shard, in C order
+over (lead 1s,) z, y, x, followed by the crc32c of the index as 4 little-endian bytes — the
+layout `zarr3.array_documents` declares (index codecs `bytes` little + `crc32c`, index at
+the end). Offsets count from the start of the shard object; an absent inner chunk has
+offset = nbytes = 2**64 - 1. A shard without data is not written at all.
+
+Shard keys use the same key encoding as chunks, with the shard's grid index:
+`zarr3.chunk_key(spec, shard_index_xyz, lead_index)` → `<path>/c/<lead…>/z/y/x`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+from numcodecs import CRC32C
+
+from ..geometry import Box, ChunkGrid, grid_indices, to_zyx
+from . import zarr3
+from .base import ArraySpec
+
+Vec = tuple[int, ...]
+ABSENT = 2**64 - 1
+ENTRY_BYTES = 16  # one (offset, nbytes) pair of uint64
+CRC_BYTES = 4
+# numcodecs' Checksum32 base class puts the checksum first; the zarr v3 crc32c codec
+# appends it, so say "end" explicitly rather than trust a subclass default.
+_CRC = CRC32C(location="end")
+
+
+def shard_shape(spec: ArraySpec) -> Vec:
+    """Voxels per shard along x, y, z: chunk shape × chunks per shard."""
+    if spec.shard is None:
+        raise ValueError(f"array {spec.path!r} is not sharded (spec.shard is None)")
+    return tuple(c * s for c, s in zip(spec.chunks, spec.shard))
+
+
+def shard_grid(spec: ArraySpec) -> ChunkGrid:
+    """The grid of shards over the array (x, y, z); edge shards are clipped to the array.
+
+    Key a shard with `zarr3.chunk_key(spec, shard_index_xyz, lead_index)`.
+    """
+    return ChunkGrid(tuple(spec.shape), shard_shape(spec))
+
+
+def index_nbytes(spec: ArraySpec) -> int:
+    """Size of a shard's index with its checksum: 16 bytes per inner chunk + 4."""
+    return ENTRY_BYTES * int(np.prod(spec.shard)) + CRC_BYTES
+
+
+def encode_shard(spec: ArraySpec, inner: dict) -> bytes | None:
+    """One shard object from its encoded inner chunks, or None when `inner` is empty.
+
+    `inner` maps an inner chunk's index within the shard (x, y, z) to its bytes as
+    `zarr3.encode_chunk` makes them; inner chunks missing from `inner` are marked absent.
+    """
+    if not inner:
+        return None
+    unknown = [i for i in inner if any(not 0 <= a < n for a, n in zip(i, spec.shard))]
+    if unknown or any(len(i) != 3 for i in inner):
+        raise ValueError(f"inner chunk indices {sorted(inner)} outside shard {spec.shard}")
+    entries = np.full((int(np.prod(spec.shard)), 2), ABSENT, dtype="<u8")
+    parts, offset = [], 0
+    for n, index in enumerate(grid_indices(spec.shard)):  # x fastest = C order over z, y, x
+        if index in inner:
+            entries[n] = (offset, len(inner[index]))
+            parts.append(inner[index])
+            offset += len(inner[index])
+    parts.append(bytes(_CRC.encode(entries.tobytes())))
+    return b"".join(parts)
+
+
+def decode_shard(spec: ArraySpec, data: bytes) -> dict:
+    """The inner chunks of a shard object: index within the shard (x, y, z) → bytes.
+
+    Raises ValueError if the object is too short, its index checksum does not match, or an
+    index entry points outside the payload.
+    """
+    entries, payload_end = _read_index(spec, data)
+    chunks = {}
+    for (offset, nbytes), index in zip(entries.tolist(), grid_indices(spec.shard)):
+        if offset == ABSENT and nbytes == ABSENT:
+            continue
+        if offset + nbytes > payload_end:
+            raise ValueError(f"shard index entry {index} ({offset}, {nbytes}) points past "
+                             f"the payload of {payload_end} bytes")
+        chunks[index] = bytes(data[offset:offset + nbytes])
+    return chunks
+
+
+def _read_index(spec: ArraySpec, data: bytes) -> tuple[np.ndarray, int]:
+    """The (n, 2) index entries of a shard and where its payload ends."""
+    size = index_nbytes(spec)
+    if len(data) < size:
+        raise ValueError(f"shard object of {len(data)} bytes is shorter than its "
+                         f"{size}-byte index")
+    try:
+        raw = bytes(_CRC.decode(data[len(data) - size:]))
+    except RuntimeError as err:  # numcodecs reports a checksum mismatch as RuntimeError
+        raise ValueError(f"shard index checksum mismatch: {err}") from None
+    return np.frombuffer(raw, dtype="<u8").reshape(-1, 2), len(data) - size
+
+
+def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box,
+                  lead_index: Vec = ()) -> Iterator[tuple[str, bytes | None]]:
+    """(key, shard bytes) for every shard `box` covers; bytes None when a shard is all fill.
+
+    `box` (x, y, z voxels) must consist of whole shards, except that it may end at the
+    array's far edge; `data_zyx` holds its values (shape z, y, x of `box.shape`). Inner
+    chunks whose values all equal `spec.fill_value` are left out of their shard.
+    """
+    _check_region(spec, box, data_zyx, lead_index)
+    grid = shard_grid(spec)
+    lo, hi = grid.chunks_touching(box)
+    for shard in grid_indices(hi, lo):
+        inner = _inner_chunks(spec, data_zyx, box, grid.chunk_box(shard))
+        yield zarr3.chunk_key(spec, shard, lead_index), encode_shard(spec, inner)
+
+
+def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Box) -> dict:
+    """The encoded, not-all-fill inner chunks of one shard, by index within the shard."""
+    inner = {}
+    for index in grid_indices(spec.shard):
+        start = tuple(s + i * c for s, i, c in zip(shard_box.start, index, spec.chunks))
+        chunk = Box.from_shape(start, spec.chunks).intersect(shard_box)
+        if chunk.is_empty():  # an edge shard's inner chunk wholly past the array's end
+            continue
+        values = data_zyx[chunk.relative_to(box.start).slices_zyx()]
+        if not np.all(values == spec.fill_value):
+            inner[index] = zarr3.encode_chunk(spec, values)
+    return inner
+
+
+def _check_region(spec: ArraySpec, box: Box, data_zyx: np.ndarray, lead_index: Vec) -> None:
+    """Refuse a box that would split a shard: two tasks must never write the same shard."""
+    fits = all(0 <= i < n for i, n in zip(lead_index, spec.lead))
+    if len(lead_index) != len(spec.lead) or not fits:
+        raise ValueError(f"lead index {lead_index} does not fit lead axes {spec.lead}")
+    step = shard_shape(spec)
+    starts_ok = all(a % s == 0 for a, s in zip(box.start, step))
+    stops_ok = all(b % s == 0 or b == n for b, s, n in zip(box.stop, step, spec.shape))
+    inside = all(0 <= a < b <= n for a, b, n in zip(box.start, box.stop, spec.shape))
+    if not (starts_ok and stops_ok and inside):
+        raise ValueError(f"box {box.start}..{box.stop} is not made of whole shards of "
+                         f"{step} voxels inside the array {spec.shape}")
+    if data_zyx.shape != to_zyx(box.shape):
+        raise ValueError(f"data shape {data_zyx.shape} (z, y, x) does not match box "
+                         f"shape {box.shape} (x, y, z)")

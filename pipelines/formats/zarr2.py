@@ -1,0 +1,106 @@
+"""Zarr v2: keys, chunk bytes and .zarray/.zgroup documents (no I/O).
+
+Chunks are always full size (edges padded with the fill value), C order over the lead
+axes then z, y, x, little endian, then the compressor. Keys are nested (dimension
+separator "/", as OME-NGFF 0.4 wants): `<path>/<lead...>/z/y/x`. Lead axes (t, c) are
+chunked by 1, so one chunk holds one 3D block of one timepoint and channel.
+
+The compressor JSON is the numcodecs config zarr-python writes and tensorstore accepts;
+tensorstore refuses members it does not know, so zstd carries no "checksum" key.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..geometry import to_zyx
+from .base import ArraySpec, compress, decompress, json_bytes
+from .codecs import _BLOSC_SHUFFLE, Compressor
+
+NAME = "zarr2"
+ROOT_KEY = ".zgroup"
+CODECS = ("raw", "gzip", "zstd", "blosc")
+
+
+def compressor_config(compressor: Compressor) -> dict | None:
+    """The `.zarray` `compressor` member (None for raw): what `Compressor.numcodec()` writes."""
+    if compressor.name == "raw":
+        return None
+    if compressor.name == "blosc":
+        return {"id": "blosc", "cname": compressor.cname, "clevel": compressor.level,
+                "shuffle": _BLOSC_SHUFFLE[compressor.shuffle], "blocksize": compressor.blocksize}
+    if compressor.name in ("gzip", "zstd"):
+        return {"id": compressor.name, "level": compressor.level}
+    raise ValueError(f"codec {compressor.name!r} is not offered for zarr2 "
+                     f"(supported: {', '.join(CODECS)})")
+
+
+def dtype_string(dtype: str) -> str:
+    """The v2 `dtype` of a numpy type name: little endian ("<u2", "<f4"; "|u1" for bytes)."""
+    return np.dtype(dtype).newbyteorder("<").str
+
+
+def fill_value_json(spec: ArraySpec):
+    """The fill value as v2 JSON: an int for integer types, a float (or "NaN", "Infinity",
+    "-Infinity", which JSON cannot spell as numbers) for floating types."""
+    if spec.np_dtype.kind != "f":
+        return int(spec.fill_value)
+    value = float(spec.fill_value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
+    """Key of a chunk by its grid index (x, y, z) and its lead (t, c) index."""
+    if len(lead_index) != len(spec.lead):
+        raise ValueError(f"{spec.path}: expected {len(spec.lead)} lead indices, got {lead_index!r}")
+    return f"{spec.path}/" + "/".join(str(i) for i in (*lead_index, *to_zyx(index_xyz)))
+
+
+def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
+    """Chunk bytes; an edge region smaller than the chunk is padded with the fill value."""
+    full = to_zyx(spec.chunks)
+    if data_zyx.shape != full:
+        padded = np.full(full, spec.fill_value, dtype=spec.np_dtype)
+        padded[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
+        data_zyx = padded
+    return compress(spec, np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder("<")))
+
+
+def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
+    """The full z, y, x chunk stored in `data` (padding included)."""
+    values = np.frombuffer(decompress(spec, data), dtype=spec.np_dtype.newbyteorder("<"))
+    return values.reshape(to_zyx(spec.chunks)).astype(spec.np_dtype)
+
+
+def array_metadata(spec: ArraySpec) -> dict:
+    """The `.zarray` document as a dict."""
+    return {
+        "zarr_format": 2,
+        "shape": list(spec.shape_zyx),
+        "chunks": list(spec.chunks_zyx),
+        "dtype": dtype_string(spec.dtype),
+        "compressor": compressor_config(spec.compressor),
+        "fill_value": fill_value_json(spec),
+        "order": "C",
+        "filters": None,
+        "dimension_separator": "/",
+    }
+
+
+def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
+    """The array's `.zarray` (no `.zattrs`: OME metadata lives on the image group)."""
+    return [(f"{spec.path}/.zarray", json_bytes(array_metadata(spec)))]
+
+
+def group_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
+    """`.zgroup` for every group above the array, deepest first so the root comes last."""
+    parts = spec.path.split("/")[:-1]
+    prefixes = ["/".join(parts[:n]) for n in range(len(parts), -1, -1)]
+    doc = json_bytes({"zarr_format": 2})
+    return [((f"{p}/" if p else "") + ".zgroup", doc) for p in prefixes]
