@@ -1,0 +1,73 @@
+"""Running a plan's tasks in this process (the executor function itself, without Spark),
+reference downsampling written independently of pipelines.pyramid, and extra channels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from pipelines.block import run_block
+from pipelines.commit import commit
+from pipelines.fusion import fuse
+from pipelines.geometry import Box
+from pipelines.plan import make_plan
+from pipelines.storage import LocalStore, beside_store
+
+
+def export_in_process(config):
+    """plan → every task's executor function, stage by stage → commit. Returns (plan, summary)."""
+    plan = make_plan(config)
+    store = LocalStore(config.output.uri)
+    receipts = [run_block(task, plan, store) for task in plan.tasks]  # tasks are in stage order
+    return plan, commit(plan, receipts, store, beside_store(config.output.uri))
+
+
+def fused_channel(plan, t: int = 0, c: int = 0) -> np.ndarray:
+    """Level 0 of one channel, fused in one piece (z, y, x)."""
+    box = Box((0, 0, 0), plan.output.shapes[0])
+    return fuse(box, plan.tiles[t][c], plan.offset, plan.blending, plan.output.base.dtype)
+
+
+def reference_downsample(data: np.ndarray, factor_xyz, method: str) -> np.ndarray:
+    """Window mean (rint, clipped) or mode (smallest wins ties), partial edge windows
+    using only the voxels that exist — by brute force over windows."""
+    f = tuple(reversed(factor_xyz))
+    out_shape = tuple(-(-n // k) for n, k in zip(data.shape, f))
+    out = np.zeros(out_shape, dtype=data.dtype)
+    for index in np.ndindex(*out_shape):
+        window = data[tuple(slice(i * k, (i + 1) * k) for i, k in zip(index, f))].ravel()
+        if method == "mode":
+            values, counts = np.unique(window, return_counts=True)
+            out[index] = values[np.argmax(counts)]
+        elif data.dtype.kind in "ui":
+            info = np.iinfo(data.dtype)
+            out[index] = np.clip(np.rint(window.astype(np.float64).mean()), info.min, info.max)
+        else:
+            out[index] = window.astype(np.float64).mean()
+    return out
+
+
+def reference_pyramid(level0: np.ndarray, plan, method: str) -> list[np.ndarray]:
+    levels = [level0]
+    for factor in plan.output.factors[1:]:
+        levels.append(reference_downsample(levels[-1], factor, method))
+    return levels
+
+
+def add_channel(acquisition: dict, name: str, transform) -> str:
+    """Write a second channel: every tile passed through `transform`, same geometry."""
+    source = Path(acquisition["paths"]["tiles_json"])
+    doc = json.loads(source.read_text())
+    folder = source.parent / name
+    folder.mkdir(exist_ok=True)
+    for tile in doc:
+        pixels = tifffile.imread(source.parent / tile["file"])
+        target = folder / Path(tile["file"]).name
+        tifffile.imwrite(target, transform(pixels).astype(pixels.dtype), contiguous=True)
+        tile["file"] = str(target)
+    path = source.parent / f"tiles-{name}.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
