@@ -1,5 +1,6 @@
 # Two commands on a fresh machine with Python 3.11+ and Java 17+:
 #   make demo   set up, generate a synthetic acquisition, export it with Spark in local mode
+#               (make demo SET=output.format=zarr3 switches the output with one --set)
 #   make test   set up and run the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -7,6 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEMO_DATA := data/demo
 DEMO_OUT  := data/demo-out
+SET ?=
 
 .PHONY: setup demo test clean check-java check-python
 
@@ -35,8 +37,8 @@ $(DEMO_DATA)/tiles.json: | $(STAMP)
 
 demo: setup $(DEMO_DATA)/tiles.json
 	rm -rf $(DEMO_OUT)
-	$(PY) jobs/export.py conf/demo.toml
-	$(PY) scripts/inspect_dataset.py $(DEMO_OUT)/volume.n5
+	$(PY) jobs/export.py conf/demo.toml $(if $(SET),--set '$(SET)')
+	$(PY) scripts/inspect_dataset.py $(DEMO_OUT)/volume
 
 test: setup
 	$(PY) -m pytest -q

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from . import metadata
 from .errors import OutputError
-from .formats import format_module
+from .formats import FORMATS, format_module
 from .plan import BlockReceipt, ExportPlan, OutputSpec
 from .storage import Store
 
@@ -41,10 +41,11 @@ class CommitSummary:
 
 
 def check_output(output: OutputSpec, store: Store) -> None:
-    """Refuse an output that cannot be written or already holds a committed dataset."""
-    fmt = format_module(output.format)
+    """Refuse an output that cannot be written or already holds a committed dataset, of
+    this format or any other (two formats in one folder would confuse every reader)."""
     spec = output.array(0, 0, 0)
-    committed = [key for key, _ in fmt.array_documents(spec)] + [fmt.ROOT_KEY]
+    committed = [key for key, _ in format_module(output.format).array_documents(spec)]
+    committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
     for key in committed:
         if store.exists(key):
             raise OutputError(

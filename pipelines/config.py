@@ -33,7 +33,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "input": {"tiles": "", "timepoints": [], "channel_names": []},
     "output": {
         "uri": REQUIRED,
-        "format": "n5",
+        "format": "",
         "layout": "",
         "chunks": [128, 128, 64],
         "block": [],
@@ -320,7 +320,15 @@ def _channel_names(value: Any, channels: int, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _default_format(out: dict) -> str:
+    """The format the other output keys imply, so one key switches the output kind."""
+    if out["shard"] != [] or out["layout"] == "ome":
+        return "zarr3"
+    return "n5"
+
+
 def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
+    out = {**out, "format": out["format"] or _default_format(out)}
     fmt = _choice(out, "output", "format", FORMATS, where)
     out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
     layout = _choice(out, "output", "layout", LAYOUTS[fmt], where)

@@ -26,6 +26,8 @@ def find_arrays(root: Path) -> list[tuple[str, str]]:
     for meta in sorted(root.rglob("zarr.json")):
         if json.loads(meta.read_text()).get("node_type") == "array":
             found.append(("zarr3", meta.parent.relative_to(root).as_posix()))
+    for meta in sorted(root.rglob(".zarray")):
+        found.append(("zarr", meta.parent.relative_to(root).as_posix()))
     return found
 
 
@@ -43,11 +45,13 @@ def main(argv=None) -> int:
     fmt, dataset = arrays[0]
     spec = {"driver": fmt, "kvstore": {"driver": "file", "path": str(args.uri.resolve() / dataset)}}
     store = ts.open(spec, open=True).result()
-    axes = "x, y, z" if fmt == "n5" else "z, y, x"
-    z_axis = 2 if fmt == "n5" else 0
+    # N5 is x, y, z; Zarr arrays end in z, y, x (after any t, c axes)
+    labels = store.domain.labels
+    axes = ", ".join(labels) if any(labels) else ("x, y, z" if fmt == "n5" else "…, z, y, x")
+    z_axis = 2 if fmt == "n5" else store.rank - 3
     middle = store[tuple(store.shape[z_axis] // 2 if i == z_axis else slice(None)
-                         for i in range(3))].read().result()
-    print(f"tensorstore opened {spec}")
+                         for i in range(store.rank))].read().result()
+    print(f"tensorstore opened {spec}  ({len(arrays)} arrays in the container)")
     print(f"  shape ({axes}) = {list(store.shape)}, dtype {store.dtype.name}, "
           f"chunks {list(store.chunk_layout.read_chunk.shape)}")
     print(f"  middle z-slice: min {middle.min()}, max {middle.max()}, mean {np.mean(middle):.1f}")

@@ -69,6 +69,41 @@ def test_bad_job_files_name_the_key(tmp_path, text, message):
         load_job(job(tmp_path, text))
 
 
+@pytest.mark.parametrize("override,fmt,layout", [
+    ([], "n5", "n5-viewer"), (["output.layout=bdv"], "n5", "bdv"),
+    (["output.shard=[2,2,2]"], "zarr3", "ome"), (["output.layout=ome"], "zarr3", "ome"),
+    (["output.format=zarr2"], "zarr2", "ome"),
+])
+def test_one_key_switches_the_kind_of_output(tmp_path, override, fmt, layout):
+    output = load_job(job(tmp_path), override).output
+    assert (output.format, output.layout) == (fmt, layout)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["output.format=n5", "output.shard=[2,2,2]"], "sharding needs format"),
+    (["output.format=zarr2", "output.layout=bdv"], "output.layout: expected one of ome"),
+    (["output.shard=[2,2,2]", "output.block=[3,2,2]"], "whole number of shards"),
+    (["output.levels=0"], "output.levels"),
+    (["output.dtype=uint12"], "output.dtype: expected one of"),
+    (["output.downsample=median"], "output.downsample"),
+    (["input.timepoints=[['a.json']]"], "not both"),
+])
+def test_inconsistent_output_options(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_job(job(tmp_path), overrides)
+
+
+def test_timepoints_and_channels(tmp_path):
+    text = '[input]\ntimepoints = [["a.json", "b.json"], ["c.json", "d.json"]]\n' \
+           'channel_names = ["GFP", "RFP"]\n[output]\nuri = "o.n5"\nlayout = "bdv"\n'
+    config = load_job(job(tmp_path, text))
+    assert config.inputs == tuple(tuple(str(tmp_path / f"{n}.json") for n in pair)
+                                  for pair in (("a", "b"), ("c", "d")))
+    assert config.channel_names == ("GFP", "RFP")
+    with pytest.raises(ConfigError, match="n5-viewer layout holds one timepoint"):
+        load_job(job(tmp_path, text.replace('layout = "bdv"', "")))
+
+
 def test_missing_job_file(tmp_path):
     with pytest.raises(ConfigError, match="job file not found"):
         load_job(tmp_path / "nope.toml")

@@ -133,7 +133,8 @@ def test_output_not_writable(tmp_path, acquisition, capsys):
     assert (tmp_path / "out").read_text().startswith("a file")
 
 
-@pytest.mark.parametrize("fmt,root", [("n5", "attributes.json"), ("zarr3", "zarr.json")])
+@pytest.mark.parametrize("fmt,root", [("n5", "attributes.json"), ("zarr3", "zarr.json"),
+                                      ("zarr2", ".zgroup"), ("n5", "zarr.json")])
 def test_output_already_holds_a_committed_dataset(tmp_path, acquisition, capsys, fmt, root):
     existing = tmp_path / "out/volume"
     existing.mkdir(parents=True)
