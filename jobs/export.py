@@ -42,8 +42,8 @@ def report(result) -> str:
         f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
         f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
         f"time:     {result.run_seconds:.1f} s for {s.tasks} block tasks "
-        f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MB/s of "
-        f"{mb:.0f} MB uncompressed output",
+        f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MiB/s of "
+        f"{mb:.0f} MiB uncompressed output",
         f"spark:    master {result.master}",
         f"open it:  python -c 'import tensorstore as ts; "
         f"print(ts.open({json.dumps(spec)}).result())'",

@@ -94,6 +94,8 @@ class _Writer:
             if self.fail_after is not None and len(self.written) + len(self.skipped) >= self.fail_after:
                 raise InjectedFailure("injected by debug.fail_blocks after writing half the objects")
             if payload is None:
+                if self.plan.rerun:  # an earlier attempt may have stored data here
+                    self.store.delete(key)
                 self.skipped.append(key)
                 continue
             self.store.put(key, payload)

@@ -9,9 +9,13 @@ levels together), then the layout's group and viewer metadata, root last. The re
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import PurePosixPath
 
-from . import metadata
+from . import __version__, metadata
 from .errors import OutputError
 from .formats import FORMATS, format_module
 from .plan import BlockReceipt, ExportPlan, OutputSpec
@@ -40,32 +44,75 @@ class CommitSummary:
         return asdict(self)
 
 
-def check_output(output: OutputSpec, store: Store) -> None:
-    """Refuse an output that cannot be written or already holds a committed dataset, of
-    this format or any other (two formats in one folder would confuse every reader)."""
-    spec = output.array(0, 0, 0)
-    committed = [key for key, _ in format_module(output.format).array_documents(spec)]
+def fingerprint(plan: ExportPlan) -> str:
+    """A digest of everything that decides the output's bytes: a rerun with the same
+    fingerprint writes the same objects, so it may continue over a failed run's leftovers."""
+    essentials = (__version__, plan.output, plan.tiles, plan.stages, plan.blending)
+    return hashlib.sha256(repr(essentials).encode()).hexdigest()[:32]
+
+
+def job_record_key(output: OutputSpec) -> str:
+    """The job record lives beside the container, never inside the published dataset."""
+    return f"{PurePosixPath(output.uri).name}.job.json"
+
+
+def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
+    """Refuse an output that cannot be written, already holds a committed dataset (of this
+    format or any other), or holds anything but an unfinished run of this very job.
+
+    Returns the plan, marked `rerun` when it continues such an unfinished run."""
+    spec = plan.output.array(0, 0, 0)
+    committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
     committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
     for key in committed:
         if store.exists(key):
             raise OutputError(
                 f"output.uri: {store.uri} already holds a committed dataset ({key}); "
                 f"choose another output.uri or remove the existing dataset")
-    store.check_writable()
+    leftover = next(iter(store.list()), None)
+    if leftover is None:
+        store.check_writable()
+        return plan
+    record = _read_record(beside, job_record_key(plan.output))
+    if record.get("fingerprint") != fingerprint(plan):
+        why = ("an unfinished run with other inputs or settings" if record
+               else "files that are not from this job")
+        raise OutputError(f"output.uri: {store.uri} is not empty: it holds {why} (e.g. {leftover}); "
+                          f"remove it or choose another output.uri")
+    return replace(plan, rerun=True)
+
+
+def start_record(plan: ExportPlan, beside: Store) -> None:
+    """Record the job beside the container before the first task writes anything."""
+    record = {"fingerprint": fingerprint(plan), "status": "running", "version": __version__,
+              "started": time.time(), "uri": plan.output.uri}
+    beside.put(job_record_key(plan.output), json.dumps(record, indent=2).encode())
+
+
+def _read_record(beside: Store, key: str) -> dict:
+    try:
+        return json.loads(beside.get(key))
+    except (KeyError, ValueError):
+        return {}
 
 
 def commit(plan: ExportPlan, receipts: list[BlockReceipt], store: Store,
-           beside: Store | None = None) -> CommitSummary:
+           beside: Store) -> CommitSummary:
     """Check that the receipts cover the plan exactly, then write metadata: arrays first,
-    then groups. `beside` is where files that live next to the container go (BDV XML)."""
+    then groups, root last; then the files beside the container (BDV XML) and the job
+    record, marked committed with the summary."""
     check_receipts(plan, receipts)
     ranges = channel_ranges(plan, receipts)
     documents = metadata.documents(plan, ranges)
     for key, document in documents.arrays + documents.groups:
         store.put(key, document)
     for key, document in documents.beside:
-        (beside or store).put(key, document)
-    return summarize(plan, receipts, ranges, tuple(k for k, _ in documents.beside))
+        beside.put(key, document)
+    summary = summarize(plan, receipts, ranges, tuple(k for k, _ in documents.beside))
+    record = {**_read_record(beside, job_record_key(plan.output)), "fingerprint": fingerprint(plan),
+              "status": "committed", "committed": time.time(), "summary": summary.to_dict()}
+    beside.put(job_record_key(plan.output), json.dumps(record, indent=2).encode())
+    return summary
 
 
 def check_receipts(plan: ExportPlan, receipts: list[BlockReceipt]) -> None:

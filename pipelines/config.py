@@ -121,6 +121,7 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
 def apply_override(raw: dict, item: str) -> None:
     """Apply one `section.key=value` override; the value is read as TOML, else as a string."""
     key, sep, text = item.partition("=")
+    text = text.strip()
     parts = key.strip().split(".", 1)
     if not sep or len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. output.format=zarr3")
@@ -129,6 +130,10 @@ def apply_override(raw: dict, item: str) -> None:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    default = SCHEMA.get(section, {}).get(name)
+    is_text = isinstance(default, str) or (section, name) in PATH_KEYS
+    if is_text and not isinstance(value, (str, list, dict)):
+        value = text  # a string key: "2024-05-01" or "1" is meant as text, not a date or number
     if (section, name) in PATH_KEYS:
         value = _resolve_nested(value, Path.cwd())
     raw.setdefault(section, {})
@@ -249,6 +254,11 @@ def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Spark properties with a single name after "spark." (all others have a dotted name, such
+# as executor.memory), so that a typo like `mastr` is caught instead of silently ignored.
+SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "logConf")
+
+
 def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
     conf = {}
@@ -256,6 +266,13 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
         name = key if key.startswith("spark.") else f"spark.{key}"
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where}spark.{key}: expected a plain value, found {value!r}")
+        short = name.removeprefix("spark.")
+        if "." not in short and short not in SPARK_SINGLE_NAMES:
+            hint = difflib.get_close_matches(short, SPARK_SINGLE_NAMES, n=1)
+            raise ConfigError(f"{where}unknown Spark property {name}"
+                              + (f"; did you mean 'spark.{hint[0]}'?" if hint else ""))
+        if short == "master" and not isinstance(value, str):
+            raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
         conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return tuple(sorted(conf.items()))
 
@@ -274,12 +291,21 @@ def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
 
 
 def _resolve_nested(value: Any, base: Path) -> Any:
-    """Resolve a path, or every path in a (nested) list, against `base`."""
+    """Resolve a path, or every path in a (nested) list, against `base`; `~` is the home
+    folder and file:// URIs become plain paths."""
     if isinstance(value, list):
         return [_resolve_nested(v, base) for v in value]
-    if not isinstance(value, str) or not value or "://" in value or Path(value).is_absolute():
+    if not isinstance(value, str) or not value:
         return value
-    return str((base / value).resolve())
+    if value.startswith("file://"):
+        host, _, path = value.removeprefix("file://").partition("/")
+        if host not in ("", "localhost"):
+            raise ConfigError(f"{value}: a file:// URI names a path on this machine "
+                              f"(file:///path), not host {host!r}")
+        return "/" + path
+    if "://" in value:
+        return value
+    return str((base / Path(value).expanduser()).resolve())
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:

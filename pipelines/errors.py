@@ -25,6 +25,10 @@ class PlanError(PipelineError):
     """The job cannot be planned as configured (for example a block does not fit in memory)."""
 
 
+class SparkStartError(PipelineError):
+    """Spark could not start (no Java, an unreachable master, a bad Spark setting)."""
+
+
 class BlockFailed(RuntimeError):
     """A block task failed on an executor (after Spark's retries); names the block and cause.
 

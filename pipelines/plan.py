@@ -140,6 +140,7 @@ class ExportPlan:
     task_memory: int  # bytes one task needs at most
     channel_names: tuple[str, ...] = ()
     fail_blocks: tuple[Vec, ...] = ()
+    rerun: bool = False  # continuing an unfinished run of this job: clear objects now empty
 
     @property
     def offset(self) -> Vec:
@@ -289,6 +290,6 @@ def check_memory(plan: ExportPlan, budget: int) -> None:
     worst = max(plan.tasks_of(0), key=lambda t: grid.block_box(t.index).size)
     raise PlanError(
         f"block {list(worst.index)} ({' x '.join(map(str, grid.block_box(worst.index).shape))} "
-        f"voxels) needs about {plan.task_memory / 2**20:.0f} MiB but limits.task_memory is "
-        f"{budget / 2**20:.0f} MiB; use a smaller output.block or output.chunks, or raise "
+        f"voxels) needs about {plan.task_memory / 2**20:.1f} MiB but limits.task_memory is "
+        f"{budget / 2**20:.1f} MiB; use a smaller output.block or output.chunks, or raise "
         f"limits.task_memory (and the executors' memory with it)")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TextIO
 
@@ -22,9 +23,9 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from .block import run_block
-from .commit import CommitSummary, check_output, commit
+from .commit import CommitSummary, check_output, commit, start_record
 from .config import JobConfig
-from .errors import BlockFailed
+from .errors import BlockFailed, SparkStartError
 from .plan import BlockReceipt, ExportPlan, make_plan
 from .storage import beside_store, open_store
 
@@ -52,22 +53,36 @@ def session(config: JobConfig) -> SparkSession:
 
     Under spark-submit the master (and anything else given on its command line) is
     already set; the job file's `spark.master` is used only when running as plain Python.
+    Raises SparkStartError (one line) when Spark cannot start.
     """
-    # Local-mode Python workers must run this interpreter (the one with our packages),
-    # not whatever "python3" is first on PATH.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    if not under_submit and dict(config.spark_conf)["spark.master"].startswith("local"):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode needs no network
+    if not under_submit:
+        _check_java()
+        if config.spark_master.startswith("local"):
+            # Workers on this machine must run this interpreter (the one with our
+            # packages), and local mode needs no network beyond loopback.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(f"tile export: {config.output.uri}")
     for key, value in config.spark_conf:
         if key == "spark.master" and under_submit:
             continue
         builder = builder.config(key, value)
     builder = builder.config("spark.ui.showConsoleProgress", "false")  # we print our own
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:
+        raise SparkStartError(f"cannot start Spark (spark.master = {config.spark_master!r}): "
+                              f"{_first_line(e)}") from None
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _check_java() -> None:
+    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    if not shutil.which(java):
+        raise SparkStartError("Java 17 or newer is needed for Spark, and no 'java' was found "
+                              "(install a JDK 17 or set JAVA_HOME)")
 
 
 def export(config: JobConfig, spark: SparkSession | None = None,
@@ -79,8 +94,8 @@ def export(config: JobConfig, spark: SparkSession | None = None,
     """
     started = time.perf_counter()
     plan = make_plan(config)
-    store = open_store(config.output.uri)
-    check_output(plan.output, store)
+    store, beside = open_store(config.output.uri), beside_store(config.output.uri)
+    plan = check_output(plan, store, beside)
     own_session = spark is None
     startup = 0.0
     if own_session:
@@ -88,6 +103,7 @@ def export(config: JobConfig, spark: SparkSession | None = None,
         spark = session(config)
         startup = time.perf_counter() - before
     master = spark.sparkContext.master
+    start_record(plan, beside)
     try:
         receipts = []
         for n, stage in enumerate(plan.stages):
@@ -96,7 +112,7 @@ def export(config: JobConfig, spark: SparkSession | None = None,
                 stream.write(f"stage {n + 1}/{len(plan.stages)}: levels {stage.first}"
                              f"{'' if last == stage.first else f'–{last}'}\n")
             receipts += run_blocks(spark, plan, plan.tasks_of(n), stream)
-        summary = commit(plan, receipts, store, beside_store(config.output.uri))
+        summary = commit(plan, receipts, store, beside)
     finally:
         if own_session:
             spark.stop()
@@ -108,7 +124,7 @@ def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sy
     sc = spark.sparkContext
     if not tasks:
         return []
-    shared = sc.broadcast(plan)
+    shared = sc.broadcast(replace(plan, tasks=()))  # tasks travel one per Spark task
     written = sc.accumulator(0)
     group = f"{JOB_GROUP}-{uuid.uuid4().hex[:8]}"  # one group per stage: progress counts its tasks only
     sc.setJobGroup(group, f"compute and write {len(tasks)} blocks")
@@ -131,16 +147,19 @@ def _execute(shared, written, task) -> BlockReceipt:
 
 
 def _failure_line(error: Exception) -> str:
-    text = str(error)
-    match = re.search(r"BlockFailed: (.+)", text)
-    if match:
-        return f"{match.group(1).strip()} (after Spark's retries); no metadata was written"
-    first = next((line for line in text.splitlines() if line.strip()), repr(error))
-    return f"Spark job failed: {first.strip()}; no metadata was written"
+    match = re.search(r"BlockFailed: (.+)", str(error))
+    if match:  # spark.task.maxFailures attempts were made (1 in plain local mode)
+        return f"{match.group(1).strip()}; no metadata was written"
+    return f"Spark job failed: {_first_line(error)}; no metadata was written"
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else repr(error)
 
 
 class Progress:
-    """Blocks done of total, MB stored (compressed), MB/s and ETA, printed while blocks run.
+    """Blocks done of total, MiB stored (compressed), MiB/s and ETA, printed while blocks run.
 
     On a terminal one line is redrawn twice a second; otherwise (logs, batch jobs) a plain
     line is printed every `log_interval` seconds.
@@ -185,7 +204,7 @@ class Progress:
         rate = mb / elapsed if elapsed > 0 else 0.0
         eta = (elapsed / done * (self.total - done)) if done else float("nan")
         line = (f"blocks {done}/{self.total} ({100 * done / self.total:.0f}%)  "
-                f"{mb:.1f} MB stored  {rate:.1f} MB/s  "
+                f"{mb:.1f} MiB stored  {rate:.1f} MiB/s  "
                 + (f"done in {elapsed:.1f} s" if final else f"ETA {eta:.0f} s"))
         if self.tty:
             self.stream.write("\r" + line + ("\n" if final else ""))

@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 
 from pipelines.block import run_block
-from pipelines.commit import commit
+from pipelines.commit import check_output, commit, start_record
 from pipelines.fusion import fuse
 from pipelines.geometry import Box
 from pipelines.plan import make_plan
@@ -20,9 +20,11 @@ from pipelines.storage import LocalStore, beside_store
 def export_in_process(config):
     """plan → every task's executor function, stage by stage → commit. Returns (plan, summary)."""
     plan = make_plan(config)
-    store = LocalStore(config.output.uri)
+    store, beside = LocalStore(config.output.uri), beside_store(config.output.uri)
+    plan = check_output(plan, store, beside)
+    start_record(plan, beside)
     receipts = [run_block(task, plan, store) for task in plan.tasks]  # tasks are in stage order
-    return plan, commit(plan, receipts, store, beside_store(config.output.uri))
+    return plan, commit(plan, receipts, store, beside)
 
 
 def fused_channel(plan, t: int = 0, c: int = 0) -> np.ndarray:

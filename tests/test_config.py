@@ -124,3 +124,29 @@ def test_unknown_override_key_suggests_the_closest(tmp_path):
                                            ("1.5g", 3 * 2**29), (1000, 1000), ("2 GB", 2 * 2**30)])
 def test_parse_size(text, expected):
     assert parse_size(text, "x") == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    (MINIMAL + "[spark]\nmastr = 'local[2]'\n", "unknown Spark property spark.mastr; did you mean 'spark.master'"),
+    (MINIMAL + "[spark]\nmaster = 2\n", "spark.master: expected a string"),
+])
+def test_spark_table_mistakes(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_job(job(tmp_path, text))
+
+
+def test_override_values_as_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_job(job(tmp_path), ["fusion.blending = max", "output.uri=2024-05-01",
+                                      "output.codec={ name = 'gzip', level = 4 }"])
+    assert config.blending == "max" and config.output.uri == str(tmp_path / "2024-05-01")
+    assert config.output.codec == CodecConfig("gzip", (("level", 4),))
+
+
+def test_paths_home_and_file_uris(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_job(job(tmp_path), ["output.uri=~/v.n5"]).output.uri == str(tmp_path / "home/v.n5")
+    assert load_job(job(tmp_path), ["output.uri=file:///data/v.n5"]).output.uri == "/data/v.n5"
+    assert load_job(job(tmp_path), ["output.uri=file://localhost/data/v.n5"]).output.uri == "/data/v.n5"
+    with pytest.raises(ConfigError, match="not host 'out'"):
+        load_job(job(tmp_path), ["output.uri=file://out/v.n5"])

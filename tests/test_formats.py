@@ -115,3 +115,9 @@ def test_decode_chunk_inverts_encode_chunk(fmt):
 def test_bad_codec_choices_are_config_errors(codec, fmt, message):
     with pytest.raises(ConfigError, match=message):
         compressor_for(codec, fmt)
+
+
+@pytest.mark.parametrize("level", [5.0, True, "5"])
+def test_codec_levels_must_be_integers(level):
+    with pytest.raises(ConfigError, match="output.codec.level"):
+        compressor_for(CodecConfig("gzip", (("level", level),)), "n5")

@@ -71,3 +71,25 @@ def test_open_store_schemes(tmp_path):
     assert open_store(f"file://{tmp_path}") == LocalStore(tmp_path)
     with pytest.raises(OutputError, match="unsupported storage scheme 'gs'"):
         open_store("gs://bucket/x")
+
+
+def test_local_put_is_atomic_for_a_concurrent_reader(tmp_path):
+    """A reader polling a key while it is rewritten sees one whole version or the other."""
+    import threading
+    store = LocalStore(tmp_path)
+    versions = [bytes([1]) * 4_000_000, bytes([2]) * 3_000_000]
+    store.put("k", versions[0])
+    seen, done = set(), threading.Event()
+
+    def reader():
+        while not done.is_set():
+            data = store.get("k")
+            seen.add((len(data), data[:1], data[-1:]))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for n in range(40):
+        store.put("k", versions[n % 2])
+    done.set()
+    thread.join()
+    assert seen <= {(len(v), v[:1], v[-1:]) for v in versions}

@@ -12,6 +12,7 @@ from pipelines.geometry import Box, to_zyx
 from pipelines.tiles.readers import check_tile_file, read_region
 from pipelines.tiles.synthetic import illumination, make_acquisition, phantom
 from pipelines.tiles.tilejson import read_tile_json
+from tests.conftest import ROOT
 
 SMALL = dict(grid=(2, 2, 1), tile=(48, 40, 12), overlap=0.1)
 CLEAN = dict(jitter=0.0, noise=False, falloff=0.0)
@@ -111,7 +112,7 @@ def test_falloff_darkens_corners_by_the_illumination_profile(tmp_path):
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "pipelines.tiles.synthetic", *map(str, args)],
-                          cwd="/work/main", capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_cli_writes_the_acquisition(tmp_path):

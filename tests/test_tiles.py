@@ -55,3 +55,30 @@ def test_everything_sent_to_executors_pickles_small(small_acquisition, tmp_path)
         assert pickle.loads(pickle.dumps(task)) == task
         assert len(pickle.dumps(task)) < 200
     assert len(pickle.dumps(plan)) < 4000  # 4 tiles: the broadcast is a few KB, never pixels
+
+
+def test_contiguous_stacks_are_memory_mapped_and_compressed_ones_are_not(tmp_path):
+    from pipelines.tiles.readers import _memmap
+    stack = np.arange(2 * 3 * 4, dtype="uint16").reshape(2, 3, 4)
+    tifffile.imwrite(tmp_path / "plain.tif", stack, contiguous=True)
+    tifffile.imwrite(tmp_path / "zlib.tif", stack, compression="zlib")
+    assert isinstance(_memmap(str(tmp_path / "plain.tif")), np.memmap)
+    assert _memmap(str(tmp_path / "zlib.tif")) is None
+
+
+def test_lzw_tiles_are_read_and_validated(tmp_path):
+    from pipelines.tiles import check_tile_file
+    stack = np.random.default_rng(1).integers(0, 999, (3, 10, 12)).astype("uint16")
+    tifffile.imwrite(tmp_path / "lzw.tif", stack, compression="lzw", photometric="minisblack")
+    tile = Tile(0, str(tmp_path / "lzw.tif"), (0, 0, 0), (12, 10, 3))
+    check_tile_file(tile)
+    np.testing.assert_array_equal(read_region(tile, Box((2, 1, 1), (9, 10, 3))), stack[1:3, 1:10, 2:9])
+
+
+def test_stitching_spark_affine_transform_is_refused(tmp_path):
+    from pipelines.errors import TileError
+    doc = [{"index": 0, "file": "a.tif", "position": [0, 0, 0], "size": [4, 3, 2], "type": "GRAY8",
+            "transform": {"type": "AffineTransform3D", "matrix": [1, 0, 0, 5] * 3}}]
+    (tmp_path / "tiles.json").write_text(json.dumps(doc))
+    with pytest.raises(TileError, match="field 'transform'"):
+        read_tile_json(tmp_path / "tiles.json")

@@ -149,3 +149,11 @@ def test_output_already_holds_a_committed_dataset(tmp_path, acquisition, capsys,
 def test_block_too_big_for_task_memory(tmp_path, acquisition, capsys):
     code = run(tmp_path, acquisition, "--set", "limits.task_memory=1k")
     check_refused(capsys, tmp_path, code, "block [0, 0, 0]", "limits.task_memory")
+
+
+def test_missing_java_is_one_line_before_anything_is_written(tmp_path, acquisition, capsys, monkeypatch):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "Java 17 or newer is needed")

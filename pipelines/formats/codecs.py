@@ -114,8 +114,9 @@ def compressor_for(codec: CodecConfig, fmt: str) -> Compressor:
             known = ", ".join(allowed) or "no options"
             raise ConfigError(f"output.codec: {codec.name} has no option {key!r} ({known})")
         choices = allowed[key][1]
-        bad_int = choices is None and (not isinstance(value, int) or value < 0)
-        if bad_int or (choices is not None and value not in choices):
+        numeric = isinstance(allowed[key][0], int)
+        bad_type = numeric and (not isinstance(value, int) or isinstance(value, bool))
+        if bad_type or (choices is None and value < 0) or (choices is not None and value not in choices):
             raise ConfigError(f"output.codec.{key}: {value!r} is not valid for {codec.name}"
                               + (f"; expected one of {list(choices)}" if choices else ""))
         values[key] = value

@@ -29,6 +29,8 @@ def inspect_tiff(path: str) -> tuple[tuple[int, int, int], np.dtype]:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, dtype = series.shape, series.dtype
+            if series.pages[0].compression != tifffile.COMPRESSION.NONE:
+                series.pages[0].asarray()  # can this compression be decoded here at all?
     except FileNotFoundError:
         raise TileError(f"{path}: tile file not found") from None
     except Exception as e:  # tifffile raises many types for damaged files
@@ -61,9 +63,13 @@ def read_region(tile: Tile, region: Box) -> np.ndarray:
     if stack is not None:
         return np.asarray(stack.reshape(to_zyx(tile.size))[region.slices_zyx()])
     z, y, x = region.slices_zyx()
+    out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
     with tifffile.TiffFile(tile.path) as tif:
-        pages = tif.asarray(key=range(z.start, z.stop))
-    return pages.reshape(z.stop - z.start, *to_zyx(tile.size)[1:])[:, y, x]
+        pages = tif.series[0].pages
+        for n, page in enumerate(range(z.start, z.stop)):
+            # decode one page at a time and keep only the rows and columns the block needs
+            out[n] = pages[page].asarray().reshape(to_zyx(tile.size)[1:])[y, x]
+    return out
 
 
 def _memmap(path: str) -> np.ndarray | None:

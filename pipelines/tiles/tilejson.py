@@ -68,6 +68,9 @@ def _parse_tile(entry: Any, n: int, path: Path, base: Path) -> Tile:
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise TileError(f"{where}: field 'index' must be a non-negative integer, found {index!r}")
     where = f"{path}: tile {index}"
+    if entry.get("transform") is not None:  # stitching-spark's affine, after its own stitching
+        raise TileError(f"{where}: field 'transform' (an affine) is not supported; fusion places "
+                        f"tiles by 'position' only, so remove 'transform' or bake it into 'position'")
     file = entry["file"]
     if not isinstance(file, str) or not file:
         raise TileError(f"{where}: field 'file' must be a path string, found {file!r}")

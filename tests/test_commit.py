@@ -1,0 +1,131 @@
+"""The commit protocol: receipts must match the plan, metadata goes last (root last),
+and an output holding anything but an unfinished run of the same job is refused."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pipelines.block import run_block
+from pipelines.commit import check_output, commit, start_record
+from pipelines.config import load_job
+from pipelines.errors import BlockFailed, OutputError
+from pipelines.plan import make_plan
+from pipelines.storage import LocalStore, MemoryStore, beside_store
+from tests.conftest import write_job
+from tests.pipeline_helpers import export_in_process
+from tests.readers import tensorstore_read
+
+
+class RecordingStore(MemoryStore):
+    """A memory store that remembers the order of puts."""
+
+    def __init__(self):
+        super().__init__("recording")
+        self.order: list[str] = []
+
+    def put(self, key, data):
+        self.order.append(key)
+        super().put(key, data)
+
+
+def config_for(tmp_path, acquisition, *overrides):
+    job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    return load_job(job, list(overrides))
+
+
+@pytest.mark.parametrize("fmt", ["n5", "zarr2", "zarr3"])
+def test_metadata_is_written_after_every_chunk_arrays_first_root_last(tmp_path, small_acquisition, fmt):
+    config = config_for(tmp_path, small_acquisition, f"output.format={fmt}", "output.levels=2")
+    plan = make_plan(config)
+    store, beside = RecordingStore(), MemoryStore("beside")
+    receipts = [run_block(task, plan, store) for task in plan.tasks]
+    chunks = len(store.order)
+    commit(plan, receipts, store, beside)
+    metadata = store.order[chunks:]
+    names = ("attributes.json", ".zarray", ".zattrs", ".zgroup", "zarr.json")
+    assert not [k for k in store.order[:chunks] if k.rsplit("/", 1)[-1] in names]
+    root = {"n5": "attributes.json", "zarr2": ".zgroup", "zarr3": "zarr.json"}[fmt]
+    assert metadata[-1] == root
+    arrays = [k for k in metadata if k.rsplit("/", 1)[-1] in (".zarray", "zarr.json", "attributes.json")
+              and "/" in k and k.split("/")[0] in ("0", "1", "c0")]
+    assert metadata.index(arrays[-1]) < min(metadata.index(k) for k in metadata if k not in arrays)
+    assert json.loads(beside.get("out.job.json"))["status"] == "committed"
+
+
+def test_receipts_that_do_not_cover_the_plan_commit_nothing(tmp_path, small_acquisition):
+    plan = make_plan(config_for(tmp_path, small_acquisition))
+    store = MemoryStore()
+    receipts = [run_block(task, plan, store) for task in plan.tasks]
+    before = dict(store.objects)
+    with pytest.raises(RuntimeError, match="tasks missing"):
+        commit(plan, receipts[1:], store, MemoryStore())
+    lost = replace(receipts[0], written=receipts[0].written[1:])
+    with pytest.raises(RuntimeError, match="does not list exactly the objects"):
+        commit(plan, [lost] + receipts[1:], store, MemoryStore())
+    assert store.objects == before  # no metadata appeared
+
+
+def test_unrelated_files_in_the_output_are_refused(tmp_path, small_acquisition):
+    config = config_for(tmp_path, small_acquisition)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/notes.txt").write_text("someone's data")
+    with pytest.raises(OutputError, match="files that are not from this job"):
+        check_output(make_plan(config), LocalStore(tmp_path / "out"), beside_store(str(tmp_path / "out")))
+
+
+def test_array_metadata_alone_counts_as_committed(tmp_path, small_acquisition):
+    config = config_for(tmp_path, small_acquisition)
+    (tmp_path / "out/c0/s0").mkdir(parents=True)
+    (tmp_path / "out/c0/s0/attributes.json").write_text("{}")
+    with pytest.raises(OutputError, match=r"already holds a committed dataset \(c0/s0/attributes.json\)"):
+        check_output(make_plan(config), LocalStore(tmp_path / "out"), beside_store(str(tmp_path / "out")))
+
+
+def failed_run(tmp_path, acquisition, *overrides):
+    config = config_for(tmp_path, acquisition, "debug.fail_blocks=[[1, 0, 0]]", *overrides)
+    with pytest.raises(BlockFailed):
+        export_in_process(config)
+    assert list((tmp_path / "out").rglob("*")), "the failed run left chunks behind"
+
+
+def test_rerun_of_the_same_job_after_a_failure_completes_and_equals_a_clean_run(tmp_path, small_acquisition):
+    (tmp_path / "clean").mkdir()
+    clean = config_for(tmp_path / "clean", small_acquisition)
+    export_in_process(clean)
+    failed_run(tmp_path, small_acquisition)
+    plan, _ = export_in_process(config_for(tmp_path, small_acquisition))
+    assert plan.rerun
+    for path in (tmp_path / "clean/out").rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()
+
+
+def test_rerun_with_other_settings_over_a_failed_run_is_refused(tmp_path, small_acquisition):
+    failed_run(tmp_path, small_acquisition)
+    with pytest.raises(OutputError, match="unfinished run with other inputs or settings"):
+        export_in_process(config_for(tmp_path, small_acquisition, "output.chunks=[32, 16, 8]"))
+
+
+def test_rerun_clears_objects_that_became_empty(tmp_path):
+    """A chunk an earlier attempt stored (say, before a tile file was fixed in place) must
+    not survive a rerun of the same job where that chunk is now empty."""
+    import tifffile
+    for n in range(2):  # two tiles with a gap along x: chunks 1 and 2 are empty
+        tifffile.imwrite(tmp_path / f"t{n}.tif", np.full((8, 16, 16), 500, "uint16"), contiguous=True)
+    tiles = [{"index": n, "file": f"t{n}.tif", "position": [48 * n, 0, 0], "size": [16, 16, 8],
+              "type": "GRAY16"} for n in range(2)]
+    (tmp_path / "tiles.json").write_text(json.dumps(tiles))
+    config = load_job(write_job(tmp_path / "job.toml", "tiles.json", "out"), ["output.block=[4,1,1]"])
+    plan = make_plan(config)
+    store, beside = LocalStore(tmp_path / "out"), beside_store(str(tmp_path / "out"))
+    start_record(plan, beside)  # the earlier attempt of this same job
+    from pipelines.formats import n5
+    stale = n5.chunk_key(plan.array, (1, 0, 0))
+    store.put(stale, n5.encode_chunk(plan.array, np.full((8, 16, 16), 9, "uint16")))
+    plan, _ = export_in_process(config)
+    assert plan.rerun and not store.exists(stale)
+    assert (tensorstore_read(str(tmp_path / "out"), "c0/s0", "n5")[:, :, 16:48] == 0).all()
