@@ -89,6 +89,17 @@ def start_record(plan: ExportPlan, beside: Store) -> None:
     beside.put(job_record_key(plan.output), json.dumps(record, indent=2).encode())
 
 
+def record_failure(plan: ExportPlan, beside: Store, message: str, detail: str) -> str:
+    """Mark the job record failed and keep the full trace beside the container; returns
+    where the trace is, for the one-line message."""
+    name = PurePosixPath(plan.output.uri).name
+    beside.put(f"{name}.error.log", detail.encode())
+    record = {**_read_record(beside, job_record_key(plan.output)), "status": "failed",
+              "failed": time.time(), "error": message}
+    beside.put(job_record_key(plan.output), json.dumps(record, indent=2).encode())
+    return f"{beside.uri}/{name}.error.log"
+
+
 def _read_record(beside: Store, key: str) -> dict:
     try:
         return json.loads(beside.get(key))

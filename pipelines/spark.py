@@ -23,7 +23,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from .block import run_block
-from .commit import CommitSummary, check_output, commit, start_record
+from .commit import CommitSummary, check_output, commit, record_failure, start_record
 from .config import JobConfig
 from .errors import BlockFailed, SparkStartError
 from .plan import BlockReceipt, ExportPlan, make_plan
@@ -75,7 +75,21 @@ def session(config: JobConfig) -> SparkSession:
         raise SparkStartError(f"cannot start Spark (spark.master = {config.spark_master!r}): "
                               f"{_first_line(e)}") from None
     spark.sparkContext.setLogLevel("WARN")
+    if spark.sparkContext.master.startswith("local"):
+        _quiet_task_failures(spark)
     return spark
+
+
+def _quiet_task_failures(spark: SparkSession) -> None:
+    """In local modes executors log into our console: a failing task's Java and Python
+    traces would bury the one-line message (the trace is saved in the error log instead)."""
+    try:
+        jvm = spark.sparkContext._jvm
+        configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+        for logger in ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager"):
+            configurator.setLevel(logger, jvm.org.apache.logging.log4j.Level.OFF)
+    except Exception:  # a different logging backend: keep Spark's own output
+        pass
 
 
 def _check_java() -> None:
@@ -113,6 +127,9 @@ def export(config: JobConfig, spark: SparkSession | None = None,
                              f"{'' if last == stage.first else f'–{last}'}\n")
             receipts += run_blocks(spark, plan, plan.tasks_of(n), stream)
         summary = commit(plan, receipts, store, beside)
+    except BlockFailed as e:
+        log = record_failure(plan, beside, str(e), getattr(e, "detail", str(e)))
+        raise BlockFailed(f"{e}; the full trace is in {log}") from None
     finally:
         if own_session:
             spark.stop()
@@ -134,7 +151,9 @@ def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sy
         with progress:
             return rdd.map(partial(_execute, shared, written)).collect()
     except Exception as e:  # py4j wraps the executor's error in a long Java trace
-        raise BlockFailed(_failure_line(e)) from None
+        failure = BlockFailed(_failure_line(e))
+        failure.detail = str(e)
+        raise failure from None
     finally:
         shared.unpersist()
 

@@ -84,6 +84,9 @@ def test_a_failing_block_leaves_no_metadata(spark, small_acquisition, tmp_path, 
     files = [p.relative_to(uri).as_posix() for p in uri.rglob("*") if p.is_file()]
     assert files, "the other blocks (and half of the failing one) wrote chunks"
     assert not [f for f in files if f.endswith(("attributes.json", "zarr.json"))]
+    record = json.loads((tmp_path / "out.job.json").read_text())
+    assert record["status"] == "failed" and "block [1, 0, 0]" in record["error"]
+    assert "InjectedFailure" in (tmp_path / "out.error.log").read_text()
 
 
 @pytest.mark.slow
