@@ -65,3 +65,20 @@ def compress(spec: ArraySpec, raw: bytes | np.ndarray) -> bytes:
 def decompress(spec: ArraySpec, data: bytes) -> bytes:
     codec = spec.compressor.numcodec()
     return data if codec is None else bytes(codec.decode(data))
+
+
+def encode_full_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
+    """Zarr chunk bytes (v2 and v3 alike): full size, an edge region padded with the fill
+    value, little endian, C order over z, y, x, then the compressor."""
+    full = to_zyx(spec.chunks)
+    if data_zyx.shape != full:
+        padded = np.full(full, spec.fill_value, dtype=spec.np_dtype)
+        padded[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
+        data_zyx = padded
+    return compress(spec, np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder("<")))
+
+
+def decode_full_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
+    """The full z, y, x chunk (padding included) stored by `encode_full_chunk`."""
+    values = np.frombuffer(decompress(spec, data), dtype=spec.np_dtype.newbyteorder("<"))
+    return values.reshape(to_zyx(spec.chunks)).astype(spec.np_dtype)

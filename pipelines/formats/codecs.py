@@ -43,7 +43,7 @@ FORMAT_CODECS = {
     "zarr2": ("raw", "gzip", "zstd", "blosc"),
     "zarr3": ("raw", "gzip", "zstd", "blosc"),
 }
-_BLOSC_SHUFFLE = {"none": 0, "byte": 1, "bit": 2}
+BLOSC_SHUFFLE = {"none": 0, "byte": 1, "bit": 2}
 _ZARR3_SHUFFLE = {"none": "noshuffle", "byte": "shuffle", "bit": "bitshuffle"}
 
 
@@ -65,7 +65,7 @@ class Compressor:
             "zstd": lambda: numcodecs.Zstd(level=self.level),
             "blosc": lambda: numcodecs.Blosc(
                 cname=self.cname, clevel=self.level,
-                shuffle=_BLOSC_SHUFFLE[self.shuffle], blocksize=self.blocksize),
+                shuffle=BLOSC_SHUFFLE[self.shuffle], blocksize=self.blocksize),
             "bzip2": lambda: numcodecs.BZ2(level=self.level),
             "xz": lambda: numcodecs.LZMA(preset=self.level),
         }[self.name]()
@@ -77,7 +77,7 @@ class Compressor:
             "gzip": lambda: {"type": "gzip", "level": self.level, "useZlib": False},
             "zstd": lambda: {"type": "zstd", "level": self.level},
             "blosc": lambda: {"type": "blosc", "cname": self.cname, "clevel": self.level,
-                              "shuffle": _BLOSC_SHUFFLE[self.shuffle], "blocksize": self.blocksize},
+                              "shuffle": BLOSC_SHUFFLE[self.shuffle], "blocksize": self.blocksize},
             "bzip2": lambda: {"type": "bzip2", "blockSize": self.level},
             "xz": lambda: {"type": "xz", "preset": self.level},
         }[self.name]()

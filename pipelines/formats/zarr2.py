@@ -16,8 +16,8 @@ import math
 import numpy as np
 
 from ..geometry import to_zyx
-from .base import ArraySpec, compress, decompress, json_bytes
-from .codecs import _BLOSC_SHUFFLE, Compressor
+from .base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
+from .codecs import BLOSC_SHUFFLE, Compressor
 
 NAME = "zarr2"
 ROOT_KEY = ".zgroup"
@@ -30,7 +30,7 @@ def compressor_config(compressor: Compressor) -> dict | None:
         return None
     if compressor.name == "blosc":
         return {"id": "blosc", "cname": compressor.cname, "clevel": compressor.level,
-                "shuffle": _BLOSC_SHUFFLE[compressor.shuffle], "blocksize": compressor.blocksize}
+                "shuffle": BLOSC_SHUFFLE[compressor.shuffle], "blocksize": compressor.blocksize}
     if compressor.name in ("gzip", "zstd"):
         return {"id": compressor.name, "level": compressor.level}
     raise ValueError(f"codec {compressor.name!r} is not offered for zarr2 "
@@ -64,18 +64,12 @@ def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
 
 def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
     """Chunk bytes; an edge region smaller than the chunk is padded with the fill value."""
-    full = to_zyx(spec.chunks)
-    if data_zyx.shape != full:
-        padded = np.full(full, spec.fill_value, dtype=spec.np_dtype)
-        padded[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
-        data_zyx = padded
-    return compress(spec, np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder("<")))
+    return encode_full_chunk(spec, data_zyx)
 
 
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
     """The full z, y, x chunk stored in `data` (padding included)."""
-    values = np.frombuffer(decompress(spec, data), dtype=spec.np_dtype.newbyteorder("<"))
-    return values.reshape(to_zyx(spec.chunks)).astype(spec.np_dtype)
+    return decode_full_chunk(spec, data)
 
 
 def array_metadata(spec: ArraySpec) -> dict:

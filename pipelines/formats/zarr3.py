@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import to_zyx
-from .base import ArraySpec, compress, decompress, json_bytes
+from .base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
 
 NAME = "zarr3"
 ROOT_KEY = "zarr.json"
@@ -23,18 +23,12 @@ def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
 
 def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
     """Chunk bytes; an edge region smaller than the chunk is padded with the fill value."""
-    full = to_zyx(spec.chunks)
-    if data_zyx.shape != full:
-        padded = np.full(full, spec.fill_value, dtype=spec.np_dtype)
-        padded[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
-        data_zyx = padded
-    return compress(spec, np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder("<")))
+    return encode_full_chunk(spec, data_zyx)
 
 
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
-    raw = decompress(spec, data)
-    values = np.frombuffer(raw, dtype=spec.np_dtype.newbyteorder("<"))
-    return values.reshape(to_zyx(spec.chunks)).astype(spec.np_dtype)
+    """The full z, y, x chunk stored in `data` (padding included)."""
+    return decode_full_chunk(spec, data)
 
 
 # The index layout pipelines.formats.sharding writes: little-endian entries, then crc32c.
