@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from .fusion import fuse
 from .geometry import Box
 from .plan import BlockReceipt, BlockTask, ExportPlan
 from .storage import Store, open_store
+from .tiles import read_region
 
 
 class InjectedFailure(RuntimeError):
@@ -31,15 +32,15 @@ class InjectedFailure(RuntimeError):
 
 
 @lru_cache(maxsize=8)
-def _store(uri: str) -> Store:
+def _store(uri: str, s3) -> Store:
     """One store object per output per executor process, opened on first use."""
-    return open_store(uri)
+    return open_store(uri, s3)
 
 
 def run_block(task: BlockTask, plan: ExportPlan, store: Store | None = None) -> BlockReceipt:
     """Compute and write one task; raise BlockFailed naming the block if anything goes wrong."""
     try:
-        return _run(task, plan, store or _store(plan.output.uri))
+        return _run(task, plan, store or _store(plan.output.uri, plan.s3))
     except Exception as e:
         where = f"block {list(task.index)}" + (f" of stage {task.stage}" if task.stage else "")
         raise BlockFailed(f"{where}: {type(e).__name__}: {e}") from e
@@ -67,7 +68,8 @@ def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.
     out, first = plan.output, plan.stages[task.stage].first
     box = plan.level_box(task, first)
     if first == 0:
-        return fuse(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype)
+        return fuse(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype,
+                    read=partial(read_region, s3=plan.s3))
     factor, below = out.factors[first], out.shapes[first - 1]
     source = Box(tuple(s * f for s, f in zip(box.start, factor)),
                  tuple(min(s * f, n) for s, f, n in zip(box.stop, factor, below)))

@@ -69,9 +69,9 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
             raise OutputError(
                 f"output.uri: {store.uri} already holds a committed dataset ({key}); "
                 f"choose another output.uri or remove the existing dataset")
+    store.check_writable()  # names a missing bucket or refused credentials in one line
     leftover = next(iter(store.list()), None)
     if leftover is None:
-        store.check_writable()
         return plan
     record = _read_record(beside, job_record_key(plan.output))
     if record.get("fingerprint") != fingerprint(plan):

@@ -45,9 +45,12 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "fusion": {"blending": "linear"},
     "limits": {"task_memory": "4GiB"},
+    "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
+           "multipart_threshold": "64MiB", "part_size": "16MiB"},
     "spark": {"master": "local[*]"},
     "debug": {"fail_blocks": []},
 }
+S3_MIN_PART = 5 * 2**20  # S3 refuses multipart parts below 5 MiB (except the last)
 PATH_KEYS = {("input", "tiles"), ("input", "timepoints"), ("output", "uri")}
 DEFAULT_BLOCK = (2, 2, 2)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -89,6 +92,7 @@ class JobConfig:
     task_memory: int
     spark_conf: tuple[tuple[str, str], ...]
     fail_blocks: tuple[tuple[int, int, int], ...] = ()
+    s3: tuple[tuple[str, Any], ...] = ()  # [s3] settings, sizes in bytes; never credentials
     source: str = field(default="", compare=False)
 
     @property
@@ -151,10 +155,11 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
         inputs=inputs,
         channel_names=_channel_names(merged["input"]["channel_names"], len(inputs[0]), where),
         output=_output(merged["output"], len(inputs), where),
-        blending=_choice(merged["fusion"], "fusion", "blending", BLENDINGS, where),
+        blending=_blending(merged, where),
         task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
         spark_conf=_spark_conf(merged["spark"], where),
         fail_blocks=_fail_blocks(merged["debug"]["fail_blocks"], where),
+        s3=_s3(merged["s3"], where),
         source=source,
     )
 
@@ -379,3 +384,27 @@ def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
         uri=_string(out, "output", "uri", where), format=fmt, layout=layout, chunks=chunks,
         block=block, shard=shard, codec=_codec(out["codec"], where), dtype=out["dtype"],
         levels=levels, downsample=_choice(out, "output", "downsample", DOWNSAMPLING, where))
+
+
+def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
+    """The [s3] table with sizes in bytes. Credentials never appear here: they come from
+    the standard AWS chain (environment, shared profile, instance role)."""
+    for key in ("endpoint_url", "region", "profile"):
+        if not isinstance(table[key], str):
+            raise ConfigError(f"{where}s3.{key}: expected a string, found {table[key]!r}")
+    attempts = table["max_attempts"]
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        raise ConfigError(f"{where}s3.max_attempts: expected a whole number ≥ 1, found {attempts!r}")
+    sizes = {k: parse_size(table[k], f"{where}s3.{k}") for k in ("multipart_threshold", "part_size")}
+    if sizes["part_size"] < S3_MIN_PART:
+        raise ConfigError(f"{where}s3.part_size: S3 needs parts of at least 5MiB, found {table['part_size']!r}")
+    return tuple(sorted({**table, **sizes}.items()))
+
+
+def _blending(merged: dict, where: str) -> str:
+    blending = _choice(merged["fusion"], "fusion", "blending", BLENDINGS, where)
+    if merged["output"]["downsample"] == "mode" and blending in ("average", "linear"):
+        raise ConfigError(f"{where}fusion.blending: {blending!r} averages overlapping tiles, which "
+                          f"invents values between labels; with output.downsample = \"mode\" use "
+                          f"blending = \"first\" or \"max\"")
+    return blending

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .geometry import Box, to_zyx
+from .pyramid import to_dtype
 from .tiles import Tile, read_region
 
 Reader = Callable[[Tile, Box], np.ndarray]
@@ -64,11 +65,7 @@ def edge_weights(tile: Tile, region: Box, placed: Box) -> np.ndarray:
 
 def cast(values: np.ndarray, dtype) -> np.ndarray:
     """Float voxels → `dtype`, rounding and clipping to its range for integer types."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        values = np.clip(np.rint(values), info.min, info.max)
-    return values.astype(dtype)
+    return to_dtype(values, dtype)
 
 
 def _max(value, weight, data, _):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,16 @@ from .formats import ArraySpec, compressor_for, format_module
 from .formats import layouts
 from .formats.objects import object_keys
 from .geometry import BlockGrid, Box, ChunkGrid, ceil_div, grid_indices
+from .storage.s3 import S3Options
 from .tiles import Tile, TileSet, check_tile_file, read_tile_json
 
 Vec = tuple[int, ...]
 # Bytes per output voxel a fusing task holds: float32 value and weight sums, the float32
 # weights and tile region of the tile being added, and the cast result.
 _FUSION_BYTES_PER_VOXEL = 16
-# Bytes per source voxel a downsampling task holds: the region read plus float64 sums.
-_DOWNSAMPLE_BYTES_PER_VOXEL = 8
+# Bytes per source voxel a downsampling task holds besides the region read: float64 sums
+# for mean; sorted window copies and run lengths for mode (measured up to 26 with float64).
+_DOWNSAMPLE_BYTES_PER_VOXEL = {"mean": 8, "mode": 24}
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class ExportPlan:
     channel_names: tuple[str, ...] = ()
     fail_blocks: tuple[Vec, ...] = ()
     rerun: bool = False  # continuing an unfinished run of this job: clear objects now empty
+    s3: S3Options | None = None  # how executors reach s3:// inputs and outputs
 
     @property
     def offset(self) -> Vec:
@@ -181,12 +185,12 @@ class ExportPlan:
 
 def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     """Validate the inputs of `config` and plan the export; raises PipelineError subclasses."""
-    out = config.output
+    out, s3 = config.output, S3Options(**dict(config.s3)) if config.s3 else None
     compressor = compressor_for(out.codec, out.format)
-    tiles = tuple(tuple(read_tile_json(p) for p in row) for row in config.inputs)
+    tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
     check_same_geometry(tiles)
     if check_files:
-        check_tile_files([t for row in tiles for ts in row for t in ts])
+        check_tile_files([t for row in tiles for ts in row for t in ts], s3)
     first = tiles[0][0]
     bounds = first.bounds
     base = ArraySpec(path="", shape=bounds.shape, chunks=out.chunks,
@@ -204,7 +208,7 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     tasks = block_tasks(output, stages, first)
     names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
     plan = ExportPlan(output, tiles, stages, tuple(tasks), config.blending,
-                      task_memory_bytes(output, first, stages), names, config.fail_blocks)
+                      task_memory_bytes(output, first, stages), names, config.fail_blocks, s3=s3)
     check_memory(plan, config.task_memory)
     return plan
 
@@ -221,10 +225,11 @@ def check_same_geometry(tiles: tuple[tuple[TileSet, ...], ...]) -> None:
                                 f"one tile geometry")
 
 
-def check_tile_files(tiles: list[Tile], threads: int = 16) -> None:
-    """Open every tile file's header (in parallel: on shared filesystems this is latency-bound)."""
+def check_tile_files(tiles: list[Tile], s3: S3Options | None = None, threads: int = 16) -> None:
+    """Open every tile file's header (in parallel: on shared filesystems and object stores
+    this is latency-bound)."""
     with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(check_tile_file, tiles):
+        for _ in pool.map(partial(check_tile_file, s3=s3), tiles):
             pass
 
 
@@ -243,17 +248,18 @@ def block_tasks(output: OutputSpec, stages: tuple[Stage, ...], tiles: TileSet) -
     """Stage 0: one task per block some tile touches. Later stages: one per block of their
     first level that lies under a stage-0 block (elsewhere everything is fill)."""
     touched: dict[Vec, list[int]] = defaultdict(list)
-    grid0 = output.block_grid(0)
+    grid0, origin = output.block_grid(0), tiles.bounds.start
     for tile in tiles:
-        lo, hi = grid0.blocks_touching(tile.box.relative_to(tiles.bounds.start))
+        lo, hi = grid0.blocks_touching(tile.box.relative_to(origin))
         for index in grid_indices(hi, lo):
             touched[index].append(tile.index)
     order = sorted(touched, key=lambda i: i[::-1])  # z, y, x: neighbours run close in time
+    later = [_blocks_under(output, stage.first, order) for stage in stages[1:]]
     tasks = []
     for t in range(output.timepoints):
         tasks += [BlockTask(0, t, i, tuple(sorted(touched[i]))) for i in order]
-        for n, stage in enumerate(stages[1:], start=1):
-            tasks += [BlockTask(n, t, i) for i in _blocks_under(output, stage.first, order)]
+        for n, blocks in enumerate(later, start=1):
+            tasks += [BlockTask(n, t, i) for i in blocks]
     return tasks
 
 
@@ -277,9 +283,16 @@ def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, .
     object_voxels = int(np.prod(output.base.chunks)) * int(np.prod(output.base.shard or (1, 1, 1)))
     codec = 3 * object_voxels * itemsize
     fusing = voxels * (_FUSION_BYTES_PER_VOXEL + tiles.dtype.itemsize + itemsize)
-    reading = max((voxels * int(np.prod(output.factors[s.first])) * (itemsize + _DOWNSAMPLE_BYTES_PER_VOXEL)
-                   for s in stages[1:]), default=0)
+    per_voxel = itemsize + _DOWNSAMPLE_BYTES_PER_VOXEL[output.downsample]
+    reading = max((_source_voxels(output, s.first) * per_voxel for s in stages[1:]), default=0)
     return max(fusing, reading) + codec
+
+
+def _source_voxels(output: OutputSpec, level: int) -> int:
+    """Voxels a later-stage task reads from the level below: its block, scaled up, clipped."""
+    block = output.block_grid(level).block_shape
+    below = output.shapes[level - 1]
+    return int(np.prod([min(b * f, n) for b, f, n in zip(block, output.factors[level], below)]))
 
 
 def check_memory(plan: ExportPlan, budget: int) -> None:

@@ -200,11 +200,16 @@ def _int_bounds(dtype: np.dtype) -> tuple[float, float]:
     return lo, (np.nextafter(hi, 0.0) if hi > info.max else hi)
 
 
-def _to_dtype(means: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """float64 means → `dtype`: round half to even and clip for integers, cast floats."""
+def to_dtype(values: np.ndarray, dtype) -> np.ndarray:
+    """Float values → `dtype`: round half to even and clip into range for integers, cast
+    floats. 32- and 64-bit integer targets go through float64, because their bounds are
+    not representable in float32 (2**31 - 1 would round up and wrap)."""
+    dtype = np.dtype(dtype)
     if dtype.kind == "f":
-        return means.astype(dtype)
-    return np.clip(np.rint(means), *_int_bounds(dtype)).astype(dtype)
+        return values.astype(dtype)
+    if dtype.itemsize >= 4:
+        values = values.astype(np.float64)
+    return np.clip(np.rint(values), *_int_bounds(dtype)).astype(dtype)
 
 
 def downsample(data: np.ndarray, factor, method: str = "mean") -> np.ndarray:
@@ -229,4 +234,4 @@ def downsample(data: np.ndarray, factor, method: str = "mean") -> np.ndarray:
                    dtype=np.float64 if method == "mean" else data.dtype)
     for source, target, window in _regions(data.shape, step):
         out[target] = reduce(data[source], window)
-    return _to_dtype(out, data.dtype) if method == "mean" else out
+    return to_dtype(out, data.dtype) if method == "mean" else out

@@ -108,7 +108,7 @@ def export(config: JobConfig, spark: SparkSession | None = None,
     """
     started = time.perf_counter()
     plan = make_plan(config)
-    store, beside = open_store(config.output.uri), beside_store(config.output.uri)
+    store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
     plan = check_output(plan, store, beside)
     own_session = spark is None
     startup = 0.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+pytest_plugins = ["tests.s3_fixtures"]  # moto server, buckets, flaky proxy
+
 import os
 import sys
 from pathlib import Path

@@ -11,7 +11,10 @@ import tifffile
 
 from pipelines.block import run_block
 from pipelines.commit import check_output, commit, start_record
+from functools import partial
+
 from pipelines.fusion import fuse
+from pipelines.tiles import read_region
 from pipelines.geometry import Box
 from pipelines.plan import make_plan
 from pipelines.storage import LocalStore, beside_store
@@ -30,7 +33,8 @@ def export_in_process(config):
 def fused_channel(plan, t: int = 0, c: int = 0) -> np.ndarray:
     """Level 0 of one channel, fused in one piece (z, y, x)."""
     box = Box((0, 0, 0), plan.output.shapes[0])
-    return fuse(box, plan.tiles[t][c], plan.offset, plan.blending, plan.output.base.dtype)
+    return fuse(box, plan.tiles[t][c], plan.offset, plan.blending, plan.output.base.dtype,
+                read=partial(read_region, s3=plan.s3))
 
 
 def reference_downsample(data: np.ndarray, factor_xyz, method: str) -> np.ndarray:

@@ -88,3 +88,11 @@ def test_cast_rounds_and_clips():
     values = np.array([-3.0, 0.4, 0.6, 254.5, 300.0], dtype=np.float32)
     np.testing.assert_array_equal(cast(values, "uint8"), [0, 0, 1, 254, 255])
     assert cast(values, "float32").dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype,values,expected", [
+    ("int32", [3e9, -3e9, 2147483647.0], [2147483647, -2147483648, 2147483647]),
+    ("uint32", [5e9, 4294967295.0, -1.0], [4294967295, 4294967295, 0]),
+])
+def test_cast_saturates_wide_integer_types(dtype, values, expected):
+    np.testing.assert_array_equal(cast(np.array(values, dtype=np.float32), dtype), expected)

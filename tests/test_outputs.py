@@ -59,7 +59,8 @@ def load_job_from_values(tiles_json, dtype, downsample):
               "levels": "auto", "downsample": downsample}
     if dtype:
         output["dtype"] = dtype
-    return build_config({"input": {"tiles": tiles_json}, "output": output})
+    fusion = {"blending": "first" if downsample == "mode" else "linear"}
+    return build_config({"input": {"tiles": tiles_json}, "output": output, "fusion": fusion})
 
 
 def read_level(fmt, uri, level) -> np.ndarray:
@@ -87,7 +88,8 @@ def test_interop_matrix_every_level(tmp_path, small_acquisition, fmt, codec, sha
 
 
 def test_mode_downsampling_for_labels(tmp_path, small_acquisition):
-    config = job_for(tmp_path, small_acquisition, "n5", "zstd", downsample="mode", levels=3)
+    config = job_for(tmp_path, small_acquisition, "n5", "zstd", downsample="mode", levels=3,
+                     overrides=["fusion.blending=first"])
     export_in_process(config)
     # intensity data makes ties common: a sharp test of "most frequent, smallest on ties"
     expected = expected_levels(small_acquisition["paths"]["tiles_json"], "", "mode")
@@ -161,7 +163,9 @@ def test_ome_zarr_with_channels_on_spark(spark, tmp_path, small_acquisition, two
     assert [ch["label"] for ch in omero] == ["tiles", "tiles-dim"]
     nodes = list(Reader(parse_url(config.output.uri))())
     assert nodes[0].load(Multiscales) is not None and len(nodes[0].data) == summary.levels
-    assert image is not None
+    datasets = [d["path"] for d in attrs["multiscales"][0]["datasets"]]
+    assert datasets == [str(k) for k in range(summary.levels)]
+    assert len(image.ome_attributes.multiscales[0].datasets) == summary.levels  # as the validator read it
 
 
 @pytest.mark.spark
@@ -200,9 +204,14 @@ master = "local[2]"
     assert xml.find(".//ImageLoader").get("format") == "bdv.n5"
     assert xml.find(".//ImageLoader/n5").text == "out.n5"
     assert [tp.text for tp in xml.findall(".//Timepoints/*")] == ["0", "1"]
-    for t in range(2):
-        for k in range(2):
-            assert tensorstore_read(str(tmp_path / "out.n5"), f"setup0/timepoint{t}/s{k}", "n5").any()
+    plan = make_plan(load_job(job))
+    for t in range(2):  # each timepoint holds its own tiles' data (timepoint 1 is the dim channel)
+        np.testing.assert_array_equal(tensorstore_read(str(tmp_path / "out.n5"), f"setup0/timepoint{t}/s0", "n5"),
+                                      fused_channel(plan, t, 0))
+        assert tensorstore_read(str(tmp_path / "out.n5"), f"setup0/timepoint{t}/s1", "n5").shape == \
+            tuple(reversed(plan.output.shapes[1]))
+    attrs = json.loads((tmp_path / "out.n5/setup0/timepoint0/s1/attributes.json").read_text())
+    assert attrs["pixelResolution"]["dimensions"] == [0.4, 0.4, 2.0]  # level 0's: n5-ij scales it
     setup = json.loads((tmp_path / "out.n5/setup0/attributes.json").read_text())
     assert setup["downsamplingFactors"] == [[1, 1, 1], [2, 2, 1]] and setup["dataType"] == "uint16"
     assert summary.extra_files == ("out.xml",)

@@ -8,11 +8,14 @@ import pickle
 import pytest
 
 from pipelines.errors import OutputError
-from pipelines.storage import LocalStore, MemoryStore, open_store
+from pipelines.storage import LocalStore, MemoryStore, S3Options, S3Store, open_store
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request, tmp_path):
+    if request.param == "s3":  # only S3 cases start the moto server
+        endpoint, bucket = request.getfixturevalue("s3_bucket")
+        return S3Store(bucket, "some/prefix", S3Options(endpoint_url=endpoint))
     return LocalStore(tmp_path / "root") if request.param == "local" else MemoryStore("t")
 
 
@@ -71,6 +74,9 @@ def test_open_store_schemes(tmp_path):
     assert open_store(f"file://{tmp_path}") == LocalStore(tmp_path)
     with pytest.raises(OutputError, match="unsupported storage scheme 'gs'"):
         open_store("gs://bucket/x")
+    options = S3Options(endpoint_url="http://127.0.0.1:9")
+    assert open_store("s3://bkt/a/b.n5/", options) == S3Store("bkt", "a/b.n5", options)
+    assert open_store("s3://bkt") == S3Store("bkt", "", S3Options())
 
 
 def test_local_put_is_atomic_for_a_concurrent_reader(tmp_path):

@@ -34,6 +34,14 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove `key`; removing a missing key is not an error."""
 
+    def size(self, key: str) -> int:
+        """Bytes stored under `key`; KeyError when there are none."""
+        return len(self.get(key))
+
+    def get_range(self, key: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of the object under `key` (readers of large tiles use this)."""
+        return self.get(key)[start:stop]
+
     @abstractmethod
     def check_writable(self) -> None:
         """Raise OutputError naming the location if objects cannot be written there."""

@@ -57,6 +57,20 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             raise KeyError(key) from None
 
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyError(key) from None
+
+    def get_range(self, key: str, start: int, stop: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(start)
+                return f.read(max(0, stop - start))
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyError(key) from None
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class TileSet:
     def __iter__(self):
         return iter(self.tiles)
 
-    @property
+    @cached_property
     def bounds(self) -> Box:
         """The union of all tile boxes: the output volume, in stage coordinates."""
         box = self.tiles[0].box
@@ -76,4 +77,9 @@ class TileSet:
         return self.tiles[0].pixel_resolution
 
     def by_index(self) -> dict[int, Tile]:
+        return self._index
+
+    @cached_property
+    def _index(self) -> dict[int, Tile]:
+        # cached: executors look tiles up for every task
         return {t.index: t for t in self.tiles}

@@ -8,13 +8,16 @@ only the z-slices (pages) the region needs.
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import lru_cache
 
 import numpy as np
 import tifffile
 
-from ..errors import TileError
+from ..errors import PipelineError, TileError
 from ..geometry import Box, to_xyz, to_zyx
+from ..storage import open_store
 from .model import Tile
+from .remote import is_remote, open_remote, split_uri
 
 # Per-process cache of opened stacks, so neighbouring blocks on one executor do not
 # re-parse TIFF headers. Memory maps cost address space, not memory. Tile files must not
@@ -23,16 +26,19 @@ _OPEN_LIMIT = 64
 _open: "OrderedDict[str, np.ndarray | None]" = OrderedDict()
 
 
-def inspect_tiff(path: str) -> tuple[tuple[int, int, int], np.dtype]:
-    """Shape (x, y, z) and dtype of the stack in a TIFF file, without reading its pixels."""
+def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
+    """Shape (x, y, z) and dtype of the stack in a TIFF file (local or s3://), without
+    reading its pixels."""
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(open_remote(path, s3) if is_remote(path) else path) as tif:
             series = tif.series[0]
             shape, dtype = series.shape, series.dtype
             if series.pages[0].compression != tifffile.COMPRESSION.NONE:
                 series.pages[0].asarray()  # can this compression be decoded here at all?
-    except FileNotFoundError:
+    except (FileNotFoundError, KeyError):
         raise TileError(f"{path}: tile file not found") from None
+    except PipelineError:
+        raise
     except Exception as e:  # tifffile raises many types for damaged files
         raise TileError(f"{path}: cannot read as TIFF: {e}") from None
     if len(shape) == 2:
@@ -42,9 +48,9 @@ def inspect_tiff(path: str) -> tuple[tuple[int, int, int], np.dtype]:
     return to_xyz(shape), np.dtype(dtype)
 
 
-def check_tile_file(tile: Tile) -> None:
+def check_tile_file(tile: Tile, s3=None) -> None:
     """Raise TileError if the tile's file is missing, unreadable, or differs from the JSON."""
-    shape, dtype = inspect_tiff(tile.path)
+    shape, dtype = inspect_tiff(tile.path, s3)
     if shape != tile.size:
         raise TileError(
             f"{tile.path}: tile {tile.index} field 'size' is {list(tile.size)} in the tile JSON "
@@ -55,21 +61,57 @@ def check_tile_file(tile: Tile) -> None:
             f"tile JSON but the file holds {dtype}")
 
 
-def read_region(tile: Tile, region: Box) -> np.ndarray:
+def read_region(tile: Tile, region: Box, s3=None) -> np.ndarray:
     """Pixels of `region` (x, y, z, relative to the tile's own origin) as a z, y, x array."""
     if region.intersect(Box((0, 0, 0), tile.size)) != region:
         raise ValueError(f"region {region} lies outside tile {tile.index} of size {tile.size}")
+    if is_remote(tile.path):
+        return _remote_region(tile, region, s3)
     stack = _memmap(tile.path)
     if stack is not None:
         return np.asarray(stack.reshape(to_zyx(tile.size))[region.slices_zyx()])
+    with tifffile.TiffFile(tile.path) as tif:
+        return _decode_pages(tif, tile, region)
+
+
+def _decode_pages(tif: tifffile.TiffFile, tile: Tile, region: Box) -> np.ndarray:
+    """Decode one page (z-slice) at a time, keeping only the rows and columns needed."""
     z, y, x = region.slices_zyx()
     out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
-    with tifffile.TiffFile(tile.path) as tif:
-        pages = tif.series[0].pages
-        for n, page in enumerate(range(z.start, z.stop)):
-            # decode one page at a time and keep only the rows and columns the block needs
-            out[n] = pages[page].asarray().reshape(to_zyx(tile.size)[1:])[y, x]
+    pages = tif.series[0].pages
+    for n, page in enumerate(range(z.start, z.stop)):
+        out[n] = pages[page].asarray().reshape(to_zyx(tile.size)[1:])[y, x]
     return out
+
+
+def _remote_region(tile: Tile, region: Box, s3) -> np.ndarray:
+    """An uncompressed contiguous stack costs one range request per z-slice of the region;
+    anything else is decoded page by page through a range-request file."""
+    layout = _remote_layout(tile.path, s3)
+    if layout is None:
+        with tifffile.TiffFile(open_remote(tile.path, s3)) as tif:
+            return _decode_pages(tif, tile, region)
+    offset, dtype = layout
+    z, y, x = region.slices_zyx()
+    _, height, width = to_zyx(tile.size)
+    folder, name = split_uri(tile.path)
+    store = open_store(folder, s3)
+    out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
+    for n, page in enumerate(range(z.start, z.stop)):
+        first = offset + (page * height + y.start) * width * dtype.itemsize
+        rows = store.get_range(name, first, first + (y.stop - y.start) * width * dtype.itemsize)
+        out[n] = np.frombuffer(rows, dtype=dtype).reshape(-1, width)[:, x]
+    return out
+
+
+@lru_cache(maxsize=_OPEN_LIMIT)
+def _remote_layout(uri: str, s3) -> tuple[int, np.dtype] | None:
+    """(data offset, dtype) of an uncompressed contiguous remote stack, else None."""
+    with tifffile.TiffFile(open_remote(uri, s3)) as tif:
+        series = tif.series[0]
+        if series.dataoffset is None or series.pages[0].compression != tifffile.COMPRESSION.NONE:
+            return None
+        return int(series.dataoffset), series.dtype
 
 
 def _memmap(path: str) -> np.ndarray | None:

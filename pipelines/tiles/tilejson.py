@@ -18,12 +18,16 @@ from typing import Any, Iterable
 
 from ..errors import TileError
 from .model import TILE_TYPES, Tile, TileSet
+from .remote import is_remote, join_uri, read_text, split_uri
 
 FIELDS = ("index", "file", "position", "size", "type")
 
 
-def read_tile_json(path: str | os.PathLike) -> TileSet:
-    """Parse and check a tile configuration JSON; relative tile paths become absolute."""
+def read_tile_json(path: str | os.PathLike, s3=None) -> TileSet:
+    """Parse and check a tile configuration JSON (a path or s3:// URI); relative tile paths
+    become absolute (URIs for a JSON in an object store)."""
+    if is_remote(str(path)):
+        return _read_remote(str(path), s3)
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
@@ -33,12 +37,26 @@ def read_tile_json(path: str | os.PathLike) -> TileSet:
         raise TileError(f"{path}: cannot read tile configuration: {e}") from None
     except json.JSONDecodeError as e:
         raise TileError(f"{path}: not valid JSON: {e}") from None
+    return _tile_set(doc, path, lambda file: str(path.resolve().parent / file))
+
+
+def _read_remote(uri: str, s3) -> TileSet:
+    try:
+        doc = json.loads(read_text(uri, s3))
+    except KeyError:
+        raise TileError(f"{uri}: tile configuration not found (input.tiles)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TileError(f"{uri}: not valid JSON: {e}") from None
+    return _tile_set(doc, uri, lambda file: join_uri(split_uri(uri)[0], file))
+
+
+def _tile_set(doc, source, resolve) -> TileSet:
+    """Tiles from a parsed document; `resolve` makes a relative tile path absolute."""
     if not isinstance(doc, list) or not doc:
-        raise TileError(f"{path}: expected a non-empty JSON list of tiles, found {type(doc).__name__}")
-    base = path.resolve().parent
-    tiles = tuple(_parse_tile(entry, n, path, base) for n, entry in enumerate(doc))
-    _check_consistent(tiles, path)
-    return TileSet(tiles, source=str(path))
+        raise TileError(f"{source}: expected a non-empty JSON list of tiles, found {type(doc).__name__}")
+    tiles = tuple(_parse_tile(entry, n, source, resolve) for n, entry in enumerate(doc))
+    _check_consistent(tiles, source)
+    return TileSet(tiles, source=str(source))
 
 
 def write_tile_json(tiles: Iterable[Tile], path: str | os.PathLike, relative: bool = True) -> None:
@@ -57,7 +75,7 @@ def write_tile_json(tiles: Iterable[Tile], path: str | os.PathLike, relative: bo
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def _parse_tile(entry: Any, n: int, path: Path, base: Path) -> Tile:
+def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
     where = f"{path}: tile {n}"
     if not isinstance(entry, dict):
         raise TileError(f"{where}: expected a JSON object, found {entry!r}")
@@ -82,7 +100,7 @@ def _parse_tile(entry: Any, n: int, path: Path, base: Path) -> Tile:
     resolution = _vector(entry.get("pixelResolution", [1.0, 1.0, 1.0]), "pixelResolution", where)
     if any(r <= 0 for r in resolution):
         raise TileError(f"{where}: field 'pixelResolution' must be positive, found {resolution!r}")
-    full = file if "://" in file or Path(file).is_absolute() else str(base / file)
+    full = file if "://" in file or Path(file).is_absolute() else resolve(file)
     return Tile(index, full, _vector(entry["position"], "position", where), size,
                 resolution, entry["type"])
 

@@ -1,0 +1,273 @@
+"""A store under a prefix of an S3 bucket (AWS or any S3-compatible endpoint).
+
+Credentials come only from the standard AWS chain (environment, shared profile, instance
+role); they never appear in options, reprs, pickles, logs or error messages. The boto3
+client is created lazily, once per process and options, and is never pickled: an S3Store
+is a description (bucket, prefix, options) that travels to executors cheaply.
+
+Every put is atomic: one PutObject, or one multipart upload that is completed — or aborted
+on any failure, so no half-uploaded parts are left behind (they would be billed forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+from ..errors import OutputError
+from .base import Store
+
+MiB = 2**20
+MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
+CHECK_MAX_ATTEMPTS = 2  # check_writable fails fast instead of retrying an unreachable endpoint
+
+DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                "InvalidToken", "ExpiredToken", "AllAccessDisabled", "InvalidClientTokenId"}
+MISSING_BUCKET_CODES = {"404", "NoSuchBucket"}
+MISSING_KEY_CODES = {"404", "NoSuchKey", "NotFound"}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach S3: plain values only, so they pickle and hash. Never credentials.
+
+    `max_attempts` is botocore's `retries.max_attempts` in "standard" mode, i.e. the
+    number of retries after the first attempt (throttling, 5xx and connection errors).
+    """
+
+    endpoint_url: str = ""
+    region: str = ""
+    profile: str = ""
+    max_attempts: int = 10
+    multipart_threshold: int = 64 * MiB
+    part_size: int = 16 * MiB
+
+
+_clients: dict[tuple[int, S3Options], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(options: S3Options):
+    """This process's boto3 S3 client for `options`, created on first use.
+
+    Keyed by process id as well, so a forked worker never reuses its parent's connections.
+    """
+    key = (os.getpid(), options)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:  # boto3 sessions are not thread-safe; clients are
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = _make_client(options)
+    return client
+
+
+def _make_client(options: S3Options):
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(profile_name=options.profile or None)
+    return session.client(
+        "s3",
+        endpoint_url=options.endpoint_url or None,
+        region_name=options.region or None,
+        config=Config(retries={"mode": "standard", "max_attempts": options.max_attempts}),
+    )
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, prefix) of s3://bucket/some/prefix; the prefix has no leading/trailing '/'."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise OutputError(f"{uri}: expected an S3 URI like s3://bucket/prefix")
+    bucket = parsed.netloc
+    if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in ".-" for c in bucket):
+        raise OutputError(f"{uri}: {bucket!r} is not a valid S3 bucket name "
+                          "(3-63 characters: lowercase letters, digits, '.', '-')")
+    return bucket, parsed.path.strip("/")
+
+
+def error_code(err: Exception) -> str:
+    """The S3 error code of a botocore ClientError ('NoSuchKey', '404', …), else ''."""
+    response = getattr(err, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3Store(Store):
+    """Objects under s3://bucket/prefix; key "a/b" is the object "prefix/a/b"."""
+
+    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.options = options or S3Options()
+
+    # A description only: the client lives in the module cache, never in the object.
+    def __reduce__(self):
+        return (S3Store, (self.bucket, self.prefix, self.options))
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.uri!r}, {self.options!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, S3Store) and (other.bucket, other.prefix, other.options) == (
+            self.bucket, self.prefix, self.options)
+
+    def __hash__(self) -> int:
+        return hash((self.bucket, self.prefix, self.options))
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    @property
+    def client(self):
+        return client_for(self.options)
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid store key {key!r}")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        data = bytes(data)
+        if len(data) < self.options.multipart_threshold:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        else:
+            self._put_multipart(self._key(key), data)
+
+    def _put_multipart(self, name: str, data: bytes) -> None:
+        """Upload in parts; the object appears only when the upload completes."""
+        client = self.client
+        upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
+        try:
+            part = max(self.options.part_size, math.ceil(len(data) / MAX_PARTS))
+            parts = [self._upload_part(name, upload_id, number, data[start:start + part])
+                     for number, start in enumerate(range(0, len(data), part), start=1)]
+            client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                             MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort(name, upload_id)
+            raise
+
+    def _upload_part(self, name: str, upload_id: str, number: int, body: bytes) -> dict:
+        response = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                           PartNumber=number, Body=body)
+        return {"ETag": response["ETag"], "PartNumber": number}
+
+    def _abort(self, name: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+        except Exception as err:  # keep the original error; say what may be left behind
+            log.warning("could not abort multipart upload of s3://%s/%s (%s): %s",
+                        self.bucket, name, upload_id, type(err).__name__)
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if error_code(err) in MISSING_KEY_CODES:
+                raise KeyError(key) from None
+            raise
+        return response["Body"].read()
+
+    def get_range(self, key: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of an object, with one HTTP Range request.
+
+        Like slicing: a range past the end gives the bytes that exist (b"" if none).
+        """
+        from botocore.exceptions import ClientError
+
+        if stop <= start:
+            return b""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key),
+                                              Range=f"bytes={start}-{stop - 1}")
+        except ClientError as err:
+            code = error_code(err)
+            if code in MISSING_KEY_CODES:
+                raise KeyError(key) from None
+            if code == "InvalidRange":  # start at or past the end of the object
+                return b""
+            raise
+        return response["Body"].read()
+
+    def size(self, key: str) -> int:
+        """The size in bytes of the object under `key`; KeyError when there is none."""
+        head = self._head(key)
+        if head is None:
+            raise KeyError(key)
+        return int(head["ContentLength"])
+
+    def _head(self, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if error_code(err) in MISSING_KEY_CODES:
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=root + prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"][len(root):]
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))  # missing is fine
+
+    def check_writable(self) -> None:
+        """Prove the bucket exists and a probe object can be written and deleted.
+
+        Uses a client with few retries, so an unreachable endpoint fails in seconds.
+        """
+        probe = S3Store(self.bucket, self.prefix,
+                        replace(self.options, max_attempts=min(self.options.max_attempts,
+                                                               CHECK_MAX_ATTEMPTS)))
+        try:
+            probe.client.head_bucket(Bucket=self.bucket)
+            name = f".write-probe-{uuid.uuid4().hex}"
+            probe.put(name, b"")
+            probe.delete(name)
+        except Exception as err:
+            raise OutputError(f"output.uri: {self.uri}: {self._explain(err)}") from None
+
+    def _explain(self, err: Exception) -> str:
+        """What went wrong, in words a user can act on — never echoing credentials."""
+        from botocore.exceptions import (
+            ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
+            PartialCredentialsError, ProfileNotFound)
+
+        if isinstance(err, ProfileNotFound):
+            return f"s3.profile {self.options.profile!r} is not in the AWS config files"
+        if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+            return ("no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                    "AWS_PROFILE or s3.profile)")
+        if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
+            endpoint = self.options.endpoint_url or "the AWS S3 endpoint"
+            return f"cannot reach the S3 endpoint {endpoint} (check s3.endpoint_url)"
+        if isinstance(err, ClientError):
+            code = error_code(err)
+            if code in MISSING_BUCKET_CODES:
+                return f"bucket {self.bucket!r} does not exist"
+            if code in DENIED_CODES:
+                return "access denied (check the AWS credentials/profile)"
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            return f"S3 refused the request ({code}, HTTP {status})"
+        return f"{type(err).__name__}: {err}"
