@@ -28,12 +28,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def kvstore_spec(result, array: str) -> dict:
+    """tensorstore's kvstore for one array of the output: a folder, or an S3 prefix."""
+    uri = result.summary.uri
+    if not uri.startswith("s3://"):
+        return {"driver": "file", "path": f"{uri}/{array}"}
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    spec = {"driver": "s3", "bucket": bucket, "path": f"{prefix}/{array}/".lstrip("/")}
+    s3 = result.plan.s3
+    if s3 and s3.endpoint_url:
+        spec["endpoint"] = s3.endpoint_url
+    if s3 and s3.region:
+        spec["aws_region"] = s3.region
+    return spec
+
+
 def report(result) -> str:
     s, plan = result.summary, result.plan
     mb = result.volume_bytes / 2**20
     rate = mb / result.run_seconds if result.run_seconds else 0.0
-    spec = {"driver": TENSORSTORE_DRIVERS[s.format],
-            "kvstore": {"driver": "file", "path": f"{s.uri}/{s.arrays[0]}"}}
+    spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore_spec(result, s.arrays[0])}
     ratio = result.volume_bytes / s.bytes_written if s.bytes_written else float("inf")
     lines = [
         f"dataset:  {s.uri}  (format {s.format}, layout {s.layout}, {s.levels} level"
