@@ -48,6 +48,7 @@ def run_block(task: BlockTask, plan: ExportPlan, store: Store | None = None) -> 
 
 def _run(task: BlockTask, plan: ExportPlan, store: Store) -> BlockReceipt:
     started = time.perf_counter()
+    time.sleep(plan.task_delay)  # test hook: lets a test stop the driver mid-run
     out, stage = plan.output, plan.stages[task.stage]
     writer = _Writer(plan, task, store)
     ranges = []

@@ -39,6 +39,7 @@ class CommitSummary:
     ranges: tuple[tuple[float, float], ...]  # per channel, level 0 (min, max)
     task_seconds: float
     extra_files: tuple[str, ...] = ()   # written beside the container (BigDataViewer XML)
+    digest: str = ""                    # sha256 over every object's key and crc32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,9 +59,10 @@ def job_record_key(output: OutputSpec) -> str:
 
 def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
     """Refuse an output that cannot be written, already holds a committed dataset (of this
-    format or any other), or holds anything but an unfinished run of this very job.
+    format or any other), or holds files that are not from this job.
 
-    Returns the plan, marked `rerun` when it continues such an unfinished run."""
+    An unfinished run of the same job (same fingerprint) is continued: the plan comes back
+    marked `rerun`. An unfinished run of this output with other settings is discarded."""
     spec = plan.output.array(0, 0, 0)
     committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
     committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
@@ -74,12 +76,22 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
     if leftover is None:
         return plan
     record = _read_record(beside, job_record_key(plan.output))
+    if not record:
+        raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
+                          f"from this job (e.g. {leftover}); remove them or choose another output.uri")
     if record.get("fingerprint") != fingerprint(plan):
-        why = ("an unfinished run with other inputs or settings" if record
-               else "files that are not from this job")
-        raise OutputError(f"output.uri: {store.uri} is not empty: it holds {why} (e.g. {leftover}); "
-                          f"remove it or choose another output.uri")
+        discard_unfinished(store)  # our own unfinished run with other settings: start over
+        return plan
     return replace(plan, rerun=True)
+
+
+def discard_unfinished(store: Store) -> int:
+    """Delete what an unfinished run of this job with other settings left in the output
+    (the job record proves they are ours); nothing of it may mix with the new data."""
+    keys = list(store.list())
+    for key in keys:
+        store.delete(key)
+    return len(keys)
 
 
 def start_record(plan: ExportPlan, beside: Store) -> None:
@@ -161,4 +173,13 @@ def summarize(plan: ExportPlan, receipts: list[BlockReceipt], ranges, extra_file
         objects_skipped=sum(len(r.skipped) for r in receipts),
         bytes_written=sum(r.nbytes for r in receipts),
         ranges=ranges, task_seconds=sum(r.seconds for r in receipts), extra_files=extra_files,
+        digest=objects_digest(receipts),
     )
+
+
+def objects_digest(receipts: list[BlockReceipt]) -> str:
+    """One checksum for the whole dataset: sha256 over the sorted (key, crc32) of every
+    written object, and the keys of the skipped ones."""
+    lines = sorted([f"{k} {c:08x}" for r in receipts for k, _, c in r.written]
+                   + [f"{k} -" for r in receipts for k in r.skipped])
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

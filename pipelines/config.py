@@ -48,7 +48,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
            "multipart_threshold": "64MiB", "part_size": "16MiB"},
     "spark": {"master": "local[*]"},
-    "debug": {"fail_blocks": []},
+    "debug": {"fail_blocks": [], "task_delay": 0},
 }
 S3_MIN_PART = 5 * 2**20  # S3 refuses multipart parts below 5 MiB (except the last)
 PATH_KEYS = {("input", "tiles"), ("input", "timepoints"), ("output", "uri")}
@@ -93,6 +93,7 @@ class JobConfig:
     spark_conf: tuple[tuple[str, str], ...]
     fail_blocks: tuple[tuple[int, int, int], ...] = ()
     s3: tuple[tuple[str, Any], ...] = ()  # [s3] settings, sizes in bytes; never credentials
+    task_delay: float = 0.0  # test hook: seconds each task waits first
     source: str = field(default="", compare=False)
 
     @property
@@ -160,6 +161,7 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
         spark_conf=_spark_conf(merged["spark"], where),
         fail_blocks=_fail_blocks(merged["debug"]["fail_blocks"], where),
         s3=_s3(merged["s3"], where),
+        task_delay=_delay(merged["debug"]["task_delay"], where),
         source=source,
     )
 
@@ -408,3 +410,9 @@ def _blending(merged: dict, where: str) -> str:
                           f"invents values between labels; with output.downsample = \"mode\" use "
                           f"blending = \"first\" or \"max\"")
     return blending
+
+
+def _delay(value: Any, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}debug.task_delay: expected seconds ≥ 0, found {value!r}")
+    return float(value)

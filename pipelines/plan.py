@@ -145,6 +145,7 @@ class ExportPlan:
     fail_blocks: tuple[Vec, ...] = ()
     rerun: bool = False  # continuing an unfinished run of this job: clear objects now empty
     s3: S3Options | None = None  # how executors reach s3:// inputs and outputs
+    task_delay: float = 0.0  # test hook (debug.task_delay); not part of the output's identity
 
     @property
     def offset(self) -> Vec:
@@ -208,7 +209,8 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     tasks = block_tasks(output, stages, first)
     names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
     plan = ExportPlan(output, tiles, stages, tuple(tasks), config.blending,
-                      task_memory_bytes(output, first, stages), names, config.fail_blocks, s3=s3)
+                      task_memory_bytes(output, first, stages), names, config.fail_blocks, s3=s3,
+                      task_delay=config.task_delay)
     check_memory(plan, config.task_memory)
     return plan
 

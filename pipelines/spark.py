@@ -23,7 +23,9 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from .block import run_block
-from .commit import CommitSummary, check_output, commit, record_failure, start_record
+from . import ledger
+from .commit import (CommitSummary, check_output, commit, fingerprint, record_failure,
+                     start_record)
 from .config import JobConfig
 from .errors import BlockFailed, SparkStartError
 from .plan import BlockReceipt, ExportPlan, make_plan
@@ -39,6 +41,7 @@ class ExportResult:
     startup_seconds: float   # starting Spark (0 when a session was handed in)
     run_seconds: float       # planning, block tasks and commit
     master: str = ""         # the Spark master the blocks ran on
+    resumed: int = 0         # tasks an earlier run had already recorded in the ledger
 
     @property
     def volume_bytes(self) -> int:
@@ -118,26 +121,36 @@ def export(config: JobConfig, spark: SparkSession | None = None,
         startup = time.perf_counter() - before
     master = spark.sparkContext.master
     start_record(plan, beside)
+    base = ledger.folder(plan, fingerprint(plan))
+    receipts = ledger.recorded(beside, base) if plan.rerun else []
+    done = {r.task for r in receipts}
+    if done:
+        stream.write(f"resuming: {len(done)} of {len(plan.tasks)} tasks are already recorded\n")
     try:
-        receipts = []
         for n, stage in enumerate(plan.stages):
             if len(plan.stages) > 1:
                 last = stage.first + stage.count - 1
                 stream.write(f"stage {n + 1}/{len(plan.stages)}: levels {stage.first}"
                              f"{'' if last == stage.first else f'–{last}'}\n")
-            receipts += run_blocks(spark, plan, plan.tasks_of(n), stream)
+            todo = [t for t in plan.tasks_of(n) if t.key not in done]
+            receipts += run_blocks(spark, plan, todo, stream, base)
         summary = commit(plan, receipts, store, beside)
+        ledger.compact(beside, base, receipts)
     except BlockFailed as e:
         log = record_failure(plan, beside, str(e), getattr(e, "detail", str(e)))
         raise BlockFailed(f"{e}; the full trace is in {log}") from None
     finally:
         if own_session:
             spark.stop()
-    return ExportResult(summary, plan, startup, time.perf_counter() - started - startup, master)
+    return ExportResult(summary, plan, startup, time.perf_counter() - started - startup, master,
+                        resumed=len(done))
 
 
-def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sys.stderr) -> list[BlockReceipt]:
-    """Run one Spark task per block task and gather the receipts; raise BlockFailed on failure."""
+def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sys.stderr,
+               ledger_base: str | None = None) -> list[BlockReceipt]:
+    """Run one Spark task per block task and gather the receipts; raise BlockFailed on
+    failure. With `ledger_base`, each executor records its receipt in the ledger as soon as
+    its objects are written."""
     sc = spark.sparkContext
     if not tasks:
         return []
@@ -149,7 +162,7 @@ def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sy
     progress = Progress(sc, group, len(tasks), written, stream)
     try:
         with progress:
-            return rdd.map(partial(_execute, shared, written)).collect()
+            return rdd.map(partial(_execute, shared, written, ledger_base)).collect()
     except Exception as e:  # py4j wraps the executor's error in a long Java trace
         failure = BlockFailed(_failure_line(e))
         failure.detail = str(e)
@@ -158,9 +171,13 @@ def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sy
         shared.unpersist()
 
 
-def _execute(shared, written, task) -> BlockReceipt:
-    """Runs on an executor: one block, then count its bytes for the progress line."""
-    receipt = run_block(task, shared.value)
+def _execute(shared, written, ledger_base, task) -> BlockReceipt:
+    """Runs on an executor: one block, its receipt into the ledger, its bytes counted for
+    the progress line."""
+    plan = shared.value
+    receipt = run_block(task, plan)
+    if ledger_base:
+        ledger.record(beside_store(plan.output.uri, plan.s3), ledger_base, receipt)
     written.add(receipt.nbytes)
     return receipt
 

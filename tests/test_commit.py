@@ -104,10 +104,15 @@ def test_rerun_of_the_same_job_after_a_failure_completes_and_equals_a_clean_run(
             assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()
 
 
-def test_rerun_with_other_settings_over_a_failed_run_is_refused(tmp_path, small_acquisition):
-    failed_run(tmp_path, small_acquisition)
-    with pytest.raises(OutputError, match="unfinished run with other inputs or settings"):
-        export_in_process(config_for(tmp_path, small_acquisition, "output.chunks=[32, 16, 8]"))
+def test_rerun_with_other_settings_discards_the_unfinished_run(tmp_path, small_acquisition):
+    failed_run(tmp_path, small_acquisition)  # chunks [16, 16, 8]
+    plan, _ = export_in_process(config_for(tmp_path, small_acquisition, "output.chunks=[32, 16, 8]"))
+    assert not plan.rerun
+    (tmp_path / "clean").mkdir()
+    export_in_process(config_for(tmp_path / "clean", small_acquisition, "output.chunks=[32, 16, 8]"))
+    ours = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file())
+    clean = sorted(p.relative_to(tmp_path / "clean/out") for p in (tmp_path / "clean/out").rglob("*") if p.is_file())
+    assert ours == clean  # nothing of the old chunking is left behind
 
 
 def test_rerun_clears_objects_that_became_empty(tmp_path):
@@ -129,3 +134,36 @@ def test_rerun_clears_objects_that_became_empty(tmp_path):
     plan, _ = export_in_process(config)
     assert plan.rerun and not store.exists(stale)
     assert (tensorstore_read(str(tmp_path / "out"), "c0/s0", "n5")[:, :, 16:48] == 0).all()
+
+
+def load_verify_job():
+    import importlib.util
+    from tests.conftest import ROOT
+    spec = importlib.util.spec_from_file_location("verify_job", ROOT / "jobs/verify.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.spark
+def test_verify_finds_missing_changed_and_unexpected_objects(spark, tmp_path, capsys):
+    import tifffile
+    from pipelines.spark import export
+    for n in range(2):  # a gap between the tiles gives recorded-empty chunks too
+        tifffile.imwrite(tmp_path / f"t{n}.tif", np.full((8, 16, 16), 300 + n, "uint16"), contiguous=True)
+    tiles = [{"index": n, "file": f"t{n}.tif", "position": [48 * n, 0, 0], "size": [16, 16, 8],
+              "type": "GRAY16"} for n in range(2)]
+    (tmp_path / "tiles.json").write_text(json.dumps(tiles))
+    config = load_job(write_job(tmp_path / "job.toml", "tiles.json", "out"), ["output.block=[4,1,1]"])
+    export(config, spark=spark)
+    verify_job = load_verify_job()
+    assert verify_job.main([str(tmp_path / "out")]) == 0
+    assert "4 objects checked (2 written, 2 empty), 0 problems" in capsys.readouterr().out
+    (tmp_path / "out/c0/s0/0/0/0").write_bytes(b"garbage")         # changed
+    (tmp_path / "out/c0/s0/3/0/0").unlink()                         # lost
+    (tmp_path / "out/c0/s0/1/0").mkdir(parents=True)
+    (tmp_path / "out/c0/s0/1/0/0").write_bytes(b"x")                 # should be empty
+    assert verify_job.main([str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "c0/s0/0/0/0: changed" in out and "c0/s0/3/0/0: missing" in out
+    assert "c0/s0/1/0/0: recorded as empty" in out and "3 problems" in out

@@ -138,7 +138,7 @@ class S3Store(Store):
 
     def put(self, key: str, data: bytes) -> None:
         data = bytes(data)
-        if len(data) < self.options.multipart_threshold:
+        if len(data) < max(self.options.multipart_threshold, 1):  # an empty object is one put
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         else:
             self._put_multipart(self._key(key), data)
