@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import PurePosixPath
 
@@ -58,8 +61,9 @@ def job_record_key(output: OutputSpec) -> str:
 
 
 def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
-    """Refuse an output that cannot be written, already holds a committed dataset (of this
-    format or any other), or holds files that are not from this job.
+    """Refuse an output that already holds a committed dataset (of this format or any
+    other), or holds files that are not from this job. (Writability is checked before the
+    lock is taken: `Store.check_writable`.)
 
     An unfinished run of the same job (same fingerprint) is continued: the plan comes back
     marked `rerun`. An unfinished run of this output with other settings is discarded."""
@@ -71,7 +75,6 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
             raise OutputError(
                 f"output.uri: {store.uri} already holds a committed dataset ({key}); "
                 f"choose another output.uri or remove the existing dataset")
-    store.check_writable()  # names a missing bucket or refused credentials in one line
     leftover = next(iter(store.list()), None)
     if leftover is None:
         return plan
@@ -92,6 +95,48 @@ def discard_unfinished(store: Store) -> int:
     for key in keys:
         store.delete(key)
     return len(keys)
+
+
+def lock_key(output: OutputSpec) -> str:
+    return f"{PurePosixPath(output.uri).name}.job.lock"
+
+
+def take_lock(plan: ExportPlan, beside: Store) -> None:
+    """Become the one writer of this output, or refuse with who holds it.
+
+    The lock is created only if absent (O_EXCL on files, a conditional PUT on S3). A lock
+    left by a driver that died on this machine is taken over, so a killed job can resume."""
+    holder = {"job": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+              "since": time.time(), "fingerprint": fingerprint(plan)}
+    key = lock_key(plan.output)
+    for _ in range(2):
+        if beside.put_if_absent(key, json.dumps(holder).encode()):
+            return
+        current = _read_record(beside, key)
+        if not _dead_here(current):
+            raise OutputError(
+                f"output.uri: {plan.output.uri} is being written by another job (pid "
+                f"{current.get('pid')} on {current.get('host')}); wait for it to finish, or if it "
+                f"is dead, remove {beside.uri}/{key}")
+        beside.delete(key)  # its driver died on this machine: take over
+    raise OutputError(f"output.uri: could not take the lock {beside.uri}/{key}")
+
+
+def release_lock(plan: ExportPlan, beside: Store) -> None:
+    beside.delete(lock_key(plan.output))
+
+
+def _dead_here(holder: dict) -> bool:
+    """Whether a lock's holder is a process of this machine that no longer runs."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def start_record(plan: ExportPlan, beside: Store) -> None:

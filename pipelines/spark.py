@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 from .block import run_block
 from . import ledger
 from .commit import (CommitSummary, check_output, commit, fingerprint, record_failure,
-                     start_record)
+                     release_lock, start_record, take_lock)
 from .config import JobConfig
 from .errors import BlockFailed, SparkStartError
 from .plan import BlockReceipt, ExportPlan, make_plan
@@ -112,6 +112,18 @@ def export(config: JobConfig, spark: SparkSession | None = None,
     started = time.perf_counter()
     plan = make_plan(config)
     store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
+    if spark is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        _check_java()  # environment problems before anything is written
+    store.check_writable()  # before the lock: a missing bucket or folder is one clear line
+    take_lock(plan, beside)
+    try:
+        return _export_locked(config, plan, store, beside, spark, stream, started)
+    finally:
+        release_lock(plan, beside)
+
+
+def _export_locked(config, plan, store, beside, spark, stream, started) -> ExportResult:
+    """The export while this job holds the output's lock."""
     plan = check_output(plan, store, beside)
     own_session = spark is None
     startup = 0.0

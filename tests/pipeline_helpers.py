@@ -24,6 +24,7 @@ def export_in_process(config):
     """plan → every task's executor function, stage by stage → commit. Returns (plan, summary)."""
     plan = make_plan(config)
     store, beside = LocalStore(config.output.uri), beside_store(config.output.uri)
+    store.check_writable()
     plan = check_output(plan, store, beside)
     start_record(plan, beside)
     receipts = [run_block(task, plan, store) for task in plan.tasks]  # tasks are in stage order

@@ -167,3 +167,44 @@ def test_verify_finds_missing_changed_and_unexpected_objects(spark, tmp_path, ca
     out = capsys.readouterr().out
     assert "c0/s0/0/0/0: changed" in out and "c0/s0/3/0/0: missing" in out
     assert "c0/s0/1/0/0: recorded as empty" in out and "3 problems" in out
+
+
+@pytest.mark.slow
+def test_two_jobs_on_one_output_one_refuses(small_acquisition, tmp_path):
+    """While a job writes, a second one on the same output stops with who holds it;
+    the first finishes and its dataset is complete."""
+    import subprocess
+    import sys
+    import time
+    from tests.conftest import ROOT
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
+    first = subprocess.Popen([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
+                              "debug.task_delay=0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not list((tmp_path / "out.job").rglob("tasks/*.json")) and time.time() < deadline:
+        assert first.poll() is None
+        time.sleep(0.1)
+    second = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert second.returncode == 2
+    assert f"pid {first.pid}" in second.stderr and "being written by another job" in second.stderr
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert (tmp_path / "out/attributes.json").is_file() and not (tmp_path / "out.job.lock").exists()
+
+
+def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisition):
+    import socket
+    from pipelines.commit import lock_key, release_lock, take_lock
+    plan = make_plan(config_for(tmp_path, small_acquisition))
+    beside = beside_store(str(tmp_path / "out"))
+    dead = {"job": "x", "host": socket.gethostname(), "pid": 2**22 + 12345, "since": 0}
+    beside.put(lock_key(plan.output), json.dumps(dead).encode())
+    take_lock(plan, beside)  # no error: that pid does not run
+    assert json.loads(beside.get(lock_key(plan.output)))["pid"] != dead["pid"]
+    alive = {**dead, "pid": 1}
+    release_lock(plan, beside)
+    beside.put(lock_key(plan.output), json.dumps(alive).encode())
+    with pytest.raises(OutputError, match="being written by another job"):
+        take_lock(plan, beside)

@@ -46,6 +46,11 @@ class TestStoreConformance:
         store.delete("k")  # deleting a missing key is fine
         assert not store.exists("k")
 
+    def test_put_if_absent_creates_once(self, store):
+        assert store.put_if_absent("lock", b"first") is True
+        assert store.put_if_absent("lock", b"second") is False
+        assert store.get("lock") == b"first"
+
     def test_pickle_round_trip_of_the_description(self, store):
         clone = pickle.loads(pickle.dumps(store))
         assert type(clone) is type(store) and clone.uri == store.uri

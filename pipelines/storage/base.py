@@ -34,6 +34,10 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove `key`; removing a missing key is not an error."""
 
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create `key` only if nothing is stored there, atomically; False if something is."""
+
     def size(self, key: str) -> int:
         """Bytes stored under `key`; KeyError when there are none."""
         return len(self.get(key))

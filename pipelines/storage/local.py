@@ -51,6 +51,17 @@ class LocalStore(Store):
             tmp.unlink(missing_ok=True)
             raise
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()

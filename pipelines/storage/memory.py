@@ -21,6 +21,12 @@ class MemoryStore(Store):
     def put(self, key: str, data: bytes) -> None:
         self.objects[key] = bytes(data)  # one assignment: atomic for readers
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if key in self.objects:  # one process, tests only: no other writer can interleave
+            return False
+        self.objects[key] = bytes(data)
+        return True
+
     def get(self, key: str) -> bytes:
         return self.objects[key]
 

@@ -143,6 +143,18 @@ class S3Store(Store):
         else:
             self._put_multipart(self._key(key), data)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (If-None-Match: *): S3 creates the object only if none exists."""
+        from botocore.exceptions import ClientError
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data),
+                                   IfNoneMatch="*")
+        except ClientError as err:
+            if error_code(err) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def _put_multipart(self, name: str, data: bytes) -> None:
         """Upload in parts; the object appears only when the upload completes."""
         client = self.client
