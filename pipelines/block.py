@@ -37,20 +37,22 @@ def _store(uri: str, s3) -> Store:
     return open_store(uri, s3)
 
 
-def run_block(task: BlockTask, plan: ExportPlan, store: Store | None = None) -> BlockReceipt:
-    """Compute and write one task; raise BlockFailed naming the block if anything goes wrong."""
+def run_block(task: BlockTask, plan: ExportPlan, store: Store | None = None,
+              attempt: int = 0) -> BlockReceipt:
+    """Compute and write one task; raise BlockFailed naming the block if anything goes wrong.
+    `attempt` counts Spark's attempts of this task (the failure test hook uses it)."""
     try:
-        return _run(task, plan, store or _store(plan.output.uri, plan.s3))
+        return _run(task, plan, store or _store(plan.output.uri, plan.s3), attempt)
     except Exception as e:
         where = f"block {list(task.index)}" + (f" of stage {task.stage}" if task.stage else "")
         raise BlockFailed(f"{where}: {type(e).__name__}: {e}") from e
 
 
-def _run(task: BlockTask, plan: ExportPlan, store: Store) -> BlockReceipt:
+def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> BlockReceipt:
     started = time.perf_counter()
     time.sleep(plan.task_delay)  # test hook: lets a test stop the driver mid-run
     out, stage = plan.output, plan.stages[task.stage]
-    writer = _Writer(plan, task, store)
+    writer = _Writer(plan, task, store, attempt)
     ranges = []
     for c in range(out.channels):
         data = _first_level(task, plan, store, c)
@@ -82,13 +84,13 @@ def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.
 class _Writer:
     """Encodes and puts the objects of one task, keeping the receipt's lists."""
 
-    def __init__(self, plan: ExportPlan, task: BlockTask, store: Store):
+    def __init__(self, plan: ExportPlan, task: BlockTask, store: Store, attempt: int = 0):
         self.plan, self.task, self.store = plan, task, store
         self.fmt = format_module(plan.output.format)
         self.written: list[tuple[str, int, int]] = []
         self.skipped: list[str] = []
-        self.fail_after = (len(plan.expected_keys(task)) // 2
-                           if task.stage == 0 and task.index in plan.fail_blocks else None)
+        hooked = task.stage == 0 and task.index in plan.fail_blocks and attempt == 0
+        self.fail_after = len(plan.expected_keys(task)) // 2 if hooked else None
 
     def write(self, c: int, level: int, data: np.ndarray) -> None:
         out, t = self.plan.output, self.task.timepoint

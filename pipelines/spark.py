@@ -19,7 +19,7 @@ from functools import partial
 from typing import TextIO
 
 import numpy as np
-from pyspark import SparkContext
+from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
 from .block import run_block
@@ -187,7 +187,8 @@ def _execute(shared, written, ledger_base, task) -> BlockReceipt:
     """Runs on an executor: one block, its receipt into the ledger, its bytes counted for
     the progress line."""
     plan = shared.value
-    receipt = run_block(task, plan)
+    context = TaskContext.get()
+    receipt = run_block(task, plan, attempt=context.attemptNumber() if context else 0)
     if ledger_base:
         ledger.record(beside_store(plan.output.uri, plan.s3), ledger_base, receipt)
     written.add(receipt.nbytes)

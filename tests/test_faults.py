@@ -1,0 +1,80 @@
+"""Faults Spark must absorb without changing a byte: retried and speculative tasks, and an
+executor JVM killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, write_job
+
+pytestmark = pytest.mark.slow
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def run(job: Path, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(ROOT / "jobs/export.py"), str(job)]
+    for item in overrides:
+        args += ["--set", item]
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def clean_run(small_acquisition, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("clean")
+    job = write_job(folder / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
+    result = run(job, "output.levels=2", cwd=folder)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder / "out"
+
+
+def test_retried_and_speculative_tasks_write_identical_objects(small_acquisition, clean_run, tmp_path):
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
+    (tmp_path / "events").mkdir()
+    result = run(job, "output.levels=2", "spark.master=local[2,4]", "spark.speculation=true",
+                 "spark.speculation.multiplier=1", "spark.speculation.quantile=0.1",
+                 "debug.fail_blocks=[[0,0,0],[1,2,0],[3,5,0]]", "spark.eventLog.enabled=true",
+                 f"spark.eventLog.dir=file://{tmp_path / 'events'}", "spark.eventLog.compress=false",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = "".join(p.read_text() for p in (tmp_path / "events").rglob("*") if p.is_file())
+    assert events.count('"Reason":"ExceptionFailure"') == 3  # each hooked block failed once
+    assert files_under(tmp_path / "out") == files_under(clean_run)
+
+
+def executor_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"CoarseGrainedExecutorBackend" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_an_executor_killed_mid_run_changes_nothing(small_acquisition, clean_run, tmp_path):
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
+    args = [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set", "output.levels=2",
+            "--set", "spark.master=local-cluster[2,1,1024]", "--set", "debug.task_delay=0.5"]
+    job_run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 180
+    while len(list((tmp_path / "out.job").rglob("tasks/*.json"))) < 3:
+        assert job_run.poll() is None and time.time() < deadline, "no task finished in time"
+        time.sleep(0.1)
+    victims = executor_pids()
+    assert victims, "no executor JVM found"
+    os.kill(victims[0], signal.SIGKILL)
+    out, err = job_run.communicate(timeout=600)
+    assert job_run.returncode == 0, err[-3000:]
+    assert files_under(tmp_path / "out") == files_under(clean_run)
