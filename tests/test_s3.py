@@ -326,3 +326,13 @@ print(sorted(store.list()))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['from-child', 'from-parent']"
     assert store.get("from-child") == b"12"
+
+
+def test_refused_credentials_on_the_tile_json_are_one_clear_line(s3_bucket, moto_auth):
+    """Input on S3 the credentials may not read: a TileError naming the URI, no secret."""
+    from pipelines.errors import TileError
+    from pipelines.tiles import read_tile_json
+    endpoint, bucket = s3_bucket
+    with pytest.raises(TileError, match=rf"s3://{bucket}/acq/tiles.json: cannot read the tile configuration") as err:
+        read_tile_json(f"s3://{bucket}/acq/tiles.json", S3Options(endpoint_url=endpoint))
+    assert SECRET_KEY not in str(err.value)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import TileError
+from ..errors import PipelineError, TileError
 from .model import TILE_TYPES, Tile, TileSet
 from .remote import is_remote, join_uri, read_text, split_uri
 
@@ -47,6 +47,11 @@ def _read_remote(uri: str, s3) -> TileSet:
         raise TileError(f"{uri}: tile configuration not found (input.tiles)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TileError(f"{uri}: not valid JSON: {e}") from None
+    except PipelineError:
+        raise
+    except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
+        raise TileError(f"{uri}: cannot read the tile configuration: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return _tile_set(doc, uri, lambda file: join_uri(split_uri(uri)[0], file))
 
 
