@@ -63,9 +63,6 @@ class CodecConfig:
     name: str
     options: tuple[tuple[str, Any], ...] = ()
 
-    def option(self, key: str, default: Any = None) -> Any:
-        return dict(self.options).get(key, default)
-
 
 @dataclass(frozen=True)
 class OutputConfig:

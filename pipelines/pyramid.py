@@ -113,19 +113,6 @@ def cumulative_factors(factors) -> list[tuple[int, int, int]]:
     return total
 
 
-def translation(resolution, cumulative_factor) -> tuple[float, float, float]:
-    """Shift (x, y, z, units of `resolution`) of voxel (0,0,0)'s centre at a level of
-    cumulative factor F, from level 0's voxel-(0,0,0) centre: (F - 1) / 2 · resolution.
-
-    A window mean puts a coarse voxel's centre at the middle of the F fine voxels it
-    averages, which is (F - 1) / 2 fine voxels past the first one's centre. OME-NGFF
-    records this as the `translation` that follows the level's `scale`.
-    """
-    voxel = _vec3(resolution, "resolution", _REALS)
-    total = _vec3(cumulative_factor, "cumulative_factor")
-    return tuple((f - 1) / 2 * v for f, v in zip(total, voxel))
-
-
 def in_block_levels(per_block, cumulative) -> int:
     """How many levels (level 0 included) a block of `per_block` chunks (x, y, z) can
     compute from its own level-0 data while owning whole chunks at each of them.

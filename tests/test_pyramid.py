@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from pipelines.geometry import BlockGrid, ChunkGrid, ceil_div, grid_indices, to_zyx
 from pipelines.pyramid import (cumulative_factors, downsample, in_block_levels, level_factors,
-                               level_shapes, translation)
+                               level_shapes)
 
 ANISO = (0.4, 0.4, 2.0)
 
@@ -95,6 +95,12 @@ def test_level_shapes_and_cumulative_factors():
 ])
 def test_translation_table(resolution, total, expected):
     assert translation(resolution, total) == pytest.approx(expected)
+
+
+def translation(resolution, total):
+    """The level translation the metadata writes (viewers.level_translations), origin 0."""
+    from pipelines.formats.viewers import level_translations
+    return level_translations(resolution, [(1, 1, 1), tuple(total)])[1]
 
 
 @pytest.mark.parametrize("total", [(2, 2, 1), (4, 2, 1), (3, 3, 3)])

@@ -18,7 +18,7 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Multiscales, Reader
 from ome_zarr_models import v04, v05
 
-from pipelines.formats import n5, viewers, zarr2, zarr3
+from pipelines.formats import layouts, n5, viewers, zarr2, zarr3
 from pipelines.formats.base import ArraySpec, json_bytes
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import ChunkGrid, ceil_div
@@ -278,7 +278,7 @@ def write_n5_viewer(root: Path, channels: int) -> dict:
     store = LocalStore(root)
     volumes = {}
     for c in range(channels):
-        levels = level_specs(lambda k: viewers.n5_viewer_path(c, k))
+        levels = level_specs(lambda k: layouts.array_path("n5-viewer", 0, c, k))
         for k, spec in enumerate(levels):
             volumes[spec.path] = write_array(store, n5, spec, seed=10 * c + k)
             doc = json.loads(store.get(f"{spec.path}/attributes.json"))
@@ -318,7 +318,7 @@ def test_n5_viewer_layout(tmp_path):
 
 
 def test_n5_viewer_leaves_out_a_zero_translation():
-    levels = level_specs(lambda k: viewers.n5_viewer_path(0, k))
+    levels = level_specs(lambda k: layouts.array_path("n5-viewer", 0, 0, k))
     assert "affineTransform" not in viewers.n5_viewer_channel_attributes(levels, FACTORS)
     assert viewers.n5_viewer_dataset_attributes(levels, FACTORS, 1) == {
         "downsamplingFactors": [2, 2, 1],

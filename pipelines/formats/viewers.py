@@ -184,10 +184,6 @@ def ome_v05_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[i
 
 # ---------------------------------------------------------------- n5-viewer (c{n}/s{k})
 
-def n5_viewer_path(channel: int, level: int) -> str:
-    return f"c{channel}/s{level}"
-
-
 def _pixel_resolution(levels: Sequence[ArraySpec]) -> dict:
     return {"unit": "um", "dimensions": [float(r) for r in levels[0].resolution]}
 
