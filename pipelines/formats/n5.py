@@ -55,7 +55,7 @@ def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
         "dataType": spec.dtype,
         "compression": spec.compressor.n5_json(),
         "pixelResolution": {"unit": "um", "dimensions": list(spec.resolution)},
-        "offset": list(spec.offset),
+        "stageOriginVoxels": list(spec.offset),  # not "offset": readers take that as physical units
     }
     return [(f"{spec.path}/attributes.json", json_bytes(doc))]
 

@@ -57,7 +57,7 @@ def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
         "dimension_names": spec.dimension_names,
         "attributes": {
             "pixelResolution": {"unit": "um", "dimensions": list(to_zyx(spec.resolution))},
-            "offset": list(to_zyx(spec.offset)),
+            "stageOriginVoxels": list(to_zyx(spec.offset)),
         },
     }
     return [(f"{spec.path}/zarr.json", json_bytes(doc))]
