@@ -10,7 +10,8 @@ import numpy as np
 import tifffile
 
 from pipelines.block import run_block
-from pipelines.commit import check_output, commit, start_record
+from pipelines import ledger
+from pipelines.commit import check_output, commit, fingerprint, start_record
 from functools import partial
 
 from pipelines.fusion import fuse
@@ -28,7 +29,9 @@ def export_in_process(config):
     plan = check_output(plan, store, beside)
     start_record(plan, beside)
     receipts = [run_block(task, plan, store) for task in plan.tasks]  # tasks are in stage order
-    return plan, commit(plan, receipts, store, beside)
+    summary = commit(plan, receipts, store, beside)
+    ledger.compact(beside, ledger.folder(plan, fingerprint(plan)), receipts)
+    return plan, summary
 
 
 def fused_channel(plan, t: int = 0, c: int = 0) -> np.ndarray:

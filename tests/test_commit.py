@@ -208,3 +208,31 @@ def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisi
     beside.put(lock_key(plan.output), json.dumps(alive).encode())
     with pytest.raises(OutputError, match="being written by another job"):
         take_lock(plan, beside)
+
+
+def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisition, capsys):
+    import importlib.util
+    import socket
+    from tests.conftest import ROOT
+    spec = importlib.util.spec_from_file_location("clean_job", ROOT / "jobs/clean.py")
+    clean_job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clean_job)
+    plan, _ = export_in_process(config_for(tmp_path, small_acquisition))
+    out = tmp_path / "out"
+    (out / "c0/s0/0/0/.0.1234.partial").write_bytes(b"half a chunk")        # killed writer
+    record = json.loads((tmp_path / "out.job.json").read_text())
+    stale = tmp_path / f"out.job/{record['fingerprint']}/tasks/0-0-9-9-9.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")                                                   # never compacted
+    (tmp_path / "out.job.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 4321}))
+    before = {p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".partial")}
+    assert clean_job.main([str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert ".0.1234.partial" in listing and "0-0-9-9-9.json" in listing and "out.job.lock" in listing
+    assert "3 orphans" in listing
+    assert clean_job.main([str(out), "--remove"]) == 0
+    assert "removed 3 orphans" in capsys.readouterr().out
+    assert not stale.exists() and not (tmp_path / "out.job.lock").exists()
+    assert {p for p in out.rglob("*") if p.is_file()} == before              # the dataset is untouched
+    assert (tmp_path / f"out.job/{record['fingerprint']}/objects.parquet").exists()
+    assert clean_job.main([str(out)]) == 0 and "0 orphans" in capsys.readouterr().out

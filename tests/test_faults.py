@@ -78,3 +78,28 @@ def test_an_executor_killed_mid_run_changes_nothing(small_acquisition, clean_run
     out, err = job_run.communicate(timeout=600)
     assert job_run.returncode == 0, err[-3000:]
     assert files_under(tmp_path / "out") == files_under(clean_run)
+
+
+def test_a_reader_polling_during_the_run_never_sees_a_partial_dataset(small_acquisition, clean_run, tmp_path):
+    """Until the commit tensorstore cannot open the output; once it can, every level is whole."""
+    import numpy as np
+    import tensorstore as ts
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
+    args = [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set", "output.levels=2",
+            "--set", "debug.task_delay=0.1"]
+    job_run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "out/c0/s1")}}
+    expected = np.asarray(ts.open({**spec, "kvstore": {"driver": "file", "path": str(clean_run / "c0/s1")}})
+                          .result().read().result())
+    refused, opened = 0, []
+    while job_run.poll() is None:
+        try:
+            opened.append(np.asarray(ts.open(spec).result().read().result()))
+        except ValueError:
+            refused += 1  # no metadata yet: nothing to open
+        time.sleep(0.05)
+    assert job_run.returncode == 0, job_run.stderr.read()[-2000:]
+    opened.append(np.asarray(ts.open(spec).result().read().result()))
+    assert refused > 10, "the reader never polled while the run was in progress"
+    for data in opened:  # every successful open saw the whole, final level
+        np.testing.assert_array_equal(data, expected)

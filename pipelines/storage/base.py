@@ -38,6 +38,14 @@ class Store(ABC):
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create `key` only if nothing is stored there, atomically; False if something is."""
 
+    def abandoned(self) -> list[str]:
+        """Partial writes a killed writer left behind (never visible under a key)."""
+        return []
+
+    def remove_abandoned(self) -> int:
+        """Remove what `abandoned` lists; returns how many were removed."""
+        return 0
+
     def size(self, key: str) -> int:
         """Bytes stored under `key`; KeyError when there are none."""
         return len(self.get(key))

@@ -98,6 +98,17 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def abandoned(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob(f"*{TEMP_SUFFIX}"))
+
+    def remove_abandoned(self) -> int:
+        names = self.abandoned()
+        for name in names:
+            (self.root / name).unlink(missing_ok=True)
+        return len(names)
+
     def check_writable(self) -> None:
         # Find the deepest folder that exists: that is where creating the root must start.
         existing = self.root

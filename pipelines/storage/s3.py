@@ -155,6 +155,21 @@ class S3Store(Store):
             raise
         return True
 
+    def _uploads(self) -> list[dict]:
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
+        return [u for page in pages for u in page.get("Uploads", [])]
+
+    def abandoned(self) -> list[str]:
+        """Multipart uploads a killed writer never completed or aborted."""
+        return sorted(f"{u['Key']} (multipart upload started {u['Initiated']})" for u in self._uploads())
+
+    def remove_abandoned(self) -> int:
+        uploads = self._uploads()
+        for upload in uploads:
+            self._abort(upload["Key"], upload["UploadId"])
+        return len(uploads)
+
     def _put_multipart(self, name: str, data: bytes) -> None:
         """Upload in parts; the object appears only when the upload completes."""
         client = self.client
