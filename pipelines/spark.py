@@ -149,8 +149,11 @@ def _export_locked(config, plan, store, beside, spark, stream, started) -> Expor
         summary = commit(plan, receipts, store, beside)
         ledger.compact(beside, base, receipts)
     except BlockFailed as e:
-        log = record_failure(plan, beside, str(e), getattr(e, "detail", str(e)))
-        raise BlockFailed(f"{e}; the full trace is in {log}") from None
+        try:
+            where = f"the full trace is in {record_failure(plan, beside, str(e), getattr(e, 'detail', str(e)))}"
+        except Exception as cause:  # e.g. the disk that failed the block is full
+            where = f"the trace could not be saved ({type(cause).__name__})"
+        raise BlockFailed(f"{e}; {where}") from None
     finally:
         if own_session:
             spark.stop()

@@ -103,3 +103,26 @@ def test_a_reader_polling_during_the_run_never_sees_a_partial_dataset(small_acqu
     assert refused > 10, "the reader never polled while the run was in progress"
     for data in opened:  # every successful open saw the whole, final level
         np.testing.assert_array_equal(data, expected)
+
+
+def test_a_full_disk_fails_cleanly_and_the_rerun_resumes(small_acquisition, clean_run, tmp_path):
+    """The output's filesystem fills up mid-job (a 96 KiB tmpfs): exit 1, nothing committed;
+    after it grows, the same job resumes from what was recorded and ends like a clean run."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], check=True)
+    try:
+        job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(disk / "out"))
+        full = run(job, "output.levels=2", "spark.master=local[1]", cwd=tmp_path)
+        assert full.returncode == 1, full.stderr[-2000:]
+        assert "No space left on device" in full.stderr and "no metadata was written" in full.stderr
+        assert not (disk / "out/attributes.json").exists()
+        recorded = len(list((disk / "out.job").rglob("tasks/*.json")))
+        assert recorded > 0
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        rerun = run(job, "output.levels=2", "spark.master=local[1]", cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert f"resuming: {recorded} of" in rerun.stderr
+        assert files_under(disk / "out") == files_under(clean_run)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
