@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a job-file key, e.g. --set output.format=zarr3 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what the output holds, even a committed dataset")
     return parser.parse_args(argv)
 
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_job(args.job, args.overrides)
         from pipelines.spark import export  # imported late: config errors need no Spark
-        result = export(config)
+        result = export(config, overwrite=args.overwrite)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -74,7 +74,7 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
         if store.exists(key):
             raise OutputError(
                 f"output.uri: {store.uri} already holds a committed dataset ({key}); "
-                f"choose another output.uri or remove the existing dataset")
+                f"choose another output.uri, or pass --overwrite to replace it")
     leftover = next(iter(store.list()), None)
     if leftover is None:
         return plan
@@ -86,6 +86,16 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
         discard_unfinished(store)  # our own unfinished run with other settings: start over
         return plan
     return replace(plan, rerun=True)
+
+
+def remove_dataset(plan: ExportPlan, store: Store, beside: Store) -> int:
+    """--overwrite: delete everything in the output and its records beside it (job record,
+    ledger), so the new run starts from an empty output. Returns the objects removed."""
+    name = PurePosixPath(plan.output.uri).name
+    removed = discard_unfinished(store)
+    for key in [f"{name}.job.json", *beside.list(f"{name}.job/")]:
+        beside.delete(key)
+    return removed
 
 
 def discard_unfinished(store: Store) -> int:
@@ -141,8 +151,10 @@ def _dead_here(holder: dict) -> bool:
 
 def start_record(plan: ExportPlan, beside: Store) -> None:
     """Record the job beside the container before the first task writes anything."""
-    record = {"fingerprint": fingerprint(plan), "status": "running", "version": __version__,
-              "started": time.time(), "uri": plan.output.uri}
+    record = {"job": uuid.uuid4().hex, "fingerprint": fingerprint(plan), "status": "running",
+              "version": __version__, "started": time.time(), "uri": plan.output.uri,
+              "format": plan.output.format,
+              "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}}
     beside.put(job_record_key(plan.output), json.dumps(record, indent=2).encode())
 
 

@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 from .block import run_block
 from . import ledger
 from .commit import (CommitSummary, check_output, commit, fingerprint, record_failure,
-                     release_lock, start_record, take_lock)
+                     release_lock, remove_dataset, start_record, take_lock)
 from .config import JobConfig
 from .errors import BlockFailed, SparkStartError
 from .plan import BlockReceipt, ExportPlan, make_plan
@@ -103,11 +103,12 @@ def _check_java() -> None:
 
 
 def export(config: JobConfig, spark: SparkSession | None = None,
-           stream: TextIO = sys.stderr) -> ExportResult:
+           stream: TextIO = sys.stderr, overwrite: bool = False) -> ExportResult:
     """Validate, plan, run every block on Spark and commit; metadata only if all succeed.
 
     With `spark` given, that session is used and left running; otherwise one is started
-    from the job's settings and stopped at the end.
+    from the job's settings and stopped at the end. `overwrite` first removes whatever the
+    output holds, a committed dataset included.
     """
     started = time.perf_counter()
     plan = make_plan(config)
@@ -117,6 +118,9 @@ def export(config: JobConfig, spark: SparkSession | None = None,
     store.check_writable()  # before the lock: a missing bucket or folder is one clear line
     take_lock(plan, beside)
     try:
+        if overwrite:
+            removed = remove_dataset(plan, store, beside)
+            stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
         return _export_locked(config, plan, store, beside, spark, stream, started)
     finally:
         release_lock(plan, beside)

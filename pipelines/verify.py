@@ -1,6 +1,7 @@
 """Verification of a committed dataset against its ledger.
 
-Every object the ledger records as written must be present with the same size and crc32;
+Every object the ledger records as written must be present with the same size and crc32
+and must decode with its array's codec;
 every object recorded as skipped (it held only the fill value) must be absent; and the
 dataset digest in the job record must match the ledger.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from . import ledger
+from .formats import ArraySpec, Compressor, format_module, sharding
 from .errors import OutputError
 from .storage import Store
 
@@ -40,10 +42,11 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
     if record.get("status") != "committed":
         raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed")
     table = ledger.read_objects(beside, f"{name}.job/{record['fingerprint']}/objects.parquet").to_pylist()
+    decode = _decoder(record)
     result = Verification()
     for row in table:
         result.checked += 1
-        problem = _check(store, row)
+        problem = _check(store, row, decode)
         if problem:
             result.problems.append(problem)
         result.written += row["written"]
@@ -54,7 +57,26 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
     return result
 
 
-def _check(store: Store, row: dict) -> str | None:
+def _decoder(record: dict):
+    """A function that decodes one stored object by its key, from the job record's arrays."""
+    fmt = format_module(record["format"])
+    specs = {path: _spec(doc) for path, doc in record["arrays"].items()}
+
+    def decode(key: str, data: bytes) -> None:
+        path = max((p for p in specs if key.startswith(p + "/")), key=len)
+        spec = specs[path]
+        inner = sharding.decode_shard(spec, data).values() if spec.shard else [data]
+        for chunk in inner:
+            fmt.decode_chunk(spec, chunk)
+    return decode
+
+
+def _spec(doc: dict) -> ArraySpec:
+    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items() if k != "compressor"}
+    return ArraySpec(**tuples, compressor=Compressor(**doc["compressor"]))
+
+
+def _check(store: Store, row: dict, decode) -> str | None:
     key = row["key"]
     if not row["written"]:
         return f"{key}: recorded as empty (skipped) but an object exists" if store.exists(key) else None
@@ -64,4 +86,8 @@ def _check(store: Store, row: dict) -> str | None:
         return f"{key}: missing"
     if len(data) != row["nbytes"] or zlib.crc32(data) != row["crc32"]:
         return f"{key}: changed since it was written ({len(data)} bytes, expected {row['nbytes']})"
+    try:
+        decode(key, data)
+    except Exception as e:  # a decoder of any codec may raise its own error type
+        return f"{key}: does not decode: {type(e).__name__}: {e}"
     return None

@@ -236,3 +236,13 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
     assert {p for p in out.rglob("*") if p.is_file()} == before              # the dataset is untouched
     assert (tmp_path / f"out.job/{record['fingerprint']}/objects.parquet").exists()
     assert clean_job.main([str(out)]) == 0 and "0 orphans" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides", [["output.format=zarr3", "output.shard=[2,1,2]", "output.levels=2"],
+                                       ["output.format=zarr2", "output.codec=gzip"]])
+def test_verify_decodes_every_object_of_a_clean_dataset(tmp_path, small_acquisition, overrides):
+    from pipelines.verify import verify
+    export_in_process(config_for(tmp_path, small_acquisition, *overrides))
+    out = tmp_path / "out"
+    result = verify(LocalStore(out), beside_store(str(out)), str(out))
+    assert result.ok and result.written > 0, result.problems

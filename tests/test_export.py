@@ -129,3 +129,19 @@ def test_local_cluster_executors_write_their_own_chunks(small_acquisition, tmp_p
     assert "spark:    master local-cluster[2,1,1024]" in run.stdout
     reference = reference_volume(load_job(job))
     np.testing.assert_array_equal(tensorstore_read(str(tmp_path / "out.zarr"), "0", "zarr3"), reference)
+
+
+def test_overwrite_replaces_a_committed_dataset(spark, small_acquisition, tmp_path):
+    from pipelines.errors import OutputError
+    uri = tmp_path / "out"
+    first = load_job(write_job(tmp_path / "a.toml", small_acquisition["paths"]["tiles_json"], str(uri)),
+                     ["output.levels=2"])
+    export(first, spark=spark)
+    second = load_job(write_job(tmp_path / "b.toml", small_acquisition["paths"]["tiles_json"], str(uri)),
+                      ["output.format=zarr3"])
+    with pytest.raises(OutputError, match="pass --overwrite to replace it"):
+        export(second, spark=spark)
+    export(second, spark=spark, overwrite=True)
+    files = sorted(p.relative_to(uri).as_posix() for p in uri.rglob("*") if p.is_file())
+    assert "attributes.json" not in files and not any(f.startswith("c0/") for f in files)
+    np.testing.assert_array_equal(tensorstore_read(str(uri), "0", "zarr3"), reference_volume(second))

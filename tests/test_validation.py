@@ -67,6 +67,17 @@ def test_unreadable_tile_file(tmp_path, acquisition, capsys):
     check_refused(capsys, tmp_path, code, "tile-0000.tif", "cannot read as TIFF")
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_truncated_tile_file(tmp_path, acquisition, capsys, compression):
+    path = acquisition / "tiles/tile-0001.tif"
+    if compression:
+        tifffile.imwrite(path, tifffile.imread(path), compression=compression, photometric="minisblack")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tile-0001.tif", "truncated")
+
+
 def test_json_size_differs_from_file_shape(tmp_path, acquisition, capsys):
     edit_tiles(acquisition, lambda doc: doc[1].update(size=[24, 20, 7]))
     code = run(tmp_path, acquisition)

@@ -33,6 +33,7 @@ def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
         with tifffile.TiffFile(open_remote(path, s3) if is_remote(path) else path) as tif:
             series = tif.series[0]
             shape, dtype = series.shape, series.dtype
+            _check_complete(series, tif.filehandle.size, path)
             if series.pages[0].compression != tifffile.COMPRESSION.NONE:
                 series.pages[0].asarray()  # can this compression be decoded here at all?
     except (FileNotFoundError, KeyError):
@@ -46,6 +47,21 @@ def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
     if len(shape) != 3:
         raise TileError(f"{path}: expected a 3D grayscale stack (z, y, x), found shape {shape}")
     return to_xyz(shape), np.dtype(dtype)
+
+
+def _check_complete(series, file_size: int, path: str) -> None:
+    """A truncated file still has a readable header: check that the last slice's data is
+    really there."""
+    pages = series.pages
+    last = pages[len(pages) - 1] if len(pages) else None
+    if last is None:
+        raise TileError(f"{path}: truncated or damaged TIFF (its last slice is missing)")
+    ends = [o + n for o, n in zip(last.dataoffsets, last.databytecounts)]
+    if series.dataoffset is not None:  # contiguous: one block of nbytes from dataoffset
+        ends.append(series.dataoffset + series.nbytes)
+    if ends and max(ends) > file_size:
+        raise TileError(f"{path}: truncated TIFF: {file_size} bytes, but its pixel data runs to "
+                        f"{max(ends)} bytes")
 
 
 def check_tile_file(tile: Tile, s3=None) -> None:
