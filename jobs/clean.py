@@ -13,10 +13,8 @@ import argparse
 import sys
 
 from pipelines.cleanup import find_orphans, remove_orphans
-from pipelines.config import apply_override, build_config
 from pipelines.errors import PipelineError
-from pipelines.storage import beside_store, open_store
-from pipelines.storage.s3 import S3Options
+from pipelines.verify import open_output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,17 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="s3.KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        raw = {"input": {"tiles": "unused"}, "output": {"uri": args.uri}}
-        for item in args.overrides:
-            apply_override(raw, item)
-        config = build_config(raw)
-        s3 = S3Options(**dict(config.s3))
-        store, beside = open_store(config.output.uri, s3), beside_store(config.output.uri, s3)
-        orphans = find_orphans(store, beside, config.output.uri)
+        uri, store, beside = open_output(args.uri, args.overrides)
+        orphans = find_orphans(store, beside, uri)
         for _, item, why in orphans:
             print(f"orphan: {item}  ({why})")
         if args.remove:
-            print(f"removed {remove_orphans(store, beside, config.output.uri)} orphans")
+            print(f"removed {remove_orphans(store, beside, uri)} orphans")
         else:
             print(f"{len(orphans)} orphans" + (" (add --remove to delete them)" if orphans else ""))
     except PipelineError as e:

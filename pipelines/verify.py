@@ -17,7 +17,9 @@ from pathlib import PurePosixPath
 from . import ledger
 from .formats import ArraySpec, Compressor, format_module, sharding
 from .errors import OutputError
-from .storage import Store
+from .config import apply_override, build_config
+from .storage import Store, beside_store, open_store
+from .storage.s3 import S3Options
 
 
 @dataclass
@@ -30,6 +32,17 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
+    """(uri, store, beside) of an existing output, with `--set s3.…` overrides applied,
+    for the commands that work on a finished or killed export (verify, clean)."""
+    raw = {"input": {"tiles": "unused"}, "output": {"uri": uri}}
+    for item in overrides:
+        apply_override(raw, item)
+    config = build_config(raw)
+    s3 = S3Options(**dict(config.s3))
+    return config.output.uri, open_store(config.output.uri, s3), beside_store(config.output.uri, s3)
 
 
 def verify(store: Store, beside: Store, uri: str) -> Verification:
