@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import PurePosixPath
 
-from .commit import _dead_here
+from .commit import lock_holder_dead, read_json
 from .storage import Store
 
 
@@ -22,7 +22,7 @@ def find_orphans(store: Store, beside: Store, uri: str) -> list[tuple[Store, str
     found = [(store, item, "partial write of a killed writer") for item in store.abandoned()]
     found += [(beside, item, "partial write of a killed writer") for item in beside.abandoned()
               if item.startswith(f"{name}.")]
-    record = _json(beside, f"{name}.job.json")
+    record = read_json(beside, f"{name}.job.json")
     for key in beside.list(f"{name}.job/"):
         fingerprint = key.split("/")[1] if key.count("/") >= 2 else ""
         current = fingerprint == record.get("fingerprint")
@@ -30,8 +30,8 @@ def find_orphans(store: Store, beside: Store, uri: str) -> list[tuple[Store, str
             found.append((beside, key, "staging record of a finished or superseded run"))
         elif not current:
             found.append((beside, key, "ledger of a superseded run"))
-    lock = _json(beside, f"{name}.job.lock")
-    if lock and _dead_here(lock):
+    lock = read_json(beside, f"{name}.job.lock")
+    if lock and lock_holder_dead(lock):
         found.append((beside, f"{name}.job.lock", f"lock of a dead driver (pid {lock.get('pid')})"))
     return found
 
@@ -45,9 +45,3 @@ def remove_orphans(store: Store, beside: Store, uri: str) -> int:
             removed += 1
     return removed
 
-
-def _json(store: Store, key: str) -> dict:
-    try:
-        return json.loads(store.get(key))
-    except (KeyError, ValueError):
-        return {}

@@ -78,7 +78,7 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
     leftover = next(iter(store.list()), None)
     if leftover is None:
         return plan
-    record = _read_record(beside, job_record_key(plan.output))
+    record = read_json(beside, job_record_key(plan.output))
     if not record:
         raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
                           f"from this job (e.g. {leftover}); remove them or choose another output.uri")
@@ -122,8 +122,8 @@ def take_lock(plan: ExportPlan, beside: Store) -> None:
     for _ in range(2):
         if beside.put_if_absent(key, json.dumps(holder).encode()):
             return
-        current = _read_record(beside, key)
-        if not _dead_here(current):
+        current = read_json(beside, key)
+        if not lock_holder_dead(current):
             raise OutputError(
                 f"output.uri: {plan.output.uri} is being written by another job (pid "
                 f"{current.get('pid')} on {current.get('host')}); wait for it to finish, or if it "
@@ -136,7 +136,7 @@ def release_lock(plan: ExportPlan, beside: Store) -> None:
     beside.delete(lock_key(plan.output))
 
 
-def _dead_here(holder: dict) -> bool:
+def lock_holder_dead(holder: dict) -> bool:
     """Whether a lock's holder is a process of this machine that no longer runs."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return False
@@ -163,15 +163,16 @@ def record_failure(plan: ExportPlan, beside: Store, message: str, detail: str) -
     where the trace is, for the one-line message."""
     name = PurePosixPath(plan.output.uri).name
     beside.put(f"{name}.error.log", detail.encode())
-    record = {**_read_record(beside, job_record_key(plan.output)), "status": "failed",
+    record = {**read_json(beside, job_record_key(plan.output)), "status": "failed",
               "failed": time.time(), "error": message}
     beside.put(job_record_key(plan.output), json.dumps(record, indent=2).encode())
     return f"{beside.uri}/{name}.error.log"
 
 
-def _read_record(beside: Store, key: str) -> dict:
+def read_json(store: Store, key: str) -> dict:
+    """A small JSON record (job record, lock), or {} when it is missing or unreadable."""
     try:
-        return json.loads(beside.get(key))
+        return json.loads(store.get(key))
     except (KeyError, ValueError):
         return {}
 
@@ -189,7 +190,7 @@ def commit(plan: ExportPlan, receipts: list[BlockReceipt], store: Store,
     for key, document in documents.beside:
         beside.put(key, document)
     summary = summarize(plan, receipts, ranges, tuple(k for k, _ in documents.beside))
-    record = {**_read_record(beside, job_record_key(plan.output)), "fingerprint": fingerprint(plan),
+    record = {**read_json(beside, job_record_key(plan.output)), "fingerprint": fingerprint(plan),
               "status": "committed", "committed": time.time(), "summary": summary.to_dict()}
     beside.put(job_record_key(plan.output), json.dumps(record, indent=2).encode())
     return summary

@@ -73,9 +73,7 @@ def _bdv(plan: ExportPlan, factors, channels, origin) -> Documents:
         for t in range(out.timepoints):
             levels = [out.array(t, c, k) for k in range(out.levels)]
             for k, spec in enumerate(levels):
-                # level 0's voxel size on every level: n5-ij multiplies it by the factors
-                extra = {**viewers.bdv_dataset_attributes(factors, k),
-                         "pixelResolution": {"unit": "um", "dimensions": list(levels[0].resolution)}}
+                extra = viewers.bdv_dataset_attributes(levels, factors, k)
                 docs.arrays += [_merged(d, extra) for d in fmt.array_documents(spec)]
             docs.groups.append((f"{viewers.bdv_path(c, t)}/attributes.json",
                                 json_bytes(viewers.bdv_timepoint_attributes(levels))))

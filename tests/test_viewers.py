@@ -201,7 +201,7 @@ def write_bdv(root: Path, channel_names, timepoints) -> dict:
                 volumes[spec.path] = write_array(store, n5, spec, seed=100 * s + 10 * t + k)
                 doc = json.loads(store.get(f"{spec.path}/attributes.json"))
                 store.put(f"{spec.path}/attributes.json",
-                          json_bytes({**doc, **viewers.bdv_dataset_attributes(FACTORS, k)}))
+                          json_bytes({**doc, **viewers.bdv_dataset_attributes(levels, FACTORS, k)}))
             store.put(f"{viewers.bdv_path(s, t)}/attributes.json",
                       json_bytes(viewers.bdv_timepoint_attributes(levels)))
         store.put(f"setup{s}/attributes.json", json_bytes(viewers.bdv_setup_attributes(levels, FACTORS)))

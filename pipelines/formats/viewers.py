@@ -242,9 +242,12 @@ def bdv_timepoint_attributes(levels: Sequence[ArraySpec]) -> dict:
     return {"multiScale": True, "resolution": [float(r) for r in levels[0].resolution]}
 
 
-def bdv_dataset_attributes(factors: Sequence[Sequence[int]], level: int) -> dict:
-    """Attributes to merge into `s{level}`'s attributes.json (as BDV's exporter writes)."""
-    return {"downsamplingFactors": [int(f) for f in factors[level]]}
+def bdv_dataset_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[int]],
+                           level: int) -> dict:
+    """Attributes to merge into `s{level}`'s attributes.json (as BDV's exporter writes), with
+    level 0's pixelResolution, which n5-ij scales by `downsamplingFactors` itself."""
+    return {"downsamplingFactors": [int(f) for f in factors[level]],
+            "pixelResolution": _pixel_resolution(levels)}
 
 
 def bdv_xml(level0: ArraySpec, n5_name: str, channel_names: Sequence[str], timepoints: int = 1,
