@@ -10,11 +10,26 @@ A voxel covered by one tile equals that tile under every rule; a voxel covered b
 is 0 (the fill value). The result is cast to the output type (rounded and clipped for
 integer types). Tiles are always visited in ascending index order, so the result is a
 pure function of the inputs: a retried task computes the same bytes.
+
+Interpolation rules (`INTERPOLATIONS`), how a tile is sampled at its stage position:
+- `nearest`: the tile sits at its position rounded to whole voxels (`Tile.origin`);
+- `linear`: the tile is resampled at its exact sub-voxel position (`Tile.position`)
+  with trilinear interpolation.
+For both rules the voxels a tile covers are `Tile.box` (rounded origin, size), so planning
+(which blocks a tile touches, bounds, memory) does not depend on the rule. Under `linear`,
+output voxel i (per axis, stage coordinates) samples the tile at u = i - position,
+clamped to [0, size - 1]: edge voxels repeat, which affects at most half a voxel at each
+tile face. Trilinear interpolation is separable; per axis, in the fixed order x, y, z,
+value = (1 - t) * a[k] + t * a[k + 1] with k = floor(u), t = u - k, computed in float32.
+Only the tile region a block needs is read, with a one-voxel margin clipped to the tile,
+so each output voxel is computed from the same values in the same order whatever the
+block decomposition. A tile whose position is exactly integer skips the resampling, so
+it gives the same bytes under both rules. Blending weights stay based on `Tile.box`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -24,14 +39,19 @@ from .tiles import Tile, read_region
 
 Reader = Callable[[Tile, Box], np.ndarray]
 
+INTERPOLATIONS = ("nearest", "linear")
+
 
 def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
-         read: Reader = read_region) -> np.ndarray:
+         read: Reader = read_region, interpolation: str = "nearest") -> np.ndarray:
     """The fused voxels of `block` (output coordinates) as a z, y, x array of `dtype`.
 
-    `offset` is the stage position of output voxel (0, 0, 0); each tile sits at its
-    rounded stage position minus `offset`.
+    `offset` is the (integer) stage position of output voxel (0, 0, 0); each tile covers
+    its box (rounded stage position) minus `offset`. `read(tile, region)` returns a
+    region of a tile's pixels (x, y, z relative to the tile) as a z, y, x array.
+    `interpolation` is one of `INTERPOLATIONS` (see the module docstring).
     """
+    sample = _sampler(interpolation)
     shape = to_zyx(block.shape)
     value = np.zeros(shape, dtype=np.float32)
     weight = np.zeros(shape, dtype=np.float32)
@@ -40,12 +60,73 @@ def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
         overlap = placed.intersect(block)
         if overlap.is_empty():
             continue
-        data = read(tile, overlap.relative_to(placed.start)).astype(np.float32, copy=False)
+        data = sample(tile, overlap.relative_to(placed.start), read)
         at = overlap.relative_to(block.start).slices_zyx()
         _BLEND[blending](value[at], weight[at], data, lambda: edge_weights(tile, overlap, placed))
     if blending in ("average", "linear"):
         np.divide(value, weight, out=value, where=weight > 0)
     return cast(value, dtype)
+
+
+def _sampler(interpolation: str) -> Callable[[Tile, Box, Reader], np.ndarray]:
+    if interpolation not in _SAMPLERS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; "
+                         f"expected one of {', '.join(INTERPOLATIONS)}")
+    return _SAMPLERS[interpolation]
+
+
+def _sample_nearest(tile: Tile, region: Box, read: Reader) -> np.ndarray:
+    """`region` of the tile's box (relative to it), float32 z, y, x: the pixels themselves."""
+    return read(tile, region).astype(np.float32, copy=False)
+
+
+def _sample_linear(tile: Tile, region: Box, read: Reader) -> np.ndarray:
+    """`region` of the tile's box (relative to it), float32 z, y, x, resampled at the
+    tile's sub-voxel position; reads `region` plus at most one voxel per side."""
+    if tuple(float(p) for p in tile.position) == tile.origin:
+        return _sample_nearest(tile, region, read)  # whole voxels: same bytes as nearest
+    axes = [_axis_samples(a, b, n, o, p) for a, b, n, o, p in
+            zip(region.start, region.stop, tile.size, tile.origin, tile.position)]
+    data = read(tile, Box(tuple(s.lo for s in axes), tuple(s.hi for s in axes)))
+    # a fixed axis order: every voxel goes through the same operations in any block
+    for numpy_axis, s in zip((2, 1, 0), axes):
+        if s.k is not None:
+            data = _interpolate(data, s.k, s.k1, s.t, numpy_axis)
+    return data.astype(np.float32, copy=False)
+
+
+class _AxisSamples(NamedTuple):
+    lo: int                  # source range [lo, hi) to read, relative to the tile
+    hi: int
+    k: np.ndarray | None     # per output voxel: source indices k, k + 1 relative to lo
+    k1: np.ndarray | None
+    t: np.ndarray | None     # and the weight of k + 1; all None when the axis does not move
+
+
+def _axis_samples(start: int, stop: int, size: int, origin: int, position: float) -> _AxisSamples:
+    """Per axis, what box voxels [start, stop) (relative to `origin`) sample at `position`."""
+    if float(position) == origin:
+        return _AxisSamples(start, stop, None, None, None)
+    u = np.clip(np.arange(origin + start, origin + stop, dtype=np.float64) - position, 0, size - 1)
+    k = np.floor(u).astype(np.intp)
+    k1 = np.minimum(k + 1, size - 1)  # u = size - 1 has t = 0; k + 1 would leave the tile
+    lo, hi = int(k[0]), int(k1[-1]) + 1
+    return _AxisSamples(lo, hi, k - lo, k1 - lo, (u - k).astype(np.float32))
+
+
+def _interpolate(data: np.ndarray, k: np.ndarray, k1: np.ndarray, t: np.ndarray,
+                 axis: int) -> np.ndarray:
+    """(1 - t) * data[k] + t * data[k + 1] along `axis`, in float32."""
+    # in place: besides `data`, only two result-sized arrays are alive at any time
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    t = t.reshape(shape)
+    a = np.take(data, k, axis=axis).astype(np.float32, copy=False)
+    b = np.take(data, k1, axis=axis).astype(np.float32, copy=False)
+    a *= 1 - t
+    b *= t
+    a += b
+    return a
 
 
 def edge_weights(tile: Tile, region: Box, placed: Box) -> np.ndarray:
@@ -91,3 +172,4 @@ def _linear(value, weight, data, weights_of):
 
 
 _BLEND = {"max": _max, "first": _first, "average": _average, "linear": _linear}
+_SAMPLERS = {"nearest": _sample_nearest, "linear": _sample_linear}

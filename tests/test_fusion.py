@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.fusion import cast, fuse
+from pipelines.fusion import INTERPOLATIONS, cast, fuse
 from pipelines.geometry import Box
-from pipelines.tiles import Tile
+from pipelines.tiles import Tile, TileSet
 
 RULES = ["max", "average", "linear", "first"]
 
@@ -96,3 +96,146 @@ def test_cast_rounds_and_clips():
 ])
 def test_cast_saturates_wide_integer_types(dtype, values, expected):
     np.testing.assert_array_equal(cast(np.array(values, dtype=np.float32), dtype), expected)
+
+
+# --- interpolation: tiles at sub-voxel positions ------------------------------------------
+
+def recording_reader(pixels, log):
+    """Crops the test's arrays like `read_region` does, refusing regions outside the tile,
+    and records every region asked for."""
+    def read(tile, region):
+        assert region.intersect(Box((0, 0, 0), tile.size)) == region, (tile.index, region)
+        log.append((tile.index, region))
+        return pixels[tile.path][region.slices_zyx()]
+    return read
+
+
+def ramp(size, a=1.5, b=-0.75, c=2.25, d=10.0):
+    """f(x, y, z) = a x + b y + c z + d on a tile of `size` (x, y, z), as z, y, x float32."""
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in reversed(size)), indexing="ij")
+    return (a * x + b * y + c * z + d).astype(np.float32), (a, b, c, d)
+
+
+def scattered_tiles():
+    """Four overlapping tiles at fractional (and negative) positions, random uint16 pixels."""
+    rng = np.random.default_rng(7)
+    positions = [(-0.25, 0.5, -1.75), (13.5, -0.75, 0.25), (0.75, 9.25, 0.5), (12.25, 8.5, -0.5)]
+    tiles = [Tile(i, f"t{i}", p, (17, 12, 7)) for i, p in enumerate(positions)]
+    pixels = {t.path: rng.integers(0, 4000, (7, 12, 17)).astype("uint16") for t in tiles}
+    return tiles, pixels
+
+
+def output_volume(tiles):
+    """The offset and output box of `tiles`, as the planner makes them."""
+    bounds = TileSet(tuple(tiles)).bounds
+    return bounds.start, bounds.relative_to(bounds.start)
+
+
+def split_blocks(volume: Box, step):
+    """`volume` cut into blocks of `step` voxels (edge blocks smaller)."""
+    ranges = [range(a, b, s) for a, b, s in zip(volume.start, volume.stop, step)]
+    for x in ranges[0]:
+        for y in ranges[1]:
+            for z in ranges[2]:
+                start = (x, y, z)
+                yield Box(start, tuple(min(a + s, b) for a, s, b in zip(start, step, volume.stop)))
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("second", [(12, 0, 0), (12.0, 0.0, 0.0)])
+def test_linear_equals_nearest_byte_for_byte_at_integer_positions(rule, second):
+    tiles, pixels = two_tiles()
+    tiles[1] = Tile(1, "b", second, (20, 6, 5))
+    reads = {"nearest": [], "linear": []}
+    out = {name: fuse(Box((0, 0, 0), (32, 6, 5)), tiles, (0, 0, 0), rule, "uint16",
+                      read=recording_reader(pixels, reads[name]), interpolation=name)
+           for name in reads}
+    assert out["linear"].tobytes() == out["nearest"].tobytes()
+    assert reads["linear"] == reads["nearest"]  # the fast path reads no margin
+
+
+@pytest.mark.parametrize("position", [
+    (0.25, 0.5, 0.75), (0.75, 0.25, 0.5), (0.5, 0.75, 0.25),
+    (-3.75, -0.5, -10.25), (-0.25, 2.5, -1.5), (5.5, -2.25, 0.0),
+])
+def test_linear_reproduces_a_linear_ramp_at_fractional_positions(position):
+    size = (12, 10, 8)
+    tile = Tile(0, "ramp", position, size, type="GRAY32")
+    pixels, (a, b, c, d) = ramp(size)
+    block = tile.box  # offset 0: output coordinates are stage coordinates
+    out = fuse(block, [tile], (0, 0, 0), "average", "float32",
+               read=reader({"ramp": pixels}), interpolation="linear")
+    # u = i - position per axis, i the stage coordinate of each output voxel
+    u = [np.arange(s, e, dtype=np.float64) - p
+         for s, e, p in zip(block.start, block.stop, position)]
+
+    def f(ux, uy, uz):
+        return a * ux[None, None, :] + b * uy[None, :, None] + c * uz[:, None, None] + d
+
+    inner = (slice(1, -1),) * 3  # |origin - position| <= 0.5: only the faces are clamped
+    np.testing.assert_allclose(out[inner], f(*(v[1:-1] for v in u)), rtol=0, atol=1e-4)
+    clamped = [np.clip(v, 0, n - 1) for v, n in zip(u, size)]  # edge voxels repeat
+    np.testing.assert_allclose(out, f(*clamped), rtol=0, atol=1e-4)
+
+
+def centroid(volume: np.ndarray, box: Box) -> np.ndarray:
+    """Intensity centroid (x, y, z) of a z, y, x array whose voxel 0 sits at box.start."""
+    zyx = np.indices(volume.shape).reshape(3, -1).astype(np.float64)
+    w = volume.reshape(-1).astype(np.float64)
+    return (zyx @ w / w.sum())[::-1] + np.array(box.start)
+
+
+@pytest.mark.parametrize("shift", [(0.5, 0, 0), (0, 0.5, 0), (0, 0, 0.5), (-0.5, 0.5, -0.5)])
+def test_half_voxel_shift_moves_a_gaussian_blob_by_half_a_voxel(shift):
+    size = (24, 22, 20)
+    z, y, x = np.indices(tuple(reversed(size)), dtype=np.float64)
+    blob = (1000 * np.exp(-((x - 11.3) ** 2 + (y - 10.6) ** 2 + (z - 9.8) ** 2) / (2 * 2.5 ** 2)))
+    pixels = {"blob": blob.astype(np.float32)}
+    centres = []
+    for position in [(0.0, 0.0, 0.0), shift]:
+        tile = Tile(0, "blob", position, size, type="GRAY32")
+        out = fuse(tile.box, [tile], (0, 0, 0), "max", "float32", read=reader(pixels),
+                   interpolation="linear")
+        centres.append(centroid(out, tile.box))
+    np.testing.assert_allclose(centres[1] - centres[0], shift, atol=0.02)
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("step", [(5, 4, 3), (9, 7, 2), (1, 13, 4)])
+def test_block_decomposition_changes_no_voxel(rule, step):
+    tiles, pixels = scattered_tiles()
+    offset, volume = output_volume(tiles)
+    whole = fuse(volume, tiles, offset, rule, "uint16", read=reader(pixels), interpolation="linear")
+    stitched = np.zeros_like(whole)
+    for block in split_blocks(volume, step):
+        stitched[block.slices_zyx()] = fuse(block, tiles, offset, rule, "uint16",
+                                             read=reader(pixels), interpolation="linear")
+    np.testing.assert_array_equal(stitched, whole)
+    assert not np.array_equal(whole, fuse(volume, tiles, offset, rule, "uint16",
+                                          read=reader(pixels)))  # the shift did take effect
+
+
+def test_a_block_reads_its_overlap_plus_at_most_one_voxel_per_side():
+    tiles, pixels = scattered_tiles()
+    offset, volume = output_volume(tiles)
+    read_voxels = 0
+    for block in split_blocks(volume, (6, 5, 4)):
+        log = []
+        fuse(block, tiles, offset, "linear", "uint16", read=recording_reader(pixels, log),
+             interpolation="linear")
+        for index, region in log:
+            placed = tiles[index].box.relative_to(offset)
+            overlap = placed.intersect(block).relative_to(placed.start)
+            assert all(r >= o - 1 for r, o in zip(region.start, overlap.start)), (block, region)
+            assert all(r <= o + 1 for r, o in zip(region.stop, overlap.stop)), (block, region)
+            read_voxels += region.size
+        assert len(log) == len({i for i, _ in log})  # one read per tile
+    assert read_voxels > 0
+
+
+def test_unknown_interpolation_is_refused_naming_the_valid_ones():
+    tiles, pixels = two_tiles()
+    with pytest.raises(ValueError, match="cubic.*nearest, linear"):
+        fuse(Box((0, 0, 0), (32, 6, 5)), tiles, (0, 0, 0), "max", "uint16",
+             read=reader(pixels), interpolation="cubic")
+    assert INTERPOLATIONS == ("nearest", "linear")
