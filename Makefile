@@ -2,6 +2,7 @@
 #   make demo   set up, generate a synthetic acquisition, export it with Spark in local mode
 #               (make demo SET=output.format=zarr3 switches the output with one --set)
 #   make test   set up and run the test suite
+#   make bench  benchmarks (see BENCHMARKS.md)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ DEMO_DATA := data/demo
 DEMO_OUT  := data/demo-out
 SET ?=
 
-.PHONY: setup demo test clean check-java check-python
+.PHONY: setup demo test bench clean check-java check-python
 
 setup: check-java $(STAMP)
 
@@ -33,7 +34,7 @@ $(STAMP): pyproject.toml | check-python
 	touch $@
 
 $(DEMO_DATA)/tiles.json: | $(STAMP)
-	$(PY) -m pipelines.tiles.synthetic $(DEMO_DATA) --grid 3x3x2 --tile 512x512x128 --jitter 0
+	$(PY) -m pipelines.tiles.synthetic $(DEMO_DATA) --grid 3x3x2 --tile 512x512x128 --jitter 20
 
 demo: setup $(DEMO_DATA)/tiles.json
 	rm -rf $(DEMO_OUT)
@@ -42,6 +43,10 @@ demo: setup $(DEMO_DATA)/tiles.json
 
 test: setup
 	$(PY) -m pytest -q
+
+# Benchmarks (figures go to BENCHMARKS.md by hand, with this command): stitching accuracy
+bench: setup
+	$(PY) benchmarks/stitching.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis *.egg-info

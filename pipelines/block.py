@@ -72,7 +72,7 @@ def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.
     box = plan.level_box(task, first)
     if first == 0:
         return fuse(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype,
-                    read=partial(read_region, s3=plan.s3))
+                    read=partial(read_region, s3=plan.s3), interpolation=plan.interpolation)
     factor, below = out.factors[first], out.shapes[first - 1]
     source = Box(tuple(s * f for s, f in zip(box.start, factor)),
                  tuple(min(s * f, n) for s, f, n in zip(box.stop, factor, below)))

@@ -51,7 +51,8 @@ class CommitSummary:
 def fingerprint(plan: ExportPlan) -> str:
     """A digest of everything that decides the output's bytes: a rerun with the same
     fingerprint writes the same objects, so it may continue over a failed run's leftovers."""
-    essentials = (__version__, plan.output, plan.tiles, plan.stages, plan.blending)
+    essentials = (__version__, plan.output, plan.tiles, plan.stages, plan.blending,
+                  plan.interpolation)
     return hashlib.sha256(repr(essentials).encode()).hexdigest()[:32]
 
 

@@ -23,6 +23,7 @@ from .errors import ConfigError
 FORMATS = ("n5", "zarr2", "zarr3")
 LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
 BLENDINGS = ("max", "average", "linear", "first")
+INTERPOLATIONS = ("nearest", "linear")
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 DOWNSAMPLING = ("mean", "mode")
 
@@ -43,7 +44,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "levels": 1,
         "downsample": "mean",
     },
-    "fusion": {"blending": "linear"},
+    "fusion": {"blending": "linear", "interpolation": "nearest"},
+    "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
+                  "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
+                  "max_residual": 2.0},
     "limits": {"task_memory": "4GiB"},
     "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
            "multipart_threshold": "64MiB", "part_size": "16MiB"},
@@ -79,6 +83,19 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class StitchingConfig:
+    """[stitching]: how tile offsets are measured and solved (see README, "Stitching")."""
+
+    enabled: bool = False
+    channel: int = 0                                 # the channel registered (an index)
+    search: tuple[int, int, int] = (40, 40, 40)      # max error of a pair's stage offset
+    downsample: tuple[int, int, int] = (4, 4, 2)     # binning of the all-offset search
+    min_overlap: tuple[int, int, int] = (8, 8, 4)    # voxels a pair must share per axis
+    min_score: float = 0.5                           # NCC below which a pair is not used
+    max_residual: float = 2.0                        # voxels; worse links are dropped
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """A validated job: every value checked, paths resolved, nothing left to default."""
 
@@ -88,6 +105,8 @@ class JobConfig:
     blending: str
     task_memory: int
     spark_conf: tuple[tuple[str, str], ...]
+    interpolation: str = "nearest"
+    stitching: StitchingConfig = StitchingConfig()
     fail_blocks: tuple[tuple[int, int, int], ...] = ()
     s3: tuple[tuple[str, Any], ...] = ()  # [s3] settings, sizes in bytes; never credentials
     task_delay: float = 0.0  # test hook: seconds each task waits first
@@ -154,6 +173,9 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
         channel_names=_channel_names(merged["input"]["channel_names"], len(inputs[0]), where),
         output=_output(merged["output"], len(inputs), where),
         blending=_blending(merged, where),
+        interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
+        stitching=_stitching(merged["stitching"], merged["input"]["channel_names"],
+                             len(inputs[0]), where),
         task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
         spark_conf=_spark_conf(merged["spark"], where),
         fail_blocks=_fail_blocks(merged["debug"]["fail_blocks"], where),
@@ -279,6 +301,43 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
         conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return tuple(sorted(conf.items()))
+
+
+def _stitching(table: dict, names: Any, channels: int, where: str) -> StitchingConfig:
+    """[stitching] checked; `channel` may be an index or one of input.channel_names."""
+    enabled = table["enabled"]
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}stitching.enabled: expected true or false, found {enabled!r}")
+    channel = table["channel"]
+    if isinstance(channel, str) and isinstance(names, list) and channel in names:
+        channel = names.index(channel)
+    if not (isinstance(channel, int) and not isinstance(channel, bool) and 0 <= channel < channels):
+        raise ConfigError(f"{where}stitching.channel: expected a channel index below {channels} "
+                          f"or a name from input.channel_names, found {table['channel']!r}")
+    search = _triple_or_one(table, "search", where, minimum=0)
+    downsample = _triple_or_one(table, "downsample", where, minimum=1)
+    min_overlap = _triple_or_one(table, "min_overlap", where, minimum=1)
+    numbers = {}
+    for key, low, high in (("min_score", -1.0, 1.0), ("max_residual", 0.0, float("inf"))):
+        value = table[key]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and low <= value <= high and (key != "max_residual" or value > 0)):
+            raise ConfigError(f"{where}stitching.{key}: expected a number in "
+                              f"{'[-1, 1]' if key == 'min_score' else '(0, inf)'}, found {value!r}")
+        numbers[key] = float(value)
+    return StitchingConfig(enabled, channel, search, downsample, min_overlap, **numbers)
+
+
+def _triple_or_one(table: dict, key: str, where: str, minimum: int) -> tuple[int, int, int]:
+    """An integer per axis [x, y, z], or one integer for all three, each >= `minimum`."""
+    value = table[key]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value] * 3
+    if not (isinstance(value, list) and len(value) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
+        raise ConfigError(f"{where}stitching.{key}: expected an integer >= {minimum} or three "
+                          f"of them [x, y, z], found {table[key]!r}")
+    return tuple(value)
 
 
 def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:

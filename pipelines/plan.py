@@ -146,6 +146,7 @@ class ExportPlan:
     rerun: bool = False  # continuing an unfinished run of this job: clear objects now empty
     s3: S3Options | None = None  # how executors reach s3:// inputs and outputs
     task_delay: float = 0.0  # test hook (debug.task_delay); not part of the output's identity
+    interpolation: str = "nearest"  # how sub-voxel tile positions are honoured (fusion)
 
     @property
     def offset(self) -> Vec:
@@ -210,7 +211,7 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
     plan = ExportPlan(output, tiles, stages, tuple(tasks), config.blending,
                       task_memory_bytes(output, first, stages), names, config.fail_blocks, s3=s3,
-                      task_delay=config.task_delay)
+                      task_delay=config.task_delay, interpolation=config.interpolation)
     check_memory(plan, config.task_memory)
     return plan
 

@@ -28,8 +28,11 @@ from .commit import (CommitSummary, check_output, commit, fingerprint, record_fa
                      release_lock, remove_dataset, start_record, take_lock)
 from .config import JobConfig
 from .errors import BlockFailed, SparkStartError
-from .plan import BlockReceipt, ExportPlan, make_plan
+from .plan import BlockReceipt, ExportPlan, check_tile_files, make_plan
 from .storage import beside_store, open_store
+from . import stitching as stitching_step
+from .registration import find_pairs, register_pair, solve
+from .tiles import read_region
 
 JOB_GROUP = "tile-export"
 
@@ -42,6 +45,7 @@ class ExportResult:
     run_seconds: float       # planning, block tasks and commit
     master: str = ""         # the Spark master the blocks ran on
     resumed: int = 0         # tasks an earlier run had already recorded in the ledger
+    stitching: "StitchResult | None" = None   # when [stitching] enabled ran first
 
     @property
     def volume_bytes(self) -> int:
@@ -102,15 +106,119 @@ def _check_java() -> None:
                               "(install a JDK 17 or set JAVA_HOME)")
 
 
+@dataclass(frozen=True)
+class StitchResult:
+    outcome: "stitching_step.StitchOutcome"
+    startup_seconds: float
+    run_seconds: float
+
+
+def stitch(config: JobConfig, spark: SparkSession | None = None,
+           stream: TextIO = sys.stderr, check_files: bool = True) -> StitchResult:
+    """Measure every overlapping pair on executors, solve on the driver, write the
+    refined tile JSONs, the report and the picture (see `pipelines.stitching`)."""
+    started = time.perf_counter()
+    reference, every = stitching_step.reference_tiles(config)
+    if check_files:
+        check_tile_files(list(reference), stitching_step.s3_options(config))
+    options = stitching_step.pair_options(config)
+    pairs = find_pairs(reference, options)
+    own_session, startup = spark is None, 0.0
+    if own_session:
+        spark = session(config)
+        startup = time.perf_counter() - started
+    try:
+        began = time.perf_counter()
+        shifts = _measure_pairs(spark, reference, pairs, options, config, stream)
+        seconds = time.perf_counter() - began
+    finally:
+        if own_session:
+            spark.stop()
+    found = [s for s in shifts if s is not None]
+    unmatched = [p for p, s in zip(pairs, shifts) if s is None]
+    solution = solve({t.index: t.position for t in reference}, found,
+                     config.stitching.min_score, config.stitching.max_residual)
+    doc = stitching_step.report(reference, solution, unmatched, config, seconds)
+    outcome = stitching_step.write_results(config, reference, every, solution, doc)
+    return StitchResult(outcome, startup, time.perf_counter() - started - startup)
+
+
+def _measure_pairs(spark, reference, pairs, options, config, stream) -> list:
+    """register_pair for every pair, one Spark task each; None where nothing matched."""
+    if not pairs:
+        return []
+    sc = spark.sparkContext
+    shared = sc.broadcast((reference, options, stitching_step.s3_options(config)))
+    group = f"{JOB_GROUP}-pairs-{uuid.uuid4().hex[:8]}"
+    sc.setJobGroup(group, f"register {len(pairs)} tile pairs")
+    rdd = sc.parallelize(pairs, numSlices=len(pairs))
+    try:
+        with Progress(sc, group, len(pairs), None, stream, unit="pairs"):
+            return rdd.map(partial(_register, shared)).collect()
+    except Exception as e:
+        raise BlockFailed(f"registration failed: {_first_line(e)}") from None
+    finally:
+        shared.unpersist()
+
+
+def _register(shared, pair):
+    """Runs on an executor: read the two crops of one pair and measure its offset."""
+    reference, options, s3 = shared.value
+    index = reference.by_index()
+    return register_pair(index[pair[0]], index[pair[1]], options,
+                         read=partial(read_region, s3=s3))
+
+
 def export(config: JobConfig, spark: SparkSession | None = None,
            stream: TextIO = sys.stderr, overwrite: bool = False) -> ExportResult:
     """Validate, plan, run every block on Spark and commit; metadata only if all succeed.
 
     With `spark` given, that session is used and left running; otherwise one is started
     from the job's settings and stopped at the end. `overwrite` first removes whatever the
-    output holds, a committed dataset included.
+    output holds, a committed dataset included. With `[stitching] enabled`, the tiles are
+    registered first and fused at the refined positions.
     """
     started = time.perf_counter()
+    if not config.stitching.enabled:
+        return _export(config, spark, stream, overwrite, started)
+    make_plan(config)   # every input and output problem is reported before pairs run
+    own_session, startup = spark is None, 0.0
+    if own_session:
+        spark = session(config)
+        startup = time.perf_counter() - started
+    try:
+        stitched = stitch(config, spark, stream, check_files=False)
+        stream.write(stitch_summary(stitched) + "\n")
+        result = _export(stitched.outcome.stitched(config), spark, stream, overwrite, started)
+    finally:
+        if own_session:
+            spark.stop()
+    return replace(result, stitching=stitched, startup_seconds=startup,
+                   run_seconds=result.run_seconds - startup)
+
+
+def stitch_summary(result: StitchResult) -> str:
+    """Lines for the console: pairs, what was dropped, accuracy, where the files are."""
+    doc = result.outcome.report
+    pairs, solve_info = doc["pairs"], doc["solve"]
+    lines = [
+        f"stitching: {pairs['measured']} pairs measured in {doc['seconds']['pairs']:.1f} s "
+        f"({doc['seconds']['per_pair']:.2f} s per pair), {pairs['kept']} kept, "
+        f"{pairs['dropped']} dropped, {pairs['unmatched']} without a match",
+        f"           residual median {doc['residual_voxels']['median']} / max "
+        f"{doc['residual_voxels']['max']} voxels; corrections median "
+        f"{doc['correction_voxels']['median']} / max {doc['correction_voxels']['max']} voxels",
+    ]
+    if solve_info["unlinked_tiles"]:
+        lines.append(f"           tiles without a trustworthy link (stage position kept): "
+                     f"{solve_info['unlinked_tiles']}")
+    lines.append(f"           refined tiles: {result.outcome.tile_jsons[0][0]}")
+    lines.append(f"           report: {result.outcome.report_path}")
+    lines.append(f"           picture: {result.outcome.picture_path}")
+    return "\n".join(lines)
+
+
+def _export(config: JobConfig, spark, stream, overwrite, started) -> ExportResult:
     plan = make_plan(config)
     store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
     if spark is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
@@ -222,8 +330,9 @@ class Progress:
     """
 
     def __init__(self, sc: SparkContext, group: str, total: int, written, stream: TextIO,
-                 log_interval: float = 10.0):
+                 log_interval: float = 10.0, unit: str = "blocks"):
         self.sc, self.group, self.total, self.written, self.stream = sc, group, total, written, stream
+        self.unit = unit
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.interval = 0.5 if self.tty else log_interval
         self.stop = threading.Event()
@@ -256,12 +365,12 @@ class Progress:
 
     def _print(self, done: int, final: bool = False) -> None:
         elapsed = time.perf_counter() - self.started
-        mb = self.written.value / 2**20
-        rate = mb / elapsed if elapsed > 0 else 0.0
         eta = (elapsed / done * (self.total - done)) if done else float("nan")
-        line = (f"blocks {done}/{self.total} ({100 * done / self.total:.0f}%)  "
-                f"{mb:.1f} MiB stored  {rate:.1f} MiB/s  "
-                + (f"done in {elapsed:.1f} s" if final else f"ETA {eta:.0f} s"))
+        line = f"{self.unit} {done}/{self.total} ({100 * done / self.total:.0f}%)  "
+        if self.written is not None:   # pairs write nothing; blocks report their bytes
+            mb = self.written.value / 2**20
+            line += f"{mb:.1f} MiB stored  {mb / elapsed if elapsed > 0 else 0.0:.1f} MiB/s  "
+        line += f"done in {elapsed:.1f} s" if final else f"ETA {eta:.0f} s"
         if self.tty:
             self.stream.write("\r" + line + ("\n" if final else ""))
         else:

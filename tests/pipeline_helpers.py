@@ -38,7 +38,7 @@ def fused_channel(plan, t: int = 0, c: int = 0) -> np.ndarray:
     """Level 0 of one channel, fused in one piece (z, y, x)."""
     box = Box((0, 0, 0), plan.output.shapes[0])
     return fuse(box, plan.tiles[t][c], plan.offset, plan.blending, plan.output.base.dtype,
-                read=partial(read_region, s3=plan.s3))
+                read=partial(read_region, s3=plan.s3), interpolation=plan.interpolation)
 
 
 def reference_downsample(data: np.ndarray, factor_xyz, method: str) -> np.ndarray:

@@ -44,13 +44,14 @@ class _Scene:
     profiles: tuple         # per object (z*amplitude, y, x) float32 profiles over its window
 
 
-def phantom(box: Box, seed: int, volume_shape: Sequence[int]) -> np.ndarray:
+def phantom(box: Box, seed: int, volume_shape: Sequence[int], density: float = 1.0) -> np.ndarray:
     """Expected intensity (float32, z, y, x) of the phantom over `box` (world voxels, x, y, z).
 
-    The scene depends only on `seed` and `volume_shape` (x, y, z); a voxel's value does not
-    depend on the box it is rendered in. `box` may extend beyond the volume.
+    The scene depends only on `seed`, `volume_shape` (x, y, z) and `density` (a factor on
+    the number of blobs and fibres); a voxel's value does not depend on the box it is
+    rendered in. `box` may extend beyond the volume.
     """
-    scene = _scene(int(seed), tuple(int(v) for v in volume_shape))
+    scene = _scene(int(seed), tuple(int(v) for v in volume_shape), float(density))
     out = _background(box, scene)
     hit = np.all((scene.start < box.stop) & (scene.stop > box.start), axis=1)
     for n in np.flatnonzero(hit):
@@ -83,17 +84,21 @@ def to_type(values: np.ndarray, tile_type: str) -> np.ndarray:
 def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, jitter=8.0,
                      seed=0, falloff=0.3, noise=True, tile_type="GRAY16",
                      resolution=(0.4, 0.4, 2.0), truth=True,
-                     log: Callable[[str], None] | None = None) -> dict:
+                     log: Callable[[str], None] | None = None, density: float = 1.0) -> dict:
     """Write a synthetic acquisition into `outdir`; per-axis arguments are x, y, z.
 
     Writes tiles/tile-NNNN.tif, tiles.json (stage = true position + jitter), tiles-true.json,
-    ground-truth.npy (unless `truth` is false) and acquisition.json. Returns the
+    ground-truth.npy (unless `truth` is false) and acquisition.json. `density` multiplies
+    the number of blobs and fibres (small test volumes need more to have structure in
+    every overlap). Returns the
     acquisition.json content plus "paths" (the files written) and "bytes" (their total size).
     Raises ValueError for bad parameters.
     """
     grid, tile = tuple(int(g) for g in grid), tuple(int(t) for t in tile)
     resolution = tuple(float(r) for r in resolution)
     _check(grid, tile, overlap, jitter, seed, falloff, tile_type, resolution)
+    if not 0 < density < math.inf:
+        raise ValueError(f"density must be a positive number, found {density}")
     log = log or (lambda line: None)
     out = Path(outdir).resolve()
     (out / "tiles").mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,7 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
     shape = volume.shape
     files = [out / "tiles" / f"tile-{n:04d}.tif" for n in range(len(true))]
     for n, (path, p) in enumerate(zip(files, true)):
-        _write_tile(path, Box.from_shape(p, tile), n, seed, shape, falloff, noise, tile_type)
+        _write_tile(path, Box.from_shape(p, tile), n, seed, shape, falloff, noise, tile_type, density)
     log(f"wrote {len(files)} tiles {_fmt(tile)} {tile_type} to {out / 'tiles'}")
     paths = {"tiles": str(out / "tiles"), "tiles_json": str(out / "tiles.json"),
              "tiles_true_json": str(out / "tiles-true.json")}
@@ -116,14 +121,14 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
     written = files + [out / "tiles.json", out / "tiles-true.json"]
     if truth:
         paths["ground_truth"] = str(out / "ground-truth.npy")
-        _write_truth(out / "ground-truth.npy", volume, seed, tile_type)
+        _write_truth(out / "ground-truth.npy", volume, seed, tile_type, density)
         log(f"wrote ground truth {_fmt(shape)} to {paths['ground_truth']}")
         written.append(out / "ground-truth.npy")
     else:
         (out / "ground-truth.npy").unlink(missing_ok=True)  # never leave a stale truth behind
     doc = {"grid": list(grid), "tile": list(tile), "overlap": overlap, "jitter": jitter,
            "seed": int(seed), "falloff": falloff, "noise": bool(noise), "type": tile_type,
-           "resolution": list(resolution), "ground_truth_shape": list(shape)}
+           "resolution": list(resolution), "density": density, "ground_truth_shape": list(shape)}
     paths["acquisition_json"] = str(out / "acquisition.json")
     (out / "acquisition.json").write_text(json.dumps(doc, indent=2) + "\n")
     log(f"wrote {paths['acquisition_json']}")
@@ -160,26 +165,26 @@ def _positions(grid, tile, overlap, jitter, seed) -> tuple[list, list]:
     return true, stage
 
 
-def _write_tile(path, box, index, seed, shape, falloff, noise, tile_type) -> None:
+def _write_tile(path, box, index, seed, shape, falloff, noise, tile_type, density) -> None:
     """Render one tile (true box) slab by slab, with falloff and noise, and write it."""
     pixels = np.empty(to_zyx(box.shape), TILE_TYPES[tile_type])
     light = illumination(box.shape, falloff)
     rng = np.random.default_rng([seed, 1, index])
     for slab in _slabs(box):
-        values = phantom(slab, seed, shape) * light
+        values = phantom(slab, seed, shape, density) * light
         if noise:
             values = rng.poisson(np.maximum(values, 0))
         pixels[slab.relative_to(box.start).slices_zyx()] = to_type(values, tile_type)
     tifffile.imwrite(path, pixels, contiguous=True, photometric="minisblack")
 
 
-def _write_truth(path, volume, seed, tile_type) -> None:
+def _write_truth(path, volume, seed, tile_type, density) -> None:
     """Write the noise-free phantom over `volume` as .npy, slab by slab through a memmap."""
     shape = volume.shape
     array = np.lib.format.open_memmap(path, mode="w+", dtype=TILE_TYPES[tile_type],
                                       shape=to_zyx(shape))
     for slab in _slabs(volume):
-        array[slab.relative_to(volume.start).slices_zyx()] = to_type(phantom(slab, seed, shape), tile_type)
+        array[slab.relative_to(volume.start).slices_zyx()] = to_type(phantom(slab, seed, shape, density), tile_type)
     array.flush()
     del array
 
@@ -193,16 +198,16 @@ def _slabs(box: Box) -> Iterator[Box]:
 
 
 @functools.lru_cache(maxsize=8)
-def _scene(seed: int, shape: tuple[int, int, int]) -> _Scene:
+def _scene(seed: int, shape: tuple[int, int, int], density: float = 1.0) -> _Scene:
     """Draw the background waves, blobs and fibres from default_rng(seed), in a fixed order."""
     rng, extent = np.random.default_rng(seed), np.array(shape, dtype=float)
     waves = tuple((rng.uniform(15, 35), 2 * math.pi * rng.uniform(0.5, 2.0) / n, rng.uniform(0, 2 * math.pi))
                   for n in shape)
     voxels = float(np.prod(extent))
-    count = max(8, round(BLOBS_PER_VOXEL * voxels))
+    count = max(8, round(BLOBS_PER_VOXEL * density * voxels))
     centres = [rng.uniform(0, extent, (count, 3))]
     sigmas, amps = [rng.uniform(2, 6, count)], [rng.uniform(500, 3000, count)]
-    for _ in range(max(2, round(FIBRES_PER_VOXEL * voxels))):
+    for _ in range(max(2, round(FIBRES_PER_VOXEL * density * voxels))):
         for group, values in zip((centres, sigmas, amps), _fibre(rng, extent)):
             group.append(values)
     return _windows(waves, np.concatenate(centres), np.concatenate(sigmas), np.concatenate(amps))
@@ -278,12 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--type", default="GRAY16", choices=list(TILE_TYPES))
     parser.add_argument("--resolution", type=_triple(float), default=(0.4, 0.4, 2.0))
     parser.add_argument("--no-truth", dest="truth", action="store_false")
+    parser.add_argument("--density", type=float, default=1.0,
+                        help="factor on the number of blobs and fibres (default 1)")
     args = parser.parse_args(argv)
     began = time.monotonic()
     try:
         result = make_acquisition(args.outdir, args.grid, args.tile, args.overlap, args.jitter,
                                   args.seed, args.falloff, args.noise, args.type,
-                                  args.resolution, args.truth, log=print)
+                                  args.resolution, args.truth, log=print, density=args.density)
     except ValueError as e:
         parser.error(str(e))
     print(f"done: {result['bytes'] / 2**20:.1f} MiB in {time.monotonic() - began:.1f} s")

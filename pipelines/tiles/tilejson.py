@@ -67,17 +67,22 @@ def _tile_set(doc, source, resolve) -> TileSet:
 def write_tile_json(tiles: Iterable[Tile], path: str | os.PathLike, relative: bool = True) -> None:
     """Write tiles as stitching-spark JSON; with `relative`, file paths relative to the JSON."""
     path = Path(path)
-    base = path.resolve().parent
+    path.write_text(tile_json_text(tiles, path.resolve().parent if relative else None))
+
+
+def tile_json_text(tiles: Iterable[Tile], base: Path | None = None) -> str:
+    """Tiles as stitching-spark JSON text; local tile files under `base` (a folder) are
+    written relative to it, so the JSON and its tiles can move together."""
     doc = []
     for t in tiles:
         file = t.path
-        if relative and "://" not in file and Path(file).resolve().is_relative_to(base):
+        if base is not None and "://" not in file and Path(file).resolve().is_relative_to(base):
             file = str(Path(file).resolve().relative_to(base))
         doc.append({
             "index": t.index, "file": file, "position": list(t.position), "size": list(t.size),
             "pixelResolution": list(t.pixel_resolution), "type": t.type,
         })
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:

@@ -1,0 +1,27 @@
+"""Stitching: measure tile offsets pairwise from the pixels, then solve for positions.
+
+`pairs` finds the overlapping pairs and measures one (an executor's work), `correlate` is
+the pure-array core, `solve` the driver's global optimisation, `report` the refined tile
+JSON and the report. Spark runs `register_pair` per pair in `pipelines.spark`; `register`
+here does the same in one process (tests, small acquisitions).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..tiles import TileSet, read_region
+from .pairs import PairOptions, PairShift, find_pairs, register_pair
+from .solve import Link, Solution, solve
+
+__all__ = ["PairOptions", "PairShift", "Link", "Solution", "find_pairs", "register_pair",
+           "solve", "register"]
+
+
+def register(tiles: TileSet, options: PairOptions, min_score: float, max_residual: float,
+             read: Callable = read_region) -> Solution:
+    """Measure every pair of `tiles` in this process and solve (no Spark)."""
+    index = tiles.by_index()
+    shifts = [s for a, b in find_pairs(tiles, options)
+              if (s := register_pair(index[a], index[b], options, read)) is not None]
+    return solve({t.index: t.position for t in tiles}, shifts, min_score, max_residual)

@@ -1,0 +1,143 @@
+"""The global translation problem: tile positions that agree best with every pair.
+
+Each kept pair says "b sits at `measured` from a". The positions minimising the weighted
+sum of squared disagreements solve a graph-Laplacian system, one right-hand side per axis;
+conjugate gradients solves it with memory and time linear in the number of pairs, so
+100 000 tiles are fine. A link that disagrees with the solution by more than
+`max_residual` voxels is a wrong measurement (a repetitive structure, an empty overlap):
+the worst such links are dropped and the system is solved again.
+
+Each connected group of linked tiles is then placed so that its tiles' mean correction is
+as close to zero as whole voxels allow (the acquisition does not drift, and a group whose
+measured offsets are whole voxels lands on whole voxels, so fusion need not resample it).
+A tile with no trustworthy link keeps its stage position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .pairs import PairShift
+
+
+@dataclass(frozen=True)
+class Link:
+    """One pair in the solution: its measurement, residual (voxels) and whether it was kept."""
+
+    shift: PairShift
+    residual: float
+    kept: bool
+
+
+@dataclass(frozen=True)
+class Solution:
+    positions: dict[int, tuple[float, float, float]]   # tile index → x, y, z
+    links: tuple[Link, ...]
+    unlinked: tuple[int, ...]     # tiles without a kept link: left at their stage position
+    groups: int                   # connected groups of linked tiles
+    rounds: int                   # solves until every kept link agreed
+
+
+def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_score: float,
+          max_residual: float) -> Solution:
+    """Positions for every tile of `stage` (index → x, y, z) from the pair `shifts`.
+
+    Pairs scoring below `min_score` are not used; weights are the scores.
+    """
+    order = sorted(stage)
+    row = {index: n for n, index in enumerate(order)}
+    start = np.array([stage[i] for i in order], dtype=np.float64).reshape(-1, 3)
+    kept = np.array([s.score >= min_score for s in shifts], dtype=bool)
+    a = np.array([row[s.a] for s in shifts], dtype=np.int64)
+    b = np.array([row[s.b] for s in shifts], dtype=np.int64)
+    measured = np.array([s.measured for s in shifts], dtype=np.float64).reshape(-1, 3)
+    weight = np.array([max(s.score, 0.0) for s in shifts], dtype=np.float64)
+    rounds, positions = 0, start.copy()
+    while True:
+        rounds += 1
+        positions = _least_squares(start, a[kept], b[kept], measured[kept], weight[kept])
+        residual = np.linalg.norm(positions[b] - positions[a] - measured, axis=1)
+        worst = residual[kept].max() if kept.any() else 0.0
+        if worst <= max_residual:
+            break
+        # drop the worst link and any nearly as bad; good links next to a wrong one are
+        # pulled too, but by less, and come back below the limit once it is gone
+        kept &= ~((residual > max_residual) & (residual >= 0.5 * worst))
+    labels = _components(len(order), a[kept], b[kept])
+    linked = np.zeros(len(order), dtype=bool)
+    linked[a[kept]] = linked[b[kept]] = True
+    positions = _place_groups(positions, start, labels, linked)
+    residual = np.linalg.norm(positions[b] - positions[a] - measured, axis=1)
+    links = tuple(Link(s, round(float(r), 4), bool(k)) for s, r, k in zip(shifts, residual, kept))
+    return Solution(
+        positions={i: tuple(float(round(v, 3)) for v in positions[row[i]]) for i in order},
+        links=links, unlinked=tuple(i for i in order if not linked[row[i]]),
+        groups=len(set(labels[linked].tolist())), rounds=rounds)
+
+
+def _least_squares(start, a, b, measured, weight, tolerance=1e-12) -> np.ndarray:
+    """Minimise sum w |p_b - p_a - m|^2 by conjugate gradients on the Laplacian system
+    L p = B^T W m, started from the stage positions (so unlinked tiles stay put and each
+    group keeps its stage mean: CG never moves the Laplacian's null space)."""
+    n = len(start)
+
+    def laplacian(p):
+        diff = weight[:, None] * (p[b] - p[a])
+        out = np.zeros_like(p)
+        for axis in range(3):
+            out[:, axis] = (np.bincount(b, diff[:, axis], minlength=n)
+                            - np.bincount(a, diff[:, axis], minlength=n))
+        return out
+
+    rhs = np.zeros_like(start)
+    wm = weight[:, None] * measured
+    for axis in range(3):
+        rhs[:, axis] = np.bincount(b, wm[:, axis], minlength=n) - np.bincount(a, wm[:, axis], minlength=n)
+    p = start.copy()
+    r = rhs - laplacian(p)
+    d = r.copy()
+    rr = (r * r).sum(axis=0)
+    limit = tolerance ** 2 * max(1.0, float((rhs * rhs).sum()))   # relative residual
+    for _ in range(10 * n + 100):
+        if rr.sum() <= limit:
+            break
+        ld = laplacian(d)
+        alpha = rr / np.where((d * ld).sum(axis=0) > 0, (d * ld).sum(axis=0), 1.0)
+        p += alpha * d
+        r -= alpha * ld
+        rr_new = (r * r).sum(axis=0)
+        d = r + (rr_new / np.where(rr > 0, rr, 1.0)) * d
+        rr = rr_new
+    return p
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected-component label of every tile (union-find with path halving)."""
+    parent = np.arange(n)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(a.tolist(), b.tolist()):
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    return np.array([root(i) for i in range(n)])
+
+
+def _place_groups(positions, start, labels, linked) -> np.ndarray:
+    """Translate each linked group so its mean correction is within half a voxel of zero,
+    by a whole-voxel offset from its first tile (measured whole-voxel offsets stay whole).
+    Unlinked tiles keep their stage positions exactly."""
+    out = start.copy()
+    for label in np.unique(labels[linked]):
+        members = labels == label
+        relative = positions[members] - positions[np.flatnonzero(members)[0]]
+        out[members] = relative + np.round((start[members] - relative).mean(axis=0))
+    return out

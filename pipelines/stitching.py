@@ -1,0 +1,148 @@
+"""Stitching as a job step: what is registered, where the results go, and the report.
+
+Registration runs on the first timepoint's `stitching.channel`; the positions it finds
+are applied to every channel and timepoint (they share one tile geometry). Results sit
+next to each input tile JSON, named as stitching-spark names them:
+`tiles.json` → `tiles-final.json` (refined positions, same format), plus
+`tiles-stitching.json` (the report) and `tiles-stitching.png` (the picture) next to the
+registered channel's tile JSON. Pure: `pipelines.spark.stitch` measures pairs on
+executors and calls these.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .config import JobConfig
+from .plan import check_same_geometry
+from .registration import PairOptions, PairShift, Solution
+from .storage import S3Options, beside_store
+from .tiles import TileSet, read_tile_json
+from .tiles.tilejson import tile_json_text
+
+
+def pair_options(config: JobConfig) -> PairOptions:
+    s = config.stitching
+    return PairOptions(search=s.search, downsample=s.downsample, min_overlap=s.min_overlap)
+
+
+def s3_options(config: JobConfig) -> S3Options | None:
+    return S3Options(**dict(config.s3)) if config.s3 else None
+
+
+def sibling(tile_json: str, suffix: str) -> str:
+    """`tiles.json` → `tiles<suffix>` in the same folder (paths and s3:// URIs alike)."""
+    parent, name = str(PurePosixPath(tile_json).parent), PurePosixPath(tile_json).stem
+    if "://" in tile_json:
+        scheme, rest = tile_json.split("://", 1)
+        parent = f"{scheme}://{str(PurePosixPath(rest).parent)}"
+    return f"{parent}/{name}{suffix}"
+
+
+def final_path(tile_json: str) -> str:
+    return sibling(tile_json, "-final.json")
+
+
+def reference_tiles(config: JobConfig) -> tuple[TileSet, tuple[tuple[TileSet, ...], ...]]:
+    """The tile set that is registered, and every (timepoint, channel) tile set."""
+    s3 = s3_options(config)
+    tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
+    check_same_geometry(tiles)
+    return tiles[0][config.stitching.channel], tiles
+
+
+def refined(tiles: TileSet, positions: dict[int, tuple[float, float, float]]) -> TileSet:
+    """`tiles` with the solved positions (files, sizes and types unchanged)."""
+    return TileSet(tuple(replace(t, position=positions[t.index]) for t in tiles), tiles.source)
+
+
+@dataclass(frozen=True)
+class StitchOutcome:
+    solution: Solution
+    report: dict
+    tile_jsons: tuple[tuple[str, ...], ...]   # the -final.json files, timepoints × channels
+    report_path: str
+    picture_path: str
+
+    def stitched(self, config: JobConfig) -> JobConfig:
+        """`config` reading the refined tile JSONs instead of the stage positions."""
+        return replace(config, inputs=self.tile_jsons)
+
+
+def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, int]],
+           config: JobConfig, seconds: float) -> dict:
+    """The report: options, totals, per-pair measurements and per-tile corrections."""
+    kept = [l for l in solution.links if l.kept]
+    corrections = {t.index: [round(p - s, 3) for p, s in zip(solution.positions[t.index], t.position)]
+                   for t in reference}
+    sizes = [float(np.linalg.norm(c)) for c in corrections.values()]
+    measured = len(solution.links)
+    return {
+        "tiles_json": reference.source,
+        "channel": config.stitching.channel,
+        "options": asdict(config.stitching),
+        "tiles": len(reference),
+        "pairs": {"measured": measured, "kept": len(kept), "dropped": measured - len(kept),
+                  "unmatched": len(unmatched)},
+        "solve": {"rounds": solution.rounds, "groups": solution.groups,
+                  "unlinked_tiles": list(solution.unlinked)},
+        "residual_voxels": _stats([l.residual for l in kept]),
+        "correction_voxels": _stats(sizes),
+        "seconds": {"pairs": round(seconds, 3),
+                    "per_pair": round(seconds / max(1, measured + len(unmatched)), 3)},
+        "pair_results": [
+            {"a": l.shift.a, "b": l.shift.b, "stage": list(l.shift.stage),
+             "measured": list(l.shift.measured),
+             "correction": [round(v, 3) for v in l.shift.correction], "score": l.shift.score,
+             "overlap_voxels": l.shift.overlap, "residual": l.residual, "kept": l.kept}
+            for l in solution.links],
+        "unmatched_pairs": [list(p) for p in unmatched],
+        "tile_results": [{"index": t.index, "stage": list(t.position),
+                          "position": list(solution.positions[t.index]),
+                          "correction": corrections[t.index]} for t in reference],
+    }
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"median": None, "max": None}
+    return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
+def layout_picture(reference: TileSet, solution: Solution) -> bytes:
+    """Tiles at stage and at solved positions, pair links coloured by residual."""
+    from .pictures import tile_layout_png   # matplotlib only where pictures are drawn
+    before = [(t.index, t.position, t.size) for t in reference]
+    after = [(t.index, solution.positions[t.index], t.size) for t in reference]
+    links = [(l.shift.a, l.shift.b, l.residual, l.kept) for l in solution.links]
+    return tile_layout_png(before, after, links, title=Path(reference.source).name)
+
+
+def write_results(config: JobConfig, reference: TileSet, every: tuple[tuple[TileSet, ...], ...],
+                  solution: Solution, doc: dict) -> StitchOutcome:
+    """Write each -final.json, the report and the picture; return where they went."""
+    s3 = s3_options(config)
+    finals = []
+    for row, paths in zip(every, config.inputs):
+        finals.append(tuple(_put(final_path(p), _final_text(ts, solution, p), s3)
+                            for ts, p in zip(row, paths)))
+    source = config.inputs[0][config.stitching.channel]
+    report_path = _put(sibling(source, "-stitching.json"),
+                       (json.dumps(doc, indent=1) + "\n").encode(), s3)
+    picture_path = _put(sibling(source, "-stitching.png"), layout_picture(reference, solution), s3)
+    return StitchOutcome(solution, doc, tuple(finals), report_path, picture_path)
+
+
+def _final_text(tiles: TileSet, solution: Solution, path: str) -> bytes:
+    base = None if "://" in path else Path(path).resolve().parent
+    return tile_json_text(refined(tiles, solution.positions), base).encode()
+
+
+def _put(path: str, data: bytes, s3: S3Options | None) -> str:
+    beside_store(path, s3).put(PurePosixPath(path).name, data)
+    return path

@@ -1,0 +1,237 @@
+"""Stitching: the correlation core, pair finding, the global solve, accuracy on a synthetic
+acquisition with known jitter, and the stitch job (and export with stitching) on Spark."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pipelines.config import load_job
+from pipelines.errors import ConfigError
+from pipelines.geometry import Box
+from pipelines.registration import PairOptions, PairShift, find_pairs, register, solve
+from pipelines.registration.correlate import Window, match, smooth
+from pipelines.tiles import Tile, TileSet, read_tile_json
+from pipelines.tiles.synthetic import make_acquisition
+from tests.conftest import ROOT, write_job
+from tests.readers import tensorstore_read
+
+# The accuracy goal of the stitching issue, in voxels (Euclidean, per tile).
+MEDIAN_GOAL, MAX_GOAL = 0.5, 1.5
+
+
+def errors_against_truth(found: dict, truth: TileSet) -> np.ndarray:
+    """Per-tile position error after removing the one global translation no registration
+    can recover (the acquisition's absolute placement)."""
+    true = np.array([t.position for t in truth])
+    error = np.array([found[t.index] for t in truth]) - true
+    return np.linalg.norm(error - error.mean(axis=0), axis=1)
+
+
+def smooth_volume(shape, seed=0):
+    return smooth(np.random.default_rng(seed).normal(size=shape), passes=3)
+
+
+@pytest.mark.parametrize("factor", [(1, 1, 1), (2, 2, 2), (1, 4, 4)])
+@pytest.mark.parametrize("shift", [(7, -7, 30), (0, 3, -25), (-4, 0, 0)])
+def test_match_finds_a_known_displacement(factor, shift):
+    world = smooth_volume((70, 90, 110))
+    a = world[10:50, 12:72, 30:80]
+    start = (10 + shift[0], 12 + shift[1], 30 + shift[2])
+    b = world[start[0]:start[0] + 40, start[1]:start[1] + 60, start[2]:start[2] + 50]
+    window = Window(centre=(shift[0] + 2, shift[1] - 3, shift[2] + 4), radius=(8, 8, 8),
+                    min_overlap=(4, 4, 4))
+    found = match(a, b, window, factor)
+    assert found is not None
+    np.testing.assert_allclose(found.displacement, shift, atol=0.15)
+    assert found.score > 0.95
+
+
+def test_match_stays_inside_the_window():
+    """The true displacement is outside the window: whatever is returned lies inside it."""
+    world = smooth_volume((60, 60, 60), seed=1)
+    a, b = world[0:40, 0:40, 0:40], world[0:40, 0:40, 20:60]   # true displacement x = 20
+    window = Window(centre=(0, 0, 5), radius=(3, 3, 3), min_overlap=(4, 4, 4))
+    found = match(a, b, window, (1, 1, 1))
+    if found is not None:
+        assert all(abs(d - c) <= r + 0.5 for d, c, r in
+                   zip(found.displacement, window.centre, window.radius))
+
+
+def brute_force_pairs(tiles: TileSet, options: PairOptions) -> list[tuple[int, int]]:
+    pairs = []
+    for a, b in itertools.combinations(tiles, 2):
+        ok = True
+        for p, q, na, nb, r, m in zip(a.position, b.position, a.size, b.size, options.search,
+                                      options.min_overlap):
+            offset = int(np.floor(q - p + 0.5))
+            best = max(min(na, d + nb) - max(0, d) for d in range(offset - r, offset + r + 1))
+            ok &= best >= m
+        if ok:
+            pairs.append((min(a.index, b.index), max(a.index, b.index)))
+    return sorted(pairs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-300, 300), st.integers(-300, 300), st.integers(-60, 60)),
+                min_size=1, max_size=12),
+       st.integers(0, 30))
+def test_find_pairs_equals_brute_force(positions, search):
+    tiles = TileSet(tuple(Tile(n, f"t{n}.tif", tuple(float(v) for v in p), (120, 100, 40))
+                          for n, p in enumerate(positions)))
+    options = PairOptions(search=(search,) * 3, min_overlap=(8, 8, 4))
+    assert find_pairs(tiles, options) == brute_force_pairs(tiles, options)
+
+
+def grid_tiles(counts=(3, 3, 2), step=(90, 90, 36)) -> dict[int, tuple]:
+    cells = itertools.product(*(range(c) for c in reversed(counts)))
+    return {n: tuple(float(i * s) for i, s in zip(reversed(cell), step)) for n, cell in enumerate(cells)}
+
+
+def test_solve_recovers_exact_positions_and_drops_an_outlier():
+    truth = grid_tiles()
+    rng = np.random.default_rng(3)
+    stage = {i: tuple(v + float(d) for v, d in zip(p, rng.uniform(-9, 9, 3))) for i, p in truth.items()}
+    shifts = []
+    for a, b in itertools.combinations(sorted(truth), 2):
+        gap = np.abs(np.subtract(truth[b], truth[a]))
+        if (gap <= (90, 90, 36)).all():
+            measured = tuple(np.subtract(truth[b], truth[a]))
+            shifts.append(PairShift(a, b, tuple(np.subtract(stage[b], stage[a])), measured, 0.9, 1000))
+    wrong = shifts[5]
+    shifts[5] = PairShift(wrong.a, wrong.b, wrong.stage, tuple(v + 12 for v in wrong.measured), 0.95, 1000)
+    solution = solve(stage, shifts, min_score=0.5, max_residual=2.0)
+    dropped = [l for l in solution.links if not l.kept]
+    assert [(l.shift.a, l.shift.b) for l in dropped] == [(wrong.a, wrong.b)]
+    found = np.array([solution.positions[i] for i in sorted(truth)])
+    offset = found - np.array([truth[i] for i in sorted(truth)])
+    np.testing.assert_allclose(offset, np.broadcast_to(offset[0], offset.shape), atol=1e-6)
+    np.testing.assert_allclose(offset[0], np.round(offset[0]), atol=1e-6)   # whole voxels
+    mean_correction = (found - np.array([stage[i] for i in sorted(truth)])).mean(axis=0)
+    assert np.all(np.abs(mean_correction) <= 0.5 + 1e-9)
+    assert solution.unlinked == () and solution.groups == 1
+
+
+def test_an_unlinked_tile_keeps_its_stage_position():
+    stage = {0: (0.0, 0.0, 0.0), 1: (100.3, 0.0, 0.0), 2: (500.25, 7.5, 1.0)}
+    shifts = [PairShift(0, 1, (100.3, 0.0, 0.0), (98.0, 1.0, 0.0), 0.9, 500),
+              PairShift(1, 2, (399.95, 7.5, 1.0), (380.0, 0.0, 0.0), 0.1, 20)]   # too weak
+    solution = solve(stage, shifts, min_score=0.5, max_residual=2.0)
+    assert solution.unlinked == (2,)
+    assert solution.positions[2] == stage[2]
+    np.testing.assert_allclose(np.subtract(solution.positions[1], solution.positions[0]),
+                               (98.0, 1.0, 0.0), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def jittered(tmp_path_factory) -> dict:
+    """3 × 3 × 2 tiles of 128 × 128 × 48, 15 % overlap, ±8 voxels of jitter, noise and
+    illumination fall-off; denser than the default phantom so every overlap has structure."""
+    return make_acquisition(tmp_path_factory.mktemp("jittered"), grid=(3, 3, 2),
+                            tile=(128, 128, 48), overlap=0.15, jitter=8, seed=0, truth=False,
+                            density=20)
+
+
+def test_registration_accuracy_on_a_jittered_acquisition(jittered):
+    stage = read_tile_json(jittered["paths"]["tiles_json"])
+    truth = read_tile_json(jittered["paths"]["tiles_true_json"])
+    before = errors_against_truth({t.index: t.position for t in stage}, truth)
+    options = PairOptions(search=(16, 16, 16), downsample=(2, 2, 1))
+    solution = register(stage, options, min_score=0.5, max_residual=2.0)
+    after = errors_against_truth(solution.positions, truth)
+    assert np.median(before) > 5        # the test is not trivially passed by the stage
+    assert np.median(after) <= MEDIAN_GOAL and after.max() <= MAX_GOAL, (np.median(after), after.max())
+    assert solution.unlinked == ()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("channel", "3", "stitching.channel"),
+    ("channel", '"gfp"', "stitching.channel"),
+    ("search", "[1, 2]", "stitching.search"),
+    ("downsample", "0", "stitching.downsample"),
+    ("min_score", "2", "stitching.min_score"),
+    ("max_residual", "0", "stitching.max_residual"),
+    ("enabled", '"yes"', "stitching.enabled"),
+    ("serch", "3", "did you mean 'stitching.search'"),
+])
+def test_bad_stitching_keys_name_the_key(tmp_path, key, value, message):
+    job = write_job(tmp_path / "job.toml", "tiles.json", str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_job(job, [f"stitching.{key}={value}"])
+
+
+def run_job(script: str, job: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / script), str(job), *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def small_jittered(tmp_path_factory) -> dict:
+    return make_acquisition(tmp_path_factory.mktemp("small-jittered"), grid=(2, 2, 1),
+                            tile=(96, 80, 24), overlap=0.25, jitter=5, seed=2, truth=False,
+                            density=25)
+
+
+STITCH = """
+[stitching]
+enabled = true
+search = 12
+downsample = [2, 2, 1]
+"""
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_stitch_job_writes_refined_tiles_report_and_picture(small_jittered, tmp_path):
+    paths = small_jittered["paths"]
+    job = write_job(tmp_path / "job.toml", paths["tiles_json"], str(tmp_path / "out"), STITCH)
+    run = run_job("stitch.py", job)
+    assert run.returncode == 0, run.stderr
+    final = Path(paths["tiles_json"]).with_name("tiles-final.json")
+    assert f"refined tiles: {final}" in run.stdout
+    found = {t.index: t.position for t in read_tile_json(final)}
+    errors = errors_against_truth(found, read_tile_json(paths["tiles_true_json"]))
+    assert errors.max() <= MAX_GOAL
+    report = json.loads(final.with_name("tiles-stitching.json").read_text())
+    assert report["pairs"]["measured"] == len(report["pair_results"]) >= 4
+    assert {r["index"] for r in report["tile_results"]} == set(found)
+    assert final.with_name("tiles-stitching.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.spark
+def test_export_with_stitching_equals_export_at_the_true_positions(spark, small_jittered, tmp_path):
+    """Registration to within half a voxel, placed on whole voxels: nearest-voxel fusion
+    puts every tile exactly where the true positions put it."""
+    from pipelines.spark import export
+    paths = small_jittered["paths"]
+    stitched_job = write_job(tmp_path / "a.toml", paths["tiles_json"], str(tmp_path / "a" / "v"), STITCH)
+    true_job = write_job(tmp_path / "b.toml", paths["tiles_true_json"], str(tmp_path / "b" / "v"))
+    result = export(load_job(stitched_job), spark=spark)
+    assert result.stitching is not None and result.stitching.outcome.report["pairs"]["kept"] >= 4
+    export(load_job(true_job), spark=spark)
+    stitched = tensorstore_read(str(tmp_path / "a" / "v"), "c0/s0", "n5")
+    reference = tensorstore_read(str(tmp_path / "b" / "v"), "c0/s0", "n5")
+    assert stitched.shape == reference.shape
+    np.testing.assert_array_equal(stitched, reference)
+
+
+def test_linear_interpolation_reaches_the_executors(small_jittered, tmp_path):
+    """Stage positions with hundredths of a voxel: `fusion.interpolation = "linear"`
+    resamples every tile (the output differs from nearest) exactly as fuse() does."""
+    from tests.pipeline_helpers import export_in_process, fused_channel
+    tiles = small_jittered["paths"]["tiles_json"]
+    outputs = {}
+    for rule in ("nearest", "linear"):
+        job = write_job(tmp_path / f"{rule}.toml", tiles, str(tmp_path / rule / "v"))
+        plan, _ = export_in_process(load_job(job, [f"fusion.interpolation={rule}"]))
+        assert plan.interpolation == rule
+        outputs[rule] = tensorstore_read(str(tmp_path / rule / "v"), "c0/s0", "n5")
+        np.testing.assert_array_equal(outputs[rule], fused_channel(plan))
+    assert not np.array_equal(outputs["nearest"], outputs["linear"])
