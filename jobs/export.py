@@ -2,6 +2,7 @@
 
     spark-submit jobs/export.py JOB.toml [--set section.key=value ...]
     python jobs/export.py JOB.toml [--set section.key=value ...]
+    python jobs/export.py JOB.toml --dry-run     # plan from the tile JSON only, no Spark
 
 Exit codes: 0 success; 2 bad input (job file, tiles, output), nothing written;
 1 the run failed (a block failed after Spark's retries), no metadata written.
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override a job-file key, e.g. --set output.format=zarr3 (repeatable)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace what the output holds, even a committed dataset")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="plan from the tile JSONs alone (no tile file is opened, nothing is "
+                             "written, no Spark) and print tasks, objects, bytes and memory")
     return parser.parse_args(argv)
 
 
@@ -72,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_job(args.job, args.overrides)
+        if args.dry_run:
+            from pipelines.dryrun import dry_run
+            print("\n".join(dry_run(config).lines()))
+            return 0
         from pipelines.spark import export  # imported late: config errors need no Spark
         result = export(config, overwrite=args.overwrite)
     except PipelineError as e:

@@ -187,13 +187,33 @@ class ExportPlan:
 
 def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     """Validate the inputs of `config` and plan the export; raises PipelineError subclasses."""
-    out, s3 = config.output, S3Options(**dict(config.s3)) if config.s3 else None
-    compressor = compressor_for(out.codec, out.format)
-    tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
-    check_same_geometry(tiles)
+    s3 = S3Options(**dict(config.s3)) if config.s3 else None
+    tiles = read_tiles(config, s3)
     if check_files:
         check_tile_files([t for row in tiles for ts in row for t in ts], s3)
     first = tiles[0][0]
+    output = plan_output(config, first, len(tiles))
+    stages = plan_stages(output)
+    tasks = block_tasks(output, stages, first)
+    names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
+    plan = ExportPlan(output, tiles, stages, tuple(tasks), config.blending,
+                      task_memory_bytes(output, first, stages), names, config.fail_blocks, s3=s3,
+                      task_delay=config.task_delay, interpolation=config.interpolation)
+    check_memory(plan, config.task_memory)
+    return plan
+
+
+def read_tiles(config: JobConfig, s3: S3Options | None) -> tuple[tuple[TileSet, ...], ...]:
+    """Every tile JSON of the job (timepoints × channels), checked to share one geometry."""
+    tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
+    check_same_geometry(tiles)
+    return tiles
+
+
+def plan_output(config: JobConfig, first: TileSet, timepoints: int) -> OutputSpec:
+    """The output arrays: level 0 covers the union of the tile boxes; the pyramid below."""
+    out = config.output
+    compressor = compressor_for(out.codec, out.format)
     bounds = first.bounds
     base = ArraySpec(path="", shape=bounds.shape, chunks=out.chunks,
                      dtype=out.dtype or first.dtype.name, compressor=compressor,
@@ -203,17 +223,9 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
                                                       first.pixel_resolution, out.levels)
     except ValueError as e:
         raise ConfigError(f"output.levels: {e}") from None
-    output = OutputSpec(out.uri, out.format, out.layout, base, out.block,
-                        tuple(tuple(s) for s in pyramid.level_shapes(bounds.shape, factors[1:])),
-                        tuple(factors), len(tiles), len(tiles[0]), out.downsample)
-    stages = plan_stages(output)
-    tasks = block_tasks(output, stages, first)
-    names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
-    plan = ExportPlan(output, tiles, stages, tuple(tasks), config.blending,
-                      task_memory_bytes(output, first, stages), names, config.fail_blocks, s3=s3,
-                      task_delay=config.task_delay, interpolation=config.interpolation)
-    check_memory(plan, config.task_memory)
-    return plan
+    return OutputSpec(out.uri, out.format, out.layout, base, out.block,
+                      tuple(tuple(s) for s in pyramid.level_shapes(bounds.shape, factors[1:])),
+                      tuple(factors), timepoints, len(config.inputs[0]), out.downsample)
 
 
 def check_same_geometry(tiles: tuple[tuple[TileSet, ...], ...]) -> None:
