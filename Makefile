@@ -40,6 +40,8 @@ demo: setup $(DEMO_DATA)/tiles.json
 	rm -rf $(DEMO_OUT)
 	$(PY) jobs/export.py conf/demo.toml $(if $(SET),--set '$(SET)')
 	$(PY) scripts/inspect_dataset.py $(DEMO_OUT)/volume
+	@echo "pictures: $(CURDIR)/$(DEMO_OUT)/volume.report/ (projections.png, layout.png, progress.png; summary.json)"
+	@echo "stitching: $(CURDIR)/$(DEMO_DATA)/tiles-stitching.png"
 
 test: setup
 	$(PY) -m pytest -q

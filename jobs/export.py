@@ -61,7 +61,8 @@ def report(result) -> str:
         f"{plan.array.dtype})",
         f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
         f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
-        f"time:     {result.run_seconds:.1f} s for {s.tasks} block tasks "
+        f"time:     {result.run_seconds:.1f} s for {s.tasks} block tasks"
+        f"{' and stitching' if result.stitching else ''} "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MiB/s of "
         f"{mb:.0f} MiB uncompressed output",
         f"spark:    master {result.master}",
@@ -69,6 +70,8 @@ def report(result) -> str:
         f"print(ts.open({json.dumps(spec)}).result())'",
     ]
     lines += [f"also:     {name} (next to the container)" for name in s.extra_files]
+    if result.report:
+        lines.append(f"report:   {result.report.folder}/ ({', '.join(result.report.files)})")
     return "\n".join(lines)
 
 

@@ -62,7 +62,7 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
                 data = pyramid.downsample(data, out.factors[level], out.downsample)
             writer.write(c, level, data)
     return BlockReceipt(task.key, tuple(writer.written), tuple(writer.skipped), tuple(ranges),
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, time.time())
 
 
 def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.ndarray:

@@ -34,7 +34,8 @@ def record(beside: Store, base: str, receipt: BlockReceipt) -> None:
     """Store one task's receipt (called on the executor, after its objects are written)."""
     doc = {"task": [receipt.task[0], receipt.task[1], list(receipt.task[2])],
            "written": [list(w) for w in receipt.written], "skipped": list(receipt.skipped),
-           "ranges": [list(r) for r in receipt.ranges], "seconds": receipt.seconds}
+           "ranges": [list(r) for r in receipt.ranges], "seconds": receipt.seconds,
+           "finished": receipt.finished}
     beside.put(f"{base}/tasks/{_task_key(receipt.task)}.json", json.dumps(doc).encode())
 
 
@@ -46,7 +47,8 @@ def recorded(beside: Store, base: str) -> list[BlockReceipt]:
         stage, timepoint, index = doc["task"]
         receipts.append(BlockReceipt(
             (stage, timepoint, tuple(index)), tuple((k, n, c) for k, n, c in doc["written"]),
-            tuple(doc["skipped"]), tuple(tuple(r) for r in doc["ranges"]), doc["seconds"]))
+            tuple(doc["skipped"]), tuple(tuple(r) for r in doc["ranges"]), doc["seconds"],
+            doc.get("finished", 0.0)))
     return receipts
 
 

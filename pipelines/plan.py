@@ -125,6 +125,7 @@ class BlockReceipt:
     skipped: tuple[str, ...]
     ranges: tuple[tuple[float, float], ...]
     seconds: float = field(default=0.0, compare=False)
+    finished: float = field(default=0.0, compare=False)   # time.time() when it ended
 
     @property
     def nbytes(self) -> int:

@@ -29,6 +29,7 @@ from .commit import (CommitSummary, check_output, commit, fingerprint, record_fa
 from .config import JobConfig
 from .errors import BlockFailed, SparkStartError
 from .plan import BlockReceipt, ExportPlan, check_tile_files, make_plan
+from .report import RunReport, write_run_report
 from .storage import beside_store, open_store
 from . import stitching as stitching_step
 from .registration import find_pairs, register_pair, solve
@@ -46,6 +47,7 @@ class ExportResult:
     master: str = ""         # the Spark master the blocks ran on
     resumed: int = 0         # tasks an earlier run had already recorded in the ledger
     stitching: "StitchResult | None" = None   # when [stitching] enabled ran first
+    report: "RunReport | None" = None         # the run report beside the dataset
 
     @property
     def volume_bytes(self) -> int:
@@ -189,7 +191,10 @@ def export(config: JobConfig, spark: SparkSession | None = None,
     try:
         stitched = stitch(config, spark, stream, check_files=False)
         stream.write(stitch_summary(stitched) + "\n")
-        result = _export(stitched.outcome.stitched(config), spark, stream, overwrite, started)
+        facts = {"stitching": {k: v for k, v in stitched.outcome.report.items()
+                               if k not in ("pair_results", "tile_results", "unmatched_pairs")}
+                 | {"report": stitched.outcome.report_path, "picture": stitched.outcome.picture_path}}
+        result = _export(stitched.outcome.stitched(config), spark, stream, overwrite, started, facts)
     finally:
         if own_session:
             spark.stop()
@@ -218,7 +223,7 @@ def stitch_summary(result: StitchResult) -> str:
     return "\n".join(lines)
 
 
-def _export(config: JobConfig, spark, stream, overwrite, started) -> ExportResult:
+def _export(config: JobConfig, spark, stream, overwrite, started, facts=None) -> ExportResult:
     plan = make_plan(config)
     store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
     if spark is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
@@ -229,13 +234,14 @@ def _export(config: JobConfig, spark, stream, overwrite, started) -> ExportResul
         if overwrite:
             removed = remove_dataset(plan, store, beside)
             stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
-        return _export_locked(config, plan, store, beside, spark, stream, started)
+        return _export_locked(config, plan, store, beside, spark, stream, started, facts or {})
     finally:
         release_lock(plan, beside)
 
 
-def _export_locked(config, plan, store, beside, spark, stream, started) -> ExportResult:
+def _export_locked(config, plan, store, beside, spark, stream, started, facts) -> ExportResult:
     """The export while this job holds the output's lock."""
+    began = time.time()
     plan = check_output(plan, store, beside)
     own_session = spark is None
     startup = 0.0
@@ -269,8 +275,15 @@ def _export_locked(config, plan, store, beside, spark, stream, started) -> Expor
     finally:
         if own_session:
             spark.stop()
-    return ExportResult(summary, plan, startup, time.perf_counter() - started - startup, master,
-                        resumed=len(done))
+    run_seconds = time.perf_counter() - started - startup
+    facts = {"master": master, "startup_seconds": round(startup, 2), "run_seconds": round(run_seconds, 2),
+             "resumed_tasks": len(done), **facts}
+    try:
+        report = write_run_report(plan, summary, receipts, store, beside, began, facts)
+    except Exception as e:  # the dataset is committed; a picture must not fail the job
+        stream.write(f"warning: the run report could not be written: {_first_line(e)}\n")
+        report = None
+    return ExportResult(summary, plan, startup, run_seconds, master, resumed=len(done), report=report)
 
 
 def run_blocks(spark: SparkSession, plan: ExportPlan, tasks, stream: TextIO = sys.stderr,

@@ -70,8 +70,10 @@ class StitchOutcome:
     picture_path: str
 
     def stitched(self, config: JobConfig) -> JobConfig:
-        """`config` reading the refined tile JSONs instead of the stage positions."""
-        return replace(config, inputs=self.tile_jsons)
+        """`config` reading the refined tile JSONs instead of the stage positions (channel
+        names still come from the original JSONs' names)."""
+        names = config.channel_names or tuple(PurePosixPath(p).stem for p in config.inputs[0])
+        return replace(config, inputs=self.tile_jsons, channel_names=names)
 
 
 def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, int]],

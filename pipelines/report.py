@@ -1,0 +1,89 @@
+"""The run report: a JSON summary and pictures, beside the dataset (never inside it).
+
+After a commit the driver writes `<name>.report/` next to the container (`volume.report/`
+beside `volume/`, on a filesystem or S3):
+- `summary.json`: what was written, how fast, where, and the stitching totals if it ran;
+- `projections.png`: a maximum-intensity projection along z of each channel (first
+  timepoint), from the finest pyramid level no wider than `PROJECTION_WIDTH`, read back
+  from the stored objects slab by slab (bounded memory at any size);
+- `layout.png`: the tiles at the positions they were fused at;
+- `progress.png`: blocks completed over time (from the receipts' finish times).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from . import readback
+from .commit import CommitSummary
+from .formats import format_module
+from .geometry import Box
+from .plan import BlockReceipt, ExportPlan
+from .storage import Store
+
+PROJECTION_WIDTH = 1024     # voxels: the finest level at most this wide (x and y) is projected
+
+
+@dataclass(frozen=True)
+class RunReport:
+    folder: str                    # where the report is, as the user named the output
+    files: tuple[str, ...]         # names inside it
+
+
+def report_folder(plan: ExportPlan) -> str:
+    return f"{PurePosixPath(plan.output.uri).name}.report"
+
+
+def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[BlockReceipt],
+                     store: Store, beside: Store, began: float, facts: dict) -> RunReport:
+    """Draw the pictures and write the summary; `began` is the run's start (time.time()),
+    `facts` extra summary entries (timings, master, stitching)."""
+    from .pictures import progress_png, projections_png, tile_layout_png  # matplotlib here only
+    folder = report_folder(plan)
+    pictures = {
+        "projections.png": projections_png(projections(plan, store), title=plan.output.uri),
+        "layout.png": tile_layout_png([(t.index, t.position, t.size) for t in plan.tiles[0][0]],
+                                      None, [], title="tiles as fused"),
+        "progress.png": progress_png([max(0.0, r.finished - began) for r in receipts],
+                                     len(plan.tasks), title="blocks completed"),
+    }
+    for name, data in pictures.items():
+        beside.put(f"{folder}/{name}", data)
+    doc = {"dataset": summary.to_dict(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           **facts, "pictures": sorted(pictures)}
+    beside.put(f"{folder}/summary.json", (json.dumps(doc, indent=1, default=str) + "\n").encode())
+    parent = str(PurePosixPath(plan.output.uri).parent)
+    return RunReport(f"{parent}/{folder}", ("summary.json", *sorted(pictures)))
+
+
+def projection_level(plan: ExportPlan) -> int:
+    """The finest level whose x and y fit in PROJECTION_WIDTH (else the coarsest)."""
+    for level, (x, y, _) in enumerate(plan.output.shapes):
+        if max(x, y) <= PROJECTION_WIDTH:
+            return level
+    return plan.output.levels - 1
+
+
+def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, float]]:
+    """(label, maximum along z (y, x), y/x voxel-size ratio) per channel, first timepoint."""
+    out, level = plan.output, projection_level(plan)
+    fmt = format_module(out.format)
+    x, y, z = out.shapes[level]
+    depth = out.base.chunks[2]
+    images = []
+    for c in range(out.channels):
+        spec = out.array(0, c, level)
+        image = np.zeros((y, x), dtype=spec.np_dtype)
+        for z0 in range(0, z, depth):   # one chunk layer at a time: memory stays bounded
+            slab = readback.read_region(fmt, spec, store, Box((0, 0, z0), (x, y, min(z, z0 + depth))),
+                                        out.lead_index(0, c))
+            np.maximum(image, slab.max(axis=0), out=image)
+        name = plan.channel_names[c] if c < len(plan.channel_names) else f"channel {c}"
+        images.append((f"{name} (level {level}, max over z)", image,
+                       spec.resolution[1] / spec.resolution[0]))
+    return images

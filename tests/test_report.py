@@ -1,0 +1,69 @@
+"""The run report beside the dataset: summary, projections read back from the objects,
+layout and progress pictures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from pipelines.config import load_job
+from pipelines.report import projection_level, projections
+from pipelines.storage import LocalStore
+from tests.conftest import write_job
+from tests.readers import tensorstore_read
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def exported(spark, small_acquisition, tmp_path_factory):
+    from pipelines.spark import export
+    folder = tmp_path_factory.mktemp("report")
+    job = write_job(folder / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(folder / "out" / "volume"), "levels = 2")
+    return export(load_job(job), spark=spark), folder / "out"
+
+
+def test_report_sits_beside_the_dataset_with_summary_and_pictures(exported):
+    result, out = exported
+    folder = out / "volume.report"
+    assert result.report is not None and result.report.folder == str(folder)
+    assert not (out / "volume" / "volume.report").exists()   # never inside the dataset
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["dataset"]["objects_written"] == result.summary.objects_written
+    assert summary["master"].startswith("local") and summary["run_seconds"] > 0
+    for name in ("projections.png", "layout.png", "progress.png"):
+        image = imread(folder / name)
+        assert image.ndim == 3 and image.std() > 0, name
+
+
+def test_projection_is_the_maximum_over_z_of_the_stored_level(exported):
+    result, out = exported
+    plan = result.plan
+    level = projection_level(plan)
+    [(label, image, aspect)] = projections(plan, LocalStore(plan.output.uri))
+    stored = tensorstore_read(str(out / "volume"), f"c0/s{level}", "n5")
+    np.testing.assert_array_equal(image, stored.max(axis=0))
+    assert f"level {level}" in label and aspect == pytest.approx(1.0)
+
+
+def test_receipts_carry_their_finish_time_through_the_ledger(small_acquisition, tmp_path):
+    """progress.png is drawn from these times; a resumed run reads them from the ledger."""
+    import time
+    from pipelines import ledger
+    from pipelines.block import run_block
+    from pipelines.plan import make_plan
+    from pipelines.storage import MemoryStore
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "out" / "volume"))
+    plan = make_plan(load_job(job))
+    before = time.time()
+    receipt = run_block(plan.tasks[0], plan, LocalStore(plan.output.uri))
+    assert before <= receipt.finished <= time.time()
+    beside = MemoryStore("report-ledger")
+    ledger.record(beside, "base", receipt)
+    [again] = ledger.recorded(beside, "base")
+    assert again.finished == receipt.finished and again == receipt
