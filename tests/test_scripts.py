@@ -1,0 +1,217 @@
+"""The cluster scripts in scripts/: packaging, and the SLURM, LSF and YARN launchers.
+
+The launchers honour DRY_RUN=1 (print the plan, run nothing), so their plan is checked
+here with fake scheduler environments: the master on the first host, one worker per host
+with that host's cores, the spark-submit line. One slow test runs the SLURM script for
+real on this machine, with a stand-in `srun` that runs its command here.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, write_job
+from tests.test_standalone import free_port, package_project
+
+SCRIPTS = ["slurm-spark.sh", "lsf-spark.sh", "yarn-submit.sh"]
+
+
+def fake_project(folder: Path) -> Path:
+    """A submit folder that links to this checkout: what the scripts write (dist/, logs)
+    lands in the test's folder, not in the repository."""
+    folder.mkdir()
+    for name in ("jobs", "scripts", "conf", "pipelines"):
+        (folder / name).symlink_to(ROOT / name)
+    return folder
+
+
+def fake_command(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+def run_script(script: str, *args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "scripts" / script), *args], cwd=cwd,
+                          env={**os.environ, "PYTHON": sys.executable, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def plan(stdout: str) -> dict[str, list[str]]:
+    """'name: command' lines of a dry run → {name: argv}."""
+    steps = {}
+    for line in stdout.splitlines():
+        name, sep, command = line.partition(": ")
+        if sep and (name in ("package", "master", "submit") or name.startswith("worker-")):
+            steps.setdefault(name, shlex.split(command))
+    return steps
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse(script):
+    assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)]).returncode == 0
+
+
+def test_zip_holds_the_package_sources_only_and_is_reproducible(tmp_path):
+    build_zip = package_project().build_zip
+    first = build_zip(ROOT / "pipelines", tmp_path / "a" / "pipelines.zip")
+    second = build_zip(ROOT / "pipelines", tmp_path / "b" / "pipelines.zip")
+    names = zipfile.ZipFile(first).namelist()
+    sources = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipelines").rglob("*.py")
+                     if "__pycache__" not in p.parts)
+    assert sorted(names) == sources
+    assert first.read_bytes() == second.read_bytes()
+    assert list(first.parent.iterdir()) == [first]  # no temporary file left behind
+    found = subprocess.run([sys.executable, "-c", "import pipelines.config as c; print(c.__file__)"],
+                           env={**os.environ, "PYTHONPATH": str(first)}, cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert found.startswith(str(first))
+
+
+def test_slurm_dry_run_plans_master_on_first_node_and_a_worker_per_node(tmp_path):
+    project = fake_project(tmp_path / "project")
+    fake_command(tmp_path / "bin", "scontrol",  # `scontrol show hostnames LIST`, expanded
+                 'test "$1 $2 $3" = "show hostnames node[01-03]" && printf "node01\\nnode02\\nnode03\\n"')
+    env = {"DRY_RUN": "1", "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node[01-03]", "SLURM_SUBMIT_DIR": str(project),
+           "SLURM_CPUS_PER_TASK": "16", "SLURM_MEM_PER_NODE": "65536"}
+    result = run_script("slurm-spark.sh", "conf/my-job.toml", "--set", "output.levels=3",
+                        env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps = plan(result.stdout)
+    master = steps["master"]
+    assert master[1:] == ["org.apache.spark.deploy.master.Master", "--host", "node01",
+                          "--port", "7077", "--webui-port", "8080"]
+    assert sorted(k for k in steps if k.startswith("worker-")) == ["worker-node01", "worker-node02", "worker-node03"]
+    for host in ("node01", "node02", "node03"):
+        worker = steps[f"worker-{host}"]
+        assert worker[0] == "srun" and f"--nodelist={host}" in worker and "--cpus-per-task=16" in worker
+        at = worker.index("org.apache.spark.deploy.worker.Worker")
+        assert worker[at + 1] == "spark://node01:7077"
+        assert (option(worker, "--host"), option(worker, "--cores"), option(worker, "--memory")) == \
+            (host, "16", f"{65536 - 1024}m")
+        assert option(worker, "--work-dir") == f"{project}/spark-export-4242/work-{host}"
+    submit = steps["submit"]
+    assert Path(submit[0]).name == "spark-submit" and Path(master[0]).parent == Path(submit[0]).parent
+    assert submit[1:] == ["--master", "spark://node01:7077", "--properties-file", "conf/spark-standalone.conf",
+                          "--executor-memory", "2g", "--py-files", "dist/pipelines.zip",
+                          "jobs/export.py", "conf/my-job.toml", "--set", "output.levels=3"]
+    assert steps["package"][1:] == ["scripts/package_project.py", "--out", "dist"]
+    # per core: (64 GiB - 2 GiB heap - 2 GiB for daemons and the driver) / 16 cores
+    assert "limits.task_memory at or below about 3840MiB" in result.stdout
+    assert sorted(p.name for p in project.iterdir()) == ["conf", "jobs", "pipelines", "scripts"]
+
+
+@pytest.mark.parametrize("source", ["hostfile", "hosts"])
+def test_lsf_dry_run_plans_one_worker_per_host_with_its_slots(tmp_path, source):
+    project = fake_project(tmp_path / "project")
+    slots = ["hA"] * 4 + ["hB"] * 4 + ["hC"] * 2
+    env = {"DRY_RUN": "1", "LSB_JOBID": "77", "LS_SUBCWD": str(project), "SPARK_WORKER_MEMORY": "30g"}
+    if source == "hostfile":
+        (tmp_path / "hostfile").write_text("\n".join(slots) + "\n")
+        env["LSB_DJOB_HOSTFILE"] = str(tmp_path / "hostfile")
+    else:
+        env["LSB_HOSTS"] = " ".join(slots)
+    result = run_script("lsf-spark.sh", "conf/my-job.toml", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps = plan(result.stdout)
+    assert option(steps["master"], "--host") == "hA"
+    workers = {k: v for k, v in steps.items() if k.startswith("worker-")}
+    assert sorted(workers) == ["worker-hA", "worker-hB", "worker-hC"]
+    for host, cores in (("hA", "4"), ("hB", "4"), ("hC", "2")):
+        worker = workers[f"worker-{host}"]
+        assert worker[:2] == ["blaunch", host]
+        assert worker[worker.index("org.apache.spark.deploy.worker.Worker") + 1] == "spark://hA:7077"
+        assert (option(worker, "--host"), option(worker, "--cores"), option(worker, "--memory")) == (host, cores, "30g")
+    assert steps["submit"][1:3] == ["--master", "spark://hA:7077"]
+    assert steps["submit"][-2:] == ["jobs/export.py", "conf/my-job.toml"]
+
+
+@pytest.mark.parametrize("script,env", [("slurm-spark.sh", {"SLURM_JOB_ID": "1"}),
+                                        ("lsf-spark.sh", {"LSB_JOBID": "1"}),
+                                        ("yarn-submit.sh", {})])
+def test_launchers_without_a_job_file_say_how_to_call_them(tmp_path, script, env):
+    result = run_script(script, env={"DRY_RUN": "1", **env}, cwd=tmp_path)
+    assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_yarn_dry_run_ships_the_job_file_and_refuses_relative_paths(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('[input]\ntiles = "/shared/acq/tiles.json"\n[output]\nuri = "s3://bucket/v.zarr"\n')
+    result = run_script("yarn-submit.sh", str(job), "--set", "output.levels=2", env={"DRY_RUN": "1"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    submit = plan(result.stdout)["submit"]
+    assert submit[1:5] == ["--master", "yarn", "--deploy-mode", "cluster"]
+    assert option(submit, "--files") == str(job) and option(submit, "--py-files") == "dist/pipelines.zip"
+    assert submit[-4:] == ["jobs/export.py", "job.toml", "--set", "output.levels=2"]  # the shipped name
+
+    packed = run_script("yarn-submit.sh", str(job), env={"DRY_RUN": "1", "PACKED_ENV": "1"}, cwd=tmp_path)
+    submit = plan(packed.stdout)["submit"]
+    assert option(submit, "--archives") == "dist/pipelines-env.tar.gz#env"
+    assert "spark.pyspark.python=./env/bin/python" in submit
+
+    job.write_text('[input]\ntiles = "acq/tiles.json"\n[output]\nuri = "out/v.n5"\n')
+    refused = run_script("yarn-submit.sh", str(job), env={"DRY_RUN": "1"}, cwd=tmp_path)
+    assert refused.returncode == 2 and "submit:" not in refused.stdout
+    assert "input.tiles = 'acq/tiles.json'" in refused.stderr and "output.uri = 'out/v.n5'" in refused.stderr
+
+
+def processes_mentioning(*args: str) -> list[int]:
+    """Processes whose command line holds `args` as consecutive arguments."""
+    needle = "\0".join(args).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_slurm_script_runs_the_job_here_and_stops_everything(tmp_path):
+    """The whole script, not a dry run, on a one-node "allocation" of this machine: a
+    stand-in srun runs the worker here. The job commits, and when the script has exited no
+    master, worker or executor is left."""
+    from pipelines.tiles.synthetic import make_acquisition
+    project = fake_project(tmp_path / "project")
+    acquisition = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 32, 8), jitter=0)
+    job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    fake_command(tmp_path / "bin", "scontrol", 'echo "$3"')
+    fake_command(tmp_path / "bin", "srun",  # drop srun's options, run the command here
+                 'while [ $# -gt 0 ]; do case $1 in --*) shift;; *) break;; esac; done\nexec "$@"')
+    webui = str(free_port())
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "99",
+           "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_SUBMIT_DIR": str(project),
+           "SLURM_CPUS_PER_TASK": "2", "SLURM_MEM_PER_NODE": "4096", "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARK_LOCAL_DIRS": str(tmp_path / "scratch"), "SPARK_MASTER_PORT": str(free_port()),
+           "SPARK_MASTER_WEBUI_PORT": webui, "SPARK_WAIT_SECONDS": "60"}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "slurm-spark.sh"), str(job),
+                             "--set", "spark.ui.enabled=false"],
+                            cwd=project, env={**os.environ, "PYTHON": sys.executable, **env},
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "spark:    master spark://127.0.0.1:" in result.stdout
+    assert (tmp_path / "out" / "attributes.json").is_file()
+    logs = project / "spark-export-99"
+    assert "Registering worker" in (logs / "master.log").read_text()
+    assert list(logs.glob("work-127.0.0.1/app-*/0/stderr"))
+    assert (project / "dist" / "pipelines.zip").is_file()
+    # the master (by its web UI port) and the worker (by its work dir) are gone
+    assert processes_mentioning("--webui-port", webui) == []
+    assert processes_mentioning("--work-dir", str(logs / "work-127.0.0.1")) == []
