@@ -36,6 +36,7 @@ from .registration import find_pairs, register_pair, solve
 from .tiles import read_region
 
 JOB_GROUP = "tile-export"
+BAR_WIDTH = 24   # characters of the progress bar drawn on a terminal
 
 
 @dataclass(frozen=True)
@@ -338,8 +339,8 @@ def _first_line(error: Exception) -> str:
 class Progress:
     """Blocks done of total, MiB stored (compressed), MiB/s and ETA, printed while blocks run.
 
-    On a terminal one line is redrawn twice a second; otherwise (logs, batch jobs) a plain
-    line is printed every `log_interval` seconds.
+    On a terminal a bar and that line are redrawn in place twice a second; otherwise (logs,
+    batch jobs) a plain line is printed every `log_interval` seconds.
     """
 
     def __init__(self, sc: SparkContext, group: str, total: int, written, stream: TextIO,
@@ -384,8 +385,10 @@ class Progress:
             mb = self.written.value / 2**20
             line += f"{mb:.1f} MiB stored  {mb / elapsed if elapsed > 0 else 0.0:.1f} MiB/s  "
         line += f"done in {elapsed:.1f} s" if final else f"ETA {eta:.0f} s"
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
+        if self.tty:   # a bar that fills, redrawn in place
+            filled = round(BAR_WIDTH * done / self.total)
+            bar = "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "] "
+            self.stream.write("\r" + bar + line + "\x1b[K" + ("\n" if final else ""))
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
