@@ -235,3 +235,22 @@ def test_linear_interpolation_reaches_the_executors(small_jittered, tmp_path):
         outputs[rule] = tensorstore_read(str(tmp_path / rule / "v"), "c0/s0", "n5")
         np.testing.assert_array_equal(outputs[rule], fused_channel(plan))
     assert not np.array_equal(outputs["nearest"], outputs["linear"])
+
+
+def test_crops_of_big_tiles_are_bounded_and_still_cover_each_other():
+    """A face pair of 2048 × 2048 × 512 tiles: each crop side is at most MAX_CROP (+ the
+    search on b), and b's crop holds every voxel of a's crop for any offset in the window."""
+    from pipelines.registration.pairs import MAX_CROP, crop_boxes
+    a = Tile(0, "a.tif", (0.0, 0.0, 0.0), (2048, 2048, 512))
+    b = Tile(1, "b.tif", (1843.4, 12.0, -3.0), (2048, 2048, 512))
+    search = (40, 40, 40)
+    box_a, box_b = crop_boxes(a, b, search)
+    assert max(box_a.shape) <= MAX_CROP and max(box_b.shape) <= MAX_CROP + 2 * 40
+    offset = (1843, 12, -3)
+    for k in range(3):
+        for d in (offset[k] - search[k], offset[k], offset[k] + search[k]):
+            # a's crop voxels that b covers at offset d, expressed in b's coordinates
+            lo = max(box_a.start[k], d) - d
+            hi = min(box_a.stop[k], d + b.size[k]) - d
+            if hi > lo:
+                assert box_b.start[k] <= lo and hi <= box_b.stop[k]

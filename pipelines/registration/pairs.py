@@ -17,6 +17,9 @@ from ..tiles import Tile, TileSet, read_region
 from .correlate import Window, match
 
 Reader = Callable[[Tile, Box], np.ndarray]
+# Longest crop side (voxels) read for one pair: a 2048² face is registered from its
+# central 1024², which holds plenty of structure, in a quarter of the memory.
+MAX_CROP = 1024
 
 
 @dataclass(frozen=True)
@@ -84,15 +87,27 @@ def _stage_offset(a: Tile, b: Tile) -> tuple[int, int, int]:
     return tuple(int(np.floor(q - p + 0.5)) for p, q in zip(a.position, b.position))
 
 
-def crop_boxes(a: Tile, b: Tile, search: Sequence[int]) -> tuple[Box, Box]:
+def crop_boxes(a: Tile, b: Tile, search: Sequence[int],
+               longest: int = MAX_CROP) -> tuple[Box, Box]:
     """What to read from `a` and from `b` (boxes relative to each tile's origin): every
-    voxel the other tile can cover for any offset within `search` of the stage offset."""
+    voxel the other tile can cover for any offset within `search` of the stage offset.
+
+    Along an axis where that is longer than `longest` (the long sides of a face overlap of
+    big tiles), `a` keeps its central `longest` voxels and `b` what can meet them: the
+    memory of a pair task stays bounded however large the tiles are.
+    """
     offset = _stage_offset(a, b)
-    box_a = Box(tuple(max(0, o - r) for o, r in zip(offset, search)),
-                tuple(min(na, o + r + nb) for o, r, na, nb in zip(offset, search, a.size, b.size)))
-    box_b = Box(tuple(max(0, -o - r) for o, r in zip(offset, search)),
-                tuple(min(nb, -o + r + na) for o, r, na, nb in zip(offset, search, a.size, b.size)))
-    return box_a, box_b
+    starts_a, stops_a, starts_b, stops_b = [], [], [], []
+    for o, r, na, nb in zip(offset, search, a.size, b.size):
+        lo_a, hi_a = max(0, o - r), min(na, o + r + nb)
+        if hi_a - lo_a > longest:
+            lo_a = (lo_a + hi_a - longest) // 2
+            hi_a = lo_a + longest
+        starts_a.append(lo_a)
+        stops_a.append(hi_a)
+        starts_b.append(max(0, -o - r, lo_a - o - r))
+        stops_b.append(min(nb, -o + r + na, hi_a - o + r))
+    return Box(tuple(starts_a), tuple(stops_a)), Box(tuple(starts_b), tuple(stops_b))
 
 
 def register_pair(a: Tile, b: Tile, options: PairOptions,
