@@ -18,8 +18,9 @@ from .correlate import Window, match
 
 Reader = Callable[[Tile, Box], np.ndarray]
 # Longest crop side (voxels) read for one pair: a 2048² face is registered from its
-# central 1024², which holds plenty of structure, in a quarter of the memory.
-MAX_CROP = 1024
+# central 512², which holds plenty of structure; a pair of 2048³ tiles then peaks at
+# 1.9 GiB (tracemalloc, search 40) instead of 3.9 GiB with 1024 or ~15 GiB uncut.
+MAX_CROP = 512
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _stage_offset(a: Tile, b: Tile) -> tuple[int, int, int]:
 
 
 def crop_boxes(a: Tile, b: Tile, search: Sequence[int],
-               longest: int = MAX_CROP) -> tuple[Box, Box]:
+               longest: int | None = None) -> tuple[Box, Box]:
     """What to read from `a` and from `b` (boxes relative to each tile's origin): every
     voxel the other tile can cover for any offset within `search` of the stage offset.
 
@@ -96,7 +97,7 @@ def crop_boxes(a: Tile, b: Tile, search: Sequence[int],
     big tiles), `a` keeps its central `longest` voxels and `b` what can meet them: the
     memory of a pair task stays bounded however large the tiles are.
     """
-    offset = _stage_offset(a, b)
+    offset, longest = _stage_offset(a, b), longest or MAX_CROP
     starts_a, stops_a, starts_b, stops_b = [], [], [], []
     for o, r, na, nb in zip(offset, search, a.size, b.size):
         lo_a, hi_a = max(0, o - r), min(na, o + r + nb)
