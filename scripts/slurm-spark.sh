@@ -46,143 +46,43 @@ PROJECT=${SLURM_SUBMIT_DIR:-$PWD}
 cd "$PROJECT"
 [ $# -ge 1 ] || { echo "usage: sbatch ... scripts/slurm-spark.sh JOB.toml [--set key=value ...]" >&2; exit 2; }
 
-DRY_RUN=${DRY_RUN:-0}
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$PROJECT/.venv/bin/python" ]; then PYTHON=$PROJECT/.venv/bin/python; else PYTHON=$(command -v python3); fi
-fi
-# spark-class from the same pyspark the driver imports, so all versions agree
-SPARK_HOME=$("$PYTHON" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))') ||
-    { echo "error: $PYTHON cannot import pyspark; set PYTHON to the environment with the dependencies" >&2; exit 2; }
-export SPARK_HOME
-export PYSPARK_PYTHON=$PYTHON            # executors' Python workers (srun passes the environment)
-export SPARK_LOCAL_DIRS=${SPARK_LOCAL_DIRS:-${TMPDIR:-/tmp}/spark-$JOB_ID}
-LOG_ROOT=${SPARK_LOG_ROOT:-$PROJECT/spark-export-$JOB_ID}
-PROPERTIES=${SPARK_PROPERTIES:-conf/spark-standalone.conf}
-EXECUTOR_MEMORY=${EXECUTOR_MEMORY:-2g}
+# What does not depend on the scheduler (settings, master, workers, spark-submit, teardown)
+# is in spark-standalone.sh, shared with lsf-spark.sh; here: the hosts and how to reach them.
+source "$PROJECT/scripts/spark-standalone.sh" || exit 2   # not in the project folder: bad input
+spark_setup
 
 mapfile -t HOSTS < <(scontrol show hostnames "${SLURM_JOB_NODELIST:?not set: run this script with sbatch}")
 [ "${#HOSTS[@]}" -ge 1 ] || { echo "error: no hosts in SLURM_JOB_NODELIST" >&2; exit 2; }
-MASTER_HOST=${HOSTS[0]}
-MASTER_PORT=${SPARK_MASTER_PORT:-7077}
 
 # One worker per node gets the task's CPUs; its memory is what SLURM granted per node,
 # less 1 GiB for the worker daemon and the OS (Spark's own default rule).
-CORES=${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}
+NODE_CORES=${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}
+CORES=()
+for _ in "${HOSTS[@]}"; do CORES+=("$NODE_CORES"); done
 if [ -n "${SLURM_MEM_PER_NODE:-}" ]; then
     NODE_MB=$SLURM_MEM_PER_NODE
 elif [ -n "${SLURM_MEM_PER_CPU:-}" ]; then
-    NODE_MB=$((SLURM_MEM_PER_CPU * CORES))
+    NODE_MB=$((SLURM_MEM_PER_CPU * NODE_CORES))
 else
     NODE_MB=""                           # no --mem: Spark takes the node's RAM less 1 GiB
 fi
+WORKER_MEMORY=""
+if [ -n "$NODE_MB" ]; then WORKER_MEMORY=$((NODE_MB - 1024))m; fi
 
-to_mb() {  # "2g" / "2048m" / "2048" -> MiB
-    local v=${1,,}
-    case $v in
-        *t) echo $(( ${v%t} * 1024 * 1024 )) ;;
-        *g) echo $(( ${v%g} * 1024 )) ;;
-        *m) echo "${v%m}" ;;
-        *)  echo "$v" ;;
-    esac
+launch_worker() {  # launch_worker HOST CORES COMMAND...: COMMAND on HOST, one task with CORES CPUs
+    local host=$1 cores=$2; shift 2
+    start "worker-$host" srun --nodes=1 --ntasks=1 --cpus-per-task="$cores" --nodelist="$host" "$@"
 }
 
-show() { local line; line=$(printf '%q ' "$@"); echo "${line% }"; }  # a command, quoted to be pasted
-
-PIDS=()
-start() {  # start NAME CMD...: run CMD in the background, output in $LOG_ROOT/NAME.log
-    local name=$1; shift
-    if [ "$DRY_RUN" = 1 ]; then echo "$name: $(show "$@")"; return; fi
-    "$@" >"$LOG_ROOT/$name.log" 2>&1 &
-    PIDS+=("$!")
-}
-
-# shellcheck disable=SC2329  # called by the EXIT trap
-stop_all() {
-    local pid alive
-    [ "${#PIDS[@]}" -gt 0 ] || return 0
-    # srun passes SIGTERM on to the worker JVMs, which stop their executors on the way out
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 30); do
-        alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && return 0
-        sleep 1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-}
-trap stop_all EXIT
-trap 'exit 143' TERM   # scancel, or the time limit: exit, which runs stop_all
-trap 'exit 130' INT
-
-wait_for() {  # wait_for WHAT COMMAND...: until COMMAND succeeds, or fail after the timeout
-    local what=$1; shift
-    local deadline=$((SECONDS + ${SPARK_WAIT_SECONDS:-300}))
-    until "$@"; do
-        if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "${PIDS[0]}" 2>/dev/null; then
-            echo "error: no $what within ${SPARK_WAIT_SECONDS:-300} s, or the master stopped; logs: $LOG_ROOT/" >&2
-            tail -n 5 "$LOG_ROOT"/*.log >&2 || true
-            exit 1
-        fi
-        sleep 2
-    done
-}
-# shellcheck disable=SC2329  # called through wait_for
-master_up() { grep -q "Starting Spark master at spark://" "$LOG_ROOT/master.log"; }
-# shellcheck disable=SC2329  # called through wait_for
-workers_registered() { [ "$(grep -c "Registering worker" "$LOG_ROOT/master.log")" -ge "${#HOSTS[@]}" ]; }
-
-if [ "$DRY_RUN" = 1 ]; then
-    echo "package: $(show "$PYTHON" scripts/package_project.py --out dist)"
-else
-    mkdir -p "$LOG_ROOT"
-    "$PYTHON" scripts/package_project.py --out dist
-fi
-
-start master "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
-    --host "$MASTER_HOST" --port "$MASTER_PORT" --webui-port "${SPARK_MASTER_WEBUI_PORT:-8080}"
-if [ "$DRY_RUN" = 1 ]; then
-    MASTER_URL=spark://$MASTER_HOST:$MASTER_PORT
-else
-    wait_for "master start" master_up
-    MASTER_URL=$(sed -n 's/.*Starting Spark master at \(spark:\/\/[^ ]*\).*/\1/p' "$LOG_ROOT/master.log" | head -n 1)
-fi
-echo "spark master $MASTER_URL (web UI on $MASTER_HOST, port in $LOG_ROOT/master.log)"
-
-WORKER_MEMORY=()
-if [ -n "$NODE_MB" ]; then WORKER_MEMORY=(--memory "$((NODE_MB - 1024))m"); fi
-# ${a[@]+"${a[@]}"}: an empty array under `set -u` is an error in bash before 4.4
-for host in "${HOSTS[@]}"; do
-    start "worker-$host" srun --nodes=1 --ntasks=1 --cpus-per-task="$CORES" --nodelist="$host" \
-        "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker "$MASTER_URL" \
-        --host "$host" --cores "$CORES" ${WORKER_MEMORY[@]+"${WORKER_MEMORY[@]}"} --work-dir "$LOG_ROOT/work-$host"
-done
-if [ "$DRY_RUN" = 1 ]; then
-    echo "wait: ${#HOSTS[@]} workers registered"
-else
-    wait_for "registration of ${#HOSTS[@]} workers" workers_registered
-fi
+start_cluster
 
 if [ -n "$NODE_MB" ]; then
     # Python workers live outside the executor heap: per core they have what is left of the
     # node once the heap and 2 GiB (worker daemon, OS; on the first node also the master
     # and the driver) are taken. A task needing more than that is how a node runs out.
-    PER_CORE=$(( (NODE_MB - 2048 - $(to_mb "$EXECUTOR_MEMORY")) / CORES ))
-    echo "memory: $NODE_MB MiB per node, executor heap $EXECUTOR_MEMORY, $CORES cores: keep" \
+    PER_CORE=$(( (NODE_MB - 2048 - $(to_mb "$EXECUTOR_MEMORY")) / NODE_CORES ))
+    echo "memory: $NODE_MB MiB per node, executor heap $EXECUTOR_MEMORY, $NODE_CORES cores: keep" \
          "limits.task_memory at or below about ${PER_CORE}MiB"
 fi
 
-PROPERTIES_ARGS=()
-if [ -f "$PROPERTIES" ]; then PROPERTIES_ARGS=(--properties-file "$PROPERTIES"); fi
-SUBMIT=("$SPARK_HOME/bin/spark-submit" --master "$MASTER_URL" ${PROPERTIES_ARGS[@]+"${PROPERTIES_ARGS[@]}"}
-        --executor-memory "$EXECUTOR_MEMORY" --py-files dist/pipelines.zip
-        jobs/export.py "$@")
-if [ "$DRY_RUN" = 1 ]; then
-    echo "submit: $(show "${SUBMIT[@]}")"
-    exit 0
-fi
-# in the background, so a SIGTERM is handled at once rather than after spark-submit ends
-"${SUBMIT[@]}" &
-PIDS+=("$!")           # stopped with the rest if this script is stopped first
-code=0
-wait "$!" || code=$?
-exit "$code"
+submit_job "$@"

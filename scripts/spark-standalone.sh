@@ -1,0 +1,161 @@
+# shellcheck shell=bash
+# A Spark standalone cluster inside one batch job: the part of scripts/slurm-spark.sh and
+# scripts/lsf-spark.sh that is the same for every scheduler. A library, sourced by them
+# (`source "$PROJECT/scripts/spark-standalone.sh"`), not run: sourcing it only defines the
+# functions below and the array PIDS; nothing starts until the caller calls them.
+#
+# Provides, in the order a launcher calls them:
+#   spark_setup          reads the shared settings (PYTHON, EXECUTOR_MEMORY, SPARK_LOCAL_DIRS,
+#                        SPARK_LOG_ROOT, SPARK_PROPERTIES, DRY_RUN: see the launchers' headers)
+#                        and sets PYTHON, SPARK_HOME, PYSPARK_PYTHON, SPARK_LOCAL_DIRS (those
+#                        three exported), LOG_ROOT, PROPERTIES, EXECUTOR_MEMORY and DRY_RUN;
+#                        exits 2 if $PYTHON cannot import pyspark
+#   start_cluster        sets the teardown trap (stop_all on exit; SIGTERM exits 143, SIGINT
+#                        130), packages the project (dist/pipelines.zip), starts the master on
+#                        HOSTS[0] and one worker per host through launch_worker, and waits
+#                        until every worker has registered (exits 1 if not within
+#                        SPARK_WAIT_SECONDS); sets MASTER_HOST, MASTER_PORT and MASTER_URL
+#   submit_job ARGS...   runs spark-submit ... jobs/export.py ARGS... in client mode and exits
+#                        with its exit code
+# and the helpers they use, also free for the caller: to_mb, show, start, stop_all, wait_for.
+# With DRY_RUN=1 nothing runs: each step prints its command, and submit_job exits 0.
+#
+# The caller must:
+#   - run under `set -euo pipefail`, set JOB_ID (the scheduler's job id) and PROJECT (the
+#     submit folder, on a filesystem every host sees), and cd to PROJECT, before spark_setup;
+#   - before start_cluster, set
+#       HOSTS          array: the job's hosts, one worker each; the master runs on the first,
+#                      which must be the host this script runs on
+#       CORES          array, parallel to HOSTS: the cores of each host's worker
+#       WORKER_MEMORY  the memory each worker offers, as Spark writes it (63488m, 60g), or
+#                      empty for Spark's default (the host's RAM less 1 GiB)
+#     and define
+#       launch_worker HOST CORES COMMAND...
+#                      starts COMMAND, the worker, on HOST with CORES cores through the
+#                      scheduler, as `start "worker-$HOST" <launcher> ... COMMAND...`; the
+#                      launcher must pass the environment and SIGTERM on to COMMAND.
+
+to_mb() {  # "2g" / "2048m" / "2048" -> MiB
+    local v=${1,,}
+    case $v in
+        *t) echo $(( ${v%t} * 1024 * 1024 )) ;;
+        *g) echo $(( ${v%g} * 1024 )) ;;
+        *m) echo "${v%m}" ;;
+        *)  echo "$v" ;;
+    esac
+}
+
+show() { local line; line=$(printf '%q ' "$@"); echo "${line% }"; }  # a command, quoted to be pasted
+
+spark_setup() {
+    DRY_RUN=${DRY_RUN:-0}
+    if [ -z "${PYTHON:-}" ]; then
+        if [ -x "$PROJECT/.venv/bin/python" ]; then PYTHON=$PROJECT/.venv/bin/python; else PYTHON=$(command -v python3); fi
+    fi
+    # spark-class from the same pyspark the driver imports, so all versions agree
+    SPARK_HOME=$("$PYTHON" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))') ||
+        { echo "error: $PYTHON cannot import pyspark; set PYTHON to the environment with the dependencies" >&2; exit 2; }
+    export SPARK_HOME
+    export PYSPARK_PYTHON=$PYTHON        # executors' Python workers (srun, blaunch pass the environment on)
+    export SPARK_LOCAL_DIRS=${SPARK_LOCAL_DIRS:-${TMPDIR:-/tmp}/spark-$JOB_ID}
+    LOG_ROOT=${SPARK_LOG_ROOT:-$PROJECT/spark-export-$JOB_ID}
+    PROPERTIES=${SPARK_PROPERTIES:-conf/spark-standalone.conf}
+    EXECUTOR_MEMORY=${EXECUTOR_MEMORY:-2g}
+}
+
+PIDS=()
+start() {  # start NAME CMD...: run CMD in the background, output in $LOG_ROOT/NAME.log
+    local name=$1; shift
+    if [ "$DRY_RUN" = 1 ]; then echo "$name: $(show "$@")"; return; fi
+    "$@" >"$LOG_ROOT/$name.log" 2>&1 &
+    PIDS+=("$!")
+}
+
+# shellcheck disable=SC2329  # called by the EXIT trap
+stop_all() {
+    local pid alive
+    [ "${#PIDS[@]}" -gt 0 ] || return 0
+    # srun and blaunch pass SIGTERM on to the worker JVMs, which stop their executors on the way out
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 30); do
+        alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && return 0
+        sleep 1
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+wait_for() {  # wait_for WHAT COMMAND...: until COMMAND succeeds, or fail after the timeout
+    local what=$1; shift
+    local deadline=$((SECONDS + ${SPARK_WAIT_SECONDS:-300}))
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "${PIDS[0]}" 2>/dev/null; then
+            echo "error: no $what within ${SPARK_WAIT_SECONDS:-300} s, or the master stopped; logs: $LOG_ROOT/" >&2
+            tail -n 5 "$LOG_ROOT"/*.log >&2 || true
+            exit 1
+        fi
+        sleep 2
+    done
+}
+# shellcheck disable=SC2329  # called through wait_for
+master_up() { grep -q "Starting Spark master at spark://" "$LOG_ROOT/master.log"; }
+# shellcheck disable=SC2329  # called through wait_for
+workers_registered() { [ "$(grep -c "Registering worker" "$LOG_ROOT/master.log")" -ge "${#HOSTS[@]}" ]; }
+
+start_cluster() {
+    local i memory=()
+    trap stop_all EXIT
+    trap 'exit 143' TERM   # scancel or bkill, or the time limit: exit, which runs stop_all
+    trap 'exit 130' INT
+
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "package: $(show "$PYTHON" scripts/package_project.py --out dist)"
+    else
+        mkdir -p "$LOG_ROOT"
+        "$PYTHON" scripts/package_project.py --out dist
+    fi
+
+    MASTER_HOST=${HOSTS[0]}
+    MASTER_PORT=${SPARK_MASTER_PORT:-7077}
+    start master "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
+        --host "$MASTER_HOST" --port "$MASTER_PORT" --webui-port "${SPARK_MASTER_WEBUI_PORT:-8080}"
+    if [ "$DRY_RUN" = 1 ]; then
+        MASTER_URL=spark://$MASTER_HOST:$MASTER_PORT
+    else
+        wait_for "master start" master_up
+        MASTER_URL=$(sed -n 's/.*Starting Spark master at \(spark:\/\/[^ ]*\).*/\1/p' "$LOG_ROOT/master.log" | head -n 1)
+    fi
+    echo "spark master $MASTER_URL (web UI on $MASTER_HOST, port in $LOG_ROOT/master.log)"
+
+    if [ -n "$WORKER_MEMORY" ]; then memory=(--memory "$WORKER_MEMORY"); fi
+    # ${a[@]+"${a[@]}"}: an empty array under `set -u` is an error in bash before 4.4
+    for i in "${!HOSTS[@]}"; do
+        launch_worker "${HOSTS[$i]}" "${CORES[$i]}" \
+            "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker "$MASTER_URL" \
+            --host "${HOSTS[$i]}" --cores "${CORES[$i]}" ${memory[@]+"${memory[@]}"} \
+            --work-dir "$LOG_ROOT/work-${HOSTS[$i]}"
+    done
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "wait: ${#HOSTS[@]} workers registered"
+    else
+        wait_for "registration of ${#HOSTS[@]} workers" workers_registered
+    fi
+}
+
+submit_job() {  # submit_job ARGS...: spark-submit jobs/export.py ARGS..., then exit with its code
+    local properties=() code=0
+    if [ -f "$PROPERTIES" ]; then properties=(--properties-file "$PROPERTIES"); fi
+    local submit=("$SPARK_HOME/bin/spark-submit" --master "$MASTER_URL" ${properties[@]+"${properties[@]}"}
+                  --executor-memory "$EXECUTOR_MEMORY" --py-files dist/pipelines.zip
+                  jobs/export.py "$@")
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "submit: $(show "${submit[@]}")"
+        exit 0
+    fi
+    # in the background, so a SIGTERM is handled at once rather than after spark-submit ends
+    "${submit[@]}" &
+    PIDS+=("$!")           # stopped with the rest if this script is stopped first
+    wait "$!" || code=$?
+    exit "$code"
+}
