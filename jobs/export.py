@@ -52,7 +52,9 @@ def kvstore_spec(result, array: str) -> dict:
 def report(result) -> str:
     s, plan = result.summary, result.plan
     mb = result.volume_bytes / 2**20
-    rate = mb / result.run_seconds if result.run_seconds else 0.0
+    stitching = result.stitching.run_seconds if result.stitching else 0.0
+    export_seconds = result.run_seconds - stitching
+    rate = mb / export_seconds if export_seconds > 0 else 0.0
     spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore_spec(result, s.arrays[0])}
     ratio = result.volume_bytes / s.bytes_written if s.bytes_written else float("inf")
     lines = [
@@ -61,8 +63,8 @@ def report(result) -> str:
         f"{plan.array.dtype})",
         f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
         f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
-        f"time:     {result.run_seconds:.1f} s for {s.tasks} block tasks"
-        f"{' and stitching' if result.stitching else ''} "
+        f"time:     {export_seconds:.1f} s for {s.tasks} block tasks"
+        f"{f' (+ {stitching:.1f} s stitching)' if result.stitching else ''} "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MiB/s of "
         f"{mb:.0f} MiB uncompressed output",
         f"spark:    master {result.master}",
