@@ -55,6 +55,14 @@ def json_bytes(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
+def is_fill(values: np.ndarray, fill) -> bool:
+    """Whether every voxel equals the fill value (such objects are not written)."""
+    if values.size and values.flat[0] != fill:
+        return False   # most chunks of real data are decided by their first voxel
+    # any() needs no temporary array, and 0 is the usual fill value
+    return not values.any() if fill == 0 else bool(np.all(values == fill))
+
+
 def compress(spec: ArraySpec, raw: bytes | np.ndarray) -> bytes:
     codec = spec.compressor.numcodec()
     if codec is None:

@@ -14,12 +14,7 @@ import numpy as np
 
 from ..geometry import Box, ChunkGrid, grid_indices
 from . import sharding
-from .base import ArraySpec
-
-
-def is_fill(values: np.ndarray, fill) -> bool:
-    # any() needs no temporary array, and 0 is the usual fill value
-    return not values.any() if fill == 0 else bool(np.all(values == fill))
+from .base import ArraySpec, is_fill
 
 
 def encode_region(fmt: ModuleType, spec: ArraySpec, data_zyx: np.ndarray, box: Box,

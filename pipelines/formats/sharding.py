@@ -22,7 +22,7 @@ from numcodecs import CRC32C
 
 from ..geometry import Box, ChunkGrid, grid_indices, to_zyx
 from . import zarr3
-from .base import ArraySpec
+from .base import ArraySpec, is_fill
 
 Vec = tuple[int, ...]
 ABSENT = 2**64 - 1
@@ -131,7 +131,7 @@ def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Bo
         if chunk.is_empty():  # an edge shard's inner chunk wholly past the array's end
             continue
         values = data_zyx[chunk.relative_to(box.start).slices_zyx()]
-        if not np.all(values == spec.fill_value):
+        if not is_fill(values, spec.fill_value):
             inner[index] = zarr3.encode_chunk(spec, values)
     return inner
 
