@@ -27,6 +27,7 @@ from .plan import BlockReceipt, ExportPlan
 from .storage import Store
 
 PROJECTION_WIDTH = 1024     # voxels: the finest level at most this wide (x and y) is projected
+PROJECTION_BYTES = 512 * 2**20   # per channel: a larger level is not read back (no picture)
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,14 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[Bl
     `facts` extra summary entries (timings, master, stitching)."""
     from .pictures import progress_png, projections_png, tile_layout_png  # matplotlib here only
     folder = report_folder(plan)
-    pictures = {
-        "projections.png": projections_png(projections(plan, store), title=plan.output.uri),
+    images = projections(plan, store)
+    pictures = {} if images is None else {
+        "projections.png": projections_png(images, title=plan.output.uri)}
+    if images is None:
+        facts = {**facts, "projections": f"not drawn: no pyramid level is at most "
+                 f"{PROJECTION_WIDTH} voxels wide and {PROJECTION_BYTES // 2**20} MiB "
+                 f"(set output.levels = \"auto\")"}
+    pictures |= {
         "layout.png": tile_layout_png([(t.index, t.position, t.size) for t in plan.tiles[0][0]],
                                       None, [], title="tiles as fused"),
         "progress.png": progress_png([max(0.0, r.finished - began) for r in receipts],
@@ -69,11 +76,14 @@ def projection_level(plan: ExportPlan) -> int:
     return plan.output.levels - 1
 
 
-def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, float]]:
-    """(label, maximum along z (y, x), y/x voxel-size ratio) per channel, first timepoint."""
+def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, float]] | None:
+    """(label, maximum along z (y, x), y/x voxel-size ratio) per channel, first timepoint;
+    None when even the coarsest level is too large to read back on the driver."""
     out, level = plan.output, projection_level(plan)
     fmt = format_module(out.format)
     x, y, z = out.shapes[level]
+    if x * y * z * np.dtype(out.base.dtype).itemsize > PROJECTION_BYTES:
+        return None
     depth = out.base.chunks[2]
     images = []
     for c in range(out.channels):

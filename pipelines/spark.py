@@ -7,6 +7,7 @@ output themselves and send back only `BlockReceipt`s.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
@@ -321,7 +322,22 @@ def _execute(shared, written, ledger_base, task) -> BlockReceipt:
     if ledger_base:
         ledger.record(beside_store(plan.output.uri, plan.s3), ledger_base, receipt)
     written.add(receipt.nbytes)
+    _freeze_once()
     return receipt
+
+
+_frozen = False
+
+
+def _freeze_once() -> None:
+    """After a worker's first task, move what it holds (modules, the plan) out of the
+    garbage collector's sight: pyspark collects after every task, and a full collection
+    over those objects took 30-85 ms per task (benchmarks/PROFILE.md)."""
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
 
 
 def _failure_line(error: Exception) -> str:

@@ -67,3 +67,11 @@ def test_receipts_carry_their_finish_time_through_the_ledger(small_acquisition, 
     ledger.record(beside, "base", receipt)
     [again] = ledger.recorded(beside, "base")
     assert again.finished == receipt.finished and again == receipt
+
+
+def test_a_level_too_large_to_read_back_gives_no_projection(exported, monkeypatch):
+    """Only a pyramid level within PROJECTION_BYTES is read back on the driver."""
+    from pipelines import report
+    result, out = exported
+    monkeypatch.setattr(report, "PROJECTION_BYTES", 1000)
+    assert report.projections(result.plan, LocalStore(result.plan.output.uri)) is None
