@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.installed-bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEMO_DATA := data/demo
 DEMO_OUT  := data/demo-out
 SET ?=
@@ -46,9 +47,18 @@ demo: setup $(DEMO_DATA)/tiles.json
 test: setup
 	$(PY) -m pytest -q
 
-# Benchmarks (figures go to BENCHMARKS.md by hand, with this command): stitching accuracy
-bench: setup
+# Benchmarks (figures go to BENCHMARKS.md by hand, with this command): stitching accuracy,
+# then write throughput against the codec + disk limit, tensorstore and dask + zarr-python.
+# Size: BENCH_GIB (default 4) GiB of output, data generated once under data/bench/;
+# `make bench BENCH_GIB=0.25` is a quick run. Needs the `bench` extra (dask), installed once.
+bench: setup $(BENCH_STAMP)
 	$(PY) benchmarks/stitching.py
+	$(PY) benchmarks/throughput.py
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	rm -f $(VENV)/.installed-bench-*
+	touch $@
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,85 @@
+"""The codec + disk limit: N processes that only encode and write the volume's objects.
+
+Each worker attaches to the shared in-memory volume, waits at a barrier, then takes block
+after block from a shared counter (the same blocks, hence the same objects, as a Spark
+task of our export), encodes the block's chunks or shards with this project's own format
+code (`pipelines.formats.objects.encode_region`: same numcodecs compressor objects, same
+byte order and shard index) and puts each object with `LocalStore.put` (temporary file +
+rename). No fusion, no Spark, no receipts, no metadata: what remains is the work no
+writer of these bytes can avoid. The clock starts when the barrier opens and stops when
+the last worker has written its last object.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+
+from pipelines.formats import format_module
+from pipelines.formats.objects import encode_region
+from pipelines.geometry import Box
+from pipelines.storage import LocalStore
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a limit worker needs: plain values that pickle (spawned processes)."""
+
+    shm_name: str
+    shape: tuple[int, int, int]   # z, y, x
+    dtype: str
+    fmt: str                      # pipelines format name: n5 | zarr3
+    spec: object                  # ArraySpec of level 0
+    boxes: tuple[Box, ...]        # the blocks, in the order our export schedules them
+    out: str                      # folder of the store
+
+
+def run(work: Work, workers: int) -> dict:
+    """Encode and write every block with `workers` processes; seconds, objects and bytes."""
+    ctx = mp.get_context("spawn")  # a clean interpreter: no JVM or py4j threads inherited
+    counter, barrier, results = ctx.Value("i", 0), ctx.Barrier(workers + 1), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(work, counter, barrier, results), daemon=True)
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    barrier.wait(timeout=300)        # every worker has imported and attached
+    began = time.monotonic()         # CLOCK_MONOTONIC: comparable across processes
+    done = [results.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+    errors = [d["error"] for d in done if d.get("error")]
+    if errors:
+        raise RuntimeError(f"limit worker failed: {errors[0]}")
+    return {"seconds": max(d["end"] for d in done) - began, "workers": workers,
+            "objects": sum(d["objects"] for d in done), "stored_bytes": sum(d["bytes"] for d in done),
+            "worker_seconds": [round(d["end"] - d["start"], 3) for d in done]}
+
+
+def _worker(work: Work, counter, barrier, results) -> None:
+    from benchmarks.common import attach
+
+    shm, volume = attach(work.shm_name, work.shape, work.dtype)
+    fmt, store = format_module(work.fmt), LocalStore(work.out)
+    objects = nbytes = 0
+    barrier.wait(timeout=300)
+    start = time.monotonic()
+    try:
+        while True:
+            with counter.get_lock():
+                n = counter.value
+                counter.value += 1
+            if n >= len(work.boxes):
+                break
+            box = work.boxes[n]
+            for key, payload in encode_region(fmt, work.spec, volume[box.slices_zyx()], box):
+                if payload is not None:
+                    store.put(key, payload)
+                    objects, nbytes = objects + 1, nbytes + len(payload)
+        results.put({"start": start, "end": time.monotonic(), "objects": objects, "bytes": nbytes})
+    except Exception as e:  # report instead of hanging the parent
+        results.put({"error": f"{type(e).__name__}: {e}", "start": start, "end": start,
+                     "objects": 0, "bytes": 0})
+    finally:
+        del volume
+        shm.close()

@@ -1,0 +1,105 @@
+"""This project's export, timed as a user runs it: `pipelines.spark.export(config, spark=…)`
+with one Spark session started beforehand (its start-up is reported on its own).
+
+Each run plans, fuses the tiles on Spark's Python workers, encodes, writes and commits
+(metadata, ledger); the time is `ExportResult.run_seconds` (planning + tasks + commit,
+no start-up). Peak memory of the Python workers is sampled while it runs (`memory`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from pipelines import plan as plan_module
+from pipelines.fusion import fuse
+from pipelines.spark import export, session
+from pipelines.tiles import read_region
+
+from benchmarks.memory import WorkerMemory
+
+
+def start(config) -> tuple[object, float]:
+    """A Spark session from the job's [spark] settings, its Python workers started and our
+    package imported in each (`warm_workers`), and the seconds all that took."""
+    began = time.perf_counter()
+    spark = session(config)
+    spark.sparkContext.setLogLevel("ERROR")
+    warm_workers(spark)
+    return spark, time.perf_counter() - began
+
+
+FREEZE_WORKERS = False   # experiment (--gc-freeze-workers): not what the project does
+
+
+def warm_workers(spark) -> None:
+    """One task per core that imports the executor side of this project and waits a moment,
+    so every core gets its own Python worker. Workers are reused, but Spark stops idle ones
+    after a while: called before each timed export too (untimed), so an export never pays
+    a worker's start and imports, which `start`'s time reports once.
+
+    With FREEZE_WORKERS, each worker also moves its objects to the permanent generation
+    (gc.freeze), so the gc.collect() pyspark's daemon runs after every task skips them: an
+    experiment measuring a change PROFILE.md proposes for pipelines/spark.py."""
+    freeze = FREEZE_WORKERS
+
+    def import_and_wait(n: int) -> int:   # nested: shipped by value (benchmarks is not installed)
+        import gc
+        import time
+
+        import pipelines.block   # noqa: F401  (what a block task imports)
+        import pipelines.spark   # noqa: F401
+        if freeze:
+            gc.collect()
+            gc.freeze()
+        time.sleep(0.5)
+        return n
+
+    cores = spark.sparkContext.defaultParallelism
+    spark.sparkContext.parallelize(range(cores), cores).map(import_and_wait).collect()
+
+
+def run(config, spark) -> dict:
+    """Export `config` on `spark`; figures of the run (no verification here)."""
+    warm_workers(spark)
+    with open(os.devnull, "w") as quiet, WorkerMemory() as memory:
+        result = export(config, spark=spark, stream=quiet)
+    summary, plan = result.summary, result.plan
+    return {"seconds": result.run_seconds, "volume_bytes": result.volume_bytes,
+            "stored_bytes": summary.bytes_written, "objects": summary.objects_written,
+            "skipped": summary.objects_skipped, "tasks": summary.tasks,
+            "master": result.master, "shape": list(summary.shape),
+            "memory": {**memory.report(), **memory_budget(plan)}}
+
+
+def memory_budget(plan) -> dict:
+    """What the plan expects one task to need: `task_memory` (plan.task_memory_bytes) and
+    block bytes = voxels per block × fusion working bytes per voxel. There is no
+    byte-limited tile cache (tiles are memory-mapped), so the tile cache term is 0."""
+    out = plan.output
+    voxels = math.prod(out.block_grid(0).block_shape)
+    per_voxel = (plan_module._FUSION_BYTES_PER_VOXEL + plan.tiles[0][0].dtype.itemsize
+                 + out.base.np_dtype.itemsize)
+    block = voxels * per_voxel
+    tile_cache = 0
+    return {"task_memory": plan.task_memory, "block_bytes": block, "tile_cache_bytes": tile_cache,
+            "budget_3x": 3 * (block + tile_cache)}
+
+
+def expected(config):
+    """A function box → the fused voxels our fusion computes there (z, y, x), for checking
+    an overlapping export without trusting its output."""
+    plan = plan_module.make_plan(config, check_files=False)
+    tiles = list(plan.tiles[0][0])
+
+    def voxels(box):
+        return fuse(box, tiles, plan.offset, plan.blending, plan.output.base.np_dtype,
+                    read=read_region, interpolation=plan.interpolation)
+    return voxels
+
+
+def level0(config):
+    """(pipelines format name, ArraySpec of level 0) of the job's output."""
+    plan = plan_module.make_plan(config, check_files=False)
+    return plan.output.format, plan.output.array(0, 0, 0)

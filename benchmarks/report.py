@@ -1,0 +1,118 @@
+"""Markdown tables of the throughput benchmark, from the run records in its JSON."""
+
+from __future__ import annotations
+
+MiB = 2**20
+TOOLS = {  # key: row label
+    "limit": "limit: {n} processes encode + write only",
+    "ours-placement": "this project, placement (no overlap), local[{n}]",
+    "ours-overlap": "this project, 10 % overlap, linear blending, local[{n}]",
+    "tensorstore": "tensorstore (default concurrency)",
+    "dask": "dask + zarr-python 3",
+}
+RATIOS = [  # (numerator, denominator, label, goal)
+    ("ours-placement", "limit", "ours (placement) / limit", 0.85),
+    ("ours-placement", "tensorstore", "ours (placement) / tensorstore", 1.0),
+    ("ours-placement", "dask", "ours (placement) / dask", 1.0),
+    ("ours-overlap", "limit", "ours (overlap) / limit (fusion included, no goal)", None),
+]
+
+
+def mib_s(run: dict | None) -> float | None:
+    if not run or not run.get("seconds"):
+        return None
+    return run["volume_bytes"] / MiB / run["seconds"]
+
+
+def _find(runs: list[dict], tool: str, case: str) -> dict | None:
+    return next((r for r in runs if r["tool"] == tool and r["case"] == case), None)
+
+
+def _cell(value: float | None, digits: int = 1, na: str = "n/a") -> str:
+    return na if value is None else f"{value:.{digits}f}"
+
+
+def throughput(runs: list[dict], cases: list[str], cores: int) -> str:
+    """MiB/s of uncompressed output per tool and case."""
+    lines = ["| MiB/s (2^20 bytes/s) of uncompressed output | " + " | ".join(cases) + " |",
+             "| --- |" + " --- |" * len(cases)]
+    for tool, label in TOOLS.items():
+        if not any(r["tool"] == tool for r in runs) and tool != "dask":
+            continue
+        cells = []
+        for case in cases:
+            run = _find(runs, tool, case)
+            na = "n/a (1)" if tool == "dask" and case.startswith("n5") else "—"
+            cells.append(_cell(mib_s(run), na=na))
+        lines.append(f"| {label.format(n=cores)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compression(runs: list[dict], cases: list[str]) -> str:
+    """Stored bytes per tool: the same codec settings must give about the same size."""
+    lines = ["| compression ratio (uncompressed / stored) | " + " | ".join(cases) + " |",
+             "| --- |" + " --- |" * len(cases)]
+    for tool in TOOLS:
+        cells = []
+        for case in cases:
+            run = _find(runs, tool, case)
+            ok = run and run.get("stored_bytes")
+            cells.append(f"{run['volume_bytes'] / run['stored_bytes']:.3f}" if ok else "—")
+        if any(c != "—" for c in cells):
+            lines.append(f"| {tool} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratios(runs: list[dict], cases: list[str]) -> tuple[str, dict]:
+    """The goal ratios per case, and {label: {case: ratio}} for the JSON."""
+    lines = ["| ratio (goal) | " + " | ".join(cases) + " |", "| --- |" + " --- |" * len(cases)]
+    found: dict = {}
+    for top, bottom, label, goal in RATIOS:
+        cells = []
+        for case in cases:
+            a, b = mib_s(_find(runs, top, case)), mib_s(_find(runs, bottom, case))
+            value = a / b if a and b else None
+            found.setdefault(label, {})[case] = None if value is None else round(value, 3)
+            mark = "" if value is None or goal is None else (" ✓" if value >= goal else " ✗")
+            cells.append(_cell(value, 2, "n/a") + mark)
+        title = f"{label} (≥ {goal})" if goal else label
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), found
+
+
+def memory(runs: list[dict]) -> str:
+    """Peak memory per Python worker during our exports, against the plan."""
+    lines = ["| our export | workers | peak VmHWM | peak RssAnon | plan task_memory | "
+             "3 × (block bytes + tile cache) | RssAnon within 3 × budget |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        m = r.get("memory")
+        if not m or not r["tool"].startswith("ours"):
+            continue
+        ok = "yes" if m["rss_anon_peak"] <= m["budget_3x"] else "NO"
+        lines.append(f"| {r['tool']} {r['case']} | {m['workers']} | {m['vm_hwm'] / MiB:.0f} MiB | "
+                     f"{m['rss_anon_peak'] / MiB:.0f} MiB | {m['task_memory'] / MiB:.0f} MiB | "
+                     f"{m['budget_3x'] / MiB:.0f} MiB | {ok} |")
+    return "\n".join(lines)
+
+
+def s3(runs: list[dict]) -> str:
+    lines = ["| S3 (moto server on loopback, NOT a real S3) | output | objects | objects/s | MiB/s |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in runs:
+        lines.append(f"| {r['case']} | {r['volume_bytes'] / MiB:.0f} MiB | {r['objects']} | "
+                     f"{r['objects'] / r['seconds']:.1f} | {mib_s(r):.1f} |")
+    return "\n".join(lines)
+
+
+def scaling(s: dict) -> str:
+    """1 → N cores: our export, and the limit for what the machine itself allows."""
+    one = mib_s(s["one_core"])
+    ok = " ✓" if s["ratio"] >= 1.8 else " ✗"
+    lines = [f"1 → {s['cores']} cores, placement {s['case']}: {one:.1f} → {s['ratio'] * one:.1f} "
+             f"MiB/s, ratio {s['ratio']:.2f}{ok} (goal ≥ 1.8)"]
+    if s.get("limit_ratio"):
+        single = mib_s(s["limit_one_process"])
+        lines.append(f"  the limit on this machine, 1 → {s['cores']} processes: {single:.1f} → "
+                     f"{s['limit_ratio'] * single:.1f} MiB/s, ratio {s['limit_ratio']:.2f}")
+    return "\n".join(lines)
