@@ -15,7 +15,7 @@ import json
 import sys
 
 from pipelines.config import load_job
-from pipelines.errors import BlockFailed, PipelineError
+from pipelines.errors import run_job
 from pipelines.formats import TENSORSTORE_DRIVERS
 
 
@@ -79,22 +79,16 @@ def report(result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def work():
         config = load_job(args.job, args.overrides)
         if args.dry_run:
             from pipelines.dryrun import dry_run
-            print("\n".join(dry_run(config).lines()))
-            return 0
+            return "\n".join(dry_run(config).lines())
         from pipelines.spark import export  # imported late: config errors need no Spark
-        result = export(config, overwrite=args.overwrite)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except BlockFailed as e:
-        print(f"failed: {e}", file=sys.stderr)
-        return 1
-    print(report(result))
-    return 0
+        return report(export(config, overwrite=args.overwrite))
+
+    return run_job(work, print)
 
 
 if __name__ == "__main__":

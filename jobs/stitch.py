@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from pipelines.config import load_job
-from pipelines.errors import BlockFailed, PipelineError
+from pipelines.errors import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,19 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a job-file key (repeatable)")
     args = parser.parse_args(argv)
-    try:
+
+    def work():
         config = load_job(args.job, args.overrides)
         from pipelines.spark import stitch, stitch_summary  # config errors need no Spark
         result = stitch(config)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except BlockFailed as e:
-        print(f"failed: {e}", file=sys.stderr)
-        return 1
-    print(stitch_summary(result))
-    print(f"time:      {result.run_seconds:.1f} s (+ {result.startup_seconds:.1f} s Spark start-up)")
-    return 0
+        return (f"{stitch_summary(result)}\ntime:      {result.run_seconds:.1f} s "
+                f"(+ {result.startup_seconds:.1f} s Spark start-up)")
+
+    return run_job(work, print)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,20 @@ class BlockFailed(RuntimeError):
 
     Not a PipelineError: the input was valid, the run failed, so jobs exit with code 1.
     """
+
+
+def run_job(work, show) -> int:
+    """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done,
+    2 a PipelineError (bad input, nothing written), 1 BlockFailed (the run failed), each
+    reported as one line on stderr instead of a traceback."""
+    import sys
+    try:
+        result = work()
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BlockFailed as e:
+        print(f"failed: {e}", file=sys.stderr)
+        return 1
+    show(result)
+    return 0
