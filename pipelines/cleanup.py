@@ -9,7 +9,6 @@ same job resumes from them.
 
 from __future__ import annotations
 
-import json
 from pathlib import PurePosixPath
 
 from .commit import lock_holder_dead, read_json

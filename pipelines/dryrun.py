@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import JobConfig
-from .geometry import ceil_div
 from .plan import (OutputSpec, plan_output, plan_stages, read_tiles, task_memory_bytes)
 from .storage.s3 import S3Options
 from .tiles import TileSet

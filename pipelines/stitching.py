@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import JobConfig
 from .plan import check_same_geometry
-from .registration import PairOptions, PairShift, Solution
+from .registration import PairOptions, Solution
 from .storage import S3Options, beside_store
 from .tiles import TileSet, read_tile_json
 from .tiles.tilejson import tile_json_text

@@ -18,7 +18,6 @@ How a shift is found (coarse to fine, always inside the window the stage offset 
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
