@@ -196,7 +196,9 @@ def export(config: JobConfig, spark: SparkSession | None = None,
         facts = {"stitching": {k: v for k, v in stitched.outcome.report.items()
                                if k not in ("pair_results", "tile_results", "unmatched_pairs")}
                  | {"report": stitched.outcome.report_path, "picture": stitched.outcome.picture_path}}
-        result = _export(stitched.outcome.stitched(config), spark, stream, overwrite, started, facts)
+        # the refined JSONs name the tile files checked above: no second round of checks
+        result = _export(stitched.outcome.stitched(config), spark, stream, overwrite, started,
+                         facts, check_files=False)
     finally:
         if own_session:
             spark.stop()
@@ -225,8 +227,9 @@ def stitch_summary(result: StitchResult) -> str:
     return "\n".join(lines)
 
 
-def _export(config: JobConfig, spark, stream, overwrite, started, facts=None) -> ExportResult:
-    plan = make_plan(config)
+def _export(config: JobConfig, spark, stream, overwrite, started, facts=None,
+            check_files: bool = True) -> ExportResult:
+    plan = make_plan(config, check_files=check_files)
     store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
     if spark is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
         _check_java()  # environment problems before anything is written
