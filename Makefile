@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml | check-python
 	touch $@
 
 $(DEMO_DATA)/tiles.json: | $(STAMP)
-	$(PY) -m pipelines.tiles.synthetic $(DEMO_DATA) --grid 3x3x2 --tile 512x512x128 --jitter 20
+	$(PY) -m pipelines.testing.synthetic $(DEMO_DATA) --grid 3x3x2 --tile 512x512x128 --jitter 20
 
 demo: setup $(DEMO_DATA)/tiles.json
 	rm -rf $(DEMO_OUT)

@@ -24,7 +24,7 @@ from pipelines.config import build_config
 from pipelines.formats import ArraySpec
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
 from pipelines.tiles import read_region, read_tile_json
-from pipelines.tiles.synthetic import make_acquisition
+from pipelines.testing.synthetic import make_acquisition
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "bench"

@@ -48,7 +48,7 @@ def warm_workers(spark) -> None:
         import gc
         import time
 
-        import pipelines.block   # noqa: F401  (what a block task imports)
+        import pipelines.execute.block   # noqa: F401  (what a block task imports)
         import pipelines.spark   # noqa: F401
         if freeze:
             gc.collect()

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.config import build_config          # noqa: E402
 from pipelines.tiles import read_tile_json           # noqa: E402
-from pipelines.tiles.synthetic import make_acquisition  # noqa: E402
+from pipelines.testing.synthetic import make_acquisition  # noqa: E402
 
 # name: (acquisition parameters, [stitching] keys)
 CASES = {

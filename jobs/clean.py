@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cleanup import find_orphans, remove_orphans
+from pipelines.maintenance.clean import find_orphans, remove_orphans
 from pipelines.errors import PipelineError
-from pipelines.verify import open_output
+from pipelines.maintenance.verify import open_output
 
 
 def main(argv: list[str] | None = None) -> int:

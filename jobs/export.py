@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     def work():
         config = load_job(args.job, args.overrides)
         if args.dry_run:
-            from pipelines.dryrun import dry_run
+            from pipelines.plan.dryrun import dry_run
             return "\n".join(dry_run(config).lines())
         from pipelines.spark import export  # imported late: config errors need no Spark
         return report(export(config, overwrite=args.overwrite))

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from pipelines.errors import PipelineError
-from pipelines.verify import open_output, verify
+from pipelines.maintenance.verify import open_output, verify
 
 
 def main(argv: list[str] | None = None) -> int:

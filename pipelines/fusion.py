@@ -37,9 +37,9 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from .geometry import Box, to_zyx
-from .pyramid import to_dtype
-from .tiles import Tile, read_region
+from pipelines.geometry import Box, to_zyx
+from pipelines.pyramid import to_dtype
+from pipelines.tiles import Tile, read_region
 
 Reader = Callable[[Tile, Box], np.ndarray]
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.fusion import fuse                  # noqa: E402
 from pipelines.geometry import Box                 # noqa: E402
-from pipelines.pictures import projections_png     # noqa: E402
+from pipelines.report.pictures import projections_png     # noqa: E402
 from pipelines.tiles import read_tile_json         # noqa: E402
 
 

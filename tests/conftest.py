@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.tiles.synthetic import make_acquisition
+from pipelines.testing.synthetic import make_acquisition
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from pipelines.block import run_block
-from pipelines import ledger
-from pipelines.commit import check_output, commit, fingerprint, start_record
+from pipelines.execute.block import run_block
+from pipelines.commit import ledger
+from pipelines.commit.publish import check_output, commit, fingerprint, start_record
 from functools import partial
 
 from pipelines.fusion import fuse

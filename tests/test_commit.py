@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pipelines.block import run_block
-from pipelines.commit import check_output, commit, start_record
+from pipelines.execute.block import run_block
+from pipelines.commit.publish import check_output, commit, start_record
 from pipelines.config import load_job
 from pipelines.errors import BlockFailed, OutputError
 from pipelines.plan import make_plan
@@ -196,7 +196,7 @@ def test_two_jobs_on_one_output_one_refuses(small_acquisition, tmp_path):
 
 def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisition):
     import socket
-    from pipelines.commit import lock_key, release_lock, take_lock
+    from pipelines.commit.publish import lock_key, release_lock, take_lock
     plan = make_plan(config_for(tmp_path, small_acquisition))
     beside = beside_store(str(tmp_path / "out"))
     dead = {"job": "x", "host": socket.gethostname(), "pid": 2**22 + 12345, "since": 0}
@@ -241,7 +241,7 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
 @pytest.mark.parametrize("overrides", [["output.format=zarr3", "output.shard=[2,1,2]", "output.levels=2"],
                                        ["output.format=zarr2", "output.codec=gzip"]])
 def test_verify_decodes_every_object_of_a_clean_dataset(tmp_path, small_acquisition, overrides):
-    from pipelines.verify import verify
+    from pipelines.maintenance.verify import verify
     export_in_process(config_for(tmp_path, small_acquisition, *overrides))
     out = tmp_path / "out"
     result = verify(LocalStore(out), beside_store(str(out)), str(out))

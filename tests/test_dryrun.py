@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.plan_scale import write_job as write_scale_job
 from pipelines.config import load_job
-from pipelines.dryrun import dry_run, union_size
+from pipelines.plan.dryrun import dry_run, union_size
 from pipelines.plan import make_plan
 from tests.conftest import ROOT, write_job
 from tests.pipeline_helpers import export_in_process

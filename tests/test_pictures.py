@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pipelines import pictures
+from pipelines.report import pictures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VIRIDIS_LOW = (0.267, 0.005, 0.329)  # viridis(0)
@@ -270,6 +270,6 @@ def test_save_png_writes_the_bytes(tmp_path):
 
 
 def test_import_does_not_import_matplotlib():
-    code = ("import sys, pipelines.pictures; "
+    code = ("import sys, pipelines.report.pictures; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -99,7 +99,7 @@ def test_translation_table(resolution, total, expected):
 
 def translation(resolution, total):
     """The level translation the metadata writes (viewers.level_translations), origin 0."""
-    from pipelines.formats.viewers import level_translations
+    from pipelines.layouts.viewers import level_translations
     return level_translations(resolution, [(1, 1, 1), tuple(total)])[1]
 
 

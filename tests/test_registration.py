@@ -19,7 +19,7 @@ from pipelines.geometry import Box
 from pipelines.registration import PairOptions, PairShift, find_pairs, register, solve
 from pipelines.registration.correlate import Window, match, smooth
 from pipelines.tiles import Tile, TileSet, read_tile_json
-from pipelines.tiles.synthetic import make_acquisition
+from pipelines.testing.synthetic import make_acquisition
 from tests.conftest import ROOT, write_job
 from tests.readers import tensorstore_read
 

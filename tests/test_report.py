@@ -10,7 +10,7 @@ import pytest
 from matplotlib.image import imread
 
 from pipelines.config import load_job
-from pipelines.report import projection_level, projections
+from pipelines.report.summary import projection_level, projections
 from pipelines.storage import LocalStore
 from tests.conftest import write_job
 from tests.readers import tensorstore_read
@@ -53,8 +53,8 @@ def test_projection_is_the_maximum_over_z_of_the_stored_level(exported):
 def test_receipts_carry_their_finish_time_through_the_ledger(small_acquisition, tmp_path):
     """progress.png is drawn from these times; a resumed run reads them from the ledger."""
     import time
-    from pipelines import ledger
-    from pipelines.block import run_block
+    from pipelines.commit import ledger
+    from pipelines.execute.block import run_block
     from pipelines.plan import make_plan
     from pipelines.storage import MemoryStore
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
@@ -71,7 +71,7 @@ def test_receipts_carry_their_finish_time_through_the_ledger(small_acquisition, 
 
 def test_a_level_too_large_to_read_back_gives_no_projection(exported, monkeypatch):
     """Only a pyramid level within PROJECTION_BYTES is read back on the driver."""
-    from pipelines import report
+    from pipelines.report import summary as report
     result, out = exported
     monkeypatch.setattr(report, "PROJECTION_BYTES", 1000)
     assert report.projections(result.plan, LocalStore(result.plan.output.uri)) is None

@@ -188,7 +188,7 @@ def test_slurm_script_runs_the_job_here_and_stops_everything(tmp_path):
     """The whole script, not a dry run, on a one-node "allocation" of this machine: a
     stand-in srun runs the worker here. The job commits, and when the script has exited no
     master, worker or executor is left."""
-    from pipelines.tiles.synthetic import make_acquisition
+    from pipelines.testing.synthetic import make_acquisition
     project = fake_project(tmp_path / "project")
     acquisition = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 32, 8), jitter=0)
     job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))

@@ -28,7 +28,7 @@ import pytest
 
 from pipelines.config import load_job
 from pipelines.plan import make_plan
-from pipelines.tiles.synthetic import make_acquisition
+from pipelines.testing.synthetic import make_acquisition
 from tests.conftest import ROOT, write_job
 from tests.pipeline_helpers import fused_channel, reference_pyramid
 from tests.readers import tensorstore_read

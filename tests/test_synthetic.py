@@ -10,7 +10,7 @@ import tifffile
 
 from pipelines.geometry import Box, to_zyx
 from pipelines.tiles.readers import check_tile_file, read_region
-from pipelines.tiles.synthetic import illumination, make_acquisition, phantom
+from pipelines.testing.synthetic import illumination, make_acquisition, phantom
 from pipelines.tiles.tilejson import read_tile_json
 from tests.conftest import ROOT
 
@@ -111,7 +111,7 @@ def test_falloff_darkens_corners_by_the_illumination_profile(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipelines.tiles.synthetic", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "pipelines.testing.synthetic", *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pipelines.tiles.synthetic import make_acquisition
+from pipelines.testing.synthetic import make_acquisition
 from tests.conftest import ROOT, write_job
 
 

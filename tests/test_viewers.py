@@ -18,7 +18,8 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Multiscales, Reader
 from ome_zarr_models import v04, v05
 
-from pipelines.formats import layouts, n5, viewers, zarr2, zarr3
+from pipelines.formats import n5, zarr2, zarr3
+from pipelines.layouts import paths as layouts, viewers
 from pipelines.formats.base import ArraySpec, json_bytes
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import ChunkGrid, ceil_div

@@ -7,9 +7,9 @@ whose presence means a committed dataset).
 
 from types import ModuleType
 
-from . import n5, sharding, zarr2, zarr3
-from .base import ArraySpec
-from .codecs import Compressor, compressor_for
+from pipelines.formats import n5, sharding, zarr2, zarr3
+from pipelines.formats.base import ArraySpec
+from pipelines.formats.codecs import Compressor, compressor_for
 
 FORMATS: dict[str, ModuleType] = {"n5": n5, "zarr2": zarr2, "zarr3": zarr3}
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import to_zyx
-from .codecs import Compressor
+from pipelines.geometry import to_zyx
+from pipelines.formats.codecs import Compressor
 
 Vec = tuple[int, ...]
 

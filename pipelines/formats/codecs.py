@@ -21,8 +21,8 @@ from typing import Any
 
 import numcodecs
 
-from ..config import CodecConfig
-from ..errors import ConfigError
+from pipelines.config import CodecConfig
+from pipelines.errors import ConfigError
 
 # name → {option: (default, allowed values)}
 OPTIONS: dict[str, dict[str, tuple[Any, tuple]]] = {

@@ -12,9 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..geometry import Box, ChunkGrid, grid_indices
-from . import sharding
-from .base import ArraySpec, is_fill
+from pipelines.geometry import Box, ChunkGrid, grid_indices
+from pipelines.formats import sharding
+from pipelines.formats.base import ArraySpec, is_fill
 
 
 def encode_region(fmt: ModuleType, spec: ArraySpec, data_zyx: np.ndarray, box: Box,

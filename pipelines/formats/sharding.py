@@ -20,9 +20,9 @@ from typing import Iterator
 import numpy as np
 from numcodecs import CRC32C
 
-from ..geometry import Box, ChunkGrid, grid_indices, to_zyx
-from . import zarr3
-from .base import ArraySpec, is_fill
+from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
+from pipelines.formats import zarr3
+from pipelines.formats.base import ArraySpec, is_fill
 
 Vec = tuple[int, ...]
 ABSENT = 2**64 - 1

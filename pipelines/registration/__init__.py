@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..tiles import TileSet, read_region
-from .pairs import PairOptions, PairShift, find_pairs, register_pair
-from .solve import Link, Solution, solve
+from pipelines.tiles import TileSet, read_region
+from pipelines.registration.pairs import PairOptions, PairShift, find_pairs, register_pair
+from pipelines.registration.solve import Link, Solution, solve
 
 __all__ = ["PairOptions", "PairShift", "Link", "Solution", "find_pairs", "register_pair",
            "solve", "register"]

@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..geometry import Box, to_xyz, to_zyx
-from ..tiles import Tile, TileSet, read_region
-from .correlate import Window, match
+from pipelines.geometry import Box, to_xyz, to_zyx
+from pipelines.tiles import Tile, TileSet, read_region
+from pipelines.registration.correlate import Window, match
 
 Reader = Callable[[Tile, Box], np.ndarray]
 # Longest crop side (voxels) read for one pair: a 2048² face is registered from its

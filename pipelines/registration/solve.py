@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .pairs import PairShift
+from pipelines.registration.pairs import PairShift
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,19 @@ class Store(ABC):
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create `key` only if nothing is stored there, atomically; False if something is."""
 
+    def delete_if_unchanged(self, key: str, expected: bytes) -> bool:
+        """Remove `key` only if it still holds `expected`; True if this call removed it.
+
+        This default reads, compares and deletes, which a store without a conditional
+        delete cannot do atomically; LocalStore and S3Store override it atomically."""
+        try:
+            if self.get(key) != expected:
+                return False
+        except KeyError:
+            return False
+        self.delete(key)
+        return True
+
     def abandoned(self) -> list[str]:
         """Partial writes a killed writer left behind (never visible under a key)."""
         return []

@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import OutputError
-from .base import Store
+from pipelines.errors import OutputError
+from pipelines.storage.base import Store
 
 TEMP_SUFFIX = ".partial"
 
@@ -41,8 +41,7 @@ class LocalStore(Store):
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # A unique temporary name: two attempts of the same task may write at once.
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        tmp = self._temporary(path)
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -52,15 +51,43 @@ class LocalStore(Store):
             raise
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
+        # The content is written to a temporary file first and then linked under the key:
+        # link() fails if the key exists, so the object appears whole or not at all.
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._temporary(path)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            tmp.write_bytes(data)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
+
+    def delete_if_unchanged(self, key: str, expected: bytes) -> bool:
+        # rename() moves one inode: of concurrent callers exactly one gets the object.
+        path = self._path(key)
+        taken = self._temporary(path)
+        try:
+            os.rename(path, taken)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            if taken.read_bytes() == expected:
+                return True
+            try:  # not the object we meant (someone replaced it): put it back
+                os.link(taken, path)
+            except FileExistsError:
+                pass
+            return False
+        finally:
+            taken.unlink(missing_ok=True)
+
+    @staticmethod
+    def _temporary(path: Path) -> Path:
+        """A unique temporary name beside `path` (two attempts of a task may write at once)."""
+        return path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
 
     def get(self, key: str) -> bytes:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .base import Store
+from pipelines.storage.base import Store
 
 
 class MemoryStore(Store):

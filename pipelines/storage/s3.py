@@ -18,10 +18,10 @@ import threading
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
-from urllib.parse import urlparse
 
-from ..errors import OutputError
-from .base import Store
+from pipelines.errors import OutputError
+from pipelines.storage.base import Store
+from pipelines.storage.uri import parse
 
 MiB = 2**20
 MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
@@ -85,14 +85,14 @@ def _make_client(options: S3Options):
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """(bucket, prefix) of s3://bucket/some/prefix; the prefix has no leading/trailing '/'."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    location = parse(uri)
+    if location.scheme != "s3" or not location.authority:
         raise OutputError(f"{uri}: expected an S3 URI like s3://bucket/prefix")
-    bucket = parsed.netloc
+    bucket = location.authority
     if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in ".-" for c in bucket):
         raise OutputError(f"{uri}: {bucket!r} is not a valid S3 bucket name "
                           "(3-63 characters: lowercase letters, digits, '.', '-')")
-    return bucket, parsed.path.strip("/")
+    return bucket, location.path
 
 
 def error_code(err: Exception) -> str:
@@ -258,6 +258,25 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))  # missing is fine
+
+    def delete_if_unchanged(self, key: str, expected: bytes) -> bool:
+        """Delete only the object version we read (DeleteObject with If-Match on its ETag)."""
+        from botocore.exceptions import ClientError
+        try:
+            found = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if error_code(err) in ("NoSuchKey", "404"):
+                return False
+            raise
+        if found["Body"].read() != expected:
+            return False
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=found["ETag"])
+        except ClientError as err:
+            if error_code(err) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                return False
+            raise
+        return True
 
     def check_writable(self) -> None:
         """Prove the bucket exists and a probe object can be written and deleted.

@@ -1,8 +1,8 @@
 """Tiles: the tile model, stitching-spark tile JSON, pixel readers, synthetic acquisitions."""
 
-from .model import TILE_TYPES, Tile, TileSet, tile_type_of
-from .readers import check_tile_file, inspect_tiff, read_region
-from .tilejson import read_tile_json, write_tile_json
+from pipelines.tiles.model import TILE_TYPES, Tile, TileSet, tile_type_of
+from pipelines.tiles.readers import check_tile_file, inspect_tiff, read_region
+from pipelines.tiles.tilejson import read_tile_json, write_tile_json
 
 __all__ = [
     "TILE_TYPES", "Tile", "TileSet", "tile_type_of", "check_tile_file", "inspect_tiff",

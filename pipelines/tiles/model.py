@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..geometry import Box
+from pipelines.geometry import Box
 
 # stitching-spark's "type" field ↔ numpy dtype
 TILE_TYPES = {"GRAY8": np.dtype("uint8"), "GRAY16": np.dtype("uint16"), "GRAY32": np.dtype("float32")}

@@ -13,11 +13,12 @@ from functools import lru_cache
 import numpy as np
 import tifffile
 
-from ..errors import PipelineError, TileError
-from ..geometry import Box, to_xyz, to_zyx
-from ..storage import open_store
-from .model import Tile
-from .remote import is_remote, open_remote, split_uri
+from pipelines.errors import PipelineError, TileError
+from pipelines.geometry import Box, to_xyz, to_zyx
+from pipelines.storage import open_store
+from pipelines.tiles.model import Tile
+from pipelines.storage.uri import is_remote, split as split_uri
+from pipelines.tiles.remote import open_remote
 
 # Per-process cache of opened stacks, so neighbouring blocks on one executor do not
 # re-parse TIFF headers. Memory maps cost address space, not memory. Tile files must not

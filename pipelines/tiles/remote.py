@@ -7,28 +7,10 @@ way a local one is: the headers, then only the bytes of the slices a block needs
 from __future__ import annotations
 
 import io
-import posixpath
-from urllib.parse import urlparse
-
-from ..storage import Store, open_store
+from pipelines.storage import Store, open_store
+from pipelines.storage.uri import split as split_uri
 
 READ_AHEAD = 1 << 20  # bytes per range request: TIFF headers come in many small reads
-
-
-def is_remote(uri: str) -> bool:
-    return "://" in uri and urlparse(uri).scheme not in ("", "file")
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """(folder URI, object name) of an object URI."""
-    folder, name = posixpath.split(uri)
-    return folder, name
-
-
-def join_uri(folder: str, relative: str) -> str:
-    """A path relative to `folder` (a URI) as an absolute URI."""
-    scheme, rest = folder.split("://", 1)
-    return f"{scheme}://{posixpath.normpath(posixpath.join(rest, relative))}"
 
 
 class RangeFile(io.RawIOBase):

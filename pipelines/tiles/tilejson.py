@@ -16,9 +16,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import PipelineError, TileError
-from .model import TILE_TYPES, Tile, TileSet
-from .remote import is_remote, join_uri, read_text, split_uri
+from pipelines.errors import PipelineError, TileError
+from pipelines.tiles.model import TILE_TYPES, Tile, TileSet
+from pipelines.storage.uri import is_remote, join as join_uri, parent as parent_uri
+from pipelines.tiles.remote import read_text
 
 FIELDS = ("index", "file", "position", "size", "type")
 
@@ -52,7 +53,7 @@ def _read_remote(uri: str, s3) -> TileSet:
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
         raise TileError(f"{uri}: cannot read the tile configuration: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    return _tile_set(doc, uri, lambda file: join_uri(split_uri(uri)[0], file))
+    return _tile_set(doc, uri, lambda file: join_uri(parent_uri(uri), file))
 
 
 def _tile_set(doc, source, resolve) -> TileSet:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import ArraySpec
+from pipelines.formats.base import ArraySpec
 
 
 def array_path(layout: str, t: int, c: int, level: int) -> str:

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import pyramid
-from .config import JobConfig
-from .errors import ConfigError, PlanError, TileError
-from .formats import ArraySpec, compressor_for, format_module
-from .formats import layouts
-from .formats.objects import object_keys
-from .geometry import BlockGrid, Box, ChunkGrid, ceil_div, grid_indices
-from .storage.s3 import S3Options
-from .tiles import Tile, TileSet, check_tile_file, read_tile_json
+from pipelines import pyramid
+from pipelines.config import JobConfig
+from pipelines.errors import ConfigError, PlanError, TileError
+from pipelines.formats import ArraySpec, compressor_for, format_module
+from pipelines.layouts import paths as layouts
+from pipelines.formats.objects import object_keys
+from pipelines.geometry import BlockGrid, Box, ChunkGrid, ceil_div, grid_indices
+from pipelines.storage.s3 import S3Options
+from pipelines.tiles import Tile, TileSet, check_tile_file, read_tile_json
 
 Vec = tuple[int, ...]
 # Bytes per output voxel a fusing task holds: float32 value and weight sums, the float32

@@ -16,15 +16,16 @@ from functools import lru_cache, partial
 
 import numpy as np
 
-from . import pyramid, readback
-from .errors import BlockFailed
-from .formats import format_module
-from .formats.objects import encode_region
-from .fusion import fuse
-from .geometry import Box
-from .plan import BlockReceipt, BlockTask, ExportPlan
-from .storage import Store, open_store
-from .tiles import read_region
+from pipelines import pyramid
+from pipelines.execute import readback
+from pipelines.errors import BlockFailed
+from pipelines.formats import format_module
+from pipelines.formats.objects import encode_region
+from pipelines.fusion import fuse
+from pipelines.geometry import Box
+from pipelines.plan import BlockReceipt, BlockTask, ExportPlan
+from pipelines.storage import Store, open_store
+from pipelines.tiles import read_region
 
 
 class InjectedFailure(RuntimeError):

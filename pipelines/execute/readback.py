@@ -10,10 +10,10 @@ from types import ModuleType
 
 import numpy as np
 
-from .formats import sharding
-from .formats.base import ArraySpec
-from .geometry import Box, ChunkGrid, grid_indices, to_zyx
-from .storage import Store
+from pipelines.formats import sharding
+from pipelines.formats.base import ArraySpec
+from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
+from pipelines.storage import Store
 
 
 def read_region(fmt: ModuleType, spec: ArraySpec, store: Store, box: Box,

@@ -5,7 +5,7 @@ object is a gaussian cut off (exactly 0) beyond REACH sigma, evaluated in world 
 coordinates and added in one fixed order, so a voxel has the same value in whatever box it
 is rendered: tiles without noise and falloff equal the ground-truth crop exactly.
 
-    python -m pipelines.tiles.synthetic OUTDIR [--grid 3x3x2] [--tile 512x512x128] ...
+    python -m pipelines.testing.synthetic OUTDIR [--grid 3x3x2] [--tile 512x512x128] ...
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tifffile
 
-from ..geometry import Box, grid_indices, to_zyx
-from .model import TILE_TYPES, Tile
-from .tilejson import write_tile_json
+from pipelines.geometry import Box, grid_indices, to_zyx
+from pipelines.tiles.model import TILE_TYPES, Tile
+from pipelines.tiles.tilejson import write_tile_json
 
 SLAB_VOXELS = 1 << 24     # voxels rendered at once (bounds memory to a few hundred MiB)
 BLOBS_PER_VOXEL = 300e-8  # a few hundred blobs per 1e8 voxels
@@ -271,7 +271,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point: parse arguments, write the acquisition, print a summary."""
-    parser = _Parser(prog="python -m pipelines.tiles.synthetic", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m pipelines.testing.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("outdir")
     parser.add_argument("--grid", type=_triple(int), default=(3, 3, 2), help="tiles per axis, x y z")
     parser.add_argument("--tile", type=_triple(int), default=(512, 512, 128), help="tile voxels")

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import ArraySpec
+from pipelines.formats.base import ArraySpec
 
 Vec3 = tuple[float, float, float]
 

@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from .formats import format_module, viewers
-from .formats.base import json_bytes
-from .plan import ExportPlan
+from pipelines.formats import format_module
+from pipelines.layouts import viewers
+from pipelines.formats.base import json_bytes
+from pipelines.plan import ExportPlan
 
 Document = tuple[str, bytes]
 

@@ -18,12 +18,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .config import JobConfig
-from .plan import check_same_geometry
-from .registration import PairOptions, Solution
-from .storage import S3Options, beside_store
-from .tiles import TileSet, read_tile_json
-from .tiles.tilejson import tile_json_text
+from pipelines.config import JobConfig
+from pipelines.plan import check_same_geometry
+from pipelines.registration import PairOptions, Solution
+from pipelines.storage import S3Options, beside_store
+from pipelines.tiles import TileSet, read_tile_json
+from pipelines.tiles.tilejson import tile_json_text
 
 
 def pair_options(config: JobConfig) -> PairOptions:
@@ -118,7 +118,7 @@ def _stats(values: list[float]) -> dict:
 
 def layout_picture(reference: TileSet, solution: Solution) -> bytes:
     """Tiles at stage and at solved positions, pair links coloured by residual."""
-    from .pictures import tile_layout_png   # matplotlib only where pictures are drawn
+    from pipelines.report.pictures import tile_layout_png   # matplotlib only where pictures are drawn
     before = [(t.index, t.position, t.size) for t in reference]
     after = [(t.index, solution.positions[t.index], t.size) for t in reference]
     links = [(l.shift.a, l.shift.b, l.residual, l.kept) for l in solution.links]

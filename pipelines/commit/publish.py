@@ -18,11 +18,12 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import PurePosixPath
 
-from . import __version__, metadata
-from .errors import OutputError
-from .formats import FORMATS, format_module
-from .plan import BlockReceipt, ExportPlan, OutputSpec
-from .storage import Store
+from pipelines import __version__
+from pipelines.layouts import documents as metadata
+from pipelines.errors import OutputError
+from pipelines.formats import FORMATS, format_module
+from pipelines.plan import BlockReceipt, ExportPlan, OutputSpec
+from pipelines.storage import Store
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from pathlib import PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .plan import BlockReceipt, ExportPlan
-from .storage import Store
+from pipelines.plan import BlockReceipt, ExportPlan
+from pipelines.storage import Store
 
 
 def folder(plan: ExportPlan, fingerprint: str) -> str:

@@ -14,12 +14,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from . import ledger
-from .formats import ArraySpec, Compressor, format_module, sharding
-from .errors import OutputError
-from .config import apply_override, build_config
-from .storage import Store, beside_store, open_store
-from .storage.s3 import S3Options
+from pipelines.commit import ledger
+from pipelines.formats import ArraySpec, Compressor, format_module, sharding
+from pipelines.errors import OutputError
+from pipelines.config import apply_override, build_config
+from pipelines.storage import Store, beside_store, open_store
+from pipelines.storage.s3 import S3Options
 
 
 @dataclass

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import JobConfig
-from .plan import (OutputSpec, plan_output, plan_stages, read_tiles, task_memory_bytes)
-from .storage.s3 import S3Options
-from .tiles import TileSet
+from pipelines.config import JobConfig
+from pipelines.plan import (OutputSpec, plan_output, plan_stages, read_tiles, task_memory_bytes)
+from pipelines.storage.s3 import S3Options
+from pipelines.tiles import TileSet
 
 # Cells of the compressed grid filled at once; larger grids are filled in slabs.
 _CELLS_AT_ONCE = 1 << 26

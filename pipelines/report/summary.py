@@ -19,12 +19,12 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from . import readback
-from .commit import CommitSummary
-from .formats import format_module
-from .geometry import Box
-from .plan import BlockReceipt, ExportPlan
-from .storage import Store
+from pipelines.execute import readback
+from pipelines.commit.publish import CommitSummary
+from pipelines.formats import format_module
+from pipelines.geometry import Box
+from pipelines.plan import BlockReceipt, ExportPlan
+from pipelines.storage import Store
 
 PROJECTION_WIDTH = 1024     # voxels: the finest level at most this wide (x and y) is projected
 PROJECTION_BYTES = 512 * 2**20   # per channel: a larger level is not read back (no picture)
@@ -44,7 +44,7 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[Bl
                      store: Store, beside: Store, began: float, facts: dict) -> RunReport:
     """Draw the pictures and write the summary; `began` is the run's start (time.time()),
     `facts` extra summary entries (timings, master, stitching)."""
-    from .pictures import progress_png, projections_png, tile_layout_png  # matplotlib here only
+    from pipelines.report.pictures import progress_png, projections_png, tile_layout_png  # matplotlib here only
     folder = report_folder(plan)
     images = projections(plan, store)
     pictures = {} if images is None else {

@@ -23,18 +23,18 @@ import numpy as np
 from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
-from .block import run_block
-from . import ledger
-from .commit import (CommitSummary, check_output, commit, fingerprint, record_failure,
+from pipelines.execute.block import run_block
+from pipelines.commit import ledger
+from pipelines.commit.publish import (CommitSummary, check_output, commit, fingerprint, record_failure,
                      release_lock, remove_dataset, start_record, take_lock)
-from .config import JobConfig
-from .errors import BlockFailed, SparkStartError
-from .plan import BlockReceipt, ExportPlan, check_tile_files, make_plan
-from .report import RunReport, write_run_report
-from .storage import beside_store, open_store
-from . import stitching as stitching_step
-from .registration import find_pairs, register_pair, solve
-from .tiles import read_region
+from pipelines.config import JobConfig
+from pipelines.errors import BlockFailed, SparkStartError
+from pipelines.plan import BlockReceipt, ExportPlan, check_tile_files, make_plan
+from pipelines.report.summary import RunReport, write_run_report
+from pipelines.storage import beside_store, open_store
+from pipelines.registration import results as stitching_step
+from pipelines.registration import find_pairs, register_pair, solve
+from pipelines.tiles import read_region
 
 JOB_GROUP = "tile-export"
 BAR_WIDTH = 24   # characters of the progress bar drawn on a terminal
@@ -120,7 +120,7 @@ class StitchResult:
 def stitch(config: JobConfig, spark: SparkSession | None = None,
            stream: TextIO = sys.stderr, check_files: bool = True) -> StitchResult:
     """Measure every overlapping pair on executors, solve on the driver, write the
-    refined tile JSONs, the report and the picture (see `pipelines.stitching`)."""
+    refined tile JSONs, the report and the picture (see `pipelines.registration.results`)."""
     started = time.perf_counter()
     reference, every = stitching_step.reference_tiles(config)
     if check_files:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from .commit import lock_holder_dead, read_json
-from .storage import Store
+from pipelines.commit.publish import lock_holder_dead, read_json
+from pipelines.storage import Store
 
 
 def find_orphans(store: Store, beside: Store, uri: str) -> list[tuple[Store, str, str]]:

@@ -1,0 +1,99 @@
+"""Where things are stored: the one parser of local paths, file:// and s3:// URIs.
+
+Every module that needs a URI's scheme, name, parent folder or a sibling of it asks this
+module, so a path and an object URI are treated alike everywhere (`s3://b/x/tiles.json`
+and `/data/x/tiles.json` have the same parent rules).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from pipelines.errors import OutputError
+
+# Schemes a user may name. (memory:// stores exist only inside tests, never by URI.)
+USER_SCHEMES = ("", "file", "s3")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed URI: `scheme` ("" for a local path), `authority` (the S3 bucket) and `path`
+    (a local path, or the key prefix inside the bucket, without leading '/')."""
+
+    scheme: str
+    authority: str
+    path: str
+
+    @property
+    def remote(self) -> bool:
+        return self.scheme not in ("", "file")
+
+    def __str__(self) -> str:
+        if not self.remote:
+            return self.path
+        return f"{self.scheme}://{self.authority}/{self.path}".rstrip("/")
+
+
+def parse(uri: str) -> Location:
+    """Split `uri` into scheme, authority and path; refuse schemes we cannot store to."""
+    if "://" not in uri:
+        return Location("", "", uri)
+    parsed = urlparse(uri)
+    if parsed.scheme not in USER_SCHEMES:
+        raise OutputError(f"{uri}: unsupported storage scheme {parsed.scheme!r}; use a path, "
+                          f"file:// or s3:// URI")
+    if parsed.scheme == "file":
+        return Location("", "", parsed.path)
+    return Location(parsed.scheme, parsed.netloc, parsed.path.strip("/"))
+
+
+def is_remote(uri: str) -> bool:
+    """Whether `uri` names an object store rather than this machine's filesystem."""
+    return "://" in uri and urlparse(uri).scheme not in ("", "file")
+
+
+def name(uri: str) -> str:
+    """The last part of `uri`: `volume` for `/data/volume` and `s3://b/out/volume`."""
+    return posixpath.basename(uri.rstrip("/"))
+
+
+def stem(uri: str) -> str:
+    """`name` without its extension: `tiles` for `…/tiles.json`."""
+    return posixpath.splitext(name(uri))[0]
+
+
+def split(uri: str) -> tuple[str, str]:
+    """(folder URI, last part) of `uri`; the folder keeps the scheme: `s3://b/x`, `y`."""
+    location = parse(uri)
+    folder, last = posixpath.split(location.path.rstrip("/"))
+    if location.remote:
+        return str(Location(location.scheme, location.authority, folder)), last
+    return folder or ".", last
+
+
+def parent(uri: str) -> str:
+    """The folder holding `uri`, as a URI of the same kind."""
+    return split(uri)[0]
+
+
+def join(folder: str, relative: str) -> str:
+    """`relative` (a '/'-separated path) under `folder`, normalised; same kind as `folder`."""
+    location = parse(folder)
+    joined = posixpath.normpath(posixpath.join(location.path or "/", relative))
+    if location.remote:
+        return str(Location(location.scheme, location.authority, joined.lstrip("/")))
+    return joined
+
+
+def sibling(uri: str, suffix: str) -> str:
+    """`tiles.json` → `tiles<suffix>` in the same folder (paths and URIs alike)."""
+    folder, _ = split(uri)
+    return join(folder, stem(uri) + suffix)
+
+
+def beside(uri: str, suffix: str) -> str:
+    """`volume` → `volume<suffix>` in the same folder: where a container's sidecars live."""
+    folder, last = split(uri)
+    return join(folder, last + suffix)
