@@ -14,7 +14,8 @@ import time
 
 from pipelines import plan as plan_module
 from pipelines.fusion import fuse
-from pipelines.spark import export, session
+from pipelines.driver import export
+from pipelines.spark import SparkExecutor, session
 from pipelines.tiles import read_region
 
 from benchmarks.memory import WorkerMemory
@@ -41,7 +42,7 @@ def warm_workers(spark) -> None:
 
     With FREEZE_WORKERS, each worker also moves its objects to the permanent generation
     (gc.freeze), so the gc.collect() pyspark's daemon runs after every task skips them: an
-    experiment measuring a change PROFILE.md proposes for pipelines/spark.py."""
+    experiment measuring a change PROFILE.md proposed for pipelines/spark (now done there)."""
     freeze = FREEZE_WORKERS
 
     def import_and_wait(n: int) -> int:   # nested: shipped by value (benchmarks is not installed)
@@ -64,7 +65,7 @@ def run(config, spark) -> dict:
     """Export `config` on `spark`; figures of the run (no verification here)."""
     warm_workers(spark)
     with open(os.devnull, "w") as quiet, WorkerMemory() as memory:
-        result = export(config, spark=spark, stream=quiet)
+        result = export(config, executor=SparkExecutor(spark=spark), stream=quiet)
     summary, plan = result.summary, result.plan
     return {"seconds": result.run_seconds, "volume_bytes": result.volume_bytes,
             "stored_bytes": summary.bytes_written, "objects": summary.objects_written,

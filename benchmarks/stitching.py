@@ -46,7 +46,8 @@ def errors(found: dict, truth_json: str) -> np.ndarray:
 
 
 def run_case(name: str, acquisition: dict, keys: dict, spark) -> dict:
-    from pipelines.spark import stitch
+    from pipelines.driver import stitch
+    from pipelines.spark import SparkExecutor
     folder = ROOT / "data" / "bench" / name.split(":")[0]
     if not (folder / "tiles-true.json").exists() or \
             json.loads((folder / "acquisition.json").read_text()).get("jitter") != acquisition["jitter"]:
@@ -55,7 +56,7 @@ def run_case(name: str, acquisition: dict, keys: dict, spark) -> dict:
                            "output": {"uri": str(folder / "unused")},
                            "stitching": {"enabled": True, **keys}})
     began = time.perf_counter()
-    result = stitch(config, spark, stream=open(os.devnull, "w"))
+    result = stitch(config, SparkExecutor(spark=spark), stream=open(os.devnull, "w"))
     seconds = time.perf_counter() - began
     doc = result.outcome.report
     stage = {t.index: t.position for t in read_tile_json(str(folder / "tiles.json"))}

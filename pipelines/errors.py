@@ -29,16 +29,20 @@ class SparkStartError(PipelineError):
     """Spark could not start (no Java, an unreachable master, a bad Spark setting)."""
 
 
-class BlockFailed(RuntimeError):
-    """A block task failed on an executor (after Spark's retries); names the block and cause.
+class RunFailed(RuntimeError):
+    """The input was valid but the run failed (a task, the commit, the store), so jobs
+    exit with code 1. Not a PipelineError. `detail` holds the full trace, for the log."""
 
-    Not a PipelineError: the input was valid, the run failed, so jobs exit with code 1.
-    """
+    detail: str = ""
+
+
+class BlockFailed(RunFailed):
+    """A task failed on an executor (after its retries); names the block and cause."""
 
 
 def run_job(work, show) -> int:
     """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done,
-    2 a PipelineError (bad input, nothing written), 1 BlockFailed (the run failed), each
+    2 a PipelineError (bad input, nothing written), 1 RunFailed (the run failed), each
     reported as one line on stderr instead of a traceback."""
     import sys
     try:
@@ -46,7 +50,7 @@ def run_job(work, show) -> int:
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except BlockFailed as e:
+    except RunFailed as e:
         print(f"failed: {e}", file=sys.stderr)
         return 1
     show(result)

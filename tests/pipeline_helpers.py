@@ -1,37 +1,27 @@
-"""Running a plan's tasks in this process (the executor function itself, without Spark),
+"""Exporting in this process (the real driver on a LocalExecutor),
 reference downsampling written independently of pipelines.pyramid, and extra channels."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from pipelines.execute.block import run_block
-from pipelines.commit import ledger
-from pipelines.commit.publish import check_output, commit, fingerprint, start_record
 from functools import partial
 
+from pipelines.driver import ExportResult, export
+from pipelines.execute.executor import LocalExecutor
 from pipelines.fusion import fuse
 from pipelines.tiles import read_region
 from pipelines.geometry import Box
-from pipelines.plan import make_plan
-from pipelines.storage import LocalStore, beside_store
 
 
-def export_in_process(config):
-    """plan → every task's executor function, stage by stage → commit. Returns (plan, summary)."""
-    plan = make_plan(config)
-    store, beside = LocalStore(config.output.uri), beside_store(config.output.uri)
-    store.check_writable()
-    plan = check_output(plan, store, beside)
-    start_record(plan, beside)
-    receipts = [run_block(task, plan, store) for task in plan.tasks]  # tasks are in stage order
-    summary = commit(plan, receipts, store, beside)
-    ledger.compact(beside, ledger.folder(plan, fingerprint(plan)), receipts)
-    return plan, summary
+def export_local(config, **options) -> ExportResult:
+    """The real driver (lock, records, stages, commit, report) on a LocalExecutor, quietly."""
+    return export(config, LocalExecutor(), stream=io.StringIO(), **options)
 
 
 def fused_channel(plan, t: int = 0, c: int = 0) -> np.ndarray:

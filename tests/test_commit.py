@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from pipelines.execute.block import run_block
-from pipelines.commit.publish import check_output, commit, start_record
+from pipelines.commit.output import check_output
+from pipelines.commit.publish import commit
+from pipelines.commit.records import start_record
 from pipelines.config import load_job
 from pipelines.errors import BlockFailed, OutputError
 from pipelines.plan import make_plan
 from pipelines.storage import LocalStore, MemoryStore, beside_store
 from tests.conftest import write_job
-from tests.pipeline_helpers import export_in_process
+from tests.pipeline_helpers import export_local
 from tests.readers import tensorstore_read
 
 
@@ -88,16 +90,16 @@ def test_array_metadata_alone_counts_as_committed(tmp_path, small_acquisition):
 def failed_run(tmp_path, acquisition, *overrides):
     config = config_for(tmp_path, acquisition, "debug.fail_blocks=[[1, 0, 0]]", *overrides)
     with pytest.raises(BlockFailed):
-        export_in_process(config)
+        export_local(config)
     assert list((tmp_path / "out").rglob("*")), "the failed run left chunks behind"
 
 
 def test_rerun_of_the_same_job_after_a_failure_completes_and_equals_a_clean_run(tmp_path, small_acquisition):
     (tmp_path / "clean").mkdir()
     clean = config_for(tmp_path / "clean", small_acquisition)
-    export_in_process(clean)
+    export_local(clean)
     failed_run(tmp_path, small_acquisition)
-    plan, _ = export_in_process(config_for(tmp_path, small_acquisition))
+    plan = export_local(config_for(tmp_path, small_acquisition)).plan
     assert plan.rerun
     for path in (tmp_path / "clean/out").rglob("*"):
         if path.is_file():
@@ -106,10 +108,10 @@ def test_rerun_of_the_same_job_after_a_failure_completes_and_equals_a_clean_run(
 
 def test_rerun_with_other_settings_discards_the_unfinished_run(tmp_path, small_acquisition):
     failed_run(tmp_path, small_acquisition)  # chunks [16, 16, 8]
-    plan, _ = export_in_process(config_for(tmp_path, small_acquisition, "output.chunks=[32, 16, 8]"))
+    plan = export_local(config_for(tmp_path, small_acquisition, "output.chunks=[32, 16, 8]")).plan
     assert not plan.rerun
     (tmp_path / "clean").mkdir()
-    export_in_process(config_for(tmp_path / "clean", small_acquisition, "output.chunks=[32, 16, 8]"))
+    export_local(config_for(tmp_path / "clean", small_acquisition, "output.chunks=[32, 16, 8]"))
     ours = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file())
     clean = sorted(p.relative_to(tmp_path / "clean/out") for p in (tmp_path / "clean/out").rglob("*") if p.is_file())
     assert ours == clean  # nothing of the old chunking is left behind
@@ -131,7 +133,7 @@ def test_rerun_clears_objects_that_became_empty(tmp_path):
     from pipelines.formats import n5
     stale = n5.chunk_key(plan.array, (1, 0, 0))
     store.put(stale, n5.encode_chunk(plan.array, np.full((8, 16, 16), 9, "uint16")))
-    plan, _ = export_in_process(config)
+    plan = export_local(config).plan
     assert plan.rerun and not store.exists(stale)
     assert (tensorstore_read(str(tmp_path / "out"), "c0/s0", "n5")[:, :, 16:48] == 0).all()
 
@@ -148,14 +150,15 @@ def load_verify_job():
 @pytest.mark.spark
 def test_verify_finds_missing_changed_and_unexpected_objects(spark, tmp_path, capsys):
     import tifffile
-    from pipelines.spark import export
+    from pipelines.driver import export
+    from pipelines.spark import SparkExecutor
     for n in range(2):  # a gap between the tiles gives recorded-empty chunks too
         tifffile.imwrite(tmp_path / f"t{n}.tif", np.full((8, 16, 16), 300 + n, "uint16"), contiguous=True)
     tiles = [{"index": n, "file": f"t{n}.tif", "position": [48 * n, 0, 0], "size": [16, 16, 8],
               "type": "GRAY16"} for n in range(2)]
     (tmp_path / "tiles.json").write_text(json.dumps(tiles))
     config = load_job(write_job(tmp_path / "job.toml", "tiles.json", "out"), ["output.block=[4,1,1]"])
-    export(config, spark=spark)
+    export(config, executor=SparkExecutor(spark=spark))
     verify_job = load_verify_job()
     assert verify_job.main([str(tmp_path / "out")]) == 0
     assert "4 objects checked (2 written, 2 empty), 0 problems" in capsys.readouterr().out
@@ -196,16 +199,17 @@ def test_two_jobs_on_one_output_one_refuses(small_acquisition, tmp_path):
 
 def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisition):
     import socket
-    from pipelines.commit.publish import lock_key, release_lock, take_lock
+    from pipelines.commit.lock import release_lock, take_lock
+    from pipelines.commit.records import Sidecars
     plan = make_plan(config_for(tmp_path, small_acquisition))
     beside = beside_store(str(tmp_path / "out"))
     dead = {"job": "x", "host": socket.gethostname(), "pid": 2**22 + 12345, "since": 0}
-    beside.put(lock_key(plan.output), json.dumps(dead).encode())
+    beside.put(Sidecars.of(plan.output.uri).lock, json.dumps(dead).encode())
     take_lock(plan, beside)  # no error: that pid does not run
-    assert json.loads(beside.get(lock_key(plan.output)))["pid"] != dead["pid"]
+    assert json.loads(beside.get(Sidecars.of(plan.output.uri).lock))["pid"] != dead["pid"]
     alive = {**dead, "pid": 1}
     release_lock(plan, beside)
-    beside.put(lock_key(plan.output), json.dumps(alive).encode())
+    beside.put(Sidecars.of(plan.output.uri).lock, json.dumps(alive).encode())
     with pytest.raises(OutputError, match="being written by another job"):
         take_lock(plan, beside)
 
@@ -217,12 +221,12 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
     spec = importlib.util.spec_from_file_location("clean_job", ROOT / "jobs/clean.py")
     clean_job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(clean_job)
-    plan, _ = export_in_process(config_for(tmp_path, small_acquisition))
+    plan = export_local(config_for(tmp_path, small_acquisition)).plan
     out = tmp_path / "out"
     (out / "c0/s0/0/0/.0.1234.partial").write_bytes(b"half a chunk")        # killed writer
     record = json.loads((tmp_path / "out.job.json").read_text())
     stale = tmp_path / f"out.job/{record['fingerprint']}/tasks/0-0-9-9-9.json"
-    stale.parent.mkdir(parents=True)
+    stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text("{}")                                                   # never compacted
     (tmp_path / "out.job.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 4321}))
     before = {p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".partial")}
@@ -242,7 +246,7 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
                                        ["output.format=zarr2", "output.codec=gzip"]])
 def test_verify_decodes_every_object_of_a_clean_dataset(tmp_path, small_acquisition, overrides):
     from pipelines.maintenance.verify import verify
-    export_in_process(config_for(tmp_path, small_acquisition, *overrides))
+    export_local(config_for(tmp_path, small_acquisition, *overrides))
     out = tmp_path / "out"
     result = verify(LocalStore(out), beside_store(str(out)), str(out))
     assert result.ok and result.written > 0, result.problems

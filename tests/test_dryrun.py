@@ -14,7 +14,7 @@ from pipelines.config import load_job
 from pipelines.plan.dryrun import dry_run, union_size
 from pipelines.plan import make_plan
 from tests.conftest import ROOT, write_job
-from tests.pipeline_helpers import export_in_process
+from tests.pipeline_helpers import export_local
 
 import numpy as np
 
@@ -31,7 +31,8 @@ def test_dry_run_counts_equal_the_real_plan(small_acquisition, tmp_path, sets):
     assert paper.tasks == tuple(len(plan.tasks_of(n)) for n in range(len(plan.stages)))
     assert paper.shapes == plan.output.shapes
     expected = sum(len(plan.expected_keys(t)) for t in plan.tasks)
-    _, summary = export_in_process(config)
+    result = export_local(config)
+    summary = result.summary
     # every written object holds tile data, so the dry run's count bounds it from above
     assert summary.objects_written <= sum(paper.objects) <= expected
     assert paper.task_memory == plan.task_memory

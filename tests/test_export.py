@@ -17,7 +17,8 @@ from pipelines.errors import BlockFailed
 from pipelines.fusion import fuse
 from pipelines.geometry import Box
 from pipelines.plan import make_plan
-from pipelines.spark import export
+from pipelines.driver import export
+from pipelines.spark import SparkExecutor
 from tests.conftest import ROOT, write_job
 from tests.readers import tensorstore_read, zarr_read
 
@@ -39,7 +40,7 @@ def test_export_matches_reference_and_ground_truth(spark, small_acquisition, tmp
     job = write_job(tmp_path / "job.toml", acq["paths"]["tiles_json"], str(uri),
                     f'format = "{fmt}"\ncodec = {codec if codec.startswith("{") else repr(codec)}')
     config = load_job(job)
-    result = export(config, spark=spark)
+    result = export(config, executor=SparkExecutor(spark=spark))
     dataset = result.summary.arrays[0]
     got = tensorstore_read(str(uri), dataset, fmt)
     np.testing.assert_array_equal(got, reference_volume(config))
@@ -66,7 +67,7 @@ def test_empty_chunks_are_skipped_and_read_as_zero(spark, tmp_path):
     (tmp_path / "tiles.json").write_text(json.dumps(tiles))
     job = write_job(tmp_path / "job.toml", "tiles.json", "out.n5", "")
     config = load_job(job, ["output.block=[3,1,1]"])
-    summary = export(config, spark=spark).summary
+    summary = export(config, executor=SparkExecutor(spark=spark)).summary
     assert summary.tasks == 2  # blocks [0..3) and [3..5) of 5 chunks along x
     assert summary.objects_written == 3 and summary.objects_skipped == 2  # x chunks 1, 2 are empty
     assert sorted(p.name for p in (tmp_path / "out.n5/c0/s0").iterdir()) == ["0", "3", "4", "attributes.json"]
@@ -80,7 +81,7 @@ def test_a_failing_block_leaves_no_metadata(spark, small_acquisition, tmp_path, 
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(uri),
                     f'format = "{fmt}"\n[debug]\nfail_blocks = [[1, 0, 0]]')
     with pytest.raises(BlockFailed, match=r"block \[1, 0, 0\]: InjectedFailure.*no metadata was written"):
-        export(load_job(job), spark=spark)
+        export(load_job(job), executor=SparkExecutor(spark=spark))
     files = [p.relative_to(uri).as_posix() for p in uri.rglob("*") if p.is_file()]
     assert files, "the other blocks (and half of the failing one) wrote chunks"
     assert not [f for f in files if f.endswith(("attributes.json", "zarr.json"))]
@@ -136,12 +137,12 @@ def test_overwrite_replaces_a_committed_dataset(spark, small_acquisition, tmp_pa
     uri = tmp_path / "out"
     first = load_job(write_job(tmp_path / "a.toml", small_acquisition["paths"]["tiles_json"], str(uri)),
                      ["output.levels=2"])
-    export(first, spark=spark)
+    export(first, executor=SparkExecutor(spark=spark))
     second = load_job(write_job(tmp_path / "b.toml", small_acquisition["paths"]["tiles_json"], str(uri)),
                       ["output.format=zarr3"])
     with pytest.raises(OutputError, match="pass --overwrite to replace it"):
-        export(second, spark=spark)
-    export(second, spark=spark, overwrite=True)
+        export(second, executor=SparkExecutor(spark=spark))
+    export(second, executor=SparkExecutor(spark=spark), overwrite=True)
     files = sorted(p.relative_to(uri).as_posix() for p in uri.rglob("*") if p.is_file())
     assert "attributes.json" not in files and not any(f.startswith("c0/") for f in files)
     np.testing.assert_array_equal(tensorstore_read(str(uri), "0", "zarr3"), reference_volume(second))

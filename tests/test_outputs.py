@@ -22,9 +22,10 @@ from ome_zarr_models import v04, v05
 from pipelines.config import DTYPES, load_job
 from pipelines.formats.codecs import FORMAT_CODECS
 from pipelines.plan import make_plan
-from pipelines.spark import export
+from pipelines.driver import export
+from pipelines.spark import SparkExecutor
 from tests.conftest import write_job
-from tests.pipeline_helpers import add_channel, export_in_process, fused_channel, reference_pyramid
+from tests.pipeline_helpers import add_channel, export_local, fused_channel, reference_pyramid
 from tests.readers import tensorstore_read, zarr2_read, zarr_read
 
 MATRIX = [(fmt, codec, None) for fmt, codecs in FORMAT_CODECS.items() for codec in codecs]
@@ -71,7 +72,8 @@ def read_level(fmt, uri, level) -> np.ndarray:
 @pytest.mark.parametrize("fmt,codec,shard", MATRIX, ids=lambda v: str(v))
 def test_interop_matrix_every_level(tmp_path, small_acquisition, fmt, codec, shard, dtype):
     config = job_for(tmp_path, small_acquisition, fmt, codec, shard, dtype)
-    plan, summary = export_in_process(config)
+    result = export_local(config)
+    plan, summary = result.plan, result.summary
     expected = expected_levels(small_acquisition["paths"]["tiles_json"], dtype, "mean")
     assert summary.levels == len(expected) == 4  # auto: (2,2,1) twice, then (2,2,2) fits a chunk
     for level, want in enumerate(expected):
@@ -90,7 +92,7 @@ def test_interop_matrix_every_level(tmp_path, small_acquisition, fmt, codec, sha
 def test_mode_downsampling_for_labels(tmp_path, small_acquisition):
     config = job_for(tmp_path, small_acquisition, "n5", "zstd", downsample="mode", levels=3,
                      overrides=["fusion.blending=first"])
-    export_in_process(config)
+    export_local(config)
     # intensity data makes ties common: a sharp test of "most frequent, smallest on ties"
     expected = expected_levels(small_acquisition["paths"]["tiles_json"], "", "mode")
     for level in range(3):
@@ -106,8 +108,8 @@ def test_levels_computed_in_later_stages_match_in_block_levels(tmp_path, small_a
                        overrides=["output.block=[2,2,2]"])
     staged = job_for(tmp_path / "b", small_acquisition, "zarr3", "zstd", shard=[1, 1, 1],
                      overrides=["output.block=[1,1,1]"])
-    plan_a, _ = export_in_process(in_block)
-    plan_b, _ = export_in_process(staged)
+    plan_a = export_local(in_block).plan
+    plan_b = export_local(staged).plan
     assert plan_a.stages[0].count == 2 and len(plan_b.stages) == 4
     for level in range(4):
         np.testing.assert_array_equal(read_level("zarr3", in_block.output.uri, level),
@@ -124,7 +126,8 @@ def test_sharded_output_with_empty_regions(tmp_path):
     config = load_job(write_job(tmp_path / "job.toml", "tiles.json", "out.zarr"),
                       ["output.format=zarr3", "output.chunks=[8,8,8]", "output.shard=[4,2,1]",
                        "output.block=[4,2,1]"])
-    plan, summary = export_in_process(config)
+    result = export_local(config)
+    plan, summary = result.plan, result.summary
     shards = sorted(p.relative_to(tmp_path / "out.zarr/0/c").as_posix()
                     for p in (tmp_path / "out.zarr/0/c").rglob("*") if p.is_file())
     assert shards == ["0/0/0", "0/0/2"]  # z/y/x: x-shards 0 (x 0–32) and 2 (x 64–96); x-shard 1 is empty
@@ -150,7 +153,7 @@ def two_channels(small_acquisition) -> list[str]:
 def test_ome_zarr_with_channels_on_spark(spark, tmp_path, small_acquisition, two_channels, fmt, version):
     config = job_for(tmp_path, small_acquisition, fmt, "zstd", tiles=two_channels,
                      shard=[2, 1, 2] if fmt == "zarr3" else None)
-    summary = export(config, spark=spark).summary
+    summary = export(config, executor=SparkExecutor(spark=spark)).summary
     group = zarr.open_group(config.output.uri, mode="r", zarr_format=2 if fmt == "zarr2" else 3)
     image = (v04 if version == "0.4" else v05).Image.from_zarr(group)  # raises if invalid
     attrs = group.attrs.asdict() if fmt == "zarr2" else group.attrs.asdict()["ome"]
@@ -171,7 +174,7 @@ def test_ome_zarr_with_channels_on_spark(spark, tmp_path, small_acquisition, two
 @pytest.mark.spark
 def test_n5_viewer_layout_with_channels_on_spark(spark, tmp_path, small_acquisition, two_channels):
     config = job_for(tmp_path, small_acquisition, "n5", "gzip", tiles=two_channels, levels=3)
-    export(config, spark=spark)
+    export(config, executor=SparkExecutor(spark=spark))
     root = Path(config.output.uri)
     assert json.loads((root / "attributes.json").read_text()) == {"n5": "2.5.1"}
     for c in range(2):
@@ -199,7 +202,7 @@ chunks = [16, 16, 8]
 [spark]
 master = "local[2]"
 """)
-    summary = export(load_job(job), spark=spark).summary
+    summary = export(load_job(job), executor=SparkExecutor(spark=spark)).summary
     xml = ET.parse(tmp_path / "out.xml").getroot()
     assert xml.find(".//ImageLoader").get("format") == "bdv.n5"
     assert xml.find(".//ImageLoader/n5").text == "out.n5"

@@ -19,11 +19,13 @@ class Terminal(io.StringIO):
 
 @pytest.mark.parametrize("stream_type", [Terminal, io.StringIO])
 def test_progress_on_a_terminal_and_in_a_log(spark, small_acquisition, tmp_path, stream_type):
-    from pipelines.spark import BAR_WIDTH, export
+    from pipelines.driver import export
+    from pipelines.report.progress import BAR_WIDTH
+    from pipelines.spark import SparkExecutor
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     str(tmp_path / "out" / "v"), "[debug]\ntask_delay = 0.3")
     stream = stream_type()
-    result = export(load_job(job), spark=spark, stream=stream)
+    result = export(load_job(job), executor=SparkExecutor(executor=SparkExecutor(spark=spark)), stream=stream)
     text, total = stream.getvalue(), len(result.plan.tasks)
     final = f"blocks {total}/{total} (100%)"
     assert final in text and "MiB stored" in text and "MiB/s" in text

@@ -210,13 +210,14 @@ def test_stitch_job_writes_refined_tiles_report_and_picture(small_jittered, tmp_
 def test_export_with_stitching_equals_export_at_the_true_positions(spark, small_jittered, tmp_path):
     """Registration to within half a voxel, placed on whole voxels: nearest-voxel fusion
     puts every tile exactly where the true positions put it."""
-    from pipelines.spark import export
+    from pipelines.driver import export
+    from pipelines.spark import SparkExecutor
     paths = small_jittered["paths"]
     stitched_job = write_job(tmp_path / "a.toml", paths["tiles_json"], str(tmp_path / "a" / "v"), STITCH)
     true_job = write_job(tmp_path / "b.toml", paths["tiles_true_json"], str(tmp_path / "b" / "v"))
-    result = export(load_job(stitched_job), spark=spark)
+    result = export(load_job(stitched_job), executor=SparkExecutor(spark=spark))
     assert result.stitching is not None and result.stitching.outcome.report["pairs"]["kept"] >= 4
-    export(load_job(true_job), spark=spark)
+    export(load_job(true_job), executor=SparkExecutor(spark=spark))
     stitched = tensorstore_read(str(tmp_path / "a" / "v"), "c0/s0", "n5")
     reference = tensorstore_read(str(tmp_path / "b" / "v"), "c0/s0", "n5")
     assert stitched.shape == reference.shape
@@ -226,12 +227,12 @@ def test_export_with_stitching_equals_export_at_the_true_positions(spark, small_
 def test_linear_interpolation_reaches_the_executors(small_jittered, tmp_path):
     """Stage positions with hundredths of a voxel: `fusion.interpolation = "linear"`
     resamples every tile (the output differs from nearest) exactly as fuse() does."""
-    from tests.pipeline_helpers import export_in_process, fused_channel
+    from tests.pipeline_helpers import export_local, fused_channel
     tiles = small_jittered["paths"]["tiles_json"]
     outputs = {}
     for rule in ("nearest", "linear"):
         job = write_job(tmp_path / f"{rule}.toml", tiles, str(tmp_path / rule / "v"))
-        plan, _ = export_in_process(load_job(job, [f"fusion.interpolation={rule}"]))
+        plan = export_local(load_job(job, [f"fusion.interpolation={rule}"])).plan
         assert plan.interpolation == rule
         outputs[rule] = tensorstore_read(str(tmp_path / rule / "v"), "c0/s0", "n5")
         np.testing.assert_array_equal(outputs[rule], fused_channel(plan))

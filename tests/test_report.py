@@ -20,11 +20,12 @@ pytestmark = pytest.mark.spark
 
 @pytest.fixture(scope="module")
 def exported(spark, small_acquisition, tmp_path_factory):
-    from pipelines.spark import export
+    from pipelines.driver import export
+    from pipelines.spark import SparkExecutor
     folder = tmp_path_factory.mktemp("report")
     job = write_job(folder / "job.toml", small_acquisition["paths"]["tiles_json"],
                     str(folder / "out" / "volume"), "levels = 2")
-    return export(load_job(job), spark=spark), folder / "out"
+    return export(load_job(job), executor=SparkExecutor(spark=spark)), folder / "out"
 
 
 def test_report_sits_beside_the_dataset_with_summary_and_pictures(exported):

@@ -317,12 +317,15 @@ def test_refused_credentials_on_the_tile_json_are_one_clear_line(s3_bucket, moto
 
 
 def test_unfinished_multipart_uploads_are_listed_and_aborted(s3_bucket):
-    """What a writer killed mid-upload leaves: found by abandoned(), gone after removal."""
+    """What a writer killed mid-upload leaves: found by partial_writes(), gone after removal."""
     endpoint, bucket = s3_bucket
     store = make_store(endpoint, bucket)
     client = client_for(store.options)
     client.create_multipart_upload(Bucket=bucket, Key=f"{store.prefix}/0/c/0/0/0")
     client.create_multipart_upload(Bucket=bucket, Key="elsewhere/x")  # not under this store
-    assert [a.split(" ")[0] for a in store.abandoned()] == [f"{store.prefix}/0/c/0/0/0"]
-    assert store.remove_abandoned() == 1 and store.abandoned() == []
+    partial = store.partial_writes()
+    assert [p.name.split(" ")[0] for p in partial] == [f"{store.prefix}/0/c/0/0/0"]
+    assert [p.key for p in partial] == ["0/c/0/0/0"]
+    store.remove_partial(partial[0])
+    assert store.partial_writes() == []
     assert len(open_uploads(endpoint, bucket)) == 1  # the other prefix's upload is not ours

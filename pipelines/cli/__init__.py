@@ -1,1 +1,29 @@
-"""cli"""
+"""The console scripts: `tile-export`, `tile-stitch`, `tile-verify`, `tile-clean`.
+
+Each module's `main(argv)` parses its arguments, runs the job through `pipelines.driver`
+or `pipelines.maintenance` and returns the exit code (`pipelines.errors.run_job`). The
+`jobs/*.py` files call the same `main`, for `spark-submit`, which needs a script path.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every job takes: the job file and --set overrides."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("job", help="TOML job file (keys: see README, 'Job file')")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a job-file key, e.g. --set output.format=zarr3 (repeatable)")
+    return parser
+
+
+def output_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser for the commands that work on an existing output: its URI and S3 settings."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("uri", help="the output.uri of the export")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="s3.KEY=VALUE", help="S3 settings, as in the job file's [s3] table")
+    return parser

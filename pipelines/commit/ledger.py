@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.commit.records import Sidecars, fingerprint
 from pipelines.plan import BlockReceipt, ExportPlan
 from pipelines.storage import Store
 
+OBJECTS = "objects.parquet"  # the compacted table, in the ledger's folder
 
-def folder(plan: ExportPlan, fingerprint: str) -> str:
-    return f"{PurePosixPath(plan.output.uri).name}.job/{fingerprint}"
+
+def folder(plan: ExportPlan) -> str:
+    """The ledger of this plan's run: beside the container, under its fingerprint."""
+    return Sidecars.of(plan.output.uri).ledger(fingerprint(plan))
 
 
 def _task_key(task: tuple) -> str:
@@ -62,7 +65,7 @@ def compact(beside: Store, base: str, receipts: list[BlockReceipt]) -> str:
                       "crc32": pa.array(crcs, pa.uint32()), "written": pa.array(written, pa.bool_())})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    target = f"{base}/objects.parquet"
+    target = f"{base}/{OBJECTS}"
     beside.put(target, buffer.getvalue())
     for key in list(beside.list(f"{base}/tasks/")):
         beside.delete(key)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import time
 import zlib
+from dataclasses import dataclass
 from functools import lru_cache, partial
 
 import numpy as np
 
 from pipelines import pyramid
+from pipelines.commit import ledger
 from pipelines.execute import readback
 from pipelines.errors import BlockFailed
 from pipelines.formats import format_module
@@ -24,7 +26,7 @@ from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse
 from pipelines.geometry import Box
 from pipelines.plan import BlockReceipt, BlockTask, ExportPlan
-from pipelines.storage import Store, open_store
+from pipelines.storage import Store, beside_store, open_store
 from pipelines.tiles import read_region
 
 
@@ -110,3 +112,26 @@ class _Writer:
 
 def _number(value) -> float | int:
     return value.item()
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """What every block task of a stage shares: the plan (without its task list: tasks
+    travel one per executor task) and where receipts are recorded (None: nowhere)."""
+
+    plan: ExportPlan
+    ledger: str | None = None
+
+
+def execute_task(job: BlockJob, task: BlockTask, attempt: int) -> BlockReceipt:
+    """The function executors run for each block: compute and write it, then record its
+    receipt in the ledger, so a driver that dies loses nothing finished."""
+    receipt = run_block(task, job.plan, attempt=attempt)
+    if job.ledger:
+        ledger.record(beside_store(job.plan.output.uri, job.plan.s3), job.ledger, receipt)
+    return receipt
+
+
+def stored_bytes(receipt: BlockReceipt) -> int:
+    """Compressed bytes a block stored, for the progress line."""
+    return receipt.nbytes

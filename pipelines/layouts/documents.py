@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from pipelines.formats import format_module
 from pipelines.layouts import viewers
 from pipelines.formats.base import json_bytes
 from pipelines.plan import ExportPlan
+from pipelines.commit.records import Sidecars
+from pipelines.storage import uri as uris
 
 Document = tuple[str, bytes]
 
@@ -41,7 +42,7 @@ def _ome(plan: ExportPlan, factors, channels, origin) -> Documents:
     out, fmt = plan.output, format_module(plan.output.format)
     levels = [out.array(0, 0, k) for k in range(out.levels)]
     options = {"translations": viewers.level_translations(out.base.resolution, factors, origin),
-               "name": PurePosixPath(out.uri).stem, "downsampling": out.downsample}
+               "name": uris.stem(out.uri), "downsampling": out.downsample}
     docs = Documents(arrays=[d for spec in levels for d in fmt.array_documents(spec)])
     if out.format == "zarr2":
         attrs = viewers.ome_v04_attributes(levels, factors, channels, **options)
@@ -81,10 +82,10 @@ def _bdv(plan: ExportPlan, factors, channels, origin) -> Documents:
         docs.groups.append((f"setup{c}/attributes.json",
                             json_bytes(viewers.bdv_setup_attributes(levels, factors))))
     docs.groups += fmt.group_documents(out.array(0, 0, 0))
-    container = PurePosixPath(out.uri)
-    xml = viewers.bdv_xml(out.array(0, 0, 0), container.name, list(plan.channel_names),
+    names = Sidecars.of(out.uri)
+    xml = viewers.bdv_xml(out.array(0, 0, 0), names.name, list(plan.channel_names),
                           out.timepoints, origin)
-    docs.beside.append((f"{container.stem}.xml", xml.encode()))
+    docs.beside.append((names.bdv_xml, xml.encode()))
     return docs
 
 

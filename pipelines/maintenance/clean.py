@@ -1,46 +1,80 @@
 """What a killed run leaves behind, and removing it.
 
 Orphans are never part of a dataset: partial writes of killed writers (temporary files,
-unfinished multipart uploads), per-task ledger records that were never compacted into
-the committed ledger (or that belong to runs with other settings), and a lock whose
-driver died on this machine. An unfinished run's chunks are not orphans: rerunning the
-same job resumes from them.
+unfinished multipart uploads) inside the container or of its own records beside it,
+per-task ledger records that were never compacted into the committed ledger (or that
+belong to runs with other settings), and a lock whose driver died on this machine. An
+unfinished run's chunks are not orphans: rerunning the same job resumes from them.
+Nothing of a sibling dataset in the same folder or prefix is ever listed.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from dataclasses import dataclass
 
-from pipelines.commit.publish import lock_holder_dead, read_json
-from pipelines.storage import Store
+from pipelines.commit.lock import lock_holder_dead, read_lock
+from pipelines.commit.records import Sidecars, read_json
+from pipelines.errors import OutputError
+from pipelines.storage import PartialWrite, Store
 
 
-def find_orphans(store: Store, beside: Store, uri: str) -> list[tuple[Store, str, str]]:
-    """(store, key or description, why) for every orphan of the output at `uri`."""
-    name = PurePosixPath(uri).name
-    found = [(store, item, "partial write of a killed writer") for item in store.abandoned()]
-    found += [(beside, item, "partial write of a killed writer") for item in beside.abandoned()
-              if item.startswith(f"{name}.")]
-    record = read_json(beside, f"{name}.job.json")
-    for key in beside.list(f"{name}.job/"):
-        fingerprint = key.split("/")[1] if key.count("/") >= 2 else ""
-        current = fingerprint == record.get("fingerprint")
-        if "/tasks/" in key and (record.get("status") == "committed" or not current):
-            found.append((beside, key, "staging record of a finished or superseded run"))
-        elif not current:
-            found.append((beside, key, "ledger of a superseded run"))
-    lock = read_json(beside, f"{name}.job.lock")
-    if lock and lock_holder_dead(lock):
-        found.append((beside, f"{name}.job.lock", f"lock of a dead driver (pid {lock.get('pid')})"))
+@dataclass(frozen=True)
+class Orphan:
+    owner: Store                 # the container's store or the one beside it
+    name: str                    # the key, or how a partial write is shown
+    why: str
+    partial: PartialWrite | None = None
+
+    def remove(self) -> None:
+        if self.partial is not None:
+            self.owner.remove_partial(self.partial)
+        else:
+            self.owner.delete(self.name)
+
+
+def find_orphans(store: Store, beside: Store, uri: str) -> list[Orphan]:
+    """Every orphan of the output at `uri`, and nothing else."""
+    names = Sidecars.of(uri)
+    return _partial_writes(store, beside, names) + _stale_ledger(beside, names) + _dead_lock(beside, uri)
+
+
+def _partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan]:
+    why = "partial write of a killed writer"
+    found = [Orphan(store, p.name, why, p) for p in store.partial_writes()]
+    for prefix in names.prefixes():
+        found += [Orphan(beside, p.name, why, p) for p in beside.partial_writes(prefix)]
     return found
 
 
-def remove_orphans(store: Store, beside: Store, uri: str) -> int:
-    """Remove every orphan `find_orphans` lists; returns how many."""
-    removed = store.remove_abandoned() + (beside.remove_abandoned() if beside != store else 0)
-    for owner, key, why in find_orphans(store, beside, uri):
-        if not why.startswith("partial write"):
-            owner.delete(key)
-            removed += 1
-    return removed
+def _stale_ledger(beside: Store, names: Sidecars) -> list[Orphan]:
+    record = read_json(beside, names.job_record)
+    found = []
+    for key in beside.list(names.ledger_root):
+        fingerprint = key.split("/")[1] if key.count("/") >= 2 else ""
+        current = fingerprint == record.get("fingerprint")
+        if "/tasks/" in key and (record.get("status") == "committed" or not current):
+            found.append(Orphan(beside, key, "staging record of a finished or superseded run"))
+        elif not current:
+            found.append(Orphan(beside, key, "ledger of a superseded run"))
+    return found
 
+
+def _dead_lock(beside: Store, uri: str) -> list[Orphan]:
+    holder = read_lock(beside, uri)
+    if holder and lock_holder_dead(holder):
+        why = f"lock of a dead driver (pid {holder.get('pid')})"
+        return [Orphan(beside, Sidecars.of(uri).lock, why)]
+    return []
+
+
+def remove_orphans(store: Store, beside: Store, uri: str) -> int:
+    """Remove exactly what `find_orphans` lists; returns how many. Refuses (OutputError)
+    while a live job holds the output's lock: its temporary files are not orphans."""
+    holder = read_lock(beside, uri)
+    if holder and not lock_holder_dead(holder):
+        raise OutputError(f"{uri} is being written by a running job (pid {holder.get('pid')} "
+                          f"on {holder.get('host')}); nothing removed: clean it after that job ends")
+    orphans = find_orphans(store, beside, uri)
+    for orphan in orphans:
+        orphan.remove()
+    return len(orphans)

@@ -8,13 +8,11 @@ dataset digest in the job record must match the ledger.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import zlib
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from pipelines.commit import ledger
+from pipelines.commit.records import Sidecars, digest, read_json
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
 from pipelines.errors import OutputError
 from pipelines.config import apply_override, build_config
@@ -47,14 +45,15 @@ def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
 
 def verify(store: Store, beside: Store, uri: str) -> Verification:
     """Check every recorded object of the committed dataset at `uri`."""
-    name = PurePosixPath(uri).name
-    try:
-        record = json.loads(beside.get(f"{name}.job.json"))
-    except KeyError:
-        raise OutputError(f"{uri}: no job record {name}.job.json beside it; was it written by this tool?") from None
+    names = Sidecars.of(uri)
+    record = read_json(beside, names.job_record)
+    if not record:
+        raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
+                          f"written by this tool?")
     if record.get("status") != "committed":
         raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed")
-    table = ledger.read_objects(beside, f"{name}.job/{record['fingerprint']}/objects.parquet").to_pylist()
+    objects = f"{names.ledger(record['fingerprint'])}/{ledger.OBJECTS}"
+    table = ledger.read_objects(beside, objects).to_pylist()
     decode = _decoder(record)
     result = Verification()
     for row in table:
@@ -64,8 +63,8 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
             result.problems.append(problem)
         result.written += row["written"]
         result.skipped += not row["written"]
-    lines = sorted(f"{r['key']} {r['crc32']:08x}" if r["written"] else f"{r['key']} -" for r in table)
-    if hashlib.sha256("\n".join(lines).encode()).hexdigest() != record["summary"]["digest"]:
+    listed = [(r["key"], r["crc32"] if r["written"] else None) for r in table]
+    if digest(listed) != record["summary"]["digest"]:
         result.problems.append("the ledger does not match the digest in the job record")
     return result
 

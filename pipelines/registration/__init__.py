@@ -2,7 +2,7 @@
 
 `pairs` finds the overlapping pairs and measures one (an executor's work), `correlate` is
 the pure-array core, `solve` the driver's global optimisation, `report` the refined tile
-JSON and the report. Spark runs `register_pair` per pair in `pipelines.spark`; `register`
+JSON and the report. The driver runs `measure_pair` per pair on an executor; `register`
 here does the same in one process (tests, small acquisitions).
 """
 

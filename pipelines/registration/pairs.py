@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -134,3 +135,19 @@ def register_pair(a: Tile, b: Tile, options: PairOptions,
     stage = tuple(q - p for p, q in zip(a.position, b.position))
     return PairShift(a.index, b.index, stage, tuple(float(round(v, 3)) for v in measured),
                      round(found.score, 4), found.overlap)
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """What every pair task shares: the tiles, how pairs are measured, how S3 is reached."""
+
+    tiles: TileSet
+    options: PairOptions
+    s3: object = None  # S3Options or None
+
+
+def measure_pair(job: PairJob, pair: tuple[int, int], attempt: int) -> PairShift | None:
+    """The function executors run for each pair: read the two crops, measure the offset."""
+    index = job.tiles.by_index()
+    return register_pair(index[pair[0]], index[pair[1]], job.options,
+                         read=partial(read_region, s3=job.s3))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from pipelines.registration import PairOptions, Solution
 from pipelines.storage import S3Options, beside_store
 from pipelines.tiles import TileSet, read_tile_json
 from pipelines.tiles.tilejson import tile_json_text
+from pipelines.storage import uri as uris
 
 
 def pair_options(config: JobConfig) -> PairOptions:
@@ -35,17 +36,8 @@ def s3_options(config: JobConfig) -> S3Options | None:
     return S3Options(**dict(config.s3)) if config.s3 else None
 
 
-def sibling(tile_json: str, suffix: str) -> str:
-    """`tiles.json` → `tiles<suffix>` in the same folder (paths and s3:// URIs alike)."""
-    parent, name = str(PurePosixPath(tile_json).parent), PurePosixPath(tile_json).stem
-    if "://" in tile_json:
-        scheme, rest = tile_json.split("://", 1)
-        parent = f"{scheme}://{str(PurePosixPath(rest).parent)}"
-    return f"{parent}/{name}{suffix}"
-
-
 def final_path(tile_json: str) -> str:
-    return sibling(tile_json, "-final.json")
+    return uris.sibling(tile_json, "-final.json")
 
 
 def reference_tiles(config: JobConfig) -> tuple[TileSet, tuple[tuple[TileSet, ...], ...]]:
@@ -72,7 +64,7 @@ class StitchOutcome:
     def stitched(self, config: JobConfig) -> JobConfig:
         """`config` reading the refined tile JSONs instead of the stage positions (channel
         names still come from the original JSONs' names)."""
-        names = config.channel_names or tuple(PurePosixPath(p).stem for p in config.inputs[0])
+        names = config.channel_names or tuple(uris.stem(p) for p in config.inputs[0])
         return replace(config, inputs=self.tile_jsons, channel_names=names)
 
 
@@ -134,9 +126,9 @@ def write_results(config: JobConfig, reference: TileSet, every: tuple[tuple[Tile
         finals.append(tuple(_put(final_path(p), _final_text(ts, solution, p), s3)
                             for ts, p in zip(row, paths)))
     source = config.inputs[0][config.stitching.channel]
-    report_path = _put(sibling(source, "-stitching.json"),
+    report_path = _put(uris.sibling(source, "-stitching.json"),
                        (json.dumps(doc, indent=1) + "\n").encode(), s3)
-    picture_path = _put(sibling(source, "-stitching.png"), layout_picture(reference, solution), s3)
+    picture_path = _put(uris.sibling(source, "-stitching.png"), layout_picture(reference, solution), s3)
     return StitchOutcome(solution, doc, tuple(finals), report_path, picture_path)
 
 
@@ -146,5 +138,5 @@ def _final_text(tiles: TileSet, solution: Solution, path: str) -> bytes:
 
 
 def _put(path: str, data: bytes, s3: S3Options | None) -> str:
-    beside_store(path, s3).put(PurePosixPath(path).name, data)
+    beside_store(path, s3).put(uris.name(path), data)
     return path

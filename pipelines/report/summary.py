@@ -15,16 +15,17 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import numpy as np
 
 from pipelines.execute import readback
 from pipelines.commit.publish import CommitSummary
+from pipelines.commit.records import Sidecars
 from pipelines.formats import format_module
 from pipelines.geometry import Box
 from pipelines.plan import BlockReceipt, ExportPlan
 from pipelines.storage import Store
+from pipelines.storage import uri as uris
 
 PROJECTION_WIDTH = 1024     # voxels: the finest level at most this wide (x and y) is projected
 PROJECTION_BYTES = 512 * 2**20   # per channel: a larger level is not read back (no picture)
@@ -37,7 +38,7 @@ class RunReport:
 
 
 def report_folder(plan: ExportPlan) -> str:
-    return f"{PurePosixPath(plan.output.uri).name}.report"
+    return Sidecars.of(plan.output.uri).report
 
 
 def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[BlockReceipt],
@@ -64,8 +65,7 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[Bl
     doc = {"dataset": summary.to_dict(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            **facts, "pictures": sorted(pictures)}
     beside.put(f"{folder}/summary.json", (json.dumps(doc, indent=1, default=str) + "\n").encode())
-    parent = str(PurePosixPath(plan.output.uri).parent)
-    return RunReport(f"{parent}/{folder}", ("summary.json", *sorted(pictures)))
+    return RunReport(uris.join(uris.parent(plan.output.uri), folder), ("summary.json", *sorted(pictures)))
 
 
 def projection_level(plan: ExportPlan) -> int:

@@ -8,7 +8,17 @@ clients and file handles are opened lazily where it is used, never pickled.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Iterator
+
+
+@dataclass(frozen=True)
+class PartialWrite:
+    """What a killed writer left of one put: never visible under a key, but taking space."""
+
+    key: str    # the object it was writing, relative to the store
+    name: str   # how to show it to a user (the temporary file, or the upload and its start)
+    token: str  # what `remove_partial` needs (a temporary file's key, an upload id)
 
 
 class Store(ABC):
@@ -51,13 +61,12 @@ class Store(ABC):
         self.delete(key)
         return True
 
-    def abandoned(self) -> list[str]:
-        """Partial writes a killed writer left behind (never visible under a key)."""
+    def partial_writes(self, prefix: str = "") -> list[PartialWrite]:
+        """Partial writes a killed writer left of objects whose keys start with `prefix`."""
         return []
 
-    def remove_abandoned(self) -> int:
-        """Remove what `abandoned` lists; returns how many were removed."""
-        return 0
+    def remove_partial(self, partial: PartialWrite) -> None:
+        """Remove one partial write `partial_writes` listed (gone already is fine)."""
 
     def size(self, key: str) -> int:
         """Bytes stored under `key`; KeyError when there are none."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipelines.errors import OutputError
-from pipelines.storage.base import Store
+from pipelines.storage.base import PartialWrite, Store
 
 TEMP_SUFFIX = ".partial"
 
@@ -113,28 +113,37 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        if not self.root.is_dir():
+        for key in self._walk(prefix):
+            if not key.endswith(TEMP_SUFFIX) and key.startswith(prefix):
+                yield key
+
+    def _walk(self, prefix: str) -> Iterator[str]:
+        """Every file's key below the folder `prefix` names, temporary files included,
+        descending only into folders whose keys can start with `prefix` (the store beside
+        a container is its parent folder: sibling datasets must not be walked)."""
+        start = self.root / prefix.rpartition("/")[0]
+        if not start.is_dir():
             return
-        for dirpath, _, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(start):
             rel = Path(dirpath).relative_to(self.root).as_posix()
-            for name in files:
-                key = name if rel == "." else f"{rel}/{name}"
-                if key.startswith(prefix) and not name.endswith(TEMP_SUFFIX):
-                    yield key
+            base = "" if rel == "." else f"{rel}/"
+            dirs[:] = [d for d in dirs if _may_hold(f"{base}{d}/", prefix)]
+            yield from (base + name for name in files)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def abandoned(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob(f"*{TEMP_SUFFIX}"))
+    def partial_writes(self, prefix: str = "") -> list[PartialWrite]:
+        found = []
+        for name in self._walk(prefix):
+            if name.endswith(TEMP_SUFFIX):
+                target = _target_of(name)
+                if target.startswith(prefix):
+                    found.append(PartialWrite(target, name, name))
+        return sorted(found, key=lambda p: p.name)
 
-    def remove_abandoned(self) -> int:
-        names = self.abandoned()
-        for name in names:
-            (self.root / name).unlink(missing_ok=True)
-        return len(names)
+    def remove_partial(self, partial: PartialWrite) -> None:
+        (self.root / partial.token).unlink(missing_ok=True)
 
     def check_writable(self) -> None:
         # Find the deepest folder that exists: that is where creating the root must start.
@@ -145,3 +154,15 @@ class LocalStore(Store):
             raise OutputError(f"output.uri: {existing} exists and is not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise OutputError(f"output.uri: cannot write under {existing} (permission denied)")
+
+
+def _may_hold(folder: str, prefix: str) -> bool:
+    """Whether keys under `folder` (ending in '/') can start with `prefix`."""
+    return folder.startswith(prefix) or prefix.startswith(folder)
+
+
+def _target_of(temporary: str) -> str:
+    """The key a temporary file `…/.{name}.{uuid}.partial` was being written for."""
+    folder, _, name = temporary.rpartition("/")
+    name = name.removesuffix(TEMP_SUFFIX).removeprefix(".").rpartition(".")[0]
+    return f"{folder}/{name}" if folder else name

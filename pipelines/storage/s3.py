@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from pipelines.errors import OutputError
-from pipelines.storage.base import Store
+from pipelines.storage.base import PartialWrite, Store
 from pipelines.storage.uri import parse
 
 MiB = 2**20
@@ -155,20 +155,18 @@ class S3Store(Store):
             raise
         return True
 
-    def _uploads(self) -> list[dict]:
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
-        return [u for page in pages for u in page.get("Uploads", [])]
-
-    def abandoned(self) -> list[str]:
+    def partial_writes(self, prefix: str = "") -> list[PartialWrite]:
         """Multipart uploads a killed writer never completed or aborted."""
-        return sorted(f"{u['Key']} (multipart upload started {u['Initiated']})" for u in self._uploads())
+        root = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=root + prefix)
+        uploads = [u for page in pages for u in page.get("Uploads", [])]
+        return sorted((PartialWrite(u["Key"][len(root):],
+                                    f"{u['Key']} (multipart upload started {u['Initiated']})",
+                                    u["UploadId"]) for u in uploads), key=lambda p: p.name)
 
-    def remove_abandoned(self) -> int:
-        uploads = self._uploads()
-        for upload in uploads:
-            self._abort(upload["Key"], upload["UploadId"])
-        return len(uploads)
+    def remove_partial(self, partial: PartialWrite) -> None:
+        self._abort(self._key(partial.key), partial.token)
 
     def _put_multipart(self, name: str, data: bytes) -> None:
         """Upload in parts; the object appears only when the upload completes."""

@@ -1,0 +1,42 @@
+"""tile-clean: list, and with --remove delete, what a killed run left of one output.
+
+    tile-clean OUTPUT_URI [--remove] [--set s3.endpoint_url=http://host:9000]
+
+Orphans: temporary files of killed writers, unfinished multipart uploads, uncompacted or
+superseded ledger records, and a lock whose driver died on this machine, all of this
+output only (never of a sibling dataset). An unfinished run's chunks are kept: rerun the
+same job to resume from them. --remove refuses while a running job holds the lock.
+Exit 0 done, 2 bad input or a running job.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipelines.cli import output_parser
+from pipelines.errors import PipelineError
+from pipelines.maintenance.clean import find_orphans, remove_orphans
+from pipelines.maintenance.verify import open_output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = output_parser("tile-clean", "List or remove what a killed run left behind.")
+    parser.add_argument("--remove", action="store_true", help="delete the orphans listed")
+    args = parser.parse_args(argv)
+    try:
+        uri, store, beside = open_output(args.uri, args.overrides)
+        orphans = find_orphans(store, beside, uri)
+        for orphan in orphans:
+            print(f"orphan: {orphan.name}  ({orphan.why})")
+        if args.remove:
+            print(f"removed {remove_orphans(store, beside, uri)} orphans")
+        else:
+            print(f"{len(orphans)} orphans" + (" (add --remove to delete them)" if orphans else ""))
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

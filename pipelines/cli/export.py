@@ -1,0 +1,41 @@
+"""tile-export: fuse a tile acquisition into one N5 or Zarr volume.
+
+    tile-export JOB.toml [--set section.key=value ...] [--overwrite] [--dry-run]
+    spark-submit jobs/export.py JOB.toml [...]      # the same, on a cluster
+
+Exit codes: 0 success; 2 bad input (job file, tiles, output), nothing written;
+1 the run failed (a block failed after Spark's retries, or the commit), no metadata written.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipelines.cli import job_parser
+from pipelines.config import load_job
+from pipelines.errors import run_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = job_parser("tile-export", "Fuse a tile acquisition into an N5 or Zarr volume.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what the output holds, even a committed dataset")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="plan from the tile JSONs alone (no tile file is opened, nothing is "
+                             "written, no Spark) and print tasks, objects, bytes and memory")
+    args = parser.parse_args(argv)
+
+    def work() -> str:
+        config = load_job(args.job, args.overrides)
+        if args.dry_run:
+            from pipelines.plan.dryrun import dry_run
+            return "\n".join(dry_run(config).lines())
+        from pipelines.driver import export  # imported late: config errors need no Spark
+        from pipelines.report.console import export_report
+        return export_report(export(config, overwrite=args.overwrite))
+
+    return run_job(work, print)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""tile-stitch: register a tile acquisition (measure every overlapping pair, solve).
+
+    tile-stitch JOB.toml [--set section.key=value ...]
+    spark-submit jobs/stitch.py JOB.toml [...]      # the same, on a cluster
+
+Writes, next to each input tile JSON, `<name>-final.json` (the refined positions, in the
+same format) and, next to the registered channel's, `<name>-stitching.json` (the report)
+and `<name>-stitching.png` (the picture). The job file's [stitching] keys apply; the
+output section is not used. Exit codes: 0 success; 2 bad input; 1 the run failed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipelines.cli import job_parser
+from pipelines.config import load_job
+from pipelines.errors import run_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = job_parser("tile-stitch", "Register a tile acquisition.").parse_args(argv)
+
+    def work() -> str:
+        config = load_job(args.job, args.overrides)
+        from pipelines.driver import stitch  # imported late: config errors need no Spark
+        from pipelines.report.console import stitch_report
+        return stitch_report(stitch(config))
+
+    return run_job(work, print)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

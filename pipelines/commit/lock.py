@@ -1,0 +1,84 @@
+"""One writer per output: the lock beside the container.
+
+The lock is created with its content in one atomic step (`Store.put_if_absent`), so no
+crash can leave an empty or half-written lock. A lock whose driver died on this machine
+is taken over by removing exactly that lock (`Store.delete_if_unchanged`): of two drivers
+racing to take over, one removes it and creates its own; the other then finds a live lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from pipelines.commit.records import Sidecars, fingerprint
+from pipelines.errors import OutputError
+from pipelines.storage import Store
+
+if TYPE_CHECKING:
+    from pipelines.plan import ExportPlan
+
+_ATTEMPTS = 3  # create, or take over a dead lock and create, a few times before giving up
+
+
+def take_lock(plan: ExportPlan, beside: Store) -> None:
+    """Become the one writer of this output, or refuse with who holds it."""
+    holder = {"job": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+              "since": time.time(), "fingerprint": fingerprint(plan)}
+    key = Sidecars.of(plan.output.uri).lock
+    for _ in range(_ATTEMPTS):
+        if beside.put_if_absent(key, json.dumps(holder).encode()):
+            return
+        try:
+            current = beside.get(key)
+        except KeyError:
+            continue  # released in the meantime: try to create it again
+        owner = _holder(current, beside, key)
+        if not lock_holder_dead(owner):
+            raise OutputError(
+                f"output.uri: {plan.output.uri} is being written by another job (pid "
+                f"{owner.get('pid')} on {owner.get('host')}); wait for it to finish, or if it "
+                f"is dead, remove {beside.uri}/{key}")
+        beside.delete_if_unchanged(key, current)  # its driver died on this machine
+    raise OutputError(f"output.uri: could not take the lock {beside.uri}/{key}")
+
+
+def release_lock(plan: ExportPlan, beside: Store) -> None:
+    beside.delete(Sidecars.of(plan.output.uri).lock)
+
+
+def read_lock(beside: Store, uri: str) -> dict[str, Any]:
+    """The holder recorded in the lock of the output at `uri`; {} when there is no lock."""
+    key = Sidecars.of(uri).lock
+    try:
+        return _holder(beside.get(key), beside, key)
+    except KeyError:
+        return {}
+
+
+def _holder(data: bytes, beside: Store, key: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise OutputError(f"{beside.uri}/{key} is damaged (not a lock this tool wrote); if no "
+                          f"job is writing this output, remove it and run again")
+    return doc
+
+
+def lock_holder_dead(holder: dict[str, Any]) -> bool:
+    """Whether a lock's holder is a process of this machine that no longer runs."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -1,0 +1,66 @@
+"""What the output may hold before a run starts, and clearing it.
+
+Writability is checked before the lock is taken (`Store.check_writable`); these checks run
+once this job holds the lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pipelines.commit.records import Sidecars, fingerprint, read_json
+from pipelines.errors import OutputError
+from pipelines.formats import FORMATS, format_module
+from pipelines.plan import ExportPlan
+from pipelines.storage import Store
+
+
+def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
+    """Refuse an output that already holds a committed dataset (of this format or any
+    other), or holds files that are not from this job.
+
+    An unfinished run of the same job (same fingerprint) is continued: the plan comes back
+    marked `rerun`. An unfinished run of this output with other settings is discarded."""
+    _refuse_committed(plan, store)
+    leftover = next(iter(store.list()), None)
+    if leftover is None:
+        return plan
+    record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
+    if not record:
+        raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
+                          f"from this job (e.g. {leftover}); remove them or choose another "
+                          f"output.uri")
+    if record.get("fingerprint") != fingerprint(plan):
+        discard_unfinished(store)  # our own unfinished run with other settings: start over
+        return plan
+    return replace(plan, rerun=True)
+
+
+def _refuse_committed(plan: ExportPlan, store: Store) -> None:
+    spec = plan.output.array(0, 0, 0)
+    committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
+    committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
+    for key in committed:
+        if store.exists(key):
+            raise OutputError(
+                f"output.uri: {store.uri} already holds a committed dataset ({key}); "
+                f"choose another output.uri, or pass --overwrite to replace it")
+
+
+def remove_dataset(plan: ExportPlan, store: Store, beside: Store) -> int:
+    """--overwrite: delete everything in the output and its records beside it (job record,
+    ledger), so the new run starts from an empty output. Returns the objects removed."""
+    names = Sidecars.of(plan.output.uri)
+    removed = discard_unfinished(store)
+    for key in [names.job_record, *beside.list(names.ledger_root)]:
+        beside.delete(key)
+    return removed
+
+
+def discard_unfinished(store: Store) -> int:
+    """Delete what an unfinished run of this job with other settings left in the output
+    (the job record proves they are ours); nothing of it may mix with the new data."""
+    keys = list(store.list())
+    for key in keys:
+        store.delete(key)
+    return len(keys)

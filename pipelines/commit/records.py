@@ -1,0 +1,134 @@
+"""The records a job keeps beside its container, and the two hashes that identify a run.
+
+A container `…/volume` is never written into except for the dataset itself; everything a
+job needs to know about it lives next to it, named here and only here:
+
+| name                           | what                                                   |
+| ------------------------------ | ------------------------------------------------------ |
+| `volume.job.json`              | the job record: fingerprint, arrays, status, summary   |
+| `volume.job/<fingerprint>/`    | the ledger: per-task receipts, then `objects.parquet`  |
+| `volume.job.lock`              | the lock of the one job writing the output             |
+| `volume.report/`               | the run report (summary.json, pictures)                |
+| `volume.error.log`             | the full trace of the last failure                     |
+| `volume.xml` (BDV layout only) | the BigDataViewer XML (the container's stem + `.xml`)  |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pipelines import __version__
+from pipelines.errors import OutputError
+from pipelines.storage import Store
+from pipelines.storage import uri as uris
+
+if TYPE_CHECKING:
+    from pipelines.plan import ExportPlan
+
+
+@dataclass(frozen=True)
+class Sidecars:
+    """The names, relative to the container's folder, of what a job keeps beside `name`."""
+
+    name: str  # the container's own name, e.g. "volume" or "volume.zarr"
+
+    @classmethod
+    def of(cls, uri: str) -> Sidecars:
+        return cls(uris.name(uri))
+
+    @property
+    def job_record(self) -> str:
+        return f"{self.name}.job.json"
+
+    @property
+    def ledger_root(self) -> str:
+        return f"{self.name}.job/"
+
+    def ledger(self, fingerprint: str) -> str:
+        return f"{self.name}.job/{fingerprint}"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.name}.job.lock"
+
+    @property
+    def report(self) -> str:
+        return f"{self.name}.report"
+
+    @property
+    def error_log(self) -> str:
+        return f"{self.name}.error.log"
+
+    @property
+    def bdv_xml(self) -> str:
+        return f"{uris.stem(self.name)}.xml"
+
+    def prefixes(self) -> tuple[str, ...]:
+        """Key prefixes that cover everything named here (and nothing of a sibling)."""
+        return (self.job_record, self.ledger_root, self.lock, f"{self.report}/",
+                self.error_log, self.bdv_xml)
+
+
+def fingerprint(plan: ExportPlan) -> str:
+    """A digest of everything that decides the output's bytes: a rerun with the same
+    fingerprint writes the same objects, so it may continue over a failed run's leftovers."""
+    essentials = (__version__, plan.output, plan.tiles, plan.stages, plan.blending,
+                  plan.interpolation)
+    return hashlib.sha256(repr(essentials).encode()).hexdigest()[:32]
+
+
+def digest(objects: Iterable[tuple[str, int | None]]) -> str:
+    """One checksum for a whole dataset: sha256 over the sorted lines `key crc32` of every
+    written object and `key -` of every object skipped as empty (crc32 None)."""
+    lines = sorted(f"{key} {crc:08x}" if crc is not None else f"{key} -" for key, crc in objects)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def read_json(store: Store, key: str) -> dict[str, Any]:
+    """A small JSON record (job record, lock); {} when there is none. A record that exists
+    but cannot be read is an OutputError naming it: it must never pass for a missing one."""
+    try:
+        data = store.get(key)
+    except KeyError:
+        return {}
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise OutputError(f"{store.uri}/{key} is damaged (not a JSON record); if no job is "
+                          f"running on this output, remove it and run again")
+    return doc
+
+
+def write_json(store: Store, key: str, doc: dict[str, Any]) -> None:
+    store.put(key, json.dumps(doc, indent=2).encode())
+
+
+def start_record(plan: ExportPlan, beside: Store) -> None:
+    """Record the job beside the container before the first task writes anything."""
+    record = {"job": uuid.uuid4().hex, "fingerprint": fingerprint(plan), "status": "running",
+              "version": __version__, "started": time.time(), "uri": plan.output.uri,
+              "format": plan.output.format,
+              "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}}
+    write_json(beside, Sidecars.of(plan.output.uri).job_record, record)
+
+
+def update_record(plan: ExportPlan, beside: Store, **changes: Any) -> None:
+    """Merge `changes` into the job record (status, summary, error, times)."""
+    key = Sidecars.of(plan.output.uri).job_record
+    write_json(beside, key, {**read_json(beside, key), **changes})
+
+
+def record_failure(plan: ExportPlan, beside: Store, message: str, detail: str) -> str:
+    """Mark the job record failed and keep the full trace beside the container; returns
+    where the trace is, for the one-line message."""
+    names = Sidecars.of(plan.output.uri)
+    beside.put(names.error_log, detail.encode())
+    update_record(plan, beside, status="failed", failed=time.time(), error=message)
+    return f"{beside.uri}/{names.error_log}"

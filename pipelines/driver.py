@@ -1,0 +1,274 @@
+"""The driver: every job's flow, written once, over any executor.
+
+Export: validate and plan (no executor yet) → check the output can be written → take
+the output's lock → check what the output holds (resume, or refuse) → start the executor
+→ record the job → run each stage's block tasks → commit the metadata → compact the
+ledger → write the run report → release the lock. Stitching: find the overlapping pairs
+→ measure each on the executor → solve on the driver → write the refined tile JSONs.
+
+The executor (`pipelines.execute.executor`) is the only part that differs between a test
+(`LocalExecutor`) and a cluster (`pipelines.spark.SparkExecutor`, the default).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, TextIO
+
+import numpy as np
+
+from pipelines.commit import ledger
+from pipelines.commit.lock import release_lock, take_lock
+from pipelines.commit.output import check_output, remove_dataset
+from pipelines.commit.publish import CommitSummary, publish
+from pipelines.commit.receipts import check_receipts
+from pipelines.commit.records import record_failure, start_record
+from pipelines.config import JobConfig
+from pipelines.errors import BlockFailed, PipelineError, RunFailed
+from pipelines.execute.block import BlockJob, execute_task, stored_bytes
+from pipelines.execute.executor import Batch, Executor
+from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, check_tile_files, make_plan
+from pipelines.registration import find_pairs, solve
+from pipelines.registration import results as stitching
+from pipelines.registration.pairs import PairJob, PairShift, measure_pair
+from pipelines.report.console import stitch_summary
+from pipelines.report.progress import Progress
+from pipelines.report.summary import RunReport, write_run_report
+from pipelines.storage import Store, beside_store, open_store
+
+
+@dataclass(frozen=True)
+class StitchResult:
+    outcome: stitching.StitchOutcome
+    startup_seconds: float  # starting the executor (0 when it was running already)
+    run_seconds: float
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    summary: CommitSummary
+    plan: ExportPlan
+    startup_seconds: float  # starting the executor (0 when it was running already)
+    run_seconds: float  # planning, block tasks and commit
+    master: str = ""  # where the blocks ran
+    resumed: int = 0  # tasks an earlier run had already recorded in the ledger
+    stitching: StitchResult | None = None  # when [stitching] enabled ran first
+    report: RunReport | None = None  # the run report beside the dataset
+
+    @property
+    def volume_bytes(self) -> int:
+        """Uncompressed bytes of every level, channel and timepoint: what throughput counts."""
+        out = self.plan.output
+        voxels = sum(int(np.prod(shape)) for shape in out.shapes) * out.channels * out.timepoints
+        return voxels * np.dtype(out.base.dtype).itemsize
+
+
+@contextmanager
+def _running(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
+    """The executor to use: the one handed in (left running), or Spark from the job's
+    [spark] settings (stopped at the end)."""
+    if given is not None:
+        yield given
+        return
+    from pipelines.spark import SparkExecutor  # pyspark is imported only to run on Spark
+
+    executor = SparkExecutor(config)
+    try:
+        yield executor
+    finally:
+        executor.stop()
+
+
+def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO = sys.stderr,
+           check_files: bool = True) -> StitchResult:
+    """Measure every overlapping pair on the executor, solve on the driver, write the
+    refined tile JSONs, the report and the picture (see `pipelines.registration.results`)."""
+    started = time.perf_counter()
+    reference, every = stitching.reference_tiles(config)
+    if check_files:
+        check_tile_files(list(reference), stitching.s3_options(config))
+    job = PairJob(reference, stitching.pair_options(config), stitching.s3_options(config))
+    pairs = find_pairs(reference, job.options)
+    with _running(config, executor) as running:
+        startup = running.start()
+        began = time.perf_counter()
+        shifts = _measure_pairs(running, job, pairs, stream)
+        seconds = time.perf_counter() - began
+    found = [s for s in shifts if s is not None]
+    unmatched = [p for p, s in zip(pairs, shifts) if s is None]
+    solution = solve({t.index: t.position for t in reference}, found,
+                     config.stitching.min_score, config.stitching.max_residual)
+    doc = stitching.report(reference, solution, unmatched, config, seconds)
+    outcome = stitching.write_results(config, reference, every, solution, doc)
+    return StitchResult(outcome, startup, time.perf_counter() - started - startup)
+
+
+def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],
+                   stream: TextIO) -> list[PairShift | None]:
+    """measure_pair for every pair, one task each; None where nothing matched."""
+    if not pairs:
+        return []
+    batch = Batch(measure_pair, job, pairs, f"register {len(pairs)} tile pairs")
+    progress = Progress(len(pairs), stream, unit="pairs", show_bytes=False)
+    try:
+        shifts = executor.run(batch, progress)
+    except BlockFailed as e:
+        raise _with_detail(BlockFailed(f"registration failed: {e}"), e.detail) from None
+    progress.finish()
+    return shifts
+
+
+def export(config: JobConfig, executor: Executor | None = None, stream: TextIO = sys.stderr,
+           overwrite: bool = False) -> ExportResult:
+    """Validate, plan, run every block on the executor and commit; metadata only if all
+    succeed.
+
+    Without `executor`, Spark is started from the job's [spark] settings and stopped at
+    the end. `overwrite` first removes whatever the output holds, a committed dataset
+    included. With `[stitching] enabled`, the tiles are registered first and fused at the
+    refined positions."""
+    started = time.perf_counter()
+    with _running(config, executor) as running:
+        if not config.stitching.enabled:
+            return _export(config, running, stream, overwrite, started)
+        make_plan(config)  # every input and output problem is reported before pairs run
+        stitched = stitch(config, running, stream, check_files=False)
+        stream.write(stitch_summary(stitched) + "\n")
+        # the refined JSONs name the tile files checked above: no second round of checks
+        result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
+                         started, _stitching_facts(stitched), check_files=False)
+    return replace(result, stitching=stitched, startup_seconds=stitched.startup_seconds,
+                   run_seconds=result.run_seconds - stitched.startup_seconds)
+
+
+def _stitching_facts(stitched: StitchResult) -> dict[str, Any]:
+    """What the run report says of the stitching that preceded the export."""
+    kept = {k: v for k, v in stitched.outcome.report.items()
+            if k not in ("pair_results", "tile_results", "unmatched_pairs")}
+    return {"stitching": kept | {"report": stitched.outcome.report_path,
+                                 "picture": stitched.outcome.picture_path}}
+
+
+def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bool,
+            started: float, facts: dict[str, Any] | None = None,
+            check_files: bool = True) -> ExportResult:
+    plan = make_plan(config, check_files=check_files)
+    store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
+    executor.check()  # environment problems before anything is written
+    store.check_writable()  # before the lock: a missing bucket or folder is one clear line
+    take_lock(plan, beside)
+    try:
+        if overwrite:
+            removed = remove_dataset(plan, store, beside)
+            stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
+        return _export_locked(plan, store, beside, executor, stream, started, facts or {})
+    finally:
+        release_lock(plan, beside)
+
+
+def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Executor,
+                   stream: TextIO, started: float, facts: dict[str, Any]) -> ExportResult:
+    """The export while this job holds the output's lock."""
+    began = time.time()
+    plan = check_output(plan, store, beside)
+    startup = executor.start()
+    start_record(plan, beside)
+    phase = "run"
+    try:
+        receipts, resumed = _run_stages(plan, beside, executor, stream)
+        check_receipts(plan, receipts)
+        phase = "commit"
+        summary = publish(plan, receipts, store, beside)
+        phase = "ledger"
+        ledger.compact(beside, ledger.folder(plan), receipts)
+    except Exception as e:  # every failure of the run: one line, and the record says failed
+        raise _failed(plan, beside, e, phase) from None
+    run_seconds = time.perf_counter() - started - startup
+    facts = {"master": executor.master, "startup_seconds": round(startup, 2),
+             "run_seconds": round(run_seconds, 2), "resumed_tasks": resumed, **facts}
+    report = _report(plan, summary, receipts, store, beside, began, facts, stream)
+    return ExportResult(summary, plan, startup, run_seconds, executor.master, resumed, report=report)
+
+
+def _run_stages(plan: ExportPlan, beside: Store, executor: Executor,
+                stream: TextIO) -> tuple[list[BlockReceipt], int]:
+    """Every stage's tasks not yet in the ledger, in stage order; (receipts, resumed)."""
+    base = ledger.folder(plan)
+    receipts = ledger.recorded(beside, base) if plan.rerun else []
+    done = {r.task for r in receipts}
+    if done:
+        stream.write(f"resuming: {len(done)} of {len(plan.tasks)} tasks are already recorded\n")
+    for n, stage in enumerate(plan.stages):
+        if len(plan.stages) > 1:
+            last = stage.first + stage.count - 1
+            stream.write(f"stage {n + 1}/{len(plan.stages)}: levels {stage.first}"
+                         f"{'' if last == stage.first else f'–{last}'}\n")
+        todo = [t for t in plan.tasks_of(n) if t.key not in done]
+        receipts += run_blocks(executor, plan, todo, stream, base)
+    return receipts, len(done)
+
+
+def run_blocks(executor: Executor, plan: ExportPlan, tasks: list[BlockTask],
+               stream: TextIO = sys.stderr, ledger_base: str | None = None) -> list[BlockReceipt]:
+    """Run the block tasks on the executor with a progress line; their receipts. With
+    `ledger_base`, each task records its receipt there as soon as its objects are written."""
+    if not tasks:
+        return []
+    job = BlockJob(replace(plan, tasks=()), ledger_base)  # tasks travel one per executor task
+    batch = Batch(execute_task, job, tasks, f"compute and write {len(tasks)} blocks",
+                  size=stored_bytes)
+    progress = Progress(len(tasks), stream)
+    receipts = executor.run(batch, progress)
+    progress.finish()
+    return receipts
+
+
+# What a failure in each phase of a locked run means for the output.
+_CONSEQUENCE = {
+    "run": "no metadata was written",
+    "commit": "the commit did not finish, so the dataset is incomplete",
+    "ledger": "the dataset is committed, but its ledger could not be compacted",
+}
+
+
+def _failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Exception:
+    """The one-line error a failed run raises, after marking the job record failed and
+    saving the full trace beside the container."""
+    detail = getattr(error, "detail", "") or traceback.format_exc()
+    if isinstance(error, PipelineError):
+        message = str(error)
+    elif isinstance(error, RunFailed):
+        message = f"{error}; {_CONSEQUENCE[phase]}"
+    else:  # the store or the driver itself failed: still one line, never a traceback
+        message = f"{type(error).__name__}: {error}; {_CONSEQUENCE[phase]}"
+    try:
+        where = f"the full trace is in {record_failure(plan, beside, message, detail)}"
+    except Exception as cause:  # e.g. the disk that failed the block is full
+        where = f"the trace could not be saved ({type(cause).__name__})"
+    if isinstance(error, PipelineError):
+        return type(error)(f"{message}; {where}")
+    kind = BlockFailed if isinstance(error, BlockFailed) else RunFailed
+    return _with_detail(kind(f"{message}; {where}"), detail)
+
+
+def _with_detail(error: RunFailed, detail: str) -> RunFailed:
+    error.detail = detail
+    return error
+
+
+def _report(plan: ExportPlan, summary: CommitSummary, receipts: list[BlockReceipt],
+            store: Store, beside: Store, began: float, facts: dict[str, Any],
+            stream: TextIO) -> RunReport | None:
+    """The run report; a warning instead when it cannot be written (the dataset is
+    committed: a picture must not fail the job)."""
+    try:
+        return write_run_report(plan, summary, receipts, store, beside, began, facts)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        stream.write(f"warning: the run report could not be written: {first}\n")
+        return None

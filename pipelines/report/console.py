@@ -1,0 +1,84 @@
+"""What a finished job prints: a few lines a user reads, with where to look next."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pipelines.formats import TENSORSTORE_DRIVERS
+from pipelines.storage import uri as uris
+
+if TYPE_CHECKING:
+    from pipelines.driver import ExportResult, StitchResult
+
+
+def stitch_summary(result: StitchResult) -> str:
+    """Lines for the console: pairs, what was dropped, accuracy, where the files are."""
+    doc = result.outcome.report
+    pairs, solve_info = doc["pairs"], doc["solve"]
+    lines = [
+        f"stitching: {pairs['measured']} pairs measured in {doc['seconds']['pairs']:.1f} s "
+        f"({doc['seconds']['per_pair']:.2f} s per pair), {pairs['kept']} kept, "
+        f"{pairs['dropped']} dropped, {pairs['unmatched']} without a match",
+        f"           residual median {doc['residual_voxels']['median']} / max "
+        f"{doc['residual_voxels']['max']} voxels; corrections median "
+        f"{doc['correction_voxels']['median']} / max {doc['correction_voxels']['max']} voxels",
+    ]
+    if solve_info["unlinked_tiles"]:
+        lines.append(f"           tiles without a trustworthy link (stage position kept): "
+                     f"{solve_info['unlinked_tiles']}")
+    lines.append(f"           refined tiles: {result.outcome.tile_jsons[0][0]}")
+    lines.append(f"           report: {result.outcome.report_path}")
+    lines.append(f"           picture: {result.outcome.picture_path}")
+    return "\n".join(lines)
+
+
+def stitch_report(result: StitchResult) -> str:
+    """What `tile-stitch` prints at the end."""
+    return (f"{stitch_summary(result)}\ntime:      {result.run_seconds:.1f} s "
+            f"(+ {result.startup_seconds:.1f} s start-up)")
+
+
+def kvstore_spec(result: ExportResult, array: str) -> dict[str, Any]:
+    """tensorstore's kvstore for one array of the output: a folder, or an S3 prefix."""
+    location = uris.parse(result.summary.uri)
+    if location.scheme != "s3":
+        return {"driver": "file", "path": f"{location.path}/{array}"}
+    prefix = location.path.strip("/")
+    spec = {"driver": "s3", "bucket": location.authority,
+            "path": f"{prefix}/{array}/".lstrip("/")}
+    s3 = result.plan.s3
+    if s3 and s3.endpoint_url:
+        spec["endpoint"] = s3.endpoint_url
+    if s3 and s3.region:
+        spec["aws_region"] = s3.region
+    return spec
+
+
+def export_report(result: ExportResult) -> str:
+    """What `tile-export` prints at the end: the dataset, objects, time, how to open it."""
+    s, plan = result.summary, result.plan
+    mb = result.volume_bytes / 2**20
+    stitching = result.stitching.run_seconds if result.stitching else 0.0
+    export_seconds = result.run_seconds - stitching
+    rate = mb / export_seconds if export_seconds > 0 else 0.0
+    spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore_spec(result, s.arrays[0])}
+    ratio = result.volume_bytes / s.bytes_written if s.bytes_written else float("inf")
+    lines = [
+        f"dataset:  {s.uri}  (format {s.format}, layout {s.layout}, {s.levels} level"
+        f"{'s' if s.levels > 1 else ''}, level 0 at {s.arrays[0]}: x,y,z = {list(s.shape)}, "
+        f"{plan.array.dtype})",
+        f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
+        f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
+        f"time:     {export_seconds:.1f} s for {s.tasks} block tasks"
+        f"{f' (+ {stitching:.1f} s stitching)' if result.stitching else ''} "
+        f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MiB/s of "
+        f"{mb:.0f} MiB uncompressed output",
+        f"spark:    master {result.master}",
+        f"open it:  python -c 'import tensorstore as ts; "
+        f"print(ts.open({json.dumps(spec)}).result())'",
+    ]
+    lines += [f"also:     {name} (next to the container)" for name in s.extra_files]
+    if result.report:
+        lines.append(f"report:   {result.report.folder}/ ({', '.join(result.report.files)})")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""The progress line printed while a batch of tasks runs, fed by the executor's callback.
+
+On a terminal a bar and the line are redrawn in place twice a second; otherwise (logs,
+batch jobs) a plain line is printed every `log_interval` seconds. The same printer serves
+every executor: it only sees `(tasks done, bytes stored)`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TextIO
+
+BAR_WIDTH = 24  # characters of the progress bar drawn on a terminal
+
+
+class Progress:
+    """Tasks done of total, MiB stored (compressed), MiB/s and ETA.
+
+    Call it with `(done, nbytes)` as often as you like (it prints at most once per
+    interval), then `finish()` once the batch has returned."""
+
+    def __init__(self, total: int, stream: TextIO, unit: str = "blocks",
+                 show_bytes: bool = True, log_interval: float = 10.0):
+        self.total, self.stream, self.unit, self.show_bytes = total, stream, unit, show_bytes
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.interval = 0.5 if self.tty else log_interval
+        self.started = self.last_print = time.perf_counter()
+        self.done, self.nbytes = 0, 0
+        self.lock = threading.Lock()  # executors may report from a polling thread
+
+    def __call__(self, done: int, nbytes: int) -> None:
+        with self.lock:
+            self.done, self.nbytes = min(done, self.total), nbytes
+            now = time.perf_counter()
+            if now - self.last_print >= self.interval:
+                self.last_print = now
+                self._print(final=False)
+
+    def finish(self) -> None:
+        """The last line: everything done, the time it took."""
+        with self.lock:
+            self.done = self.total
+            self._print(final=True)
+
+    def _print(self, final: bool) -> None:
+        elapsed = time.perf_counter() - self.started
+        line = f"{self.unit} {self.done}/{self.total} ({100 * self.done / self.total:.0f}%)  "
+        if self.show_bytes:
+            mb = self.nbytes / 2**20
+            line += f"{mb:.1f} MiB stored  {mb / elapsed if elapsed > 0 else 0.0:.1f} MiB/s  "
+        line += f"done in {elapsed:.1f} s" if final else f"ETA {self._eta(elapsed):.0f} s"
+        if self.tty:  # a bar that fills, redrawn in place
+            filled = round(BAR_WIDTH * self.done / self.total)
+            bar = "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "] "
+            self.stream.write("\r" + bar + line + "\x1b[K" + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def _eta(self, elapsed: float) -> float:
+        if not self.done:
+            return float("nan")
+        return elapsed / self.done * (self.total - self.done)

@@ -1,0 +1,73 @@
+"""Starting Spark: the session with the job's [spark] settings, written once.
+
+Under spark-submit the master (and anything else given on its command line) is already
+set; the job file's `spark.master` is used only when running as plain Python.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from pyspark.sql import SparkSession
+
+from pipelines.config import JobConfig
+from pipelines.errors import SparkStartError
+
+
+def under_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session(config: JobConfig) -> SparkSession:
+    """A Spark session with the job's [spark] settings; SparkStartError (one line) when
+    Spark cannot start."""
+    if not under_spark_submit():
+        check_java()
+        if config.spark_master.startswith("local"):
+            # Workers on this machine must run this interpreter (the one with our
+            # packages), and local mode needs no network beyond loopback.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.appName(f"tile export: {config.output.uri}")
+    for key, value in config.spark_conf:
+        if not (key == "spark.master" and under_spark_submit()):
+            builder = builder.config(key, value)
+    builder = builder.config("spark.ui.showConsoleProgress", "false")  # we print our own
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:
+        raise SparkStartError(f"cannot start Spark (spark.master = {config.spark_master!r}): "
+                              f"{first_line(e)}") from None
+    spark.sparkContext.setLogLevel("WARN")
+    if spark.sparkContext.master.startswith("local"):
+        _quiet_task_failures(spark)
+    return spark
+
+
+def _quiet_task_failures(spark: SparkSession) -> None:
+    """In local modes executors log into our console: a failing task's Java and Python
+    traces would bury the one-line message (the trace is saved in the error log instead)."""
+    try:
+        jvm = spark.sparkContext._jvm
+        configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+        for logger in ("org.apache.spark.executor.Executor",
+                       "org.apache.spark.scheduler.TaskSetManager"):
+            configurator.setLevel(logger, jvm.org.apache.logging.log4j.Level.OFF)
+    except Exception:  # a different logging backend: keep Spark's own output
+        pass
+
+
+def check_java() -> None:
+    """SparkStartError unless a `java` can be found (JAVA_HOME or PATH)."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else "java"
+    if not shutil.which(java):
+        raise SparkStartError("Java 17 or newer is needed for Spark, and no 'java' was found "
+                              "(install a JDK 17 or set JAVA_HOME)")
+
+
+def first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else repr(error)
