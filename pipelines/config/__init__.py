@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, OutputError
 
 FORMATS = ("n5", "zarr2", "zarr3")
 LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
@@ -439,7 +439,7 @@ def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
     if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
         raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
     return OutputConfig(
-        uri=_string(out, "output", "uri", where), format=fmt, layout=layout, chunks=chunks,
+        uri=_output_uri(_string(out, "output", "uri", where), where), format=fmt, layout=layout, chunks=chunks,
         block=block, shard=shard, codec=_codec(out["codec"], where), dtype=out["dtype"],
         levels=levels, downsample=_choice(out, "output", "downsample", DOWNSAMPLING, where))
 
@@ -472,3 +472,15 @@ def _delay(value: Any, where: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{where}debug.task_delay: expected seconds ≥ 0, found {value!r}")
     return float(value)
+
+
+def _output_uri(uri: str, where: str) -> str:
+    """A path, file:// or s3:// URI; anything else (memory:// is a test fixture, never a
+    user's output) is refused before anything runs."""
+    from pipelines.storage import uri as uris
+
+    try:
+        uris.parse(uri)
+    except OutputError as e:
+        raise ConfigError(f"{where}output.uri: {e}") from None
+    return uri
