@@ -2,6 +2,7 @@
 #   make demo   set up, generate a synthetic acquisition, export it with Spark in local mode
 #               (make demo SET=output.format=zarr3 switches the output with one --set)
 #   make test   set up and run the test suite
+#   make lint   ruff and mypy on pipelines/ (CI runs it before the tests)
 #   make bench  benchmarks (see BENCHMARKS.md)
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,7 @@ DEMO_DATA := data/demo
 DEMO_OUT  := data/demo-out
 SET ?=
 
-.PHONY: setup demo test bench clean check-java check-python
+.PHONY: setup demo test lint bench clean check-java check-python
 
 setup: check-java $(STAMP)
 
@@ -46,6 +47,11 @@ demo: setup $(DEMO_DATA)/tiles.json
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff (lint) and mypy on the package; CI runs this before the tests
+lint: setup
+	$(VENV)/bin/ruff check pipelines
+	$(VENV)/bin/mypy
 
 # Benchmarks (figures go to BENCHMARKS.md by hand, with this command): stitching accuracy,
 # then write throughput against the codec + disk limit, tensorstore and dask + zarr-python.

@@ -33,7 +33,8 @@ voxels are copied and only the zones tiles share are blended; the bytes are the 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def _blend(box: Box, visible, blending: str, sample, read: Reader) -> np.ndarray
             continue
         data = sample(tile, overlap.relative_to(placed.start), read)
         at = overlap.relative_to(box.start).slices_zyx()
-        _BLEND[blending](value[at], weight[at], data, lambda: edge_weights(tile, overlap, placed))
+        _BLEND[blending](value[at], weight[at], data, lambda: edge_weights(tile, overlap, placed))  # noqa: B023  (called in this iteration)
     if blending in ("average", "linear"):
         np.divide(value, weight, out=value, where=weight > 0)
     return value

@@ -9,8 +9,8 @@ the package calls them instead of reversing tuples by hand.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 Vec = tuple[int, ...]
 
@@ -37,7 +37,7 @@ class Box:
     stop: Vec
 
     @classmethod
-    def from_shape(cls, start: Sequence[int], shape: Sequence[int]) -> "Box":
+    def from_shape(cls, start: Sequence[int], shape: Sequence[int]) -> Box:
         start = tuple(int(s) for s in start)
         return cls(start, tuple(s + int(n) for s, n in zip(start, shape)))
 
@@ -55,25 +55,25 @@ class Box:
     def is_empty(self) -> bool:
         return any(b <= a for a, b in zip(self.start, self.stop))
 
-    def intersect(self, other: "Box") -> "Box":
+    def intersect(self, other: Box) -> Box:
         start = tuple(max(a, b) for a, b in zip(self.start, other.start))
         stop = tuple(min(a, b) for a, b in zip(self.stop, other.stop))
         return Box(start, tuple(max(a, b) for a, b in zip(start, stop)))
 
-    def union(self, other: "Box") -> "Box":
+    def union(self, other: Box) -> Box:
         """The smallest box holding both boxes."""
         return Box(
             tuple(min(a, b) for a, b in zip(self.start, other.start)),
             tuple(max(a, b) for a, b in zip(self.stop, other.stop)),
         )
 
-    def shift(self, offset: Sequence[int]) -> "Box":
+    def shift(self, offset: Sequence[int]) -> Box:
         return Box(
             tuple(a + o for a, o in zip(self.start, offset)),
             tuple(b + o for b, o in zip(self.stop, offset)),
         )
 
-    def relative_to(self, origin: Sequence[int]) -> "Box":
+    def relative_to(self, origin: Sequence[int]) -> Box:
         return self.shift(tuple(-o for o in origin))
 
     def slices_zyx(self) -> tuple[slice, ...]:

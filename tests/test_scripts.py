@@ -215,3 +215,16 @@ def test_slurm_script_runs_the_job_here_and_stops_everything(tmp_path):
     # the master (by its web UI port) and the worker (by its work dir) are gone
     assert processes_mentioning("--webui-port", webui) == []
     assert processes_mentioning("--work-dir", str(logs / "work-127.0.0.1")) == []
+
+
+@pytest.mark.parametrize("name", ["tile-export", "tile-stitch", "tile-verify", "tile-clean"])
+def test_console_scripts_are_installed_and_match_the_job_files(name, tmp_path):
+    """`pip install` puts the four commands next to the interpreter; each is its jobs/ file."""
+    script = Path(sys.executable).parent / name
+    shown = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    shim = ROOT / "jobs" / f"{name.removeprefix('tile-')}.py"
+    same = subprocess.run([sys.executable, str(shim), "--help"], capture_output=True, text=True,
+                          check=True)
+    assert shown.stdout.startswith(f"usage: {name}") and shown.stdout == same.stdout
+    missing = subprocess.run([str(script), str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from pipelines.commit.records import Sidecars, fingerprint
+from pipelines.commit.records import Sidecars, fingerprint, parse_record
 from pipelines.errors import OutputError
 from pipelines.storage import Store
 
@@ -37,7 +37,7 @@ def take_lock(plan: ExportPlan, beside: Store) -> None:
             current = beside.get(key)
         except KeyError:
             continue  # released in the meantime: try to create it again
-        owner = _holder(current, beside, key)
+        owner = parse_record(current, beside, key)
         if not lock_holder_dead(owner):
             raise OutputError(
                 f"output.uri: {plan.output.uri} is being written by another job (pid "
@@ -55,20 +55,9 @@ def read_lock(beside: Store, uri: str) -> dict[str, Any]:
     """The holder recorded in the lock of the output at `uri`; {} when there is no lock."""
     key = Sidecars.of(uri).lock
     try:
-        return _holder(beside.get(key), beside, key)
+        return parse_record(beside.get(key), beside, key)
     except KeyError:
         return {}
-
-
-def _holder(data: bytes, beside: Store, key: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
-        doc = None
-    if not isinstance(doc, dict):
-        raise OutputError(f"{beside.uri}/{key} is damaged (not a lock this tool wrote); if no "
-                          f"job is writing this output, remove it and run again")
-    return doc
 
 
 def lock_holder_dead(holder: dict[str, Any]) -> bool:

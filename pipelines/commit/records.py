@@ -19,8 +19,9 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
 from pipelines.errors import OutputError
@@ -93,16 +94,20 @@ def read_json(store: Store, key: str) -> dict[str, Any]:
     """A small JSON record (job record, lock); {} when there is none. A record that exists
     but cannot be read is an OutputError naming it: it must never pass for a missing one."""
     try:
-        data = store.get(key)
+        return parse_record(store.get(key), store, key)
     except KeyError:
         return {}
+
+
+def parse_record(data: bytes, store: Store, key: str) -> dict[str, Any]:
+    """The JSON object in `data`, read from `key` of `store`; OutputError if it is not one."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, ValueError):
         doc = None
     if not isinstance(doc, dict):
-        raise OutputError(f"{store.uri}/{key} is damaged (not a JSON record); if no job is "
-                          f"running on this output, remove it and run again")
+        raise OutputError(f"{store.uri}/{key} is damaged (not a record this tool wrote); if "
+                          f"no job is running on this output, remove it and run again")
     return doc
 
 

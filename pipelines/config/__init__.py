@@ -12,114 +12,44 @@ against the current directory, as a user typing them expects.
 from __future__ import annotations
 
 import difflib
-import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError, OutputError
+from pipelines.config.model import (
+    BLENDINGS,
+    DEFAULT_BLOCK,
+    DOWNSAMPLING,
+    DTYPES,
+    FORMATS,
+    INTERPOLATIONS,
+    LAYOUTS,
+    PATH_KEYS,
+    REQUIRED,
+    SCHEMA,
+    CodecConfig,
+    JobConfig,
+    OutputConfig,
+    StitchingConfig,
+)
+from pipelines.config.values import (
+    _blending,
+    _channel_names,
+    _choice,
+    _delay,
+    _fail_blocks,
+    _inputs,
+    _output,
+    _s3,
+    _spark_conf,
+    _stitching,
+    parse_size,
+)
+from pipelines.errors import ConfigError
 
-FORMATS = ("n5", "zarr2", "zarr3")
-LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
-BLENDINGS = ("max", "average", "linear", "first")
-INTERPOLATIONS = ("nearest", "linear")
-DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
-DOWNSAMPLING = ("mean", "mode")
-
-# Every key a job file may hold, with its default (REQUIRED when there is none).
-# The [spark] table also takes any Spark property (see `_spark_conf`).
-REQUIRED = object()
-SCHEMA: dict[str, dict[str, Any]] = {
-    "input": {"tiles": "", "timepoints": [], "channel_names": []},
-    "output": {
-        "uri": REQUIRED,
-        "format": "",
-        "layout": "",
-        "chunks": [128, 128, 64],
-        "block": [],
-        "shard": [],
-        "codec": "zstd",
-        "dtype": "",
-        "levels": 1,
-        "downsample": "mean",
-    },
-    "fusion": {"blending": "linear", "interpolation": "nearest"},
-    "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
-                  "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
-                  "max_residual": 2.0},
-    "limits": {"task_memory": "4GiB"},
-    "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
-           "multipart_threshold": "64MiB", "part_size": "16MiB"},
-    "spark": {"master": "local[*]"},
-    "debug": {"fail_blocks": [], "task_delay": 0},
-}
-S3_MIN_PART = 5 * 2**20  # S3 refuses multipart parts below 5 MiB (except the last)
-PATH_KEYS = {("input", "tiles"), ("input", "timepoints"), ("output", "uri")}
-DEFAULT_BLOCK = (2, 2, 2)
-_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-@dataclass(frozen=True)
-class CodecConfig:
-    """A compressor as the user named it: `name` plus options such as level or cname."""
-
-    name: str
-    options: tuple[tuple[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    uri: str
-    format: str
-    layout: str
-    chunks: tuple[int, int, int]
-    block: tuple[int, int, int]
-    shard: tuple[int, int, int] | None
-    codec: CodecConfig
-    dtype: str          # "" = the tiles' type
-    levels: int | str   # a count, or "auto"
-    downsample: str
-
-
-@dataclass(frozen=True)
-class StitchingConfig:
-    """[stitching]: how tile offsets are measured and solved (see README, "Stitching")."""
-
-    enabled: bool = False
-    channel: int = 0                                 # the channel registered (an index)
-    search: tuple[int, int, int] = (40, 40, 40)      # max error of a pair's stage offset
-    downsample: tuple[int, int, int] = (4, 4, 2)     # binning of the all-offset search
-    min_overlap: tuple[int, int, int] = (8, 8, 4)    # voxels a pair must share per axis
-    min_score: float = 0.5                           # NCC below which a pair is not used
-    max_residual: float = 2.0                        # voxels; worse links are dropped
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """A validated job: every value checked, paths resolved, nothing left to default."""
-
-    inputs: tuple[tuple[str, ...], ...]  # tile JSON paths per timepoint, per channel
-    channel_names: tuple[str, ...]
-    output: OutputConfig
-    blending: str
-    task_memory: int
-    spark_conf: tuple[tuple[str, str], ...]
-    interpolation: str = "nearest"
-    stitching: StitchingConfig = StitchingConfig()
-    fail_blocks: tuple[tuple[int, int, int], ...] = ()
-    s3: tuple[tuple[str, Any], ...] = ()  # [s3] settings, sizes in bytes; never credentials
-    task_delay: float = 0.0  # test hook: seconds each task waits first
-    source: str = field(default="", compare=False)
-
-    @property
-    def tiles(self) -> str:
-        """The first channel's tile JSON of the first timepoint."""
-        return self.inputs[0][0]
-
-    @property
-    def spark_master(self) -> str:
-        return dict(self.spark_conf)["spark.master"]
+__all__ = ["BLENDINGS", "DEFAULT_BLOCK", "DOWNSAMPLING", "DTYPES", "FORMATS", "INTERPOLATIONS",
+           "LAYOUTS", "CodecConfig", "JobConfig", "OutputConfig", "StitchingConfig",
+           "apply_override", "build_config", "load_job", "parse_size"]
 
 
 def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
@@ -185,16 +115,6 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
     )
 
 
-def parse_size(value: Any, what: str) -> int:
-    """Bytes from an int or a string such as "4GiB", "512m", "2g"."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value).lower())
-    if not m or float(m.group(1)) <= 0:
-        raise ConfigError(f"{what}: expected a size such as \"4GiB\" or \"512m\", found {value!r}")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-
-
 def all_keys() -> list[str]:
     return [f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys]
 
@@ -226,133 +146,6 @@ def _merge_defaults(raw: dict, where: str) -> dict:
     return merged
 
 
-def _string(table: dict, section: str, key: str, where: str) -> str:
-    value = table[key]
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}{section}.{key}: expected a non-empty string, found {value!r}")
-    return value
-
-
-def _choice(table: dict, section: str, key: str, options: tuple, where: str) -> str:
-    value = table[key]
-    if value not in options:
-        hint = difflib.get_close_matches(str(value), options, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(
-            f"{where}{section}.{key}: expected one of {', '.join(options)}, found {value!r}{extra}"
-        )
-    return value
-
-
-def _positive_triple(table: dict, section: str, key: str, where: str) -> tuple[int, int, int]:
-    value = table[key]
-    ok = (
-        isinstance(value, list)
-        and len(value) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    )
-    if not ok:
-        raise ConfigError(
-            f"{where}{section}.{key}: expected three positive integers [x, y, z], found {value!r}"
-        )
-    return tuple(value)
-
-
-def _codec(value: Any, where: str) -> CodecConfig:
-    if isinstance(value, str):
-        return CodecConfig(value)
-    if isinstance(value, dict) and isinstance(value.get("name"), str):
-        options = tuple(sorted((k, v) for k, v in value.items() if k != "name"))
-        return CodecConfig(value["name"], options)
-    raise ConfigError(
-        f"{where}output.codec: expected a name such as \"zstd\" or a table such as "
-        f"{{ name = \"blosc\", cname = \"zstd\", clevel = 5 }}, found {value!r}"
-    )
-
-
-def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-# Spark properties with a single name after "spark." (all others have a dotted name, such
-# as executor.memory), so that a typo like `mastr` is caught instead of silently ignored.
-SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "logConf")
-
-
-def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
-    """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
-    conf = {}
-    for key, value in _flatten(table).items():
-        name = key if key.startswith("spark.") else f"spark.{key}"
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}spark.{key}: expected a plain value, found {value!r}")
-        short = name.removeprefix("spark.")
-        if "." not in short and short not in SPARK_SINGLE_NAMES:
-            hint = difflib.get_close_matches(short, SPARK_SINGLE_NAMES, n=1)
-            raise ConfigError(f"{where}unknown Spark property {name}"
-                              + (f"; did you mean 'spark.{hint[0]}'?" if hint else ""))
-        if short == "master" and not isinstance(value, str):
-            raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
-        conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
-    return tuple(sorted(conf.items()))
-
-
-def _stitching(table: dict, names: Any, channels: int, where: str) -> StitchingConfig:
-    """[stitching] checked; `channel` may be an index or one of input.channel_names."""
-    enabled = table["enabled"]
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{where}stitching.enabled: expected true or false, found {enabled!r}")
-    channel = table["channel"]
-    if isinstance(channel, str) and isinstance(names, list) and channel in names:
-        channel = names.index(channel)
-    if not (isinstance(channel, int) and not isinstance(channel, bool) and 0 <= channel < channels):
-        raise ConfigError(f"{where}stitching.channel: expected a channel index below {channels} "
-                          f"or a name from input.channel_names, found {table['channel']!r}")
-    search = _triple_or_one(table, "search", where, minimum=0)
-    downsample = _triple_or_one(table, "downsample", where, minimum=1)
-    min_overlap = _triple_or_one(table, "min_overlap", where, minimum=1)
-    numbers = {}
-    for key, low, high in (("min_score", -1.0, 1.0), ("max_residual", 0.0, float("inf"))):
-        value = table[key]
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and low <= value <= high and (key != "max_residual" or value > 0)):
-            raise ConfigError(f"{where}stitching.{key}: expected a number in "
-                              f"{'[-1, 1]' if key == 'min_score' else '(0, inf)'}, found {value!r}")
-        numbers[key] = float(value)
-    return StitchingConfig(enabled, channel, search, downsample, min_overlap, **numbers)
-
-
-def _triple_or_one(table: dict, key: str, where: str, minimum: int) -> tuple[int, int, int]:
-    """An integer per axis [x, y, z], or one integer for all three, each >= `minimum`."""
-    value = table[key]
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value] * 3
-    if not (isinstance(value, list) and len(value) == 3 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
-        raise ConfigError(f"{where}stitching.{key}: expected an integer >= {minimum} or three "
-                          f"of them [x, y, z], found {table[key]!r}")
-    return tuple(value)
-
-
-def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
-    """Block indices that the test hook makes fail (see README, "debug")."""
-    def is_index(b: Any) -> bool:
-        return isinstance(b, list) and len(b) == 3 and all(
-            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in b)
-
-    if not isinstance(value, list) or not all(is_index(b) for b in value):
-        raise ConfigError(
-            f"{where}debug.fail_blocks: expected a list of block indices [x, y, z], found {value!r}"
-        )
-    return tuple(tuple(b) for b in value)
-
-
 def _resolve_nested(value: Any, base: Path) -> Any:
     """Resolve a path, or every path in a (nested) list, against `base`; `~` is the home
     folder and file:// URIs become plain paths."""
@@ -376,111 +169,3 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         table = raw.get(section)
         if isinstance(table, dict) and key in table:
             table[key] = _resolve_nested(table[key], base)
-
-
-def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
-    """Tile JSONs as timepoints × channels, from `tiles` (one timepoint) or `timepoints`."""
-    tiles, timepoints = table["tiles"], table["timepoints"]
-    if bool(tiles) == bool(timepoints):
-        raise ConfigError(f"{where}input: give either input.tiles (one timepoint) or "
-                          f"input.timepoints (a list of tile JSON lists), not {'both' if tiles else 'neither'}")
-    rows = [tiles] if tiles else timepoints
-    if not isinstance(rows, list):
-        raise ConfigError(f"{where}input.timepoints: expected a list of lists of tile JSONs, found {rows!r}")
-    parsed = []
-    for row in rows:
-        row = [row] if isinstance(row, str) else row
-        if not isinstance(row, list) or not row or not all(isinstance(p, str) and p for p in row):
-            key = "input.tiles" if tiles else "input.timepoints"
-            raise ConfigError(f"{where}{key}: expected a tile JSON path or a non-empty list of "
-                              f"them (one per channel), found {row!r}")
-        parsed.append(tuple(row))
-    if len({len(row) for row in parsed}) != 1:
-        raise ConfigError(f"{where}input.timepoints: every timepoint needs the same number of "
-                          f"channels, found {[len(r) for r in parsed]}")
-    return tuple(parsed)
-
-
-def _channel_names(value: Any, channels: int, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}input.channel_names: expected a list of names, found {value!r}")
-    if value and len(value) != channels:
-        raise ConfigError(f"{where}input.channel_names: {len(value)} names for {channels} channels")
-    return tuple(value)
-
-
-def _default_format(out: dict) -> str:
-    """The format the other output keys imply, so one key switches the output kind."""
-    if out["shard"] != [] or out["layout"] == "ome":
-        return "zarr3"
-    return "n5"
-
-
-def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
-    out = {**out, "format": out["format"] or _default_format(out)}
-    fmt = _choice(out, "output", "format", FORMATS, where)
-    out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
-    layout = _choice(out, "output", "layout", LAYOUTS[fmt], where)
-    if layout == "n5-viewer" and timepoints > 1:
-        raise ConfigError(f"{where}output.layout: the n5-viewer layout holds one timepoint; "
-                          f"use layout = \"bdv\" for {timepoints} timepoints")
-    chunks = _positive_triple(out, "output", "chunks", where)
-    shard = _positive_triple(out, "output", "shard", where) if out["shard"] != [] else None
-    if shard and fmt != "zarr3":
-        raise ConfigError(f"{where}output.shard: sharding needs format = \"zarr3\", found {fmt!r}")
-    block = _positive_triple(out, "output", "block", where) if out["block"] != [] else (
-        shard or DEFAULT_BLOCK)
-    if shard and any(b % s for b, s in zip(block, shard)):
-        raise ConfigError(f"{where}output.block: {list(block)} must be a whole number of shards "
-                          f"{list(shard)} per axis, so that each task owns whole shards")
-    if out["dtype"] and out["dtype"] not in DTYPES:
-        _choice(out, "output", "dtype", DTYPES, where)
-    levels = out["levels"]
-    if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
-        raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
-    return OutputConfig(
-        uri=_output_uri(_string(out, "output", "uri", where), where), format=fmt, layout=layout, chunks=chunks,
-        block=block, shard=shard, codec=_codec(out["codec"], where), dtype=out["dtype"],
-        levels=levels, downsample=_choice(out, "output", "downsample", DOWNSAMPLING, where))
-
-
-def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
-    """The [s3] table with sizes in bytes. Credentials never appear here: they come from
-    the standard AWS chain (environment, shared profile, instance role)."""
-    for key in ("endpoint_url", "region", "profile"):
-        if not isinstance(table[key], str):
-            raise ConfigError(f"{where}s3.{key}: expected a string, found {table[key]!r}")
-    attempts = table["max_attempts"]
-    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
-        raise ConfigError(f"{where}s3.max_attempts: expected a whole number ≥ 1, found {attempts!r}")
-    sizes = {k: parse_size(table[k], f"{where}s3.{k}") for k in ("multipart_threshold", "part_size")}
-    if sizes["part_size"] < S3_MIN_PART:
-        raise ConfigError(f"{where}s3.part_size: S3 needs parts of at least 5MiB, found {table['part_size']!r}")
-    return tuple(sorted({**table, **sizes}.items()))
-
-
-def _blending(merged: dict, where: str) -> str:
-    blending = _choice(merged["fusion"], "fusion", "blending", BLENDINGS, where)
-    if merged["output"]["downsample"] == "mode" and blending in ("average", "linear"):
-        raise ConfigError(f"{where}fusion.blending: {blending!r} averages overlapping tiles, which "
-                          f"invents values between labels; with output.downsample = \"mode\" use "
-                          f"blending = \"first\" or \"max\"")
-    return blending
-
-
-def _delay(value: Any, where: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{where}debug.task_delay: expected seconds ≥ 0, found {value!r}")
-    return float(value)
-
-
-def _output_uri(uri: str, where: str) -> str:
-    """A path, file:// or s3:// URI; anything else (memory:// is a test fixture, never a
-    user's output) is refused before anything runs."""
-    from pipelines.storage import uri as uris
-
-    try:
-        uris.parse(uri)
-    except OutputError as e:
-        raise ConfigError(f"{where}output.uri: {e}") from None
-    return uri

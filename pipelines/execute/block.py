@@ -19,8 +19,8 @@ import numpy as np
 
 from pipelines import pyramid
 from pipelines.commit import ledger
-from pipelines.execute import readback
 from pipelines.errors import BlockFailed
+from pipelines.execute import readback
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.geometry import to_zyx
 from pipelines.formats.codecs import Compressor
+from pipelines.geometry import to_zyx
 
 Vec = tuple[int, ...]
 

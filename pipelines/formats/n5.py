@@ -12,8 +12,8 @@ import struct
 
 import numpy as np
 
-from pipelines.geometry import to_xyz, to_zyx
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes
+from pipelines.geometry import to_xyz, to_zyx
 
 NAME = "n5"
 # N5-Java refuses a root version whose major is above its own; 2.x is read by N5-Java

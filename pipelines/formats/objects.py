@@ -7,14 +7,14 @@ nothing, and every reader returns the fill value for them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import ModuleType
-from typing import Iterator
 
 import numpy as np
 
-from pipelines.geometry import Box, ChunkGrid, grid_indices
 from pipelines.formats import sharding
 from pipelines.formats.base import ArraySpec, is_fill
+from pipelines.geometry import Box, ChunkGrid, grid_indices
 
 
 def encode_region(fmt: ModuleType, spec: ArraySpec, data_zyx: np.ndarray, box: Box,

@@ -15,14 +15,14 @@ Shard keys use the same key encoding as chunks, with the shard's grid index:
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from numcodecs import CRC32C
 
-from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
 from pipelines.formats import zarr3
 from pipelines.formats.base import ArraySpec, is_fill
+from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
 
 Vec = tuple[int, ...]
 ABSENT = 2**64 - 1

@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 
-from pipelines.geometry import to_zyx
 from pipelines.formats.base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
 from pipelines.formats.codecs import BLOSC_SHUFFLE, Compressor
+from pipelines.geometry import to_zyx
 
 NAME = "zarr2"
 ROOT_KEY = ".zgroup"

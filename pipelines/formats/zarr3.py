@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.geometry import to_zyx
 from pipelines.formats.base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
+from pipelines.geometry import to_zyx
 
 NAME = "zarr3"
 ROOT_KEY = "zarr.json"

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pipelines.formats import format_module
-from pipelines.layouts import viewers
-from pipelines.formats.base import json_bytes
-from pipelines.plan import ExportPlan
 from pipelines.commit.records import Sidecars
+from pipelines.formats import format_module
+from pipelines.formats.base import json_bytes
+from pipelines.layouts import viewers
+from pipelines.plan import ExportPlan
 from pipelines.storage import uri as uris
 
 Document = tuple[str, bytes]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipelines.commit import ledger
 from pipelines.commit.records import Sidecars, digest, read_json
-from pipelines.formats import ArraySpec, Compressor, format_module, sharding
-from pipelines.errors import OutputError
 from pipelines.config import apply_override, build_config
+from pipelines.errors import OutputError
+from pipelines.formats import ArraySpec, Compressor, format_module, sharding
 from pipelines.storage import Store, beside_store, open_store
 from pipelines.storage.s3 import S3Options
 
@@ -84,7 +85,8 @@ def _decoder(record: dict):
 
 
 def _spec(doc: dict) -> ArraySpec:
-    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items() if k != "compressor"}
+    tuples: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in doc.items() if k != "compressor"}
     return ArraySpec(**tuples, compressor=Compressor(**doc["compressor"]))
 
 

@@ -24,9 +24,9 @@ from pipelines import pyramid
 from pipelines.config import JobConfig
 from pipelines.errors import ConfigError, PlanError, TileError
 from pipelines.formats import ArraySpec, compressor_for, format_module
-from pipelines.layouts import paths as layouts
 from pipelines.formats.objects import object_keys
 from pipelines.geometry import BlockGrid, Box, ChunkGrid, ceil_div, grid_indices
+from pipelines.layouts import paths as layouts
 from pipelines.storage.s3 import S3Options
 from pipelines.tiles import Tile, TileSet, check_tile_file, read_tile_json
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.plan import (OutputSpec, plan_output, plan_stages, read_tiles, task_memory_bytes)
+from pipelines.plan import OutputSpec, plan_output, plan_stages, read_tiles, task_memory_bytes
 from pipelines.storage.s3 import S3Options
 from pipelines.tiles import TileSet
 

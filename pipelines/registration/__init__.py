@@ -8,11 +8,11 @@ here does the same in one process (tests, small acquisitions).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from pipelines.tiles import TileSet, read_region
 from pipelines.registration.pairs import PairOptions, PairShift, find_pairs, register_pair
 from pipelines.registration.solve import Link, Solution, solve
+from pipelines.tiles import TileSet, read_region
 
 __all__ = ["PairOptions", "PairShift", "Link", "Solution", "find_pairs", "register_pair",
            "solve", "register"]

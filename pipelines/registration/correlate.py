@@ -18,8 +18,8 @@ How a shift is found (coarse to fine, always inside the window the stage offset 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Window:
     radius: Vec
     min_overlap: Vec
 
-    def scaled(self, factor: Sequence[int]) -> "Window":
+    def scaled(self, factor: Sequence[int]) -> Window:
         """The same window in binned coordinates (rounded outwards)."""
         if all(f == 1 for f in factor):
             return self
@@ -141,16 +141,16 @@ def candidates(surface: np.ndarray, shape_a: Sequence[int], shape_b: Sequence[in
     lo = [max(0, c - r + o) for c, r, o in zip(window.centre, window.radius, offset)]
     hi = [min(n, c + r + o + 1) for c, r, o, n in zip(window.centre, window.radius, offset,
                                                        surface.shape)]
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(h <= low for low, h in zip(lo, hi)):
         return []
-    part = np.array(surface[tuple(slice(l, h) for l, h in zip(lo, hi))], dtype=np.float64)
+    part = np.array(surface[tuple(slice(low, h) for low, h in zip(lo, hi))], dtype=np.float64)
     part[~np.isfinite(part)] = -np.inf
     found: list[Vec] = []
     for flat in np.argsort(part, axis=None)[::-1][:50 * count]:
         if len(found) == count or not np.isfinite(part.flat[flat]):
             break
         idx = np.unravel_index(flat, part.shape)
-        d = tuple(int(i + l - o) for i, l, o in zip(idx, lo, offset))
+        d = tuple(int(i + low - o) for i, low, o in zip(idx, lo, offset))
         if not window.allows(d, shape_a, shape_b):
             continue
         if any(max(abs(x - y) for x, y in zip(d, f)) <= 2 for f in found):
@@ -229,7 +229,7 @@ def smooth(array: np.ndarray, passes: int = 1) -> np.ndarray:
             if n < 3:
                 continue
             padded = np.concatenate([np.take(out, [0], axis), out, np.take(out, [n - 1], axis)], axis)
-            side = lambda lo: np.take(padded, np.arange(lo, lo + n), axis=axis)
+            side = lambda lo: np.take(padded, np.arange(lo, lo + n), axis=axis)  # noqa: B023  (used in this iteration only)
             out = 0.5 * out + 0.25 * (side(0) + side(2))
     return out
 

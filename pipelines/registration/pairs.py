@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
 
 import numpy as np
 
 from pipelines.geometry import Box, to_xyz, to_zyx
-from pipelines.tiles import Tile, TileSet, read_region
 from pipelines.registration.correlate import Window, match
+from pipelines.tiles import Tile, TileSet, read_region
 
 Reader = Callable[[Tile, Box], np.ndarray]
 # Longest crop side (voxels) read for one pair: a 2048² face is registered from its

@@ -22,9 +22,9 @@ from pipelines.config import JobConfig
 from pipelines.plan import check_same_geometry
 from pipelines.registration import PairOptions, Solution
 from pipelines.storage import S3Options, beside_store
+from pipelines.storage import uri as uris
 from pipelines.tiles import TileSet, read_tile_json
 from pipelines.tiles.tilejson import tile_json_text
-from pipelines.storage import uri as uris
 
 
 def pair_options(config: JobConfig) -> PairOptions:
@@ -71,7 +71,7 @@ class StitchOutcome:
 def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, int]],
            config: JobConfig, seconds: float) -> dict:
     """The report: options, totals, per-pair measurements and per-tile corrections."""
-    kept = [l for l in solution.links if l.kept]
+    kept = [link for link in solution.links if link.kept]
     corrections = {t.index: [round(p - s, 3) for p, s in zip(solution.positions[t.index], t.position)]
                    for t in reference}
     sizes = [float(np.linalg.norm(c)) for c in corrections.values()]
@@ -85,16 +85,16 @@ def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, in
                   "unmatched": len(unmatched)},
         "solve": {"rounds": solution.rounds, "groups": solution.groups,
                   "unlinked_tiles": list(solution.unlinked)},
-        "residual_voxels": _stats([l.residual for l in kept]),
+        "residual_voxels": _stats([link.residual for link in kept]),
         "correction_voxels": _stats(sizes),
         "seconds": {"pairs": round(seconds, 3),
                     "per_pair": round(seconds / max(1, measured + len(unmatched)), 3)},
         "pair_results": [
-            {"a": l.shift.a, "b": l.shift.b, "stage": list(l.shift.stage),
-             "measured": list(l.shift.measured),
-             "correction": [round(v, 3) for v in l.shift.correction], "score": l.shift.score,
-             "overlap_voxels": l.shift.overlap, "residual": l.residual, "kept": l.kept}
-            for l in solution.links],
+            {"a": link.shift.a, "b": link.shift.b, "stage": list(link.shift.stage),
+             "measured": list(link.shift.measured),
+             "correction": [round(v, 3) for v in link.shift.correction], "score": link.shift.score,
+             "overlap_voxels": link.shift.overlap, "residual": link.residual, "kept": link.kept}
+            for link in solution.links],
         "unmatched_pairs": [list(p) for p in unmatched],
         "tile_results": [{"index": t.index, "stage": list(t.position),
                           "position": list(solution.positions[t.index]),
@@ -110,10 +110,12 @@ def _stats(values: list[float]) -> dict:
 
 def layout_picture(reference: TileSet, solution: Solution) -> bytes:
     """Tiles at stage and at solved positions, pair links coloured by residual."""
-    from pipelines.report.pictures import tile_layout_png   # matplotlib only where pictures are drawn
+    from pipelines.report.pictures import (
+        tile_layout_png,  # matplotlib only where pictures are drawn
+    )
     before = [(t.index, t.position, t.size) for t in reference]
     after = [(t.index, solution.positions[t.index], t.size) for t in reference]
-    links = [(l.shift.a, l.shift.b, l.residual, l.kept) for l in solution.links]
+    links = [(link.shift.a, link.shift.b, link.residual, link.kept) for link in solution.links]
     return tile_layout_png(before, after, links, title=Path(reference.source).name)
 
 

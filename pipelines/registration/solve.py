@@ -15,8 +15,8 @@ A tile with no trustworthy link keeps its stage position.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -13,7 +13,7 @@ import io
 import math
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.execute import readback
 from pipelines.commit.publish import CommitSummary
 from pipelines.commit.records import Sidecars
+from pipelines.execute import readback
 from pipelines.formats import format_module
 from pipelines.geometry import Box
 from pipelines.plan import BlockReceipt, ExportPlan
@@ -45,7 +45,11 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[Bl
                      store: Store, beside: Store, began: float, facts: dict) -> RunReport:
     """Draw the pictures and write the summary; `began` is the run's start (time.time()),
     `facts` extra summary entries (timings, master, stitching)."""
-    from pipelines.report.pictures import progress_png, projections_png, tile_layout_png  # matplotlib here only
+    from pipelines.report.pictures import (  # matplotlib here only
+        progress_png,
+        projections_png,
+        tile_layout_png,
+    )
     folder = report_folder(plan)
     images = projections(plan, store)
     pictures = {} if images is None else {

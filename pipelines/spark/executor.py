@@ -37,7 +37,7 @@ class SparkExecutor:
 
     @property
     def master(self) -> str:
-        return self.spark.sparkContext.master if self.spark else ""
+        return (self.spark.sparkContext.master or "") if self.spark else ""
 
     def check(self) -> None:
         if self.owned and not under_spark_submit():

@@ -41,7 +41,7 @@ def session(config: JobConfig) -> SparkSession:
         raise SparkStartError(f"cannot start Spark (spark.master = {config.spark_master!r}): "
                               f"{first_line(e)}") from None
     spark.sparkContext.setLogLevel("WARN")
-    if spark.sparkContext.master.startswith("local"):
+    if (spark.sparkContext.master or "").startswith("local"):
         _quiet_task_failures(spark)
     return spark
 
@@ -51,6 +51,7 @@ def _quiet_task_failures(spark: SparkSession) -> None:
     traces would bury the one-line message (the trace is saved in the error log instead)."""
     try:
         jvm = spark.sparkContext._jvm
+        assert jvm is not None  # a started session has its gateway
         configurator = jvm.org.apache.logging.log4j.core.config.Configurator
         for logger in ("org.apache.spark.executor.Executor",
                        "org.apache.spark.scheduler.TaskSetManager"):

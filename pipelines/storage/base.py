@@ -7,9 +7,10 @@ clients and file handles are opened lazily where it is used, never pickled.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ class Store(ABC):
         self.delete(key)
         return True
 
-    def partial_writes(self, prefix: str = "") -> list[PartialWrite]:
+    def partial_writes(self, prefix: str = "") -> builtins.list[PartialWrite]:
         """Partial writes a killed writer left of objects whose keys start with `prefix`."""
         return []
 
-    def remove_partial(self, partial: PartialWrite) -> None:
+    def remove_partial(self, partial: PartialWrite) -> None:  # noqa: B027  (optional: nothing to remove by default)
         """Remove one partial write `partial_writes` listed (gone already is fine)."""
 
     def size(self, key: str) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipelines.errors import OutputError
 from pipelines.storage.base import PartialWrite, Store
@@ -133,7 +134,7 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def partial_writes(self, prefix: str = "") -> list[PartialWrite]:
+    def partial_writes(self, prefix: str = "") -> builtins.list[PartialWrite]:
         found = []
         for name in self._walk(prefix):
             if name.endswith(TEMP_SUFFIX):

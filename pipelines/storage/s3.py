@@ -11,13 +11,15 @@ on any failure, so no half-uploaded parts are left behind (they would be billed 
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 from pipelines.errors import OutputError
 from pipelines.storage.base import PartialWrite, Store
@@ -155,7 +157,7 @@ class S3Store(Store):
             raise
         return True
 
-    def partial_writes(self, prefix: str = "") -> list[PartialWrite]:
+    def partial_writes(self, prefix: str = "") -> builtins.list[PartialWrite]:
         """Multipart uploads a killed writer never completed or aborted."""
         root = f"{self.prefix}/" if self.prefix else ""
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
@@ -295,8 +297,13 @@ class S3Store(Store):
     def _explain(self, err: Exception) -> str:
         """What went wrong, in words a user can act on — never echoing credentials."""
         from botocore.exceptions import (
-            ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
-            PartialCredentialsError, ProfileNotFound)
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ProfileNotFound,
+        )
 
         if isinstance(err, ProfileNotFound):
             return f"s3.profile {self.options.profile!r} is not in the AWS config files"

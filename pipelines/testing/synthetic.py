@@ -16,9 +16,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tifffile
@@ -233,7 +233,7 @@ def _windows(waves, centres, sigmas, amps) -> _Scene:
     stop = start + 2 * reach + 1
     profiles = []
     for c, s, a, lo, hi in zip(centres, sigmas, amps, start, stop):
-        px, py, pz = (np.exp(-0.5 * ((np.arange(l, h) - ci) / s) ** 2) for ci, l, h in zip(c, lo, hi))
+        px, py, pz = (np.exp(-0.5 * ((np.arange(low, h) - ci) / s) ** 2) for ci, low, h in zip(c, lo, hi))
         profiles.append(((a * pz).astype(np.float32), py.astype(np.float32), px.astype(np.float32)))
     return _Scene(waves, start, stop, tuple(profiles))
 

@@ -16,15 +16,16 @@ import tifffile
 from pipelines.errors import PipelineError, TileError
 from pipelines.geometry import Box, to_xyz, to_zyx
 from pipelines.storage import open_store
+from pipelines.storage.uri import is_remote
+from pipelines.storage.uri import split as split_uri
 from pipelines.tiles.model import Tile
-from pipelines.storage.uri import is_remote, split as split_uri
 from pipelines.tiles.remote import open_remote
 
 # Per-process cache of opened stacks, so neighbouring blocks on one executor do not
 # re-parse TIFF headers. Memory maps cost address space, not memory. Tile files must not
 # change while a job runs (a job's output is a pure function of its inputs).
 _OPEN_LIMIT = 64
-_open: "OrderedDict[str, np.ndarray | None]" = OrderedDict()
+_open: OrderedDict[str, np.ndarray | None] = OrderedDict()
 
 
 def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:

@@ -7,6 +7,7 @@ way a local one is: the headers, then only the bytes of the slices a block needs
 from __future__ import annotations
 
 import io
+
 from pipelines.storage import Store, open_store
 from pipelines.storage.uri import split as split_uri
 

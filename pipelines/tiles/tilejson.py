@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pipelines.errors import PipelineError, TileError
+from pipelines.storage.uri import is_remote
+from pipelines.storage.uri import join as join_uri
+from pipelines.storage.uri import parent as parent_uri
 from pipelines.tiles.model import TILE_TYPES, Tile, TileSet
-from pipelines.storage.uri import is_remote, join as join_uri, parent as parent_uri
 from pipelines.tiles.remote import read_text
 
 FIELDS = ("index", "file", "position", "size", "type")

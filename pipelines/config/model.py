@@ -1,0 +1,107 @@
+"""The job configuration as the rest of the package sees it: frozen dataclasses, the
+schema of the job file (sections, keys, defaults) and the choices each key allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMATS = ("n5", "zarr2", "zarr3")
+LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
+BLENDINGS = ("max", "average", "linear", "first")
+INTERPOLATIONS = ("nearest", "linear")
+DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
+DOWNSAMPLING = ("mean", "mode")
+
+# Every key a job file may hold, with its default (REQUIRED when there is none).
+# The [spark] table also takes any Spark property (see `_spark_conf`).
+REQUIRED = object()
+SCHEMA: dict[str, dict[str, Any]] = {
+    "input": {"tiles": "", "timepoints": [], "channel_names": []},
+    "output": {
+        "uri": REQUIRED,
+        "format": "",
+        "layout": "",
+        "chunks": [128, 128, 64],
+        "block": [],
+        "shard": [],
+        "codec": "zstd",
+        "dtype": "",
+        "levels": 1,
+        "downsample": "mean",
+    },
+    "fusion": {"blending": "linear", "interpolation": "nearest"},
+    "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
+                  "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
+                  "max_residual": 2.0},
+    "limits": {"task_memory": "4GiB"},
+    "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
+           "multipart_threshold": "64MiB", "part_size": "16MiB"},
+    "spark": {"master": "local[*]"},
+    "debug": {"fail_blocks": [], "task_delay": 0},
+}
+S3_MIN_PART = 5 * 2**20  # S3 refuses multipart parts below 5 MiB (except the last)
+PATH_KEYS = {("input", "tiles"), ("input", "timepoints"), ("output", "uri")}
+DEFAULT_BLOCK = (2, 2, 2)
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """A compressor as the user named it: `name` plus options such as level or cname."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    uri: str
+    format: str
+    layout: str
+    chunks: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shard: tuple[int, int, int] | None
+    codec: CodecConfig
+    dtype: str          # "" = the tiles' type
+    levels: int | str   # a count, or "auto"
+    downsample: str
+
+
+@dataclass(frozen=True)
+class StitchingConfig:
+    """[stitching]: how tile offsets are measured and solved (see README, "Stitching")."""
+
+    enabled: bool = False
+    channel: int = 0                                 # the channel registered (an index)
+    search: tuple[int, int, int] = (40, 40, 40)      # max error of a pair's stage offset
+    downsample: tuple[int, int, int] = (4, 4, 2)     # binning of the all-offset search
+    min_overlap: tuple[int, int, int] = (8, 8, 4)    # voxels a pair must share per axis
+    min_score: float = 0.5                           # NCC below which a pair is not used
+    max_residual: float = 2.0                        # voxels; worse links are dropped
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A validated job: every value checked, paths resolved, nothing left to default."""
+
+    inputs: tuple[tuple[str, ...], ...]  # tile JSON paths per timepoint, per channel
+    channel_names: tuple[str, ...]
+    output: OutputConfig
+    blending: str
+    task_memory: int
+    spark_conf: tuple[tuple[str, str], ...]
+    interpolation: str = "nearest"
+    stitching: StitchingConfig = StitchingConfig()
+    fail_blocks: tuple[tuple[int, int, int], ...] = ()
+    s3: tuple[tuple[str, Any], ...] = ()  # [s3] settings, sizes in bytes; never credentials
+    task_delay: float = 0.0  # test hook: seconds each task waits first
+    source: str = field(default="", compare=False)
+
+    @property
+    def tiles(self) -> str:
+        """The first channel's tile JSON of the first timepoint."""
+        return self.inputs[0][0]
+
+    @property
+    def spark_master(self) -> str:
+        return dict(self.spark_conf)["spark.master"]
