@@ -36,10 +36,11 @@ def find_orphans(store: Store, beside: Store, uri: str) -> list[Orphan]:
     """Every orphan of the output at `uri`, and nothing else; OutputError when there is no
     output there at all (a mistyped URI must not pass for a clean one)."""
     names = Sidecars.of(uri)
-    if not any(next(iter(beside.list(prefix)), None) for prefix in names.prefixes()) \
-            and next(iter(store.list()), None) is None and not store.partial_writes():
+    partial = _partial_writes(store, beside, names)
+    if not partial and next(iter(store.list()), None) is None \
+            and not any(next(iter(beside.list(prefix)), None) for prefix in names.prefixes()):
         raise OutputError(f"{uri}: there is no output here, nor any record of one beside it")
-    return _partial_writes(store, beside, names) + _stale_ledger(beside, names) + _dead_lock(beside, uri)
+    return partial + _stale_ledger(beside, names) + _dead_lock(beside, uri)
 
 
 def _partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan]:
