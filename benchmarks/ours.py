@@ -8,17 +8,15 @@ no start-up). Peak memory of the Python workers is sampled while it runs (`memor
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
-from pipelines import plan as plan_module
-from pipelines.fusion import fuse
+from benchmarks.memory import WorkerMemory
 from pipelines.driver import export
+from pipelines.fusion import fuse
+from pipelines.plan import make_plan, task_memory
 from pipelines.spark import SparkExecutor, session
 from pipelines.tiles import read_region
-
-from benchmarks.memory import WorkerMemory
 
 
 def start(config) -> tuple[object, float]:
@@ -49,8 +47,8 @@ def warm_workers(spark) -> None:
         import gc
         import time
 
-        import pipelines.execute.block   # noqa: F401  (what a block task imports)
-        import pipelines.spark   # noqa: F401
+        import pipelines.execute.block  # noqa: F401  (what a block task imports)
+        import pipelines.spark  # noqa: F401
         if freeze:
             gc.collect()
             gc.freeze()
@@ -75,14 +73,10 @@ def run(config, spark) -> dict:
 
 
 def memory_budget(plan) -> dict:
-    """What the plan expects one task to need: `task_memory` (plan.task_memory_bytes) and
-    block bytes = voxels per block × fusion working bytes per voxel. There is no
-    byte-limited tile cache (tiles are memory-mapped), so the tile cache term is 0."""
-    out = plan.output
-    voxels = math.prod(out.block_grid(0).block_shape)
-    per_voxel = (plan_module._FUSION_BYTES_PER_VOXEL + plan.tiles[0][0].dtype.itemsize
-                 + out.base.np_dtype.itemsize)
-    block = voxels * per_voxel
+    """What the plan expects one task to need: `task_memory` (plan.memory's peak) and
+    block bytes = the fusing term of the memory model. There is no byte-limited tile
+    cache (tiles are memory-mapped), so the tile cache term is 0."""
+    block = task_memory(plan.output, plan.tiles[0][0], plan.stages).fusing
     tile_cache = 0
     return {"task_memory": plan.task_memory, "block_bytes": block, "tile_cache_bytes": tile_cache,
             "budget_3x": 3 * (block + tile_cache)}
@@ -91,7 +85,7 @@ def memory_budget(plan) -> dict:
 def expected(config):
     """A function box → the fused voxels our fusion computes there (z, y, x), for checking
     an overlapping export without trusting its output."""
-    plan = plan_module.make_plan(config, check_files=False)
+    plan = make_plan(config, check_files=False)
     tiles = list(plan.tiles[0][0])
 
     def voxels(box):
@@ -102,5 +96,5 @@ def expected(config):
 
 def level0(config):
     """(pipelines format name, ArraySpec of level 0) of the job's output."""
-    plan = plan_module.make_plan(config, check_files=False)
+    plan = make_plan(config, check_files=False)
     return plan.output.format, plan.output.array(0, 0, 0)

@@ -32,7 +32,7 @@ from pipelines.config import JobConfig
 from pipelines.errors import BlockFailed, PipelineError, RunFailed
 from pipelines.execute.block import BlockJob, execute_task, stored_bytes
 from pipelines.execute.executor import Batch, Executor
-from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, check_tile_files, make_plan
+from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, make_plan
 from pipelines.registration import find_pairs, solve
 from pipelines.registration import results as stitching
 from pipelines.registration.pairs import PairJob, PairShift, measure_pair
@@ -40,6 +40,7 @@ from pipelines.report.console import stitch_summary
 from pipelines.report.progress import Progress
 from pipelines.report.summary import RunReport, write_run_report
 from pipelines.storage import Store, beside_store, open_store
+from pipelines.tiles import check_tile_files
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,15 @@ the spec says how objects are keyed and encoded. A missing object is the fill va
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import numpy as np
 
 from pipelines.formats import sharding
-from pipelines.formats.base import ArraySpec
+from pipelines.formats.base import ArraySpec, Format
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
 from pipelines.storage import Store
 
 
-def read_region(fmt: ModuleType, spec: ArraySpec, store: Store, box: Box,
+def read_region(fmt: Format, spec: ArraySpec, store: Store, box: Box,
                 lead_index: tuple[int, ...] = ()) -> np.ndarray:
     """The voxels of `box` (x, y, z) of one (t, c) array as a z, y, x array."""
     out = np.full(to_zyx(box.shape), spec.fill_value, dtype=spec.np_dtype)

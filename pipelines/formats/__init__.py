@@ -1,22 +1,21 @@
 """Output formats: chunk keys, chunk bytes and metadata documents — pure code, no I/O.
 
-Each format module offers the same functions: `chunk_key`, `encode_chunk`,
-`decode_chunk`, `array_documents`, `group_documents`, and `ROOT_KEY` (the document
-whose presence means a committed dataset).
+Each format module implements the `Format` protocol (`pipelines.formats.base`):
+`chunk_key`, `encode_chunk`, `decode_chunk`, `array_documents`, `group_documents`, and
+`ROOT_KEY` (the document whose presence means a committed dataset).
 """
 
-from types import ModuleType
-
 from pipelines.formats import n5, sharding, zarr2, zarr3
-from pipelines.formats.base import ArraySpec
+from pipelines.formats.base import ArraySpec, Format
 from pipelines.formats.codecs import Compressor, compressor_for
 
-FORMATS: dict[str, ModuleType] = {"n5": n5, "zarr2": zarr2, "zarr3": zarr3}
+FORMATS: dict[str, Format] = {"n5": n5, "zarr2": zarr2, "zarr3": zarr3}
 
-__all__ = ["ArraySpec", "Compressor", "FORMATS", "compressor_for", "format_module", "sharding"]
+__all__ = ["ArraySpec", "Compressor", "FORMATS", "Format", "compressor_for", "format_module", "sharding"]
 
 
-def format_module(name: str) -> ModuleType:
+def format_module(name: str) -> Format:
+    """The format named `name` in a job's `output.format`."""
     return FORMATS[name]
 
 

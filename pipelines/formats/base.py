@@ -1,9 +1,11 @@
-"""What every output format is told about the array it writes."""
+"""What every output format is told about the array it writes, and what every format offers."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -48,6 +50,38 @@ class ArraySpec:
     @property
     def dimension_names(self) -> list[str]:
         return [*self.lead_names, "z", "y", "x"]
+
+
+class Format(Protocol):
+    """One output format: chunk keys, chunk bytes and metadata documents, no I/O.
+
+    `pipelines.formats.n5`, `.zarr2` and `.zarr3` implement it as modules; `FORMATS`
+    maps the config's format names to them.
+    """
+
+    NAME: str       # the config's `output.format`
+    ROOT_KEY: str   # the document whose presence means a committed dataset
+
+    def chunk_key(self, spec: ArraySpec, index_xyz: Sequence[int],
+                  lead_index: Sequence[int] = ()) -> str:
+        """Key of one stored object (chunk, or shard when sharded) by its grid index."""
+        ...
+
+    def encode_chunk(self, spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
+        """Stored bytes of one chunk's region (edge regions may be smaller than a chunk)."""
+        ...
+
+    def decode_chunk(self, spec: ArraySpec, data: bytes) -> np.ndarray:
+        """The z, y, x values stored by `encode_chunk`."""
+        ...
+
+    def array_documents(self, spec: ArraySpec) -> list[tuple[str, bytes]]:
+        """(key, bytes) of the array's metadata documents."""
+        ...
+
+    def group_documents(self, spec: ArraySpec) -> list[tuple[str, bytes]]:
+        """(key, bytes) of the groups above the array, the root document last."""
+        ...
 
 
 def json_bytes(doc: dict) -> bytes:

@@ -9,6 +9,7 @@ Edge blocks are written truncated (header holds the real size), as N5-Java does.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,7 +23,7 @@ N5_VERSION = "2.5.1"
 ROOT_KEY = "attributes.json"
 
 
-def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
+def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[int] = ()) -> str:
     if lead_index or spec.lead:
         raise ValueError("N5 arrays are 3D: one array per channel and timepoint")
     return f"{spec.path}/" + "/".join(str(i) for i in index_xyz)

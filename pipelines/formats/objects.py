@@ -8,16 +8,15 @@ nothing, and every reader returns the fill value for them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import ModuleType
 
 import numpy as np
 
 from pipelines.formats import sharding
-from pipelines.formats.base import ArraySpec, is_fill
+from pipelines.formats.base import ArraySpec, Format, is_fill
 from pipelines.geometry import Box, ChunkGrid, grid_indices
 
 
-def encode_region(fmt: ModuleType, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
+def encode_region(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
                   lead_index: tuple[int, ...] = ()) -> Iterator[tuple[str, bytes | None]]:
     """(key, bytes or None) for every object inside `box`, which must hold whole objects
     (chunks, or shards when `spec.shard` is set) except at the array's far edges."""
@@ -40,7 +39,7 @@ def object_grid(spec: ArraySpec) -> ChunkGrid:
     return ChunkGrid(spec.shape, spec.chunks)
 
 
-def object_keys(fmt: ModuleType, spec: ArraySpec, box: Box,
+def object_keys(fmt: Format, spec: ArraySpec, box: Box,
                 lead_index: tuple[int, ...] = ()) -> list[str]:
     """Keys of every object inside `box`: what a task owning `box` must account for."""
     grid = object_grid(spec)

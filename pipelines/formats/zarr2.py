@@ -12,6 +12,7 @@ tensorstore refuses members it does not know, so zstd carries no "checksum" key.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def fill_value_json(spec: ArraySpec):
     return value
 
 
-def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
+def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[int] = ()) -> str:
     """Key of a chunk by its grid index (x, y, z) and its lead (t, c) index."""
     if len(lead_index) != len(spec.lead):
         raise ValueError(f"{spec.path}: expected {len(spec.lead)} lead indices, got {lead_index!r}")

@@ -7,6 +7,8 @@ default chunk key encoding with "/": `<path>/c/z/y/x`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from pipelines.formats.base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
@@ -16,7 +18,7 @@ NAME = "zarr3"
 ROOT_KEY = "zarr.json"
 
 
-def chunk_key(spec: ArraySpec, index_xyz, lead_index=()) -> str:
+def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[int] = ()) -> str:
     """Key of a chunk (or, for a sharded array, of a shard) by its grid index."""
     return f"{spec.path}/c/" + "/".join(str(i) for i in (*lead_index, *to_zyx(index_xyz)))
 

@@ -5,8 +5,8 @@ are applied to every channel and timepoint (they share one tile geometry). Resul
 next to each input tile JSON, named as stitching-spark names them:
 `tiles.json` → `tiles-final.json` (refined positions, same format), plus
 `tiles-stitching.json` (the report) and `tiles-stitching.png` (the picture) next to the
-registered channel's tile JSON. Pure: `pipelines.spark.stitch` measures pairs on
-executors and calls these.
+registered channel's tile JSON. Pure: `pipelines.driver.stitch` measures pairs on
+an executor and calls these.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.plan import check_same_geometry
 from pipelines.registration import PairOptions, Solution
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
-from pipelines.tiles import TileSet, read_tile_json
+from pipelines.tiles import TileSet, check_same_geometry, read_tile_json
 from pipelines.tiles.tilejson import tile_json_text
 
 

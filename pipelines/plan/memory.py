@@ -1,0 +1,80 @@
+"""The memory one block task needs, as named terms, and the check against the budget.
+
+A task's peak is the larger of its compute terms (fusing at stage 0, reading the level
+below at later stages) plus the codec term (one object being encoded). BENCHMARKS.md
+compares the peak with what workers really held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipelines.errors import PlanError
+from pipelines.plan.output import OutputSpec, Stage
+from pipelines.tiles import TileSet
+
+if TYPE_CHECKING:
+    from pipelines.plan import ExportPlan
+
+# Bytes per output voxel a fusing task holds: float32 value and weight sums, the float32
+# weights and tile region of the tile being added, and the cast result.
+FUSION_BYTES_PER_VOXEL = 16
+# Bytes per source voxel a downsampling task holds besides the region read: float64 sums
+# for mean; sorted window copies and run lengths for mode (measured up to 26 with float64).
+DOWNSAMPLE_BYTES_PER_VOXEL = {"mean": 8, "mode": 24}
+# Copies of one object's bytes alive while it is encoded: raw, padded, compressed.
+CODEC_COPIES = 3
+
+
+@dataclass(frozen=True)
+class TaskMemory:
+    """Peak bytes of a full block's task, by term."""
+
+    fusing: int    # stage 0: accumulators, the tile region being added, the cast result
+    reading: int   # later stages: the region of the level below and downsampling temporaries
+    codec: int     # one object (chunk or shard) being encoded
+
+    @property
+    def peak(self) -> int:
+        return max(self.fusing, self.reading) + self.codec
+
+
+def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...]) -> TaskMemory:
+    """The memory terms of the plan's largest block task, over all stages."""
+    voxels = int(np.prod(output.block_grid(0).block_shape))
+    itemsize = np.dtype(output.base.dtype).itemsize
+    object_voxels = int(np.prod(output.base.chunks)) * int(np.prod(output.base.shard or (1, 1, 1)))
+    per_source_voxel = itemsize + DOWNSAMPLE_BYTES_PER_VOXEL[output.downsample]
+    return TaskMemory(
+        fusing=voxels * (FUSION_BYTES_PER_VOXEL + tiles.dtype.itemsize + itemsize),
+        reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
+                    default=0),
+        codec=CODEC_COPIES * object_voxels * itemsize)
+
+
+def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...]) -> int:
+    """Peak bytes a full block's task holds, over all stages."""
+    return task_memory(output, tiles, stages).peak
+
+
+def _source_voxels(output: OutputSpec, level: int) -> int:
+    """Voxels a later-stage task reads from the level below: its block, scaled up, clipped."""
+    block = output.block_grid(level).block_shape
+    below = output.shapes[level - 1]
+    return int(np.prod([min(b * f, n) for b, f, n in zip(block, output.factors[level], below)]))
+
+
+def check_memory(plan: ExportPlan, budget: int) -> None:
+    """Refuse a plan whose largest block cannot fit in the memory a task may use."""
+    if plan.task_memory <= budget or not plan.tasks:
+        return
+    grid = plan.output.block_grid(0)
+    worst = max(plan.tasks_of(0), key=lambda t: grid.block_box(t.index).size)
+    raise PlanError(
+        f"block {list(worst.index)} ({' x '.join(map(str, grid.block_box(worst.index).shape))} "
+        f"voxels) needs about {plan.task_memory / 2**20:.1f} MiB but limits.task_memory is "
+        f"{budget / 2**20:.1f} MiB; use a smaller output.block or output.chunks, or raise "
+        f"limits.task_memory (and the executors' memory with it)")
