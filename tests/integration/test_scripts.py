@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, write_job
-from tests.test_standalone import free_port, package_project
+from tests.integration.test_standalone import free_port, package_project
 
 SCRIPTS = ["slurm-spark.sh", "lsf-spark.sh", "yarn-submit.sh"]
 

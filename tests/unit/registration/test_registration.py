@@ -1,13 +1,10 @@
 """Stitching: the correlation core, pair finding, the global solve, accuracy on a synthetic
-acquisition with known jitter, and the stitch job (and export with stitching) on Spark."""
+acquisition with known jitter, interpolation through the driver (the stitch job and
+export with stitching on Spark: tests/integration/test_stitching.py)."""
 
 from __future__ import annotations
 
 import itertools
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +12,11 @@ from hypothesis import given, settings, strategies as st
 
 from pipelines.config import load_job
 from pipelines.errors import ConfigError
-from pipelines.geometry import Box
 from pipelines.registration import PairOptions, PairShift, find_pairs, register, solve
 from pipelines.registration.correlate import Window, match, smooth
 from pipelines.tiles import Tile, TileSet, read_tile_json
 from pipelines.testing.synthetic import make_acquisition
-from tests.conftest import ROOT, write_job
+from tests.conftest import write_job
 from tests.readers import tensorstore_read
 
 # The accuracy goal of the stitching issue, in voxels (Euclidean, per tile).
@@ -168,11 +164,6 @@ def test_bad_stitching_keys_name_the_key(tmp_path, key, value, message):
         load_job(job, [f"stitching.{key}={value}"])
 
 
-def run_job(script: str, job: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "jobs" / script), str(job), *args],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-
-
 @pytest.fixture(scope="module")
 def small_jittered(tmp_path_factory) -> dict:
     return make_acquisition(tmp_path_factory.mktemp("small-jittered"), grid=(2, 2, 1),
@@ -186,42 +177,6 @@ enabled = true
 search = 12
 downsample = [2, 2, 1]
 """
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_stitch_job_writes_refined_tiles_report_and_picture(small_jittered, tmp_path):
-    paths = small_jittered["paths"]
-    job = write_job(tmp_path / "job.toml", paths["tiles_json"], str(tmp_path / "out"), STITCH)
-    run = run_job("stitch.py", job)
-    assert run.returncode == 0, run.stderr
-    final = Path(paths["tiles_json"]).with_name("tiles-final.json")
-    assert f"refined tiles: {final}" in run.stdout
-    found = {t.index: t.position for t in read_tile_json(final)}
-    errors = errors_against_truth(found, read_tile_json(paths["tiles_true_json"]))
-    assert errors.max() <= MAX_GOAL
-    report = json.loads(final.with_name("tiles-stitching.json").read_text())
-    assert report["pairs"]["measured"] == len(report["pair_results"]) >= 4
-    assert {r["index"] for r in report["tile_results"]} == set(found)
-    assert final.with_name("tiles-stitching.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.mark.spark
-def test_export_with_stitching_equals_export_at_the_true_positions(spark, small_jittered, tmp_path):
-    """Registration to within half a voxel, placed on whole voxels: nearest-voxel fusion
-    puts every tile exactly where the true positions put it."""
-    from pipelines.driver import export
-    from pipelines.spark import SparkExecutor
-    paths = small_jittered["paths"]
-    stitched_job = write_job(tmp_path / "a.toml", paths["tiles_json"], str(tmp_path / "a" / "v"), STITCH)
-    true_job = write_job(tmp_path / "b.toml", paths["tiles_true_json"], str(tmp_path / "b" / "v"))
-    result = export(load_job(stitched_job), executor=SparkExecutor(spark=spark))
-    assert result.stitching is not None and result.stitching.outcome.report["pairs"]["kept"] >= 4
-    export(load_job(true_job), executor=SparkExecutor(spark=spark))
-    stitched = tensorstore_read(str(tmp_path / "a" / "v"), "c0/s0", "n5")
-    reference = tensorstore_read(str(tmp_path / "b" / "v"), "c0/s0", "n5")
-    assert stitched.shape == reference.shape
-    np.testing.assert_array_equal(stitched, reference)
 
 
 def test_linear_interpolation_reaches_the_executors(small_jittered, tmp_path):

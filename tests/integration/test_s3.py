@@ -1,6 +1,7 @@
 """S3Store against a real moto server: multipart, ranges, writability, pickling, throttling.
 
-The Store conformance class in test_storage.py also runs on S3; these are the S3-only cases.
+The Store conformance tests (pipelines.testing.stores) run on S3 here too; the rest are
+the S3-only cases.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from botocore.exceptions import ClientError
 from pipelines.errors import OutputError
 from pipelines.storage import S3Options, S3Store, beside_store, open_store, parse_s3_uri
 from pipelines.storage.s3 import MiB, client_for
+from pipelines.testing.stores import StoreConformance
 from tests.conftest import ROOT
 from tests.s3_fixtures import ACCESS_KEY, SECRET_KEY, FlakyS3Proxy, boto_client
 
@@ -27,6 +29,14 @@ INTERNAL_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>Interna
 
 def make_store(endpoint: str, bucket: str, prefix: str = "some/prefix", **options) -> S3Store:
     return S3Store(bucket, prefix, S3Options(endpoint_url=endpoint, **options))
+
+
+class TestS3Store(StoreConformance):
+    """The conformance tests on S3Store against the moto server."""
+
+    @pytest.fixture
+    def store(self, s3_bucket):
+        return make_store(*s3_bucket)
 
 
 def pattern(size: int) -> bytes:
