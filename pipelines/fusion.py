@@ -133,8 +133,8 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
 def _shared_zones(boxes: list[Box]) -> list[Box]:
     """Boxes that together hold every voxel two or more of `boxes` share: the pairwise
     intersections, without repeats or boxes inside another."""
-    pairs = {a.intersect(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]}
-    pairs = [p for p in pairs if not p.is_empty()]
+    distinct = {a.intersect(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]}
+    pairs = [p for p in distinct if not p.is_empty()]
     return [p for p in pairs if not any(q != p and q.intersect(p) == p for q in pairs)]
 
 
@@ -160,7 +160,7 @@ def _sample_linear(tile: Tile, region: Box, read: Reader) -> np.ndarray:
     data = read(tile, Box(tuple(s.lo for s in axes), tuple(s.hi for s in axes)))
     # a fixed axis order: every voxel goes through the same operations in any block
     for numpy_axis, s in zip((2, 1, 0), axes):
-        if s.k is not None:
+        if s.k is not None and s.k1 is not None and s.t is not None:
             data = _interpolate(data, s.k, s.k1, s.t, numpy_axis)
     return data.astype(np.float32, copy=False)
 

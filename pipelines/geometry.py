@@ -9,10 +9,18 @@ the package calls them instead of reversing tuples by hand.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 Vec = tuple[int, ...]
+T = TypeVar("T")
+
+
+def triple(values: Iterable[T]) -> tuple[T, T, T]:
+    """Exactly three values (one per axis) as a 3-tuple; an error for any other count."""
+    a, b, c = values
+    return a, b, c
 
 
 def to_zyx(xyz: Sequence) -> tuple:

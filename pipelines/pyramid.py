@@ -143,7 +143,7 @@ def _axis_parts(size: int, factor: int) -> list[tuple[slice, slice, int]]:
     return parts
 
 
-def _regions(shape: tuple, factor: tuple) -> list[tuple[tuple, tuple, tuple]]:
+def _regions(shape: tuple, factor: tuple) -> list[tuple]:
     """Split a z,y,x array into ≤ 8 regions, each tiled exactly by one window shape."""
     pz, py, px = (_axis_parts(n, f) for n, f in zip(shape, factor))
     return [tuple(zip(a, b, c)) for a in pz for b in py for c in px]

@@ -16,6 +16,7 @@ raw, gzip, zstd, blosc. Options and defaults:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from pipelines.config import CodecConfig
 from pipelines.errors import ConfigError
 
 # name → {option: (default, allowed values)}
-OPTIONS: dict[str, dict[str, tuple[Any, tuple]]] = {
+OPTIONS: dict[str, dict[str, tuple[Any, tuple | None]]] = {
     "raw": {},
     "gzip": {"level": (6, tuple(range(1, 10)))},
     "zstd": {"level": (3, tuple(range(1, 23)))},
@@ -72,7 +73,7 @@ class Compressor:
 
     def n5_json(self) -> dict:
         """The N5 `compression` object, in the form tensorstore and N5-Java both accept."""
-        return {
+        documents: dict[str, Callable[[], dict]] = {
             "raw": lambda: {"type": "raw"},
             "gzip": lambda: {"type": "gzip", "level": self.level, "useZlib": False},
             "zstd": lambda: {"type": "zstd", "level": self.level},
@@ -80,7 +81,8 @@ class Compressor:
                               "shuffle": BLOSC_SHUFFLE[self.shuffle], "blocksize": self.blocksize},
             "bzip2": lambda: {"type": "bzip2", "blockSize": self.level},
             "xz": lambda: {"type": "xz", "preset": self.level},
-        }[self.name]()
+        }
+        return documents[self.name]()
 
     def zarr3_json(self, itemsize: int) -> list[dict]:
         """The Zarr v3 codecs that follow the `bytes` codec (empty for raw)."""

@@ -33,11 +33,16 @@ CRC_BYTES = 4
 _CRC = CRC32C(location="end")
 
 
-def shard_shape(spec: ArraySpec) -> Vec:
-    """Voxels per shard along x, y, z: chunk shape × chunks per shard."""
+def inner_counts(spec: ArraySpec) -> Vec:
+    """Inner chunks per shard along x, y, z; an error for an array that is not sharded."""
     if spec.shard is None:
         raise ValueError(f"array {spec.path!r} is not sharded (spec.shard is None)")
-    return tuple(c * s for c, s in zip(spec.chunks, spec.shard))
+    return spec.shard
+
+
+def shard_shape(spec: ArraySpec) -> Vec:
+    """Voxels per shard along x, y, z: chunk shape × chunks per shard."""
+    return tuple(c * s for c, s in zip(spec.chunks, inner_counts(spec)))
 
 
 def shard_grid(spec: ArraySpec) -> ChunkGrid:
@@ -50,7 +55,7 @@ def shard_grid(spec: ArraySpec) -> ChunkGrid:
 
 def index_nbytes(spec: ArraySpec) -> int:
     """Size of a shard's index with its checksum: 16 bytes per inner chunk + 4."""
-    return ENTRY_BYTES * int(np.prod(spec.shard)) + CRC_BYTES
+    return ENTRY_BYTES * int(np.prod(inner_counts(spec))) + CRC_BYTES
 
 
 def encode_shard(spec: ArraySpec, inner: dict) -> bytes | None:
@@ -61,12 +66,13 @@ def encode_shard(spec: ArraySpec, inner: dict) -> bytes | None:
     """
     if not inner:
         return None
-    unknown = [i for i in inner if any(not 0 <= a < n for a, n in zip(i, spec.shard))]
+    counts = inner_counts(spec)
+    unknown = [i for i in inner if any(not 0 <= a < n for a, n in zip(i, counts))]
     if unknown or any(len(i) != 3 for i in inner):
-        raise ValueError(f"inner chunk indices {sorted(inner)} outside shard {spec.shard}")
-    entries = np.full((int(np.prod(spec.shard)), 2), ABSENT, dtype="<u8")
+        raise ValueError(f"inner chunk indices {sorted(inner)} outside shard {counts}")
+    entries = np.full((int(np.prod(counts)), 2), ABSENT, dtype="<u8")
     parts, offset = [], 0
-    for n, index in enumerate(grid_indices(spec.shard)):  # x fastest = C order over z, y, x
+    for n, index in enumerate(grid_indices(counts)):  # x fastest = C order over z, y, x
         if index in inner:
             entries[n] = (offset, len(inner[index]))
             parts.append(inner[index])
@@ -83,7 +89,7 @@ def decode_shard(spec: ArraySpec, data: bytes) -> dict:
     """
     entries, payload_end = _read_index(spec, data)
     chunks = {}
-    for (offset, nbytes), index in zip(entries.tolist(), grid_indices(spec.shard)):
+    for (offset, nbytes), index in zip(entries.tolist(), grid_indices(inner_counts(spec))):
         if offset == ABSENT and nbytes == ABSENT:
             continue
         if offset + nbytes > payload_end:
@@ -125,7 +131,7 @@ def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box,
 def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Box) -> dict:
     """The encoded, not-all-fill inner chunks of one shard, by index within the shard."""
     inner = {}
-    for index in grid_indices(spec.shard):
+    for index in grid_indices(inner_counts(spec)):
         start = tuple(s + i * c for s, i, c in zip(shard_box.start, index, spec.chunks))
         chunk = Box.from_shape(start, spec.chunks).intersect(shard_box)
         if chunk.is_empty():  # an edge shard's inner chunk wholly past the array's end

@@ -43,7 +43,7 @@ def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
     grid_shape = spec.chunks_zyx
     if spec.shard is not None:
         # The grid's cells are shards; the chunks and their codecs live inside the shard codec.
-        grid_shape = (1,) * len(spec.lead) + to_zyx(c * s for c, s in zip(spec.chunks, spec.shard))
+        grid_shape = (1,) * len(spec.lead) + to_zyx(tuple(c * s for c, s in zip(spec.chunks, spec.shard)))
         codecs = [{"name": "sharding_indexed", "configuration": {
             "chunk_shape": list(spec.chunks_zyx), "codecs": codecs,
             "index_codecs": SHARD_INDEX_CODECS, "index_location": "end"}}]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.formats.base import ArraySpec
+from pipelines.geometry import triple
 
 Vec3 = tuple[float, float, float]
 
@@ -48,7 +49,7 @@ class Channel:
 def level_resolution(levels: Sequence[ArraySpec], factors: Sequence[Sequence[int]], k: int) -> Vec3:
     """Voxel size (µm, x, y, z) of level `k`: level 0's resolution times the level's factors."""
     _check(levels, factors)
-    return tuple(float(r) * f for r, f in zip(levels[0].resolution, factors[k]))
+    return triple(float(r) * f for r, f in zip(levels[0].resolution, factors[k]))
 
 
 def level_translations(resolution: Sequence[float], factors: Sequence[Sequence[int]],
@@ -56,7 +57,7 @@ def level_translations(resolution: Sequence[float], factors: Sequence[Sequence[i
     """Per-level translations (µm, x, y, z) for block-mean/mode downsampling: the centre of a
     coarse voxel is the centre of the f fine voxels it summarises, (f - 1) / 2 fine voxels in
     from `origin` (the physical position of level 0's voxel (0, 0, 0))."""
-    return [tuple(float(o) + (f - 1) / 2 * float(r) for o, f, r in zip(origin, fs, resolution))
+    return [triple(float(o) + (f - 1) / 2 * float(r) for o, f, r in zip(origin, fs, resolution))
             for fs in factors]
 
 
@@ -120,7 +121,7 @@ def ome_multiscale(levels: Sequence[ArraySpec], factors: Sequence[Sequence[int]]
                                "translation": [0.0] * len(lead) + shift[::-1]})
         path = posixpath.relpath(spec.path, group) if group else spec.path
         datasets.append({"path": path, "coordinateTransformations": transforms})
-    multiscale = {"name": name, "axes": ome_axes(lead, time_unit), "datasets": datasets}
+    multiscale: dict = {"name": name, "axes": ome_axes(lead, time_unit), "datasets": datasets}
     if downsampling:
         multiscale["type"] = downsampling
         multiscale["metadata"] = {"description": f"block {downsampling} downsampling",
@@ -164,7 +165,7 @@ def ome_v04_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[i
     `ome_multiscale` (translations, name, time_unit, time_interval, downsampling).
     Without channels there is no `omero` block."""
     _channels_match(levels, channels)
-    attrs = {"multiscales": [{"version": "0.4", **ome_multiscale(levels, factors, **options)}]}
+    attrs: dict = {"multiscales": [{"version": "0.4", **ome_multiscale(levels, factors, **options)}]}
     if channels:
         attrs["omero"] = omero(levels, channels, options.get("name", "image"))
     return attrs
@@ -176,7 +177,7 @@ def ome_v05_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[i
     `ome`, version there and not per multiscale. The arrays' `dimension_names` (the specs'
     lead names + z, y, x) are the axis names, as 0.5 requires."""
     _channels_match(levels, channels)
-    ome = {"version": "0.5", "multiscales": [ome_multiscale(levels, factors, **options)]}
+    ome: dict = {"version": "0.5", "multiscales": [ome_multiscale(levels, factors, **options)]}
     if channels:
         ome["omero"] = omero(levels, channels, options.get("name", "image"))
     return {"ome": ome}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import JobConfig
+from pipelines.geometry import Vec
 from pipelines.plan import OutputSpec, plan_output, plan_stages, read_tiles, task_memory_bytes
 from pipelines.storage.s3 import S3Options
 from pipelines.tiles import TileSet
@@ -31,7 +32,7 @@ class DryRun:
     tiles: int
     timepoints: int
     channels: int
-    shapes: tuple[tuple[int, int, int], ...]   # per level, x, y, z
+    shapes: tuple[Vec, ...]                    # per level, x, y, z
     tasks: tuple[int, ...]                     # per stage, all timepoints
     objects: tuple[int, ...]                   # per level, all channels and timepoints: at most
     uncompressed_bytes: int

@@ -70,7 +70,7 @@ def block_tasks(output: OutputSpec, stages: tuple[Stage, ...], tiles: TileSet) -
 def _blocks_under(output: OutputSpec, level: int, blocks0: list[Vec]) -> list[Vec]:
     grid0, grid = output.block_grid(0), output.block_grid(level)
     scale = output.cumulative(level)
-    found = set()
+    found: set[Vec] = set()
     for index in blocks0:
         box = grid0.block_box(index)
         scaled = Box(tuple(s // f for s, f in zip(box.start, scale)),

@@ -13,7 +13,7 @@ from functools import partial
 
 import numpy as np
 
-from pipelines.geometry import Box, to_xyz, to_zyx
+from pipelines.geometry import Box, to_xyz, to_zyx, triple
 from pipelines.registration.correlate import Window, match
 from pipelines.tiles import Tile, TileSet, read_region
 
@@ -47,7 +47,7 @@ class PairShift:
 
     @property
     def correction(self) -> tuple[float, float, float]:
-        return tuple(m - s for m, s in zip(self.measured, self.stage))
+        return triple(m - s for m, s in zip(self.measured, self.stage))
 
 
 def find_pairs(tiles: TileSet, options: PairOptions) -> list[tuple[int, int]]:
@@ -86,7 +86,7 @@ def _best_overlap(offset: int, radius: int, na: int, nb: int) -> int:
 
 
 def _stage_offset(a: Tile, b: Tile) -> tuple[int, int, int]:
-    return tuple(int(np.floor(q - p + 0.5)) for p, q in zip(a.position, b.position))
+    return triple(int(np.floor(q - p + 0.5)) for p, q in zip(a.position, b.position))
 
 
 def crop_boxes(a: Tile, b: Tile, search: Sequence[int],
@@ -132,8 +132,8 @@ def register_pair(a: Tile, b: Tile, options: PairOptions,
         return None
     measured = tuple(d - sb + sa for d, sa, sb in
                      zip(to_xyz(found.displacement), box_a.start, box_b.start))
-    stage = tuple(q - p for p, q in zip(a.position, b.position))
-    return PairShift(a.index, b.index, stage, tuple(float(round(v, 3)) for v in measured),
+    stage = triple(q - p for p, q in zip(a.position, b.position))
+    return PairShift(a.index, b.index, stage, triple(float(round(v, 3)) for v in measured),
                      round(found.score, 4), found.overlap)
 
 

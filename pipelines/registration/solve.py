@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.geometry import triple
 from pipelines.registration.pairs import PairShift
 
 
@@ -73,7 +74,7 @@ def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_sc
     residual = np.linalg.norm(positions[b] - positions[a] - measured, axis=1)
     links = tuple(Link(s, round(float(r), 4), bool(k)) for s, r, k in zip(shifts, residual, kept))
     return Solution(
-        positions={i: tuple(float(round(v, 3)) for v in positions[row[i]]) for i in order},
+        positions={i: triple(float(round(v, 3)) for v in positions[row[i]]) for i in order},
         links=links, unlinked=tuple(i for i in order if not linked[row[i]]),
         groups=len(set(labels[linked].tolist())), rounds=rounds)
 

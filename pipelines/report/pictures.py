@@ -125,7 +125,9 @@ def _draw_links(fig, ax, anchor: dict, links, tile_pt: float) -> list:
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
-    kept, kept_res, dropped = [], [], []
+    kept: list = []
+    kept_res: list[float] = []
+    dropped: list = []
     for i, j, residual, ok in links or ():
         if int(i) in anchor and int(j) in anchor:
             seg = [anchor[int(i)], anchor[int(j)]]

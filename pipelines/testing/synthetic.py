@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from pipelines.geometry import Box, grid_indices, to_zyx
+from pipelines.geometry import Box, grid_indices, to_zyx, triple
 from pipelines.tiles.model import TILE_TYPES, Tile
 from pipelines.tiles.tilejson import write_tile_json
 
@@ -114,7 +114,7 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
     paths = {"tiles": str(out / "tiles"), "tiles_json": str(out / "tiles.json"),
              "tiles_true_json": str(out / "tiles-true.json")}
     for key, positions in (("tiles_json", stage), ("tiles_true_json", true)):
-        write_tile_json([Tile(n, str(f), tuple(float(v) for v in p), tile, resolution, tile_type)
+        write_tile_json([Tile(n, str(f), triple(float(v) for v in p), tile, resolution, tile_type)
                          for n, (f, p) in enumerate(zip(files, positions))], paths[key])
     log(f"wrote {paths['tiles_json']} (stage positions, jitter {jitter}) and "
         f"{paths['tiles_true_json']} (true positions)")

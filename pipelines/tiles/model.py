@@ -7,10 +7,10 @@ from functools import cached_property
 
 import numpy as np
 
-from pipelines.geometry import Box
+from pipelines.geometry import Box, triple
 
 # stitching-spark's "type" field ↔ numpy dtype
-TILE_TYPES = {"GRAY8": np.dtype("uint8"), "GRAY16": np.dtype("uint16"), "GRAY32": np.dtype("float32")}
+TILE_TYPES: dict[str, np.dtype] = {"GRAY8": np.dtype("uint8"), "GRAY16": np.dtype("uint16"), "GRAY32": np.dtype("float32")}
 
 
 def tile_type_of(dtype: np.dtype) -> str:
@@ -39,7 +39,7 @@ class Tile:
     @property
     def origin(self) -> tuple[int, int, int]:
         """The stage position rounded to whole voxels (fusion is on the voxel grid for now)."""
-        return tuple(int(np.floor(p + 0.5)) for p in self.position)
+        return triple(int(np.floor(p + 0.5)) for p in self.position)
 
     @property
     def box(self) -> Box:

@@ -36,8 +36,9 @@ def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
             series = tif.series[0]
             shape, dtype = series.shape, series.dtype
             _check_complete(series, tif.filehandle.size, path)
-            if series.pages[0].compression != tifffile.COMPRESSION.NONE:
-                series.pages[0].asarray()  # can this compression be decoded here at all?
+            first = _page(series.pages, 0, path)
+            if first.compression != tifffile.COMPRESSION.NONE:
+                first.asarray()  # can this compression be decoded here at all?
     except (FileNotFoundError, KeyError):
         raise TileError(f"{path}: tile file not found") from None
     except PipelineError:
@@ -49,6 +50,14 @@ def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
     if len(shape) != 3:
         raise TileError(f"{path}: expected a 3D grayscale stack (z, y, x), found shape {shape}")
     return to_xyz(shape), np.dtype(dtype)
+
+
+def _page(pages, n: int, path: str):
+    """Slice `n` of a TIFF series; tifffile gives None for a page it cannot find."""
+    page = pages[n]
+    if page is None:
+        raise TileError(f"{path}: truncated or damaged TIFF (slice {n} is missing)")
+    return page
 
 
 def _check_complete(series, file_size: int, path: str) -> None:
@@ -98,7 +107,7 @@ def _decode_pages(tif: tifffile.TiffFile, tile: Tile, region: Box) -> np.ndarray
     out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
     pages = tif.series[0].pages
     for n, page in enumerate(range(z.start, z.stop)):
-        out[n] = pages[page].asarray().reshape(to_zyx(tile.size)[1:])[y, x]
+        out[n] = _page(pages, page, tile.path).asarray().reshape(to_zyx(tile.size)[1:])[y, x]
     return out
 
 
@@ -127,7 +136,8 @@ def _remote_layout(uri: str, s3) -> tuple[int, np.dtype] | None:
     """(data offset, dtype) of an uncompressed contiguous remote stack, else None."""
     with tifffile.TiffFile(open_remote(uri, s3)) as tif:
         series = tif.series[0]
-        if series.dataoffset is None or series.pages[0].compression != tifffile.COMPRESSION.NONE:
+        first = _page(series.pages, 0, uri)
+        if series.dataoffset is None or first.compression != tifffile.COMPRESSION.NONE:
             return None
         return int(series.dataoffset), series.dtype
 
