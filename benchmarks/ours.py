@@ -67,7 +67,7 @@ def run(config, spark) -> dict:
     summary, plan = result.summary, result.plan
     return {"seconds": result.run_seconds, "volume_bytes": result.volume_bytes,
             "stored_bytes": summary.bytes_written, "objects": summary.objects_written,
-            "skipped": summary.objects_skipped, "tasks": summary.tasks,
+            "skipped": summary.objects_skipped, "tasks": summary.tasks, "blocks": summary.blocks,
             "master": result.master, "shape": list(summary.shape),
             "memory": {**memory.report(), **memory_budget(plan)}}
 

@@ -30,7 +30,7 @@ STEPS = {
     "  encode (encode_region)": r"^encode_region \(",
     "    compressor (numcodecs encode)": r"^compress \(.*base\.py",
     "  atomic put (store.put)": r"^(LocalStore|S3Store)\.put \(",
-    "ledger record": r"^record \(.*ledger\.py",
+    "ledger record": r"^(flush|encode_part) \(.*ledger\.py",
     # leaf only (the daemon's manager is the bottom frame of every worker stack):
     # pyspark's daemon runs gc.collect() after every task of a reused worker
     "pyspark gc.collect() between tasks": r"=^manager \(daemon\.py",

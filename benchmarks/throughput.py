@@ -63,7 +63,7 @@ def _objects_ok(spec, path, count: int) -> None:
 def _limit_tool(ctx: dict, plan, workers: int):
     """(write, verify) of the limit with `workers` processes on the blocks of `plan`."""
     volume, fmt, spec = ctx["volume"], plan.output.format, plan.output.array(0, 0, 0)
-    boxes = tuple(plan.output.block_grid(0).block_box(t.index) for t in plan.tasks_of(0))
+    boxes = tuple(plan.output.block_grid(0).block_box(t.index) for t in plan.task_plan.block_tasks(0))
 
     def write(out):
         work = limit.Work(volume.shm.name, volume.shape, volume.dtype.name, fmt, spec, boxes, str(out))

@@ -15,24 +15,27 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TextIO
 
 import numpy as np
 
 from pipelines.commit import ledger
+from pipelines.commit.completeness import check_complete, recorded_per_partition
+from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
 from pipelines.commit.output import check_output, remove_dataset
 from pipelines.commit.publish import CommitSummary, publish
-from pipelines.commit.receipts import check_receipts
 from pipelines.commit.records import record_failure, start_record
 from pipelines.config import JobConfig
 from pipelines.errors import BlockFailed, PipelineError, RunFailed
-from pipelines.execute.block import BlockJob, execute_task, stored_bytes
+from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
-from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, make_plan
+from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
 from pipelines.registration import find_pairs, solve
 from pipelines.registration import results as stitching
 from pipelines.registration.pairs import PairJob, PairShift, measure_pair
@@ -57,7 +60,7 @@ class ExportResult:
     startup_seconds: float  # starting the executor (0 when it was running already)
     run_seconds: float  # planning, block tasks and commit
     master: str = ""  # where the blocks ran
-    resumed: int = 0  # tasks an earlier run had already recorded in the ledger
+    resumed: int = 0  # blocks an earlier run had already recorded in the ledger
     stitching: StitchResult | None = None  # when [stitching] enabled ran first
     report: RunReport | None = None  # the run report beside the dataset
 
@@ -181,52 +184,100 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     start_record(plan, beside)
     phase = "run"
     try:
-        receipts, resumed = _run_stages(plan, beside, executor, stream)
-        check_receipts(plan, receipts)
+        resumed = _run_stages(plan, beside, executor, stream)
+        recorded = ledger.read_parts(beside, ledger.folder(plan))
+        check_complete(plan, recorded)
         phase = "commit"
-        summary = publish(plan, receipts, store, beside)
+        summary = publish(plan, recorded, store, beside)
         phase = "ledger"
-        ledger.compact(beside, ledger.folder(plan), receipts)
+        assert recorded.objects is not None
+        ledger.compact(beside, ledger.folder(plan), recorded.objects)
     except Exception as e:  # every failure of the run: one line, and the record says failed
         raise _failed(plan, beside, e, phase) from None
     run_seconds = time.perf_counter() - started - startup
     facts = {"master": executor.master, "startup_seconds": round(startup, 2),
-             "run_seconds": round(run_seconds, 2), "resumed_tasks": resumed, **facts}
-    report = _report(plan, summary, receipts, store, beside, began, facts, stream)
+             "run_seconds": round(run_seconds, 2), "resumed_blocks": resumed, **facts}
+    report = _report(plan, summary, recorded, store, beside, began, facts, stream)
     return ExportResult(summary, plan, startup, run_seconds, executor.master, resumed, report=report)
 
 
-def _run_stages(plan: ExportPlan, beside: Store, executor: Executor,
-                stream: TextIO) -> tuple[list[BlockReceipt], int]:
-    """Every stage's tasks not yet in the ledger, in stage order; (receipts, resumed)."""
-    base = ledger.folder(plan)
-    receipts = ledger.recorded(beside, base) if plan.rerun else []
-    done = {r.task for r in receipts}
-    if done:
-        stream.write(f"resuming: {len(done)} of {len(plan.tasks)} tasks are already recorded\n")
+# Partitions handed to the executor in one batch: bounds the task list the driver and
+# Spark's scheduler hold at once, however many blocks the stage has.
+WAVE = 20_000
+
+
+def _run_stages(plan: ExportPlan, beside: Store, executor: Executor, stream: TextIO) -> int:
+    """Every stage's blocks not yet in the ledger, in stage order; the blocks an earlier
+    run had recorded."""
+    base, tasks = ledger.folder(plan), plan.task_plan
+    recorded = ledger.read_parts(beside, base, objects=False) if plan.rerun else Recorded()
+    if recorded.block_count:
+        stream.write(f"resuming: {recorded.block_count} of {tasks.blocks} blocks are already "
+                     f"recorded\n")
+    job = BlockJob(replace(plan, tasks=None), base, uuid.uuid4().hex)  # tasks travel one by one
     for n, stage in enumerate(plan.stages):
         if len(plan.stages) > 1:
             last = stage.first + stage.count - 1
             stream.write(f"stage {n + 1}/{len(plan.stages)}: levels {stage.first}"
                          f"{'' if last == stage.first else f'–{last}'}\n")
-        todo = [t for t in plan.tasks_of(n) if t.key not in done]
-        receipts += run_blocks(executor, plan, todo, stream, base)
-    return receipts, len(done)
+        pending, blocks = _pending(tasks.stages[n], n, tasks.timepoints, recorded)
+        run_partitions(executor, job, _waves(tasks.stages[n], pending), blocks, stream)
+    return recorded.block_count
 
 
-def run_blocks(executor: Executor, plan: ExportPlan, tasks: list[BlockTask],
-               stream: TextIO = sys.stderr, ledger_base: str | None = None) -> list[BlockReceipt]:
-    """Run the block tasks on the executor with a progress line; their receipts. With
-    `ledger_base`, each task records its receipt there as soon as its objects are written."""
-    if not tasks:
-        return []
-    job = BlockJob(replace(plan, tasks=()), ledger_base)  # tasks travel one per executor task
-    batch = Batch(execute_task, job, tasks, f"compute and write {len(tasks)} blocks",
-                  size=stored_bytes)
-    progress = Progress(len(tasks), stream)
-    receipts = executor.run(batch, progress)
+Pending = list[tuple[int, np.ndarray, dict[int, frozenset]]]
+
+
+def _pending(stage: StageTasks, n: int, timepoints: int, recorded: Recorded) -> tuple[Pending, int]:
+    """Per timepoint: the partitions (run positions) with blocks left to run, and the
+    blocks already recorded in those cut short; and the blocks left in all."""
+    pending, left_blocks = [], 0
+    for t in range(timepoints):
+        got = recorded.blocks.get((n, t))
+        counts, position = recorded_per_partition(stage, got)
+        left = np.flatnonzero(counts < stage.counts)
+        cut_short = np.flatnonzero((counts > 0) & (counts < stage.counts))
+        done = {int(k): frozenset(map(tuple, got[position == k].tolist()))
+                for k in cut_short} if got is not None else {}
+        left_blocks += int((stage.counts[left] - counts[left]).sum())
+        pending.append((t, left, done))
+    return pending, left_blocks
+
+
+def _waves(stage: StageTasks, pending: Pending) -> Iterator[list[PartitionTask]]:
+    """The pending partitions, built lazily, WAVE at a time."""
+    wave: list[PartitionTask] = []
+    for t, left, done in pending:
+        for k in left.tolist():
+            wave.append(stage.partition(k, t, done.get(k, frozenset())))
+            if len(wave) == WAVE:
+                yield wave
+                wave = []
+    if wave:
+        yield wave
+
+
+def run_partitions(executor: Executor, job: BlockJob, waves: Iterable[list[PartitionTask]],
+                   blocks: int, stream: TextIO = sys.stderr) -> None:
+    """Run partitions on the executor, wave by wave, with one progress line for `blocks`
+    blocks; each task records its blocks in the ledger (`job.ledger`) as they finish."""
+    if not blocks:
+        return
+    progress = Progress(blocks, stream)
+    done = stored = 0
+    for wave in waves:
+        count = sum(p.blocks - len(p.done) for p in wave)
+        batch = Batch(execute_partition, job, wave, f"compute and write {count} blocks",
+                      size=stored_bytes, units=blocks_run)
+        summaries = executor.run(batch, partial(_after, progress, done, stored))
+        done += sum(s.blocks for s in summaries)
+        stored += sum(s.nbytes for s in summaries)
     progress.finish()
-    return receipts
+
+
+def _after(progress: Progress, done: int, stored: int, more: int, nbytes: int) -> None:
+    """Progress of a wave, after `done` blocks and `stored` bytes of the waves before it."""
+    progress(done + more, stored + nbytes)
 
 
 # What a failure in each phase of a locked run means for the output.
@@ -262,13 +313,13 @@ def _with_detail(error: RunFailed, detail: str) -> RunFailed:
     return error
 
 
-def _report(plan: ExportPlan, summary: CommitSummary, receipts: list[BlockReceipt],
+def _report(plan: ExportPlan, summary: CommitSummary, recorded: Recorded,
             store: Store, beside: Store, began: float, facts: dict[str, Any],
             stream: TextIO) -> RunReport | None:
     """The run report; a warning instead when it cannot be written (the dataset is
     committed: a picture must not fail the job)."""
     try:
-        return write_run_report(plan, summary, receipts, store, beside, began, facts)
+        return write_run_report(plan, summary, recorded.finished, store, beside, began, facts)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         stream.write(f"warning: the run report could not be written: {first}\n")

@@ -33,7 +33,8 @@ def to_xyz(zyx: Sequence) -> tuple:
     return tuple(reversed(tuple(zyx)))
 
 
-def ceil_div(a: int, b: int) -> int:
+def ceil_div(a, b):
+    """-(-a // b): ceiling division of ints, or element-wise of integer numpy arrays."""
     return -(-a // b)
 
 

@@ -1,19 +1,30 @@
-"""The ledger: every finished task's receipt, kept beside the dataset, never inside it.
+"""The ledger: what every finished block wrote, kept beside the dataset, never inside it.
 
-An executor records its receipt right after its last object is written, as one small
-object under `<name>.job/<fingerprint>/tasks/`, so a driver that dies loses nothing:
-rerunning the same job (same fingerprint) skips every task recorded there. After the
-commit the receipts are compacted into one Parquet table, `objects.parquet` (key, bytes,
-crc32, written or skipped), which `jobs/verify.py` checks a dataset against, and the
-per-task records are removed.
+Executors record their own work: a task (one partition of blocks) writes Parquet parts
+under `<name>.job/<fingerprint>/tasks/`, one row per object it wrote or skipped (key,
+bytes, crc32, written) and, in the part's metadata, the blocks those rows belong to, the
+channels' value ranges and the times. A part is written when the task ends and every
+`limits.checkpoint_seconds` before that, so a driver or executor that dies loses at most
+that much finished work: rerunning the same job (same fingerprint) skips every recorded
+block, also inside a task that was cut short. Retried and speculative attempts write the
+same rows again in parts of their own; readers drop the repeats.
+
+The driver never holds key lists for the run: it checks completeness from block counts,
+and after the commit it compacts the parts into one table, `objects.parquet`, which
+`jobs/verify.py` checks a dataset against.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
+import uuid
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.commit.records import Sidecars, fingerprint
@@ -21,6 +32,10 @@ from pipelines.plan import BlockReceipt, ExportPlan
 from pipelines.storage import Store
 
 OBJECTS = "objects.parquet"  # the compacted table, in the ledger's folder
+PARTS = "tasks"              # the folder of the parts the tasks write
+SCHEMA = pa.schema([("key", pa.string()), ("nbytes", pa.int64()), ("crc32", pa.uint32()),
+                    ("written", pa.bool_())])
+Ranges = tuple[tuple[float, float], ...]
 
 
 def folder(plan: ExportPlan) -> str:
@@ -28,46 +43,135 @@ def folder(plan: ExportPlan) -> str:
     return Sidecars.of(plan.output.uri).ledger(fingerprint(plan))
 
 
-def _task_key(task: tuple) -> str:
-    stage, timepoint, index = task
-    return f"{stage}-{timepoint}-" + "-".join(map(str, index))
+@dataclass(frozen=True)
+class PartitionSummary:
+    """What a task returns to the driver: counts, never keys."""
+
+    task: tuple            # (stage, timepoint, partition index)
+    blocks: int            # blocks it ran (those an earlier run recorded are not counted)
+    written: int           # objects written
+    skipped: int           # objects that held only the fill value
+    nbytes: int            # bytes stored
+    seconds: float = 0.0   # time its blocks took
+    finished: float = 0.0  # time.time() when it ended
 
 
-def record(beside: Store, base: str, receipt: BlockReceipt) -> None:
-    """Store one task's receipt (called on the executor, after its objects are written)."""
-    doc = {"task": [receipt.task[0], receipt.task[1], list(receipt.task[2])],
-           "written": [list(w) for w in receipt.written], "skipped": list(receipt.skipped),
-           "ranges": [list(r) for r in receipt.ranges], "seconds": receipt.seconds,
-           "finished": receipt.finished}
-    beside.put(f"{base}/tasks/{_task_key(receipt.task)}.json", json.dumps(doc).encode())
+class PartRecorder:
+    """Collects one task's block receipts and stores them as ledger parts."""
+
+    def __init__(self, beside: Store | None, base: str | None, task: tuple,
+                 checkpoint_seconds: float):
+        self.beside, self.base, self.task = beside, base, task
+        self.checkpoint, self.token = checkpoint_seconds, uuid.uuid4().hex[:12]
+        self.pending: list[BlockReceipt] = []
+        self.parts, self.last = 0, time.perf_counter()
+        self.totals = [0, 0, 0, 0, 0.0]   # blocks, written, skipped, bytes, seconds
+
+    def add(self, receipt: BlockReceipt) -> None:
+        self.pending.append(receipt)
+        self.totals[0] += 1
+        self.totals[1] += len(receipt.written)
+        self.totals[2] += len(receipt.skipped)
+        self.totals[3] += receipt.nbytes
+        self.totals[4] += receipt.seconds
+        if time.perf_counter() - self.last >= self.checkpoint:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store the receipts added since the last part as one part."""
+        if self.pending and self.beside is not None and self.base is not None:
+            stage, timepoint, index = self.task
+            name = "-".join(map(str, (stage, timepoint, *index)))
+            self.beside.put(f"{self.base}/{PARTS}/{name}.{self.token}.{self.parts}.parquet",
+                            encode_part(self.task, self.pending))
+            self.parts += 1
+        self.pending, self.last = [], time.perf_counter()
+
+    def finish(self) -> PartitionSummary:
+        self.flush()
+        blocks, written, skipped, nbytes, seconds = self.totals
+        return PartitionSummary(self.task, int(blocks), int(written), int(skipped), int(nbytes),
+                                float(seconds), time.time())
 
 
-def recorded(beside: Store, base: str) -> list[BlockReceipt]:
-    """Every receipt recorded so far under `base` (a rerun skips these tasks)."""
-    receipts = []
-    for key in beside.list(f"{base}/tasks/"):
-        doc = json.loads(beside.get(key))
-        stage, timepoint, index = doc["task"]
-        receipts.append(BlockReceipt(
-            (stage, timepoint, tuple(index)), tuple((k, n, c) for k, n, c in doc["written"]),
-            tuple(doc["skipped"]), tuple(tuple(r) for r in doc["ranges"]), doc["seconds"],
-            doc.get("finished", 0.0)))
-    return receipts
-
-
-def compact(beside: Store, base: str, receipts: list[BlockReceipt]) -> str:
-    """Write every object's key, size and checksum as one Parquet table; drop the per-task
-    records. Returns the table's key."""
+def encode_part(task: tuple, receipts: list[BlockReceipt]) -> bytes:
+    """One part: a row per object, and the blocks, ranges and times in its metadata."""
     rows = [(k, n, c, True) for r in receipts for k, n, c in r.written]
     rows += [(k, 0, 0, False) for r in receipts for k in r.skipped]
-    keys, sizes, crcs, written = (list(col) for col in zip(*rows)) if rows else ([], [], [], [])
-    table = pa.table({"key": pa.array(keys, pa.string()), "nbytes": pa.array(sizes, pa.int64()),
-                      "crc32": pa.array(crcs, pa.uint32()), "written": pa.array(written, pa.bool_())})
+    columns = [list(col) for col in zip(*rows)] if rows else [[], [], [], []]
+    about = {"task": [task[0], task[1], list(task[2])],
+             "blocks": [list(r.task[2]) for r in receipts],
+             "ranges": _merge_ranges([r.ranges for r in receipts]) if task[0] == 0 else [],
+             "seconds": sum(r.seconds for r in receipts),
+             "finished": max(r.finished for r in receipts)}
+    table = pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, SCHEMA)],
+                                 schema=SCHEMA.with_metadata({"part": json.dumps(about)}))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _merge_ranges(ranges: list) -> list:
+    """Per channel, (min, max) over several (min, max) lists."""
+    return [[min(r[c][0] for r in ranges), max(r[c][1] for r in ranges)]
+            for c in range(len(ranges[0]))] if ranges else []
+
+
+@dataclass
+class Recorded:
+    """Everything the ledger's parts hold, repeats dropped."""
+
+    blocks: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (stage, t) → (m, 3)
+    ranges: list = field(default_factory=list)        # per channel [min, max], stage-0 blocks
+    finished: list[tuple[float, int]] = field(default_factory=list)  # per part (time, blocks)
+    seconds: float = 0.0
+    objects: pa.Table | None = None                   # one row per object (with objects=True)
+
+    @property
+    def block_count(self) -> int:
+        return sum(len(b) for b in self.blocks.values())
+
+
+def read_parts(beside: Store, base: str, objects: bool = True) -> Recorded:
+    """Read every part under `base` (one listing, one read per part)."""
+    found: dict[tuple[int, int], list] = {}
+    tables, stage0_ranges, recorded = [], [], Recorded()
+    for key in beside.list(f"{base}/{PARTS}/"):
+        table = pq.read_table(io.BytesIO(beside.get(key)))
+        about = json.loads(table.schema.metadata[b"part"])
+        stage, timepoint, _ = about["task"]
+        found.setdefault((stage, timepoint), []).extend(about["blocks"])
+        if about["ranges"]:
+            stage0_ranges.append(about["ranges"])
+        recorded.finished.append((about["finished"], len(about["blocks"])))
+        recorded.seconds += about["seconds"]
+        if objects:
+            tables.append(table.replace_schema_metadata(None))
+    recorded.blocks = {k: np.unique(np.array(v, dtype=np.int64).reshape(-1, 3), axis=0)
+                       for k, v in found.items()}
+    recorded.ranges = _merge_ranges(stage0_ranges)
+    if objects:
+        recorded.objects = _unique_rows(pa.concat_tables(tables) if tables else SCHEMA.empty_table())
+    return recorded
+
+
+def _unique_rows(table: pa.Table) -> pa.Table:
+    """The table without repeated keys (a retried task records its objects again, with the
+    same bytes: objects are a pure function of the job)."""
+    if len(pc.unique(table["key"])) == len(table):
+        return table
+    _, first = np.unique(table["key"].to_numpy(zero_copy_only=False), return_index=True)
+    return table.take(np.sort(first))
+
+
+def compact(beside: Store, base: str, objects: pa.Table) -> str:
+    """Write every object's key, size and checksum as one Parquet table; drop the parts.
+    Returns the table's key."""
+    buffer = io.BytesIO()
+    pq.write_table(objects.cast(SCHEMA), buffer)
     target = f"{base}/{OBJECTS}"
     beside.put(target, buffer.getvalue())
-    for key in list(beside.list(f"{base}/tasks/")):
+    for key in list(beside.list(f"{base}/{PARTS}/")):
         beside.delete(key)
     return target
 

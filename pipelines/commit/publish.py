@@ -1,8 +1,8 @@
-"""Commit on the driver: check the receipts, then write metadata last.
+"""Commit on the driver: check the ledger, then write metadata last.
 
 Until `commit` runs, the output holds chunks but no metadata, so no reader can open a
-dataset there. `commit` first checks that every planned task returned exactly one receipt
-accounting for exactly the objects it owns, then writes every array's metadata (all
+dataset there. `commit` first checks that the ledger records every planned block and
+exactly the objects they own (`completeness`), then writes every array's metadata (all
 levels together), then the layout's group and viewer metadata, root last. The returned
 `CommitSummary` is the record a ledger or success file builds on.
 """
@@ -13,10 +13,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipelines.commit.receipts import Ranges, channel_ranges, check_receipts, receipts_digest
-from pipelines.commit.records import fingerprint, update_record
+import pyarrow.compute as pc
+
+from pipelines.commit import ledger
+from pipelines.commit.completeness import channel_ranges, check_complete
+from pipelines.commit.ledger import Ranges, Recorded
+from pipelines.commit.records import digest, fingerprint, update_record
 from pipelines.layouts import documents as metadata
-from pipelines.plan import BlockReceipt, ExportPlan
+from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 
 
@@ -30,7 +34,7 @@ class CommitSummary:
     arrays: tuple[str, ...]  # array paths, level 0 of the first channel first
     shape: tuple[int, ...]  # level 0, x, y, z
     levels: int
-    tasks: int
+    tasks: int  # executor tasks (partitions of blocks) of the plan
     objects_written: int
     objects_skipped: int
     bytes_written: int
@@ -38,45 +42,48 @@ class CommitSummary:
     task_seconds: float
     extra_files: tuple[str, ...] = ()  # written beside the container (BigDataViewer XML)
     digest: str = ""  # sha256 over every object's key and crc32 (records.digest)
+    blocks: int = 0  # blocks of every stage and timepoint
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def commit(plan: ExportPlan, receipts: list[BlockReceipt], store: Store,
-           beside: Store) -> CommitSummary:
-    """Check that the receipts cover the plan exactly, then write metadata: arrays first,
+def commit(plan: ExportPlan, store: Store, beside: Store) -> CommitSummary:
+    """Check that the ledger covers the plan exactly, then write metadata: arrays first,
     then groups, root last; then the files beside the container (BDV XML) and the job
     record, marked committed with the summary."""
-    check_receipts(plan, receipts)
-    return publish(plan, receipts, store, beside)
+    recorded = ledger.read_parts(beside, ledger.folder(plan))
+    check_complete(plan, recorded)
+    return publish(plan, recorded, store, beside)
 
 
-def publish(plan: ExportPlan, receipts: list[BlockReceipt], store: Store,
-            beside: Store) -> CommitSummary:
-    """`commit` for receipts already checked (`check_receipts`)."""
-    ranges = channel_ranges(plan, receipts)
+def publish(plan: ExportPlan, recorded: Recorded, store: Store, beside: Store) -> CommitSummary:
+    """`commit` for a ledger already checked (`check_complete`)."""
+    ranges = channel_ranges(plan, recorded)
     documents = metadata.documents(plan, ranges)
     for key, document in documents.arrays + documents.groups:
         store.put(key, document)
     for key, document in documents.beside:
         beside.put(key, document)
-    summary = summarize(plan, receipts, ranges, tuple(k for k, _ in documents.beside))
+    summary = summarize(plan, recorded, ranges, tuple(k for k, _ in documents.beside))
     update_record(plan, beside, fingerprint=fingerprint(plan), status="committed",
                   committed=time.time(), summary=summary.to_dict())
     return summary
 
 
-def summarize(plan: ExportPlan, receipts: list[BlockReceipt], ranges: Ranges,
+def summarize(plan: ExportPlan, recorded: Recorded, ranges: Ranges,
               extra_files: tuple[str, ...]) -> CommitSummary:
-    out = plan.output
+    out, objects = plan.output, recorded.objects
+    assert objects is not None
+    keys, crcs = objects["key"].to_pylist(), objects["crc32"].to_pylist()
+    written = objects["written"].to_pylist()
     return CommitSummary(
         uri=out.uri, format=out.format, layout=out.layout,
         arrays=tuple(spec.path for spec in out.arrays()), shape=out.shapes[0], levels=out.levels,
-        tasks=len(receipts),
-        objects_written=sum(len(r.written) for r in receipts),
-        objects_skipped=sum(len(r.skipped) for r in receipts),
-        bytes_written=sum(r.nbytes for r in receipts),
-        ranges=ranges, task_seconds=sum(r.seconds for r in receipts), extra_files=extra_files,
-        digest=receipts_digest(receipts),
+        tasks=plan.task_plan.partitions,
+        objects_written=sum(written), objects_skipped=len(written) - sum(written),
+        bytes_written=int(pc.sum(objects["nbytes"]).as_py() or 0),
+        ranges=ranges, task_seconds=recorded.seconds, extra_files=extra_files,
+        digest=digest((k, c if w else None) for k, c, w in zip(keys, crcs, written)),
+        blocks=recorded.block_count,
     )

@@ -6,7 +6,7 @@ job needs to know about it lives next to it, named here and only here:
 | name                           | what                                                   |
 | ------------------------------ | ------------------------------------------------------ |
 | `volume.job.json`              | the job record: fingerprint, arrays, status, summary   |
-| `volume.job/<fingerprint>/`    | the ledger: per-task receipts, then `objects.parquet`  |
+| `volume.job/<fingerprint>/`    | the ledger: Parquet parts per task, then `objects.parquet` |
 | `volume.job.lock`              | the lock of the one job writing the output             |
 | `volume.report/`               | the run report (summary.json, pictures)                |
 | `volume.error.log`             | the full trace of the last failure                     |

@@ -14,7 +14,8 @@ DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "flo
 DOWNSAMPLING = ("mean", "mode")
 
 # Every key a job file may hold, with its default (REQUIRED when there is none).
-# The [spark] table also takes any Spark property (see `_spark_conf`).
+# The [spark] table also takes any Spark property (see `_spark_conf`); its keys that are
+# ours, not Spark's, are SPARK_OWN_KEYS.
 REQUIRED = object()
 SCHEMA: dict[str, dict[str, Any]] = {
     "input": {"tiles": "", "timepoints": [], "channel_names": []},
@@ -34,12 +35,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
                   "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
                   "max_residual": 2.0},
-    "limits": {"task_memory": "4GiB"},
+    "limits": {"task_memory": "4GiB", "tile_cache": "256MiB", "checkpoint_seconds": 30},
     "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
            "multipart_threshold": "64MiB", "part_size": "16MiB"},
-    "spark": {"master": "local[*]"},
+    "spark": {"master": "local[*]", "blocks_per_task": 0},
     "debug": {"fail_blocks": [], "task_delay": 0},
 }
+SPARK_OWN_KEYS = ("blocks_per_task",)
 S3_MIN_PART = 5 * 2**20  # S3 refuses multipart parts below 5 MiB (except the last)
 PATH_KEYS = {("input", "tiles"), ("input", "timepoints"), ("output", "uri")}
 DEFAULT_BLOCK = (2, 2, 2)
@@ -95,6 +97,9 @@ class JobConfig:
     fail_blocks: tuple[tuple[int, int, int], ...] = ()
     s3: tuple[tuple[str, Any], ...] = ()  # [s3] settings, sizes in bytes; never credentials
     task_delay: float = 0.0  # test hook: seconds each task waits first
+    blocks_per_task: int = 0  # [spark] blocks_per_task: blocks per executor task (0 = auto)
+    tile_cache: int = 256 * 2**20  # [limits] tile_cache: bytes of tile reads kept per process
+    checkpoint_seconds: float = 30.0  # [limits]: a task records finished blocks this often
     source: str = field(default="", compare=False)
 
     @property

@@ -4,6 +4,7 @@ a ConfigError naming the key and saying what was expected and what was found."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from typing import Any
 
@@ -253,9 +254,30 @@ def _blending(merged: dict, where: str) -> str:
 
 
 def _delay(value: Any, where: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{where}debug.task_delay: expected seconds ≥ 0, found {value!r}")
+    return _seconds({"task_delay": value}, "debug", "task_delay", where)
+
+
+def _seconds(table: dict, section: str, key: str, where: str) -> float:
+    """A finite number of seconds ≥ 0 (nan and inf are refused: they would stall every task)."""
+    value = table[key]
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or value < 0):
+        raise ConfigError(f"{where}{section}.{key}: expected seconds ≥ 0, found {value!r}")
     return float(value)
+
+
+def _count(table: dict, section: str, key: str, where: str, most: int = 2**31) -> int:
+    """A whole number in [0, most]."""
+    value = table[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+        raise ConfigError(f"{where}{section}.{key}: expected a whole number from 0 to {most}, "
+                          f"found {value!r}")
+    return value
+
+
+def _size_or_zero(value: Any, what: str) -> int:
+    """`parse_size`, or 0 (turned off)."""
+    return 0 if value == 0 else parse_size(value, what)
 
 
 def _output_uri(uri: str, where: str) -> str:

@@ -1,11 +1,14 @@
-"""The executor side: one block task, descriptor in → objects written → receipt out.
+"""The executor side: one partition of blocks in → objects written → ledger parts and a
+summary out.
 
-For each channel, a stage-0 task fuses the tiles of its block into level 0; a later-stage
-task reads its block's region of the level below from the store and downsamples it.
-Then the task downsamples further inside the block for the stage's other levels. Every
-level's region is split into the objects (chunks or shards) the block owns; objects equal
-to the fill value are skipped, the rest encoded and written with one atomic put each.
-The task returns a `BlockReceipt`; no pixel data leaves the executor.
+An executor task runs the blocks of one partition in Morton order. For each channel, a
+stage-0 block fuses the tiles it touches into level 0; a later-stage block reads its
+region of the level below from the store and downsamples it. Then the block is
+downsampled further for the stage's other levels. Every level's region is split into the
+objects (chunks or shards) the block owns; objects equal to the fill value are skipped,
+the rest encoded and written with one atomic put each. Each block's `BlockReceipt` goes
+into the ledger (`ledger.PartRecorder`); the driver gets a `PartitionSummary` of counts,
+and no pixel data or key list leaves the executor.
 """
 
 from __future__ import annotations
@@ -18,16 +21,16 @@ from functools import lru_cache, partial
 import numpy as np
 
 from pipelines import pyramid
-from pipelines.commit import ledger
+from pipelines.commit.ledger import PartitionSummary, PartRecorder
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse
 from pipelines.geometry import Box
-from pipelines.plan import BlockReceipt, BlockTask, ExportPlan
+from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, PartitionTask
 from pipelines.storage import Store, beside_store, open_store
-from pipelines.tiles import read_region
+from pipelines.tiles import read_region, set_tile_cache
 
 
 class InjectedFailure(RuntimeError):
@@ -64,6 +67,10 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
             if level > stage.first:
                 data = pyramid.downsample(data, out.factors[level], out.downsample)
             writer.write(c, level, data)
+    owned = plan.object_count(task)
+    if len(writer.written) + len(writer.skipped) != owned:
+        raise RuntimeError(f"wrote or skipped {len(writer.written) + len(writer.skipped)} "
+                           f"objects but the block owns {owned}")
     return BlockReceipt(task.key, tuple(writer.written), tuple(writer.skipped), tuple(ranges),
                         time.perf_counter() - started, time.time())
 
@@ -93,7 +100,7 @@ class _Writer:
         self.written: list[tuple[str, int, int]] = []
         self.skipped: list[str] = []
         hooked = task.stage == 0 and task.index in plan.fail_blocks and attempt == 0
-        self.fail_after = len(plan.expected_keys(task)) // 2 if hooked else None
+        self.fail_after = plan.object_count(task) // 2 if hooked else None
 
     def write(self, c: int, level: int, data: np.ndarray) -> None:
         out, t = self.plan.output, self.task.timepoint
@@ -116,22 +123,39 @@ def _number(value) -> float | int:
 
 @dataclass(frozen=True)
 class BlockJob:
-    """What every block task of a stage shares: the plan (without its task list: tasks
-    travel one per executor task) and where receipts are recorded (None: nowhere)."""
+    """What every task of a stage shares: the plan (without its task list: partitions
+    travel one per executor task) and where blocks are recorded (None: nowhere)."""
 
     plan: ExportPlan
     ledger: str | None = None
+    run: str = ""  # this run's id: executors' caches do not carry over between runs
 
 
-def execute_task(job: BlockJob, task: BlockTask, attempt: int) -> BlockReceipt:
-    """The function executors run for each block: compute and write it, then record its
-    receipt in the ledger, so a driver that dies loses nothing finished."""
-    receipt = run_block(task, job.plan, attempt=attempt)
-    if job.ledger:
-        ledger.record(beside_store(job.plan.output.uri, job.plan.s3), job.ledger, receipt)
-    return receipt
+def execute_partition(job: BlockJob, part: PartitionTask, attempt: int) -> PartitionSummary:
+    """The function executors run for each task: compute and write its blocks in order,
+    recording them in the ledger as they finish, so a driver or task that dies loses at
+    most `plan.checkpoint_seconds` of finished work."""
+    plan = job.plan
+    set_tile_cache(plan.tile_cache, job.run)
+    beside = beside_store(plan.output.uri, plan.s3) if job.ledger else None
+    return run_partition(part, plan, _store(plan.output.uri, plan.s3), beside, job.ledger, attempt)
 
 
-def stored_bytes(receipt: BlockReceipt) -> int:
-    """Compressed bytes a block stored, for the progress line."""
-    return receipt.nbytes
+def run_partition(part: PartitionTask, plan: ExportPlan, store: Store, beside: Store | None,
+                  ledger_base: str | None, attempt: int = 0) -> PartitionSummary:
+    """Run a partition's blocks into `store`, recording them under `ledger_base` of
+    `beside` (nowhere when None)."""
+    recorder = PartRecorder(beside, ledger_base, part.key, plan.checkpoint_seconds)
+    for task in part.block_tasks():
+        recorder.add(run_block(task, plan, store, attempt))
+    return recorder.finish()
+
+
+def stored_bytes(summary: PartitionSummary) -> int:
+    """Compressed bytes a task stored, for the progress line."""
+    return summary.nbytes
+
+
+def blocks_run(summary: PartitionSummary) -> int:
+    """Blocks a task ran, for the progress line."""
+    return summary.blocks

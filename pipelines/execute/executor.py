@@ -2,8 +2,9 @@
 
 The driver hands an executor a `Batch` (a module-level function, the data every task
 shares, and one item per task) and gets the results back in item order. While the batch
-runs, the executor reports progress through a callback `on_progress(done, nbytes)`: tasks
-finished and bytes they stored so far. Failures come back as one `BlockFailed` whose
+runs, the executor reports progress through a callback `on_progress(done, nbytes)`: units
+of work finished (tasks, or what `Batch.units` counts, such as blocks) and bytes stored
+so far. Failures come back as one `BlockFailed` whose
 message is one line and whose `detail` holds the full trace.
 
 `LocalExecutor` runs the tasks in this process, one after another (tests, small jobs,
@@ -21,22 +22,24 @@ from pipelines.errors import BlockFailed
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-ProgressCallback = Callable[[int, int], None]  # (tasks done, bytes stored so far)
+ProgressCallback = Callable[[int, int], None]  # (units done, bytes stored so far)
 
 
 @dataclass(frozen=True)
 class Batch(Generic[Item, Result]):
     """One round of independent tasks: `function(shared, item, attempt)` for every item.
 
-    `function` and `size` must be module-level functions (executors pickle them);
-    `size(result)` is the bytes a result stored, for the progress line; `attempt` counts
-    the executor's retries of a task (0 the first time)."""
+    `function`, `size` and `units` must be module-level functions (executors pickle
+    them); `size(result)` is the bytes a result stored and `units(result)` the units of
+    work it did (1 per task when None), for the progress line; `attempt` counts the
+    executor's retries of a task (0 the first time)."""
 
     function: Callable[[Any, Item, int], Result]
     shared: Any
     items: Sequence[Item]
     description: str  # e.g. "compute and write 40 blocks", for the executor's own UI
     size: Callable[[Result], int] | None = None
+    units: Callable[[Result], int] | None = None
 
 
 class Executor(Protocol):
@@ -75,11 +78,12 @@ class LocalExecutor:
 
     def run(self, batch: Batch[Item, Result], on_progress: ProgressCallback) -> list[Result]:
         results: list[Result] = []
-        stored = 0
+        stored = done = 0
         for item in batch.items:
             results.append(_call(batch, item))
             stored += batch.size(results[-1]) if batch.size else 0
-            on_progress(len(results), stored)
+            done += batch.units(results[-1]) if batch.units else 1
+            on_progress(done, stored)
         return results
 
     def stop(self) -> None:

@@ -6,8 +6,9 @@ file, and returns an `ExportPlan`:
 - stages: stage 0 fuses tiles into level 0 and, inside each block, the levels its block
   holds whole chunks of; each later stage reads the previous level from the store and
   computes the next levels, still one owner per object;
-- one small `BlockTask` per (stage, timepoint, block) that has something to do
-  (`plan.tasks`);
+- the tasks (`plan.tasks`, a `TaskPlan`): per stage, the blocks that have something to
+  do, described by grid ranges and cut into partitions of several blocks, one executor
+  task each (`pipelines.plan.tasks`);
 - the memory one task needs (`plan.task_memory`, from `plan.memory`). Every input error is raised here, before
   any task runs.
 """
@@ -17,19 +18,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipelines.config import JobConfig
 from pipelines.formats import ArraySpec, format_module
-from pipelines.formats.objects import object_keys
+from pipelines.formats.objects import object_grid, object_keys
 from pipelines.geometry import Box, ceil_div
 from pipelines.plan.memory import check_memory, task_memory, task_memory_bytes
 from pipelines.plan.output import OutputSpec, Stage, plan_output, plan_stages
-from pipelines.plan.tasks import BlockReceipt, BlockTask, block_tasks
+from pipelines.plan.tasks import (
+    BlockReceipt,
+    BlockTask,
+    PartitionTask,
+    StageTasks,
+    TaskPlan,
+    plan_tasks,
+)
 from pipelines.storage.s3 import S3Options
 from pipelines.tiles import Tile, TileSet, check_same_geometry, check_tile_files, read_tile_json
 
-__all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "Stage", "block_tasks",
-           "check_memory", "make_plan", "plan_output", "plan_stages", "read_tiles",
-           "task_memory", "task_memory_bytes"]
+__all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "PartitionTask", "Stage",
+           "StageTasks", "TaskPlan", "check_memory", "make_plan", "plan_output", "plan_stages",
+           "plan_tasks", "read_tiles", "task_memory", "task_memory_bytes"]
 
 Vec = tuple[int, ...]
 
@@ -41,7 +51,7 @@ class ExportPlan:
     output: OutputSpec
     tiles: tuple[tuple[TileSet, ...], ...]  # per timepoint, per channel
     stages: tuple[Stage, ...]
-    tasks: tuple[BlockTask, ...]
+    tasks: TaskPlan | None  # None in the copy sent to executors: tasks travel one by one
     blending: str
     task_memory: int  # bytes one task needs at most
     channel_names: tuple[str, ...] = ()
@@ -50,6 +60,8 @@ class ExportPlan:
     s3: S3Options | None = None  # how executors reach s3:// inputs and outputs
     task_delay: float = 0.0  # test hook (debug.task_delay); not part of the output's identity
     interpolation: str = "nearest"  # how sub-voxel tile positions are honoured (fusion)
+    tile_cache: int = 0  # bytes of decoded tile reads an executor process keeps (limits)
+    checkpoint_seconds: float = 30.0  # a task records its finished blocks this often
 
     @property
     def offset(self) -> Vec:
@@ -61,8 +73,14 @@ class ExportPlan:
         """Level 0 of the first channel and timepoint."""
         return self.output.array(0, 0, 0)
 
-    def tasks_of(self, stage: int) -> tuple[BlockTask, ...]:
-        return tuple(t for t in self.tasks if t.stage == stage)
+    @property
+    def task_plan(self) -> TaskPlan:
+        if self.tasks is None:
+            raise ValueError("this copy of the plan has no task list (executors get tasks one by one)")
+        return self.tasks
+
+    def tasks_of(self, stage: int) -> StageTasks:
+        return self.task_plan.stages[stage]
 
     def tiles_of(self, task: BlockTask, channel: int) -> list[Tile]:
         by_index = self.tiles[task.timepoint][channel].by_index()
@@ -87,6 +105,16 @@ class ExportPlan:
                                     out.lead_index(task.timepoint, c))
         return keys
 
+    def object_count(self, task: BlockTask) -> int:
+        """How many objects a task owns (`len(expected_keys(task))`, without the keys)."""
+        out, stage = self.output, self.stages[task.stage]
+        count = 0
+        for level in range(stage.first, stage.first + stage.count):
+            lo, hi = object_grid(out.array(task.timepoint, 0, level)).chunks_touching(
+                self.level_box(task, level))
+            count += int(np.prod([b - a for a, b in zip(lo, hi)]))
+        return count * out.channels
+
 
 def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     """Validate the inputs of `config` and plan the export; raises PipelineError subclasses."""
@@ -97,11 +125,13 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles))
     stages = plan_stages(output)
-    tasks = block_tasks(output, stages, first)
+    tasks = plan_tasks(output, stages, first, config.blocks_per_task)
     names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
-    plan = ExportPlan(output, tiles, stages, tuple(tasks), config.blending,
-                      task_memory_bytes(output, first, stages), names, config.fail_blocks, s3=s3,
-                      task_delay=config.task_delay, interpolation=config.interpolation)
+    plan = ExportPlan(output, tiles, stages, tasks, config.blending,
+                      task_memory_bytes(output, first, stages, config.tile_cache), names,
+                      config.fail_blocks, s3=s3, task_delay=config.task_delay,
+                      interpolation=config.interpolation, tile_cache=config.tile_cache,
+                      checkpoint_seconds=config.checkpoint_seconds)
     check_memory(plan, config.task_memory)
     return plan
 

@@ -1,7 +1,8 @@
 """The memory one block task needs, as named terms, and the check against the budget.
 
 A task's peak is the larger of its compute terms (fusing at stage 0, reading the level
-below at later stages) plus the codec term (one object being encoded). BENCHMARKS.md
+below at later stages) plus the codec term (one object being encoded) plus the tile cache
+its process keeps (`limits.tile_cache`, shared by the blocks of a task). BENCHMARKS.md
 compares the peak with what workers really held.
 """
 
@@ -36,13 +37,15 @@ class TaskMemory:
     fusing: int    # stage 0: accumulators, the tile region being added, the cast result
     reading: int   # later stages: the region of the level below and downsampling temporaries
     codec: int     # one object (chunk or shard) being encoded
+    cache: int = 0  # decoded tile reads kept for the next blocks (limits.tile_cache)
 
     @property
     def peak(self) -> int:
-        return max(self.fusing, self.reading) + self.codec
+        return max(self.fusing, self.reading) + self.codec + self.cache
 
 
-def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...]) -> TaskMemory:
+def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
+                tile_cache: int = 0) -> TaskMemory:
     """The memory terms of the plan's largest block task, over all stages."""
     voxels = int(np.prod(output.block_grid(0).block_shape))
     itemsize = np.dtype(output.base.dtype).itemsize
@@ -52,12 +55,13 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...]) -
         fusing=voxels * (FUSION_BYTES_PER_VOXEL + tiles.dtype.itemsize + itemsize),
         reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
                     default=0),
-        codec=CODEC_COPIES * object_voxels * itemsize)
+        codec=CODEC_COPIES * object_voxels * itemsize, cache=tile_cache)
 
 
-def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...]) -> int:
+def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
+                      tile_cache: int = 0) -> int:
     """Peak bytes a full block's task holds, over all stages."""
-    return task_memory(output, tiles, stages).peak
+    return task_memory(output, tiles, stages, tile_cache).peak
 
 
 def _source_voxels(output: OutputSpec, level: int) -> int:
@@ -69,12 +73,14 @@ def _source_voxels(output: OutputSpec, level: int) -> int:
 
 def check_memory(plan: ExportPlan, budget: int) -> None:
     """Refuse a plan whose largest block cannot fit in the memory a task may use."""
-    if plan.task_memory <= budget or not plan.tasks:
+    if plan.task_memory <= budget:
         return
     grid = plan.output.block_grid(0)
-    worst = max(plan.tasks_of(0), key=lambda t: grid.block_box(t.index).size)
+    worst = (0, 0, 0)  # the first block is the largest: it is whole, or the whole array
     raise PlanError(
-        f"block {list(worst.index)} ({' x '.join(map(str, grid.block_box(worst.index).shape))} "
+        f"block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
         f"voxels) needs about {plan.task_memory / 2**20:.1f} MiB but limits.task_memory is "
-        f"{budget / 2**20:.1f} MiB; use a smaller output.block or output.chunks, or raise "
-        f"limits.task_memory (and the executors' memory with it)")
+        f"{budget / 2**20:.1f} MiB"
+        + (f" (limits.tile_cache takes {plan.tile_cache / 2**20:.0f} MiB of it)" if plan.tile_cache else "")
+        + "; use a smaller output.block or output.chunks, or raise limits.task_memory (and "
+        "the executors' memory with it)")

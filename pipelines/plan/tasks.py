@@ -1,21 +1,41 @@
-"""Block tasks: what an executor is sent for one block, and what it sends back."""
+"""The tasks of an export, described by grid ranges and enumerated lazily.
+
+A stage's blocks are the union of boxes of its first level's block grid: at stage 0 the
+blocks each tile touches (one box per tile), at later stages the blocks under those. The
+block grid is cut into partitions of about `blocks_per_task` blocks; a partition that
+holds at least one block is one executor task (`PartitionTask`), which runs its blocks in
+Morton order so that neighbours, which read the same tiles, run one after another. Only
+box corners and per-partition counts are kept on the driver: a plan of millions of blocks
+is a few arrays, and a partition's blocks are listed by the executor that runs it.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pipelines.geometry import Box, ceil_div, grid_indices
+import numpy as np
+
+from pipelines.formats.objects import object_grid
+from pipelines.geometry import ceil_div
 from pipelines.plan.output import OutputSpec, Stage
+from pipelines.plan.ranges import expand_boxes, morton_keys, partition_shape, union_size
 from pipelines.tiles import TileSet
 
 Vec = tuple[int, ...]
 
+# Automatic partition size: about this many uncompressed output bytes per task (seconds
+# of work), at most MAX_BLOCKS_PER_TASK blocks, and at least MIN_TASKS tasks per stage
+# where there are blocks enough, so that a cluster of up to ~64 cores has work for all.
+TASK_BYTES = 256 * 2**20
+MAX_BLOCKS_PER_TASK = 4096
+MIN_TASKS = 256
+
 
 @dataclass(frozen=True)
 class BlockTask:
-    """What an executor is sent for one block: stage, timepoint, grid index at the stage's
-    first level, and (stage 0 only) the indices of the tiles it reads."""
+    """One block of a partition: stage, timepoint, grid index at the stage's first level,
+    and (stage 0 only) the indices of the tiles it reads."""
 
     stage: int
     timepoint: int
@@ -29,7 +49,7 @@ class BlockTask:
 
 @dataclass(frozen=True)
 class BlockReceipt:
-    """What an executor returns for one task: a few hundred bytes, never pixels.
+    """What one block wrote, kept on the executor until its partition records it.
 
     `written` holds (key, stored bytes, crc32 of the stored bytes) per object; `skipped`
     the keys of objects that held only the fill value and so were not written; `ranges`
@@ -48,33 +68,219 @@ class BlockReceipt:
         return sum(n for _, n, _ in self.written)
 
 
-def block_tasks(output: OutputSpec, stages: tuple[Stage, ...], tiles: TileSet) -> list[BlockTask]:
-    """Stage 0: one task per block some tile touches. Later stages: one per block of their
-    first level that lies under a stage-0 block (elsewhere everything is fill)."""
-    touched: dict[Vec, list[int]] = defaultdict(list)
-    grid0, origin = output.block_grid(0), tiles.bounds.start
-    for tile in tiles:
-        lo, hi = grid0.blocks_touching(tile.box.relative_to(origin))
-        for index in grid_indices(hi, lo):
-            touched[index].append(tile.index)
-    order = sorted(touched, key=lambda i: i[::-1])  # z, y, x: neighbours run close in time
-    later = [_blocks_under(output, stage.first, order) for stage in stages[1:]]
-    tasks = []
-    for t in range(output.timepoints):
-        tasks += [BlockTask(0, t, i, tuple(sorted(touched[i]))) for i in order]
-        for n, blocks in enumerate(later, start=1):
-            tasks += [BlockTask(n, t, i) for i in blocks]
-    return tasks
+@dataclass(frozen=True)
+class PartitionTask:
+    """What an executor is sent for one task: a partition of one stage's block grid at one
+    timepoint, with the stage's boxes that meet it (clipped to it)."""
+
+    stage: int
+    timepoint: int
+    index: Vec                     # the partition's index in the partition grid
+    start: Vec                     # its first block
+    lo: tuple[Vec, ...]            # boxes [lo, hi) of blocks, clipped to the partition
+    hi: tuple[Vec, ...]
+    owners: tuple[int, ...]        # stage 0: the tile of each box; later stages: none
+    blocks: int                    # blocks it holds, `done` included
+    done: frozenset = frozenset()  # blocks an earlier run recorded: not run again
+
+    @property
+    def key(self) -> tuple:
+        return (self.stage, self.timepoint, self.index)
+
+    def block_tasks(self) -> list[BlockTask]:
+        """Its blocks not in `done`, in Morton order, each with the tiles it reads."""
+        cells, box = expand_boxes(np.array(self.lo, dtype=np.int64), np.array(self.hi, dtype=np.int64))
+        order = np.argsort(morton_keys(cells - np.array(self.start)), kind="stable")
+        tiles: dict[Vec, list[int]] = {}
+        for cell, n in zip(cells[order].tolist(), box[order].tolist()):
+            readers = tiles.setdefault(tuple(cell), [])
+            if self.owners:
+                readers.append(self.owners[n])
+        return [BlockTask(self.stage, self.timepoint, index, tuple(sorted(readers)))
+                for index, readers in tiles.items() if index not in self.done]
 
 
-def _blocks_under(output: OutputSpec, level: int, blocks0: list[Vec]) -> list[Vec]:
-    grid0, grid = output.block_grid(0), output.block_grid(level)
-    scale = output.cumulative(level)
-    found: set[Vec] = set()
-    for index in blocks0:
-        box = grid0.block_box(index)
-        scaled = Box(tuple(s // f for s, f in zip(box.start, scale)),
-                     tuple(ceil_div(s, f) for s, f in zip(box.stop, scale)))
-        lo, hi = grid.blocks_touching(scaled)
-        found.update(grid_indices(hi, lo))
-    return sorted(found, key=lambda i: i[::-1])
+@dataclass(frozen=True, eq=False)
+class StageTasks:
+    """One stage's partitions, in run order (Morton order of the partition grid).
+
+    Arrays, not objects: `lo`/`hi` (n, 3) are the stage's boxes of blocks, `owners` (n,)
+    their tiles at stage 0; partition `k` of the run order has linear id `ids[k]`, holds
+    `counts[k]` blocks and meets the boxes `boxes[starts[k]:starts[k + 1]]`."""
+
+    stage: int
+    grid: Vec       # blocks per axis at the stage's first level
+    shape: Vec      # blocks per partition along x, y, z
+    lo: np.ndarray
+    hi: np.ndarray
+    owners: np.ndarray
+    ids: np.ndarray
+    counts: np.ndarray
+    starts: np.ndarray
+    boxes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def blocks(self) -> int:
+        """Blocks of the stage at one timepoint."""
+        return int(self.counts.sum())
+
+    @property
+    def partitions_per_axis(self) -> Vec:
+        return tuple(int(v) for v in ceil_div(np.array(self.grid), np.array(self.shape)))
+
+    def partition_of(self, block: Vec) -> Vec:
+        """The partition that holds `block`."""
+        return tuple(b // s for b, s in zip(block, self.shape))
+
+    def partition(self, k: int, timepoint: int, done: frozenset = frozenset()) -> PartitionTask:
+        """The `k`-th partition of the run order, at `timepoint`."""
+        nx, ny, _ = self.partitions_per_axis
+        linear = int(self.ids[k])
+        index = (linear % nx, linear // nx % ny, linear // (nx * ny))
+        start = np.array([i * s for i, s in zip(index, self.shape)], dtype=np.int64)
+        stop = np.minimum(start + np.array(self.shape), np.array(self.grid))
+        members = self.boxes[self.starts[k]:self.starts[k + 1]]
+        lo = np.maximum(self.lo[members], start).tolist()
+        hi = np.minimum(self.hi[members], stop).tolist()
+        owners = tuple(self.owners[members].tolist()) if len(self.owners) else ()
+        return PartitionTask(self.stage, timepoint, index, tuple(start.tolist()),
+                             tuple(map(tuple, lo)), tuple(map(tuple, hi)), owners,
+                             int(self.counts[k]), done)
+
+    def partitions(self, timepoint: int) -> Iterator[PartitionTask]:
+        return (self.partition(k, timepoint) for k in range(len(self)))
+
+
+@dataclass(frozen=True, eq=False)
+class TaskPlan:
+    """Every stage's tasks (the same at every timepoint), and what they own."""
+
+    stages: tuple[StageTasks, ...]
+    timepoints: int
+    objects: tuple[int, ...]   # per level: objects the blocks own, all channels and timepoints
+
+    @property
+    def blocks(self) -> int:
+        """Blocks of every stage and timepoint."""
+        return self.timepoints * sum(s.blocks for s in self.stages)
+
+    @property
+    def partitions(self) -> int:
+        return self.timepoints * sum(len(s) for s in self.stages)
+
+    def block_tasks(self, stage: int | None = None) -> Iterator[BlockTask]:
+        """Every block task (of one stage, or of all), partition by partition."""
+        for s in self.stages if stage is None else (self.stages[stage],):
+            for t in range(self.timepoints):
+                for part in s.partitions(t):
+                    yield from part.block_tasks()
+
+
+def plan_tasks(output: OutputSpec, stages: tuple[Stage, ...], tiles: TileSet,
+               blocks_per_task: int = 0) -> TaskPlan:
+    """Stage 0: the blocks some tile touches. Later stages: the blocks of their first level
+    that lie under a stage-0 block (elsewhere everything is fill). `blocks_per_task` 0
+    sizes partitions automatically (see TASK_BYTES)."""
+    lo0, hi0, owners = tile_boxes(output, tiles)
+    described = []
+    for n, stage in enumerate(stages):
+        lo, hi = (lo0, hi0) if n == 0 else boxes_under(output, stage.first, lo0, hi0)
+        grid = output.block_grid(stage.first).counts
+        per_task = blocks_per_task or auto_blocks_per_task(output, union_size(lo, hi))
+        described.append(_stage_tasks(n, grid, lo, hi, owners if n == 0 else np.zeros(0, np.int64),
+                                      partition_shape(grid, per_task)))
+    copies = output.timepoints * output.channels
+    objects = tuple(copies * n for stage, s in zip(stages, described)
+                    for n in _stage_objects(output, stage, s.lo, s.hi))
+    return TaskPlan(tuple(described), output.timepoints, objects)
+
+
+def auto_blocks_per_task(output: OutputSpec, blocks: int) -> int:
+    """Blocks per task when the job does not say: TASK_BYTES of output per task, within
+    [1, MAX_BLOCKS_PER_TASK], and no fewer than MIN_TASKS tasks where blocks allow."""
+    block_bytes = (int(np.prod(output.block_grid(0).block_shape)) * output.channels
+                   * np.dtype(output.base.dtype).itemsize)
+    by_bytes = min(MAX_BLOCKS_PER_TASK, max(1, TASK_BYTES // block_bytes))
+    return max(1, min(by_bytes, blocks // MIN_TASKS))
+
+
+def tile_boxes(output: OutputSpec, tiles: TileSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The level-0 blocks each tile touches, as boxes [lo, hi) (n, 3), and each box's tile."""
+    origin = np.array(tiles.bounds.start, dtype=np.int64)
+    start = np.array([t.box.start for t in tiles], dtype=np.int64).reshape(-1, 3) - origin
+    stop = start + np.array([t.size for t in tiles], dtype=np.int64).reshape(-1, 3)
+    grid = output.block_grid(0)
+    step = np.array(grid.block_shape)
+    lo = np.maximum(start // step, 0)
+    hi = np.minimum(ceil_div(stop, step), np.array(grid.counts))
+    return lo, hi, np.array([t.index for t in tiles], dtype=np.int64)
+
+
+def boxes_under(output: OutputSpec, level: int, lo0: np.ndarray, hi0: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks at `level` under level-0 blocks [lo0, hi0): those that meet the boxes'
+    voxels scaled down to `level`."""
+    step0, shape0 = np.array(output.block_grid(0).block_shape), np.array(output.shapes[0])
+    scale = np.array(output.cumulative(level))
+    start = lo0 * step0 // scale
+    stop = ceil_div(np.minimum(hi0 * step0, shape0), scale)
+    grid = output.block_grid(level)
+    step = np.array(grid.block_shape)
+    return start // step, np.minimum(ceil_div(stop, step), np.array(grid.counts))
+
+
+def _stage_objects(output: OutputSpec, stage: Stage, lo: np.ndarray, hi: np.ndarray) -> list[int]:
+    """Per level of the stage, the objects (chunks or shards) of one array that its blocks
+    own: the union of the boxes' regions at that level, on the level's object grid."""
+    step, first_shape = np.array(output.block_grid(stage.first).block_shape), np.array(output.shapes[stage.first])
+    counts = []
+    for level in range(stage.first, stage.first + stage.count):
+        relative = np.array(output.cumulative(level)) // np.array(output.cumulative(stage.first))
+        shape = np.array(output.shapes[level])
+        start = lo * step // relative
+        stop = np.minimum(ceil_div(np.minimum(hi * step, first_shape), relative), shape)
+        objects = object_grid(output.array(0, 0, level))
+        unit = np.array(objects.chunk)
+        counts.append(union_size(start // unit, np.minimum(ceil_div(stop, unit), np.array(objects.counts))))
+    return counts
+
+
+def _stage_tasks(stage: int, grid: Vec, lo: np.ndarray, hi: np.ndarray, owners: np.ndarray,
+                 shape: Vec) -> StageTasks:
+    """Index the partitions that meet the boxes, in Morton order, with their block counts."""
+    size = np.array(shape, dtype=np.int64)
+    per_axis = ceil_div(np.array(grid, dtype=np.int64), size)
+    cells, box = expand_boxes(lo // size, ceil_div(hi, size))   # (partition, box) pairs
+    linear = cells[:, 0] + per_axis[0] * (cells[:, 1] + per_axis[1] * cells[:, 2])
+    ids, first = np.unique(linear, return_index=True)
+    run = np.argsort(morton_keys(cells[first]), kind="stable")
+    del cells
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[run] = np.arange(len(ids))
+    pair_rank = rank[np.searchsorted(ids, linear)]
+    by_rank = np.argsort(pair_rank, kind="stable")
+    boxes, pair_rank = box[by_rank], pair_rank[by_rank]
+    starts = np.searchsorted(pair_rank, np.arange(len(ids) + 1))
+    ordered = ids[run]
+    counts = _partition_blocks(ordered, per_axis, size, np.array(grid), lo, hi, boxes, starts)
+    return StageTasks(stage, tuple(grid), tuple(shape), lo, hi, owners, ordered, counts, starts, boxes)
+
+
+def _partition_blocks(ids, per_axis, size, grid, lo, hi, boxes, starts) -> np.ndarray:
+    """Blocks in each partition: all of it where one box covers it whole (the common case,
+    counted without listing anything), else the size of the clipped boxes' union."""
+    index = np.stack([ids % per_axis[0], ids // per_axis[0] % per_axis[1],
+                      ids // (per_axis[0] * per_axis[1])], axis=1)
+    start = index * size
+    stop = np.minimum(start + size, grid)
+    owner = np.repeat(np.arange(len(ids)), np.diff(starts))
+    covers = np.all((lo[boxes] <= start[owner]) & (hi[boxes] >= stop[owner]), axis=1)
+    whole = np.logical_or.reduceat(covers, starts[:-1]) if len(ids) else np.zeros(0, bool)
+    counts = np.prod(stop - start, axis=1)
+    for k in np.flatnonzero(~whole):
+        members = boxes[starts[k]:starts[k + 1]]
+        counts[k] = union_size(np.maximum(lo[members], start[k]), np.minimum(hi[members], stop[k]))
+    return counts

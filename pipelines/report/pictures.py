@@ -298,24 +298,29 @@ def projections_png(images: Sequence[tuple[str, np.ndarray, float]], title: str 
     return _png(fig)
 
 
-def progress_png(finished_seconds: Sequence[float], total: int, title: str = "") -> bytes:
+def progress_png(finished_seconds: Sequence[float], total: int, title: str = "",
+                 weights: Sequence[int] | None = None) -> bytes:
     """Blocks completed against seconds since the start, as a step plot, with `total` dashed.
 
-    `finished_seconds` are finish times in any order; NaN/inf entries are ignored.
+    `finished_seconds` are finish times in any order, `weights` the blocks finished at each
+    (1 each when None); NaN/inf entries are ignored.
     """
-    t = np.sort(np.asarray(list(finished_seconds), dtype=np.float64).ravel())
-    t = t[np.isfinite(t)]
+    t = np.asarray(list(finished_seconds), dtype=np.float64).ravel()
+    w = np.ones(len(t), np.int64) if weights is None else np.asarray(list(weights), np.int64)
+    order = np.argsort(t, kind="stable")
+    t, w = t[order], w[order]
+    t, w = t[np.isfinite(t)], w[np.isfinite(t)]
     start = min(0.0, float(t[0])) if len(t) else 0.0  # clocks may disagree a little
-    done = np.arange(len(t) + 1)
+    done = np.concatenate([[0], np.cumsum(w)])
     fig = _new_figure(8.0, 4.0)
     ax = fig.subplots()
     # start at (0, 0) so the first block shows as a step, not as the first point
     ax.step(np.concatenate([[start], t]), done, where="post", color="#1f5fa8", lw=1.5,
-            label=f"completed: {len(t)}")
+            label=f"completed: {int(done[-1])}")
     ax.axhline(total, color="#444444", ls="--", lw=1.0, label=f"total: {total}")
     end = float(t[-1]) if len(t) else 0.0
     ax.set_xlim(start, max(end, 1.0) * 1.03)
-    ax.set_ylim(0, max(total, len(t), 1) * 1.08)
+    ax.set_ylim(0, max(total, int(done[-1]), 1) * 1.08)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("blocks completed")
     ax.grid(alpha=0.3)

@@ -7,13 +7,14 @@ beside `volume/`, on a filesystem or S3):
   timepoint), from the finest pyramid level no wider than `PROJECTION_WIDTH`, read back
   from the stored objects slab by slab (bounded memory at any size);
 - `layout.png`: the tiles at the positions they were fused at;
-- `progress.png`: blocks completed over time (from the receipts' finish times).
+- `progress.png`: blocks completed over time (from the ledger parts' finish times).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from pipelines.commit.records import Sidecars
 from pipelines.execute import readback
 from pipelines.formats import format_module
 from pipelines.geometry import Box
-from pipelines.plan import BlockReceipt, ExportPlan
+from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 from pipelines.storage import uri as uris
 
@@ -41,10 +42,12 @@ def report_folder(plan: ExportPlan) -> str:
     return Sidecars.of(plan.output.uri).report
 
 
-def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[BlockReceipt],
-                     store: Store, beside: Store, began: float, facts: dict) -> RunReport:
-    """Draw the pictures and write the summary; `began` is the run's start (time.time()),
-    `facts` extra summary entries (timings, master, stitching)."""
+def write_run_report(plan: ExportPlan, summary: CommitSummary,
+                     finished: Sequence[tuple[float, int]], store: Store, beside: Store,
+                     began: float, facts: dict) -> RunReport:
+    """Draw the pictures and write the summary; `finished` holds (time.time(), blocks) per
+    ledger part, `began` is the run's start (time.time()), `facts` extra summary entries
+    (timings, master, stitching)."""
     from pipelines.report.pictures import (  # matplotlib here only
         progress_png,
         projections_png,
@@ -61,8 +64,9 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary, receipts: list[Bl
     pictures |= {
         "layout.png": tile_layout_png([(t.index, t.position, t.size) for t in plan.tiles[0][0]],
                                       None, [], title="tiles as fused"),
-        "progress.png": progress_png([max(0.0, r.finished - began) for r in receipts],
-                                     len(plan.tasks), title="blocks completed"),
+        "progress.png": progress_png([max(0.0, t - began) for t, _ in finished],
+                                     plan.task_plan.blocks, title="blocks completed",
+                                     weights=[n for _, n in finished]),
     }
     for name, data in pictures.items():
         beside.put(f"{folder}/{name}", data)

@@ -2,7 +2,8 @@
 
 Executors receive a batch's shared data once (a broadcast) and one item per Spark task;
 they send back only the function's small results. Progress is read on the driver by a
-thread polling Spark's status tracker (tasks done) and an accumulator (bytes stored).
+thread polling two accumulators (units done, bytes stored), which Spark updates as each
+task ends.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from functools import partial
 from typing import Any
 
-from pyspark import SparkContext, TaskContext
+from pyspark import TaskContext
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
@@ -62,28 +63,29 @@ class SparkExecutor:
         self.start()
         assert self.spark is not None
         sc = self.spark.sparkContext
-        shared, stored = sc.broadcast(batch.shared), sc.accumulator(0)
-        group = f"{JOB_GROUP}-{uuid.uuid4().hex[:8]}"  # progress counts this batch's tasks only
-        sc.setJobGroup(group, batch.description)
+        shared, stored, done = sc.broadcast(batch.shared), sc.accumulator(0), sc.accumulator(0)
+        sc.setJobGroup(f"{JOB_GROUP}-{uuid.uuid4().hex[:8]}", batch.description)
         rdd = sc.parallelize(batch.items, numSlices=len(batch.items))
-        task = partial(_run_task, batch.function, batch.size, shared, stored)
+        task = partial(_run_task, batch.function, batch.size, batch.units, shared, stored, done)
         try:
-            with _Poller(sc, group, len(batch.items), stored, on_progress):
+            with _Poller(done, stored, on_progress):
                 results = rdd.map(task).collect()
         except Exception as e:  # py4j wraps the executor's error in a long Java trace
             raise failure(_failure_line(e), str(e)) from None
         finally:
             shared.unpersist()
-        on_progress(len(results), stored.value)
+        on_progress(sum(batch.units(r) for r in results) if batch.units else len(results),
+                    stored.value)
         return results
 
 
-def _run_task(function, size, shared, stored, item):
-    """Runs on an executor: one item, its stored bytes counted for the progress line."""
+def _run_task(function, size, units, shared, stored, done, item):
+    """Runs on an executor: one item, its units and stored bytes counted for the progress line."""
     context = TaskContext.get()
     result = function(shared.value, item, context.attemptNumber() if context else 0)
     if size is not None:
         stored.add(size(result))
+    done.add(units(result) if units is not None else 1)
     _freeze_once()
     return result
 
@@ -110,13 +112,11 @@ def _failure_line(error: Exception) -> str:
 
 
 class _Poller:
-    """While a batch runs: every POLL_SECONDS, tell `on_progress` the tasks Spark has
-    finished in `group` and the bytes the accumulator has counted."""
+    """While a batch runs: every POLL_SECONDS, tell `on_progress` the units and bytes the
+    accumulators have counted."""
 
-    def __init__(self, sc: SparkContext, group: str, total: int, stored: Any,
-                 on_progress: ProgressCallback):
-        self.sc, self.group, self.total, self.stored = sc, group, total, stored
-        self.on_progress = on_progress
+    def __init__(self, done: Any, stored: Any, on_progress: ProgressCallback):
+        self.done, self.stored, self.on_progress = done, stored, on_progress
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -130,14 +130,4 @@ class _Poller:
 
     def _loop(self) -> None:
         while not self.stopped.wait(POLL_SECONDS):
-            self.on_progress(self._done(), self.stored.value)
-
-    def _done(self) -> int:
-        tracker = self.sc.statusTracker()
-        count = 0
-        for job in tracker.getJobIdsForGroup(self.group):
-            info = tracker.getJobInfo(job)
-            for stage in info.stageIds if info else []:
-                stage_info = tracker.getStageInfo(stage)
-                count += stage_info.numCompletedTasks if stage_info else 0
-        return min(count, self.total)
+            self.on_progress(self.done.value, self.stored.value)

@@ -2,13 +2,16 @@
 
 Uncompressed, contiguous TIFF stacks are memory-mapped, so reading a region touches only
 the pages and rows it covers. Other TIFFs (compressed, tiled, striped) fall back to reading
-only the z-slices (pages) the region needs.
+only the z-slices (pages) the region needs. Decoded pages (and, on S3, fetched rows) are
+kept in a per-process cache of `limits.tile_cache` bytes, so the neighbouring blocks of
+one task, which need other parts of the same pages, decode or fetch each page once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 
 import numpy as np
 import tifffile
@@ -26,6 +29,48 @@ from pipelines.tiles.remote import open_remote
 # change while a job runs (a job's output is a pure function of its inputs).
 _OPEN_LIMIT = 64
 _open: OrderedDict[str, np.ndarray | None] = OrderedDict()
+
+
+class TileCache:
+    """Decoded tile reads by key, least recently used dropped first, at most `limit` bytes
+    (0: keep nothing). Cached arrays are shared: callers copy what they keep."""
+
+    def __init__(self, limit: int = 0):
+        self.limit, self.nbytes, self.hits, self.misses = limit, 0, 0, 0
+        self.items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.run = ""  # the run the entries belong to
+
+    def get(self, key: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self.items:
+            self.hits += 1
+            self.items.move_to_end(key)
+            return self.items[key]
+        self.misses += 1
+        value = load()
+        if value.nbytes <= self.limit:
+            self.items[key] = value
+            self.nbytes += value.nbytes
+            while self.nbytes > self.limit:
+                self.nbytes -= self.items.popitem(last=False)[1].nbytes
+        return value
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        while self.nbytes > limit:
+            self.nbytes -= self.items.popitem(last=False)[1].nbytes
+
+
+tile_cache = TileCache()  # this process's cache; executors size it from the plan
+
+
+def set_tile_cache(limit: int, run: str = "") -> None:
+    """Bound this process's cache of tile reads to `limit` bytes (limits.tile_cache). A new
+    `run` starts empty: tiles may change between jobs (never during one)."""
+    if tile_cache.run != run:
+        tile_cache.resize(0)
+        tile_cache.run = run
+    if tile_cache.limit != limit:
+        tile_cache.resize(limit)
 
 
 def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
@@ -106,9 +151,20 @@ def _decode_pages(tif: tifffile.TiffFile, tile: Tile, region: Box) -> np.ndarray
     z, y, x = region.slices_zyx()
     out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
     pages = tif.series[0].pages
+    plane = to_zyx(tile.size)[1:]
     for n, page in enumerate(range(z.start, z.stop)):
-        out[n] = _page(pages, page, tile.path).asarray().reshape(to_zyx(tile.size)[1:])[y, x]
+        decoded = tile_cache.get(("page", tile.path, page),
+                                 partial(_decode_page, pages, page, tile.path, plane))
+        out[n] = decoded[y, x]
     return out
+
+
+def _decode_page(pages, n: int, path: str, plane: tuple) -> np.ndarray:
+    return _page(pages, n, path).asarray().reshape(plane)
+
+
+def _fetch_rows(store, name: str, first: int, nbytes: int, dtype: np.dtype) -> np.ndarray:
+    return np.frombuffer(store.get_range(name, first, first + nbytes), dtype=dtype)
 
 
 def _remote_region(tile: Tile, region: Box, s3) -> np.ndarray:
@@ -124,10 +180,12 @@ def _remote_region(tile: Tile, region: Box, s3) -> np.ndarray:
     folder, name = split_uri(tile.path)
     store = open_store(folder, s3)
     out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
+    row_bytes = width * dtype.itemsize
     for n, page in enumerate(range(z.start, z.stop)):
-        first = offset + (page * height + y.start) * width * dtype.itemsize
-        rows = store.get_range(name, first, first + (y.stop - y.start) * width * dtype.itemsize)
-        out[n] = np.frombuffer(rows, dtype=dtype).reshape(-1, width)[:, x]
+        first = offset + (page * height + y.start) * row_bytes
+        fetch = partial(_fetch_rows, store, name, first, (y.stop - y.start) * row_bytes, dtype)
+        rows = tile_cache.get(("rows", tile.path, page, y.start, y.stop), fetch)
+        out[n] = rows.reshape(-1, width)[:, x]
     return out
 
 

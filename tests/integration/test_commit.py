@@ -51,7 +51,7 @@ def test_two_jobs_on_one_output_one_refuses(small_acquisition, tmp_path):
                               "debug.task_delay=0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, cwd=tmp_path)
     deadline = time.time() + 120
-    while not list((tmp_path / "out.job").rglob("tasks/*.json")) and time.time() < deadline:
+    while not list((tmp_path / "out.job").rglob("tasks/*.parquet")) and time.time() < deadline:
         assert first.poll() is None
         time.sleep(0.1)
     second = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job)],

@@ -68,7 +68,7 @@ def test_empty_chunks_are_skipped_and_read_as_zero(spark, tmp_path):
     job = write_job(tmp_path / "job.toml", "tiles.json", "out.n5", "")
     config = load_job(job, ["output.block=[3,1,1]"])
     summary = export(config, executor=SparkExecutor(spark=spark)).summary
-    assert summary.tasks == 2  # blocks [0..3) and [3..5) of 5 chunks along x
+    assert summary.blocks == 2  # blocks [0..3) and [3..5) of 5 chunks along x
     assert summary.objects_written == 3 and summary.objects_skipped == 2  # x chunks 1, 2 are empty
     assert sorted(p.name for p in (tmp_path / "out.n5/c0/s0").iterdir()) == ["0", "3", "4", "attributes.json"]
     got = tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5")

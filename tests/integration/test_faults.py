@@ -40,7 +40,9 @@ def clean_run(small_acquisition, tmp_path_factory) -> Path:
 def test_retried_and_speculative_tasks_write_identical_objects(small_acquisition, clean_run, tmp_path):
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
     (tmp_path / "events").mkdir()
-    result = run(job, "output.levels=2", "spark.master=local[2,4]", "spark.speculation=true",
+    # 4 blocks per task: each hooked block lies in a task of its own, which fails once
+    result = run(job, "output.levels=2", "spark.blocks_per_task=4", "spark.master=local[2,4]",
+                 "spark.speculation=true",
                  "spark.speculation.multiplier=1", "spark.speculation.quantile=0.1",
                  "debug.fail_blocks=[[0,0,0],[1,2,0],[3,5,0]]", "spark.eventLog.enabled=true",
                  f"spark.eventLog.dir=file://{tmp_path / 'events'}", "spark.eventLog.compress=false",
@@ -66,10 +68,11 @@ def executor_pids() -> list[int]:
 def test_an_executor_killed_mid_run_changes_nothing(small_acquisition, clean_run, tmp_path):
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
     args = [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set", "output.levels=2",
-            "--set", "spark.master=local-cluster[2,1,1024]", "--set", "debug.task_delay=0.5"]
+            "--set", "spark.master=local-cluster[2,1,1024]", "--set", "debug.task_delay=0.5",
+            "--set", "spark.blocks_per_task=4", "--set", "limits.checkpoint_seconds=0"]
     job_run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.time() + 180
-    while len(list((tmp_path / "out.job").rglob("tasks/*.json"))) < 3:
+    while len(list((tmp_path / "out.job").rglob("tasks/*.parquet"))) < 3:
         assert job_run.poll() is None and time.time() < deadline, "no task finished in time"
         time.sleep(0.1)
     victims = executor_pids()
@@ -117,7 +120,7 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_resumes(small_acquisition, clea
         assert full.returncode == 1, full.stderr[-2000:]
         assert "No space left on device" in full.stderr and "no metadata was written" in full.stderr
         assert not (disk / "out/attributes.json").exists()
-        recorded = len(list((disk / "out.job").rglob("tasks/*.json")))
+        recorded = len(list((disk / "out.job").rglob("tasks/*.parquet")))
         assert recorded > 0
         subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
         rerun = run(job, "output.levels=2", "spark.master=local[1]", cwd=tmp_path)

@@ -137,7 +137,7 @@ def test_sharded_output_with_empty_regions(tmp_path):
     got = tensorstore_read(str(tmp_path / "out.zarr"), "0", "zarr3")
     assert (got[:, :, :16] == 700).all() and (got[:, :, 16:80] == 0).all() and (got[:, :, 80:] == 701).all()
     np.testing.assert_array_equal(zarr_read(str(tmp_path / "out.zarr"), "0"), got)
-    assert summary.tasks == 2 and summary.objects_skipped == 0  # the empty shard is not even scheduled
+    assert summary.blocks == 2 and summary.objects_skipped == 0  # the empty shard is not even scheduled
 
 
 # ------------------------------------------------------------------ layouts, on Spark

@@ -35,7 +35,7 @@ def test_progress_on_a_terminal_and_in_a_log(request, small_acquisition, tmp_pat
                     str(tmp_path / "out" / "v"), "[debug]\ntask_delay = 0.3")
     stream = stream_type()
     result = export(load_job(job), executor=executor_named(executor, request), stream=stream)
-    text, total = stream.getvalue(), len(result.plan.tasks)
+    text, total = stream.getvalue(), result.plan.task_plan.blocks
     final = f"blocks {total}/{total} (100%)"
     assert final in text and "MiB stored" in text and "MiB/s" in text
     if stream_type is Terminal:

@@ -51,23 +51,24 @@ def test_projection_is_the_maximum_over_z_of_the_stored_level(exported):
     assert f"level {level}" in label and aspect == pytest.approx(1.0)
 
 
-def test_receipts_carry_their_finish_time_through_the_ledger(small_acquisition, tmp_path):
+def test_ledger_parts_carry_their_finish_times_and_blocks(small_acquisition, tmp_path):
     """progress.png is drawn from these times; a resumed run reads them from the ledger."""
     import time
     from pipelines.commit import ledger
-    from pipelines.execute.block import run_block
+    from pipelines.execute.block import run_partition
     from pipelines.plan import make_plan
     from pipelines.storage import MemoryStore
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     str(tmp_path / "out" / "volume"))
-    plan = make_plan(load_job(job))
+    plan = make_plan(load_job(job, ["spark.blocks_per_task=4", "limits.checkpoint_seconds=0"]))
+    part, beside = plan.tasks_of(0).partition(0, 0), MemoryStore("report-ledger")
     before = time.time()
-    receipt = run_block(plan.tasks[0], plan, LocalStore(plan.output.uri))
-    assert before <= receipt.finished <= time.time()
-    beside = MemoryStore("report-ledger")
-    ledger.record(beside, "base", receipt)
-    [again] = ledger.recorded(beside, "base")
-    assert again.finished == receipt.finished and again == receipt
+    summary = run_partition(part, plan, LocalStore(plan.output.uri), beside, "base")
+    assert summary.blocks == part.blocks == 4 and before <= summary.finished <= time.time()
+    recorded = ledger.read_parts(beside, "base")
+    assert [n for _, n in recorded.finished] == [1, 1, 1, 1]   # a part per block
+    assert all(before <= t <= summary.finished for t, _ in recorded.finished)
+    assert len(recorded.objects) == summary.written + summary.skipped
 
 
 def test_a_level_too_large_to_read_back_gives_no_projection(exported, monkeypatch):

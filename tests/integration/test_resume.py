@@ -29,10 +29,14 @@ def export(job: Path, *overrides: str, cwd: Path, **kwargs) -> subprocess.Popen:
                             text=True, start_new_session=True, **kwargs)
 
 
-def test_killed_driver_resumes_only_the_remaining_tasks(small_acquisition, tmp_path):
+@pytest.mark.parametrize("per_task", [
+    [],   # 96 tasks of one block
+    ["spark.blocks_per_task=4", "limits.checkpoint_seconds=0"],   # 24 tasks, a part per block
+])
+def test_killed_driver_resumes_only_the_remaining_blocks(small_acquisition, tmp_path, per_task):
     tiles = small_acquisition["paths"]["tiles_json"]
     job = write_job(tmp_path / "job.toml", tiles, "out/volume", "")
-    settings = ["output.block=[1,1,1]", "spark.master=local[1]"]  # 96 small tasks, one at a time
+    settings = ["output.block=[1,1,1]", "spark.master=local[1]", *per_task]  # 96 blocks, one task at a time
     clean_job = write_job(tmp_path / "clean.toml", tiles, "clean/volume", "")
     clean = export(clean_job, *settings, cwd=tmp_path)
     assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
@@ -40,19 +44,19 @@ def test_killed_driver_resumes_only_the_remaining_tasks(small_acquisition, tmp_p
     first = export(job, *settings, "debug.task_delay=0.2", cwd=tmp_path)
     ledger = tmp_path / "out/volume.job"
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(ledger.rglob("tasks/*.json"))) < 40:
+    while time.time() < deadline and len(list(ledger.rglob("tasks/*.parquet"))) < 40:
         assert first.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its JVM, mid-run
     first.wait(timeout=60)
-    recorded = len(list(ledger.rglob("tasks/*.json")))
+    recorded = len(list(ledger.rglob("tasks/*.parquet")))
     assert 40 <= recorded < 96
 
     second = export(job, *settings, cwd=tmp_path)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-2000:]
-    resumed = int(re.search(r"resuming: (\d+) of 96 tasks", err).group(1))
+    resumed = int(re.search(r"resuming: (\d+) of 96 blocks", err).group(1))
     assert resumed >= recorded
     assert re.search(rf"^blocks {96 - resumed}/{96 - resumed} \(100%\)", err, re.M), err[-1500:]
     assert files_under(tmp_path / "out/volume") == files_under(tmp_path / "clean/volume")
-    assert not list(ledger.rglob("tasks/*.json")) and list(ledger.rglob("objects.parquet"))
+    assert not list(ledger.rglob("tasks/*.parquet")) and list(ledger.rglob("objects.parquet"))

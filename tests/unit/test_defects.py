@@ -6,6 +6,7 @@ import io
 import json
 import os
 import socket
+from dataclasses import replace
 
 import pytest
 
@@ -126,13 +127,13 @@ def test_local_list_walks_only_below_the_prefix(tmp_path, monkeypatch):
     assert not any(v.startswith("sibling") for v in visited), visited
 
 
-# 4. a driver-side failure (receipts that do not cover the plan) was a bare traceback
+# 4. a driver-side failure (a ledger that does not cover the plan) was a bare traceback
 
 class DroppingExecutor(LocalExecutor):
-    """Loses the last result of every batch, as a broken executor might."""
+    """Never runs the last task of a batch, as a broken executor might."""
 
     def run(self, batch, on_progress):
-        return super().run(batch, on_progress)[:-1]
+        return super().run(replace(batch, items=batch.items[:-1]), on_progress)
 
 
 def test_a_failed_commit_check_is_one_line_exit_1_and_a_failed_record(tmp_path, small_acquisition):
@@ -140,9 +141,9 @@ def test_a_failed_commit_check_is_one_line_exit_1_and_a_failed_record(tmp_path, 
     with pytest.raises(RunFailed) as failure:
         export(config, DroppingExecutor(), stream=io.StringIO())
     message = str(failure.value)
-    assert "\n" not in message and "tasks missing" in message and "no metadata was written" in message
+    assert "\n" not in message and "blocks missing" in message and "no metadata was written" in message
     record = json.loads((tmp_path / "out.job.json").read_text())
-    assert record["status"] == "failed" and "tasks missing" in record["error"]
+    assert record["status"] == "failed" and "blocks missing" in record["error"]
     assert not (tmp_path / "out/attributes.json").exists()
     assert not (tmp_path / "out.job.lock").exists()
 

@@ -1,21 +1,26 @@
-"""The commit protocol: receipts must match the plan, metadata goes last (root last),
+"""The commit protocol: the ledger must match the plan, metadata goes last (root last),
 and an output holding anything but an unfinished run of the same job is refused.
 (verify after a Spark export and two jobs on one output: tests/integration/test_commit.py)"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
-from pipelines.execute.block import run_block
+import io
+
+import pyarrow.parquet as pq
+
+from pipelines.commit import ledger
+from pipelines.execute.block import run_partition
 from pipelines.commit.output import check_output
 from pipelines.commit.publish import commit
 from pipelines.commit.records import start_record
 from pipelines.config import load_job
+from pipelines.driver import export
 from pipelines.errors import BlockFailed, OutputError
+from pipelines.execute.executor import LocalExecutor
 from pipelines.plan import make_plan
 from pipelines.storage import LocalStore, MemoryStore, beside_store
 from tests.conftest import write_job
@@ -35,6 +40,16 @@ class RecordingStore(MemoryStore):
         super().put(key, data)
 
 
+def run_all(plan, store, beside, skip=0):
+    """Run every partition, stage by stage, recording in the plan's ledger (but the first
+    `skip` partitions of stage 0), as the driver would."""
+    base = ledger.folder(plan)
+    for n, stage in enumerate(plan.task_plan.stages):
+        for t in range(plan.task_plan.timepoints):
+            for k, part in enumerate(stage.partitions(t)):
+                run_partition(part, plan, store, None if n == 0 and k < skip else beside, base)
+
+
 def config_for(tmp_path, acquisition, *overrides):
     job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
     return load_job(job, list(overrides))
@@ -45,9 +60,9 @@ def test_metadata_is_written_after_every_chunk_arrays_first_root_last(tmp_path, 
     config = config_for(tmp_path, small_acquisition, f"output.format={fmt}", "output.levels=2")
     plan = make_plan(config)
     store, beside = RecordingStore(), MemoryStore("beside")
-    receipts = [run_block(task, plan, store) for task in plan.tasks]
+    run_all(plan, store, beside)
     chunks = len(store.order)
-    commit(plan, receipts, store, beside)
+    commit(plan, store, beside)
     metadata = store.order[chunks:]
     names = ("attributes.json", ".zarray", ".zattrs", ".zgroup", "zarr.json")
     assert not [k for k in store.order[:chunks] if k.rsplit("/", 1)[-1] in names]
@@ -59,17 +74,27 @@ def test_metadata_is_written_after_every_chunk_arrays_first_root_last(tmp_path, 
     assert json.loads(beside.get("out.job.json"))["status"] == "committed"
 
 
-def test_receipts_that_do_not_cover_the_plan_commit_nothing(tmp_path, small_acquisition):
-    plan = make_plan(config_for(tmp_path, small_acquisition))
-    store = MemoryStore()
-    receipts = [run_block(task, plan, store) for task in plan.tasks]
+@pytest.mark.parametrize("per_task", [1, 4])
+def test_a_ledger_that_does_not_cover_the_plan_commits_nothing(tmp_path, small_acquisition, per_task):
+    plan = make_plan(config_for(tmp_path, small_acquisition, f"spark.blocks_per_task={per_task}"))
+    store, beside = MemoryStore(), MemoryStore("beside")
+    run_all(plan, store, beside, skip=1)   # one task never recorded its blocks
     before = dict(store.objects)
-    with pytest.raises(RuntimeError, match="tasks missing"):
-        commit(plan, receipts[1:], store, MemoryStore())
-    lost = replace(receipts[0], written=receipts[0].written[1:])
-    with pytest.raises(RuntimeError, match="does not list exactly the objects"):
-        commit(plan, [lost] + receipts[1:], store, MemoryStore())
+    missing = plan.tasks_of(0).partition(0, 0).blocks
+    with pytest.raises(RuntimeError, match=f"{missing} of {plan.task_plan.blocks} blocks missing"):
+        commit(plan, store, beside)
     assert store.objects == before  # no metadata appeared
+    store, beside = MemoryStore(), MemoryStore("beside")
+    run_all(plan, store, beside)
+    part = next(iter(beside.list(f"{ledger.folder(plan)}/{ledger.PARTS}/")))
+    table = pq.read_table(io.BytesIO(beside.get(part)))
+    buffer = io.BytesIO()
+    pq.write_table(table.slice(1), buffer)   # a part that lost one object's row
+    beside.put(part, buffer.getvalue())
+    before = dict(store.objects)
+    with pytest.raises(RuntimeError, match="objects but the plan's blocks own"):
+        commit(plan, store, beside)
+    assert store.objects == before
 
 
 def test_unrelated_files_in_the_output_are_refused(tmp_path, small_acquisition):
@@ -89,7 +114,8 @@ def test_array_metadata_alone_counts_as_committed(tmp_path, small_acquisition):
 
 
 def failed_run(tmp_path, acquisition, *overrides):
-    config = config_for(tmp_path, acquisition, "debug.fail_blocks=[[1, 0, 0]]", *overrides)
+    fail = [] if any(o.startswith("debug.fail_blocks") for o in overrides) else ["debug.fail_blocks=[[1, 0, 0]]"]
+    config = config_for(tmp_path, acquisition, *fail, *overrides)
     with pytest.raises(BlockFailed):
         export_local(config)
     assert list((tmp_path / "out").rglob("*")), "the failed run left chunks behind"
@@ -102,6 +128,29 @@ def test_rerun_of_the_same_job_after_a_failure_completes_and_equals_a_clean_run(
     failed_run(tmp_path, small_acquisition)
     plan = export_local(config_for(tmp_path, small_acquisition)).plan
     assert plan.rerun
+    for path in (tmp_path / "clean/out").rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()
+
+
+def test_a_rerun_skips_the_blocks_a_cut_short_task_recorded(tmp_path, small_acquisition):
+    """A task of 8 blocks fails at its 4th block after recording the first three (a part
+    per block: checkpoint_seconds = 0); the rerun runs only the other blocks."""
+    sets = ("spark.blocks_per_task=8", "limits.checkpoint_seconds=0", "output.levels=2")
+    plan = make_plan(config_for(tmp_path, small_acquisition, *sets))
+    part = plan.tasks_of(0).partition(0, 0)
+    fourth = part.block_tasks()[3].index
+    (tmp_path / "clean").mkdir()
+    export_local(config_for(tmp_path / "clean", small_acquisition, *sets))
+    failed_run(tmp_path, small_acquisition, *sets, f"debug.fail_blocks=[{list(fourth)}]")
+    recorded = ledger.read_parts(beside_store(str(tmp_path / "out")), ledger.folder(plan))
+    assert recorded.blocks[(0, 0)].tolist() == sorted(list(t.index) for t in part.block_tasks()[:3])
+    stream = io.StringIO()
+    result = export(config_for(tmp_path, small_acquisition, *sets), LocalExecutor(), stream=stream)
+    left = plan.tasks_of(0).blocks - 3   # stage 0 runs only the blocks not recorded
+    assert result.resumed == 3 and f"resuming: 3 of {plan.task_plan.blocks} blocks" in stream.getvalue()
+    assert f"stage 1/2: levels 0\nblocks {left}/{left} (100%)" in stream.getvalue()
+    assert result.summary.blocks == plan.task_plan.blocks
     for path in (tmp_path / "clean/out").rglob("*"):
         if path.is_file():
             assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()

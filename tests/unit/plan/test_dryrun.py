@@ -11,7 +11,8 @@ import pytest
 
 from benchmarks.plan_scale import write_job as write_scale_job
 from pipelines.config import load_job
-from pipelines.plan.dryrun import dry_run, union_size
+from pipelines.plan.dryrun import dry_run
+from pipelines.plan.ranges import union_size
 from pipelines.plan import make_plan
 from tests.conftest import ROOT, write_job
 from tests.pipeline_helpers import export_local
@@ -22,19 +23,22 @@ import numpy as np
 @pytest.mark.parametrize("sets", [
     [], ["output.shard=[2,1,2]"], ["output.shard=[1,1,1]", "output.block=[2,2,2]"], ["output.levels=\"auto\"", "output.block=[1,2,3]"],
     ["output.chunks=[20,12,6]", "output.levels=3"], ["output.block=[3,1,1]", "output.levels=2"],
+    ["output.levels=3", "spark.blocks_per_task=4"],
 ])
 def test_dry_run_counts_equal_the_real_plan(small_acquisition, tmp_path, sets):
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     str(tmp_path / "out"))
     config = load_job(job, sets)
     plan, paper = make_plan(config), dry_run(config)
+    listed = list(plan.task_plan.block_tasks())   # brute force: every block's own objects
     assert paper.tasks == tuple(len(plan.tasks_of(n)) for n in range(len(plan.stages)))
+    assert sum(paper.blocks) == len(listed) == len({t.key for t in listed})
     assert paper.shapes == plan.output.shapes
-    expected = sum(len(plan.expected_keys(t)) for t in plan.tasks)
-    result = export_local(config)
-    summary = result.summary
-    # every written object holds tile data, so the dry run's count bounds it from above
-    assert summary.objects_written <= sum(paper.objects) <= expected
+    expected = sum(len(plan.expected_keys(t)) for t in listed)
+    assert sum(paper.objects) == expected == sum(plan.object_count(t) for t in listed)
+    summary = export_local(config).summary
+    assert summary.objects_written + summary.objects_skipped == expected
+    assert summary.blocks == len(listed) and summary.tasks == sum(paper.tasks)
     assert paper.task_memory == plan.task_memory
 
 
@@ -73,6 +77,6 @@ def test_dry_run_command_opens_no_tile_and_writes_nothing(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "jobs" / "export.py"), str(job), "--dry-run"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "tasks:" in run.stdout and "objects:  at most" in run.stdout
+    assert "tasks:" in run.stdout and "owned by the blocks" in run.stdout
     assert "driver peak memory" in run.stdout
     assert not (tmp_path / "paper" / "out").exists()

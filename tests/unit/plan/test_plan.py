@@ -11,11 +11,16 @@ from pipelines.config import CodecConfig
 from pipelines.errors import PlanError
 from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import BlockGrid, Box, ChunkGrid, grid_indices
-from pipelines.plan import (ExportPlan, OutputSpec, Stage, block_tasks, check_memory,
+from pipelines.plan import (ExportPlan, OutputSpec, Stage, check_memory, plan_tasks,
                             task_memory_bytes)
 from pipelines.tiles import Tile, TileSet
 
 triples = st.tuples(*[st.integers(1, 12)] * 3)
+
+
+def block_tasks(output, stages, tiles, blocks_per_task=0):
+    """Every block task of the plan, partition by partition."""
+    return list(plan_tasks(output, stages, tiles, blocks_per_task).block_tasks())
 
 
 def single_level_output(shape, chunk, per_block) -> OutputSpec:
@@ -52,13 +57,15 @@ tile_strategy = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(tiles=tile_strategy, chunk=triples, per_block=triples)
-def test_every_tile_block_overlap_is_found(tiles, chunk, per_block):
+@given(tiles=tile_strategy, chunk=triples, per_block=triples, per_task=st.integers(0, 40))
+def test_every_tile_block_overlap_is_found(tiles, chunk, per_block, per_task):
     tileset = TileSet(tuple(Tile(i, f"t{i}.tif", pos, size) for i, (pos, size) in enumerate(tiles)))
     bounds = tileset.bounds
     output = single_level_output(bounds.shape, chunk, per_block)
     grid = output.block_grid(0)
-    tasks = {t.index: set(t.tiles) for t in block_tasks(output, (Stage(0, 1),), tileset)}
+    listed = block_tasks(output, (Stage(0, 1),), tileset, per_task)
+    tasks = {t.index: set(t.tiles) for t in listed}
+    assert len(tasks) == len(listed)  # no block is in two partitions
     for block in grid_indices(grid.counts):  # brute force: every block × every tile
         expected = {t.index for t in tileset
                     if not t.box.relative_to(bounds.start).intersect(grid.block_box(block)).is_empty()}
@@ -69,7 +76,7 @@ def test_blocks_no_tile_touches_are_not_scheduled():
     # two tiles far apart along x: the blocks between them hold nothing
     tiles = TileSet((Tile(0, "a", (0, 0, 0), (10, 10, 10)), Tile(1, "b", (90, 0, 0), (10, 10, 10))))
     output = single_level_output(tiles.bounds.shape, (10, 10, 10), (1, 1, 1))
-    assert [t.index for t in block_tasks(output, (Stage(0, 1),), tiles)] == [(0, 0, 0), (9, 0, 0)]
+    assert sorted(t.index for t in block_tasks(output, (Stage(0, 1),), tiles)) == [(0, 0, 0), (9, 0, 0)]
 
 
 def test_box_basics():
@@ -84,7 +91,7 @@ def test_memory_check_names_the_block_and_the_limit():
     tiles = TileSet((Tile(0, "a", (0, 0, 0), (1024, 1024, 256)),))
     output = single_level_output((1024, 1024, 256), (256, 256, 128), (4, 4, 2))
     stages = (Stage(0, 1),)
-    tasks = tuple(block_tasks(output, stages, tiles))
+    tasks = plan_tasks(output, stages, tiles)
     plan = ExportPlan(output, ((tiles,),), stages, tasks, "linear",
                       task_memory_bytes(output, tiles, stages))
     assert plan.task_memory > 2**30 * 4  # 256 Mi voxels × 18 bytes

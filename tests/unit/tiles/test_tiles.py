@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import tifffile
 
+from pipelines.execute.block import BlockJob
 from pipelines.config import load_job
 from pipelines.geometry import Box
 from pipelines.plan import make_plan
@@ -50,11 +52,27 @@ def test_tile_json_paths_relative_to_the_json_and_absolute(tmp_path):
 def test_everything_sent_to_executors_pickles_small(small_acquisition, tmp_path):
     config = load_job(write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "o.n5"))
     plan = make_plan(config)
-    assert pickle.loads(pickle.dumps(plan)) == plan
-    for task in plan.tasks:
-        assert pickle.loads(pickle.dumps(task)) == task
-        assert len(pickle.dumps(task)) < 200
-    assert len(pickle.dumps(plan)) < 4000  # 4 tiles: the broadcast is a few KB, never pixels
+    shared = BlockJob(replace(plan, tasks=None), "ledger", "run")  # what a batch broadcasts
+    assert pickle.loads(pickle.dumps(shared)) == shared
+    for part in plan.tasks_of(0).partitions(0):   # what travels one per executor task
+        assert pickle.loads(pickle.dumps(part)) == part
+        assert len(pickle.dumps(part)) < 400
+    assert len(pickle.dumps(shared)) < 4000  # 4 tiles: the broadcast is a few KB, never pixels
+
+
+def test_neighbouring_regions_decode_each_page_once_within_the_cache(tmp_path):
+    from pipelines.tiles.readers import set_tile_cache, tile_cache
+    stack = np.random.default_rng(1).integers(0, 4000, (6, 20, 30)).astype("uint16")
+    tifffile.imwrite(tmp_path / "z.tif", stack, compression="zlib")
+    tile = Tile(0, str(tmp_path / "z.tif"), (0, 0, 0), (30, 20, 6))
+    left, right = Box((0, 0, 0), (15, 20, 6)), Box((15, 0, 0), (30, 20, 6))
+    for limit, decoded in ((2**20, 6), (0, 12)):    # 6 pages of 1200 bytes each
+        set_tile_cache(limit, run=f"test-{limit}")
+        misses = tile_cache.misses
+        assert (read_region(tile, left) == stack[:, :, :15]).all()
+        assert (read_region(tile, right) == stack[:, :, 15:]).all()
+        assert tile_cache.misses - misses == decoded
+    set_tile_cache(0, run="")
 
 
 def test_contiguous_stacks_are_memory_mapped_and_compressed_ones_are_not(tmp_path):

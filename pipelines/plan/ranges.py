@@ -1,0 +1,82 @@
+"""Sets of grid cells described by index boxes: counted, cut into partitions, walked in
+Morton order, without listing the cells of the whole set.
+
+A stage's blocks are the union of boxes [lo, hi) of a block grid (one box per tile at stage
+0), so a plan of millions of blocks is a few arrays of box corners (DESIGN rule 8). Cells
+are listed only for one partition at a time, on the executor that runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Vec = tuple[int, ...]
+
+# Cells of the compressed grid filled at once; larger grids are filled in slabs.
+_CELLS_AT_ONCE = 1 << 26
+_MORTON_BITS = 21  # bits per axis: 3 x 21 = 63 bits, grids of up to 2 097 152 cells a side
+
+
+def union_size(lo: np.ndarray, hi: np.ndarray) -> int:
+    """Cells of the union of integer boxes [lo, hi) (arrays (n, 3)), on a compressed grid:
+    cell edges are the boxes' distinct edges, each cell weighted by its size."""
+    lo, hi = np.asarray(lo, dtype=np.int64).reshape(-1, 3), np.asarray(hi, dtype=np.int64).reshape(-1, 3)
+    keep = np.all(hi > lo, axis=1)
+    lo, hi = lo[keep], hi[keep]
+    if not len(lo):
+        return 0
+    edges = [np.unique(np.concatenate([lo[:, a], hi[:, a]])) for a in range(3)]
+    first = [np.searchsorted(edges[a], lo[:, a]) for a in range(3)]
+    last = [np.searchsorted(edges[a], hi[:, a]) for a in range(3)]
+    widths = [np.diff(e).astype(np.int64) for e in edges]
+    cells = [len(e) - 1 for e in edges]
+    slab = max(1, _CELLS_AT_ONCE // max(1, cells[1] * cells[2]))
+    total = 0
+    for x0 in range(0, cells[0], slab):   # slabs bound the memory of irregular layouts
+        x1 = min(cells[0], x0 + slab)
+        grid = np.zeros((x1 - x0, cells[1], cells[2]), dtype=bool)
+        for n in np.flatnonzero((first[0] < x1) & (last[0] > x0)):
+            grid[max(first[0][n], x0) - x0:min(last[0][n], x1) - x0,
+                 first[1][n]:last[1][n], first[2][n]:last[2][n]] = True
+        total += int(widths[0][x0:x1] @ ((grid.astype(np.int64) @ widths[2]) @ widths[1]))
+    return total
+
+
+def morton_keys(indices: np.ndarray) -> np.ndarray:
+    """Z-order (Morton) keys of grid indices (n, 3), x in the lowest bit: sorting by them
+    walks the grid in nested 2 x 2 x 2 cubes, so cells close in the order are close in space."""
+    indices = np.asarray(indices, dtype=np.uint64).reshape(-1, 3)
+    if len(indices) and int(indices.max()) >= 1 << _MORTON_BITS:
+        raise ValueError(f"grid index {int(indices.max())} too large for a Morton key")
+    keys = np.zeros(len(indices), dtype=np.uint64)
+    for bit in range(_MORTON_BITS):
+        for axis in range(3):
+            keys |= ((indices[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
+    return keys
+
+
+def partition_shape(counts: Sequence[int], per_task: int) -> Vec:
+    """Blocks per partition along x, y, z: at most `per_task` blocks, powers of two, as
+    close to a cube as the grid allows (the axis with the fewest blocks grows first, x
+    before y before z), so a partition's blocks share the tiles they read."""
+    shape = [1, 1, 1]
+    while True:
+        growable = [a for a in range(3) if shape[a] < counts[a]]
+        if not growable or int(np.prod(shape)) * 2 > per_task:
+            return tuple(min(s, max(1, n)) for s, n in zip(shape, counts))
+        shape[min(growable, key=lambda a: (shape[a], a))] *= 2
+
+
+def expand_boxes(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every cell of every box [lo, hi) (arrays (n, 3), boxes may overlap): (cells (m, 3),
+    the box of each cell (m,)), cells of one box consecutive with x fastest."""
+    extent = np.maximum(hi - lo, 0)
+    sizes = np.prod(extent, axis=1)
+    box = np.repeat(np.arange(len(lo)), sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, np.int64)
+    local = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(starts, sizes)
+    ex, ey = extent[box, 0], extent[box, 1]
+    cells = np.stack([local % ex, (local // ex) % ey, local // (ex * ey)], axis=1) + lo[box]
+    return cells, box

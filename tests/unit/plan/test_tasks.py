@@ -1,0 +1,142 @@
+"""Tasks as grid ranges: partitions hold every block once, in Morton order; later stages,
+block counts and object counts equal brute-force answers computed block by block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.config import CodecConfig
+from pipelines.formats import ArraySpec, compressor_for
+from pipelines.geometry import Box, ceil_div, grid_indices
+from pipelines.plan import OutputSpec, Stage, plan_stages, plan_tasks
+from pipelines.plan.ranges import morton_keys, partition_shape
+from pipelines.plan.tasks import auto_blocks_per_task
+from pipelines.tiles import Tile, TileSet
+
+tiles_strategy = st.lists(
+    st.tuples(st.tuples(*[st.integers(0, 90)] * 3), st.tuples(*[st.integers(1, 40)] * 3)),
+    min_size=1, max_size=8)
+
+
+def pyramid_output(shape, chunk, block, factors, shard=None, fmt="n5") -> OutputSpec:
+    """An output whose levels halve along the axes `factors` say, as plan_output makes them."""
+    spec = ArraySpec("", tuple(shape), tuple(chunk), "uint16",
+                     compressor_for(CodecConfig("raw"), fmt), shard=shard)
+    shapes, current = [tuple(shape)], tuple(shape)
+    for f in factors:
+        current = tuple(ceil_div(s, k) for s, k in zip(current, f))
+        shapes.append(current)
+    return OutputSpec("out", fmt, "n5-viewer" if fmt == "n5" else "ome", spec, tuple(block),
+                      tuple(shapes), ((1, 1, 1), *map(tuple, factors)))
+
+
+def tileset(tiles) -> TileSet:
+    return TileSet(tuple(Tile(i, f"t{i}.tif", pos, size) for i, (pos, size) in enumerate(tiles)))
+
+
+def brute_force_stage_blocks(output, stage, tiles) -> set:
+    """Stage 0: blocks a tile box meets; later: blocks meeting a stage-0 block scaled down."""
+    grid0, origin = output.block_grid(0), tiles.bounds.start
+    touched = {b for b in grid_indices(grid0.counts)
+               if any(not t.box.relative_to(origin).intersect(grid0.block_box(b)).is_empty() for t in tiles)}
+    if stage.first == 0:
+        return touched
+    grid, scale = output.block_grid(stage.first), output.cumulative(stage.first)
+    under = set()
+    for b in touched:
+        box = grid0.block_box(b)
+        scaled = Box(tuple(s // f for s, f in zip(box.start, scale)),
+                     tuple(ceil_div(s, f) for s, f in zip(box.stop, scale)))
+        under |= {c for c in grid_indices(grid.counts) if not grid.block_box(c).intersect(scaled).is_empty()}
+    return under
+
+
+@settings(max_examples=30, deadline=None)
+@given(tiles=tiles_strategy, per_task=st.integers(1, 30), levels=st.integers(1, 3))
+def test_partitions_hold_every_stage_block_once(tiles, per_task, levels):
+    ts = tileset(tiles)
+    output = pyramid_output(ts.bounds.shape, (4, 4, 4), (2, 1, 2), [(2, 2, 2)] * (levels - 1))
+    stages = plan_stages(output)
+    planned = plan_tasks(output, stages, ts, per_task)
+    for n, stage in enumerate(stages):
+        described = planned.stages[n]
+        listed = [b for part in described.partitions(0) for b in part.block_tasks()]
+        indices = [b.index for b in listed]
+        assert len(indices) == len(set(indices)) == described.blocks
+        assert set(indices) == brute_force_stage_blocks(output, stage, ts)
+        for part in described.partitions(0):
+            assert len(part.block_tasks()) == part.blocks <= per_task
+            assert all(described.partition_of(b.index) == part.index for b in part.block_tasks())
+
+
+def interleaved(index) -> int:
+    """Morton key by hand: bit k of x, y, z goes to bits 3k, 3k + 1, 3k + 2."""
+    return sum(((v >> k) & 1) << (3 * k + axis) for k in range(8) for axis, v in enumerate(index))
+
+
+def test_a_partition_runs_its_blocks_in_morton_order():
+    ts = tileset([((0, 0, 0), (64, 64, 64))])
+    output = pyramid_output((64, 64, 64), (4, 4, 4), (1, 1, 1), [])
+    planned = plan_tasks(output, (Stage(0, 1),), ts, 64)
+    assert planned.stages[0].shape == (4, 4, 4)
+    part = next(planned.stages[0].partitions(0))
+    order = [t.index for t in part.block_tasks()]
+    start = np.array(part.start)
+    assert order == sorted(order, key=lambda i: interleaved(tuple(np.array(i) - start)))
+    assert order[:8] == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0),
+                         (0, 0, 1), (1, 0, 1), (0, 1, 1), (1, 1, 1)]
+    ids = [p.index for p in planned.stages[0].partitions(0)]
+    assert [interleaved(i) for i in ids] == sorted(interleaved(i) for i in ids)
+
+
+def test_morton_keys_match_the_bit_by_bit_definition():
+    rng = np.random.default_rng(3)
+    cells = rng.integers(0, 200, (100, 3))
+    assert morton_keys(cells).tolist() == [interleaved(tuple(c)) for c in cells.tolist()]
+
+
+@pytest.mark.parametrize("counts, per_task, shape", [
+    ((10, 10, 10), 64, (4, 4, 4)), ((10, 10, 10), 1, (1, 1, 1)), ((10, 10, 10), 100, (4, 4, 4)),
+    ((3, 100, 1), 64, (3, 16, 1)), ((1, 1, 1), 4096, (1, 1, 1)), ((100, 100, 2), 128, (8, 8, 2)),
+])
+def test_partition_shape(counts, per_task, shape):
+    assert partition_shape(counts, per_task) == shape
+
+
+def test_blocks_an_earlier_run_recorded_are_not_run_again():
+    ts = tileset([((0, 0, 0), (32, 32, 32))])
+    output = pyramid_output((32, 32, 32), (4, 4, 4), (1, 1, 1), [])
+    described = plan_tasks(output, (Stage(0, 1),), ts, 8).stages[0]
+    part = described.partition(0, 0)
+    first_three = frozenset(t.index for t in part.block_tasks()[:3])
+    again = described.partition(0, 0, done=first_three)
+    assert [t.index for t in again.block_tasks()] == [t.index for t in part.block_tasks()[3:]]
+
+
+@settings(max_examples=25, deadline=None)
+@given(tiles=tiles_strategy, sharded=st.booleans(), levels=st.integers(1, 3))
+def test_planned_objects_are_the_blocks_own_objects(tiles, sharded, levels):
+    from pipelines.plan import ExportPlan
+    ts = tileset(tiles)
+    shard = (2, 1, 2) if sharded else None
+    output = pyramid_output(ts.bounds.shape, (4, 4, 2), (2, 2, 2), [(2, 2, 2)] * (levels - 1),
+                            shard=shard, fmt="zarr3" if sharded else "n5")
+    stages = plan_stages(output)
+    planned = plan_tasks(output, stages, ts)
+    plan = ExportPlan(output, ((ts,),), stages, planned, "max", 0)
+    keys = [k for task in planned.block_tasks() for k in plan.expected_keys(task)]
+    assert len(keys) == len(set(keys))  # one owner per object
+    assert sum(planned.objects) == len(keys)
+    for task in planned.block_tasks():
+        assert plan.object_count(task) == len(plan.expected_keys(task))
+
+
+def test_automatic_partitions_are_seconds_of_work_and_leave_tasks_for_every_core():
+    small = pyramid_output((64, 64, 64), (16, 16, 16), (1, 1, 1), [])   # 8 KiB blocks
+    assert auto_blocks_per_task(small, 64) == 1           # too few blocks to share out
+    assert auto_blocks_per_task(small, 10**6) == 3906     # 10^6 / MIN_TASKS, under the cap
+    big = pyramid_output((4096,) * 3, (128, 128, 128), (4, 4, 4), [])  # 256 MiB blocks
+    assert auto_blocks_per_task(big, 10**6) == 1
