@@ -36,6 +36,7 @@ from pipelines.errors import BlockFailed, PipelineError, RunFailed
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
+from pipelines.plan.tasks import quiet_collector
 from pipelines.registration import find_pairs, solve
 from pipelines.registration import results as stitching
 from pipelines.registration.pairs import PairJob, PairShift, measure_pair
@@ -221,7 +222,8 @@ def _run_stages(plan: ExportPlan, beside: Store, executor: Executor, stream: Tex
             stream.write(f"stage {n + 1}/{len(plan.stages)}: levels {stage.first}"
                          f"{'' if last == stage.first else f'–{last}'}\n")
         pending, blocks = _pending(tasks.stages[n], n, tasks.timepoints, recorded)
-        run_partitions(executor, job, _waves(tasks.stages[n], pending), blocks, stream)
+        with quiet_collector():
+            run_partitions(executor, job, _waves(tasks.stages[n], pending), blocks, stream)
     return recorded.block_count
 
 
@@ -248,8 +250,8 @@ def _waves(stage: StageTasks, pending: Pending) -> Iterator[list[PartitionTask]]
     """The pending partitions, built lazily, WAVE at a time."""
     wave: list[PartitionTask] = []
     for t, left, done in pending:
-        for k in left.tolist():
-            wave.append(stage.partition(k, t, done.get(k, frozenset())))
+        for part in stage.partitions(t, left, done):
+            wave.append(part)
             if len(wave) == WAVE:
                 yield wave
                 wave = []

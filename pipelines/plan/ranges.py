@@ -51,7 +51,8 @@ def morton_keys(indices: np.ndarray) -> np.ndarray:
     if len(indices) and int(indices.max()) >= 1 << _MORTON_BITS:
         raise ValueError(f"grid index {int(indices.max())} too large for a Morton key")
     keys = np.zeros(len(indices), dtype=np.uint64)
-    for bit in range(_MORTON_BITS):
+    bits = int(indices.max()).bit_length() if len(indices) else 0   # only the bits in use
+    for bit in range(bits):
         for axis in range(3):
             keys |= ((indices[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
     return keys
@@ -73,10 +74,30 @@ def expand_boxes(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Every cell of every box [lo, hi) (arrays (n, 3), boxes may overlap): (cells (m, 3),
     the box of each cell (m,)), cells of one box consecutive with x fastest."""
     extent = np.maximum(hi - lo, 0)
-    sizes = np.prod(extent, axis=1)
-    box = np.repeat(np.arange(len(lo)), sizes)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else np.zeros(0, np.int64)
-    local = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(starts, sizes)
+    box = np.repeat(np.arange(len(lo)), np.prod(extent, axis=1))
+    local = ranks_within(np.prod(extent, axis=1))
     ex, ey = extent[box, 0], extent[box, 1]
     cells = np.stack([local % ex, (local // ex) % ey, local // (ex * ey)], axis=1) + lo[box]
     return cells, box
+
+
+def ranks_within(sizes: np.ndarray) -> np.ndarray:
+    """0, 1, …, n - 1 for each n in `sizes`, concatenated."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    return np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
+def linear_cells(lo: np.ndarray, hi: np.ndarray, counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The linear index (x fastest) on a grid of `counts` of every cell of every box
+    [lo, hi) (arrays (n, 3)), and the box of each: `expand_boxes` without the (m, 3)
+    array, for the millions of (partition, box) pairs of a petabyte plan."""
+    extent = np.maximum(hi - lo, 0)
+    box = np.repeat(np.arange(len(lo), dtype=np.int32), np.prod(extent, axis=1))
+    local = ranks_within(np.prod(extent, axis=1))
+    linear, stride = np.zeros(len(local), dtype=np.int64), 1
+    for axis in range(3):
+        along = extent[box, axis]
+        linear += (lo[box, axis] + local % along) * stride
+        local //= along
+        stride *= int(counts[axis])
+    return linear, box

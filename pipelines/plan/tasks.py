@@ -11,7 +11,9 @@ is a few arrays, and a partition's blocks are listed by the executor that runs i
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +21,14 @@ import numpy as np
 from pipelines.formats.objects import object_grid
 from pipelines.geometry import ceil_div
 from pipelines.plan.output import OutputSpec, Stage
-from pipelines.plan.ranges import expand_boxes, morton_keys, partition_shape, union_size
+from pipelines.plan.ranges import (
+    expand_boxes,
+    linear_cells,
+    morton_keys,
+    partition_shape,
+    ranks_within,
+    union_size,
+)
 from pipelines.tiles import TileSet
 
 Vec = tuple[int, ...]
@@ -137,21 +146,53 @@ class StageTasks:
 
     def partition(self, k: int, timepoint: int, done: frozenset = frozenset()) -> PartitionTask:
         """The `k`-th partition of the run order, at `timepoint`."""
-        nx, ny, _ = self.partitions_per_axis
-        linear = int(self.ids[k])
-        index = (linear % nx, linear // nx % ny, linear // (nx * ny))
-        start = np.array([i * s for i, s in zip(index, self.shape)], dtype=np.int64)
-        stop = np.minimum(start + np.array(self.shape), np.array(self.grid))
-        members = self.boxes[self.starts[k]:self.starts[k + 1]]
-        lo = np.maximum(self.lo[members], start).tolist()
-        hi = np.minimum(self.hi[members], stop).tolist()
-        owners = tuple(self.owners[members].tolist()) if len(self.owners) else ()
-        return PartitionTask(self.stage, timepoint, index, tuple(start.tolist()),
-                             tuple(map(tuple, lo)), tuple(map(tuple, hi)), owners,
-                             int(self.counts[k]), done)
+        return next(self.partitions(timepoint, np.array([k]), {k: done} if done else None))
 
-    def partitions(self, timepoint: int) -> Iterator[PartitionTask]:
-        return (self.partition(k, timepoint) for k in range(len(self)))
+    def partitions(self, timepoint: int, positions: np.ndarray | None = None,
+                   done: dict[int, frozenset] | None = None) -> Iterator[PartitionTask]:
+        """The partitions at `positions` of the run order (all when None), in that order,
+        built a batch at a time with array operations (the driver may list millions);
+        `done` maps positions to blocks an earlier run recorded."""
+        positions = np.arange(len(self)) if positions is None else np.asarray(positions, np.int64)
+        for first in range(0, len(positions), _BATCH):
+            yield from self._batch(timepoint, positions[first:first + _BATCH], done or {})
+
+    def _batch(self, timepoint: int, positions: np.ndarray, done: dict[int, frozenset]
+               ) -> Iterator[PartitionTask]:
+        nx, ny, _ = self.partitions_per_axis
+        ids = self.ids[positions]
+        start = np.stack([ids % nx, ids // nx % ny, ids // (nx * ny)], axis=1) * np.array(self.shape)
+        stop = np.minimum(start + np.array(self.shape), np.array(self.grid))
+        sizes = self.starts[positions + 1] - self.starts[positions]
+        pairs = np.repeat(self.starts[positions], sizes) + ranks_within(sizes)
+        members, owner = self.boxes[pairs], np.repeat(np.arange(len(positions)), sizes)
+        lo = list(map(tuple, np.maximum(self.lo[members], start[owner]).tolist()))
+        hi = list(map(tuple, np.minimum(self.hi[members], stop[owner]).tolist()))
+        owners = self.owners[members].tolist() if len(self.owners) else []
+        edges = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        starts = list(map(tuple, start.tolist()))
+        counts = self.counts[positions].tolist()
+        for n, k in enumerate(positions.tolist()):
+            a, b = edges[n], edges[n + 1]
+            index = tuple(s // p for s, p in zip(starts[n], self.shape))
+            yield PartitionTask(self.stage, timepoint, index, starts[n], tuple(lo[a:b]),
+                                tuple(hi[a:b]), tuple(owners[a:b]), counts[n],
+                                done.get(k, frozenset()))
+
+
+_BATCH = 4096  # partitions built at once by StageTasks.partitions (few live objects at once)
+
+
+@contextmanager
+def quiet_collector() -> Iterator[None]:
+    """While the driver lists millions of partitions: keep what exists now (the plan, the
+    tiles) out of the garbage collector's passes, which otherwise cost more than building
+    the partitions (benchmarks/plan_scale.py); everything is handed back afterwards."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,36 +291,49 @@ def _stage_objects(output: OutputSpec, stage: Stage, lo: np.ndarray, hi: np.ndar
 
 def _stage_tasks(stage: int, grid: Vec, lo: np.ndarray, hi: np.ndarray, owners: np.ndarray,
                  shape: Vec) -> StageTasks:
-    """Index the partitions that meet the boxes, in Morton order, with their block counts."""
+    """Index the partitions that meet the boxes, in Morton order, with their block counts.
+    Written for millions of (partition, box) pairs: flat arrays, freed as soon as used."""
     size = np.array(shape, dtype=np.int64)
     per_axis = ceil_div(np.array(grid, dtype=np.int64), size)
-    cells, box = expand_boxes(lo // size, ceil_div(hi, size))   # (partition, box) pairs
-    linear = cells[:, 0] + per_axis[0] * (cells[:, 1] + per_axis[1] * cells[:, 2])
-    ids, first = np.unique(linear, return_index=True)
-    run = np.argsort(morton_keys(cells[first]), kind="stable")
-    del cells
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[run] = np.arange(len(ids))
-    pair_rank = rank[np.searchsorted(ids, linear)]
-    by_rank = np.argsort(pair_rank, kind="stable")
-    boxes, pair_rank = box[by_rank], pair_rank[by_rank]
-    starts = np.searchsorted(pair_rank, np.arange(len(ids) + 1))
+    linear, box = linear_cells(lo // size, ceil_div(hi, size), per_axis)   # (partition, box) pairs
+    by_id = np.argsort(linear, kind="stable")
+    linear, box = linear[by_id], box[by_id]
+    del by_id
+    first = np.flatnonzero(np.concatenate([[True], linear[1:] != linear[:-1]])) if len(linear) else \
+        np.zeros(0, np.int64)
+    ids = linear[first]
+    del linear
+    sizes = np.diff(np.append(first, len(box)))
+    run = np.argsort(morton_keys(_unravel(ids, per_axis)), kind="stable")
+    run_sizes = sizes[run]
+    boxes = box[np.repeat(first[run], run_sizes) + ranks_within(run_sizes)]
+    del box
+    starts = np.concatenate([[0], np.cumsum(run_sizes)])
     ordered = ids[run]
     counts = _partition_blocks(ordered, per_axis, size, np.array(grid), lo, hi, boxes, starts)
     return StageTasks(stage, tuple(grid), tuple(shape), lo, hi, owners, ordered, counts, starts, boxes)
 
 
+def _unravel(ids: np.ndarray, per_axis: np.ndarray) -> np.ndarray:
+    """Grid indices (n, 3) of linear ids (x fastest)."""
+    return np.stack([ids % per_axis[0], ids // per_axis[0] % per_axis[1],
+                     ids // (per_axis[0] * per_axis[1])], axis=1)
+
+
 def _partition_blocks(ids, per_axis, size, grid, lo, hi, boxes, starts) -> np.ndarray:
     """Blocks in each partition: all of it where one box covers it whole (the common case,
     counted without listing anything), else the size of the clipped boxes' union."""
-    index = np.stack([ids % per_axis[0], ids // per_axis[0] % per_axis[1],
-                      ids // (per_axis[0] * per_axis[1])], axis=1)
-    start = index * size
+    start = _unravel(ids, per_axis) * size
     stop = np.minimum(start + size, grid)
-    owner = np.repeat(np.arange(len(ids)), np.diff(starts))
-    covers = np.all((lo[boxes] <= start[owner]) & (hi[boxes] >= stop[owner]), axis=1)
-    whole = np.logical_or.reduceat(covers, starts[:-1]) if len(ids) else np.zeros(0, bool)
     counts = np.prod(stop - start, axis=1)
+    if (size == 1).all():
+        return counts   # a box that meets a one-block partition covers it
+    owner = np.repeat(np.arange(len(ids)), np.diff(starts))
+    covers = np.ones(len(boxes), dtype=bool)
+    for axis in range(3):   # one axis at a time: temporaries of one column
+        covers &= lo[boxes, axis] <= start[owner, axis]
+        covers &= hi[boxes, axis] >= stop[owner, axis]
+    whole = np.logical_or.reduceat(covers, starts[:-1]) if len(ids) else np.zeros(0, bool)
     for k in np.flatnonzero(~whole):
         members = boxes[starts[k]:starts[k + 1]]
         counts[k] = union_size(np.maximum(lo[members], start[k]), np.minimum(hi[members], stop[k]))
