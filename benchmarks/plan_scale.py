@@ -54,7 +54,7 @@ def enumerate_tasks(job: Path) -> dict:
     output = plan_output(config, first, 1)
     stages = plan_stages(output)
     read = time.perf_counter()
-    tasks = plan_tasks(output, stages, first, config.blocks_per_task)
+    tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     described = time.perf_counter()
     listed = blocks = 0
     with quiet_collector():

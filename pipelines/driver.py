@@ -186,6 +186,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     phase = "run"
     try:
         resumed = _run_stages(plan, beside, executor, stream)
+        committing = time.perf_counter()
         recorded = ledger.read_parts(beside, ledger.folder(plan))
         check_complete(plan, recorded)
         phase = "commit"
@@ -193,11 +194,13 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         phase = "ledger"
         assert recorded.objects is not None
         ledger.compact(beside, ledger.folder(plan), recorded.objects)
+        commit_seconds = time.perf_counter() - committing
     except Exception as e:  # every failure of the run: one line, and the record says failed
         raise _failed(plan, beside, e, phase) from None
     run_seconds = time.perf_counter() - started - startup
     facts = {"master": executor.master, "startup_seconds": round(startup, 2),
-             "run_seconds": round(run_seconds, 2), "resumed_blocks": resumed, **facts}
+             "run_seconds": round(run_seconds, 2), "commit_seconds": round(commit_seconds, 2),
+             "resumed_blocks": resumed, **facts}
     report = _report(plan, summary, recorded, store, beside, began, facts, stream)
     return ExportResult(summary, plan, startup, run_seconds, executor.master, resumed, report=report)
 

@@ -110,3 +110,28 @@ class JobConfig:
     @property
     def spark_master(self) -> str:
         return dict(self.spark_conf)["spark.master"]
+
+    @property
+    def task_slots(self) -> int | None:
+        """How many tasks run at once, where the [spark] settings say: local[N] (and [*]:
+        this machine's cores), local-cluster[n, cores, mem], or executor.instances x
+        executor.cores; None when the cluster decides (spark-submit, a standalone master)."""
+        import os
+        import re
+        conf = dict(self.spark_conf)
+        if os.environ.get("PYSPARK_GATEWAY_PORT"):  # spark-submit chose the master
+            return None
+        master = conf.get("spark.master", "")
+        local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master)
+        if local:
+            count = local.group(1)
+            if count == "*":
+                return os.cpu_count() or 1
+            return int(count) if count else 1
+        cluster = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]", master)
+        if cluster:
+            return int(cluster.group(1)) * int(cluster.group(2))
+        instances, cores = conf.get("spark.executor.instances"), conf.get("spark.executor.cores")
+        if instances and cores and instances.isdigit() and cores.isdigit():
+            return int(instances) * int(cores)
+        return None

@@ -125,7 +125,7 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles))
     stages = plan_stages(output)
-    tasks = plan_tasks(output, stages, first, config.blocks_per_task)
+    tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
     plan = ExportPlan(output, tiles, stages, tasks, config.blending,
                       task_memory_bytes(output, first, stages, config.tile_cache), names,

@@ -62,7 +62,7 @@ def dry_run(config: JobConfig) -> DryRun:
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles))
     stages = plan_stages(output)
-    tasks = plan_tasks(output, stages, first, config.blocks_per_task)
+    tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     itemsize = np.dtype(output.base.dtype).itemsize
     voxels = sum(int(np.prod(shape, dtype=object)) for shape in output.shapes)
     return DryRun(len(first), output.timepoints, output.channels, output.shapes,

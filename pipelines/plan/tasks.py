@@ -34,10 +34,12 @@ from pipelines.tiles import TileSet
 Vec = tuple[int, ...]
 
 # Automatic partition size: about this many uncompressed output bytes per task (seconds
-# of work), at most MAX_BLOCKS_PER_TASK blocks, and at least MIN_TASKS tasks per stage
-# where there are blocks enough, so that a cluster of up to ~64 cores has work for all.
+# of work), at most MAX_BLOCKS_PER_TASK blocks, and at least TASKS_PER_SLOT tasks per
+# task slot in each stage where there are blocks enough (MIN_TASKS when the job cannot
+# know its slots: enough for a cluster of ~64 cores), so every core has work to the end.
 TASK_BYTES = 256 * 2**20
 MAX_BLOCKS_PER_TASK = 4096
+TASKS_PER_SLOT = 4
 MIN_TASKS = 256
 
 
@@ -221,16 +223,16 @@ class TaskPlan:
 
 
 def plan_tasks(output: OutputSpec, stages: tuple[Stage, ...], tiles: TileSet,
-               blocks_per_task: int = 0) -> TaskPlan:
+               blocks_per_task: int = 0, slots: int | None = None) -> TaskPlan:
     """Stage 0: the blocks some tile touches. Later stages: the blocks of their first level
     that lie under a stage-0 block (elsewhere everything is fill). `blocks_per_task` 0
-    sizes partitions automatically (see TASK_BYTES)."""
+    sizes partitions automatically for `slots` tasks at once (see TASK_BYTES)."""
     lo0, hi0, owners = tile_boxes(output, tiles)
     described = []
     for n, stage in enumerate(stages):
         lo, hi = (lo0, hi0) if n == 0 else boxes_under(output, stage.first, lo0, hi0)
         grid = output.block_grid(stage.first).counts
-        per_task = blocks_per_task or auto_blocks_per_task(output, union_size(lo, hi))
+        per_task = blocks_per_task or auto_blocks_per_task(output, union_size(lo, hi), slots)
         described.append(_stage_tasks(n, grid, lo, hi, owners if n == 0 else np.zeros(0, np.int64),
                                       partition_shape(grid, per_task)))
     copies = output.timepoints * output.channels
@@ -239,13 +241,15 @@ def plan_tasks(output: OutputSpec, stages: tuple[Stage, ...], tiles: TileSet,
     return TaskPlan(tuple(described), output.timepoints, objects)
 
 
-def auto_blocks_per_task(output: OutputSpec, blocks: int) -> int:
+def auto_blocks_per_task(output: OutputSpec, blocks: int, slots: int | None = None) -> int:
     """Blocks per task when the job does not say: TASK_BYTES of output per task, within
-    [1, MAX_BLOCKS_PER_TASK], and no fewer than MIN_TASKS tasks where blocks allow."""
+    [1, MAX_BLOCKS_PER_TASK], and no fewer than TASKS_PER_SLOT tasks per slot (MIN_TASKS
+    when the slots are unknown) where blocks allow."""
     block_bytes = (int(np.prod(output.block_grid(0).block_shape)) * output.channels
                    * np.dtype(output.base.dtype).itemsize)
     by_bytes = min(MAX_BLOCKS_PER_TASK, max(1, TASK_BYTES // block_bytes))
-    return max(1, min(by_bytes, blocks // MIN_TASKS))
+    least = TASKS_PER_SLOT * slots if slots else MIN_TASKS
+    return max(1, min(by_bytes, blocks // least))
 
 
 def tile_boxes(output: OutputSpec, tiles: TileSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

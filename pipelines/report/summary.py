@@ -5,7 +5,8 @@ beside `volume/`, on a filesystem or S3):
 - `summary.json`: what was written, how fast, where, and the stitching totals if it ran;
 - `projections.png`: a maximum-intensity projection along z of each channel (first
   timepoint), from the finest pyramid level no wider than `PROJECTION_WIDTH`, read back
-  from the stored objects slab by slab (bounded memory at any size);
+  from the stored objects slab by slab (bounded memory at any size); not drawn when that
+  level exceeds `PROJECTION_BYTES` or `PROJECTION_OBJECTS`;
 - `layout.png`: the tiles at the positions they were fused at;
 - `progress.png`: blocks completed over time (from the ledger parts' finish times).
 """
@@ -23,6 +24,7 @@ from pipelines.commit.publish import CommitSummary
 from pipelines.commit.records import Sidecars
 from pipelines.execute import readback
 from pipelines.formats import format_module
+from pipelines.formats.objects import object_grid
 from pipelines.geometry import Box
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
@@ -30,6 +32,9 @@ from pipelines.storage import uri as uris
 
 PROJECTION_WIDTH = 1024     # voxels: the finest level at most this wide (x and y) is projected
 PROJECTION_BYTES = 512 * 2**20   # per channel: a larger level is not read back (no picture)
+# per channel: nor one of more objects. The driver reads each one; with tiny chunks a
+# level's million objects took 100 s of driver time (benchmarks/scale_run.py).
+PROJECTION_OBJECTS = 50_000
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,8 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary,
         "projections.png": projections_png(images, title=plan.output.uri)}
     if images is None:
         facts = {**facts, "projections": f"not drawn: no pyramid level is at most "
-                 f"{PROJECTION_WIDTH} voxels wide and {PROJECTION_BYTES // 2**20} MiB "
-                 f"(set output.levels = \"auto\")"}
+                 f"{PROJECTION_WIDTH} voxels wide, {PROJECTION_BYTES // 2**20} MiB and "
+                 f"{PROJECTION_OBJECTS:,} objects (set output.levels = \"auto\")"}
     pictures |= {
         "layout.png": tile_layout_png([(t.index, t.position, t.size) for t in plan.tiles[0][0]],
                                       None, [], title="tiles as fused"),
@@ -90,7 +95,8 @@ def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, f
     out, level = plan.output, projection_level(plan)
     fmt = format_module(out.format)
     x, y, z = out.shapes[level]
-    if x * y * z * np.dtype(out.base.dtype).itemsize > PROJECTION_BYTES:
+    objects = int(np.prod(object_grid(out.array(0, 0, level)).counts))
+    if x * y * z * np.dtype(out.base.dtype).itemsize > PROJECTION_BYTES or objects > PROJECTION_OBJECTS:
         return None
     depth = out.base.chunks[2]
     images = []

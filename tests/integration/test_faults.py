@@ -120,7 +120,10 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_resumes(small_acquisition, clea
         assert full.returncode == 1, full.stderr[-2000:]
         assert "No space left on device" in full.stderr and "no metadata was written" in full.stderr
         assert not (disk / "out/attributes.json").exists()
-        recorded = len(list((disk / "out.job").rglob("tasks/*.parquet")))
+        from pipelines.commit import ledger
+        from pipelines.storage import LocalStore
+        fingerprint = next((disk / "out.job").iterdir()).name
+        recorded = ledger.read_parts(LocalStore(disk), f"out.job/{fingerprint}", objects=False).block_count
         assert recorded > 0
         subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
         rerun = run(job, "output.levels=2", "spark.master=local[1]", cwd=tmp_path)

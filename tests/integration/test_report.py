@@ -72,8 +72,14 @@ def test_ledger_parts_carry_their_finish_times_and_blocks(small_acquisition, tmp
 
 
 def test_a_level_too_large_to_read_back_gives_no_projection(exported, monkeypatch):
-    """Only a pyramid level within PROJECTION_BYTES is read back on the driver."""
+    """Only a pyramid level within PROJECTION_BYTES and PROJECTION_OBJECTS is read back on
+    the driver."""
     from pipelines.report import summary as report
     result, out = exported
+    store = LocalStore(result.plan.output.uri)
+    assert report.projections(result.plan, store) is not None
     monkeypatch.setattr(report, "PROJECTION_BYTES", 1000)
-    assert report.projections(result.plan, LocalStore(result.plan.output.uri)) is None
+    assert report.projections(result.plan, store) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(report, "PROJECTION_OBJECTS", 3)
+    assert report.projections(result.plan, store) is None

@@ -30,7 +30,7 @@ def export(job: Path, *overrides: str, cwd: Path, **kwargs) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("per_task", [
-    [],   # 96 tasks of one block
+    ["spark.blocks_per_task=1"],   # 96 tasks of one block
     ["spark.blocks_per_task=4", "limits.checkpoint_seconds=0"],   # 24 tasks, a part per block
 ])
 def test_killed_driver_resumes_only_the_remaining_blocks(small_acquisition, tmp_path, per_task):

@@ -138,5 +138,9 @@ def test_automatic_partitions_are_seconds_of_work_and_leave_tasks_for_every_core
     small = pyramid_output((64, 64, 64), (16, 16, 16), (1, 1, 1), [])   # 8 KiB blocks
     assert auto_blocks_per_task(small, 64) == 1           # too few blocks to share out
     assert auto_blocks_per_task(small, 10**6) == 3906     # 10^6 / MIN_TASKS, under the cap
+    assert auto_blocks_per_task(small, 64, slots=2) == 8  # 4 tasks per slot
+    assert auto_blocks_per_task(small, 10**6, slots=2) == 4096   # the cap
     big = pyramid_output((4096,) * 3, (128, 128, 128), (4, 4, 4), [])  # 256 MiB blocks
     assert auto_blocks_per_task(big, 10**6) == 1
+    assert auto_blocks_per_task(pyramid_output((2048, 2048, 512), (128, 128, 128), (2, 2, 2), []),
+                                128, slots=2) == 8   # the throughput benchmark: 16 tasks of 256 MiB
