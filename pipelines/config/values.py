@@ -276,8 +276,8 @@ def _count(table: dict, section: str, key: str, where: str, most: int = 2**31) -
 
 
 def _size_or_zero(value: Any, what: str) -> int:
-    """`parse_size`, or 0 (turned off)."""
-    return 0 if value == 0 else parse_size(value, what)
+    """`parse_size`, or 0 (turned off; `--set key=0` arrives as the text "0")."""
+    return 0 if value in (0, "0") else parse_size(value, what)
 
 
 def _output_uri(uri: str, where: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -97,6 +98,25 @@ def is_fill(values: np.ndarray, fill) -> bool:
     return not values.any() if fill == 0 else bool(np.all(values == fill))
 
 
+_scratch = threading.local()
+
+
+def scratch(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """A reused array of `shape` and `dtype` for this thread: the copy a chunk needs before
+    compression (byte order, padding) is written into it instead of into a fresh 4 MiB
+    allocation each time, whose page faults cost as much as the copy (benchmarks/PROFILE.md).
+    Valid until this thread's next call; compress() copies out of it."""
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    key = (tuple(shape), np.dtype(dtype).str)
+    if key not in buffers:
+        if len(buffers) >= 8:   # edge chunks come in a few shapes; keep it bounded
+            buffers.clear()
+        buffers[key] = np.empty(shape, dtype=dtype)
+    return buffers[key]
+
+
 def compress(spec: ArraySpec, raw: bytes | np.ndarray) -> bytes:
     codec = spec.compressor.numcodec()
     if codec is None:
@@ -113,11 +133,14 @@ def encode_full_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
     """Zarr chunk bytes (v2 and v3 alike): full size, an edge region padded with the fill
     value, little endian, C order over z, y, x, then the compressor."""
     full = to_zyx(spec.chunks)
+    little = spec.np_dtype.newbyteorder("<")
+    if data_zyx.shape == full and data_zyx.flags.c_contiguous and data_zyx.dtype == little:
+        return compress(spec, data_zyx)
+    buffer = scratch(full, little)
     if data_zyx.shape != full:
-        padded = np.full(full, spec.fill_value, dtype=spec.np_dtype)
-        padded[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
-        data_zyx = padded
-    return compress(spec, np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder("<")))
+        buffer.fill(spec.fill_value)
+    buffer[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
+    return compress(spec, buffer)
 
 
 def decode_full_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes
+from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
 from pipelines.geometry import to_xyz, to_zyx
 
 NAME = "n5"
@@ -33,7 +33,8 @@ def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
     """Block bytes for the real (possibly truncated edge) region of one chunk."""
     dims = to_xyz(data_zyx.shape)
     header = struct.pack(f">HH{len(dims)}I", 0, len(dims), *dims)
-    payload = np.ascontiguousarray(data_zyx, dtype=spec.np_dtype.newbyteorder(">"))
+    payload = scratch(data_zyx.shape, spec.np_dtype.newbyteorder(">"))
+    payload[...] = data_zyx   # the byte-order conversion, into a reused buffer
     return header + compress(spec, payload)
 
 

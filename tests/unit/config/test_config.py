@@ -150,3 +150,27 @@ def test_paths_home_and_file_uris(tmp_path, monkeypatch):
     assert load_job(job(tmp_path), ["output.uri=file://localhost/data/v.n5"]).output.uri == "/data/v.n5"
     with pytest.raises(ConfigError, match="not host 'out'"):
         load_job(job(tmp_path), ["output.uri=file://out/v.n5"])
+
+
+@pytest.mark.parametrize("sets, slots", [
+    (["spark.master=local"], 1), (["spark.master=local[3]"], 3), (["spark.master=local[2,4]"], 2),
+    (["spark.master=local-cluster[2,3,1024]"], 6), (["spark.master=spark://h:7077"], None),
+    (["spark.master=yarn", "spark.executor.instances=10", "spark.executor.cores=4"], 40),
+])
+def test_task_slots_come_from_the_spark_settings(tmp_path, sets, slots, monkeypatch):
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert load_job(job(tmp_path), sets).task_slots == slots
+
+
+def test_our_own_spark_and_limits_keys_are_checked_and_never_reach_spark(tmp_path):
+    config = load_job(job(tmp_path), ["spark.blocks_per_task=64", "limits.tile_cache=0",
+                                      "limits.checkpoint_seconds=5"])
+    assert (config.blocks_per_task, config.tile_cache, config.checkpoint_seconds) == (64, 0, 5.0)
+    assert "spark.blocks_per_task" not in dict(config.spark_conf)
+    for bad, key in (("spark.blocks_per_task=-1", "spark.blocks_per_task"),
+                     ("spark.blocks_per_task=2.5", "spark.blocks_per_task"),
+                     ("limits.checkpoint_seconds=nan", "limits.checkpoint_seconds"),
+                     ("limits.checkpoint_seconds=inf", "limits.checkpoint_seconds"),
+                     ("limits.tile_cache=\"lots\"", "limits.tile_cache")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_job(job(tmp_path), [bad])

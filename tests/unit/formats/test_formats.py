@@ -121,3 +121,27 @@ def test_bad_codec_choices_are_config_errors(codec, fmt, message):
 def test_codec_levels_must_be_integers(level):
     with pytest.raises(ConfigError, match="output.codec.level"):
         compressor_for(CodecConfig("gzip", (("level", level),)), "n5")
+
+
+@pytest.mark.parametrize("fmt", ["n5", "zarr3"])
+def test_a_blosc_chunk_encodes_to_the_same_bytes_every_time(fmt):
+    """Multi-threaded c-blosc stores blocks in completion order: the same chunk gave other
+    bytes on a second encode, so a retried task did not rewrite identical objects. Run in
+    a fresh interpreter, as on an executor: zarr-python, which the tests import, turns
+    blosc's threads off itself."""
+    import subprocess
+    import sys
+    code = f"""
+import numpy as np
+from pipelines.config import CodecConfig
+from pipelines.formats import ArraySpec, compressor_for, format_module
+spec = ArraySpec("a", (128, 128, 128), (128, 128, 128), "uint16",
+                 compressor_for(CodecConfig("blosc", (("cname", "lz4"),)), "{fmt}"))
+data = np.random.default_rng(0).poisson(200, (128, 128, 128)).astype("uint16")
+encode = format_module("{fmt}").encode_chunk
+first = encode(spec, data)
+print(sum(encode(spec, data.copy()) != first for _ in range(8)))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "0", f"{run.stdout.strip()} of 8 encodes differed"
