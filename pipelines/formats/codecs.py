@@ -23,15 +23,15 @@ from typing import Any
 import numcodecs
 import numcodecs.blosc
 
+from pipelines.config import CodecConfig
+from pipelines.errors import ConfigError
+
 # c-blosc with its own threads stores a chunk's blocks in the order the threads finish, so
 # one chunk can encode to different bytes (same values) from run to run, and a retried
 # task would not rewrite identical objects (DESIGN rule 3; the limit's 2-process runs
 # also ran 2 blosc threads each on 2 cores). Blosc runs single-threaded here: executors
 # already run one task per core, as tensorstore runs one chunk per thread.
 numcodecs.blosc.use_threads = False
-
-from pipelines.config import CodecConfig
-from pipelines.errors import ConfigError
 
 # name → {option: (default, allowed values)}
 OPTIONS: dict[str, dict[str, tuple[Any, tuple | None]]] = {
