@@ -97,6 +97,21 @@ def test_a_ledger_that_does_not_cover_the_plan_commits_nothing(tmp_path, small_a
     assert store.objects == before
 
 
+def test_a_task_run_twice_is_counted_once(tmp_path, small_acquisition):
+    """A retried or speculative task records its blocks again, in parts of its own: the
+    ledger drops the repeats, and the commit goes through."""
+    plan = make_plan(config_for(tmp_path, small_acquisition, "spark.blocks_per_task=4"))
+    store, beside = MemoryStore(), MemoryStore("beside")
+    run_all(plan, store, beside)
+    once = ledger.read_parts(beside, ledger.folder(plan))
+    run_partition(plan.tasks_of(0).partition(0, 0), plan, store, beside, ledger.folder(plan), attempt=1)
+    twice = ledger.read_parts(beside, ledger.folder(plan))
+    assert len(list(beside.list(f"{ledger.folder(plan)}/{ledger.PARTS}/"))) == len(once.finished) + 1
+    assert twice.block_count == once.block_count == plan.task_plan.blocks
+    assert sorted(twice.objects["key"].to_pylist()) == sorted(once.objects["key"].to_pylist())
+    assert commit(plan, store, beside).blocks == plan.task_plan.blocks
+
+
 def test_unrelated_files_in_the_output_are_refused(tmp_path, small_acquisition):
     config = config_for(tmp_path, small_acquisition)
     (tmp_path / "out").mkdir()
