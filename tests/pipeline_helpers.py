@@ -24,6 +24,21 @@ def export_local(config, **options) -> ExportResult:
     return export(config, LocalExecutor(), stream=io.StringIO(), **options)
 
 
+def owned_keys(plan, task) -> list[str]:
+    """Brute force: every object key a block task must write or report as skipped, listed
+    level by level and channel by channel (what `plan.object_count` counts)."""
+    from pipelines.formats import format_module
+    from pipelines.formats.objects import object_keys
+    fmt, out, stage = format_module(plan.output.format), plan.output, plan.stages[task.stage]
+    keys = []
+    for level in range(stage.first, stage.first + stage.count):
+        box = plan.level_box(task, level)
+        for c in range(out.channels):
+            keys += object_keys(fmt, out.array(task.timepoint, c, level), box,
+                                out.lead_index(task.timepoint, c))
+    return keys
+
+
 def fused_channel(plan, t: int = 0, c: int = 0) -> np.ndarray:
     """Level 0 of one channel, fused in one piece (z, y, x)."""
     box = Box((0, 0, 0), plan.output.shapes[0])

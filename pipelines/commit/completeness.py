@@ -21,9 +21,7 @@ def recorded_per_partition(stage: StageTasks, blocks: np.ndarray | None
     the run order holds, and each block's partition (its run position; -1 for a block
     outside every planned partition)."""
     blocks = np.zeros((0, 3), np.int64) if blocks is None else blocks
-    nx, ny, _ = stage.partitions_per_axis
-    index = blocks // np.array(stage.shape, dtype=np.int64)
-    linear = index[:, 0] + nx * (index[:, 1] + ny * index[:, 2])
+    linear = stage.partition_ids(blocks)
     by_id = np.argsort(stage.ids, kind="stable")
     sorted_ids = stage.ids[by_id]
     at = np.minimum(np.searchsorted(sorted_ids, linear), max(len(sorted_ids) - 1, 0))

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.formats import ArraySpec, format_module
-from pipelines.formats.objects import object_grid, object_keys
+from pipelines.formats import ArraySpec
+from pipelines.formats.objects import object_grid
 from pipelines.geometry import Box, ceil_div
 from pipelines.plan.memory import check_memory, task_memory, task_memory_bytes
 from pipelines.plan.output import OutputSpec, Stage, plan_output, plan_stages
@@ -94,19 +94,9 @@ class ExportPlan:
         stop = tuple(min(ceil_div(s, f), n) for s, f, n in zip(box.stop, scale, self.output.shapes[level]))
         return Box(tuple(s // f for s, f in zip(box.start, scale)), stop)
 
-    def expected_keys(self, task: BlockTask) -> list[str]:
-        """Every object key a task must write or report as skipped."""
-        fmt, out, stage = format_module(self.output.format), self.output, self.stages[task.stage]
-        keys = []
-        for level in range(stage.first, stage.first + stage.count):
-            box = self.level_box(task, level)
-            for c in range(out.channels):
-                keys += object_keys(fmt, out.array(task.timepoint, c, level), box,
-                                    out.lead_index(task.timepoint, c))
-        return keys
-
     def object_count(self, task: BlockTask) -> int:
-        """How many objects a task owns (`len(expected_keys(task))`, without the keys)."""
+        """How many objects (chunks or shards) a task owns, counted on the object grids of
+        its levels without listing their keys."""
         out, stage = self.output, self.stages[task.stage]
         count = 0
         for level in range(stage.first, stage.first + stage.count):

@@ -146,6 +146,12 @@ class StageTasks:
         """The partition that holds `block`."""
         return tuple(b // s for b, s in zip(block, self.shape))
 
+    def partition_ids(self, blocks: np.ndarray) -> np.ndarray:
+        """The linear id (as in `ids`) of the partition of each block of `blocks` (m, 3)."""
+        nx, ny, _ = self.partitions_per_axis
+        index = blocks // np.array(self.shape, dtype=np.int64)
+        return index[:, 0] + nx * (index[:, 1] + ny * index[:, 2])
+
     def partition(self, k: int, timepoint: int, done: frozenset = frozenset()) -> PartitionTask:
         """The `k`-th partition of the run order, at `timepoint`."""
         return next(self.partitions(timepoint, np.array([k]), {k: done} if done else None))
@@ -161,9 +167,8 @@ class StageTasks:
 
     def _batch(self, timepoint: int, positions: np.ndarray, done: dict[int, frozenset]
                ) -> Iterator[PartitionTask]:
-        nx, ny, _ = self.partitions_per_axis
         ids = self.ids[positions]
-        start = np.stack([ids % nx, ids // nx % ny, ids // (nx * ny)], axis=1) * np.array(self.shape)
+        start = _unravel(ids, np.array(self.partitions_per_axis)) * np.array(self.shape)
         stop = np.minimum(start + np.array(self.shape), np.array(self.grid))
         sizes = self.starts[positions + 1] - self.starts[positions]
         pairs = np.repeat(self.starts[positions], sizes) + ranks_within(sizes)

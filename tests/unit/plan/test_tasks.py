@@ -15,6 +15,7 @@ from pipelines.plan import OutputSpec, Stage, plan_stages, plan_tasks
 from pipelines.plan.ranges import morton_keys, partition_shape
 from pipelines.plan.tasks import auto_blocks_per_task
 from pipelines.tiles import Tile, TileSet
+from tests.pipeline_helpers import owned_keys
 
 tiles_strategy = st.lists(
     st.tuples(st.tuples(*[st.integers(0, 90)] * 3), st.tuples(*[st.integers(1, 40)] * 3)),
@@ -127,11 +128,11 @@ def test_planned_objects_are_the_blocks_own_objects(tiles, sharded, levels):
     stages = plan_stages(output)
     planned = plan_tasks(output, stages, ts)
     plan = ExportPlan(output, ((ts,),), stages, planned, "max", 0)
-    keys = [k for task in planned.block_tasks() for k in plan.expected_keys(task)]
+    keys = [k for task in planned.block_tasks() for k in owned_keys(plan, task)]
     assert len(keys) == len(set(keys))  # one owner per object
     assert sum(planned.objects) == len(keys)
     for task in planned.block_tasks():
-        assert plan.object_count(task) == len(plan.expected_keys(task))
+        assert plan.object_count(task) == len(owned_keys(plan, task))
 
 
 def test_automatic_partitions_are_seconds_of_work_and_leave_tasks_for_every_core():
