@@ -54,13 +54,15 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # Benchmarks (figures go to BENCHMARKS.md by hand, with this command): stitching accuracy,
-# then write throughput against the codec + disk limit, tensorstore and dask + zarr-python.
+# then write throughput against the codec + disk limit, tensorstore and dask + zarr-python,
+# planning a petabyte, and affine fusion against placement and multiview-stitcher.
 # Size: BENCH_GIB (default 4) GiB of output, data generated once under data/bench/;
 # `make bench BENCH_GIB=0.25` is a quick run. Needs the `bench` extra (dask), installed once.
 bench: setup $(BENCH_STAMP)
 	$(PY) benchmarks/stitching.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/plan_scale.py
+	$(PY) benchmarks/affine.py
 
 # A real export of over a million blocks and objects (4³ chunks), killed midway, resumed,
 # verified: the driver's memory and time per block (about 15 minutes, 5 GB of disk).

@@ -51,7 +51,7 @@ def enumerate_tasks(job: Path) -> dict:
     began = time.perf_counter()
     config = load_job(job)
     first = read_tiles(config, None)[0][0]
-    output = plan_output(config, first, 1)
+    output = plan_output(config, first, 1, 1)
     stages = plan_stages(output)
     read = time.perf_counter()
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)

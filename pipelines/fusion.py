@@ -5,7 +5,9 @@ Blending rules (`fusion.blending`):
 - `average`: the plain mean of the tiles covering a voxel;
 - `linear`: a weighted mean whose weight falls linearly towards each tile's edges, so
   across an overlap one tile fades out as the other fades in and no seam shows;
-- `first`: the tile with the lowest index wins.
+- `first`: the tile with the lowest index wins;
+- `closest`: the tile whose centre is nearest the voxel wins (BigStitcher-Spark's
+  closest-pixel fusion); ties go to the lower index.
 A voxel covered by one tile equals that tile under every rule; a voxel covered by none
 is 0 (the fill value). The result is cast to the output type (rounded and clipped for
 integer types). Tiles are always visited in ascending index order, so the result is a
@@ -26,6 +28,10 @@ so each output voxel is computed from the same values in the same order whatever
 block decomposition. A tile whose position is exactly integer skips the resampling, so
 it gives the same bytes under both rules. Blending weights stay based on `Tile.box`.
 
+A tile with an affine (`Tile.transform`) is sampled through it (`pipelines.resample`):
+each output voxel is mapped back into the view, and the view contributes only where the
+voxel lands inside it; its `linear` weights are computed in its own pixel space.
+
 Speed: where blending a voxel covered by one tile provably returns the tile's value
 (integer tiles of up to 16 bits, no resampling, integer output; see `_copyable`), such
 voxels are copied and only the zones tiles share are blended; the bytes are the same.
@@ -40,6 +46,7 @@ import numpy as np
 
 from pipelines.geometry import Box, to_zyx
 from pipelines.pyramid import to_dtype
+from pipelines.resample import Contribution, closeness, sample_affine
 from pipelines.tiles import Tile, read_region
 
 Reader = Callable[[Tile, Box], np.ndarray]
@@ -62,12 +69,15 @@ def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
         placed = tile.box.relative_to(offset)
         if not placed.intersect(block).is_empty():
             visible.append((tile, placed))
+    if blending not in _BLEND:
+        raise ValueError(f"unknown blending {blending!r}; expected one of {', '.join(_BLEND)}")
     if _copyable(visible, dtype, interpolation):
         return _fuse_by_copy(block, visible, blending, dtype, read)
-    return _cast_owned(_blend(block, visible, blending, sample, read), dtype)
+    return _cast_owned(_blend(block, visible, blending, sample, read, offset, interpolation), dtype)
 
 
-def _blend(box: Box, visible, blending: str, sample, read: Reader) -> np.ndarray:
+def _blend(box: Box, visible, blending: str, sample, read: Reader, offset=(0, 0, 0),
+           interpolation: str = "nearest") -> np.ndarray:
     """The blended float32 values over `box` of the (tile, placed box) pairs in `visible`,
     in index order; voxels no tile covers are 0."""
     shape = to_zyx(box.shape)
@@ -77,12 +87,25 @@ def _blend(box: Box, visible, blending: str, sample, read: Reader) -> np.ndarray
         overlap = placed.intersect(box)
         if overlap.is_empty():
             continue
-        data = sample(tile, overlap.relative_to(placed.start), read)
+        if tile.transform is not None:
+            part = sample_affine(tile, overlap, offset, read, interpolation)
+            if part is None:
+                continue
+        else:
+            part = _placed_part(tile, overlap, placed, sample, read)
         at = overlap.relative_to(box.start).slices_zyx()
-        _BLEND[blending](value[at], weight[at], data, lambda: edge_weights(tile, overlap, placed))  # noqa: B023  (called in this iteration)
+        _BLEND[blending](value[at], weight[at], part)
     if blending in ("average", "linear"):
         np.divide(value, weight, out=value, where=weight > 0)
     return value
+
+
+def _placed_part(tile: Tile, overlap: Box, placed: Box, sample, read: Reader) -> Contribution:
+    """What a tile placed at `placed` (a translation) contributes to `overlap`: all of it."""
+    centre = tuple(a + (n - 1) / 2 for a, n in zip(placed.start, tile.size))
+    return Contribution(sample(tile, overlap.relative_to(placed.start), read), None,
+                        lambda: edge_weights(tile, overlap, placed),
+                        lambda: closeness(overlap, centre))
 
 
 def _copyable(visible, dtype, interpolation: str) -> bool:
@@ -92,7 +115,7 @@ def _copyable(visible, dtype, interpolation: str) -> bool:
     value is (w·v)/w in float32, within 2**-22 · |v| < 0.02 of v, and rounds back to v."""
     out = np.dtype(dtype)
     return out.kind in "iu" and all(
-        tile.dtype.kind in "iu" and tile.dtype.itemsize <= 2 and
+        tile.transform is None and tile.dtype.kind in "iu" and tile.dtype.itemsize <= 2 and
         (interpolation == "nearest" or tuple(float(p) for p in tile.position) == tile.origin)
         for tile, _ in visible)
 
@@ -231,28 +254,50 @@ def _cast_owned(values: np.ndarray, dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _max(value, weight, data, _):
-    np.maximum(value, data, out=value, where=weight > 0)
-    np.copyto(value, data, where=weight == 0)
-    weight += 1
+# Each rule adds one tile's Contribution `part` into the running `value` and `weight`
+# (weight 0: no tile yet); `part.inside` limits it to the voxels the tile covers.
+
+def _max(value, weight, part: Contribution):
+    data, inside = part.data, part.inside
+    if inside is None:
+        np.maximum(value, data, out=value, where=weight > 0)
+        np.copyto(value, data, where=weight == 0)
+        weight += 1
+        return
+    np.maximum(value, data, out=value, where=(weight > 0) & inside)
+    np.copyto(value, data, where=(weight == 0) & inside)
+    weight += inside
 
 
-def _first(value, weight, data, _):
-    np.copyto(value, data, where=weight == 0)  # lower indices came first and keep their voxels
-    weight += 1
+def _first(value, weight, part: Contribution):
+    # lower indices came first and keep their voxels
+    fresh = weight == 0 if part.inside is None else (weight == 0) & part.inside
+    np.copyto(value, part.data, where=fresh)
+    weight += 1 if part.inside is None else part.inside
 
 
-def _average(value, weight, data, _):
-    value += data
-    weight += 1
+def _average(value, weight, part: Contribution):
+    if part.inside is None:
+        value += part.data
+        weight += 1
+        return
+    np.add(value, part.data, out=value, where=part.inside)
+    weight += part.inside
 
 
-def _linear(value, weight, data, weights_of):
-    w = weights_of()
+def _linear(value, weight, part: Contribution):
+    w = part.weights()   # 0 where the tile does not cover the voxel
     weight += w
-    w *= data      # w is a fresh array: no temporary for the product (same float32 values)
+    w *= part.data   # w is a fresh array: no temporary for the product (same float32 values)
     value += w
 
 
-_BLEND = {"max": _max, "first": _first, "average": _average, "linear": _linear}
+def _closest(value, weight, part: Contribution):
+    near = part.closeness()   # > 0, larger is nearer; 0 where the tile does not cover
+    np.copyto(value, part.data, where=near > weight)   # strictly nearer: ties keep the lower index
+    np.maximum(weight, near, out=weight)
+
+
+_BLEND = {"max": _max, "first": _first, "average": _average, "linear": _linear,
+          "closest": _closest}
 _SAMPLERS = {"nearest": _sample_nearest, "linear": _sample_linear}

@@ -35,6 +35,7 @@ from pipelines.config.model import (
 )
 from pipelines.config.values import (
     _blending,
+    _bounding_box,
     _channel_names,
     _choice,
     _count,
@@ -47,6 +48,8 @@ from pipelines.config.values import (
     _size_or_zero,
     _spark_conf,
     _stitching,
+    _views,
+    _voxel_size,
     parse_size,
 )
 from pipelines.errors import ConfigError
@@ -102,9 +105,18 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
     where = f"{source}: " if source else ""
     merged = _merge_defaults(raw, where)
     inputs = _inputs(merged["input"], where)
+    project = inputs[0][0].lower().endswith(".xml")
+    if project and merged["stitching"]["enabled"]:
+        raise ConfigError(f"{where}stitching.enabled: registering a BigStitcher project is not "
+                          f"supported yet; register it in BigStitcher (or BigStitcher-Spark) "
+                          f"and export the registered XML here")
     return JobConfig(
         inputs=inputs,
-        channel_names=_channel_names(merged["input"]["channel_names"], len(inputs[0]), where),
+        channel_names=_channel_names(merged["input"]["channel_names"],
+                                     None if project else len(inputs[0]), where),
+        views=_views(merged["input"]["views"], where),
+        voxel_size=_voxel_size(merged["fusion"]["voxel_size"], where),
+        bounding_box=_bounding_box(merged["fusion"]["bounding_box"], where),
         output=_output(merged["output"], len(inputs), where),
         blending=_blending(merged, where),
         interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),

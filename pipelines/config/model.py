@@ -8,7 +8,7 @@ from typing import Any
 
 FORMATS = ("n5", "zarr2", "zarr3")
 LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
-BLENDINGS = ("max", "average", "linear", "first")
+BLENDINGS = ("max", "average", "linear", "first", "closest")
 INTERPOLATIONS = ("nearest", "linear")
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 DOWNSAMPLING = ("mean", "mode")
@@ -18,7 +18,7 @@ DOWNSAMPLING = ("mean", "mode")
 # ours, not Spark's, are SPARK_OWN_KEYS.
 REQUIRED = object()
 SCHEMA: dict[str, dict[str, Any]] = {
-    "input": {"tiles": "", "timepoints": [], "channel_names": []},
+    "input": {"tiles": "", "timepoints": [], "channel_names": [], "views": {}},
     "output": {
         "uri": REQUIRED,
         "format": "",
@@ -31,7 +31,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "levels": 1,
         "downsample": "mean",
     },
-    "fusion": {"blending": "linear", "interpolation": "nearest"},
+    "fusion": {"blending": "linear", "interpolation": "nearest", "voxel_size": 1.0,
+               "bounding_box": {}},
     "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
                   "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
                   "max_residual": 2.0},
@@ -100,7 +101,15 @@ class JobConfig:
     blocks_per_task: int = 0  # [spark] blocks_per_task: blocks per executor task (0 = auto)
     tile_cache: int = 256 * 2**20  # [limits] tile_cache: bytes of tile reads kept per process
     checkpoint_seconds: float = 30.0  # [limits]: a task records finished blocks this often
+    views: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input.views: BigStitcher view selection
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)  # fusion.voxel_size, world units
+    bounding_box: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # world (min, max)
     source: str = field(default="", compare=False)
+
+    @property
+    def is_project(self) -> bool:
+        """Whether the input is a BigStitcher XML project (not tile JSONs)."""
+        return self.tiles.lower().endswith(".xml")
 
     @property
     def tiles(self) -> str:

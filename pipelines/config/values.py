@@ -170,6 +170,14 @@ def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
         raise ConfigError(f"{where}input: give either input.tiles (one timepoint) or "
                           f"input.timepoints (a list of tile JSON lists), not {'both' if tiles else 'neither'}")
     rows = [tiles] if tiles else timepoints
+    projects = [p for p in _flat_paths(rows) if p.lower().endswith(".xml")]
+    if projects and not (isinstance(tiles, str) and tiles == projects[0]):
+        raise ConfigError(f"{where}input: a BigStitcher project ({projects[0]}) holds all its "
+                          f"timepoints and channels: give it alone as input.tiles, and select "
+                          f"views with input.views")
+    if not projects and table["views"]:
+        raise ConfigError(f"{where}input.views: selects views of a BigStitcher project (an .xml "
+                          f"input.tiles); tile JSONs have none")
     if not isinstance(rows, list):
         raise ConfigError(f"{where}input.timepoints: expected a list of lists of tile JSONs, found {rows!r}")
     parsed = []
@@ -186,10 +194,73 @@ def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
     return tuple(parsed)
 
 
-def _channel_names(value: Any, channels: int, where: str) -> tuple[str, ...]:
+def _flat_paths(rows: Any) -> list[str]:
+    if isinstance(rows, str):
+        return [rows]
+    if isinstance(rows, list):
+        return [p for r in rows for p in _flat_paths(r)]
+    return []
+
+
+VIEW_KEYS = ("setup", "timepoint", "channel", "tile", "angle", "illumination")
+
+
+def _views(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """input.views: {attribute = [ids]} with attributes of VIEW_KEYS."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}input.views: expected a table such as {{angle = [0]}}, found {value!r}")
+    out = []
+    for key, ids in value.items():
+        if key not in VIEW_KEYS:
+            raise ConfigError(f"{where}input.views.{key}: unknown attribute; expected one of "
+                              f"{', '.join(VIEW_KEYS)}")
+        ids = [ids] if isinstance(ids, int) and not isinstance(ids, bool) else ids
+        if not isinstance(ids, list) or not ids or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in ids):
+            raise ConfigError(f"{where}input.views.{key}: expected a list of ids (whole numbers "
+                              f"≥ 0), found {ids!r}")
+        out.append((key, tuple(sorted(set(ids)))))
+    return tuple(sorted(out))
+
+
+def _voxel_size(value: Any, where: str) -> tuple[float, float, float]:
+    """fusion.voxel_size: world units per output voxel, one number or [x, y, z]."""
+    values = [value] * 3 if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    ok = isinstance(values, list) and len(values) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 1e-6 <= v <= 1e6
+        for v in values)
+    if not ok:
+        raise ConfigError(f"{where}fusion.voxel_size: expected a number or [x, y, z] of numbers "
+                          f"from 1e-6 to 1e6 (world units per output voxel), found {value!r}")
+    return float(values[0]), float(values[1]), float(values[2])
+
+
+def _bounding_box(value: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """fusion.bounding_box: {min = [x, y, z], max = [x, y, z]} in world units, or {}."""
+    if value == {}:
+        return None
+    key = f"{where}fusion.bounding_box"
+    if not isinstance(value, dict) or set(value) != {"min", "max"}:
+        raise ConfigError(f"{key}: expected {{min = [x, y, z], max = [x, y, z]}} (world units), "
+                          f"found {value!r}")
+    corners = []
+    for name in ("min", "max"):
+        v = value[name]
+        if not (isinstance(v, list) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                and abs(x) < 2**40 for x in v)):
+            raise ConfigError(f"{key}.{name}: expected three finite numbers [x, y, z], found {v!r}")
+        corners.append(tuple(float(x) for x in v))
+    if any(b < a for a, b in zip(*corners)):
+        raise ConfigError(f"{key}: max {list(corners[1])} is below min {list(corners[0])} on some axis")
+    return corners[0], corners[1]
+
+
+def _channel_names(value: Any, channels: int | None, where: str) -> tuple[str, ...]:
+    """Names as given; `channels` None: counted later (a BigStitcher project's channels)."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where}input.channel_names: expected a list of names, found {value!r}")
-    if value and len(value) != channels:
+    if value and channels is not None and len(value) != channels:
         raise ConfigError(f"{where}input.channel_names: {len(value)} names for {channels} channels")
     return tuple(value)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import JobConfig
+from pipelines.errors import ConfigError
 from pipelines.formats import ArraySpec
 from pipelines.formats.objects import object_grid
 from pipelines.geometry import Box, ceil_div
@@ -36,10 +37,11 @@ from pipelines.plan.tasks import (
 )
 from pipelines.storage.s3 import S3Options
 from pipelines.tiles import Tile, TileSet, check_same_geometry, check_tile_files, read_tile_json
+from pipelines.tiles.bigstitcher import read_project
 
 __all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "PartitionTask", "Stage",
            "StageTasks", "TaskPlan", "check_memory", "make_plan", "plan_output", "plan_stages",
-           "plan_tasks", "read_tiles", "task_memory", "task_memory_bytes"]
+           "plan_tasks", "read_acquisition", "read_tiles", "task_memory", "task_memory_bytes"]
 
 Vec = tuple[int, ...]
 
@@ -109,14 +111,13 @@ class ExportPlan:
 def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     """Validate the inputs of `config` and plan the export; raises PipelineError subclasses."""
     s3 = S3Options(**dict(config.s3)) if config.s3 else None
-    tiles = read_tiles(config, s3)
-    if check_files:
+    tiles, names = read_acquisition(config, s3)
+    if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files([t for row in tiles for ts in row for t in ts], s3)
     first = tiles[0][0]
-    output = plan_output(config, first, len(tiles))
+    output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
-    names = config.channel_names or tuple(Path(p).stem for p in config.inputs[0])
     plan = ExportPlan(output, tiles, stages, tasks, config.blending,
                       task_memory_bytes(output, first, stages, config.tile_cache), names,
                       config.fail_blocks, s3=s3, task_delay=config.task_delay,
@@ -127,7 +128,25 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
 
 
 def read_tiles(config: JobConfig, s3: S3Options | None) -> tuple[tuple[TileSet, ...], ...]:
-    """Every tile JSON of the job (timepoints × channels), checked to share one geometry."""
-    tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
+    """Every tile set of the job (timepoints × channels) on the output grid."""
+    return read_acquisition(config, s3)[0]
+
+
+def read_acquisition(config: JobConfig, s3: S3Options | None
+                     ) -> tuple[tuple[tuple[TileSet, ...], ...], tuple[str, ...]]:
+    """The job's tile sets (timepoints × channels; from tile JSONs or a BigStitcher
+    project), placed on the output grid (`fusion.voxel_size`) and checked to share one
+    geometry, and the channel names (input.channel_names, else the JSON file names or the
+    project's channel names)."""
+    if config.is_project:
+        project = read_project(config.tiles, s3, {k: list(v) for k, v in config.views})
+        tiles, found = project.tiles, project.channel_names
+    else:
+        tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
+        found = tuple(Path(p).stem for p in config.inputs[0])
+    if config.channel_names and len(config.channel_names) != len(tiles[0]):
+        raise ConfigError(f"input.channel_names: {len(config.channel_names)} names for "
+                          f"{len(tiles[0])} channels")
+    tiles = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row) for row in tiles)
     check_same_geometry(tiles)
-    return tiles
+    return tiles, config.channel_names or found

@@ -55,12 +55,13 @@ class DryRun:
 
 def dry_run(config: JobConfig) -> DryRun:
     """Plan `config` from its tile JSONs, as `make_plan` does (the same task description),
-    without opening a tile file; raises the same errors `make_plan` would, except those
-    that need the tile files."""
+    without opening a tile file (a BigStitcher project's view headers are read: they hold
+    the pixel types); raises the same errors `make_plan` would, except those that need the
+    tile files."""
     began = time.perf_counter()
     tiles = read_tiles(config, S3Options(**dict(config.s3)) if config.s3 else None)
     first = tiles[0][0]
-    output = plan_output(config, first, len(tiles))
+    output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     itemsize = np.dtype(output.base.dtype).itemsize

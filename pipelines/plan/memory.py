@@ -16,6 +16,7 @@ import numpy as np
 from pipelines.errors import PlanError
 from pipelines.plan.output import OutputSpec, Stage
 from pipelines.tiles import TileSet
+from pipelines.transforms import source_extent
 
 if TYPE_CHECKING:
     from pipelines.plan import ExportPlan
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 # Bytes per output voxel a fusing task holds: float32 value and weight sums, the float32
 # weights and tile region of the tile being added, and the cast result.
 FUSION_BYTES_PER_VOXEL = 16
+# More bytes per output voxel while a view is sampled through its affine
+# (pipelines.resample): its inside mask, one coordinate array and the weights being built.
+AFFINE_BYTES_PER_VOXEL = 12
 # Bytes per source voxel a downsampling task holds besides the region read: float64 sums
 # for mean; sorted window copies and run lengths for mode (measured up to 26 with float64).
 DOWNSAMPLE_BYTES_PER_VOXEL = {"mean": 8, "mode": 24}
@@ -51,11 +55,21 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
     itemsize = np.dtype(output.base.dtype).itemsize
     object_voxels = int(np.prod(output.base.chunks)) * int(np.prod(output.base.shard or (1, 1, 1)))
     per_source_voxel = itemsize + DOWNSAMPLE_BYTES_PER_VOXEL[output.downsample]
+    block = output.block_grid(0).block_shape
+    affine = [t for t in tiles if t.transform is not None]
+    # the view region one block reads: the block itself, or what it spans in a view's pixels
+    region = max((_region_voxels(t, block) for t in affine), default=voxels)
+    per_voxel = FUSION_BYTES_PER_VOXEL + itemsize + (AFFINE_BYTES_PER_VOXEL if affine else 0)
     return TaskMemory(
-        fusing=voxels * (FUSION_BYTES_PER_VOXEL + tiles.dtype.itemsize + itemsize),
+        fusing=voxels * per_voxel + region * tiles.dtype.itemsize,
         reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
                     default=0),
         codec=CODEC_COPIES * object_voxels * itemsize, cache=tile_cache)
+
+
+def _region_voxels(tile, block) -> int:
+    extent = source_extent(tile.transform, block)
+    return int(np.prod([min(int(e) + 1, n) for e, n in zip(extent, tile.size)]))
 
 
 def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],

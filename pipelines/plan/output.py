@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipelines import pyramid
 from pipelines.config import JobConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, PlanError
 from pipelines.formats import ArraySpec, compressor_for
-from pipelines.geometry import BlockGrid, ChunkGrid
+from pipelines.geometry import BlockGrid, Box, ChunkGrid
 from pipelines.layouts import paths as layouts
 from pipelines.tiles import TileSet
 
@@ -74,11 +75,18 @@ class Stage:
     count: int
 
 
-def plan_output(config: JobConfig, first: TileSet, timepoints: int) -> OutputSpec:
-    """The output arrays: level 0 covers the union of the tile boxes; the pyramid below."""
+def plan_output(config: JobConfig, first: TileSet, timepoints: int, channels: int) -> OutputSpec:
+    """The output arrays: level 0 covers the union of the tile boxes (or
+    `fusion.bounding_box`); the pyramid below."""
     out = config.output
     compressor = compressor_for(out.codec, out.format)
-    bounds = first.bounds
+    if out.layout == "n5-viewer" and timepoints > 1:
+        raise ConfigError(f"output.layout: the n5-viewer layout holds one timepoint; "
+                          f"use layout = \"bdv\" for {timepoints} timepoints")
+    bounds = first.bounds if config.bounding_box is None else _grid_box(config)
+    if all(t.box.intersect(bounds).is_empty() for t in first):
+        raise PlanError(f"fusion.bounding_box {[list(c) for c in config.bounding_box or ()]} "
+                        f"holds no part of any view (the views span {_world(first.bounds, config)})")
     base = ArraySpec(path="", shape=bounds.shape, chunks=out.chunks,
                      dtype=out.dtype or first.dtype.name, compressor=compressor,
                      resolution=first.pixel_resolution, offset=bounds.start, shard=out.shard)
@@ -89,7 +97,23 @@ def plan_output(config: JobConfig, first: TileSet, timepoints: int) -> OutputSpe
         raise ConfigError(f"output.levels: {e}") from None
     return OutputSpec(out.uri, out.format, out.layout, base, out.block,
                       tuple(tuple(s) for s in pyramid.level_shapes(bounds.shape, factors[1:])),
-                      tuple(factors), timepoints, len(config.inputs[0]), out.downsample)
+                      tuple(factors), timepoints, channels, out.downsample)
+
+
+def _grid_box(config: JobConfig) -> Box:
+    """fusion.bounding_box (world units) as output voxels: those whose centres lie inside."""
+    assert config.bounding_box is not None
+    low, high = config.bounding_box
+    start = tuple(math.ceil(a / v - 1e-9) for a, v in zip(low, config.voxel_size))
+    stop = tuple(math.floor(b / v + 1e-9) + 1 for b, v in zip(high, config.voxel_size))
+    return Box(start, stop)
+
+
+def _world(box: Box, config: JobConfig) -> str:
+    """A grid box as world coordinates, for messages."""
+    low = [round(a * v, 3) for a, v in zip(box.start, config.voxel_size)]
+    high = [round((b - 1) * v, 3) for b, v in zip(box.stop, config.voxel_size)]
+    return f"min {low}, max {high}"
 
 
 def plan_stages(output: OutputSpec) -> tuple[Stage, ...]:

@@ -258,15 +258,17 @@ def auto_blocks_per_task(output: OutputSpec, blocks: int, slots: int | None = No
 
 
 def tile_boxes(output: OutputSpec, tiles: TileSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The level-0 blocks each tile touches, as boxes [lo, hi) (n, 3), and each box's tile."""
-    origin = np.array(tiles.bounds.start, dtype=np.int64)
+    """The level-0 blocks each tile touches, as boxes [lo, hi) (n, 3), and each box's tile;
+    tiles outside the output (`fusion.bounding_box`) have none."""
+    origin = np.array(output.base.offset, dtype=np.int64)
     start = np.array([t.box.start for t in tiles], dtype=np.int64).reshape(-1, 3) - origin
-    stop = start + np.array([t.size for t in tiles], dtype=np.int64).reshape(-1, 3)
+    stop = np.array([t.box.stop for t in tiles], dtype=np.int64).reshape(-1, 3) - origin
     grid = output.block_grid(0)
     step = np.array(grid.block_shape)
     lo = np.maximum(start // step, 0)
     hi = np.minimum(ceil_div(stop, step), np.array(grid.counts))
-    return lo, hi, np.array([t.index for t in tiles], dtype=np.int64)
+    keep = np.all(hi > lo, axis=1)
+    return lo[keep], hi[keep], np.array([t.index for t in tiles], dtype=np.int64)[keep]
 
 
 def boxes_under(output: OutputSpec, level: int, lo0: np.ndarray, hi0: np.ndarray

@@ -67,7 +67,7 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary,
                  f"{PROJECTION_WIDTH} voxels wide, {PROJECTION_BYTES // 2**20} MiB and "
                  f"{PROJECTION_OBJECTS:,} objects (set output.levels = \"auto\")"}
     pictures |= {
-        "layout.png": tile_layout_png([(t.index, t.position, t.size) for t in plan.tiles[0][0]],
+        "layout.png": tile_layout_png([_layout_row(t) for t in plan.tiles[0][0]],
                                       None, [], title="tiles as fused"),
         "progress.png": progress_png([max(0.0, t - began) for t, _ in finished],
                                      plan.task_plan.blocks, title="blocks completed",
@@ -111,3 +111,11 @@ def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, f
         images.append((f"{name} (level {level}, max over z)", image,
                        spec.resolution[1] / spec.resolution[0]))
     return images
+
+
+def _layout_row(tile) -> tuple:
+    """(index, position, size) as the layout picture draws a tile: an affine view as the
+    box it covers."""
+    if tile.transform is None:
+        return tile.index, tile.position, tile.size
+    return tile.index, tile.box.start, tile.box.shape

@@ -13,13 +13,13 @@ from pipelines.tiles.readers import check_tile_file
 def check_same_geometry(tiles: tuple[tuple[TileSet, ...], ...]) -> None:
     """Every channel and timepoint must describe the same tiles at the same places."""
     reference = tiles[0][0]
-    shape = [(t.index, t.origin, t.size, t.type) for t in reference]
+    shape = [(t.index, t.box, t.size, t.type) for t in reference]
     for row in tiles:
         for other in row:
-            if [(t.index, t.origin, t.size, t.type) for t in other] != shape:
+            if [(t.index, t.box, t.size, t.type) for t in other] != shape:
                 raise TileError(f"{other.source}: tile indices, positions, sizes or types differ "
                                 f"from {reference.source}; all channels and timepoints must share "
-                                f"one tile geometry")
+                                f"one tile geometry (the same tiles covering the same voxels)")
 
 
 def check_tile_files(tiles: list[Tile], s3=None, threads: int = 16) -> None:

@@ -1,16 +1,33 @@
-"""The tile model: one TIFF stack (or later other source) placed at a stage position."""
+"""The tile model: one view's pixels (a TIFF stack, or a dataset in an N5, Zarr or HDF5
+container) placed in the output's coordinates by a stage position or an affine."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
 from pipelines.geometry import Box, triple
+from pipelines.transforms import (
+    Affine,
+    compose,
+    footprint,
+    is_translation,
+    offset_of,
+    scaling,
+    translation,
+)
 
 # stitching-spark's "type" field ↔ numpy dtype
 TILE_TYPES: dict[str, np.dtype] = {"GRAY8": np.dtype("uint8"), "GRAY16": np.dtype("uint16"), "GRAY32": np.dtype("float32")}
+
+
+def placement(transform: Affine) -> tuple[tuple[float, float, float], Affine | None]:
+    """(position, transform) of a tile placed by an affine: a pure translation becomes a
+    position (the translation path: its copy fast path and its bytes), anything else
+    keeps its affine (position: its translation column, for reports)."""
+    return offset_of(transform), None if is_translation(transform) else transform
 
 
 def tile_type_of(dtype: np.dtype) -> str:
@@ -21,9 +38,19 @@ def tile_type_of(dtype: np.dtype) -> str:
     raise ValueError(f"no stitching-spark tile type for dtype {dtype}")
 
 
+# where a tile's pixels are (`Tile.loader`); each is a reader in pipelines.tiles.readers
+LOADERS = ("tiff", "n5", "zarr", "hdf5")
+
+
 @dataclass(frozen=True)
 class Tile:
-    """One tile: where its pixels are and where it sits, all per-axis values in x, y, z."""
+    """One tile (a view): where its pixels are and where it sits, per-axis values x, y, z.
+
+    A tile sits either at `position` (a translation; stitching-spark's tile JSON) or, when
+    `transform` is set, by that affine from its pixel coordinates to the output's
+    coordinates (stage / world units scaled to output voxels; `pipelines.transforms`).
+    `pixel_resolution` is the physical size (µm) of one unit of those coordinates.
+    """
 
     index: int
     path: str
@@ -31,6 +58,10 @@ class Tile:
     size: tuple[int, int, int]
     pixel_resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
     type: str = "GRAY16"
+    transform: Affine | None = None
+    loader: str = "tiff"   # one of LOADERS
+    dataset: str = ""      # inside a container (n5, zarr, hdf5): the array's path
+    label: str = ""        # how messages name the view, e.g. "view setup 3, timepoint 0"
 
     @property
     def dtype(self) -> np.dtype:
@@ -43,8 +74,21 @@ class Tile:
 
     @property
     def box(self) -> Box:
-        """Voxels this tile covers, in acquisition (stage) coordinates."""
+        """Voxels this tile covers, in acquisition (stage) coordinates: its size at the
+        rounded position, or the footprint of its affine."""
+        if self.transform is not None:
+            return self._footprint
         return Box.from_shape(self.origin, self.size)
+
+    @cached_property
+    def _footprint(self) -> Box:
+        assert self.transform is not None
+        return footprint(self.transform, self.size)
+
+    @property
+    def name(self) -> str:
+        """The tile as messages name it."""
+        return self.label or f"tile {self.index}"
 
 
 @dataclass(frozen=True)
@@ -83,3 +127,17 @@ class TileSet:
     def _index(self) -> dict[int, Tile]:
         # cached: executors look tiles up for every task
         return {t.index: t for t in self.tiles}
+
+    def on_grid(self, voxel_size: tuple[float, float, float]) -> TileSet:
+        """These tiles placed on an output grid of `voxel_size` stage (world) units per
+        voxel (`fusion.voxel_size`): every transform scaled by 1 / voxel_size, and each
+        unit's physical size scaled by voxel_size. (1, 1, 1) changes nothing."""
+        if tuple(voxel_size) == (1.0, 1.0, 1.0):
+            return self
+        shrink = scaling([1.0 / v for v in voxel_size])
+        tiles = []
+        for t in self.tiles:
+            position, transform = placement(compose(shrink, t.transform or translation(t.position)))
+            tiles.append(replace(t, position=position, transform=transform, pixel_resolution=triple(
+                r * v for r, v in zip(t.pixel_resolution, voxel_size))))
+        return TileSet(tuple(tiles), self.source)

@@ -21,6 +21,7 @@ from pipelines.geometry import Box, to_xyz, to_zyx
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import split as split_uri
+from pipelines.tiles import containers
 from pipelines.tiles.model import Tile
 from pipelines.tiles.remote import open_remote
 
@@ -120,16 +121,37 @@ def _check_complete(series, file_size: int, path: str) -> None:
                         f"{max(ends)} bytes")
 
 
+def inspect_view(tile: Tile, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
+    """Shape (x, y, z) and dtype of a tile's pixels, whatever holds them (`Tile.loader`),
+    without reading them."""
+    if tile.loader == "tiff":
+        if tile.dataset not in ("", "0"):
+            raise TileError(f"{tile.path}: {tile.name} is series {tile.dataset} of its file; only "
+                            f"files that hold one image are supported")
+        return inspect_tiff(tile.path, s3)
+    where = f"{tile.path} ({tile.dataset})"
+    if tile.loader == "hdf5":
+        dataset = containers.open_hdf5(tile.path, tile.dataset, s3)
+        if dataset.ndim != 3:
+            raise TileError(f"{where}: expected a 3D dataset, found shape {list(dataset.shape)}")
+        return to_xyz(dataset.shape), containers.hdf5_dtype(dataset)
+    array = containers.open_array(tile.loader, tile.path, tile.dataset, s3)
+    return to_xyz(array.shape), array.dtype
+
+
 def check_tile_file(tile: Tile, s3=None) -> None:
     """Raise TileError if the tile's file is missing, unreadable, or differs from the JSON."""
-    shape, dtype = inspect_tiff(tile.path, s3)
+    shape, dtype = inspect_view(tile, s3)
+    where = f"{tile.path}" + (f" ({tile.dataset})" if tile.loader != "tiff" else "")
+    described = "the tile JSON" if not tile.label else "the project"
     if shape != tile.size:
+        field = "field 'size'" if not tile.label else "<size>"
         raise TileError(
-            f"{tile.path}: tile {tile.index} field 'size' is {list(tile.size)} in the tile JSON "
+            f"{where}: {tile.name} {field} is {list(tile.size)} in {described} "
             f"but the file holds {list(shape)} (x, y, z)")
     if dtype != tile.dtype:
         raise TileError(
-            f"{tile.path}: tile {tile.index} field 'type' is {tile.type} ({tile.dtype}) in the "
+            f"{where}: {tile.name} field 'type' is {tile.type} ({tile.dtype}) in the "
             f"tile JSON but the file holds {dtype}")
 
 
@@ -137,6 +159,11 @@ def read_region(tile: Tile, region: Box, s3=None) -> np.ndarray:
     """Pixels of `region` (x, y, z, relative to the tile's own origin) as a z, y, x array."""
     if region.intersect(Box((0, 0, 0), tile.size)) != region:
         raise ValueError(f"region {region} lies outside tile {tile.index} of size {tile.size}")
+    if tile.loader == "hdf5":
+        return containers.read_hdf5(containers.open_hdf5(tile.path, tile.dataset, s3), region)
+    if tile.loader != "tiff":
+        return containers.read_chunked(containers.open_array(tile.loader, tile.path, tile.dataset, s3),
+                                       region, tile_cache, s3)
     if is_remote(tile.path):
         return _remote_region(tile, region, s3)
     stack = _memmap(tile.path)

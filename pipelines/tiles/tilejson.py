@@ -6,7 +6,9 @@ The format is a JSON list of objects::
      "pixelResolution": [x, y, z], "type": "GRAY16"}
 
 `file` is absolute or relative to the JSON's folder; positions are in pixels and may be
-fractional. Every problem is reported as one TileError naming the file, tile and field.
+fractional. An optional `transform` (an affine from the tile's pixels to stage
+coordinates: 3 rows of 4 numbers, x, y, z, as stitching-spark writes it, or the same 12
+numbers flat) places the tile instead of `position`. Every problem is reported as one TileError naming the file, tile and field.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pipelines.errors import PipelineError, TileError
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
-from pipelines.tiles.model import TILE_TYPES, Tile, TileSet
+from pipelines.tiles.model import TILE_TYPES, Tile, TileSet, placement
 from pipelines.tiles.remote import read_text
+from pipelines.transforms import Affine, as_affine, determinant, is_singular
 
 FIELDS = ("index", "file", "position", "size", "type")
 
@@ -82,10 +85,13 @@ def tile_json_text(tiles: Iterable[Tile], base: Path | None = None) -> str:
         file = t.path
         if base is not None and "://" not in file and Path(file).resolve().is_relative_to(base):
             file = str(Path(file).resolve().relative_to(base))
-        doc.append({
+        entry = {
             "index": t.index, "file": file, "position": list(t.position), "size": list(t.size),
             "pixelResolution": list(t.pixel_resolution), "type": t.type,
-        })
+        }
+        if t.transform is not None:
+            entry["transform"] = [list(t.transform[r * 4:r * 4 + 4]) for r in range(3)]  # rows, as stitching-spark
+        doc.append(entry)
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -100,9 +106,6 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise TileError(f"{where}: field 'index' must be a non-negative integer, found {index!r}")
     where = f"{path}: tile {index}"
-    if entry.get("transform") is not None:  # stitching-spark's affine, after its own stitching
-        raise TileError(f"{where}: field 'transform' (an affine) is not supported; fusion places "
-                        f"tiles by 'position' only, so remove 'transform' or bake it into 'position'")
     file = entry["file"]
     if not isinstance(file, str) or not file:
         raise TileError(f"{where}: field 'file' must be a path string, found {file!r}")
@@ -115,8 +118,31 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
     if any(r <= 0 for r in resolution):
         raise TileError(f"{where}: field 'pixelResolution' must be positive, found {resolution!r}")
     full = file if "://" in file or Path(file).is_absolute() else resolve(file)
-    return Tile(index, full, _vector(entry["position"], "position", where), size,
-                resolution, entry["type"])
+    position, transform = _vector(entry["position"], "position", where), None
+    if entry.get("transform") is not None:  # stitching-spark's affine: it places the tile
+        position, transform = placement(_transform(entry["transform"], where))
+    return Tile(index, full, position, size, resolution, entry["type"], transform)
+
+
+def _transform(value: Any, where: str) -> Affine:
+    """The 'transform' field: 12 numbers (3 rows of 4, x, y, z), flat or as rows, from the
+    tile's pixels to stage coordinates; it replaces 'position'."""
+    rows = value if isinstance(value, list) and all(isinstance(r, list) for r in value) else None
+    flat = [v for r in rows for v in r] if rows is not None and len(rows) == 3 and all(
+        len(r) == 4 for r in rows) else value
+    ok = isinstance(flat, list) and len(flat) == 12 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat)
+    try:
+        affine = as_affine(flat) if ok else None
+    except ValueError:
+        affine = None
+    if affine is None:
+        raise TileError(f"{where}: field 'transform' must be an affine of 12 finite numbers "
+                        f"(3 rows of 4, x, y, z; pixel → stage), found {value!r}")
+    if is_singular(affine):
+        raise TileError(f"{where}: field 'transform' is singular (determinant "
+                        f"{determinant(affine):.3g}): it flattens the tile")
+    return affine
 
 
 def _vector(value: Any, name: str, where: str, integer: bool = False) -> tuple:

@@ -23,8 +23,10 @@ def block_tasks(output, stages, tiles, blocks_per_task=0):
     return list(plan_tasks(output, stages, tiles, blocks_per_task).block_tasks())
 
 
-def single_level_output(shape, chunk, per_block) -> OutputSpec:
-    spec = ArraySpec("", tuple(shape), tuple(chunk), "uint16", compressor_for(CodecConfig("raw"), "n5"))
+def single_level_output(shape, chunk, per_block, offset=(0, 0, 0)) -> OutputSpec:
+    """One level of `shape` whose voxel 0 is at stage position `offset`."""
+    spec = ArraySpec("", tuple(shape), tuple(chunk), "uint16", compressor_for(CodecConfig("raw"), "n5"),
+                     offset=tuple(offset))
     return OutputSpec("out", "n5", "n5-viewer", spec, tuple(per_block), (tuple(shape),), ((1, 1, 1),))
 
 
@@ -61,7 +63,7 @@ tile_strategy = st.lists(
 def test_every_tile_block_overlap_is_found(tiles, chunk, per_block, per_task):
     tileset = TileSet(tuple(Tile(i, f"t{i}.tif", pos, size) for i, (pos, size) in enumerate(tiles)))
     bounds = tileset.bounds
-    output = single_level_output(bounds.shape, chunk, per_block)
+    output = single_level_output(bounds.shape, chunk, per_block, bounds.start)
     grid = output.block_grid(0)
     listed = block_tasks(output, (Stage(0, 1),), tileset, per_task)
     tasks = {t.index: set(t.tiles) for t in listed}

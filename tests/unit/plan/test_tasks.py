@@ -22,10 +22,11 @@ tiles_strategy = st.lists(
     min_size=1, max_size=8)
 
 
-def pyramid_output(shape, chunk, block, factors, shard=None, fmt="n5") -> OutputSpec:
-    """An output whose levels halve along the axes `factors` say, as plan_output makes them."""
+def pyramid_output(shape, chunk, block, factors, shard=None, fmt="n5", offset=(0, 0, 0)) -> OutputSpec:
+    """An output whose levels halve along the axes `factors` say, as plan_output makes them
+    (voxel 0 at stage position `offset`)."""
     spec = ArraySpec("", tuple(shape), tuple(chunk), "uint16",
-                     compressor_for(CodecConfig("raw"), fmt), shard=shard)
+                     compressor_for(CodecConfig("raw"), fmt), shard=shard, offset=tuple(offset))
     shapes, current = [tuple(shape)], tuple(shape)
     for f in factors:
         current = tuple(ceil_div(s, k) for s, k in zip(current, f))
@@ -59,7 +60,8 @@ def brute_force_stage_blocks(output, stage, tiles) -> set:
 @given(tiles=tiles_strategy, per_task=st.integers(1, 30), levels=st.integers(1, 3))
 def test_partitions_hold_every_stage_block_once(tiles, per_task, levels):
     ts = tileset(tiles)
-    output = pyramid_output(ts.bounds.shape, (4, 4, 4), (2, 1, 2), [(2, 2, 2)] * (levels - 1))
+    output = pyramid_output(ts.bounds.shape, (4, 4, 4), (2, 1, 2), [(2, 2, 2)] * (levels - 1),
+                            offset=ts.bounds.start)
     stages = plan_stages(output)
     planned = plan_tasks(output, stages, ts, per_task)
     for n, stage in enumerate(stages):
@@ -124,7 +126,7 @@ def test_planned_objects_are_the_blocks_own_objects(tiles, sharded, levels):
     ts = tileset(tiles)
     shard = (2, 1, 2) if sharded else None
     output = pyramid_output(ts.bounds.shape, (4, 4, 2), (2, 2, 2), [(2, 2, 2)] * (levels - 1),
-                            shard=shard, fmt="zarr3" if sharded else "n5")
+                            shard=shard, fmt="zarr3" if sharded else "n5", offset=ts.bounds.start)
     stages = plan_stages(output)
     planned = plan_tasks(output, stages, ts)
     plan = ExportPlan(output, ((ts,),), stages, planned, "max", 0)

@@ -93,10 +93,26 @@ def test_lzw_tiles_are_read_and_validated(tmp_path):
     np.testing.assert_array_equal(read_region(tile, Box((2, 1, 1), (9, 10, 3))), stack[1:3, 1:10, 2:9])
 
 
-def test_stitching_spark_affine_transform_is_refused(tmp_path):
+def test_stitching_spark_affine_transform_places_the_tile(tmp_path):
+    """stitching-spark writes 'transform' as 3 rows of 4; a pure translation becomes the
+    position (the translation path), anything else stays an affine; bad ones are refused."""
     from pipelines.errors import TileError
+    rows = [[1, 0, 0, 5], [0, 1, 0, 6], [0, 0, 1, 7]]
     doc = [{"index": 0, "file": "a.tif", "position": [0, 0, 0], "size": [4, 3, 2], "type": "GRAY8",
-            "transform": {"type": "AffineTransform3D", "matrix": [1, 0, 0, 5] * 3}}]
+            "transform": rows},
+           {"index": 1, "file": "b.tif", "position": [0, 0, 0], "size": [4, 3, 2], "type": "GRAY8",
+            "transform": [2, 0, 0, 1, 0, 1, 0, 0, 0, 0.5, 1, 0]}]
     (tmp_path / "tiles.json").write_text(json.dumps(doc))
-    with pytest.raises(TileError, match="field 'transform'"):
-        read_tile_json(tmp_path / "tiles.json")
+    a, b = read_tile_json(tmp_path / "tiles.json")
+    assert a.transform is None and a.position == (5, 6, 7)
+    assert b.transform == (2, 0, 0, 1, 0, 1, 0, 0, 0, 0.5, 1, 0)
+    # corners x 0..3 → 1..7, y 0..2 → 0..2, z: 0.5·y + z ∈ [0, 2]
+    assert b.box == Box((1, 0, 0), (8, 3, 3))
+    write_tile_json([a, b], tmp_path / "again.json")
+    assert read_tile_json(tmp_path / "again.json").tiles == (a, b)
+    for bad, match in ((rows[:2], "12 finite numbers"), ([[0] * 4] * 3, "singular"),
+                       ({"type": "AffineTransform3D"}, "12 finite numbers")):
+        doc[1]["transform"] = bad
+        (tmp_path / "tiles.json").write_text(json.dumps(doc))
+        with pytest.raises(TileError, match="tile 1: field 'transform'.*" + match):
+            read_tile_json(tmp_path / "tiles.json")

@@ -1,0 +1,127 @@
+"""3D affine transforms between a view's pixels and the world (or the output grid).
+
+An affine is 12 numbers, row-major 3 × 4, in x, y, z order: for a point p (x, y, z),
+`A · p = L · p + t` with L the left 3 × 3 block and t the last column. This is the
+layout BigStitcher's `ViewTransform` and stitching-spark's `transform` field use. Pixel
+centres are at integer pixel coordinates, so a view of `size` pixels spans pixel
+coordinates [0, size - 1] per axis.
+
+`footprint` is the one rule for which output voxels a transformed view can reach: the
+voxels whose centres lie inside the bounding box of its transformed pixel-centre corners.
+For a pure translation by whole voxels that is exactly the view's box at the translation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from pipelines.geometry import Box, triple
+
+Affine = tuple[float, ...]  # 12 numbers, row-major 3 × 4, x, y, z
+
+IDENTITY: Affine = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+# below this |det L| an affine cannot be inverted reliably (its view collapses to a plane)
+SINGULAR = 1e-9
+
+
+def as_affine(values: Iterable[float]) -> Affine:
+    """12 finite numbers as an Affine; ValueError for any other count or a non-finite one."""
+    numbers = tuple(float(v) for v in values)
+    if len(numbers) != 12:
+        raise ValueError(f"an affine has 12 numbers (3 rows of 4), found {len(numbers)}")
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError("an affine's numbers must be finite")
+    return numbers
+
+
+def matrix(a: Affine) -> np.ndarray:
+    """The affine as a 4 × 4 float64 matrix (last row 0, 0, 0, 1)."""
+    m = np.eye(4)
+    m[:3, :] = np.asarray(a, dtype=np.float64).reshape(3, 4)
+    return m
+
+
+def from_matrix(m: np.ndarray) -> Affine:
+    return tuple(float(v) for v in np.asarray(m, dtype=np.float64)[:3, :4].reshape(12))
+
+
+def compose(*affines: Affine) -> Affine:
+    """A0 · A1 · … · An: the last one applies to a point first (as spimdata concatenates
+    a view's transform list)."""
+    m = np.eye(4)
+    for a in affines:
+        m = m @ matrix(a)
+    return from_matrix(m)
+
+
+def translation(offset: Sequence[float]) -> Affine:
+    x, y, z = (float(v) for v in offset)
+    return (1.0, 0.0, 0.0, x, 0.0, 1.0, 0.0, y, 0.0, 0.0, 1.0, z)
+
+
+def scaling(factors: Sequence[float]) -> Affine:
+    x, y, z = (float(v) for v in factors)
+    return (x, 0.0, 0.0, 0.0, 0.0, y, 0.0, 0.0, 0.0, 0.0, z, 0.0)
+
+
+def linear_part(a: Affine) -> tuple[float, ...]:
+    """The 9 numbers of L (row-major), without the translation."""
+    return a[0:3] + a[4:7] + a[8:11]
+
+
+def offset_of(a: Affine) -> tuple[float, float, float]:
+    return a[3], a[7], a[11]
+
+
+def is_translation(a: Affine) -> bool:
+    """Whether L is exactly the identity."""
+    return linear_part(a) == linear_part(IDENTITY)
+
+
+def determinant(a: Affine) -> float:
+    return float(np.linalg.det(matrix(a)[:3, :3]))
+
+
+def is_singular(a: Affine) -> bool:
+    return abs(determinant(a)) < SINGULAR
+
+
+def inverse(a: Affine) -> Affine:
+    """A⁻¹; ValueError for a singular affine."""
+    if is_singular(a):
+        raise ValueError(f"the affine {list(a)} is singular (determinant {determinant(a):.3g})")
+    return from_matrix(np.linalg.inv(matrix(a)))
+
+
+def apply(a: Affine, points: np.ndarray) -> np.ndarray:
+    """A · p for points (n, 3) in x, y, z, float64."""
+    m = matrix(a)
+    return np.asarray(points, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
+
+
+def corners(size: Sequence[int]) -> np.ndarray:
+    """The 8 pixel-centre corners (x, y, z) of a view of `size` pixels."""
+    return np.array(list(itertools.product(*[(0, int(n) - 1) for n in size])), dtype=np.float64)
+
+
+def footprint(a: Affine, size: Sequence[int]) -> Box:
+    """Output voxels (integer coordinates of the grid `a` maps into) whose centres lie in
+    the bounding box of the view's transformed pixel-centre corners."""
+    points = apply(a, corners(size))
+    # a hair of tolerance: corners computed as 99.99999999 must still reach voxel 100
+    lo = np.ceil(points.min(axis=0) - 1e-9).astype(np.int64)
+    hi = np.floor(points.max(axis=0) + 1e-9).astype(np.int64) + 1
+    return Box(triple(int(v) for v in lo), triple(int(v) for v in hi))
+
+
+def source_extent(a: Affine, shape: Sequence[int]) -> tuple[float, float, float]:
+    """Per axis, how many source pixels a box of `shape` output voxels spans through the
+    inverse of `a` (for memory planning: the view region one block reads)."""
+    inv = matrix(inverse(a))[:3, :3]
+    span = np.abs(inv) @ np.asarray([max(int(n) - 1, 0) for n in shape], dtype=np.float64)
+    return triple(float(v) + 3.0 for v in span)  # + the interpolation stencil and rounding

@@ -1,0 +1,134 @@
+"""Exporting BigStitcher projects end to end: every loader, on Spark and in this process;
+the output read back by tensorstore and zarr-python and placed by its own metadata only
+(OME scale and translation, N5 pixelResolution and stage origin, the BDV XML), then
+compared with the phantom at those world positions."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import load_job
+from pipelines.driver import export
+from pipelines.spark import SparkExecutor
+from tests.bigstitcher_project import VOXEL_X, covered, phantom, scenario, write_project
+from tests.conftest import write_job
+from tests.pipeline_helpers import export_local
+from tests.readers import tensorstore_read, zarr_read
+
+
+def job(tmp_path: Path, xml: Path, fmt: str, extra: str = "", overrides=()) -> object:
+    path = write_job(tmp_path / "job.toml", str(xml), str(tmp_path / "out" / "volume"),
+                     extra=f'format = "{fmt}"\n' + extra + '\n[fusion]\nblending = "linear"\n'
+                     'interpolation = "linear"\n')
+    return load_job(path, list(overrides))
+
+
+def world_of(shape_zyx, scale_xyz, translation_xyz) -> np.ndarray:
+    """World units (x, y, z) of every voxel centre, from µm scale and translation."""
+    z, y, x = np.meshgrid(*[np.arange(n) for n in shape_zyx], indexing="ij")
+    micrometres = np.stack([x, y, z], -1) * np.asarray(scale_xyz) + np.asarray(translation_xyz)
+    return micrometres / VOXEL_X
+
+
+def check_against_phantom(volume: np.ndarray, world: np.ndarray, views) -> None:
+    where = covered(world, views)
+    assert where.mean() > 0.5
+    reference = phantom(world)
+    error = np.sqrt(np.mean((volume[where].astype(float) - reference[where]) ** 2))
+    assert error / np.sqrt(np.mean(reference[where] ** 2)) < 0.03
+    assert not volume[~where].any()
+
+
+def ome_placement(root: Path) -> tuple[list[float], list[float]]:
+    """Level 0's scale and translation (µm, x, y, z) from the OME-Zarr metadata."""
+    doc = json.loads((root / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    transforms = {t["type"]: t for t in doc["datasets"][0]["coordinateTransformations"]}
+    scale = transforms["scale"]["scale"][-3:][::-1]
+    translation = transforms.get("translation", {"translation": [0, 0, 0]})["translation"][-3:][::-1]
+    return scale, translation
+
+
+@pytest.mark.parametrize("loader", ["tiff", "n5", "hdf5", "zarr"])
+def test_every_loader_exports_a_placed_ome_zarr_on_spark(spark, tmp_path, loader):
+    views = scenario("angles")
+    xml = write_project(tmp_path / "acq", views, loader)
+    config = job(tmp_path, xml, "zarr3", extra='layout = "ome"')
+    export(config, executor=SparkExecutor(spark=spark))
+    root = tmp_path / "out" / "volume"
+    volume = zarr_read(str(root), "0")
+    if volume.ndim == 4:   # OME with a channel axis
+        volume = volume[0]
+    scale, translation = ome_placement(root)
+    assert scale == pytest.approx([VOXEL_X] * 3)
+    check_against_phantom(volume, world_of(volume.shape, scale, translation), views)
+    np.testing.assert_array_equal(tensorstore_read(str(root), "0", "zarr3").reshape(volume.shape), volume)
+
+
+def test_n5_output_records_resolution_and_origin_and_bdv_registration(tmp_path):
+    """An oblique scan with a coarser output grid: N5's pixelResolution (µm per voxel) and
+    stage origin (voxels) place the volume; the BDV XML's registration says the same."""
+    views = scenario("oblique")
+    xml = write_project(tmp_path / "acq", views, "n5")
+    config = job(tmp_path, xml, "n5", extra='layout = "bdv"', overrides=["fusion.voxel_size=[1, 1, 2]"])
+    export_local(config)
+    root = tmp_path / "out" / "volume"
+    attributes = json.loads((root / "setup0/timepoint0/s0/attributes.json").read_text())
+    resolution = attributes["pixelResolution"]["dimensions"]
+    assert resolution == pytest.approx([VOXEL_X, VOXEL_X, 2 * VOXEL_X])
+    origin = np.asarray(attributes["stageOriginVoxels"]) * np.asarray(resolution)   # µm
+    volume = tensorstore_read(str(root), "setup0/timepoint0/s0", "n5")
+    check_against_phantom(volume, world_of(volume.shape, resolution, origin), views)
+    bdv = ET.parse(tmp_path / "out" / "volume.xml").getroot()
+    affine = [float(v) for v in bdv.find(".//ViewRegistration/ViewTransform/affine").text.split()]
+    assert affine[0] == pytest.approx(VOXEL_X) and affine[10] == pytest.approx(2 * VOXEL_X)
+    assert [affine[3], affine[7], affine[11]] == pytest.approx(list(origin))
+
+
+def test_a_translated_grid_as_xml_gives_the_tile_json_bytes(tmp_path):
+    """A project whose views are whole-voxel translations exports exactly the bytes its
+    stitching-spark tile JSON exports (the translation path, copy fast path included)."""
+    from pipelines.testing.synthetic import make_acquisition
+    acq = tmp_path / "acq"
+    make_acquisition(acq, grid=(2, 2, 1), tile=(40, 36, 12), overlap=0.2, jitter=0, seed=3, truth=False)
+    tiles = json.loads((acq / "tiles.json").read_text())
+    root = ET.Element("SpimData", version="0.2")
+    ET.SubElement(root, "BasePath", type="relative").text = "."
+    sequence = ET.SubElement(root, "SequenceDescription")
+    loader = ET.SubElement(sequence, "ImageLoader", format="spimreconstruction.filemap2")
+    files = ET.SubElement(loader, "files")
+    setups = ET.SubElement(sequence, "ViewSetups")
+    registrations = ET.SubElement(root, "ViewRegistrations")
+    for t in tiles:
+        s = ET.SubElement(setups, "ViewSetup")
+        ET.SubElement(s, "id").text = str(t["index"])
+        ET.SubElement(s, "size").text = " ".join(map(str, t["size"]))
+        attributes = ET.SubElement(s, "attributes")
+        ET.SubElement(attributes, "tile").text = str(t["index"])
+        mapping = ET.SubElement(files, "FileMapping", view_setup=str(t["index"]), timepoint="0",
+                                series="0", channel="0")
+        ET.SubElement(mapping, "file", type="relative").text = t["file"]
+        r = ET.SubElement(registrations, "ViewRegistration", timepoint="0", setup=str(t["index"]))
+        x, y, z = t["position"]
+        ET.SubElement(ET.SubElement(r, "ViewTransform", type="affine"), "affine").text = \
+            f"1 0 0 {x} 0 1 0 {y} 0 0 1 {z}"
+    ET.SubElement(sequence, "Timepoints", type="pattern").append(ET.Element("integerpattern"))
+    sequence.find("Timepoints/integerpattern").text = "0"
+    ET.ElementTree(root).write(acq / "tiles.xml")
+
+    outputs = []
+    for name, source in (("json", acq / "tiles.json"), ("xml", acq / "tiles.xml")):
+        (tmp_path / name).mkdir()
+        config = load_job(write_job(tmp_path / name / "job.toml", str(source),
+                                    str(tmp_path / name / "volume")))
+        export_local(config)
+        outputs.append(tmp_path / name / "volume")
+    chunks = [sorted(p.relative_to(o) for p in o.rglob("*") if p.is_file() and p.name != "attributes.json")
+              for o in outputs]
+    assert chunks[0] == chunks[1] and len(chunks[0]) > 10
+    for relative in chunks[0]:
+        assert (outputs[0] / relative).read_bytes() == (outputs[1] / relative).read_bytes(), relative

@@ -1,0 +1,148 @@
+"""Reading BigStitcher projects: what the XML says becomes tiles with the composed affines;
+each bad project is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.errors import TileError
+from pipelines.tiles.bigstitcher import read_project
+from pipelines.transforms import compose, from_matrix
+from tests.bigstitcher_project import scenario, write_project
+from tests.unit.config.test_validation import check_refused, export_job
+from tests.conftest import write_job
+
+
+@pytest.fixture
+def angles(tmp_path) -> Path:
+    return write_project(tmp_path / "acq", scenario("angles"), "tiff")
+
+
+def edit(xml: Path, change) -> None:
+    tree = ET.parse(xml)
+    change(tree.getroot())
+    tree.write(xml)
+
+
+def test_transforms_compose_in_list_order_and_attributes_are_read(angles):
+    project = read_project(str(angles))
+    views = project.tiles[0][0].tiles
+    assert [v.label for v in views] == ["view setup 0, timepoint 0", "view setup 1, timepoint 0"]
+    expected = scenario("angles")[1].affine   # T0 · T1 · T2 composed by the test, in numpy
+    assert np.allclose(np.asarray(views[1].transform).reshape(3, 4), expected[:3])
+    assert views[0].transform is None and views[0].position == (0.0, 0.0, 0.0)  # identity: a position
+    assert views[0].pixel_resolution == (0.5, 0.5, 0.5)    # µm per world unit: the x voxel size
+    assert views[0].type == "GRAY16" and views[0].loader == "tiff"
+    assert project.channel_names == ("channel0",)
+    assert views[1].path == str(angles.parent / "view-1.tif")
+
+
+def test_base_path_timepoints_missing_views_and_selection(tmp_path):
+    views = scenario("grid")
+    xml = write_project(tmp_path / "acq", views, "n5")
+
+    def range_of_one_timepoint_setup_3_missing(root):
+        sequence = root.find("SequenceDescription")
+        timepoints = sequence.find("Timepoints")
+        timepoints.set("type", "range")
+        timepoints.remove(timepoints.find("integerpattern"))
+        ET.SubElement(timepoints, "first").text = "0"
+        ET.SubElement(timepoints, "last").text = "0"
+        ET.SubElement(sequence.find("MissingViews"), "MissingView", timepoint="0", setup="3")
+        root.find("BasePath").text = "acq"
+    edit(xml, range_of_one_timepoint_setup_3_missing)
+    moved = tmp_path / "project.xml"
+    xml.rename(moved)   # BasePath "acq" is relative to the XML's folder
+    project = read_project(str(moved))
+    assert [t.label for t in project.tiles[0][0]] == [f"view setup {s}, timepoint 0" for s in (0, 1, 2)]
+    assert project.tiles[0][0].tiles[0].path == str(tmp_path / "acq" / "dataset.n5")
+    selected = read_project(str(moved), views={"tile": [1, 2]})
+    assert [t.label for t in selected.tiles[0][0]] == ["view setup 1, timepoint 0", "view setup 2, timepoint 0"]
+    assert [t.index for t in selected.tiles[0][0]] == [0, 1]   # numbered within the selection
+
+
+def test_timepoint_patterns_and_lists(tmp_path):
+    from pipelines.tiles.bigstitcher import _pattern, _timepoints
+    assert _pattern("0-6:2, 9", "here") == [0, 2, 4, 6, 9]
+    element = ET.fromstring('<S><Timepoints type="list"><id>3</id><id>1</id></Timepoints></S>')
+    assert _timepoints(element, "here") == [1, 3]
+    with pytest.raises(TileError, match="cannot read the pattern"):
+        _pattern("every other", "here")
+
+
+def test_multichannel_projects_number_tiles_the_same_in_every_channel(tmp_path):
+    views = scenario("grid")
+    second = [type(v)(v.setup + 4, v.size, v.chain, v.voxel, tile=v.tile, channel=1) for v in views]
+    xml = write_project(tmp_path / "acq", views + second, "hdf5")
+    project = read_project(str(xml))
+    assert project.channel_names == ("channel0", "channel1")
+    first, other = project.tiles[0]
+    assert [t.index for t in first] == [t.index for t in other] == [0, 1, 2, 3]
+    assert [t.box for t in first] == [t.box for t in other]
+    assert other.tiles[0].dataset == "t00000/s04/0/cells"
+
+
+def refused(tmp_path, capsys, xml: Path, *expected: str):
+    job = write_job(tmp_path / "job.toml", str(xml), "out/volume")
+    code = export_job.main([str(job)])
+    check_refused(capsys, tmp_path, code, *expected)
+
+
+def test_a_missing_image_file_is_named(tmp_path, angles, capsys):
+    (angles.parent / "view-1.tif").unlink()
+    refused(tmp_path, capsys, angles, "view-1.tif", "not found")
+
+
+def test_an_unknown_loader_is_named_with_the_supported_ones(tmp_path, angles, capsys):
+    edit(angles, lambda root: root.find("SequenceDescription/ImageLoader").set("format", "bdv.omero"))
+    refused(tmp_path, capsys, angles, "'bdv.omero' is not supported", "bdv.n5", "bdv.hdf5")
+
+
+def test_a_singular_affine_is_refused(tmp_path, angles, capsys):
+    def flatten(root):
+        root.find("ViewRegistrations/ViewRegistration/ViewTransform/affine").text = \
+            "1 0 0 0 0 1 0 0 0 0 0 0"
+    edit(angles, flatten)
+    refused(tmp_path, capsys, angles, "view setup 0, timepoint 0", "singular")
+
+
+def test_a_size_that_disagrees_with_the_file_is_refused(tmp_path, angles, capsys):
+    edit(angles, lambda root: root.find("SequenceDescription/ViewSetups/ViewSetup/size").__setattr__(
+        "text", "64 64 47"))
+    refused(tmp_path, capsys, angles, "view-0.tif", "view setup 0", "[64, 64, 47]", "[64, 64, 48]")
+
+
+def test_a_missing_view_registration_is_refused(tmp_path, angles, capsys):
+    def drop(root):
+        group = root.find("ViewRegistrations")
+        group.remove(group.find("ViewRegistration"))
+    edit(angles, drop)
+    refused(tmp_path, capsys, angles, "view setup 0, timepoint 0", "no ViewRegistration")
+
+
+def test_not_xml_and_not_a_project_are_refused(tmp_path, capsys):
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<SpimData><unclosed>")
+    refused(tmp_path, capsys, bad, "bad.xml", "not valid XML")
+    bad.write_text("<Project/>")
+    refused(tmp_path, capsys, bad, "expected a BigStitcher", "<Project>")
+
+
+def test_views_selection_is_checked(tmp_path, angles, capsys):
+    job = write_job(tmp_path / "job.toml", str(angles), "out/volume", extra="")
+    code = export_job.main([str(job), "--set", "input.views={side = [0]}"])
+    check_refused(capsys, tmp_path, code, "input.views.side", "angle")
+    code = export_job.main([str(job), "--set", "input.views={angle = [7]}"])
+    check_refused(capsys, tmp_path, code, "no views left")
+
+
+def test_the_affine_helpers_agree_with_numpy():
+    a = from_matrix(np.array([[1, 2, 0, 1], [0, 1, 0, 2], [0, 0, 3, 3], [0, 0, 0, 1]], float))
+    b = from_matrix(np.array([[0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 5], [0, 0, 0, 1]], float))
+    m = np.vstack([np.asarray(compose(a, b)).reshape(3, 4), [0, 0, 0, 1]])
+    ma, mb = (np.vstack([np.asarray(x).reshape(3, 4), [0, 0, 0, 1]]) for x in (a, b))
+    assert np.allclose(m, ma @ mb)
