@@ -139,8 +139,7 @@ def ours(xml: Path, interpolation: str, spark) -> dict:
 
 def multiview_stitcher(stacks, size) -> dict:
     import dask
-    import xarray as xr
-    from multiview_stitcher import fusion
+    from multiview_stitcher import fusion, param_utils
     from multiview_stitcher import spatial_image_utils as si_utils
     images = []
     for stack, affine in zip(stacks, views_affines(size, True)):
@@ -150,7 +149,7 @@ def multiview_stitcher(stacks, size) -> dict:
         zyx = np.eye(4)
         zyx[:3, :3] = affine[:3, :3][::-1, ::-1]
         zyx[:3, 3] = affine[:3, 3][::-1]
-        si_utils.set_sim_affine(sim, xr.DataArray(zyx, dims=["x_in", "x_out"]), transform_key="world")
+        si_utils.set_sim_affine(sim, param_utils.affine_to_xaffine(zyx), transform_key="world")
         images.append(sim)
     began = time.perf_counter()
     fused = fusion.fuse(images, transform_key="world", output_spacing={"z": 1, "y": 1, "x": 1},

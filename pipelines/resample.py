@@ -8,11 +8,16 @@ lies inside it: u in [0, n - 1] per axis for `linear` (trilinear) interpolation,
 space: per axis the distance to the nearer border, min(u + 0.5, n - 0.5 - u), multiplied
 over the axes (for a view placed by whole voxels this is `fusion.edge_weights`).
 
-Interpolation is scipy.ndimage's affine_transform (spline order 1 or 0, no prefilter):
-C speed, and a pure function of the region and matrix, so a retried block computes the
-same bytes. (A voxel's coordinates are computed relative to the region its block reads, so
-another cut of the output into blocks may round a voxel one step differently; within a
-run every voxel belongs to one block, so this never shows.)
+The sampling kernel (`_sample`, compiled with numba) visits each output voxel once:
+it maps the voxel into the view, decides whether it lands inside, interpolates (`linear`:
+trilinear, the 8 neighbours of u; `nearest`: the pixel at round-half-up of u) and
+computes the blending weight, all in one pass; numpy would need ~50 passes over the block
+and scipy.ndimage's affine_transform took 5 × as long for the interpolation alone
+(BENCHMARKS.md). It is a pure function of the region and the matrix, in IEEE arithmetic
+(no fastmath), so a retried block computes the same bytes. (A voxel's coordinates are
+computed relative to the region its block reads, so another cut of the output into blocks
+may round a voxel one step differently; within a run every voxel belongs to one block, so
+this never shows.)
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage
+from numba import njit
 
 from pipelines.geometry import Box, to_zyx
 from pipelines.tiles import Tile
@@ -29,6 +34,7 @@ from pipelines.transforms import apply, corners, inverse, matrix
 Reader = Callable[[Tile, Box], np.ndarray]
 
 ORDERS = {"nearest": 0, "linear": 1}
+EDGE = 1e-6   # pixels: tolerance of the inside test
 
 
 class Contribution:
@@ -69,44 +75,74 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
 
     m = matrix(inv)
     linear = m[:3, :3]
-    # region-local pixel coordinates of output voxel o (box-local): linear · o + shift
+    # region-local pixel coordinates of output voxel o (box-local): linear · o + shift;
+    # the kernel works in numpy's z, y, x order
     shift = linear @ origin + m[:3, 3] - lo
     data = np.empty(to_zyx(box.shape), dtype=np.float32)
-    ndimage.affine_transform(region, linear[::-1, ::-1], shift[::-1], output=data,
-                             order=ORDERS[interpolation], mode="nearest", prefilter=False)
-
-    def coordinate(axis: int) -> np.ndarray:
-        """Region-local pixel coordinate along `axis` of every voxel of the box (float32)."""
-        cx, cy, cz = (linear[axis, j] for j in range(3))
-        x, y, z = (np.arange(n, dtype=np.float64) for n in box.shape)
-        rows = (cz * z[:, None, None] + cy * y[None, :, None] + shift[axis]).astype(np.float32)
-        return rows + (cx * x).astype(np.float32)[None, None, :]
-
-    low, high = -lo - margin, size - 1 - lo + margin    # the view's extent, region-local
+    inside = np.empty(data.shape, dtype=np.bool_)
+    weight = np.empty(data.shape, dtype=np.float32)
+    # the view's extent, region-local, with a hair of tolerance: a voxel on the view's
+    # border must not drop out over a rounding error of the inverse
+    low, high = -lo - margin - EDGE, size - 1 - lo + margin + EDGE
+    _sample(region, np.ascontiguousarray(linear[::-1, ::-1]), shift[::-1].copy(),
+            low[::-1].astype(np.float64), high[::-1].astype(np.float64),
+            (lo[::-1] + 0.5).astype(np.float64), size[::-1].astype(np.float64),
+            ORDERS[interpolation], data, inside, weight)
     whole = bool(np.all(u.min(axis=0) >= -margin) and np.all(u.max(axis=0) <= size - 1 + margin))
-    inside = None
-    if not whole:
-        inside = np.ones(data.shape, dtype=bool)
-        for axis in range(3):
-            c = coordinate(axis)
-            inside &= (c >= low[axis]) & (c <= high[axis])
-
-    def weights() -> np.ndarray:
-        w = np.ones(data.shape, dtype=np.float32)
-        for axis in range(3):
-            c = coordinate(axis) + np.float32(lo[axis] + 0.5)   # u + 0.5
-            np.minimum(c, np.float32(size[axis]) - c, out=c)    # distance to the nearer border
-            np.maximum(c, 0, out=c)
-            w *= c
-        if inside is not None:
-            w[~inside] = 0
-        return w
 
     def near() -> np.ndarray:
         centre = apply(affine, ((size - 1) / 2.0)[None, :])[0] - np.asarray(offset)
         s = closeness(box, centre)
-        if inside is not None:
-            s[~inside] = 0
+        s[~inside] = 0
         return s
 
-    return Contribution(data, inside, weights, near)
+    return Contribution(data, None if whole else inside, lambda: weight, near)
+
+
+@njit(cache=True, nogil=True)
+def _sample(region, m, shift, low, high, border, size, order, data, inside, weight):  # pragma: no cover (compiled)
+    """For every voxel o (z, y, x) of `data`: u = m · o + shift (region-local pixels);
+    inside = low <= u <= high per axis; data = the region interpolated at u (order 1:
+    trilinear, order 0: nearest) or 0 outside; weight = the product over axes of the
+    distance to the view's nearer border, max(0, min(u + border, size - u - border)),
+    with border = the region's start + 0.5 (0 outside)."""
+    nz, ny, nx = data.shape
+    rz, ry, rx = region.shape
+    for k in range(nz):
+        for j in range(ny):
+            bz = m[0, 0] * k + m[0, 1] * j + shift[0]
+            by = m[1, 0] * k + m[1, 1] * j + shift[1]
+            bx = m[2, 0] * k + m[2, 1] * j + shift[2]
+            for i in range(nx):
+                uz = bz + m[0, 2] * i
+                uy = by + m[1, 2] * i
+                ux = bx + m[2, 2] * i
+                if (uz < low[0] or uz > high[0] or uy < low[1] or uy > high[1]
+                        or ux < low[2] or ux > high[2]):
+                    inside[k, j, i] = False
+                    data[k, j, i] = 0.0
+                    weight[k, j, i] = 0.0
+                    continue
+                inside[k, j, i] = True
+                wz = min(uz + border[0], size[0] - uz - border[0])
+                wy = min(uy + border[1], size[1] - uy - border[1])
+                wx = min(ux + border[2], size[2] - ux - border[2])
+                weight[k, j, i] = max(wz, 0.0) * max(wy, 0.0) * max(wx, 0.0)
+                # clamp into the region (only the nearest-sampling margin reaches past it)
+                uz = min(max(uz, 0.0), rz - 1.0)
+                uy = min(max(uy, 0.0), ry - 1.0)
+                ux = min(max(ux, 0.0), rx - 1.0)
+                if order == 0:
+                    data[k, j, i] = region[min(int(uz + 0.5), rz - 1), min(int(uy + 0.5), ry - 1),
+                                           min(int(ux + 0.5), rx - 1)]
+                    continue
+                z0, y0, x0 = int(uz), int(uy), int(ux)
+                z1, y1, x1 = min(z0 + 1, rz - 1), min(y0 + 1, ry - 1), min(x0 + 1, rx - 1)
+                tz, ty, tx = uz - z0, uy - y0, ux - x0
+                c00 = region[z0, y0, x0] * (1.0 - tx) + region[z0, y0, x1] * tx
+                c01 = region[z0, y1, x0] * (1.0 - tx) + region[z0, y1, x1] * tx
+                c10 = region[z1, y0, x0] * (1.0 - tx) + region[z1, y0, x1] * tx
+                c11 = region[z1, y1, x0] * (1.0 - tx) + region[z1, y1, x1] * tx
+                c0 = c00 * (1.0 - ty) + c01 * ty
+                c1 = c10 * (1.0 - ty) + c11 * ty
+                data[k, j, i] = c0 * (1.0 - tz) + c1 * tz
