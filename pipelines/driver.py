@@ -94,11 +94,12 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     """Measure every overlapping pair on the executor, solve on the driver, write the
     refined tile JSONs, the report and the picture (see `pipelines.registration.results`)."""
     started = time.perf_counter()
-    reference, every = stitching.reference_tiles(config)
-    if check_files:
+    target = stitching.registration_target(config)
+    reference = target.reference
+    if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files(list(reference), stitching.s3_options(config))
     job = PairJob(reference, stitching.pair_options(config), stitching.s3_options(config))
-    pairs = find_pairs(reference, job.options)
+    pairs = target.pairs(find_pairs(reference, job.options))
     with _running(config, executor) as running:
         startup = running.start()
         began = time.perf_counter()
@@ -109,7 +110,9 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     solution = solve({t.index: t.position for t in reference}, found,
                      config.stitching.min_score, config.stitching.max_residual)
     doc = stitching.report(reference, solution, unmatched, config, seconds)
-    outcome = stitching.write_results(config, reference, every, solution, doc)
+    if target.project is not None:
+        doc["pairs"]["skipped_linear_parts_differ"] = target.project.skipped
+    outcome = stitching.write_results(config, target, solution, doc)
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 

@@ -5,7 +5,8 @@
 
 Writes, next to each input tile JSON, `<name>-final.json` (the refined positions, in the
 same format) and, next to the registered channel's, `<name>-stitching.json` (the report)
-and `<name>-stitching.png` (the picture). The job file's [stitching] keys apply; the
+and `<name>-stitching.png` (the picture). For a BigStitcher project the refined result is
+`<name>-stitched.xml` (a "Stitching Transform" prepended to each registered view). The job file's [stitching] keys apply; the
 output section is not used. Exit codes: 0 success; 2 bad input; 1 the run failed.
 """
 

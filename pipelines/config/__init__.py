@@ -106,10 +106,6 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
     merged = _merge_defaults(raw, where)
     inputs = _inputs(merged["input"], where)
     project = inputs[0][0].lower().endswith(".xml")
-    if project and merged["stitching"]["enabled"]:
-        raise ConfigError(f"{where}stitching.enabled: registering a BigStitcher project is not "
-                          f"supported yet; register it in BigStitcher (or BigStitcher-Spark) "
-                          f"and export the registered XML here")
     return JobConfig(
         inputs=inputs,
         channel_names=_channel_names(merged["input"]["channel_names"],
@@ -121,7 +117,7 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
         blending=_blending(merged, where),
         interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
         stitching=_stitching(merged["stitching"], merged["input"]["channel_names"],
-                             len(inputs[0]), where),
+                             None if project else len(inputs[0]), where),
         task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
         spark_conf=_spark_conf({k: v for k, v in merged["spark"].items()
                                 if k not in SPARK_OWN_KEYS}, where),

@@ -113,15 +113,17 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(conf.items()))
 
 
-def _stitching(table: dict, names: Any, channels: int, where: str) -> StitchingConfig:
-    """[stitching] checked; `channel` may be an index or one of input.channel_names."""
+def _stitching(table: dict, names: Any, channels: int | None, where: str) -> StitchingConfig:
+    """[stitching] checked; `channel` may be an index or one of input.channel_names
+    (`channels` None: counted later, a BigStitcher project's channels)."""
     enabled = table["enabled"]
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}stitching.enabled: expected true or false, found {enabled!r}")
     channel = table["channel"]
     if isinstance(channel, str) and isinstance(names, list) and channel in names:
         channel = names.index(channel)
-    if not (isinstance(channel, int) and not isinstance(channel, bool) and 0 <= channel < channels):
+    if not (isinstance(channel, int) and not isinstance(channel, bool) and 0 <= channel
+            < (channels if channels is not None else 2**31)):
         raise ConfigError(f"{where}stitching.channel: expected a channel index below {channels} "
                           f"or a name from input.channel_names, found {table['channel']!r}")
     search = _triple_or_one(table, "search", where, minimum=0)

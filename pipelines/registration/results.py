@@ -5,7 +5,8 @@ are applied to every channel and timepoint (they share one tile geometry). Resul
 next to each input tile JSON, named as stitching-spark names them:
 `tiles.json` → `tiles-final.json` (refined positions, same format), plus
 `tiles-stitching.json` (the report) and `tiles-stitching.png` (the picture) next to the
-registered channel's tile JSON. Pure: `pipelines.driver.stitch` measures pairs on
+registered channel's tile JSON. A BigStitcher project is registered view group by view
+group (`projects`), and its result is `<name>-stitched.xml`. Pure: `pipelines.driver.stitch` measures pairs on
 an executor and calls these.
 """
 
@@ -19,10 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.registration import PairOptions, Solution
+from pipelines.errors import ConfigError
+from pipelines.registration import PairOptions, Solution, projects
+from pipelines.registration.projects import ProjectReference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
 from pipelines.tiles import TileSet, check_same_geometry, read_tile_json
+from pipelines.tiles.bigstitcher import read_project
+from pipelines.tiles.remote import read_text
 from pipelines.tiles.tilejson import tile_json_text
 
 
@@ -39,12 +44,36 @@ def final_path(tile_json: str) -> str:
     return uris.sibling(tile_json, "-final.json")
 
 
-def reference_tiles(config: JobConfig) -> tuple[TileSet, tuple[tuple[TileSet, ...], ...]]:
-    """The tile set that is registered, and every (timepoint, channel) tile set."""
+@dataclass(frozen=True)
+class Target:
+    """What is registered: the tile set measured (a project's views in their own pixel
+    spaces, `projects.reference`), every (timepoint, channel) tile set, and for a
+    BigStitcher project what maps the solution back to its XML."""
+
+    reference: TileSet
+    every: tuple[tuple[TileSet, ...], ...]
+    project: ProjectReference | None = None
+
+    def pairs(self, found: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The pairs to measure: a project's views only with views of their own group."""
+        return found if self.project is None else self.project.same_group(found)
+
+
+def registration_target(config: JobConfig) -> Target:
+    """The registered channel of the first timepoint, from tile JSONs or a project."""
     s3 = s3_options(config)
+    channel = config.stitching.channel
+    if config.is_project:
+        project = read_project(config.tiles, s3, {k: list(v) for k, v in config.views})
+        check_same_geometry(project.tiles)
+        if channel >= len(project.channels):
+            raise ConfigError(f"stitching.channel: the project has {len(project.channels)} "
+                              f"channel(s) ({', '.join(project.channel_names)}), found {channel}")
+        ref = projects.reference(project, channel)
+        return Target(ref.tiles, project.tiles, ref)
     tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
     check_same_geometry(tiles)
-    return tiles[0][config.stitching.channel], tiles
+    return Target(tiles[0][channel], tiles)
 
 
 def refined(tiles: TileSet, positions: dict[int, tuple[float, float, float]]) -> TileSet:
@@ -61,8 +90,10 @@ class StitchOutcome:
     picture_path: str
 
     def stitched(self, config: JobConfig) -> JobConfig:
-        """`config` reading the refined tile JSONs instead of the stage positions (channel
-        names still come from the original JSONs' names)."""
+        """`config` reading the refined tile JSONs (or the stitched XML) instead of the
+        stage positions (channel names still come from the original JSONs' names)."""
+        if config.is_project:
+            return replace(config, inputs=self.tile_jsons)
         names = config.channel_names or tuple(uris.stem(p) for p in config.inputs[0])
         return replace(config, inputs=self.tile_jsons, channel_names=names)
 
@@ -118,15 +149,22 @@ def layout_picture(reference: TileSet, solution: Solution) -> bytes:
     return tile_layout_png(before, after, links, title=Path(reference.source).name)
 
 
-def write_results(config: JobConfig, reference: TileSet, every: tuple[tuple[TileSet, ...], ...],
-                  solution: Solution, doc: dict) -> StitchOutcome:
-    """Write each -final.json, the report and the picture; return where they went."""
+def write_results(config: JobConfig, target: Target, solution: Solution, doc: dict) -> StitchOutcome:
+    """Write each -final.json (a project: the -stitched.xml), the report and the picture;
+    return where they went."""
     s3 = s3_options(config)
-    finals = []
-    for row, paths in zip(every, config.inputs):
-        finals.append(tuple(_put(final_path(p), _final_text(ts, solution, p), s3)
-                            for ts, p in zip(row, paths)))
-    source = config.inputs[0][config.stitching.channel]
+    reference = target.reference
+    finals: list[tuple[str, ...]] = []
+    if target.project is not None:
+        text = read_text(config.tiles, s3) if uris.is_remote(config.tiles) else Path(config.tiles).read_text()
+        xml = projects.stitched_xml(text, target.project, solution.positions)
+        finals.append((_put(uris.sibling(config.tiles, "-stitched.xml"), xml, s3),))
+        source = config.tiles
+    else:
+        for row, paths in zip(target.every, config.inputs):
+            finals.append(tuple(_put(final_path(p), _final_text(ts, solution, p), s3)
+                                for ts, p in zip(row, paths)))
+        source = config.inputs[0][config.stitching.channel]
     report_path = _put(uris.sibling(source, "-stitching.json"),
                        (json.dumps(doc, indent=1) + "\n").encode(), s3)
     picture_path = _put(uris.sibling(source, "-stitching.png"), layout_picture(reference, solution), s3)

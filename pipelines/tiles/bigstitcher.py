@@ -73,6 +73,8 @@ class Project:
     channels: tuple[int, ...]
     channel_names: tuple[str, ...]
     loader: str        # the ImageLoader format
+    # per timepoint, per channel: the (timepoint id, setup id) of each tile number
+    view_ids: tuple[tuple[tuple[tuple[int, int], ...], ...], ...] = ()
 
 
 def read_project(path: str, s3=None, views: dict | None = None) -> Project:
@@ -118,9 +120,9 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
     kept_t = sorted({t for t, _ in rows})
     kept_c = sorted({c for _, c in rows})
     unit = _world_unit(setups, rows)
-    tiles = []
+    tiles, ids = [], []
     for t in kept_t:
-        row = []
+        row, id_row = [], []
         for c in kept_c:
             views_tc = rows.get((t, c), [])
             if not views_tc:
@@ -132,9 +134,11 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
             numbered = tuple(replace(v, index=n, pixel_resolution=(unit, unit, unit))
                              for n, v in enumerate(ranked))
             row.append(TileSet(numbered, source=f"{source} (timepoint {t}, channel {c})"))
+            id_row.append(tuple((t, v.index) for v in ranked))
         tiles.append(tuple(row))
+        ids.append(tuple(id_row))
     names = _channel_names(sequence, kept_c)
-    return Project(tuple(tiles), tuple(kept_t), tuple(kept_c), names, loader)
+    return Project(tuple(tiles), tuple(kept_t), tuple(kept_c), names, loader, tuple(ids))
 
 
 def _rank_key(setup: Setup) -> tuple[int, ...]:
