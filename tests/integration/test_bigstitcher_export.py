@@ -213,3 +213,24 @@ def test_registration_on_a_jittered_xml_grid_writes_the_stitched_xml(tmp_path):
     before = np.array([t.position for t in stage]) - true
     assert np.median(np.linalg.norm(before - before.mean(axis=0), axis=1)) > 2
     assert np.median(after) <= 0.5 and after.max() <= 1.5, after
+
+
+@pytest.mark.parametrize("loader", ["tiff", "n5", "hdf5"])
+def test_a_project_in_s3_fuses_as_it_does_on_disk(s3_bucket, tmp_path, loader):
+    """The XML and its views uploaded to a bucket (moto on loopback): read over range
+    requests, the export equals the export of the same project on disk."""
+    import boto3
+    endpoint, bucket = s3_bucket
+    xml = write_project(tmp_path / "acq", scenario("oblique"), loader)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for path in (tmp_path / "acq").rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"acq/{path.relative_to(tmp_path / 'acq')}")
+    outputs = []
+    for name, source in (("disk", str(xml)), ("s3", f"s3://{bucket}/acq/{xml.name}")):
+        config = load_job(write_job(tmp_path / f"{name}.toml", source, str(tmp_path / name / "volume")),
+                          [f"s3.endpoint_url={endpoint}"])
+        export_local(config)
+        outputs.append(tensorstore_read(str(tmp_path / name / "volume"), "c0/s0", "n5"))
+    assert outputs[0].any()
+    np.testing.assert_array_equal(outputs[0], outputs[1])

@@ -119,3 +119,29 @@ def test_a_whole_voxel_translation_is_the_translation_path(tmp_path):
         out = fuse(box.relative_to((0, 0, 0)), [tile], (0, 0, 0), "linear", np.uint16,
                    interpolation="linear")
         np.testing.assert_array_equal(out, stack)
+
+
+def test_memory_counts_what_a_rotated_view_makes_a_block_read(projects):
+    """A block of a view rotated 30° reads a region of the view larger than the block (its
+    bounding box in the view's pixels); the plan's fusing term counts it and the sampling
+    temporaries, and a block fused for real stays within the term."""
+    import tracemalloc
+    from dataclasses import replace
+    from pipelines.plan.memory import AFFINE_BYTES_PER_VOXEL, task_memory
+    xml = projects[("angles", "tiff")]
+    plan = make_plan(build_config({"input": {"tiles": str(xml)},
+                                   "output": {"uri": str(xml.parent / "out"), "chunks": [16, 16, 8]},
+                                   "fusion": {"interpolation": "linear"}}))
+    tiles = plan.tiles[0][0]
+    rotated = task_memory(plan.output, tiles, plan.stages)
+    placed = task_memory(plan.output, type(tiles)(tuple(replace(t, transform=None) for t in tiles)), plan.stages)
+    block = int(np.prod(plan.output.block_grid(0).block_shape))
+    # 32 x 32 x 16 voxels span about 38 x 35 x 32 pixels of the rotated view
+    assert rotated.fusing - placed.fusing > block * (AFFINE_BYTES_PER_VOXEL + 2)
+    box = plan.output.block_grid(0).block_box((1, 1, 1))
+    fuse(box, tiles, plan.offset, "linear", np.uint16, read=read_region, interpolation="linear")  # warm: the kernel loads once
+    tracemalloc.start()
+    fuse(box, tiles, plan.offset, "linear", np.uint16, read=read_region, interpolation="linear")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= rotated.fusing, (peak, rotated.fusing)
