@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from pipelines.commit import ledger
+from pipelines.commit import confirm, ledger
 from pipelines.commit.completeness import check_complete, recorded_per_partition
 from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
@@ -188,10 +188,16 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     start_record(plan, beside)
     phase = "run"
     try:
-        resumed = _run_stages(plan, beside, executor, stream)
+        resumed = _run_stages(plan, store, beside, executor, stream)
         committing = time.perf_counter()
         recorded = ledger.read_parts(beside, ledger.folder(plan))
         check_complete(plan, recorded)
+        assert recorded.objects is not None
+        changed = confirm.changed_objects(plan, recorded.objects, store)
+        if changed:   # e.g. a store that lost objects while the run went on
+            raise RunFailed(f"commit refused, nothing was published: "
+                            f"{confirm.summary(changed, len(recorded.objects))}; run the same "
+                            f"command again to compute them again")
         phase = "commit"
         summary = publish(plan, recorded, store, beside)
         phase = "ledger"
@@ -213,11 +219,12 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
 WAVE = 20_000
 
 
-def _run_stages(plan: ExportPlan, beside: Store, executor: Executor, stream: TextIO) -> int:
+def _run_stages(plan: ExportPlan, store: Store, beside: Store, executor: Executor,
+                stream: TextIO) -> int:
     """Every stage's blocks not yet in the ledger, in stage order; the blocks an earlier
-    run had recorded."""
+    run had recorded (and whose objects are still there as recorded)."""
     base, tasks = ledger.folder(plan), plan.task_plan
-    recorded = ledger.read_parts(beside, base, objects=False) if plan.rerun else Recorded()
+    recorded = _trusted(plan, store, beside, stream) if plan.rerun else Recorded()
     if recorded.block_count:
         stream.write(f"resuming: {recorded.block_count} of {tasks.blocks} blocks are already "
                      f"recorded\n")
@@ -231,6 +238,25 @@ def _run_stages(plan: ExportPlan, beside: Store, executor: Executor, stream: Tex
         with quiet_collector():
             run_partitions(executor, job, _waves(tasks.stages[n], pending), blocks, stream)
     return recorded.block_count
+
+
+def _trusted(plan: ExportPlan, store: Store, beside: Store, stream: TextIO) -> Recorded:
+    """What an earlier run recorded, after confirming its objects are in the output as
+    recorded (`confirm`; one listing per array, or every object read with resume.verify =
+    "checksum"): the parts of any that are not are dropped, and their blocks run again."""
+    base = ledger.folder(plan)
+    recorded = ledger.read_parts(beside, base, objects=True)
+    assert recorded.objects is not None
+    began = time.perf_counter()
+    changed = confirm.changed_objects(plan, recorded.objects, store, plan.resume_verify)
+    seconds = time.perf_counter() - began
+    if not changed:
+        return recorded
+    dropped = ledger.drop_parts_holding(beside, base, {c.key for c in changed})
+    stream.write(f"resume: {confirm.summary(changed, len(recorded.objects))}; the "
+                 f"{sum(dropped.values())} blocks that wrote them (and the later levels "
+                 f"above them) run again ({plan.resume_verify} check: {seconds:.1f} s)\n")
+    return ledger.read_parts(beside, base, objects=False)
 
 
 Pending = list[tuple[int, np.ndarray, dict[int, frozenset]]]

@@ -155,6 +155,29 @@ def read_parts(beside: Store, base: str, objects: bool = True) -> Recorded:
     return recorded
 
 
+def drop_parts_holding(beside: Store, base: str, keys: set[str]) -> dict[tuple[int, int], int]:
+    """Delete the parts that record any of `keys`, and every part of a later stage of the
+    same timepoint (later stages read the earlier levels back, so what they wrote may
+    carry the damage); their blocks run again. Returns (stage, timepoint) → blocks
+    dropped."""
+    parts = []
+    for key in beside.list(f"{base}/{PARTS}/"):
+        table = pq.read_table(io.BytesIO(beside.get(key)))
+        about = json.loads(table.schema.metadata[b"part"])
+        holds = not keys.isdisjoint(table["key"].to_pylist())
+        parts.append((key, about["task"][0], about["task"][1], len(about["blocks"]), holds))
+    first: dict[int, int] = {}   # timepoint → the earliest stage with a damaged part
+    for _, stage, t, _, holds in parts:
+        if holds:
+            first[t] = min(first.get(t, stage), stage)
+    dropped: dict[tuple[int, int], int] = {}
+    for key, stage, t, blocks, holds in parts:
+        if holds or (t in first and stage > first[t]):
+            beside.delete(key)
+            dropped[(stage, t)] = dropped.get((stage, t), 0) + blocks
+    return dropped
+
+
 def _unique_rows(table: pa.Table) -> pa.Table:
     """The table without repeated keys (a retried task records its objects again, with the
     same bytes: objects are a pure function of the job)."""

@@ -12,6 +12,7 @@ BLENDINGS = ("max", "average", "linear", "first", "closest")
 INTERPOLATIONS = ("nearest", "linear")
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 DOWNSAMPLING = ("mean", "mode")
+RESUME_VERIFY = ("size", "checksum")   # what a resume confirms of the recorded objects
 
 # Every key a job file may hold, with its default (REQUIRED when there is none).
 # The [spark] table also takes any Spark property (see `_spark_conf`); its keys that are
@@ -36,6 +37,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
                   "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
                   "max_residual": 2.0},
+    "resume": {"verify": "size"},
     "limits": {"task_memory": "4GiB", "tile_cache": "256MiB", "checkpoint_seconds": 30},
     "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
            "multipart_threshold": "64MiB", "part_size": "16MiB"},
@@ -101,6 +103,7 @@ class JobConfig:
     blocks_per_task: int = 0  # [spark] blocks_per_task: blocks per executor task (0 = auto)
     tile_cache: int = 256 * 2**20  # [limits] tile_cache: bytes of tile reads kept per process
     checkpoint_seconds: float = 30.0  # [limits]: a task records finished blocks this often
+    resume_verify: str = "size"  # [resume] verify: one of RESUME_VERIFY
     views: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input.views: BigStitcher view selection
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)  # fusion.voxel_size, world units
     bounding_box: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # world (min, max)

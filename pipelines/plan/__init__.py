@@ -64,6 +64,7 @@ class ExportPlan:
     interpolation: str = "nearest"  # how sub-voxel tile positions are honoured (fusion)
     tile_cache: int = 0  # bytes of decoded tile reads an executor process keeps (limits)
     checkpoint_seconds: float = 30.0  # a task records its finished blocks this often
+    resume_verify: str = "size"  # what a resume confirms of recorded objects ([resume] verify)
 
     @property
     def offset(self) -> Vec:
@@ -122,7 +123,8 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
                       task_memory_bytes(output, first, stages, config.tile_cache), names,
                       config.fail_blocks, s3=s3, task_delay=config.task_delay,
                       interpolation=config.interpolation, tile_cache=config.tile_cache,
-                      checkpoint_seconds=config.checkpoint_seconds)
+                      checkpoint_seconds=config.checkpoint_seconds,
+                      resume_verify=config.resume_verify)
     check_memory(plan, config.task_memory)
     return plan
 

@@ -73,6 +73,11 @@ class Store(ABC):
         """Bytes stored under `key`; KeyError when there are none."""
         return len(self.get(key))
 
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Every key that starts with `prefix` and its size, from one listing where the
+        store gives sizes with it (a local folder walk, S3's ListObjectsV2)."""
+        return {key: self.size(key) for key in self.list(prefix)}
+
     def get_range(self, key: str, start: int, stop: int) -> bytes:
         """Bytes [start, stop) of the object under `key` (readers of large tiles use this)."""
         return self.get(key)[start:stop]

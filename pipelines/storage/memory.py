@@ -36,6 +36,9 @@ class MemoryStore(Store):
     def list(self, prefix: str = "") -> Iterator[str]:
         return iter([k for k in self.objects if k.startswith(prefix)])
 
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        return {k: len(v) for k, v in self.objects.items() if k.startswith(prefix)}
+
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
 

@@ -256,6 +256,13 @@ class S3Store(Store):
             for item in page.get("Contents", []):
                 yield item["Key"][len(root):]
 
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=root + prefix)
+        return {item["Key"][len(root):]: int(item["Size"])
+                for page in pages for item in page.get("Contents", [])}
+
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))  # missing is fine
 

@@ -61,3 +61,40 @@ def test_two_jobs_on_one_output_one_refuses(small_acquisition, tmp_path):
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
     assert (tmp_path / "out/attributes.json").is_file() and not (tmp_path / "out.job.lock").exists()
+
+
+def test_the_commit_refuses_a_recorded_object_that_vanished_and_a_rerun_restores_it(small_acquisition, tmp_path):
+    """A store loses an object after its task recorded it (a restarted server, a
+    clean-up): the commit lists the output, finds it missing and publishes nothing; the
+    job record says failed, not committed. The same job run again computes it again and
+    commits the bytes a clean run writes."""
+    import io
+
+    from pipelines.driver import export
+    from pipelines.errors import RunFailed
+    from pipelines.execute.executor import LocalExecutor
+    from tests.pipeline_helpers import export_local
+
+    class LosingStore(LocalExecutor):
+        """Runs the tasks, then deletes one object they wrote."""
+
+        def run(self, batch, on_progress):
+            results = super().run(batch, on_progress)
+            chunk = next(p for p in sorted(out.rglob("*")) if p.is_file() and p.name.isdigit())
+            chunk.unlink()
+            return results
+
+    tiles = small_acquisition["paths"]["tiles_json"]
+    out = tmp_path / "out" / "volume"
+    config = load_job(write_job(tmp_path / "job.toml", tiles, str(out)))
+    with pytest.raises(RunFailed, match=r"commit refused, nothing was published: 1 of \d+ recorded "
+                                        r"objects are missing .* now missing"):
+        export(config, LosingStore(), stream=io.StringIO())
+    assert not (out / "attributes.json").exists() and not (out / "c0/s0/attributes.json").exists()
+    record = json.loads((tmp_path / "out" / "volume.job.json").read_text())
+    assert record["status"] == "failed"
+    export_local(config)
+    clean = tmp_path / "clean" / "volume"
+    export_local(load_job(write_job(tmp_path / "clean.toml", tiles, str(clean))))
+    files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(clean): p.read_bytes() for p in clean.rglob("*") if p.is_file()}

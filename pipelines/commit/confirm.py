@@ -1,0 +1,83 @@
+"""Are the objects the ledger records still in the output, as they were written?
+
+A resume trusts the ledger's record of finished blocks, and a commit writes metadata over
+the recorded objects. Between runs (or while a store restarts) objects may vanish or be
+damaged, so both first confirm them: one listing with sizes per array prefix (not one
+request per object), and, with `resume.verify = "checksum"`, every recorded object read
+back and its crc32 compared. What does not match is named, and a resume runs its blocks
+again; the commit refuses rather than publish a dataset with holes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipelines.plan import ExportPlan
+from pipelines.storage import Store
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A recorded object that is not in the output as recorded."""
+
+    key: str
+    recorded: int          # bytes
+    found: int | None      # bytes stored now; None when missing
+
+    def describe(self) -> str:
+        if self.found is None:
+            return f"{self.key} (recorded {self.recorded} bytes, now missing)"
+        if self.found == self.recorded:
+            return f"{self.key} (its crc32 differs from the recorded one)"
+        return f"{self.key} (recorded {self.recorded} bytes, now {self.found})"
+
+
+def prefixes(plan: ExportPlan) -> list[str]:
+    """One listing prefix per array of the output (all of it for a root-level array)."""
+    paths = sorted({spec.path for spec in plan.output.arrays()})
+    if "" in paths:
+        return [""]
+    return [f"{p}/" for p in paths]
+
+
+def changed_objects(plan: ExportPlan, objects: pa.Table, store: Store, mode: str = "size",
+                    listed: dict[str, int] | None = None) -> list[Changed]:
+    """The written objects of `objects` (ledger rows) that are missing, of another size,
+    or (mode "checksum") of another crc32 than recorded. `listed` (key → size) saves the
+    listing when the caller has it."""
+    if listed is None:
+        listed = list_sizes(plan, store)
+    written = objects.filter(objects["written"]) if len(objects) else objects
+    keys, sizes = written["key"].to_pylist(), written["nbytes"].to_pylist()
+    changed = [Changed(k, n, listed.get(k)) for k, n in zip(keys, sizes) if listed.get(k) != n]
+    if mode == "checksum":
+        bad = {c.key for c in changed}
+        for key, size, crc in zip(keys, sizes, written["crc32"].to_pylist()):
+            if key not in bad and _crc(store, key) != crc:
+                changed.append(Changed(key, size, size))
+    return changed
+
+
+def list_sizes(plan: ExportPlan, store: Store) -> dict[str, int]:
+    listed: dict[str, int] = {}
+    for prefix in prefixes(plan):
+        listed.update(store.sizes(prefix))
+    return listed
+
+
+def _crc(store: Store, key: str) -> int | None:
+    try:
+        return zlib.crc32(store.get(key))
+    except KeyError:
+        return None
+
+
+def summary(changed: Iterable[Changed], total: int) -> str:
+    """'N of M recorded objects …, e.g. …' for a message."""
+    changed = list(changed)
+    return (f"{len(changed)} of {total} recorded objects are missing from the output or "
+            f"changed (e.g. {changed[0].describe()})")
