@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from pipelines.commit import confirm, ledger
+from pipelines.commit import confirm, ledger, ownership
 from pipelines.commit.completeness import check_complete, recorded_per_partition
 from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
@@ -166,9 +166,11 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
             started: float, facts: dict[str, Any] | None = None,
             check_files: bool = True) -> ExportResult:
     plan = make_plan(config, check_files=check_files)
+    ownership.check_inputs_apart(plan, input_paths(config, plan))
     store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
     executor.check()  # environment problems before anything is written
     store.check_writable()  # before the lock: a missing bucket or folder is one clear line
+    ownership.check_sidecar_names(plan, beside)  # before the lock: nothing of a user's is written over
     take_lock(plan, beside)
     try:
         if overwrite:
@@ -177,6 +179,13 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
         return _export_locked(plan, store, beside, executor, stream, started, facts or {})
     finally:
         release_lock(plan, beside)
+
+
+def input_paths(config: JobConfig, plan: ExportPlan) -> list[str]:
+    """Every file and container the job reads: tile JSONs or the project, tile files."""
+    paths = {p for row in config.inputs for p in row}
+    paths |= {t.path for row in plan.tiles for tiles in row for t in tiles}
+    return sorted(paths)
 
 
 def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Executor,

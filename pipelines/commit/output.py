@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pipelines.commit.ownership import remove_owned
 from pipelines.commit.records import Sidecars, fingerprint, read_json
 from pipelines.errors import OutputError
 from pipelines.formats import FORMATS, format_module
@@ -31,7 +32,8 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
                           f"from this job (e.g. {leftover}); remove them or choose another "
                           f"output.uri")
     if record.get("fingerprint") != fingerprint(plan):
-        discard_unfinished(store)  # our own unfinished run with other settings: start over
+        # our own unfinished run with other settings: start over (only what is provably ours)
+        remove_owned(store, "an unfinished run of this output with other settings")
         return plan
     return replace(plan, rerun=True)
 
@@ -48,19 +50,16 @@ def _refuse_committed(plan: ExportPlan, store: Store) -> None:
 
 
 def remove_dataset(plan: ExportPlan, store: Store, beside: Store) -> int:
-    """--overwrite: delete everything in the output and its records beside it (job record,
-    ledger), so the new run starts from an empty output. Returns the objects removed."""
+    """--overwrite: delete the previous dataset and its records beside it (job record,
+    ledger), so the new run starts from an empty output; only what its job record and
+    ledgers prove ours (`ownership.remove_owned`). Returns the objects removed."""
     names = Sidecars.of(plan.output.uri)
-    removed = discard_unfinished(store)
+    leftover = next(iter(store.list()), None)
+    if leftover is not None and not read_json(beside, names.job_record):
+        raise OutputError(f"--overwrite replaces only a dataset this pipeline wrote: {store.uri} "
+                          f"has no job record ({names.job_record}) and holds e.g. {leftover}; "
+                          f"nothing was deleted")
+    removed = remove_owned(store, "--overwrite")
     for key in [names.job_record, *beside.list(names.ledger_root)]:
         beside.delete(key)
     return removed
-
-
-def discard_unfinished(store: Store) -> int:
-    """Delete what an unfinished run of this job with other settings left in the output
-    (the job record proves they are ours); nothing of it may mix with the new data."""
-    keys = list(store.list())
-    for key in keys:
-        store.delete(key)
-    return len(keys)

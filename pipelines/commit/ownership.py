@@ -1,0 +1,110 @@
+"""What in and beside the output is ours: nothing a user owns is written over or deleted.
+
+Checked before anything is written (the lock included):
+- the names a job keeps beside its container (`Sidecars`: the job record, the ledger
+  folder, the report folder, the error log, the BigDataViewer XML) must be free, or be
+  ours: the ledger folder holds only `<fingerprint>/…` keys, and the others exist only
+  where our job record does;
+- the output must not hold, or lie inside, any of the job's inputs (tile JSONs, the
+  project XML, tile files and view containers).
+`--overwrite` and the discarding of an unfinished run with other settings delete only
+what is ours: where our job record proves the container holds a run of this pipeline,
+the files named as our chunks, shards and metadata documents are (`is_ours_by_name`),
+and our temporary files; anything else in the container stops the job instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipelines.commit.records import Sidecars, read_json
+from pipelines.errors import OutputError
+from pipelines.plan import ExportPlan
+from pipelines.storage import Store
+from pipelines.storage import uri as uris
+
+# metadata documents any of our formats writes, at any depth of the container
+METADATA_NAMES = ("attributes.json", "zarr.json", ".zarray", ".zattrs", ".zgroup")
+_FINGERPRINT = re.compile(r"[0-9a-f]{32}/")
+_FOLDER = re.compile(r"\d+|c\d*|s\d+|setup\d+|timepoint\d+")   # array path components, Zarr v3's c/
+_CHUNK = re.compile(r"\d+(\.\d+)*")   # a chunk index: N5 / Zarr "/" keys, Zarr v2 "." keys
+
+
+def check_sidecar_names(plan: ExportPlan, beside: Store) -> None:
+    """OutputError unless every name we keep beside the container is free or ours."""
+    names = Sidecars.of(plan.output.uri)
+    where = uris.parent(plan.output.uri) if uris.is_remote(plan.output.uri) else str(
+        Path(plan.output.uri).resolve().parent)
+    foreign = [k for k in beside.list(names.ledger_root)
+               if not _FINGERPRINT.match(k[len(names.ledger_root):])]
+    if foreign:
+        raise OutputError(f"output.uri: {names.ledger_root} beside the output (in {where}) holds "
+                          f"files that are not this job's ledger (e.g. {foreign[0]}): another "
+                          f"dataset has the name this job keeps its records under; choose "
+                          f"another output.uri or move {names.ledger_root.rstrip('/')}")
+    if read_json(beside, names.job_record):
+        return   # our record: the names beside it are ours
+    taken = [n for n in (f"{names.report}/", names.error_log) if next(iter(beside.list(n)), None)]
+    if plan.output.layout == "bdv" and beside.exists(names.bdv_xml):
+        taken.append(names.bdv_xml)
+    if taken:
+        raise OutputError(f"output.uri: {taken[0].rstrip('/')} already exists beside the output "
+                          f"(in {where}) and is not from this pipeline (there is no "
+                          f"{names.job_record}); the job would write over it: move it or "
+                          f"choose another output.uri")
+
+
+def check_inputs_apart(plan: ExportPlan, inputs: list[str]) -> None:
+    """OutputError if the output is, holds or lies inside one of `inputs` (files or
+    containers the job reads)."""
+    out = _location(plan.output.uri)
+    for path in inputs:
+        source = _location(path)
+        if source == out or _inside(source, out) or _inside(out, source):
+            raise OutputError(f"output.uri: {plan.output.uri} overlaps an input of this job "
+                              f"({path}); writing there could destroy it: choose an output "
+                              f"outside the acquisition's files")
+
+
+def _location(path: str) -> str:
+    if uris.is_remote(path):
+        return path.rstrip("/")
+    return str(Path(path).resolve())
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
+
+
+def is_ours_by_name(key: str) -> bool:
+    """Whether `key` has the shape of a chunk, shard or metadata document of one of our
+    layouts: every folder an array path component (`c0`, `s1`, `setup2`, `timepoint0`,
+    `0`, the Zarr v3 `c`) and the name a chunk index or a metadata document."""
+    *folders, name = key.split("/")
+    return all(_FOLDER.fullmatch(f) for f in folders) and (
+        name in METADATA_NAMES or _CHUNK.fullmatch(name) is not None)
+
+
+def owned_keys(store: Store) -> tuple[list[str], list[str]]:
+    """(ours, foreign): the container's keys split by `is_ours_by_name`. Called only where
+    our job record proves the container holds a run of this pipeline."""
+    ours: list[str] = []
+    foreign: list[str] = []
+    for key in store.list():
+        (ours if is_ours_by_name(key) else foreign).append(key)
+    return ours, foreign
+
+
+def remove_owned(store: Store, why: str) -> int:
+    """Delete the container's objects that are ours (`owned_keys`) and our temporary
+    files; OutputError, deleting nothing, when anything else is there."""
+    ours, foreign = owned_keys(store)
+    if foreign:
+        raise OutputError(f"{why}: {store.uri} holds {len(foreign)} file(s) this pipeline did not "
+                          f"write (e.g. {foreign[0]}); nothing was deleted: move them out first")
+    for key in ours:
+        store.delete(key)
+    for partial in store.partial_writes():
+        store.remove_partial(partial)
+    return len(ours)

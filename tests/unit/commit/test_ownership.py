@@ -1,0 +1,115 @@
+"""Nothing a user owns is written over or deleted: sidecar names that collide with another
+dataset, --overwrite next to or over the job's inputs, a user's file where a BDV XML would
+go, a user's file inside an output being replaced. Each is one line, exit 2, and every
+file of the user's is still there, byte for byte.
+
+These run `jobs/export.py`'s main() in-process (LocalExecutor-free: they stop before Spark)
+or the driver in this process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.commit.ownership import is_ours_by_name
+from pipelines.config import load_job
+from pipelines.testing.synthetic import make_acquisition
+from tests.conftest import write_job
+from tests.pipeline_helpers import export_local
+from tests.unit.config.test_validation import export_job
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def acq(tmp_path) -> Path:
+    make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(24, 20, 6), overlap=0.25, jitter=0,
+                     seed=1, truth=False)
+    return tmp_path / "acq"
+
+
+def refused(capsys, code: int, *expected: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_a_neighbouring_dataset_named_like_our_ledger_is_never_touched(tmp_path, acq, capsys):
+    """Dataset B is `volume.job` next to A = `volume`: A's ledger would live inside B, and
+    --overwrite of A used to delete all of B's files."""
+    out = tmp_path / "out"
+    export_local(load_job(write_job(tmp_path / "b.toml", str(acq / "tiles.json"), str(out / "volume.job"))))
+    before = snapshot(out / "volume.job")
+    job = write_job(tmp_path / "a.toml", str(acq / "tiles.json"), str(out / "volume"))
+    for extra in ([], ["--overwrite"]):
+        code = export_job.main([str(job), *extra])
+        refused(capsys, code, "volume.job/", "not this job's ledger")
+        assert snapshot(out / "volume.job") == before
+        assert not (out / "volume").exists()
+
+
+def test_an_output_over_the_inputs_is_refused_and_overwrite_deletes_nothing(tmp_path, acq, capsys):
+    before = snapshot(acq)
+    for uri in (acq, acq / "tiles", acq.parent):
+        job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), str(uri))
+        code = export_job.main([str(job), "--overwrite"])
+        refused(capsys, code, "overlaps an input of this job")
+        assert snapshot(acq) == before
+
+
+def test_an_output_inside_an_input_container_is_refused(tmp_path, capsys):
+    from tests.bigstitcher_project import scenario, write_project
+    xml = write_project(tmp_path / "acq", scenario("angles"), "n5")
+    job = write_job(tmp_path / "job.toml", str(xml), str(tmp_path / "acq" / "dataset.n5" / "fused"))
+    refused(capsys, export_job.main([str(job)]), "overlaps an input", "dataset.n5")
+
+
+def test_a_users_xml_beside_a_bdv_export_is_not_written_over(tmp_path, acq, capsys):
+    (tmp_path / "out").mkdir()
+    mine = tmp_path / "out" / "volume.xml"
+    mine.write_text("<mine/>")
+    job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), str(tmp_path / "out" / "volume"),
+                    extra='layout = "bdv"')
+    refused(capsys, export_job.main([str(job)]), "volume.xml already exists", "not from this pipeline")
+    assert mine.read_text() == "<mine/>"
+
+
+def test_overwrite_keeps_a_users_file_inside_the_dataset(tmp_path, acq, capsys):
+    """--overwrite replaces our dataset, but a file we did not write (a user's notes inside
+    the container) stops it, and nothing is deleted."""
+    out = tmp_path / "out" / "volume"
+    job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), str(out))
+    export_local(load_job(job))
+    (out / "notes.txt").write_text("keep me")
+    before = snapshot(out)
+    code = export_job.main([str(job), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and "notes.txt" in err and "nothing was deleted" in err, err
+    assert snapshot(out) == before
+    (out / "notes.txt").unlink()
+    assert export_job.main([str(job), "--overwrite"]) == 0   # only ours: replaced
+
+
+def test_overwrite_needs_our_job_record(tmp_path, acq, capsys):
+    out = tmp_path / "out" / "volume"
+    out.mkdir(parents=True)
+    (out / "0").write_bytes(b"someone else's")   # shaped like a chunk, but no record of ours
+    job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), str(out))
+    refused(capsys, export_job.main([str(job), "--overwrite"]), "no job record", "nothing was deleted")
+    assert (out / "0").read_bytes() == b"someone else's"
+
+
+@pytest.mark.parametrize("key, ours", [
+    ("c0/s0/1/2/3", True), ("setup1/timepoint0/s2/0/0/0", True), ("0/c/0/1/2/3", True),
+    ("0/0.1.2", True), ("attributes.json", True), ("c1/s0/attributes.json", True), ("zarr.json", True),
+    ("notes.txt", False), ("c0/s0/analysis.csv", False), ("results/0/0/0", False), (".DS_Store", False),
+])
+def test_what_counts_as_ours_by_name(key, ours):
+    assert is_ours_by_name(key) is ours
