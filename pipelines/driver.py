@@ -12,6 +12,7 @@ The executor (`pipelines.execute.executor`) is the only part that differs betwee
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import traceback
@@ -30,9 +31,16 @@ from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
 from pipelines.commit.output import check_output, remove_dataset
 from pipelines.commit.publish import CommitSummary, publish
-from pipelines.commit.records import record_failure, start_record
+from pipelines.commit.records import record_failure, start_record, update_record
 from pipelines.config import JobConfig
-from pipelines.errors import BlockFailed, PipelineError, RunFailed
+from pipelines.errors import (
+    BlockFailed,
+    Interrupted,
+    PipelineError,
+    RunFailed,
+    Terminated,
+    stopping_signal,
+)
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
@@ -215,6 +223,8 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         commit_seconds = time.perf_counter() - committing
     except Exception as e:  # every failure of the run: one line, and the record says failed
         raise _failed(plan, beside, e, phase) from None
+    except (KeyboardInterrupt, Terminated) as e:   # Ctrl-C, a scheduler's SIGTERM
+        raise _interrupted(plan, beside, stopping_signal(e)) from None
     run_seconds = time.perf_counter() - started - startup
     facts = {"master": executor.master, "startup_seconds": round(startup, 2),
              "run_seconds": round(run_seconds, 2), "commit_seconds": round(commit_seconds, 2),
@@ -349,6 +359,22 @@ def _failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Ex
         return type(error)(f"{message}; {where}")
     kind = BlockFailed if isinstance(error, BlockFailed) else RunFailed
     return _with_detail(kind(f"{message}; {where}"), detail)
+
+
+def _interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
+    """The one line for a run stopped by a signal, after marking the job record
+    interrupted; later signals are ignored while the lock is released and Spark stops."""
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.SIG_IGN)
+    done = 0
+    try:
+        done = ledger.read_parts(beside, ledger.folder(plan), objects=False).block_count
+        update_record(plan, beside, status="interrupted", interrupted=time.time(),
+                      signal=signal.Signals(signum).name)
+    except Exception:  # the store may be what went away: the line still goes out
+        pass
+    return Interrupted(f"interrupted after {done} of {plan.task_plan.blocks} blocks; run the "
+                       f"same command again to resume", signum)
 
 
 def _with_detail(error: RunFailed, detail: str) -> RunFailed:

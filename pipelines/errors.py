@@ -40,11 +40,58 @@ class BlockFailed(RunFailed):
     """A task failed on an executor (after its retries); names the block and cause."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler stopping the job: SLURM and LSF send it before the
+    kill). A BaseException, like KeyboardInterrupt for SIGINT, so no `except Exception`
+    on the way up swallows it."""
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal after its job record was marked; `signum` decides
+    the exit code (128 + signum)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def stopping_signal(error: BaseException) -> int:
+    """The signal behind a KeyboardInterrupt (SIGINT) or Terminated (SIGTERM)."""
+    import signal
+    return int(signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
+
+
+def _on_signal(signum, frame):
+    """SIGINT → KeyboardInterrupt, SIGTERM → Terminated, raised where the main thread is.
+    Logging is silenced first: py4j logs a traceback when a call to the JVM is cut short,
+    and the job is about to say in one line what happened."""
+    import logging
+    import signal
+    logging.disable(logging.ERROR)
+    if signum == signal.SIGTERM:
+        raise Terminated()
+    raise KeyboardInterrupt()
+
+
+def install_signal_handlers() -> None:
+    """Our SIGINT and SIGTERM handlers (`_on_signal`), in the main thread only; called by
+    `run_job` and again once Spark has started (pyspark installs its own SIGINT handler,
+    which calls the JVM from inside the handler)."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
 def run_job(work, show) -> int:
     """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done,
-    2 a PipelineError (bad input, nothing written), 1 RunFailed (the run failed), each
-    reported as one line on stderr instead of a traceback."""
+    2 a PipelineError (bad input, nothing written), 1 RunFailed (the run failed), 130 /
+    143 stopped by SIGINT (Ctrl-C) / SIGTERM, each reported as one line on stderr instead
+    of a traceback."""
+    import signal
     import sys
+    install_signal_handlers()
     try:
         result = work()
     except PipelineError as e:
@@ -53,5 +100,13 @@ def run_job(work, show) -> int:
     except RunFailed as e:
         print(f"failed: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 128 + e.signum
+    except (KeyboardInterrupt, Terminated) as e:   # before the run started: nothing to resume
+        signum = stopping_signal(e)
+        print(f"interrupted by {signal.Signals(signum).name} before the run started; nothing "
+              f"was written", file=sys.stderr)
+        return 128 + signum
     show(result)
     return 0

@@ -4,7 +4,8 @@
     spark-submit jobs/export.py JOB.toml [...]      # the same, on a cluster
 
 Exit codes: 0 success; 2 bad input (job file, tiles, output), nothing written;
-1 the run failed (a block failed after Spark's retries, or the commit), no metadata written.
+1 the run failed (a block failed after Spark's retries, or the commit), no metadata written;
+130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM: run the same command again to resume.
 """
 
 from __future__ import annotations

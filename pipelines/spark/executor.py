@@ -1,13 +1,15 @@
 """`SparkExecutor`: the executor interface on Spark, one Spark task per item.
 
 Executors receive a batch's shared data once (a broadcast) and one item per Spark task;
-they send back only the function's small results. Progress is read on the driver by a
-thread polling two accumulators (units done, bytes stored), which Spark updates as each
-task ends.
+they send back only the function's small results. The Spark job runs in a thread of its
+own while the main thread polls two accumulators (units done, bytes stored, which Spark
+updates as each task ends) for the progress line; waiting in short steps there keeps the
+job stoppable by SIGINT and SIGTERM, which Python handles only in the main thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 import threading
@@ -25,6 +27,7 @@ from pipelines.spark.session import check_java, first_line, session, under_spark
 
 JOB_GROUP = "tile-export"
 POLL_SECONDS = 0.25  # how often the driver asks Spark how many tasks are done
+CANCEL_SECONDS = 10  # how long a stopped run waits for its cancelled Spark job to end
 
 
 class SparkExecutor:
@@ -54,8 +57,11 @@ class SparkExecutor:
 
     def stop(self) -> None:
         if self.owned and self.spark is not None:
-            self.spark.stop()
-            self.spark = None
+            spark, self.spark = self.spark, None
+            try:
+                spark.stop()
+            except Exception:  # its JVM already gone, e.g. SIGTERM to the whole job
+                pass
 
     def run(self, batch: Batch[Item, Result], on_progress: ProgressCallback) -> list[Result]:
         if not batch.items:
@@ -64,16 +70,41 @@ class SparkExecutor:
         assert self.spark is not None
         sc = self.spark.sparkContext
         shared, stored, done = sc.broadcast(batch.shared), sc.accumulator(0), sc.accumulator(0)
-        sc.setJobGroup(f"{JOB_GROUP}-{uuid.uuid4().hex[:8]}", batch.description)
+        group = f"{JOB_GROUP}-{uuid.uuid4().hex[:8]}"
         rdd = sc.parallelize(batch.items, numSlices=len(batch.items))
         task = partial(_run_task, batch.function, batch.size, batch.units, shared, stored, done)
+        outcome: dict[str, Any] = {}
+
+        def collect() -> None:   # in its own thread: the job group is a thread-local property
+            try:
+                sc.setJobGroup(group, batch.description)
+                outcome["results"] = rdd.map(task).collect()
+            except BaseException as e:  # handed to the waiting thread
+                outcome["error"] = e
+
+        # The main thread waits in short steps, reporting progress, rather than blocking in
+        # the JVM call: a SIGINT or SIGTERM then interrupts it at once (Python runs signal
+        # handlers only in the main thread), and it cancels the job before stopping.
+        worker = threading.Thread(target=collect, name="spark-collect", daemon=True)
         try:
-            with _Poller(done, stored, on_progress):
-                results = rdd.map(task).collect()
-        except Exception as e:  # py4j wraps the executor's error in a long Java trace
-            raise failure(_failure_line(e), str(e)) from None
+            worker.start()
+            while worker.is_alive():
+                worker.join(POLL_SECONDS)
+                on_progress(done.value, stored.value)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                sc.cancelJobGroup(group)
+            worker.join(CANCEL_SECONDS)
+            raise
         finally:
-            shared.unpersist()
+            with contextlib.suppress(Exception):   # the JVM may be gone (a signal to the whole job)
+                shared.unpersist()
+        error = outcome.get("error")
+        if isinstance(error, Exception):   # py4j wraps the executor's error in a long Java trace
+            raise failure(_failure_line(error), str(error)) from None
+        if error is not None:
+            raise error
+        results = outcome["results"]
         on_progress(sum(batch.units(r) for r in results) if batch.units else len(results),
                     stored.value)
         return results
@@ -109,25 +140,3 @@ def _failure_line(error: Exception) -> str:
     if match:  # spark.task.maxFailures attempts were made (1 in plain local mode)
         return match.group(1).strip()
     return f"Spark job failed: {first_line(error)}"
-
-
-class _Poller:
-    """While a batch runs: every POLL_SECONDS, tell `on_progress` the units and bytes the
-    accumulators have counted."""
-
-    def __init__(self, done: Any, stored: Any, on_progress: ProgressCallback):
-        self.done, self.stored, self.on_progress = done, stored, on_progress
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> _Poller:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-    def _loop(self) -> None:
-        while not self.stopped.wait(POLL_SECONDS):
-            self.on_progress(self.done.value, self.stored.value)

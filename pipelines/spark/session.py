@@ -13,7 +13,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
-from pipelines.errors import SparkStartError
+from pipelines.errors import SparkStartError, install_signal_handlers
 
 
 def under_spark_submit() -> bool:
@@ -41,9 +41,32 @@ def session(config: JobConfig) -> SparkSession:
         raise SparkStartError(f"cannot start Spark (spark.master = {config.spark_master!r}): "
                               f"{first_line(e)}") from None
     spark.sparkContext.setLogLevel("WARN")
+    install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)
+    _quiet_accumulator_eof()
     if (spark.sparkContext.master or "").startswith("local"):
         _quiet_task_failures(spark)
     return spark
+
+
+def _quiet_accumulator_eof() -> None:
+    """pyspark's accumulator server prints a traceback when the JVM's connection ends
+    without a goodbye: a signal to the whole job (Ctrl-C in a terminal, a scheduler's
+    SIGTERM) stops the JVM too. The job says what happened in one line; only that case is
+    silenced, any other error of the server is still printed."""
+    from pyspark import accumulators
+
+    server = accumulators.AccumulatorTCPServer
+    if getattr(server, "_quiet_eof", False):
+        return
+    original = server.handle_error
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (EOFError, ConnectionError)):
+            return
+        original(self, request, client_address)
+
+    server.handle_error = handle_error  # type: ignore[method-assign]
+    server._quiet_eof = True  # type: ignore[attr-defined]
 
 
 def _quiet_task_failures(spark: SparkSession) -> None:

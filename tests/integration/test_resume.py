@@ -110,3 +110,36 @@ def test_a_resume_rechecks_the_objects_it_trusts(small_acquisition, tmp_path, mo
     damaged = 3 if mode == "checksum" else 2
     assert re.search(rf"resume: {damaged} of \d+ recorded objects are missing from the output or changed", err), err[-2000:]
     assert files_under(out) == files_under(tmp_path / "clean/volume")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_job_in_one_line_and_the_rerun_completes(small_acquisition, tmp_path, sig, code):
+    """Ctrl-C (SIGINT to the terminal's process group) or a scheduler's SIGTERM mid-run:
+    one line saying how far it got, the job record marked interrupted, the lock released,
+    exit 128 + the signal; the same command then finishes byte-identical to a clean run."""
+    import json
+    tiles = small_acquisition["paths"]["tiles_json"]
+    settings = ["output.block=[1,1,1]", "spark.master=local[1]", "spark.blocks_per_task=1"]
+    clean = export(write_job(tmp_path / "clean.toml", tiles, "clean/volume", ""), *settings, cwd=tmp_path)
+    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
+    job = write_job(tmp_path / "job.toml", tiles, "out/volume", "")
+    first = export(job, *settings, "debug.task_delay=0.2", cwd=tmp_path)
+    ledger = tmp_path / "out/volume.job"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(ledger.rglob("tasks/*.parquet"))) < 10:
+        assert first.poll() is None, "the run ended before it could be stopped"
+        time.sleep(0.05)
+    os.killpg(first.pid, sig)   # the whole group, as a terminal's Ctrl-C and SLURM's scancel do
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == code, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"interrupted after \d+ of 96 blocks; run the same command again to resume", last), err[-2000:]
+    record = json.loads((tmp_path / "out/volume.job.json").read_text())
+    assert record["status"] == "interrupted"
+    assert not (tmp_path / "out/volume.job.lock").exists()
+
+    second = export(job, *settings, cwd=tmp_path)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-2000:]
+    assert files_under(tmp_path / "out/volume") == files_under(tmp_path / "clean/volume")
