@@ -29,7 +29,7 @@ from pipelines.commit import confirm, ledger, ownership
 from pipelines.commit.completeness import check_complete, recorded_per_partition
 from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
-from pipelines.commit.output import check_output, remove_dataset
+from pipelines.commit.output import check_output, preflight, remove_dataset
 from pipelines.commit.publish import CommitSummary, publish
 from pipelines.commit.records import record_failure, start_record, update_record
 from pipelines.config import JobConfig
@@ -152,7 +152,7 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     with _running(config, executor) as running:
         if not config.stitching.enabled:
             return _export(config, running, stream, overwrite, started)
-        make_plan(config)  # every input and output problem is reported before pairs run
+        _check_before_stitching(config, overwrite)  # every input and output problem first
         stitched = stitch(config, running, stream, check_files=False)
         stream.write(stitch_summary(stitched) + "\n")
         # the refined JSONs name the tile files checked above: no second round of checks
@@ -160,6 +160,18 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
                          started, _stitching_facts(stitched), check_files=False)
     return replace(result, stitching=stitched, startup_seconds=stitched.startup_seconds,
                    run_seconds=result.run_seconds - stitched.startup_seconds)
+
+
+def _check_before_stitching(config: JobConfig, overwrite: bool) -> None:
+    """What `_export` checks before its lock, and the output checks it makes under the
+    lock, from the stage positions: none of them depends on where the tiles end up, and
+    stitching takes minutes."""
+    plan = make_plan(config)
+    ownership.check_inputs_apart(plan, input_paths(config, plan))
+    store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
+    store.check_writable()
+    ownership.check_sidecar_names(plan, beside)
+    preflight(plan, store, beside, overwrite)
 
 
 def _stitching_facts(stitched: StitchResult) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pipelines.commit.lock import lock_holder_dead, read_lock
 from pipelines.commit.ownership import remove_owned
 from pipelines.commit.records import Sidecars, fingerprint, read_json
 from pipelines.errors import OutputError
@@ -36,6 +37,24 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
         remove_owned(store, "an unfinished run of this output with other settings")
         return plan
     return replace(plan, rerun=True)
+
+
+def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) -> None:
+    """The read-only checks of the output, for a job that runs other Spark work first
+    (stitching): a committed dataset (unless `overwrite`), files that are not from this
+    pipeline, a live job's lock. `check_output` repeats them once the lock is held."""
+    if not overwrite:
+        _refuse_committed(plan, store)
+    leftover = next(iter(store.list()), None)
+    if leftover is not None and not read_json(beside, Sidecars.of(plan.output.uri).job_record):
+        raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
+                          f"from this job (e.g. {leftover}); remove them or choose another "
+                          f"output.uri")
+    holder = read_lock(beside, plan.output.uri)
+    if holder and not lock_holder_dead(holder):
+        raise OutputError(f"output.uri: {plan.output.uri} is being written by another job (pid "
+                          f"{holder.get('pid')} on {holder.get('host')}); wait for it to finish, "
+                          f"or if it is dead, remove {beside.uri}/{Sidecars.of(plan.output.uri).lock}")
 
 
 def _refuse_committed(plan: ExportPlan, store: Store) -> None:

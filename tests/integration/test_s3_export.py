@@ -55,6 +55,8 @@ def test_s3_in_s3_out_on_separate_executors(small_acquisition, s3_bucket, tmp_pa
     run = run_job(job, f"s3.endpoint_url={endpoint}", "spark.master=local-cluster[2,1,1024]",
                   "output.levels=2", *extra, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
+    # every path the job prints is a URI a user can paste
+    assert f"report:   s3://{bucket}/out/volume.report/ (" in run.stdout, run.stdout
     config = load_job(job, [f"s3.endpoint_url={endpoint}", "output.levels=2", *extra])
     expected = fused_channel(make_plan(config))
     level0 = "volume/c0/s0" if fmt == "n5" else "volume/0"
