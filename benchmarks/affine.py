@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -71,27 +70,10 @@ def pixels(size, seed: int) -> np.ndarray:
 
 
 def write_xml(path: Path, size, affines) -> None:
-    root = ET.Element("SpimData", version="0.2")
-    ET.SubElement(root, "BasePath", type="relative").text = "."
-    sequence = ET.SubElement(root, "SequenceDescription")
-    loader = ET.SubElement(sequence, "ImageLoader", format="spimreconstruction.filemap2")
-    files = ET.SubElement(loader, "files")
-    setups = ET.SubElement(sequence, "ViewSetups")
-    registrations = ET.SubElement(root, "ViewRegistrations")
-    for n, affine in enumerate(affines):
-        s = ET.SubElement(setups, "ViewSetup")
-        ET.SubElement(s, "id").text = str(n)
-        ET.SubElement(s, "size").text = " ".join(map(str, size))
-        attributes = ET.SubElement(s, "attributes")
-        ET.SubElement(attributes, "angle").text = str(n)
-        mapping = ET.SubElement(files, "FileMapping", view_setup=str(n), timepoint="0", series="0", channel="0")
-        ET.SubElement(mapping, "file", type="relative").text = f"view-{n}.tif"
-        r = ET.SubElement(registrations, "ViewRegistration", timepoint="0", setup=str(n))
-        ET.SubElement(ET.SubElement(r, "ViewTransform", type="affine"), "affine").text = \
-            " ".join(repr(float(v)) for v in affine[:3].reshape(12))
-    timepoints = ET.SubElement(sequence, "Timepoints", type="pattern")
-    ET.SubElement(timepoints, "integerpattern").text = "0"
-    ET.ElementTree(root).write(path)
+    from tests.bigstitcher_project import write_filemap_xml
+    write_filemap_xml(path, [{"setup": n, "size": size, "file": f"view-{n}.tif",
+                              "attributes": {"angle": n}, "chain": [("view", affine)]}
+                             for n, affine in enumerate(affines)])
 
 
 def prepare(size) -> list[np.ndarray]:

@@ -223,3 +223,36 @@ def _write_pixels(folder: Path, views: list[View], loader: str, name: str) -> ET
     else:
         raise ValueError(loader)
     return element
+
+
+def write_filemap_xml(path: Path, views: list[dict], absolute: bool = False) -> Path:
+    """A `spimreconstruction.filemap2` project over existing TIFF stacks: each view a dict
+    with `setup`, `size` (x, y, z), `file`, `chain` ([(name, 4 × 4 world ← pixel)], in
+    ViewTransform order) and optional `attributes` ({"tile": …, "angle": …}); one
+    timepoint. File paths are written as given (`absolute`) or relative to the XML."""
+    root = ET.Element("SpimData", version="0.2")
+    ET.SubElement(root, "BasePath", type="relative").text = "."
+    sequence = ET.SubElement(root, "SequenceDescription")
+    loader = ET.SubElement(sequence, "ImageLoader", format="spimreconstruction.filemap2")
+    files = ET.SubElement(loader, "files")
+    setups = ET.SubElement(sequence, "ViewSetups")
+    registrations = ET.SubElement(root, "ViewRegistrations")
+    for view in views:
+        s = ET.SubElement(setups, "ViewSetup")
+        ET.SubElement(s, "id").text = str(view["setup"])
+        ET.SubElement(s, "size").text = " ".join(map(str, view["size"]))
+        attributes = ET.SubElement(s, "attributes")
+        for key, value in view.get("attributes", {}).items():
+            ET.SubElement(attributes, key).text = str(value)
+        mapping = ET.SubElement(files, "FileMapping", view_setup=str(view["setup"]), timepoint="0",
+                                series="0", channel="0")
+        ET.SubElement(mapping, "file", type="absolute" if absolute else "relative").text = str(view["file"])
+        r = ET.SubElement(registrations, "ViewRegistration", timepoint="0", setup=str(view["setup"]))
+        for name, m in view["chain"]:
+            t = ET.SubElement(r, "ViewTransform", type="affine")
+            ET.SubElement(t, "Name").text = name
+            ET.SubElement(t, "affine").text = " ".join(repr(float(x)) for x in np.asarray(m)[:3].reshape(12))
+    timepoints = ET.SubElement(sequence, "Timepoints", type="pattern")
+    ET.SubElement(timepoints, "integerpattern").text = "0"
+    ET.ElementTree(root).write(path)
+    return path

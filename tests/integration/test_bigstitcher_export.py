@@ -15,7 +15,14 @@ import pytest
 from pipelines.config import load_job
 from pipelines.driver import export
 from pipelines.spark import SparkExecutor
-from tests.bigstitcher_project import VOXEL_X, covered, phantom, scenario, write_project
+from tests.bigstitcher_project import (
+    VOXEL_X,
+    covered,
+    phantom,
+    scenario,
+    write_filemap_xml,
+    write_project,
+)
 from tests.conftest import write_job
 from tests.pipeline_helpers import export_local
 from tests.readers import tensorstore_read, zarr_read
@@ -96,29 +103,10 @@ def test_a_translated_grid_as_xml_gives_the_tile_json_bytes(tmp_path):
     acq = tmp_path / "acq"
     make_acquisition(acq, grid=(2, 2, 1), tile=(40, 36, 12), overlap=0.2, jitter=0, seed=3, truth=False)
     tiles = json.loads((acq / "tiles.json").read_text())
-    root = ET.Element("SpimData", version="0.2")
-    ET.SubElement(root, "BasePath", type="relative").text = "."
-    sequence = ET.SubElement(root, "SequenceDescription")
-    loader = ET.SubElement(sequence, "ImageLoader", format="spimreconstruction.filemap2")
-    files = ET.SubElement(loader, "files")
-    setups = ET.SubElement(sequence, "ViewSetups")
-    registrations = ET.SubElement(root, "ViewRegistrations")
-    for t in tiles:
-        s = ET.SubElement(setups, "ViewSetup")
-        ET.SubElement(s, "id").text = str(t["index"])
-        ET.SubElement(s, "size").text = " ".join(map(str, t["size"]))
-        attributes = ET.SubElement(s, "attributes")
-        ET.SubElement(attributes, "tile").text = str(t["index"])
-        mapping = ET.SubElement(files, "FileMapping", view_setup=str(t["index"]), timepoint="0",
-                                series="0", channel="0")
-        ET.SubElement(mapping, "file", type="relative").text = t["file"]
-        r = ET.SubElement(registrations, "ViewRegistration", timepoint="0", setup=str(t["index"]))
-        x, y, z = t["position"]
-        ET.SubElement(ET.SubElement(r, "ViewTransform", type="affine"), "affine").text = \
-            f"1 0 0 {x} 0 1 0 {y} 0 0 1 {z}"
-    ET.SubElement(sequence, "Timepoints", type="pattern").append(ET.Element("integerpattern"))
-    sequence.find("Timepoints/integerpattern").text = "0"
-    ET.ElementTree(root).write(acq / "tiles.xml")
+    write_filemap_xml(acq / "tiles.xml", [
+        {"setup": t["index"], "size": t["size"], "file": t["file"], "attributes": {"tile": t["index"]},
+         "chain": [("Translation", np.vstack([np.hstack([np.eye(3), np.c_[t["position"]]]), [0, 0, 0, 1]]))]}
+        for t in tiles])
 
     outputs = []
     for name, source in (("json", acq / "tiles.json"), ("xml", acq / "tiles.xml")):
@@ -159,37 +147,16 @@ def test_registration_on_a_jittered_xml_grid_writes_the_stitched_xml(tmp_path):
                      truth=False, density=25)
     stage, truth = read_tile_json(acq / "tiles.json"), read_tile_json(acq / "tiles-true.json")
     calibration = np.diag([1.0, 1.0, 2.0, 1.0])
-    root = ET.Element("SpimData", version="0.2")
-    ET.SubElement(root, "BasePath", type="relative").text = "."
-    sequence = ET.SubElement(root, "SequenceDescription")
-    files = ET.SubElement(ET.SubElement(sequence, "ImageLoader", format="spimreconstruction.filemap2"), "files")
-    setups = ET.SubElement(sequence, "ViewSetups")
-    registrations = ET.SubElement(root, "ViewRegistrations")
-    views = [(t.index, t, 0) for t in stage] + [(len(stage), stage.tiles[0], 1)]
-    for setup, tile, angle in views:
-        s = ET.SubElement(setups, "ViewSetup")
-        ET.SubElement(s, "id").text = str(setup)
-        ET.SubElement(s, "size").text = " ".join(map(str, tile.size))
-        attributes = ET.SubElement(s, "attributes")
-        ET.SubElement(attributes, "tile").text = str(tile.index)
-        ET.SubElement(attributes, "angle").text = str(angle)
-        mapping = ET.SubElement(files, "FileMapping", view_setup=str(setup), timepoint="0", series="0", channel="0")
-        ET.SubElement(mapping, "file", type="absolute").text = tile.path
+    views = []
+    for setup, tile, angle in [(t.index, t, 0) for t in stage] + [(len(stage), stage.tiles[0], 1)]:
         grid = np.eye(4)
         grid[:3, 3] = calibration[:3, :3] @ np.asarray(tile.position)
         chain = [("Translation to Regular Grid", grid), ("calibration", calibration)]
         if angle:
             chain.insert(0, ("rotation", rotation_y(30, [40, 40, 24])))
-        r = ET.SubElement(registrations, "ViewRegistration", timepoint="0", setup=str(setup))
-        for name, m in chain:
-            t = ET.SubElement(r, "ViewTransform", type="affine")
-            ET.SubElement(t, "Name").text = name
-            ET.SubElement(t, "affine").text = " ".join(repr(float(v)) for v in m[:3].reshape(12))
-    ET.SubElement(ET.SubElement(sequence, "Timepoints", type="range"), "first").text = "0"
-    sequence.find("Timepoints").append(ET.Element("last"))
-    sequence.find("Timepoints/last").text = "0"
-    xml = tmp_path / "project.xml"
-    ET.ElementTree(root).write(xml)
+        views.append({"setup": setup, "size": tile.size, "file": tile.path, "chain": chain,
+                      "attributes": {"tile": tile.index, "angle": angle}})
+    xml = write_filemap_xml(tmp_path / "project.xml", views, absolute=True)
 
     config = load_job(write_job(tmp_path / "job.toml", str(xml), str(tmp_path / "out" / "volume"),
                                 extra=STITCH))

@@ -29,6 +29,24 @@ def export(job: Path, *overrides: str, cwd: Path, **kwargs) -> subprocess.Popen:
                             text=True, start_new_session=True, **kwargs)
 
 
+def clean_run_and_a_stopped_run(tmp_path: Path, tiles: str, settings: list[str], parts: int,
+                                sig: int = signal.SIGKILL) -> tuple[Path, subprocess.Popen]:
+    """A clean export into clean/volume, then the same job into out/volume, slowed down and
+    sent `sig` (to its whole process group) once its ledger holds `parts` parts; returns
+    the job file and the stopped process."""
+    clean = export(write_job(tmp_path / "clean.toml", tiles, "clean/volume", ""), *settings, cwd=tmp_path)
+    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
+    job = write_job(tmp_path / "job.toml", tiles, "out/volume", "")
+    first = export(job, *settings, "debug.task_delay=0.2", cwd=tmp_path)
+    ledger = tmp_path / "out/volume.job"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(ledger.rglob("tasks/*.parquet"))) < parts:
+        assert first.poll() is None, "the run ended before it could be stopped"
+        time.sleep(0.05)
+    os.killpg(first.pid, sig)
+    return job, first
+
+
 @pytest.mark.parametrize("per_task", [
     ["spark.blocks_per_task=1"],   # 96 tasks of one block
     ["spark.blocks_per_task=4", "limits.checkpoint_seconds=0"],   # 24 tasks, a part per block
@@ -81,17 +99,9 @@ def test_a_resume_rechecks_the_objects_it_trusts(small_acquisition, tmp_path, mo
     tiles = small_acquisition["paths"]["tiles_json"]
     settings = ["output.block=[1,1,1]", "output.levels=2", "spark.master=local[1]",
                 "spark.blocks_per_task=1", f"resume.verify={mode}"]
-    clean = export(write_job(tmp_path / "clean.toml", tiles, "clean/volume", ""), *settings, cwd=tmp_path)
-    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
-    job = write_job(tmp_path / "job.toml", tiles, "out/volume", "")
-    first = export(job, *settings, "debug.task_delay=0.2", cwd=tmp_path)
-    ledger = tmp_path / "out/volume.job"
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(ledger.rglob("tasks/*.parquet"))) < 30:
-        assert first.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
+    job, first = clean_run_and_a_stopped_run(tmp_path, tiles, settings, parts=30)
     first.wait(timeout=60)
+    ledger = tmp_path / "out/volume.job"
 
     keys = recorded_objects(ledger)
     assert len(keys) >= 3
@@ -120,16 +130,8 @@ def test_a_signal_stops_the_job_in_one_line_and_the_rerun_completes(small_acquis
     import json
     tiles = small_acquisition["paths"]["tiles_json"]
     settings = ["output.block=[1,1,1]", "spark.master=local[1]", "spark.blocks_per_task=1"]
-    clean = export(write_job(tmp_path / "clean.toml", tiles, "clean/volume", ""), *settings, cwd=tmp_path)
-    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
-    job = write_job(tmp_path / "job.toml", tiles, "out/volume", "")
-    first = export(job, *settings, "debug.task_delay=0.2", cwd=tmp_path)
-    ledger = tmp_path / "out/volume.job"
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(ledger.rglob("tasks/*.parquet"))) < 10:
-        assert first.poll() is None, "the run ended before it could be stopped"
-        time.sleep(0.05)
-    os.killpg(first.pid, sig)   # the whole group, as a terminal's Ctrl-C and SLURM's scancel do
+    # to the whole group, as a terminal's Ctrl-C and SLURM's scancel do
+    job, first = clean_run_and_a_stopped_run(tmp_path, tiles, settings, parts=10, sig=sig)
     _, err = first.communicate(timeout=120)
     assert first.returncode == code, err[-3000:]
     assert "Traceback" not in err, err[-3000:]

@@ -127,6 +127,7 @@ def test_memory_counts_what_a_rotated_view_makes_a_block_read(projects):
     temporaries, and a block fused for real stays within the term."""
     import tracemalloc
     from dataclasses import replace
+
     from pipelines.plan.memory import AFFINE_BYTES_PER_VOXEL, task_memory
     xml = projects[("angles", "tiff")]
     plan = make_plan(build_config({"input": {"tiles": str(xml)},

@@ -13,8 +13,8 @@ from pipelines.errors import TileError
 from pipelines.tiles.bigstitcher import read_project
 from pipelines.transforms import compose, from_matrix
 from tests.bigstitcher_project import scenario, write_project
-from tests.unit.config.test_validation import check_refused, export_job
 from tests.conftest import write_job
+from tests.unit.config.test_validation import check_refused, export_job
 
 
 @pytest.fixture
