@@ -172,6 +172,8 @@ def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
         raise ConfigError(f"{where}input: give either input.tiles (one timepoint) or "
                           f"input.timepoints (a list of tile JSON lists), not {'both' if tiles else 'neither'}")
     rows = [tiles] if tiles else timepoints
+    for path in _flat_paths(rows):
+        _no_userinfo(path, "input.tiles" if tiles else "input.timepoints", where)
     projects = [p for p in _flat_paths(rows) if p.lower().endswith(".xml")]
     if projects and not (isinstance(tiles, str) and tiles == projects[0]):
         raise ConfigError(f"{where}input: a BigStitcher project ({projects[0]}) holds all its "
@@ -194,6 +196,17 @@ def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
         raise ConfigError(f"{where}input.timepoints: every timepoint needs the same number of "
                           f"channels, found {[len(r) for r in parsed]}")
     return tuple(parsed)
+
+
+def _no_userinfo(value: str, key: str, where: str) -> None:
+    """Refuse a URI with credentials in it (scheme://user:secret@host/…), naming the key
+    and the host but never the userinfo."""
+    from urllib.parse import urlparse
+    if "://" in value and "@" in urlparse(value).netloc:
+        host = urlparse(value).netloc.rpartition("@")[2]
+        raise ConfigError(f"{where}{key}: credentials in a URI (…@{host}) are refused and never "
+                          f"printed; give them through the environment (AWS_ACCESS_KEY_ID, "
+                          f"AWS_SECRET_ACCESS_KEY), a profile (s3.profile) or an instance role")
 
 
 def _flat_paths(rows: Any) -> list[str]:
@@ -308,6 +321,7 @@ def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     for key in ("endpoint_url", "region", "profile"):
         if not isinstance(table[key], str):
             raise ConfigError(f"{where}s3.{key}: expected a string, found {table[key]!r}")
+    _no_userinfo(table["endpoint_url"], "s3.endpoint_url", where)
     attempts = table["max_attempts"]
     if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
         raise ConfigError(f"{where}s3.max_attempts: expected a whole number ≥ 1, found {attempts!r}")

@@ -152,6 +152,13 @@ def omero(levels: Sequence[ArraySpec], channels: Sequence[Channel], name: str = 
             "rdefs": {"defaultT": 0, "defaultZ": depth // 2, "model": "color"}}
 
 
+def _has_channel_axis(levels: Sequence[ArraySpec]) -> bool:
+    """Whether the image has a `c` axis: an `omero` block describes the channels along it,
+    and validators (ome-zarr-py's) refuse one without it, so a one-channel image (no `c`
+    axis) gets none."""
+    return "c" in levels[0].lead_names
+
+
 def _channels_match(levels: Sequence[ArraySpec], channels: Sequence[Channel]) -> None:
     spec = levels[0]
     count = spec.lead[spec.lead_names.index("c")] if "c" in spec.lead_names else 1
@@ -163,10 +170,10 @@ def ome_v04_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[i
                        channels: Sequence[Channel] = (), **options) -> dict:
     """The image group's `.zattrs` for OME-NGFF 0.4 (Zarr v2). `options` are those of
     `ome_multiscale` (translations, name, time_unit, time_interval, downsampling).
-    Without channels there is no `omero` block."""
+    Without channels, or without a `c` axis (one channel), there is no `omero` block."""
     _channels_match(levels, channels)
     attrs: dict = {"multiscales": [{"version": "0.4", **ome_multiscale(levels, factors, **options)}]}
-    if channels:
+    if channels and _has_channel_axis(levels):
         attrs["omero"] = omero(levels, channels, options.get("name", "image"))
     return attrs
 
@@ -178,7 +185,7 @@ def ome_v05_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[i
     lead names + z, y, x) are the axis names, as 0.5 requires."""
     _channels_match(levels, channels)
     ome: dict = {"version": "0.5", "multiscales": [ome_multiscale(levels, factors, **options)]}
-    if channels:
+    if channels and _has_channel_axis(levels):
         ome["omero"] = omero(levels, channels, options.get("name", "image"))
     return {"ome": ome}
 

@@ -14,6 +14,7 @@ from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import BlockGrid, Box, ChunkGrid
 from pipelines.layouts import paths as layouts
 from pipelines.tiles import TileSet
+from pipelines.tiles.model import COORDINATE_LIMIT
 
 Vec = tuple[int, ...]
 
@@ -84,6 +85,10 @@ def plan_output(config: JobConfig, first: TileSet, timepoints: int, channels: in
         raise ConfigError(f"output.layout: the n5-viewer layout holds one timepoint; "
                           f"use layout = \"bdv\" for {timepoints} timepoints")
     bounds = first.bounds if config.bounding_box is None else _grid_box(config)
+    if any(abs(v) > COORDINATE_LIMIT for v in (*bounds.start, *bounds.stop)):
+        raise PlanError(f"the output would span {_world(bounds, config)} (voxels "
+                        f"{list(bounds.start)} to {list(bounds.stop)}), beyond ±2^40 voxels per "
+                        f"axis: check the tile positions or the views' transforms")
     if all(t.box.intersect(bounds).is_empty() for t in first):
         raise PlanError(f"fusion.bounding_box {[list(c) for c in config.bounding_box or ()]} "
                         f"holds no part of any view (the views span {_world(first.bounds, config)})")

@@ -154,7 +154,9 @@ class LocalStore(Store):
         if not existing.is_dir():
             raise OutputError(f"output.uri: {existing} exists and is not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise OutputError(f"output.uri: cannot write under {existing} (permission denied)")
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+            raise OutputError(f"output.uri: cannot write under {existing} "
+                              f"({'a read-only file system' if read_only else 'permission denied'})")
 
 
 def _may_hold(folder: str, prefix: str) -> bool:

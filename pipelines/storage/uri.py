@@ -41,6 +41,11 @@ def parse(uri: str) -> Location:
     if "://" not in uri:
         return Location("", "", uri)
     parsed = urlparse(uri)
+    if "@" in parsed.netloc:   # never repeat the userinfo: it is a secret
+        raise OutputError(f"{parsed.scheme}://…@{parsed.netloc.rpartition('@')[2]}/…: credentials "
+                          f"in a URI are refused (and never printed); give them through the "
+                          f"environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), a profile "
+                          f"(s3.profile) or an instance role")
     if parsed.scheme not in USER_SCHEMES:
         raise OutputError(f"{uri}: unsupported storage scheme {parsed.scheme!r}; use a path, "
                           f"file:// or s3:// URI")

@@ -38,6 +38,10 @@ def tile_type_of(dtype: np.dtype) -> str:
     raise ValueError(f"no stitching-spark tile type for dtype {dtype}")
 
 
+# The largest coordinate (voxels, per axis) a tile may have and an output may span: grid
+# arithmetic in int64 and float64 stays exact far beyond it, and every format addresses it.
+COORDINATE_LIMIT = 2**40
+
 # where a tile's pixels are (`Tile.loader`); each is a reader in pipelines.tiles.readers
 LOADERS = ("tiff", "n5", "zarr", "hdf5")
 

@@ -14,6 +14,7 @@ numbers flat) places the tile instead of `position`. Every problem is reported a
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +24,7 @@ from pipelines.errors import PipelineError, TileError
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
-from pipelines.tiles.model import TILE_TYPES, Tile, TileSet, placement
+from pipelines.tiles.model import COORDINATE_LIMIT, TILE_TYPES, Tile, TileSet, placement
 from pipelines.tiles.remote import read_text
 from pipelines.transforms import Affine, as_affine, determinant, is_singular
 
@@ -131,7 +132,8 @@ def _transform(value: Any, where: str) -> Affine:
     flat = [v for r in rows for v in r] if rows is not None and len(rows) == 3 and all(
         len(r) == 4 for r in rows) else value
     ok = isinstance(flat, list) and len(flat) == 12 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat)
+        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= COORDINATE_LIMIT
+        for v in flat)
     try:
         affine = as_affine(flat) if ok else None
     except ValueError:
@@ -152,6 +154,9 @@ def _vector(value: Any, name: str, where: str, integer: bool = False) -> tuple:
     if not ok:
         kind = "integers" if integer else "numbers"
         raise TileError(f"{where}: field {name!r} must be three {kind} [x, y, z], found {value!r}")
+    if not all(math.isfinite(v) and abs(v) <= COORDINATE_LIMIT for v in value):
+        raise TileError(f"{where}: field {name!r} must be finite numbers within ±2^40 voxels, "
+                        f"found {value!r}")
     return tuple(int(v) if integer else float(v) for v in value)
 
 

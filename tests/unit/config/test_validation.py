@@ -168,3 +168,24 @@ def test_missing_java_is_one_line_before_anything_is_written(tmp_path, acquisiti
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     code = run(tmp_path, acquisition)
     check_refused(capsys, tmp_path, code, "Java 17 or newer is needed")
+
+
+@pytest.mark.parametrize("override", [
+    "output.uri=s3://AKIAEXAMPLE:SECRETKEY123@bkt/vol",
+    "output.uri=http://AKIAEXAMPLE:SECRETKEY123@host/vol",
+    "input.tiles=s3://AKIAEXAMPLE:SECRETKEY123@bkt/acq/tiles.json",
+    "s3.endpoint_url=http://AKIAEXAMPLE:SECRETKEY123@minio:9000",
+])
+def test_credentials_in_a_uri_are_refused_without_repeating_them(tmp_path, acquisition, capsys, override):
+    code = run(tmp_path, acquisition, "--set", override)
+    err = capsys.readouterr().err
+    assert code == 2 and "credentials in a URI" in err, err
+    assert "SECRETKEY123" not in err and "AKIAEXAMPLE" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("position", ["[1e300, 0, 0]", "[0, -3e12, 0]"])
+def test_a_tile_position_beyond_what_the_output_can_address_is_refused(tmp_path, acquisition, capsys, position):
+    edit_tiles(acquisition, lambda doc: doc[1].__setitem__("position", json.loads(position)))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, "tile 1", "field 'position'", "2^40")
