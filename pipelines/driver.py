@@ -167,11 +167,22 @@ def _check_before_stitching(config: JobConfig, overwrite: bool) -> None:
     lock, from the stage positions: none of them depends on where the tiles end up, and
     stitching takes minutes."""
     plan = make_plan(config)
+    store, beside = _output_location(config, plan)
+    preflight(plan, store, beside, overwrite)
+
+
+def _output_location(config: JobConfig, plan: ExportPlan, executor: Executor | None = None
+                     ) -> tuple[Store, Store]:
+    """The output's store and the store beside it, once the checks that need no lock
+    pass: apart from the inputs, the environment (`executor`), writable, nothing of a
+    user's under the names kept beside it."""
     ownership.check_inputs_apart(plan, input_paths(config, plan))
     store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
-    store.check_writable()
+    if executor is not None:
+        executor.check()  # environment problems before anything is written
+    store.check_writable()  # a missing bucket or folder is one clear line
     ownership.check_sidecar_names(plan, beside)
-    preflight(plan, store, beside, overwrite)
+    return store, beside
 
 
 def _stitching_facts(stitched: StitchResult) -> dict[str, Any]:
@@ -186,11 +197,7 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
             started: float, facts: dict[str, Any] | None = None,
             check_files: bool = True) -> ExportResult:
     plan = make_plan(config, check_files=check_files)
-    ownership.check_inputs_apart(plan, input_paths(config, plan))
-    store, beside = open_store(config.output.uri, plan.s3), beside_store(config.output.uri, plan.s3)
-    executor.check()  # environment problems before anything is written
-    store.check_writable()  # before the lock: a missing bucket or folder is one clear line
-    ownership.check_sidecar_names(plan, beside)  # before the lock: nothing of a user's is written over
+    store, beside = _output_location(config, plan, executor)
     take_lock(plan, beside)
     try:
         if overwrite:

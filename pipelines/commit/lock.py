@@ -39,12 +39,17 @@ def take_lock(plan: ExportPlan, beside: Store) -> None:
             continue  # released in the meantime: try to create it again
         owner = parse_record(current, beside, key)
         if not lock_holder_dead(owner):
-            raise OutputError(
-                f"output.uri: {plan.output.uri} is being written by another job (pid "
-                f"{owner.get('pid')} on {owner.get('host')}); wait for it to finish, or if it "
-                f"is dead, remove {beside.uri}/{key}")
+            raise held_error(plan.output.uri, owner, beside)
         beside.delete_if_unchanged(key, current)  # its driver died on this machine
     raise OutputError(f"output.uri: could not take the lock {beside.uri}/{key}")
+
+
+def held_error(uri: str, owner: dict[str, Any], beside: Store) -> OutputError:
+    """The refusal when a live job holds the lock of the output at `uri`."""
+    return OutputError(
+        f"output.uri: {uri} is being written by another job (pid {owner.get('pid')} on "
+        f"{owner.get('host')}); wait for it to finish, or if it is dead, remove "
+        f"{beside.uri}/{Sidecars.of(uri).lock}")
 
 
 def release_lock(plan: ExportPlan, beside: Store) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pipelines.commit.lock import lock_holder_dead, read_lock
+from pipelines.commit.lock import held_error, lock_holder_dead, read_lock
 from pipelines.commit.ownership import remove_owned
 from pipelines.commit.records import Sidecars, fingerprint, read_json
 from pipelines.errors import OutputError
@@ -52,9 +52,7 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
                           f"output.uri")
     holder = read_lock(beside, plan.output.uri)
     if holder and not lock_holder_dead(holder):
-        raise OutputError(f"output.uri: {plan.output.uri} is being written by another job (pid "
-                          f"{holder.get('pid')} on {holder.get('host')}); wait for it to finish, "
-                          f"or if it is dead, remove {beside.uri}/{Sidecars.of(plan.output.uri).lock}")
+        raise held_error(plan.output.uri, holder, beside)
 
 
 def _refuse_committed(plan: ExportPlan, store: Store) -> None:
