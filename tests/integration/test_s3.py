@@ -253,9 +253,11 @@ def test_check_writable_with_a_wrong_secret(s3_bucket, moto_auth):
 
 
 def test_check_writable_without_put_permission(s3_bucket, moto_auth):
-    # moto names HeadBucket's permission "s3:HeadBucket" (AWS uses s3:ListBucket): allow both,
-    # so that the probe put is what gets refused.
-    key_id, secret = moto_auth.user("reader", ["s3:ListBucket", "s3:HeadBucket", "s3:GetObject"])
+    # moto names HeadBucket's permission "s3:HeadBucket", and since 5.2.6 ListObjectsV2's
+    # "s3:ListObjectsV2" (AWS uses s3:ListBucket for both): allow all three, so that the
+    # probe put is what gets refused.
+    key_id, secret = moto_auth.user("reader", ["s3:ListBucket", "s3:HeadBucket",
+                                               "s3:ListObjectsV2", "s3:GetObject"])
     profile = moto_auth.profile("reader", key_id, secret)
     store = make_store(*s3_bucket, profile=profile)
     assert list(store.list()) == []  # the profile's keys are accepted…
