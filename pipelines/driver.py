@@ -105,7 +105,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     target = stitching.registration_target(config)
     reference = target.reference
     if check_files and not config.is_project:  # a project's views were opened as it was read
-        check_tile_files(list(reference), stitching.s3_options(config))
+        check_tile_files([reference], stitching.s3_options(config))
     job = PairJob(reference, stitching.pair_options(config), stitching.s3_options(config))
     pairs = target.pairs(find_pairs(reference, job.options))
     with _running(config, executor) as running:

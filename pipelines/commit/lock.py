@@ -31,7 +31,7 @@ def take_lock(plan: ExportPlan, beside: Store) -> None:
               "since": time.time(), "fingerprint": fingerprint(plan)}
     key = Sidecars.of(plan.output.uri).lock
     for _ in range(_ATTEMPTS):
-        if beside.put_if_absent(key, json.dumps(holder).encode()):
+        if _created(beside, key, json.dumps(holder).encode()):
             return
         try:
             current = beside.get(key)
@@ -42,6 +42,16 @@ def take_lock(plan: ExportPlan, beside: Store) -> None:
             raise held_error(plan.output.uri, owner, beside)
         beside.delete_if_unchanged(key, current)  # its driver died on this machine
     raise OutputError(f"output.uri: could not take the lock {beside.uri}/{key}")
+
+
+def _created(beside: Store, key: str, data: bytes) -> bool:
+    """put_if_absent, with a file system that refuses the lock file as one line (the
+    writability check probes the same way, so this is a folder that changed since)."""
+    try:
+        return beside.put_if_absent(key, data)
+    except OSError as e:
+        raise OutputError(f"output.uri: cannot create the lock {beside.uri}/{key} "
+                          f"({e.strerror or type(e).__name__})") from None
 
 
 def held_error(uri: str, owner: dict[str, Any], beside: Store) -> OutputError:

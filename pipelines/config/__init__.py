@@ -85,6 +85,11 @@ def apply_override(raw: dict, item: str) -> None:
     if not sep or len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. output.format=zarr3")
     section, name = parts
+    if section not in SCHEMA:   # named as typed: the job file may be fine
+        raise ConfigError(f"--set {key.strip()}: unknown section [{section}]{_closest(section)}")
+    if section != "spark" and name not in SCHEMA[section]:
+        raise ConfigError(f"--set {key.strip()}: unknown key {section}.{name}"
+                          f"{_closest(f'{section}.{name}')}")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

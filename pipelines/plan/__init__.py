@@ -114,7 +114,7 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     s3 = S3Options(**dict(config.s3)) if config.s3 else None
     tiles, names = read_acquisition(config, s3)
     if check_files and not config.is_project:  # a project's views were opened as it was read
-        check_tile_files([t for row in tiles for ts in row for t in ts], s3)
+        check_tile_files([ts for row in tiles for ts in row], s3)
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)

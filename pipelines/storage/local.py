@@ -157,6 +157,28 @@ class LocalStore(Store):
             read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
             raise OutputError(f"output.uri: cannot write under {existing} "
                               f"({'a read-only file system' if read_only else 'permission denied'})")
+        _probe(existing)
+
+
+def _probe(folder: Path) -> None:
+    """Create, hard-link and remove a file in `folder`, as taking the lock does: access()
+    passes for root on /sys and /proc, where creating a file still fails, and some
+    file systems have no hard links."""
+    probe = folder / f".write-probe-{uuid.uuid4().hex}"
+    linked = probe.with_name(probe.name + ".link")
+    try:
+        probe.write_bytes(b"")
+        os.link(probe, linked)
+    except OSError as e:
+        raise OutputError(f"output.uri: files cannot be created under {folder} "
+                          f"({e.strerror or type(e).__name__}); choose a folder on a disk "
+                          f"or a shared file system") from None
+    finally:
+        for path in (linked, probe):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # nothing was created there
+                pass
 
 
 def _may_hold(folder: str, prefix: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -22,9 +23,22 @@ def check_same_geometry(tiles: tuple[tuple[TileSet, ...], ...]) -> None:
                                 f"one tile geometry (the same tiles covering the same voxels)")
 
 
-def check_tile_files(tiles: list[Tile], s3=None, threads: int = 16) -> None:
+def check_tile_files(sets: Iterable[TileSet], s3=None, threads: int = 16) -> None:
     """Open every tile file's header (in parallel: on shared filesystems and object stores
-    this is latency-bound)."""
+    this is latency-bound); a problem names the tile JSON and the tile index too."""
+    tiles = [(ts.source, tile) for ts in sets for tile in ts]
     with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(partial(check_tile_file, s3=s3), tiles):
+        for _ in pool.map(partial(_check_one, s3=s3), tiles):
             pass
+
+
+def _check_one(described: tuple[str, Tile], s3=None) -> None:
+    """check_tile_file, its error prefixed with the JSON and index that name the file (a
+    project's views name themselves: their label)."""
+    source, tile = described
+    try:
+        check_tile_file(tile, s3)
+    except TileError as e:
+        if tile.label or not source:
+            raise
+        raise TileError(f"{source}: tile index {tile.index}: {e}") from None

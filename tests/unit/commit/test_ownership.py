@@ -122,28 +122,32 @@ search = 4
 """
 
 
-@pytest.mark.parametrize("problem", ["committed", "foreign", "locked"])
+@pytest.mark.parametrize("problem", ["committed", "foreign", "locked", "/sys", "/proc"])
 def test_every_output_check_runs_before_stitching(tmp_path, acq, capsys, problem):
     """With [stitching] enabled, an output that holds a committed dataset, files that are
-    not ours or a live job's lock is refused before any pair is measured: nothing of the
-    stitching is written (no -final.json, no report)."""
+    not ours, a live job's lock, or lies where access() says writable but no file can be
+    created (/sys, /proc, as root) is refused in one line before any pair is measured:
+    nothing of the stitching is written (no -final.json, no report)."""
     import json
     import os
     import socket
     out = tmp_path / "out" / "volume"
+    if problem.startswith("/"):   # a folder access() calls writable (for root) that holds no lock
+        out = Path(problem) / f"volume-{tmp_path.name}"
     job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), str(out), extra=STITCH)
     if problem == "committed":
         export_local(load_job(write_job(tmp_path / "plain.toml", str(acq / "tiles.json"), str(out))))
     elif problem == "foreign":
         out.mkdir(parents=True)
         (out / "notes.txt").write_text("mine")
-    else:
+    elif problem == "locked":
         out.parent.mkdir(parents=True)
         (tmp_path / "out" / "volume.job.lock").write_text(json.dumps(
             {"job": "x", "host": socket.gethostname(), "pid": os.getppid(), "since": 0}))
     code = export_job.main([str(job)])
     expected = {"committed": "already holds a committed dataset", "foreign": "notes.txt",
-                "locked": "is being written by another job"}[problem]
+                "locked": "is being written by another job",
+                "/sys": f"under {problem}", "/proc": f"under {problem}"}[problem]
     refused(capsys, code, expected)
     assert not (acq / "tiles-final.json").exists() and not (acq / "tiles-stitching.json").exists(), \
         "stitching ran before the output was checked"

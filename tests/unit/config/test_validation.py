@@ -58,7 +58,8 @@ def edit_tiles(acq: Path, change) -> None:
 def test_missing_tile_file(tmp_path, acquisition, capsys):
     (acquisition / "tiles/tile-0001.tif").unlink()
     code = run(tmp_path, acquisition)
-    check_refused(capsys, tmp_path, code, "tile-0001.tif", "tile file not found")
+    check_refused(capsys, tmp_path, code, f"{acquisition / 'tiles.json'}: tile index 1:",
+                  "tile-0001.tif", "tile file not found")
 
 
 def test_unreadable_tile_file(tmp_path, acquisition, capsys):
@@ -134,6 +135,15 @@ def test_non_positive_chunk_or_block_size(tmp_path, acquisition, capsys, key):
 def test_unknown_key_names_the_closest(tmp_path, acquisition, capsys):
     code = run(tmp_path, acquisition, extra="codex = 'zstd'")
     check_refused(capsys, tmp_path, code, "unknown key output.codex", "did you mean 'output.codec'")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("output.chunk=[8,8,8]", "error: --set output.chunk: unknown key output.chunk; did you mean 'output.chunks'"),
+    ("ouput.chunks=[8,8,8]", "error: --set ouput.chunks: unknown section [ouput]; did you mean 'output"),
+])
+def test_a_set_typo_is_blamed_on_the_set(tmp_path, acquisition, capsys, override, expected):
+    code = run(tmp_path, acquisition, "--set", override)
+    check_refused(capsys, tmp_path, code, expected)   # the line starts there, not at job.toml
 
 
 def test_output_not_writable(tmp_path, acquisition, capsys):
