@@ -101,11 +101,17 @@ def test_secret_key_appears_nowhere(small_acquisition, s3_bucket, tmp_path):
         assert secret not in text
 
 
-def test_missing_bucket_stops_before_any_task(small_acquisition, s3_bucket, tmp_path):
+@pytest.mark.parametrize("stitching", [False, True])
+def test_missing_bucket_stops_before_any_task(small_acquisition, s3_bucket, tmp_path, stitching):
+    """Also before registration: no pair is measured, nothing of the stitching written."""
     endpoint, bucket = s3_bucket
     tiles = upload_acquisition(small_acquisition, endpoint, bucket)
     job = write_job(tmp_path / "job.toml", tiles, "s3://no-such-bucket-here/out/volume")
-    run = run_job(job, f"s3.endpoint_url={endpoint}", cwd=tmp_path)
+    more = ["stitching.enabled=true", "stitching.search=4"] if stitching else []
+    run = run_job(job, f"s3.endpoint_url={endpoint}", *more, cwd=tmp_path)
     lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert run.returncode == 2 and len(lines) == 1 and "no-such-bucket-here" in lines[0], run.stderr[-2000:]
-    assert "does not exist" in lines[0]
+    assert "does not exist" in lines[0] and "pairs" not in run.stderr
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(
+        Bucket=bucket, Prefix="acq/").get("Contents", [])]
+    assert not [k for k in keys if "-final" in k or "-stitching" in k], keys
