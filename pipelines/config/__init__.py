@@ -71,6 +71,8 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
         raise ConfigError(f"{path}: cannot read job file: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{path}: arrays or tables nested too deeply") from None
     _resolve_paths(raw, path.resolve().parent)
     for item in overrides:
         apply_override(raw, item)
@@ -94,6 +96,8 @@ def apply_override(raw: dict, item: str) -> None:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}=…: arrays or tables nested too deeply") from None
     default = SCHEMA.get(section, {}).get(name)
     is_text = isinstance(default, str) or (section, name) in PATH_KEYS
     if is_text and not isinstance(value, (str, list, dict)):

@@ -36,7 +36,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
                "bounding_box": {}},
     "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
                   "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
-                  "max_residual": 2.0},
+                  "max_residual": 2.0, "force": False},
     "resume": {"verify": "size"},
     "limits": {"task_memory": "4GiB", "tile_cache": "256MiB", "checkpoint_seconds": 30},
     "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
@@ -83,6 +83,7 @@ class StitchingConfig:
     min_overlap: tuple[int, int, int] = (8, 8, 4)    # voxels a pair must share per axis
     min_score: float = 0.5                           # NCC below which a pair is not used
     max_residual: float = 2.0                        # voxels; worse links are dropped
+    force: bool = False          # register again even when the last results still hold
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ def read_tile_json(path: str | os.PathLike, s3=None) -> TileSet:
         raise TileError(f"{path}: cannot read tile configuration: {e}") from None
     except json.JSONDecodeError as e:
         raise TileError(f"{path}: not valid JSON: {e}") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise TileError(f"{path}: lists or objects nested too deeply") from None
     return _tile_set(doc, path, lambda file: str(path.resolve().parent / file))
 
 
@@ -55,6 +57,8 @@ def _read_remote(uri: str, s3) -> TileSet:
         raise TileError(f"{uri}: tile configuration not found (input.tiles)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TileError(f"{uri}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise TileError(f"{uri}: lists or objects nested too deeply") from None
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
