@@ -54,7 +54,7 @@ def run_case(name: str, acquisition: dict, keys: dict, spark) -> dict:
         make_acquisition(folder, truth=False, **acquisition)
     config = build_config({"input": {"tiles": str(folder / "tiles.json")},
                            "output": {"uri": str(folder / "unused")},
-                           "stitching": {"enabled": True, **keys}})
+                           "stitching": {"enabled": True, "force": True, **keys}})
     began = time.perf_counter()
     result = stitch(config, SparkExecutor(spark=spark), stream=open(os.devnull, "w"))
     seconds = time.perf_counter() - began

@@ -45,7 +45,7 @@ from pipelines.execute.block import BlockJob, blocks_run, execute_partition, sto
 from pipelines.execute.executor import Batch, Executor
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
 from pipelines.plan.tasks import quiet_collector
-from pipelines.registration import find_pairs, solve
+from pipelines.registration import find_pairs, reuse, solve
 from pipelines.registration import results as stitching
 from pipelines.registration.pairs import PairJob, PairShift, measure_pair
 from pipelines.report.console import stitch_summary
@@ -106,6 +106,10 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     reference = target.reference
     if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files([reference], stitching.s3_options(config))
+    fingerprint = reuse.fingerprint(config, target, stitching.s3_options(config))
+    earlier = None if config.stitching.force else stitching.reused(config, target, fingerprint)
+    if earlier is not None:
+        return StitchResult(earlier, 0.0, time.perf_counter() - started)
     job = PairJob(reference, stitching.pair_options(config), stitching.s3_options(config))
     pairs = target.pairs(find_pairs(reference, job.options))
     with _running(config, executor) as running:
@@ -120,6 +124,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     doc = stitching.report(reference, solution, unmatched, config, seconds)
     if target.project is not None:
         doc["pairs"]["skipped_linear_parts_differ"] = target.project.skipped
+    doc["reuse"] = {"fingerprint": fingerprint}
     outcome = stitching.write_results(config, target, solution, doc)
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
@@ -157,9 +162,8 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
         stream.write(stitch_summary(stitched) + "\n")
         # the refined JSONs name the tile files checked above: no second round of checks
         result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
-                         started, _stitching_facts(stitched), check_files=False)
-    return replace(result, stitching=stitched, startup_seconds=stitched.startup_seconds,
-                   run_seconds=result.run_seconds - stitched.startup_seconds)
+                         started, stitched, check_files=False)
+    return replace(result, stitching=stitched)
 
 
 def _check_before_stitching(config: JobConfig, overwrite: bool) -> None:
@@ -185,16 +189,35 @@ def _output_location(config: JobConfig, plan: ExportPlan, executor: Executor | N
     return store, beside
 
 
-def _stitching_facts(stitched: StitchResult) -> dict[str, Any]:
+def _stitching_facts(stitched: StitchResult | None) -> dict[str, Any]:
     """What the run report says of the stitching that preceded the export."""
+    if stitched is None:
+        return {}
     kept = {k: v for k, v in stitched.outcome.report.items()
             if k not in ("pair_results", "tile_results", "unmatched_pairs")}
     return {"stitching": kept | {"report": stitched.outcome.report_path,
-                                 "picture": stitched.outcome.picture_path}}
+                                 "picture": stitched.outcome.picture_path,
+                                 "reused": stitched.outcome.reused}}
+
+
+def _timings(started: float, startup: float, commit_seconds: float,
+             stitched: StitchResult | None) -> tuple[float, dict[str, float]]:
+    """The run's seconds without Spark start-up (stitching's included: ExportResult's
+    run_seconds), and the summary's timings as the console prints them: Spark start-up
+    (stitching's, when it started Spark), the export alone, stitching alone."""
+    startup += stitched.startup_seconds if stitched else 0.0
+    run_seconds = time.perf_counter() - started - startup
+    stitch_seconds = stitched.run_seconds if stitched else 0.0
+    facts = {"startup_seconds": round(startup, 2),
+             "run_seconds": round(run_seconds - stitch_seconds, 2),
+             "commit_seconds": round(commit_seconds, 2)}
+    if stitched:
+        facts["stitching_seconds"] = round(stitch_seconds, 2)
+    return run_seconds, facts
 
 
 def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bool,
-            started: float, facts: dict[str, Any] | None = None,
+            started: float, stitched: StitchResult | None = None,
             check_files: bool = True) -> ExportResult:
     plan = make_plan(config, check_files=check_files)
     store, beside = _output_location(config, plan, executor)
@@ -203,7 +226,7 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
         if overwrite:
             removed = remove_dataset(plan, store, beside)
             stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
-        return _export_locked(plan, store, beside, executor, stream, started, facts or {})
+        return _export_locked(plan, store, beside, executor, stream, started, stitched)
     finally:
         release_lock(plan, beside)
 
@@ -216,7 +239,7 @@ def input_paths(config: JobConfig, plan: ExportPlan) -> list[str]:
 
 
 def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Executor,
-                   stream: TextIO, started: float, facts: dict[str, Any]) -> ExportResult:
+                   stream: TextIO, started: float, stitched: StitchResult | None) -> ExportResult:
     """The export while this job holds the output's lock."""
     began = time.time()
     plan = check_output(plan, store, beside)
@@ -244,12 +267,12 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         raise _failed(plan, beside, e, phase) from None
     except (KeyboardInterrupt, Terminated) as e:   # Ctrl-C, a scheduler's SIGTERM
         raise _interrupted(plan, beside, stopping_signal(e)) from None
-    run_seconds = time.perf_counter() - started - startup
-    facts = {"master": executor.master, "startup_seconds": round(startup, 2),
-             "run_seconds": round(run_seconds, 2), "commit_seconds": round(commit_seconds, 2),
-             "resumed_blocks": resumed, **facts}
+    run_seconds, timings = _timings(started, startup, commit_seconds, stitched)
+    facts = {"master": executor.master, **timings, "resumed_blocks": resumed,
+             **_stitching_facts(stitched)}
     report = _report(plan, summary, recorded, store, beside, began, facts, stream)
-    return ExportResult(summary, plan, startup, run_seconds, executor.master, resumed, report=report)
+    return ExportResult(summary, plan, timings["startup_seconds"], run_seconds, executor.master,
+                        resumed, report=report)
 
 
 # Partitions handed to the executor in one batch: bounds the task list the driver and

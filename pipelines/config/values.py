@@ -116,9 +116,10 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
 def _stitching(table: dict, names: Any, channels: int | None, where: str) -> StitchingConfig:
     """[stitching] checked; `channel` may be an index or one of input.channel_names
     (`channels` None: counted later, a BigStitcher project's channels)."""
-    enabled = table["enabled"]
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{where}stitching.enabled: expected true or false, found {enabled!r}")
+    enabled, force = table["enabled"], table["force"]
+    for key, flag in (("enabled", enabled), ("force", force)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{where}stitching.{key}: expected true or false, found {flag!r}")
     channel = table["channel"]
     if isinstance(channel, str) and isinstance(names, list) and channel in names:
         channel = names.index(channel)
@@ -137,7 +138,8 @@ def _stitching(table: dict, names: Any, channels: int | None, where: str) -> Sti
             raise ConfigError(f"{where}stitching.{key}: expected a number in "
                               f"{'[-1, 1]' if key == 'min_score' else '(0, inf)'}, found {value!r}")
         numbers[key] = float(value)
-    return StitchingConfig(enabled, channel, search, downsample, min_overlap, **numbers)
+    return StitchingConfig(enabled, channel, search, downsample, min_overlap, **numbers,
+                           force=force)
 
 
 def _triple_or_one(table: dict, key: str, where: str, minimum: int) -> tuple[int, int, int]:

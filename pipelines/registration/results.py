@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.config import JobConfig
 from pipelines.errors import ConfigError
-from pipelines.registration import PairOptions, Solution, projects
+from pipelines.registration import PairOptions, Solution, projects, reuse
 from pipelines.registration.projects import ProjectReference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
@@ -83,11 +83,12 @@ def refined(tiles: TileSet, positions: dict[int, tuple[float, float, float]]) ->
 
 @dataclass(frozen=True)
 class StitchOutcome:
-    solution: Solution
+    solution: Solution | None   # None when the last registration's results were reused
     report: dict
     tile_jsons: tuple[tuple[str, ...], ...]   # the -final.json files, timepoints × channels
     report_path: str
     picture_path: str
+    reused: bool = False        # the refined files of an earlier run, unchanged
 
     def stitched(self, config: JobConfig) -> JobConfig:
         """`config` reading the refined tile JSONs (or the stitched XML) instead of the
@@ -149,26 +150,59 @@ def layout_picture(reference: TileSet, solution: Solution) -> bytes:
     return tile_layout_png(before, after, links, title=Path(reference.source).name)
 
 
+def report_path(config: JobConfig) -> str:
+    """Where the stitching report goes: beside the registered channel's tile JSON (the
+    first timepoint's), or beside the project."""
+    source = config.tiles if config.is_project else config.inputs[0][config.stitching.channel]
+    return uris.sibling(source, "-stitching.json")
+
+
 def write_results(config: JobConfig, target: Target, solution: Solution, doc: dict) -> StitchOutcome:
     """Write each -final.json (a project: the -stitched.xml), the report and the picture;
-    return where they went."""
+    return where they went. The report records a checksum of each refined file in
+    `doc["reuse"]["results"]`, so a later run can tell they are still as written."""
     s3 = s3_options(config)
     reference = target.reference
     finals: list[tuple[str, ...]] = []
+    written: dict[str, bytes] = {}
     if target.project is not None:
         text = read_text(config.tiles, s3) if uris.is_remote(config.tiles) else Path(config.tiles).read_text()
-        xml = projects.stitched_xml(text, target.project, solution.positions)
-        finals.append((_put(uris.sibling(config.tiles, "-stitched.xml"), xml, s3),))
-        source = config.tiles
+        path = uris.sibling(config.tiles, "-stitched.xml")
+        written[path] = projects.stitched_xml(text, target.project, solution.positions)
+        finals.append((path,))
     else:
         for row, paths in zip(target.every, config.inputs):
-            finals.append(tuple(_put(final_path(p), _final_text(ts, solution, p), s3)
-                                for ts, p in zip(row, paths)))
-        source = config.inputs[0][config.stitching.channel]
-    report_path = _put(uris.sibling(source, "-stitching.json"),
-                       (json.dumps(doc, indent=1) + "\n").encode(), s3)
-    picture_path = _put(uris.sibling(source, "-stitching.png"), layout_picture(reference, solution), s3)
-    return StitchOutcome(solution, doc, tuple(finals), report_path, picture_path)
+            row_finals = tuple(final_path(p) for p in paths)
+            written |= {f: _final_text(ts, solution, p) for ts, p, f in zip(row, paths, row_finals)}
+            finals.append(row_finals)
+    for path, data in written.items():
+        _put(path, data, s3)
+    doc.setdefault("reuse", {})["results"] = reuse.checksums(written)
+    report = _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
+    picture = _put(uris.sibling(report, ".png"), layout_picture(reference, solution), s3)
+    return StitchOutcome(solution, doc, tuple(finals), report, picture)
+
+
+def reused(config: JobConfig, target: Target, current: str) -> StitchOutcome | None:
+    """The last registration's outcome when its report holds the `current` fingerprint
+    and its refined files are as it wrote them; None when registration must run."""
+    s3 = s3_options(config)
+    path = report_path(config)
+    data = reuse.read(path, s3)
+    try:
+        doc = json.loads(data) if data is not None else None
+    except ValueError:   # a damaged report: register again, which rewrites it
+        return None
+    if doc is None or not reuse.still_valid(doc, current, s3):
+        return None
+    if config.is_project:
+        finals: tuple[tuple[str, ...], ...] = ((uris.sibling(config.tiles, "-stitched.xml"),),)
+    else:
+        finals = tuple(tuple(final_path(p) for p in row) for row in config.inputs)
+    if any(p not in doc["reuse"]["results"] for row in finals for p in row):
+        return None
+    picture = uris.sibling(path, ".png")
+    return StitchOutcome(None, doc, finals, path, picture, reused=True)
 
 
 def _final_text(tiles: TileSet, solution: Solution, path: str) -> bytes:

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 def stitch_summary(result: StitchResult) -> str:
     """Lines for the console: pairs, what was dropped, accuracy, where the files are."""
     doc = result.outcome.report
+    if result.outcome.reused:
+        return (f"stitching: reused {result.outcome.tile_jsons[0][0]} (stage positions, tiles "
+                f"and [stitching] settings unchanged since {result.outcome.report_path}; "
+                f"--set stitching.force=true registers again)")
     pairs, solve_info = doc["pairs"], doc["solve"]
     lines = [
         f"stitching: {pairs['measured']} pairs measured in {doc['seconds']['pairs']:.1f} s "

@@ -51,7 +51,10 @@ def test_export_with_stitching_equals_export_at_the_true_positions(spark, small_
     paths = small_jittered["paths"]
     stitched_job = write_job(tmp_path / "a.toml", paths["tiles_json"], str(tmp_path / "a" / "v"), STITCH)
     true_job = write_job(tmp_path / "b.toml", paths["tiles_true_json"], str(tmp_path / "b" / "v"))
-    result = export(load_job(stitched_job), executor=SparkExecutor(spark=spark))
+    # force: the stitch job's test may have registered this acquisition already, and this
+    # test is of registration on Spark within an export, not of reusing its results
+    result = export(load_job(stitched_job, ["stitching.force=true"]), executor=SparkExecutor(spark=spark))
+    assert not result.stitching.outcome.reused
     assert result.stitching is not None and result.stitching.outcome.report["pairs"]["kept"] >= 4
     export(load_job(true_job), executor=SparkExecutor(spark=spark))
     stitched = tensorstore_read(str(tmp_path / "a" / "v"), "c0/s0", "n5")

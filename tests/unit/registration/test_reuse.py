@@ -1,0 +1,128 @@
+"""An export with [stitching] enabled reuses the last registration while the stage JSON,
+the tiles and the [stitching] settings are unchanged, and registers again otherwise; the
+run report's timings are those the console prints (the real driver on a LocalExecutor)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_job
+from pipelines.driver import ExportResult, export
+from pipelines.execute.executor import LocalExecutor
+from pipelines.report.console import export_report
+from pipelines.testing.synthetic import make_acquisition
+from tests.conftest import write_job
+
+STITCH = """
+[stitching]
+enabled = true
+search = 6
+downsample = [2, 2, 1]
+"""
+
+
+@pytest.fixture
+def acq(tmp_path) -> Path:
+    make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(48, 40, 12), overlap=0.3,
+                     jitter=3, seed=4, truth=False, density=25)
+    return tmp_path / "acq"
+
+
+def run(tmp_path: Path, acq: Path, name: str, *overrides: str,
+        executor: LocalExecutor | None = None) -> tuple[ExportResult, str]:
+    """Export into its own output `name`; the result and what the driver printed."""
+    job = write_job(tmp_path / f"{name}.toml", str(acq / "tiles.json"),
+                    str(tmp_path / name / "volume"), extra=STITCH)
+    stream = io.StringIO()
+    result = export(load_job(job, overrides), executor or LocalExecutor(), stream=stream)
+    return result, stream.getvalue()
+
+
+def change_setting(acq: Path) -> list[str]:
+    return ["stitching.min_score=0.4"]
+
+
+def change_stage_json(acq: Path) -> list[str]:
+    doc = json.loads((acq / "tiles.json").read_text())
+    doc[1]["position"][0] += 1.0
+    (acq / "tiles.json").write_text(json.dumps(doc))
+    return []
+
+
+def touch_a_tile(acq: Path) -> list[str]:
+    tile = acq / "tiles" / "tile-0001.tif"
+    os.utime(tile, ns=(time.time_ns(), tile.stat().st_mtime_ns + 10**9))
+    return []
+
+
+def edit_the_result(acq: Path) -> list[str]:
+    final = acq / "tiles-final.json"
+    final.write_text(final.read_text().replace("\n", "\n ", 1))
+    return []
+
+
+def force(acq: Path) -> list[str]:
+    return ["stitching.force=true"]
+
+
+def test_an_unchanged_acquisition_reuses_the_registration(tmp_path, acq):
+    first, printed = run(tmp_path, acq, "first")
+    assert "pairs measured" in printed and not first.stitching.outcome.reused
+    final = acq / "tiles-final.json"
+    written = (final.read_bytes(), final.stat().st_mtime_ns, (acq / "tiles-stitching.json").read_bytes())
+    again, printed = run(tmp_path, acq, "again", "output.format=zarr3")
+    lines = [line for line in printed.splitlines() if line.startswith("stitching:")]
+    assert len(lines) == 1 and "reused" in lines[0] and "stitching.force=true" in lines[0], printed
+    assert "pairs measured" not in printed and again.stitching.outcome.reused
+    assert (final.read_bytes(), final.stat().st_mtime_ns,
+            (acq / "tiles-stitching.json").read_bytes()) == written, "the results were rewritten"
+    assert again.plan.tiles[0][0].source == str(final)   # fused at the refined positions
+    summary = json.loads((tmp_path / "again" / "volume.report" / "summary.json").read_text())
+    assert summary["stitching"]["reused"] is True
+
+
+@pytest.mark.parametrize("change", [change_setting, change_stage_json, touch_a_tile,
+                                    edit_the_result, force])
+def test_a_change_registers_again(tmp_path, acq, change):
+    run(tmp_path, acq, "first")
+    overrides = change(acq)
+    result, printed = run(tmp_path, acq, "again", *overrides)
+    assert "pairs measured" in printed and not result.stitching.outcome.reused, printed
+    result, printed = run(tmp_path, acq, "third", *overrides)   # and that result is reused
+    assert result.stitching.outcome.reused == (change is not force), printed
+
+
+class SlowStart(LocalExecutor):
+    """A LocalExecutor whose first start takes a while, as Spark's does."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.started = seconds, False
+
+    def start(self) -> float:
+        if self.started:
+            return 0.0
+        self.started = True
+        time.sleep(self.seconds)
+        return self.seconds
+
+
+def test_the_run_report_times_what_the_console_prints(tmp_path, acq):
+    """Start-up is counted once, where it happened (in stitching), and run_seconds is the
+    export alone, as the console's time: line says."""
+    began = time.perf_counter()
+    result, _ = run(tmp_path, acq, "timed", executor=SlowStart(0.5))
+    wall = time.perf_counter() - began
+    summary = json.loads((tmp_path / "timed" / "volume.report" / "summary.json").read_text())
+    assert summary["startup_seconds"] == 0.5
+    assert summary["stitching_seconds"] == round(result.stitching.run_seconds, 2)
+    assert summary["run_seconds"] + summary["stitching_seconds"] + 0.5 <= wall + 0.02
+    time_line = next(line for line in export_report(result).splitlines() if line.startswith("time:"))
+    printed = float(time_line.split()[1])
+    assert abs(printed - summary["run_seconds"]) <= 0.051, (time_line, summary)
+    assert f"(+ {summary['stitching_seconds']:.1f} s stitching) (+ 0.5 s Spark start-up)" in time_line
