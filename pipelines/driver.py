@@ -31,13 +31,19 @@ from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
 from pipelines.commit.output import check_output, preflight, remove_dataset
 from pipelines.commit.publish import CommitSummary, publish
-from pipelines.commit.records import record_failure, start_record, update_record
+from pipelines.commit.records import (
+    record_failure,
+    save_trace_here,
+    start_record,
+    update_record,
+)
 from pipelines.config import JobConfig
 from pipelines.errors import (
     BlockFailed,
     Interrupted,
     PipelineError,
     RunFailed,
+    StoreUnavailable,
     Terminated,
     stopping_signal,
 )
@@ -226,9 +232,24 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
         if overwrite:
             removed = remove_dataset(plan, store, beside)
             stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
-        return _export_locked(plan, store, beside, executor, stream, started, stitched)
-    finally:
+        result = _export_locked(plan, store, beside, executor, stream, started, stitched)
+    except BaseException as e:
+        _release_after(plan, beside, e)
+        raise
+    release_lock(plan, beside)
+    return result
+
+
+def _release_after(plan: ExportPlan, beside: Store, error: BaseException) -> None:
+    """Release the lock after `error` ended the run, never hiding that error; not at all
+    when the store stopped answering (each request would wait out the bound again; the
+    next run on this machine takes over the lock of a driver that is gone)."""
+    if store_gone(error):
+        return
+    try:
         release_lock(plan, beside)
+    except Exception:   # the store may be what failed: the run's own error goes out
+        pass
 
 
 def input_paths(config: JobConfig, plan: ExportPlan) -> list[str]:
@@ -393,14 +414,34 @@ def _failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Ex
         message = f"{error}; {_CONSEQUENCE[phase]}"
     else:  # the store or the driver itself failed: still one line, never a traceback
         message = f"{type(error).__name__}: {error}; {_CONSEQUENCE[phase]}"
-    try:
-        where = f"the full trace is in {record_failure(plan, beside, message, detail)}"
-    except Exception as cause:  # e.g. the disk that failed the block is full
-        where = f"the trace could not be saved ({type(cause).__name__})"
+    where = _save_trace(plan, beside, error, message, detail)
     if isinstance(error, PipelineError):
         return type(error)(f"{message}; {where}")
     kind = BlockFailed if isinstance(error, BlockFailed) else RunFailed
     return _with_detail(kind(f"{message}; {where}"), detail)
+
+
+def store_gone(error: BaseException) -> bool:
+    """Whether `error` says the output's store stopped answering (StoreUnavailable, here
+    or in a task: a task's failure arrives as its message)."""
+    return isinstance(error, StoreUnavailable) or f"{StoreUnavailable.__name__}: " in str(error)
+
+
+def _save_trace(plan: ExportPlan, beside: Store, error: Exception, message: str,
+                detail: str) -> str:
+    """Mark the job record failed and keep the trace beside the container, or on this
+    machine when the store cannot take it; the words that say where, for the one line."""
+    if not store_gone(error):
+        try:
+            return f"the full trace is in {record_failure(plan, beside, message, detail)}"
+        except Exception as cause:  # e.g. the disk that failed the block is full
+            why = f"the trace could not be saved beside the output ({type(cause).__name__})"
+    else:   # every request would wait out the bound again
+        why = "the store did not answer, so the job record was not updated"
+    try:
+        return f"{why}; the full trace is in {save_trace_here(plan, detail)}"
+    except OSError:
+        return f"{why}, nor here"
 
 
 def _interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:

@@ -36,6 +36,11 @@ class RunFailed(RuntimeError):
     detail: str = ""
 
 
+class StoreUnavailable(RunFailed):
+    """A store stopped answering: a request had no answer within the bound the job sets
+    (s3.request_timeout × s3.max_attempts). The message names the endpoint and the bound."""
+
+
 class BlockFailed(RunFailed):
     """A task failed on an executor (after its retries); names the block and cause."""
 

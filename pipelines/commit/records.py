@@ -137,3 +137,22 @@ def record_failure(plan: ExportPlan, beside: Store, message: str, detail: str) -
     beside.put(names.error_log, detail.encode())
     update_record(plan, beside, status="failed", failed=time.time(), error=message)
     return f"{beside.uri}/{names.error_log}"
+
+
+def save_trace_here(plan: ExportPlan, detail: str) -> str:
+    """Keep the full trace on this machine when the store beside the container cannot
+    take it (a store that stopped answering, a full disk): in the current folder, else
+    the temporary folder, under a new name (never over a file that is there). Returns
+    the path; raises OSError when neither can be written."""
+    import os
+    import tempfile
+    name = f"{Sidecars.of(plan.output.uri).name}.error-{time.strftime('%Y%m%d-%H%M%S')}"
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=folder)
+        except OSError:
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(detail)
+        return path
+    raise OSError("neither the current folder nor the temporary folder can be written")

@@ -39,8 +39,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
                   "max_residual": 2.0, "force": False},
     "resume": {"verify": "size"},
     "limits": {"task_memory": "4GiB", "tile_cache": "256MiB", "checkpoint_seconds": 30},
-    "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 10,
-           "multipart_threshold": "64MiB", "part_size": "16MiB"},
+    "s3": {"endpoint_url": "", "region": "", "profile": "", "max_attempts": 5,
+           "request_timeout": 30, "multipart_threshold": "64MiB", "part_size": "16MiB"},
     "spark": {"master": "local[*]", "blocks_per_task": 0},
     "debug": {"fail_blocks": [], "task_delay": 0},
 }

@@ -327,10 +327,15 @@ def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     attempts = table["max_attempts"]
     if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
         raise ConfigError(f"{where}s3.max_attempts: expected a whole number ≥ 1, found {attempts!r}")
+    timeout = table["request_timeout"]
+    if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+            or not 0 < timeout <= 3600):   # nan fails too: a stall must end
+        raise ConfigError(f"{where}s3.request_timeout: expected seconds in (0, 3600], "
+                          f"found {timeout!r}")
     sizes = {k: parse_size(table[k], f"{where}s3.{k}") for k in ("multipart_threshold", "part_size")}
     if sizes["part_size"] < S3_MIN_PART:
         raise ConfigError(f"{where}s3.part_size: S3 needs parts of at least 5MiB, found {table['part_size']!r}")
-    return tuple(sorted({**table, **sizes}.items()))
+    return tuple(sorted({**table, **sizes, "request_timeout": float(timeout)}.items()))
 
 
 def _blending(merged: dict, where: str) -> str:

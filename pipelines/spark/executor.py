@@ -139,4 +139,7 @@ def _failure_line(error: Exception) -> str:
     match = re.search(r"BlockFailed: (.+)", str(error))
     if match:  # spark.task.maxFailures attempts were made (1 in plain local mode)
         return match.group(1).strip()
+    match = re.search(r"StoreUnavailable: (.+)", str(error))
+    if match:  # e.g. a task recording its blocks in the ledger, outside any block
+        return f"StoreUnavailable: {match.group(1).strip()}"
     return f"Spark job failed: {first_line(error)}"

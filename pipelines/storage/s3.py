@@ -12,16 +12,19 @@ on any failure, so no half-uploaded parts are left behind (they would be billed 
 from __future__ import annotations
 
 import builtins
+import functools
+import inspect
 import logging
 import math
 import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipelines.errors import OutputError
+from pipelines.errors import OutputError, StoreUnavailable
 from pipelines.storage.base import PartialWrite, Store
 from pipelines.storage.uri import parse
 
@@ -41,14 +44,18 @@ log = logging.getLogger(__name__)
 class S3Options:
     """How to reach S3: plain values only, so they pickle and hash. Never credentials.
 
-    `max_attempts` is botocore's `retries.max_attempts` in "standard" mode, i.e. the
-    number of retries after the first attempt (throttling, 5xx and connection errors).
+    `max_attempts` counts every attempt of a request, the first included (botocore's
+    `total_max_attempts`, "standard" retry mode: throttling, 5xx and connection errors
+    are retried with backoff). `request_timeout` bounds connecting and each wait for the
+    endpoint's answer, so a frozen endpoint fails a request after about
+    request_timeout × max_attempts seconds (plus backoff) instead of botocore's 60 s × 5.
     """
 
     endpoint_url: str = ""
     region: str = ""
     profile: str = ""
-    max_attempts: int = 10
+    max_attempts: int = 5
+    request_timeout: float = 30.0
     multipart_threshold: int = 64 * MiB
     part_size: int = 16 * MiB
 
@@ -81,8 +88,28 @@ def _make_client(options: S3Options):
         "s3",
         endpoint_url=options.endpoint_url or None,
         region_name=options.region or None,
-        config=Config(retries={"mode": "standard", "max_attempts": options.max_attempts}),
+        config=Config(connect_timeout=options.request_timeout,
+                      read_timeout=options.request_timeout,
+                      retries={"mode": "standard", "total_max_attempts": options.max_attempts}),
     )
+
+
+def _bounded(method):
+    """`method` of S3Store with botocore's timeouts, after its retries, turned into one
+    StoreUnavailable naming the endpoint and the bound (generators too: a listing's pages
+    are fetched while it is iterated)."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            with self._stall_bound():
+                yield from method(self, *args, **kwargs)
+        return generator
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._stall_bound():
+            return method(self, *args, **kwargs)
+    return call
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -133,11 +160,26 @@ class S3Store(Store):
     def client(self):
         return client_for(self.options)
 
+    @contextmanager
+    def _stall_bound(self) -> Iterator[None]:
+        from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+        try:
+            yield
+        except (ConnectTimeoutError, ReadTimeoutError):
+            options = self.options
+            endpoint = options.endpoint_url or f"of AWS S3 ({options.region or 'default region'})"
+            raise StoreUnavailable(
+                f"the S3 endpoint {endpoint} did not answer within {options.request_timeout:g} s "
+                f"× {options.max_attempts} attempts (s3.request_timeout × s3.max_attempts)"
+            ) from None
+
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"invalid store key {key!r}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @_bounded
     def put(self, key: str, data: bytes) -> None:
         data = bytes(data)
         if len(data) < max(self.options.multipart_threshold, 1):  # an empty object is one put
@@ -145,6 +187,7 @@ class S3Store(Store):
         else:
             self._put_multipart(self._key(key), data)
 
+    @_bounded
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """A conditional PUT (If-None-Match: *): S3 creates the object only if none exists."""
         from botocore.exceptions import ClientError
@@ -157,6 +200,7 @@ class S3Store(Store):
             raise
         return True
 
+    @_bounded
     def partial_writes(self, prefix: str = "") -> builtins.list[PartialWrite]:
         """Multipart uploads a killed writer never completed or aborted."""
         root = f"{self.prefix}/" if self.prefix else ""
@@ -167,6 +211,7 @@ class S3Store(Store):
                                     f"{u['Key']} (multipart upload started {u['Initiated']})",
                                     u["UploadId"]) for u in uploads), key=lambda p: p.name)
 
+    @_bounded
     def remove_partial(self, partial: PartialWrite) -> None:
         self._abort(self._key(partial.key), partial.token)
 
@@ -196,6 +241,7 @@ class S3Store(Store):
             log.warning("could not abort multipart upload of s3://%s/%s (%s): %s",
                         self.bucket, name, upload_id, type(err).__name__)
 
+    @_bounded
     def get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
@@ -207,6 +253,7 @@ class S3Store(Store):
             raise
         return response["Body"].read()
 
+    @_bounded
     def get_range(self, key: str, start: int, stop: int) -> bytes:
         """Bytes [start, stop) of an object, with one HTTP Range request.
 
@@ -228,6 +275,7 @@ class S3Store(Store):
             raise
         return response["Body"].read()
 
+    @_bounded
     def size(self, key: str) -> int:
         """The size in bytes of the object under `key`; KeyError when there is none."""
         head = self._head(key)
@@ -245,9 +293,11 @@ class S3Store(Store):
                 return None
             raise
 
+    @_bounded
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
+    @_bounded
     def list(self, prefix: str = "") -> Iterator[str]:
         root = f"{self.prefix}/" if self.prefix else ""
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -256,6 +306,7 @@ class S3Store(Store):
             for item in page.get("Contents", []):
                 yield item["Key"][len(root):]
 
+    @_bounded
     def sizes(self, prefix: str = "") -> dict[str, int]:
         root = f"{self.prefix}/" if self.prefix else ""
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -263,9 +314,11 @@ class S3Store(Store):
         return {item["Key"][len(root):]: int(item["Size"])
                 for page in pages for item in page.get("Contents", [])}
 
+    @_bounded
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))  # missing is fine
 
+    @_bounded
     def delete_if_unchanged(self, key: str, expected: bytes) -> bool:
         """Delete only the object version we read (DeleteObject with If-Match on its ETag)."""
         from botocore.exceptions import ClientError
@@ -290,9 +343,7 @@ class S3Store(Store):
 
         Uses a client with few retries, so an unreachable endpoint fails in seconds.
         """
-        probe = S3Store(self.bucket, self.prefix,
-                        replace(self.options, max_attempts=min(self.options.max_attempts,
-                                                               CHECK_MAX_ATTEMPTS)))
+        probe = self._probe()
         try:
             probe.client.head_bucket(Bucket=self.bucket)
             name = f".write-probe-{uuid.uuid4().hex}"
@@ -300,6 +351,19 @@ class S3Store(Store):
             probe.delete(name)
         except Exception as err:
             raise OutputError(f"output.uri: {self.uri}: {self._explain(err)}") from None
+
+    def check_reachable(self) -> None:
+        """Prove the endpoint answers and the bucket exists (one HeadBucket, few retries)."""
+        try:
+            self._probe().client.head_bucket(Bucket=self.bucket)
+        except Exception as err:
+            raise OutputError(f"{self.uri}: {self._explain(err)}") from None
+
+    def _probe(self) -> S3Store:
+        """This store with a client that retries little, for checks that must fail fast."""
+        return S3Store(self.bucket, self.prefix,
+                       replace(self.options, max_attempts=min(self.options.max_attempts,
+                                                              CHECK_MAX_ATTEMPTS)))
 
     def _explain(self, err: Exception) -> str:
         """What went wrong, in words a user can act on — never echoing credentials."""
@@ -310,16 +374,20 @@ class S3Store(Store):
             NoCredentialsError,
             PartialCredentialsError,
             ProfileNotFound,
+            ProxyConnectionError,
         )
 
+        if isinstance(err, StoreUnavailable):
+            return str(err)
         if isinstance(err, ProfileNotFound):
             return f"s3.profile {self.options.profile!r} is not in the AWS config files"
         if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
             return ("no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                     "AWS_PROFILE or s3.profile)")
-        if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
-            endpoint = self.options.endpoint_url or "the AWS S3 endpoint"
-            return f"cannot reach the S3 endpoint {endpoint} (check s3.endpoint_url)"
+        if isinstance(err, (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)):
+            if not self.options.endpoint_url:
+                return "cannot reach AWS S3 (for another S3-compatible store, set s3.endpoint_url)"
+            return f"cannot reach the S3 endpoint {self.options.endpoint_url} (check s3.endpoint_url)"
         if isinstance(err, ClientError):
             code = error_code(err)
             if code in MISSING_BUCKET_CODES:

@@ -78,7 +78,7 @@ def test_multipart_failing_on_the_wire_is_aborted(s3_bucket):
                          code=INTERNAL_ERROR).start()
     try:
         store = make_store(proxy.endpoint, bucket, multipart_threshold=5 * MiB,
-                           part_size=5 * MiB, max_attempts=1)
+                           part_size=5 * MiB, max_attempts=2)
         with pytest.raises(ClientError, match="InternalError"):
             store.put("shard", pattern(12 * MiB))
     finally:
@@ -121,7 +121,7 @@ def test_throttled_put_fails_without_retries(flaky_s3, s3_bucket):
     """The control for the test above: the proxy really refuses, retries are what help."""
     endpoint, proxy = flaky_s3
     proxy.every = 1
-    store = S3Store(s3_bucket[1], "out", S3Options(endpoint_url=endpoint, max_attempts=0))
+    store = S3Store(s3_bucket[1], "out", S3Options(endpoint_url=endpoint, max_attempts=1))
     with pytest.raises(ClientError, match="SlowDown"):
         store.put("k", b"x")
     assert proxy.injected == 1
@@ -275,7 +275,7 @@ def test_proxy_keeps_signatures_valid(s3_bucket, moto_auth):
     profile = moto_auth.profile("via-proxy", *moto_auth.user("via-proxy"))
     proxy = FlakyS3Proxy(endpoint, every=0).start()
     try:
-        store = make_store(proxy.endpoint, bucket, profile=profile, max_attempts=0)
+        store = make_store(proxy.endpoint, bucket, profile=profile, max_attempts=1)
         store.put("k", b"through the proxy")
         assert store.get("k") == b"through the proxy" and store.size("k") == 17
         proxy.keep_host = False

@@ -1,0 +1,90 @@
+"""A frozen S3 endpoint (a moto server in its own process, SIGSTOPped mid-export): the job
+ends within the bound the job sets (s3.request_timeout × s3.max_attempts), in one line
+naming the endpoint and the bound, exit 1, and saves the trace on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.conftest import ROOT, write_job
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def own_moto(tmp_path):
+    """A moto server in a process of its own (so it can be frozen) with bucket "frozen":
+    (endpoint, process). Thawed and stopped at the end, whatever the test did to it."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "scripts/local_s3.py"), "--port",
+                               str(port), "--bucket", "frozen"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None and "local S3 at" in server.stdout.readline()
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.terminate()
+        server.wait(30)
+
+
+def wait_for_a_ledger_part(endpoint: str, job: subprocess.Popen, limit: float = 120) -> None:
+    client = boto3.client("s3", endpoint_url=endpoint,
+                          config=Config(read_timeout=5, retries={"total_max_attempts": 1}))
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        listing = client.list_objects_v2(Bucket="frozen", Prefix="out/volume.job/")
+        if any("/tasks/" in o["Key"] for o in listing.get("Contents", [])):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no task recorded its blocks in time")
+
+
+def test_a_frozen_endpoint_ends_the_job_in_one_line_within_the_bound(small_acquisition, own_moto,
+                                                                     tmp_path: Path):
+    endpoint, server = own_moto
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    "s3://frozen/out/volume")
+    run = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
+         f"s3.endpoint_url={endpoint}", "--set", "s3.request_timeout=1", "--set",
+         "s3.max_attempts=2", "--set", "debug.task_delay=0.5", "--set",
+         "spark.blocks_per_task=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        wait_for_a_ledger_part(endpoint, run)
+        os.kill(server.pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        _, err = run.communicate(timeout=120)
+        seconds = time.monotonic() - frozen
+    finally:
+        if run.poll() is None:
+            run.kill()
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert run.returncode == 1 and len(failed) == 1, err[-3000:]
+    line = failed[0]
+    assert f"the S3 endpoint {endpoint} did not answer within 1 s × 2 attempts" in line, line
+    assert "(s3.request_timeout × s3.max_attempts)" in line and "no metadata was written" in line
+    assert "Traceback" not in err and "could not be saved" not in line, err[-3000:]
+    logs = list(tmp_path.glob("volume.error-*.log"))
+    assert len(logs) == 1 and f"the full trace is in {logs[0]}" in line, line
+    assert "StoreUnavailable" in logs[0].read_text()
+    assert seconds < 45, f"the job took {seconds:.0f} s to report the stall"
+    print(f"stall reported {seconds:.1f} s after the endpoint froze")
