@@ -1,0 +1,209 @@
+"""Flatfield estimation from per-pixel intensity histograms (pure numpy, no Spark).
+
+The method is the one stitching-spark uses (Saalfeld lab; Gao et al., Science 2019,
+"Cortical column and whole-brain imaging with molecular contrast and nanoscale
+resolution", supplementary methods), written anew here: a tile's raw pixel value is
+raw(x, y) = S(x, y) * I + T(x, y) for the true intensity I, so over many tiles (placed at
+random over the sample) the distribution of values seen at one pixel is the pooled
+distribution scaled by S and shifted by T. Then every quantile obeys
+
+    quantile_p(k) = S(p) * reference(k) + T(p)
+
+and a straight-line fit per pixel over the quantiles k gives S and T.
+
+To stay small the statistics are kept at reduced resolution: the tile's xy plane is cut
+into cells of about `factor` x `factor` pixels (`Binning`); each slice of each tile is
+averaged over every cell (which also divides the photon noise by `factor`: noise that
+is larger, relative to the signal, where S is small would otherwise widen the dim
+pixels' distributions and flatten the estimated S), and each cell keeps a histogram of
+those means over all tiles and slices (`tile_histogram`). Histograms add, so executors reduce their
+tiles to one array each and the driver sums them (`fit_fields`). The driver smooths the
+per-cell S and T, normalises S to mean 1 and interpolates both to the tile's pixel grid.
+
+Identifiability: S and T separate only if the data span a range of intensities. When the
+reference's spread (its 99.5 % over its 5 % quantile) is below MIN_SPREAD the offset is not
+estimated (T = 0) and `Fields.offset_estimated` says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CELLS = 32                 # cells per axis of the reduced grid at most
+MIN_FACTOR = 2             # pixels per cell side at least (noise / MIN_FACTOR)
+BINS = 512                 # histogram bins; log-spaced above 1 for wide types (2.2 % wide)
+# Quantiles fitted: the body and the bright tail, where structure lifts values far from
+# the background; the tail is what separates the gain S from the offset T.
+PROBABILITIES = np.concatenate([np.linspace(0.05, 0.95, 19), [0.97, 0.98, 0.99, 0.995]])
+SMOOTHING = 1.5            # gaussian sigma, in cells, applied to S and T before upsampling
+REFINE = 2                 # rounds of re-fitting against the corrected consensus
+MIN_SPREAD = 1.5           # reference q(0.995) / q(0.05) below this: T is not identifiable
+_TOP = {"uint8": 256.0, "uint16": 65536.0, "int16": 32768.0}  # otherwise FLOAT_TOP
+FLOAT_TOP = 2.0 ** 24
+
+
+@dataclass(frozen=True)
+class Binning:
+    """How a tile plane (x, y pixels) is reduced: its cells and the intensity bins."""
+
+    size: tuple[int, int]      # tile plane, x, y
+    cells: tuple[int, int]     # cells along x, y
+    dtype: str                 # the tiles' pixel type (chooses the bins)
+
+    @classmethod
+    def for_tiles(cls, size_xy, dtype) -> Binning:
+        """At most CELLS cells per axis, each at least MIN_FACTOR pixels wide."""
+        size = (int(size_xy[0]), int(size_xy[1]))
+        cells = tuple(max(1, min(CELLS, n // MIN_FACTOR)) for n in size)
+        return cls(size, (cells[0], cells[1]), np.dtype(dtype).name)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of a histogram array: cells y, cells x, bins."""
+        return self.cells[1], self.cells[0], BINS
+
+    def edges(self) -> np.ndarray:
+        """BINS + 1 bin edges: unit bins for 8-bit tiles, else 0, then log-spaced from 1."""
+        if self.dtype == "uint8":
+            return np.arange(BINS + 1, dtype=np.float64) * (256.0 / BINS)
+        top = _TOP.get(self.dtype, FLOAT_TOP)
+        return np.concatenate([[0.0], np.geomspace(1.0, top, BINS)])
+
+    def bin_of(self, values: np.ndarray) -> np.ndarray:
+        """The bin index of every value (values outside the edges go to the end bins)."""
+        edges = self.edges()
+        index = np.searchsorted(edges, values.astype(np.float64, copy=False), side="right") - 1
+        return np.clip(index, 0, BINS - 1)
+
+    def cell_of(self) -> np.ndarray:
+        """Per pixel (y, x) of the plane, the flat index of its cell."""
+        (nx, ny), (cx, cy) = self.size, self.cells
+        row, col = (np.arange(ny) * cy) // ny, (np.arange(nx) * cx) // nx
+        return row[:, None] * cx + col[None, :]
+
+
+def tile_histogram(stack: np.ndarray, binning: Binning) -> np.ndarray:
+    """Counts (cells y, cells x, bins; int64) of one tile's cell means (`stack` z, y, x):
+    one value per cell and slice."""
+    cell = binning.cell_of().ravel()
+    cells = binning.cells[0] * binning.cells[1]
+    pixels = np.bincount(cell, minlength=cells).astype(np.float64)
+    counts = np.zeros(int(np.prod(binning.shape)), dtype=np.int64)
+    for plane in stack:   # one slice at a time bounds the temporaries to a plane
+        means = np.bincount(cell, weights=plane.ravel(), minlength=cells) / pixels
+        counts[np.arange(cells) * BINS + binning.bin_of(means)] += 1
+    return counts.reshape(binning.shape)
+
+
+@dataclass(frozen=True)
+class Fields:
+    """A channel's flatfield: corrected = (raw - offset) / gain, both (y, x) float32."""
+
+    gain: np.ndarray           # S, mean 1
+    offset: np.ndarray         # T, in raw units
+    offset_estimated: bool = True
+    spread: float = 0.0        # the reference's q(0.995) / q(0.05)
+
+
+def quantiles(counts: np.ndarray, edges: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Quantiles (..., len(probabilities)) of histograms (..., bins), linear within a bin."""
+    cdf = np.cumsum(counts, axis=-1, dtype=np.float64)
+    total = np.maximum(cdf[..., -1:], 1.0)
+    cdf /= total
+    out = np.empty(counts.shape[:-1] + (len(probabilities),))
+    for n, p in enumerate(probabilities):
+        k = np.minimum((cdf < p).sum(axis=-1), counts.shape[-1] - 1)   # first bin reaching p
+        below = np.where(k > 0, np.take_along_axis(cdf, np.maximum(k - 1, 0)[..., None], -1)[..., 0], 0.0)
+        here = np.take_along_axis(cdf, k[..., None], -1)[..., 0] - below
+        frac = np.clip((p - below) / np.where(here > 0, here, 1.0), 0.0, 1.0)
+        out[..., n] = edges[k] + frac * (edges[k + 1] - edges[k])
+    return out
+
+
+def fit_fields(counts: np.ndarray, binning: Binning) -> Fields:
+    """S and T over the tile's pixel grid from the summed histograms of every tile."""
+    local = quantiles(counts, binning.edges(), PROBABILITIES)   # cells y, x, p
+    gain = _ratio(local)
+    # the pooled values mix every S; the cells' values divided by a first S do not
+    reference = np.median(local / gain[..., None], axis=(0, 1))
+    spread = float(reference[-1] / max(reference[0], 1e-9))
+    identified = spread >= MIN_SPREAD
+    offset = None
+    for _ in range(REFINE + 1 if identified else 0):
+        gain, offset = _line_fit(local, reference)
+        reference = np.median((local - offset[..., None]) / gain[..., None], axis=(0, 1))
+    gain, offset = smooth(gain, SMOOTHING), smooth(offset, SMOOTHING) if offset is not None else None
+    full_gain = upsample(gain, binning.size)
+    full_gain /= np.float32(full_gain.mean(dtype=np.float64))
+    full_offset = upsample(offset, binning.size) if offset is not None else np.zeros_like(full_gain)
+    return Fields(full_gain, full_offset, identified, round(spread, 4))
+
+
+def _line_fit(local: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, the slope and intercept of its quantiles against the reference, by
+    weighted least squares: a quantile's weight is 1 / (its scatter about the fit over the
+    cells)^2, so the bright tail, which only a few tiles' structure makes at any one cell,
+    counts as much as its scatter allows (two rounds; the first uses the body only)."""
+    weights = (PROBABILITIES <= 0.95).astype(np.float64)
+    for _ in range(2):
+        slope, intercept = _weighted_line(local, reference, weights)
+        residual = local - (slope[..., None] * reference + intercept[..., None])
+        scatter = 1.4826 * np.median(np.abs(residual), axis=(0, 1))
+        weights = 1.0 / np.maximum(scatter, 1e-3 * float(reference.mean())) ** 2
+    return _weighted_line(local, reference, weights)
+
+
+def _weighted_line(local: np.ndarray, reference: np.ndarray,
+                   weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w = weights / weights.sum()
+    mean = float((w * reference).sum())
+    r = reference - mean
+    slope = (local * (w * r)).sum(axis=-1) / max(float((w * r * r).sum()), 1e-12)
+    return slope, (local * w).sum(axis=-1) - slope * mean
+
+
+def _ratio(local: np.ndarray) -> np.ndarray:
+    """Per cell, the gain when there is no offset: its mean quantile over the cells' mean."""
+    means = local.mean(axis=-1)
+    return means / max(float(means.mean()), 1e-12)
+
+
+def smooth(grid: np.ndarray, sigma: float) -> np.ndarray:
+    """A separable gaussian blur of a 2D grid (`sigma` in cells). Beyond the borders the
+    grid is continued by point reflection (2 * edge - mirror image), which keeps a linear
+    trend, so the borders of a vignetting field are neither raised nor flattened."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    out = np.asarray(grid, dtype=np.float64)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = (np.pad(out, pad, mode="reflect", reflect_type="odd") if out.shape[axis] > radius
+                  else np.pad(out, pad, mode="edge"))
+        out = np.apply_along_axis(np.convolve, axis, padded, taps, mode="valid")
+    return out
+
+
+def upsample(grid: np.ndarray, size_xy) -> np.ndarray:
+    """Cell values (cells y, x; each at its cell's centre) interpolated bilinearly to the
+    pixel grid (y, x), extrapolated linearly beyond the outer cell centres; float32."""
+    rows = _axis_weights(grid.shape[0], int(size_xy[1]))
+    cols = _axis_weights(grid.shape[1], int(size_xy[0]))
+    return (rows @ grid @ cols.T).astype(np.float32)
+
+
+def _axis_weights(cells: int, pixels: int) -> np.ndarray:
+    """(pixels, cells) linear interpolation matrix from cell centres to pixel centres."""
+    weights = np.zeros((pixels, cells))
+    if cells == 1:
+        weights[:, 0] = 1.0
+        return weights
+    u = (np.arange(pixels) + 0.5) * cells / pixels - 0.5
+    k = np.clip(np.floor(u).astype(int), 0, cells - 2)
+    t = u - k
+    weights[np.arange(pixels), k] = 1 - t
+    weights[np.arange(pixels), k + 1] = t
+    return weights
