@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.formats import TENSORSTORE_DRIVERS
 from pipelines.storage import uri as uris
@@ -53,10 +56,32 @@ def kvstore_spec(result: ExportResult, array: str) -> dict[str, Any]:
             "path": f"{prefix}/{array}/".lstrip("/")}
     s3 = result.plan.s3
     if s3 and s3.endpoint_url:
-        spec["endpoint"] = s3.endpoint_url
+        spec["endpoint"] = without_userinfo(s3.endpoint_url)
     if s3 and s3.region:
         spec["aws_region"] = s3.region
     return spec
+
+
+def without_userinfo(uri: str) -> str:
+    """`uri` without a `user:secret@` before its host: what is printed must never carry a
+    credential (validation refuses them; this holds whatever reaches the console)."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def open_command(result: ExportResult) -> str:
+    """A shell command that opens level 0 with tensorstore, as pasted: the Python the job
+    ran with (a bare `python` may lack tensorstore), the S3 endpoint and region in the
+    spec, and the AWS profile the job used; credentials come from the environment, as
+    they did for the job, and are never printed."""
+    s = result.summary
+    spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore_spec(result, s.arrays[0])}
+    code = f"import tensorstore as ts; print(ts.open({json.dumps(spec)}).result())"
+    s3 = result.plan.s3
+    env = [f"AWS_PROFILE={shlex.quote(s3.profile)}"] if s3 and s3.profile and spec["kvstore"]["driver"] == "s3" else []
+    return " ".join([*env, shlex.quote(sys.executable), "-c", shlex.quote(code)])
 
 
 def export_report(result: ExportResult) -> str:
@@ -66,7 +91,6 @@ def export_report(result: ExportResult) -> str:
     stitching = result.stitching.run_seconds if result.stitching else 0.0
     export_seconds = result.run_seconds - stitching
     rate = mb / export_seconds if export_seconds > 0 else 0.0
-    spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore_spec(result, s.arrays[0])}
     ratio = result.volume_bytes / s.bytes_written if s.bytes_written else float("inf")
     lines = [
         f"dataset:  {s.uri}  (format {s.format}, layout {s.layout}, {s.levels} level"
@@ -79,8 +103,7 @@ def export_report(result: ExportResult) -> str:
         f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MiB/s of "
         f"{mb:.0f} MiB uncompressed output",
         f"spark:    master {result.master}",
-        f"open it:  python -c 'import tensorstore as ts; "
-        f"print(ts.open({json.dumps(spec)}).result())'",
+        f"open it:  {open_command(result)}",
     ]
     lines += [f"also:     {name} (next to the container)" for name in s.extra_files]
     if result.report:
