@@ -1,14 +1,17 @@
 """Run a local S3 endpoint (a moto server on loopback) with a bucket, for trying S3 output.
 
-    python scripts/local_s3.py [--port 5000] [--bucket demo]
+    python scripts/local_s3.py [--port 5000] [--bucket demo] [--verbose]
 
-Prints the endpoint and the environment to use, then serves until interrupted. Nothing
-leaves this machine: the server listens on 127.0.0.1 only and keeps objects in memory.
+Prints the endpoint and the environment to use, then serves until interrupted (Ctrl-C or
+SIGTERM: it exits within a few seconds, even with requests in flight). Quiet: requests
+are logged only with --verbose. Nothing leaves this machine: the server listens on
+127.0.0.1 only and keeps objects in memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -16,12 +19,18 @@ import threading
 import boto3
 from moto.server import ThreadedMotoServer
 
+STOP_SECONDS = 2.0   # the longest the server may take to stop after SIGTERM or Ctrl-C
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--bucket", default="demo")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
+    # werkzeug logs each request at INFO (in colour, on a terminal) unless its logger is
+    # set quieter before the first request
+    logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
     # moto accepts any credentials; boto3 still wants some to sign requests with
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                         ("AWS_DEFAULT_REGION", "us-east-1")):
@@ -39,7 +48,11 @@ def main(argv=None) -> int:
         stop.wait()
     except KeyboardInterrupt:
         pass
-    server.stop()
+    # Request threads are daemons, so only the serving loop needs stopping; bounded, so a
+    # stuck shutdown never keeps the process alive after SIGTERM.
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(STOP_SECONDS)
     return 0
 
 
