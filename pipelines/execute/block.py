@@ -24,6 +24,7 @@ from pipelines import pyramid
 from pipelines.commit.ledger import PartitionSummary, PartRecorder
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
+from pipelines.execute.problems import cause_line
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse
@@ -51,7 +52,7 @@ def run_block(task: BlockTask, plan: ExportPlan, store: Store | None = None,
         return _run(task, plan, store or _store(plan.output.uri, plan.s3), attempt)
     except Exception as e:
         where = f"block {list(task.index)}" + (f" of stage {task.stage}" if task.stage else "")
-        raise BlockFailed(f"{where}: {type(e).__name__}: {e}") from e
+        raise BlockFailed(f"{where}: {cause_line(e)}") from e
 
 
 def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> BlockReceipt:
@@ -136,9 +137,18 @@ def execute_partition(job: BlockJob, part: PartitionTask, attempt: int) -> Parti
     recording them in the ledger as they finish, so a driver or task that dies loses at
     most `plan.checkpoint_seconds` of finished work."""
     plan = job.plan
-    set_tile_cache(plan.tile_cache, job.run)
-    beside = beside_store(plan.output.uri, plan.s3) if job.ledger else None
-    return run_partition(part, plan, _store(plan.output.uri, plan.s3), beside, job.ledger, attempt)
+    try:
+        set_tile_cache(plan.tile_cache, job.run)
+        beside = beside_store(plan.output.uri, plan.s3) if job.ledger else None
+        return run_partition(part, plan, _store(plan.output.uri, plan.s3), beside, job.ledger,
+                             attempt)
+    except BlockFailed:
+        raise
+    except Exception as e:   # outside any block, e.g. recording finished blocks in the
+        # ledger: still one line with the cause, which the driver finds in Spark's trace
+        where = f"the task from block {list(part.start)}" + (
+            f" of stage {part.stage}" if part.stage else "")
+        raise BlockFailed(f"{where}: {cause_line(e)}") from e
 
 
 def run_partition(part: PartitionTask, plan: ExportPlan, store: Store, beside: Store | None,
