@@ -35,6 +35,7 @@ class DryRun:
     task_memory: int
     seconds: float
     peak_rss: int                              # this process's peak resident memory, bytes
+    pairs: int | None = None                   # [stitching] enabled: pair tasks to register
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -50,7 +51,9 @@ class DryRun:
             f"bytes:    {_size(self.uncompressed_bytes)} uncompressed over all levels",
             f"memory:   {_size(self.task_memory)} per task (limits.task_memory)",
             f"planning: {self.seconds:.2f} s, driver peak memory {_size(self.peak_rss)}",
-        ]
+        ] + ([] if self.pairs is None else [
+            f"stitching: {self.pairs:,} pair tasks to register first; the plan above is at the "
+            f"stage positions (registration moves the bounds by at most its corrections)"])
 
 
 def dry_run(config: JobConfig) -> DryRun:
@@ -72,7 +75,16 @@ def dry_run(config: JobConfig) -> DryRun:
                   voxels * output.timepoints * output.channels * itemsize,
                   task_memory_bytes(output, first, stages, config.tile_cache),
                   time.perf_counter() - began,
-                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  pair_tasks(config) if config.stitching.enabled else None)
+
+
+def pair_tasks(config: JobConfig) -> int:
+    """The pairs registration would measure, one task each, from the stage positions."""
+    from pipelines.registration import find_pairs
+    from pipelines.registration import results as stitching
+    target = stitching.registration_target(config)
+    return len(target.pairs(find_pairs(target.reference, stitching.pair_options(config))))
 
 
 def _size(n: int) -> str:

@@ -23,7 +23,13 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
 from pipelines.execute.executor import Batch, Item, ProgressCallback, Result, failure
-from pipelines.spark.session import check_java, first_line, session, under_spark_submit
+from pipelines.spark.session import (
+    check_java,
+    check_master,
+    first_line,
+    session,
+    under_spark_submit,
+)
 
 JOB_GROUP = "tile-export"
 POLL_SECONDS = 0.25  # how often the driver asks Spark how many tasks are done
@@ -46,6 +52,8 @@ class SparkExecutor:
     def check(self) -> None:
         if self.owned and not under_spark_submit():
             check_java()  # environment problems before anything is written
+            assert self.config is not None  # an owned session is started from a config
+            check_master(self.config.spark_master)
 
     def start(self) -> float:
         if self.spark is not None:
@@ -142,4 +150,18 @@ def _failure_line(error: Exception) -> str:
     match = re.search(r"StoreUnavailable: (.+)", str(error))
     if match:  # e.g. a task recording its blocks in the ledger, outside any block
         return f"StoreUnavailable: {match.group(1).strip()}"
+    worker = _worker_start_failure(str(error))
+    if worker:
+        return worker
     return f"Spark job failed: {first_line(error)}"
+
+
+def _worker_start_failure(text: str) -> str:
+    """The cause when the executor could not start the Python workers, as the JVM says
+    it (`Cannot run program "/path/python": error=13, Permission denied`); '' otherwise."""
+    match = re.search(r'Cannot run program "([^"]+)"[^:\n]*: error=\d+, ([^\n]+)', text)
+    if not match:
+        return ""
+    return (f"the Python workers could not start: {match.group(2).strip()}: {match.group(1)} "
+            f"(PYSPARK_PYTHON / spark.pyspark.python must name a Python with this project's "
+            f"dependencies on every node)")

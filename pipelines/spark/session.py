@@ -7,7 +7,9 @@ set; the job file's `spark.master` is used only when running as plain Python.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import sys
 
 from pyspark.sql import SparkSession
@@ -25,6 +27,7 @@ def session(config: JobConfig) -> SparkSession:
     Spark cannot start."""
     if not under_spark_submit():
         check_java()
+        check_master(config.spark_master)
         if config.spark_master.startswith("local"):
             # Workers on this machine must run this interpreter (the one with our
             # packages), and local mode needs no network beyond loopback.
@@ -90,6 +93,43 @@ def check_java() -> None:
     if not shutil.which(java):
         raise SparkStartError("Java 17 or newer is needed for Spark, and no 'java' was found "
                               "(install a JDK 17 or set JAVA_HOME)")
+
+
+LOCAL_MASTER = re.compile(r"local(\[(\*|\d+)(,\s*\d+)?\])?|"
+                          r"local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]")
+MASTER_CONNECT_SECONDS = 5
+
+
+def check_master(master: str) -> None:
+    """SparkStartError, in one line, for a spark.master that cannot work: not of a form
+    Spark knows, or a standalone master that no host answers for. Checked before the JVM
+    starts, which would print a Java stack trace (a bad form) or retry for a minute (an
+    unreachable master) before failing."""
+    if LOCAL_MASTER.fullmatch(master) or master == "yarn" or master.startswith("k8s://"):
+        return
+    if not master.startswith("spark://"):
+        raise SparkStartError(f"spark.master = {master!r}: expected local[N], local-cluster[N, "
+                              f"cores, MiB], spark://host:port, yarn or k8s://…")
+    problems = []
+    for address in master.removeprefix("spark://").split(","):  # a standby master list
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise SparkStartError(f"spark.master = {master!r}: expected spark://host:port")
+        try:
+            socket.create_connection((host, int(port)), MASTER_CONNECT_SECONDS).close()
+            return
+        except OSError as e:
+            problems.append(f"{host}:{port} ({_socket_problem(e)})")
+    raise SparkStartError(f"spark.master = {master!r}: cannot reach the Spark master "
+                          f"{'; '.join(problems)}")
+
+
+def _socket_problem(error: OSError) -> str:
+    if isinstance(error, socket.gaierror):
+        return "no such host"
+    if isinstance(error, TimeoutError):
+        return f"no answer within {MASTER_CONNECT_SECONDS} s"
+    return error.strerror or type(error).__name__
 
 
 def first_line(error: BaseException) -> str:

@@ -3,21 +3,23 @@ with the number of chunks."""
 
 from __future__ import annotations
 
+import io
+import shutil
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.plan_scale import write_job as write_scale_job
 from pipelines.config import load_job
+from pipelines.plan import make_plan
 from pipelines.plan.dryrun import dry_run
 from pipelines.plan.ranges import union_size
-from pipelines.plan import make_plan
 from tests.conftest import ROOT, write_job
 from tests.pipeline_helpers import export_local, owned_keys
-
-import numpy as np
 
 
 @pytest.mark.parametrize("sets", [
@@ -80,3 +82,24 @@ def test_dry_run_command_opens_no_tile_and_writes_nothing(tmp_path):
     assert "tasks:" in run.stdout and "owned by the blocks" in run.stdout
     assert "driver peak memory" in run.stdout
     assert not (tmp_path / "paper" / "out").exists()
+
+
+def test_dry_run_with_stitching_counts_the_pair_tasks(small_acquisition, tmp_path, capsys):
+    """It says the plan is at the stage positions and counts the pairs registration would
+    measure: as many as the real registration runs."""
+    from pipelines.cli import export as export_cli
+    from pipelines.driver import stitch
+    from pipelines.execute.executor import LocalExecutor
+    source = Path(small_acquisition["paths"]["tiles_json"]).parent   # a copy: stitching writes beside it
+    shutil.copytree(source / "tiles", tmp_path / "acq" / "tiles")
+    shutil.copy(source / "tiles.json", tmp_path / "acq")
+    job = write_job(tmp_path / "job.toml", str(tmp_path / "acq" / "tiles.json"),
+                    str(tmp_path / "out"), "[stitching]\nenabled = true\nsearch = 4")
+    assert export_cli.main([str(job), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("stitching:"))
+    assert "stage positions" in line, printed
+    report = stitch(load_job(job), LocalExecutor(), stream=io.StringIO()).outcome.report
+    tasks = report["pairs"]["measured"] + report["pairs"]["unmatched"]
+    assert tasks >= 4 and line.startswith(f"stitching: {tasks} pair tasks")
+    assert dry_run(load_job(job, ["stitching.enabled=false"])).pairs is None

@@ -1,0 +1,95 @@
+"""When Spark cannot start, or its Python workers cannot, the job says why in one line:
+no Java stack trace before it, and the cause (a permission error on the worker's Python)
+in it rather than only py4j's "An error occurred while calling …"."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, write_job
+
+pytestmark = pytest.mark.slow
+
+
+def export(job: Path, *overrides: str, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(ROOT / "jobs/export.py"), str(job)]
+    for item in overrides:
+        args += ["--set", item]
+    return subprocess.run(args, capture_output=True, text=True, cwd=job.parent, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]   # nothing listens once it is closed
+
+
+def only_lines(stderr: str, prefix: str) -> list[str]:
+    """The lines of the job's own output, after checking nothing else (a Java trace,
+    Spark's start-up chatter) was printed."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert all(line.startswith(prefix) for line in lines), stderr[-3000:]
+    return lines
+
+
+@pytest.mark.parametrize("master,expected", [
+    ("bogus", "expected local[N], local-cluster[N, cores, MiB], spark://host:port, yarn or k8s://"),
+    ("spark://nohost.invalid:7077", "cannot reach the Spark master nohost.invalid:7077"),
+    ("spark://127.0.0.1:{port}", "cannot reach the Spark master 127.0.0.1:{port}"),
+    ("local[two]", "expected local[N]"),
+])
+def test_a_bad_spark_master_is_one_line_without_a_java_trace(small_acquisition, tmp_path,
+                                                             master, expected):
+    port = closed_port()
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    began = time.monotonic()
+    run = export(job, f"spark.master={master.format(port=port)}")
+    seconds = time.monotonic() - began
+    lines = only_lines(run.stderr, "error: ")
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    assert expected.format(port=port) in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
+    assert seconds < 30, f"{seconds:.0f} s to refuse a master that cannot work"
+
+
+@pytest.mark.parametrize("python,cause", [
+    ("not-executable", "Permission denied"),
+    ("missing", "No such file or directory"),
+])
+def test_python_workers_that_cannot_start_say_why(small_acquisition, tmp_path, python, cause):
+    interpreter = tmp_path / "python3"
+    if python == "not-executable":
+        interpreter.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+        interpreter.chmod(0o644)
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    run = export(job, env={"PYSPARK_PYTHON": str(interpreter)})
+    failed = [line for line in run.stderr.splitlines() if line.startswith("failed:")]
+    assert run.returncode == 1 and len(failed) == 1, run.stderr[-3000:]
+    assert f"the Python workers could not start: {cause}: {interpreter}" in failed[0], failed[0]
+    assert "An error occurred while calling" not in failed[0]
+    assert "Traceback" not in run.stderr and "\tat " not in run.stderr, run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("master", ["local", "local[*]", "local[2]", "local[2,4]", "local[*, 3]",
+                                    "local-cluster[2, 1, 1024]", "yarn", "k8s://https://api:6443"])
+def test_every_master_form_spark_knows_passes_the_check(master):
+    from pipelines.spark.session import check_master
+    check_master(master)
+
+
+def test_a_standalone_master_that_listens_passes_the_check():
+    from pipelines.spark.session import check_master
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_master(f"spark://127.0.0.1:{closed_port()},127.0.0.1:{port}")   # a standby list
