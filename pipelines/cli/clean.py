@@ -5,7 +5,9 @@
 Orphans: temporary files of killed writers, unfinished multipart uploads, uncompacted or
 superseded ledger records, and a lock whose driver died on this machine, all of this
 output only (never of a sibling dataset). An unfinished run's chunks are kept: rerun the
-same job to resume from them. --remove refuses while a running job holds the lock.
+same job to resume from them. The ledger parts of a committed dataset that was never
+compacted (the job stopped right after its commit) are its only record: they are kept,
+and --remove compacts them. --remove refuses while a running job holds the lock.
 Exit 0 done, 2 bad input or a running job.
 """
 
@@ -15,7 +17,12 @@ import sys
 
 from pipelines.cli import output_parser
 from pipelines.errors import PipelineError
-from pipelines.maintenance.clean import find_orphans, remove_orphans
+from pipelines.maintenance.clean import (
+    compact_ledger,
+    find_orphans,
+    remove_orphans,
+    uncompacted_ledger,
+)
 from pipelines.maintenance.verify import open_output
 
 
@@ -28,8 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         orphans = find_orphans(store, beside, uri)
         for orphan in orphans:
             print(f"orphan: {orphan.name}  ({orphan.why})")
+        parts = uncompacted_ledger(beside, uri)
+        if parts:
+            print(f"ledger: {parts}/ is not compacted; its parts are the only record of the "
+                  f"committed dataset's objects, so they are kept"
+                  + ("" if args.remove else " (--remove compacts them)"))
         if args.remove:
             print(f"removed {remove_orphans(store, beside, uri)} orphans")
+            if parts:
+                print(f"compacted the ledger: {compact_ledger(beside, uri)} objects in "
+                      f"{parts}/objects.parquet")
         else:
             print(f"{len(orphans)} orphans" + (" (add --remove to delete them)" if orphans else ""))
     except PipelineError as e:

@@ -3,8 +3,11 @@
     tile-verify OUTPUT_URI [--set s3.endpoint_url=http://host:9000]
 
 Checks every recorded object (present, same size and crc32, decodes; recorded-empty
-objects absent) and the dataset digest; prints a summary. Exit 0 when all is well, 1 when
-any object is missing or changed, 2 when there is nothing to verify.
+objects absent), the dataset digest, every metadata document against the digest its
+commit recorded, and that the container holds nothing else; prints each problem, naming
+the object, and a summary. Exit 0 when all is well, 1 when any object or document is
+missing, changed or not ours, or the commit did not finish; 2 when there is nothing to
+verify or the storage cannot be reached.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for problem in result.problems:
         print(f"problem: {problem}")
+    for note in result.notes:
+        print(f"note: {note}")
     print(f"{uri}: {result.checked} objects checked ({result.written} written, "
           f"{result.skipped} empty), {len(result.problems)} problems")
     return 0 if result.ok else 1

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.commit.records import Sidecars, fingerprint
+from pipelines.commit.records import Sidecars, digest, fingerprint
 from pipelines.plan import BlockReceipt, ExportPlan
 from pipelines.storage import Store
 
@@ -201,3 +201,22 @@ def compact(beside: Store, base: str, objects: pa.Table) -> str:
 
 def read_objects(beside: Store, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(beside.get(key)))
+
+
+def read_committed(beside: Store, base: str) -> tuple[pa.Table, bool]:
+    """The objects of the committed run whose ledger is `base`, and whether they come from
+    the compacted table: a driver killed after the commit but before `compact` leaves
+    only the parts, which then are the only record of the objects."""
+    try:
+        return read_objects(beside, f"{base}/{OBJECTS}"), True
+    except KeyError:
+        objects = read_parts(beside, base).objects
+        assert objects is not None
+        return objects, False
+
+
+def objects_digest(objects: pa.Table) -> str:
+    """`records.digest` of a ledger table: what the job record keeps as the dataset's digest."""
+    keys, crcs = objects["key"].to_pylist(), objects["crc32"].to_pylist()
+    written = objects["written"].to_pylist()
+    return digest((k, c if w else None) for k, c, w in zip(keys, crcs, written))

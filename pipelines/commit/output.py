@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from pipelines.commit.lock import held_error, lock_holder_dead, read_lock
 from pipelines.commit.ownership import remove_owned
-from pipelines.commit.records import Sidecars, fingerprint, read_json
+from pipelines.commit.records import Sidecars, commit_began, fingerprint, read_json
 from pipelines.errors import OutputError
 from pipelines.formats import FORMATS, format_module
 from pipelines.plan import ExportPlan
@@ -21,13 +21,14 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
     """Refuse an output that already holds a committed dataset (of this format or any
     other), or holds files that are not from this job.
 
-    An unfinished run of the same job (same fingerprint) is continued: the plan comes back
-    marked `rerun`. An unfinished run of this output with other settings is discarded."""
-    _refuse_committed(plan, store)
+    An unfinished run of the same job (same fingerprint) is continued, a commit it began
+    included: the plan comes back marked `rerun`. An unfinished run of this output with
+    other settings is discarded."""
+    record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
+    _refuse_committed(plan, store, record)
     leftover = next(iter(store.list()), None)
     if leftover is None:
         return plan
-    record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     if not record:
         raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
                           f"from this job (e.g. {leftover}); remove them or choose another "
@@ -43,10 +44,11 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
     """The read-only checks of the output, for a job that runs other Spark work first
     (stitching): a committed dataset (unless `overwrite`), files that are not from this
     pipeline, a live job's lock. `check_output` repeats them once the lock is held."""
+    record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     if not overwrite:
-        _refuse_committed(plan, store)
+        _refuse_committed(plan, store, record)
     leftover = next(iter(store.list()), None)
-    if leftover is not None and not read_json(beside, Sidecars.of(plan.output.uri).job_record):
+    if leftover is not None and not record:
         raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
                           f"from this job (e.g. {leftover}); remove them or choose another "
                           f"output.uri")
@@ -55,11 +57,21 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
         raise held_error(plan.output.uri, holder, beside)
 
 
-def _refuse_committed(plan: ExportPlan, store: Store) -> None:
+def _refuse_committed(plan: ExportPlan, store: Store, record: dict) -> None:
+    """OutputError if the output holds metadata, unless it is this job's own commit that a
+    kill cut short (`records.commit_began`, same fingerprint): a rerun finishes that one."""
+    began = commit_began(record)
+    if began and record.get("fingerprint") == fingerprint(plan):
+        return
     spec = plan.output.array(0, 0, 0)
     committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
     committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
     for key in committed:
+        if store.exists(key) and began:
+            raise OutputError(
+                f"output.uri: {store.uri} holds an unfinished commit of a job with other "
+                f"settings ({key}); run that job again to finish it, or pass --overwrite "
+                f"to replace it")
         if store.exists(key):
             raise OutputError(
                 f"output.uri: {store.uri} already holds a committed dataset ({key}); "

@@ -5,6 +5,10 @@ dataset there. `commit` first checks that the ledger records every planned block
 exactly the objects they own (`completeness`), then writes every array's metadata (all
 levels together), then the layout's group and viewer metadata, root last. The returned
 `CommitSummary` is the record a ledger or success file builds on.
+
+Before the first document, the job record is marked `committing` with every document's
+digest (`records.begin_commit`): a driver killed between two metadata writes leaves a
+dataset a rerun of the same job recognises as its own and finishes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ import pyarrow.compute as pc
 from pipelines.commit import ledger
 from pipelines.commit.completeness import channel_ranges, check_complete
 from pipelines.commit.ledger import Ranges, Recorded
-from pipelines.commit.records import digest, fingerprint, update_record
+from pipelines.commit.records import (
+    begin_commit,
+    document_digests,
+    fingerprint,
+    update_record,
+)
 from pipelines.layouts import documents as metadata
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
@@ -61,6 +70,10 @@ def publish(plan: ExportPlan, recorded: Recorded, store: Store, beside: Store) -
     """`commit` for a ledger already checked (`check_complete`)."""
     ranges = channel_ranges(plan, recorded)
     documents = metadata.documents(plan, ranges)
+    # recorded before the first document is written: a rerun can then finish a commit a
+    # kill cut short, and verify checks every document against its digest
+    begin_commit(plan, beside, document_digests(documents.arrays + documents.groups),
+                 document_digests(documents.beside))
     for key, document in documents.arrays + documents.groups:
         store.put(key, document)
     for key, document in documents.beside:
@@ -75,7 +88,6 @@ def summarize(plan: ExportPlan, recorded: Recorded, ranges: Ranges,
               extra_files: tuple[str, ...]) -> CommitSummary:
     out, objects = plan.output, recorded.objects
     assert objects is not None
-    keys, crcs = objects["key"].to_pylist(), objects["crc32"].to_pylist()
     written = objects["written"].to_pylist()
     return CommitSummary(
         uri=out.uri, format=out.format, layout=out.layout,
@@ -84,6 +96,6 @@ def summarize(plan: ExportPlan, recorded: Recorded, ranges: Ranges,
         objects_written=sum(written), objects_skipped=len(written) - sum(written),
         bytes_written=int(pc.sum(objects["nbytes"]).as_py() or 0),
         ranges=ranges, task_seconds=recorded.seconds, extra_files=extra_files,
-        digest=digest((k, c if w else None) for k, c, w in zip(keys, crcs, written)),
+        digest=ledger.objects_digest(objects),
         blocks=recorded.block_count,
     )

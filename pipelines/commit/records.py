@@ -5,7 +5,7 @@ job needs to know about it lives next to it, named here and only here:
 
 | name                           | what                                                   |
 | ------------------------------ | ------------------------------------------------------ |
-| `volume.job.json`              | the job record: fingerprint, arrays, status, summary   |
+| `volume.job.json`              | the job record: fingerprint, arrays, status, summary, metadata digests |
 | `volume.job/<fingerprint>/`    | the ledger: Parquet parts per task, then `objects.parquet` |
 | `volume.job.lock`              | the lock of the one job writing the output             |
 | `volume.report/`               | the run report (summary.json, pictures)                |
@@ -116,12 +116,37 @@ def write_json(store: Store, key: str, doc: dict[str, Any]) -> None:
 
 
 def start_record(plan: ExportPlan, beside: Store) -> None:
-    """Record the job beside the container before the first task writes anything."""
+    """Record the job beside the container before the first task writes anything. A rerun
+    keeps the `metadata` of a commit that began (`begin_commit`): until this run commits,
+    those documents may be in the container, and only the record says they are ours."""
+    key = Sidecars.of(plan.output.uri).job_record
+    began = {k: v for k, v in read_json(beside, key).items() if k == "metadata"} if plan.rerun else {}
     record = {"job": uuid.uuid4().hex, "fingerprint": fingerprint(plan), "status": "running",
               "version": __version__, "started": time.time(), "uri": plan.output.uri,
               "format": plan.output.format,
-              "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}}
-    write_json(beside, Sidecars.of(plan.output.uri).job_record, record)
+              "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}, **began}
+    write_json(beside, key, record)
+
+
+def document_digests(documents: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """key → sha256 of each metadata document, as the job record keeps them."""
+    return {key: hashlib.sha256(data).hexdigest() for key, data in documents}
+
+
+def begin_commit(plan: ExportPlan, beside: Store, container: dict[str, str],
+                 files_beside: dict[str, str]) -> None:
+    """Mark the job record `committing`, with the digest of every metadata document the
+    commit is about to write (`document_digests`: inside the container, and beside it),
+    before the first one is written. A rerun of the same job then knows the documents it
+    finds are its own unfinished commit (`commit_began`), and verify checks each against it."""
+    update_record(plan, beside, status="committing", committing=time.time(),
+                  metadata={"container": container, "beside": files_beside})
+
+
+def commit_began(record: dict[str, Any]) -> bool:
+    """Whether the job record is of a commit that wrote (or was about to write) metadata
+    but did not finish: status not committed, metadata digests recorded."""
+    return "metadata" in record and record.get("status") != "committed"
 
 
 def update_record(plan: ExportPlan, beside: Store, **changes: Any) -> None:

@@ -2,9 +2,12 @@
 
 Orphans are never part of a dataset: partial writes of killed writers (temporary files,
 unfinished multipart uploads) inside the container or of its own records beside it,
-per-task ledger records that were never compacted into the committed ledger (or that
-belong to runs with other settings), and a lock whose driver died on this machine. An
-unfinished run's chunks are not orphans: rerunning the same job resumes from them.
+per-task ledger records left beside a compacted ledger (or that belong to runs with other
+settings), and a lock whose driver died on this machine. An unfinished run's chunks are
+not orphans: rerunning the same job resumes from them. Nor are the parts of a committed
+dataset whose ledger was never compacted (a driver stopped between the commit and the
+compaction): they are the only record of its objects, so they are compacted, never
+deleted (`compact_ledger`).
 Nothing of a sibling dataset in the same folder or prefix is ever listed.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.commit import ledger
 from pipelines.commit.lock import lock_holder_dead, read_lock
 from pipelines.commit.records import Sidecars, read_json
 from pipelines.errors import OutputError
@@ -53,15 +57,55 @@ def _partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan
 
 def _stale_ledger(beside: Store, names: Sidecars) -> list[Orphan]:
     record = read_json(beside, names.job_record)
+    keep_parts = _uncompacted(beside, names, record) is not None
     found = []
     for key in beside.list(names.ledger_root):
         fingerprint = key.split("/")[1] if key.count("/") >= 2 else ""
         current = fingerprint == record.get("fingerprint")
+        if current and keep_parts:
+            continue   # the only record of the committed dataset's objects
         if "/tasks/" in key and (record.get("status") == "committed" or not current):
             found.append(Orphan(beside, key, "staging record of a finished or superseded run"))
         elif not current:
             found.append(Orphan(beside, key, "ledger of a superseded run"))
     return found
+
+
+def _uncompacted(beside: Store, names: Sidecars, record: dict) -> str | None:
+    """The ledger folder of a committed dataset whose parts were never compacted (the
+    driver stopped between the commit and the compaction), else None."""
+    if record.get("status") != "committed" or "fingerprint" not in record:
+        return None
+    base = names.ledger(record["fingerprint"])
+    if beside.exists(f"{base}/{ledger.OBJECTS}"):
+        return None
+    return base if next(iter(beside.list(f"{base}/{ledger.PARTS}/")), None) else None
+
+
+def uncompacted_ledger(beside: Store, uri: str) -> str | None:
+    """Where the committed dataset at `uri` has its ledger only as parts (`compact_ledger`
+    compacts it), else None."""
+    names = Sidecars.of(uri)
+    return _uncompacted(beside, names, read_json(beside, names.job_record))
+
+
+def compact_ledger(beside: Store, uri: str) -> int:
+    """Compact the parts of a committed dataset's ledger into `objects.parquet`, as the
+    export does after its commit, once they prove to be the committed objects (the
+    digest in the job record); returns the objects recorded. OutputError, changing
+    nothing, when they do not."""
+    names = Sidecars.of(uri)
+    record = read_json(beside, names.job_record)
+    base = _uncompacted(beside, names, record)
+    if base is None:
+        return 0
+    objects = ledger.read_parts(beside, base).objects
+    assert objects is not None
+    if ledger.objects_digest(objects) != record.get("summary", {}).get("digest"):
+        raise OutputError(f"{uri}: the ledger's parts under {base} do not match the digest "
+                          f"of the committed dataset; they were left as they are")
+    ledger.compact(beside, base, objects)
+    return len(objects)
 
 
 def _dead_lock(beside: Store, uri: str) -> list[Orphan]:

@@ -1,19 +1,23 @@
-"""Verification of a committed dataset against its ledger.
+"""Verification of a committed dataset against its ledger and job record.
 
 Every object the ledger records as written must be present with the same size and crc32
-and must decode with its array's codec;
-every object recorded as skipped (it held only the fill value) must be absent; and the
-dataset digest in the job record must match the ledger.
+and must decode with its array's codec; every object recorded as skipped (it held only
+the fill value) must be absent; the dataset digest in the job record must match the
+ledger (the compacted table, or the parts a kill before the compaction left); every
+metadata document, in the container and beside it, must be there with the digest the
+commit recorded; and the container must hold nothing else. A commit that began but did
+not finish is reported as such.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.commit import ledger
-from pipelines.commit.records import Sidecars, digest, read_json
+from pipelines.commit.records import Sidecars, commit_began, read_json
 from pipelines.config import apply_override, build_config
 from pipelines.errors import OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
@@ -23,10 +27,13 @@ from pipelines.storage.s3 import S3Options
 
 @dataclass
 class Verification:
+    """What `verify` found: objects checked, and each problem as one line naming it."""
+
     checked: int = 0
     written: int = 0
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # worth knowing, not a problem
 
     @property
     def ok(self) -> bool:
@@ -41,33 +48,71 @@ def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
         apply_override(raw, item)
     config = build_config(raw)
     s3 = S3Options(**dict(config.s3))
-    return config.output.uri, open_store(config.output.uri, s3), beside_store(config.output.uri, s3)
+    store = open_store(config.output.uri, s3)
+    store.check_reachable()   # one line for storage that is down, not a botocore traceback
+    return config.output.uri, store, beside_store(config.output.uri, s3)
 
 
 def verify(store: Store, beside: Store, uri: str) -> Verification:
-    """Check every recorded object of the committed dataset at `uri`."""
+    """Check the committed dataset at `uri`: every recorded object, the metadata, and that
+    nothing else is in the container."""
     names = Sidecars.of(uri)
     record = read_json(beside, names.job_record)
     if not record:
         raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
                           f"written by this tool?")
+    if commit_began(record):
+        return Verification(problems=[
+            f"the commit of this dataset did not finish (the job record says "
+            f"{record.get('status')!r}): run the same job again to finish it"])
     if record.get("status") != "committed":
         raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed")
-    objects = f"{names.ledger(record['fingerprint'])}/{ledger.OBJECTS}"
-    table = ledger.read_objects(beside, objects).to_pylist()
-    decode = _decoder(record)
+    table, compacted = ledger.read_committed(beside, names.ledger(record["fingerprint"]))
+    rows = table.to_pylist()
+    result = _check_objects(store, rows, _decoder(record))
+    if not compacted:
+        result.notes.append("the ledger was not compacted (the job stopped after its commit); "
+                            "tile-clean --remove compacts it")
+    if ledger.objects_digest(table) != record.get("summary", {}).get("digest"):
+        result.problems.append("the ledger does not match the digest in the job record")
+    result.problems += _check_metadata(store, beside, record.get("metadata"))
+    ours = {r["key"] for r in rows} | set(record.get("metadata", {}).get("container", {}))
+    result.problems += [f"{key}: not part of the dataset (neither a recorded object nor its "
+                        f"metadata)" for key in sorted(store.list()) if key not in ours]
+    return result
+
+
+def _check_objects(store: Store, rows: list[dict], decode) -> Verification:
+    """`_check` for every ledger row, counted."""
     result = Verification()
-    for row in table:
+    for row in rows:
         result.checked += 1
         problem = _check(store, row, decode)
         if problem:
             result.problems.append(problem)
         result.written += row["written"]
         result.skipped += not row["written"]
-    listed = [(r["key"], r["crc32"] if r["written"] else None) for r in table]
-    if digest(listed) != record["summary"]["digest"]:
-        result.problems.append("the ledger does not match the digest in the job record")
     return result
+
+
+def _check_metadata(store: Store, beside: Store, expected: dict | None) -> list[str]:
+    """A problem for every metadata document that is missing or differs from the digest
+    the commit recorded (`records.begin_commit`), in the container and beside it."""
+    if expected is None:
+        return ["the job record holds no digests of the metadata (committed by an earlier "
+                "version): the metadata cannot be checked"]
+    problems = []
+    for owner, documents in ((store, expected["container"]), (beside, expected["beside"])):
+        for key, sha in sorted(documents.items()):
+            try:
+                data = owner.get(key)
+            except KeyError:
+                problems.append(f"{key}: metadata missing")
+                continue
+            if hashlib.sha256(data).hexdigest() != sha:
+                problems.append(f"{key}: metadata differs from what was committed "
+                                f"({len(data)} bytes)")
+    return problems
 
 
 def _decoder(record: dict):

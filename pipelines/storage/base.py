@@ -86,6 +86,10 @@ class Store(ABC):
     def check_writable(self) -> None:
         """Raise OutputError naming the location if objects cannot be written there."""
 
+    def check_reachable(self) -> None:  # noqa: B027  (a local or memory store always is)
+        """Raise OutputError, in one line, if the storage cannot be reached at all (a
+        remote endpoint that is down); for commands that only read (verify, clean)."""
+
     @property
     @abstractmethod
     def uri(self) -> str:

@@ -128,6 +128,25 @@ def test_array_metadata_alone_counts_as_committed(tmp_path, small_acquisition):
         check_output(make_plan(config), LocalStore(tmp_path / "out"), beside_store(str(tmp_path / "out")))
 
 
+def test_an_unfinished_commit_is_resumed_by_its_own_job_only(tmp_path, small_acquisition):
+    """Metadata in the output with a job record whose commit began but did not finish:
+    the same job continues it (a rerun); a job with other settings is refused, and nothing
+    is deleted. (The real kill between two metadata writes:
+    tests/integration/test_interrupted_commit.py)"""
+    config = config_for(tmp_path, small_acquisition, "output.levels=2")
+    export_local(config)
+    record_file = tmp_path / "out.job.json"
+    record = json.loads(record_file.read_text())
+    assert set(record["metadata"]["container"]) >= {"attributes.json", "c0/s0/attributes.json"}
+    record_file.write_text(json.dumps({**record, "status": "committing"}))
+    out, before = tmp_path / "out", sorted((tmp_path / "out").rglob("*"))
+    assert check_output(make_plan(config), LocalStore(out), beside_store(str(out))).rerun
+    other = config_for(tmp_path, small_acquisition, "output.levels=2", "output.codec=gzip")
+    with pytest.raises(OutputError, match=r"holds an unfinished commit of a job with other settings"):
+        check_output(make_plan(other), LocalStore(out), beside_store(str(out)))
+    assert sorted(out.rglob("*")) == before
+
+
 def failed_run(tmp_path, acquisition, *overrides):
     fail = [] if any(o.startswith("debug.fail_blocks") for o in overrides) else ["debug.fail_blocks=[[1, 0, 0]]"]
     config = config_for(tmp_path, acquisition, *fail, *overrides)
