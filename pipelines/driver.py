@@ -49,6 +49,7 @@ from pipelines.errors import (
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
+from pipelines.illumination.run import match_intensities, prepare_corrections
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
 from pipelines.plan.tasks import quiet_collector
 from pipelines.registration import find_pairs, reuse, solve
@@ -161,6 +162,8 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     refined positions."""
     started = time.perf_counter()
     with _running(config, executor) as running:
+        config = prepare_corrections(config, running, stream,
+                                     partial(_check_before_stitching, overwrite=overwrite))
         if not config.stitching.enabled:
             return _export(config, running, stream, overwrite, started)
         _check_before_stitching(config, overwrite)  # every input and output problem first
@@ -225,6 +228,8 @@ def _timings(started: float, startup: float, commit_seconds: float,
 def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bool,
             started: float, stitched: StitchResult | None = None,
             check_files: bool = True) -> ExportResult:
+    if config.intensity == "match":   # measured at the positions fused: after stitching
+        match_intensities(config, executor, stream)
     plan = make_plan(config, check_files=check_files)
     store, beside = _output_location(config, plan, executor)
     take_lock(plan, beside)

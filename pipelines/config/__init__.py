@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pipelines.config.illumination import flatfield_setting, intensity_setting
 from pipelines.config.model import (
     BLENDINGS,
     DEFAULT_BLOCK,
@@ -124,6 +125,9 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
         resume_verify=_choice(merged["resume"], "resume", "verify", RESUME_VERIFY, where),
         voxel_size=_voxel_size(merged["fusion"]["voxel_size"], where),
         bounding_box=_bounding_box(merged["fusion"]["bounding_box"], where),
+        flatfield=flatfield_setting(merged["fusion"]["flatfield"],
+                                    None if project else len(inputs[0]), source, where),
+        intensity=intensity_setting(merged["fusion"]["intensity"], where),
         output=_output(merged["output"], len(inputs), where),
         blending=_blending(merged, where),
         interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),

@@ -33,7 +33,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "downsample": "mean",
     },
     "fusion": {"blending": "linear", "interpolation": "nearest", "voxel_size": 1.0,
-               "bounding_box": {}},
+               "bounding_box": {}, "flatfield": "", "intensity": "none"},
     "stitching": {"enabled": False, "channel": 0, "search": [40, 40, 40],
                   "downsample": [4, 4, 2], "min_overlap": [8, 8, 4], "min_score": 0.5,
                   "max_residual": 2.0, "force": False},
@@ -108,6 +108,8 @@ class JobConfig:
     views: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input.views: BigStitcher view selection
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)  # fusion.voxel_size, world units
     bounding_box: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # world (min, max)
+    flatfield: tuple[str, ...] = ()  # fusion.flatfield: () none, ("auto",), or a folder per channel
+    intensity: str = "none"  # fusion.intensity: "none" or "match" (pipelines.illumination)
     source: str = field(default="", compare=False)
 
     @property

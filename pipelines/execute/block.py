@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache
 
 import numpy as np
 
@@ -29,9 +29,10 @@ from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse
 from pipelines.geometry import Box
+from pipelines.illumination.correct import tile_reader
 from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, PartitionTask
 from pipelines.storage import Store, beside_store, open_store
-from pipelines.tiles import read_region, set_tile_cache
+from pipelines.tiles import set_tile_cache
 
 
 class InjectedFailure(RuntimeError):
@@ -83,7 +84,7 @@ def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.
     box = plan.level_box(task, first)
     if first == 0:
         return fuse(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype,
-                    read=partial(read_region, s3=plan.s3), interpolation=plan.interpolation)
+                    read=tile_reader(plan.correction, c, plan.s3), interpolation=plan.interpolation)
     factor, below = out.factors[first], out.shapes[first - 1]
     source = Box(tuple(s * f for s, f in zip(box.start, factor)),
                  tuple(min(s * f, n) for s, f, n in zip(box.stop, factor, below)))

@@ -25,6 +25,8 @@ from pipelines.errors import ConfigError
 from pipelines.formats import ArraySpec
 from pipelines.formats.objects import object_grid
 from pipelines.geometry import Box, ceil_div
+from pipelines.illumination.correct import Correction
+from pipelines.illumination.plan import plan_correction
 from pipelines.plan.memory import check_memory, task_memory, task_memory_bytes
 from pipelines.plan.output import OutputSpec, Stage, plan_output, plan_stages
 from pipelines.plan.tasks import (
@@ -65,6 +67,7 @@ class ExportPlan:
     tile_cache: int = 0  # bytes of decoded tile reads an executor process keeps (limits)
     checkpoint_seconds: float = 30.0  # a task records its finished blocks this often
     resume_verify: str = "size"  # what a resume confirms of recorded objects ([resume] verify)
+    correction: Correction | None = None  # flatfield and intensity corrections (fusion)
 
     @property
     def offset(self) -> Vec:
@@ -119,12 +122,14 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
+    correction = plan_correction(config, tiles)
     plan = ExportPlan(output, tiles, stages, tasks, config.blending,
-                      task_memory_bytes(output, first, stages, config.tile_cache), names,
+                      task_memory_bytes(output, first, stages, config.tile_cache,
+                                        corrected=correction is not None), names,
                       config.fail_blocks, s3=s3, task_delay=config.task_delay,
                       interpolation=config.interpolation, tile_cache=config.tile_cache,
                       checkpoint_seconds=config.checkpoint_seconds,
-                      resume_verify=config.resume_verify)
+                      resume_verify=config.resume_verify, correction=correction)
     check_memory(plan, config.task_memory)
     return plan
 

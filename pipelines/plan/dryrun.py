@@ -73,7 +73,8 @@ def dry_run(config: JobConfig) -> DryRun:
                   tuple(tasks.timepoints * len(s) for s in tasks.stages),
                   tuple(tasks.timepoints * s.blocks for s in tasks.stages), tasks.objects,
                   voxels * output.timepoints * output.channels * itemsize,
-                  task_memory_bytes(output, first, stages, config.tile_cache),
+                  task_memory_bytes(output, first, stages, config.tile_cache,
+                                    corrected=bool(config.flatfield) or config.intensity == "match"),
                   time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   pair_tasks(config) if config.stitching.enabled else None)

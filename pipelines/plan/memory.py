@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines.errors import PlanError
+from pipelines.illumination.correct import CORRECTED_BYTES_PER_VOXEL
 from pipelines.plan.output import OutputSpec, Stage
 from pipelines.tiles import TileSet
 from pipelines.transforms import source_extent
@@ -49,7 +50,7 @@ class TaskMemory:
 
 
 def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
-                tile_cache: int = 0) -> TaskMemory:
+                tile_cache: int = 0, corrected: bool = False) -> TaskMemory:
     """The memory terms of the plan's largest block task, over all stages."""
     voxels = int(np.prod(output.block_grid(0).block_shape))
     itemsize = np.dtype(output.base.dtype).itemsize
@@ -60,8 +61,10 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
     # the view region one block reads: the block itself, or what it spans in a view's pixels
     region = max((_region_voxels(t, block) for t in affine), default=voxels)
     per_voxel = FUSION_BYTES_PER_VOXEL + itemsize + (AFFINE_BYTES_PER_VOXEL if affine else 0)
+    # a corrected read holds a float32 copy of the region (illumination.correct)
+    per_region_voxel = tiles.dtype.itemsize + (CORRECTED_BYTES_PER_VOXEL if corrected else 0)
     return TaskMemory(
-        fusing=voxels * per_voxel + region * tiles.dtype.itemsize,
+        fusing=voxels * per_voxel + region * per_region_voxel,
         reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
                     default=0),
         codec=CODEC_COPIES * object_voxels * itemsize, cache=tile_cache)
@@ -73,9 +76,10 @@ def _region_voxels(tile, block) -> int:
 
 
 def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
-                      tile_cache: int = 0) -> int:
-    """Peak bytes a full block's task holds, over all stages."""
-    return task_memory(output, tiles, stages, tile_cache).peak
+                      tile_cache: int = 0, corrected: bool = False) -> int:
+    """Peak bytes a full block's task holds, over all stages (`corrected`: tiles are read
+    through the illumination corrections)."""
+    return task_memory(output, tiles, stages, tile_cache, corrected).peak
 
 
 def _source_voxels(output: OutputSpec, level: int) -> int:

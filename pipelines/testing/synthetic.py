@@ -282,7 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-noise", dest="noise", action="store_false")
     parser.add_argument("--type", default="GRAY16", choices=list(TILE_TYPES))
     parser.add_argument("--resolution", type=_triple(float), default=(0.4, 0.4, 2.0))
-    parser.add_argument("--no-truth", dest="truth", action="store_false")
+    # ground-truth.npy is as large as the fused volume (1 GB for the demo) and only
+    # accuracy checks read it: written when asked; --no-truth, the old opt-out, still parses
+    parser.add_argument("--truth", dest="truth", action="store_true", default=False,
+                        help="also write ground-truth.npy, the noise-free phantom (z, y, x)")
+    parser.add_argument("--no-truth", dest="truth", action="store_false", help=argparse.SUPPRESS)
     parser.add_argument("--density", type=float, default=1.0,
                         help="factor on the number of blobs and fibres (default 1)")
     args = parser.parse_args(argv)

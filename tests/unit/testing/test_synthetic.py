@@ -116,7 +116,8 @@ def run_cli(*args):
 
 
 def test_cli_writes_the_acquisition(tmp_path):
-    done = run_cli(tmp_path, "--grid", "2x1x1", "--tile", "32x24x6", "--seed", "1", "--no-truth",
+    """Without ground-truth.npy unless asked (--truth): the demo never reads its 1 GB."""
+    done = run_cli(tmp_path, "--grid", "2x1x1", "--tile", "32x24x6", "--seed", "1",
                    "--type", "GRAY8", "--resolution", "1x1x4")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1].startswith("done: ")
@@ -125,6 +126,10 @@ def test_cli_writes_the_acquisition(tmp_path):
     acq = json.loads((tmp_path / "acquisition.json").read_text())
     assert acq["grid"] == [2, 1, 1] and acq["resolution"] == [1.0, 1.0, 4.0] and acq["seed"] == 1
     assert tifffile.imread(tmp_path / "tiles" / "tile-0001.tif").shape == to_zyx((32, 24, 6))
+    asked = run_cli(tmp_path / "asked", "--grid", "2x1x1", "--tile", "32x24x6", "--truth")
+    assert asked.returncode == 0, asked.stderr
+    shape = json.loads((tmp_path / "asked" / "acquisition.json").read_text())["ground_truth_shape"]
+    assert np.load(tmp_path / "asked" / "ground-truth.npy").shape == to_zyx(shape)
 
 
 @pytest.mark.parametrize("args", [

@@ -1,0 +1,72 @@
+"""Applying the corrections on the executor, while a tile region is read.
+
+A `Correction` is what the plan carries to executors: per channel the flatfield folder
+(or none) and per tile the intensity (gain, offset). `read_corrected` reads a region with
+`read_region`, then computes ((raw - T) / S) * gain + offset in float32 over only the
+region's part of the fields, before fusion interpolates and blends. Every voxel goes
+through the same float32 operations in the same order whatever block asks for it, so
+chunks stay a pure function of the inputs; the tiles on disk are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+
+from pipelines.geometry import Box
+from pipelines.illumination.fields import load_fields
+from pipelines.tiles import Tile, read_region
+
+Reader = Callable[[Tile, Box], np.ndarray]
+Coefficients = tuple[tuple[int, float, float], ...]   # (tile index, gain, offset)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What executors need to correct one job's tiles (small: paths and numbers)."""
+
+    flatfield: tuple[str, ...] = ()                  # per channel: fields folder, "" = none
+    intensity: tuple[Coefficients, ...] = ()         # per channel: per tile (gain, offset)
+    _lookup: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def folder(self, channel: int) -> str:
+        return self.flatfield[channel] if channel < len(self.flatfield) else ""
+
+    def coefficients(self, channel: int, tile: int) -> tuple[float, float] | None:
+        """The tile's (gain, offset), or None when intensities are not matched."""
+        if channel >= len(self.intensity):
+            return None
+        if channel not in self._lookup:
+            self._lookup[channel] = {i: (g, o) for i, g, o in self.intensity[channel]}
+        return self._lookup[channel].get(tile)
+
+
+def tile_reader(correction: Correction | None, channel: int, s3=None) -> Reader:
+    """The reader fusion uses for one channel: plain `read_region` without corrections."""
+    if correction is None or not (correction.folder(channel) or correction.intensity):
+        return partial(read_region, s3=s3)
+    return partial(read_corrected, correction=correction, channel=channel, s3=s3)
+
+
+def read_corrected(tile: Tile, region: Box, correction: Correction, channel: int,
+                   s3=None) -> np.ndarray:
+    """`region` of the tile (x, y, z relative to it) as corrected float32 z, y, x values."""
+    data = read_region(tile, region, s3).astype(np.float32)   # a copy: the tile stays as it is
+    folder = correction.folder(channel)
+    if folder:
+        gain, offset = load_fields(folder)
+        _, ys, xs = region.slices_zyx()
+        data -= offset[ys, xs]
+        data /= gain[ys, xs]
+    found = correction.coefficients(channel, tile.index)
+    if found is not None:
+        data *= np.float32(found[0])
+        data += np.float32(found[1])
+    return data
+
+
+# Bytes per tile voxel a corrected read adds to a fusing task: its float32 copy.
+CORRECTED_BYTES_PER_VOXEL = 4

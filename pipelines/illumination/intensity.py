@@ -1,0 +1,119 @@
+"""Per-tile intensity (gain, offset) from the pairs' measured relations (driver side).
+
+Model: after the flatfield, tile i's values are v_i = k_i * I + b, the true intensity I
+times the tile's brightness k_i (bleaching, laser drift) plus one offset b shared by all
+tiles (what is left of the dark level: the flatfield's T is only known up to a multiple
+of S, see `estimate`). The correction g_i * (v_i - b) + b, i.e. gain g_i = 1 / k_i up to a
+global scale and offset b * (1 - g_i), makes the tiles agree.
+
+Why not an independent offset per tile: a tile overlap is thin and spans a narrow range
+of intensities, so a line fitted per pair has a noisy slope (3 % on the demo's 5-voxel
+overlaps) traded against its intercept, while the ratio of the two tiles' median values
+is precise (0.5 %) once b is known. So the solve has two steps:
+1. b, from every pair's quantile-quantile line: b_b - b = s (v_a - b) gives intercept
+   c = b (1 - s); b is the weighted least-squares fit of c against (1 - s) over all pairs
+   (pairs of equal brightness say nothing about it, pairs that differ pin it down).
+2. log g_a - log g_b = log r, r = (median_b - b) / (median_a - b), by weighted least squares
+   (weights: voxels compared) with a weak pull of every log g towards 0 (gain 1), which
+   fixes the global scale and keeps tiles without usable pairs as they are. As our
+   stitching solve does, a pair whose residual exceeds `max_residual` is dropped, the
+   worst first, and the solve repeated.
+The normal equations are solved by conjugate gradients over the sparse rows, so memory
+and time grow with the number of pairs, not with the square of the number of tiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.illumination.tasks import PairIntensity
+
+PULL = 0.01           # weight of the pull of each tile's log gain towards 0
+MAX_RESIDUAL = 0.05   # relative disagreement of a pair with the solution: dropped beyond
+
+
+@dataclass(frozen=True)
+class IntensitySolution:
+    coefficients: dict[int, tuple[float, float]]   # tile index -> (gain, offset)
+    shared_offset: float                            # b
+    used: tuple[PairIntensity, ...]
+    dropped: tuple[PairIntensity, ...]
+
+
+def shared_offset(pairs: Sequence[PairIntensity]) -> float:
+    """b of the module docstring, from the pairs' lines (0 when no pair pins it down)."""
+    w = np.array([p.voxels for p in pairs], dtype=float)
+    lever = 1.0 - np.array([p.slope for p in pairs])
+    spread = float((w * lever * lever).sum())
+    if not pairs or spread < 1e-6 * max(float(w.sum()), 1.0):
+        return 0.0
+    return float((w * lever * np.array([p.intercept for p in pairs])).sum() / spread)
+
+
+def solve_intensities(indices: Sequence[int], pairs: Sequence[PairIntensity],
+                      pull: float = PULL, max_residual: float = MAX_RESIDUAL) -> IntensitySolution:
+    """Per tile (gain, offset), dropping inconsistent pairs (module docstring)."""
+    b = shared_offset(pairs)
+    used = [p for p in pairs if p.median_a > b and p.median_b > b]
+    dropped = [p for p in pairs if p not in used]
+    while True:
+        logs, residuals = _solve_logs(list(indices), used, b, pull)
+        if not used or residuals.max() <= max_residual:
+            break
+        dropped.append(used.pop(int(np.argmax(residuals))))
+    coefficients = {i: (round(float(np.exp(x)), 6), round(float(b * (1 - np.exp(x))), 4))
+                    for i, x in zip(indices, logs)}
+    return IntensitySolution(coefficients, round(b, 4), tuple(used), tuple(dropped))
+
+
+def _solve_logs(indices: list[int], pairs: list[PairIntensity], b: float, pull: float):
+    """Least-squares log gains and every pair's residual (relative)."""
+    n, at = len(indices), {i: k for k, i in enumerate(indices)}
+    voxels = np.array([p.voxels for p in pairs], dtype=float)
+    weights = np.sqrt(voxels / voxels.mean()) if pairs else voxels
+    rows, cols, vals, rhs = [], [], [], []
+    for r, (p, w) in enumerate(zip(pairs, weights)):   # log g_a - log g_b = log r
+        rows += [r, r]
+        cols += [at[p.a], at[p.b]]
+        vals += [w, -w]
+        rhs.append(w * np.log((p.median_b - b) / (p.median_a - b)))
+    rows += list(range(len(pairs), len(pairs) + n))
+    cols += list(range(n))
+    vals += [pull] * n
+    rhs += [0.0] * n
+    matrix = (np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp), np.array(vals),
+              len(pairs) + n)
+    x = _least_squares(matrix, np.array(rhs), n)
+    fit = _times(matrix, x) - np.array(rhs)
+    return x, np.abs(fit[:len(pairs)]) / np.maximum(weights, 1e-12)
+
+
+def _times(matrix, x: np.ndarray) -> np.ndarray:
+    rows, cols, vals, count = matrix
+    return np.bincount(rows, vals * x[cols], minlength=count)
+
+
+def _times_transposed(matrix, y: np.ndarray, size: int) -> np.ndarray:
+    rows, cols, vals, _ = matrix
+    return np.bincount(cols, vals * y[rows], minlength=size)
+
+
+def _least_squares(matrix, rhs: np.ndarray, size: int, tolerance: float = 1e-20) -> np.ndarray:
+    """Conjugate gradients on the normal equations (positive definite thanks to the
+    pull), from 0."""
+    x = np.zeros(size)
+    r = _times_transposed(matrix, rhs, size)
+    p, rr = r.copy(), float(r @ r)
+    for _ in range(10 * size + 100):
+        if rr <= tolerance:
+            break
+        q = _times_transposed(matrix, _times(matrix, p), size)
+        alpha = rr / float(p @ q)
+        x += alpha * p
+        r -= alpha * q
+        rr, previous = float(r @ r), rr
+        p = r + (rr / previous) * p
+    return x

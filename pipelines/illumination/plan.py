@@ -1,0 +1,64 @@
+"""The corrections an export applies, decided and checked on the driver before any task.
+
+`plan_correction` turns fusion.flatfield and fusion.intensity into the small
+`Correction` the plan carries: it checks that every channel's field folder exists and
+that its S.tif and T.tif fit the tiles' plane, and reads the tiles' intensity
+coefficients from `<tile-json-stem>-intensity.json` (written by the matching step).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import JobConfig
+from pipelines.config.illumination import AUTO
+from pipelines.illumination.correct import Correction
+from pipelines.illumination.fields import FlatfieldError, check_fields, folder_beside
+from pipelines.tiles import TileSet
+
+
+def flatfield_folders(config: JobConfig) -> tuple[str, ...]:
+    """Per channel, the fields folder fusion.flatfield names ("auto": beside the first
+    timepoint's tile JSON); () when there is no flatfield."""
+    if config.flatfield == (AUTO,):
+        return tuple(folder_beside(p) for p in config.inputs[0])
+    return config.flatfield
+
+
+def intensity_path(tile_json: str) -> str:
+    """`<stem>-intensity.json` beside the tile JSON: the matched per-tile coefficients."""
+    path = Path(tile_json)
+    return str(path.with_name(f"{path.stem}-intensity.json"))
+
+
+def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -> Correction | None:
+    """The Correction for the export of `tiles` (timepoints x channels), or None."""
+    folders = flatfield_folders(config)
+    if not folders and config.intensity != "match":
+        return None
+    if config.is_project and folders:
+        raise FlatfieldError("fusion.flatfield: flatfield correction needs tile JSON inputs "
+                             "(views of a BigStitcher project may differ in shape)")
+    for folder, channel in zip(folders, tiles[0]):
+        check_fields(folder, channel.tiles[0].size[:2], "fusion.flatfield")
+    intensity: tuple = ()
+    if config.intensity == "match":
+        intensity = tuple(read_coefficients(intensity_path(p)) for p in config.inputs[0])
+    return Correction(folders, intensity)
+
+
+def write_coefficients(path: str, doc: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def read_coefficients(path: str) -> tuple[tuple[int, float, float], ...]:
+    """(tile index, gain, offset) per tile from an intensity JSON."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        return tuple((int(t["index"]), float(t["gain"]), float(t["offset"])) for t in doc["tiles"])
+    except FileNotFoundError:
+        raise FlatfieldError(f"fusion.intensity = \"match\": {path} not found") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise FlatfieldError(f"{path}: not an intensity coefficients file ({e})") from None

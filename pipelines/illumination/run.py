@@ -1,0 +1,175 @@
+"""The driver's side of the illumination corrections, over any executor.
+
+Flatfield: per channel, the tiles (of every timepoint) are cut into at most MAX_TASKS
+groups; each executor task reduces its group to per-cell histograms
+(`tasks.tile_statistics`), the driver adds them, fits S and T (`estimate.fit_fields`)
+and writes the fields and a picture. Intensity matching: every overlapping pair of every
+channel is measured on the executor (`tasks.measure_intensity`), the driver solves the
+per-tile coefficients (`intensity.solve_intensities`) and writes them as
+`<tile-json-stem>-intensity.json`. Every check runs before the first task.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from pipelines.config import JobConfig
+from pipelines.config.illumination import AUTO
+from pipelines.execute.executor import Batch, Executor
+from pipelines.geometry import Box
+from pipelines.illumination.correct import Correction
+from pipelines.illumination.estimate import Binning, Fields, fit_fields
+from pipelines.illumination.fields import FlatfieldError, has_fields, write_fields
+from pipelines.illumination.intensity import solve_intensities
+from pipelines.illumination.plan import flatfield_folders, intensity_path, write_coefficients
+from pipelines.illumination.tasks import (
+    IntensityJob,
+    StatisticsJob,
+    measure_intensity,
+    tile_statistics,
+)
+from pipelines.plan import read_tiles
+from pipelines.registration import find_pairs
+from pipelines.registration.pairs import PairOptions
+from pipelines.report.pictures import projections_png, save_png
+from pipelines.storage.s3 import S3Options
+from pipelines.tiles import TileSet, read_region
+
+MIN_TILES = 6     # a channel with fewer tiles has too few samples per pixel to estimate from
+MAX_TASKS = 64    # statistics tasks per channel: bounds what the driver collects
+
+
+@dataclass(frozen=True)
+class FlatfieldRun:
+    folders: tuple[str, ...]   # per channel, where the fields were written
+    tiles: int                 # tiles read, all channels
+    seconds: float             # estimation time, all channels
+
+
+def _s3(config: JobConfig) -> S3Options | None:
+    return S3Options(**dict(config.s3)) if config.s3 else None
+
+
+def check_estimable(channels: list[tuple[TileSet, ...]], names: list[str]) -> None:
+    """Raise FlatfieldError (one line) unless each channel's tiles can be estimated from."""
+    for tilesets, name in zip(channels, names):
+        tiles = [t for ts in tilesets for t in ts]
+        planes = {t.size[:2] for t in tiles}
+        if len(tiles) < MIN_TILES:
+            raise FlatfieldError(f"{name}: {len(tiles)} tiles, but a flatfield needs at least "
+                                 f"{MIN_TILES} to estimate from")
+        if len(planes) > 1:
+            raise FlatfieldError(f"{name}: tiles of different planes {sorted(planes)} cannot "
+                                 f"share one flatfield")
+
+
+def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr,
+                       folders: tuple[str, ...] | None = None) -> FlatfieldRun:
+    """Estimate every channel's fields and write them to `folders` (default: what
+    fusion.flatfield names, else beside each channel's tile JSON)."""
+    if config.is_project:
+        raise FlatfieldError("flatfield estimation needs tile JSON inputs, not a BigStitcher project")
+    tiles = read_tiles(config, _s3(config))
+    channels = [tuple(row[c] for row in tiles) for c in range(len(tiles[0]))]
+    folders = folders or flatfield_folders(config) or tuple(
+        str(Path(p).with_name(f"{Path(p).stem}-flatfield")) for p in config.inputs[0])
+    check_estimable(channels, list(config.inputs[0]))
+    began, count = time.perf_counter(), 0
+    for c, (tilesets, folder) in enumerate(zip(channels, folders)):
+        fields = _estimate_channel(tilesets, executor, _s3(config))
+        count += sum(len(ts) for ts in tilesets)
+        _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began)
+        stream.write(f"flatfield of {Path(config.inputs[0][c]).name}: {folder} (S {fields.gain.min():.3f}"
+                     f"-{fields.gain.max():.3f}, T {fields.offset.mean():.1f} mean)\n")
+    return FlatfieldRun(tuple(folders), count, time.perf_counter() - began)
+
+
+def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3) -> Fields:
+    first = tilesets[0].tiles[0]
+    binning = Binning.for_tiles(first.size[:2], first.dtype)
+    items = [(t, group) for t, ts in enumerate(tilesets) for group in _groups(ts, len(tilesets))]
+    batch = Batch(tile_statistics, StatisticsJob(tilesets, binning, s3), items,
+                  f"flatfield statistics of {sum(len(ts) for ts in tilesets)} tiles")
+    counts = sum(executor.run(batch, lambda done, nbytes: None), np.zeros(binning.shape, np.int64))
+    return fit_fields(counts, binning)
+
+
+def _groups(tiles: TileSet, timepoints: int) -> list[tuple[int, ...]]:
+    indices = [t.index for t in tiles]
+    size = -(-len(indices) * timepoints // MAX_TASKS)
+    return [tuple(indices[k:k + size]) for k in range(0, len(indices), size)]
+
+
+def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float) -> None:
+    info = {"method": "per-pixel histogram quantiles (stitching-spark)", "tile_json": tile_json,
+            "tiles": sum(len(ts) for ts in tilesets), "offset_estimated": fields.offset_estimated,
+            "reference_spread": fields.spread, "seconds": round(seconds, 3)}
+    write_fields(folder, fields, info)
+    tile = tilesets[0].tiles[len(tilesets[0]) // 2]
+    z = tile.size[2] // 2
+    plane = read_region(tile, _plane(tile, z))[0].astype(np.float32)
+    after = (plane - fields.offset) / fields.gain
+    save_png(projections_png([("S (gain)", fields.gain, 1.0), ("T (offset)", fields.offset, 1.0),
+                              (f"tile {tile.index}, z {z}: raw", plane, 1.0),
+                              ("corrected", after, 1.0)], "flatfield"),
+             str(Path(folder) / "flatfield.png"))
+
+
+def _plane(tile, z: int) -> Box:
+    return Box((0, 0, z), (tile.size[0], tile.size[1], z + 1))
+
+
+def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
+                        check: Callable[[JobConfig], None]) -> JobConfig:
+    """Before an export: for fusion.flatfield = "auto", estimate the fields that are
+    missing (beside each tile JSON) and return the config naming the folders. When the
+    corrections need executor work, `check` first validates everything else (inputs,
+    output) so that a bad job fails before minutes of estimation."""
+    folders = flatfield_folders(config)
+    missing = config.flatfield == (AUTO,) and not all(has_fields(f) for f in folders)
+    if missing or config.intensity == "match":
+        check(replace(config, flatfield=(), intensity="none"))
+    if missing:
+        estimate_flatfield(config, executor, stream, folders)
+    return replace(config, flatfield=folders)
+
+
+def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr) -> None:
+    """Measure every overlapping pair of every channel (first timepoint) on the executor,
+    solve the per-tile coefficients and write `<stem>-intensity.json` per channel."""
+    tiles = read_tiles(config, _s3(config))[0]
+    correction = Correction(flatfield_folders(config))
+    options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
+    for c, tileset in enumerate(tiles):
+        pairs = find_pairs(tileset, options)
+        job = IntensityJob(tileset, correction, c, _s3(config))
+        batch = Batch(measure_intensity, job, pairs, f"match intensities of {len(pairs)} tile pairs")
+        measured = [m for m in (executor.run(batch, lambda d, n: None) if pairs else []) if m]
+        solution = solve_intensities([t.index for t in tileset], measured)
+        path = intensity_path(config.inputs[0][c])
+        write_coefficients(path, _document(solution, len(pairs)))
+        stream.write(f"intensities of {Path(config.inputs[0][c]).name}: {len(solution.used)} pairs "
+                     f"used, {len(solution.dropped)} dropped; {path}\n")
+
+
+def _document(solution, pairs: int) -> dict:
+    gains = [g for g, _ in solution.coefficients.values()]
+    return {"method": "per pair: median ratio and quantile-quantile line of the shared voxels; "
+                      "per tile: weighted least squares of log gains (pipelines.illumination.intensity)",
+            "pairs": {"overlapping": pairs, "used": len(solution.used),
+                      "dropped": len(solution.dropped)},
+            "shared_offset": solution.shared_offset,
+            "gain_range": [min(gains), max(gains)] if gains else [],
+            "tiles": [{"index": i, "gain": g, "offset": o}
+                      for i, (g, o) in sorted(solution.coefficients.items())],
+            "pair_results": [{"a": p.a, "b": p.b, "slope": p.slope, "intercept": p.intercept,
+                              "median_a": p.median_a, "median_b": p.median_b,
+                              "voxels": p.voxels, "used": p in solution.used}
+                             for p in solution.used + solution.dropped]}

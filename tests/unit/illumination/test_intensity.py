@@ -1,0 +1,74 @@
+"""Intensity matching: the global solve against known tile brightnesses, one pair measured
+from real TIFF tiles, and corrected reads against the formula written out here."""
+
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+
+from pipelines.geometry import Box
+from pipelines.illumination.correct import Correction, read_corrected
+from pipelines.illumination.estimate import Fields
+from pipelines.illumination.fields import write_fields
+from pipelines.illumination.intensity import solve_intensities
+from pipelines.illumination.tasks import IntensityJob, PairIntensity, measure_intensity
+from pipelines.testing.synthetic import phantom
+from pipelines.tiles import Tile, TileSet
+
+
+def pair(a: int, b: int, k: np.ndarray, shared: float, level: float = 300.0) -> PairIntensity:
+    """What a perfect measurement of tiles a, b (brightness k) sharing offset b reads."""
+    slope = k[b] / k[a]
+    return PairIntensity(a, b, slope, shared * (1 - slope), 1000,
+                         k[a] * level + shared, k[b] * level + shared)
+
+
+def test_solve_recovers_brightness_and_drops_the_inconsistent_pair():
+    rng = np.random.default_rng(0)
+    k = rng.uniform(0.6, 1.0, 9)                      # a 3 x 3 grid
+    links = [(i, i + 1) for i in range(9) if i % 3 < 2] + [(i, i + 3) for i in range(6)]
+    pairs = [pair(a, b, k, 80.0, 200 + 40 * n) for n, (a, b) in enumerate(links)]
+    bad = PairIntensity(0, 4, 1.0, 0.0, 1000, 300.0, 400.0)      # 33 % off: a wrong overlap
+    solution = solve_intensities(range(9), pairs + [bad])
+    gains = np.array([solution.coefficients[i][0] for i in range(9)])
+    offsets = np.array([solution.coefficients[i][1] for i in range(9)])
+    scale = np.mean(gains * k)                        # gains are 1 / k up to one scale
+    assert np.allclose(gains * k, scale, rtol=2e-3)
+    assert abs(solution.shared_offset - 80.0) < 0.5
+    assert np.allclose(offsets, 80.0 * (1 - gains), atol=0.5)
+    assert solution.dropped == (bad,) and len(solution.used) == len(pairs)
+
+
+def write_tile(path, box: Box, gain: float, seed: int, volume) -> Tile:
+    rng = np.random.default_rng(seed)
+    values = rng.poisson(np.maximum(phantom(box, 5, volume, 4.0) * gain, 0)).astype(np.uint16)
+    tifffile.imwrite(path, values, contiguous=True)
+    return Tile(seed, str(path), tuple(float(v) for v in box.start), box.shape, (1.0, 1.0, 1.0), "GRAY16")
+
+
+def test_a_pair_measures_the_ratio_of_brightness(tmp_path):
+    """Two tiles of one phantom, 0.7 and 1.0 bright, sharing 24 x 64 x 16 voxels."""
+    volume = (104, 64, 16)
+    a = write_tile(tmp_path / "a.tif", Box((0, 0, 0), (64, 64, 16)), 0.7, 0, volume)
+    b = write_tile(tmp_path / "b.tif", Box((40, 0, 0), (104, 64, 16)), 1.0, 1, volume)
+    found = measure_intensity(IntensityJob(TileSet((a, b)), Correction()), (0, 1), 0)
+    assert found is not None and found.voxels == 24 * 64 * 16
+    assert abs(found.median_b / found.median_a - 1 / 0.7) < 0.02 * (1 / 0.7)
+    assert abs(found.slope - 1 / 0.7) < 0.1 * (1 / 0.7) and abs(found.intercept) < 40
+
+
+def test_a_corrected_read_is_the_formula_and_the_same_in_any_region(tmp_path):
+    rng = np.random.default_rng(3)
+    raw = rng.integers(100, 5000, (5, 12, 16)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "t.tif", raw, contiguous=True)
+    tile = Tile(7, str(tmp_path / "t.tif"), (0.0, 0.0, 0.0), (16, 12, 5), (1.0, 1.0, 1.0), "GRAY16")
+    gain = rng.uniform(0.6, 1.2, (12, 16)).astype(np.float32)
+    offset = rng.uniform(50, 120, (12, 16)).astype(np.float32)
+    write_fields(str(tmp_path / "ff"), Fields(gain, offset), {})
+    correction = Correction((str(tmp_path / "ff"),), (((7, 1.25, -3.0),),))
+    whole = read_corrected(tile, Box((0, 0, 0), (16, 12, 5)), correction, 0)
+    expected = (raw.astype(np.float64) - offset) / gain * 1.25 - 3.0
+    assert whole.dtype == np.float32 and np.allclose(whole, expected, rtol=1e-5)
+    part = read_corrected(tile, Box((3, 2, 1), (11, 9, 4)), correction, 0)
+    assert np.array_equal(part, whole[1:4, 2:9, 3:11])   # bit for bit: chunks stay pure
+    assert np.array_equal(tifffile.imread(tmp_path / "t.tif"), raw)   # the tile is untouched
