@@ -84,13 +84,16 @@ def to_type(values: np.ndarray, tile_type: str) -> np.ndarray:
 def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, jitter=8.0,
                      seed=0, falloff=0.3, noise=True, tile_type="GRAY16",
                      resolution=(0.4, 0.4, 2.0), truth=True,
-                     log: Callable[[str], None] | None = None, density: float = 1.0) -> dict:
+                     log: Callable[[str], None] | None = None, density: float = 1.0,
+                     dark: float = 0.0, gains: tuple[float, float] | None = None) -> dict:
     """Write a synthetic acquisition into `outdir`; per-axis arguments are x, y, z.
 
     Writes tiles/tile-NNNN.tif, tiles.json (stage = true position + jitter), tiles-true.json,
     ground-truth.npy (unless `truth` is false) and acquisition.json. `density` multiplies
     the number of blobs and fibres (small test volumes need more to have structure in
-    every overlap). Returns the
+    every overlap). Uneven illumination: each tile is multiplied by `illumination(falloff)`
+    and by a gain drawn uniformly from `gains` (lo, hi), then photon noise, then the camera's
+    `dark` offset is added (acquisition.json lists the gains). Returns the
     acquisition.json content plus "paths" (the files written) and "bytes" (their total size).
     Raises ValueError for bad parameters.
     """
@@ -108,8 +111,10 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
         volume = volume.union(Box.from_shape(p, tile))
     shape = volume.shape
     files = [out / "tiles" / f"tile-{n:04d}.tif" for n in range(len(true))]
+    tile_gains = _gains(len(true), gains, seed)
     for n, (path, p) in enumerate(zip(files, true)):
-        _write_tile(path, Box.from_shape(p, tile), n, seed, shape, falloff, noise, tile_type, density)
+        _write_tile(path, Box.from_shape(p, tile), n, seed, shape, falloff, noise, tile_type, density,
+                    (tile_gains[n], dark))
     log(f"wrote {len(files)} tiles {_fmt(tile)} {tile_type} to {out / 'tiles'}")
     paths = {"tiles": str(out / "tiles"), "tiles_json": str(out / "tiles.json"),
              "tiles_true_json": str(out / "tiles-true.json")}
@@ -128,7 +133,8 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
         (out / "ground-truth.npy").unlink(missing_ok=True)  # never leave a stale truth behind
     doc = {"grid": list(grid), "tile": list(tile), "overlap": overlap, "jitter": jitter,
            "seed": int(seed), "falloff": falloff, "noise": bool(noise), "type": tile_type,
-           "resolution": list(resolution), "density": density, "ground_truth_shape": list(shape)}
+           "resolution": list(resolution), "density": density, "ground_truth_shape": list(shape),
+           "dark": dark, "gains": tile_gains}
     paths["acquisition_json"] = str(out / "acquisition.json")
     (out / "acquisition.json").write_text(json.dumps(doc, indent=2) + "\n")
     log(f"wrote {paths['acquisition_json']}")
@@ -165,15 +171,27 @@ def _positions(grid, tile, overlap, jitter, seed) -> tuple[list, list]:
     return true, stage
 
 
-def _write_tile(path, box, index, seed, shape, falloff, noise, tile_type, density) -> None:
-    """Render one tile (true box) slab by slab, with falloff and noise, and write it."""
+def _gains(count: int, gains: tuple[float, float] | None, seed: int) -> list[float]:
+    """Per tile brightness (bleaching, laser drift): uniform in `gains`, else all 1."""
+    if gains is None:
+        return [1.0] * count
+    lo, hi = gains
+    if not 0 < lo <= hi < math.inf:
+        raise ValueError(f"gains must be 0 < lo <= hi, found {lo}, {hi}")
+    return [round(float(g), 4) for g in np.random.default_rng([seed, 2]).uniform(lo, hi, count)]
+
+
+def _write_tile(path, box, index, seed, shape, falloff, noise, tile_type, density,
+                gain_dark=(1.0, 0.0)) -> None:
+    """Render one tile (true box) slab by slab, with falloff, gain, noise and dark offset."""
     pixels = np.empty(to_zyx(box.shape), TILE_TYPES[tile_type])
-    light = illumination(box.shape, falloff)
+    light = illumination(box.shape, falloff) * np.float32(gain_dark[0])
     rng = np.random.default_rng([seed, 1, index])
     for slab in _slabs(box):
-        values = phantom(slab, seed, shape, density) * light
+        values: np.ndarray = phantom(slab, seed, shape, density) * light
         if noise:
             values = rng.poisson(np.maximum(values, 0))
+        values = values + gain_dark[1] if gain_dark[1] else values
         pixels[slab.relative_to(box.start).slices_zyx()] = to_type(values, tile_type)
     tifffile.imwrite(path, pixels, contiguous=True, photometric="minisblack")
 
@@ -263,6 +281,15 @@ def _triple(kind: type) -> Callable[[str], tuple]:
     return parse
 
 
+def _pair(text: str) -> tuple[float, float]:
+    """An argparse type for 'LO,HI' (two numbers)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), found {text!r}") from None
+    return lo, hi
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """Report a usage error as one line on stderr and exit 2."""
@@ -289,12 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-truth", dest="truth", action="store_false", help=argparse.SUPPRESS)
     parser.add_argument("--density", type=float, default=1.0,
                         help="factor on the number of blobs and fibres (default 1)")
+    parser.add_argument("--dark", type=float, default=0.0, help="camera offset added to every pixel")
+    parser.add_argument("--gains", type=_pair, default=None,
+                        help="LO,HI: per-tile gains drawn uniformly in [LO, HI] (e.g. 0.6,1.0)")
     args = parser.parse_args(argv)
     began = time.monotonic()
     try:
         result = make_acquisition(args.outdir, args.grid, args.tile, args.overlap, args.jitter,
                                   args.seed, args.falloff, args.noise, args.type,
-                                  args.resolution, args.truth, log=print, density=args.density)
+                                  args.resolution, args.truth, log=print, density=args.density,
+                                  dark=args.dark, gains=args.gains)
     except ValueError as e:
         parser.error(str(e))
     print(f"done: {result['bytes'] / 2**20:.1f} MiB in {time.monotonic() - began:.1f} s")
