@@ -14,7 +14,7 @@ import sys
 
 from pipelines.cli import job_parser
 from pipelines.config import load_job
-from pipelines.errors import run_job
+from pipelines.errors import PlanError, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_job(args.job, args.overrides)
         if args.dry_run:
             from pipelines.plan.dryrun import dry_run
-            return "\n".join(dry_run(config).lines())
+            paper = dry_run(config)
+            if paper.refusal:   # the plan, then the line the real run would stop with
+                print("\n".join(paper.lines()))
+                raise PlanError(paper.refusal)
+            return "\n".join(paper.lines())
         from pipelines.driver import export  # imported late: config errors need no Spark
         from pipelines.report.console import export_report
         return export_report(export(config, overwrite=args.overwrite))

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import JobConfig
+from pipelines.errors import PlanError
 from pipelines.geometry import Vec
 from pipelines.plan import plan_output, plan_stages, plan_tasks, read_tiles, task_memory_bytes
+from pipelines.plan.memory import check_task_memory
 from pipelines.storage.s3 import S3Options
 
 
@@ -36,6 +38,7 @@ class DryRun:
     seconds: float
     peak_rss: int                              # this process's peak resident memory, bytes
     pairs: int | None = None                   # [stitching] enabled: pair tasks to register
+    refusal: str = ""                          # why the real run would refuse the plan
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -69,15 +72,20 @@ def dry_run(config: JobConfig) -> DryRun:
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     itemsize = np.dtype(output.base.dtype).itemsize
     voxels = sum(int(np.prod(shape, dtype=object)) for shape in output.shapes)
+    memory = task_memory_bytes(output, first, stages, config.tile_cache,
+                               corrected=bool(config.flatfield) or config.intensity == "match")
+    try:
+        check_task_memory(output, memory, config.tile_cache, config.task_memory)
+        refusal = ""
+    except PlanError as e:   # the plan is still worth printing: it shows what needs the memory
+        refusal = str(e)
     return DryRun(len(first), output.timepoints, output.channels, output.shapes,
                   tuple(tasks.timepoints * len(s) for s in tasks.stages),
                   tuple(tasks.timepoints * s.blocks for s in tasks.stages), tasks.objects,
                   voxels * output.timepoints * output.channels * itemsize,
-                  task_memory_bytes(output, first, stages, config.tile_cache,
-                                    corrected=bool(config.flatfield) or config.intensity == "match"),
-                  time.perf_counter() - began,
+                  memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  pair_tasks(config) if config.stitching.enabled else None)
+                  pair_tasks(config) if config.stitching.enabled else None, refusal)
 
 
 def pair_tasks(config: JobConfig) -> int:

@@ -91,14 +91,20 @@ def _source_voxels(output: OutputSpec, level: int) -> int:
 
 def check_memory(plan: ExportPlan, budget: int) -> None:
     """Refuse a plan whose largest block cannot fit in the memory a task may use."""
-    if plan.task_memory <= budget:
+    check_task_memory(plan.output, plan.task_memory, plan.tile_cache, budget)
+
+
+def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: int) -> None:
+    """PlanError when a task needs more than `budget`: the check of `check_memory`, also
+    made by the dry run, which has no ExportPlan."""
+    if needed <= budget:
         return
-    grid = plan.output.block_grid(0)
+    grid = output.block_grid(0)
     worst = (0, 0, 0)  # the first block is the largest: it is whole, or the whole array
     raise PlanError(
         f"block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
-        f"voxels) needs about {plan.task_memory / 2**20:.1f} MiB but limits.task_memory is "
+        f"voxels) needs about {needed / 2**20:.1f} MiB but limits.task_memory is "
         f"{budget / 2**20:.1f} MiB"
-        + (f" (limits.tile_cache takes {plan.tile_cache / 2**20:.0f} MiB of it)" if plan.tile_cache else "")
+        + (f" (limits.tile_cache takes {tile_cache / 2**20:.0f} MiB of it)" if tile_cache else "")
         + "; use a smaller output.block or output.chunks, or raise limits.task_memory (and "
         "the executors' memory with it)")

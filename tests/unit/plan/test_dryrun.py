@@ -103,3 +103,19 @@ def test_dry_run_with_stitching_counts_the_pair_tasks(small_acquisition, tmp_pat
     tasks = report["pairs"]["measured"] + report["pairs"]["unmatched"]
     assert tasks >= 4 and line.startswith(f"stitching: {tasks} pair tasks")
     assert dry_run(load_job(job, ["stitching.enabled=false"])).pairs is None
+
+
+def test_the_dry_run_refuses_a_plan_the_real_run_refuses_for_memory(small_acquisition, tmp_path,
+                                                                   capsys):
+    """The plan is printed, then the same one line the real run stops with, exit 2."""
+    from pipelines.cli.export import main
+    from pipelines.errors import PlanError
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "out"))
+    with pytest.raises(PlanError) as real:
+        make_plan(load_job(job, ["limits.task_memory=1MiB"]))
+    code = main([str(job), "--dry-run", "--set", "limits.task_memory=1MiB"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.strip() == f"error: {real.value}", err
+    assert "memory:" in out and "needs about" in str(real.value)
+    assert main([str(job), "--dry-run"]) == 0   # the default budget holds it
