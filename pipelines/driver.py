@@ -319,8 +319,8 @@ def _run_stages(plan: ExportPlan, store: Store, beside: Store, executor: Executo
     for n, stage in enumerate(plan.stages):
         if len(plan.stages) > 1:
             last = stage.first + stage.count - 1
-            stream.write(f"stage {n + 1}/{len(plan.stages)}: levels {stage.first}"
-                         f"{'' if last == stage.first else f'–{last}'}\n")
+            stream.write(f"stage {n + 1}/{len(plan.stages)}: "
+                         f"{f'level {last}' if last == stage.first else f'levels {stage.first}–{last}'}\n")
         pending, blocks = _pending(tasks.stages[n], n, tasks.timepoints, recorded)
         with quiet_collector():
             run_partitions(executor, job, _waves(tasks.stages[n], pending), blocks, stream)

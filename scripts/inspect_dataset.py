@@ -2,8 +2,9 @@
 
     python scripts/inspect_dataset.py OUTPUT_URI [--dataset PATH]
 
-Finds the array in an N5 or Zarr v3 container, prints the tensorstore spec that opens
-it, its shape and type, and statistics of its middle z-slice.
+Finds the array in an N5, Zarr v2 or Zarr v3 container, prints the tensorstore spec that
+opens it, its shape, chunks (and shards: the inner-chunk and shard shapes) in x, y, z
+order for every format, its type, and statistics of its middle z-slice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tensorstore as ts
 
 
 def find_arrays(root: Path) -> list[tuple[str, str]]:
-    """(format, dataset path) of every array under an N5 or Zarr v3 container."""
+    """(format, dataset path) of every array under an N5, Zarr v2 or Zarr v3 container."""
     found = []
     for meta in sorted(root.rglob("attributes.json")):
         if "dimensions" in json.loads(meta.read_text()):
@@ -40,22 +41,43 @@ def main(argv=None) -> int:
     if args.dataset:
         arrays = [a for a in arrays if a[1] == args.dataset.strip("/")]
     if not arrays:
-        print(f"error: no committed N5 or Zarr v3 array under {args.uri}", file=sys.stderr)
+        print(f"error: no committed N5 or Zarr array under {args.uri}", file=sys.stderr)
         return 2
     fmt, dataset = arrays[0]
     spec = {"driver": fmt, "kvstore": {"driver": "file", "path": str(args.uri.resolve() / dataset)}}
     store = ts.open(spec, open=True).result()
-    # N5 is x, y, z; Zarr arrays end in z, y, x (after any t, c axes)
-    labels = store.domain.labels
-    axes = ", ".join(labels) if any(labels) else ("x, y, z" if fmt == "n5" else "…, z, y, x")
-    z_axis = 2 if fmt == "n5" else store.rank - 3
+    # N5 arrays are x, y, z; Zarr arrays end in z, y, x after any leading t, c axes: every
+    # shape below is printed x, y, z, as the export job prints it, whatever the format
+    spatial = _xyz(fmt, store.rank)
+    z_axis = spatial[2]
     middle = store[tuple(store.shape[z_axis] // 2 if i == z_axis else slice(None)
                          for i in range(store.rank))].read().result()
+    layout = store.chunk_layout
     print(f"tensorstore opened {spec}  ({len(arrays)} arrays in the container)")
-    print(f"  shape ({axes}) = {list(store.shape)}, dtype {store.dtype.name}, "
-          f"chunks {list(store.chunk_layout.read_chunk.shape)}")
+    print(f"  shape (x, y, z) = {_pick(store.shape, spatial)}{_lead(store, spatial)}, "
+          f"dtype {store.dtype.name}, chunks (x, y, z) {_pick(layout.read_chunk.shape, spatial)}")
+    if list(layout.write_chunk.shape) != list(layout.read_chunk.shape):   # sharded
+        print(f"  shards (x, y, z) {_pick(layout.write_chunk.shape, spatial)}: each holds "
+              f"{_pick([w // r for w, r in zip(layout.write_chunk.shape, layout.read_chunk.shape)], spatial)} "
+              f"inner chunks of {_pick(layout.read_chunk.shape, spatial)} voxels")
     print(f"  middle z-slice: min {middle.min()}, max {middle.max()}, mean {np.mean(middle):.1f}")
     return 0
+
+
+def _xyz(fmt: str, rank: int) -> tuple[int, int, int]:
+    """The positions of the x, y and z axes in an array of `fmt` with `rank` dimensions."""
+    return (0, 1, 2) if fmt == "n5" else (rank - 1, rank - 2, rank - 3)
+
+
+def _pick(values, axes: tuple[int, ...]) -> list[int]:
+    return [int(values[a]) for a in axes]
+
+
+def _lead(store, spatial: tuple[int, ...]) -> str:
+    """The other axes (t, c of OME-Zarr) with their sizes, e.g. ", c = 2"."""
+    labels = store.domain.labels
+    return "".join(f", {labels[i] or f'axis {i}'} = {store.shape[i]}"
+                   for i in range(store.rank) if i not in spatial)
 
 
 if __name__ == "__main__":

@@ -272,7 +272,7 @@ def bdv_xml(level0: ArraySpec, n5_name: str, channel_names: Sequence[str], timep
     ET.SubElement(loader, "n5", type="relative").text = n5_name
     setups = ET.SubElement(seq, "ViewSetups")
     size = " ".join(str(int(n)) for n in level0.shape)
-    voxel = " ".join(repr(float(r)) for r in level0.resolution)
+    voxel = " ".join(_number(r) for r in level0.resolution)
     for i, name in enumerate(channel_names):
         setup = ET.SubElement(setups, "ViewSetup")
         ET.SubElement(setup, "id").text = str(i)
@@ -291,7 +291,7 @@ def bdv_xml(level0: ArraySpec, n5_name: str, channel_names: Sequence[str], timep
     ET.SubElement(tps, "first").text = "0"
     ET.SubElement(tps, "last").text = str(timepoints - 1)
     regs = ET.SubElement(root, "ViewRegistrations")
-    affine = " ".join(repr(v) for v in bdv_affine(level0.resolution, translation))
+    affine = " ".join(_number(v) for v in bdv_affine(level0.resolution, translation))
     for t in range(timepoints):
         for i in range(len(channel_names)):
             reg = ET.SubElement(regs, "ViewRegistration", timepoint=str(t), setup=str(i))
@@ -300,6 +300,12 @@ def bdv_xml(level0: ArraySpec, n5_name: str, channel_names: Sequence[str], timep
             ET.SubElement(transform, "affine").text = affine
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _number(value: float) -> str:
+    """A number as a person writes it: products such as 0.4 × 3 µm print as 1.2, not
+    1.2000000000000002 (12 significant digits are far below any voxel size's accuracy)."""
+    return repr(float(f"{float(value):.12g}"))
 
 
 def bdv_affine(resolution: Sequence[float], translation: Sequence[float]) -> list[float]:

@@ -183,7 +183,7 @@ def test_a_rerun_skips_the_blocks_a_cut_short_task_recorded(tmp_path, small_acqu
     result = export(config_for(tmp_path, small_acquisition, *sets), LocalExecutor(), stream=stream)
     left = plan.tasks_of(0).blocks - 3   # stage 0 runs only the blocks not recorded
     assert result.resumed == 3 and f"resuming: 3 of {plan.task_plan.blocks} blocks" in stream.getvalue()
-    assert f"stage 1/2: levels 0\nblocks {left}/{left} (100%)" in stream.getvalue()
+    assert f"stage 1/2: level 0\nblocks {left}/{left} (100%)" in stream.getvalue()   # one level: "level"
     assert result.summary.blocks == plan.task_plan.blocks
     for path in (tmp_path / "clean/out").rglob("*"):
         if path.is_file():

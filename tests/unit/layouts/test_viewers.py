@@ -5,6 +5,7 @@ two-level pyramid with our format modules into a LocalStore."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -281,6 +282,16 @@ def test_bdv_xml_defaults_and_refusals():
     assert viewers.bdv_path(3, 12, 2) == "setup3/timepoint12/s2"  # unpadded, as bdv-core reads
     with pytest.raises(ValueError):
         viewers.bdv_xml(spec, "x.n5", [], 1)
+
+
+def test_bdv_xml_numbers_have_no_float_noise():
+    """0.4 µm × 3 is 1.2000000000000002 in binary floating point; the XML says 1.2."""
+    spec = level_specs(lambda k: viewers.bdv_path(0, 0, k))[0]
+    spec = dataclasses.replace(spec, resolution=(0.4 * 3, 0.4 * 3, 0.1 * 3))
+    xml = viewers.bdv_xml(spec, "x.n5", ["only"], translation=(0.1 + 0.2, 0.0, 2.0))
+    spim = ET.fromstring(xml.split("\n", 1)[1])
+    assert spim.findtext(".//voxelSize/size") == "1.2 1.2 0.3"
+    assert spim.findtext(".//affine") == "1.2 0.0 0.0 0.3 0.0 1.2 0.0 0.0 0.0 0.0 0.3 2.0"
 
 
 # ---------------------------------------------------------------- n5-viewer

@@ -1,0 +1,35 @@
+"""scripts/inspect_dataset.py describes every format in one axis order (x, y, z, as the
+export prints it) and shows the shard and inner-chunk shapes of a sharded Zarr v3."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.config import load_job
+from tests.conftest import ROOT, write_job
+from tests.pipeline_helpers import export_local
+
+
+def inspect(path) -> str:
+    run = subprocess.run([sys.executable, str(ROOT / "scripts/inspect_dataset.py"), str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+@pytest.mark.parametrize("fmt, extra", [("n5", ""), ("zarr2", ""), ("zarr3", ""),
+                                        ("zarr3", "shard = [2, 1, 2]")])
+def test_every_format_is_described_in_x_y_z(small_acquisition, tmp_path, fmt, extra):
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "volume"), f'format = "{fmt}"\n{extra}')
+    summary = export_local(load_job(job)).summary
+    printed = inspect(tmp_path / "volume")
+    assert f"shape (x, y, z) = {list(summary.shape)}, " in printed, printed
+    assert "chunks (x, y, z) [16, 16, 8]" in printed, printed   # write_job's chunks, x, y, z
+    if extra:
+        assert "shards (x, y, z) [32, 16, 16]: each holds [2, 1, 2] inner chunks of [16, 16, 8]" in printed, printed
+    else:
+        assert "shards" not in printed
