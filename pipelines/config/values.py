@@ -23,16 +23,26 @@ from pipelines.config.model import (
 from pipelines.errors import ConfigError, OutputError
 
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+MAX_SIZE = 2**50   # 1 PiB: beyond any memory, cache or S3 part a job can mean
+# The largest chunk, block or shard extent per axis: N5 stores a block's size as a 32-bit
+# integer, and larger ones overflow the plan's int64 voxel counts (2^31 cubed is 2^93).
+MAX_EXTENT = 2**31 - 1
+MAX_SECONDS = 1e6   # ~11.6 days; time.sleep overflows near 1e10 s
+S3_MAX_PUT = 5 * 2**30   # S3 refuses a single PUT, or a multipart part, above 5 GiB
 
 
 def parse_size(value: Any, what: str) -> int:
-    """Bytes from an int or a string such as "4GiB", "512m", "2g"."""
+    """Bytes from an int or a string such as "4GiB", "512m", "2g": from 1 byte to 1 PiB."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value).lower())
-    if not m or float(m.group(1)) <= 0:
-        raise ConfigError(f"{what}: expected a size such as \"4GiB\" or \"512m\", found {value!r}")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        size = value
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value).lower())
+        if not m or float(m.group(1)) <= 0:
+            raise ConfigError(f"{what}: expected a size such as \"4GiB\" or \"512m\", found {value!r}")
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    if not 1 <= size <= MAX_SIZE:   # "0.1" is 0 bytes; 2^60 no machine has
+        raise ConfigError(f"{what}: expected a size from 1 byte to 1PiB, found {value!r}")
+    return size
 
 
 
@@ -59,11 +69,13 @@ def _positive_triple(table: dict, section: str, key: str, where: str) -> tuple[i
     ok = (
         isinstance(value, list)
         and len(value) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_EXTENT
+                for v in value)
     )
     if not ok:
         raise ConfigError(
-            f"{where}{section}.{key}: expected three positive integers [x, y, z], found {value!r}"
+            f"{where}{section}.{key}: expected three positive integers [x, y, z] up to "
+            f"{MAX_EXTENT}, found {value!r}"
         )
     return tuple(value)
 
@@ -131,26 +143,29 @@ def _stitching(table: dict, names: Any, channels: int | None, where: str) -> Sti
     downsample = _triple_or_one(table, "downsample", where, minimum=1)
     min_overlap = _triple_or_one(table, "min_overlap", where, minimum=1)
     numbers = {}
-    for key, low, high in (("min_score", -1.0, 1.0), ("max_residual", 0.0, float("inf"))):
-        value = table[key]
+    for key, low, high in (("min_score", -1.0, 1.0), ("max_residual", 0.0, 2.0**40)):
+        value = table[key]   # nan fails every comparison; inf is beyond any voxel distance
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and low <= value <= high and (key != "max_residual" or value > 0)):
             raise ConfigError(f"{where}stitching.{key}: expected a number in "
-                              f"{'[-1, 1]' if key == 'min_score' else '(0, inf)'}, found {value!r}")
+                              f"{'[-1, 1]' if key == 'min_score' else '(0, 2^40] voxels'}, "
+                              f"found {value!r}")
         numbers[key] = float(value)
     return StitchingConfig(enabled, channel, search, downsample, min_overlap, **numbers,
                            force=force)
 
 
 def _triple_or_one(table: dict, key: str, where: str, minimum: int) -> tuple[int, int, int]:
-    """An integer per axis [x, y, z], or one integer for all three, each >= `minimum`."""
+    """An integer per axis [x, y, z], or one integer for all three, each in
+    [`minimum`, MAX_EXTENT] (voxels of a tile, which no tile exceeds)."""
     value = table[key]
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value] * 3
     if not (isinstance(value, list) and len(value) == 3 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
-        raise ConfigError(f"{where}stitching.{key}: expected an integer >= {minimum} or three "
-                          f"of them [x, y, z], found {table[key]!r}")
+            isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= MAX_EXTENT
+            for v in value)):
+        raise ConfigError(f"{where}stitching.{key}: expected an integer from {minimum} to "
+                          f"{MAX_EXTENT} or three of them [x, y, z], found {table[key]!r}")
     return tuple(value)
 
 
@@ -158,7 +173,7 @@ def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
     """Block indices that the test hook makes fail (see README, "debug")."""
     def is_index(b: Any) -> bool:
         return isinstance(b, list) and len(b) == 3 and all(
-            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in b)
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in b)
 
     if not isinstance(value, list) or not all(is_index(b) for b in value):
         raise ConfigError(
@@ -325,8 +340,9 @@ def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
             raise ConfigError(f"{where}s3.{key}: expected a string, found {table[key]!r}")
     _no_userinfo(table["endpoint_url"], "s3.endpoint_url", where)
     attempts = table["max_attempts"]
-    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
-        raise ConfigError(f"{where}s3.max_attempts: expected a whole number ≥ 1, found {attempts!r}")
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 100:
+        raise ConfigError(f"{where}s3.max_attempts: expected a whole number from 1 to 100, "
+                          f"found {attempts!r}")
     timeout = table["request_timeout"]
     if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
             or not 0 < timeout <= 3600):   # nan fails too: a stall must end
@@ -335,6 +351,10 @@ def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     sizes = {k: parse_size(table[k], f"{where}s3.{k}") for k in ("multipart_threshold", "part_size")}
     if sizes["part_size"] < S3_MIN_PART:
         raise ConfigError(f"{where}s3.part_size: S3 needs parts of at least 5MiB, found {table['part_size']!r}")
+    for key, size in sizes.items():   # S3 refuses a PUT or a part above 5 GiB
+        if size > S3_MAX_PUT:
+            raise ConfigError(f"{where}s3.{key}: S3 takes at most 5GiB in one PUT or part, "
+                              f"found {table[key]!r}")
     return tuple(sorted({**table, **sizes, "request_timeout": float(timeout)}.items()))
 
 
@@ -352,11 +372,13 @@ def _delay(value: Any, where: str) -> float:
 
 
 def _seconds(table: dict, section: str, key: str, where: str) -> float:
-    """A finite number of seconds ≥ 0 (nan and inf are refused: they would stall every task)."""
+    """Seconds from 0 to MAX_SECONDS (nan and inf are refused: they would stall every task,
+    and time.sleep overflows on a finite 1e300)."""
     value = table[key]
     if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            or value < 0):
-        raise ConfigError(f"{where}{section}.{key}: expected seconds ≥ 0, found {value!r}")
+            or not 0 <= value <= MAX_SECONDS):
+        raise ConfigError(f"{where}{section}.{key}: expected seconds from 0 to {MAX_SECONDS:g}, "
+                          f"found {value!r}")
     return float(value)
 
 

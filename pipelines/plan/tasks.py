@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.errors import PlanError
 from pipelines.formats.objects import object_grid
 from pipelines.geometry import ceil_div
 from pipelines.plan.output import OutputSpec, Stage
@@ -238,12 +239,41 @@ def plan_tasks(output: OutputSpec, stages: tuple[Stage, ...], tiles: TileSet,
         lo, hi = (lo0, hi0) if n == 0 else boxes_under(output, stage.first, lo0, hi0)
         grid = output.block_grid(stage.first).counts
         per_task = blocks_per_task or auto_blocks_per_task(output, union_size(lo, hi), slots)
+        shape = partition_shape(grid, per_task)
+        check_plan_holds(output, stage, grid, lo, hi, shape)
         described.append(_stage_tasks(n, grid, lo, hi, owners if n == 0 else np.zeros(0, np.int64),
-                                      partition_shape(grid, per_task)))
+                                      shape))
     copies = output.timepoints * output.channels
     objects = tuple(copies * n for stage, s in zip(stages, described)
                     for n in _stage_objects(output, stage, s.lo, s.hi))
     return TaskPlan(tuple(described), output.timepoints, objects)
+
+
+# What a plan can hold: partitions are numbered by int64 linear indices on their grid, and
+# the driver indexes every (partition, tile box) pair at once (12.5 million took 0.87 GiB
+# for a petabyte, BENCHMARKS.md).
+MAX_PARTITION_GRID = 2**62
+MAX_PAIRS = 100_000_000
+
+
+def check_plan_holds(output: OutputSpec, stage: Stage, grid: Vec, lo: np.ndarray,
+                     hi: np.ndarray, shape: Vec) -> None:
+    """Raise PlanError, before any array is built, if a stage's partitions cannot be
+    numbered in int64 or its (partition, box) pairs would not fit on the driver: e.g. tiles
+    far apart, or a tiny fusion.voxel_size. Products are taken in Python ints and float64,
+    which do not overflow where int64 would."""
+    per_axis = [-(-int(g) // int(s)) for g, s in zip(grid, shape)]
+    size = np.array(shape, dtype=np.int64)
+    spans = np.maximum(ceil_div(hi, size) - lo // size, 0).astype(np.float64)
+    pairs = float(np.prod(spans, axis=1).sum())
+    positions = per_axis[0] * per_axis[1] * per_axis[2]
+    if positions <= MAX_PARTITION_GRID and pairs <= MAX_PAIRS:
+        return
+    raise PlanError(f"the output is too large to plan: level {stage.first} spans "
+                    f"{list(output.shapes[stage.first])} voxels (x, y, z), which makes "
+                    f"{positions:,} task positions and {pairs:,.0f} (task, tile) pairs (a plan "
+                    f"holds at most 2^62 and {MAX_PAIRS:,}); check the tiles' positions and "
+                    f"fusion.voxel_size, or use larger output.chunks and output.block")
 
 
 def auto_blocks_per_task(output: OutputSpec, blocks: int, slots: int | None = None) -> int:

@@ -34,7 +34,15 @@ from pipelines.errors import PipelineError, TileError
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
-from pipelines.tiles.model import Tile, TileSet, placement, tile_type_of
+from pipelines.tiles.model import (
+    COORDINATE_LIMIT,
+    ID_LIMIT,
+    RESOLUTION_RANGE,
+    Tile,
+    TileSet,
+    placement,
+    tile_type_of,
+)
 from pipelines.tiles.readers import inspect_view
 from pipelines.tiles.remote import read_text
 from pipelines.transforms import Affine, as_affine, compose, determinant, is_singular
@@ -47,6 +55,9 @@ SELECTABLE = ("setup", "timepoint") + ATTRIBUTES    # keys of input.views
 # µm per voxelSize unit; other units (e.g. "pixel") count as µm
 UNITS = {"µm": 1.0, "um": 1.0, "micrometer": 1.0, "micron": 1.0, "microns": 1.0,
          "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}
+# Timepoints a project may list: each is a row of tiles in the plan, and a range or
+# pattern is expanded into a list before views are selected.
+MAX_TIMEPOINTS = 100_000
 
 
 def is_project(path: str) -> bool:
@@ -104,6 +115,9 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
                 raise TileError(f"{where}: no ViewRegistration (every view that is not in "
                                 f"MissingViews needs one)")
             affine = registrations[(t, s.id)]
+            if not all(abs(v) <= COORDINATE_LIMIT for v in affine):   # inf once they overflow
+                raise TileError(f"{where}: its ViewTransforms compose to an affine with numbers "
+                                f"beyond ±2^40: {list(affine)}")
             if is_singular(affine):
                 raise TileError(f"{where}: its ViewTransforms compose to a singular affine "
                                 f"(determinant {determinant(affine):.3g})")
@@ -231,19 +245,22 @@ def _setups(sequence: ET.Element, source: str) -> dict[int, Setup]:
     setups: dict[int, Setup] = {}
     for element in group.findall("ViewSetup"):
         id_text = _text(element, "id", source)
-        if not id_text.isdigit():
-            raise TileError(f"{source}: a ViewSetup id must be a whole number, found {id_text!r}")
+        if not id_text.isdigit() or int(id_text) >= ID_LIMIT:
+            raise TileError(f"{source}: a ViewSetup id must be a whole number below {ID_LIMIT}, "
+                            f"found {id_text!r}")
         where = f"{source}: ViewSetup {id_text}"
         size = _numbers(_text(element, "size", where), 3, "<size>", where, integer=True)
-        if any(n <= 0 for n in size):
-            raise TileError(f"{where}: <size> must be positive, found {list(size)}")
+        if not all(0 < n <= COORDINATE_LIMIT for n in size):
+            raise TileError(f"{where}: <size> must be positive, up to 2^40, found {list(size)}")
         voxel_element = element.find("voxelSize")
         voxel, unit = (1.0, 1.0, 1.0), "pixel"
         if voxel_element is not None:
             voxel = _numbers(_text(voxel_element, "size", where), 3, "<voxelSize><size>", where)
             unit = (voxel_element.findtext("unit") or "pixel").strip()
-            if any(v <= 0 for v in voxel):
-                raise TileError(f"{where}: <voxelSize> must be positive, found {list(voxel)}")
+            low, high = RESOLUTION_RANGE
+            if not all(low <= v <= high for v in voxel):
+                raise TileError(f"{where}: <voxelSize> must be positive, from {low:g} to "
+                                f"{high:g}, found {list(voxel)}")
         attributes = {}
         found = element.find("attributes")
         for child in (found if found is not None else []):
@@ -266,14 +283,15 @@ def _timepoints(sequence: ET.Element, source: str) -> list[int]:
     if kind == "range":
         first = _numbers(_text(element, "first", where), 1, "<first>", where, integer=True)[0]
         last = _numbers(_text(element, "last", where), 1, "<last>", where, integer=True)[0]
-        return list(range(first, last + 1))
+        return _timepoint_ids(range(first, last + 1), where)
     if kind == "list":
         ids = [e.text or "" for e in element.findall("id")] or \
             (element.findtext("list") or "").replace(",", " ").split()
         try:
-            return sorted({int(v) for v in ids})
+            listed = sorted({int(v) for v in ids})
         except ValueError:
             raise TileError(f"{where}: ids must be whole numbers, found {ids!r}") from None
+        return _timepoint_ids(listed, where)
     if kind == "pattern":
         return _pattern(element.findtext("integerpattern") or "", where)
     raise TileError(f"{where}: unknown type; expected range, list or pattern")
@@ -289,10 +307,23 @@ def _pattern(text: str, where: str) -> list[int]:
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) else first
         step = int(match.group(3)) if match.group(3) else 1
-        values.update(range(first, last + 1, max(step, 1)))
+        values.update(_timepoint_ids(range(first, last + 1, max(step, 1)), where))
     if not values:
         raise TileError(f"{where}: the pattern lists no timepoint")
-    return sorted(values)
+    return _timepoint_ids(sorted(values), where)
+
+
+def _timepoint_ids(ids, where: str) -> list[int]:
+    """Ascending `ids` (a range is checked before it is expanded) as a list, if they are
+    from 0 to ID_LIMIT - 1 and at most MAX_TIMEPOINTS of them."""
+    first, last = (ids[0], ids[-1]) if ids else (0, 0)
+    if not 0 <= first <= last < ID_LIMIT:
+        raise TileError(f"{where}: timepoint ids must be whole numbers from 0 to "
+                        f"{ID_LIMIT - 1}, found {first} to {last}")
+    if len(ids) > MAX_TIMEPOINTS:
+        raise TileError(f"{where}: lists {len(ids)} timepoints; at most {MAX_TIMEPOINTS} are "
+                        f"supported")
+    return list(ids)
 
 
 def _missing(sequence: ET.Element) -> set[tuple[int, int]]:

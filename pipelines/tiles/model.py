@@ -41,6 +41,12 @@ def tile_type_of(dtype: np.dtype) -> str:
 # The largest coordinate (voxels, per axis) a tile may have and an output may span: grid
 # arithmetic in int64 and float64 stays exact far beyond it, and every format addresses it.
 COORDINATE_LIMIT = 2**40
+# The physical size of a voxel (pixelResolution, a BigStitcher voxelSize), in its unit:
+# written to the metadata times up to 2^40 (downsampling) and fusion.voxel_size (1e6), so
+# it must stay far from overflowing to inf there, and from 0.
+RESOLUTION_RANGE = (1e-9, 1e9)
+# A tile's or view setup's id (and a timepoint's): Java's int, as BigStitcher stores them.
+ID_LIMIT = 2**31
 
 # where a tile's pixels are (`Tile.loader`); each is a reader in pipelines.tiles.readers
 LOADERS = ("tiff", "n5", "zarr", "hdf5")

@@ -24,7 +24,15 @@ from pipelines.errors import PipelineError, TileError
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
-from pipelines.tiles.model import COORDINATE_LIMIT, TILE_TYPES, Tile, TileSet, placement
+from pipelines.tiles.model import (
+    COORDINATE_LIMIT,
+    ID_LIMIT,
+    RESOLUTION_RANGE,
+    TILE_TYPES,
+    Tile,
+    TileSet,
+    placement,
+)
 from pipelines.tiles.remote import read_text
 from pipelines.transforms import Affine, as_affine, determinant, is_singular
 
@@ -108,8 +116,9 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
         if name not in entry:
             raise TileError(f"{where}: missing field {name!r}")
     index = entry["index"]
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise TileError(f"{where}: field 'index' must be a non-negative integer, found {index!r}")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < ID_LIMIT:
+        raise TileError(f"{where}: field 'index' must be an integer from 0 to {ID_LIMIT - 1}, "
+                        f"found {index!r}")
     where = f"{path}: tile {index}"
     file = entry["file"]
     if not isinstance(file, str) or not file:
@@ -120,8 +129,10 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
     if entry["type"] not in TILE_TYPES:
         raise TileError(f"{where}: field 'type' must be one of {', '.join(TILE_TYPES)}, found {entry['type']!r}")
     resolution = _vector(entry.get("pixelResolution", [1.0, 1.0, 1.0]), "pixelResolution", where)
-    if any(r <= 0 for r in resolution):
-        raise TileError(f"{where}: field 'pixelResolution' must be positive, found {resolution!r}")
+    low, high = RESOLUTION_RANGE
+    if not all(low <= r <= high for r in resolution):
+        raise TileError(f"{where}: field 'pixelResolution' must be positive, from {low:g} to "
+                        f"{high:g}, found {resolution!r}")
     full = file if "://" in file or Path(file).is_absolute() else resolve(file)
     position, transform = _vector(entry["position"], "position", where), None
     if entry.get("transform") is not None:  # stitching-spark's affine: it places the tile
@@ -144,7 +155,7 @@ def _transform(value: Any, where: str) -> Affine:
         affine = None
     if affine is None:
         raise TileError(f"{where}: field 'transform' must be an affine of 12 finite numbers "
-                        f"(3 rows of 4, x, y, z; pixel → stage), found {value!r}")
+                        f"within ±2^40 (3 rows of 4, x, y, z; pixel → stage), found {value!r}")
     if is_singular(affine):
         raise TileError(f"{where}: field 'transform' is singular (determinant "
                         f"{determinant(affine):.3g}): it flattens the tile")

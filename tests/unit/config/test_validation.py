@@ -199,3 +199,100 @@ def test_a_tile_position_beyond_what_the_output_can_address_is_refused(tmp_path,
     edit_tiles(acquisition, lambda doc: doc[1].__setitem__("position", json.loads(position)))
     code = run(tmp_path, acquisition)
     check_refused(capsys, tmp_path, code, "tile 1", "field 'position'", "2^40")
+
+
+# Every number validation reads, out of bounds: (--set override, what the one line names).
+# Each must be refused before anything runs: not finite, negative where impossible, beyond
+# what the output format can address, or beyond what a plan can hold.
+OUT_OF_BOUNDS_SETTINGS = [
+    ("output.chunks=[2147483648,16,8]", "output.chunks"),   # N5 stores a block size in 32 bits
+    ("output.chunks=[9223372036854775807,1,1]", "output.chunks"),
+    ("output.block=[1,1,4294967296]", "output.block"),
+    ("output.shard=[2147483648,1,1]", "output.shard"),
+    ("output.levels=1000000", "output.levels"),
+    ('output.codec={name="zstd", level=nan}', "output.codec.level"),
+    ("fusion.voxel_size=nan", "fusion.voxel_size"),
+    ("fusion.voxel_size=inf", "fusion.voxel_size"),
+    ("fusion.voxel_size=1e-7", "fusion.voxel_size"),
+    ("fusion.voxel_size=1e-6", "fusion.voxel_size"),   # valid alone; the plan cannot hold it
+    ("fusion.bounding_box={min=[0,0,0], max=[inf,10,10]}", "fusion.bounding_box.max"),
+    ('limits.task_memory="0.1"', "limits.task_memory"),   # 0 bytes once rounded
+    ('limits.task_memory="2000000t"', "limits.task_memory"),
+    ('limits.tile_cache="0.5"', "limits.tile_cache"),
+    ("limits.checkpoint_seconds=nan", "limits.checkpoint_seconds"),
+    ("limits.checkpoint_seconds=1e300", "limits.checkpoint_seconds"),
+    ("debug.task_delay=-1", "debug.task_delay"),
+    ("debug.task_delay=inf", "debug.task_delay"),
+    ("debug.task_delay=1e300", "debug.task_delay"),   # time.sleep overflows in every task
+    ("debug.fail_blocks=[[4294967296,0,0]]", "debug.fail_blocks"),
+    ("s3.max_attempts=100000000000", "s3.max_attempts"),
+    ("s3.request_timeout=nan", "s3.request_timeout"),
+    ('s3.part_size="6GiB"', "s3.part_size"),   # S3 refuses parts above 5 GiB
+    ('s3.multipart_threshold="8GiB"', "s3.multipart_threshold"),   # and single PUTs
+    ('s3.multipart_threshold="0.5"', "s3.multipart_threshold"),
+    ("stitching.search=1000000000000000", "stitching.search"),
+    ("stitching.downsample=[4294967296,1,1]", "stitching.downsample"),
+    ("stitching.min_overlap=[1,1,-1]", "stitching.min_overlap"),
+    ("stitching.max_residual=inf", "stitching.max_residual"),
+    ("stitching.max_residual=nan", "stitching.max_residual"),
+    ("stitching.min_score=nan", "stitching.min_score"),
+    ("stitching.channel=4294967296", "stitching.channel"),
+    ("spark.blocks_per_task=4294967296", "spark.blocks_per_task"),
+]
+
+
+@pytest.mark.parametrize("override, field", OUT_OF_BOUNDS_SETTINGS)
+def test_every_setting_number_is_bounded(tmp_path, acquisition, capsys, override, field):
+    code = run(tmp_path, acquisition, "--set", override)
+    check_refused(capsys, tmp_path, code, field)
+
+
+NAN, INF = float("nan"), float("inf")
+# Tile JSON numbers out of bounds: (field, value given to tile 1, what the line names).
+OUT_OF_BOUNDS_TILES = [
+    ("position", [NAN, 0, 0], "field 'position'"),
+    ("position", [0, -INF, 0], "field 'position'"),
+    ("position", [1e12, 1e12, 1e12], "tiles' positions"),   # within ±2^40; no plan holds it
+    ("size", [2**41, 20, 6], "field 'size'"),
+    ("pixelResolution", [1e-300, 0.4, 2.0], "field 'pixelResolution'"),
+    ("pixelResolution", [0.4, 1e300, 2.0], "field 'pixelResolution'"),
+    ("pixelResolution", [0.4, 0.4, NAN], "field 'pixelResolution'"),
+    ("index", 2**40, "field 'index'"),
+    ("transform", [[1, 0, 0, 1e300], [0, 1, 0, 0], [0, 0, 1, 0]], "field 'transform'"),
+    ("transform", [[NAN, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], "field 'transform'"),
+]
+
+
+@pytest.mark.parametrize("key, value, field", OUT_OF_BOUNDS_TILES)
+def test_every_tile_json_number_is_bounded(tmp_path, acquisition, capsys, key, value, field):
+    edit_tiles(acquisition, lambda doc: doc[1].__setitem__(key, value))
+    code = run(tmp_path, acquisition)
+    check_refused(capsys, tmp_path, code, field)
+
+
+# BigStitcher project numbers out of bounds: (element path, new text, what the line names).
+OUT_OF_BOUNDS_PROJECT = [
+    ("SequenceDescription/ViewSetups/ViewSetup/size", f"{2**41} 64 48", "<size>"),
+    ("SequenceDescription/ViewSetups/ViewSetup/voxelSize/size", "1e-300 0.5 0.5", "<voxelSize>"),
+    ("SequenceDescription/ViewSetups/ViewSetup/voxelSize/size", "0.5 inf 0.5", "<voxelSize>"),
+    ("SequenceDescription/ViewSetups/ViewSetup/id", str(2**32), "ViewSetup id"),
+    ("ViewRegistrations/ViewRegistration/ViewTransform/affine", "1e300 0 0 0 0 1 0 0 0 0 1 0",
+     "beyond ±2^40"),
+    ("ViewRegistrations/ViewRegistration/ViewTransform/affine", "nan 0 0 0 0 1 0 0 0 0 1 0",
+     "<affine>"),
+    ("SequenceDescription/Timepoints/integerpattern", "0-99999999999", "timepoint ids"),
+    ("SequenceDescription/Timepoints/integerpattern", "0-200000", "timepoints"),
+]
+
+
+@pytest.mark.parametrize("path, text, field", OUT_OF_BOUNDS_PROJECT)
+def test_every_bigstitcher_number_is_bounded(tmp_path, capsys, path, text, field):
+    import xml.etree.ElementTree as ET
+
+    from tests.bigstitcher_project import scenario, write_project
+    xml = write_project(tmp_path / "acq", scenario("angles"), "tiff")
+    tree = ET.parse(xml)
+    tree.getroot().find(path).text = text
+    tree.write(xml)
+    job = write_job(tmp_path / "job.toml", str(xml), "out/volume")
+    check_refused(capsys, tmp_path, export_job.main([str(job)]), field)
