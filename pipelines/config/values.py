@@ -107,6 +107,11 @@ def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "logConf")
 
 
+# The names Spark itself redacts as secrets (its spark.redaction.regex), `_` spellings too:
+# AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, fs.s3a.secret.key, spark.authenticate.secret.
+SECRET_NAME = re.compile(r"(?i)secret|password|token|access[._]?key")
+
+
 def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
     conf = {}
@@ -119,6 +124,13 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
             hint = difflib.get_close_matches(short, SPARK_SINGLE_NAMES, n=1)
             raise ConfigError(f"{where}unknown Spark property {name}"
                               + (f"; did you mean 'spark.{hint[0]}'?" if hint else ""))
+        if SECRET_NAME.search(name):
+            raise ConfigError(f"{where}{name}: secrets are refused as Spark properties (they "
+                              f"reach process command lines, the Spark UI and event logs); "
+                              f"give S3 credentials through the environment of the launching "
+                              f"process, a credentials file on every node "
+                              f"(AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE or s3.profile), "
+                              f"or an instance role")
         if short == "master" and not isinstance(value, str):
             raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
         conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
