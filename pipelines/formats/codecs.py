@@ -126,9 +126,12 @@ def compressor_for(codec: CodecConfig, fmt: str) -> Compressor:
         choices = allowed[key][1]
         numeric = isinstance(allowed[key][0], int)
         bad_type = numeric and (not isinstance(value, int) or isinstance(value, bool))
-        if bad_type or (choices is None and value < 0) or (choices is not None and value not in choices):
+        # an open-ended number (blosc's blocksize, bytes) is a C int inside the codec
+        open_ended = choices is None and not 0 <= value < 2**31
+        if bad_type or open_ended or (choices is not None and value not in choices):
             raise ConfigError(f"output.codec.{key}: {value!r} is not valid for {codec.name}"
-                              + (f"; expected one of {list(choices)}" if choices else ""))
+                              + (f"; expected one of {list(choices)}" if choices else
+                                 f"; expected a whole number from 0 to {2**31 - 1}"))
         values[key] = value
     full = {k: values.get(k, default) for k, (default, _) in allowed.items()}
     level = full.pop("level", full.pop("clevel", 0))

@@ -211,6 +211,7 @@ OUT_OF_BOUNDS_SETTINGS = [
     ("output.shard=[2147483648,1,1]", "output.shard"),
     ("output.levels=1000000", "output.levels"),
     ('output.codec={name="zstd", level=nan}', "output.codec.level"),
+    ('output.codec={name="blosc", blocksize=99999999999999}', "output.codec.blocksize"),
     ("fusion.voxel_size=nan", "fusion.voxel_size"),
     ("fusion.voxel_size=inf", "fusion.voxel_size"),
     ("fusion.voxel_size=1e-7", "fusion.voxel_size"),
