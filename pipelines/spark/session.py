@@ -28,6 +28,9 @@ def session(config: JobConfig) -> SparkSession:
     if not under_spark_submit():
         check_java()
         check_master(config.spark_master)
+        python = dict(config.spark_conf).get("spark.pyspark.python")
+        if python:   # pyspark reads only PYSPARK_PYTHON; spark-submit sets it from this
+            os.environ["PYSPARK_PYTHON"] = python
         if config.spark_master.startswith("local"):
             # Workers on this machine must run this interpreter (the one with our
             # packages), and local mode needs no network beyond loopback.

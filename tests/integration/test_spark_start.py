@@ -61,17 +61,24 @@ def test_a_bad_spark_master_is_one_line_without_a_java_trace(small_acquisition, 
     assert seconds < 30, f"{seconds:.0f} s to refuse a master that cannot work"
 
 
-@pytest.mark.parametrize("python,cause", [
-    ("not-executable", "Permission denied"),
-    ("missing", "No such file or directory"),
+@pytest.mark.parametrize("python,cause,given", [
+    ("not-executable", "Permission denied", "environment"),
+    ("missing", "No such file or directory", "environment"),
+    ("not-executable", "Permission denied", "job file"),
 ])
-def test_python_workers_that_cannot_start_say_why(small_acquisition, tmp_path, python, cause):
+def test_python_workers_that_cannot_start_say_why(small_acquisition, tmp_path, python, cause,
+                                                  given):
+    """PYSPARK_PYTHON, or the job file's spark.pyspark.python (which pyspark itself reads
+    only under spark-submit), names a Python the workers cannot start."""
     interpreter = tmp_path / "python3"
     if python == "not-executable":
         interpreter.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
         interpreter.chmod(0o644)
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
-    run = export(job, env={"PYSPARK_PYTHON": str(interpreter)})
+    if given == "environment":
+        run = export(job, env={"PYSPARK_PYTHON": str(interpreter)})
+    else:
+        run = export(job, f"spark.pyspark.python={interpreter}")
     failed = [line for line in run.stderr.splitlines() if line.startswith("failed:")]
     assert run.returncode == 1 and len(failed) == 1, run.stderr[-3000:]
     assert f"the Python workers could not start: {cause}: {interpreter}" in failed[0], failed[0]
