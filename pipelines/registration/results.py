@@ -139,15 +139,18 @@ def _stats(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
-def layout_picture(reference: TileSet, solution: Solution) -> bytes:
-    """Tiles at stage and at solved positions, pair links coloured by residual."""
+def layout_picture(reference: TileSet, solution: Solution,
+                   unmatched: list[list[int]] | None = None) -> bytes:
+    """Tiles at stage and at solved positions, pairs coloured by residual, pairs without a
+    match in grey."""
     from pipelines.report.pictures import (
         tile_layout_png,  # matplotlib only where pictures are drawn
     )
     before = [(t.index, t.position, t.size) for t in reference]
     after = [(t.index, solution.positions[t.index], t.size) for t in reference]
     links = [(link.shift.a, link.shift.b, link.residual, link.kept) for link in solution.links]
-    return tile_layout_png(before, after, links, title=Path(reference.source).name)
+    return tile_layout_png(before, after, links, title=f"registration of {Path(reference.source).name}",
+                           unmatched=[(int(a), int(b)) for a, b in unmatched or ()])
 
 
 def report_path(config: JobConfig) -> str:
@@ -179,7 +182,8 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
         _put(path, data, s3)
     doc.setdefault("reuse", {})["results"] = reuse.checksums(written)
     report = _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
-    picture = _put(uris.sibling(report, ".png"), layout_picture(reference, solution), s3)
+    picture = _put(uris.sibling(report, ".png"),
+                   layout_picture(reference, solution, doc.get("unmatched_pairs")), s3)
     return StitchOutcome(solution, doc, tuple(finals), report, picture)
 
 

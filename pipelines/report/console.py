@@ -77,10 +77,11 @@ def open_command(result: ExportResult) -> str:
     spec, and the AWS profile the job used; credentials come from the environment, as
     they did for the job, and are never printed."""
     s = result.summary
-    spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore_spec(result, s.arrays[0])}
+    kvstore = kvstore_spec(result, s.arrays[0])
+    spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore}
     code = f"import tensorstore as ts; print(ts.open({json.dumps(spec)}).result())"
     s3 = result.plan.s3
-    env = [f"AWS_PROFILE={shlex.quote(s3.profile)}"] if s3 and s3.profile and spec["kvstore"]["driver"] == "s3" else []
+    env = [f"AWS_PROFILE={shlex.quote(s3.profile)}"] if s3 and s3.profile and kvstore["driver"] == "s3" else []
     return " ".join([*env, shlex.quote(sys.executable), "-c", shlex.quote(code)])
 
 

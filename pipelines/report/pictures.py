@@ -23,6 +23,7 @@ MAX_WIDTH_IN = 16.0  # ≤ 1600 px at DPI
 # colormap (viridis) or the red of dropped links.
 ROW_COLOURS = ("#222222", "#8c564b", "#1f5fa8", "#7f7f7f", "#e377c2", "#17becf")
 DROPPED = "#e41a1c"
+UNMATCHED = "#8a8a8a"
 
 TileRow = tuple[int, Sequence[float], Sequence[float]]  # (index, position_xyz, size_xyz)
 Link = tuple[int, int, float, bool]  # (i, j, residual in voxels, kept)
@@ -114,46 +115,92 @@ def _draw_tiles(ax, tiles: dict, rows: dict[int, int], tile_pt: float) -> None:
                                             alpha=0.75))
         alpha = 0.95 - 0.35 * row / max(levels - 1, 1)
         ax.add_collection(LineCollection(segs, colors=colour, linewidths=0.8, alpha=alpha,
-                                         label=f"z row {row}" if levels > 1 else None))
+                                         label=f"z layer {row}: outline and label" if levels > 1
+                                         else None))
 
 
-def _draw_links(fig, ax, anchor: dict, links, tile_pt: float) -> list:
-    """Links between tile anchors, coloured by residual; dropped ones dashed red."""
+def _draw_links(fig, ax, tiles: dict, rows: dict[int, int], links, unmatched,
+                tile_pt: float) -> list:
+    """The measured pairs on the registered layout, with legend handles explaining them.
+
+    A pair inside one z layer is a line between its tiles' anchors; a pair between z
+    layers is a marker at the centre of the two tiles' x-y overlap (a line would cross the
+    layer's own links and the grid). Kept pairs are coloured by residual on a scale up to
+    the largest kept residual; dropped ones are red (dashed line, ×); pairs that found no
+    match are grey (dotted line, ○)."""
     from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
     from matplotlib.collections import LineCollection
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
-    kept: list = []
-    kept_res: list[float] = []
-    dropped: list = []
+    anchor = _anchors(tiles, rows)
+    kind: dict[str, list] = {"kept": [], "dropped": [], "unmatched": []}
+    residuals: dict[str, list[float]] = {"line": [], "marker": []}
     for i, j, residual, ok in links or ():
         if int(i) in anchor and int(j) in anchor:
-            seg = [anchor[int(i)], anchor[int(j)]]
-            (kept if ok else dropped).append(seg)
-            if ok:
-                kept_res.append(float(residual) if residual is not None else math.nan)
+            kind["kept" if ok else "dropped"].append((int(i), int(j), residual))
+    kind["unmatched"] = [(int(i), int(j), None) for i, j in unmatched or ()
+                         if int(i) in anchor and int(j) in anchor]
+    split = {name: _split_by_layer(pairs, tiles, rows, anchor) for name, pairs in kind.items()}
+    kept_res = [float(r) for _, _, r in kind["kept"] if r is not None and math.isfinite(r)]
+    top = max(kept_res, default=0.0)
+    norm = Normalize(0.0, top if top > 0 else 1.0)   # the residuals kept, not a fixed range
+    cmap = colormaps["viridis"].with_extremes(bad="#bbbbbb")  # NaN residual → grey
+    width = 2.0 if tile_pt > 40 else 0.8   # thinner when tiles are small on paper
     handles = []
-    if kept:
-        res = np.asarray(kept_res)
-        finite = res[np.isfinite(res)]
-        # at least 2 voxels: sub-voxel residuals should all look "good", not span the scale
-        norm = Normalize(0.0, max(2.0, float(finite.max()) if finite.size else 0.0), clip=True)
-        cmap = colormaps["viridis"].with_extremes(bad="#bbbbbb")  # NaN residual → grey
-        # thinner when tiles are small on paper, or the links hide everything else
-        lc = LineCollection(kept, cmap=cmap, norm=norm, linewidths=2.0 if tile_pt > 40 else 0.8,
-                            zorder=3)
-        lc.set_array(np.ma.masked_invalid(res))
-        ax.add_collection(lc)
-        fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="pair residual (voxels)",
+    lines, points = split["kept"]
+    if lines or points:
+        for part in ("line", "marker"):
+            chosen = lines if part == "line" else points
+            residuals[part] = [float(r) if r is not None else math.nan for _, r in chosen]
+        if lines:
+            lc = LineCollection([seg for seg, _ in lines], cmap=cmap, norm=norm,
+                                linewidths=width, zorder=3)
+            lc.set_array(np.ma.masked_invalid(np.asarray(residuals["line"])))
+            ax.add_collection(lc)
+            handles.append(Line2D([], [], color=cmap(0.35), lw=2,
+                                  label=f"pair in one z layer ({len(lines)})"))
+        if points:
+            xy = np.array([p for p, _ in points])
+            ax.scatter(xy[:, 0], xy[:, 1], c=np.ma.masked_invalid(np.asarray(residuals["marker"])),
+                       cmap=cmap, norm=norm, marker="D", s=36 if tile_pt > 40 else 10,
+                       edgecolors="white", linewidths=0.5, zorder=4)
+            handles.append(Line2D([], [], color=cmap(0.35), ls="none", marker="D", ms=6,
+                                  label=f"pair between z layers, at its overlap ({len(points)})"))
+        from matplotlib.cm import ScalarMappable
+        fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="residual of kept pairs (voxels)",
                      shrink=0.8)
-    if dropped:
-        ax.add_collection(LineCollection(dropped, colors=DROPPED, linewidths=1.5,
-                                         linestyles=(0, (4, 3)), zorder=4))
-        handles.append(Line2D([], [], color=DROPPED, lw=1.5, ls=(0, (4, 3)),
-                              label=f"dropped link ({len(dropped)})"))
+    for name, colour, style, marker in (("dropped", DROPPED, (0, (4, 3)), "x"),
+                                        ("unmatched", UNMATCHED, (0, (1, 2)), "o")):
+        lines, points = split[name]
+        if lines:
+            ax.add_collection(LineCollection([seg for seg, _ in lines], colors=colour,
+                                             linewidths=1.5, linestyles=style, zorder=4))
+        if points:
+            xy = np.array([p for p, _ in points])
+            paint = {"facecolors": "none", "edgecolors": colour} if marker == "o" else {"c": colour}
+            ax.scatter(xy[:, 0], xy[:, 1], marker=marker, s=40 if tile_pt > 40 else 12,
+                       linewidths=1.5, zorder=4, **paint)
+        if lines or points:
+            words = "dropped as inconsistent" if name == "dropped" else "no match found"
+            handles.append(Line2D([], [], color=colour, lw=1.5, ls=style, marker=marker,
+                                  mfc="none" if marker == "o" else colour,
+                                  label=f"{words} ({len(lines) + len(points)})"))
     return handles
+
+
+def _split_by_layer(pairs, tiles: dict, rows: dict[int, int], anchor: dict) -> tuple[list, list]:
+    """(segment, residual) for pairs inside one z layer; (point, residual) for pairs
+    between layers, the point being the centre of the two tiles' x-y overlap."""
+    lines, points = [], []
+    for i, j, residual in pairs:
+        if rows.get(i, 0) == rows.get(j, 0):
+            lines.append(([anchor[i], anchor[j]], residual))
+            continue
+        (pi, si), (pj, sj) = tiles[i], tiles[j]
+        lo, hi = np.maximum(pi[:2], pj[:2]), np.minimum(pi[:2] + si[:2], pj[:2] + sj[:2])
+        points.append((tuple((lo + hi) / 2), residual))
+    return lines, points
 
 
 def _draw_shifts(ax, before: dict, after: dict, rows: dict[int, int], tile_pt: float) -> list:
@@ -192,14 +239,18 @@ def _extent(panels: list[dict]) -> tuple[float, float, float, float, float]:
 
 
 def tile_layout_png(before: Sequence[TileRow], after: Sequence[TileRow] | None,
-                    links: Sequence[Link], title: str = "") -> bytes:
+                    links: Sequence[Link], title: str = "",
+                    unmatched: Sequence[tuple[int, int]] = ()) -> bytes:
     """x-y layout of the tiles at stage positions (left) and registered positions (right).
 
     `before`/`after` hold `(index, position_xyz, size_xyz)`; `links` hold
-    `(i, j, residual_voxels, kept)` and are drawn between tile centres in the right panel,
-    coloured by residual (kept) or dashed red (dropped), with arrows showing each tile's
-    magnified shift. With `after=None` one panel (stage positions, with the links) is drawn.
-    Tiles are outlined per z row in different colours; y points down as in images.
+    `(i, j, residual_voxels, kept)` and are drawn in the right panel (`_draw_links`: lines
+    inside a z layer, markers at the overlap between layers), coloured by residual (kept)
+    or red (dropped); `unmatched` pairs, measured without a match, in grey; arrows show
+    each tile's magnified shift. With `after=None` one panel (stage positions, with the
+    links) is drawn. Tiles are outlined per z layer in different colours, and a deeper
+    layer's labels sit lower in the tile; y points down as in images. The legend below the
+    panels says all of this.
     """
     stage = _finite_tiles(before)
     moved = _finite_tiles(after) if after is not None else None
@@ -223,7 +274,8 @@ def tile_layout_png(before: Sequence[TileRow], after: Sequence[TileRow] | None,
         ax.set_ylabel("y (voxels)")
         ax.set_aspect("equal")
     ax = axes[-1]
-    handles = _draw_links(fig, ax, _anchors(shown[-1], rows), links, tile_pt)
+    handles = _draw_links(fig, ax, shown[-1], {i: rows.get(i, 0) for i in shown[-1]}, links,
+                          unmatched, tile_pt)
     if moved is not None:
         handles += _draw_shifts(ax, stage, moved, rows, tile_pt)
     axes[0].set_xlim(x0 - pad, x1 + pad)
@@ -252,43 +304,53 @@ def _contrast(a: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
-def projections_png(images: Sequence[tuple[str, np.ndarray, float]], title: str = "") -> bytes:
+def projections_png(images: Sequence[tuple], title: str = "") -> bytes:
     """Grey images (e.g. max-intensity projections per channel), one panel each.
 
-    `images` holds `(label, array2d, aspect)`, array rows being y; `aspect` is the y/x pixel
-    size ratio, so anisotropic projections keep their true proportions. Panels are in one
-    row up to 3, otherwise in a grid. NaN/inf show black; empty arrays draw as one black pixel.
+    `images` holds `(label, array2d, aspect)` or `(label, array2d, aspect, pixel_um)`, array
+    rows being y; `aspect` is the y/x pixel size ratio, so anisotropic projections keep
+    their true proportions. With `pixel_um` (µm per pixel along x) the axes are in µm and a
+    scale bar is drawn; without, the panel has no axes. Panels are in one row up to 3,
+    otherwise in a grid. NaN/inf show black; empty arrays draw as one black pixel.
     """
     from matplotlib import colormaps
 
     items = []
-    for label, array, aspect in images:
+    for label, array, aspect, *rest in images:
         a = np.array(array, dtype=np.float64)
         if a.ndim != 2:
             raise ValueError(f"projection {label!r}: expected a 2-d array, found shape {a.shape}")
         if a.size == 0:
             a = np.zeros((1, 1))
         aspect = float(aspect) if aspect and math.isfinite(aspect) and aspect > 0 else 1.0
-        items.append((str(label), a, aspect))
+        um = float(rest[0]) if rest and rest[0] and math.isfinite(rest[0]) and rest[0] > 0 else None
+        items.append((str(label), a, aspect, um))
     n = max(len(items), 1)
     ncols = n if n <= 3 else math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
     panel_w = min(5.0, MAX_WIDTH_IN / ncols)
-    ratio = max((a.shape[0] * asp / a.shape[1] for _, a, asp in items), default=1.0)
+    ratio = max((a.shape[0] * asp / a.shape[1] for _, a, asp, _ in items), default=1.0)
     panel_h = min(max(panel_w * ratio, 1.5), 8.0) + 0.6
     fig = _new_figure(panel_w * ncols, min(panel_h * nrows, 12.0) + (0.4 if title else 0))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     cmap = colormaps["gray"].with_extremes(bad="black")
-    for ax, (label, a, aspect) in zip(axes, items):
+    for ax, (label, a, aspect, um) in zip(axes, items):
         lo, hi = _contrast(a)
-        ax.imshow(np.ma.masked_invalid(a), cmap=cmap, vmin=lo, vmax=hi, aspect=aspect,
-                  interpolation="antialiased")
+        extent = None if um is None else (0.0, a.shape[1] * um, a.shape[0] * um * aspect, 0.0)
+        ax.imshow(np.ma.masked_invalid(a), cmap=cmap, vmin=lo, vmax=hi, extent=extent,
+                  aspect=aspect if um is None else "equal", interpolation="antialiased")
         ax.set_title(label, fontsize=10, parse_math=False)  # "$" in names is literal
         shown = np.any(np.isfinite(a) & (a != 0))  # else say so: a black panel looks broken
-        ax.set_xlabel(f"display {lo:.4g} – {hi:.4g}" if shown else "no non-zero values",
-                      fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        contrast = f"display {lo:.4g} – {hi:.4g}" if shown else "no non-zero values"
+        if um is None:
+            ax.set_xlabel(contrast, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.set_xlabel(f"x (µm); grey levels {contrast.removeprefix('display ')}", fontsize=8)
+            ax.set_ylabel("y (µm)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            _scale_bar(ax, a.shape[1] * um)
     for ax in axes[len(items):]:
         ax.set_axis_off()
     if not items:
@@ -296,6 +358,34 @@ def projections_png(images: Sequence[tuple[str, np.ndarray, float]], title: str 
     if title:
         fig.suptitle(title, parse_math=False)
     return _png(fig)
+
+
+def scale_bar_length(width: float) -> float:
+    """A round length (1, 2 or 5 × 10^k) of about a fifth of `width`."""
+    if not width > 0 or not math.isfinite(width):
+        return 0.0
+    target = width / 5
+    power = 10.0 ** math.floor(math.log10(target))
+    return max(step * power for step in (1, 2, 5) if step * power <= target)
+
+
+def _scale_bar(ax, width_um: float) -> None:
+    """A white bar with its length in µm, bottom left, on a dark backing."""
+    from matplotlib.patches import Rectangle
+
+    length = scale_bar_length(width_um)
+    if length <= 0:
+        return
+    x1, x0 = ax.get_xlim()[0], 0.0
+    y_bottom = ax.get_ylim()[0]   # y grows downwards: the larger limit is at the bottom
+    height = abs(ax.get_ylim()[0] - ax.get_ylim()[1])
+    x0 = x1 + 0.05 * width_um
+    y = y_bottom - 0.06 * height
+    ax.add_patch(Rectangle((x0, y - 0.012 * height), length, 0.024 * height, color="white",
+                           zorder=5))
+    ax.text(x0 + length / 2, y - 0.03 * height, f"{length:g} µm", color="white", fontsize=8,
+            ha="center", va="bottom", zorder=5,
+            bbox=dict(boxstyle="round,pad=0.15", fc="black", ec="none", alpha=0.5))
 
 
 def progress_png(finished_seconds: Sequence[float], total: int, title: str = "",

@@ -61,7 +61,8 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary,
     folder = report_folder(plan)
     images = projections(plan, store)
     pictures = {} if images is None else {
-        "projections.png": projections_png(images, title=plan.output.uri)}
+        "projections.png": projections_png(
+            images, title=projections_title(plan))}
     if images is None:
         facts = {**facts, "projections": f"not drawn: no pyramid level is at most "
                  f"{PROJECTION_WIDTH} voxels wide, {PROJECTION_BYTES // 2**20} MiB and "
@@ -89,9 +90,10 @@ def projection_level(plan: ExportPlan) -> int:
     return plan.output.levels - 1
 
 
-def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, float]] | None:
-    """(label, maximum along z (y, x), y/x voxel-size ratio) per channel, first timepoint;
-    None when even the coarsest level is too large to read back on the driver."""
+def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, float, float]] | None:
+    """(label, maximum along z (y, x), y/x voxel-size ratio, µm per pixel along x) per
+    channel, first timepoint; None when even the coarsest level is too large to read back
+    on the driver."""
     out, level = plan.output, projection_level(plan)
     fmt = format_module(out.format)
     x, y, z = out.shapes[level]
@@ -107,10 +109,23 @@ def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, f
             slab = readback.read_region(fmt, spec, store, Box((0, 0, z0), (x, y, min(z, z0 + depth))),
                                         out.lead_index(0, c))
             np.maximum(image, slab.max(axis=0), out=image)
-        name = plan.channel_names[c] if c < len(plan.channel_names) else f"channel {c}"
-        images.append((f"{name} (level {level}, max over z)", image,
-                       spec.resolution[1] / spec.resolution[0]))
+        name = plan.channel_names[c] if c < len(plan.channel_names) else str(c)
+        images.append((f"channel {name}, {_level_words(plan, level)}", image,
+                       spec.resolution[1] / spec.resolution[0], spec.resolution[0]))
     return images
+
+
+def _level_words(plan: ExportPlan, level: int) -> str:
+    """Which pyramid level a picture shows, in words a microscopist reads without help."""
+    if level == 0:
+        return "full resolution (pyramid level 0)"
+    fx, fy, _ = plan.output.cumulative(level)
+    return f"pyramid level {level} (each pixel {fx} × {fy} voxels of full resolution)"
+
+
+def projections_title(plan: ExportPlan) -> str:
+    """The picture's title: the dataset's name (its full path is in summary.json)."""
+    return f"{uris.name(plan.output.uri)}: brightest voxel along z"
 
 
 def _layout_row(tile) -> tuple:

@@ -273,3 +273,51 @@ def test_import_does_not_import_matplotlib():
     code = ("import sys, pipelines.report.pictures; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_layout_colour_scale_spans_the_kept_residuals():
+    """Residuals of 0.1 and 0.2 voxels: the worse link is at the top of the scale (yellow),
+    not a purple 0.2 on a fixed 0–2 scale that would hide which pair is worst."""
+    before = grid_tiles(3, 1, 1)
+    img = decode(pictures.tile_layout_png(before, before, [(0, 1, 0.1, True), (1, 2, 0.2, True)]))
+    panels = img[:, : int(0.75 * img.shape[1])]   # not the colour bar at the right
+    assert count_near(panels, VIRIDIS_HIGH) > 30
+
+
+def test_layout_pairs_between_z_layers_do_not_cross_the_grid():
+    """A pair between z layers is a marker where the tiles overlap, not a line across the
+    layout: its red (dropped) pixels stay within a few tile-widths' hundredths."""
+    before = grid_tiles(2, 2, 2)   # tiles 0-3 in layer 0, 4-7 in layer 1
+    img = decode(pictures.tile_layout_png(before, before, [(0, 7, 5.0, False)]))
+    red = np.nonzero(red_mask(img)[: int(0.85 * img.shape[0])])   # above the legend
+    assert 5 < len(red[0]) and np.ptp(red[0]) < 25 and np.ptp(red[1]) < 25, (np.ptp(red[0]), np.ptp(red[1]))
+
+
+def test_layout_shows_unmatched_pairs_in_grey():
+    before = grid_tiles(2, 1, 1)
+    without = decode(pictures.tile_layout_png(before, before, []))
+    grey = decode(pictures.tile_layout_png(before, before, [], unmatched=[(0, 1)]))
+    assert count_near(grey, (0.541, 0.541, 0.541), 0.04) > count_near(without, (0.541, 0.541, 0.541), 0.04) + 20
+
+
+@pytest.mark.parametrize("width, length", [(40.0, 5.0), (573.6, 100.0), (1000.0, 200.0), (7.0, 1.0),
+                                           (0.0, 0.0)])
+def test_scale_bar_is_a_round_fifth_of_the_width(width, length):
+    assert pictures.scale_bar_length(width) == length
+
+
+def test_projection_in_micrometres_has_a_scale_bar():
+    """With µm per pixel: a white bar over the (black) image, and axes; without: neither."""
+    a = np.zeros((100, 100))
+    plain = decode(pictures.projections_png([("c", a, 1.0)]))
+    scaled = decode(pictures.projections_png([("c", a, 1.0, 0.4)]))   # 40 µm wide: a 5 µm bar
+    assert white_inside_the_image(scaled) > 50 > white_inside_the_image(plain)
+
+
+def white_inside_the_image(img: np.ndarray) -> int:
+    """White pixels inside the bounding box of the black (all-zero) image area."""
+    black = np.all(img < 0.05, axis=-1)   # rows and columns mostly black: not the text
+    rows = np.nonzero(black.sum(axis=1) > 0.5 * black.sum(axis=1).max())[0]
+    cols = np.nonzero(black.sum(axis=0) > 0.5 * black.sum(axis=0).max())[0]
+    inside = img[rows.min() + 2: rows.max() - 1, cols.min() + 2: cols.max() - 1]
+    return int(np.all(inside > 0.95, axis=-1).sum())
