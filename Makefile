@@ -63,6 +63,7 @@ bench: setup $(BENCH_STAMP)
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/plan_scale.py
 	$(PY) benchmarks/affine.py
+	$(PY) benchmarks/illumination.py
 
 # A real export of over a million blocks and objects (4³ chunks), killed midway, resumed,
 # verified: the driver's memory and time per block (about 15 minutes, 5 GB of disk).

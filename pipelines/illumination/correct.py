@@ -2,7 +2,7 @@
 
 A `Correction` is what the plan carries to executors: per channel the flatfield folder
 (or none) and per tile the intensity (gain, offset). `read_corrected` reads a region with
-`read_region`, then computes ((raw - T) / S) * gain + offset in float32 over only the
+`read_region`, then computes (raw - T) * (gain / S) + offset in float32 over only the
 region's part of the fields, before fusion interpolates and blends. Every voxel goes
 through the same float32 operations in the same order whatever block asks for it, so
 chunks stay a pure function of the inputs; the tiles on disk are never touched.
@@ -56,14 +56,16 @@ def read_corrected(tile: Tile, region: Box, correction: Correction, channel: int
     """`region` of the tile (x, y, z relative to it) as corrected float32 z, y, x values."""
     data = read_region(tile, region, s3).astype(np.float32)   # a copy: the tile stays as it is
     folder = correction.folder(channel)
+    found = correction.coefficients(channel, tile.index)
+    scale = np.float32(found[0] if found is not None else 1.0)
     if folder:
         gain, offset = load_fields(folder)
         _, ys, xs = region.slices_zyx()
         data -= offset[ys, xs]
-        data /= gain[ys, xs]
-    found = correction.coefficients(channel, tile.index)
+        data *= scale / gain[ys, xs]   # one plane of factors: a multiply per voxel, not two
+    elif found is not None:
+        data *= scale
     if found is not None:
-        data *= np.float32(found[0])
         data += np.float32(found[1])
     return data
 

@@ -32,7 +32,7 @@ from pipelines.illumination.plan import flatfield_folders, intensity_path, write
 from pipelines.illumination.tasks import (
     IntensityJob,
     StatisticsJob,
-    measure_intensity,
+    measure_intensities,
     tile_statistics,
 )
 from pipelines.plan import read_tiles
@@ -44,6 +44,7 @@ from pipelines.tiles import TileSet, read_region
 
 MIN_TILES = 6     # a channel with fewer tiles has too few samples per pixel to estimate from
 MAX_TASKS = 64    # statistics tasks per channel: bounds what the driver collects
+PAIRS_PER_TASK = 8  # pairs one intensity task measures (a pair takes milliseconds)
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,9 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
     for c, tileset in enumerate(tiles):
         pairs = find_pairs(tileset, options)
         job = IntensityJob(tileset, correction, c, _s3(config))
-        batch = Batch(measure_intensity, job, pairs, f"match intensities of {len(pairs)} tile pairs")
-        measured = [m for m in (executor.run(batch, lambda d, n: None) if pairs else []) if m]
+        groups = [tuple(pairs[k:k + PAIRS_PER_TASK]) for k in range(0, len(pairs), PAIRS_PER_TASK)]
+        batch = Batch(measure_intensities, job, groups, f"match intensities of {len(pairs)} tile pairs")
+        measured = [m for group in executor.run(batch, lambda d, n: None) for m in group if m]
         solution = solve_intensities([t.index for t in tileset], measured)
         path = intensity_path(config.inputs[0][c])
         write_coefficients(path, _document(solution, len(pairs)))

@@ -3,7 +3,7 @@
 - `tile_statistics`: a group of tiles reduced to per-cell intensity histograms (a sum over
   tiles and slices; the driver adds the groups' arrays and fits the fields).
 - `measure_intensity`: one overlapping pair's linear relation between the two tiles'
-  co-located (flatfield-corrected) intensities.
+  co-located (flatfield-corrected) intensities (`measure_intensities`: a group of pairs).
 """
 
 from __future__ import annotations
@@ -93,6 +93,13 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
     return PairIntensity(a.index, b.index, round(float(slope), 6), round(float(intercept), 4),
                          int(shared.size), round(float(np.median(va)), 4),
                          round(float(np.median(vb)), 4))
+
+
+def measure_intensities(job: IntensityJob, pairs: tuple[tuple[int, int], ...],
+                        attempt: int) -> list[PairIntensity | None]:
+    """`measure_intensity` for a group of pairs in one task (a pair's work is small
+    next to a task's start-up)."""
+    return [measure_intensity(job, pair, attempt) for pair in pairs]
 
 
 def _crop(box: Box) -> Box:

@@ -20,6 +20,8 @@ from pipelines.cli.flatfield import main as flatfield_main
 from pipelines.config import build_config, load_job
 from pipelines.driver import export
 from pipelines.execute.executor import LocalExecutor
+from pipelines.illumination.estimate import Fields
+from pipelines.illumination.fields import write_fields
 from pipelines.illumination.run import estimate_flatfield
 from pipelines.spark import SparkExecutor
 from pipelines.testing.evenness import relative_error, seam_contrast
@@ -71,6 +73,21 @@ def test_corrections_even_out_the_fused_volume(shaded):
     seams = seam_contrast(even, truth, positions, TILE)
     assert seams < 0.02 < seam_contrast(plain, truth, positions, TILE), seams
     assert digests(shaded["paths"]["tiles"]) == tiles_before
+
+
+def test_matching_recovers_the_gains_given_the_true_fields(shaded):
+    """The intensity step on its own: with S and T as the tiles were made (written out
+    here), the recovered brightness 1 / gain is each tile's gain up to one scale."""
+    folder = Path(shaded["paths"]["tiles_json"]).parent
+    u = np.linspace(0, 1, TILE[0])
+    field = 1 - 0.4 * ((2 * u[:, None] - 1) ** 2 + (2 * u[None, :] - 1) ** 2) / 2
+    write_fields(str(folder / "true-fields"), Fields(field.astype(np.float32),
+                                                     np.full(TILE[:2], 100.0, np.float32)), {})
+    fused(shaded, "true-fields", flatfield=str(folder / "true-fields"), intensity="match")
+    found = json.loads((folder / "tiles-intensity.json").read_text())["tiles"]
+    recovered, truth = 1 / np.array([t["gain"] for t in found]), np.array(shaded["gains"])
+    scale = (recovered * truth).sum() / (recovered * recovered).sum()
+    assert np.abs(scale * recovered / truth - 1).max() < 0.05
 
 
 def test_a_corrected_export_repeats_byte_for_byte(shaded):
