@@ -8,6 +8,7 @@ compares the peak with what workers really held.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,9 +53,9 @@ class TaskMemory:
 def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
                 tile_cache: int = 0, corrected: bool = False) -> TaskMemory:
     """The memory terms of the plan's largest block task, over all stages."""
-    voxels = int(np.prod(output.block_grid(0).block_shape))
+    voxels = _voxels(output.block_grid(0).block_shape)
     itemsize = np.dtype(output.base.dtype).itemsize
-    object_voxels = int(np.prod(output.base.chunks)) * int(np.prod(output.base.shard or (1, 1, 1)))
+    object_voxels = _voxels(output.base.chunks) * _voxels(output.base.shard or (1, 1, 1))
     per_source_voxel = itemsize + DOWNSAMPLE_BYTES_PER_VOXEL[output.downsample]
     block = output.block_grid(0).block_shape
     affine = [t for t in tiles if t.transform is not None]
@@ -72,7 +73,7 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
 
 def _region_voxels(tile, block) -> int:
     extent = source_extent(tile.transform, block)
-    return int(np.prod([min(int(e) + 1, n) for e, n in zip(extent, tile.size)]))
+    return _voxels([min(int(e) + 1, n) for e, n in zip(extent, tile.size)])
 
 
 def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
@@ -86,7 +87,13 @@ def _source_voxels(output: OutputSpec, level: int) -> int:
     """Voxels a later-stage task reads from the level below: its block, scaled up, clipped."""
     block = output.block_grid(level).block_shape
     below = output.shapes[level - 1]
-    return int(np.prod([min(b * f, n) for b, f, n in zip(block, output.factors[level], below)]))
+    return _voxels([min(b * f, n) for b, f, n in zip(block, output.factors[level], below)])
+
+
+def _voxels(shape) -> int:
+    """Voxels of a shape, exactly: np.prod wraps around past 2^63 (a block of 2^40 voxels
+    a side would need 0 bytes, and pass any memory check)."""
+    return math.prod(int(n) for n in shape)
 
 
 def check_memory(plan: ExportPlan, budget: int) -> None:

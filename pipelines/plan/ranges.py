@@ -8,6 +8,7 @@ are listed only for one partition at a time, on the executor that runs it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +31,11 @@ def union_size(lo: np.ndarray, hi: np.ndarray) -> int:
     edges = [np.unique(np.concatenate([lo[:, a], hi[:, a]])) for a in range(3)]
     first = [np.searchsorted(edges[a], lo[:, a]) for a in range(3)]
     last = [np.searchsorted(edges[a], hi[:, a]) for a in range(3)]
-    widths = [np.diff(e).astype(np.int64) for e in edges]
+    # cell counts in int64 unless the boxes' bounding box could hold 2^62 cells or more:
+    # then in Python ints (object arrays, slower), as int64 would wrap to a wrong count
+    span = math.prod(int(e[-1] - e[0]) for e in edges)
+    kind = np.int64 if span < 2**62 else object
+    widths = [np.diff(e).astype(kind) for e in edges]
     cells = [len(e) - 1 for e in edges]
     slab = max(1, _CELLS_AT_ONCE // max(1, cells[1] * cells[2]))
     total = 0
@@ -40,7 +45,7 @@ def union_size(lo: np.ndarray, hi: np.ndarray) -> int:
         for n in np.flatnonzero((first[0] < x1) & (last[0] > x0)):
             grid[max(first[0][n], x0) - x0:min(last[0][n], x1) - x0,
                  first[1][n]:last[1][n], first[2][n]:last[2][n]] = True
-        total += int(widths[0][x0:x1] @ ((grid.astype(np.int64) @ widths[2]) @ widths[1]))
+        total += int(widths[0][x0:x1] @ ((grid.astype(kind) @ widths[2]) @ widths[1]))
     return total
 
 

@@ -12,6 +12,7 @@ is a few arrays, and a partition's blocks are listed by the executor that runs i
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -280,8 +281,8 @@ def auto_blocks_per_task(output: OutputSpec, blocks: int, slots: int | None = No
     """Blocks per task when the job does not say: TASK_BYTES of output per task, within
     [1, MAX_BLOCKS_PER_TASK], and no fewer than TASKS_PER_SLOT tasks per slot (MIN_TASKS
     when the slots are unknown) where blocks allow."""
-    block_bytes = (int(np.prod(output.block_grid(0).block_shape)) * output.channels
-                   * np.dtype(output.base.dtype).itemsize)
+    block_bytes = (math.prod(int(n) for n in output.block_grid(0).block_shape)  # exact: no wrap
+                   * output.channels * np.dtype(output.base.dtype).itemsize)
     by_bytes = min(MAX_BLOCKS_PER_TASK, max(1, TASK_BYTES // block_bytes))
     least = TASKS_PER_SLOT * slots if slots else MIN_TASKS
     return max(1, min(by_bytes, blocks // least))

@@ -119,3 +119,37 @@ def test_the_dry_run_refuses_a_plan_the_real_run_refuses_for_memory(small_acquis
     assert code == 2 and err.strip() == f"error: {real.value}", err
     assert "memory:" in out and "needs about" in str(real.value)
     assert main([str(job), "--dry-run"]) == 0   # the default budget holds it
+
+
+# Huge outputs on paper: (tile size x, y, z, --set overrides, objects per level, exit code).
+# Counts are exact at any size (Python ints where int64 would wrap), and a plan the real
+# run refuses is refused in one line after it is printed, never a traceback.
+HUGE = [
+    ((2**22, 2**22, 2**10), ["output.chunks=[16,16,16]", "output.block=[1,1,1]",
+                             "spark.blocks_per_task=1073741824", "output.levels=2"],
+     [2**42, 2**39], 0),
+    ((2**40, 2**40, 1), ["output.chunks=[1,1,1]", "output.block=[2147483647,2147483647,1]"],
+     [2**80], 2),   # int64 wrapped the union to 0 objects
+    ((2**40, 2**40, 2**40), ["output.chunks=[1048576,1048576,1048576]",
+                             "output.block=[1048576,1048576,1048576]"],
+     [2**60], 2),   # a block of 2^120 voxels wrapped to 0 bytes: ZeroDivisionError
+]
+
+
+@pytest.mark.parametrize("size, sets, objects, code", HUGE)
+def test_huge_outputs_are_counted_exactly_or_refused_in_one_line(tmp_path, capsys, size, sets,
+                                                                 objects, code):
+    import json
+
+    from pipelines.cli.export import main
+    (tmp_path / "tiles.json").write_text(json.dumps([{"index": 0, "file": "t.tif", "type": "GRAY8",
+                                                      "position": [0, 0, 0], "size": list(size)}]))
+    job = write_job(tmp_path / "job.toml", "tiles.json", str(tmp_path / "out"))
+    args = [str(job), "--dry-run"] + [a for s in sets for a in ("--set", s)]
+    assert main(args) == code
+    out, err = capsys.readouterr()
+    assert f"per level: {', '.join(f'{n:,}' for n in objects)}" in out, out + err
+    assert "-" not in out.split("objects:")[1].split("\n")[0], out
+    if code:
+        assert err.count("\n") == 1 and err.startswith("error: block [0, 0, 0]"), err
+        assert "limits.task_memory" in err
