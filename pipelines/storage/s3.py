@@ -345,7 +345,7 @@ class S3Store(Store):
         """
         probe = self._probe()
         try:
-            probe.client.head_bucket(Bucket=self.bucket)
+            probe._head_bucket()
             name = f".write-probe-{uuid.uuid4().hex}"
             probe.put(name, b"")
             probe.delete(name)
@@ -355,9 +355,13 @@ class S3Store(Store):
     def check_reachable(self) -> None:
         """Prove the endpoint answers and the bucket exists (one HeadBucket, few retries)."""
         try:
-            self._probe().client.head_bucket(Bucket=self.bucket)
+            self._probe()._head_bucket()
         except Exception as err:
             raise OutputError(f"{self.uri}: {self._explain(err)}") from None
+
+    @_bounded
+    def _head_bucket(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
 
     def _probe(self) -> S3Store:
         """This store with a client that retries little, for checks that must fail fast."""

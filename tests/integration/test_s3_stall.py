@@ -88,3 +88,19 @@ def test_a_frozen_endpoint_ends_the_job_in_one_line_within_the_bound(small_acqui
     assert "StoreUnavailable" in logs[0].read_text()
     assert seconds < 45, f"the job took {seconds:.0f} s to report the stall"
     print(f"stall reported {seconds:.1f} s after the endpoint froze")
+
+
+@pytest.mark.parametrize("tool", ["verify", "clean"])
+def test_verify_and_clean_on_a_frozen_endpoint_end_in_one_line(own_moto, tmp_path: Path, tool):
+    endpoint, server = own_moto
+    os.kill(server.pid, signal.SIGSTOP)
+    began = time.monotonic()
+    run = subprocess.run([sys.executable, str(ROOT / f"jobs/{tool}.py"), "s3://frozen/out/volume",
+                          "--set", f"s3.endpoint_url={endpoint}", "--set", "s3.request_timeout=1",
+                          "--set", "s3.max_attempts=2"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    seconds = time.monotonic() - began
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    assert f"{endpoint} did not answer within 1 s × 2 attempts" in lines[0], lines[0]
+    assert seconds < 30, f"{seconds:.0f} s"
