@@ -296,7 +296,8 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     run_seconds, timings = _timings(started, startup, commit_seconds, stitched)
     facts = {"master": executor.master, **timings, "resumed_blocks": resumed,
              **_stitching_facts(stitched)}
-    report = _report(plan, summary, recorded, store, beside, began, facts, stream)
+    report = _report(plan, summary, recorded, store, beside, began, facts, stream,
+                     stitched.outcome.report if stitched else None)
     return ExportResult(summary, plan, timings["startup_seconds"], run_seconds, executor.master,
                         resumed, report=report)
 
@@ -472,11 +473,12 @@ def _with_detail(error: RunFailed, detail: str) -> RunFailed:
 
 def _report(plan: ExportPlan, summary: CommitSummary, recorded: Recorded,
             store: Store, beside: Store, began: float, facts: dict[str, Any],
-            stream: TextIO) -> RunReport | None:
+            stream: TextIO, stitching: dict | None = None) -> RunReport | None:
     """The run report; a warning instead when it cannot be written (the dataset is
     committed: a picture must not fail the job)."""
     try:
-        return write_run_report(plan, summary, recorded.finished, store, beside, began, facts)
+        return write_run_report(plan, summary, recorded.finished, store, beside, began, facts,
+                                stitching)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         stream.write(f"warning: the run report could not be written: {first}\n")

@@ -8,7 +8,9 @@ beside `volume/`, on a filesystem or S3):
   from the stored objects slab by slab (bounded memory at any size); not drawn when that
   level exceeds `PROJECTION_BYTES` or `PROJECTION_OBJECTS`;
 - `layout.png`: the tiles at the positions they were fused at;
-- `progress.png`: blocks completed over time (from the ledger parts' finish times).
+- `progress.png`: blocks completed over time (from the ledger parts' finish times);
+- `stitching-before-after.png`, when registration preceded the export: where four tiles
+  meet, fused at the stage and at the registered positions (`pipelines.report.seams`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from pipelines.geometry import Box
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 from pipelines.storage import uri as uris
+from pipelines.tiles import TileSet
 
 PROJECTION_WIDTH = 1024     # voxels: the finest level at most this wide (x and y) is projected
 PROJECTION_BYTES = 512 * 2**20   # per channel: a larger level is not read back (no picture)
@@ -49,10 +52,11 @@ def report_folder(plan: ExportPlan) -> str:
 
 def write_run_report(plan: ExportPlan, summary: CommitSummary,
                      finished: Sequence[tuple[float, int]], store: Store, beside: Store,
-                     began: float, facts: dict) -> RunReport:
+                     began: float, facts: dict, stitching: dict | None = None) -> RunReport:
     """Draw the pictures and write the summary; `finished` holds (time.time(), blocks) per
     ledger part, `began` is the run's start (time.time()), `facts` extra summary entries
-    (timings, master, stitching)."""
+    (timings, master, stitching). `stitching`, the stitching report when registration
+    preceded the export, adds the before/after seam picture."""
     from pipelines.report.pictures import (  # matplotlib here only
         progress_png,
         projections_png,
@@ -74,12 +78,27 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary,
                                      plan.task_plan.blocks, title="blocks completed",
                                      weights=[n for _, n in finished]),
     }
+    stage = stage_tiles(plan, stitching) if stitching else None
+    if stage is not None:
+        from pipelines.report.seams import seam_png
+        pictures["stitching-before-after.png"] = seam_png(stage, plan.tiles[0][0], plan.s3)
     for name, data in pictures.items():
         beside.put(f"{folder}/{name}", data)
     doc = {"dataset": summary.to_dict(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            **facts, "pictures": sorted(pictures)}
     beside.put(f"{folder}/summary.json", (json.dumps(doc, indent=1, default=str) + "\n").encode())
     return RunReport(uris.join(uris.parent(plan.output.uri), folder), ("summary.json", *sorted(pictures)))
+
+
+def stage_tiles(plan: ExportPlan, stitching: dict) -> TileSet | None:
+    """The fused tiles (first channel and timepoint) back at the stage positions the
+    stitching report records; None for BigStitcher views (placed by affines, registered
+    in their own pixel spaces) or a report without per-tile results."""
+    tiles = plan.tiles[0][0]
+    stage = {r["index"]: tuple(r["stage"]) for r in stitching.get("tile_results", ())}
+    if any(t.transform is not None or t.index not in stage for t in tiles):
+        return None
+    return TileSet(tuple(replace(t, position=stage[t.index]) for t in tiles), tiles.source)
 
 
 def projection_level(plan: ExportPlan) -> int:

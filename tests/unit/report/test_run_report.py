@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+from matplotlib.image import imread
+
 from pipelines.config import load_job
 from pipelines.report.summary import _level_words, projections, projections_title
 from pipelines.storage import open_store
@@ -19,3 +22,23 @@ def test_projection_labels_say_channel_level_and_pixel_size(small_acquisition, t
     assert projections_title(plan) == "volume: brightest voxel along z"
     assert str(tmp_path) not in projections_title(plan)
     assert _level_words(plan, 1) == "pyramid level 1 (each pixel 2 × 2 voxels of full resolution)"
+
+
+def test_the_seam_picture_is_in_the_report_whenever_stitching_ran(tmp_path):
+    from pipelines.testing.synthetic import make_acquisition
+    acq = make_acquisition(tmp_path / "acq", grid=(2, 2, 1), tile=(48, 40, 12), overlap=0.3,
+                           jitter=3, seed=4, truth=False, density=25)
+    for stitching in (True, False):
+        out = tmp_path / f"out-{stitching}" / "volume"
+        job = write_job(tmp_path / f"{stitching}.toml", acq["paths"]["tiles_json"], str(out),
+                        "[stitching]\nenabled = true\nsearch = 6\ndownsample = [2, 2, 1]"
+                        if stitching else "")
+        report = export_local(load_job(job)).report
+        picture = out.parent / "volume.report" / "stitching-before-after.png"
+        assert ("stitching-before-after.png" in report.files) is stitching
+        assert picture.exists() is stitching
+        if stitching:   # two panels, stage and registered: jittered tiles fuse differently
+            img = imread(picture)[..., :3]
+            left, right = np.array_split(img, 2, axis=1)
+            width = min(left.shape[1], right.shape[1])
+            assert np.abs(left[:, :width] - right[:, :width]).mean() > 0.005
