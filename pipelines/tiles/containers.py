@@ -69,11 +69,19 @@ def open_array(loader: str, container: str, dataset: str, s3=None) -> ChunkedArr
 
 def _json(store, key: str, where: str) -> dict:
     try:
-        return json.loads(store.get(key))
+        return _loads(store.get(key), where)
     except KeyError:
         raise TileError(f"{where}: not found") from None
+
+
+def _loads(data: bytes, where: str):
+    """A container's JSON document; TileError naming it when it is not one."""
+    try:
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise TileError(f"{where}: not valid JSON: {e}") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise TileError(f"{where}: lists or objects nested too deeply") from None
 
 
 # N5 compression types → numcodecs (N5's lz4 is lz4-java's block stream, which numcodecs
@@ -114,7 +122,7 @@ def _zarr_level0(store, container: str, group: str) -> str:
     is itself."""
     for name in (".zattrs", "zarr.json"):
         try:
-            doc = json.loads(store.get(f"{group}/{name}"))
+            doc = _loads(store.get(f"{group}/{name}"), join_uri(container, f"{group}/{name}"))
         except KeyError:
             continue
         attrs = doc.get("attributes", doc).get("ome", doc.get("attributes", doc))
@@ -128,7 +136,7 @@ def _zarr_level0(store, container: str, group: str) -> str:
 def _open_zarr(store, container: str, path: str) -> ChunkedArray:
     where = join_uri(container, path)
     try:
-        doc = json.loads(store.get(f"{path}/.zarray"))
+        doc = _loads(store.get(f"{path}/.zarray"), f"{where}/.zarray")
         return _zarr2(container, path, doc, where)
     except KeyError:
         pass

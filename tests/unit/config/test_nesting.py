@@ -37,3 +37,16 @@ def test_a_deeply_nested_tile_json_is_one_line(tmp_path: Path, capsys, dry_run):
     job = write_job(tmp_path / "job.toml", "tiles.json", "out/volume")
     check_refused(capsys, tmp_path, export_job.main([str(job), *dry_run]),
                   "tiles.json", "nested too deeply")
+
+
+@pytest.mark.parametrize("loader, document", [("n5", "attributes.json"), ("zarr", ".zarray"),
+                                              ("zarr", ".zattrs")])
+def test_a_deeply_nested_container_document_is_one_line(tmp_path: Path, capsys, loader, document):
+    """A BigStitcher project's N5 or Zarr views: their JSON documents are parsed too."""
+    from tests.bigstitcher_project import scenario, write_project
+    xml = write_project(tmp_path / "acq", scenario("grid"), loader)
+    found = sorted(p for p in (tmp_path / "acq").rglob(document) if p.is_file())
+    assert found, f"no {document} in the {loader} project"
+    found[0].write_text(nested())
+    job = write_job(tmp_path / "job.toml", str(xml), "out/volume")
+    check_refused(capsys, tmp_path, export_job.main([str(job)]), document, "nested too deeply")
