@@ -179,7 +179,7 @@ def _check_before_stitching(config: JobConfig, overwrite: bool) -> None:
     """What `_export` checks before its lock, and the output checks it makes under the
     lock, from the stage positions: none of them depends on where the tiles end up, and
     stitching takes minutes."""
-    plan = make_plan(config)
+    plan = make_plan(replace(config, intensity="none"))   # coefficients come after stitching
     store, beside = _output_location(config, plan)
     preflight(plan, store, beside, overwrite)
 

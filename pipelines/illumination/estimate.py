@@ -39,6 +39,7 @@ BINS = 512                 # histogram bins; log-spaced above 1 for wide types (
 PROBABILITIES = np.concatenate([np.linspace(0.05, 0.95, 19), [0.97, 0.98, 0.99, 0.995]])
 SMOOTHING = 1.5            # gaussian sigma, in cells, applied to S and T before upsampling
 REFINE = 2                 # rounds of re-fitting against the corrected consensus
+UNIFORM_OFFSET_FIT = 0.5    # share of the cells' offset variance T0 + b * S must explain
 MIN_SPREAD = 1.5           # reference q(0.995) / q(0.05) below this: T is not identifiable
 _TOP = {"uint8": 256.0, "uint16": 65536.0, "int16": 32768.0}  # otherwise FLOAT_TOP
 FLOAT_TOP = 2.0 ** 24
@@ -134,11 +135,29 @@ def fit_fields(counts: np.ndarray, binning: Binning) -> Fields:
     for _ in range(REFINE + 1 if identified else 0):
         gain, offset = _line_fit(local, reference)
         reference = np.median((local - offset[..., None]) / gain[..., None], axis=(0, 1))
+    if identified:
+        gain, offset, reference = _uniform_offset(local, reference, gain, offset)
     gain, offset = smooth(gain, SMOOTHING), smooth(offset, SMOOTHING) if offset is not None else None
     full_gain = upsample(gain, binning.size)
     full_gain /= np.float32(full_gain.mean(dtype=np.float64))
     full_offset = upsample(offset, binning.size) if offset is not None else np.zeros_like(full_gain)
     return Fields(full_gain, full_offset, identified, round(spread, 4))
+
+
+def _uniform_offset(local, reference, gain, offset):
+    """When the cells' offsets are one dark level plus the gauge (T = T0 + b * S: the
+    reference is only known up to an added b), take T = T0 everywhere and fit S again
+    with T fixed: one offset instead of one per cell halves the error of S on the
+    phantom and finds the camera's dark level. Otherwise the per-cell fit stands."""
+    b, t0 = np.polyfit(gain.ravel(), offset.ravel(), 1)
+    explained = 1 - np.var(offset - (t0 + b * gain)) / max(float(np.var(offset)), 1e-12)
+    if explained < UNIFORM_OFFSET_FIT:
+        return gain, offset, reference
+    reference = reference + b
+    flat = np.full_like(offset, t0)
+    w = (PROBABILITIES <= 0.95) / 1.0
+    fitted = ((local - t0) * (w * reference)).sum(-1) / float((w * reference * reference).sum())
+    return fitted, flat, reference
 
 
 def _line_fit(local: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

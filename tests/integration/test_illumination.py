@@ -156,3 +156,19 @@ def test_the_flatfield_job_estimates_on_spark(shaded, tmp_path, spark, capsys):
     assert shown.stdout.startswith("usage: tile-flatfield")
     assert flatfield_main([str(tmp_path / "missing.toml")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_intensities_are_matched_at_the_stitched_positions(tmp_path):
+    """With [stitching] enabled the pairs are measured after registration, from the
+    refined tile JSON, and the export reads the coefficients written beside it."""
+    acq = make_acquisition(tmp_path / "acq", grid=(3, 3, 1), tile=(64, 64, 12), jitter=4,
+                           seed=2, falloff=0.3, dark=50.0, gains=(0.6, 1.0), density=10.0,
+                           truth=False)
+    raw = {"input": {"tiles": acq["paths"]["tiles_json"]},
+           "output": {"uri": str(tmp_path / "out"), "chunks": [64, 64, 12]},
+           "fusion": {"flatfield": "auto", "intensity": "match"},
+           "stitching": {"enabled": True, "search": 8, "downsample": [2, 2, 1]}}
+    export(build_config(raw, source=str(tmp_path / "job.toml")), LocalExecutor(), stream=io.StringIO())
+    coefficients = json.loads((tmp_path / "acq" / "tiles-final-intensity.json").read_text())
+    assert len(coefficients["tiles"]) == 9 and coefficients["pairs"]["used"] > 0
+    assert (tmp_path / "out" / "attributes.json").is_file()
