@@ -80,3 +80,26 @@ def test_an_output_that_becomes_unwritable_mid_run_is_one_line_naming_it(small_a
     assert "Spark job failed" not in line and "Python worker" not in line, line
     assert "no metadata was written" in line, line
     assert not (out / "attributes.json").exists()
+
+
+@pytest.mark.parametrize("output", ["out", "existing/out"])
+def test_a_read_only_output_file_system_is_one_line_before_anything_runs(small_acquisition,
+                                                                         tmp_path, output):
+    """Refused before the lock, the job record or Spark (issue 16.2: it was a traceback of
+    `OSError: [Errno 30] Read-only file system: '…/volume.job.lock'`), exit 2."""
+    disk = tmp_path / "disk"
+    (disk / "existing").mkdir(parents=True)
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(disk / output))
+    read_only(disk)
+    try:
+        run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job)],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    assert lines[0].startswith("error: output.uri:") and "read-only file system" in lines[0]
+    deepest = disk / "existing" if "/" in output else disk   # the folder that exists
+    assert f"under {deepest} " in lines[0], lines[0]
+    assert sorted(p.name for p in disk.rglob("*")) == ["existing"]   # nothing written
