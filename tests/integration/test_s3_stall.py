@@ -88,6 +88,13 @@ def test_a_frozen_endpoint_ends_the_job_in_one_line_within_the_bound(small_acqui
     assert "StoreUnavailable" in logs[0].read_text()
     assert seconds < 45, f"the job took {seconds:.0f} s to report the stall"
     print(f"stall reported {seconds:.1f} s after the endpoint froze")
+    # once the endpoint answers again, the same job takes over the lock it left and resumes
+    os.kill(server.pid, signal.SIGCONT)
+    rerun = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
+                            f"s3.endpoint_url={endpoint}"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming: " in rerun.stderr, rerun.stderr[-3000:]
 
 
 @pytest.mark.parametrize("tool", ["verify", "clean"])
