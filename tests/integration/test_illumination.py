@@ -172,3 +172,19 @@ def test_intensities_are_matched_at_the_stitched_positions(tmp_path):
     coefficients = json.loads((tmp_path / "acq" / "tiles-final-intensity.json").read_text())
     assert len(coefficients["tiles"]) == 9 and coefficients["pairs"]["used"] > 0
     assert (tmp_path / "out" / "attributes.json").is_file()
+
+
+def test_the_memory_estimate_counts_the_corrected_copy(shaded):
+    """A corrected read holds a float32 copy of the tile region a block reads: 4 more
+    bytes per voxel of the (whole) block, in the plan and in the dry run."""
+    from pipelines.plan import make_plan
+    from pipelines.plan.dryrun import dry_run
+    folder = Path(shaded["paths"]["tiles_json"]).parent
+    raw = {"input": {"tiles": shaded["paths"]["tiles_json"]},
+           "output": {"uri": str(folder / "memory.zarr"), "chunks": [32, 32, 8], "block": [1, 1, 1]}}
+    plain = build_config(raw, source=str(folder / "job.toml"))
+    corrected = build_config({**raw, "fusion": {"flatfield": "auto"}}, source=str(folder / "job.toml"))
+    if not (folder / "tiles-flatfield" / "S.tif").exists():   # the plan checks the fields
+        fused(shaded, "fields", flatfield="auto")
+    assert make_plan(corrected).task_memory - make_plan(plain).task_memory == 4 * 32 * 32 * 8
+    assert dry_run(corrected).task_memory - dry_run(plain).task_memory == 4 * 32 * 32 * 8
