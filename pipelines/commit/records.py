@@ -80,6 +80,8 @@ def fingerprint(plan: ExportPlan) -> str:
     fingerprint writes the same objects, so it may continue over a failed run's leftovers."""
     essentials = (__version__, plan.output, plan.tiles, plan.stages, plan.blending,
                   plan.interpolation)
+    if plan.correction is not None:   # the fields' bytes and the tiles' coefficients
+        essentials += (plan.correction,)
     return hashlib.sha256(repr(essentials).encode()).hexdigest()[:32]
 
 

@@ -30,6 +30,7 @@ class Correction:
 
     flatfield: tuple[str, ...] = ()                  # per channel: fields folder, "" = none
     intensity: tuple[Coefficients, ...] = ()         # per channel: per tile (gain, offset)
+    digests: tuple[str, ...] = ()                    # per channel: sha256 of S.tif and T.tif
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
 
     def folder(self, channel: int) -> str:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -85,6 +86,15 @@ def _shape_of(path: Path, what: str) -> tuple[int, ...]:
         raise FlatfieldError(f"{what}: {path} not found") from None
     except Exception as e:  # tifffile raises many types for damaged files
         raise FlatfieldError(f"{what}: cannot read {path} as TIFF: {e}") from None
+
+
+def fields_digest(folder: str) -> str:
+    """sha256 of S.tif and T.tif: part of the export's fingerprint, so a resume over
+    chunks made with other fields is refused like any other change of inputs."""
+    digest = hashlib.sha256()
+    for name in (GAIN_FILE, OFFSET_FILE):
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()[:32]
 
 
 @lru_cache(maxsize=8)

@@ -15,7 +15,7 @@ from typing import Any
 from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
 from pipelines.illumination.correct import Correction
-from pipelines.illumination.fields import FlatfieldError, check_fields, folder_beside
+from pipelines.illumination.fields import FlatfieldError, check_fields, fields_digest, folder_beside
 from pipelines.tiles import TileSet
 
 
@@ -46,7 +46,7 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     intensity: tuple = ()
     if config.intensity == "match":
         intensity = tuple(read_coefficients(intensity_path(p)) for p in config.inputs[0])
-    return Correction(folders, intensity)
+    return Correction(folders, intensity, tuple(fields_digest(f) for f in folders))
 
 
 def write_coefficients(path: str, doc: dict[str, Any]) -> None:

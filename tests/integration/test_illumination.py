@@ -188,3 +188,18 @@ def test_the_memory_estimate_counts_the_corrected_copy(shaded):
         fused(shaded, "fields", flatfield="auto")
     assert make_plan(corrected).task_memory - make_plan(plain).task_memory == 4 * 32 * 32 * 8
     assert dry_run(corrected).task_memory - dry_run(plain).task_memory == 4 * 32 * 32 * 8
+
+
+def test_the_fingerprint_holds_the_fields_and_coefficients(shaded, tmp_path):
+    """A resume continues only a run of the same inputs: other fields (same folder, other
+    bytes) or no correction at all make another fingerprint."""
+    from pipelines.commit.records import fingerprint
+    from pipelines.plan import make_plan
+    target = tmp_path / "fields"
+    write_fields(str(target), Fields(np.ones((48, 48), np.float32), np.zeros((48, 48), np.float32)), {})
+    raw = {"input": {"tiles": shaded["paths"]["tiles_json"]}, "output": {"uri": str(tmp_path / "o")}}
+    plain = fingerprint(make_plan(build_config(raw)))
+    config = build_config({**raw, "fusion": {"flatfield": str(target)}})
+    first = fingerprint(make_plan(config))
+    write_fields(str(target), Fields(np.full((48, 48), 0.9, np.float32), np.zeros((48, 48), np.float32)), {})
+    assert len({plain, first, fingerprint(make_plan(config))}) == 3
