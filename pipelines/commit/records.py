@@ -78,8 +78,8 @@ class Sidecars:
 def fingerprint(plan: ExportPlan) -> str:
     """A digest of everything that decides the output's bytes: a rerun with the same
     fingerprint writes the same objects, so it may continue over a failed run's leftovers."""
-    essentials = (__version__, plan.output, plan.tiles, plan.stages, plan.blending,
-                  plan.interpolation)
+    essentials: tuple = (__version__, plan.output, plan.tiles, plan.stages, plan.blending,
+                         plan.interpolation)
     if plan.correction is not None:   # the fields' bytes and the tiles' coefficients
         essentials += (plan.correction,)
     return hashlib.sha256(repr(essentials).encode()).hexdigest()[:32]
