@@ -29,8 +29,8 @@ class FlatfieldError(PipelineError):
 
 def folder_beside(tile_json: str) -> str:
     """Where the fields of the tiles in `tile_json` go: `<stem>-flatfield` beside it."""
-    path = Path(tile_json)
-    return str(path.with_name(f"{path.stem}-flatfield"))
+    stem, dot, suffix = tile_json.rpartition(".")
+    return f"{stem if dot and '/' not in suffix else tile_json}-flatfield"
 
 
 def has_fields(folder: str) -> bool:

@@ -16,19 +16,27 @@ from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.fields import FlatfieldError, check_fields, fields_digest, folder_beside
+from pipelines.storage.uri import is_remote
 from pipelines.tiles import TileSet
 
 
 def flatfield_folders(config: JobConfig) -> tuple[str, ...]:
     """Per channel, the fields folder fusion.flatfield names ("auto": beside the first
     timepoint's tile JSON); () when there is no flatfield."""
-    if config.flatfield == (AUTO,):
-        return tuple(folder_beside(p) for p in config.inputs[0])
-    return config.flatfield
+    folders = tuple(folder_beside(p) for p in config.inputs[0]) if config.flatfield == (AUTO,) \
+        else config.flatfield
+    for folder in folders:
+        if is_remote(folder):
+            raise FlatfieldError(f"fusion.flatfield: {folder}: flatfield fields are kept on the local "
+                                 f"file system; name a local folder for them")
+    return folders
 
 
 def intensity_path(tile_json: str) -> str:
     """`<stem>-intensity.json` beside the tile JSON: the matched per-tile coefficients."""
+    if is_remote(tile_json):
+        raise FlatfieldError(f"fusion.intensity = \"match\": {tile_json}: the coefficients are "
+                             f"written beside the tile JSON, which must be on the local file system")
     path = Path(tile_json)
     return str(path.with_name(f"{path.stem}-intensity.json"))
 

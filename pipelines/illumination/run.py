@@ -86,7 +86,8 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     for c, (tilesets, folder) in enumerate(zip(channels, folders)):
         fields = _estimate_channel(tilesets, executor, _s3(config))
         count += sum(len(ts) for ts in tilesets)
-        _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began)
+        _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began,
+               _s3(config))
         stream.write(f"flatfield of {Path(config.inputs[0][c]).name}: {folder} (S {fields.gain.min():.3f}"
                      f"-{fields.gain.max():.3f}, T {fields.offset.mean():.1f} mean)\n")
     return FlatfieldRun(tuple(folders), count, time.perf_counter() - began)
@@ -108,14 +109,14 @@ def _groups(tiles: TileSet, timepoints: int) -> list[tuple[int, ...]]:
     return [tuple(indices[k:k + size]) for k in range(0, len(indices), size)]
 
 
-def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float) -> None:
+def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float, s3) -> None:
     info = {"method": "per-pixel histogram quantiles (stitching-spark)", "tile_json": tile_json,
             "tiles": sum(len(ts) for ts in tilesets), "offset_estimated": fields.offset_estimated,
             "reference_spread": fields.spread, "seconds": round(seconds, 3)}
     write_fields(folder, fields, info)
     tile = tilesets[0].tiles[len(tilesets[0]) // 2]
     z = tile.size[2] // 2
-    plane = read_region(tile, _plane(tile, z))[0].astype(np.float32)
+    plane = read_region(tile, _plane(tile, z), s3)[0].astype(np.float32)
     after = (plane - fields.offset) / fields.gain
     save_png(projections_png([("S (gain)", fields.gain, 1.0), ("T (offset)", fields.offset, 1.0),
                               (f"tile {tile.index}, z {z}: raw", plane, 1.0),
@@ -133,7 +134,9 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
     missing (beside each tile JSON) and return the config naming the folders. When the
     corrections need executor work, `check` first validates everything else (inputs,
     output) so that a bad job fails before minutes of estimation."""
-    folders = flatfield_folders(config)
+    folders = flatfield_folders(config)   # raises for fields or coefficients it cannot keep
+    for tile_json in config.inputs[0] if config.intensity == "match" else ():
+        intensity_path(tile_json)
     missing = config.flatfield == (AUTO,) and not all(has_fields(f) for f in folders)
     if missing or config.intensity == "match":
         check(replace(config, flatfield=(), intensity="none"))

@@ -72,3 +72,20 @@ def test_a_corrected_read_is_the_formula_and_the_same_in_any_region(tmp_path):
     part = read_corrected(tile, Box((3, 2, 1), (11, 9, 4)), correction, 0)
     assert np.array_equal(part, whole[1:4, 2:9, 3:11])   # bit for bit: chunks stay pure
     assert np.array_equal(tifffile.imread(tmp_path / "t.tif"), raw)   # the tile is untouched
+
+
+def test_fields_and_coefficients_of_tiles_on_s3_are_refused_in_one_line():
+    """They are kept beside the tile JSON on the local file system: a tile JSON in a
+    bucket gets a clear refusal before any work, not a path mangled into 's3:/'."""
+    import pytest
+
+    from pipelines.config import build_config
+    from pipelines.illumination.fields import FlatfieldError, folder_beside
+    from pipelines.illumination.plan import flatfield_folders, intensity_path
+    assert folder_beside("s3://bucket/acq/tiles.json") == "s3://bucket/acq/tiles-flatfield"
+    config = build_config({"input": {"tiles": "s3://bucket/acq/tiles.json"},
+                           "output": {"uri": "/tmp/out"}, "fusion": {"flatfield": "auto"}})
+    with pytest.raises(FlatfieldError, match="s3://bucket/acq/tiles-flatfield: flatfield fields are kept"):
+        flatfield_folders(config)
+    with pytest.raises(FlatfieldError, match="must be on the local file system"):
+        intensity_path("s3://bucket/acq/tiles.json")
