@@ -42,7 +42,7 @@ demo: setup $(DEMO_DATA)/tiles.json
 	rm -rf $(DEMO_OUT)
 	$(PY) jobs/export.py conf/demo.toml $(if $(SET),--set '$(SET)')
 	$(PY) scripts/inspect_dataset.py $(DEMO_OUT)/volume
-	@echo "pictures: $(CURDIR)/$(DEMO_OUT)/volume.report/ (projections.png, layout.png, progress.png; summary.json)"
+	@echo "pictures: $(CURDIR)/$(DEMO_OUT)/volume.report/ (projections.png, stitching-before-after.png, layout.png, progress.png; summary.json)"
 	@echo "stitching: $(CURDIR)/$(DEMO_DATA)/tiles-stitching.png"
 
 test: setup
