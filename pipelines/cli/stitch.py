@@ -7,7 +7,10 @@ Writes, next to each input tile JSON, `<name>-final.json` (the refined positions
 same format) and, next to the registered channel's, `<name>-stitching.json` (the report)
 and `<name>-stitching.png` (the picture). For a BigStitcher project the refined result is
 `<name>-stitched.xml` (a "Stitching Transform" prepended to each registered view). The job file's [stitching] keys apply; the
-output section is not used. Exit codes: 0 success; 2 bad input; 1 the run failed.
+output section is not used. While the stage JSON, the tile files and the [stitching] keys
+are as the last registration found them, its results are reused (one line says so);
+`--set stitching.force=true` registers again. Exit codes: 0 success; 2 bad input; 1 the
+run failed.
 """
 
 from __future__ import annotations
