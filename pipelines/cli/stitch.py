@@ -23,7 +23,9 @@ from pipelines.errors import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = job_parser("tile-stitch", "Register a tile acquisition.").parse_args(argv)
+    args = job_parser("tile-stitch", "Register a tile acquisition. While the stage JSON, the "
+                      "tile files and the [stitching] keys are unchanged, the last registration "
+                      "is reused; --set stitching.force=true registers again.").parse_args(argv)
 
     def work() -> str:
         config = load_job(args.job, args.overrides)
