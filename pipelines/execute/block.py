@@ -14,7 +14,6 @@ and no pixel data or key list leaves the executor.
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,6 +24,7 @@ from pipelines.commit.ledger import PartitionSummary, PartRecorder
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
 from pipelines.execute.problems import cause_line
+from pipelines.execute.tuning import crc32, keep_freed_memory
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse
@@ -116,7 +116,7 @@ class _Writer:
                 self.skipped.append(key)
                 continue
             self.store.put(key, payload)
-            self.written.append((key, len(payload), zlib.crc32(payload)))
+            self.written.append((key, len(payload), crc32(payload)))
 
 
 def _number(value) -> float | int:
@@ -139,6 +139,7 @@ def execute_partition(job: BlockJob, part: PartitionTask, attempt: int) -> Parti
     most `plan.checkpoint_seconds` of finished work."""
     plan = job.plan
     try:
+        keep_freed_memory()   # no page faults for each chunk's buffers (execute/tuning.py)
         set_tile_cache(plan.tile_cache, job.run)
         beside = beside_store(plan.output.uri, plan.s3) if job.ledger else None
         return run_partition(part, plan, _store(plan.output.uri, plan.s3), beside, job.ledger,
