@@ -36,7 +36,8 @@ $(STAMP): pyproject.toml | check-python
 	touch $@
 
 $(DEMO_DATA)/tiles.json: | $(STAMP)
-	$(PY) -m pipelines.testing.synthetic $(DEMO_DATA) --grid 3x3x2 --tile 512x512x128 --jitter 20
+	$(PY) -m pipelines.testing.synthetic $(DEMO_DATA) --grid 3x3x2 --tile 512x512x128 --jitter 20 \
+	    --falloff 0.4 --dark 100 --gains 0.6,1.0
 
 demo: setup $(DEMO_DATA)/tiles.json
 	rm -rf $(DEMO_OUT)

@@ -150,11 +150,39 @@ def run(spark, folder: Path) -> dict:
             "export_flatfield_and_matching": even_run}
 
 
+def demo_picture(tile_json: str, path: Path) -> None:
+    """The demo's middle z slice fused without and with its corrections (the fields and
+    coefficients `make demo` wrote beside `tile_json`, its stitched tile JSON)."""
+    from pipelines.fusion import fuse
+    from pipelines.geometry import Box
+    from pipelines.illumination.correct import tile_reader
+    from pipelines.plan import make_plan
+    from pipelines.report.pictures import projections_png, save_png
+    raw = {"input": {"tiles": tile_json}, "output": {"uri": str(path.parent / "unused")}}
+    slices = []
+    stem = Path(tile_json).stem.removesuffix("-final")   # fields are beside the stage JSON
+    fields = str(Path(tile_json).with_name(f"{stem}-flatfield"))
+    for name, fusion in (("uncorrected", {}), ("flatfield + intensity matching",
+                                               {"flatfield": fields, "intensity": "match"})):
+        plan = make_plan(build_config({**raw, "fusion": fusion}))
+        x, y, z = plan.output.shapes[0]
+        box = Box((0, 0, z // 2), (x, y, z // 2 + 1))
+        tiles = [t for t in plan.tiles[0][0] if not t.box.relative_to(plan.offset).intersect(box).is_empty()]
+        data = fuse(box, tiles, plan.offset, "linear", np.float32, read=tile_reader(plan.correction, 0))
+        slices.append((name, data[0], 1.0))
+    save_png(projections_png(slices, "make demo: the middle z slice"), path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "illumination.json"))
     parser.add_argument("--master", default="local[*]")
+    parser.add_argument("--demo", metavar="TILE_JSON",
+                        help="only draw docs/illumination-demo.png from make demo's stitched tile JSON")
     args = parser.parse_args()
+    if args.demo:
+        demo_picture(args.demo, ROOT / "docs" / "illumination-demo.png")
+        return 0
     from pyspark.sql import SparkSession
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
