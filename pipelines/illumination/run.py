@@ -34,11 +34,13 @@ from pipelines.illumination.tasks import (
     StatisticsJob,
     measure_intensities,
     tile_statistics,
+    tiles_reduced,
 )
 from pipelines.plan import read_tiles
 from pipelines.registration import find_pairs
 from pipelines.registration.pairs import PairOptions
 from pipelines.report.pictures import projections_png, save_png
+from pipelines.report.progress import Progress
 from pipelines.storage.s3 import S3Options
 from pipelines.tiles import TileSet, read_region
 
@@ -79,12 +81,12 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
         raise FlatfieldError("flatfield estimation needs tile JSON inputs, not a BigStitcher project")
     tiles = read_tiles(config, _s3(config))
     channels = [tuple(row[c] for row in tiles) for c in range(len(tiles[0]))]
-    folders = folders or flatfield_folders(config) or tuple(
-        str(Path(p).with_name(f"{Path(p).stem}-flatfield")) for p in config.inputs[0])
+    # default: beside each tile JSON, as "auto" puts them (and refuses a bucket)
+    folders = folders or flatfield_folders(config) or flatfield_folders(replace(config, flatfield=(AUTO,)))
     check_estimable(channels, list(config.inputs[0]))
     began, count = time.perf_counter(), 0
     for c, (tilesets, folder) in enumerate(zip(channels, folders)):
-        fields = _estimate_channel(tilesets, executor, _s3(config))
+        fields = _estimate_channel(tilesets, executor, _s3(config), stream)
         count += sum(len(ts) for ts in tilesets)
         _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began,
                _s3(config))
@@ -93,13 +95,17 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     return FlatfieldRun(tuple(folders), count, time.perf_counter() - began)
 
 
-def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3) -> Fields:
+def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3,
+                      stream: TextIO) -> Fields:
     first = tilesets[0].tiles[0]
     binning = Binning.for_tiles(first.size[:2], first.dtype)
     items = [(t, group) for t, ts in enumerate(tilesets) for group in _groups(ts, len(tilesets))]
     batch = Batch(tile_statistics, StatisticsJob(tilesets, binning, s3), items,
-                  f"flatfield statistics of {sum(len(ts) for ts in tilesets)} tiles")
-    counts = sum(executor.run(batch, lambda done, nbytes: None), np.zeros(binning.shape, np.int64))
+                  f"flatfield statistics of {sum(len(ts) for ts in tilesets)} tiles",
+                  units=tiles_reduced)
+    progress = Progress(sum(len(ts) for ts in tilesets), stream, unit="tiles", show_bytes=False)
+    counts = sum((r.counts for r in executor.run(batch, progress)), np.zeros(binning.shape, np.int64))
+    progress.finish()
     return fit_fields(counts, binning)
 
 

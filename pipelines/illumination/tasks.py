@@ -33,15 +33,26 @@ class StatisticsJob:
     s3: object = None
 
 
-def tile_statistics(job: StatisticsJob, item: tuple[int, tuple[int, ...]], attempt: int) -> np.ndarray:
-    """Summed histograms (cells y, x, bins) of the tiles `item` = (timepoint, indices)."""
+@dataclass(frozen=True)
+class TileStatistics:
+    counts: np.ndarray   # summed histograms (cells y, x, bins) of the task's tiles
+    tiles: int           # how many tiles they hold
+
+
+def tile_statistics(job: StatisticsJob, item: tuple[int, tuple[int, ...]], attempt: int) -> TileStatistics:
+    """Summed histograms of the tiles `item` = (timepoint, indices)."""
     timepoint, indices = item
     by_index = job.tiles[timepoint].by_index()
     total = np.zeros(job.binning.shape, dtype=np.int64)
     for i in indices:
         for slab in _slabs(by_index[i]):
             total += tile_histogram(read_region(by_index[i], slab, job.s3), job.binning)
-    return total
+    return TileStatistics(total, len(indices))
+
+
+def tiles_reduced(result: TileStatistics) -> int:
+    """Tiles a statistics task reduced (the progress line counts tiles)."""
+    return result.tiles
 
 
 def _slabs(tile: Tile) -> list[Box]:
