@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pipelines.config.illumination import flatfield_setting, intensity_setting
+from pipelines.config.illumination import enabled_setting, flatfield_setting, intensity_setting
 from pipelines.config.model import (
     BLENDINGS,
     DEFAULT_BLOCK,
@@ -128,6 +128,7 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
         flatfield=flatfield_setting(merged["fusion"]["flatfield"],
                                     None if project else len(inputs[0]), source, where),
         intensity=intensity_setting(merged["fusion"]["intensity"], where),
+        estimate_flatfield=enabled_setting(merged["flatfield"]["enabled"], where),
         output=_output(merged["output"], len(inputs), where),
         blending=_blending(merged, where),
         interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),

@@ -30,6 +30,13 @@ def flatfield_setting(value: Any, channels: int | None, source: str, where: str)
     return tuple(str((base / Path(f).expanduser()).resolve()) for f in folders)
 
 
+def enabled_setting(value: Any, where: str) -> bool:
+    """[flatfield] enabled: estimate the fields before fusing (and apply them)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}flatfield.enabled: expected true or false, found {value!r}")
+    return value
+
+
 def intensity_setting(value: Any, where: str) -> str:
     """fusion.intensity: "none", or "match" (per-tile gain and offset from the overlaps)."""
     if value not in INTENSITIES:

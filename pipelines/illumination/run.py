@@ -139,11 +139,16 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
     """Before an export: for fusion.flatfield = "auto", estimate the fields that are
     missing (beside each tile JSON) and return the config naming the folders. When the
     corrections need executor work, `check` first validates everything else (inputs,
-    output) so that a bad job fails before minutes of estimation."""
+    output) so that a bad job fails before minutes of estimation. With [flatfield]
+    enabled the fields are estimated again whether or not they exist, into the folders
+    fusion.flatfield names (beside the tile JSONs when it is unset), and applied."""
+    if config.estimate_flatfield and not config.flatfield:
+        config = replace(config, flatfield=(AUTO,))
     folders = flatfield_folders(config)   # raises for fields or coefficients it cannot keep
     for tile_json in config.inputs[0] if config.intensity == "match" else ():
         intensity_path(tile_json)
-    missing = config.flatfield == (AUTO,) and not all(has_fields(f) for f in folders)
+    missing = config.estimate_flatfield or (
+        config.flatfield == (AUTO,) and not all(has_fields(f) for f in folders))
     if missing or config.intensity == "match":
         check(replace(config, flatfield=(), intensity="none"))
     if missing:

@@ -203,3 +203,17 @@ def test_the_fingerprint_holds_the_fields_and_coefficients(shaded, tmp_path):
     first = fingerprint(make_plan(config))
     write_fields(str(target), Fields(np.full((48, 48), 0.9, np.float32), np.zeros((48, 48), np.float32)), {})
     assert len({plain, first, fingerprint(make_plan(config))}) == 3
+
+
+def test_flatfield_enabled_estimates_again_before_fusing(shaded, tmp_path):
+    """[flatfield] enabled = true: the fields are estimated before the export even when
+    they exist (here into the folder fusion.flatfield names), then applied."""
+    target = tmp_path / "fresh"
+    write_fields(str(target), Fields(np.ones((48, 48), np.float32), np.zeros((48, 48), np.float32)), {})
+    raw = {"input": {"tiles": shaded["paths"]["tiles_json"]},
+           "output": {"uri": str(tmp_path / "out"), "chunks": [64, 64, 8]},
+           "fusion": {"flatfield": str(target)}, "flatfield": {"enabled": True}}
+    export(build_config(raw, source=str(tmp_path / "job.toml")), LocalExecutor(), stream=io.StringIO())
+    gain = tifffile.imread(target / "S.tif")
+    assert gain.min() < 0.85 < 1.1 < gain.max()   # the vignetting, not the flat field written first
+    assert (tmp_path / "out" / "attributes.json").is_file()   # the N5 output is committed
