@@ -8,11 +8,19 @@ byte order and shard index) and puts each object with `LocalStore.put` (temporar
 rename). No fusion, no Spark, no receipts, no metadata: what remains is the work no
 writer of these bytes can avoid. The clock starts when the barrier opens and stops when
 the last worker has written its last object.
+
+Settings (benchmarks/PROFILE.md, "The limit"): each worker keeps freed memory for reuse
+(`pipelines.execute.tuning.keep_freed_memory`, as executors do; without it every chunk's
+compressor output lands on freshly faulted pages) and may run `threads` threads, each
+taking blocks from the counter, so one block's encoding overlaps another's put (the
+codecs, numpy's copies and file writes release the GIL).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,6 +41,8 @@ class Work:
     spec: object                  # ArraySpec of level 0
     boxes: tuple[Box, ...]        # the blocks, in the order our export schedules them
     out: str                      # folder of the store
+    threads: int = 1              # threads per worker process
+    keep_freed_memory: bool = True
 
 
 def run(work: Work, workers: int) -> dict:
@@ -53,33 +63,60 @@ def run(work: Work, workers: int) -> dict:
         raise RuntimeError(f"limit worker failed: {errors[0]}")
     return {"seconds": max(d["end"] for d in done) - began, "workers": workers,
             "objects": sum(d["objects"] for d in done), "stored_bytes": sum(d["bytes"] for d in done),
-            "worker_seconds": [round(d["end"] - d["start"], 3) for d in done]}
+            "worker_seconds": [round(d["end"] - d["start"], 3) for d in done],
+            # CPU seconds of the workers (user, system, minor page faults), summed: what
+            # the work costs, which load on a shared machine distorts far less than time
+            "worker_cpu": [round(sum(d["cpu"][i] for d in done), 3) for i in range(2)]
+            + [int(sum(d["cpu"][2] for d in done))]}
+
+
+def _cpu() -> tuple[float, float, int]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt
 
 
 def _worker(work: Work, counter, barrier, results) -> None:
     from benchmarks.common import attach
+    from pipelines.execute.tuning import keep_freed_memory
 
+    if work.keep_freed_memory:
+        keep_freed_memory()
     shm, volume = attach(work.shm_name, work.shape, work.dtype)
     fmt, store = format_module(work.fmt), LocalStore(work.out)
-    objects = nbytes = 0
+    totals, counting = [0, 0], threading.Lock()   # objects, bytes
+    errors: list[str] = []
+
+    def blocks(volume) -> None:
+        try:
+            while True:
+                with counter.get_lock():
+                    n = counter.value
+                    counter.value += 1
+                if n >= len(work.boxes):
+                    break
+                box = work.boxes[n]
+                for key, payload in encode_region(fmt, work.spec, volume[box.slices_zyx()], box):
+                    if payload is not None:
+                        store.put(key, payload)
+                        with counting:
+                            totals[0], totals[1] = totals[0] + 1, totals[1] + len(payload)
+        except Exception as e:  # report instead of hanging the parent
+            errors.append(f"{type(e).__name__}: {e}")
+
     barrier.wait(timeout=300)
-    start = time.monotonic()
+    start, used = time.monotonic(), _cpu()
     try:
-        while True:
-            with counter.get_lock():
-                n = counter.value
-                counter.value += 1
-            if n >= len(work.boxes):
-                break
-            box = work.boxes[n]
-            for key, payload in encode_region(fmt, work.spec, volume[box.slices_zyx()], box):
-                if payload is not None:
-                    store.put(key, payload)
-                    objects, nbytes = objects + 1, nbytes + len(payload)
-        results.put({"start": start, "end": time.monotonic(), "objects": objects, "bytes": nbytes})
-    except Exception as e:  # report instead of hanging the parent
-        results.put({"error": f"{type(e).__name__}: {e}", "start": start, "end": start,
-                     "objects": 0, "bytes": 0})
+        if work.threads == 1:
+            blocks(volume)
+        else:
+            threads = [threading.Thread(target=blocks, args=(volume,)) for _ in range(work.threads)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        results.put({"start": start, "end": time.monotonic(), "objects": totals[0],
+                     "bytes": totals[1], "cpu": [b - a for a, b in zip(used, _cpu())],
+                     **({"error": errors[0]} if errors else {})})
     finally:
         del volume
         shm.close()
