@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
 from pipelines.errors import SparkStartError, install_signal_handlers
+from pipelines.spark.jvm_stderr import held_jvm_stderr
 
 
 def under_spark_submit() -> bool:
@@ -41,16 +42,31 @@ def session(config: JobConfig) -> SparkSession:
         if not (key == "spark.master" and under_spark_submit()):
             builder = builder.config(key, value)
     builder = builder.config("spark.ui.showConsoleProgress", "false")  # we print our own
-    try:
-        spark = builder.getOrCreate()
-    except Exception as e:
-        raise SparkStartError(f"cannot start Spark (spark.master = {config.spark_master!r}): "
-                              f"{first_line(e)}") from None
+    spark = _start(builder, config.spark_master)
     spark.sparkContext.setLogLevel("WARN")
     install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)
     _quiet_accumulator_eof()
     if (spark.sparkContext.master or "").startswith("local"):
         _quiet_task_failures(spark)
+    return spark
+
+
+def _start(builder: SparkSession.Builder, master: str) -> SparkSession:
+    """builder.getOrCreate(), the JVM's stderr held while it starts (`jvm_stderr`); a
+    failure is one SparkStartError with the JVM's own reason, without its stack trace."""
+    if under_spark_submit():   # the JVM is our parent, started already
+        try:
+            return builder.getOrCreate()
+        except Exception as e:
+            raise SparkStartError(f"cannot start Spark: {first_line(e)}") from None
+    held = None
+    try:
+        with held_jvm_stderr() as held:
+            spark = builder.getOrCreate()
+    except Exception as e:
+        reason = (held.reason() if held else "") or first_line(e)
+        raise SparkStartError(f"cannot start Spark (spark.master = {master!r}): {reason}") from None
+    held.release()
     return spark
 
 

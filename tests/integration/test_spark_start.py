@@ -18,13 +18,14 @@ from tests.conftest import ROOT, write_job
 pytestmark = pytest.mark.slow
 
 
-def export(job: Path, *overrides: str, env: dict[str, str] | None = None
+def export(job: Path, *overrides: str, env: dict[str, str | None] | None = None
            ) -> subprocess.CompletedProcess:
     args = [sys.executable, str(ROOT / "jobs/export.py"), str(job)]
     for item in overrides:
         args += ["--set", item]
+    merged = {**os.environ, **(env or {})}   # a value of None removes the variable
     return subprocess.run(args, capture_output=True, text=True, cwd=job.parent, timeout=300,
-                          env={**os.environ, **(env or {})})
+                          env={k: v for k, v in merged.items() if v is not None})
 
 
 def closed_port() -> int:
@@ -46,18 +47,21 @@ def only_lines(stderr: str, prefix: str) -> list[str]:
     ("spark://nohost.invalid:7077", "cannot reach the Spark master nohost.invalid:7077"),
     ("spark://127.0.0.1:{port}", "cannot reach the Spark master 127.0.0.1:{port}"),
     ("local[two]", "expected local[N]"),
+    # a form Spark knows, refused by Spark itself: the JVM's reason, without its trace
+    ("yarn", "either HADOOP_CONF_DIR or YARN_CONF_DIR must be set in the environment"),
 ])
 def test_a_bad_spark_master_is_one_line_without_a_java_trace(small_acquisition, tmp_path,
                                                              master, expected):
     port = closed_port()
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
     began = time.monotonic()
-    run = export(job, f"spark.master={master.format(port=port)}")
+    run = export(job, f"spark.master={master.format(port=port)}",
+                 env={"HADOOP_CONF_DIR": None, "YARN_CONF_DIR": None})
     seconds = time.monotonic() - began
     lines = only_lines(run.stderr, "error: ")
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
     assert expected.format(port=port) in lines[0], lines[0]
-    assert not (tmp_path / "out").exists()
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()], "nothing written"
     assert seconds < 30, f"{seconds:.0f} s to refuse a master that cannot work"
 
 

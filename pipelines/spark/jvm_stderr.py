@@ -1,0 +1,89 @@
+"""The JVM's stderr while Spark starts: held back, so a failed start is one line.
+
+pyspark launches the JVM with this process's stderr. When Spark refuses to start (a YARN
+master without HADOOP_CONF_DIR, a bad property), the JVM prints a Java stack trace there
+and exits, and pyspark says only "Java gateway process exited". `held_jvm_stderr` points
+file descriptor 2 at a pipe while the JVM is launched and restores it right after, so the
+JVM (and the Python workers it starts) keep the pipe; a thread relays the pipe. Until the
+start succeeds the thread holds what arrives; then it writes that out and passes the rest
+through, as if nothing had been in between. After a failure, `reason` is the JVM's own
+message, for the one line; the trace is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+# e.g. Exception in thread "main" org.apache.spark.SparkException: When running with ...
+_JAVA_MAIN_FAILURE = re.compile(r'Exception in thread "main" (?:[\w$]+\.)*([\w$]+): ([^\n]+)')
+
+
+class HeldStderr:
+    """A relay of the JVM's stderr that holds what arrives until `release`."""
+
+    def __init__(self, read_fd: int, target_fd: int):
+        self.read_fd, self.target_fd = read_fd, target_fd
+        self.held = bytearray()
+        self.passing = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._relay, name="jvm-stderr", daemon=True)
+        self.thread.start()
+
+    def _relay(self) -> None:
+        while True:
+            try:
+                data = os.read(self.read_fd, 65536)
+            except OSError:
+                return
+            if not data:   # every process holding the pipe has ended
+                return
+            with self.lock:
+                if self.passing:
+                    _write_all(self.target_fd, data)
+                else:
+                    self.held += data
+
+    def release(self) -> None:
+        """Spark started: write out what was held, then pass everything through."""
+        with self.lock:
+            _write_all(self.target_fd, bytes(self.held))
+            self.held.clear()
+            self.passing = True
+
+    def reason(self, wait: float = 2.0) -> str:
+        """The JVM's own message of why it did not start ('' when it printed none),
+        after waiting up to `wait` seconds for it to finish writing (its exit ends it)."""
+        self.thread.join(wait)
+        with self.lock:
+            text = self.held.decode(errors="replace")
+        match = _JAVA_MAIN_FAILURE.search(text)
+        return f"{match.group(1)}: {match.group(2).strip()}" if match else ""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:   # our stderr was closed: nothing to tell anyone
+        pass
+
+
+@contextmanager
+def held_jvm_stderr() -> Iterator[HeldStderr]:
+    """Launch the JVM inside this block: its stderr goes to a `HeldStderr`, while this
+    process's own stderr is restored as the block ends (see the module docstring)."""
+    read_fd, write_fd = os.pipe()
+    target_fd = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    try:
+        yield HeldStderr(read_fd, target_fd)
+    finally:
+        sys.stderr.flush()
+        os.dup2(target_fd, 2)   # ours again; a JVM launched meanwhile keeps the pipe
