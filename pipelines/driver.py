@@ -12,10 +12,8 @@ The executor (`pipelines.execute.executor`) is the only part that differs betwee
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
-import traceback
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,25 +23,19 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from pipelines.commit import confirm, ledger, ownership
+from pipelines.commit import confirm, endings, ledger, ownership
 from pipelines.commit.completeness import check_complete, recorded_per_partition
 from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
 from pipelines.commit.output import check_output, preflight, remove_dataset
 from pipelines.commit.publish import CommitSummary, publish
 from pipelines.commit.records import (
-    record_failure,
-    save_trace_here,
     start_record,
-    update_record,
 )
 from pipelines.config import JobConfig
 from pipelines.errors import (
     BlockFailed,
-    Interrupted,
-    PipelineError,
     RunFailed,
-    StoreUnavailable,
     Terminated,
     stopping_signal,
 )
@@ -146,7 +138,7 @@ def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]
     try:
         shifts = executor.run(batch, progress)
     except BlockFailed as e:
-        raise _with_detail(BlockFailed(f"registration failed: {e}"), e.detail) from None
+        raise endings.with_detail(BlockFailed(f"registration failed: {e}"), e.detail) from None
     progress.finish()
     return shifts
 
@@ -239,22 +231,10 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
             stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
         result = _export_locked(plan, store, beside, executor, stream, started, stitched)
     except BaseException as e:
-        _release_after(plan, beside, e)
+        endings.release_after(plan, beside, e)
         raise
     release_lock(plan, beside)
     return result
-
-
-def _release_after(plan: ExportPlan, beside: Store, error: BaseException) -> None:
-    """Release the lock after `error` ended the run, never hiding that error; not at all
-    when the store stopped answering (each request would wait out the bound again; the
-    next run on this machine takes over the lock of a driver that is gone)."""
-    if store_gone(error):
-        return
-    try:
-        release_lock(plan, beside)
-    except Exception:   # the store may be what failed: the run's own error goes out
-        pass
 
 
 def input_paths(config: JobConfig, plan: ExportPlan) -> list[str]:
@@ -290,9 +270,9 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         ledger.compact(beside, ledger.folder(plan), recorded.objects)
         commit_seconds = time.perf_counter() - committing
     except Exception as e:  # every failure of the run: one line, and the record says failed
-        raise _failed(plan, beside, e, phase) from None
+        raise endings.failed(plan, beside, e, phase) from None
     except (KeyboardInterrupt, Terminated) as e:   # Ctrl-C, a scheduler's SIGTERM
-        raise _interrupted(plan, beside, stopping_signal(e)) from None
+        raise endings.interrupted(plan, beside, stopping_signal(e)) from None
     run_seconds, timings = _timings(started, startup, commit_seconds, stitched)
     facts = {"master": executor.master, **timings, "resumed_blocks": resumed,
              **_stitching_facts(stitched)}
@@ -400,75 +380,6 @@ def run_partitions(executor: Executor, job: BlockJob, waves: Iterable[list[Parti
 def _after(progress: Progress, done: int, stored: int, more: int, nbytes: int) -> None:
     """Progress of a wave, after `done` blocks and `stored` bytes of the waves before it."""
     progress(done + more, stored + nbytes)
-
-
-# What a failure in each phase of a locked run means for the output.
-_CONSEQUENCE = {
-    "run": "no metadata was written",
-    "commit": "the commit did not finish, so the dataset is incomplete",
-    "ledger": "the dataset is committed, but its ledger could not be compacted",
-}
-
-
-def _failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Exception:
-    """The one-line error a failed run raises, after marking the job record failed and
-    saving the full trace beside the container."""
-    detail = getattr(error, "detail", "") or traceback.format_exc()
-    if isinstance(error, PipelineError):
-        message = str(error)
-    elif isinstance(error, RunFailed):
-        message = f"{error}; {_CONSEQUENCE[phase]}"
-    else:  # the store or the driver itself failed: still one line, never a traceback
-        message = f"{type(error).__name__}: {error}; {_CONSEQUENCE[phase]}"
-    where = _save_trace(plan, beside, error, message, detail)
-    if isinstance(error, PipelineError):
-        return type(error)(f"{message}; {where}")
-    kind = BlockFailed if isinstance(error, BlockFailed) else RunFailed
-    return _with_detail(kind(f"{message}; {where}"), detail)
-
-
-def store_gone(error: BaseException) -> bool:
-    """Whether `error` says the output's store stopped answering (StoreUnavailable, here
-    or in a task: a task's failure arrives as its message)."""
-    return isinstance(error, StoreUnavailable) or f"{StoreUnavailable.__name__}: " in str(error)
-
-
-def _save_trace(plan: ExportPlan, beside: Store, error: Exception, message: str,
-                detail: str) -> str:
-    """Mark the job record failed and keep the trace beside the container, or on this
-    machine when the store cannot take it; the words that say where, for the one line."""
-    if not store_gone(error):
-        try:
-            return f"the full trace is in {record_failure(plan, beside, message, detail)}"
-        except Exception as cause:  # e.g. the disk that failed the block is full
-            why = f"the trace could not be saved beside the output ({type(cause).__name__})"
-    else:   # every request would wait out the bound again
-        why = "the store did not answer, so the job record was not updated"
-    try:
-        return f"{why}; the full trace is in {save_trace_here(plan, detail)}"
-    except OSError:
-        return f"{why}, nor here"
-
-
-def _interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
-    """The one line for a run stopped by a signal, after marking the job record
-    interrupted; later signals are ignored while the lock is released and Spark stops."""
-    for each in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(each, signal.SIG_IGN)
-    done = 0
-    try:
-        done = ledger.read_parts(beside, ledger.folder(plan), objects=False).block_count
-        update_record(plan, beside, status="interrupted", interrupted=time.time(),
-                      signal=signal.Signals(signum).name)
-    except Exception:  # the store may be what went away: the line still goes out
-        pass
-    return Interrupted(f"interrupted after {done} of {plan.task_plan.blocks} blocks; run the "
-                       f"same command again to resume", signum)
-
-
-def _with_detail(error: RunFailed, detail: str) -> RunFailed:
-    error.detail = detail
-    return error
 
 
 def _report(plan: ExportPlan, summary: CommitSummary, recorded: Recorded,

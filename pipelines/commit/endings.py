@@ -1,0 +1,97 @@
+"""How a run that does not finish ends: one line for the user, the job record marked
+(failed or interrupted), the full trace kept beside the container (or on this machine when
+the store is gone), the lock released unless the store stopped answering."""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+
+from pipelines.commit import ledger
+from pipelines.commit.lock import release_lock
+from pipelines.commit.records import record_failure, save_trace_here, update_record
+from pipelines.errors import BlockFailed, Interrupted, PipelineError, RunFailed, StoreUnavailable
+from pipelines.plan import ExportPlan
+from pipelines.storage import Store
+
+
+def release_after(plan: ExportPlan, beside: Store, error: BaseException) -> None:
+    """Release the lock after `error` ended the run, never hiding that error; not at all
+    when the store stopped answering (each request would wait out the bound again; the
+    next run on this machine takes over the lock of a driver that is gone)."""
+    if store_gone(error):
+        return
+    try:
+        release_lock(plan, beside)
+    except Exception:   # the store may be what failed: the run's own error goes out
+        pass
+
+
+# What a failure in each phase of a locked run means for the output.
+_CONSEQUENCE = {
+    "run": "no metadata was written",
+    "commit": "the commit did not finish, so the dataset is incomplete",
+    "ledger": "the dataset is committed, but its ledger could not be compacted",
+}
+
+
+def failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Exception:
+    """The one-line error a failed run raises, after marking the job record failed and
+    saving the full trace beside the container."""
+    detail = getattr(error, "detail", "") or traceback.format_exc()
+    if isinstance(error, PipelineError):
+        message = str(error)
+    elif isinstance(error, RunFailed):
+        message = f"{error}; {_CONSEQUENCE[phase]}"
+    else:  # the store or the driver itself failed: still one line, never a traceback
+        message = f"{type(error).__name__}: {error}; {_CONSEQUENCE[phase]}"
+    where = save_trace(plan, beside, error, message, detail)
+    if isinstance(error, PipelineError):
+        return type(error)(f"{message}; {where}")
+    kind = BlockFailed if isinstance(error, BlockFailed) else RunFailed
+    return with_detail(kind(f"{message}; {where}"), detail)
+
+
+def store_gone(error: BaseException) -> bool:
+    """Whether `error` says the output's store stopped answering (StoreUnavailable, here
+    or in a task: a task's failure arrives as its message)."""
+    return isinstance(error, StoreUnavailable) or f"{StoreUnavailable.__name__}: " in str(error)
+
+
+def save_trace(plan: ExportPlan, beside: Store, error: Exception, message: str,
+                detail: str) -> str:
+    """Mark the job record failed and keep the trace beside the container, or on this
+    machine when the store cannot take it; the words that say where, for the one line."""
+    if not store_gone(error):
+        try:
+            return f"the full trace is in {record_failure(plan, beside, message, detail)}"
+        except Exception as cause:  # e.g. the disk that failed the block is full
+            why = f"the trace could not be saved beside the output ({type(cause).__name__})"
+    else:   # every request would wait out the bound again
+        why = "the store did not answer, so the job record was not updated"
+    try:
+        return f"{why}; the full trace is in {save_trace_here(plan, detail)}"
+    except OSError:
+        return f"{why}, nor here"
+
+
+def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
+    """The one line for a run stopped by a signal, after marking the job record
+    interrupted; later signals are ignored while the lock is released and Spark stops."""
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.SIG_IGN)
+    done = 0
+    try:
+        done = ledger.read_parts(beside, ledger.folder(plan), objects=False).block_count
+        update_record(plan, beside, status="interrupted", interrupted=time.time(),
+                      signal=signal.Signals(signum).name)
+    except Exception:  # the store may be what went away: the line still goes out
+        pass
+    return Interrupted(f"interrupted after {done} of {plan.task_plan.blocks} blocks; run the "
+                       f"same command again to resume", signum)
+
+
+def with_detail(error: RunFailed, detail: str) -> RunFailed:
+    error.detail = detail
+    return error
