@@ -45,10 +45,13 @@ def test_projection_is_the_maximum_over_z_of_the_stored_level(exported):
     result, out = exported
     plan = result.plan
     level = projection_level(plan)
-    [(label, image, aspect)] = projections(plan, LocalStore(plan.output.uri))
+    [(label, image, aspect, pixel_um)] = projections(plan, LocalStore(plan.output.uri))
     stored = tensorstore_read(str(out / "volume"), f"c0/s{level}", "n5")
     np.testing.assert_array_equal(image, stored.max(axis=0))
     assert f"level {level}" in label and aspect == pytest.approx(1.0)
+    # µm per pixel of the projected level: level 0's x voxel size times the level's factor
+    out_ = plan.output
+    assert pixel_um == pytest.approx(out_.base.resolution[0] * out_.cumulative(level)[0])
 
 
 def test_ledger_parts_carry_their_finish_times_and_blocks(small_acquisition, tmp_path):
