@@ -47,7 +47,7 @@ demo: setup $(DEMO_DATA)/tiles.json
 	@echo "stitching: $(CURDIR)/$(DEMO_DATA)/tiles-stitching.png"
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # ruff (lint) and mypy on the package; CI runs this before the tests
 lint: setup
