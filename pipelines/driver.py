@@ -205,8 +205,8 @@ def _timings(started: float, startup: float, commit_seconds: float,
              stitched: StitchResult | None) -> tuple[float, dict[str, float]]:
     """The run's seconds without Spark start-up (stitching's included: ExportResult's
     run_seconds), and the summary's timings as the console prints them: Spark start-up
-    (stitching's, when it started Spark), the export alone, stitching alone."""
-    startup += stitched.startup_seconds if stitched else 0.0
+    (`startup`: wherever it happened — flatfield estimation, stitching or the export),
+    the export alone, stitching alone."""
     run_seconds = time.perf_counter() - started - startup
     stitch_seconds = stitched.run_seconds if stitched else 0.0
     facts = {"startup_seconds": round(startup, 2),
@@ -249,7 +249,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     """The export while this job holds the output's lock."""
     began = time.time()
     plan = check_output(plan, store, beside)
-    startup = executor.start()
+    executor.start()
     start_record(plan, beside)
     phase = "run"
     try:
@@ -273,7 +273,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         raise endings.failed(plan, beside, e, phase) from None
     except (KeyboardInterrupt, Terminated) as e:   # Ctrl-C, a scheduler's SIGTERM
         raise endings.interrupted(plan, beside, stopping_signal(e)) from None
-    run_seconds, timings = _timings(started, startup, commit_seconds, stitched)
+    run_seconds, timings = _timings(started, executor.startup_seconds, commit_seconds, stitched)
     facts = {"master": executor.master, **timings, "resumed_blocks": resumed,
              **_stitching_facts(stitched)}
     report = _report(plan, summary, recorded, store, beside, began, facts, stream,

@@ -53,6 +53,11 @@ class Executor(Protocol):
     def check(self) -> None:
         """Raise a PipelineError now if the executor cannot start (before anything is written)."""
 
+    @property
+    def startup_seconds(self) -> float:
+        """What starting took, whichever call (`start`, or `run` starting it) did it."""
+        ...
+
     def start(self) -> float:
         """Make ready to run tasks; the seconds that took (0 when already running)."""
         ...
@@ -69,6 +74,7 @@ class LocalExecutor:
     """Runs every task in this process, in order: no start-up, no serialisation."""
 
     master = "in-process"
+    startup_seconds = 0.0
 
     def check(self) -> None:
         pass

@@ -44,6 +44,7 @@ class SparkExecutor:
         if config is None and spark is None:
             raise ValueError("SparkExecutor needs a job config or a running session")
         self.config, self.spark, self.owned = config, spark, spark is None
+        self.startup_seconds = 0.0   # what starting the session took, whoever asked first
 
     @property
     def master(self) -> str:
@@ -61,7 +62,8 @@ class SparkExecutor:
         began = time.perf_counter()
         assert self.config is not None
         self.spark = session(self.config)
-        return time.perf_counter() - began
+        self.startup_seconds = time.perf_counter() - began
+        return self.startup_seconds
 
     def stop(self) -> None:
         if self.owned and self.spark is not None:

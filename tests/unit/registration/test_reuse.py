@@ -109,6 +109,7 @@ class SlowStart(LocalExecutor):
             return 0.0
         self.started = True
         time.sleep(self.seconds)
+        self.startup_seconds = self.seconds   # as SparkExecutor remembers it
         return self.seconds
 
 
