@@ -139,7 +139,7 @@ def _level_words(plan: ExportPlan, level: int) -> str:
     if level == 0:
         return "full resolution (pyramid level 0)"
     fx, fy, _ = plan.output.cumulative(level)
-    return f"pyramid level {level} (each pixel {fx} × {fy} voxels of full resolution)"
+    return f"pyramid level {level} ({fx} × {fy} voxels a pixel)"   # fits one panel's width
 
 
 def projections_title(plan: ExportPlan) -> str:

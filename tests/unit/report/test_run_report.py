@@ -21,7 +21,7 @@ def test_projection_labels_say_channel_level_and_pixel_size(small_acquisition, t
     assert um == plan.output.base.resolution[0] and aspect == plan.output.base.resolution[1] / um
     assert projections_title(plan) == "volume: brightest voxel along z"
     assert str(tmp_path) not in projections_title(plan)
-    assert _level_words(plan, 1) == "pyramid level 1 (each pixel 2 × 2 voxels of full resolution)"
+    assert _level_words(plan, 1) == "pyramid level 1 (2 × 2 voxels a pixel)"
 
 
 def test_the_seam_picture_is_in_the_report_whenever_stitching_ran(tmp_path):
