@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -23,8 +24,8 @@ import numpy as np
 from pipelines.config import build_config
 from pipelines.formats import ArraySpec
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
-from pipelines.tiles import read_region, read_tile_json
 from pipelines.testing.synthetic import make_acquisition
+from pipelines.tiles import read_region, read_tile_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "bench"
@@ -236,3 +237,15 @@ def count_objects(path: Path) -> int:
     for _, _, names in os.walk(path):
         count += sum(1 for n in names if not n.endswith(".json") and not n.startswith("."))
     return count
+
+
+def bench_session(master: str, name: str):
+    """A quiet Spark session for a benchmark that drives executors itself (stitching,
+    illumination): workers on this interpreter, loopback only, no progress bars."""
+    from pyspark.sql import SparkSession
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    spark = (SparkSession.builder.master(master).appName(f"bench {name}")
+             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -31,6 +31,7 @@ import tifffile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import bench_session  # noqa: E402
 from pipelines.config import build_config  # noqa: E402
 from pipelines.testing.evenness import relative_error, seam_contrast  # noqa: E402
 from pipelines.testing.synthetic import illumination, make_acquisition  # noqa: E402
@@ -183,12 +184,7 @@ def main() -> int:
     if args.demo:
         demo_picture(args.demo, ROOT / "docs" / "illumination-demo.png")
         return 0
-    from pyspark.sql import SparkSession
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    spark = (SparkSession.builder.master(args.master).appName("bench illumination")
-             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = bench_session(args.master, "illumination")
     try:
         result = run(spark, ROOT / "data" / "bench" / "illumination")
     finally:

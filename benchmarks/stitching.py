@@ -23,9 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.config import build_config          # noqa: E402
-from pipelines.tiles import read_tile_json           # noqa: E402
+from benchmarks.common import bench_session  # noqa: E402
+from pipelines.config import build_config  # noqa: E402
 from pipelines.testing.synthetic import make_acquisition  # noqa: E402
+from pipelines.tiles import read_tile_json  # noqa: E402
 
 # name: (acquisition parameters, [stitching] keys)
 CASES = {
@@ -88,12 +89,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "stitching.json"))
     parser.add_argument("--master", default="local[*]")
     args = parser.parse_args()
-    from pyspark.sql import SparkSession
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    spark = (SparkSession.builder.master(args.master).appName("bench stitching")
-             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = bench_session(args.master, "stitching")
     try:
         rows = [run_case(name, *case, spark) for name, case in CASES.items()]
     finally:
