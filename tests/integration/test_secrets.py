@@ -24,10 +24,12 @@ SECRET = "a-secret-only-this-test-knows-0123456789"
 
 class CommandLines:
     """Reads every process's command line (/proc/*/cmdline) until stopped: what `ps`
-    shows any user of the machine."""
+    shows any user of the machine. Every line a process showed is kept, not only the first:
+    between fork and exec a child still shows its parent's line (an executor JVM is first
+    seen as the driver's), and a secret could appear on either."""
 
     def __init__(self):
-        self.seen: dict[int, bytes] = {}
+        self.seen: set[tuple[int, bytes]] = set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -36,7 +38,7 @@ class CommandLines:
             for entry in Path("/proc").iterdir():
                 if entry.name.isdigit():
                     try:
-                        self.seen.setdefault(int(entry.name), (entry / "cmdline").read_bytes())
+                        self.seen.add((int(entry.name), (entry / "cmdline").read_bytes()))
                     except OSError:   # the process ended meanwhile
                         pass
 
@@ -50,7 +52,7 @@ class CommandLines:
 
     def holding(self, text: str) -> list[str]:
         return [c.replace(b"\0", b" ").decode(errors="replace")[:200]
-                for c in self.seen.values() if text.encode() in c]
+                for _, c in self.seen if text.encode() in c]
 
 
 def credentials(tmp_path: Path, how: str) -> dict[str, str]:
@@ -73,14 +75,17 @@ def test_no_command_line_holds_the_secret(small_acquisition, s3_bucket, tmp_path
                     f"s3://{bucket}/out/volume")
     args = [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
             f"s3.endpoint_url={endpoint}", "--set", "spark.master=local-cluster[2,1,1024]",
-            "--set", "debug.task_delay=0.2"]
+            "--set", "debug.task_delay=0.2",
+            # both executors take part even when one registers late on a busy machine
+            "--set", "spark.scheduler.minRegisteredResourcesRatio=1.0"]
     with CommandLines() as ps:
         run = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=600,
                              env=credentials(tmp_path, how))
     assert run.returncode == 0, run.stderr[-3000:]
     assert ps.holding(SECRET) == []
     # the watch saw the processes that matter: executor JVMs and their Python workers
-    assert len(ps.holding("CoarseGrainedExecutorBackend")) >= 2
+    executors = {pid for pid, line in ps.seen if b"CoarseGrainedExecutorBackend" in line}
+    assert len(executors) >= 2
     assert ps.holding("pyspark.daemon") or ps.holding("pyspark.worker"), "no Python worker seen"
     client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
     assert client.get_object(Bucket=bucket, Key="out/volume.job.json")["Body"].read()
