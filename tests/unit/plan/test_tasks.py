@@ -39,21 +39,34 @@ def tileset(tiles) -> TileSet:
     return TileSet(tuple(Tile(i, f"t{i}.tif", pos, size) for i, (pos, size) in enumerate(tiles)))
 
 
+def voxels(box: Box) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in zip(box.start, box.stop))
+
+
+def blocks_meeting(grid, mask: np.ndarray) -> set:
+    """Every block of `grid` (one by one) whose voxels meet `mask` (indexed x, y, z)."""
+    return {b for b in grid_indices(grid.counts) if mask[voxels(grid.block_box(b))].any()}
+
+
 def brute_force_stage_blocks(output, stage, tiles) -> set:
-    """Stage 0: blocks a tile box meets; later: blocks meeting a stage-0 block scaled down."""
+    """Voxel by voxel: stage 0 holds the blocks whose voxels meet a tile's; a later stage the
+    blocks holding a voxel whose level-0 footprint meets one of those stage-0 blocks."""
     grid0, origin = output.block_grid(0), tiles.bounds.start
-    touched = {b for b in grid_indices(grid0.counts)
-               if any(not t.box.relative_to(origin).intersect(grid0.block_box(b)).is_empty() for t in tiles)}
+    in_tiles = np.zeros(output.shapes[0], bool)
+    for t in tiles:
+        in_tiles[voxels(t.box.relative_to(origin))] = True
+    touched = blocks_meeting(grid0, in_tiles)
     if stage.first == 0:
         return touched
     grid, scale = output.block_grid(stage.first), output.cumulative(stage.first)
-    under = set()
+    padded = [ceil_div(n, f) * f for n, f in zip(output.shapes[0], scale)]
+    in_touched = np.zeros(padded, bool)
     for b in touched:
-        box = grid0.block_box(b)
-        scaled = Box(tuple(s // f for s, f in zip(box.start, scale)),
-                     tuple(ceil_div(s, f) for s, f in zip(box.stop, scale)))
-        under |= {c for c in grid_indices(grid.counts) if not grid.block_box(c).intersect(scaled).is_empty()}
-    return under
+        in_touched[voxels(grid0.block_box(b))] = True
+    # a level-k voxel v covers level-0 voxels [v·f, (v + 1)·f) on each axis
+    (fx, fy, fz), (nx, ny, nz) = scale, (p // f for p, f in zip(padded, scale))
+    footprint_meets = in_touched.reshape(nx, fx, ny, fy, nz, fz).any(axis=(1, 3, 5))
+    return blocks_meeting(grid, footprint_meets)
 
 
 @settings(max_examples=30, deadline=None)
