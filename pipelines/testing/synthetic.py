@@ -44,14 +44,16 @@ class _Scene:
     profiles: tuple         # per object (z*amplitude, y, x) float32 profiles over its window
 
 
-def phantom(box: Box, seed: int, volume_shape: Sequence[int], density: float = 1.0) -> np.ndarray:
+def phantom(box: Box, seed: int, volume_shape: Sequence[int], density: float = 1.0,
+            waves: bool = True) -> np.ndarray:
     """Expected intensity (float32, z, y, x) of the phantom over `box` (world voxels, x, y, z).
 
-    The scene depends only on `seed`, `volume_shape` (x, y, z) and `density` (a factor on
-    the number of blobs and fibres); a voxel's value does not depend on the box it is
-    rendered in. `box` may extend beyond the volume.
+    The scene depends only on `seed`, `volume_shape` (x, y, z), `density` (a factor on
+    the number of blobs and fibres) and `waves` (False: the background is one level instead
+    of varying slowly across the volume; the blobs and fibres stay the same); a voxel's
+    value does not depend on the box it is rendered in. `box` may extend beyond the volume.
     """
-    scene = _scene(int(seed), tuple(int(v) for v in volume_shape), float(density))
+    scene = _scene(int(seed), tuple(int(v) for v in volume_shape), float(density), bool(waves))
     out = _background(box, scene)
     hit = np.all((scene.start < box.stop) & (scene.stop > box.start), axis=1)
     for n in np.flatnonzero(hit):
@@ -85,13 +87,14 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
                      seed=0, falloff=0.3, noise=True, tile_type="GRAY16",
                      resolution=(0.4, 0.4, 2.0), truth=True,
                      log: Callable[[str], None] | None = None, density: float = 1.0,
-                     dark: float = 0.0, gains: tuple[float, float] | None = None) -> dict:
+                     dark: float = 0.0, gains: tuple[float, float] | None = None,
+                     waves: bool = True) -> dict:
     """Write a synthetic acquisition into `outdir`; per-axis arguments are x, y, z.
 
     Writes tiles/tile-NNNN.tif, tiles.json (stage = true position + jitter), tiles-true.json,
     ground-truth.npy (unless `truth` is false) and acquisition.json. `density` multiplies
     the number of blobs and fibres (small test volumes need more to have structure in
-    every overlap). Uneven illumination: each tile is multiplied by `illumination(falloff)`
+    every overlap); `waves` False makes the background one level (see `phantom`). Uneven illumination: each tile is multiplied by `illumination(falloff)`
     and by a gain drawn uniformly from `gains` (lo, hi), then photon noise, then the camera's
     `dark` offset is added (acquisition.json lists the gains). Returns the
     acquisition.json content plus "paths" (the files written) and "bytes" (their total size).
@@ -113,8 +116,8 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
     files = [out / "tiles" / f"tile-{n:04d}.tif" for n in range(len(true))]
     tile_gains = _gains(len(true), gains, seed)
     for n, (path, p) in enumerate(zip(files, true)):
-        _write_tile(path, Box.from_shape(p, tile), n, seed, shape, falloff, noise, tile_type, density,
-                    (tile_gains[n], dark))
+        _write_tile(path, Box.from_shape(p, tile), n, seed, shape, falloff, noise, tile_type,
+                    (density, waves), (tile_gains[n], dark))
     log(f"wrote {len(files)} tiles {_fmt(tile)} {tile_type} to {out / 'tiles'}")
     paths = {"tiles": str(out / "tiles"), "tiles_json": str(out / "tiles.json"),
              "tiles_true_json": str(out / "tiles-true.json")}
@@ -126,7 +129,7 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
     written = files + [out / "tiles.json", out / "tiles-true.json"]
     if truth:
         paths["ground_truth"] = str(out / "ground-truth.npy")
-        _write_truth(out / "ground-truth.npy", volume, seed, tile_type, density)
+        _write_truth(out / "ground-truth.npy", volume, seed, tile_type, (density, waves))
         log(f"wrote ground truth {_fmt(shape)} to {paths['ground_truth']}")
         written.append(out / "ground-truth.npy")
     else:
@@ -134,7 +137,7 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
     doc = {"grid": list(grid), "tile": list(tile), "overlap": overlap, "jitter": jitter,
            "seed": int(seed), "falloff": falloff, "noise": bool(noise), "type": tile_type,
            "resolution": list(resolution), "density": density, "ground_truth_shape": list(shape),
-           "dark": dark, "gains": tile_gains}
+           "dark": dark, "gains": tile_gains, "background_waves": bool(waves)}
     paths["acquisition_json"] = str(out / "acquisition.json")
     (out / "acquisition.json").write_text(json.dumps(doc, indent=2) + "\n")
     log(f"wrote {paths['acquisition_json']}")
@@ -181,14 +184,14 @@ def _gains(count: int, gains: tuple[float, float] | None, seed: int) -> list[flo
     return [round(float(g), 4) for g in np.random.default_rng([seed, 2]).uniform(lo, hi, count)]
 
 
-def _write_tile(path, box, index, seed, shape, falloff, noise, tile_type, density,
+def _write_tile(path, box, index, seed, shape, falloff, noise, tile_type, scene=(1.0, True),
                 gain_dark=(1.0, 0.0)) -> None:
     """Render one tile (true box) slab by slab, with falloff, gain, noise and dark offset."""
     pixels = np.empty(to_zyx(box.shape), TILE_TYPES[tile_type])
     light = illumination(box.shape, falloff) * np.float32(gain_dark[0])
     rng = np.random.default_rng([seed, 1, index])
     for slab in _slabs(box):
-        values: np.ndarray = phantom(slab, seed, shape, density) * light
+        values: np.ndarray = phantom(slab, seed, shape, *scene) * light
         if noise:
             values = rng.poisson(np.maximum(values, 0))
         values = values + gain_dark[1] if gain_dark[1] else values
@@ -196,13 +199,13 @@ def _write_tile(path, box, index, seed, shape, falloff, noise, tile_type, densit
     tifffile.imwrite(path, pixels, contiguous=True, photometric="minisblack")
 
 
-def _write_truth(path, volume, seed, tile_type, density) -> None:
+def _write_truth(path, volume, seed, tile_type, scene=(1.0, True)) -> None:
     """Write the noise-free phantom over `volume` as .npy, slab by slab through a memmap."""
     shape = volume.shape
     array = np.lib.format.open_memmap(path, mode="w+", dtype=TILE_TYPES[tile_type],
                                       shape=to_zyx(shape))
     for slab in _slabs(volume):
-        array[slab.relative_to(volume.start).slices_zyx()] = to_type(phantom(slab, seed, shape, density), tile_type)
+        array[slab.relative_to(volume.start).slices_zyx()] = to_type(phantom(slab, seed, shape, *scene), tile_type)
     array.flush()
     del array
 
@@ -216,11 +219,13 @@ def _slabs(box: Box) -> Iterator[Box]:
 
 
 @functools.lru_cache(maxsize=8)
-def _scene(seed: int, shape: tuple[int, int, int], density: float = 1.0) -> _Scene:
-    """Draw the background waves, blobs and fibres from default_rng(seed), in a fixed order."""
+def _scene(seed: int, shape: tuple[int, int, int], density: float = 1.0, waves: bool = True) -> _Scene:
+    """Draw the background waves, blobs and fibres from default_rng(seed), in a fixed order
+    (the waves are drawn even when `waves` is False, so the blobs and fibres are the same)."""
     rng, extent = np.random.default_rng(seed), np.array(shape, dtype=float)
-    waves = tuple((rng.uniform(15, 35), 2 * math.pi * rng.uniform(0.5, 2.0) / n, rng.uniform(0, 2 * math.pi))
+    drawn = tuple((rng.uniform(15, 35), 2 * math.pi * rng.uniform(0.5, 2.0) / n, rng.uniform(0, 2 * math.pi))
                   for n in shape)
+    drawn = drawn if waves else tuple((0.0, w, p) for _, w, p in drawn)
     voxels = float(np.prod(extent))
     count = max(8, round(BLOBS_PER_VOXEL * density * voxels))
     centres = [rng.uniform(0, extent, (count, 3))]
@@ -228,7 +233,7 @@ def _scene(seed: int, shape: tuple[int, int, int], density: float = 1.0) -> _Sce
     for _ in range(max(2, round(FIBRES_PER_VOXEL * density * voxels))):
         for group, values in zip((centres, sigmas, amps), _fibre(rng, extent)):
             group.append(values)
-    return _windows(waves, np.concatenate(centres), np.concatenate(sigmas), np.concatenate(amps))
+    return _windows(drawn, np.concatenate(centres), np.concatenate(sigmas), np.concatenate(amps))
 
 
 def _fibre(rng: np.random.Generator, extent: np.ndarray) -> tuple:
@@ -319,13 +324,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dark", type=float, default=0.0, help="camera offset added to every pixel")
     parser.add_argument("--gains", type=_pair, default=None,
                         help="LO,HI: per-tile gains drawn uniformly in [LO, HI] (e.g. 0.6,1.0)")
+    parser.add_argument("--flat-background", dest="waves", action="store_false",
+                        help="one background level instead of slow waves across the volume")
     args = parser.parse_args(argv)
     began = time.monotonic()
     try:
         result = make_acquisition(args.outdir, args.grid, args.tile, args.overlap, args.jitter,
                                   args.seed, args.falloff, args.noise, args.type,
                                   args.resolution, args.truth, log=print, density=args.density,
-                                  dark=args.dark, gains=args.gains)
+                                  dark=args.dark, gains=args.gains, waves=args.waves)
     except ValueError as e:
         parser.error(str(e))
     print(f"done: {result['bytes'] / 2**20:.1f} MiB in {time.monotonic() - began:.1f} s")

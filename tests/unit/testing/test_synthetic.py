@@ -76,6 +76,22 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
         assert (tmp_path / "a" / f).read_bytes() != (tmp_path / "c" / f).read_bytes(), f
 
 
+def test_a_flat_background_keeps_the_blobs_and_fibres():
+    """waves=False removes the slow background variation and nothing else: the difference
+    from the usual phantom is a sum of one function per axis (the cosines), and where no
+    blob or fibre reaches, the flat phantom is the one background level."""
+    volume = (60, 50, 20)
+    box = Box((0, 0, 0), volume)
+    waves, flat = phantom(box, 3, volume), phantom(box, 3, volume, waves=False)
+    diff = (waves - flat).astype(np.float64)
+    assert np.ptp(diff) > 20
+    separable = (diff.mean(axis=(1, 2))[:, None, None] + diff.mean(axis=(0, 2))[None, :, None]
+                 + diff.mean(axis=(0, 1))[None, None, :] - 2 * diff.mean())
+    np.testing.assert_allclose(diff, separable, atol=0.05)
+    assert flat.min() == 200.0 and np.mean(flat == 200.0) > 0.05 and flat.max() > 500
+    assert waves.min() < 190
+
+
 def test_phantom_is_independent_of_the_rendered_box():
     volume = (60, 50, 20)
     big = phantom(Box((-6, -4, -3), (66, 55, 24)), 3, volume)
