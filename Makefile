@@ -46,8 +46,12 @@ demo: setup $(DEMO_DATA)/tiles.json
 	@echo "pictures: $(CURDIR)/$(DEMO_OUT)/volume.report/ (projections.png, stitching-before-after.png, layout.png, progress.png; summary.json)"
 	@echo "stitching: $(CURDIR)/$(DEMO_DATA)/tiles-stitching.png"
 
+# Two pytest-xdist workers, a test file each at a time (a file's fixtures, e.g. its clean
+# reference runs, stay in one worker); most slow tests wait on their own Spark processes,
+# so two workers on two cores take about 60 % of the serial time. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=20
 
 # ruff (lint) and mypy on the package; CI runs this before the tests
 lint: setup

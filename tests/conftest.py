@@ -1,4 +1,5 @@
-"""Shared fixtures: one Spark session for the whole test run, small synthetic acquisitions."""
+"""Shared fixtures: one Spark session per test process (each pytest-xdist worker under
+`make test`), small synthetic acquisitions."""
 
 from __future__ import annotations
 
