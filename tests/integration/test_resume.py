@@ -1,4 +1,5 @@
-"""Driver loss: kill the driver midway, rerun the same job, and only the rest is computed."""
+"""Driver loss: kill the driver midway, rerun the same job, and only the rest is computed;
+the result equals a clean run byte for byte."""
 
 from __future__ import annotations
 
@@ -29,13 +30,30 @@ def export(job: Path, *overrides: str, cwd: Path, **kwargs) -> subprocess.Popen:
                             text=True, start_new_session=True, **kwargs)
 
 
-def clean_run_and_a_stopped_run(tmp_path: Path, tiles: str, settings: list[str], parts: int,
-                                sig: int = signal.SIGKILL) -> tuple[Path, subprocess.Popen]:
-    """A clean export into clean/volume, then the same job into out/volume, slowed down and
-    sent `sig` (to its whole process group) once its ledger holds `parts` parts; returns
-    the job file and the stopped process."""
-    clean = export(write_job(tmp_path / "clean.toml", tiles, "clean/volume", ""), *settings, cwd=tmp_path)
-    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
+# Every run here: 96 blocks of one chunk, one task at a time
+BLOCKS = ["output.block=[1,1,1]", "spark.master=local[1]"]
+
+
+@pytest.fixture(scope="module")
+def clean(small_acquisition, tmp_path_factory) -> dict[int, Path]:
+    """Clean, uninterrupted exports with one and with two pyramid levels, run side by side
+    once for the module (how many blocks a task holds does not change the bytes, so every
+    test compares against these)."""
+    tiles = small_acquisition["paths"]["tiles_json"]
+    root = tmp_path_factory.mktemp("clean")
+    runs = {levels: export(write_job(root / f"clean{levels}.toml", tiles, f"levels{levels}/volume", ""),
+                           *BLOCKS, f"output.levels={levels}", cwd=root)
+            for levels in (1, 2)}
+    for run in runs.values():
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+    return {levels: root / f"levels{levels}/volume" for levels in runs}
+
+
+def a_stopped_run(tmp_path: Path, tiles: str, settings: list[str], parts: int,
+                  sig: int = signal.SIGKILL) -> tuple[Path, subprocess.Popen]:
+    """The job into out/volume, slowed down and sent `sig` (to its whole process group) once
+    its ledger holds `parts` parts; returns the job file and the stopped process."""
     job = write_job(tmp_path / "job.toml", tiles, "out/volume", "")
     first = export(job, *settings, "debug.task_delay=0.2", cwd=tmp_path)
     ledger = tmp_path / "out/volume.job"
@@ -51,21 +69,11 @@ def clean_run_and_a_stopped_run(tmp_path: Path, tiles: str, settings: list[str],
     ["spark.blocks_per_task=1"],   # 96 tasks of one block
     ["spark.blocks_per_task=4", "limits.checkpoint_seconds=0"],   # 24 tasks, a part per block
 ])
-def test_killed_driver_resumes_only_the_remaining_blocks(small_acquisition, tmp_path, per_task):
-    tiles = small_acquisition["paths"]["tiles_json"]
-    job = write_job(tmp_path / "job.toml", tiles, "out/volume", "")
-    settings = ["output.block=[1,1,1]", "spark.master=local[1]", *per_task]  # 96 blocks, one task at a time
-    clean_job = write_job(tmp_path / "clean.toml", tiles, "clean/volume", "")
-    clean = export(clean_job, *settings, cwd=tmp_path)
-    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
-
-    first = export(job, *settings, "debug.task_delay=0.2", cwd=tmp_path)
+def test_killed_driver_resumes_only_the_remaining_blocks(small_acquisition, clean, tmp_path, per_task):
+    settings = [*BLOCKS, *per_task]
+    # the driver and its JVM, mid-run
+    job, first = a_stopped_run(tmp_path, small_acquisition["paths"]["tiles_json"], settings, parts=40)
     ledger = tmp_path / "out/volume.job"
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(ledger.rglob("tasks/*.parquet"))) < 40:
-        assert first.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and its JVM, mid-run
     first.wait(timeout=60)
     recorded = len(list(ledger.rglob("tasks/*.parquet")))
     assert 40 <= recorded < 96
@@ -76,7 +84,7 @@ def test_killed_driver_resumes_only_the_remaining_blocks(small_acquisition, tmp_
     resumed = int(re.search(r"resuming: (\d+) of 96 blocks", err).group(1))
     assert resumed >= recorded
     assert re.search(rf"^blocks {96 - resumed}/{96 - resumed} \(100%\)", err, re.M), err[-1500:]
-    assert files_under(tmp_path / "out/volume") == files_under(tmp_path / "clean/volume")
+    assert files_under(tmp_path / "out/volume") == files_under(clean[1])
     assert not list(ledger.rglob("tasks/*.parquet")) and list(ledger.rglob("objects.parquet"))
 
 
@@ -91,15 +99,14 @@ def recorded_objects(ledger: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", ["size", "checksum"])
-def test_a_resume_rechecks_the_objects_it_trusts(small_acquisition, tmp_path, mode):
+def test_a_resume_rechecks_the_objects_it_trusts(small_acquisition, clean, tmp_path, mode):
     """Kill the driver midway; between runs delete one recorded chunk, truncate another
     and (checksum mode) flip a byte in a third; the rerun finds them (one listing; with
     resume.verify = "checksum" every object read), runs their blocks again, and the
     result equals a clean run byte for byte, pyramid included."""
     tiles = small_acquisition["paths"]["tiles_json"]
-    settings = ["output.block=[1,1,1]", "output.levels=2", "spark.master=local[1]",
-                "spark.blocks_per_task=1", f"resume.verify={mode}"]
-    job, first = clean_run_and_a_stopped_run(tmp_path, tiles, settings, parts=30)
+    settings = [*BLOCKS, "output.levels=2", "spark.blocks_per_task=1", f"resume.verify={mode}"]
+    job, first = a_stopped_run(tmp_path, tiles, settings, parts=30)
     first.wait(timeout=60)
     ledger = tmp_path / "out/volume.job"
 
@@ -119,19 +126,19 @@ def test_a_resume_rechecks_the_objects_it_trusts(small_acquisition, tmp_path, mo
     assert second.returncode == 0, err[-2000:]
     damaged = 3 if mode == "checksum" else 2
     assert re.search(rf"resume: {damaged} of \d+ recorded objects are missing from the output or changed", err), err[-2000:]
-    assert files_under(out) == files_under(tmp_path / "clean/volume")
+    assert files_under(out) == files_under(clean[2])
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_the_job_in_one_line_and_the_rerun_completes(small_acquisition, tmp_path, sig, code):
+def test_a_signal_stops_the_job_in_one_line_and_the_rerun_completes(small_acquisition, clean, tmp_path, sig, code):
     """Ctrl-C (SIGINT to the terminal's process group) or a scheduler's SIGTERM mid-run:
     one line saying how far it got, the job record marked interrupted, the lock released,
     exit 128 + the signal; the same command then finishes byte-identical to a clean run."""
     import json
     tiles = small_acquisition["paths"]["tiles_json"]
-    settings = ["output.block=[1,1,1]", "spark.master=local[1]", "spark.blocks_per_task=1"]
+    settings = [*BLOCKS, "spark.blocks_per_task=1"]
     # to the whole group, as a terminal's Ctrl-C and SLURM's scancel do
-    job, first = clean_run_and_a_stopped_run(tmp_path, tiles, settings, parts=10, sig=sig)
+    job, first = a_stopped_run(tmp_path, tiles, settings, parts=10, sig=sig)
     _, err = first.communicate(timeout=120)
     assert first.returncode == code, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
@@ -144,4 +151,4 @@ def test_a_signal_stops_the_job_in_one_line_and_the_rerun_completes(small_acquis
     second = export(job, *settings, cwd=tmp_path)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-2000:]
-    assert files_under(tmp_path / "out/volume") == files_under(tmp_path / "clean/volume")
+    assert files_under(tmp_path / "out/volume") == files_under(clean[1])
