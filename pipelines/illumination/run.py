@@ -124,7 +124,10 @@ def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float
     z = tile.size[2] // 2
     plane = read_region(tile, _plane(tile, z), s3)[0].astype(np.float32)
     after = (plane - fields.offset) / fields.gain
-    save_png(projections_png([("S (gain)", fields.gain, 1.0), ("T (offset)", fields.offset, 1.0),
+    low, high = float(fields.offset.min()), float(fields.offset.max())
+    # one dark level draws as a uniformly white panel: say its value in the title instead
+    offset_label = f"T (offset): {low:.4g} everywhere" if low == high else "T (offset)"
+    save_png(projections_png([("S (gain)", fields.gain, 1.0), (offset_label, fields.offset, 1.0),
                               (f"tile {tile.index}, z {z}: raw", plane, 1.0),
                               ("corrected", after, 1.0)], "flatfield"),
              str(Path(folder) / "flatfield.png"))
