@@ -341,3 +341,21 @@ def test_unfinished_multipart_uploads_are_listed_and_aborted(s3_bucket):
     store.remove_partial(partial[0])
     assert store.partial_writes() == []
     assert len(open_uploads(endpoint, bucket)) == 1  # the other prefix's upload is not ours
+
+
+def test_registration_reuse_reads_the_size_of_every_s3_tile(s3_bucket):
+    """The reuse fingerprint's tile sizes, asked of S3 many at a time, come back by path:
+    each object's size, None for a missing one and for a container's prefix."""
+    from pipelines.registration.reuse import STAT_THREADS, stats
+    endpoint, bucket = s3_bucket
+    client = boto_client(endpoint)
+    paths = []
+    for n in range(3 * STAT_THREADS):   # more than one round of the pool
+        client.put_object(Bucket=bucket, Key=f"acq/tiles/tile-{n:04d}.tif", Body=b"x" * n)
+        paths.append(f"s3://{bucket}/acq/tiles/tile-{n:04d}.tif")
+    client.put_object(Bucket=bucket, Key="acq/tiles/volume.n5/attributes.json", Body=b"{}")
+    missing, container = f"s3://{bucket}/acq/tiles/gone.tif", f"s3://{bucket}/acq/tiles/volume.n5"
+    found = stats([*paths, missing, container], S3Options(endpoint_url=endpoint))
+    assert list(found) == [*paths, missing, container]
+    assert [found[p] for p in paths] == list(range(3 * STAT_THREADS))
+    assert found[missing] is None and found[container] is None
