@@ -58,6 +58,7 @@ class Interrupted(BaseException):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+        self.store_silent = False   # the output's store did not answer while marking
 
 
 def stopping_signal(error: BaseException) -> int:

@@ -5,6 +5,7 @@ the store is gone), the lock released unless the store stopped answering."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import traceback
 
@@ -20,7 +21,7 @@ def release_after(plan: ExportPlan, beside: Store, error: BaseException) -> None
     """Release the lock after `error` ended the run, never hiding that error; not at all
     when the store stopped answering (each request would wait out the bound again; the
     next run on this machine takes over the lock of a driver that is gone)."""
-    if store_gone(error):
+    if store_gone(error) or (isinstance(error, Interrupted) and error.store_silent):
         return
     try:
         release_lock(plan, beside)
@@ -76,20 +77,49 @@ def save_trace(plan: ExportPlan, beside: Store, error: Exception, message: str,
         return f"{why}, nor here"
 
 
+# How long a stopped run waits for the store to take its job record. A user presses
+# Ctrl-C often because the store stopped answering, and each request would wait out
+# s3.request_timeout x s3.max_attempts (2.5 minutes by default) while signals are ignored.
+INTERRUPT_SECONDS = 10.0
+
+
 def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
     """The one line for a run stopped by a signal, after marking the job record
-    interrupted; later signals are ignored while the lock is released and Spark stops."""
+    interrupted (within INTERRUPT_SECONDS: after that the store is taken as silent and
+    the lock is left to the next run); later signals are ignored meanwhile."""
     for each in (signal.SIGINT, signal.SIGTERM):
         signal.signal(each, signal.SIG_IGN)
-    done = 0
-    try:
-        done = ledger.read_parts(beside, ledger.folder(plan), objects=False).block_count
+    outcome: dict[str, int] = {}
+
+    def mark() -> None:
+        outcome["done"] = ledger.read_parts(beside, ledger.folder(plan), objects=False).block_count
         update_record(plan, beside, status="interrupted", interrupted=time.time(),
                       signal=signal.Signals(signum).name)
-    except Exception:  # the store may be what went away: the line still goes out
+        outcome["marked"] = 1
+
+    # a daemon thread: a request the store never answers must not keep the process alive
+    marking = threading.Thread(target=_quietly, args=(mark,), name="mark-interrupted", daemon=True)
+    marking.start()
+    marking.join(INTERRUPT_SECONDS)
+    resume = "run the same command again to resume"
+    if "marked" in outcome:
+        return Interrupted(f"interrupted after {outcome['done']} of {plan.task_plan.blocks} "
+                           f"blocks; {resume}", signum)
+    if marking.is_alive():
+        stopped = Interrupted(f"interrupted; the output's store did not answer within "
+                              f"{INTERRUPT_SECONDS:.0f} s, so the job record was not marked; "
+                              f"{resume}", signum)
+        stopped.store_silent = True   # release_after leaves the lock alone
+        return stopped
+    return Interrupted(f"interrupted; the job record could not be marked; {resume}", signum)
+
+
+def _quietly(work) -> None:
+    """Run `work`; its failure is the caller's to notice (the store may be what went away)."""
+    try:
+        work()
+    except Exception:
         pass
-    return Interrupted(f"interrupted after {done} of {plan.task_plan.blocks} blocks; run the "
-                       f"same command again to resume", signum)
 
 
 def with_detail(error: RunFailed, detail: str) -> RunFailed:

@@ -111,3 +111,44 @@ def test_verify_and_clean_on_a_frozen_endpoint_end_in_one_line(own_moto, tmp_pat
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
     assert f"{endpoint} did not answer within 1 s × 2 attempts" in lines[0], lines[0]
     assert seconds < 30, f"{seconds:.0f} s"
+
+
+def test_ctrl_c_while_the_endpoint_is_frozen_ends_at_once(small_acquisition, own_moto, tmp_path: Path):
+    """Ctrl-C (SIGINT to the process group) after the endpoint froze, with the default
+    bound (30 s x 5 attempts per request): the job does not wait out the bound to mark its
+    record — it gives the store INTERRUPT_SECONDS, says the record was not marked, exits
+    130; once the endpoint answers, the same command takes over the lock and resumes."""
+    from pipelines.commit.endings import INTERRUPT_SECONDS
+    endpoint, server = own_moto
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    "s3://frozen/out/volume")
+    run = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
+         f"s3.endpoint_url={endpoint}", "--set", "debug.task_delay=0.5", "--set",
+         "spark.blocks_per_task=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        start_new_session=True)
+    try:
+        wait_for_a_ledger_part(endpoint, run)
+        os.kill(server.pid, signal.SIGSTOP)
+        time.sleep(1)   # requests in flight now wait on the frozen endpoint
+        os.killpg(run.pid, signal.SIGINT)
+        stopped = time.monotonic()
+        _, err = run.communicate(timeout=240)
+        seconds = time.monotonic() - stopped
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    last = err.strip().splitlines()[-1]
+    assert run.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert last == (f"interrupted; the output's store did not answer within {INTERRUPT_SECONDS:.0f} s, "
+                    f"so the job record was not marked; run the same command again to resume"), err[-3000:]
+    # the bound would be 150 s per request, twice (listing the ledger, writing the record)
+    assert seconds < 90, f"{seconds:.0f} s from Ctrl-C to exit"
+    print(f"Ctrl-C to exit: {seconds:.1f} s")
+    os.kill(server.pid, signal.SIGCONT)
+    rerun = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
+                            f"s3.endpoint_url={endpoint}"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming: " in rerun.stderr, rerun.stderr[-3000:]
