@@ -8,7 +8,9 @@ lies inside it: u in [0, n - 1] per axis for `linear` (trilinear) interpolation,
 space: per axis the distance to the nearer border, min(u + 0.5, n - 0.5 - u), multiplied
 over the axes (for a view placed by whole voxels this is `fusion.edge_weights`).
 
-The sampling kernel (`_sample`, compiled with numba) visits each output voxel once:
+The sampling kernel (`pipelines.sampling_kernel.sample`, compiled with numba; imported
+only when a view has an affine, so translation-only exports do not load numba in every
+Python worker, 0.2 s each) visits each output voxel once:
 it maps the voxel into the view, decides whether it lands inside, interpolates (`linear`:
 trilinear, the 8 neighbours of u; `nearest`: the pixel at round-half-up of u) and
 computes the blending weight, all in one pass; numpy would need ~50 passes over the block
@@ -25,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit
 
 from pipelines.geometry import Box, to_zyx
 from pipelines.tiles import Tile
@@ -84,7 +85,8 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
     # the view's extent, region-local, with a hair of tolerance: a voxel on the view's
     # border must not drop out over a rounding error of the inverse
     low, high = -lo - margin - EDGE, size - 1 - lo + margin + EDGE
-    _sample(region, np.ascontiguousarray(linear[::-1, ::-1]), shift[::-1].copy(),
+    from pipelines.sampling_kernel import sample
+    sample(region, np.ascontiguousarray(linear[::-1, ::-1]), shift[::-1].copy(),
             low[::-1].astype(np.float64), high[::-1].astype(np.float64),
             (lo[::-1] + 0.5).astype(np.float64), size[::-1].astype(np.float64),
             ORDERS[interpolation], data, inside, weight)
@@ -97,52 +99,3 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
         return s
 
     return Contribution(data, None if whole else inside, lambda: weight, near)
-
-
-@njit(cache=True, nogil=True)
-def _sample(region, m, shift, low, high, border, size, order, data, inside, weight):  # pragma: no cover (compiled)
-    """For every voxel o (z, y, x) of `data`: u = m · o + shift (region-local pixels);
-    inside = low <= u <= high per axis; data = the region interpolated at u (order 1:
-    trilinear, order 0: nearest) or 0 outside; weight = the product over axes of the
-    distance to the view's nearer border, max(0, min(u + border, size - u - border)),
-    with border = the region's start + 0.5 (0 outside)."""
-    nz, ny, nx = data.shape
-    rz, ry, rx = region.shape
-    for k in range(nz):
-        for j in range(ny):
-            bz = m[0, 0] * k + m[0, 1] * j + shift[0]
-            by = m[1, 0] * k + m[1, 1] * j + shift[1]
-            bx = m[2, 0] * k + m[2, 1] * j + shift[2]
-            for i in range(nx):
-                uz = bz + m[0, 2] * i
-                uy = by + m[1, 2] * i
-                ux = bx + m[2, 2] * i
-                if (uz < low[0] or uz > high[0] or uy < low[1] or uy > high[1]
-                        or ux < low[2] or ux > high[2]):
-                    inside[k, j, i] = False
-                    data[k, j, i] = 0.0
-                    weight[k, j, i] = 0.0
-                    continue
-                inside[k, j, i] = True
-                wz = min(uz + border[0], size[0] - uz - border[0])
-                wy = min(uy + border[1], size[1] - uy - border[1])
-                wx = min(ux + border[2], size[2] - ux - border[2])
-                weight[k, j, i] = max(wz, 0.0) * max(wy, 0.0) * max(wx, 0.0)
-                # clamp into the region (only the nearest-sampling margin reaches past it)
-                uz = min(max(uz, 0.0), rz - 1.0)
-                uy = min(max(uy, 0.0), ry - 1.0)
-                ux = min(max(ux, 0.0), rx - 1.0)
-                if order == 0:
-                    data[k, j, i] = region[min(int(uz + 0.5), rz - 1), min(int(uy + 0.5), ry - 1),
-                                           min(int(ux + 0.5), rx - 1)]
-                    continue
-                z0, y0, x0 = int(uz), int(uy), int(ux)
-                z1, y1, x1 = min(z0 + 1, rz - 1), min(y0 + 1, ry - 1), min(x0 + 1, rx - 1)
-                tz, ty, tx = uz - z0, uy - y0, ux - x0
-                c00 = region[z0, y0, x0] * (1.0 - tx) + region[z0, y0, x1] * tx
-                c01 = region[z0, y1, x0] * (1.0 - tx) + region[z0, y1, x1] * tx
-                c10 = region[z1, y0, x0] * (1.0 - tx) + region[z1, y0, x1] * tx
-                c11 = region[z1, y1, x0] * (1.0 - tx) + region[z1, y1, x1] * tx
-                c0 = c00 * (1.0 - ty) + c01 * ty
-                c1 = c10 * (1.0 - ty) + c11 * ty
-                data[k, j, i] = c0 * (1.0 - tz) + c1 * tz

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.commit.records import Sidecars, digest, fingerprint
@@ -181,6 +180,7 @@ def drop_parts_holding(beside: Store, base: str, keys: set[str]) -> dict[tuple[i
 def _unique_rows(table: pa.Table) -> pa.Table:
     """The table without repeated keys (a retried task records its objects again, with the
     same bytes: objects are a pure function of the job)."""
+    import pyarrow.compute as pc  # here: 50 ms that every Python worker would import
     if len(pc.unique(table["key"])) == len(table):
         return table
     _, first = np.unique(table["key"].to_numpy(zero_copy_only=False), return_index=True)

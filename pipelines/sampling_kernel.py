@@ -1,0 +1,56 @@
+"""The numba kernel of `pipelines.resample`: every output voxel of a box mapped into a view,
+tested, interpolated and weighted in one pass (see that module for the method). A module of
+its own so that only exports with affine views import numba."""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def sample(region, m, shift, low, high, border, size, order, data, inside, weight):  # pragma: no cover (compiled)
+    """For every voxel o (z, y, x) of `data`: u = m · o + shift (region-local pixels);
+    inside = low <= u <= high per axis; data = the region interpolated at u (order 1:
+    trilinear, order 0: nearest) or 0 outside; weight = the product over axes of the
+    distance to the view's nearer border, max(0, min(u + border, size - u - border)),
+    with border = the region's start + 0.5 (0 outside)."""
+    nz, ny, nx = data.shape
+    rz, ry, rx = region.shape
+    for k in range(nz):
+        for j in range(ny):
+            bz = m[0, 0] * k + m[0, 1] * j + shift[0]
+            by = m[1, 0] * k + m[1, 1] * j + shift[1]
+            bx = m[2, 0] * k + m[2, 1] * j + shift[2]
+            for i in range(nx):
+                uz = bz + m[0, 2] * i
+                uy = by + m[1, 2] * i
+                ux = bx + m[2, 2] * i
+                if (uz < low[0] or uz > high[0] or uy < low[1] or uy > high[1]
+                        or ux < low[2] or ux > high[2]):
+                    inside[k, j, i] = False
+                    data[k, j, i] = 0.0
+                    weight[k, j, i] = 0.0
+                    continue
+                inside[k, j, i] = True
+                wz = min(uz + border[0], size[0] - uz - border[0])
+                wy = min(uy + border[1], size[1] - uy - border[1])
+                wx = min(ux + border[2], size[2] - ux - border[2])
+                weight[k, j, i] = max(wz, 0.0) * max(wy, 0.0) * max(wx, 0.0)
+                # clamp into the region (only the nearest-sampling margin reaches past it)
+                uz = min(max(uz, 0.0), rz - 1.0)
+                uy = min(max(uy, 0.0), ry - 1.0)
+                ux = min(max(ux, 0.0), rx - 1.0)
+                if order == 0:
+                    data[k, j, i] = region[min(int(uz + 0.5), rz - 1), min(int(uy + 0.5), ry - 1),
+                                           min(int(ux + 0.5), rx - 1)]
+                    continue
+                z0, y0, x0 = int(uz), int(uy), int(ux)
+                z1, y1, x1 = min(z0 + 1, rz - 1), min(y0 + 1, ry - 1), min(x0 + 1, rx - 1)
+                tz, ty, tx = uz - z0, uy - y0, ux - x0
+                c00 = region[z0, y0, x0] * (1.0 - tx) + region[z0, y0, x1] * tx
+                c01 = region[z0, y1, x0] * (1.0 - tx) + region[z0, y1, x1] * tx
+                c10 = region[z1, y0, x0] * (1.0 - tx) + region[z1, y0, x1] * tx
+                c11 = region[z1, y1, x0] * (1.0 - tx) + region[z1, y1, x1] * tx
+                c0 = c00 * (1.0 - ty) + c01 * ty
+                c1 = c10 * (1.0 - ty) + c11 * ty
+                data[k, j, i] = c0 * (1.0 - tz) + c1 * tz
