@@ -57,17 +57,33 @@ def wait_for_a_ledger_part(endpoint: str, job: subprocess.Popen, limit: float = 
     raise AssertionError("no task recorded its blocks in time")
 
 
+def start_export(job: Path, endpoint: str, cwd: Path, *settings: str, **popen) -> subprocess.Popen:
+    """The export of `job` against `endpoint`, slowed to half a second per one-block task."""
+    args = [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
+            f"s3.endpoint_url={endpoint}", "--set", "debug.task_delay=0.5", "--set",
+            "spark.blocks_per_task=1"]
+    for item in settings:
+        args += ["--set", item]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, **popen)
+
+
+def thaw_and_resume(server: subprocess.Popen, job: Path, endpoint: str, cwd: Path) -> None:
+    """Once the endpoint answers again, the same job takes over the lock it left and resumes."""
+    os.kill(server.pid, signal.SIGCONT)
+    rerun = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
+                            f"s3.endpoint_url={endpoint}"], capture_output=True, text=True,
+                           cwd=cwd, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming: " in rerun.stderr, rerun.stderr[-3000:]
+
+
 def test_a_frozen_endpoint_ends_the_job_in_one_line_within_the_bound(small_acquisition, own_moto,
                                                                      tmp_path: Path):
     endpoint, server = own_moto
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     "s3://frozen/out/volume")
-    run = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
-         f"s3.endpoint_url={endpoint}", "--set", "s3.request_timeout=1", "--set",
-         "s3.max_attempts=2", "--set", "debug.task_delay=0.5", "--set",
-         "spark.blocks_per_task=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    run = start_export(job, endpoint, tmp_path, "s3.request_timeout=1", "s3.max_attempts=2")
     try:
         wait_for_a_ledger_part(endpoint, run)
         os.kill(server.pid, signal.SIGSTOP)
@@ -88,13 +104,7 @@ def test_a_frozen_endpoint_ends_the_job_in_one_line_within_the_bound(small_acqui
     assert "StoreUnavailable" in logs[0].read_text()
     assert seconds < 45, f"the job took {seconds:.0f} s to report the stall"
     print(f"stall reported {seconds:.1f} s after the endpoint froze")
-    # once the endpoint answers again, the same job takes over the lock it left and resumes
-    os.kill(server.pid, signal.SIGCONT)
-    rerun = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
-                            f"s3.endpoint_url={endpoint}"], capture_output=True, text=True,
-                           cwd=tmp_path, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming: " in rerun.stderr, rerun.stderr[-3000:]
+    thaw_and_resume(server, job, endpoint, tmp_path)
 
 
 @pytest.mark.parametrize("tool", ["verify", "clean"])
@@ -122,12 +132,7 @@ def test_ctrl_c_while_the_endpoint_is_frozen_ends_at_once(small_acquisition, own
     endpoint, server = own_moto
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     "s3://frozen/out/volume")
-    run = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
-         f"s3.endpoint_url={endpoint}", "--set", "debug.task_delay=0.5", "--set",
-         "spark.blocks_per_task=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        start_new_session=True)
+    run = start_export(job, endpoint, tmp_path, start_new_session=True)
     try:
         wait_for_a_ledger_part(endpoint, run)
         os.kill(server.pid, signal.SIGSTOP)
@@ -146,9 +151,4 @@ def test_ctrl_c_while_the_endpoint_is_frozen_ends_at_once(small_acquisition, own
     # the bound would be 150 s per request, twice (listing the ledger, writing the record)
     assert seconds < 90, f"{seconds:.0f} s from Ctrl-C to exit"
     print(f"Ctrl-C to exit: {seconds:.1f} s")
-    os.kill(server.pid, signal.SIGCONT)
-    rerun = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",
-                            f"s3.endpoint_url={endpoint}"], capture_output=True, text=True,
-                           cwd=tmp_path, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming: " in rerun.stderr, rerun.stderr[-3000:]
+    thaw_and_resume(server, job, endpoint, tmp_path)
