@@ -37,7 +37,14 @@ def main(argv=None) -> int:
                         ("AWS_DEFAULT_REGION", "us-east-1")):
         os.environ.setdefault(name, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    # The server's thread, and the request threads it starts, inherit a mask blocking
+    # SIGINT and SIGTERM: the kernel then hands those to the main thread, whose handler
+    # must run (a signal given to a request thread waits until the main thread wakes;
+    # seen in CI: a server thawed from SIGSTOP with requests in flight outlived SIGTERM)
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     server.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
     endpoint = f"http://127.0.0.1:{args.port}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=args.bucket)
     print(f"local S3 at {endpoint} with bucket {args.bucket!r}; use it with\n"
@@ -46,10 +53,7 @@ def main(argv=None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        # a timeout, not one long wait: a signal the kernel hands to a request thread only
-        # runs its handler when the main thread next wakes (seen in CI: a server thawed from
-        # SIGSTOP with requests in flight outlived SIGTERM by 30 s)
-        while not stop.wait(0.2):
+        while not stop.wait(0.2):   # steps, in case a signal still reaches another thread
             pass
     except KeyboardInterrupt:
         pass
