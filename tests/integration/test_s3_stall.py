@@ -32,16 +32,24 @@ def own_moto(tmp_path):
     """A moto server in a process of its own (so it can be frozen) with bucket "frozen":
     (endpoint, process). Thawed and stopped at the end, whatever the test did to it."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "scripts/local_s3.py"), "--port",
-                               str(port), "--bucket", "frozen"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+    with open(tmp_path / "local_s3.log", "w") as log:   # what the server said, if it misbehaves
+        server = subprocess.Popen([sys.executable, str(ROOT / "scripts/local_s3.py"), "--port",
+                                   str(port), "--bucket", "frozen", "--verbose"],
+                                  stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert server.stdout is not None and "local S3 at" in server.stdout.readline()
         yield f"http://127.0.0.1:{port}", server
     finally:
         server.send_signal(signal.SIGCONT)
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            # Twice in fresh-clone CI (two workers, after a thaw with requests in flight) the
+            # server outlived SIGTERM; cause not found (local_s3.py's own stop is tested in
+            # test_local_s3.py). Killed, so no process is left behind either way.
+            server.kill()
+            server.wait(15)
 
 
 def wait_for_a_ledger_part(endpoint: str, job: subprocess.Popen, limit: float = 120) -> None:
