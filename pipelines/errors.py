@@ -52,8 +52,8 @@ class Terminated(BaseException):
 
 
 class Interrupted(BaseException):
-    """The run was stopped by a signal after its job record was marked; `signum` decides
-    the exit code (128 + signum)."""
+    """The run was stopped by a signal (its job record marked interrupted, unless the
+    store did not answer: `store_silent`); `signum` decides the exit code (128 + signum)."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
