@@ -94,9 +94,10 @@ def make_acquisition(outdir, grid=(3, 3, 2), tile=(512, 512, 128), overlap=0.1, 
     Writes tiles/tile-NNNN.tif, tiles.json (stage = true position + jitter), tiles-true.json,
     ground-truth.npy (unless `truth` is false) and acquisition.json. `density` multiplies
     the number of blobs and fibres (small test volumes need more to have structure in
-    every overlap); `waves` False makes the background one level (see `phantom`). Uneven illumination: each tile is multiplied by `illumination(falloff)`
-    and by a gain drawn uniformly from `gains` (lo, hi), then photon noise, then the camera's
-    `dark` offset is added (acquisition.json lists the gains). Returns the
+    every overlap); `waves` False makes the background one level (see `phantom`). Uneven
+    illumination: each tile is multiplied by `illumination(falloff)` and by a gain drawn
+    uniformly from `gains` (lo, hi), then photon noise, then the camera's `dark` offset is
+    added (acquisition.json lists the gains). Returns the
     acquisition.json content plus "paths" (the files written) and "bytes" (their total size).
     Raises ValueError for bad parameters.
     """
