@@ -10,9 +10,12 @@ Why not an independent offset per tile: a tile overlap is thin and spans a narro
 of intensities, so a line fitted per pair has a noisy slope (3 % on the demo's 5-voxel
 overlaps) traded against its intercept, while the ratio of the two tiles' median values
 is precise (0.5 %) once b is known. So the solve has two steps:
-1. b, from every pair's quantile-quantile line: b_b - b = s (v_a - b) gives intercept
-   c = b (1 - s); b is the weighted least-squares fit of c against (1 - s) over all pairs
-   (pairs of equal brightness say nothing about it, pairs that differ pin it down).
+1. b, from every pair's line (`tasks.measure_intensity`: spreads compared with the
+   photon noise taken out): b_b - b = s (v_a - b) gives intercept c = b (1 - s); b is the
+   weighted least-squares fit of c against (1 - s) over all pairs (pairs of equal
+   brightness say nothing about it, pairs that differ pin it down; a pair's weight is its
+   voxels times its structure's variance: overlaps of background and noise alone say
+   nothing either).
 2. log g_a - log g_b = log r, r = (median_b - b) / (median_a - b), by weighted least squares
    (weights: voxels compared) with a weak pull of every log g towards 0 (gain 1), which
    fixes the global scale and keeps tiles without usable pairs as they are. As our
@@ -45,7 +48,7 @@ class IntensitySolution:
 
 def shared_offset(pairs: Sequence[PairIntensity]) -> float:
     """b of the module docstring, from the pairs' lines (0 when no pair pins it down)."""
-    w = np.array([p.voxels for p in pairs], dtype=float)
+    w = np.array([p.voxels * p.signal for p in pairs], dtype=float)
     lever = 1.0 - np.array([p.slope for p in pairs])
     spread = float((w * lever * lever).sum())
     if not pairs or spread < 1e-6 * max(float(w.sum()), 1.0):

@@ -180,7 +180,8 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
 
 def _document(solution, pairs: int) -> dict:
     gains = [g for g, _ in solution.coefficients.values()]
-    return {"method": "per pair: median ratio and quantile-quantile line of the shared voxels; "
+    return {"method": "per pair: median ratio, and the line of the shared voxels' spreads without "
+                      "their noise; "
                       "per tile: weighted least squares of log gains (pipelines.illumination.intensity)",
             "pairs": {"overlapping": pairs, "used": len(solution.used),
                       "dropped": len(solution.dropped)},
@@ -190,5 +191,5 @@ def _document(solution, pairs: int) -> dict:
                       for i, (g, o) in sorted(solution.coefficients.items())],
             "pair_results": [{"a": p.a, "b": p.b, "slope": p.slope, "intercept": p.intercept,
                               "median_a": p.median_a, "median_b": p.median_b,
-                              "voxels": p.voxels, "used": p in solution.used}
+                              "voxels": p.voxels, "signal": p.signal, "used": p in solution.used}
                              for p in solution.used + solution.dropped]}

@@ -3,7 +3,7 @@
 - `tile_statistics`: a group of tiles reduced to per-cell intensity histograms (a sum over
   tiles and slices; the driver adds the groups' arrays and fits the fields).
 - `measure_intensity`: one overlapping pair's linear relation between the two tiles'
-  co-located (flatfield-corrected) intensities (`measure_intensities`: a group of pairs).
+  (flatfield-corrected) intensities in their shared box (`measure_intensities`: a group of pairs).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from pipelines.tiles import Tile, TileSet, read_region
 SLAB_BYTES = 64 * 2**20      # a tile is read this many bytes of slices at a time
 MAX_SIDE = 256               # longest side (voxels) of the overlap crop one pair reads
 MIN_VOXELS = 512             # fewer shared voxels than this: the pair is not measured
-# Quantiles compared between the two tiles' shared voxels (after 2x2x2 binning).
-PAIR_PROBABILITIES = np.linspace(0.05, 0.99, 48)
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,9 @@ def _slabs(tile: Tile) -> list[Box]:
 
 @dataclass(frozen=True)
 class PairIntensity:
-    """One pair's measured relation: b's values ~ slope * a's values + intercept (a
-    quantile-quantile line), and the medians of both tiles' shared values."""
+    """One pair's measured relation: b's values ~ slope * a's values + intercept, the
+    medians of both tiles' shared values, and how much structure (not noise) the shared
+    values hold, which decides how much the line can say (`signal`)."""
 
     a: int
     b: int
@@ -73,6 +72,7 @@ class PairIntensity:
     voxels: int        # shared voxels compared
     median_a: float
     median_b: float
+    signal: float      # variance of the shared values without their noise, a's units
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,20 @@ class IntensityJob:
 
 
 def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) -> PairIntensity | None:
-    """Read the two tiles' shared box (corrected by the flatfield) and fit b against a.
+    """Read the two tiles' shared box (corrected by the flatfield) and relate b to a.
 
-    The fit compares quantiles of the co-located voxels (a quantile-quantile line) after
-    2x2x2 binning: ordinary least squares of b on a voxel by voxel is biased towards a
-    flat line by the noise in a; the quantiles of the same voxels are not, and a residual
-    misregistration of a voxel or two barely moves them."""
+    The medians of both tiles' shared values give their brightness ratio. The line
+    b = slope * a + intercept, which the shared offset is found from, compares the two
+    tiles' spreads with the photon noise taken out: a quantile-quantile line (or a fit
+    voxel by voxel) takes the noise for structure, and noise grows as the square root of
+    the brightness, not in proportion, so where the overlaps' values spread mostly by
+    noise (a flat background) its slope is the square root of the brightness ratio and
+    the offset found from it is far off (-42 where it was 0 on the flat-background
+    phantom). The values are binned 2x2x2; each bin's voxels are split into two
+    interleaved halves whose noise is independent and whose structure is nearly the same,
+    so the covariance of the halves' means is the variance of the structure alone. The
+    slope is the ratio of the two tiles' structure spreads (second moments compared, not
+    voxels paired: a residual misregistration of a voxel or two barely moves them)."""
     index = job.tiles.by_index()
     a, b = index[pair[0]], index[pair[1]]
     shared = _crop(a.box.intersect(b.box))
@@ -99,11 +107,16 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
         return None
     va = _binned(read_corrected(a, shared.relative_to(a.box.start), job.correction, job.channel, job.s3))
     vb = _binned(read_corrected(b, shared.relative_to(b.box.start), job.correction, job.channel, job.s3))
-    qa, qb = np.quantile(va, PAIR_PROBABILITIES), np.quantile(vb, PAIR_PROBABILITIES)
-    slope, intercept = np.polyfit(qa, qb, 1)
-    return PairIntensity(a.index, b.index, round(float(slope), 6), round(float(intercept), 4),
-                         int(shared.size), round(float(np.median(va)), 4),
-                         round(float(np.median(vb)), 4))
+    spread_a, spread_b = _structure(va), _structure(vb)
+    if spread_a > 0 and spread_b > 0:
+        slope = float(np.sqrt(spread_b / spread_a))
+        intercept = float(vb[0].mean() - slope * va[0].mean())
+        signal = min(spread_a, spread_b / slope ** 2)
+    else:   # no structure above the noise: the pair says nothing about the offset
+        slope, intercept, signal = 1.0, 0.0, 0.0
+    return PairIntensity(a.index, b.index, round(slope, 6), round(intercept, 4),
+                         int(shared.size), round(float(np.median(va[0])), 4),
+                         round(float(np.median(vb[0])), 4), round(float(signal), 6))
 
 
 def measure_intensities(job: IntensityJob, pairs: tuple[tuple[int, int], ...],
@@ -124,8 +137,21 @@ def _crop(box: Box) -> Box:
 
 
 def _binned(values: np.ndarray) -> np.ndarray:
-    """Means of 2x2x2 voxels (fewer along an axis of one voxel): less noise to compare."""
+    """(3, bins): per bin of 2x2x2 voxels (fewer along an axis of one voxel) the mean of
+    all its voxels, and of its two interleaved halves (voxels whose coordinates add up to
+    an even, an odd number), all as flat arrays."""
     steps = [2 if n > 1 else 1 for n in values.shape]
     trimmed = values[tuple(slice(0, n - n % s) for n, s in zip(values.shape, steps))]
     shape = [v for n, s in zip(trimmed.shape, steps) for v in (n // s, s)]
-    return trimmed.reshape(shape).mean(axis=(1, 3, 5)).ravel()
+    bins = trimmed.reshape(shape).transpose(0, 2, 4, 1, 3, 5).reshape(-1, int(np.prod(steps)))
+    odd = (np.indices(steps).sum(axis=0) % 2).ravel().astype(bool)
+    if not odd.any():   # a single voxel per bin: no halves
+        return np.stack([bins[:, 0]] * 3)
+    return np.stack([bins.mean(axis=1), bins[:, ~odd].mean(axis=1), bins[:, odd].mean(axis=1)])
+
+
+def _structure(binned: np.ndarray) -> float:
+    """The variance of the bins' means without their noise: the covariance of the two
+    halves (their noise is independent); 0 where only noise is left."""
+    _, even, odd = binned
+    return max(0.0, float(np.mean((even - even.mean()) * (odd - odd.mean()))))

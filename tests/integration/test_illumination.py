@@ -39,6 +39,14 @@ def shaded(tmp_path_factory) -> dict:
                             dark=100.0, gains=(0.6, 1.0), density=3.0)
 
 
+@pytest.fixture(scope="module")
+def shaded_flat(tmp_path_factory) -> dict:
+    """The same, of a sample without a trend across the stage (one background level)."""
+    out = tmp_path_factory.mktemp("shaded-flat")
+    return make_acquisition(out, grid=(8, 8, 1), tile=TILE, jitter=0, seed=3, falloff=0.4,
+                            dark=100.0, gains=(0.6, 1.0), density=3.0, waves=False)
+
+
 def fused(acq: dict, name: str, **fusion) -> np.ndarray:
     folder = Path(acq["paths"]["tiles"]).parent
     raw = {"input": {"tiles": acq["paths"]["tiles_json"]},
@@ -88,6 +96,32 @@ def test_matching_recovers_the_gains_given_the_true_fields(shaded):
     recovered, truth = 1 / np.array([t["gain"] for t in found]), np.array(shaded["gains"])
     scale = (recovered * truth).sum() / (recovered * recovered).sum()
     assert np.abs(scale * recovered / truth - 1).max() < 0.05
+
+
+def test_estimated_corrections_meet_the_goals_on_a_sample_without_a_trend(shaded_flat):
+    """Issue 15's figures, reduced: S within 5 % of the true field, every recovered
+    brightness within 5 %, the fused error 4 x lower, seams under 2 %. The sample has no
+    brightness trend across the stage: a trend cannot be told from a tilt of S or a ramp
+    of the gains by any estimator (docs/illumination.md), the `shaded` sample has one."""
+    acq = shaded_flat
+    truth = np.load(acq["paths"]["ground_truth"])
+    positions = [tuple(int(v) for v in t["position"])
+                 for t in json.loads(Path(acq["paths"]["tiles_true_json"]).read_text())]
+    plain = fused(acq, "plain")
+    even = fused(acq, "even", flatfield="auto", intensity="match")
+    folder = Path(acq["paths"]["tiles_json"]).parent
+    gain = tifffile.imread(folder / "tiles-flatfield" / "S.tif").astype(np.float64)
+    u = np.linspace(0, 1, TILE[0])
+    field = 1 - 0.4 * ((2 * u[:, None] - 1) ** 2 + (2 * u[None, :] - 1) ** 2) / 2
+    scale = (gain * field).sum() / (gain * gain).sum()
+    assert np.sqrt(np.mean((scale * gain - field) ** 2) / np.mean(field ** 2)) < 0.05
+    found = json.loads((folder / "tiles-intensity.json").read_text())["tiles"]
+    recovered, true_gains = 1 / np.array([t["gain"] for t in found]), np.array(acq["gains"])
+    scale = (recovered * true_gains).sum() / (recovered * recovered).sum()
+    assert np.abs(scale * recovered / true_gains - 1).max() < 0.05
+    before, after = relative_error(plain, truth), relative_error(even, truth)
+    assert after < before / 4, (before, after)
+    assert seam_contrast(even, truth, positions, TILE) < 0.02
 
 
 def test_a_corrected_export_repeats_byte_for_byte(shaded):

@@ -20,7 +20,7 @@ def pair(a: int, b: int, k: np.ndarray, shared: float, level: float = 300.0) -> 
     """What a perfect measurement of tiles a, b (brightness k) sharing offset b reads."""
     slope = k[b] / k[a]
     return PairIntensity(a, b, slope, shared * (1 - slope), 1000,
-                         k[a] * level + shared, k[b] * level + shared)
+                         k[a] * level + shared, k[b] * level + shared, 50.0)
 
 
 def test_solve_recovers_brightness_and_drops_the_inconsistent_pair():
@@ -28,7 +28,7 @@ def test_solve_recovers_brightness_and_drops_the_inconsistent_pair():
     k = rng.uniform(0.6, 1.0, 9)                      # a 3 x 3 grid
     links = [(i, i + 1) for i in range(9) if i % 3 < 2] + [(i, i + 3) for i in range(6)]
     pairs = [pair(a, b, k, 80.0, 200 + 40 * n) for n, (a, b) in enumerate(links)]
-    bad = PairIntensity(0, 4, 1.0, 0.0, 1000, 300.0, 400.0)      # 33 % off: a wrong overlap
+    bad = PairIntensity(0, 4, 1.0, 0.0, 1000, 300.0, 400.0, 50.0)      # 33 % off: a wrong overlap
     solution = solve_intensities(range(9), pairs + [bad])
     gains = np.array([solution.coefficients[i][0] for i in range(9)])
     offsets = np.array([solution.coefficients[i][1] for i in range(9)])
@@ -39,9 +39,10 @@ def test_solve_recovers_brightness_and_drops_the_inconsistent_pair():
     assert solution.dropped == (bad,) and len(solution.used) == len(pairs)
 
 
-def write_tile(path, box: Box, gain: float, seed: int, volume) -> Tile:
+def write_tile(path, box: Box, gain: float, seed: int, volume, waves: bool = True) -> Tile:
     rng = np.random.default_rng(seed)
-    values = rng.poisson(np.maximum(phantom(box, 5, volume, 4.0) * gain, 0)).astype(np.uint16)
+    scene = phantom(box, 5, volume, 4.0, waves=waves)
+    values = rng.poisson(np.maximum(scene * gain, 0)).astype(np.uint16)
     tifffile.imwrite(path, values, contiguous=True)
     return Tile(seed, str(path), tuple(float(v) for v in box.start), box.shape, (1.0, 1.0, 1.0), "GRAY16")
 
@@ -55,6 +56,33 @@ def test_a_pair_measures_the_ratio_of_brightness(tmp_path):
     assert found is not None and found.voxels == 24 * 64 * 16
     assert abs(found.median_b / found.median_a - 1 / 0.7) < 0.02 * (1 / 0.7)
     assert abs(found.slope - 1 / 0.7) < 0.1 * (1 / 0.7) and abs(found.intercept) < 40
+
+
+def test_a_pair_on_a_flat_background_finds_no_offset(tmp_path):
+    """Overlaps of one background level with a few blobs spread mostly by photon noise,
+    which grows as the square root of the brightness: a line through the two tiles'
+    quantiles had a slope near the square root of the brightness ratio and an intercept
+    of about a sixth of the brighter median, where the truth is 0 (no dark level)."""
+    volume = (104, 64, 16)
+    a = write_tile(tmp_path / "a.tif", Box((0, 0, 0), (64, 64, 16)), 0.7, 0, volume, waves=False)
+    b = write_tile(tmp_path / "b.tif", Box((40, 0, 0), (104, 64, 16)), 1.0, 1, volume, waves=False)
+    found = measure_intensity(IntensityJob(TileSet((a, b)), Correction()), (0, 1), 0)
+    assert found is not None and found.signal > 0
+    assert abs(found.slope - 1 / 0.7) < 0.05 * (1 / 0.7), found
+    assert abs(found.intercept) < 0.03 * found.median_b, found
+
+
+def test_a_pair_of_noise_alone_carries_no_weight_for_the_offset(tmp_path):
+    """Two tiles of a constant level under photon noise: no structure to compare."""
+    rng = np.random.default_rng(1)
+    for name, level in (("a", 140.0), ("b", 200.0)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", rng.poisson(level, (16, 32, 32)).astype(np.uint16))
+    tiles = TileSet(tuple(Tile(i, str(tmp_path / f"{n}.tif"), (0.0, 0.0, 0.0), (32, 32, 16),
+                               (1.0, 1.0, 1.0), "GRAY16") for i, n in enumerate("ab")))
+    found = measure_intensity(IntensityJob(tiles, Correction()), (0, 1), 0)
+    assert found is not None and abs(found.median_b / found.median_a - 200 / 140) < 0.02
+    noise = 140.0 / 8   # the variance of a 2x2x2 mean of Poisson(140) voxels
+    assert found.signal < 0.05 * noise, found
 
 
 def test_a_corrected_read_is_the_formula_and_the_same_in_any_region(tmp_path):
