@@ -30,10 +30,11 @@ def flatfield_setting(value: Any, channels: int | None, source: str, where: str)
     return tuple(str((base / Path(f).expanduser()).resolve()) for f in folders)
 
 
-def enabled_setting(value: Any, where: str) -> bool:
-    """[flatfield] enabled: estimate the fields before fusing (and apply them)."""
+def enabled_setting(value: Any, where: str, key: str) -> bool:
+    """A yes/no key of [flatfield]: `enabled` (estimate the fields before fusing, and
+    apply them) or `per_slice` (estimate fields that change with depth)."""
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}flatfield.enabled: expected true or false, found {value!r}")
+        raise ConfigError(f"{where}flatfield.{key}: expected true or false, found {value!r}")
     return value
 
 

@@ -43,7 +43,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
            "request_timeout": 30, "multipart_threshold": "64MiB", "part_size": "16MiB"},
     "spark": {"master": "local[*]", "blocks_per_task": 0},
     "debug": {"fail_blocks": [], "task_delay": 0},
-    "flatfield": {"enabled": False},
+    "flatfield": {"enabled": False, "per_slice": False},
 }
 SPARK_OWN_KEYS = ("blocks_per_task",)
 S3_MIN_PART = 5 * 2**20  # S3 refuses multipart parts below 5 MiB (except the last)
@@ -112,6 +112,7 @@ class JobConfig:
     flatfield: tuple[str, ...] = ()  # fusion.flatfield: () none, ("auto",), or a folder per channel
     intensity: str = "none"  # fusion.intensity: "none" or "match" (pipelines.illumination)
     estimate_flatfield: bool = False  # [flatfield] enabled: estimate the fields before fusing
+    flatfield_per_slice: bool = False  # [flatfield] per_slice: fields that change with depth
     source: str = field(default="", compare=False)
 
     @property

@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 
 from pipelines.geometry import Box
-from pipelines.illumination.fields import load_fields
+from pipelines.illumination.fields import load_fields, plane_at
 from pipelines.tiles import Tile, read_region
 
 Reader = Callable[[Tile, Box], np.ndarray]
@@ -31,6 +31,7 @@ class Correction:
     flatfield: tuple[str, ...] = ()                  # per channel: fields folder, "" = none
     intensity: tuple[Coefficients, ...] = ()         # per channel: per tile (gain, offset)
     digests: tuple[str, ...] = ()                    # per channel: sha256 of S.tif and T.tif
+    field_bytes: int = 0                             # S and T of every channel, as read
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
 
     def folder(self, channel: int) -> str:
@@ -62,8 +63,13 @@ def read_corrected(tile: Tile, region: Box, correction: Correction, channel: int
     if folder:
         gain, offset = load_fields(folder)
         _, ys, xs = region.slices_zyx()
-        data -= offset[ys, xs]
-        data *= scale / gain[ys, xs]   # one plane of factors: a multiply per voxel, not two
+        if gain.ndim == 2:
+            data -= offset[ys, xs]
+            data *= scale / gain[ys, xs]   # one plane of factors: a multiply per voxel, not two
+        else:   # fields that change with depth: each slice's own plane
+            for i, z in enumerate(range(region.start[2], region.stop[2])):
+                data[i] -= plane_at(offset, z, tile.size[2])[ys, xs]
+                data[i] *= scale / plane_at(gain, z, tile.size[2])[ys, xs]
     elif found is not None:
         data *= scale
     if found is not None:

@@ -9,13 +9,21 @@ coefficients from `<tile-json-stem>-intensity.json` (written by the matching ste
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
 from pipelines.illumination.correct import Correction
-from pipelines.illumination.fields import FlatfieldError, check_fields, fields_digest, folder_beside
+from pipelines.illumination.estimate import Z_GROUPS
+from pipelines.illumination.fields import (
+    FlatfieldError,
+    check_fields,
+    field_bytes,
+    fields_digest,
+    folder_beside,
+)
 from pipelines.storage.uri import is_remote
 from pipelines.tiles import TileSet
 
@@ -50,11 +58,25 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
         raise FlatfieldError("fusion.flatfield: flatfield correction needs tile JSON inputs "
                              "(views of a BigStitcher project may differ in shape)")
     for folder, channel in zip(folders, tiles[0]):
-        check_fields(folder, channel.tiles[0].size[:2], "fusion.flatfield")
+        depths = {t.size[2] for t in channel}
+        check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
+                     "fusion.flatfield")
     intensity: tuple = ()
     if config.intensity == "match":
         intensity = tuple(read_coefficients(intensity_path(p)) for p in config.inputs[0])
-    return Correction(folders, intensity, tuple(fields_digest(f) for f in folders))
+    return Correction(folders, intensity, tuple(fields_digest(f) for f in folders),
+                      field_bytes(folders, tiles[0][0].tiles[0].size[:2]))
+
+
+def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
+    """What the fields of `config` will hold per executor process, before they exist
+    (the dry run): the folders' fields where written, else what estimation will write."""
+    folders = flatfield_folders(replace(config, flatfield=(AUTO,))) \
+        if config.estimate_flatfield and not config.flatfield else flatfield_folders(config)
+    if config.is_project or not folders:
+        return 0
+    size = tiles.tiles[0].size
+    return field_bytes(folders, size[:2], min(size[2], Z_GROUPS) if config.flatfield_per_slice else 1)
 
 
 def write_coefficients(path: str, doc: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from pipelines.execute.executor import Batch, Executor
 from pipelines.geometry import Box
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.estimate import Binning, Fields, fit_fields
-from pipelines.illumination.fields import FlatfieldError, has_fields, write_fields
+from pipelines.illumination.fields import FlatfieldError, has_fields, plane_at, write_fields
 from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import flatfield_folders, intensity_path, write_coefficients
 from pipelines.illumination.tasks import (
@@ -60,11 +60,16 @@ def _s3(config: JobConfig) -> S3Options | None:
     return S3Options(**dict(config.s3)) if config.s3 else None
 
 
-def check_estimable(channels: list[tuple[TileSet, ...]], names: list[str]) -> None:
+def check_estimable(channels: list[tuple[TileSet, ...]], names: list[str],
+                    per_slice: bool = False) -> None:
     """Raise FlatfieldError (one line) unless each channel's tiles can be estimated from."""
     for tilesets, name in zip(channels, names):
         tiles = [t for ts in tilesets for t in ts]
         planes = {t.size[:2] for t in tiles}
+        depths = {t.size[2] for t in tiles}
+        if per_slice and len(depths) > 1:
+            raise FlatfieldError(f"{name}: tiles of different depths {sorted(depths)} cannot share "
+                                 f"fields per slice (flatfield.per_slice)")
         if len(tiles) < MIN_TILES:
             raise FlatfieldError(f"{name}: {len(tiles)} tiles, but a flatfield needs at least "
                                  f"{MIN_TILES} to estimate from")
@@ -83,23 +88,26 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     channels = [tuple(row[c] for row in tiles) for c in range(len(tiles[0]))]
     # default: beside each tile JSON, as "auto" puts them (and refuses a bucket)
     folders = folders or flatfield_folders(config) or flatfield_folders(replace(config, flatfield=(AUTO,)))
-    check_estimable(channels, list(config.inputs[0]))
+    check_estimable(channels, list(config.inputs[0]), config.flatfield_per_slice)
     began, count = time.perf_counter(), 0
     for c, (tilesets, folder) in enumerate(zip(channels, folders)):
-        fields = _estimate_channel(tilesets, executor, _s3(config), stream)
+        fields = _estimate_channel(tilesets, executor, _s3(config), stream, config.flatfield_per_slice)
         count += sum(len(ts) for ts in tilesets)
         _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began,
                _s3(config))
+        depths = f", {fields.gain.shape[0]} groups of slices" if fields.gain.ndim == 3 else ""
         stream.write(f"flatfield of {Path(config.inputs[0][c]).name}: {folder} (S {fields.gain.min():.3f}"
-                     f"-{fields.gain.max():.3f}, T {fields.offset.mean():.1f} mean)\n")
+                     f"-{fields.gain.max():.3f}, T {fields.offset.mean():.1f} mean{depths})\n")
     return FlatfieldRun(tuple(folders), count, time.perf_counter() - began)
 
 
 def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3,
-                      stream: TextIO) -> Fields:
+                      stream: TextIO, per_slice: bool = False) -> Fields:
     first = tilesets[0].tiles[0]
-    binning = Binning.for_tiles(first.size[:2], first.dtype)
-    items = [(t, group) for t, ts in enumerate(tilesets) for group in _groups(ts, len(tilesets))]
+    binning = Binning.for_tiles(first.size[:2], first.dtype, first.size[2] if per_slice else 0)
+    # the driver holds every task's histograms at once: groups of slices mean fewer tasks
+    tasks = max(1, MAX_TASKS // binning.groups)
+    items = [(t, group) for t, ts in enumerate(tilesets) for group in _groups(ts, len(tilesets), tasks)]
     batch = Batch(tile_statistics, StatisticsJob(tilesets, binning, s3), items,
                   f"flatfield statistics of {sum(len(ts) for ts in tilesets)} tiles",
                   units=tiles_reduced)
@@ -109,25 +117,28 @@ def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3,
     return fit_fields(counts, binning)
 
 
-def _groups(tiles: TileSet, timepoints: int) -> list[tuple[int, ...]]:
+def _groups(tiles: TileSet, timepoints: int, tasks: int = MAX_TASKS) -> list[tuple[int, ...]]:
     indices = [t.index for t in tiles]
-    size = -(-len(indices) * timepoints // MAX_TASKS)
+    size = -(-len(indices) * timepoints // tasks)
     return [tuple(indices[k:k + size]) for k in range(0, len(indices), size)]
 
 
 def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float, s3) -> None:
     info = {"method": "per-pixel histogram quantiles (stitching-spark)", "tile_json": tile_json,
             "tiles": sum(len(ts) for ts in tilesets), "offset_estimated": fields.offset_estimated,
-            "reference_spread": fields.spread, "seconds": round(seconds, 3)}
+            "reference_spread": fields.spread, "seconds": round(seconds, 3),
+            "slice_groups": fields.gain.shape[0] if fields.gain.ndim == 3 else 1}
     write_fields(folder, fields, info)
     tile = tilesets[0].tiles[len(tilesets[0]) // 2]
     z = tile.size[2] // 2
     plane = read_region(tile, _plane(tile, z), s3)[0].astype(np.float32)
-    after = (plane - fields.offset) / fields.gain
-    low, high = float(fields.offset.min()), float(fields.offset.max())
+    gain, offset = plane_at(fields.gain, z, tile.size[2]), plane_at(fields.offset, z, tile.size[2])
+    after = (plane - offset) / gain
+    low, high = float(offset.min()), float(offset.max())
     # one dark level draws as a uniformly white panel: say its value in the title instead
     offset_label = f"T (offset): {low:.4g} everywhere" if low == high else "T (offset)"
-    save_png(projections_png([("S (gain)", fields.gain, 1.0), (offset_label, fields.offset, 1.0),
+    at = f", z {z}" if fields.gain.ndim == 3 else ""
+    save_png(projections_png([(f"S (gain){at}", gain, 1.0), (offset_label, offset, 1.0),
                               (f"tile {tile.index}, z {z}: raw", plane, 1.0),
                               ("corrected", after, 1.0)], "flatfield"),
              str(Path(folder) / "flatfield.png"))

@@ -44,7 +44,8 @@ def tile_statistics(job: StatisticsJob, item: tuple[int, tuple[int, ...]], attem
     total = np.zeros(job.binning.shape, dtype=np.int64)
     for i in indices:
         for slab in _slabs(by_index[i]):
-            total += tile_histogram(read_region(by_index[i], slab, job.s3), job.binning)
+            total += tile_histogram(read_region(by_index[i], slab, job.s3), job.binning,
+                                    slab.start[2])
     return TileStatistics(total, len(indices))
 
 

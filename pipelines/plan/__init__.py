@@ -125,7 +125,8 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     correction = plan_correction(config, tiles)
     plan = ExportPlan(output, tiles, stages, tasks, config.blending,
                       task_memory_bytes(output, first, stages, config.tile_cache,
-                                        corrected=correction is not None), names,
+                                        corrected=correction is not None,
+                                        fields=correction.field_bytes if correction else 0), names,
                       config.fail_blocks, s3=s3, task_delay=config.task_delay,
                       interpolation=config.interpolation, tile_cache=config.tile_cache,
                       checkpoint_seconds=config.checkpoint_seconds,

@@ -17,6 +17,7 @@ import numpy as np
 from pipelines.config import JobConfig
 from pipelines.errors import PlanError
 from pipelines.geometry import Vec
+from pipelines.illumination.plan import planned_field_bytes
 from pipelines.plan import plan_output, plan_stages, plan_tasks, read_tiles, task_memory_bytes
 from pipelines.plan.memory import check_task_memory
 from pipelines.storage.s3 import S3Options
@@ -73,7 +74,8 @@ def dry_run(config: JobConfig) -> DryRun:
     itemsize = np.dtype(output.base.dtype).itemsize
     voxels = sum(int(np.prod(shape, dtype=object)) for shape in output.shapes)
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
-                               corrected=bool(config.flatfield) or config.intensity == "match")
+                               corrected=bool(config.flatfield) or config.intensity == "match",
+                               fields=planned_field_bytes(config, first))
     try:
         check_task_memory(output, memory, config.tile_cache, config.task_memory)
         refusal = ""

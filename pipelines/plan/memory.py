@@ -44,14 +44,15 @@ class TaskMemory:
     reading: int   # later stages: the region of the level below and downsampling temporaries
     codec: int     # one object (chunk or shard) being encoded
     cache: int = 0  # decoded tile reads kept for the next blocks (limits.tile_cache)
+    fields: int = 0  # flatfield fields, read once per process (illumination.fields)
 
     @property
     def peak(self) -> int:
-        return max(self.fusing, self.reading) + self.codec + self.cache
+        return max(self.fusing, self.reading) + self.codec + self.cache + self.fields
 
 
 def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
-                tile_cache: int = 0, corrected: bool = False) -> TaskMemory:
+                tile_cache: int = 0, corrected: bool = False, fields: int = 0) -> TaskMemory:
     """The memory terms of the plan's largest block task, over all stages."""
     voxels = _voxels(output.block_grid(0).block_shape)
     itemsize = np.dtype(output.base.dtype).itemsize
@@ -68,7 +69,7 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
         fusing=voxels * per_voxel + region * per_region_voxel,
         reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
                     default=0),
-        codec=CODEC_COPIES * object_voxels * itemsize, cache=tile_cache)
+        codec=CODEC_COPIES * object_voxels * itemsize, cache=tile_cache, fields=fields)
 
 
 def _region_voxels(tile, block) -> int:
@@ -77,10 +78,10 @@ def _region_voxels(tile, block) -> int:
 
 
 def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
-                      tile_cache: int = 0, corrected: bool = False) -> int:
+                      tile_cache: int = 0, corrected: bool = False, fields: int = 0) -> int:
     """Peak bytes a full block's task holds, over all stages (`corrected`: tiles are read
-    through the illumination corrections)."""
-    return task_memory(output, tiles, stages, tile_cache, corrected).peak
+    through the illumination corrections; `fields`: bytes of their flatfield fields)."""
+    return task_memory(output, tiles, stages, tile_cache, corrected, fields).peak
 
 
 def _source_voxels(output: OutputSpec, level: int) -> int:

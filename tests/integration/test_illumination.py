@@ -150,8 +150,15 @@ def bad_fields(tmp_path: Path) -> str:
     return f'flatfield = "{folder}"'
 
 
+def too_many_planes(tmp_path: Path) -> str:
+    folder = tmp_path / "deep"
+    write_fields(str(folder), Fields(np.ones((9, 48, 48), np.float32), np.zeros((9, 48, 48), np.float32)), {})
+    return f'flatfield = "{folder}"'
+
+
 @pytest.mark.parametrize("setting, says", [
     (bad_fields, "12 x 10 pixels (x, y) but the tiles are 48 x 48"),
+    (too_many_planes, "holds 9 planes but the tiles have 8 slices"),
     (lambda p: f'flatfield = "{p / "nowhere"}"', "flatfield folder"),
 ])
 def test_bad_fields_are_one_line_and_nothing_is_written(shaded, tmp_path, capsys, setting, says):
@@ -210,7 +217,8 @@ def test_intensities_are_matched_at_the_stitched_positions(tmp_path):
 
 def test_the_memory_estimate_counts_the_corrected_copy(shaded):
     """A corrected read holds a float32 copy of the tile region a block reads: 4 more
-    bytes per voxel of the (whole) block, in the plan and in the dry run."""
+    bytes per voxel of the (whole) block, in the plan and in the dry run; and the process
+    holds the fields (S and T, float32)."""
     from pipelines.plan import make_plan
     from pipelines.plan.dryrun import dry_run
     folder = Path(shaded["paths"]["tiles_json"]).parent
@@ -220,8 +228,9 @@ def test_the_memory_estimate_counts_the_corrected_copy(shaded):
     corrected = build_config({**raw, "fusion": {"flatfield": "auto"}}, source=str(folder / "job.toml"))
     if not (folder / "tiles-flatfield" / "S.tif").exists():   # the plan checks the fields
         fused(shaded, "fields", flatfield="auto")
-    assert make_plan(corrected).task_memory - make_plan(plain).task_memory == 4 * 32 * 32 * 8
-    assert dry_run(corrected).task_memory - dry_run(plain).task_memory == 4 * 32 * 32 * 8
+    added = 4 * 32 * 32 * 8 + 2 * 4 * 48 * 48   # the copy, and S and T as read once
+    assert make_plan(corrected).task_memory - make_plan(plain).task_memory == added
+    assert dry_run(corrected).task_memory - dry_run(plain).task_memory == added
 
 
 def test_the_fingerprint_holds_the_fields_and_coefficients(shaded, tmp_path):
@@ -237,6 +246,34 @@ def test_the_fingerprint_holds_the_fields_and_coefficients(shaded, tmp_path):
     first = fingerprint(make_plan(config))
     write_fields(str(target), Fields(np.full((48, 48), 0.9, np.float32), np.zeros((48, 48), np.float32)), {})
     assert len({plain, first, fingerprint(make_plan(config))}) == 3
+
+
+def test_fields_per_slice_are_estimated_and_applied(shaded, tmp_path):
+    """[flatfield] per_slice = true: S.tif and T.tif hold one plane per group of slices
+    (8 slices: one per slice), the export applies them slice by slice, and a second run
+    writes the same bytes."""
+    target = tmp_path / "deep"
+    truth = np.load(shaded["paths"]["ground_truth"])
+    chunks = {}
+    for name in ("first", "second"):
+        raw = {"input": {"tiles": shaded["paths"]["tiles_json"]},
+               "output": {"uri": str(tmp_path / f"{name}.zarr"), "format": "zarr2", "chunks": [64, 64, 8]},
+               "fusion": {"flatfield": str(target), "blending": "closest"},
+               "flatfield": {"enabled": True, "per_slice": True}}
+        export(build_config(raw, source=str(tmp_path / "job.toml")), LocalExecutor(), stream=io.StringIO())
+        chunks[name] = {p.relative_to(tmp_path / f"{name}.zarr"): p.read_bytes()
+                        for p in (tmp_path / f"{name}.zarr").rglob("*") if p.name[0].isdigit() and p.is_file()}
+    gain = tifffile.imread(target / "S.tif")
+    assert gain.shape == tifffile.imread(target / "T.tif").shape == (8, 48, 48)
+    assert json.loads((target / "flatfield.json").read_text())["slice_groups"] == 8
+    u = np.linspace(0, 1, TILE[0])
+    field = 1 - 0.4 * ((2 * u[:, None] - 1) ** 2 + (2 * u[None, :] - 1) ** 2) / 2
+    for plane in gain.astype(np.float64):   # the phantom's vignetting is the same in every slice
+        scale = (plane * field).sum() / (plane * plane).sum()
+        assert np.sqrt(np.mean((scale * plane - field) ** 2) / np.mean(field ** 2)) < 0.05
+    assert chunks["first"] and chunks["first"] == chunks["second"]
+    even = np.asarray(zarr.open_array(str(tmp_path / "first.zarr" / "0"), mode="r")[...])
+    assert relative_error(even, truth) < relative_error(fused(shaded, "uncorrected"), truth)
 
 
 def test_flatfield_enabled_estimates_again_before_fusing(shaded, tmp_path):

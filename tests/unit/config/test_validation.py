@@ -297,3 +297,23 @@ def test_every_bigstitcher_number_is_bounded(tmp_path, capsys, path, text, field
     tree.write(xml)
     job = write_job(tmp_path / "job.toml", str(xml), "out/volume")
     check_refused(capsys, tmp_path, export_job.main([str(job)]), field)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("flatfield.per_slice=yes", "flatfield.per_slice: expected true or false, found 'yes'"),
+    ("flatfield.enabled=1", "flatfield.enabled: expected true or false, found 1"),
+])
+def test_flatfield_switches_are_true_or_false(tmp_path, acquisition, capsys, override, expected):
+    code = run(tmp_path, acquisition, "--set", override)
+    check_refused(capsys, tmp_path, code, expected)
+
+
+def test_fields_per_slice_need_tiles_of_one_depth(tmp_path, capsys):
+    """Planes per group of slices mean the same slices in every tile."""
+    acq = tmp_path / "acq"
+    make_acquisition(acq, grid=(3, 2, 1), tile=(24, 20, 6), jitter=0, seed=1, truth=False)
+    tifffile.imwrite(acq / "tiles/tile-0004.tif", tifffile.imread(acq / "tiles/tile-0004.tif")[:5])
+    edit_tiles(acq, lambda doc: doc[4].update(size=[24, 20, 5]))
+    code = run(tmp_path, acq, "--set", "fusion.flatfield=auto", "--set", "flatfield.per_slice=true")
+    check_refused(capsys, tmp_path, code, "tiles of different depths [5, 6] cannot share fields per slice")
+    assert not (acq / "tiles-flatfield").exists()

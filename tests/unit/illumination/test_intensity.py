@@ -102,6 +102,25 @@ def test_a_corrected_read_is_the_formula_and_the_same_in_any_region(tmp_path):
     assert np.array_equal(tifffile.imread(tmp_path / "t.tif"), raw)   # the tile is untouched
 
 
+def test_a_read_corrected_per_slice_uses_each_slice_s_plane_in_any_region(tmp_path):
+    """Fields of 2 planes for a tile of 6 slices: slice z is corrected by the planes'
+    interpolation at z (centres at slices 1 and 4), written out here."""
+    rng = np.random.default_rng(5)
+    raw = rng.integers(100, 5000, (6, 12, 16)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "t.tif", raw, contiguous=True)
+    tile = Tile(2, str(tmp_path / "t.tif"), (0.0, 0.0, 0.0), (16, 12, 6), (1.0, 1.0, 1.0), "GRAY16")
+    gain = rng.uniform(0.6, 1.2, (2, 12, 16)).astype(np.float32)
+    offset = rng.uniform(50, 120, (2, 12, 16)).astype(np.float32)
+    write_fields(str(tmp_path / "ff"), Fields(gain, offset), {})
+    correction = Correction((str(tmp_path / "ff"),))
+    whole = read_corrected(tile, Box((0, 0, 0), (16, 12, 6)), correction, 0)
+    t = np.clip((np.arange(6) - 1) / 3, 0, 1)[:, None, None]    # 0 up to slice 1, 1 from slice 4
+    expected = (raw - (offset[0] * (1 - t) + offset[1] * t)) / (gain[0] * (1 - t) + gain[1] * t)
+    assert np.allclose(whole, expected, rtol=1e-5)
+    part = read_corrected(tile, Box((3, 2, 2), (11, 9, 5)), correction, 0)
+    assert np.array_equal(part, whole[2:5, 2:9, 3:11])
+
+
 def test_fields_and_coefficients_of_tiles_on_s3_are_refused_in_one_line():
     """They are kept beside the tile JSON on the local file system: a tile JSON in a
     bucket gets a clear refusal before any work, not a path mangled into 's3:/'."""
