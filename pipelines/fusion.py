@@ -134,7 +134,9 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
             # saving a block-sized allocation and copy; it cannot be modified by mistake.
             return data
         return data.copy() if data.dtype == np.dtype(dtype) else _cast_owned(data.astype(np.float32), dtype)
-    out = np.zeros(to_zyx(block.shape), dtype=dtype)
+    boxes = [placed.intersect(block) for _, placed in visible]
+    # every voxel is written below when the tiles cover the block: no zeroing pass needed
+    out = (np.empty if covers(boxes, block) else np.zeros)(to_zyx(block.shape), dtype=dtype)
     regions = {}
     for tile, placed in visible:
         overlap = placed.intersect(block)
@@ -147,10 +149,26 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
         first, data = regions[tile.index]
         return data[region.relative_to(first.start).slices_zyx()]
 
-    for zone in _shared_zones([placed.intersect(block) for _, placed in visible]):
+    for zone in _shared_zones(boxes):
         values = _blend(zone, visible, blending, _sample_nearest, reread)
         out[zone.relative_to(block.start).slices_zyx()] = _cast_owned(values, dtype)
     return out
+
+
+def covers(boxes: list[Box], block: Box) -> bool:
+    """Whether the union of `boxes` holds every voxel of `block`, exactly: the boxes' faces
+    cut each axis into intervals, and every cell of that (small) grid inside the block
+    must lie in some box."""
+    inside = [b.intersect(block) for b in boxes]
+    inside = [b for b in inside if not b.is_empty()]
+    if not inside:
+        return block.is_empty()
+    cuts = [sorted({block.start[a], block.stop[a], *(v for b in inside for v in (b.start[a], b.stop[a]))})
+            for a in range(3)]
+    covered = np.zeros([len(c) - 1 for c in cuts], dtype=bool)
+    for b in inside:
+        covered[tuple(slice(c.index(lo), c.index(hi)) for c, lo, hi in zip(cuts, b.start, b.stop))] = True
+    return bool(covered.all())
 
 
 def _shared_zones(boxes: list[Box]) -> list[Box]:

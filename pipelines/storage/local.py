@@ -12,6 +12,7 @@ from pipelines.errors import OutputError
 from pipelines.storage.base import PartialWrite, Store
 
 TEMP_SUFFIX = ".partial"
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class LocalStore(Store):
@@ -41,11 +42,19 @@ class LocalStore(Store):
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._temporary(path)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
+            try:
+                fd = os.open(tmp, _NEW_FILE, 0o666)
+            except FileNotFoundError:   # a new folder: made when needed, not checked per put
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, _NEW_FILE, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
