@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.geometry import Box
-from pipelines.illumination.correct import Correction, read_corrected
+from pipelines.geometry import Box, to_zyx
+from pipelines.illumination.correct import Correction, read_corrected, tile_reader
 from pipelines.illumination.estimate import Binning, tile_histogram
+from pipelines.resample import sample_affine
 from pipelines.tiles import Tile, TileSet, read_region
 
 SLAB_BYTES = 64 * 2**20      # a tile is read this many bytes of slices at a time
@@ -100,14 +101,24 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
     interleaved halves whose noise is independent and whose structure is nearly the same,
     so the covariance of the halves' means is the variance of the structure alone. The
     slope is the ratio of the two tiles' structure spreads (second moments compared, not
-    voxels paired: a residual misregistration of a voxel or two barely moves them)."""
+    voxels paired: a residual misregistration of a voxel or two barely moves them).
+
+    A tile placed by an affine is sampled over the shared box of stage voxels (trilinear,
+    through its corrections, as fusion samples it), and only the bins every voxel of
+    which both tiles cover are compared."""
     index = job.tiles.by_index()
     a, b = index[pair[0]], index[pair[1]]
     shared = _crop(a.box.intersect(b.box))
-    if a.transform is not None or b.transform is not None or shared.size < MIN_VOXELS:
+    if shared.size < MIN_VOXELS:
         return None
-    va = _binned(read_corrected(a, shared.relative_to(a.box.start), job.correction, job.channel, job.s3))
-    vb = _binned(read_corrected(b, shared.relative_to(b.box.start), job.correction, job.channel, job.s3))
+    (data_a, inside_a), (data_b, inside_b) = (_values_over(job, t, shared) for t in (a, b))
+    both = inside_a if inside_b is None else inside_b if inside_a is None else inside_a & inside_b
+    covered = int(both.sum()) if both is not None else shared.size
+    if covered < MIN_VOXELS:
+        return None
+    va, vb = _binned(data_a, both), _binned(data_b, both)
+    if va.shape[1] < 2:
+        return None
     spread_a, spread_b = _structure(va), _structure(vb)
     if spread_a > 0 and spread_b > 0:
         slope = float(np.sqrt(spread_b / spread_a))
@@ -116,8 +127,19 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
     else:   # no structure above the noise: the pair says nothing about the offset
         slope, intercept, signal = 1.0, 0.0, 0.0
     return PairIntensity(a.index, b.index, round(slope, 6), round(intercept, 4),
-                         int(shared.size), round(float(np.median(va[0])), 4),
+                         covered, round(float(np.median(va[0])), 4),
                          round(float(np.median(vb[0])), 4), round(float(signal), 6))
+
+
+def _values_over(job: IntensityJob, tile: Tile, box: Box) -> tuple[np.ndarray, np.ndarray | None]:
+    """A tile's corrected values over `box` (stage voxels; z, y, x float32) and where it
+    covers them (None: everywhere)."""
+    if tile.transform is None:
+        return read_corrected(tile, box.relative_to(tile.box.start), job.correction, job.channel, job.s3), None
+    found = sample_affine(tile, box, (0, 0, 0), tile_reader(job.correction, job.channel, job.s3), "linear")
+    if found is None:
+        return np.zeros(to_zyx(box.shape), np.float32), np.zeros(to_zyx(box.shape), bool)
+    return found.data, found.inside
 
 
 def measure_intensities(job: IntensityJob, pairs: tuple[tuple[int, int], ...],
@@ -137,18 +159,26 @@ def _crop(box: Box) -> Box:
     return Box(tuple(start), tuple(stop))
 
 
-def _binned(values: np.ndarray) -> np.ndarray:
+def _binned(values: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
     """(3, bins): per bin of 2x2x2 voxels (fewer along an axis of one voxel) the mean of
     all its voxels, and of its two interleaved halves (voxels whose coordinates add up to
-    an even, an odd number), all as flat arrays."""
+    an even, an odd number), all as flat arrays; only bins all of whose voxels are
+    `inside` (when given) are kept."""
     steps = [2 if n > 1 else 1 for n in values.shape]
-    trimmed = values[tuple(slice(0, n - n % s) for n, s in zip(values.shape, steps))]
-    shape = [v for n, s in zip(trimmed.shape, steps) for v in (n // s, s)]
-    bins = trimmed.reshape(shape).transpose(0, 2, 4, 1, 3, 5).reshape(-1, int(np.prod(steps)))
+    bins = _bins(values, steps)
+    if inside is not None:
+        bins = bins[_bins(inside, steps).all(axis=1)]
     odd = (np.indices(steps).sum(axis=0) % 2).ravel().astype(bool)
     if not odd.any():   # a single voxel per bin: no halves
         return np.stack([bins[:, 0]] * 3)
     return np.stack([bins.mean(axis=1), bins[:, ~odd].mean(axis=1), bins[:, odd].mean(axis=1)])
+
+
+def _bins(values: np.ndarray, steps: list[int]) -> np.ndarray:
+    """(bins, voxels per bin) of a z, y, x array cut into bins of `steps` voxels."""
+    trimmed = values[tuple(slice(0, n - n % s) for n, s in zip(values.shape, steps))]
+    shape = [v for n, s in zip(trimmed.shape, steps) for v in (n // s, s)]
+    return trimmed.reshape(shape).transpose(0, 2, 4, 1, 3, 5).reshape(-1, int(np.prod(steps)))
 
 
 def _structure(binned: np.ndarray) -> float:

@@ -11,7 +11,12 @@ from pipelines.illumination.correct import Correction, read_corrected
 from pipelines.illumination.estimate import Fields
 from pipelines.illumination.fields import write_fields
 from pipelines.illumination.intensity import solve_intensities
-from pipelines.illumination.tasks import IntensityJob, PairIntensity, measure_intensity
+from pipelines.illumination.tasks import (
+    IntensityJob,
+    PairIntensity,
+    _values_over,
+    measure_intensity,
+)
 from pipelines.testing.synthetic import phantom
 from pipelines.tiles import Tile, TileSet
 
@@ -56,6 +61,29 @@ def test_a_pair_measures_the_ratio_of_brightness(tmp_path):
     assert found is not None and found.voxels == 24 * 64 * 16
     assert abs(found.median_b / found.median_a - 1 / 0.7) < 0.02 * (1 / 0.7)
     assert abs(found.slope - 1 / 0.7) < 0.1 * (1 / 0.7) and abs(found.intercept) < 40
+
+
+def test_a_pair_with_a_view_placed_by_an_affine(tmp_path):
+    """Tile b is stored turned by 90 degrees about z and placed by its affine (as in a
+    stitching-spark tile JSON's `transform`): it is sampled over the shared stage box,
+    and the pair measures the same brightness ratio as two plain tiles would."""
+    from pipelines.tiles.model import placement
+    volume = (104, 64, 16)
+    a = write_tile(tmp_path / "a.tif", Box((0, 0, 0), (64, 64, 16)), 0.7, 0, volume)
+    rng = np.random.default_rng(1)
+    right = rng.poisson(np.maximum(phantom(Box((40, 0, 0), (104, 64, 16)), 5, volume, 4.0), 0))
+    turned = np.flip(right, axis=2).transpose(0, 2, 1)     # pixel (x, y) shows stage (103 - y, x)
+    tifffile.imwrite(tmp_path / "b.tif", np.ascontiguousarray(turned).astype(np.uint16), contiguous=True)
+    position, transform = placement((0.0, -1.0, 0.0, 103.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    b = Tile(1, str(tmp_path / "b.tif"), position, (64, 64, 16), (1.0, 1.0, 1.0), "GRAY16", transform)
+    assert b.box == Box((40, 0, 0), (104, 64, 16))
+    job = IntensityJob(TileSet((a, b)), Correction())
+    sampled, inside = _values_over(job, b, Box((40, 0, 0), (64, 64, 16)))
+    assert inside is None and np.array_equal(sampled, right[:, :, :24])   # exactly the right voxels
+    found = measure_intensity(job, (0, 1), 0)
+    assert found is not None and found.voxels == 24 * 64 * 16
+    assert abs(found.median_b / found.median_a - 1 / 0.7) < 0.02 * (1 / 0.7), found
+    assert abs(found.slope - 1 / 0.7) < 0.1 * (1 / 0.7), found
 
 
 def test_a_pair_on_a_flat_background_finds_no_offset(tmp_path):
