@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError
+from pipelines.storage.uri import is_remote
 
 INTENSITIES = ("none", "match")
 AUTO = "auto"
@@ -13,7 +14,8 @@ AUTO = "auto"
 
 def flatfield_setting(value: Any, channels: int | None, source: str, where: str) -> tuple[str, ...]:
     """fusion.flatfield: "" (none), "auto", a folder (one channel) or one folder per
-    channel. Relative folders are resolved against the job file's folder."""
+    channel, each a path or an s3:// URI. Relative folders are resolved against the job
+    file's folder."""
     key = f"{where}fusion.flatfield"
     folders = [value] if isinstance(value, str) else value
     if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
@@ -27,7 +29,7 @@ def flatfield_setting(value: Any, channels: int | None, source: str, where: str)
         raise ConfigError(f"{key}: {len(folders)} folders for {channels} channels (give one "
                           f"per channel, or \"auto\")")
     base = Path(source).resolve().parent if source else Path.cwd()
-    return tuple(str((base / Path(f).expanduser()).resolve()) for f in folders)
+    return tuple(f if is_remote(f) else str((base / Path(f).expanduser()).resolve()) for f in folders)
 
 
 def enabled_setting(value: Any, where: str, key: str) -> bool:

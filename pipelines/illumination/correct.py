@@ -61,7 +61,7 @@ def read_corrected(tile: Tile, region: Box, correction: Correction, channel: int
     found = correction.coefficients(channel, tile.index)
     scale = np.float32(found[0] if found is not None else 1.0)
     if folder:
-        gain, offset = load_fields(folder)
+        gain, offset = load_fields(folder, s3)
         _, ys, xs = region.slices_zyx()
         if gain.ndim == 2:
             data -= offset[ys, xs]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
+from pipelines.errors import PipelineError
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.estimate import Z_GROUPS
 from pipelines.illumination.fields import (
@@ -24,29 +24,22 @@ from pipelines.illumination.fields import (
     fields_digest,
     folder_beside,
 )
-from pipelines.storage.uri import is_remote
+from pipelines.storage import S3Options, open_store
+from pipelines.storage.uri import sibling, split
 from pipelines.tiles import TileSet
 
 
 def flatfield_folders(config: JobConfig) -> tuple[str, ...]:
     """Per channel, the fields folder fusion.flatfield names ("auto": beside the first
     timepoint's tile JSON); () when there is no flatfield."""
-    folders = tuple(folder_beside(p) for p in config.inputs[0]) if config.flatfield == (AUTO,) \
+    return tuple(folder_beside(p) for p in config.inputs[0]) if config.flatfield == (AUTO,) \
         else config.flatfield
-    for folder in folders:
-        if is_remote(folder):
-            raise FlatfieldError(f"fusion.flatfield: {folder}: flatfield fields are kept on the local "
-                                 f"file system; name a local folder for them")
-    return folders
 
 
 def intensity_path(tile_json: str) -> str:
-    """`<stem>-intensity.json` beside the tile JSON: the matched per-tile coefficients."""
-    if is_remote(tile_json):
-        raise FlatfieldError(f"fusion.intensity = \"match\": {tile_json}: the coefficients are "
-                             f"written beside the tile JSON, which must be on the local file system")
-    path = Path(tile_json)
-    return str(path.with_name(f"{path.stem}-intensity.json"))
+    """`<stem>-intensity.json` beside the tile JSON (a path or an s3:// URI): the matched
+    per-tile coefficients."""
+    return sibling(tile_json, "-intensity.json")
 
 
 def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -> Correction | None:
@@ -57,15 +50,20 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     if config.is_project and folders:
         raise FlatfieldError("fusion.flatfield: flatfield correction needs tile JSON inputs "
                              "(views of a BigStitcher project may differ in shape)")
+    s3 = _s3(config)
     for folder, channel in zip(folders, tiles[0]):
         depths = {t.size[2] for t in channel}
         check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
-                     "fusion.flatfield")
+                     "fusion.flatfield", s3)
     intensity: tuple = ()
     if config.intensity == "match":
-        intensity = tuple(read_coefficients(intensity_path(p)) for p in config.inputs[0])
-    return Correction(folders, intensity, tuple(fields_digest(f) for f in folders),
-                      field_bytes(folders, tiles[0][0].tiles[0].size[:2]))
+        intensity = tuple(read_coefficients(intensity_path(p), s3) for p in config.inputs[0])
+    return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders),
+                      field_bytes(folders, tiles[0][0].tiles[0].size[:2], s3=s3))
+
+
+def _s3(config: JobConfig) -> S3Options | None:
+    return S3Options(**dict(config.s3)) if config.s3 else None
 
 
 def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
@@ -76,19 +74,30 @@ def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
     if config.is_project or not folders:
         return 0
     size = tiles.tiles[0].size
-    return field_bytes(folders, size[:2], min(size[2], Z_GROUPS) if config.flatfield_per_slice else 1)
+    return field_bytes(folders, size[:2], min(size[2], Z_GROUPS) if config.flatfield_per_slice else 1,
+                       _s3(config))
 
 
-def write_coefficients(path: str, doc: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+def write_coefficients(path: str, doc: dict[str, Any], s3=None) -> None:
+    """Write the coefficients document to `path` (a path or an s3:// URI), atomically."""
+    folder, name = split(path)
+    open_store(folder, s3).put(name, (json.dumps(doc, indent=2) + "\n").encode())
 
 
-def read_coefficients(path: str) -> tuple[tuple[int, float, float], ...]:
+def read_coefficients(path: str, s3=None) -> tuple[tuple[int, float, float], ...]:
     """(tile index, gain, offset) per tile from an intensity JSON."""
+    folder, name = split(path)
     try:
-        doc = json.loads(Path(path).read_text())
-        return tuple((int(t["index"]), float(t["gain"]), float(t["offset"])) for t in doc["tiles"])
-    except FileNotFoundError:
+        data = open_store(folder, s3).get(name)
+    except KeyError:
         raise FlatfieldError(f"fusion.intensity = \"match\": {path} not found") from None
+    except PipelineError:
+        raise
+    except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
+        raise FlatfieldError(f"fusion.intensity = \"match\": cannot read {path}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    try:
+        doc = json.loads(data)
+        return tuple((int(t["index"]), float(t["gain"]), float(t["offset"])) for t in doc["tiles"])
     except (ValueError, KeyError, TypeError) as e:
         raise FlatfieldError(f"{path}: not an intensity coefficients file ({e})") from None

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -39,9 +38,10 @@ from pipelines.illumination.tasks import (
 from pipelines.plan import read_tiles
 from pipelines.registration import find_pairs
 from pipelines.registration.pairs import PairOptions
-from pipelines.report.pictures import projections_png, save_png
+from pipelines.report.pictures import projections_png
 from pipelines.report.progress import Progress
 from pipelines.storage.s3 import S3Options
+from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
 
 MIN_TILES = 6     # a channel with fewer tiles has too few samples per pixel to estimate from
@@ -96,7 +96,7 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
         _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began,
                _s3(config))
         depths = f", {fields.gain.shape[0]} groups of slices" if fields.gain.ndim == 3 else ""
-        stream.write(f"flatfield of {Path(config.inputs[0][c]).name}: {folder} (S {fields.gain.min():.3f}"
+        stream.write(f"flatfield of {uri_name(config.inputs[0][c])}: {folder} (S {fields.gain.min():.3f}"
                      f"-{fields.gain.max():.3f}, T {fields.offset.mean():.1f} mean{depths})\n")
     return FlatfieldRun(tuple(folders), count, time.perf_counter() - began)
 
@@ -128,7 +128,11 @@ def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float
             "tiles": sum(len(ts) for ts in tilesets), "offset_estimated": fields.offset_estimated,
             "reference_spread": fields.spread, "seconds": round(seconds, 3),
             "slice_groups": fields.gain.shape[0] if fields.gain.ndim == 3 else 1}
-    write_fields(folder, fields, info)
+    write_fields(folder, fields, info, _picture(fields, tilesets, s3), s3)
+
+
+def _picture(fields: Fields, tilesets, s3) -> bytes:
+    """PNG of both fields and one slice of a middle tile before and after."""
     tile = tilesets[0].tiles[len(tilesets[0]) // 2]
     z = tile.size[2] // 2
     plane = read_region(tile, _plane(tile, z), s3)[0].astype(np.float32)
@@ -138,10 +142,9 @@ def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float
     # one dark level draws as a uniformly white panel: say its value in the title instead
     offset_label = f"T (offset): {low:.4g} everywhere" if low == high else "T (offset)"
     at = f", z {z}" if fields.gain.ndim == 3 else ""
-    save_png(projections_png([(f"S (gain){at}", gain, 1.0), (offset_label, offset, 1.0),
-                              (f"tile {tile.index}, z {z}: raw", plane, 1.0),
-                              ("corrected", after, 1.0)], "flatfield"),
-             str(Path(folder) / "flatfield.png"))
+    return projections_png([(f"S (gain){at}", gain, 1.0), (offset_label, offset, 1.0),
+                            (f"tile {tile.index}, z {z}: raw", plane, 1.0),
+                            ("corrected", after, 1.0)], "flatfield")
 
 
 def _plane(tile, z: int) -> Box:
@@ -158,11 +161,9 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
     fusion.flatfield names (beside the tile JSONs when it is unset), and applied."""
     if config.estimate_flatfield and not config.flatfield:
         config = replace(config, flatfield=(AUTO,))
-    folders = flatfield_folders(config)   # raises for fields or coefficients it cannot keep
-    for tile_json in config.inputs[0] if config.intensity == "match" else ():
-        intensity_path(tile_json)
+    folders = flatfield_folders(config)
     missing = config.estimate_flatfield or (
-        config.flatfield == (AUTO,) and not all(has_fields(f) for f in folders))
+        config.flatfield == (AUTO,) and not all(has_fields(f, _s3(config)) for f in folders))
     if missing or config.intensity == "match":
         check(replace(config, flatfield=(), intensity="none"))
     if missing:
@@ -184,8 +185,8 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
         measured = [m for group in executor.run(batch, lambda d, n: None) for m in group if m]
         solution = solve_intensities([t.index for t in tileset], measured)
         path = intensity_path(config.inputs[0][c])
-        write_coefficients(path, _document(solution, len(pairs)))
-        stream.write(f"intensities of {Path(config.inputs[0][c]).name}: {len(solution.used)} pairs "
+        write_coefficients(path, _document(solution, len(pairs)), _s3(config))
+        stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {len(solution.used)} pairs "
                      f"used, {len(solution.dropped)} dropped; {path}\n")
 
 

@@ -288,3 +288,37 @@ def test_flatfield_enabled_estimates_again_before_fusing(shaded, tmp_path):
     gain = tifffile.imread(target / "S.tif")
     assert gain.min() < 0.85 < 1.1 < gain.max()   # the vignetting, not the flat field written first
     assert (tmp_path / "out" / "attributes.json").is_file()   # the N5 output is committed
+
+
+def test_fields_and_coefficients_of_tiles_in_a_bucket_are_kept_in_the_bucket(s3_bucket, tmp_path, capsys):
+    """Tiles and tile JSON in S3 (moto on loopback): "auto" estimates the fields into
+    s3://…/tiles-flatfield/ and the coefficients into s3://…/tiles-intensity.json, the
+    export reads them from there, and its chunks are the bytes the same export of a local
+    copy of the acquisition writes. A named folder that is not in the bucket is one line."""
+    import boto3
+    endpoint, bucket = s3_bucket
+    acq = make_acquisition(tmp_path / "acq", grid=(3, 3, 1), tile=(32, 32, 4), jitter=0, seed=2,
+                           falloff=0.4, dark=100.0, gains=(0.6, 1.0), density=10.0, truth=False)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    source = Path(acq["paths"]["tiles_json"])
+    for tile in json.loads(source.read_text()):
+        client.upload_file(str(source.parent / tile["file"]), bucket, f"acq/{tile['file']}")
+    client.upload_file(str(source), bucket, "acq/tiles.json")
+    volumes = {}
+    for name, tiles in (("bucket", f"s3://{bucket}/acq/tiles.json"), ("local", str(source))):
+        raw = {"input": {"tiles": tiles}, "s3": {"endpoint_url": endpoint},
+               "output": {"uri": str(tmp_path / f"{name}.zarr"), "format": "zarr2", "chunks": [32, 32, 4]},
+               "fusion": {"flatfield": "auto", "intensity": "match"}}
+        export(build_config(raw, source=str(tmp_path / "job.toml")), LocalExecutor(), stream=io.StringIO())
+        volumes[name] = {p.relative_to(tmp_path / f"{name}.zarr"): p.read_bytes()
+                         for p in (tmp_path / f"{name}.zarr").rglob("*") if p.is_file() and p.name[0].isdigit()}
+    kept = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="acq/tiles-")["Contents"]}
+    assert kept == {f"acq/tiles-flatfield/{n}" for n in ("S.tif", "T.tif", "flatfield.json", "flatfield.png")} \
+        | {"acq/tiles-intensity.json"}
+    assert volumes["bucket"] and volumes["bucket"] == volumes["local"]
+    job_file = job(tmp_path, f"s3://{bucket}/acq/tiles.json", f'flatfield = "s3://{bucket}/nowhere"')
+    capsys.readouterr()
+    assert export_main([str(job_file), "--set", f"s3.endpoint_url={endpoint}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"flatfield folder s3://{bucket}/nowhere not found" in err[0], err
+    assert not (tmp_path / "out").exists()

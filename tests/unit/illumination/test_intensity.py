@@ -149,18 +149,17 @@ def test_a_read_corrected_per_slice_uses_each_slice_s_plane_in_any_region(tmp_pa
     assert np.array_equal(part, whole[2:5, 2:9, 3:11])
 
 
-def test_fields_and_coefficients_of_tiles_on_s3_are_refused_in_one_line():
-    """They are kept beside the tile JSON on the local file system: a tile JSON in a
-    bucket gets a clear refusal before any work, not a path mangled into 's3:/'."""
-    import pytest
-
+def test_fields_and_coefficients_of_tiles_in_a_bucket_go_beside_them():
+    """A tile JSON in a bucket keeps its fields and coefficients beside it, in the
+    bucket: URIs stay URIs (not paths mangled into 's3:/'), a named s3:// folder too."""
     from pipelines.config import build_config
-    from pipelines.illumination.fields import FlatfieldError, folder_beside
+    from pipelines.illumination.fields import folder_beside
     from pipelines.illumination.plan import flatfield_folders, intensity_path
     assert folder_beside("s3://bucket/acq/tiles.json") == "s3://bucket/acq/tiles-flatfield"
+    assert intensity_path("s3://bucket/acq/tiles.json") == "s3://bucket/acq/tiles-intensity.json"
     config = build_config({"input": {"tiles": "s3://bucket/acq/tiles.json"},
                            "output": {"uri": "/tmp/out"}, "fusion": {"flatfield": "auto"}})
-    with pytest.raises(FlatfieldError, match="s3://bucket/acq/tiles-flatfield: flatfield fields are kept"):
-        flatfield_folders(config)
-    with pytest.raises(FlatfieldError, match="must be on the local file system"):
-        intensity_path("s3://bucket/acq/tiles.json")
+    assert flatfield_folders(config) == ("s3://bucket/acq/tiles-flatfield",)
+    named = build_config({"input": {"tiles": "s3://bucket/acq/tiles.json"}, "output": {"uri": "/tmp/out"},
+                          "fusion": {"flatfield": "s3://bucket/fields/ch0"}}, source="/jobs/job.toml")
+    assert flatfield_folders(named) == ("s3://bucket/fields/ch0",)
