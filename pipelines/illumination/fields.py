@@ -42,8 +42,21 @@ def folder_beside(tile_json: str) -> str:
 
 def has_fields(folder: str, s3=None) -> bool:
     """Whether `folder` (a path or an s3:// URI) holds both S.tif and T.tif."""
-    store = open_store(folder, s3)
-    return all(store.exists(name) for name in (GAIN_FILE, OFFSET_FILE))
+    return all(_exists(folder, name, s3) for name in (GAIN_FILE, OFFSET_FILE))
+
+
+def _exists(folder: str, name: str, s3=None) -> bool:
+    try:
+        return open_store(folder, s3).exists(name)
+    except PipelineError:
+        raise
+    except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
+        raise FlatfieldError(f"cannot reach {join_uri(folder, name)}: {_first_line(e)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"
 
 
 def write_fields(folder: str, fields: Fields, info: dict, picture: bytes = b"", s3=None) -> list[str]:
@@ -74,18 +87,17 @@ def _read(folder: str, name: str, what: str, s3=None) -> bytes:
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise FlatfieldError(f"{what}: cannot read {join_uri(folder, name)}: "
-                             f"{type(e).__name__}: {first}") from None
+        raise FlatfieldError(f"{what}: cannot read {join_uri(folder, name)}: {_first_line(e)}") from None
 
 
-def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> None:
+def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> int:
     """Raise FlatfieldError (one line) unless `folder` holds S.tif and T.tif of the tile
     plane's shape (x, y of `size`), each one plane or a stack of at most the tiles'
     slices (z of `size`; 0 when the tiles differ in depth: one plane only), both alike;
-    `what` names the setting that pointed here."""
-    if not is_remote(folder) and not Path(folder).is_dir() or is_remote(folder) and not any(
-            open_store(folder, s3).exists(name) for name in (GAIN_FILE, OFFSET_FILE)):
+    `what` names the setting that pointed here. Returns the bytes both hold as float32."""
+    found = Path(folder).is_dir() if not is_remote(folder) else \
+        any(_exists(folder, name, s3) for name in (GAIN_FILE, OFFSET_FILE))
+    if not found:
         raise FlatfieldError(f"{what}: flatfield folder {folder} not found (expected "
                              f"{GAIN_FILE} and {OFFSET_FILE} in it)")
     plane, depth = (int(size[1]), int(size[0])), int(size[2]) if len(size) > 2 else 0
@@ -104,6 +116,7 @@ def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> None
     if shapes[0] != shapes[1]:
         raise FlatfieldError(f"{what}: {GAIN_FILE} and {OFFSET_FILE} in {folder} differ in shape "
                              f"({shapes[0]} and {shapes[1]})")
+    return 4 * sum(int(np.prod(shape)) for shape in shapes)
 
 
 def field_bytes(folders: tuple[str, ...], plane_xy: tuple[int, int], groups: int = 1, s3=None) -> int:
@@ -112,8 +125,8 @@ def field_bytes(folders: tuple[str, ...], plane_xy: tuple[int, int], groups: int
     total = 0
     for folder in folders:
         if has_fields(folder, s3):
-            shapes = [_shape_of(folder, name, "fusion.flatfield", s3) for name in (GAIN_FILE, OFFSET_FILE)]
-            total += 4 * sum(int(np.prod(shape)) for shape in shapes)
+            total += 4 * sum(int(np.prod(_shape_of(folder, name, "fusion.flatfield", s3)))
+                             for name in (GAIN_FILE, OFFSET_FILE))
         else:
             total += 8 * int(plane_xy[0]) * int(plane_xy[1]) * max(1, groups)
     return total

@@ -50,16 +50,15 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     if config.is_project and folders:
         raise FlatfieldError("fusion.flatfield: flatfield correction needs tile JSON inputs "
                              "(views of a BigStitcher project may differ in shape)")
-    s3 = _s3(config)
+    s3, held = _s3(config), 0
     for folder, channel in zip(folders, tiles[0]):
         depths = {t.size[2] for t in channel}
-        check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
-                     "fusion.flatfield", s3)
+        held += check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
+                             "fusion.flatfield", s3)
     intensity: tuple = ()
     if config.intensity == "match":
         intensity = tuple(read_coefficients(intensity_path(p), s3) for p in config.inputs[0])
-    return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders),
-                      field_bytes(folders, tiles[0][0].tiles[0].size[:2], s3=s3))
+    return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
 
 
 def _s3(config: JobConfig) -> S3Options | None:
