@@ -262,3 +262,46 @@ def test_covers_agrees_with_a_voxel_mask():
         assert covers(boxes, block) == expected, (boxes, expected)
         results.add(expected)
     assert results == {True, False}   # both answers were put to the test
+
+
+def brute_linear(tiles, pixels, volume: Box, dtype) -> np.ndarray:
+    """Linear blending written out voxel-wise in numpy float32, in tile-index order: per
+    tile w = (wz * wy) * wx with w_axis = min(i + 0.5, n - i - 0.5) over the tile's own
+    voxel index i; value = sum of w * pixel, weight = sum of w; out = clip(rint(value /
+    weight)), 0 where no tile."""
+    shape = tuple(reversed(volume.shape))
+    value, weight = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    for tile in sorted(tiles, key=lambda t: t.index):
+        lo = [int(p) - s for p, s in zip(tile.position, volume.start)]
+        axes = []
+        for a, n in zip(lo, tile.size):
+            i = np.arange(n, dtype=np.float32) + np.float32(0.5)
+            axes.append(np.minimum(i, np.float32(n) - i))
+        wx, wy, wz = axes
+        w = (wz[:, None, None] * wy[None, :, None]) * wx[None, None, :]
+        at = tuple(slice(a, a + n) for a, n in zip(reversed(lo), reversed(tile.size)))
+        weight[at] += w
+        value[at] += w * pixels[tile.path].astype(np.float32)
+    np.divide(value, weight, out=value, where=weight > 0)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(value), info.min, info.max).astype(dtype)
+
+
+@pytest.mark.parametrize("tile_type, dtype", [("GRAY16", "uint16"), ("GRAY8", "uint8"),
+                                               ("GRAY16", "uint8"), ("GRAY16", "int16")])
+def test_linear_blending_of_whole_voxel_tiles_matches_a_brute_force_reference(tile_type, dtype):
+    """Overlapping tiles at whole-voxel positions (the copy path, whose shared zones are
+    blended by numba kernels), into outputs that fit and that clip: every block
+    decomposition gives the reference's bytes."""
+    rng = np.random.default_rng(11)
+    top = 255 if tile_type == "GRAY8" else 4000
+    positions = [(0, 0, 0), (11, 1, 0), (2, 9, 1), (12, 8, 2), (6, 4, 5)]
+    tiles = [Tile(i, f"t{i}", p, (16, 13, 7), (1.0, 1.0, 1.0), tile_type) for i, p in enumerate(positions)]
+    pixels = {t.path: rng.integers(0, top, (7, 13, 16)).astype(t.dtype) for t in tiles}
+    offset, volume = output_volume(tiles)
+    expected = brute_linear(tiles, pixels, TileSet(tuple(tiles)).bounds, dtype)
+    for step in [(28, 22, 12), (5, 4, 3), (9, 7, 12)]:
+        got = np.zeros_like(expected)
+        for block in split_blocks(volume, step):
+            got[block.slices_zyx()] = fuse(block, tiles, offset, "linear", dtype, read=reader(pixels))
+        assert got.tobytes() == expected.tobytes(), step
