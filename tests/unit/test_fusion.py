@@ -274,7 +274,7 @@ def brute_linear(tiles, pixels, volume: Box, dtype) -> np.ndarray:
     for tile in sorted(tiles, key=lambda t: t.index):
         lo = [int(p) - s for p, s in zip(tile.position, volume.start)]
         axes = []
-        for a, n in zip(lo, tile.size):
+        for n in tile.size:
             i = np.arange(n, dtype=np.float32) + np.float32(0.5)
             axes.append(np.minimum(i, np.float32(n) - i))
         wx, wy, wz = axes
