@@ -94,7 +94,7 @@ class WorkerMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "WorkerMemory":
+    def __enter__(self) -> WorkerMemory:
         workers = python_workers()
         self.reset = all(reset_peak(pid) for pid in workers)
         self._thread.start()

@@ -39,7 +39,9 @@ STEPS = {
 
 def worker_stacks(path: str):
     """(frames outermost first, count) of every stack sampled in a pyspark worker."""
-    for line in open(path):
+    with open(path) as lines:
+        text = lines.read().splitlines()
+    for line in text:
         line = line.rstrip("\n")
         stack, _, count = line.rpartition(" ")
         if not count.isdigit() or "pyspark.daemon" not in stack:

@@ -43,7 +43,7 @@ class MotoServer:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "local_s3.py"), "--port", str(self.port),
              "--bucket", BUCKET], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

@@ -57,7 +57,8 @@ def run_case(name: str, acquisition: dict, keys: dict, spark) -> dict:
                            "output": {"uri": str(folder / "unused")},
                            "stitching": {"enabled": True, "force": True, **keys}})
     began = time.perf_counter()
-    result = stitch(config, SparkExecutor(spark=spark), stream=open(os.devnull, "w"))
+    with open(os.devnull, "w") as quiet:
+        result = stitch(config, SparkExecutor(spark=spark), stream=quiet)
     seconds = time.perf_counter() - began
     doc = result.outcome.report
     stage = {t.index: t.position for t in read_tile_json(str(folder / "tiles.json"))}

@@ -28,11 +28,11 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
 else:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import common, limit, ours, report, s3run, tools   # noqa: E402
-from benchmarks.common import CASES, Case                           # noqa: E402
-from pipelines.formats import format_module                         # noqa: E402
-from pipelines.plan import make_plan                                 # noqa: E402
-from pipelines.storage import LocalStore                             # noqa: E402
+from benchmarks import common, limit, ours, report, s3run, tools  # noqa: E402
+from benchmarks.common import CASES, Case  # noqa: E402
+from pipelines.formats import format_module  # noqa: E402
+from pipelines.plan import make_plan  # noqa: E402
+from pipelines.storage import LocalStore  # noqa: E402
 
 ALL_TOOLS = ("limit", "ours-placement", "ours-overlap", "tensorstore", "dask")
 LIMIT_THREADS = (1, 2)   # threads per limit process tried; the faster is the limit

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.s3_fixtures"]  # moto server, buckets, flaky proxy
-
 import os
 import sys
 from pathlib import Path
@@ -12,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.testing.synthetic import make_acquisition
+
+pytest_plugins = ["tests.s3_fixtures"]  # moto server, buckets, flaky proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from functools import partial
-
 from pipelines.driver import ExportResult, export
 from pipelines.execute.executor import LocalExecutor
 from pipelines.fusion import fuse
-from pipelines.tiles import read_region
 from pipelines.geometry import Box
+from pipelines.tiles import read_region
 
 
 def export_local(config, **options) -> ExportResult:

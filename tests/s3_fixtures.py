@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 import urllib.request
 import uuid
@@ -155,7 +154,7 @@ class FlakyS3Proxy:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FlakyS3Proxy":
+    def start(self) -> FlakyS3Proxy:
         self.thread.start()
         return self
 

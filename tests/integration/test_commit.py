@@ -16,6 +16,7 @@ from tests.unit.commit.test_commit import load_verify_job
 @pytest.mark.spark
 def test_verify_finds_missing_changed_and_unexpected_objects(spark, tmp_path, capsys):
     import tifffile
+
     from pipelines.driver import export
     from pipelines.spark import SparkExecutor
     for n in range(2):  # a gap between the tiles gives recorded-empty chunks too
@@ -45,6 +46,7 @@ def test_two_jobs_on_one_output_one_refuses(small_acquisition, tmp_path):
     import subprocess
     import sys
     import time
+
     from tests.conftest import ROOT
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out")
     first = subprocess.Popen([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set",

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from pipelines.config import load_job
+from pipelines.driver import export
 from pipelines.errors import BlockFailed
 from pipelines.fusion import fuse
 from pipelines.geometry import Box
 from pipelines.plan import make_plan
-from pipelines.driver import export
 from pipelines.spark import SparkExecutor
 from tests.conftest import ROOT, write_job
 from tests.readers import tensorstore_read, zarr_read

@@ -20,9 +20,9 @@ from ome_zarr.reader import Multiscales, Reader
 from ome_zarr_models import v04, v05
 
 from pipelines.config import DTYPES, load_job
+from pipelines.driver import export
 from pipelines.formats.codecs import FORMAT_CODECS
 from pipelines.plan import make_plan
-from pipelines.driver import export
 from pipelines.spark import SparkExecutor
 from tests.conftest import write_job
 from tests.pipeline_helpers import add_channel, export_local, fused_channel, reference_pyramid
@@ -46,7 +46,7 @@ def job_for(tmp_path, acquisition, fmt, codec, shard=None, dtype="", levels="'au
     return load_job(job, list(overrides))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expected_levels(tiles_json: str, dtype: str, downsample: str) -> tuple:
     """Level 0 fused in one piece, then each level by brute-force window reduction."""
     config = load_job_from_values(tiles_json, dtype, downsample)
@@ -73,7 +73,7 @@ def read_level(fmt, uri, level) -> np.ndarray:
 def test_interop_matrix_every_level(tmp_path, small_acquisition, fmt, codec, shard, dtype):
     config = job_for(tmp_path, small_acquisition, fmt, codec, shard, dtype)
     result = export_local(config)
-    plan, summary = result.plan, result.summary
+    summary = result.summary
     expected = expected_levels(small_acquisition["paths"]["tiles_json"], dtype, "mean")
     assert summary.levels == len(expected) == 4  # auto: (2,2,1) twice, then (2,2,2) fits a chunk
     for level, want in enumerate(expected):
@@ -127,7 +127,7 @@ def test_sharded_output_with_empty_regions(tmp_path):
                       ["output.format=zarr3", "output.chunks=[8,8,8]", "output.shard=[4,2,1]",
                        "output.block=[4,2,1]"])
     result = export_local(config)
-    plan, summary = result.plan, result.summary
+    summary = result.summary
     shards = sorted(p.relative_to(tmp_path / "out.zarr/0/c").as_posix()
                     for p in (tmp_path / "out.zarr/0/c").rglob("*") if p.is_file())
     assert shards == ["0/0/0", "0/0/2"]  # z/y/x: x-shards 0 (x 0–32) and 2 (x 64–96); x-shard 1 is empty

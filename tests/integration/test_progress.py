@@ -13,7 +13,6 @@ from pipelines.report.progress import BAR_WIDTH
 from tests.conftest import write_job
 
 
-
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

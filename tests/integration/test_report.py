@@ -57,6 +57,7 @@ def test_projection_is_the_maximum_over_z_of_the_stored_level(exported):
 def test_ledger_parts_carry_their_finish_times_and_blocks(small_acquisition, tmp_path):
     """progress.png is drawn from these times; a resumed run reads them from the ledger."""
     import time
+
     from pipelines.commit import ledger
     from pipelines.execute.block import run_partition
     from pipelines.plan import make_plan

@@ -15,9 +15,9 @@ import pytest
 import tensorstore as ts
 
 from pipelines.config import load_job
+from pipelines.plan import make_plan
 from tests.conftest import ROOT, write_job
 from tests.pipeline_helpers import fused_channel
-from pipelines.plan import make_plan
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,11 @@ from pipelines.tiles import read_tile_json
 from tests.conftest import ROOT, write_job
 from tests.readers import tensorstore_read
 from tests.unit.registration.test_registration import (  # noqa: F401  (small_jittered: a fixture)
-    MAX_GOAL, STITCH, errors_against_truth, small_jittered)
+    MAX_GOAL,
+    STITCH,
+    errors_against_truth,
+    small_jittered,
+)
 
 
 def run_job(script: str, job: Path, *args: str) -> subprocess.CompletedProcess:
@@ -26,7 +30,7 @@ def run_job(script: str, job: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_stitch_job_writes_refined_tiles_report_and_picture(small_jittered, tmp_path):
+def test_stitch_job_writes_refined_tiles_report_and_picture(small_jittered, tmp_path):  # noqa: F811
     paths = small_jittered["paths"]
     job = write_job(tmp_path / "job.toml", paths["tiles_json"], str(tmp_path / "out"), STITCH)
     run = run_job("stitch.py", job)
@@ -43,7 +47,7 @@ def test_stitch_job_writes_refined_tiles_report_and_picture(small_jittered, tmp_
 
 
 @pytest.mark.spark
-def test_export_with_stitching_equals_export_at_the_true_positions(spark, small_jittered, tmp_path):
+def test_export_with_stitching_equals_export_at_the_true_positions(spark, small_jittered, tmp_path):  # noqa: F811
     """Registration to within half a voxel, placed on whole voxels: nearest-voxel fusion
     puts every tile exactly where the true positions put it."""
     from pipelines.driver import export

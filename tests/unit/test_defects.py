@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,7 @@ def test_the_lock_file_appears_with_its_content(tmp_path, monkeypatch):
     real_link = os.link
 
     def watching_link(source, target, *args, **kwargs):
-        seen.append(open(source, "rb").read())
+        seen.append(Path(source).read_bytes())
         return real_link(source, target, *args, **kwargs)
 
     monkeypatch.setattr(os, "link", watching_link)

@@ -28,7 +28,10 @@ def reader(pixels):
     return read
 
 
-def fused(tiles, pixels, rule, block=Box((0, 0, 0), (32, 6, 5))):
+TWO_TILES_BOX = Box((0, 0, 0), (32, 6, 5))
+
+
+def fused(tiles, pixels, rule, block=TWO_TILES_BOX):
     return fuse(block, tiles, (0, 0, 0), rule, "uint16", read=reader(pixels))
 
 

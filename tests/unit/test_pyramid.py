@@ -12,8 +12,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from pipelines.geometry import BlockGrid, ChunkGrid, ceil_div, grid_indices, to_zyx
-from pipelines.pyramid import (cumulative_factors, downsample, in_block_levels, level_factors,
-                               level_shapes)
+from pipelines.pyramid import (
+    cumulative_factors,
+    downsample,
+    in_block_levels,
+    level_factors,
+    level_shapes,
+)
 
 ANISO = (0.4, 0.4, 2.0)
 

@@ -4,22 +4,21 @@ and an output holding anything but an unfinished run of the same job is refused.
 
 from __future__ import annotations
 
+import io
 import json
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-import io
-
-import pyarrow.parquet as pq
-
 from pipelines.commit import ledger
-from pipelines.execute.block import run_partition
 from pipelines.commit.output import check_output
 from pipelines.commit.publish import commit
 from pipelines.commit.records import start_record
 from pipelines.config import load_job
 from pipelines.driver import export
 from pipelines.errors import BlockFailed, OutputError
+from pipelines.execute.block import run_partition
 from pipelines.execute.executor import LocalExecutor
 from pipelines.plan import make_plan
 from pipelines.storage import LocalStore, MemoryStore, beside_store
@@ -224,6 +223,7 @@ def test_rerun_clears_objects_that_became_empty(tmp_path):
 
 def load_verify_job():
     import importlib.util
+
     from tests.conftest import ROOT
     spec = importlib.util.spec_from_file_location("verify_job", ROOT / "jobs/verify.py")
     module = importlib.util.module_from_spec(spec)
@@ -233,6 +233,7 @@ def load_verify_job():
 
 def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisition):
     import socket
+
     from pipelines.commit.lock import release_lock, take_lock
     from pipelines.commit.records import Sidecars
     plan = make_plan(config_for(tmp_path, small_acquisition))
@@ -251,11 +252,12 @@ def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisi
 def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisition, capsys):
     import importlib.util
     import socket
+
     from tests.conftest import ROOT
     spec = importlib.util.spec_from_file_location("clean_job", ROOT / "jobs/clean.py")
     clean_job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(clean_job)
-    plan = export_local(config_for(tmp_path, small_acquisition)).plan
+    export_local(config_for(tmp_path, small_acquisition))
     out = tmp_path / "out"
     (out / "c0/s0/0/0/.0.1234.partial").write_bytes(b"half a chunk")        # killed writer
     record = json.loads((tmp_path / "out.job.json").read_text())

@@ -20,10 +20,11 @@ from ome_zarr.reader import Multiscales, Reader
 from ome_zarr_models import v04, v05
 
 from pipelines.formats import n5, zarr2, zarr3
-from pipelines.layouts import paths as layouts, viewers
 from pipelines.formats.base import ArraySpec, json_bytes
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import ChunkGrid, ceil_div
+from pipelines.layouts import paths as layouts
+from pipelines.layouts import viewers
 from pipelines.storage import LocalStore
 from tests.readers import tensorstore_read
 
@@ -208,7 +209,7 @@ def write_bdv(root: Path, channel_names, timepoints) -> dict:
     volumes = {}
     for s in range(len(channel_names)):
         for t in range(timepoints):
-            levels = level_specs(lambda k: viewers.bdv_path(s, t, k))
+            levels = level_specs(lambda k, s=s, t=t: viewers.bdv_path(s, t, k))
             for k, spec in enumerate(levels):
                 volumes[spec.path] = write_array(store, n5, spec, seed=100 * s + 10 * t + k)
                 doc = json.loads(store.get(f"{spec.path}/attributes.json"))
@@ -300,7 +301,7 @@ def write_n5_viewer(root: Path, channels: int) -> dict:
     store = LocalStore(root)
     volumes = {}
     for c in range(channels):
-        levels = level_specs(lambda k: layouts.array_path("n5-viewer", 0, c, k))
+        levels = level_specs(lambda k, c=c: layouts.array_path("n5-viewer", 0, c, k))
         for k, spec in enumerate(levels):
             volumes[spec.path] = write_array(store, n5, spec, seed=10 * c + k)
             doc = json.loads(store.get(f"{spec.path}/attributes.json"))

@@ -11,8 +11,14 @@ from pipelines.config import CodecConfig
 from pipelines.errors import PlanError
 from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import BlockGrid, Box, ChunkGrid, grid_indices
-from pipelines.plan import (ExportPlan, OutputSpec, Stage, check_memory, plan_tasks,
-                            task_memory_bytes)
+from pipelines.plan import (
+    ExportPlan,
+    OutputSpec,
+    Stage,
+    check_memory,
+    plan_tasks,
+    task_memory_bytes,
+)
 from pipelines.tiles import Tile, TileSet
 
 triples = st.tuples(*[st.integers(1, 12)] * 3)

@@ -8,14 +8,15 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.config import load_job
 from pipelines.errors import ConfigError
 from pipelines.registration import PairOptions, PairShift, find_pairs, register, solve
 from pipelines.registration.correlate import Window, match, smooth
-from pipelines.tiles import Tile, TileSet, read_tile_json
 from pipelines.testing.synthetic import make_acquisition
+from pipelines.tiles import Tile, TileSet, read_tile_json
 from tests.conftest import write_job
 from tests.readers import tensorstore_read
 
@@ -105,8 +106,8 @@ def test_solve_recovers_exact_positions_and_drops_an_outlier():
     wrong = shifts[5]
     shifts[5] = PairShift(wrong.a, wrong.b, wrong.stage, tuple(v + 12 for v in wrong.measured), 0.95, 1000)
     solution = solve(stage, shifts, min_score=0.5, max_residual=2.0)
-    dropped = [l for l in solution.links if not l.kept]
-    assert [(l.shift.a, l.shift.b) for l in dropped] == [(wrong.a, wrong.b)]
+    dropped = [link for link in solution.links if not link.kept]
+    assert [(link.shift.a, link.shift.b) for link in dropped] == [(wrong.a, wrong.b)]
     found = np.array([solution.positions[i] for i in sorted(truth)])
     offset = found - np.array([truth[i] for i in sorted(truth)])
     np.testing.assert_allclose(offset, np.broadcast_to(offset[0], offset.shape), atol=1e-6)

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from pipelines.geometry import Box, to_zyx
-from pipelines.tiles.readers import check_tile_file, read_region
 from pipelines.testing.synthetic import illumination, make_acquisition, phantom
+from pipelines.tiles.readers import check_tile_file, read_region
 from pipelines.tiles.tilejson import read_tile_json
 from tests.conftest import ROOT
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from pipelines.execute.block import BlockJob
 from pipelines.config import load_job
+from pipelines.execute.block import BlockJob
 from pipelines.geometry import Box
 from pipelines.plan import make_plan
 from pipelines.tiles import Tile, read_region, read_tile_json, write_tile_json
