@@ -2,7 +2,7 @@
 #   make demo   set up, generate a synthetic acquisition, export it with Spark in local mode
 #               (make demo SET=output.format=zarr3 switches the output with one --set)
 #   make test   set up and run the test suite
-#   make lint   ruff and mypy on pipelines/ (CI runs it before the tests)
+#   make lint   ruff on the code and its tests, mypy on pipelines/ (CI runs it before the tests)
 #   make bench  benchmarks (see BENCHMARKS.md); make bench-scale: a million-block export
 PYTHON ?= python3
 VENV   := .venv
@@ -53,9 +53,10 @@ TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) --durations=20
 
-# ruff (lint) and mypy on the package; CI runs this before the tests
+# ruff (lint) on the package, its tests, benchmarks and scripts, and mypy on the package;
+# CI runs this before the tests
 lint: setup
-	$(VENV)/bin/ruff check pipelines
+	$(VENV)/bin/ruff check pipelines tests benchmarks scripts jobs
 	$(VENV)/bin/mypy
 
 # Benchmarks (figures go to BENCHMARKS.md by hand, with this command): stitching accuracy,
