@@ -104,12 +104,12 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     target = stitching.registration_target(config)
     reference = target.reference
     if check_files and not config.is_project:  # a project's views were opened as it was read
-        check_tile_files([reference], stitching.s3_options(config))
-    fingerprint = reuse.fingerprint(config, target, stitching.s3_options(config))
+        check_tile_files([reference], config.s3_options())
+    fingerprint = reuse.fingerprint(config, target, config.s3_options())
     earlier = None if config.stitching.force else stitching.reused(config, target, fingerprint)
     if earlier is not None:
         return StitchResult(earlier, 0.0, time.perf_counter() - started)
-    job = PairJob(reference, stitching.pair_options(config), stitching.s3_options(config))
+    job = PairJob(reference, stitching.pair_options(config), config.s3_options())
     pairs = target.pairs(find_pairs(reference, job.options))
     with _running(config, executor) as running:
         startup = running.start()

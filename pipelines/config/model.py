@@ -115,6 +115,11 @@ class JobConfig:
     flatfield_per_slice: bool = False  # [flatfield] per_slice: fields that change with depth
     source: str = field(default="", compare=False)
 
+    def s3_options(self):
+        """How to reach S3 (the [s3] settings), or None for the defaults."""
+        from pipelines.storage.s3 import S3Options  # storage is not needed to read a job
+        return S3Options(**dict(self.s3)) if self.s3 else None
+
     @property
     def is_project(self) -> bool:
         """Whether the input is a BigStitcher XML project (not tile JSONs)."""

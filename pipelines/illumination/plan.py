@@ -24,7 +24,7 @@ from pipelines.illumination.fields import (
     fields_digest,
     folder_beside,
 )
-from pipelines.storage import S3Options, open_store
+from pipelines.storage import open_store
 from pipelines.storage.uri import sibling, split
 from pipelines.tiles import TileSet
 
@@ -50,7 +50,7 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     if config.is_project and folders:
         raise FlatfieldError("fusion.flatfield: flatfield correction needs tile JSON inputs "
                              "(views of a BigStitcher project may differ in shape)")
-    s3, held = _s3(config), 0
+    s3, held = config.s3_options(), 0
     for folder, channel in zip(folders, tiles[0]):
         depths = {t.size[2] for t in channel}
         held += check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
@@ -60,9 +60,6 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
         intensity = tuple(read_coefficients(intensity_path(p), s3) for p in config.inputs[0])
     return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
 
-
-def _s3(config: JobConfig) -> S3Options | None:
-    return S3Options(**dict(config.s3)) if config.s3 else None
 
 
 def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
@@ -74,7 +71,7 @@ def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
         return 0
     size = tiles.tiles[0].size
     return field_bytes(folders, size[:2], min(size[2], Z_GROUPS) if config.flatfield_per_slice else 1,
-                       _s3(config))
+                       config.s3_options())
 
 
 def write_coefficients(path: str, doc: dict[str, Any], s3=None) -> None:

@@ -40,7 +40,6 @@ from pipelines.registration import find_pairs
 from pipelines.registration.pairs import PairOptions
 from pipelines.report.pictures import projections_png
 from pipelines.report.progress import Progress
-from pipelines.storage.s3 import S3Options
 from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
 
@@ -55,9 +54,6 @@ class FlatfieldRun:
     tiles: int                 # tiles read, all channels
     seconds: float             # estimation time, all channels
 
-
-def _s3(config: JobConfig) -> S3Options | None:
-    return S3Options(**dict(config.s3)) if config.s3 else None
 
 
 def check_estimable(channels: list[tuple[TileSet, ...]], names: list[str],
@@ -84,17 +80,17 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     fusion.flatfield names, else beside each channel's tile JSON)."""
     if config.is_project:
         raise FlatfieldError("flatfield estimation needs tile JSON inputs, not a BigStitcher project")
-    tiles = read_tiles(config, _s3(config))
+    tiles = read_tiles(config, config.s3_options())
     channels = [tuple(row[c] for row in tiles) for c in range(len(tiles[0]))]
-    # default: beside each tile JSON, as "auto" puts them (and refuses a bucket)
+    # default: beside each tile JSON (in its bucket too), as "auto" puts them
     folders = folders or flatfield_folders(config) or flatfield_folders(replace(config, flatfield=(AUTO,)))
     check_estimable(channels, list(config.inputs[0]), config.flatfield_per_slice)
     began, count = time.perf_counter(), 0
     for c, (tilesets, folder) in enumerate(zip(channels, folders)):
-        fields = _estimate_channel(tilesets, executor, _s3(config), stream, config.flatfield_per_slice)
+        fields = _estimate_channel(tilesets, executor, config.s3_options(), stream, config.flatfield_per_slice)
         count += sum(len(ts) for ts in tilesets)
         _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began,
-               _s3(config))
+               config.s3_options())
         depths = f", {fields.gain.shape[0]} groups of slices" if fields.gain.ndim == 3 else ""
         stream.write(f"flatfield of {uri_name(config.inputs[0][c])}: {folder} (S {fields.gain.min():.3f}"
                      f"-{fields.gain.max():.3f}, T {fields.offset.mean():.1f} mean{depths})\n")
@@ -163,7 +159,7 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
         config = replace(config, flatfield=(AUTO,))
     folders = flatfield_folders(config)
     missing = config.estimate_flatfield or (
-        config.flatfield == (AUTO,) and not all(has_fields(f, _s3(config)) for f in folders))
+        config.flatfield == (AUTO,) and not all(has_fields(f, config.s3_options()) for f in folders))
     if missing or config.intensity == "match":
         check(replace(config, flatfield=(), intensity="none"))
     if missing:
@@ -174,18 +170,18 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
 def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr) -> None:
     """Measure every overlapping pair of every channel (first timepoint) on the executor,
     solve the per-tile coefficients and write `<stem>-intensity.json` per channel."""
-    tiles = read_tiles(config, _s3(config))[0]
+    tiles = read_tiles(config, config.s3_options())[0]
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
     for c, tileset in enumerate(tiles):
         pairs = find_pairs(tileset, options)
-        job = IntensityJob(tileset, correction, c, _s3(config))
+        job = IntensityJob(tileset, correction, c, config.s3_options())
         groups = [tuple(pairs[k:k + PAIRS_PER_TASK]) for k in range(0, len(pairs), PAIRS_PER_TASK)]
         batch = Batch(measure_intensities, job, groups, f"match intensities of {len(pairs)} tile pairs")
         measured = [m for group in executor.run(batch, lambda d, n: None) for m in group if m]
         solution = solve_intensities([t.index for t in tileset], measured)
         path = intensity_path(config.inputs[0][c])
-        write_coefficients(path, _document(solution, len(pairs)), _s3(config))
+        write_coefficients(path, _document(solution, len(pairs)), config.s3_options())
         stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {len(solution.used)} pairs "
                      f"used, {len(solution.dropped)} dropped; {path}\n")
 

@@ -114,7 +114,7 @@ class ExportPlan:
 
 def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     """Validate the inputs of `config` and plan the export; raises PipelineError subclasses."""
-    s3 = S3Options(**dict(config.s3)) if config.s3 else None
+    s3 = config.s3_options()
     tiles, names = read_acquisition(config, s3)
     if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files([ts for row in tiles for ts in row], s3)

@@ -20,7 +20,6 @@ from pipelines.geometry import Vec
 from pipelines.illumination.plan import planned_field_bytes
 from pipelines.plan import plan_output, plan_stages, plan_tasks, read_tiles, task_memory_bytes
 from pipelines.plan.memory import check_task_memory
-from pipelines.storage.s3 import S3Options
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def dry_run(config: JobConfig) -> DryRun:
     the pixel types); raises the same errors `make_plan` would, except those that need the
     tile files."""
     began = time.perf_counter()
-    tiles = read_tiles(config, S3Options(**dict(config.s3)) if config.s3 else None)
+    tiles = read_tiles(config, config.s3_options())
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)

@@ -36,10 +36,6 @@ def pair_options(config: JobConfig) -> PairOptions:
     return PairOptions(search=s.search, downsample=s.downsample, min_overlap=s.min_overlap)
 
 
-def s3_options(config: JobConfig) -> S3Options | None:
-    return S3Options(**dict(config.s3)) if config.s3 else None
-
-
 def final_path(tile_json: str) -> str:
     return uris.sibling(tile_json, "-final.json")
 
@@ -61,7 +57,7 @@ class Target:
 
 def registration_target(config: JobConfig) -> Target:
     """The registered channel of the first timepoint, from tile JSONs or a project."""
-    s3 = s3_options(config)
+    s3 = config.s3_options()
     channel = config.stitching.channel
     if config.is_project:
         project = read_project(config.tiles, s3, {k: list(v) for k, v in config.views})
@@ -164,7 +160,7 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     """Write each -final.json (a project: the -stitched.xml), the report and the picture;
     return where they went. The report records a checksum of each refined file in
     `doc["reuse"]["results"]`, so a later run can tell they are still as written."""
-    s3 = s3_options(config)
+    s3 = config.s3_options()
     reference = target.reference
     finals: list[tuple[str, ...]] = []
     written: dict[str, bytes] = {}
@@ -190,7 +186,7 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
 def reused(config: JobConfig, target: Target, current: str) -> StitchOutcome | None:
     """The last registration's outcome when its report holds the `current` fingerprint
     and its refined files are as it wrote them; None when registration must run."""
-    s3 = s3_options(config)
+    s3 = config.s3_options()
     path = report_path(config)
     data = reuse.read(path, s3)
     try:
