@@ -185,13 +185,19 @@ def _to_pixels(gain, offset, identified: bool, spread: float, binning: Binning) 
 
 
 def _gain_given_offset(local: np.ndarray, offset: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """Per cell S with T given: the body quantiles less T against the consensus, through
-    the origin, refitted as the consensus improves (from the first guess `gain`)."""
-    w = (PROBABILITIES <= 0.95).astype(np.float64)
+    """Per cell S with T given, refitted as the consensus improves (from the first guess
+    `gain`)."""
     for _ in range(REFINE + 1):
         reference = np.median((local - offset[..., None]) / gain[..., None], axis=(0, 1))
-        gain = ((local - offset[..., None]) * (w * reference)).sum(-1) / float((w * reference * reference).sum())
+        gain = _slope_through_origin(local, offset, reference)
     return gain
+
+
+def _slope_through_origin(local: np.ndarray, offset: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per cell S with T given: the body quantiles less T against `reference`, by least
+    squares through the origin."""
+    w = (PROBABILITIES <= 0.95).astype(np.float64)
+    return ((local - offset[..., None]) * (w * reference)).sum(-1) / float((w * reference * reference).sum())
 
 
 def _uniform_offset(local, reference, gain, offset):
@@ -205,9 +211,7 @@ def _uniform_offset(local, reference, gain, offset):
         return gain, offset, reference
     reference = reference + b
     flat = np.full_like(offset, t0)
-    w = (PROBABILITIES <= 0.95) / 1.0
-    fitted = ((local - t0) * (w * reference)).sum(-1) / float((w * reference * reference).sum())
-    return fitted, flat, reference
+    return _slope_through_origin(local, flat, reference), flat, reference
 
 
 def _line_fit(local: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
