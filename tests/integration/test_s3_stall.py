@@ -86,21 +86,37 @@ def thaw_and_resume(server: subprocess.Popen, job: Path, endpoint: str, cwd: Pat
     assert "resuming: " in rerun.stderr, rerun.stderr[-3000:]
 
 
+def freeze_mid_run(run: subprocess.Popen, endpoint: str, server, timeout: float,
+                   interrupt: bool = False) -> tuple[str, float]:
+    """Once the export `run` has recorded a ledger part, freeze the endpoint (SIGSTOP);
+    with `interrupt`, Ctrl-C the job's process group a second later (requests in flight
+    then wait on the frozen endpoint). Returns the job's stderr and the seconds from the
+    freeze (or the Ctrl-C) to its exit; a job still running after `timeout` is killed
+    (its whole group when it was interrupted: it runs in a session of its own)."""
+    try:
+        wait_for_a_ledger_part(endpoint, run)
+        os.kill(server.pid, signal.SIGSTOP)
+        if interrupt:
+            time.sleep(1)
+            os.killpg(run.pid, signal.SIGINT)
+        began = time.monotonic()
+        _, err = run.communicate(timeout=timeout)
+        return err, time.monotonic() - began
+    finally:
+        if run.poll() is None:
+            if interrupt:
+                os.killpg(run.pid, signal.SIGKILL)
+            else:
+                run.kill()
+
+
 def test_a_frozen_endpoint_ends_the_job_in_one_line_within_the_bound(small_acquisition, own_moto,
                                                                      tmp_path: Path):
     endpoint, server = own_moto
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     "s3://frozen/out/volume")
     run = start_export(job, endpoint, tmp_path, "s3.request_timeout=1", "s3.max_attempts=2")
-    try:
-        wait_for_a_ledger_part(endpoint, run)
-        os.kill(server.pid, signal.SIGSTOP)
-        frozen = time.monotonic()
-        _, err = run.communicate(timeout=120)
-        seconds = time.monotonic() - frozen
-    finally:
-        if run.poll() is None:
-            run.kill()
+    err, seconds = freeze_mid_run(run, endpoint, server, timeout=120)
     failed = [line for line in err.splitlines() if line.startswith("failed:")]
     assert run.returncode == 1 and len(failed) == 1, err[-3000:]
     line = failed[0]
@@ -141,17 +157,7 @@ def test_ctrl_c_while_the_endpoint_is_frozen_ends_at_once(small_acquisition, own
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     "s3://frozen/out/volume")
     run = start_export(job, endpoint, tmp_path, start_new_session=True)
-    try:
-        wait_for_a_ledger_part(endpoint, run)
-        os.kill(server.pid, signal.SIGSTOP)
-        time.sleep(1)   # requests in flight now wait on the frozen endpoint
-        os.killpg(run.pid, signal.SIGINT)
-        stopped = time.monotonic()
-        _, err = run.communicate(timeout=240)
-        seconds = time.monotonic() - stopped
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
+    err, seconds = freeze_mid_run(run, endpoint, server, timeout=240, interrupt=True)
     last = err.strip().splitlines()[-1]
     assert run.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert last == (f"interrupted; the output's store did not answer within {INTERRUPT_SECONDS:.0f} s, "
