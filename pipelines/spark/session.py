@@ -18,6 +18,15 @@ from pipelines.config import JobConfig
 from pipelines.errors import SparkStartError, install_signal_handlers
 from pipelines.spark.jvm_stderr import held_jvm_stderr
 
+# The driver JVM of a session started here (plain `python`, not spark-submit) compiles with
+# C1 only. The pixel work is Python's; the JVM schedules tasks and passes small results, and
+# C2's optimising compilations of Spark's own code (ASM's 106 kB ClassReader.readCode for the
+# closure cleaner, 0.8 s each, among them) took 1.0-1.6 s of CPU per export for the first
+# few exports of a session, on the cores the workers need; C1 also starts Spark ≈ 1 s
+# sooner (benchmarks/PROFILE.md, "The driver JVM"). Setting the property yourself replaces
+# it; under spark-submit the JVM is already running and its command line decides.
+DRIVER_JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
+
 
 def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -42,6 +51,8 @@ def session(config: JobConfig) -> SparkSession:
         if not (key == "spark.master" and under_spark_submit()):
             builder = builder.config(key, value)
     builder = builder.config("spark.ui.showConsoleProgress", "false")  # we print our own
+    if not under_spark_submit() and DRIVER_JAVA_OPTIONS[0] not in dict(config.spark_conf):
+        builder = builder.config(*DRIVER_JAVA_OPTIONS)
     spark = _start(builder, config.spark_master)
     spark.sparkContext.setLogLevel("WARN")
     install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)

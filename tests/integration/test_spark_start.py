@@ -104,3 +104,30 @@ def test_a_standalone_master_that_listens_passes_the_check():
         listening.listen()
         port = listening.getsockname()[1]
         check_master(f"spark://127.0.0.1:{closed_port()},127.0.0.1:{port}")   # a standby list
+
+
+JVM_ARGUMENTS = """
+import sys
+from pipelines.config import load_job
+from pipelines.spark.session import session
+spark = session(load_job(sys.argv[1], sys.argv[2:]))
+bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+print(" ".join(bean.getInputArguments()))
+spark.stop()
+"""
+
+
+def test_the_driver_jvm_compiles_with_c1_unless_the_job_says_otherwise(small_acquisition,
+                                                                      tmp_path):
+    """A session this project starts runs its driver JVM with -XX:TieredStopAtLevel=1
+    (session.DRIVER_JAVA_OPTIONS); a job's own spark.driver.extraJavaOptions replaces it."""
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    own = "spark.driver.extraJavaOptions=-Dtests.own=1"
+    runs = [subprocess.Popen([sys.executable, "-c", JVM_ARGUMENTS, str(job), *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path) for extra in ([], [own])]
+    default, replaced = (run.communicate(timeout=300) for run in runs)
+    assert [run.returncode for run in runs] == [0, 0], default[1][-2000:] + replaced[1][-2000:]
+    assert "-XX:TieredStopAtLevel=1" in default[0].split()
+    assert "-Dtests.own=1" in replaced[0].split()
+    assert "-XX:TieredStopAtLevel=1" not in replaced[0].split()
