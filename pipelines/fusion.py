@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pipelines.copying import copy_region
 from pipelines.geometry import Box, to_zyx
 from pipelines.pyramid import to_dtype
 from pipelines.resample import Contribution, closeness, sample_affine
@@ -143,7 +144,10 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
         data = read(tile, overlap.relative_to(placed.start))
         regions[tile.index] = (overlap.relative_to(placed.start), data)
         at = overlap.relative_to(block.start).slices_zyx()
-        out[at] = data if data.dtype == out.dtype else _cast_owned(data.astype(np.float32), dtype)
+        if data.dtype == out.dtype:
+            copy_region(out[at], data)
+        else:
+            out[at] = _cast_owned(data.astype(np.float32), dtype)
 
     def reread(tile: Tile, region: Box) -> np.ndarray:   # a part of what was read above
         first, data = regions[tile.index]

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pipelines.copying import copy_region
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import to_zyx
 
@@ -139,7 +140,7 @@ def encode_full_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
     buffer = scratch(full, little)
     if data_zyx.shape != full:
         buffer.fill(spec.fill_value)
-    buffer[tuple(slice(0, n) for n in data_zyx.shape)] = data_zyx
+    copy_region(buffer[tuple(slice(0, n) for n in data_zyx.shape)], data_zyx)
     return compress(spec, buffer)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipelines.copying import copy_region
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
 from pipelines.geometry import to_xyz, to_zyx
 
@@ -34,7 +35,7 @@ def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
     dims = to_xyz(data_zyx.shape)
     header = struct.pack(f">HH{len(dims)}I", 0, len(dims), *dims)
     payload = scratch(data_zyx.shape, spec.np_dtype.newbyteorder(">"))
-    payload[...] = data_zyx   # the byte-order conversion, into a reused buffer
+    copy_region(payload, data_zyx)   # the byte-order conversion, into a reused buffer
     return header + compress(spec, payload)
 
 
