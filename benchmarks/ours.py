@@ -47,8 +47,16 @@ def warm_workers(spark) -> None:
         import gc
         import time
 
+        import numpy as np
+
         import pipelines.execute.block  # noqa: F401  (what a block task imports)
         import pipelines.spark  # noqa: F401
+        from pipelines.copying import MIN_BYTES, copy_region
+
+        # the compiled copy loops loaded, as the limit's workers load them (limit._warm_up)
+        values = np.zeros((1, 1, MIN_BYTES // 2), np.uint16)
+        for order in "<>":
+            copy_region(np.empty(values.shape, np.dtype(np.uint16).newbyteorder(order)), values)
         if freeze:
             gc.collect()
             gc.freeze()

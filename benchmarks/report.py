@@ -108,13 +108,15 @@ def s3(runs: list[dict]) -> str:
 
 
 def scaling(s: dict) -> str:
-    """1 → N cores: our export, and the limit for what the machine itself allows."""
+    """1 → N cores: our export, and the limit for what the machine itself allows. Issue
+    13's goal: our ratio ≥ 0.95 × the limit's own ratio (where the limit was measured)."""
     one = mib_s(s["one_core"])
-    ok = " ✓" if s["ratio"] >= 1.8 else " ✗"
     lines = [f"1 → {s['cores']} cores, placement {s['case']}: {one:.1f} → {s['ratio'] * one:.1f} "
-             f"MiB/s, ratio {s['ratio']:.2f}{ok} (goal ≥ 1.8)"]
+             f"MiB/s, ratio {s['ratio']:.2f}"]
     if s.get("limit_ratio"):
         single = mib_s(s["limit_one_process"])
+        relative = s["ratio"] / s["limit_ratio"]
         lines.append(f"  the limit on this machine, 1 → {s['cores']} processes: {single:.1f} → "
-                     f"{s['limit_ratio'] * single:.1f} MiB/s, ratio {s['limit_ratio']:.2f}")
+                     f"{s['limit_ratio'] * single:.1f} MiB/s, ratio {s['limit_ratio']:.2f}; ours "
+                     f"reaches {relative:.2f} of it{' ✓' if relative >= 0.95 else ' ✗'} (goal ≥ 0.95)")
     return "\n".join(lines)
