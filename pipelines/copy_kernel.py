@@ -1,4 +1,4 @@
-"""The numba loops of `pipelines.copying`: the rows of one strided 3D region copied into
+"""The numba loop of `pipelines.copying`: the rows of one strided 3D region copied into
 another, as they are or with each value's bytes reversed. A module of its own so that only
 processes copying large regions import numba.
 
@@ -10,54 +10,46 @@ contiguous 1D array are what lets the compiler vectorise the inner loop (over a 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
+
+
+def reversed_bytes(v):  # pragma: no cover (replaced in compiled code by the overload below)
+    """`v` (an unsigned integer of 1, 2, 4 or 8 bytes) with its bytes in reverse order."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(reversed_bytes, inline="always")
+def _reversed_bytes(v):
+    # One expression per width, which the compiler turns into one byte-swap instruction;
+    # numba computes in wider integers, so each result is cut back to its width.
+    if v == types.uint8:   # one byte: nothing to reverse (typed, though never swapped)
+        return lambda v: v
+    if v == types.uint16:
+        return lambda v: np.uint16((v >> np.uint16(8)) | (v << np.uint16(8)))
+    if v == types.uint32:
+        return lambda v: np.uint32(((v >> np.uint32(24)) & np.uint32(0xFF))
+                                   | ((v >> np.uint32(8)) & np.uint32(0xFF00))
+                                   | ((v << np.uint32(8)) & np.uint32(0xFF0000))
+                                   | (v << np.uint32(24)))
+    if v == types.uint64:
+        def swap64(v):
+            low, high = np.uint32(v & np.uint64(0xFFFFFFFF)), np.uint32(v >> np.uint64(32))
+            return (np.uint64(reversed_bytes(low)) << np.uint64(32)) | np.uint64(reversed_bytes(high))
+        return swap64
+    return None
 
 
 @njit(cache=True, nogil=True)
-def copy_rows(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx):  # pragma: no cover (compiled)
+def copy_rows(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx, swap):  # pragma: no cover (compiled)
+    """target's rows = source's rows, each value's bytes reversed when `swap`."""
     for z in range(nz):
         for y in range(ny):
             a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
             row, out = source[a:a + nx], target[b:b + nx]
-            for x in range(nx):
-                out[x] = row[x]
-
-
-@njit(cache=True, nogil=True)
-def swap_rows_16(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx):  # pragma: no cover (compiled)
-    for z in range(nz):
-        for y in range(ny):
-            a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
-            row, out = source[a:a + nx], target[b:b + nx]
-            for x in range(nx):
-                v = row[x]
-                out[x] = (v >> np.uint16(8)) | (v << np.uint16(8))
-
-
-@njit(cache=True, nogil=True)
-def swap_rows_32(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx):  # pragma: no cover (compiled)
-    for z in range(nz):
-        for y in range(ny):
-            a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
-            row, out = source[a:a + nx], target[b:b + nx]
-            for x in range(nx):
-                v = row[x]
-                out[x] = (((v >> np.uint32(24)) & np.uint32(0xFF))
-                          | ((v >> np.uint32(8)) & np.uint32(0xFF00))
-                          | ((v << np.uint32(8)) & np.uint32(0xFF0000))
-                          | (v << np.uint32(24)))
-
-
-@njit(cache=True, nogil=True)
-def swap_rows_64(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx):  # pragma: no cover (compiled)
-    for z in range(nz):
-        for y in range(ny):
-            a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
-            row, out = source[a:a + nx], target[b:b + nx]
-            for x in range(nx):
-                v = row[x]
-                r = np.uint64(0)
-                for _ in range(8):
-                    r = (r << np.uint64(8)) | (v & np.uint64(0xFF))
-                    v = v >> np.uint64(8)
-                out[x] = r
+            if swap:
+                for x in range(nx):
+                    out[x] = reversed_bytes(row[x])
+            else:
+                for x in range(nx):
+                    out[x] = row[x]

@@ -28,12 +28,12 @@ def copy_region(out: np.ndarray, values: np.ndarray) -> None:
     if not (_compiled_applies(out, values) and out.nbytes >= MIN_BYTES):
         out[...] = values
         return
-    size = values.itemsize
-    swap = size > 1 and _big_endian(values.dtype) != _big_endian(out.dtype)
-    kernel = _kernel(size, swap)
+    from pipelines.copy_kernel import copy_rows  # numba: only in processes copying large regions
+
+    swap = values.itemsize > 1 and _big_endian(values.dtype) != _big_endian(out.dtype)
     source, s_plane, s_row = _rows(values, writeable=False)
     target, t_plane, t_row = _rows(out, writeable=True)
-    kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape)
+    copy_rows(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
 
 
 def _compiled_applies(out: np.ndarray, values: np.ndarray) -> bool:
@@ -71,12 +71,3 @@ def _rows(array: np.ndarray, writeable: bool) -> tuple[np.ndarray, int, int]:
 
 def _big_endian(dtype: np.dtype) -> bool:
     return dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big")
-
-
-def _kernel(size: int, swap: bool):
-    from pipelines import copy_kernel  # numba: only in processes that copy large regions
-
-    if not swap:
-        return copy_kernel.copy_rows
-    return {2: copy_kernel.swap_rows_16, 4: copy_kernel.swap_rows_32,
-            8: copy_kernel.swap_rows_64}[size]
