@@ -34,6 +34,16 @@ class StoreConformance:
         assert sorted(store.list("s0/")) == ["s0/0/0/0", "s0/1/0/0"]
         assert len(list(store.list())) == 4
 
+    def test_sizes_under_prefix(self, store):
+        """One listing with sizes: the keys `list` gives and what `size` says of each."""
+        for key, data in [("s0/0/0/0", b"abc"), ("s0/1/0/0", b""), ("s0/1/2", b"12345"),
+                          ("s01/0", b"x"), ("s1/0/0/0", b"xy"), ("attributes.json", b"{}")]:
+            store.put(key, data)
+        assert store.sizes("s0/") == {"s0/0/0/0": 3, "s0/1/0/0": 0, "s0/1/2": 5}
+        assert store.sizes("s0") == {"s0/0/0/0": 3, "s0/1/0/0": 0, "s0/1/2": 5, "s01/0": 1}
+        assert store.sizes() == {key: store.size(key) for key in store.list()}
+        assert store.sizes("nothing/") == {}
+
     def test_delete(self, store):
         store.put("k", b"x")
         store.delete("k")
