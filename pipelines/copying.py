@@ -37,7 +37,7 @@ def copy_region(out: np.ndarray, values: np.ndarray) -> None:
 
 
 def _compiled_applies(out: np.ndarray, values: np.ndarray) -> bool:
-    """Whether the compiled loops can do `out[...] = values`: 3D, one shape, one type up to
+    """Whether the compiled loop can do `out[...] = values`: 3D, one shape, one type up to
     byte order, and on both sides contiguous rows, rows and planes at positive distances
     that do not overlap (any box of a C-ordered array or memory-mapped file), `out`
     writeable and not sharing memory with `values`."""

@@ -28,7 +28,7 @@ def boxes(draw):
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # the same patch for every input
 def test_copy_region_gives_numpys_values_and_bytes(kind, orders, source, into_box, seed, monkeypatch):
-    monkeypatch.setattr(copying, "MIN_BYTES", 0)   # the compiled loops even for small boxes
+    monkeypatch.setattr(copying, "MIN_BYTES", 0)   # the compiled loop even for small boxes
     rng = np.random.default_rng(seed)
     parent_shape, box = source
     parent = rng.integers(0, 256, size=np.prod(parent_shape) * np.dtype(kind).itemsize,
@@ -67,7 +67,7 @@ def test_a_memory_mapped_source_and_a_large_region(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["overlapping", "transposed", "reversed", "other type", "2d"])
-def test_what_the_loops_cannot_copy_goes_to_numpy(case, monkeypatch):
+def test_what_the_loop_cannot_copy_goes_to_numpy(case, monkeypatch):
     monkeypatch.setattr(copying, "MIN_BYTES", 0)
     data = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
     out, values = {
