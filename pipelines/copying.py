@@ -14,6 +14,7 @@ Small copies stay with numpy: importing numba costs a process about 0.2 s.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -33,7 +34,8 @@ def copy_region(out: np.ndarray, values: np.ndarray) -> None:
     swap = values.itemsize > 1 and _big_endian(values.dtype) != _big_endian(out.dtype)
     source, s_plane, s_row = _rows(values, writeable=False)
     target, t_plane, t_row = _rows(out, writeable=True)
-    copy_rows(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
+    kernel: Any = copy_rows   # a numba dispatcher: its signature is the compiled function's
+    kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
 
 
 def _compiled_applies(out: np.ndarray, values: np.ndarray) -> bool:
