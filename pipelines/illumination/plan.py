@@ -61,7 +61,6 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
 
 
-
 def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
     """What the fields of `config` will hold per executor process, before they exist
     (the dry run): the folders' fields where written, else what estimation will write."""

@@ -55,7 +55,6 @@ class FlatfieldRun:
     seconds: float             # estimation time, all channels
 
 
-
 def check_estimable(channels: list[tuple[TileSet, ...]], names: list[str],
                     per_slice: bool = False) -> None:
     """Raise FlatfieldError (one line) unless each channel's tiles can be estimated from."""
@@ -80,17 +79,17 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     fusion.flatfield names, else beside each channel's tile JSON)."""
     if config.is_project:
         raise FlatfieldError("flatfield estimation needs tile JSON inputs, not a BigStitcher project")
-    tiles = read_tiles(config, config.s3_options())
+    s3 = config.s3_options()
+    tiles = read_tiles(config, s3)
     channels = [tuple(row[c] for row in tiles) for c in range(len(tiles[0]))]
     # default: beside each tile JSON (in its bucket too), as "auto" puts them
     folders = folders or flatfield_folders(config) or flatfield_folders(replace(config, flatfield=(AUTO,)))
     check_estimable(channels, list(config.inputs[0]), config.flatfield_per_slice)
     began, count = time.perf_counter(), 0
     for c, (tilesets, folder) in enumerate(zip(channels, folders)):
-        fields = _estimate_channel(tilesets, executor, config.s3_options(), stream, config.flatfield_per_slice)
+        fields = _estimate_channel(tilesets, executor, s3, stream, config.flatfield_per_slice)
         count += sum(len(ts) for ts in tilesets)
-        _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began,
-               config.s3_options())
+        _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began, s3)
         depths = f", {fields.gain.shape[0]} groups of slices" if fields.gain.ndim == 3 else ""
         stream.write(f"flatfield of {uri_name(config.inputs[0][c])}: {folder} (S {fields.gain.min():.3f}"
                      f"-{fields.gain.max():.3f}, T {fields.offset.mean():.1f} mean{depths})\n")
@@ -170,18 +169,19 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
 def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr) -> None:
     """Measure every overlapping pair of every channel (first timepoint) on the executor,
     solve the per-tile coefficients and write `<stem>-intensity.json` per channel."""
-    tiles = read_tiles(config, config.s3_options())[0]
+    s3 = config.s3_options()
+    tiles = read_tiles(config, s3)[0]
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
     for c, tileset in enumerate(tiles):
         pairs = find_pairs(tileset, options)
-        job = IntensityJob(tileset, correction, c, config.s3_options())
+        job = IntensityJob(tileset, correction, c, s3)
         groups = [tuple(pairs[k:k + PAIRS_PER_TASK]) for k in range(0, len(pairs), PAIRS_PER_TASK)]
         batch = Batch(measure_intensities, job, groups, f"match intensities of {len(pairs)} tile pairs")
         measured = [m for group in executor.run(batch, lambda d, n: None) for m in group if m]
         solution = solve_intensities([t.index for t in tileset], measured)
         path = intensity_path(config.inputs[0][c])
-        write_coefficients(path, _document(solution, len(pairs)), config.s3_options())
+        write_coefficients(path, _document(solution, len(pairs)), s3)
         stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {len(solution.used)} pairs "
                      f"used, {len(solution.dropped)} dropped; {path}\n")
 
