@@ -47,12 +47,15 @@ def _compiled_applies(out: np.ndarray, values: np.ndarray) -> bool:
         return False
     if values.dtype.newbyteorder("=") != out.dtype.newbyteorder("=") or values.itemsize not in _UNSIGNED:
         return False
-    if not all(_separate_rows(a) for a in (out, values)):
+    if not all(separate_rows(a) for a in (out, values)):
         return False
     return not np.may_share_memory(out, values)
 
 
-def _separate_rows(array: np.ndarray) -> bool:
+def separate_rows(array: np.ndarray) -> bool:
+    """Whether a 3D array's rows are contiguous and its rows and planes lie at positive
+    distances that do not overlap (any box of a C-ordered array or memory-mapped file):
+    what `row_run` needs."""
     size = array.itemsize
     sz, sy, sx = array.strides
     _, ny, nx = array.shape
@@ -60,15 +63,22 @@ def _separate_rows(array: np.ndarray) -> bool:
             and sy >= size * nx and sz >= sy * ny)
 
 
-def _rows(array: np.ndarray, writeable: bool) -> tuple[np.ndarray, int, int]:
-    """The array as one contiguous run of unsigned values from its first to its last value
-    (the gaps between rows included), and its plane and row distances in values."""
+def row_run(array: np.ndarray, writeable: bool) -> tuple[np.ndarray, int, int]:
+    """A 3D array with `separate_rows` as one contiguous 1D run of its values from its
+    first to its last (the gaps between rows included), and its plane and row distances in
+    values: the shape that lets numba vectorise a loop over each row."""
     size = array.itemsize
     plane, row = array.strides[0] // size, array.strides[1] // size
     nz, ny, nx = array.shape
     run = as_strided(array, shape=((nz - 1) * plane + (ny - 1) * row + nx,), strides=(size,),
                      writeable=writeable)
-    return run.view(_UNSIGNED[size]), plane, row
+    return run, plane, row
+
+
+def _rows(array: np.ndarray, writeable: bool) -> tuple[np.ndarray, int, int]:
+    """`row_run` as unsigned values of the same width (byte order is the kernel's job)."""
+    run, plane, row = row_run(array, writeable)
+    return run.view(_UNSIGNED[array.itemsize]), plane, row
 
 
 def _big_endian(dtype: np.dtype) -> bool:

@@ -35,16 +35,18 @@ voxel lands inside it; its `linear` weights are computed in its own pixel space.
 Speed: where blending a voxel covered by one tile provably returns the tile's value
 (integer tiles of up to 16 bits, no resampling, integer output; see `_copyable`), such
 voxels are copied and only the zones tiles share are blended; the bytes are the same.
+In large blocks of outputs up to 16 bits, `linear` blends those zones in one compiled
+pass per zone (`pipelines.blend_kernel`), again with the same bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipelines.copying import copy_region
+from pipelines.copying import MIN_BYTES, copy_region, row_run, separate_rows
 from pipelines.geometry import Box, to_zyx
 from pipelines.pyramid import to_dtype
 from pipelines.resample import Contribution, closeness, sample_affine
@@ -122,8 +124,9 @@ def _copyable(visible, dtype, interpolation: str) -> bool:
 
 
 def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np.ndarray:
-    """`fuse` for copyable tiles (`_copyable`): every tile region is read once and copied
-    into place; only the zones two or more tiles share are blended, from the same reads.
+    """`fuse` for copyable tiles (`_copyable`): every tile region is read once; what one
+    tile covers is copied into place, and only the zones two or more tiles share are
+    blended, from the same reads.
     Gives the bytes blending the whole block gives (see `_copyable`); a block inside one
     memory-mapped tile costs no copy at all."""
     if len(visible) == 1 and visible[0][1].intersect(block) == block:
@@ -138,16 +141,15 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
     boxes = [placed.intersect(block) for _, placed in visible]
     # every voxel is written below when the tiles cover the block: no zeroing pass needed
     out = (np.empty if covers(boxes, block) else np.zeros)(to_zyx(block.shape), dtype=dtype)
-    regions = {}
-    for tile, placed in visible:
-        overlap = placed.intersect(block)
-        data = read(tile, overlap.relative_to(placed.start))
-        regions[tile.index] = (overlap.relative_to(placed.start), data)
-        at = overlap.relative_to(block.start).slices_zyx()
-        if data.dtype == out.dtype:
-            copy_region(out[at], data)
-        else:
-            out[at] = _cast_owned(data.astype(np.float32), dtype)
+    regions = {}   # tile index -> (region read, relative to the tile; its pixels)
+    for (tile, placed), box in zip(visible, boxes):
+        region = box.relative_to(placed.start)
+        regions[tile.index] = (region, read(tile, region))
+    if blending == "linear" and _compiled_blend_applies(out, regions.values()):
+        _fuse_cells_compiled(out, block, visible, boxes, regions)
+        return out
+    for (tile, _), box in zip(visible, boxes):
+        _place(out[box.relative_to(block.start).slices_zyx()], regions[tile.index][1])
 
     def reread(tile: Tile, region: Box) -> np.ndarray:   # a part of what was read above
         first, data = regions[tile.index]
@@ -159,20 +161,82 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
     return out
 
 
+def _place(target: np.ndarray, data: np.ndarray) -> None:
+    """target[...] = a copyable tile's pixels, cast to the target's type when they differ."""
+    if data.dtype == target.dtype:
+        copy_region(target, data)
+    else:
+        target[...] = _cast_owned(data.astype(np.float32), target.dtype)
+
+
+def _compiled_blend_applies(out: np.ndarray, regions) -> bool:
+    """Whether `blend_kernel` may blend the zones of `out` from the (region, data) reads:
+    an output of up to 16 bits (`_cast_owned`'s float32 rounding), reads of one type in
+    native byte order with contiguous rows (numba's arrays, `copying.row_run`), and a
+    block large enough to be worth numba's import in this process (as for `copy_region`)."""
+    types = {data.dtype for _, data in regions}
+    return (out.dtype.itemsize <= 2 and out.nbytes >= MIN_BYTES and len(types) == 1
+            and types.pop().isnative and all(separate_rows(data) for _, data in regions))
+
+
+def _fuse_cells_compiled(out: np.ndarray, block: Box, visible, boxes: list[Box], regions) -> None:
+    """The linear fusion of `_fuse_by_copy` cell by cell (`_cells`): a cell one tile covers
+    is copied from it, a cell several tiles cover is blended in one compiled pass
+    (`pipelines.blend_kernel`) with the bytes of `_blend` + `_cast_owned`; each voxel is
+    written once."""
+    from pipelines.blend_kernel import blend_linear  # numba: only for large blocks
+
+    info = np.iinfo(out.dtype)
+    low, high = np.float32(info.min), np.float32(info.max)
+    kernel: Any = blend_linear   # a numba dispatcher: its signature is the compiled function's
+
+    def part(n: int, cell: Box) -> np.ndarray:   # tile n's pixels over `cell`
+        tile, placed = visible[n]
+        first, data = regions[tile.index]
+        return data[cell.relative_to(placed.start).relative_to(first.start).slices_zyx()]
+
+    for cell, members in _cells(block, boxes):
+        at = cell.relative_to(block.start).slices_zyx()
+        if len(members) < 2:
+            if members:   # cells no tile covers stay 0 (`out` was zeroed)
+                _place(out[at], part(members[0], cell))
+            continue
+        sources, planes, rows, factors = [], [], [], []
+        for n in members:   # ascending tile index, as `_blend` adds them
+            run, plane, row = row_run(part(n, cell), writeable=False)
+            sources.append(run)
+            planes.append(plane)
+            rows.append(row)
+            factors.append(_edge_factors(visible[n][0], cell, visible[n][1]))
+        wx, wy, wz = (np.stack([f[axis] for f in factors]) for axis in range(3))
+        target, o_plane, o_row = row_run(out[at], writeable=True)
+        kernel(tuple(sources), np.array(planes, dtype=np.int64), np.array(rows, dtype=np.int64),
+               wz, wy, wx, target, o_plane, o_row, *to_zyx(cell.shape), low, high)
+
+
 def covers(boxes: list[Box], block: Box) -> bool:
-    """Whether the union of `boxes` holds every voxel of `block`, exactly: the boxes' faces
-    cut each axis into intervals, and every cell of that (small) grid inside the block
-    must lie in some box."""
+    """Whether the union of `boxes` holds every voxel of `block`, exactly: every cell of
+    `_cells` lies in some box."""
+    return all(members for _, members in _cells(block, boxes))
+
+
+def _cells(block: Box, boxes: list[Box]) -> Iterator[tuple[Box, list[int]]]:
+    """The (small) grid the boxes' faces cut `block` into: each cell with the positions in
+    `boxes` of the boxes holding it (every voxel of a cell lies in the same boxes)."""
     inside = [b.intersect(block) for b in boxes]
-    inside = [b for b in inside if not b.is_empty()]
-    if not inside:
-        return block.is_empty()
-    cuts = [sorted({block.start[a], block.stop[a], *(v for b in inside for v in (b.start[a], b.stop[a]))})
+    cuts = [sorted({block.start[a], block.stop[a],
+                    *(v for b in inside if not b.is_empty() for v in (b.start[a], b.stop[a]))})
             for a in range(3)]
-    covered = np.zeros([len(c) - 1 for c in cuts], dtype=bool)
-    for b in inside:
-        covered[tuple(slice(c.index(lo), c.index(hi)) for c, lo, hi in zip(cuts, b.start, b.stop))] = True
-    return bool(covered.all())
+    if block.is_empty():
+        return
+    held = np.zeros((len(boxes), *(len(c) - 1 for c in cuts)), dtype=bool)
+    for n, b in enumerate(inside):
+        if not b.is_empty():
+            x, y, z = (slice(c.index(lo), c.index(hi)) for c, lo, hi in zip(cuts, b.start, b.stop))
+            held[n, x, y, z] = True
+    for x, y, z in np.ndindex(*held.shape[1:]):
+        cell = Box((cuts[0][x], cuts[1][y], cuts[2][z]), (cuts[0][x + 1], cuts[1][y + 1], cuts[2][z + 1]))
+        yield cell, [int(n) for n in np.flatnonzero(held[:, x, y, z])]
 
 
 def _shared_zones(boxes: list[Box]) -> list[Box]:
@@ -251,12 +315,17 @@ def edge_weights(tile: Tile, region: Box, placed: Box) -> np.ndarray:
     is largest in the middle and falls towards 0 at both edges; the 3D weight is the
     product over the axes.
     """
+    wx, wy, wz = _edge_factors(tile, region, placed)
+    return wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
+
+
+def _edge_factors(tile: Tile, region: Box, placed: Box) -> list[np.ndarray]:
+    """The per-axis factors (x, y, z; float32) of `edge_weights`."""
     factors = []
     for a, b, n, p in zip(region.start, region.stop, tile.size, placed.start):
         i = np.arange(a - p, b - p, dtype=np.float32) + 0.5
         factors.append(np.minimum(i, n - i))
-    wx, wy, wz = factors
-    return wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
+    return factors
 
 
 def cast(values: np.ndarray, dtype) -> np.ndarray:

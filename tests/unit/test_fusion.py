@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipelines import copying, fusion
 from pipelines.fusion import INTERPOLATIONS, cast, covers, fuse
 from pipelines.geometry import Box
 from pipelines.tiles import Tile, TileSet
@@ -290,12 +291,16 @@ def brute_linear(tiles, pixels, volume: Box, dtype) -> np.ndarray:
     return np.clip(np.rint(value), info.min, info.max).astype(dtype)
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
 @pytest.mark.parametrize("tile_type, dtype", [("GRAY16", "uint16"), ("GRAY8", "uint8"),
                                                ("GRAY16", "uint8"), ("GRAY16", "int16")])
-def test_linear_blending_of_whole_voxel_tiles_matches_a_brute_force_reference(tile_type, dtype):
-    """Overlapping tiles at whole-voxel positions (the copy path, whose shared zones are
-    blended by numba kernels), into outputs that fit and that clip: every block
-    decomposition gives the reference's bytes."""
+def test_linear_blending_of_whole_voxel_tiles_matches_a_brute_force_reference(
+        tile_type, dtype, compiled, monkeypatch):
+    """Overlapping tiles at whole-voxel positions (the copy path), into outputs that fit and
+    that clip: every block decomposition gives the reference's bytes, with the zones tiles
+    share blended by numpy (small blocks) and by the compiled loop (`blend_kernel`, which
+    large blocks take; here forced by a zero size threshold)."""
+    calls = count_compiled_blends(monkeypatch, compiled)
     rng = np.random.default_rng(11)
     top = 255 if tile_type == "GRAY8" else 4000
     positions = [(0, 0, 0), (11, 1, 0), (2, 9, 1), (12, 8, 2), (6, 4, 5)]
@@ -308,3 +313,49 @@ def test_linear_blending_of_whole_voxel_tiles_matches_a_brute_force_reference(ti
         for block in split_blocks(volume, step):
             got[block.slices_zyx()] = fuse(block, tiles, offset, "linear", dtype, read=reader(pixels))
         assert got.tobytes() == expected.tobytes(), step
+    assert (calls[0] > 0) == compiled   # the path named in the test id is the one tested
+
+
+@pytest.mark.parametrize("variant", ["mixed types", "big-endian reads", "strided reads"])
+def test_linear_blending_of_reads_the_compiled_loop_cannot_take_matches_the_reference(
+        variant, monkeypatch):
+    """8- and 16-bit tiles together, reads in big-endian order and reads whose rows are not
+    contiguous go to numpy even where the compiled loop would otherwise be used, with the
+    reference's bytes."""
+    calls = count_compiled_blends(monkeypatch, True)
+    rng = np.random.default_rng(5)
+    positions = [(0, 0, 0), (11, 1, 0), (2, 9, 1)]
+    types = ["GRAY8", "GRAY16", "GRAY16"] if variant == "mixed types" else ["GRAY16"] * 3
+    tiles = [Tile(i, f"t{i}", p, (16, 13, 7), (1.0, 1.0, 1.0), t)
+             for i, (p, t) in enumerate(zip(positions, types))]
+    pixels = {t.path: rng.integers(0, 250, (7, 13, 16)).astype(t.dtype) for t in tiles}
+    read = reader(pixels)
+    if variant == "big-endian reads":
+        read = reader({k: v.astype(">u2") for k, v in pixels.items()})
+    if variant == "strided reads":
+        wide = {k: np.repeat(v, 2, axis=2) for k, v in pixels.items()}   # every other x is the tile
+
+        def read(tile, region):
+            box = region.slices_zyx()
+            return wide[tile.path][box[0], box[1], slice(2 * region.start[0], 2 * region.stop[0], 2)]
+    offset, volume = output_volume(tiles)
+    expected = brute_linear(tiles, pixels, TileSet(tuple(tiles)).bounds, "uint16")
+    got = fuse(volume, tiles, offset, "linear", "uint16", read=read)
+    assert got.tobytes() == expected.tobytes()
+    assert calls[0] == 0
+
+
+def count_compiled_blends(monkeypatch, compiled: bool) -> list[int]:
+    """Make blocks of any size eligible for the compiled loops when `compiled` (the size
+    threshold that keeps numba out of small jobs set to 0), and count the compiled blends."""
+    calls = [0]
+    if compiled:
+        monkeypatch.setattr(fusion, "MIN_BYTES", 0)
+        monkeypatch.setattr(copying, "MIN_BYTES", 0)
+    real = fusion._fuse_cells_compiled
+
+    def counted(*args):
+        calls[0] += 1
+        real(*args)
+    monkeypatch.setattr(fusion, "_fuse_cells_compiled", counted)
+    return calls
