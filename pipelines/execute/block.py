@@ -24,7 +24,7 @@ from pipelines.commit.ledger import PartitionSummary, PartRecorder
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
 from pipelines.execute.problems import cause_line
-from pipelines.execute.tuning import crc32, keep_freed_memory
+from pipelines.execute.tuning import crc32, keep_freed_memory, value_range
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse
@@ -64,7 +64,8 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
     ranges = []
     for c in range(out.channels):
         data = _first_level(task, plan, store, c)
-        ranges.append((_number(data.min()), _number(data.max())))
+        low, high = value_range(data)
+        ranges.append((_number(low), _number(high)))
         for level in range(stage.first, stage.first + stage.count):
             if level > stage.first:
                 data = pyramid.downsample(data, out.factors[level], out.downsample)
