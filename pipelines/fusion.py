@@ -36,7 +36,8 @@ Speed: where blending a voxel covered by one tile provably returns the tile's va
 (integer tiles of up to 16 bits, no resampling, integer output; see `_copyable`), such
 voxels are copied and only the zones tiles share are blended; the bytes are the same.
 In large blocks of outputs up to 16 bits, `linear` blends those zones in one compiled
-pass per zone (`pipelines.blend_kernel`), again with the same bytes.
+pass over each cell that several tiles cover (`_fuse_cells_compiled`,
+`pipelines.blend_kernel`), again with the same bytes.
 """
 
 from __future__ import annotations
