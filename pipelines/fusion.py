@@ -36,7 +36,7 @@ Speed: where blending a voxel covered by one tile provably returns the tile's va
 (integer tiles of up to 16 bits, no resampling, integer output; see `_copyable`), such
 voxels are copied and only the zones tiles share are blended; the bytes are the same.
 In large blocks of outputs up to 16 bits, `linear` blends those zones in one compiled
-pass over each cell that several tiles cover (`_fuse_cells_compiled`,
+pass over each cell that several tiles cover (`_blend_linear_compiled`,
 `pipelines.blend_kernel`), again with the same bytes.
 """
 
@@ -125,11 +125,11 @@ def _copyable(visible, dtype, interpolation: str) -> bool:
 
 
 def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np.ndarray:
-    """`fuse` for copyable tiles (`_copyable`): every tile region is read once; what one
-    tile covers is copied into place, and only the zones two or more tiles share are
-    blended, from the same reads.
-    Gives the bytes blending the whole block gives (see `_copyable`); a block inside one
-    memory-mapped tile costs no copy at all."""
+    """`fuse` for copyable tiles (`_copyable`): every tile region is read once; the block is
+    cut into cells (`_cells`), a cell one tile covers is copied from it and a cell several
+    tiles cover is blended from the same reads — for `linear`, in large blocks, in one
+    compiled pass (`_blend_linear_compiled`). Gives the bytes blending the whole block gives
+    (see `_copyable`); a block inside one memory-mapped tile costs no copy at all."""
     if len(visible) == 1 and visible[0][1].intersect(block) == block:
         tile, placed = visible[0]
         data = read(tile, block.relative_to(placed.start))
@@ -140,25 +140,32 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
             return data
         return data.copy() if data.dtype == np.dtype(dtype) else _cast_owned(data.astype(np.float32), dtype)
     boxes = [placed.intersect(block) for _, placed in visible]
+    cells = list(_cells(block, boxes))
     # every voxel is written below when the tiles cover the block: no zeroing pass needed
-    out = (np.empty if covers(boxes, block) else np.zeros)(to_zyx(block.shape), dtype=dtype)
+    covered = all(members for _, members in cells)
+    out = (np.empty if covered else np.zeros)(to_zyx(block.shape), dtype=dtype)
     regions = {}   # tile index -> (region read, relative to the tile; its pixels)
     for (tile, placed), box in zip(visible, boxes):
         region = box.relative_to(placed.start)
         regions[tile.index] = (region, read(tile, region))
-    if blending == "linear" and _compiled_blend_applies(out, regions.values()):
-        _fuse_cells_compiled(out, block, visible, boxes, regions)
-        return out
-    for (tile, _), box in zip(visible, boxes):
-        _place(out[box.relative_to(block.start).slices_zyx()], regions[tile.index][1])
 
     def reread(tile: Tile, region: Box) -> np.ndarray:   # a part of what was read above
         first, data = regions[tile.index]
         return data[region.relative_to(first.start).slices_zyx()]
 
-    for zone in _shared_zones(boxes):
-        values = _blend(zone, visible, blending, _sample_nearest, reread)
-        out[zone.relative_to(block.start).slices_zyx()] = _cast_owned(values, dtype)
+    compiled = blending == "linear" and _compiled_blend_applies(out, regions.values())
+    for cell, members in cells:
+        at = cell.relative_to(block.start).slices_zyx()
+        sharing = [visible[n] for n in members]   # ascending tile index, as `_blend` adds them
+        if not sharing:   # no tile covers the cell: it stays 0 (`out` was zeroed)
+            continue
+        if len(sharing) == 1:
+            tile, placed = sharing[0]
+            _place(out[at], reread(tile, cell.relative_to(placed.start)))
+        elif compiled:
+            _blend_linear_compiled(out[at], cell, sharing, reread)
+        else:
+            out[at] = _cast_owned(_blend(cell, sharing, blending, _sample_nearest, reread), dtype)
     return out
 
 
@@ -171,7 +178,7 @@ def _place(target: np.ndarray, data: np.ndarray) -> None:
 
 
 def _compiled_blend_applies(out: np.ndarray, regions) -> bool:
-    """Whether `blend_kernel` may blend the zones of `out` from the (region, data) reads:
+    """Whether `blend_kernel` may blend the cells of `out` from the (region, data) reads:
     an output of up to 16 bits (`_cast_owned`'s float32 rounding), reads of one type in
     native byte order with contiguous rows (numba's arrays, `copying.row_run`), and a
     block large enough to be worth numba's import in this process (as for `copy_region`)."""
@@ -180,39 +187,26 @@ def _compiled_blend_applies(out: np.ndarray, regions) -> bool:
             and types.pop().isnative and all(separate_rows(data) for _, data in regions))
 
 
-def _fuse_cells_compiled(out: np.ndarray, block: Box, visible, boxes: list[Box], regions) -> None:
-    """The linear fusion of `_fuse_by_copy` cell by cell (`_cells`): a cell one tile covers
-    is copied from it, a cell several tiles cover is blended in one compiled pass
-    (`pipelines.blend_kernel`) with the bytes of `_blend` + `_cast_owned`; each voxel is
-    written once."""
+def _blend_linear_compiled(target: np.ndarray, cell: Box, sharing, read: Reader) -> None:
+    """target[...] = the `linear` blend over `cell`, which every (tile, placed box) of
+    `sharing` covers, in one compiled pass (`pipelines.blend_kernel`): the bytes of
+    `_blend` + `_cast_owned`."""
     from pipelines.blend_kernel import blend_linear  # numba: only for large blocks
 
-    info = np.iinfo(out.dtype)
-    low, high = np.float32(info.min), np.float32(info.max)
+    sources, planes, rows = [], [], []
+    for tile, placed in sharing:
+        run, plane, row = row_run(read(tile, cell.relative_to(placed.start)), writeable=False)
+        sources.append(run)
+        planes.append(plane)
+        rows.append(row)
+    factors = [_edge_factors(tile, cell, placed) for tile, placed in sharing]
+    wx, wy, wz = (np.stack([f[axis] for f in factors]) for axis in range(3))
+    out, o_plane, o_row = row_run(target, writeable=True)
+    info = np.iinfo(target.dtype)
     kernel: Any = blend_linear   # a numba dispatcher: its signature is the compiled function's
-
-    def part(n: int, cell: Box) -> np.ndarray:   # tile n's pixels over `cell`
-        tile, placed = visible[n]
-        first, data = regions[tile.index]
-        return data[cell.relative_to(placed.start).relative_to(first.start).slices_zyx()]
-
-    for cell, members in _cells(block, boxes):
-        at = cell.relative_to(block.start).slices_zyx()
-        if len(members) < 2:
-            if members:   # cells no tile covers stay 0 (`out` was zeroed)
-                _place(out[at], part(members[0], cell))
-            continue
-        sources, planes, rows, factors = [], [], [], []
-        for n in members:   # ascending tile index, as `_blend` adds them
-            run, plane, row = row_run(part(n, cell), writeable=False)
-            sources.append(run)
-            planes.append(plane)
-            rows.append(row)
-            factors.append(_edge_factors(visible[n][0], cell, visible[n][1]))
-        wx, wy, wz = (np.stack([f[axis] for f in factors]) for axis in range(3))
-        target, o_plane, o_row = row_run(out[at], writeable=True)
-        kernel(tuple(sources), np.array(planes, dtype=np.int64), np.array(rows, dtype=np.int64),
-               wz, wy, wx, target, o_plane, o_row, *to_zyx(cell.shape), low, high)
+    kernel(tuple(sources), np.array(planes, dtype=np.int64), np.array(rows, dtype=np.int64),
+           wz, wy, wx, out, o_plane, o_row, *to_zyx(cell.shape),
+           np.float32(info.min), np.float32(info.max))
 
 
 def covers(boxes: list[Box], block: Box) -> bool:
@@ -238,14 +232,6 @@ def _cells(block: Box, boxes: list[Box]) -> Iterator[tuple[Box, list[int]]]:
     for x, y, z in np.ndindex(*held.shape[1:]):
         cell = Box((cuts[0][x], cuts[1][y], cuts[2][z]), (cuts[0][x + 1], cuts[1][y + 1], cuts[2][z + 1]))
         yield cell, [int(n) for n in np.flatnonzero(held[:, x, y, z])]
-
-
-def _shared_zones(boxes: list[Box]) -> list[Box]:
-    """Boxes that together hold every voxel two or more of `boxes` share: the pairwise
-    intersections, without repeats or boxes inside another."""
-    distinct = {a.intersect(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]}
-    pairs = [p for p in distinct if not p.is_empty()]
-    return [p for p in pairs if not any(q != p and q.intersect(p) == p for q in pairs)]
 
 
 def _sampler(interpolation: str) -> Callable[[Tile, Box, Reader], np.ndarray]:

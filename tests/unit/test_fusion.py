@@ -352,10 +352,10 @@ def count_compiled_blends(monkeypatch, compiled: bool) -> list[int]:
     if compiled:
         monkeypatch.setattr(fusion, "MIN_BYTES", 0)
         monkeypatch.setattr(copying, "MIN_BYTES", 0)
-    real = fusion._fuse_cells_compiled
+    real = fusion._blend_linear_compiled
 
     def counted(*args):
         calls[0] += 1
         real(*args)
-    monkeypatch.setattr(fusion, "_fuse_cells_compiled", counted)
+    monkeypatch.setattr(fusion, "_blend_linear_compiled", counted)
     return calls
