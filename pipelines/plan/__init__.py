@@ -15,10 +15,9 @@ file, and returns an `ExportPlan`:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from pipelines.config import JobConfig
 from pipelines.errors import ConfigError
@@ -108,7 +107,7 @@ class ExportPlan:
         for level in range(stage.first, stage.first + stage.count):
             lo, hi = object_grid(out.array(task.timepoint, 0, level)).chunks_touching(
                 self.level_box(task, level))
-            count += int(np.prod([b - a for a, b in zip(lo, hi)]))
+            count += math.prod(b - a for a, b in zip(lo, hi))
         return count * out.channels
 
 
