@@ -209,12 +209,6 @@ def _blend_linear_compiled(target: np.ndarray, cell: Box, sharing, read: Reader)
            np.float32(info.min), np.float32(info.max))
 
 
-def covers(boxes: list[Box], block: Box) -> bool:
-    """Whether the union of `boxes` holds every voxel of `block`, exactly: every cell of
-    `_cells` lies in some box."""
-    return all(members for _, members in _cells(block, boxes))
-
-
 def _cells(block: Box, boxes: list[Box]) -> Iterator[tuple[Box, list[int]]]:
     """The (small) grid the boxes' faces cut `block` into: each cell with the positions in
     `boxes` of the boxes holding it (every voxel of a cell lies in the same boxes)."""

@@ -58,8 +58,8 @@ def run_block(task: BlockTask, plan: ExportPlan, store: Store | None = None,
 
 def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> BlockReceipt:
     started = time.perf_counter()
-    if plan.task_delay:   # test hook: lets a test stop the driver mid-run (sleep(0) is
-        time.sleep(plan.task_delay)   # a system call: 0.06 ms per block)
+    if plan.task_delay:   # test hook: lets a test stop the driver mid-run; only when set,
+        time.sleep(plan.task_delay)   # as sleep(0) is a system call too (0.06 ms a block)
     out, stage = plan.output, plan.stages[task.stage]
     writer = _Writer(plan, task, store, attempt)
     ranges = []

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines import copying, fusion
-from pipelines.fusion import INTERPOLATIONS, cast, covers, fuse
+from pipelines.fusion import INTERPOLATIONS, cast, fuse
 from pipelines.geometry import Box
 from pipelines.tiles import Tile, TileSet
 
@@ -247,11 +247,15 @@ def test_unknown_interpolation_is_refused_naming_the_valid_ones():
     assert INTERPOLATIONS == ("nearest", "linear")
 
 
-def test_covers_agrees_with_a_voxel_mask():
-    """The coverage test that lets fusion skip zeroing a block, against painting every
-    box into a mask, on random boxes that leave gaps, touch and overlap."""
+def test_cells_agree_with_voxel_masks():
+    """The cells fusion cuts a block into, against painting every box into its own mask,
+    on random boxes that leave gaps, touch and overlap: the cells fill the block exactly
+    once, each cell's members are exactly the boxes holding all of its voxels and none of
+    the others hold any of them, and every cell has a member exactly when the boxes
+    cover the block (what lets fusion skip zeroing it)."""
     rng = np.random.default_rng(7)
     block = Box((2, 1, 0), (12, 9, 6))
+    inside = (slice(2, 12), slice(1, 9), slice(0, 6))
     results = set()
     for _ in range(400):
         boxes = []
@@ -261,11 +265,19 @@ def test_covers_agrees_with_a_voxel_mask():
         for _ in range(int(rng.integers(0, 5))):
             start = rng.integers(0, 12, 3)
             boxes.append(Box(tuple(int(v) for v in start), tuple(int(v) for v in start + rng.integers(1, 10, 3))))
-        mask = np.zeros((14, 14, 14), bool)
-        for b in boxes:
-            mask[b.start[0]:b.stop[0], b.start[1]:b.stop[1], b.start[2]:b.stop[2]] = True
-        expected = bool(mask[2:12, 1:9, 0:6].all())
-        assert covers(boxes, block) == expected, (boxes, expected)
+        masks = np.zeros((len(boxes), 14, 14, 14), bool)
+        for n, b in enumerate(boxes):
+            masks[n, b.start[0]:b.stop[0], b.start[1]:b.stop[1], b.start[2]:b.stop[2]] = True
+        painted = np.zeros((14, 14, 14), int)
+        cells = list(fusion._cells(block, boxes))
+        for cell, members in cells:
+            at = tuple(slice(a, b) for a, b in zip(cell.start, cell.stop))
+            painted[at] += 1
+            assert members == [n for n in range(len(boxes)) if masks[n][at].all()], (boxes, cell)
+            assert not any(masks[n][at].any() for n in range(len(boxes)) if n not in members)
+        assert painted[inside].min() == painted[inside].max() == 1 and painted.sum() == int(np.prod(block.shape))
+        expected = bool(masks.any(axis=0)[inside].all())
+        assert all(members for _, members in cells) == expected, (boxes, expected)
         results.add(expected)
     assert results == {True, False}   # both answers were put to the test
 
