@@ -53,3 +53,28 @@ def copy_rows(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx, swap):
             else:
                 for x in range(nx):
                     out[x] = row[x]
+
+
+
+@njit(cache=True, nogil=True)
+def copy_rows_range(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx, swap):  # pragma: no cover (compiled)
+    """`copy_rows`, also returning the smallest and largest source value, for unsigned
+    sources in native byte order. Comparing each value while it is in a register costs far
+    less than a pass of its own over the block (kept in the values' own type: widened,
+    the loop no longer vectorises)."""
+    low = high = source[0]
+    for z in range(nz):
+        for y in range(ny):
+            a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
+            row, out = source[a:a + nx], target[b:b + nx]
+            if swap:
+                for x in range(nx):
+                    v = row[x]
+                    out[x] = reversed_bytes(v)
+                    low, high = min(low, v), max(high, v)
+            else:
+                for x in range(nx):
+                    v = row[x]
+                    out[x] = v
+                    low, high = min(low, v), max(high, v)
+    return low, high

@@ -14,28 +14,43 @@ Small copies stay with numpy: importing numba costs a process about 0.2 s.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+if TYPE_CHECKING:   # value_range imports this module
+    from pipelines.value_range import ValueRange
 
 MIN_BYTES = 1 << 18   # copies below this go to numpy (numba's import would not pay back)
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def copy_region(out: np.ndarray, values: np.ndarray) -> None:
+def copy_region(out: np.ndarray, values: np.ndarray, seen: ValueRange | None = None) -> None:
     """`out[...] = values` for 3D arrays of one shape and of one type in either byte order:
-    the same values, in `out`'s byte order."""
+    the same values, in `out`'s byte order. `seen`, if given, is shown every value copied:
+    for unsigned values in native byte order (microscopes' types) within the compiled copy,
+    otherwise by a pass of its own."""
     if not (_compiled_applies(out, values) and out.nbytes >= MIN_BYTES):
         out[...] = values
+        if seen is not None:
+            seen.see(values)
         return
-    from pipelines.copy_kernel import copy_rows  # numba: only in processes copying large regions
+    from pipelines import copy_kernel  # numba: only in processes copying large regions
 
     swap = values.itemsize > 1 and _big_endian(values.dtype) != _big_endian(out.dtype)
     source, s_plane, s_row = _rows(values, writeable=False)
     target, t_plane, t_row = _rows(out, writeable=True)
-    kernel: Any = copy_rows   # a numba dispatcher: its signature is the compiled function's
-    kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
+    kernel: Any   # a numba dispatcher: its signature is the compiled function's
+    if seen is None or values.dtype.kind != "u" or not values.dtype.isnative:
+        kernel = copy_kernel.copy_rows
+        kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
+        if seen is not None:
+            seen.see(values)
+        return
+    kernel = copy_kernel.copy_rows_range
+    low, high = kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
+    seen.add(values.dtype.type(low), values.dtype.type(high))
 
 
 def _compiled_applies(out: np.ndarray, values: np.ndarray) -> bool:

@@ -1,4 +1,4 @@
-"""The numba loop of `execute.tuning.value_range`: an integer array's minimum and maximum
+"""The numba loop of `value_range.value_range`: an integer array's minimum and maximum
 in one pass over its rows. A module of its own so that only processes with large blocks
 import numba."""
 

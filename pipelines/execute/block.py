@@ -24,7 +24,7 @@ from pipelines.commit.ledger import PartitionSummary, PartRecorder
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
 from pipelines.execute.problems import cause_line
-from pipelines.execute.tuning import crc32, keep_freed_memory, value_range
+from pipelines.execute.tuning import crc32, keep_freed_memory
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse
@@ -33,6 +33,7 @@ from pipelines.illumination.correct import tile_reader
 from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, PartitionTask
 from pipelines.storage import Store, beside_store, open_store
 from pipelines.tiles import set_tile_cache
+from pipelines.value_range import ValueRange
 
 
 class InjectedFailure(RuntimeError):
@@ -64,12 +65,11 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
     writer = _Writer(plan, task, store, attempt)
     ranges = []
     for c in range(out.channels):
-        data = _first_level(task, plan, store, c)
-        low, high = value_range(data)
-        ranges.append((_number(low), _number(high)))
-        for level in range(stage.first, stage.first + stage.count):
-            if level > stage.first:
-                data = pyramid.downsample(data, out.factors[level], out.downsample)
+        data, seen = _first_level(task, plan, store, c), ValueRange()
+        writer.write(c, stage.first, data, seen)   # its range gathered while it is encoded
+        ranges.append(seen.numbers())
+        for level in range(stage.first + 1, stage.first + stage.count):
+            data = pyramid.downsample(data, out.factors[level], out.downsample)
             writer.write(c, level, data)
     owned = plan.object_count(task)
     if len(writer.written) + len(writer.skipped) != owned:
@@ -106,10 +106,12 @@ class _Writer:
         hooked = task.stage == 0 and task.index in plan.fail_blocks and attempt == 0
         self.fail_after = plan.object_count(task) // 2 if hooked else None
 
-    def write(self, c: int, level: int, data: np.ndarray) -> None:
+    def write(self, c: int, level: int, data: np.ndarray, seen: ValueRange | None = None) -> None:
+        """Encode and put the objects of `data` (channel `c`, `level`), showing `seen` its
+        values if given."""
         out, t = self.plan.output, self.task.timepoint
         spec, box = out.array(t, c, level), self.plan.level_box(self.task, level)
-        for key, payload in encode_region(self.fmt, spec, data, box, out.lead_index(t, c)):
+        for key, payload in encode_region(self.fmt, spec, data, box, out.lead_index(t, c), seen):
             if self.fail_after is not None and len(self.written) + len(self.skipped) >= self.fail_after:
                 raise InjectedFailure("injected by debug.fail_blocks after writing half the objects")
             if payload is None:
@@ -119,10 +121,6 @@ class _Writer:
                 continue
             self.store.put(key, payload)
             self.written.append((key, len(payload), crc32(payload)))
-
-
-def _number(value) -> float | int:
-    return value.item()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
 """Per-process settings of the processes that encode and write objects (executors' Python
-workers, and the benchmark's limit workers), and a faster crc32 and value range for
-receipts.
+workers, and the benchmark's limit workers), and a faster crc32 for receipts.
 
 Why (benchmarks/PROFILE.md, "The limit"): numcodecs' blosc and zstd allocate a fresh
 output buffer of the chunk's full size for every chunk (4 MiB for a 128³ uint16 chunk) and
@@ -20,11 +19,6 @@ import ctypes
 import platform
 import zlib
 from collections.abc import Callable
-from typing import Any
-
-import numpy as np
-
-from pipelines.copying import MIN_BYTES, row_run, separate_rows
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -67,19 +61,3 @@ def _crc32() -> Callable[[bytes], int]:
 
 
 crc32 = _crc32()
-
-
-def value_range(data: np.ndarray) -> tuple[Any, Any]:
-    """(data.min(), data.max()) of a non-empty block, as numpy scalars of its type. For a
-    large integer block in native byte order one compiled pass (`pipelines.range_kernel`)
-    instead of numpy's two: 0.23 against 0.47 ms per 4 MiB of uint16 (PROFILE.md). Floats
-    stay with numpy, whose min and max propagate NaN."""
-    if (data.dtype.kind not in "iu" or not data.dtype.isnative or data.ndim != 3
-            or data.nbytes < MIN_BYTES or not separate_rows(data)):
-        return data.min(), data.max()
-    from pipelines.range_kernel import row_range  # numba: only for large blocks
-
-    run, plane, row = row_run(data, writeable=False)
-    kernel: Any = row_range   # a numba dispatcher: its signature is the compiled function's
-    low, high = kernel(run, plane, row, *data.shape)
-    return data.dtype.type(low), data.dtype.type(high)

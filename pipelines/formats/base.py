@@ -13,6 +13,7 @@ import numpy as np
 from pipelines.copying import copy_region
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import to_zyx
+from pipelines.value_range import ValueRange
 
 Vec = tuple[int, ...]
 
@@ -69,8 +70,10 @@ class Format(Protocol):
         """Key of one stored object (chunk, or shard when sharded) by its grid index."""
         ...
 
-    def encode_chunk(self, spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
-        """Stored bytes of one chunk's region (edge regions may be smaller than a chunk)."""
+    def encode_chunk(self, spec: ArraySpec, data_zyx: np.ndarray,
+                     seen: ValueRange | None = None) -> bytes:
+        """Stored bytes of one chunk's region (edge regions may be smaller than a chunk);
+        `seen`, if given, is shown the region's values (while they are copied, if they are)."""
         ...
 
     def decode_chunk(self, spec: ArraySpec, data: bytes) -> np.ndarray:
@@ -130,17 +133,20 @@ def decompress(spec: ArraySpec, data: bytes) -> bytes:
     return data if codec is None else bytes(codec.decode(data))
 
 
-def encode_full_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
+def encode_full_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> bytes:
     """Zarr chunk bytes (v2 and v3 alike): full size, an edge region padded with the fill
-    value, little endian, C order over z, y, x, then the compressor."""
+    value, little endian, C order over z, y, x, then the compressor. `seen`, if given, is
+    shown the region's values (not the padding)."""
     full = to_zyx(spec.chunks)
     little = spec.np_dtype.newbyteorder("<")
     if data_zyx.shape == full and data_zyx.flags.c_contiguous and data_zyx.dtype == little:
+        if seen is not None:
+            seen.see(data_zyx)
         return compress(spec, data_zyx)
     buffer = scratch(full, little)
     if data_zyx.shape != full:
         buffer.fill(spec.fill_value)
-    copy_region(buffer[tuple(slice(0, n) for n in data_zyx.shape)], data_zyx)
+    copy_region(buffer[tuple(slice(0, n) for n in data_zyx.shape)], data_zyx, seen)
     return compress(spec, buffer)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from pipelines.copying import copy_region
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
 from pipelines.geometry import to_xyz, to_zyx
+from pipelines.value_range import ValueRange
 
 NAME = "n5"
 # N5-Java refuses a root version whose major is above its own; 2.x is read by N5-Java
@@ -30,12 +31,13 @@ def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[in
     return f"{spec.path}/" + "/".join(str(i) for i in index_xyz)
 
 
-def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
-    """Block bytes for the real (possibly truncated edge) region of one chunk."""
+def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> bytes:
+    """Block bytes for the real (possibly truncated edge) region of one chunk; `seen`, if
+    given, is shown its values."""
     dims = to_xyz(data_zyx.shape)
     header = struct.pack(f">HH{len(dims)}I", 0, len(dims), *dims)
     payload = scratch(data_zyx.shape, spec.np_dtype.newbyteorder(">"))
-    copy_region(payload, data_zyx)   # the byte-order conversion, into a reused buffer
+    copy_region(payload, data_zyx, seen)   # the byte-order conversion, into a reused buffer
     return header + compress(spec, payload)
 
 

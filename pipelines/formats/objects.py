@@ -14,14 +14,18 @@ import numpy as np
 from pipelines.formats import sharding
 from pipelines.formats.base import ArraySpec, Format, is_fill
 from pipelines.geometry import Box, ChunkGrid, grid_indices
+from pipelines.value_range import ValueRange
 
 
 def encode_region(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
-                  lead_index: tuple[int, ...] = ()) -> Iterator[tuple[str, bytes | None]]:
+                  lead_index: tuple[int, ...] = (),
+                  seen: ValueRange | None = None) -> Iterator[tuple[str, bytes | None]]:
     """(key, bytes or None) for every object inside `box`, which must hold whole objects
-    (chunks, or shards when `spec.shard` is set) except at the array's far edges."""
+    (chunks, or shards when `spec.shard` is set) except at the array's far edges. `seen`,
+    if given, is shown every value of `data_zyx` on the way (the region's value range,
+    gathered while the chunks are copied for their codec instead of in a pass of its own)."""
     if spec.shard:
-        yield from sharding.shard_objects(spec, data_zyx, box, lead_index)
+        yield from sharding.shard_objects(spec, data_zyx, box, lead_index, seen)
         return
     grid = ChunkGrid(spec.shape, spec.chunks)
     lo, hi = grid.chunks_touching(box)
@@ -29,7 +33,13 @@ def encode_region(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
         region = grid.chunk_box(chunk)
         values = data_zyx[region.relative_to(box.start).slices_zyx()]
         key = fmt.chunk_key(spec, chunk, lead_index)
-        yield key, None if is_fill(values, spec.fill_value) else fmt.encode_chunk(spec, values)
+        if is_fill(values, spec.fill_value):
+            if seen is not None:   # every voxel is the fill value
+                fill = values.dtype.type(spec.fill_value)
+                seen.add(fill, fill)
+            yield key, None
+        else:
+            yield key, fmt.encode_chunk(spec, values, seen)
 
 
 def object_grid(spec: ArraySpec) -> ChunkGrid:

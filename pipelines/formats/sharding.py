@@ -23,6 +23,7 @@ from numcodecs import CRC32C
 from pipelines.formats import zarr3
 from pipelines.formats.base import ArraySpec, is_fill
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
+from pipelines.value_range import ValueRange
 
 Vec = tuple[int, ...]
 ABSENT = 2**64 - 1
@@ -112,23 +113,25 @@ def _read_index(spec: ArraySpec, data: bytes) -> tuple[np.ndarray, int]:
     return np.frombuffer(raw, dtype="<u8").reshape(-1, 2), len(data) - size
 
 
-def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box,
-                  lead_index: Vec = ()) -> Iterator[tuple[str, bytes | None]]:
+def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box, lead_index: Vec = (),
+                  seen: ValueRange | None = None) -> Iterator[tuple[str, bytes | None]]:
     """(key, shard bytes) for every shard `box` covers; bytes None when a shard is all fill.
 
     `box` (x, y, z voxels) must consist of whole shards, except that it may end at the
     array's far edge; `data_zyx` holds its values (shape z, y, x of `box.shape`). Inner
-    chunks whose values all equal `spec.fill_value` are left out of their shard.
+    chunks whose values all equal `spec.fill_value` are left out of their shard. `seen`,
+    if given, is shown every value of `data_zyx`.
     """
     _check_region(spec, box, data_zyx, lead_index)
     grid = shard_grid(spec)
     lo, hi = grid.chunks_touching(box)
     for shard in grid_indices(hi, lo):
-        inner = _inner_chunks(spec, data_zyx, box, grid.chunk_box(shard))
+        inner = _inner_chunks(spec, data_zyx, box, grid.chunk_box(shard), seen)
         yield zarr3.chunk_key(spec, shard, lead_index), encode_shard(spec, inner)
 
 
-def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Box) -> dict:
+def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Box,
+                  seen: ValueRange | None = None) -> dict:
     """The encoded, not-all-fill inner chunks of one shard, by index within the shard."""
     inner = {}
     for index in grid_indices(inner_counts(spec)):
@@ -138,7 +141,10 @@ def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Bo
             continue
         values = data_zyx[chunk.relative_to(box.start).slices_zyx()]
         if not is_fill(values, spec.fill_value):
-            inner[index] = zarr3.encode_chunk(spec, values)
+            inner[index] = zarr3.encode_chunk(spec, values, seen)
+        elif seen is not None:   # every voxel is the fill value
+            fill = values.dtype.type(spec.fill_value)
+            seen.add(fill, fill)
     return inner
 
 

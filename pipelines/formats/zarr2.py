@@ -19,6 +19,7 @@ import numpy as np
 from pipelines.formats.base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
 from pipelines.formats.codecs import BLOSC_SHUFFLE, Compressor
 from pipelines.geometry import to_zyx
+from pipelines.value_range import ValueRange
 
 NAME = "zarr2"
 ROOT_KEY = ".zgroup"
@@ -63,9 +64,10 @@ def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[in
     return f"{spec.path}/" + "/".join(str(i) for i in (*lead_index, *to_zyx(index_xyz)))
 
 
-def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
-    """Chunk bytes; an edge region smaller than the chunk is padded with the fill value."""
-    return encode_full_chunk(spec, data_zyx)
+def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> bytes:
+    """Chunk bytes; an edge region smaller than the chunk is padded with the fill value.
+    `seen`, if given, is shown the region's values."""
+    return encode_full_chunk(spec, data_zyx, seen)
 
 
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:

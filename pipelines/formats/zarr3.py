@@ -13,6 +13,7 @@ import numpy as np
 
 from pipelines.formats.base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
 from pipelines.geometry import to_zyx
+from pipelines.value_range import ValueRange
 
 NAME = "zarr3"
 ROOT_KEY = "zarr.json"
@@ -23,9 +24,10 @@ def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[in
     return f"{spec.path}/c/" + "/".join(str(i) for i in (*lead_index, *to_zyx(index_xyz)))
 
 
-def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray) -> bytes:
-    """Chunk bytes; an edge region smaller than the chunk is padded with the fill value."""
-    return encode_full_chunk(spec, data_zyx)
+def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> bytes:
+    """Chunk bytes; an edge region smaller than the chunk is padded with the fill value.
+    `seen`, if given, is shown the region's values."""
+    return encode_full_chunk(spec, data_zyx, seen)
 
 
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
