@@ -61,17 +61,18 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
     started = time.perf_counter()
     if plan.task_delay:   # test hook: lets a test stop the driver mid-run; only when set,
         time.sleep(plan.task_delay)   # as sleep(0) is a system call too (0.06 ms a block)
-    out, stage = plan.output, plan.stages[task.stage]
-    writer = _Writer(plan, task, store, attempt)
+    out, first = plan.output, plan.stages[task.stage].first
+    boxes = plan.level_boxes(task)   # once per block: tiny blocks feel every repeat
+    writer = _Writer(plan, task, store, boxes, attempt)
     ranges = []
     for c in range(out.channels):
-        data, seen = _first_level(task, plan, store, c), ValueRange()
-        writer.write(c, stage.first, data, seen)   # its range gathered while it is encoded
+        data, seen = _first_level(task, plan, store, c, boxes[first]), ValueRange()
+        writer.write(c, first, data, seen)   # its range gathered while it is encoded
         ranges.append(seen.numbers())
-        for level in range(stage.first + 1, stage.first + stage.count):
+        for level in list(boxes)[1:]:
             data = pyramid.downsample(data, out.factors[level], out.downsample)
             writer.write(c, level, data)
-    owned = plan.object_count(task)
+    owned = plan.object_count(task, boxes)
     if len(writer.written) + len(writer.skipped) != owned:
         raise RuntimeError(f"wrote or skipped {len(writer.written) + len(writer.skipped)} "
                            f"objects but the block owns {owned}")
@@ -79,11 +80,10 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
                         time.perf_counter() - started, time.time())
 
 
-def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.ndarray:
-    """The block's voxels at its stage's first level: fused from tiles, or downsampled
-    from the level below as stored by the previous stage."""
+def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int, box: Box) -> np.ndarray:
+    """The block's voxels at its stage's first level (`box`): fused from tiles, or
+    downsampled from the level below as stored by the previous stage."""
     out, first = plan.output, plan.stages[task.stage].first
-    box = plan.level_box(task, first)
     if first == 0:
         return fuse(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype,
                     read=tile_reader(plan.correction, c, plan.s3), interpolation=plan.interpolation)
@@ -98,19 +98,20 @@ def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int) -> np.
 class _Writer:
     """Encodes and puts the objects of one task, keeping the receipt's lists."""
 
-    def __init__(self, plan: ExportPlan, task: BlockTask, store: Store, attempt: int = 0):
-        self.plan, self.task, self.store = plan, task, store
+    def __init__(self, plan: ExportPlan, task: BlockTask, store: Store, boxes: dict[int, Box],
+                 attempt: int = 0):
+        self.plan, self.task, self.store, self.boxes = plan, task, store, boxes
         self.fmt = format_module(plan.output.format)
         self.written: list[tuple[str, int, int]] = []
         self.skipped: list[str] = []
         hooked = task.stage == 0 and task.index in plan.fail_blocks and attempt == 0
-        self.fail_after = plan.object_count(task) // 2 if hooked else None
+        self.fail_after = plan.object_count(task, boxes) // 2 if hooked else None
 
     def write(self, c: int, level: int, data: np.ndarray, seen: ValueRange | None = None) -> None:
         """Encode and put the objects of `data` (channel `c`, `level`), showing `seen` its
         values if given."""
         out, t = self.plan.output, self.task.timepoint
-        spec, box = out.array(t, c, level), self.plan.level_box(self.task, level)
+        spec, box = out.array(t, c, level), self.boxes[level]
         for key, payload in encode_region(self.fmt, spec, data, box, out.lead_index(t, c), seen):
             if self.fail_after is not None and len(self.written) + len(self.skipped) >= self.fail_after:
                 raise InjectedFailure("injected by debug.fail_blocks after writing half the objects")

@@ -99,14 +99,19 @@ class ExportPlan:
         stop = tuple(min(ceil_div(s, f), n) for s, f, n in zip(box.stop, scale, self.output.shapes[level]))
         return Box(tuple(s // f for s, f in zip(box.start, scale)), stop)
 
-    def object_count(self, task: BlockTask) -> int:
+    def level_boxes(self, task: BlockTask) -> dict[int, Box]:
+        """`level_box` of every level of the task's stage, by level."""
+        stage = self.stages[task.stage]
+        return {level: self.level_box(task, level) for level in range(stage.first, stage.first + stage.count)}
+
+    def object_count(self, task: BlockTask, boxes: dict[int, Box] | None = None) -> int:
         """How many objects (chunks or shards) a task owns, counted on the object grids of
-        its levels without listing their keys."""
-        out, stage = self.output, self.stages[task.stage]
+        its levels without listing their keys. `boxes`: the task's `level_boxes`, if the
+        caller has them already (an executor asks for them once per block)."""
+        out = self.output
         count = 0
-        for level in range(stage.first, stage.first + stage.count):
-            lo, hi = object_grid(out.array(task.timepoint, 0, level)).chunks_touching(
-                self.level_box(task, level))
+        for level, box in (boxes or self.level_boxes(task)).items():
+            lo, hi = object_grid(out.array(task.timepoint, 0, level)).chunks_touching(box)
             count += math.prod(b - a for a, b in zip(lo, hi))
         return count * out.channels
 
