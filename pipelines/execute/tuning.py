@@ -20,6 +20,8 @@ import platform
 import zlib
 from collections.abc import Callable
 
+from pipelines.storage.base import Pieces
+
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -47,7 +49,7 @@ def keep_freed_memory() -> bool:
     return _tuned
 
 
-def _crc32() -> Callable[[bytes], int]:
+def _crc32() -> Callable[..., int]:
     """zlib's crc32 (the value receipts record), computed by zlib-ng when imagecodecs has
     it: the same number, about 3 × faster than the system zlib 1.2 (0.15 against 0.52 ms
     per 2 MiB object, measured in PROFILE.md)."""
@@ -60,4 +62,14 @@ def _crc32() -> Callable[[bytes], int]:
     return zlib.crc32
 
 
-crc32 = _crc32()
+_crc = _crc32()
+
+
+def crc32(data: bytes | Pieces) -> int:
+    """zlib's crc32 of an object's bytes, given whole or as `Pieces` (not joined for it)."""
+    if isinstance(data, Pieces):
+        value = 0
+        for part in data.parts:
+            value = _crc(part, value)
+        return value
+    return _crc(data)

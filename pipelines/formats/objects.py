@@ -14,14 +14,16 @@ import numpy as np
 from pipelines.formats import sharding
 from pipelines.formats.base import ArraySpec, Format, is_fill
 from pipelines.geometry import Box, ChunkGrid, grid_indices
+from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
 
 def encode_region(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
                   lead_index: tuple[int, ...] = (),
-                  seen: ValueRange | None = None) -> Iterator[tuple[str, bytes | None]]:
+                  seen: ValueRange | None = None) -> Iterator[tuple[str, bytes | Pieces | None]]:
     """(key, bytes or None) for every object inside `box`, which must hold whole objects
-    (chunks, or shards when `spec.shard` is set) except at the array's far edges. `seen`,
+    (chunks, or shards when `spec.shard` is set) except at the array's far edges. A
+    shard's bytes come as `Pieces` (`Store.put` writes them without joining them). `seen`,
     if given, is shown every value of `data_zyx` on the way (the region's value range,
     gathered while the chunks are copied for their codec instead of in a pass of its own)."""
     if spec.shard:

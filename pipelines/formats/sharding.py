@@ -23,6 +23,7 @@ from numcodecs import CRC32C
 from pipelines.formats import zarr3
 from pipelines.formats.base import ArraySpec, is_fill
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
+from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
 Vec = tuple[int, ...]
@@ -65,6 +66,13 @@ def encode_shard(spec: ArraySpec, inner: dict) -> bytes | None:
     `inner` maps an inner chunk's index within the shard (x, y, z) to its bytes as
     `zarr3.encode_chunk` makes them; inner chunks missing from `inner` are marked absent.
     """
+    pieces = shard_pieces(spec, inner)
+    return None if pieces is None else bytes(pieces)
+
+
+def shard_pieces(spec: ArraySpec, inner: dict) -> Pieces | None:
+    """`encode_shard`'s bytes as `Pieces` (the present inner chunks in order, then the
+    index), which stores write without joining them."""
     if not inner:
         return None
     counts = inner_counts(spec)
@@ -79,7 +87,7 @@ def encode_shard(spec: ArraySpec, inner: dict) -> bytes | None:
             parts.append(inner[index])
             offset += len(inner[index])
     parts.append(bytes(_CRC.encode(entries.tobytes())))
-    return b"".join(parts)
+    return Pieces(parts)
 
 
 def decode_shard(spec: ArraySpec, data: bytes) -> dict:
@@ -114,8 +122,8 @@ def _read_index(spec: ArraySpec, data: bytes) -> tuple[np.ndarray, int]:
 
 
 def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box, lead_index: Vec = (),
-                  seen: ValueRange | None = None) -> Iterator[tuple[str, bytes | None]]:
-    """(key, shard bytes) for every shard `box` covers; bytes None when a shard is all fill.
+                  seen: ValueRange | None = None) -> Iterator[tuple[str, Pieces | None]]:
+    """(key, shard bytes as `Pieces`) for every shard `box` covers; None when a shard is all fill.
 
     `box` (x, y, z voxels) must consist of whole shards, except that it may end at the
     array's far edge; `data_zyx` holds its values (shape z, y, x of `box.shape`). Inner
@@ -127,7 +135,7 @@ def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box, lead_index: V
     lo, hi = grid.chunks_touching(box)
     for shard in grid_indices(hi, lo):
         inner = _inner_chunks(spec, data_zyx, box, grid.chunk_box(shard), seen)
-        yield zarr3.chunk_key(spec, shard, lead_index), encode_shard(spec, inner)
+        yield zarr3.chunk_key(spec, shard, lead_index), shard_pieces(spec, inner)
 
 
 def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Box,

@@ -4,12 +4,12 @@ one for tests), opened from a URI (`pipelines.storage.uri` is the one URI parser
 from __future__ import annotations
 
 from pipelines.storage import uri as uris
-from pipelines.storage.base import PartialWrite, Store
+from pipelines.storage.base import PartialWrite, Pieces, Store
 from pipelines.storage.local import LocalStore
 from pipelines.storage.memory import MemoryStore
 from pipelines.storage.s3 import S3Options, S3Store, parse_s3_uri
 
-__all__ = ["PartialWrite", "Store", "LocalStore", "MemoryStore", "S3Options", "S3Store", "beside_store",
+__all__ = ["PartialWrite", "Pieces", "Store", "LocalStore", "MemoryStore", "S3Options", "S3Store", "beside_store",
            "open_store", "parse_s3_uri"]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -22,11 +22,38 @@ class PartialWrite:
     token: str  # what `remove_partial` needs (a temporary file's key, an upload id)
 
 
+class Pieces:
+    """One object's bytes as consecutive pieces — a shard's encoded chunks, then its index —
+    which `Store.put` writes one after another instead of first joining them into one more
+    copy (≈ 20 ms of a worker per 140 MiB shard, benchmarks/PROFILE.md). `len()` is the
+    object's size and `bytes()` joins the pieces, for code that needs one buffer."""
+
+    __slots__ = ("parts", "_size")
+
+    def __init__(self, parts: Iterable[bytes]) -> None:
+        self.parts = tuple(parts)
+        self._size = sum(len(p) for p in self.parts)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Pieces, bytes, bytearray)):
+            return len(self) == len(other) and bytes(self) == bytes(other)
+        return NotImplemented
+
+    # equal to bytes, which hash by value: no hash that could disagree with them
+    __hash__ = None  # type: ignore[assignment]
+
+
 class Store(ABC):
     """Key → bytes storage with atomic puts."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | Pieces) -> None:
         """Store `data` under `key` atomically: readers see the old object or the new, never part."""
 
     @abstractmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipelines.storage.base import Store
+from pipelines.storage.base import Pieces, Store
 
 
 class MemoryStore(Store):
@@ -18,7 +18,7 @@ class MemoryStore(Store):
     def uri(self) -> str:
         return f"memory://{self.name}"
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | Pieces) -> None:
         self.objects[key] = bytes(data)  # one assignment: atomic for readers
 
     def put_if_absent(self, key: str, data: bytes) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelines.errors import OutputError, StoreUnavailable
-from pipelines.storage.base import PartialWrite, Store
+from pipelines.storage.base import PartialWrite, Pieces, Store
 from pipelines.storage.uri import parse
 
 MiB = 2**20
@@ -180,8 +180,8 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     @_bounded
-    def put(self, key: str, data: bytes) -> None:
-        data = bytes(data)
+    def put(self, key: str, data: bytes | Pieces) -> None:
+        data = bytes(data)   # one buffer for the request (Pieces are joined here)
         if len(data) < max(self.options.multipart_threshold, 1):  # an empty object is one put
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         else:

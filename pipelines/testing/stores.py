@@ -18,6 +18,15 @@ class StoreConformance:
         store.put("a/b/c", b"\x00\x01payload")
         assert store.get("a/b/c") == b"\x00\x01payload" and store.exists("a/b/c")
 
+    def test_put_of_pieces_stores_them_joined(self, store):
+        """An object given as `Pieces` (a shard's chunks and index) is stored as their bytes
+        in order; empty pieces add nothing."""
+        from pipelines.storage import Pieces
+
+        parts = [b"\x00chunk one", b"", bytes(range(256)) * 40, b"index\xff"]
+        store.put("s/0/0/0", Pieces(parts))
+        assert store.get("s/0/0/0") == b"".join(parts)
+
     def test_put_replaces_whole_object(self, store):
         store.put("k", b"first version, longer")
         store.put("k", b"second")

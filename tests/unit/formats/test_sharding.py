@@ -44,9 +44,9 @@ def write_sharded(root, spec: ArraySpec, volume: np.ndarray) -> dict:
             box = grid.chunk_box(shard)
             values = volume[lead_index][box.slices_zyx()]
             for key, data in sharding.shard_objects(spec, values, box, lead_index):
-                written[key] = data
+                written[key] = None if data is None else bytes(data)   # Pieces, joined
                 if data is not None:
-                    store.put(key, data)
+                    store.put(key, data)   # written piece by piece
     for key, doc in zarr3.array_documents(spec) + zarr3.group_documents(spec):
         store.put(key, doc)
     return written

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import pytest
 
 from pipelines.errors import OutputError
-from pipelines.storage import LocalStore, MemoryStore, S3Options, S3Store, open_store
+from pipelines.execute.tuning import crc32
+from pipelines.storage import LocalStore, MemoryStore, Pieces, S3Options, S3Store, open_store
+from pipelines.storage import local as local_module
 from pipelines.testing.stores import StoreConformance
 
 
@@ -25,6 +28,41 @@ def test_local_put_leaves_no_temporary_files(tmp_path):
     for n in range(5):
         store.put("d/k", bytes([n]) * 100)
     assert os.listdir(tmp_path / "d") == ["k"]
+
+
+@pytest.mark.parametrize("count", [1, 3, local_module._IOV_MAX + 5])
+def test_local_put_writes_every_piece_when_the_system_writes_less(tmp_path, monkeypatch, count):
+    """write() and writev() may write fewer bytes than given (signals, pipes, quotas): the
+    rest follows in order, also across more pieces than one writev() takes."""
+    parts = [bytes([n % 251]) * (n % 7 + 4) for n in range(count)] + [b"the last piece"]
+    calls = []
+    real_write, real_writev = os.write, os.writev
+
+    def short_write(fd, data):
+        calls.append("write")
+        return real_write(fd, memoryview(data)[:5])
+
+    def short_writev(fd, buffers):
+        calls.append(len(buffers))
+        assert len(buffers) <= local_module._IOV_MAX
+        first = memoryview(buffers[0])   # a prefix of what was given: 3 bytes, or up to 2 pieces
+        return real_writev(fd, [first[:3]] if first.nbytes > 3 else [first, *buffers[1:2]])
+
+    monkeypatch.setattr(os, "write", short_write)
+    monkeypatch.setattr(os, "writev", short_writev)
+    store = LocalStore(tmp_path)
+    store.put("k", Pieces(parts))
+    assert store.get("k") == b"".join(parts)
+    assert len(calls) > 1   # it did have to continue
+    store.put("one", b"a single buffer, written five bytes at a time")
+    assert store.get("one") == b"a single buffer, written five bytes at a time"
+
+
+def test_crc32_of_pieces_is_that_of_their_bytes():
+    parts = [b"", b"abc", bytes(range(256)) * 9, b"z"]
+    assert crc32(Pieces(parts)) == crc32(b"".join(parts)) == zlib.crc32(b"".join(parts))
+    assert Pieces(parts) == b"".join(parts) and len(Pieces(parts)) == len(b"".join(parts))
+    assert Pieces(parts) != b"abc"
 
 
 def test_local_rejects_escaping_keys(tmp_path):
