@@ -13,6 +13,7 @@ import numpy as np
 from pipelines.copying import copy_region
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import to_zyx
+from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
 Vec = tuple[int, ...]
@@ -71,9 +72,10 @@ class Format(Protocol):
         ...
 
     def encode_chunk(self, spec: ArraySpec, data_zyx: np.ndarray,
-                     seen: ValueRange | None = None) -> bytes:
-        """Stored bytes of one chunk's region (edge regions may be smaller than a chunk);
-        `seen`, if given, is shown the region's values (while they are copied, if they are)."""
+                     seen: ValueRange | None = None) -> bytes | Pieces:
+        """Stored bytes of one chunk's region (edge regions may be smaller than a chunk),
+        whole or as `Pieces` (`Store.put` takes both; `bytes()` joins them); `seen`, if
+        given, is shown the region's values (while they are copied, if they are)."""
         ...
 
     def decode_chunk(self, spec: ArraySpec, data: bytes) -> np.ndarray:

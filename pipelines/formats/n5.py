@@ -16,6 +16,7 @@ import numpy as np
 from pipelines.copying import copy_region
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
 from pipelines.geometry import to_xyz, to_zyx
+from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
 NAME = "n5"
@@ -31,14 +32,16 @@ def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[in
     return f"{spec.path}/" + "/".join(str(i) for i in index_xyz)
 
 
-def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> bytes:
-    """Block bytes for the real (possibly truncated edge) region of one chunk; `seen`, if
+def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> Pieces:
+    """Block bytes for the real (possibly truncated edge) region of one chunk, as the
+    header and the compressed payload (`Pieces`: stores write them one after the other
+    rather than copying the payload once more to put the header in front); `seen`, if
     given, is shown its values."""
     dims = to_xyz(data_zyx.shape)
     header = struct.pack(f">HH{len(dims)}I", 0, len(dims), *dims)
     payload = scratch(data_zyx.shape, spec.np_dtype.newbyteorder(">"))
     copy_region(payload, data_zyx, seen)   # the byte-order conversion, into a reused buffer
-    return header + compress(spec, payload)
+    return Pieces((header, compress(spec, payload)))
 
 
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:

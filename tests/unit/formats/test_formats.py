@@ -103,7 +103,8 @@ def test_decode_chunk_inverts_encode_chunk(fmt):
     spec = ArraySpec("a", (6, 5, 4), (6, 5, 4), "uint16", compressor_for(CodecConfig("zstd"), fmt))
     data = ramp_volume(to_zyx(spec.shape), "uint16")
     module = FORMATS[fmt]
-    np.testing.assert_array_equal(module.decode_chunk(spec, module.encode_chunk(spec, data)), data)
+    stored = bytes(module.encode_chunk(spec, data))   # as a store holds it (N5: header + payload, joined)
+    np.testing.assert_array_equal(module.decode_chunk(spec, stored), data)
 
 
 @pytest.mark.parametrize("codec,fmt,message", [
