@@ -41,40 +41,31 @@ def _reversed_bytes(v):
 
 
 @njit(cache=True, nogil=True)
-def copy_rows(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx, swap):  # pragma: no cover (compiled)
-    """target's rows = source's rows, each value's bytes reversed when `swap`."""
-    for z in range(nz):
-        for y in range(ny):
-            a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
-            row, out = source[a:a + nx], target[b:b + nx]
-            if swap:
-                for x in range(nx):
-                    out[x] = reversed_bytes(row[x])
-            else:
-                for x in range(nx):
-                    out[x] = row[x]
-
-
-
-@njit(cache=True, nogil=True)
-def copy_rows_range(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx, swap):  # pragma: no cover (compiled)
-    """`copy_rows`, also returning the smallest and largest source value, for unsigned
-    sources in native byte order. Comparing each value while it is in a register costs far
-    less than a pass of its own over the block (kept in the values' own type: widened,
+def copy_rows(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx, swap, watch):  # pragma: no cover (compiled)
+    """target's rows = source's rows, each value's bytes reversed when `swap`; returns the
+    smallest and largest source value when `watch` (unsigned sources in native byte order;
+    otherwise the first value twice). Comparing each value while it is in a register costs
+    far less than a pass of its own over the block (kept in the values' own type: widened,
     the loop no longer vectorises)."""
     low = high = source[0]
     for z in range(nz):
         for y in range(ny):
             a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
             row, out = source[a:a + nx], target[b:b + nx]
-            if swap:
+            if swap and watch:
                 for x in range(nx):
                     v = row[x]
                     out[x] = reversed_bytes(v)
                     low, high = min(low, v), max(high, v)
-            else:
+            elif swap:
+                for x in range(nx):
+                    out[x] = reversed_bytes(row[x])
+            elif watch:
                 for x in range(nx):
                     v = row[x]
                     out[x] = v
                     low, high = min(low, v), max(high, v)
+            else:
+                for x in range(nx):
+                    out[x] = row[x]
     return low, high

@@ -36,21 +36,18 @@ def copy_region(out: np.ndarray, values: np.ndarray, seen: ValueRange | None = N
         if seen is not None:
             seen.see(values)
         return
-    from pipelines import copy_kernel  # numba: only in processes copying large regions
+    from pipelines.copy_kernel import copy_rows  # numba: only in processes copying large regions
 
     swap = values.itemsize > 1 and _big_endian(values.dtype) != _big_endian(out.dtype)
+    watch = seen is not None and values.dtype.kind == "u" and values.dtype.isnative
     source, s_plane, s_row = _rows(values, writeable=False)
     target, t_plane, t_row = _rows(out, writeable=True)
-    kernel: Any   # a numba dispatcher: its signature is the compiled function's
-    if seen is None or values.dtype.kind != "u" or not values.dtype.isnative:
-        kernel = copy_kernel.copy_rows
-        kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
-        if seen is not None:
-            seen.see(values)
-        return
-    kernel = copy_kernel.copy_rows_range
-    low, high = kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap)
-    seen.add(values.dtype.type(low), values.dtype.type(high))
+    kernel: Any = copy_rows   # a numba dispatcher: its signature is the compiled function's
+    low, high = kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap, watch)
+    if seen is not None and watch:
+        seen.add(values.dtype.type(low), values.dtype.type(high))
+    elif seen is not None:   # signed, float or non-native values: a pass of their own
+        seen.see(values)
 
 
 def _compiled_applies(out: np.ndarray, values: np.ndarray) -> bool:
