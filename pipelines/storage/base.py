@@ -74,7 +74,8 @@ class Store(ABC):
 
     @abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        """Create `key` only if nothing is stored there, atomically; False if something is."""
+        """Create `key` only if nothing is stored there, atomically; False if something is.
+        (Whole `bytes` only: it is used for small documents, never for `Pieces`.)"""
 
     def delete_if_unchanged(self, key: str, expected: bytes) -> bool:
         """Remove `key` only if it still holds `expected`; True if this call removed it.

@@ -219,6 +219,8 @@ def _write_all(fd: int, parts: tuple) -> None:
     while first < len(views):
         batch = views[first:first + _IOV_MAX]
         done = os.write(fd, batch[0]) if len(batch) == 1 else os.writev(fd, batch)
+        if done == 0:   # not for regular files, where errors raise; never loop on it
+            raise OSError(f"no byte of {sum(v.nbytes for v in batch)} could be written")
         while done:   # drop what was written: whole views, then the front of the next
             size = views[first].nbytes
             if done < size:

@@ -58,6 +58,16 @@ def test_local_put_writes_every_piece_when_the_system_writes_less(tmp_path, monk
     assert store.get("one") == b"a single buffer, written five bytes at a time"
 
 
+def test_local_put_refuses_a_write_of_nothing_instead_of_looping(tmp_path, monkeypatch):
+    """A write() that writes nothing and raises nothing (not seen for regular files) ends
+    the put with an error, leaving no object and no temporary file behind."""
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    store = LocalStore(tmp_path)
+    with pytest.raises(OSError, match="no byte of 5"):
+        store.put("d/k", b"hello")
+    assert not store.exists("d/k") and os.listdir(tmp_path / "d") == []
+
+
 def test_crc32_of_pieces_is_that_of_their_bytes():
     parts = [b"", b"abc", bytes(range(256)) * 9, b"z"]
     assert crc32(Pieces(parts)) == crc32(b"".join(parts)) == zlib.crc32(b"".join(parts))
