@@ -60,19 +60,14 @@ def index_nbytes(spec: ArraySpec) -> int:
     return ENTRY_BYTES * int(np.prod(inner_counts(spec))) + CRC_BYTES
 
 
-def encode_shard(spec: ArraySpec, inner: dict) -> bytes | None:
-    """One shard object from its encoded inner chunks, or None when `inner` is empty.
+def encode_shard(spec: ArraySpec, inner: dict) -> Pieces | None:
+    """One shard object from its encoded inner chunks, or None when `inner` is empty: the
+    present inner chunks in order, then the index, as `Pieces` (stores write them without
+    joining them; `bytes()` joins).
 
     `inner` maps an inner chunk's index within the shard (x, y, z) to its bytes as
     `zarr3.encode_chunk` makes them; inner chunks missing from `inner` are marked absent.
     """
-    pieces = shard_pieces(spec, inner)
-    return None if pieces is None else bytes(pieces)
-
-
-def shard_pieces(spec: ArraySpec, inner: dict) -> Pieces | None:
-    """`encode_shard`'s bytes as `Pieces` (the present inner chunks in order, then the
-    index), which stores write without joining them."""
     if not inner:
         return None
     counts = inner_counts(spec)
@@ -135,7 +130,7 @@ def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box, lead_index: V
     lo, hi = grid.chunks_touching(box)
     for shard in grid_indices(hi, lo):
         inner = _inner_chunks(spec, data_zyx, box, grid.chunk_box(shard), seen)
-        yield zarr3.chunk_key(spec, shard, lead_index), shard_pieces(spec, inner)
+        yield zarr3.chunk_key(spec, shard, lead_index), encode_shard(spec, inner)
 
 
 def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Box,
