@@ -96,12 +96,16 @@ def json_bytes(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
-def is_fill(values: np.ndarray, fill) -> bool:
-    """Whether every voxel equals the fill value (such objects are not written)."""
+def is_fill(values: np.ndarray, fill, seen: ValueRange | None = None) -> bool:
+    """Whether every voxel equals the fill value (such objects are not written); if so,
+    `seen`, when given, is shown that value (the chunk's values, which no copy shows it)."""
     if values.size and values.flat[0] != fill:
         return False   # most chunks of real data are decided by their first voxel
     # any() needs no temporary array, and 0 is the usual fill value
-    return not values.any() if fill == 0 else bool(np.all(values == fill))
+    found = not values.any() if fill == 0 else bool(np.all(values == fill))
+    if found and seen is not None:
+        seen.add(values.dtype.type(fill), values.dtype.type(fill))
+    return found
 
 
 _scratch = threading.local()

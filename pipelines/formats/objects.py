@@ -35,13 +35,7 @@ def encode_region(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
         region = grid.chunk_box(chunk)
         values = data_zyx[region.relative_to(box.start).slices_zyx()]
         key = fmt.chunk_key(spec, chunk, lead_index)
-        if is_fill(values, spec.fill_value):
-            if seen is not None:   # every voxel is the fill value
-                fill = values.dtype.type(spec.fill_value)
-                seen.add(fill, fill)
-            yield key, None
-        else:
-            yield key, fmt.encode_chunk(spec, values, seen)
+        yield key, None if is_fill(values, spec.fill_value, seen) else fmt.encode_chunk(spec, values, seen)
 
 
 def object_grid(spec: ArraySpec) -> ChunkGrid:

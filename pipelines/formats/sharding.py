@@ -143,11 +143,8 @@ def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Bo
         if chunk.is_empty():  # an edge shard's inner chunk wholly past the array's end
             continue
         values = data_zyx[chunk.relative_to(box.start).slices_zyx()]
-        if not is_fill(values, spec.fill_value):
+        if not is_fill(values, spec.fill_value, seen):
             inner[index] = zarr3.encode_chunk(spec, values, seen)
-        elif seen is not None:   # every voxel is the fill value
-            fill = values.dtype.type(spec.fill_value)
-            seen.add(fill, fill)
     return inner
 
 

@@ -23,9 +23,10 @@ class PartialWrite:
 
 
 class Pieces:
-    """One object's bytes as consecutive pieces — a shard's encoded chunks, then its index —
-    which `Store.put` writes one after another instead of first joining them into one more
-    copy (≈ 20 ms of a worker per 140 MiB shard, benchmarks/PROFILE.md). `len()` is the
+    """One object's bytes as consecutive pieces — a shard's encoded chunks, then its index;
+    an N5 chunk's header, then its payload — which `Store.put` writes one after another
+    instead of first joining them into one more copy (≈ 20 ms of a worker per 140 MiB
+    shard, benchmarks/PROFILE.md). `len()` is the
     object's size and `bytes()` joins the pieces, for code that needs one buffer."""
 
     __slots__ = ("parts", "_size")
