@@ -1,8 +1,8 @@
 """The numba loop of `pipelines.copying`: the rows of one strided 3D region copied into
-another, as they are or with each value's bytes reversed. A module of its own so that only
-processes copying large regions import numba.
+one or more others side by side, as they are or with each value's bytes reversed. A
+module of its own so that only processes copying large regions import numba.
 
-Each side is given as a flat, contiguous run of values (`source`, `target`) and the
+Each side is given as a flat, contiguous run of values (`source`, each target) and the
 distances between its planes and rows, in values: rows that are contiguous slices of a
 contiguous 1D array are what lets the compiler vectorise the inner loop (over a strided
 3D view it cannot, and the same loop is 3 × slower than numpy's copy)."""
@@ -41,31 +41,38 @@ def _reversed_bytes(v):
 
 
 @njit(cache=True, nogil=True)
-def copy_rows(source, s_plane, s_row, target, t_plane, t_row, nz, ny, nx, swap, watch):  # pragma: no cover (compiled)
-    """target's rows = source's rows, each value's bytes reversed when `swap`; returns the
-    smallest and largest source value when `watch` (unsigned sources in native byte order;
-    otherwise the first value twice). Comparing each value while it is in a register costs
-    far less than a pass of its own over the block (kept in the values' own type: widened,
-    the loop no longer vectorises)."""
+def copy_rows(source, s_plane, s_row, targets, t_planes, t_rows, widths, nz, ny, swap, watch):  # pragma: no cover (compiled)
+    """Each source row cut into runs of widths[0], widths[1], ... values, side by side: run
+    j goes to the same row of targets[j], each value's bytes reversed when `swap`. Returns
+    the smallest and largest source value when `watch` (unsigned sources in native byte
+    order; otherwise the first value twice). One source row after another, however many
+    targets: partial rows of a wide array cost up to 2.6 × as much memory traffic per value
+    as whole ones (benchmarks/PROFILE.md, "Whole rows"). Comparing each value while it is in
+    a register costs far less than a pass of its own over the block (kept in the values'
+    own type: widened, the loop no longer vectorises)."""
     low = high = source[0]
     for z in range(nz):
         for y in range(ny):
-            a, b = z * s_plane + y * s_row, z * t_plane + y * t_row
-            row, out = source[a:a + nx], target[b:b + nx]
-            if swap and watch:
-                for x in range(nx):
-                    v = row[x]
-                    out[x] = reversed_bytes(v)
-                    low, high = min(low, v), max(high, v)
-            elif swap:
-                for x in range(nx):
-                    out[x] = reversed_bytes(row[x])
-            elif watch:
-                for x in range(nx):
-                    v = row[x]
-                    out[x] = v
-                    low, high = min(low, v), max(high, v)
-            else:
-                for x in range(nx):
-                    out[x] = row[x]
+            a = z * s_plane + y * s_row
+            for j in range(len(targets)):
+                nx = widths[j]
+                b = z * t_planes[j] + y * t_rows[j]
+                row, out = source[a:a + nx], targets[j][b:b + nx]
+                a += nx
+                if swap and watch:
+                    for x in range(nx):
+                        v = row[x]
+                        out[x] = reversed_bytes(v)
+                        low, high = min(low, v), max(high, v)
+                elif swap:
+                    for x in range(nx):
+                        out[x] = reversed_bytes(row[x])
+                elif watch:
+                    for x in range(nx):
+                        v = row[x]
+                        out[x] = v
+                        low, high = min(low, v), max(high, v)
+                else:
+                    for x in range(nx):
+                        out[x] = row[x]
     return low, high

@@ -1,5 +1,6 @@
 """`copy_region(out, values)`: `out[...] = values` for the large 3D copies on the way from
-tiles to stored chunks, in one compiled pass that also converts the byte order.
+tiles to stored chunks, in one compiled pass that also converts the byte order;
+`copy_columns` does the same into several regions side by side in one pass.
 
 Why (benchmarks/PROFILE.md, "Gathering copies"): the regions copied are strided views —
 rows of a few hundred bytes, a KiB or more apart — which numpy copies with per-row
@@ -14,6 +15,7 @@ Small copies stay with numpy: importing numba costs a process about 0.2 s.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,37 +33,65 @@ def copy_region(out: np.ndarray, values: np.ndarray, seen: ValueRange | None = N
     the same values, in `out`'s byte order. `seen`, if given, is shown every value copied:
     for unsigned values in native byte order (microscopes' types) within the compiled copy,
     otherwise by a pass of its own."""
-    if not (_compiled_applies(out, values) and out.nbytes >= MIN_BYTES):
-        out[...] = values
+    if out.ndim == 3 and out.shape == values.shape:
+        copy_columns((out,), values, seen)
+        return
+    out[...] = values   # numpy's own rules (broadcasting, other ranks)
+    if seen is not None:
+        seen.see(values)
+
+
+def copy_columns(outs: Sequence[np.ndarray], values: np.ndarray,
+                 seen: ValueRange | None = None) -> None:
+    """`copy_region` of `values` cut along x into the regions `outs`, which lie side by side:
+    `outs[0]` gets the first `outs[0].shape[2]` columns, `outs[1]` the next, and so on; every
+    out has `values`' depth and height, and together they are as wide. One pass over whole
+    rows of `values` (a row of chunks of a block, each into its own buffer) costs less than
+    one pass per out over parts of rows (benchmarks/PROFILE.md, "Whole rows")."""
+    widths = [out.shape[2] if out.ndim == 3 else -1 for out in outs]
+    if values.ndim != 3 or sum(widths) != values.shape[2] or any(
+            out.shape[:2] != values.shape[:2] or w < 0 for out, w in zip(outs, widths)):
+        raise ValueError(f"regions of shapes {[out.shape for out in outs]} do not cut "
+                         f"{values.shape} along its last axis")
+    if not (_compiled_applies(outs, values) and sum(out.nbytes for out in outs) >= MIN_BYTES):
+        x = 0
+        for out, width in zip(outs, widths):
+            out[...] = values[:, :, x:x + width]
+            x += width
         if seen is not None:
             seen.see(values)
         return
     from pipelines.copy_kernel import copy_rows  # numba: only in processes copying large regions
 
-    swap = values.itemsize > 1 and _big_endian(values.dtype) != _big_endian(out.dtype)
+    swap = values.itemsize > 1 and _big_endian(values.dtype) != _big_endian(outs[0].dtype)
     watch = seen is not None and values.dtype.kind == "u" and values.dtype.isnative
     source, s_plane, s_row = _rows(values, writeable=False)
-    target, t_plane, t_row = _rows(out, writeable=True)
+    targets = [_rows(out, writeable=True) for out in outs]
     kernel: Any = copy_rows   # a numba dispatcher: its signature is the compiled function's
-    low, high = kernel(source, s_plane, s_row, target, t_plane, t_row, *values.shape, swap, watch)
+    low, high = kernel(source, s_plane, s_row, tuple(t[0] for t in targets),
+                       np.array([t[1] for t in targets], np.int64),
+                       np.array([t[2] for t in targets], np.int64), np.array(widths, np.int64),
+                       values.shape[0], values.shape[1], swap, watch)
     if seen is not None and watch:
         seen.add(values.dtype.type(low), values.dtype.type(high))
     elif seen is not None:   # signed, float or non-native values: a pass of their own
         seen.see(values)
 
 
-def _compiled_applies(out: np.ndarray, values: np.ndarray) -> bool:
-    """Whether the compiled loop can do `out[...] = values`: 3D, one shape, one type up to
-    byte order, and on both sides contiguous rows, rows and planes at positive distances
-    that do not overlap (any box of a C-ordered array or memory-mapped file), `out`
-    writeable and not sharing memory with `values`."""
-    if out.ndim != 3 or values.shape != out.shape or 0 in out.shape or not out.flags.writeable:
+def _compiled_applies(outs: Sequence[np.ndarray], values: np.ndarray) -> bool:
+    """Whether the compiled loop can copy `values` into `outs` (side by side along x, as
+    `copy_columns` checks): 3D, one type up to byte order (one byte order among the outs),
+    and on every side contiguous rows, rows and planes at positive distances that do not
+    overlap (any box of a C-ordered array or memory-mapped file), the outs writeable and
+    not sharing memory with `values`."""
+    if values.ndim != 3 or 0 in values.shape or values.itemsize not in _UNSIGNED:
         return False
-    if values.dtype.newbyteorder("=") != out.dtype.newbyteorder("=") or values.itemsize not in _UNSIGNED:
+    if not separate_rows(values) or len({_big_endian(out.dtype) for out in outs}) > 1:
         return False
-    if not all(separate_rows(a) for a in (out, values)):
-        return False
-    return not np.may_share_memory(out, values)
+    return all(out.ndim == 3 and out.shape[:2] == values.shape[:2] and 0 not in out.shape
+               and out.flags.writeable and separate_rows(out)
+               and out.dtype.newbyteorder("=") == values.dtype.newbyteorder("=")
+               and not np.may_share_memory(out, values) for out in outs)
 
 
 def separate_rows(array: np.ndarray) -> bool:

@@ -78,6 +78,18 @@ class Format(Protocol):
         given, is shown the region's values (while they are copied, if they are)."""
         ...
 
+    def chunk_buffer(self, spec: ArraySpec, shape_zyx: tuple,
+                     slot: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """A reused buffer for the encoding of one chunk whose region has `shape_zyx`, and
+        the part of it that region's values are copied into (in the buffer's byte order):
+        `encode_chunk` in two steps, so that a row of chunks can be copied in one pass
+        (`formats.chunk_rows`); `slot` as for `scratch`."""
+        ...
+
+    def encode_buffer(self, spec: ArraySpec, buffer: np.ndarray, shape_zyx: tuple) -> bytes | Pieces:
+        """The stored bytes of a chunk whose values were copied into `chunk_buffer`'s region."""
+        ...
+
     def decode_chunk(self, spec: ArraySpec, data: bytes) -> np.ndarray:
         """The z, y, x values stored by `encode_chunk`."""
         ...
@@ -109,19 +121,24 @@ def is_fill(values: np.ndarray, fill, seen: ValueRange | None = None) -> bool:
 
 
 _scratch = threading.local()
+# Chunk buffers a thread keeps: a few edge shapes for each of the (up to 8) chunks of a row
+# that `formats.chunk_rows` copies at once.
+SCRATCH_BUFFERS = 32
 
 
-def scratch(shape: tuple, dtype: np.dtype) -> np.ndarray:
+def scratch(shape: tuple, dtype: np.dtype, slot: int = 0) -> np.ndarray:
     """A reused array of `shape` and `dtype` for this thread: the copy a chunk needs before
     compression (byte order, padding) is written into it instead of into a fresh 4 MiB
     allocation each time, whose page faults cost as much as the copy (benchmarks/PROFILE.md).
-    Valid until this thread's next call; compress() copies out of it."""
+    Buffers alive at once (a row of chunks copied in one pass, `formats.chunk_rows`) take
+    different `slot`s. Valid until this thread's next call with the same shape, type and
+    slot; compress() copies out of it."""
     buffers = getattr(_scratch, "buffers", None)
     if buffers is None:
         buffers = _scratch.buffers = {}
-    key = (tuple(shape), np.dtype(dtype).str)
+    key = (tuple(shape), np.dtype(dtype).str, slot)
     if key not in buffers:
-        if len(buffers) >= 8:   # edge chunks come in a few shapes; keep it bounded
+        if len(buffers) >= SCRATCH_BUFFERS:   # edge chunks come in a few shapes; keep it bounded
             buffers.clear()
         buffers[key] = np.empty(shape, dtype=dtype)
     return buffers[key]
@@ -144,19 +161,37 @@ def encode_full_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | 
     value, little endian, C order over z, y, x, then the compressor. `seen`, if given, is
     shown the region's values (not the padding)."""
     full = to_zyx(spec.chunks)
-    little = spec.np_dtype.newbyteorder("<")
-    if data_zyx.shape == full and data_zyx.flags.c_contiguous and data_zyx.dtype == little:
+    if data_zyx.shape == full and data_zyx.flags.c_contiguous and data_zyx.dtype == _little(spec):
         if seen is not None:
             seen.see(data_zyx)
         return compress(spec, data_zyx)
-    buffer = scratch(full, little)
-    if data_zyx.shape != full:
+    buffer, region = full_chunk_buffer(spec, data_zyx.shape)
+    copy_region(region, data_zyx, seen)
+    return encode_full_buffer(spec, buffer, data_zyx.shape)
+
+
+def full_chunk_buffer(spec: ArraySpec, shape_zyx: tuple, slot: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Zarr's buffer for one chunk whose region has `shape_zyx` (smaller at the array's far
+    edges): a reused full-size little-endian array (`scratch`), padded with the fill value
+    outside the region, and the part of it the region's values go to. Its bytes, once
+    filled, are `compress(spec, buffer)`."""
+    full = to_zyx(spec.chunks)
+    buffer = scratch(full, _little(spec), slot)
+    if tuple(shape_zyx) != full:
         buffer.fill(spec.fill_value)
-    copy_region(buffer[tuple(slice(0, n) for n in data_zyx.shape)], data_zyx, seen)
+    return buffer, buffer[tuple(slice(0, n) for n in shape_zyx)]
+
+
+def encode_full_buffer(spec: ArraySpec, buffer: np.ndarray, shape_zyx: tuple) -> bytes:
+    """Zarr chunk bytes of a `full_chunk_buffer` its region's values were copied into."""
     return compress(spec, buffer)
+
+
+def _little(spec: ArraySpec) -> np.dtype:
+    return spec.np_dtype.newbyteorder("<")
 
 
 def decode_full_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
     """The full z, y, x chunk (padding included) stored by `encode_full_chunk`."""
-    values = np.frombuffer(decompress(spec, data), dtype=spec.np_dtype.newbyteorder("<"))
+    values = np.frombuffer(decompress(spec, data), dtype=_little(spec))
     return values.reshape(to_zyx(spec.chunks)).astype(spec.np_dtype)

@@ -37,11 +37,23 @@ def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None 
     header and the compressed payload (`Pieces`: stores write them one after the other
     rather than copying the payload once more to put the header in front); `seen`, if
     given, is shown its values."""
-    dims = to_xyz(data_zyx.shape)
+    buffer, region = chunk_buffer(spec, data_zyx.shape)
+    copy_region(region, data_zyx, seen)   # the byte-order conversion, into a reused buffer
+    return encode_buffer(spec, buffer, data_zyx.shape)
+
+
+def chunk_buffer(spec: ArraySpec, shape_zyx: tuple, slot: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The reused big-endian buffer of a block of `shape_zyx` (the payload before
+    compression), twice: the values fill all of it."""
+    buffer = scratch(shape_zyx, spec.np_dtype.newbyteorder(">"), slot)
+    return buffer, buffer
+
+
+def encode_buffer(spec: ArraySpec, buffer: np.ndarray, shape_zyx: tuple) -> Pieces:
+    """The block's header and its compressed payload (`encode_chunk`)."""
+    dims = to_xyz(shape_zyx)
     header = struct.pack(f">HH{len(dims)}I", 0, len(dims), *dims)
-    payload = scratch(data_zyx.shape, spec.np_dtype.newbyteorder(">"))
-    copy_region(payload, data_zyx, seen)   # the byte-order conversion, into a reused buffer
-    return Pieces((header, compress(spec, payload)))
+    return Pieces((header, compress(spec, buffer)))
 
 
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:

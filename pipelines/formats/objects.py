@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.formats import sharding
-from pipelines.formats.base import ArraySpec, Format, is_fill
+from pipelines.formats.base import ArraySpec, Format
+from pipelines.formats.chunk_rows import encode_chunks
 from pipelines.geometry import Box, ChunkGrid, grid_indices
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
@@ -31,11 +32,10 @@ def encode_region(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
         return
     grid = ChunkGrid(spec.shape, spec.chunks)
     lo, hi = grid.chunks_touching(box)
-    for chunk in grid_indices(hi, lo):
-        region = grid.chunk_box(chunk)
-        values = data_zyx[region.relative_to(box.start).slices_zyx()]
-        key = fmt.chunk_key(spec, chunk, lead_index)
-        yield key, None if is_fill(values, spec.fill_value, seen) else fmt.encode_chunk(spec, values, seen)
+    chunks = list(grid_indices(hi, lo))   # x fastest: rows of chunks copied in one pass
+    payloads = encode_chunks(fmt, spec, data_zyx, box.start, [grid.chunk_box(c) for c in chunks], seen)
+    for chunk, payload in zip(chunks, payloads):
+        yield fmt.chunk_key(spec, chunk, lead_index), payload
 
 
 def object_grid(spec: ArraySpec) -> ChunkGrid:

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.formats.base import ArraySpec, decode_full_chunk, encode_full_chunk, json_bytes
+from pipelines.formats.base import (
+    ArraySpec,
+    decode_full_chunk,
+    encode_full_buffer,
+    encode_full_chunk,
+    full_chunk_buffer,
+    json_bytes,
+)
 from pipelines.geometry import to_zyx
 from pipelines.value_range import ValueRange
 
@@ -28,6 +35,11 @@ def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None 
     """Chunk bytes; an edge region smaller than the chunk is padded with the fill value.
     `seen`, if given, is shown the region's values."""
     return encode_full_chunk(spec, data_zyx, seen)
+
+
+# A chunk in two steps (`Format.chunk_buffer`): the same for Zarr v2 and v3.
+chunk_buffer = full_chunk_buffer
+encode_buffer = encode_full_buffer
 
 
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:

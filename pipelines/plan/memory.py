@@ -1,9 +1,10 @@
 """The memory one block task needs, as named terms, and the check against the budget.
 
 A task's peak is the larger of its compute terms (fusing at stage 0, reading the level
-below at later stages) plus the codec term (one object being encoded) plus the tile cache
-its process keeps (`limits.tile_cache`, shared by the blocks of a task). BENCHMARKS.md
-compares the peak with what workers really held.
+below at later stages) plus the codec term (one object being encoded, and the buffers of
+the row of chunks copied before it) plus the tile cache its process keeps
+(`limits.tile_cache`, shared by the blocks of a task). BENCHMARKS.md compares the peak
+with what workers really held.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines.errors import PlanError
+from pipelines.formats.chunk_rows import ROW_CHUNKS
 from pipelines.illumination.correct import CORRECTED_BYTES_PER_VOXEL
 from pipelines.plan.output import OutputSpec, Stage
 from pipelines.tiles import TileSet
@@ -42,7 +44,7 @@ class TaskMemory:
 
     fusing: int    # stage 0: accumulators, the tile region being added, the cast result
     reading: int   # later stages: the region of the level below and downsampling temporaries
-    codec: int     # one object (chunk or shard) being encoded
+    codec: int     # one object (chunk or shard) being encoded, and its row's chunk buffers
     cache: int = 0  # decoded tile reads kept for the next blocks (limits.tile_cache)
     fields: int = 0  # flatfield fields, read once per process (illumination.fields)
 
@@ -69,7 +71,16 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
         fusing=voxels * per_voxel + region * per_region_voxel,
         reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
                     default=0),
-        codec=CODEC_COPIES * object_voxels * itemsize, cache=tile_cache, fields=fields)
+        codec=(CODEC_COPIES * object_voxels + (_row_chunks(output) - 1) * _voxels(output.base.chunks))
+        * itemsize, cache=tile_cache, fields=fields)
+
+
+def _row_chunks(output: OutputSpec) -> int:
+    """Chunk buffers filled in one copy (`formats.chunk_rows`): the chunks side by side
+    along x in a block (in a shard, for sharded arrays), at most ROW_CHUNKS."""
+    across = output.base.shard[0] if output.base.shard else \
+        output.block_grid(0).block_shape[0] // output.base.chunks[0]
+    return max(1, min(ROW_CHUNKS, across))
 
 
 def _region_voxels(tile, block) -> int:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines import copying
+from pipelines.value_range import ValueRange
 
 TYPES = ["u1", "i1", "u2", "i2", "u4", "i4", "f4", "u8", "i8", "f8"]
 
@@ -40,7 +41,7 @@ def test_copy_region_gives_numpys_values_and_bytes(kind, orders, source, into_bo
         out = big[1:1 + shape[0], 2:2 + shape[1], 3:3 + shape[2]]
     else:
         out = np.zeros(shape, np.dtype(kind).newbyteorder(orders[1]))
-    assert copying._compiled_applies(out, values)
+    assert copying._compiled_applies((out,), values)
     expected = np.empty(shape, out.dtype)
     expected[...] = values
     copying.copy_region(out, values)
@@ -60,7 +61,7 @@ def test_a_memory_mapped_source_and_a_large_region(tmp_path):
     source = np.load(tmp_path / "tile.npy", mmap_mode="r")[3:35, 10:266, 20:276]
     for order in "><":
         out = np.empty(source.shape, np.dtype("u2").newbyteorder(order))
-        assert out.nbytes >= copying.MIN_BYTES and copying._compiled_applies(out, source)
+        assert out.nbytes >= copying.MIN_BYTES and copying._compiled_applies((out,), source)
         copying.copy_region(out, source)
         assert np.array_equal(out, source)
         assert out.tobytes() == source.astype(out.dtype).tobytes()
@@ -77,7 +78,51 @@ def test_what_the_loop_cannot_copy_goes_to_numpy(case, monkeypatch):
         "other type": (np.empty((4, 5, 6), np.float32), data),
         "2d": (np.empty((5, 6), np.uint16), data[0]),
     }[case]
-    assert not copying._compiled_applies(out, values)
+    assert not copying._compiled_applies((out,), values)
     expected = values.astype(out.dtype)   # a copy taken before `out` changes
     copying.copy_region(out, values)
     assert np.array_equal(out, expected)
+
+
+@given(kind=st.sampled_from(TYPES), orders=st.tuples(st.sampled_from("<>"), st.sampled_from("<>")),
+       source=boxes(), cuts=st.lists(st.integers(0, 9), max_size=4), watch=st.booleans(),
+       seed=st.integers(0, 2**16))
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_copy_columns_gives_each_region_its_columns(kind, orders, source, cuts, watch, seed,
+                                                    monkeypatch):
+    """A box cut along x into regions side by side, each a box of an array of its own
+    (chunk buffers padded at the far edge): numpy's values and bytes in every region,
+    nothing outside them touched, and the box's range when watched."""
+    monkeypatch.setattr(copying, "MIN_BYTES", 0)
+    rng = np.random.default_rng(seed)
+    parent_shape, box = source
+    parent = rng.integers(0, 256, size=np.prod(parent_shape) * np.dtype(kind).itemsize,
+                          dtype=np.uint8).view(np.dtype(kind).newbyteorder(orders[0]))
+    values = parent.reshape(parent_shape)[box]
+    nz, ny, nx = values.shape
+    edges = sorted({0, nx, *(c for c in cuts if 0 < c < nx)})
+    bigs = [np.zeros((nz + 1, ny + 2, b - a + 1), np.dtype(kind).newbyteorder(orders[1]))
+            for a, b in zip(edges, edges[1:])]
+    outs = [big[1:, :ny, :big.shape[2] - 1] for big in bigs]
+    assert copying._compiled_applies(outs, values)
+    seen = ValueRange() if watch else None
+    copying.copy_columns(outs, values, seen)
+    for out, big, a, b in zip(outs, bigs, edges, edges[1:]):
+        expected = np.empty(out.shape, out.dtype)
+        expected[...] = values[:, :, a:b]
+        assert out.tobytes() == expected.tobytes()
+        outside = np.ones(big.shape, bool)
+        outside[1:, :ny, :big.shape[2] - 1] = False
+        assert not big[outside].any()
+    if watch and values.dtype.kind in "ui":   # NaNs of float bytes have no order to test
+        assert seen.numbers() == (values.min(), values.max())
+
+
+def test_copy_columns_refuses_regions_that_do_not_cut_the_values():
+    values = np.zeros((2, 3, 10), np.uint16)
+    for outs in ([np.empty((2, 3, 4), np.uint16)],                                  # too narrow
+                 [np.empty((2, 3, 4), np.uint16), np.empty((2, 2, 6), np.uint16)],  # other height
+                 [np.empty((3, 10), np.uint16)]):                                   # not 3D
+        with pytest.raises(ValueError, match="do not cut"):
+            copying.copy_columns(outs, values)
