@@ -51,22 +51,22 @@ def warm_workers(spark) -> None:
 
         import pipelines.execute.block  # noqa: F401  (what a block task imports)
         import pipelines.spark  # noqa: F401
-        from pipelines.copying import MIN_BYTES, copy_columns
+        from pipelines.copying import MIN_BYTES, copy_region
         from pipelines.fusion import fuse
         from pipelines.geometry import Box
         from pipelines.tiles import Tile
         from pipelines.value_range import ValueRange, value_range
 
         # the compiled loops loaded, as the limit's workers load theirs (limit._warm_up):
-        # copies into 1, 2 and 4 regions (a block, rows of chunks of N5 blocks and of
-        # shards) in both byte orders (with a block's range gathered on the way, as the
-        # export's encoding copies do), and a block's range and linear blending of two
-        # read-only (memory-mapped, in the export) tiles
+        # copies in both byte orders (with a block's range gathered on the way, as the
+        # export's encoding copies do; the same compiled copy fills rows of chunks), and a
+        # block's range and linear blending of two read-only (memory-mapped, in the
+        # export) tiles
         values = np.zeros((1, 1, MIN_BYTES // 2), np.uint16)
-        for order, k in ((order, k) for order in "<>" for k in (1, 2, 4)):
-            for seen in (None, ValueRange()):
-                copy_columns([np.empty((1, 1, values.shape[2] // k), np.dtype(np.uint16).newbyteorder(order))
-                              for _ in range(k)], values, seen)
+        for order in "<>":
+            copy_region(np.empty(values.shape, np.dtype(np.uint16).newbyteorder(order)), values)
+            copy_region(np.empty(values.shape, np.dtype(np.uint16).newbyteorder(order)), values,
+                        ValueRange())
         pixels = np.zeros((8, 64, 256), np.uint16)
         pixels.flags.writeable = False
         two = [Tile(0, "a", (0, 0, 0), (256, 64, 8)), Tile(1, "b", (128, 0, 0), (256, 64, 8))]

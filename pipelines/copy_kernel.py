@@ -41,9 +41,11 @@ def _reversed_bytes(v):
 
 
 @njit(cache=True, nogil=True)
-def copy_rows(source, s_plane, s_row, targets, t_planes, t_rows, widths, nz, ny, swap, watch):  # pragma: no cover (compiled)
+def copy_rows(source, s_plane, s_row, targets, count, t_planes, t_rows, widths, nz, ny, swap,
+              watch):  # pragma: no cover (compiled)
     """Each source row cut into runs of widths[0], widths[1], ... values, side by side: run
-    j goes to the same row of targets[j], each value's bytes reversed when `swap`. Returns
+    j goes to the same row of targets[j] (the first `count` targets; the tuple may be
+    longer), each value's bytes reversed when `swap`. Returns
     the smallest and largest source value when `watch` (unsigned sources in native byte
     order; otherwise the first value twice). One source row after another, however many
     targets: partial rows of a wide array cost up to 2.6 × as much memory traffic per value
@@ -54,7 +56,7 @@ def copy_rows(source, s_plane, s_row, targets, t_planes, t_rows, widths, nz, ny,
     for z in range(nz):
         for y in range(ny):
             a = z * s_plane + y * s_row
-            for j in range(len(targets)):
+            for j in range(count):
                 nx = widths[j]
                 b = z * t_planes[j] + y * t_rows[j]
                 row, out = source[a:a + nx], targets[j][b:b + nx]

@@ -25,6 +25,9 @@ if TYPE_CHECKING:   # value_range imports this module
     from pipelines.value_range import ValueRange
 
 MIN_BYTES = 1 << 18   # copies below this go to numpy (numba's import would not pay back)
+# Regions one compiled copy fills (`copy_columns` takes more in groups of this many): its
+# targets always come as a tuple of this many, padded, so numba compiles it once per type.
+MAX_COLUMNS = 8
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -33,10 +36,10 @@ def copy_region(out: np.ndarray, values: np.ndarray, seen: ValueRange | None = N
     the same values, in `out`'s byte order. `seen`, if given, is shown every value copied:
     for unsigned values in native byte order (microscopes' types) within the compiled copy,
     otherwise by a pass of its own."""
-    if out.ndim == 3 and out.shape == values.shape:
+    if out.ndim == 3 and out.shape == values.shape and out.nbytes >= MIN_BYTES:
         copy_columns((out,), values, seen)
         return
-    out[...] = values   # numpy's own rules (broadcasting, other ranks)
+    out[...] = values   # small, or numpy's own rules (broadcasting, other ranks)
     if seen is not None:
         seen.see(values)
 
@@ -53,7 +56,15 @@ def copy_columns(outs: Sequence[np.ndarray], values: np.ndarray,
             out.shape[:2] != values.shape[:2] or w < 0 for out, w in zip(outs, widths)):
         raise ValueError(f"regions of shapes {[out.shape for out in outs]} do not cut "
                          f"{values.shape} along its last axis")
-    if not (_compiled_applies(outs, values) and sum(out.nbytes for out in outs) >= MIN_BYTES):
+    if len(outs) > MAX_COLUMNS:
+        x = 0
+        for n in range(0, len(outs), MAX_COLUMNS):
+            group = outs[n:n + MAX_COLUMNS]
+            width = sum(out.shape[2] for out in group)
+            copy_columns(group, values[:, :, x:x + width], seen)
+            x += width
+        return
+    if not (sum(out.nbytes for out in outs) >= MIN_BYTES and _compiled_applies(outs, values)):
         x = 0
         for out, width in zip(outs, widths):
             out[...] = values[:, :, x:x + width]
@@ -67,8 +78,10 @@ def copy_columns(outs: Sequence[np.ndarray], values: np.ndarray,
     watch = seen is not None and values.dtype.kind == "u" and values.dtype.isnative
     source, s_plane, s_row = _rows(values, writeable=False)
     targets = [_rows(out, writeable=True) for out in outs]
+    unused = _rows(np.zeros((1, 1, 1), outs[0].dtype), writeable=True)[0]   # never written
+    runs = tuple(t[0] for t in targets) + (unused,) * (MAX_COLUMNS - len(targets))
     kernel: Any = copy_rows   # a numba dispatcher: its signature is the compiled function's
-    low, high = kernel(source, s_plane, s_row, tuple(t[0] for t in targets),
+    low, high = kernel(source, s_plane, s_row, runs, len(targets),
                        np.array([t[1] for t in targets], np.int64),
                        np.array([t[2] for t in targets], np.int64), np.array(widths, np.int64),
                        values.shape[0], values.shape[1], swap, watch)

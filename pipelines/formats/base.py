@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,9 +122,6 @@ def is_fill(values: np.ndarray, fill, seen: ValueRange | None = None) -> bool:
 
 
 _scratch = threading.local()
-# Chunk buffers a thread keeps: a few edge shapes for each of the (up to 8) chunks of a row
-# that `formats.chunk_rows` copies at once.
-SCRATCH_BUFFERS = 32
 
 
 def scratch(shape: tuple, dtype: np.dtype, slot: int = 0) -> np.ndarray:
@@ -131,17 +129,17 @@ def scratch(shape: tuple, dtype: np.dtype, slot: int = 0) -> np.ndarray:
     compression (byte order, padding) is written into it instead of into a fresh 4 MiB
     allocation each time, whose page faults cost as much as the copy (benchmarks/PROFILE.md).
     Buffers alive at once (a row of chunks copied in one pass, `formats.chunk_rows`) take
-    different `slot`s. Valid until this thread's next call with the same shape, type and
-    slot; compress() copies out of it."""
+    different `slot`s. One buffer per type and slot, as large as the largest shape asked
+    for (edge chunks are views of its start), so a thread keeps at most a row of chunks per
+    type. Valid until this thread's next call with the same type and slot; compress()
+    copies out of it."""
     buffers = getattr(_scratch, "buffers", None)
     if buffers is None:
         buffers = _scratch.buffers = {}
-    key = (tuple(shape), np.dtype(dtype).str, slot)
-    if key not in buffers:
-        if len(buffers) >= SCRATCH_BUFFERS:   # edge chunks come in a few shapes; keep it bounded
-            buffers.clear()
-        buffers[key] = np.empty(shape, dtype=dtype)
-    return buffers[key]
+    key, size = (np.dtype(dtype).str, slot), math.prod(shape)
+    if key not in buffers or buffers[key].size < size:
+        buffers[key] = np.empty(size, dtype=dtype)
+    return buffers[key][:size].reshape(shape)
 
 
 def compress(spec: ArraySpec, raw: bytes | np.ndarray) -> bytes:

@@ -16,15 +16,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from pipelines.copying import copy_columns
+from pipelines.copying import MAX_COLUMNS, copy_columns
 from pipelines.formats.base import ArraySpec, Format, is_fill
 from pipelines.geometry import Box
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
-# Chunks copied in one pass: their buffers are alive together (plan.memory counts them;
-# formats.base.SCRATCH_BUFFERS keeps them and their edge shapes).
-ROW_CHUNKS = 8
+# Chunks copied in one pass: their buffers are alive together (plan.memory counts them).
+ROW_CHUNKS = MAX_COLUMNS
 
 
 def encode_chunks(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, start: Sequence[int],
@@ -34,6 +33,10 @@ def encode_chunks(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, start: Seq
     x fastest), None for a chunk whose values all equal the fill value. `data_zyx` holds a
     region of the array starting at voxel `start` (x, y, z) that contains every box; `seen`,
     if given, is shown every value of the boxes."""
+    if len(boxes) == 1:   # a region of one chunk (tiny blocks: a million of them per run)
+        values = data_zyx[boxes[0].relative_to(start).slices_zyx()]
+        yield None if is_fill(values, spec.fill_value, seen) else fmt.encode_chunk(spec, values, seen)
+        return
     for row in _rows(boxes):
         run: list[tuple[Box, np.ndarray]] = []   # neighbours along x, none of them all fill
         for box in row:

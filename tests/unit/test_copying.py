@@ -119,6 +119,25 @@ def test_copy_columns_gives_each_region_its_columns(kind, orders, source, cuts, 
         assert seen.numbers() == (values.min(), values.max())
 
 
+@pytest.mark.parametrize("order", "<>")
+def test_more_regions_than_one_copy_fills_go_in_groups(order, monkeypatch):
+    """More regions than MAX_COLUMNS, of several widths, from a box of a larger array:
+    each gets its own columns, and the range covers them all."""
+    monkeypatch.setattr(copying, "MIN_BYTES", 0)
+    widths = [1, 3, 2, 5, 1, 4, 2, 2, 3, 1, 6]
+    assert len(widths) > copying.MAX_COLUMNS
+    parent = np.random.default_rng(5).integers(10, 60000, (5, 7, sum(widths) + 4), dtype=np.uint16)
+    parent[2, 3, 30], parent[4, 6, 2] = 3, 65000   # the extremes: in the last region, the first
+    values = parent[:, :, 2:2 + sum(widths)]
+    outs = [np.zeros((5, 7, w), np.dtype(np.uint16).newbyteorder(order)) for w in widths]
+    seen = ValueRange()
+    copying.copy_columns(outs, values, seen)
+    edges = np.cumsum([0, *widths])
+    for out, a, b in zip(outs, edges, edges[1:]):
+        assert np.array_equal(out, values[:, :, a:b])
+    assert seen.numbers() == (3, 65000)
+
+
 def test_copy_columns_refuses_regions_that_do_not_cut_the_values():
     values = np.zeros((2, 3, 10), np.uint16)
     for outs in ([np.empty((2, 3, 4), np.uint16)],                                  # too narrow
