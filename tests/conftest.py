@@ -21,16 +21,22 @@ def spark():
     """A local[2] session shared by every Spark test (starting one takes ~10 s)."""
     from pyspark.sql import SparkSession
 
-    from pipelines.spark.session import DRIVER_JAVA_OPTIONS
+    from pipelines.spark.session import (
+        DRIVER_JAVA_OPTIONS,
+        PYTHON_SOCKETS,
+        python_sockets_supported,
+    )
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    session = (SparkSession.builder.master("local[2]").appName("tests")
+    builder = (SparkSession.builder.master("local[2]").appName("tests")
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", "2")
-               .config(*DRIVER_JAVA_OPTIONS)   # as the jobs start it
-               .getOrCreate())
+               .config(*DRIVER_JAVA_OPTIONS))   # as the jobs start it
+    if python_sockets_supported():
+        builder = builder.config(*PYTHON_SOCKETS)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

@@ -113,21 +113,34 @@ from pipelines.spark.session import session
 spark = session(load_job(sys.argv[1], sys.argv[2:]))
 bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
 print(" ".join(bean.getInputArguments()))
+sc = spark.sparkContext
+print(sc.getConf().get("spark.python.unix.domain.socket.enabled", "unset"),
+      type(sc._accumulatorServer).__name__,
+      sc.parallelize(range(4), 2).map(lambda x: x * x).sum())   # workers answer either way
 spark.stop()
 """
 
 
-def test_the_driver_jvm_compiles_with_c1_unless_the_job_says_otherwise(small_acquisition,
-                                                                      tmp_path):
+def test_the_driver_jvm_compiles_with_c1_and_talks_to_python_over_unix_sockets_unless_the_job_says_otherwise(
+        small_acquisition, tmp_path):
     """A session this project starts runs its driver JVM with -XX:TieredStopAtLevel=1
-    (session.DRIVER_JAVA_OPTIONS); a job's own spark.driver.extraJavaOptions replaces it."""
+    (session.DRIVER_JAVA_OPTIONS) and, with Spark ≥ 4.1, reaches its Python workers and
+    accumulator server over Unix domain sockets (session.PYTHON_SOCKETS); a job's own
+    spark.driver.extraJavaOptions or spark.python.unix.domain.socket.enabled replaces each."""
+    from pipelines.spark.session import python_sockets_supported
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
-    own = "spark.driver.extraJavaOptions=-Dtests.own=1"
+    own = ["spark.driver.extraJavaOptions=-Dtests.own=1",
+           "spark.python.unix.domain.socket.enabled=false"]
     runs = [subprocess.Popen([sys.executable, "-c", JVM_ARGUMENTS, str(job), *extra],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             cwd=tmp_path) for extra in ([], [own])]
+                             cwd=tmp_path) for extra in ([], own)]
     default, replaced = (run.communicate(timeout=300) for run in runs)
     assert [run.returncode for run in runs] == [0, 0], default[1][-2000:] + replaced[1][-2000:]
-    assert "-XX:TieredStopAtLevel=1" in default[0].split()
-    assert "-Dtests.own=1" in replaced[0].split()
-    assert "-XX:TieredStopAtLevel=1" not in replaced[0].split()
+    default_lines, replaced_lines = default[0].splitlines(), replaced[0].splitlines()
+    assert "-XX:TieredStopAtLevel=1" in default_lines[0].split()
+    assert "-Dtests.own=1" in replaced_lines[0].split()
+    assert "-XX:TieredStopAtLevel=1" not in replaced_lines[0].split()
+    assert default_lines[1].split() == (["true", "AccumulatorUnixServer", "14"]
+                                        if python_sockets_supported()
+                                        else ["unset", "AccumulatorTCPServer", "14"])
+    assert replaced_lines[1].split() == ["false", "AccumulatorTCPServer", "14"]
