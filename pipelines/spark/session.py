@@ -30,7 +30,7 @@ DRIVER_JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1
 # Spark 4.1 and later can talk to its Python workers (and to the driver's accumulator
 # server) over Unix domain sockets instead of loopback TCP. Over TCP every Spark task took
 # ≈ 28 ms longer to hand over (200 trivial tasks on local[2]: 53 against 24-26 ms per task
-# and slot), which a 4 GiB export of 16 tasks felt as 5-7 % of its time
+# and slot), which a 4 GiB export of 16 tasks felt as 4-7 % of its time
 # (benchmarks/PROFILE.md, "Handing tasks to Python"). Python workers always run beside
 # their executor, so nothing changes for clusters. A job (or, under spark-submit, its
 # command line or spark-defaults.conf) that sets the property keeps its own value.

@@ -144,3 +144,63 @@ def test_the_driver_jvm_compiles_with_c1_and_talks_to_python_over_unix_sockets_u
                                         if python_sockets_supported()
                                         else ["unset", "AccumulatorTCPServer", "14"])
     assert replaced_lines[1].split() == ["false", "AccumulatorTCPServer", "14"]
+
+
+def test_under_spark_submit_the_launching_conf_decides_about_python_sockets(
+        spark, small_acquisition, tmp_path, monkeypatch):
+    """Under spark-submit the JVM runs already, started with the command line's --conf and
+    spark-defaults.conf as system properties: PYTHON_SOCKETS is added only when they do
+    not name the property, and never over a job's own value. The shared session's JVM
+    stands in for spark-submit's."""
+    from pipelines.config import load_job
+    from pipelines.spark.session import (
+        PYTHON_SOCKETS,
+        python_sockets_default,
+        python_sockets_supported,
+    )
+    path = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    plain, own = load_job(path), load_job(path, [f"{PYTHON_SOCKETS[0]}=true"])
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")   # what spark-submit sets for its Python
+    system = spark.sparkContext._jvm.java.lang.System
+    launched = system.getProperty(PYTHON_SOCKETS[0])
+    try:
+        system.clearProperty(PYTHON_SOCKETS[0])
+        assert python_sockets_default(plain) is python_sockets_supported()
+        system.setProperty(PYTHON_SOCKETS[0], "false")   # e.g. --conf …enabled=false
+        assert python_sockets_default(plain) is False
+        assert python_sockets_default(own) is False      # the job's own value stays
+    finally:
+        if launched is None:
+            system.clearProperty(PYTHON_SOCKETS[0])
+        else:
+            system.setProperty(PYTHON_SOCKETS[0], launched)
+
+
+IDLE_WORKERS = """
+import sys, time
+from pipelines.config import load_job
+from pipelines.execute.executor import Batch
+from pipelines.spark import SparkExecutor
+from pipelines.spark.session import session
+spark = session(load_job(sys.argv[1], sys.argv[2:]))
+executor = SparkExecutor(spark=spark)
+square = Batch(lambda shared, item, attempt: item * item, None, [1, 2, 3, 4], "squares")
+print(sum(executor.run(square, lambda *_: None)), flush=True)
+time.sleep(75)   # Spark stops Python workers idle for a minute
+print(sum(executor.run(square, lambda *_: None)), flush=True)
+spark.stop()
+"""
+
+
+@pytest.mark.slow
+def test_python_workers_stopped_for_idling_leave_no_traceback(small_acquisition, tmp_path):
+    """Over Unix domain sockets, pyspark's daemon prints a BrokenPipeError traceback for
+    every worker Spark stops after a minute of idling (a driver busy between two jobs);
+    our tasks make that exit quiet (`executor._quiet_idle_worker_exit`), and the workers
+    started after it run the next job."""
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    run = subprocess.run([sys.executable, "-c", IDLE_WORKERS, str(job), "spark.master=local[2]"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["30", "30"]
+    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr[-3000:]
