@@ -34,8 +34,9 @@ def spark():
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", "2")
                .config(*DRIVER_JAVA_OPTIONS))   # as the jobs start it
-    if python_sockets_supported():
-        builder = builder.config(*PYTHON_SOCKETS)
+    if python_sockets_supported():   # as the jobs start a local session
+        for key, value in PYTHON_SOCKETS:
+            builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
-import sys
 import threading
 import time
 import uuid
@@ -129,7 +128,6 @@ def _run_task(function, size, units, shared, stored, done, item):
         stored.add(size(result))
     done.add(units(result) if units is not None else 1)
     _freeze_once()
-    _quiet_idle_worker_exit()
     return result
 
 
@@ -145,30 +143,6 @@ def _freeze_once() -> None:
         gc.collect()
         gc.freeze()
         _frozen = True
-
-
-def _quiet_idle_worker_exit() -> None:
-    """Spark stops a Python worker that sat idle for a minute by closing its socket. Over
-    Unix domain sockets (session.PYTHON_SOCKETS) pyspark's daemon then prints a
-    BrokenPipeError traceback from the worker's last flush, which on a console reads like a
-    failure. The daemon's loop looks its `worker` function up on every turn, so a worker's
-    first task wraps it: a socket closed by the executor ends the worker quietly. Only in
-    a worker forked by pyspark's daemon (`python -m pyspark.daemon`)."""
-    daemon = sys.modules.get("__main__")
-    spec = getattr(daemon, "__spec__", None)
-    original = getattr(daemon, "worker", None)
-    if getattr(spec, "name", "") != "pyspark.daemon" or not callable(original) \
-            or getattr(original, "quiet_exit", False):
-        return
-
-    def worker(sock, authenticated):
-        try:
-            return original(sock, authenticated)
-        except (BrokenPipeError, ConnectionResetError):   # the executor let the worker go
-            return 1   # the daemon's loop then waits for the socket to close, and exits 0
-
-    worker.quiet_exit = True  # type: ignore[attr-defined]
-    daemon.worker = worker  # type: ignore[union-attr]
 
 
 def _failure_line(error: Exception) -> str:

@@ -31,10 +31,14 @@ DRIVER_JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1
 # server) over Unix domain sockets instead of loopback TCP. Over TCP every Spark task took
 # ≈ 28 ms longer to hand over (200 trivial tasks on local[2]: 53 against 24-26 ms per task
 # and slot), which a 4 GiB export of 16 tasks felt as 4-7 % of its time
-# (benchmarks/PROFILE.md, "Handing tasks to Python"). Python workers always run beside
-# their executor, so nothing changes for clusters. A job (or, under spark-submit, its
-# command line or spark-defaults.conf) that sets the property keeps its own value.
-PYTHON_SOCKETS = ("spark.python.unix.domain.socket.enabled", "true")
+# (benchmarks/PROFILE.md, "Handing tasks to Python"). Over Unix sockets pyspark's daemon
+# prints a BrokenPipeError traceback for every worker its executor lets go first (idle
+# for a minute, or after a failed task), so the workers come from our own daemon module,
+# which lets them exit quietly (`pipelines.spark.daemon`). That module must be importable
+# before any task ships code, so both are set only for local masters whose workers run
+# this interpreter; a job that sets either property keeps its own values.
+PYTHON_SOCKETS = (("spark.python.unix.domain.socket.enabled", "true"),
+                  ("spark.python.daemon.module", "pipelines.spark.daemon"))
 PYTHON_SOCKETS_SINCE = (4, 1)
 
 
@@ -64,7 +68,8 @@ def session(config: JobConfig) -> SparkSession:
     if not under_spark_submit() and DRIVER_JAVA_OPTIONS[0] not in dict(config.spark_conf):
         builder = builder.config(*DRIVER_JAVA_OPTIONS)
     if python_sockets_default(config):
-        builder = builder.config(*PYTHON_SOCKETS)
+        for key, value in PYTHON_SOCKETS:
+            builder = builder.config(key, value)
     spark = _start(builder, config.spark_master)
     spark.sparkContext.setLogLevel("WARN")
     install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)
@@ -83,13 +88,13 @@ def python_sockets_supported() -> bool:
 
 
 def python_sockets_default(config: JobConfig) -> bool:
-    """Whether this session should get PYTHON_SOCKETS: supported, and nobody set it."""
-    if not python_sockets_supported() or PYTHON_SOCKETS[0] in dict(config.spark_conf):
-        return False
-    if under_spark_submit():   # the JVM runs already: its --conf and spark-defaults.conf
-        from pyspark import SparkConf
-        return not SparkConf().contains(PYTHON_SOCKETS[0])
-    return True
+    """Whether this session gets PYTHON_SOCKETS: supported, a local master started here
+    (not by spark-submit) with workers on this interpreter, and neither property set."""
+    own = dict(config.spark_conf)
+    return (python_sockets_supported() and not under_spark_submit()
+            and config.spark_master.startswith("local")
+            and os.environ.get("PYSPARK_PYTHON", sys.executable) == sys.executable
+            and not any(key in own for key, _ in PYTHON_SOCKETS))
 
 
 def _start(builder: SparkSession.Builder, master: str) -> SparkSession:

@@ -115,6 +115,7 @@ bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntime
 print(" ".join(bean.getInputArguments()))
 sc = spark.sparkContext
 print(sc.getConf().get("spark.python.unix.domain.socket.enabled", "unset"),
+      sc.getConf().get("spark.python.daemon.module", "unset"),
       type(sc._accumulatorServer).__name__,
       sc.parallelize(range(4), 2).map(lambda x: x * x).sum())   # workers answer either way
 spark.stop()
@@ -124,9 +125,10 @@ spark.stop()
 def test_the_driver_jvm_compiles_with_c1_and_talks_to_python_over_unix_sockets_unless_the_job_says_otherwise(
         small_acquisition, tmp_path):
     """A session this project starts runs its driver JVM with -XX:TieredStopAtLevel=1
-    (session.DRIVER_JAVA_OPTIONS) and, with Spark ≥ 4.1, reaches its Python workers and
-    accumulator server over Unix domain sockets (session.PYTHON_SOCKETS); a job's own
-    spark.driver.extraJavaOptions or spark.python.unix.domain.socket.enabled replaces each."""
+    (session.DRIVER_JAVA_OPTIONS) and, with Spark ≥ 4.1, reaches its Python workers (from
+    our daemon module) and accumulator server over Unix domain sockets
+    (session.PYTHON_SOCKETS); a job's own spark.driver.extraJavaOptions or
+    spark.python.unix.domain.socket.enabled replaces each."""
     from pipelines.spark.session import python_sockets_supported
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
     own = ["spark.driver.extraJavaOptions=-Dtests.own=1",
@@ -140,40 +142,35 @@ def test_the_driver_jvm_compiles_with_c1_and_talks_to_python_over_unix_sockets_u
     assert "-XX:TieredStopAtLevel=1" in default_lines[0].split()
     assert "-Dtests.own=1" in replaced_lines[0].split()
     assert "-XX:TieredStopAtLevel=1" not in replaced_lines[0].split()
-    assert default_lines[1].split() == (["true", "AccumulatorUnixServer", "14"]
-                                        if python_sockets_supported()
-                                        else ["unset", "AccumulatorTCPServer", "14"])
-    assert replaced_lines[1].split() == ["false", "AccumulatorTCPServer", "14"]
+    assert default_lines[1].split() == (
+        ["true", "pipelines.spark.daemon", "AccumulatorUnixServer", "14"]
+        if python_sockets_supported() else ["unset", "unset", "AccumulatorTCPServer", "14"])
+    assert replaced_lines[1].split() == ["false", "unset", "AccumulatorTCPServer", "14"]
 
 
-def test_under_spark_submit_the_launching_conf_decides_about_python_sockets(
-        spark, small_acquisition, tmp_path, monkeypatch):
-    """Under spark-submit the JVM runs already, started with the command line's --conf and
-    spark-defaults.conf as system properties: PYTHON_SOCKETS is added only when they do
-    not name the property, and never over a job's own value. The shared session's JVM
-    stands in for spark-submit's."""
+def test_python_sockets_only_for_local_sessions_on_this_interpreter_not_set_by_the_job(
+        small_acquisition, tmp_path, monkeypatch):
+    """PYTHON_SOCKETS (Unix sockets and our daemon module) need `pipelines` importable
+    where the workers start: only local masters started here with workers on this
+    interpreter get them, and a job's own value of either property stays."""
     from pipelines.config import load_job
-    from pipelines.spark.session import (
-        PYTHON_SOCKETS,
-        python_sockets_default,
-        python_sockets_supported,
-    )
+    from pipelines.spark.session import python_sockets_default, python_sockets_supported
     path = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
-    plain, own = load_job(path), load_job(path, [f"{PYTHON_SOCKETS[0]}=true"])
-    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")   # what spark-submit sets for its Python
-    system = spark.sparkContext._jvm.java.lang.System
-    launched = system.getProperty(PYTHON_SOCKETS[0])
-    try:
-        system.clearProperty(PYTHON_SOCKETS[0])
-        assert python_sockets_default(plain) is python_sockets_supported()
-        system.setProperty(PYTHON_SOCKETS[0], "false")   # e.g. --conf …enabled=false
-        assert python_sockets_default(plain) is False
-        assert python_sockets_default(own) is False      # the job's own value stays
-    finally:
-        if launched is None:
-            system.clearProperty(PYTHON_SOCKETS[0])
-        else:
-            system.setProperty(PYTHON_SOCKETS[0], launched)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+
+    def default(*overrides: str) -> bool:
+        return python_sockets_default(load_job(path, list(overrides)))
+    assert default("spark.master=local[2]") is python_sockets_supported()
+    assert default("spark.master=local-cluster[2,1,1024]") is python_sockets_supported()
+    assert default("spark.master=spark://127.0.0.1:7077") is False   # --py-files come later
+    assert default("spark.master=local[2]", "spark.python.unix.domain.socket.enabled=false") is False
+    assert default("spark.master=local[2]", "spark.python.daemon.module=my.daemon") is False
+    monkeypatch.setenv("PYSPARK_PYTHON", "/some/other/python")
+    assert default("spark.master=local[2]") is False
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")   # under spark-submit
+    assert default("spark.master=local[2]") is False
 
 
 IDLE_WORKERS = """
@@ -196,7 +193,7 @@ spark.stop()
 def test_python_workers_stopped_for_idling_leave_no_traceback(small_acquisition, tmp_path):
     """Over Unix domain sockets, pyspark's daemon prints a BrokenPipeError traceback for
     every worker Spark stops after a minute of idling (a driver busy between two jobs);
-    our tasks make that exit quiet (`executor._quiet_idle_worker_exit`), and the workers
+    our daemon module lets them exit quietly (`pipelines.spark.daemon`), and the workers
     started after it run the next job."""
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
     run = subprocess.run([sys.executable, "-c", IDLE_WORKERS, str(job), "spark.master=local[2]"],
