@@ -49,6 +49,7 @@ import numpy as np
 
 from pipelines.copying import MIN_BYTES, copy_region, row_run, separate_rows
 from pipelines.geometry import Box, to_zyx
+from pipelines.mosaic import Mosaic
 from pipelines.pyramid import to_dtype
 from pipelines.resample import Contribution, closeness, sample_affine
 from pipelines.tiles import Tile, read_region
@@ -68,16 +69,53 @@ def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
     `interpolation` is one of `INTERPOLATIONS` (see the module docstring).
     """
     sample = _sampler(interpolation)
+    visible = _visible(block, tiles, offset, blending)
+    if _copyable(visible, dtype, interpolation):
+        return _fuse_by_copy(block, visible, blending, dtype, read)
+    return _cast_owned(_blend(block, visible, blending, sample, read, offset, interpolation), dtype)
+
+
+def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
+                read: Reader = read_region, interpolation: str = "nearest") -> np.ndarray | Mosaic:
+    """`fuse`, for a caller that only takes slices of the block (encoding its objects, no
+    level computed from it): where two or more copyable tiles (`_copyable`) reach the
+    block without overlapping inside it and read as the output's type, their regions come
+    back as a `Mosaic` — the same voxels, not copied into one array."""
+    visible = _visible(block, tiles, offset, blending)
+    out = np.dtype(dtype)
+    if not (len(visible) > 1 and _copyable(visible, out, interpolation) and _apart(block, visible)):
+        return fuse(block, tiles, offset, blending, dtype, read, interpolation)
+    reads = {}   # (tile, region) → pixels: what `_fuse_by_copy` reads, each read once
+    for tile, placed in visible:
+        region = placed.intersect(block).relative_to(placed.start)
+        reads[tile.index, region.start, region.stop] = read(tile, region)
+    if any(data.dtype != out for data in reads.values()):
+        # e.g. big-endian TIFFs, or corrected (float32) pixels: fusion converts them
+        def read_once(tile: Tile, region: Box) -> np.ndarray:
+            found = reads.pop((tile.index, region.start, region.stop), None)
+            return read(tile, region) if found is None else found
+        return fuse(block, tiles, offset, blending, dtype, read_once, interpolation)
+    starts = tuple(to_zyx(placed.intersect(block).relative_to(block.start).start)
+                   for _, placed in visible)
+    return Mosaic(to_zyx(block.shape), out, starts, tuple(reads.values()))
+
+
+def _visible(block: Box, tiles: Iterable[Tile], offset, blending: str) -> list[tuple[Tile, Box]]:
+    """(tile, its box in output coordinates) of the tiles reaching `block`, by index."""
+    if blending not in _BLEND:
+        raise ValueError(f"unknown blending {blending!r}; expected one of {', '.join(_BLEND)}")
     visible = []
     for tile in sorted(tiles, key=lambda t: t.index):
         placed = tile.box.relative_to(offset)
         if not placed.intersect(block).is_empty():
             visible.append((tile, placed))
-    if blending not in _BLEND:
-        raise ValueError(f"unknown blending {blending!r}; expected one of {', '.join(_BLEND)}")
-    if _copyable(visible, dtype, interpolation):
-        return _fuse_by_copy(block, visible, blending, dtype, read)
-    return _cast_owned(_blend(block, visible, blending, sample, read, offset, interpolation), dtype)
+    return visible
+
+
+def _apart(block: Box, visible) -> bool:
+    """Whether no two of the placed boxes share a voxel of `block`."""
+    inside = [placed.intersect(block) for _, placed in visible]
+    return all(a.intersect(b).is_empty() for n, a in enumerate(inside) for b in inside[n + 1:])
 
 
 def _blend(box: Box, visible, blending: str, sample, read: Reader, offset=(0, 0, 0),

@@ -27,9 +27,10 @@ from pipelines.execute.problems import cause_line
 from pipelines.execute.tuning import crc32, keep_freed_memory
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
-from pipelines.fusion import fuse
+from pipelines.fusion import fuse, fuse_pieces
 from pipelines.geometry import Box
 from pipelines.illumination.correct import tile_reader
+from pipelines.mosaic import Mosaic
 from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, PartitionTask
 from pipelines.storage import Store, beside_store, open_store
 from pipelines.tiles import set_tile_cache
@@ -66,10 +67,13 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
     writer = _Writer(plan, task, store, boxes, attempt)
     ranges = []
     for c in range(out.channels):
-        data, seen = _first_level(task, plan, store, c, boxes[first]), ValueRange()
+        # a block that computes no further level from its voxels may stay in its tiles
+        data = _first_level(task, plan, store, c, boxes[first], pieces=len(boxes) == 1)
+        seen = ValueRange()
         writer.write(c, first, data, seen)   # its range gathered while it is encoded
         ranges.append(seen.numbers())
         for level in list(boxes)[1:]:
+            assert isinstance(data, np.ndarray)   # pieces only where no level follows
             data = pyramid.downsample(data, out.factors[level], out.downsample)
             writer.write(c, level, data)
     owned = plan.object_count(task, boxes)
@@ -80,13 +84,16 @@ def _run(task: BlockTask, plan: ExportPlan, store: Store, attempt: int = 0) -> B
                         time.perf_counter() - started, time.time())
 
 
-def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int, box: Box) -> np.ndarray:
+def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int, box: Box,
+                 pieces: bool = False) -> np.ndarray | Mosaic:
     """The block's voxels at its stage's first level (`box`): fused from tiles, or
-    downsampled from the level below as stored by the previous stage."""
+    downsampled from the level below as stored by the previous stage. With `pieces`, tiles
+    side by side may come as a `Mosaic` of their regions (`fusion.fuse_pieces`)."""
     out, first = plan.output, plan.stages[task.stage].first
     if first == 0:
-        return fuse(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype,
-                    read=tile_reader(plan.correction, c, plan.s3), interpolation=plan.interpolation)
+        fusing = fuse_pieces if pieces else fuse
+        return fusing(box, plan.tiles_of(task, c), plan.offset, plan.blending, out.base.np_dtype,
+                      read=tile_reader(plan.correction, c, plan.s3), interpolation=plan.interpolation)
     factor, below = out.factors[first], out.shapes[first - 1]
     source = Box(tuple(s * f for s, f in zip(box.start, factor)),
                  tuple(min(s * f, n) for s, f, n in zip(box.stop, factor, below)))
@@ -107,7 +114,7 @@ class _Writer:
         hooked = task.stage == 0 and task.index in plan.fail_blocks and attempt == 0
         self.fail_after = plan.object_count(task, boxes) // 2 if hooked else None
 
-    def write(self, c: int, level: int, data: np.ndarray, seen: ValueRange | None = None) -> None:
+    def write(self, c: int, level: int, data: np.ndarray | Mosaic, seen: ValueRange | None = None) -> None:
         """Encode and put the objects of `data` (channel `c`, `level`), showing `seen` its
         values if given."""
         out, t = self.plan.output, self.task.timepoint

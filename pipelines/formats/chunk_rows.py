@@ -19,6 +19,7 @@ import numpy as np
 from pipelines.copying import MAX_COLUMNS, copy_columns
 from pipelines.formats.base import ArraySpec, Format, is_fill
 from pipelines.geometry import Box
+from pipelines.mosaic import Region
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
@@ -26,7 +27,7 @@ from pipelines.value_range import ValueRange
 ROW_CHUNKS = MAX_COLUMNS
 
 
-def encode_chunks(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, start: Sequence[int],
+def encode_chunks(fmt: Format, spec: ArraySpec, data_zyx: Region, start: Sequence[int],
                   boxes: Sequence[Box], seen: ValueRange | None = None
                   ) -> Iterator[bytes | Pieces | None]:
     """The stored bytes of each chunk of `boxes` (x, y, z regions of the array, in order,
@@ -67,7 +68,7 @@ def _rows(boxes: Sequence[Box]) -> Iterator[list[Box]]:
         yield row
 
 
-def _encode_run(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, start: Sequence[int],
+def _encode_run(fmt: Format, spec: ArraySpec, data_zyx: Region, start: Sequence[int],
                 run: list[tuple[Box, np.ndarray]], seen: ValueRange | None
                 ) -> Iterator[bytes | Pieces]:
     """The bytes of chunks side by side along x, copied into their buffers in one pass."""

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
-
 from pipelines.formats import sharding
 from pipelines.formats.base import ArraySpec, Format
 from pipelines.formats.chunk_rows import encode_chunks
 from pipelines.geometry import Box, ChunkGrid, grid_indices
+from pipelines.mosaic import Region
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
 
-def encode_region(fmt: Format, spec: ArraySpec, data_zyx: np.ndarray, box: Box,
+def encode_region(fmt: Format, spec: ArraySpec, data_zyx: Region, box: Box,
                   lead_index: tuple[int, ...] = (),
                   seen: ValueRange | None = None) -> Iterator[tuple[str, bytes | Pieces | None]]:
     """(key, bytes or None) for every object inside `box`, which must hold whole objects

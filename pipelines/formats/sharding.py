@@ -24,6 +24,7 @@ from pipelines.formats import zarr3
 from pipelines.formats.base import ArraySpec
 from pipelines.formats.chunk_rows import encode_chunks
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
+from pipelines.mosaic import Region
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
@@ -117,7 +118,7 @@ def _read_index(spec: ArraySpec, data: bytes) -> tuple[np.ndarray, int]:
     return np.frombuffer(raw, dtype="<u8").reshape(-1, 2), len(data) - size
 
 
-def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box, lead_index: Vec = (),
+def shard_objects(spec: ArraySpec, data_zyx: Region, box: Box, lead_index: Vec = (),
                   seen: ValueRange | None = None) -> Iterator[tuple[str, Pieces | None]]:
     """(key, shard bytes as `Pieces`) for every shard `box` covers; None when a shard is all fill.
 
@@ -134,7 +135,7 @@ def shard_objects(spec: ArraySpec, data_zyx: np.ndarray, box: Box, lead_index: V
         yield zarr3.chunk_key(spec, shard, lead_index), encode_shard(spec, inner)
 
 
-def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Box,
+def _inner_chunks(spec: ArraySpec, data_zyx: Region, box: Box, shard_box: Box,
                   seen: ValueRange | None = None) -> dict:
     """The encoded, not-all-fill inner chunks of one shard, by index within the shard."""
     indices, chunks = [], []
@@ -148,7 +149,7 @@ def _inner_chunks(spec: ArraySpec, data_zyx: np.ndarray, box: Box, shard_box: Bo
     return {index: payload for index, payload in zip(indices, payloads) if payload is not None}
 
 
-def _check_region(spec: ArraySpec, box: Box, data_zyx: np.ndarray, lead_index: Vec) -> None:
+def _check_region(spec: ArraySpec, box: Box, data_zyx: Region, lead_index: Vec) -> None:
     """Refuse a box that would split a shard: two tasks must never write the same shard."""
     fits = all(0 <= i < n for i, n in zip(lead_index, spec.lead))
     if len(lead_index) != len(spec.lead) or not fits:

@@ -75,6 +75,41 @@ def test_empty_chunks_are_skipped_and_read_as_zero(spark, tmp_path):
     assert (got[:, :, 16:56] == 0).all() and (got[:, :, :16] == 500).all() and (got[:, :, 56:] == 501).all()
 
 
+@pytest.mark.parametrize("fmt,extra", [("n5", []), ("zarr3", ["output.shard=[2,2,2]"])])
+def test_blocks_across_tiles_side_by_side_are_their_pixels(spark, tmp_path, fmt, extra):
+    """Tiles side by side with a gap, cut by blocks anywhere: blocks that stay in their
+    memory-mapped tiles (`fusion.fuse_pieces`) give exactly the tiles' pixels, pasted by
+    numpy here, as tensorstore reads the output (N5, and sharded Zarr v3)."""
+    import tifffile
+
+    from pipelines.fusion import fuse_pieces
+    from pipelines.mosaic import Mosaic
+    from pipelines.tiles import read_region
+
+    rng = np.random.default_rng(5)
+    size, tiles, want = (24, 20, 12), [], np.zeros((24, 40, 72), "uint16")   # z, y, x
+    for n, (i, j, k) in enumerate(np.ndindex(3, 2, 2)):
+        if (i, j, k) == (2, 1, 0):
+            continue   # a gap: fill-value chunks and partly covered blocks
+        pixels = rng.integers(1, 65535, size[::-1], dtype="uint16")
+        tifffile.imwrite(tmp_path / f"t{n}.tif", pixels, contiguous=True)
+        at = (24 * i, 20 * j, 12 * k)
+        want[at[2]:at[2] + 12, at[1]:at[1] + 20, at[0]:at[0] + 24] = pixels
+        tiles.append({"index": n, "file": f"t{n}.tif", "position": list(at), "size": list(size),
+                      "type": "GRAY16"})
+    (tmp_path / "tiles.json").write_text(json.dumps(tiles))
+    job = write_job(tmp_path / "job.toml", "tiles.json", "out", f'format = "{fmt}"')
+    config = load_job(job, ["output.block=[2,2,2]", *extra])
+    plan = make_plan(config)
+    block = Box((0, 0, 0), (32, 32, 16))   # four tiles meet in it
+    assert isinstance(fuse_pieces(block, plan.tiles[0][0], plan.offset, plan.blending,
+                                  plan.array.dtype, read=read_region), Mosaic)
+    result = export(config, executor=SparkExecutor(spark=spark))
+    got = tensorstore_read(str(tmp_path / "out"), result.summary.arrays[0], fmt)
+    np.testing.assert_array_equal(got, want)
+    assert result.summary.ranges == ((int(want.min()), int(want.max())),)
+
+
 @pytest.mark.parametrize("fmt", ["n5", "zarr3"])
 def test_a_failing_block_leaves_no_metadata(spark, small_acquisition, tmp_path, fmt):
     uri = tmp_path / "out"

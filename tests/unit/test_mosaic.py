@@ -1,0 +1,133 @@
+"""A block left in its tiles (`Mosaic`, `fusion.fuse_pieces`) against the block built by
+hand: tiles side by side on a grid with gaps, cut by blocks anywhere; slices, fusion and
+every object's bytes as each format encodes them must be the same as from the array."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines import copying
+from pipelines.config import CodecConfig
+from pipelines.formats import ArraySpec, compressor_for, format_module
+from pipelines.formats.objects import encode_region
+from pipelines.fusion import fuse, fuse_pieces
+from pipelines.geometry import Box, to_zyx
+from pipelines.mosaic import Mosaic
+from pipelines.tiles import Tile
+from pipelines.value_range import ValueRange
+
+
+def side_by_side(cuts, missing=(), dtype="uint16", seed=0):
+    """Tiles filling the grid the `cuts` (x, y, z lists of edges) make, except the cells
+    in `missing`; their pixels, and the volume they make, placed by plain numpy."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(c[-1] for c in cuts)
+    volume = np.zeros(to_zyx(shape), dtype=dtype)
+    tiles, pixels = [], {}
+    cells = np.ndindex(*(len(c) - 1 for c in cuts))
+    for n, (i, j, k) in enumerate(cells):
+        if (i, j, k) in missing:
+            continue
+        start = (cuts[0][i], cuts[1][j], cuts[2][k])
+        size = (cuts[0][i + 1] - start[0], cuts[1][j + 1] - start[1], cuts[2][k + 1] - start[2])
+        tile = Tile(n, f"t{n}", start, size)
+        pixels[tile.path] = rng.integers(1, 60000, to_zyx(size)).astype(dtype)
+        pixels[tile.path].flags.writeable = False   # as a memory-mapped tile reads
+        volume[Box(start, tuple(a + b for a, b in zip(start, size))).slices_zyx()] = pixels[tile.path]
+        tiles.append(tile)
+    return tiles, pixels, volume
+
+
+def reader(pixels):
+    return lambda tile, region: pixels[tile.path][region.slices_zyx()]
+
+
+CUTS = ([0, 48, 80, 128], [0, 40, 96], [0, 24, 64])
+MISSING = {(1, 1, 0)}
+
+
+def test_a_block_of_several_tiles_side_by_side_stays_in_them():
+    tiles, pixels, volume = side_by_side(CUTS, MISSING)
+    block = Box((8, 4, 2), (120, 90, 60))
+    got = fuse_pieces(block, tiles, (0, 0, 0), "linear", "uint16", read=reader(pixels))
+    assert isinstance(got, Mosaic) and len(got.pieces) == 11   # 12 cells, one missing
+    want = volume[block.slices_zyx()]
+    np.testing.assert_array_equal(got.assemble(), want)
+    np.testing.assert_array_equal(got.assemble(), fuse(block, tiles, (0, 0, 0), "linear", "uint16",
+                                                       read=reader(pixels)))
+    inside = Box((50, 45, 30), (70, 80, 50)).relative_to(block.start)   # in one tile: a view
+    part = got[inside.slices_zyx()]
+    assert any(np.shares_memory(part, p) for p in pixels.values())
+    np.testing.assert_array_equal(part, want[inside.slices_zyx()])
+    across = Box((40, 30, 20), (90, 60, 40)).relative_to(block.start)  # four tiles and the gap
+    np.testing.assert_array_equal(got[across.slices_zyx()], want[across.slices_zyx()])
+
+
+@pytest.mark.parametrize("case", ["overlap", "big-endian", "one tile", "resampled"])
+def test_blocks_that_need_fusing_are_fused(case):
+    """Overlapping tiles, pixels of another type than the output (read once all the same),
+    a block inside one tile (`fuse` gives a view of it already) and linear interpolation at
+    a fractional position all come back as `fuse` gives them."""
+    tiles, pixels, _ = side_by_side(CUTS)
+    interpolation, block = "nearest", Box((8, 4, 2), (120, 90, 60))
+    if case == "overlap":
+        tiles[1] = Tile(tiles[1].index, tiles[1].path, (40, 0, 0), tiles[1].size)
+    elif case == "big-endian":
+        pixels = {k: v.astype(">u2") for k, v in pixels.items()}
+    elif case == "one tile":
+        block = Box((2, 2, 2), (40, 30, 20))
+    else:
+        tiles[0] = Tile(tiles[0].index, tiles[0].path, (0.5, 0, 0), tiles[0].size)
+        interpolation = "linear"
+    reads = []
+    counted = lambda tile, region: reads.append((tile.index, region)) or reader(pixels)(tile, region)  # noqa: E731
+    got = fuse_pieces(block, tiles, (0, 0, 0), "linear", "uint16", read=counted,
+                      interpolation=interpolation)
+    assert isinstance(got, np.ndarray)
+    assert len(reads) == len(set(reads))   # no region read twice (corrected reads are costly)
+    np.testing.assert_array_equal(got, fuse(block, tiles, (0, 0, 0), "linear", "uint16",
+                                            read=reader(pixels), interpolation=interpolation))
+
+
+def test_slices_must_be_plain():
+    mosaic = Mosaic((4, 4, 4), np.dtype("uint16"), (), ())
+    with pytest.raises(TypeError):
+        mosaic[0, :, :]
+    with pytest.raises(TypeError):
+        mosaic[::2, :, :]
+    assert mosaic[1:3, 0:4, 2:9].shape == (2, 4, 2) and not mosaic[1:3, :, :].any()
+
+
+@pytest.mark.parametrize("fmt,shard", [("n5", None), ("zarr2", None), ("zarr3", None), ("zarr3", (2, 2, 1))])
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_objects_encoded_from_a_mosaic_are_those_of_the_array(fmt, shard, data):
+    """Every object's key and bytes, and the range gathered, over blocks of whole objects
+    at random places of random side-by-side layouts (cells left empty: fill chunks), with
+    the compiled copies in use."""
+    cuts = [sorted({0, n, *data.draw(st.lists(st.integers(1, n - 1), max_size=2))})
+            for n in (96, 80, 64)]
+    missing = {(0, 0, 0)} if data.draw(st.booleans()) else set()
+    tiles, pixels, volume = side_by_side(cuts, missing, seed=data.draw(st.integers(0, 9)))
+    chunks = (16, 16, 16)
+    spec = ArraySpec("a", (96, 80, 64), chunks, "uint16", compressor_for(CodecConfig("zstd"), fmt),
+                     shard=shard)
+    unit = [c * (s or 1) for c, s in zip(chunks, shard or (1, 1, 1))]
+    lo = [data.draw(st.integers(0, n // u - 1)) * u for n, u in zip((96, 80, 64), unit)]
+    hi = [data.draw(st.integers(a // u + 1, n // u)) * u for a, n, u in zip(lo, (96, 80, 64), unit)]
+    block = Box(tuple(lo), tuple(hi))
+    got = fuse_pieces(block, tiles, (0, 0, 0), "linear", "uint16", read=reader(pixels))
+    want = volume[block.slices_zyx()]
+    module = format_module(fmt)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(copying, "MIN_BYTES", 0)
+        seen_got, seen_want = ValueRange(), ValueRange()
+        from_pieces = list(encode_region(module, spec, got, block, (), seen_got))
+        from_array = list(encode_region(module, spec, want, block, (), seen_want))
+    assert [k for k, _ in from_pieces] == [k for k, _ in from_array]
+    for (key, a), (_, b) in zip(from_pieces, from_array):
+        assert (None if a is None else bytes(a)) == (None if b is None else bytes(b)), key
+    assert seen_got.numbers() == seen_want.numbers()
