@@ -68,8 +68,14 @@ def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
     region of a tile's pixels (x, y, z relative to the tile) as a z, y, x array.
     `interpolation` is one of `INTERPOLATIONS` (see the module docstring).
     """
+    return _fuse(block, _visible(block, tiles, offset, blending), offset, blending, dtype, read,
+                 interpolation)
+
+
+def _fuse(block: Box, visible, offset, blending: str, dtype, read: Reader,
+          interpolation: str) -> np.ndarray:
+    """`fuse` of the (tile, placed box) pairs reaching the block (`_visible`)."""
     sample = _sampler(interpolation)
-    visible = _visible(block, tiles, offset, blending)
     if _copyable(visible, dtype, interpolation):
         return _fuse_by_copy(block, visible, blending, dtype, read)
     return _cast_owned(_blend(block, visible, blending, sample, read, offset, interpolation), dtype)
@@ -81,10 +87,11 @@ def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
     level computed from it): where two or more copyable tiles (`_copyable`) reach the
     block without overlapping inside it and read as the output's type, their regions come
     back as a `Mosaic` — the same voxels, not copied into one array."""
+    _sampler(interpolation)   # an unknown name fails here as in `fuse`
     visible = _visible(block, tiles, offset, blending)
     out = np.dtype(dtype)
     if not (len(visible) > 1 and _copyable(visible, out, interpolation) and _apart(block, visible)):
-        return fuse(block, tiles, offset, blending, dtype, read, interpolation)
+        return _fuse(block, visible, offset, blending, dtype, read, interpolation)
     reads = {}   # (tile, region) → pixels: what `_fuse_by_copy` reads, each read once
     for tile, placed in visible:
         region = placed.intersect(block).relative_to(placed.start)
@@ -94,7 +101,7 @@ def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
         def read_once(tile: Tile, region: Box) -> np.ndarray:
             found = reads.pop((tile.index, region.start, region.stop), None)
             return read(tile, region) if found is None else found
-        return fuse(block, tiles, offset, blending, dtype, read_once, interpolation)
+        return _fuse(block, visible, offset, blending, dtype, read_once, interpolation)
     starts = tuple(to_zyx(placed.intersect(block).relative_to(block.start).start)
                    for _, placed in visible)
     return Mosaic(to_zyx(block.shape), out, starts, tuple(reads.values()))
