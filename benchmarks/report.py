@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 MiB = 2**20
 TOOLS = {  # key: row label
     "limit": "limit: {n} processes encode + write only (best of 1 or 2 threads each)",
@@ -81,6 +83,45 @@ def ratios(runs: list[dict], cases: list[str]) -> tuple[str, dict]:
             cells.append(_cell(value, 2, "n/a") + mark)
         title = f"{label} (≥ {goal})" if goal else label
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), found
+
+
+def _round_seconds(run: dict | None) -> list[float]:
+    """A record's time in each round (`--repeat` > 1: the tools take turns, a round is one
+    turn of every tool); for the limit, its faster setting in that round."""
+    if not run:
+        return []
+    if run.get("settings"):
+        counts = {len(s["samples"]) for s in run["settings"]}
+        if len(counts) != 1:
+            return []
+        return [min(s["samples"][i] for s in run["settings"]) for i in range(counts.pop())]
+    return list(run.get("samples") or [])
+
+
+def paired_ratios(runs: list[dict], cases: list[str]) -> tuple[str, dict]:
+    """The goal ratios taken round by round, then their median: each ratio compares two
+    runs made minutes apart instead of each tool's fastest run of the whole benchmark, so
+    a change of the shared machine's speed between rounds (BENCHMARKS.md: ± 30 %) weighs
+    less. Empty when the runs were not repeated."""
+    lines = ["| ratio, median over rounds of each round's ratio (goal) | " + " | ".join(cases) + " |",
+             "| --- |" + " --- |" * len(cases)]
+    found: dict = {}
+    for top, bottom, label, goal in RATIOS:
+        cells = []
+        for case in cases:
+            a, b = _find(runs, top, case), _find(runs, bottom, case)
+            ta, tb = _round_seconds(a), _round_seconds(b)
+            value = None
+            if a and b and len(ta) == len(tb) > 1:
+                value = statistics.median((a["volume_bytes"] / x) / (b["volume_bytes"] / y)
+                                          for x, y in zip(ta, tb))
+            found.setdefault(label, {})[case] = None if value is None else round(value, 3)
+            mark = "" if value is None or goal is None else (" ✓" if value >= goal else " ✗")
+            cells.append(_cell(value, 2, "n/a") + mark)
+        lines.append(f"| {label} (≥ {goal}) | " + " | ".join(cells) + " |")
+    if not any(v is not None for row in found.values() for v in row.values()):
+        return "", {}
     return "\n".join(lines), found
 
 
