@@ -92,19 +92,19 @@ def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
     out = np.dtype(dtype)
     if not (len(visible) > 1 and _copyable(visible, out, interpolation) and _apart(block, visible)):
         return _fuse(block, visible, offset, blending, dtype, read, interpolation)
-    reads = {}   # (tile, region) → pixels: what `_fuse_by_copy` reads, each read once
+    reads, starts = {}, []   # (tile, region) → pixels: what `_fuse_by_copy` reads, read once
     for tile, placed in visible:
-        region = placed.intersect(block).relative_to(placed.start)
+        inside = placed.intersect(block)
+        region = inside.relative_to(placed.start)
         reads[tile.index, region.start, region.stop] = read(tile, region)
+        starts.append(to_zyx(inside.relative_to(block.start).start))
     if any(data.dtype != out for data in reads.values()):
         # e.g. big-endian TIFFs, or corrected (float32) pixels: fusion converts them
         def read_once(tile: Tile, region: Box) -> np.ndarray:
             found = reads.pop((tile.index, region.start, region.stop), None)
             return read(tile, region) if found is None else found
         return _fuse(block, visible, offset, blending, dtype, read_once, interpolation)
-    starts = tuple(to_zyx(placed.intersect(block).relative_to(block.start).start)
-                   for _, placed in visible)
-    return Mosaic(to_zyx(block.shape), out, starts, tuple(reads.values()))
+    return Mosaic(to_zyx(block.shape), out, tuple(starts), tuple(reads.values()))
 
 
 def _visible(block: Box, tiles: Iterable[Tile], offset, blending: str) -> list[tuple[Tile, Box]]:
