@@ -38,6 +38,8 @@ voxels are copied and only the zones tiles share are blended; the bytes are the 
 In large blocks of outputs up to 16 bits, `linear` blends those zones in one compiled
 pass over each cell that several tiles cover (`_blend_linear_compiled`,
 `pipelines.blend_kernel`), again with the same bytes.
+`fuse_pieces` gives the same voxels without assembling them (`pipelines.mosaic`): the
+tiles' regions where one tile covers the voxels, and the blended zones.
 """
 
 from __future__ import annotations
@@ -85,26 +87,33 @@ def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
                 read: Reader = read_region, interpolation: str = "nearest") -> np.ndarray | Mosaic:
     """`fuse`, for a caller that only takes slices of the block (encoding its objects, no
     level computed from it): where two or more copyable tiles (`_copyable`) reach the
-    block without overlapping inside it and read as the output's type, their regions come
-    back as a `Mosaic` — the same voxels, not copied into one array."""
+    block and read as the output's type, the block comes back as a `Mosaic` — the tiles'
+    regions where they do not overlap (not copied), and the zones they share blended —
+    the same voxels, not assembled into one array."""
     _sampler(interpolation)   # an unknown name fails here as in `fuse`
     visible = _visible(block, tiles, offset, blending)
     out = np.dtype(dtype)
-    if not (len(visible) > 1 and _copyable(visible, out, interpolation) and _apart(block, visible)):
+    if not (len(visible) > 1 and _copyable(visible, out, interpolation)):
         return _fuse(block, visible, offset, blending, dtype, read, interpolation)
-    reads, starts = {}, []   # (tile, region) → pixels: what `_fuse_by_copy` reads, read once
-    for tile, placed in visible:
-        inside = placed.intersect(block)
-        region = inside.relative_to(placed.start)
-        reads[tile.index, region.start, region.stop] = read(tile, region)
-        starts.append(to_zyx(inside.relative_to(block.start).start))
-    if any(data.dtype != out for data in reads.values()):
+    regions = _read_regions(block, visible, read)
+    if any(data.dtype != out for _, data in regions.values()):
         # e.g. big-endian TIFFs, or corrected (float32) pixels: fusion converts them
         def read_once(tile: Tile, region: Box) -> np.ndarray:
-            found = reads.pop((tile.index, region.start, region.stop), None)
-            return read(tile, region) if found is None else found
+            first, data = regions.get(tile.index, (None, None))
+            return data if region == first and data is not None else read(tile, region)
         return _fuse(block, visible, offset, blending, dtype, read_once, interpolation)
-    return Mosaic(to_zyx(block.shape), out, tuple(starts), tuple(reads.values()))
+    if _apart(block, visible):   # tiles side by side: each tile's region is a piece
+        starts = [to_zyx(placed.intersect(block).relative_to(block.start).start) for _, placed in visible]
+        return Mosaic(to_zyx(block.shape), out, tuple(starts),
+                      tuple(regions[tile.index][1] for tile, _ in visible))
+    # Tiles that overlap: a piece per cell. Blended cells are written into a block-sized
+    # array whose other parts are never touched (np.empty: their pages are never faulted).
+    shared = np.empty(to_zyx(block.shape), dtype=out)
+    starts, pieces = [], []
+    for cell, values, _ in _cell_values(block, visible, blending, shared, regions):
+        starts.append(to_zyx(cell.relative_to(block.start).start))
+        pieces.append(values)
+    return Mosaic(to_zyx(block.shape), out, tuple(starts), tuple(pieces))
 
 
 def _visible(block: Box, tiles: Iterable[Tile], offset, blending: str) -> list[tuple[Tile, Box]]:
@@ -172,9 +181,9 @@ def _copyable(visible, dtype, interpolation: str) -> bool:
 def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np.ndarray:
     """`fuse` for copyable tiles (`_copyable`): every tile region is read once; the block is
     cut into cells (`_cells`), a cell one tile covers is copied from it and a cell several
-    tiles cover is blended from the same reads — for `linear`, in large blocks, in one
-    compiled pass (`_blend_linear_compiled`). Gives the bytes blending the whole block gives
-    (see `_copyable`); a block inside one memory-mapped tile costs no copy at all."""
+    tiles cover is blended from the same reads (`_cell_values`). Gives the bytes blending
+    the whole block gives (see `_copyable`); a block inside one memory-mapped tile costs no
+    copy at all."""
     if len(visible) == 1 and visible[0][1].intersect(block) == block:
         tile, placed = visible[0]
         data = read(tile, block.relative_to(placed.start))
@@ -185,33 +194,52 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
             return data
         return data.copy() if data.dtype == np.dtype(dtype) else _cast_owned(data.astype(np.float32), dtype)
     boxes = [placed.intersect(block) for _, placed in visible]
-    cells = list(_cells(block, boxes))
     # every voxel is written below when the tiles cover the block: no zeroing pass needed
-    covered = all(members for _, members in cells)
+    covered = all(members for _, members in _cells(block, boxes))
     out = (np.empty if covered else np.zeros)(to_zyx(block.shape), dtype=dtype)
-    regions = {}   # tile index -> (region read, relative to the tile; its pixels)
-    for (tile, placed), box in zip(visible, boxes):
-        region = box.relative_to(placed.start)
-        regions[tile.index] = (region, read(tile, region))
+    for cell, values, blended in _cell_values(block, visible, blending, out,
+                                               _read_regions(block, visible, read)):
+        if not blended:
+            _place(out[cell.relative_to(block.start).slices_zyx()], values)
+    return out
 
-    def reread(tile: Tile, region: Box) -> np.ndarray:   # a part of what was read above
+
+def _read_regions(block: Box, visible, read: Reader) -> dict[int, tuple[Box, np.ndarray]]:
+    """Tile index → (the region of the tile reaching `block`, relative to the tile; its
+    pixels), each read once."""
+    regions = {}
+    for tile, placed in visible:
+        region = placed.intersect(block).relative_to(placed.start)
+        regions[tile.index] = (region, read(tile, region))
+    return regions
+
+
+def _cell_values(block: Box, visible, blending: str, out: np.ndarray,
+                 regions: dict[int, tuple[Box, np.ndarray]]) -> Iterator[tuple[Box, np.ndarray, bool]]:
+    """(cell, its values, whether blended) for each cell of `block` some tile covers: the
+    pixels read (`regions`) of the one tile covering a cell, as read; for a cell several
+    tiles share, the blend of their reads written into its part of `out` (the block's
+    array, of the output type) — for `linear`, in large blocks, in one compiled pass
+    (`_blend_linear_compiled`)."""
+    def reread(tile: Tile, region: Box) -> np.ndarray:   # a part of what was read
         first, data = regions[tile.index]
         return data[region.relative_to(first.start).slices_zyx()]
 
     compiled = blending == "linear" and _compiled_blend_applies(out, regions.values())
-    for cell, members in cells:
-        at = cell.relative_to(block.start).slices_zyx()
+    for cell, members in _cells(block, [placed.intersect(block) for _, placed in visible]):
         sharing = [visible[n] for n in members]   # ascending tile index, as `_blend` adds them
-        if not sharing:   # no tile covers the cell: it stays 0 (`out` was zeroed)
+        if not sharing:   # no tile covers the cell: the fill value
             continue
         if len(sharing) == 1:
             tile, placed = sharing[0]
-            _place(out[at], reread(tile, cell.relative_to(placed.start)))
-        elif compiled:
-            _blend_linear_compiled(out[at], cell, sharing, reread)
+            yield cell, reread(tile, cell.relative_to(placed.start)), False
+            continue
+        target = out[cell.relative_to(block.start).slices_zyx()]
+        if compiled:
+            _blend_linear_compiled(target, cell, sharing, reread)
         else:
-            out[at] = _cast_owned(_blend(cell, sharing, blending, _sample_nearest, reread), dtype)
-    return out
+            target[...] = _cast_owned(_blend(cell, sharing, blending, _sample_nearest, reread), out.dtype)
+        yield cell, target, True
 
 
 def _place(target: np.ndarray, data: np.ndarray) -> None:

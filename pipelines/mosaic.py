@@ -1,13 +1,14 @@
-"""A block that is tile regions side by side, kept as those regions instead of copied.
+"""A block that is tile regions and blended zones, kept as those pieces instead of copied.
 
-Where the tiles that reach a block do not overlap inside it and their pixels already
-have the output's type, the fused block is nothing but their regions next to each other
-(zeros where no tile reaches). Encoding copies every chunk out of the block anyway (N5's
-byte order, a contiguous buffer for the codec), so assembling the block first reads and
-writes each voxel once more than needed (benchmarks/PROFILE.md, "A block left in its
-tiles"). A `Mosaic` holds the regions and answers the slices encoding takes the way an
-array would: a view of one region where the slice lies inside it, an assembled copy where
-it crosses regions or reaches voxels no tile covers.
+Where the tiles that reach a block have the output's type and need no resampling, the
+fused block is their regions next to each other (zeros where no tile reaches), with the
+zones two or more tiles share blended. Encoding copies every chunk out of the block anyway
+(N5's byte order, a contiguous buffer for the codec), so assembling the block first reads
+and writes each voxel once more than needed (benchmarks/PROFILE.md, "A block left in its
+tiles", "Where tiles meet"). A `Mosaic` holds the pieces and answers the slices encoding
+takes the way an array would, without copying: a view of one piece where the slice lies
+inside it, otherwise a Mosaic of the pieces' parts; `copy_out` then copies each part
+straight into the chunks' buffers and `holds_only` tells fill chunks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.copying import copy_region
+from pipelines.copying import copy_columns, copy_region
+from pipelines.value_range import ValueRange
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,24 +41,68 @@ class Mosaic:
     def size(self) -> int:
         return int(np.prod(self.shape))
 
-    def __getitem__(self, key: Sequence[slice]) -> np.ndarray:
-        """Region `key` (three slices with steps of 1, as `Box.slices_zyx` gives)."""
+    def __getitem__(self, key: Sequence[slice]) -> Region:
+        """Region `key` (three slices with steps of 1, as `Box.slices_zyx` gives): a view of
+        one piece where the region lies inside it, else a Mosaic of the views of the pieces'
+        parts inside it. Nothing is copied."""
         lo, hi = self._bounds(key)
-        for start, piece in zip(self.starts, self.pieces):
-            if all(s <= a and b <= s + n for a, b, s, n in zip(lo, hi, start, piece.shape)):
-                return piece[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))]
-        out = np.zeros(tuple(b - a for a, b in zip(lo, hi)), dtype=self.dtype)
+        starts: list[tuple[int, int, int]] = []
+        parts = []
         for start, piece in zip(self.starts, self.pieces):
             a = [max(x, s) for x, s in zip(lo, start)]
             b = [min(y, s + n) for y, s, n in zip(hi, start, piece.shape)]
             if all(p < q for p, q in zip(a, b)):
-                copy_region(out[tuple(slice(p - x, q - x) for p, q, x in zip(a, b, lo))],
-                            piece[tuple(slice(p - s, q - s) for p, q, s in zip(a, b, start))])
-        return out
+                part = piece[tuple(slice(p - s, q - s) for p, q, s in zip(a, b, start))]
+                if a == lo and b == hi:
+                    return part
+                starts.append((a[0] - lo[0], a[1] - lo[1], a[2] - lo[2]))
+                parts.append(part)
+        shape = (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2])
+        return Mosaic(shape, self.dtype, tuple(starts), tuple(parts))
 
     def assemble(self) -> np.ndarray:
         """The whole box as one array."""
-        return self[tuple(slice(0, n) for n in self.shape)]
+        out = (np.empty if self._covered() else np.zeros)(self.shape, dtype=self.dtype)
+        for start, piece in zip(self.starts, self.pieces):
+            copy_region(out[tuple(slice(a, a + n) for a, n in zip(start, piece.shape))], piece)
+        return out
+
+    def holds_only(self, value) -> bool:
+        """Whether every voxel equals `value` (voxels of no piece are 0)."""
+        if not self._covered() and value != 0:
+            return False
+        if any(piece.size and piece.flat[0] != value for piece in self.pieces):
+            return False   # most regions of real data are decided by a piece's first voxel
+        return all(not piece.any() if value == 0 else bool(np.all(piece == value))
+                   for piece in self.pieces)
+
+    def copy_into(self, outs: Sequence[np.ndarray], seen: ValueRange | None = None) -> None:
+        """`copying.copy_columns(outs, self.assemble(), seen)` without assembling: each
+        piece goes straight into the parts of `outs` (regions side by side along x, as wide
+        together as the box) it covers, in one compiled pass of whole piece rows."""
+        edges = [0]
+        for out in outs:
+            if out.ndim != 3 or out.shape[:2] != self.shape[:2]:
+                raise ValueError(f"regions of shapes {[o.shape for o in outs]} do not cut "
+                                 f"{self.shape} along its last axis")
+            edges.append(edges[-1] + out.shape[2])
+        if edges[-1] != self.shape[2]:
+            raise ValueError(f"regions of shapes {[o.shape for o in outs]} do not cut "
+                             f"{self.shape} along its last axis")
+        if not self._covered():
+            for out in outs:
+                out.fill(0)
+            if seen is not None and self.size:
+                seen.add(self.dtype.type(0), self.dtype.type(0))
+        for (z, y, x), piece in zip(self.starts, self.pieces):
+            nz, ny, nx = piece.shape
+            targets = [out[z:z + nz, y:y + ny, max(x, lo) - lo:min(x + nx, hi) - lo]
+                       for out, lo, hi in zip(outs, edges, edges[1:]) if max(x, lo) < min(x + nx, hi)]
+            copy_columns(targets, piece, seen)
+
+    def _covered(self) -> bool:
+        """Whether the pieces (which do not overlap) cover every voxel."""
+        return sum(piece.size for piece in self.pieces) == self.size
 
     def _bounds(self, key: Sequence[slice]) -> tuple[list[int], list[int]]:
         if len(key) != 3 or any(not isinstance(k, slice) or k.step not in (None, 1) for k in key):
@@ -67,3 +113,13 @@ class Mosaic:
 
 # What encoding accepts as a region's values: an array, or a Mosaic standing for one.
 Region = np.ndarray | Mosaic
+
+
+def copy_out(outs: Sequence[np.ndarray], values: Region, seen: ValueRange | None = None) -> None:
+    """`copying.copy_columns(outs, values, seen)` for an array or a Mosaic (whose pieces
+    are copied straight into `outs`, never assembled)."""
+    if isinstance(values, Mosaic):
+        values.copy_into(outs, seen)
+    else:
+        copy_columns(outs, values, seen)
+

@@ -88,7 +88,8 @@ def _first_level(task: BlockTask, plan: ExportPlan, store: Store, c: int, box: B
                  pieces: bool = False) -> np.ndarray | Mosaic:
     """The block's voxels at its stage's first level (`box`): fused from tiles, or
     downsampled from the level below as stored by the previous stage. With `pieces`, tiles
-    side by side may come as a `Mosaic` of their regions (`fusion.fuse_pieces`)."""
+    that need no resampling may come as a `Mosaic` of their regions and blended zones
+    (`fusion.fuse_pieces`)."""
     out, first = plan.output, plan.stages[task.stage].first
     if first == 0:
         fusing = fuse_pieces if pieces else fuse

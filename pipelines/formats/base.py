@@ -14,6 +14,7 @@ import numpy as np
 from pipelines.copying import copy_region
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import to_zyx
+from pipelines.mosaic import Mosaic, Region
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
@@ -109,13 +110,15 @@ def json_bytes(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
-def is_fill(values: np.ndarray, fill, seen: ValueRange | None = None) -> bool:
+def is_fill(values: Region, fill, seen: ValueRange | None = None) -> bool:
     """Whether every voxel equals the fill value (such objects are not written); if so,
     `seen`, when given, is shown that value (the chunk's values, which no copy shows it)."""
-    if values.size and values.flat[0] != fill:
+    if isinstance(values, Mosaic):
+        found = values.holds_only(fill)
+    elif values.size and values.flat[0] != fill:
         return False   # most chunks of real data are decided by their first voxel
-    # any() needs no temporary array, and 0 is the usual fill value
-    found = not values.any() if fill == 0 else bool(np.all(values == fill))
+    else:   # any() needs no temporary array, and 0 is the usual fill value
+        found = not values.any() if fill == 0 else bool(np.all(values == fill))
     if found and seen is not None:
         seen.add(values.dtype.type(fill), values.dtype.type(fill))
     return found

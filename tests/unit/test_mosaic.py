@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import copying
+from pipelines import copying, fusion
 from pipelines.config import CodecConfig
 from pipelines.formats import ArraySpec, compressor_for, format_module
 from pipelines.formats.objects import encode_region
@@ -63,19 +63,52 @@ def test_a_block_of_several_tiles_side_by_side_stays_in_them():
     assert any(np.shares_memory(part, p) for p in pixels.values())
     np.testing.assert_array_equal(part, want[inside.slices_zyx()])
     across = Box((40, 30, 20), (90, 60, 40)).relative_to(block.start)  # four tiles and the gap
-    np.testing.assert_array_equal(got[across.slices_zyx()], want[across.slices_zyx()])
+    parts = got[across.slices_zyx()]   # views of the tiles' parts, nothing copied
+    assert isinstance(parts, Mosaic) and all(any(np.shares_memory(p, t) for t in pixels.values())
+                                             for p in parts.pieces)
+    np.testing.assert_array_equal(parts.assemble(), want[across.slices_zyx()])
 
 
-@pytest.mark.parametrize("case", ["overlap", "big-endian", "one tile", "resampled"])
+def overlapping(cuts, shifts, missing=(), seed=0):
+    """`side_by_side` tiles, then tile n moved by shifts[n] (x, y, z; its size kept), so
+    that tiles overlap, stick out of the grid or leave gaps."""
+    tiles, pixels, _ = side_by_side(cuts, missing, seed=seed)
+    moved = [Tile(t.index, t.path, tuple(max(0, p + d) for p, d in zip(t.position, shift)), t.size)
+             for t, shift in zip(tiles, shifts)]
+    return moved, pixels
+
+
+@pytest.mark.parametrize("blending", ["linear", "max", "average", "first", "closest"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
+def test_a_block_where_tiles_overlap_is_its_tiles_and_blended_zones(blending, compiled, monkeypatch):
+    """Tiles overlapping inside a block (and a gap): a Mosaic of views of the tiles where
+    one tile covers the voxels and of blended zones where several do, whose voxels are
+    `fuse`'s (itself checked against brute-force references in test_fusion.py), with the
+    shared zones blended by numpy and, for `linear`, by the compiled loop."""
+    if compiled:
+        monkeypatch.setattr(fusion, "MIN_BYTES", 0)
+        monkeypatch.setattr(copying, "MIN_BYTES", 0)
+    shifts = [(0, 0, 0), (-6, 0, 0), (0, 0, 0), (3, -5, 0), (0, 0, -4), (0, 0, 0)] + [(0, 0, 0)] * 6
+    tiles, pixels = overlapping(CUTS, shifts, missing={(1, 1, 0)})
+    block = Box((8, 4, 2), (120, 90, 60))
+    reads = []
+    counted = lambda tile, region: reads.append((tile.index, region)) or reader(pixels)(tile, region)  # noqa: E731
+    got = fuse_pieces(block, tiles, (0, 0, 0), blending, "uint16", read=counted)
+    assert isinstance(got, Mosaic) and len(reads) == len(set(reads))
+    want = fuse(block, tiles, (0, 0, 0), blending, "uint16", read=reader(pixels))
+    np.testing.assert_array_equal(got.assemble(), want)
+    views = sum(any(np.shares_memory(p, t) for t in pixels.values()) for p in got.pieces)
+    assert 0 < views < len(got.pieces)   # the tiles' own voxels, and the zones blended
+
+
+@pytest.mark.parametrize("case", ["big-endian", "one tile", "resampled"])
 def test_blocks_that_need_fusing_are_fused(case):
-    """Overlapping tiles, pixels of another type than the output (read once all the same),
-    a block inside one tile (`fuse` gives a view of it already) and linear interpolation at
-    a fractional position all come back as `fuse` gives them."""
+    """Pixels of another type than the output (read once all the same), a block inside one
+    tile (`fuse` gives a view of it already) and linear interpolation at a fractional
+    position all come back as `fuse` gives them."""
     tiles, pixels, _ = side_by_side(CUTS)
     interpolation, block = "nearest", Box((8, 4, 2), (120, 90, 60))
-    if case == "overlap":
-        tiles[1] = Tile(tiles[1].index, tiles[1].path, (40, 0, 0), tiles[1].size)
-    elif case == "big-endian":
+    if case == "big-endian":
         pixels = {k: v.astype(">u2") for k, v in pixels.items()}
     elif case == "one tile":
         block = Box((2, 2, 2), (40, 30, 20))
@@ -98,7 +131,7 @@ def test_slices_must_be_plain():
         mosaic[0, :, :]
     with pytest.raises(TypeError):
         mosaic[::2, :, :]
-    assert mosaic[1:3, 0:4, 2:9].shape == (2, 4, 2) and not mosaic[1:3, :, :].any()
+    assert mosaic[1:3, 0:4, 2:9].shape == (2, 4, 2) and not mosaic[1:3, :, :].assemble().any()
 
 
 @pytest.mark.parametrize("fmt,shard", [("n5", None), ("zarr2", None), ("zarr3", None), ("zarr3", (2, 2, 1))])
@@ -106,12 +139,20 @@ def test_slices_must_be_plain():
 @given(data=st.data())
 def test_objects_encoded_from_a_mosaic_are_those_of_the_array(fmt, shard, data):
     """Every object's key and bytes, and the range gathered, over blocks of whole objects
-    at random places of random side-by-side layouts (cells left empty: fill chunks), with
-    the compiled copies in use."""
+    at random places of random side-by-side layouts (cells left empty: fill chunks), or of
+    those tiles moved to overlap (the array: `fuse` of the whole volume), with the compiled
+    copies in use."""
     cuts = [sorted({0, n, *data.draw(st.lists(st.integers(1, n - 1), max_size=2))})
             for n in (96, 80, 64)]
     missing = {(0, 0, 0)} if data.draw(st.booleans()) else set()
-    tiles, pixels, volume = side_by_side(cuts, missing, seed=data.draw(st.integers(0, 9)))
+    seed = data.draw(st.integers(0, 9))
+    tiles, pixels, volume = side_by_side(cuts, missing, seed=seed)
+    if data.draw(st.booleans()):   # tiles moved: zones they share are blended
+        shift = st.tuples(*(st.integers(-7, 7),) * 3)
+        tiles, pixels = overlapping(cuts, data.draw(st.lists(shift, min_size=len(tiles),
+                                                             max_size=len(tiles))), missing, seed)
+        volume = fuse(Box((0, 0, 0), (96, 80, 64)), tiles, (0, 0, 0), "linear", "uint16",
+                      read=reader(pixels))
     chunks = (16, 16, 16)
     spec = ArraySpec("a", (96, 80, 64), chunks, "uint16", compressor_for(CodecConfig("zstd"), fmt),
                      shard=shard)
@@ -131,3 +172,14 @@ def test_objects_encoded_from_a_mosaic_are_those_of_the_array(fmt, shard, data):
     for (key, a), (_, b) in zip(from_pieces, from_array):
         assert (None if a is None else bytes(a)) == (None if b is None else bytes(b)), key
     assert seen_got.numbers() == seen_want.numbers()
+
+
+def test_a_mosaic_holds_only_a_value_when_its_pieces_and_gaps_do():
+    """Fill chunks are told without assembling: voxels of no piece are 0."""
+    fives = np.full((2, 4, 4), 5, dtype="uint16")
+    whole = Mosaic((4, 4, 4), np.dtype("uint16"), ((0, 0, 0), (2, 0, 0)), (fives, fives))
+    gap = Mosaic((4, 4, 4), np.dtype("uint16"), ((0, 0, 0),), (fives,))
+    zeros = Mosaic((4, 4, 4), np.dtype("uint16"), ((2, 0, 0),), (np.zeros_like(fives),))
+    assert whole.holds_only(5) and not whole.holds_only(0)
+    assert not gap.holds_only(5) and not gap.holds_only(0)   # the gap holds 0, a piece 5
+    assert zeros.holds_only(0) and not zeros.holds_only(5)
