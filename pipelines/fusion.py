@@ -44,6 +44,7 @@ tiles' regions where one tile covers the voxels, and the blended zones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -86,14 +87,15 @@ def _fuse(block: Box, visible, offset, blending: str, dtype, read: Reader,
 def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
                 read: Reader = read_region, interpolation: str = "nearest") -> np.ndarray | Mosaic:
     """`fuse`, for a caller that only takes slices of the block (encoding its objects, no
-    level computed from it): where two or more copyable tiles (`_copyable`) reach the
-    block and read as the output's type, the block comes back as a `Mosaic` — the tiles'
-    regions where they do not overlap (not copied), and the zones they share blended —
-    the same voxels, not assembled into one array."""
+    level computed from it): where two or more copyable tiles (`_copyable`) reach a block
+    of at least `copying.MIN_BYTES` and read as the output's type, it comes back as a
+    `Mosaic` — the tiles' regions where they do not overlap (not copied), and the zones
+    they share blended — the same voxels, not assembled into one array."""
     _sampler(interpolation)   # an unknown name fails here as in `fuse`
     visible = _visible(block, tiles, offset, blending)
     out = np.dtype(dtype)
-    if not (len(visible) > 1 and _copyable(visible, out, interpolation)):
+    small = math.prod(block.shape) * out.itemsize < MIN_BYTES   # copied by numpy: nothing to save
+    if small or not (len(visible) > 1 and _copyable(visible, out, interpolation)):
         return _fuse(block, visible, offset, blending, dtype, read, interpolation)
     regions = _read_regions(block, visible, read)
     if any(data.dtype != out for _, data in regions.values()):

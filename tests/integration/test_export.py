@@ -87,21 +87,22 @@ def test_blocks_across_tiles_side_by_side_are_their_pixels(spark, tmp_path, fmt,
     from pipelines.tiles import read_region
 
     rng = np.random.default_rng(5)
-    size, tiles, want = (24, 20, 12), [], np.zeros((24, 40, 72), "uint16")   # z, y, x
+    size, tiles, want = (48, 40, 24), [], np.zeros((48, 80, 144), "uint16")   # z, y, x
     for n, (i, j, k) in enumerate(np.ndindex(3, 2, 2)):
         if (i, j, k) == (2, 1, 0):
             continue   # a gap: fill-value chunks and partly covered blocks
         pixels = rng.integers(1, 65535, size[::-1], dtype="uint16")
         tifffile.imwrite(tmp_path / f"t{n}.tif", pixels, contiguous=True)
-        at = (24 * i, 20 * j, 12 * k)
-        want[at[2]:at[2] + 12, at[1]:at[1] + 20, at[0]:at[0] + 24] = pixels
+        at = (48 * i, 40 * j, 24 * k)
+        want[at[2]:at[2] + 24, at[1]:at[1] + 40, at[0]:at[0] + 48] = pixels
         tiles.append({"index": n, "file": f"t{n}.tif", "position": list(at), "size": list(size),
                       "type": "GRAY16"})
     (tmp_path / "tiles.json").write_text(json.dumps(tiles))
     job = write_job(tmp_path / "job.toml", "tiles.json", "out", f'format = "{fmt}"')
-    config = load_job(job, ["output.block=[2,2,2]", *extra])
+    # blocks of 256 KiB: smaller ones are assembled (`copying.MIN_BYTES`)
+    config = load_job(job, ["output.chunks=[32,32,16]", "output.block=[2,2,2]", *extra])
     plan = make_plan(config)
-    block = Box((0, 0, 0), (32, 32, 16))   # four tiles meet in it
+    block = Box((0, 0, 0), (64, 64, 32))   # eight tiles meet in it
     assert isinstance(fuse_pieces(block, plan.tiles[0][0], plan.offset, plan.blending,
                                   plan.array.dtype, read=read_region), Mosaic)
     result = export(config, executor=SparkExecutor(spark=spark))
