@@ -111,6 +111,45 @@ def test_blocks_across_tiles_side_by_side_are_their_pixels(spark, tmp_path, fmt,
     assert result.summary.ranges == ((int(want.min()), int(want.max())),)
 
 
+@pytest.mark.parametrize("fmt,extra", [("n5", []), ("zarr3", ["output.shard=[2,2,2]"])])
+def test_blocks_where_tiles_overlap_are_the_brute_force_blend(spark, tmp_path, fmt, extra):
+    """Overlapping tiles, cut by blocks that stay in their pieces (`fusion.fuse_pieces`:
+    the tiles' own voxels and the zones they share, blended): the output as tensorstore
+    reads it is linear blending written out voxel by voxel in numpy (`brute_linear`)."""
+    import tifffile
+
+    from pipelines.fusion import fuse_pieces
+    from pipelines.mosaic import Mosaic
+    from pipelines.tiles import Tile, TileSet, read_region
+    from tests.unit.test_fusion import brute_linear
+
+    rng = np.random.default_rng(8)
+    size, tiles, pixels, listed = (56, 44, 20), [], {}, []
+    for n, (i, j, k) in enumerate(np.ndindex(3, 2, 2)):
+        at = (47 * i, 37 * j, 17 * k)   # neighbours overlap by 9, 7 and 3 voxels
+        data = rng.integers(1, 65535, size[::-1], dtype="uint16")
+        tifffile.imwrite(tmp_path / f"t{n}.tif", data, contiguous=True)
+        tiles.append(Tile(n, f"t{n}", at, size))
+        pixels[f"t{n}"] = data
+        listed.append({"index": n, "file": f"t{n}.tif", "position": list(at), "size": list(size),
+                       "type": "GRAY16"})
+    (tmp_path / "tiles.json").write_text(json.dumps(listed))
+    want = brute_linear(tiles, pixels, TileSet(tuple(tiles)).bounds, "uint16")
+    job = write_job(tmp_path / "job.toml", "tiles.json", "out", f'format = "{fmt}"\n'
+                    '[fusion]\nblending = "linear"')
+    # blocks of 256 KiB: smaller ones are assembled (`copying.MIN_BYTES`)
+    config = load_job(job, ["output.chunks=[32,32,16]", "output.block=[2,2,2]", *extra])
+    plan = make_plan(config)
+    block = Box((0, 0, 0), (64, 64, 32))   # tiles overlap in it
+    got = fuse_pieces(block, plan.tiles[0][0], plan.offset, plan.blending, plan.array.dtype,
+                      read=read_region)
+    assert isinstance(got, Mosaic) and any(p.flags.writeable for p in got.pieces)   # blended zones
+    result = export(config, executor=SparkExecutor(spark=spark))
+    np.testing.assert_array_equal(tensorstore_read(str(tmp_path / "out"), result.summary.arrays[0], fmt),
+                                  want)
+    assert result.summary.ranges == ((int(want.min()), int(want.max())),)
+
+
 @pytest.mark.parametrize("fmt", ["n5", "zarr3"])
 def test_a_failing_block_leaves_no_metadata(spark, small_acquisition, tmp_path, fmt):
     uri = tmp_path / "out"
