@@ -108,14 +108,16 @@ def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
         starts = [to_zyx(placed.intersect(block).relative_to(block.start).start) for _, placed in visible]
         return Mosaic(to_zyx(block.shape), out, tuple(starts),
                       tuple(regions[tile.index][1] for tile, _ in visible))
-    # Tiles that overlap: a piece per cell. Blended cells are written into a block-sized
-    # array whose other parts are never touched (np.empty: their pages are never faulted).
+    # Tiles that overlap: a piece per cell. Blended cells are written into their parts of
+    # a block-sized array, the rest of which is never written (the copy saved).
     shared = np.empty(to_zyx(block.shape), dtype=out)
-    starts, pieces = [], []
-    for cell, values, _ in _cell_values(block, visible, blending, shared, regions):
-        starts.append(to_zyx(cell.relative_to(block.start).start))
-        pieces.append(values)
-    return Mosaic(to_zyx(block.shape), out, tuple(starts), tuple(pieces))
+    cells = [(cell, values, blended) for cell, values, blended in
+             _cell_values(block, visible, blending, shared, regions, _block_cells(block, visible))]
+    shared.flags.writeable = False   # a Mosaic is read-only, its blended pieces too
+    corners = tuple(to_zyx(cell.relative_to(block.start).start) for cell, _, _ in cells)
+    pieces = tuple(shared[cell.relative_to(block.start).slices_zyx()] if blended else values
+                   for cell, values, blended in cells)
+    return Mosaic(to_zyx(block.shape), out, corners, pieces)
 
 
 def _visible(block: Box, tiles: Iterable[Tile], offset, blending: str) -> list[tuple[Tile, Box]]:
@@ -195,12 +197,12 @@ def _fuse_by_copy(block: Box, visible, blending: str, dtype, read: Reader) -> np
             # saving a block-sized allocation and copy; it cannot be modified by mistake.
             return data
         return data.copy() if data.dtype == np.dtype(dtype) else _cast_owned(data.astype(np.float32), dtype)
-    boxes = [placed.intersect(block) for _, placed in visible]
+    cells = _block_cells(block, visible)
     # every voxel is written below when the tiles cover the block: no zeroing pass needed
-    covered = all(members for _, members in _cells(block, boxes))
+    covered = all(members for _, members in cells)
     out = (np.empty if covered else np.zeros)(to_zyx(block.shape), dtype=dtype)
     for cell, values, blended in _cell_values(block, visible, blending, out,
-                                               _read_regions(block, visible, read)):
+                                               _read_regions(block, visible, read), cells):
         if not blended:
             _place(out[cell.relative_to(block.start).slices_zyx()], values)
     return out
@@ -216,21 +218,27 @@ def _read_regions(block: Box, visible, read: Reader) -> dict[int, tuple[Box, np.
     return regions
 
 
+def _block_cells(block: Box, visible) -> list[tuple[Box, list[int]]]:
+    """`_cells` of the block cut by the placed boxes of `visible`."""
+    return list(_cells(block, [placed.intersect(block) for _, placed in visible]))
+
+
 def _cell_values(block: Box, visible, blending: str, out: np.ndarray,
-                 regions: dict[int, tuple[Box, np.ndarray]]) -> Iterator[tuple[Box, np.ndarray, bool]]:
-    """(cell, its values, whether blended) for each cell of `block` some tile covers: the
-    pixels read (`regions`) of the one tile covering a cell, as read; for a cell several
-    tiles share, the blend of their reads written into its part of `out` (the block's
-    array, of the output type) — for `linear`, in large blocks, in one compiled pass
-    (`_blend_linear_compiled`)."""
+                 regions: dict[int, tuple[Box, np.ndarray]], cells: list[tuple[Box, list[int]]]
+                 ) -> Iterator[tuple[Box, np.ndarray, bool]]:
+    """(cell, its values, whether blended) for each of the block's `cells`
+    (`_block_cells`) some tile covers: the pixels read (`regions`) of the one tile
+    covering a cell, as read; for a cell several tiles share, the blend of their reads
+    written into its part of `out` (the block's array, of the output type) — for
+    `linear`, in large blocks, in one compiled pass (`_blend_linear_compiled`)."""
     def reread(tile: Tile, region: Box) -> np.ndarray:   # a part of what was read
         first, data = regions[tile.index]
         return data[region.relative_to(first.start).slices_zyx()]
 
     compiled = blending == "linear" and _compiled_blend_applies(out, regions.values())
-    for cell, members in _cells(block, [placed.intersect(block) for _, placed in visible]):
+    for cell, members in cells:
         sharing = [visible[n] for n in members]   # ascending tile index, as `_blend` adds them
-        if not sharing:   # no tile covers the cell: the fill value
+        if not sharing:   # no tile covers the cell: its voxels stay 0
             continue
         if len(sharing) == 1:
             tile, placed = sharing[0]

@@ -26,7 +26,8 @@ from pipelines.value_range import ValueRange
 class Mosaic:
     """The voxels of a z, y, x box of `shape`: each piece (`starts[n]`, z, y, x within the
     box; `pieces[n]`, an array of `dtype`) holds its part, pieces do not overlap, and
-    voxels of no piece are 0. Read-only: slices may be views of the pieces."""
+    voxels of no piece are 0. Read-only (its pieces are memory-mapped tiles and arrays
+    made read-only): slices may be views of the pieces."""
 
     shape: tuple[int, int, int]
     dtype: np.dtype
@@ -72,9 +73,8 @@ class Mosaic:
         if not self._covered() and value != 0:
             return False
         if any(piece.size and piece.flat[0] != value for piece in self.pieces):
-            return False   # most regions of real data are decided by a piece's first voxel
-        return all(not piece.any() if value == 0 else bool(np.all(piece == value))
-                   for piece in self.pieces)
+            return False   # decided by a first voxel, before any piece is scanned
+        return all(all_equal(piece, value) for piece in self.pieces)
 
     def copy_into(self, outs: Sequence[np.ndarray], seen: ValueRange | None = None) -> None:
         """`copying.copy_columns(outs, self.assemble(), seen)` without assembling: each
@@ -113,6 +113,14 @@ class Mosaic:
 
 # What encoding accepts as a region's values: an array, or a Mosaic standing for one.
 Region = np.ndarray | Mosaic
+
+
+def all_equal(values: np.ndarray, value) -> bool:
+    """Whether every element of `values` equals `value`."""
+    if values.size and values.flat[0] != value:
+        return False   # most regions of real data are decided by their first voxel
+    # any() needs no temporary array, and 0 is the usual value asked about (the fill value)
+    return not values.any() if value == 0 else bool(np.all(values == value))
 
 
 def copy_out(outs: Sequence[np.ndarray], values: Region, seen: ValueRange | None = None) -> None:

@@ -11,10 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from pipelines.copying import copy_region
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import to_zyx
-from pipelines.mosaic import Mosaic, Region
+from pipelines.mosaic import Mosaic, Region, all_equal, copy_out
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
@@ -73,7 +72,7 @@ class Format(Protocol):
         """Key of one stored object (chunk, or shard when sharded) by its grid index."""
         ...
 
-    def encode_chunk(self, spec: ArraySpec, data_zyx: np.ndarray,
+    def encode_chunk(self, spec: ArraySpec, data_zyx: Region,
                      seen: ValueRange | None = None) -> bytes | Pieces:
         """Stored bytes of one chunk's region (edge regions may be smaller than a chunk),
         whole or as `Pieces` (`Store.put` takes both; `bytes()` joins them); `seen`, if
@@ -113,12 +112,7 @@ def json_bytes(doc: dict) -> bytes:
 def is_fill(values: Region, fill, seen: ValueRange | None = None) -> bool:
     """Whether every voxel equals the fill value (such objects are not written); if so,
     `seen`, when given, is shown that value (the chunk's values, which no copy shows it)."""
-    if isinstance(values, Mosaic):
-        found = values.holds_only(fill)
-    elif values.size and values.flat[0] != fill:
-        return False   # most chunks of real data are decided by their first voxel
-    else:   # any() needs no temporary array, and 0 is the usual fill value
-        found = not values.any() if fill == 0 else bool(np.all(values == fill))
+    found = values.holds_only(fill) if isinstance(values, Mosaic) else all_equal(values, fill)
     if found and seen is not None:
         seen.add(values.dtype.type(fill), values.dtype.type(fill))
     return found
@@ -157,17 +151,18 @@ def decompress(spec: ArraySpec, data: bytes) -> bytes:
     return data if codec is None else bytes(codec.decode(data))
 
 
-def encode_full_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> bytes:
+def encode_full_chunk(spec: ArraySpec, data_zyx: Region, seen: ValueRange | None = None) -> bytes:
     """Zarr chunk bytes (v2 and v3 alike): full size, an edge region padded with the fill
     value, little endian, C order over z, y, x, then the compressor. `seen`, if given, is
     shown the region's values (not the padding)."""
     full = to_zyx(spec.chunks)
-    if data_zyx.shape == full and data_zyx.flags.c_contiguous and data_zyx.dtype == _little(spec):
+    if (isinstance(data_zyx, np.ndarray) and data_zyx.shape == full
+            and data_zyx.flags.c_contiguous and data_zyx.dtype == _little(spec)):
         if seen is not None:
             seen.see(data_zyx)
         return compress(spec, data_zyx)
     buffer, region = full_chunk_buffer(spec, data_zyx.shape)
-    copy_region(region, data_zyx, seen)
+    copy_out((region,), data_zyx, seen)
     return encode_full_buffer(spec, buffer, data_zyx.shape)
 
 

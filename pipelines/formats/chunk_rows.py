@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pipelines.copying import MAX_COLUMNS
 from pipelines.formats.base import ArraySpec, Format, is_fill
 from pipelines.geometry import Box
-from pipelines.mosaic import Mosaic, Region, copy_out
+from pipelines.mosaic import Region, copy_out
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
@@ -34,7 +34,7 @@ def encode_chunks(fmt: Format, spec: ArraySpec, data_zyx: Region, start: Sequenc
     if given, is shown every value of the boxes."""
     if len(boxes) == 1:   # a region of one chunk (tiny blocks: a million of them per run)
         values = data_zyx[boxes[0].relative_to(start).slices_zyx()]
-        yield None if is_fill(values, spec.fill_value, seen) else _encode_one(fmt, spec, values, seen)
+        yield None if is_fill(values, spec.fill_value, seen) else fmt.encode_chunk(spec, values, seen)
         return
     for row in _rows(boxes):
         run: list[tuple[Box, Region]] = []   # neighbours along x, none of them all fill
@@ -73,7 +73,7 @@ def _encode_run(fmt: Format, spec: ArraySpec, data_zyx: Region, start: Sequence[
     if not run:
         return
     if len(run) == 1:
-        yield _encode_one(fmt, spec, run[0][1], seen)
+        yield fmt.encode_chunk(spec, run[0][1], seen)
         return
     buffers, regions = [], []
     for slot, (_, values) in enumerate(run):   # buffers alive together: a slot each
@@ -85,12 +85,3 @@ def _encode_run(fmt: Format, spec: ArraySpec, data_zyx: Region, start: Sequence[
     for buffer, (_, values) in zip(buffers, run):
         yield fmt.encode_buffer(spec, buffer, values.shape)
 
-
-def _encode_one(fmt: Format, spec: ArraySpec, values: Region, seen: ValueRange | None
-                ) -> bytes | Pieces:
-    """`fmt.encode_chunk`, also for the parts of a Mosaic (copied straight into the buffer)."""
-    if not isinstance(values, Mosaic):
-        return fmt.encode_chunk(spec, values, seen)
-    buffer, region = fmt.chunk_buffer(spec, values.shape)
-    copy_out((region,), values, seen)
-    return fmt.encode_buffer(spec, buffer, values.shape)

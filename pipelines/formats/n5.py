@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.copying import copy_region
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
 from pipelines.geometry import to_xyz, to_zyx
+from pipelines.mosaic import Region, copy_out
 from pipelines.storage.base import Pieces
 from pipelines.value_range import ValueRange
 
@@ -32,13 +32,13 @@ def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[in
     return f"{spec.path}/" + "/".join(str(i) for i in index_xyz)
 
 
-def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> Pieces:
+def encode_chunk(spec: ArraySpec, data_zyx: Region, seen: ValueRange | None = None) -> Pieces:
     """Block bytes for the real (possibly truncated edge) region of one chunk, as the
     header and the compressed payload (`Pieces`: stores write them one after the other
     rather than copying the payload once more to put the header in front); `seen`, if
     given, is shown its values."""
     buffer, region = chunk_buffer(spec, data_zyx.shape)
-    copy_region(region, data_zyx, seen)   # the byte-order conversion, into a reused buffer
+    copy_out((region,), data_zyx, seen)   # the byte-order conversion, into a reused buffer
     return encode_buffer(spec, buffer, data_zyx.shape)
 
 

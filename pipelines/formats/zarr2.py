@@ -26,6 +26,7 @@ from pipelines.formats.base import (
 )
 from pipelines.formats.codecs import BLOSC_SHUFFLE, Compressor
 from pipelines.geometry import to_zyx
+from pipelines.mosaic import Region
 from pipelines.value_range import ValueRange
 
 NAME = "zarr2"
@@ -71,7 +72,7 @@ def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[in
     return f"{spec.path}/" + "/".join(str(i) for i in (*lead_index, *to_zyx(index_xyz)))
 
 
-def encode_chunk(spec: ArraySpec, data_zyx: np.ndarray, seen: ValueRange | None = None) -> bytes:
+def encode_chunk(spec: ArraySpec, data_zyx: Region, seen: ValueRange | None = None) -> bytes:
     """Chunk bytes; an edge region smaller than the chunk is padded with the fill value.
     `seen`, if given, is shown the region's values."""
     return encode_full_chunk(spec, data_zyx, seen)

@@ -85,9 +85,12 @@ def test_a_block_where_tiles_overlap_is_its_tiles_and_blended_zones(blending, co
     one tile covers the voxels and of blended zones where several do, whose voxels are
     `fuse`'s (itself checked against brute-force references in test_fusion.py), with the
     shared zones blended by numpy and, for `linear`, by the compiled loop."""
-    if compiled:
-        monkeypatch.setattr(fusion, "MIN_BYTES", 0)
-        monkeypatch.setattr(copying, "MIN_BYTES", 0)
+    if not compiled:   # the block is large enough for the compiled blend: kept from it
+        monkeypatch.setattr(fusion, "_compiled_blend_applies", lambda *_: False)
+    blends = [0]
+    real = fusion._blend_linear_compiled
+    monkeypatch.setattr(fusion, "_blend_linear_compiled",
+                        lambda *args: blends.__setitem__(0, blends[0] + 1) or real(*args))
     shifts = [(0, 0, 0), (-6, 0, 0), (0, 0, 0), (3, -5, 0), (0, 0, -4), (0, 0, 0)] + [(0, 0, 0)] * 6
     tiles, pixels = overlapping(CUTS, shifts, missing={(1, 1, 0)})
     block = Box((8, 4, 2), (120, 90, 60))
@@ -99,6 +102,8 @@ def test_a_block_where_tiles_overlap_is_its_tiles_and_blended_zones(blending, co
     np.testing.assert_array_equal(got.assemble(), want)
     views = sum(any(np.shares_memory(p, t) for t in pixels.values()) for p in got.pieces)
     assert 0 < views < len(got.pieces)   # the tiles' own voxels, and the zones blended
+    assert not any(p.flags.writeable for p in got.pieces)
+    assert (blends[0] > 0) == (compiled and blending == "linear")   # the path in the test id
 
 
 @pytest.mark.parametrize("case", ["big-endian", "one tile", "resampled"])
@@ -140,10 +145,12 @@ def test_slices_must_be_plain():
 def test_objects_encoded_from_a_mosaic_are_those_of_the_array(fmt, shard, data):
     """Every object's key and bytes, and the range gathered, over blocks of whole objects
     at random places of random side-by-side layouts (cells left empty: fill chunks), or of
-    those tiles moved to overlap (the array: `fuse` of the whole volume), with the compiled
-    copies in use."""
+    those tiles moved to overlap (the array: `fuse` of the whole volume), in an array whose
+    edge chunks are cut short (Zarr pads them) and whose fill value may be other than the
+    0 of voxels no tile covers, with the compiled copies in use."""
+    shape = (90, 75, 60)
     cuts = [sorted({0, n, *data.draw(st.lists(st.integers(1, n - 1), max_size=2))})
-            for n in (96, 80, 64)]
+            for n in shape]
     missing = {(0, 0, 0)} if data.draw(st.booleans()) else set()
     seed = data.draw(st.integers(0, 9))
     tiles, pixels, volume = side_by_side(cuts, missing, seed=seed)
@@ -151,14 +158,15 @@ def test_objects_encoded_from_a_mosaic_are_those_of_the_array(fmt, shard, data):
         shift = st.tuples(*(st.integers(-7, 7),) * 3)
         tiles, pixels = overlapping(cuts, data.draw(st.lists(shift, min_size=len(tiles),
                                                              max_size=len(tiles))), missing, seed)
-        volume = fuse(Box((0, 0, 0), (96, 80, 64)), tiles, (0, 0, 0), "linear", "uint16",
+        volume = fuse(Box((0, 0, 0), shape), tiles, (0, 0, 0), "linear", "uint16",
                       read=reader(pixels))
     chunks = (16, 16, 16)
-    spec = ArraySpec("a", (96, 80, 64), chunks, "uint16", compressor_for(CodecConfig("zstd"), fmt),
-                     shard=shard)
+    spec = ArraySpec("a", shape, chunks, "uint16", compressor_for(CodecConfig("zstd"), fmt),
+                     shard=shard, fill_value=data.draw(st.sampled_from([0, 7])))
     unit = [c * (s or 1) for c, s in zip(chunks, shard or (1, 1, 1))]
-    lo = [data.draw(st.integers(0, n // u - 1)) * u for n, u in zip((96, 80, 64), unit)]
-    hi = [data.draw(st.integers(a // u + 1, n // u)) * u for a, n, u in zip(lo, (96, 80, 64), unit)]
+    counts = [-(-n // u) for n, u in zip(shape, unit)]
+    lo = [data.draw(st.integers(0, c - 1)) * u for c, u in zip(counts, unit)]
+    hi = [min(n, data.draw(st.integers(a // u + 1, c)) * u) for a, c, n, u in zip(lo, counts, shape, unit)]
     block = Box(tuple(lo), tuple(hi))
     want = volume[block.slices_zyx()]
     module = format_module(fmt)
