@@ -71,13 +71,21 @@ def compression(runs: list[dict], cases: list[str]) -> str:
 
 def ratios(runs: list[dict], cases: list[str]) -> tuple[str, dict]:
     """The goal ratios per case, and {label: {case: ratio}} for the JSON."""
-    lines = ["| ratio (goal) | " + " | ".join(cases) + " |", "| --- |" + " --- |" * len(cases)]
+    def fastest(a: dict | None, b: dict | None) -> float | None:
+        top, bottom = mib_s(a), mib_s(b)
+        return top / bottom if top and bottom else None
+    return _ratio_table("ratio (goal)", runs, cases, fastest)
+
+
+def _ratio_table(heading: str, runs: list[dict], cases: list[str], ratio) -> tuple[str, dict]:
+    """The table of `RATIOS` per case, each `ratio(top run, bottom run)` (None: n/a), and
+    {label: {case: ratio}} for the JSON."""
+    lines = [f"| {heading} | " + " | ".join(cases) + " |", "| --- |" + " --- |" * len(cases)]
     found: dict = {}
     for top, bottom, label, goal in RATIOS:
         cells = []
         for case in cases:
-            a, b = mib_s(_find(runs, top, case)), mib_s(_find(runs, bottom, case))
-            value = a / b if a and b else None
+            value = ratio(_find(runs, top, case), _find(runs, bottom, case))
             found.setdefault(label, {})[case] = None if value is None else round(value, 3)
             mark = "" if value is None or goal is None else (" ✓" if value >= goal else " ✗")
             cells.append(_cell(value, 2, "n/a") + mark)
@@ -104,25 +112,17 @@ def paired_ratios(runs: list[dict], cases: list[str]) -> tuple[str, dict]:
     runs made minutes apart instead of each tool's fastest run of the whole benchmark, so
     a change of the shared machine's speed between rounds (BENCHMARKS.md: ± 30 %) weighs
     less. Empty when the runs were not repeated."""
-    lines = ["| ratio, median over rounds of each round's ratio (goal) | " + " | ".join(cases) + " |",
-             "| --- |" + " --- |" * len(cases)]
-    found: dict = {}
-    for top, bottom, label, goal in RATIOS:
-        cells = []
-        for case in cases:
-            a, b = _find(runs, top, case), _find(runs, bottom, case)
-            ta, tb = _round_seconds(a), _round_seconds(b)
-            value = None
-            if a and b and len(ta) == len(tb) > 1:
-                value = statistics.median((a["volume_bytes"] / x) / (b["volume_bytes"] / y)
-                                          for x, y in zip(ta, tb))
-            found.setdefault(label, {})[case] = None if value is None else round(value, 3)
-            mark = "" if value is None or goal is None else (" ✓" if value >= goal else " ✗")
-            cells.append(_cell(value, 2, "n/a") + mark)
-        lines.append(f"| {label} (≥ {goal}) | " + " | ".join(cells) + " |")
+    def by_rounds(a: dict | None, b: dict | None) -> float | None:
+        ta, tb = _round_seconds(a), _round_seconds(b)
+        if not (a and b and len(ta) == len(tb) > 1):
+            return None
+        return statistics.median((a["volume_bytes"] / x) / (b["volume_bytes"] / y)
+                                 for x, y in zip(ta, tb))
+    table, found = _ratio_table("ratio, median over rounds of each round's ratio (goal)",
+                                runs, cases, by_rounds)
     if not any(v is not None for row in found.values() for v in row.values()):
         return "", {}
-    return "\n".join(lines), found
+    return table, found
 
 
 def memory(runs: list[dict]) -> str:

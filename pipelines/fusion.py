@@ -101,8 +101,8 @@ def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
     if any(data.dtype != out for _, data in regions.values()):
         # e.g. big-endian TIFFs, or corrected (float32) pixels: fusion converts them
         def read_once(tile: Tile, region: Box) -> np.ndarray:
-            first, data = regions.get(tile.index, (None, None))
-            return data if region == first and data is not None else read(tile, region)
+            found = regions.get(tile.index)
+            return found[1] if found is not None and found[0] == region else read(tile, region)
         return _fuse(block, visible, offset, blending, dtype, read_once, interpolation)
     if _apart(block, visible):   # tiles side by side: each tile's region is a piece
         starts = [to_zyx(placed.intersect(block).relative_to(block.start).start) for _, placed in visible]

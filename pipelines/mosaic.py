@@ -80,15 +80,13 @@ class Mosaic:
         """`copying.copy_columns(outs, self.assemble(), seen)` without assembling: each
         piece goes straight into the parts of `outs` (regions side by side along x, as wide
         together as the box) it covers, in one compiled pass of whole piece rows."""
-        edges = [0]
-        for out in outs:
-            if out.ndim != 3 or out.shape[:2] != self.shape[:2]:
-                raise ValueError(f"regions of shapes {[o.shape for o in outs]} do not cut "
-                                 f"{self.shape} along its last axis")
-            edges.append(edges[-1] + out.shape[2])
-        if edges[-1] != self.shape[2]:
+        if any(out.ndim != 3 or out.shape[:2] != self.shape[:2] for out in outs) or \
+                sum(out.shape[2] for out in outs) != self.shape[2]:
             raise ValueError(f"regions of shapes {[o.shape for o in outs]} do not cut "
                              f"{self.shape} along its last axis")
+        edges = [0]
+        for out in outs:
+            edges.append(edges[-1] + out.shape[2])
         if not self._covered():
             for out in outs:
                 out.fill(0)

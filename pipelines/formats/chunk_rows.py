@@ -84,4 +84,3 @@ def _encode_run(fmt: Format, spec: ArraySpec, data_zyx: Region, start: Sequence[
     copy_out(regions, data_zyx[whole.relative_to(start).slices_zyx()], seen)
     for buffer, (_, values) in zip(buffers, run):
         yield fmt.encode_buffer(spec, buffer, values.shape)
-
