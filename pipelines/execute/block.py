@@ -24,7 +24,7 @@ from pipelines.commit.ledger import PartitionSummary, PartRecorder
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
 from pipelines.execute.problems import cause_line
-from pipelines.execute.tuning import crc32, keep_freed_memory
+from pipelines.execute.tuning import keep_freed_memory
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
 from pipelines.fusion import fuse, fuse_pieces
@@ -33,6 +33,7 @@ from pipelines.illumination.correct import tile_reader
 from pipelines.mosaic import Mosaic
 from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, PartitionTask
 from pipelines.storage import Store, beside_store, open_store
+from pipelines.storage.checksum import crc32
 from pipelines.tiles import set_tile_cache
 from pipelines.value_range import ValueRange
 
@@ -120,7 +121,8 @@ class _Writer:
         values if given."""
         out, t = self.plan.output, self.task.timepoint
         spec, box = out.array(t, c, level), self.boxes[level]
-        for key, payload in encode_region(self.fmt, spec, data, box, out.lead_index(t, c), seen):
+        for key, payload in encode_region(self.fmt, spec, data, box, out.lead_index(t, c), seen,
+                                          checksum=True):
             if self.fail_after is not None and len(self.written) + len(self.skipped) >= self.fail_after:
                 raise InjectedFailure("injected by debug.fail_blocks after writing half the objects")
             if payload is None:

@@ -1,5 +1,5 @@
 """Per-process settings of the processes that encode and write objects (executors' Python
-workers, and the benchmark's limit workers), and a faster crc32 for receipts.
+workers, and the benchmark's limit workers).
 
 Why (benchmarks/PROFILE.md, "The limit"): numcodecs' blosc and zstd allocate a fresh
 output buffer of the chunk's full size for every chunk (4 MiB for a 128³ uint16 chunk) and
@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import platform
-import zlib
-from collections.abc import Callable
-
-from pipelines.storage.base import Pieces
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -48,30 +44,3 @@ def keep_freed_memory() -> bool:
                 pass
     return _tuned
 
-
-def _crc32() -> Callable[..., int]:
-    """zlib's crc32 (the value receipts record), computed by zlib-ng when imagecodecs has
-    it: the same number, about 3 × faster than the system zlib 1.2 (0.15 against 0.52 ms
-    per 2 MiB object, measured in PROFILE.md)."""
-    try:
-        from imagecodecs import zlibng_crc32
-        # one buffer, and one continued from a running value (how `Pieces` are summed)
-        if (zlibng_crc32(b"123456789") == zlib.crc32(b"123456789")
-                == zlibng_crc32(b"6789", zlibng_crc32(b"12345"))):
-            return zlibng_crc32
-    except (ImportError, AttributeError, RuntimeError):
-        pass
-    return zlib.crc32
-
-
-_crc = _crc32()
-
-
-def crc32(data: bytes | Pieces) -> int:
-    """zlib's crc32 of an object's bytes, given whole or as `Pieces` (not joined for it)."""
-    if isinstance(data, Pieces):
-        value = 0
-        for part in data.parts:
-            value = _crc(part, value)
-        return value
-    return _crc(data)

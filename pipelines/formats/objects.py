@@ -19,15 +19,17 @@ from pipelines.value_range import ValueRange
 
 
 def encode_region(fmt: Format, spec: ArraySpec, data_zyx: Region, box: Box,
-                  lead_index: tuple[int, ...] = (),
-                  seen: ValueRange | None = None) -> Iterator[tuple[str, bytes | Pieces | None]]:
+                  lead_index: tuple[int, ...] = (), seen: ValueRange | None = None,
+                  checksum: bool = False) -> Iterator[tuple[str, bytes | Pieces | None]]:
     """(key, bytes or None) for every object inside `box`, which must hold whole objects
     (chunks, or shards when `spec.shard` is set) except at the array's far edges. A
     shard's bytes come as `Pieces` (`Store.put` writes them without joining them). `seen`,
     if given, is shown every value of `data_zyx` on the way (the region's value range,
-    gathered while the chunks are copied for their codec instead of in a pass of its own)."""
+    gathered while the chunks are copied for their codec instead of in a pass of its own).
+    With `checksum`, a shard's `Pieces` carry their crc32 (`sharding.shard_objects`); a
+    chunk, a few MiB at most, is still in cache when its writer sums it."""
     if spec.shard:
-        yield from sharding.shard_objects(spec, data_zyx, box, lead_index, seen)
+        yield from sharding.shard_objects(spec, data_zyx, box, lead_index, seen, checksum)
         return
     grid = ChunkGrid(spec.shape, spec.chunks)
     lo, hi = grid.chunks_touching(box)

@@ -26,6 +26,7 @@ from pipelines.formats.chunk_rows import encode_chunks
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
 from pipelines.mosaic import Region
 from pipelines.storage.base import Pieces
+from pipelines.storage.checksum import running_crc32
 from pipelines.value_range import ValueRange
 
 Vec = tuple[int, ...]
@@ -62,13 +63,16 @@ def index_nbytes(spec: ArraySpec) -> int:
     return ENTRY_BYTES * int(np.prod(inner_counts(spec))) + CRC_BYTES
 
 
-def encode_shard(spec: ArraySpec, inner: dict) -> Pieces | None:
+def encode_shard(spec: ArraySpec, inner: dict, inner_crc32: int | None = None) -> Pieces | None:
     """One shard object from its encoded inner chunks, or None when `inner` is empty: the
     present inner chunks in order, then the index, as `Pieces` (stores write them without
     joining them; `bytes()` joins).
 
     `inner` maps an inner chunk's index within the shard (x, y, z) to its bytes as
     `zarr3.encode_chunk` makes them; inner chunks missing from `inner` are marked absent.
+    `inner_crc32`, if given, is zlib's crc32 of the present inner chunks one after another
+    in C order (as `shard_objects` sums them): the shard's own crc32 then comes with it
+    (`Pieces.crc32`) without reading its chunks again.
     """
     if not inner:
         return None
@@ -84,7 +88,7 @@ def encode_shard(spec: ArraySpec, inner: dict) -> Pieces | None:
             parts.append(inner[index])
             offset += len(inner[index])
     parts.append(bytes(_CRC.encode(entries.tobytes())))
-    return Pieces(parts)
+    return Pieces(parts, None if inner_crc32 is None else running_crc32(parts[-1], inner_crc32))
 
 
 def decode_shard(spec: ArraySpec, data: bytes) -> dict:
@@ -119,25 +123,30 @@ def _read_index(spec: ArraySpec, data: bytes) -> tuple[np.ndarray, int]:
 
 
 def shard_objects(spec: ArraySpec, data_zyx: Region, box: Box, lead_index: Vec = (),
-                  seen: ValueRange | None = None) -> Iterator[tuple[str, Pieces | None]]:
+                  seen: ValueRange | None = None,
+                  checksum: bool = False) -> Iterator[tuple[str, Pieces | None]]:
     """(key, shard bytes as `Pieces`) for every shard `box` covers; None when a shard is all fill.
 
     `box` (x, y, z voxels) must consist of whole shards, except that it may end at the
     array's far edge; `data_zyx` holds its values (shape z, y, x of `box.shape`). Inner
     chunks whose values all equal `spec.fill_value` are left out of their shard. `seen`,
-    if given, is shown every value of `data_zyx`.
+    if given, is shown every value of `data_zyx`. With `checksum`, each shard's crc32
+    comes with it (`Pieces.crc32`), summed chunk by chunk as they leave their codec.
     """
     _check_region(spec, box, data_zyx, lead_index)
     grid = shard_grid(spec)
     lo, hi = grid.chunks_touching(box)
     for shard in grid_indices(hi, lo):
-        inner = _inner_chunks(spec, data_zyx, box, grid.chunk_box(shard), seen)
-        yield zarr3.chunk_key(spec, shard, lead_index), encode_shard(spec, inner)
+        inner, inner_crc32 = _inner_chunks(spec, data_zyx, box, grid.chunk_box(shard), seen, checksum)
+        yield zarr3.chunk_key(spec, shard, lead_index), encode_shard(spec, inner, inner_crc32)
 
 
 def _inner_chunks(spec: ArraySpec, data_zyx: Region, box: Box, shard_box: Box,
-                  seen: ValueRange | None = None) -> dict:
-    """The encoded, not-all-fill inner chunks of one shard, by index within the shard."""
+                  seen: ValueRange | None = None, checksum: bool = False
+                  ) -> tuple[dict, int | None]:
+    """The encoded, not-all-fill inner chunks of one shard, by index within the shard, and
+    (with `checksum`) zlib's crc32 of them one after another, in the order the shard holds
+    them (C order, as `encode_shard` lays them out)."""
     indices, chunks = [], []
     for index in grid_indices(inner_counts(spec)):   # x fastest: rows copied in one pass
         start = tuple(s + i * c for s, i, c in zip(shard_box.start, index, spec.chunks))
@@ -145,8 +154,13 @@ def _inner_chunks(spec: ArraySpec, data_zyx: Region, box: Box, shard_box: Box,
         if not chunk.is_empty():   # else an edge shard's inner chunk wholly past the array's end
             indices.append(index)
             chunks.append(chunk)
-    payloads = encode_chunks(zarr3, spec, data_zyx, box.start, chunks, seen)
-    return {index: payload for index, payload in zip(indices, payloads) if payload is not None}
+    inner, crc = {}, 0 if checksum else None
+    for index, payload in zip(indices, encode_chunks(zarr3, spec, data_zyx, box.start, chunks, seen)):
+        if payload is not None:
+            inner[index] = payload
+            if crc is not None:   # now, while the codec's output is in cache
+                crc = running_crc32(payload, crc)
+    return inner, crc
 
 
 def _check_region(spec: ArraySpec, box: Box, data_zyx: Region, lead_index: Vec) -> None:

@@ -27,13 +27,16 @@ class Pieces:
     an N5 chunk's header, then its payload — which `Store.put` writes one after another
     instead of first joining them into one more copy (≈ 20 ms of a worker per 140 MiB
     shard, benchmarks/PROFILE.md). `len()` is the
-    object's size and `bytes()` joins the pieces, for code that needs one buffer."""
+    object's size and `bytes()` joins the pieces, for code that needs one buffer. `crc32`
+    is zlib's crc32 of the joined bytes when their maker summed it on the way (see
+    `pipelines.storage.checksum`), else None."""
 
-    __slots__ = ("parts", "_size")
+    __slots__ = ("parts", "_size", "crc32")
 
-    def __init__(self, parts: Iterable[bytes]) -> None:
+    def __init__(self, parts: Iterable[bytes], crc32: int | None = None) -> None:
         self.parts = tuple(parts)
         self._size = sum(len(p) for p in self.parts)
+        self.crc32 = crc32
 
     def __len__(self) -> int:
         return self._size

@@ -8,9 +8,9 @@ import zlib
 import pytest
 
 from pipelines.errors import OutputError
-from pipelines.execute.tuning import crc32
 from pipelines.storage import LocalStore, MemoryStore, Pieces, S3Options, S3Store, open_store
 from pipelines.storage import local as local_module
+from pipelines.storage.checksum import crc32
 from pipelines.testing.stores import StoreConformance
 
 
