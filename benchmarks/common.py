@@ -1,8 +1,9 @@
 """Shared pieces of the throughput benchmark: sizes, acquisitions, cases, the in-memory
 volume, page-cache handling and the read-back check every tool's output must pass.
 
-Every tool writes the same thing: level 0 of one uint16 volume, chunks 128³, as N5 or as
-sharded Zarr v3 (4 × 4 × 4 chunks per shard), compressed with zstd level 1 or blosc-lz4.
+Every tool writes the same thing: level 0 of a uint16 volume (the placement acquisition's,
+or the overlap acquisition's blended one), chunks 128³, as N5 or as sharded Zarr v3
+(4 × 4 × 4 chunks per shard), compressed with zstd level 1 or blosc-lz4.
 The codec objects and the array description come from this project's own planning code
 (`pipelines.plan.make_plan`), so every tool is configured from the same `ArraySpec`.
 """
@@ -103,22 +104,39 @@ def job(folder: Path, out: Path | str, case: Case, master: str, extra: dict | No
 
 
 class SharedVolume:
-    """The fused placement volume (z, y, x uint16) in shared memory: non-overlapping tiles
-    at whole-voxel positions, so the fused volume is the tiles side by side. Built before
-    any timing; limit workers attach to it by name instead of copying it."""
+    """A level-0 volume (z, y, x) in shared memory, built before any timing: what the limit
+    and tensorstore write, from memory; limit workers attach to it by name instead of
+    copying it. `placed` is the placement acquisition's output, `fused` any other's."""
 
-    def __init__(self, folder: Path):
-        tiles = read_tile_json(str(folder / "tiles.json"))
-        bounds = tiles.bounds
-        self.shape = to_zyx(bounds.shape)
-        self.dtype = np.dtype(tiles.dtype)
+    def __init__(self, shape_zyx, dtype):
+        self.shape = tuple(int(n) for n in shape_zyx)
+        self.dtype = np.dtype(dtype)
         self.nbytes = math.prod(self.shape) * self.dtype.itemsize
         self.shm = shared_memory.SharedMemory(create=True, size=self.nbytes)
         self.array = np.ndarray(self.shape, self.dtype, buffer=self.shm.buf)
         self.array[...] = 0
+
+    @classmethod
+    def placed(cls, folder: Path) -> SharedVolume:
+        """The placement acquisition's volume: non-overlapping tiles at whole-voxel
+        positions, so the fused volume is the tiles side by side."""
+        tiles = read_tile_json(str(folder / "tiles.json"))
+        bounds = tiles.bounds
+        volume = cls(to_zyx(bounds.shape), tiles.dtype)
         for tile in tiles:
             at = tile.box.relative_to(bounds.start).slices_zyx()
-            self.array[at] = read_region(tile, Box((0, 0, 0), tile.size))
+            volume.array[at] = read_region(tile, Box((0, 0, 0), tile.size))
+        return volume
+
+    @classmethod
+    def fused(cls, shape_xyz, dtype, boxes, voxels) -> SharedVolume:
+        """A volume of `shape_xyz` filled box by box with `voxels(box)` (z, y, x), e.g. the
+        overlap acquisition's blended output (`ours.expected`), so the limit and
+        tensorstore write the very values our export writes for it."""
+        volume = cls(to_zyx(shape_xyz), dtype)
+        for box in boxes:
+            volume.array[box.slices_zyx()] = voxels(box)
+        return volume
 
     def close(self) -> None:
         del self.array

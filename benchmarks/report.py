@@ -9,6 +9,8 @@ TOOLS = {  # key: row label
     "limit": "limit: {n} processes encode + write only (best of 1 or 2 threads each)",
     "ours-placement": "this project, placement (no overlap), local[{n}]",
     "ours-overlap": "this project, 10 % overlap, linear blending, local[{n}]",
+    "limit-overlap": "limit, writing the overlap volume (as above)",
+    "tensorstore-overlap": "tensorstore, writing the overlap volume",
     "tensorstore": "tensorstore (default concurrency)",
     "dask": "dask + zarr-python 3",
 }
@@ -16,11 +18,13 @@ RATIOS = [  # (numerator, denominator, label, goal)
     ("ours-placement", "limit", "ours (placement) / limit", 0.85),
     ("ours-placement", "tensorstore", "ours (placement) / tensorstore", 1.0),
     ("ours-placement", "dask", "ours (placement) / dask", 1.0),
-    # the goals hold for the overlapping acquisition too (fusion included)
-    ("ours-overlap", "limit", "ours (overlap) / limit", 0.85),
-    ("ours-overlap", "tensorstore", "ours (overlap) / tensorstore", 1.0),
+    # the goals hold for the overlapping acquisition too (fusion included), against
+    # the limit and tensorstore writing that acquisition's own (blended, smaller) volume
+    ("ours-overlap", "limit-overlap", "ours (overlap) / limit (overlap volume)", 0.85),
+    ("ours-overlap", "tensorstore-overlap", "ours (overlap) / tensorstore (overlap volume)", 1.0),
     # a limit some tool beats is not a limit (PROFILE.md, "The limit")
     ("limit", "tensorstore", "limit / tensorstore (below 1: tensorstore beats the limit)", 1.0),
+    ("limit-overlap", "tensorstore-overlap", "limit / tensorstore, overlap volume", 1.0),
 ]
 
 

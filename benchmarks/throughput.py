@@ -3,6 +3,11 @@ dask + zarr-python, on the same machine and the same generated data, in one run.
 
     python benchmarks/throughput.py [--quick] [--gib 4] [--cores N] [--tools …] [--cases …]
 
+Our export runs on two acquisitions: tiles side by side ("placement") and tiles overlapping
+by 10 % ("overlap", blended). The limit and tensorstore write each one's output from
+memory: the placement volume, and the overlap volume as our export blends it (a smaller
+volume with edge chunks of its own), so each ratio compares writers of the same bytes.
+
 Size: `--gib`, else env BENCH_GIB, else 4 GiB of uint16 output (2048 × 2048 × 512 voxels);
 `--quick` is BENCH_GIB=0.25. Acquisitions are generated once under data/bench/; every tool
 writes into data/bench/out/, and each output is checked (sample chunks read back with
@@ -63,10 +68,10 @@ def _objects_ok(spec, path, count: int) -> None:
         raise AssertionError(f"{path}: {count} objects, expected {expected}")
 
 
-def _limit_tool(ctx: dict, plan, workers: int, threads: int = 1):
-    """(write, verify) of the limit with `workers` processes of `threads` threads each on
-    the blocks of `plan`."""
-    volume, fmt, spec = ctx["volume"], plan.output.format, plan.output.array(0, 0, 0)
+def _limit_tool(volume: common.SharedVolume, plan, workers: int, threads: int = 1):
+    """(write, verify) of the limit with `workers` processes of `threads` threads each
+    writing `volume` on the blocks of `plan`."""
+    fmt, spec = plan.output.format, plan.output.array(0, 0, 0)
     boxes = tuple(plan.output.block_grid(0).block_box(t.index) for t in plan.task_plan.block_tasks(0))
 
     def write(out):
@@ -83,19 +88,44 @@ def _limit_tool(ctx: dict, plan, workers: int, threads: int = 1):
     return write, verify
 
 
-def run_case(case: Case, ctx: dict, chosen: set, repeat: int = 1) -> list[dict]:
-    """Every chosen tool on one format × codec; with `repeat` > 1 the tools take turns and
-    each keeps its fastest run (all times are in the record's "samples")."""
-    volume, n = ctx["volume"], ctx["cores"]
-    config = common.job(ctx["placement"], common.OUT / "unused", case, f"local[{n}]")
-    plan = make_plan(config, check_files=False)
+def _tool_runs(name: str, volume: common.SharedVolume, plan, chosen: set, cores: int) -> list:
+    """(tool, write, verify, prepare) of the tools that write `volume` from memory — the
+    limit in each of its settings, tensorstore, dask (Zarr only) — on `plan`'s array;
+    `name` is appended to their names ("limit-overlap", "tensorstore-overlap")."""
     fmt, spec = plan.output.format, plan.output.array(0, 0, 0)
     from_volume = lambda box: volume.array[box.slices_zyx()]   # noqa: E731
-    runs = []   # (tool, write, verify, prepare)
+
+    def verify_tool(out, record):
+        _objects_ok(spec, out, common.count_objects(out))
+        return common.check(fmt, common.file_kv(out), spec, from_volume)
+    runs = []
     if "limit" in chosen:   # the best of its settings is the limit (PROFILE.md, "The limit")
         for threads in LIMIT_THREADS:
-            runs.append((f"limit-{threads}t", *_limit_tool(ctx, plan, n, threads), None))
+            runs.append((f"limit{name}-{threads}t", *_limit_tool(volume, plan, cores, threads), None))
+    if "tensorstore" in chosen:
+        runs.append((f"tensorstore{name}", lambda out: {
+            "seconds": tools.tensorstore_write(volume.array, fmt, spec, out),
+            "volume_bytes": volume.nbytes}, verify_tool, None))
+    if "dask" in chosen and fmt == "zarr3" and not name:
+        runs.append(("dask", lambda out: {
+            "seconds": tools.dask_write(volume.array, spec, out),
+            "volume_bytes": volume.nbytes}, verify_tool, None))
+    return runs
 
+
+def run_case(case: Case, ctx: dict, chosen: set, repeat: int = 1) -> list[dict]:
+    """Every chosen tool on one format × codec; with `repeat` > 1 the tools take turns and
+    each keeps its fastest run (all times are in the record's "samples"). The limit and
+    tensorstore write each acquisition's own output: the placement volume, and (with
+    ours-overlap) the overlap acquisition's blended volume, a smaller one with other
+    values and edge chunks of its own."""
+    volume, n = ctx["volume"], ctx["cores"]
+    plans = {kind: make_plan(common.job(ctx[kind], common.OUT / "unused", case, f"local[{n}]"),
+                             check_files=False) for kind in ("placement", "overlap")}
+    fmt = plans["placement"].output.format
+    from_volume = lambda box: volume.array[box.slices_zyx()]   # noqa: E731
+    others = _tool_runs("", volume, plans["placement"], chosen, n)
+    runs = [r for r in others if r[0].startswith("limit")]   # the limit first, as before
     for kind in ("placement", "overlap"):
         if f"ours-{kind}" not in chosen:
             continue
@@ -113,31 +143,22 @@ def run_case(case: Case, ctx: dict, chosen: set, repeat: int = 1) -> list[dict]:
             return common.check(fmt, common.file_kv(out / "volume" / level0.path), level0, want)
         runs.append((f"ours-{kind}", write_ours, verify_ours,
                      lambda folder=folder: common.warm(common.tile_files(folder))))
-
-    def verify_tool(out, record):
-        _objects_ok(spec, out, common.count_objects(out))
-        return common.check(fmt, common.file_kv(out), spec, from_volume)
-
-    if "tensorstore" in chosen:
-        runs.append(("tensorstore", lambda out: {
-            "seconds": tools.tensorstore_write(volume.array, fmt, spec, out),
-            "volume_bytes": volume.nbytes}, verify_tool, None))
-    if "dask" in chosen and fmt == "zarr3":
-        runs.append(("dask", lambda out: {
-            "seconds": tools.dask_write(volume.array, spec, out),
-            "volume_bytes": volume.nbytes}, verify_tool, None))
+        if kind == "overlap" and ctx.get("overlap_volume") is not None:
+            runs += _tool_runs("-overlap", ctx["overlap_volume"], plans["overlap"], chosen, n)
+    runs += [r for r in others if not r[0].startswith("limit")]
     best: dict[str, dict] = {}
     for _ in range(repeat):
         for tool, write, verify, prepare in runs:
             record = measure(tool, case, write, verify, prepare)
             record.setdefault("stored_bytes", record["bytes_on_disk"])  # tools without a count
             best[tool] = _better(best.get(tool), record)
-    variants = [best.pop(f"limit-{t}t") for t in LIMIT_THREADS if f"limit-{t}t" in best]
-    if variants:   # the fastest setting is the limit; every setting's figures stay in the JSON
-        fastest = min(variants, key=lambda r: r["seconds"])
-        best["limit"] = {**fastest, "tool": "limit", "settings": [
-            {"threads": r["threads"], "mib_s": round(report.mib_s(r), 1), "samples": r["samples"],
-             "worker_cpu": r.get("worker_cpu")} for r in variants]}
+    for limit_tool in ("limit", "limit-overlap"):
+        variants = [best.pop(f"{limit_tool}-{t}t") for t in LIMIT_THREADS if f"{limit_tool}-{t}t" in best]
+        if variants:   # the fastest setting is the limit; every setting's figures stay in the JSON
+            fastest = min(variants, key=lambda r: r["seconds"])
+            best[limit_tool] = {**fastest, "tool": limit_tool, "settings": [
+                {"threads": r["threads"], "mib_s": round(report.mib_s(r), 1), "samples": r["samples"],
+                 "worker_cpu": r.get("worker_cpu")} for r in variants]}
     return list(best.values())
 
 
@@ -200,7 +221,7 @@ def scaling(ctx: dict, runs: list[dict], repeat: int = 1) -> dict:
     limit_one = None
     for _ in range(repeat):   # the machine's own scaling, for comparison
         limit_one = _better(limit_one, measure("limit-1process", case,
-                                               *_limit_tool(ctx, make_plan(config, check_files=False), 1)))
+                                               *_limit_tool(volume, make_plan(config, check_files=False), 1)))
 
     def ratio(tool, single):
         many = next((r for r in runs if r["tool"] == tool and r["case"] == case.name), None)
@@ -208,6 +229,16 @@ def scaling(ctx: dict, runs: list[dict], repeat: int = 1) -> dict:
     return {"case": case.name, "startup_seconds_local1": round(startup, 2), "one_core": one,
             "ratio": ratio("ours-placement", one), "limit_one_process": limit_one,
             "limit_ratio": ratio("limit", limit_one), "cores": ctx["cores"]}
+
+
+def overlap_volume(folder: Path) -> common.SharedVolume:
+    """The overlap acquisition's level 0 as our export blends it (`ours.expected`, the
+    values its output is checked against), fused block by block into shared memory."""
+    config = common.job(folder, common.OUT / "unused", CASES[0], "local[1]")
+    plan = make_plan(config, check_files=False)
+    out = plan.output
+    boxes = [out.block_grid(0).block_box(t.index) for t in plan.task_plan.block_tasks(0)]
+    return common.SharedVolume.fused(out.shapes[0], out.base.np_dtype, boxes, ours.expected(config))
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -244,7 +275,10 @@ def main(argv=None) -> int:
            "overlap": common.acquisition("overlap", grid),
            "s3_acquisition": common.acquisition("placement", common.tile_grid(min(args.gib, 0.5)))}
     print("loading the placement volume into memory (not timed) ...", flush=True)
-    ctx["volume"] = volume = common.SharedVolume(ctx["placement"])
+    ctx["volume"] = volume = common.SharedVolume.placed(ctx["placement"])
+    if "ours-overlap" in args.tools and args.tools & {"limit", "tensorstore"}:
+        print("fusing the overlap volume into memory (not timed) ...", flush=True)
+        ctx["overlap_volume"] = overlap_volume(ctx["overlap"])
     runs, extra = [], {}
     spark = None
     try:
@@ -264,6 +298,8 @@ def main(argv=None) -> int:
         if spark is not None:
             spark.stop()
         volume.close()
+        if ctx.get("overlap_volume") is not None:
+            ctx["overlap_volume"].close()
     return finish(args, volume, runs, extra, time.perf_counter() - began)
 
 
