@@ -7,6 +7,7 @@ Our export runs on two acquisitions: tiles side by side ("placement") and tiles 
 by 10 % ("overlap", blended). The limit and tensorstore write each one's output from
 memory: the placement volume, and the overlap volume as our export blends it (a smaller
 volume with edge chunks of its own), so each ratio compares writers of the same bytes.
+Both volumes sit in shared memory for the whole run (at 4 GiB: 4 + 3.16 GiB of RAM).
 
 Size: `--gib`, else env BENCH_GIB, else 4 GiB of uint16 output (2048 × 2048 × 512 voxels);
 `--quick` is BENCH_GIB=0.25. Acquisitions are generated once under data/bench/; every tool
