@@ -91,8 +91,8 @@ def _limit_tool(volume: common.SharedVolume, plan, workers: int, threads: int = 
 
 def _tool_runs(name: str, volume: common.SharedVolume, plan, chosen: set, cores: int) -> list:
     """(tool, write, verify, prepare) of the tools that write `volume` from memory — the
-    limit in each of its settings, tensorstore, dask (Zarr only) — on `plan`'s array;
-    `name` is appended to their names ("limit-overlap", "tensorstore-overlap")."""
+    limit in each of its settings, tensorstore, dask (Zarr, placement volume only) — on
+    `plan`'s array; `name` is appended to their names ("limit-overlap", …)."""
     fmt, spec = plan.output.format, plan.output.array(0, 0, 0)
     from_volume = lambda box: volume.array[box.slices_zyx()]   # noqa: E731
 
