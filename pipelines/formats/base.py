@@ -140,10 +140,7 @@ def scratch(shape: tuple, dtype: np.dtype, slot: int = 0) -> np.ndarray:
 
 
 def compress(spec: ArraySpec, raw: bytes | np.ndarray) -> bytes:
-    codec = spec.compressor.numcodec()
-    if codec is None:
-        return bytes(raw) if not isinstance(raw, np.ndarray) else raw.tobytes()
-    return bytes(codec.encode(raw))
+    return spec.compressor.encode(raw)
 
 
 def decompress(spec: ArraySpec, data: bytes) -> bytes:

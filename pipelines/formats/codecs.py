@@ -22,6 +22,7 @@ from typing import Any
 
 import numcodecs
 import numcodecs.blosc
+import numpy as np
 
 from pipelines.config import CodecConfig
 from pipelines.errors import ConfigError
@@ -32,6 +33,19 @@ from pipelines.errors import ConfigError
 # also ran 2 blosc threads each on 2 cores). Blosc runs single-threaded here: executors
 # already run one task per core, as tensorstore runs one chunk per thread.
 numcodecs.blosc.use_threads = False
+
+# python-blosc's wheels build c-blosc with its AVX2 shuffle, numcodecs' with SSE2 only
+# (`-mno-avx2`): the same c-blosc 1.21 and LZ4 1.10 sources, so the same bytes, in 28 %
+# less time per 4 MiB uint16 chunk with lz4 (benchmarks/PROFILE.md, "Blosc's shuffle").
+# It encodes blosc where it can (`Compressor.encode`); numcodecs decodes, and encodes
+# where python-blosc is missing or a fixed blocksize is asked for (python-blosc's is a
+# process-wide setting).
+try:
+    import blosc as python_blosc
+except ImportError:   # numcodecs alone gives the same bytes, more slowly
+    python_blosc = None
+else:
+    python_blosc.set_nthreads(1)   # one thread, as numcodecs above: the same bytes every time
 
 # name → {option: (default, allowed values)}
 OPTIONS: dict[str, dict[str, tuple[Any, tuple | None]]] = {
@@ -78,6 +92,20 @@ class Compressor:
             "bzip2": lambda: numcodecs.BZ2(level=self.level),
             "xz": lambda: numcodecs.LZMA(preset=self.level),
         }[self.name]()
+
+    def encode(self, raw: bytes | np.ndarray) -> bytes:
+        """`raw` compressed (raw: its bytes): what `numcodec().encode(raw)` gives — for blosc
+        also its typesize, which is the array's itemsize (1 for bytes) — by the fastest
+        binding at hand."""
+        view = raw.data if isinstance(raw, np.ndarray) else memoryview(raw)
+        if (self.name == "blosc" and python_blosc is not None and self.blocksize == 0
+                and view.c_contiguous):
+            return python_blosc.compress(view, typesize=view.itemsize, clevel=self.level,
+                                         shuffle=BLOSC_SHUFFLE[self.shuffle], cname=self.cname)
+        codec = self.numcodec()
+        if codec is None:
+            return view.tobytes()
+        return bytes(codec.encode(raw))
 
     def n5_json(self) -> dict:
         """The N5 `compression` object, in the form tensorstore and N5-Java both accept."""

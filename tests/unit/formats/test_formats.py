@@ -146,3 +146,23 @@ print(sum(encode(spec, data.copy()) != first for _ in range(8)))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "0", f"{run.stdout.strip()} of 8 encodes differed"
+
+
+@pytest.mark.parametrize("shuffle", ["none", "byte", "bit"])
+@pytest.mark.parametrize("cname", ["lz4", "zstd", "blosclz"])
+def test_blosc_by_python_blosc_gives_numcodecs_bytes(cname, shuffle):
+    """Blosc is encoded by python-blosc (c-blosc with its AVX2 shuffle) where it can, by
+    numcodecs elsewhere (a fixed blocksize): every object must be byte for byte the same
+    either way, so retries and mixed installations write identical objects; the typesize
+    is the array's itemsize (1 for bytes), as numcodecs takes it."""
+    from pipelines.formats import codecs
+
+    assert codecs.python_blosc is not None   # a dependency: the fast path is the one tested
+    rng = np.random.default_rng(5)
+    values = rng.poisson(300, (24, 40, 56))
+    for level in (1, 5, 9):
+        compressor = compressor_for(CodecConfig("blosc", (("cname", cname), ("clevel", level),
+                                                          ("shuffle", shuffle))), "zarr3")
+        for raw in [values.astype(">u2"), values.astype("<u2"), values.astype("<f4"),
+                    values.astype("u1").tobytes(), b""]:
+            assert compressor.encode(raw) == bytes(compressor.numcodec().encode(raw))
