@@ -119,5 +119,9 @@ def expected(config):
 
 def level0(config):
     """(pipelines format name, ArraySpec of level 0) of the job's output."""
-    plan = make_plan(config, check_files=False)
+    return plan_level0(make_plan(config, check_files=False))
+
+
+def plan_level0(plan):
+    """`level0` of a plan already made."""
     return plan.output.format, plan.output.array(0, 0, 0)

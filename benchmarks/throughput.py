@@ -212,7 +212,8 @@ def scaling(ctx: dict, repeat: int = 1) -> dict:
     benchmark."""
     case, cores = Case("n5", "zstd-1"), ctx["cores"]
     config = common.job(ctx["placement"], common.OUT / "unused", case, "local[1]")
-    plan, (fmt, level0) = make_plan(config, check_files=False), ours.level0(config)
+    plan = make_plan(config, check_files=False)
+    fmt, level0 = ours.plan_level0(plan)
     volume = ctx["volume"]
 
     def verify(out, record):
