@@ -21,6 +21,12 @@ from contextlib import contextmanager
 
 # e.g. Exception in thread "main" org.apache.spark.SparkException: When running with ...
 _JAVA_MAIN_FAILURE = re.compile(r'Exception in thread "main" (?:[\w$]+\.)*([\w$]+): ([^\n]+)')
+# The JVM itself refusing its options: spark.driver.memory = "2x" (-Xmx2x) prints "Invalid
+# maximum heap size: -Xmx2x" and "Error: Could not create the Java Virtual Machine." here.
+# (What it finds wrong later in its start, e.g. "Too small maximum heap", goes to stdout.)
+_JVM_OPTION_FAILURE = re.compile(r"^((?:Invalid|Unrecognized|Improperly specified) [^\n]+)$",
+                                 re.MULTILINE)
+_JVM_NOT_CREATED = "Could not create the Java Virtual Machine"
 
 
 class HeldStderr:
@@ -61,8 +67,19 @@ class HeldStderr:
         self.thread.join(wait)
         with self.lock:
             text = self.held.decode(errors="replace")
-        match = _JAVA_MAIN_FAILURE.search(text)
-        return f"{match.group(1)}: {match.group(2).strip()}" if match else ""
+        return jvm_reason(text)
+
+
+def jvm_reason(text: str) -> str:
+    """Why a JVM that printed `text` did not start, in one line ('' if it does not say)."""
+    match = _JAVA_MAIN_FAILURE.search(text)
+    if match:
+        return f"{match.group(1)}: {match.group(2).strip()}"
+    if _JVM_NOT_CREATED in text:
+        option = _JVM_OPTION_FAILURE.search(text)
+        return (f"Java refused its options: {option.group(1).strip()}" if option
+                else f"{_JVM_NOT_CREATED} (see spark.driver.*)")
+    return ""
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -104,13 +104,13 @@ def _start(builder: SparkSession.Builder, master: str) -> SparkSession:
         try:
             return builder.getOrCreate()
         except Exception as e:
-            raise SparkStartError(f"cannot start Spark: {first_line(e)}") from None
+            raise SparkStartError(f"cannot start Spark: {java_reason(e) or first_line(e)}") from None
     held = None
     try:
         with held_jvm_stderr() as held:
             spark = builder.getOrCreate()
     except Exception as e:
-        reason = (held.reason() if held else "") or first_line(e)
+        reason = (held.reason() if held else "") or java_reason(e) or first_line(e)
         raise SparkStartError(f"cannot start Spark (spark.master = {master!r}): {reason}") from None
     held.release()
     return spark
@@ -163,7 +163,7 @@ def check_java() -> None:
                               "(install a JDK 17 or set JAVA_HOME)")
 
 
-LOCAL_MASTER = re.compile(r"local(\[(\*|\d+)(,\s*\d+)?\])?|"
+LOCAL_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,\s*\d+)?\])?|"
                           r"local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]")
 MASTER_CONNECT_SECONDS = 5
 
@@ -176,8 +176,8 @@ def check_master(master: str) -> None:
     if LOCAL_MASTER.fullmatch(master) or master == "yarn" or master.startswith("k8s://"):
         return
     if not master.startswith("spark://"):
-        raise SparkStartError(f"spark.master = {master!r}: expected local[N], local-cluster[N, "
-                              f"cores, MiB], spark://host:port, yarn or k8s://…")
+        raise SparkStartError(f"spark.master = {master!r}: expected local[N] (N ≥ 1), local[*], "
+                              f"local-cluster[N, cores, MiB], spark://host:port, yarn or k8s://…")
     problems = []
     for address in master.removeprefix("spark://").split(","):  # a standby master list
         host, _, port = address.strip().rpartition(":")
@@ -198,6 +198,18 @@ def _socket_problem(error: OSError) -> str:
     if isinstance(error, TimeoutError):
         return f"no answer within {MASTER_CONNECT_SECONDS} s"
     return error.strerror or type(error).__name__
+
+
+# How py4j shows a Java exception thrown into Python: "An error occurred while calling
+# None.org.apache.spark.api.java.JavaSparkContext.\n: org.apache.spark.SparkException:
+# Asked to run locally with 0 threads\n\tat ..."; the reason is the second line.
+_JAVA_EXCEPTION = re.compile(r"^: (?:[\w$]+\.)*([\w$]+): ([^\n]+)$", re.MULTILINE)
+
+
+def java_reason(error: BaseException) -> str:
+    """The Java exception's class and message when py4j raised `error`, else ''."""
+    match = _JAVA_EXCEPTION.search(str(error))
+    return f"{match.group(1)}: {match.group(2).strip()}" if match else ""
 
 
 def first_line(error: BaseException) -> str:

@@ -43,7 +43,9 @@ def only_lines(stderr: str, prefix: str) -> list[str]:
 
 
 @pytest.mark.parametrize("master,expected", [
-    ("bogus", "expected local[N], local-cluster[N, cores, MiB], spark://host:port, yarn or k8s://"),
+    ("bogus", "expected local[N] (N ≥ 1), local[*], local-cluster[N, cores, MiB], "
+              "spark://host:port, yarn or k8s://"),
+    ("local[0]", "expected local[N] (N ≥ 1)"),
     ("spark://nohost.invalid:7077", "cannot reach the Spark master nohost.invalid:7077"),
     ("spark://127.0.0.1:{port}", "cannot reach the Spark master 127.0.0.1:{port}"),
     ("local[two]", "expected local[N]"),
@@ -63,6 +65,23 @@ def test_a_bad_spark_master_is_one_line_without_a_java_trace(small_acquisition, 
     assert expected.format(port=port) in lines[0], lines[0]
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()], "nothing written"
     assert seconds < 30, f"{seconds:.0f} s to refuse a master that cannot work"
+
+
+@pytest.mark.parametrize("setting,expected", [
+    # the JVM refuses its own options and exits before Spark runs
+    ("spark.driver.memory=2x", "Java refused its options: Invalid maximum heap size: -Xmx2x"),
+    # Spark refuses inside the JVM: py4j's "An error occurred while calling …" hid the reason
+    ("spark.driver.memory=100m", "SparkIllegalArgumentException: [INVALID_DRIVER_MEMORY"),
+])
+def test_a_setting_that_stops_spark_starting_is_its_reason_in_one_line(small_acquisition,
+                                                                        tmp_path, setting, expected):
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    run = export(job, setting)
+    lines = only_lines(run.stderr, "error: ")
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    assert "cannot start Spark" in lines[0] and expected in lines[0], lines[0]
+    assert "An error occurred while calling" not in lines[0]
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()], "nothing written"
 
 
 @pytest.mark.parametrize("python,cause,given", [
