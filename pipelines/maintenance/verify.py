@@ -19,7 +19,7 @@ from typing import Any
 from pipelines.commit import ledger
 from pipelines.commit.records import Sidecars, commit_began, read_json
 from pipelines.config import apply_override, build_config
-from pipelines.errors import OutputError
+from pipelines.errors import ConfigError, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
 from pipelines.storage import Store, beside_store, open_store
 from pipelines.storage.s3 import S3Options
@@ -45,6 +45,9 @@ def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
     for the commands that work on a finished or killed export (verify, clean)."""
     raw = {"input": {"tiles": "unused"}, "output": {"uri": uri}}
     for item in overrides:
+        if not item.strip().startswith("s3."):   # the output is the one named: nothing else applies
+            raise ConfigError(f"--set {item.partition('=')[0].strip()}: only s3.KEY=VALUE "
+                              f"settings apply here (the output is {uri})")
         apply_override(raw, item)
     config = build_config(raw)
     s3 = S3Options(**dict(config.s3))

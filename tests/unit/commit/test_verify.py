@@ -70,6 +70,21 @@ def test_verify_names_every_object_that_is_not_the_committed_dataset(committed, 
     assert len(problems) == len(named), problems
 
 
+@pytest.mark.parametrize("tool", ["verify", "clean"])
+@pytest.mark.parametrize("override", ["output.uri=/tmp/elsewhere", "output.format=zarr3",
+                                      "spark.master=local[2]"])
+def test_verify_and_clean_take_only_s3_settings(tmp_path, capsys, tool, override):
+    """The output is the one named on the command line: a --set that would change it (or
+    that does nothing here) is refused in one line, exit 2, before any store is opened."""
+    from pipelines.cli.clean import main as clean_main
+    run = verify_main if tool == "verify" else clean_main
+    capsys.readouterr()
+    assert run([str(tmp_path / "volume"), "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "only s3.KEY=VALUE settings apply here" in err[0], err
+    assert override.partition("=")[0] in err[0]
+
+
 def verify_in_a_process(uri: str, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     args = [sys.executable, str(ROOT / "jobs/verify.py"), uri]
     for item in overrides:
