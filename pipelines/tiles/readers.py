@@ -9,6 +9,7 @@ one task, which need other parts of the same pages, decode or fetch each page on
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache, partial
@@ -24,6 +25,12 @@ from pipelines.storage.uri import split as split_uri
 from pipelines.tiles import containers
 from pipelines.tiles.model import Tile
 from pipelines.tiles.remote import open_remote
+
+# tifffile logs what it finds wrong in a damaged file ("<tifffile.TiffPages @8> invalid page
+# offset 131328") before it raises or returns None; the caller turns that into one TileError
+# line, so without logging configured (Python would print the record to stderr itself) the
+# user saw two. A handler of our own stops that; a job that configures logging still gets them.
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 # Per-process cache of opened stacks, so neighbouring blocks on one executor do not
 # re-parse TIFF headers. Memory maps cost address space, not memory. Tile files must not

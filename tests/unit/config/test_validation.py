@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,21 @@ def test_truncated_tile_file(tmp_path, acquisition, capsys, compression):
     path.write_bytes(data[: len(data) * 2 // 3])
     code = run(tmp_path, acquisition)
     check_refused(capsys, tmp_path, code, "tile-0001.tif", "truncated")
+
+
+def test_a_tile_cut_inside_its_headers_is_one_line_in_a_process(tmp_path, acquisition):
+    """Cut before its pages' headers end, tifffile also logs what it found ("invalid page
+    offset"); a job without logging configured printed that line before its own. Run as
+    a user runs it (pytest's log capture would hide the difference in-process)."""
+    path = acquisition / "tiles/tile-0001.tif"
+    path.write_bytes(path.read_bytes()[:300])
+    job = write_job(tmp_path / "job.toml", str(acquisition / "tiles.json"), "out/volume")
+    run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ") and "tile-0001.tif" in lines[0], lines[0]
+    assert not (tmp_path / "out").exists(), "nothing may be written"
 
 
 def test_json_size_differs_from_file_shape(tmp_path, acquisition, capsys):
