@@ -27,9 +27,10 @@ def stitch_summary(result: StitchResult) -> str:
         f"stitching: {pairs['measured']} pairs measured in {doc['seconds']['pairs']:.1f} s "
         f"({doc['seconds']['per_pair']:.2f} s per pair), {pairs['kept']} kept, "
         f"{pairs['dropped']} dropped, {pairs['unmatched']} without a match",
-        f"           residual median {doc['residual_voxels']['median']} / max "
-        f"{doc['residual_voxels']['max']} voxels; corrections median "
-        f"{doc['correction_voxels']['median']} / max {doc['correction_voxels']['max']} voxels",
+        f"           residual median {_voxels(doc['residual_voxels']['median'])} / max "
+        f"{_voxels(doc['residual_voxels']['max'])} voxels; corrections median "
+        f"{_voxels(doc['correction_voxels']['median'])} / max "
+        f"{_voxels(doc['correction_voxels']['max'])} voxels",
     ]
     if solve_info["unlinked_tiles"]:
         lines.append(f"           tiles without a trustworthy link (stage position kept): "
@@ -38,6 +39,11 @@ def stitch_summary(result: StitchResult) -> str:
     lines.append(f"           report: {result.outcome.report_path}")
     lines.append(f"           picture: {result.outcome.picture_path}")
     return "\n".join(lines)
+
+
+def _voxels(value: float | None) -> str:
+    """A figure of the stitching report; none when no pair was kept (JSON null)."""
+    return "n/a" if value is None else f"{value}"
 
 
 def stitch_report(result: StitchResult) -> str:
