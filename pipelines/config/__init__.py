@@ -89,7 +89,7 @@ def apply_override(raw: dict, item: str) -> None:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. output.format=zarr3")
     section, name = parts
     if section not in SCHEMA:   # named as typed: the job file may be fine
-        raise ConfigError(f"--set {key.strip()}: unknown section [{section}]{_closest(section)}")
+        raise ConfigError(f"--set {key.strip()}: unknown section [{section}]{_closest_section(section)}")
     if section != "spark" and name not in SCHEMA[section]:
         raise ConfigError(f"--set {key.strip()}: unknown key {section}.{name}"
                           f"{_closest(f'{section}.{name}')}")
@@ -157,11 +157,17 @@ def _closest(name: str) -> str:
     return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(all_keys())}"
 
 
+def _closest_section(name: str) -> str:
+    match = difflib.get_close_matches(name, list(SCHEMA), n=1, cutoff=0.5)
+    return (f"; did you mean [{match[0]}]?" if match
+            else f"; sections: {', '.join(f'[{s}]' for s in SCHEMA)}")
+
+
 def _merge_defaults(raw: dict, where: str) -> dict:
     merged: dict[str, dict] = {}
     for section, value in raw.items():
         if section not in SCHEMA:
-            raise ConfigError(f"{where}unknown section [{section}]{_closest(section)}")
+            raise ConfigError(f"{where}unknown section [{section}]{_closest_section(section)}")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}{section} must be a table [{section}], found {value!r}")
     for section, keys in SCHEMA.items():

@@ -52,7 +52,7 @@ def test_spark_table_takes_nested_and_quoted_properties(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    (MINIMAL + "[output2]\n", r"unknown section \[output2\]; did you mean 'output"),
+    (MINIMAL + "[output2]\n", r"unknown section \[output2\]; did you mean \[output\]\?"),
     ('[input]\ntiles = "t.json"\n[output]\nformat = "n5"\n', "missing required key output.uri"),
     (MINIMAL + "[fusion]\nblendng = 'max'\n", "unknown key fusion.blendng; did you mean 'fusion.blending'"),
     (MINIMAL + "[fusion]\nblending = 'maximum'\n", r"fusion.blending: expected one of .* \(did you mean 'max'\?\)"),

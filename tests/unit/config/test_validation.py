@@ -156,7 +156,7 @@ def test_unknown_key_names_the_closest(tmp_path, acquisition, capsys):
 
 @pytest.mark.parametrize("override, expected", [
     ("output.chunk=[8,8,8]", "error: --set output.chunk: unknown key output.chunk; did you mean 'output.chunks'"),
-    ("ouput.chunks=[8,8,8]", "error: --set ouput.chunks: unknown section [ouput]; did you mean 'output"),
+    ("ouput.chunks=[8,8,8]", "error: --set ouput.chunks: unknown section [ouput]; did you mean [output]?"),
 ])
 def test_a_set_typo_is_blamed_on_the_set(tmp_path, acquisition, capsys, override, expected):
     code = run(tmp_path, acquisition, "--set", override)
