@@ -20,7 +20,8 @@ from pipelines.errors import PlanError, run_job
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser("tile-export", "Fuse a tile acquisition into an N5 or Zarr volume.")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace what the output holds, even a committed dataset")
+                        help="replace a dataset this tool wrote there, even a committed one (files "
+                             "it did not write stop it, and nothing is deleted)")
     parser.add_argument("--dry-run", action="store_true",
                         help="plan from the tile JSONs alone (no tile file is opened, nothing is "
                              "written, no Spark) and print tasks, objects, bytes and memory")
