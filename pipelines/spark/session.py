@@ -6,6 +6,7 @@ set; the job file's `spark.master` is used only when running as plain Python.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -72,11 +73,46 @@ def session(config: JobConfig) -> SparkSession:
             builder = builder.config(key, value)
     spark = _start(builder, config.spark_master)
     spark.sparkContext.setLogLevel("WARN")
+    for line in misspelled_properties(spark, config):
+        print(f"warning: {line}", file=sys.stderr)
     install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)
     _quiet_accumulator_eof()
     if (spark.sparkContext.master or "").startswith("local"):
         _quiet_task_failures(spark)
     return spark
+
+
+def misspelled_properties(spark: SparkSession, config: JobConfig) -> list[str]:
+    """A line for each [spark] property of the job that Spark does not know and that is a
+    near miss of one it does (`executor.memroy`): Spark takes any name without a word, so
+    such a typo left the setting at its default. Names close to none (a plugin's, Hadoop's
+    `spark.hadoop.*`, a cluster manager's not loaded here) are passed on in silence."""
+    try:
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        entries = jvm.org.apache.spark.internal.config.ConfigEntry
+        unknown = [name for name, _ in config.spark_conf
+                   if name != "spark.master" and entries.findEntry(name) is None]
+        if not unknown:
+            return []
+        known = _known_properties(jvm)
+    except Exception:   # another Spark's internals: no check rather than no job
+        return []
+    lines = []
+    for name in unknown:
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if near:
+            lines.append(f"{name} is not a Spark property (Spark ignores it); did you mean "
+                         f"{near[0]}?")
+    return lines
+
+
+def _known_properties(jvm) -> list[str]:
+    """Every property Spark has registered in this JVM (ConfigEntry's registry)."""
+    holder = jvm.java.lang.Class.forName("org.apache.spark.internal.config.ConfigEntry$")
+    field = holder.getDeclaredField("knownConfigs")
+    field.setAccessible(True)
+    return list(field.get(holder.getField("MODULE$").get(None)).keySet().toArray())
 
 
 def python_sockets_supported() -> bool:

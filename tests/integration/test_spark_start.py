@@ -220,3 +220,18 @@ def test_python_workers_stopped_for_idling_leave_no_traceback(small_acquisition,
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["30", "30"]
     assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr[-3000:]
+
+
+def test_a_near_miss_of_a_spark_property_is_named_with_the_one_meant(spark):
+    """Spark takes any property name in silence, so `executor.memroy` left executors at
+    the default memory; names Spark knows, and names close to none of them (Hadoop's,
+    a plugin's), pass without a word."""
+    from pipelines.config import build_config
+    from pipelines.spark.session import misspelled_properties
+    config = build_config({"input": {"tiles": "unused.json"}, "output": {"uri": "out"},
+                           "spark": {"executor.memroy": "4g", "executor.memory": "4g",
+                                     "task.maxFailures": 4, "hadoop.fs.s3a.endpoint": "x",
+                                     "myplugin.level": "high"}})
+    assert misspelled_properties(spark, config) == [
+        "spark.executor.memroy is not a Spark property (Spark ignores it); did you mean "
+        "spark.executor.memory?"]
