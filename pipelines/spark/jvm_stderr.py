@@ -29,6 +29,19 @@ _JVM_OPTION_FAILURE = re.compile(r"^((?:Invalid|Unrecognized|Improperly specifie
 _JVM_NOT_CREATED = "Could not create the Java Virtual Machine"
 
 
+# What every local session prints while it starts, whatever the job: the JVM naming the
+# incubator module Spark adds, log4j's profile and level notices (the job sets WARN right
+# after), and Hadoop's native-library notice. Held back like the rest and then dropped, so
+# a job's own lines come first; anything else the start printed is written out.
+START_NOISE = re.compile(
+    rb"^(?:WARNING: Using incubator modules: [^\n]*"
+    rb"|Using Spark's default log4j profile: [^\n]*"
+    rb"|Setting default log level to [^\n]*"
+    rb"|To adjust logging level use sc\.setLogLevel\(newLevel\)\.[^\n]*"
+    rb"|[^\n]* WARN NativeCodeLoader: Unable to load native-hadoop library[^\n]*)\n",
+    re.MULTILINE)
+
+
 class HeldStderr:
     """A relay of the JVM's stderr that holds what arrives until `release`."""
 
@@ -55,9 +68,10 @@ class HeldStderr:
                     self.held += data
 
     def release(self) -> None:
-        """Spark started: write out what was held, then pass everything through."""
+        """Spark started: write out what was held (but the start-up lines every session
+        prints, `START_NOISE`), then pass everything through."""
         with self.lock:
-            _write_all(self.target_fd, bytes(self.held))
+            _write_all(self.target_fd, START_NOISE.sub(b"", bytes(self.held)))
             self.held.clear()
             self.passing = True
 

@@ -1,0 +1,54 @@
+"""The JVM's stderr while Spark starts (`pipelines.spark.jvm_stderr`), through real pipes:
+on success the held lines are written out without the start-up notices every session
+prints; on failure the JVM's own reason is one line."""
+
+from __future__ import annotations
+
+import os
+
+from pipelines.spark.jvm_stderr import HeldStderr, jvm_reason
+
+START = (b"WARNING: Using incubator modules: jdk.incubator.vector\n"
+         b"Using Spark's default log4j profile: org/apache/spark/log4j2-defaults.properties\n"
+         b'Setting default log level to "WARN".\n'
+         b"To adjust logging level use sc.setLogLevel(newLevel). For SparkR, use "
+         b"setLogLevel(newLevel).\n"
+         b"26/12/06 13:06:44 WARN NativeCodeLoader: Unable to load native-hadoop library for "
+         b"your platform... using builtin-java classes where applicable\n")
+
+
+def relayed(held_bytes: bytes, later: bytes) -> bytes:
+    """What reaches the target: `held_bytes` written before `release`, `later` after."""
+    jvm_read, jvm_write = os.pipe()
+    target_read, target_write = os.pipe()
+    held = HeldStderr(jvm_read, target_write)
+    os.write(jvm_write, held_bytes)
+    while len(held.held) < len(held_bytes):   # the relay thread has taken it all
+        held.thread.join(0.01)
+    held.release()
+    os.write(jvm_write, later)
+    os.close(jvm_write)
+    held.thread.join(5)
+    os.close(target_write)
+    with os.fdopen(target_read, "rb") as out:
+        return out.read()
+
+
+def test_start_notices_are_dropped_and_everything_else_passes():
+    other = b"26/12/06 13:06:45 WARN Utils: Service 'SparkUI' could not bind on port 4040.\n"
+    later = b"WARN NativeCodeLoader: Unable to load native-hadoop library (after the start)\n"
+    assert relayed(START + other, later) == other + later
+
+
+def test_the_jvm_refusing_its_options_is_its_own_line():
+    text = ("WARNING: Using incubator modules: jdk.incubator.vector\n"
+            "Invalid maximum heap size: -Xmx2x\n"
+            "Error: Could not create the Java Virtual Machine.\n"
+            "Error: A fatal exception has occurred. Program will exit.\n")
+    assert jvm_reason(text) == "Java refused its options: Invalid maximum heap size: -Xmx2x"
+    assert jvm_reason('Exception in thread "main" org.apache.spark.SparkException: When '
+                      'running with master \'yarn\' either HADOOP_CONF_DIR or YARN_CONF_DIR '
+                      'must be set\n\tat x') == (
+        "SparkException: When running with master 'yarn' either HADOOP_CONF_DIR or "
+        "YARN_CONF_DIR must be set")
+    assert jvm_reason("some other output\n") == ""
