@@ -41,14 +41,17 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
 
 
 def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) -> None:
-    """The read-only checks of the output, for a job that runs other Spark work first
-    (stitching): a committed dataset (unless `overwrite`), files that are not from this
-    pipeline, a live job's lock. `check_output` repeats them once the lock is held."""
+    """The read-only checks of the output, made before Spark starts (and before a job's
+    other Spark work, such as stitching): a committed dataset (unless `overwrite`), files
+    that are not from this pipeline, a live job's lock. `check_output` repeats them once
+    the lock is held."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     if not overwrite:
         _refuse_committed(plan, store, record)
     leftover = next(iter(store.list()), None)
     if leftover is not None and not record:
+        if overwrite:
+            raise _not_ours_to_replace(plan, store, leftover)
         raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
                           f"from this job (e.g. {leftover}); remove them or choose another "
                           f"output.uri")
@@ -78,6 +81,13 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict) -> None:
                 f"choose another output.uri, or pass --overwrite to replace it")
 
 
+def _not_ours_to_replace(plan: ExportPlan, store: Store, leftover: str) -> OutputError:
+    """The refusal of --overwrite for an output holding files without our job record."""
+    return OutputError(f"--overwrite replaces only a dataset this pipeline wrote: {store.uri} "
+                       f"has no job record ({Sidecars.of(plan.output.uri).job_record}) and "
+                       f"holds e.g. {leftover}; nothing was deleted")
+
+
 def remove_dataset(plan: ExportPlan, store: Store, beside: Store) -> int:
     """--overwrite: delete the previous dataset and its records beside it (job record,
     ledger), so the new run starts from an empty output; only what its job record and
@@ -85,9 +95,7 @@ def remove_dataset(plan: ExportPlan, store: Store, beside: Store) -> int:
     names = Sidecars.of(plan.output.uri)
     leftover = next(iter(store.list()), None)
     if leftover is not None and not read_json(beside, names.job_record):
-        raise OutputError(f"--overwrite replaces only a dataset this pipeline wrote: {store.uri} "
-                          f"has no job record ({names.job_record}) and holds e.g. {leftover}; "
-                          f"nothing was deleted")
+        raise _not_ours_to_replace(plan, store, leftover)
     removed = remove_owned(store, "--overwrite")
     for key in [names.job_record, *beside.list(names.ledger_root)]:
         beside.delete(key)
