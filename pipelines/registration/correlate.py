@@ -13,7 +13,9 @@ How a shift is found (coarse to fine, always inside the window the stage offset 
    the phase correlation (the same product with a flattened spectrum);
 3. the best few peaks of each inside the window are followed down a pyramid of halved
    binning factors by hill-climbing the NCC, and the best full-resolution NCC wins;
-4. the winner gets a sub-voxel offset from a parabola through its neighbours' NCC.
+4. a winner pressed against the window's edge, with a better score just outside it, is
+   no peak and is dropped (`peaks_here`);
+5. the winner gets a sub-voxel offset from a parabola through its neighbours' NCC.
 """
 
 from __future__ import annotations
@@ -179,6 +181,21 @@ def climb(a: np.ndarray, b: np.ndarray, start: Vec, window: Window,
     return best, score
 
 
+def peaks_here(a: np.ndarray, b: np.ndarray, d: Vec, score: float, window: Window) -> bool:
+    """Whether the NCC at `d` is a peak, not only the window's best: no neighbour just
+    outside the window (past its radius, or sharing fewer than `min_overlap` voxels)
+    scores higher. A maximum pressed against the window's edge is a surface still rising
+    outwards, most often towards the thinnest overlaps, where a few voxels of background
+    correlate by chance (0.92 at an 8-voxel overlap of sparse tiles): not a measurement.
+    Inside the window `climb` already left no better neighbour."""
+    for axis in range(a.ndim):
+        for step in (-1, 1):
+            e = tuple(v + (step if k == axis else 0) for k, v in enumerate(d))
+            if not window.allows(e, a.shape, b.shape) and ncc_at(a, b, e) > score:
+                return False
+    return True
+
+
 def subvoxel(a: np.ndarray, b: np.ndarray, d: Vec) -> tuple[float, ...]:
     """`d` plus, per axis, the vertex of the parabola through the NCC at d-1, d, d+1.
 
@@ -276,7 +293,8 @@ def match(a: np.ndarray, b: np.ndarray, window: Window, factor: Sequence[int],
         for d, _ in found:
             d = tuple(int(v * p // q) for v, p, q in zip(d, previous, f))
             end, score = climb(la, lb, d, scaled)
-            climbed[end] = score
+            if peaks_here(la, lb, end, score, scaled):   # else the edge of the window
+                climbed[end] = score
         found = sorted(climbed.items(), key=lambda item: -item[1])[:keep]
         previous = f
     found = [(d, score) for d, score in found if window.allows(d, a.shape, b.shape)]
