@@ -49,6 +49,10 @@ REFINE = 2                 # rounds of re-fitting against the corrected consensu
 UNIFORM_OFFSET_FIT = 0.5    # share of the cells' offset variance T0 + b * S must explain
 MIN_SPREAD = 1.5           # reference q(0.995) / q(0.05) below this: T is not identifiable
 Z_GROUPS = 8               # per slice: at most this many groups of slices, fitted apart
+# An illumination field darker than this share of its mean anywhere is not one: the tiles'
+# histograms followed the sample (too few tiles, or sparse content in the same places),
+# and dividing by it would blow up or flip the pixels there (S down to -0.21 seen).
+MIN_GAIN = 0.1
 _TOP = {"uint8": 256.0, "uint16": 65536.0, "int16": 32768.0}  # otherwise FLOAT_TOP
 FLOAT_TOP = 2.0 ** 24
 
@@ -125,6 +129,16 @@ class Fields:
     offset: np.ndarray         # T, in raw units
     offset_estimated: bool = True
     spread: float = 0.0        # the reference's q(0.995) / q(0.05)
+
+
+def implausible(fields: Fields) -> str:
+    """Why `fields` cannot be an illumination field ('' when it can): S at or below
+    MIN_GAIN of its mean somewhere."""
+    low = fields.gain <= MIN_GAIN
+    if not low.any():
+        return ""
+    return (f"its S falls to {float(fields.gain.min()):.3f} of the mean at {low.mean():.1%} of "
+            f"the pixels (an illumination field stays above {MIN_GAIN})")
 
 
 def quantiles(counts: np.ndarray, edges: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from pipelines.config.illumination import AUTO
 from pipelines.execute.executor import Batch, Executor
 from pipelines.geometry import Box
 from pipelines.illumination.correct import Correction
-from pipelines.illumination.estimate import Binning, Fields, fit_fields
+from pipelines.illumination.estimate import Binning, Fields, fit_fields, implausible
 from pipelines.illumination.fields import FlatfieldError, has_fields, plane_at, write_fields
 from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import flatfield_folders, intensity_path, write_coefficients
@@ -85,9 +85,18 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     # default: beside each tile JSON (in its bucket too), as "auto" puts them
     folders = folders or flatfield_folders(config) or flatfield_folders(replace(config, flatfield=(AUTO,)))
     check_estimable(channels, list(config.inputs[0]), config.flatfield_per_slice)
-    began, count = time.perf_counter(), 0
-    for c, (tilesets, folder) in enumerate(zip(channels, folders)):
+    began, count, estimated = time.perf_counter(), 0, []
+    for c, tilesets in enumerate(channels):
         fields = _estimate_channel(tilesets, executor, s3, stream, config.flatfield_per_slice)
+        problem = implausible(fields)
+        if problem:   # before any channel's fields are written
+            raise FlatfieldError(
+                f"{config.inputs[0][c]}: the flatfield estimated from {sum(len(ts) for ts in tilesets)} "
+                f"tiles is not usable: {problem}; the tiles' pixel statistics follow the sample "
+                f"rather than the illumination (more tiles, or tiles whose content differs "
+                f"across the field of view, are needed); nothing was written")
+        estimated.append(fields)
+    for c, (tilesets, folder, fields) in enumerate(zip(channels, folders, estimated)):
         count += sum(len(ts) for ts in tilesets)
         _write(folder, fields, tilesets, config.inputs[0][c], time.perf_counter() - began, s3)
         depths = f", {fields.gain.shape[0]} groups of slices" if fields.gain.ndim == 3 else ""

@@ -21,7 +21,7 @@ from pipelines.config import build_config, load_job
 from pipelines.driver import export
 from pipelines.execute.executor import LocalExecutor
 from pipelines.illumination.estimate import Fields
-from pipelines.illumination.fields import write_fields
+from pipelines.illumination.fields import FlatfieldError, write_fields
 from pipelines.illumination.run import estimate_flatfield
 from pipelines.spark import SparkExecutor
 from pipelines.testing.evenness import relative_error, seam_contrast
@@ -177,6 +177,21 @@ def test_too_few_tiles_to_estimate_is_one_line_and_nothing_is_written(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "4 tiles, but a flatfield needs at least 6" in err[0], err
     assert not (tmp_path / "out").exists() and not (tmp_path / "acq" / "tiles-flatfield").exists()
+
+
+def test_a_field_that_follows_the_sample_is_refused_and_nothing_is_written(tmp_path):
+    """Nine sparse tiles (density 4) with the shading of `shaded`: their pixel statistics
+    follow the blobs more than the vignetting, and the fit gave S down to -0.21, which the
+    correction then divided by (pixels from -1744 to 1478). Refused in one line before any
+    field is written."""
+    acq = make_acquisition(tmp_path / "acq", grid=(3, 3, 1), tile=(128, 128, 32), seed=0,
+                           falloff=0.4, dark=100.0, gains=(0.6, 1.0), density=4, truth=False)
+    path = job(tmp_path, acq["paths"]["tiles_json"], 'flatfield = "auto"')
+    with pytest.raises(FlatfieldError) as refused:
+        estimate_flatfield(load_job(path), LocalExecutor(), io.StringIO())
+    assert "is not usable: its S falls to -0." in str(refused.value), refused.value
+    assert "\n" not in str(refused.value) and "nothing was written" in str(refused.value)
+    assert not (tmp_path / "acq" / "tiles-flatfield").exists()
 
 
 def test_the_flatfield_job_estimates_on_spark(shaded, tmp_path, spark, capsys):
