@@ -310,15 +310,34 @@ def _channel_names(value: Any, channels: int | None, where: str) -> tuple[str, .
 
 
 def _default_format(out: dict) -> str:
-    """The format the other output keys imply, so one key switches the output kind."""
+    """The format the other output keys imply, so one key switches the output kind:
+    `shard` or `layout = "ome"` (zarr3), else the output's name (`….zarr`: zarr3, `….n5`:
+    n5; what viewers go by), else n5."""
     if out["shard"] != [] or out["layout"] == "ome":
         return "zarr3"
-    return "n5"
+    return "zarr3" if _named_format(out["uri"]) == "zarr" else "n5"
+
+
+def _named_format(uri: Any) -> str:
+    """"zarr" or "n5" when the output's name ends so, else ''."""
+    name = str(uri).rstrip("/").lower() if isinstance(uri, str) else ""
+    return next((kind for kind in ("zarr", "n5") if name.endswith(f".{kind}")), "")
+
+
+def _check_named_format(out: dict, where: str) -> None:
+    """A name that says one format over a dataset of another is a mistake readers repeat:
+    a `.zarr` folder of N5 is opened as Zarr and found empty."""
+    named, fmt = _named_format(out["uri"]), out["format"]
+    if named and not fmt.startswith(named):
+        raise ConfigError(f"{where}output.uri {out['uri']!r} is named .{named} but output.format "
+                          f"is {fmt!r}; name it .{'n5' if fmt == 'n5' else 'zarr'}, or set "
+                          f"output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}")
 
 
 def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
     out = {**out, "format": out["format"] or _default_format(out)}
     fmt = _choice(out, "output", "format", FORMATS, where)
+    _check_named_format(out, where)
     out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
     layout = _choice(out, "output", "layout", LAYOUTS[fmt], where)
     if layout == "n5-viewer" and timepoints > 1:

@@ -170,14 +170,14 @@ def test_a_failing_block_leaves_no_metadata(spark, small_acquisition, tmp_path, 
 @pytest.mark.slow
 def test_command_line_run_as_a_user_would(small_acquisition, tmp_path):
     """`python jobs/export.py job.toml --set ...` starts its own Spark and prints the result."""
-    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume.n5")
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume.zarr")
     run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job),
                           "--set", "output.format=zarr3", "--set", "spark.master=local[1]"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"dataset:  {tmp_path / 'out/volume.n5'}" in run.stdout
+    assert f"dataset:  {tmp_path / 'out/volume.zarr'}" in run.stdout
     assert re.search(r"^blocks (\d+)/\1 \(100%\)", run.stderr, re.M), run.stderr[-2000:]
-    got = tensorstore_read(str(tmp_path / "out/volume.n5"), "0", "zarr3")
+    got = tensorstore_read(str(tmp_path / "out/volume.zarr"), "0", "zarr3")
     assert got.shape == tuple(reversed(json.loads(Path(small_acquisition["paths"]["acquisition_json"])
                                                   .read_text())["ground_truth_shape"]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from pipelines.config import CodecConfig, apply_override, load_job, parse_size
 from pipelines.errors import ConfigError
 
-MINIMAL = '[input]\ntiles = "tiles.json"\n[output]\nuri = "out/volume.n5"\n'
+MINIMAL = '[input]\ntiles = "tiles.json"\n[output]\nuri = "out/volume"\n'
 
 
 def job(tmp_path: Path, text: str = MINIMAL) -> Path:
@@ -21,7 +22,7 @@ def job(tmp_path: Path, text: str = MINIMAL) -> Path:
 def test_defaults_and_paths_relative_to_the_job_file(tmp_path):
     config = load_job(job(tmp_path))
     assert config.tiles == str(tmp_path / "tiles.json")
-    assert config.output.uri == str(tmp_path / "out/volume.n5")
+    assert config.output.uri == str(tmp_path / "out/volume")
     assert config.output.format == "n5" and config.output.layout == "n5-viewer"
     assert config.output.chunks == (128, 128, 64) and config.output.block == (2, 2, 2)
     assert config.output.levels == 1 and config.output.shard is None and config.output.dtype == ""
@@ -73,10 +74,27 @@ def test_bad_job_files_name_the_key(tmp_path, text, message):
     ([], "n5", "n5-viewer"), (["output.layout=bdv"], "n5", "bdv"),
     (["output.shard=[2,2,2]"], "zarr3", "ome"), (["output.layout=ome"], "zarr3", "ome"),
     (["output.format=zarr2"], "zarr2", "ome"),
+    (["output.uri=out/v.zarr"], "zarr3", "ome"), (["output.uri=s3://b/V.ZARR/"], "zarr3", "ome"),
+    (["output.uri=out/v.zarr", "output.format=zarr2"], "zarr2", "ome"),
+    (["output.uri=out/v.n5"], "n5", "n5-viewer"),
 ])
 def test_one_key_switches_the_kind_of_output(tmp_path, override, fmt, layout):
     output = load_job(job(tmp_path), override).output
     assert (output.format, output.layout) == (fmt, layout)
+
+
+@pytest.mark.parametrize("override,message", [
+    (["output.uri=out/v.zarr", "output.format=n5"],
+     "is named .zarr but output.format is 'n5'; name it .n5, or set output.format to zarr2 or zarr3"),
+    (["output.uri=out/v.n5", "output.format=zarr3"],
+     "is named .n5 but output.format is 'zarr3'; name it .zarr, or set output.format to n5"),
+    (["output.uri=out/v.n5", "output.shard=[2,2,2]"], "is named .n5 but output.format is 'zarr3'"),
+])
+def test_an_output_named_for_another_format_is_refused(tmp_path, override, message):
+    """Viewers and readers go by a container's name: a `.zarr` folder of N5 (the default
+    format once) opens as an empty Zarr."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_job(job(tmp_path), override)
 
 
 @pytest.mark.parametrize("overrides,message", [
