@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from pipelines.errors import PipelineError, TileError
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
@@ -155,6 +157,15 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
     return Project(tuple(tiles), tuple(kept_t), tuple(kept_c), names, loader, tuple(ids))
 
 
+def _inspect(view: Tile, source: str, s3) -> tuple[tuple[int, int, int], np.dtype]:
+    """inspect_view, a problem with the view's file also naming the project and the view
+    (the file alone does not say which view of which project wanted it)."""
+    try:
+        return inspect_view(view, s3)
+    except TileError as e:
+        raise TileError(f"{source}: {view.name}: {e}") from None
+
+
 def _rank_key(setup: Setup) -> tuple[int, ...]:
     return tuple(setup.attributes.get(a, 0) for a in ("tile", "angle", "illumination"))
 
@@ -163,7 +174,7 @@ def _typed(views: list[Tile], source: str, s3) -> list[Tile]:
     """The views with the pixel type their files hold, each file's header opened once (in
     parallel: on shared filesystems and object stores this is latency-bound)."""
     with ThreadPoolExecutor(16) as pool:
-        found = list(pool.map(partial(inspect_view, s3=s3), views))
+        found = list(pool.map(partial(_inspect, source=source, s3=s3), views))
     typed = []
     for view, (shape, dtype) in zip(views, found):
         where = f"{view.path}" + (f" ({view.dataset})" if view.loader != "tiff" else "")

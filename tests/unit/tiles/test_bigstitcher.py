@@ -94,7 +94,8 @@ def refused(tmp_path, capsys, xml: Path, *expected: str):
 
 def test_a_missing_image_file_is_named(tmp_path, angles, capsys):
     (angles.parent / "view-1.tif").unlink()
-    refused(tmp_path, capsys, angles, "view-1.tif", "not found")
+    refused(tmp_path, capsys, angles, f"{angles}: view setup 1, timepoint 0: ", "view-1.tif",
+            "not found")
 
 
 def test_an_unknown_loader_is_named_with_the_supported_ones(tmp_path, angles, capsys):
