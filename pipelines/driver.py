@@ -224,11 +224,6 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
         match_intensities(config, executor, stream)
     plan = make_plan(config, check_files=check_files)
     store, beside = _output_location(config, plan, executor)
-    # The output's refusals before Spark's seconds of start-up (`check_output` repeats them
-    # under the lock), and Spark started before the lock is taken: a Spark that cannot
-    # start leaves nothing behind, not even the folder the lock would have made.
-    preflight(plan, store, beside, overwrite)
-    executor.start()
     take_lock(plan, beside)
     try:
         if overwrite:
@@ -254,6 +249,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     """The export while this job holds the output's lock."""
     began = time.time()
     plan = check_output(plan, store, beside)
+    executor.start()
     start_record(plan, beside)
     phase = "run"
     try:

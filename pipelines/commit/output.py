@@ -41,10 +41,9 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
 
 
 def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) -> None:
-    """The read-only checks of the output, made before Spark starts (and before a job's
-    other Spark work, such as stitching): a committed dataset (unless `overwrite`), files
-    that are not from this pipeline, a live job's lock. `check_output` repeats them once
-    the lock is held."""
+    """The read-only checks of the output, for a job that runs other Spark work first
+    (stitching): a committed dataset (unless `overwrite`), files that are not from this
+    pipeline, a live job's lock. `check_output` repeats them once the lock is held."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     if not overwrite:
         _refuse_committed(plan, store, record)
