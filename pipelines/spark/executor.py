@@ -18,7 +18,7 @@ import uuid
 from functools import partial
 from typing import Any
 
-from pyspark import TaskContext
+from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
@@ -38,7 +38,9 @@ CANCEL_SECONDS = 10  # how long a stopped run waits for its cancelled Spark job 
 
 class SparkExecutor:
     """Runs batches on a Spark session: the job's own (started by `start`, stopped by
-    `stop`), or one handed in (`SparkExecutor(spark=...)`, left running)."""
+    `stop`), or one handed in (`SparkExecutor(spark=...)`, left running). A session this
+    process already runs (a notebook's) is used as one handed in: Spark gives it to
+    `start` in place of a new one, and stopping it would stop its owner's work."""
 
     def __init__(self, config: JobConfig | None = None, spark: SparkSession | None = None):
         if config is None and spark is None:
@@ -61,7 +63,10 @@ class SparkExecutor:
             return 0.0
         began = time.perf_counter()
         assert self.config is not None
+        running = SparkContext._active_spark_context is not None
         self.spark = session(self.config)
+        if running:   # getOrCreate gave this process's running session: not ours to stop
+            self.owned = False
         self.startup_seconds = time.perf_counter() - began
         return self.startup_seconds
 

@@ -223,3 +223,16 @@ def test_overwrite_replaces_a_committed_dataset(spark, small_acquisition, tmp_pa
     files = sorted(p.relative_to(uri).as_posix() for p in uri.rglob("*") if p.is_file())
     assert "attributes.json" not in files and not any(f.startswith("c0/") for f in files)
     np.testing.assert_array_equal(tensorstore_read(str(uri), "0", "zarr3"), reference_volume(second))
+
+
+def test_an_export_that_starts_spark_leaves_a_session_already_running_alone(spark, small_acquisition,
+                                                                             tmp_path):
+    """export(config) without an executor starts Spark from [spark] and stops it at the
+    end; when this process already runs a session (a notebook's, this test session's),
+    Spark hands that one over instead, and the export must not stop it."""
+    import io
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "out"))
+    result = export(load_job(job), stream=io.StringIO())
+    assert result.summary.objects_written > 0
+    assert spark.sparkContext.parallelize(range(4), 2).sum() == 6   # still running
