@@ -149,7 +149,7 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     succeed.
 
     Without `executor`, Spark is started from the job's [spark] settings and stopped at
-    the end. `overwrite` first removes whatever the output holds, a committed dataset
+    the end (a session this process already runs is used instead, and left running). `overwrite` first removes whatever the output holds, a committed dataset
     included. With `[stitching] enabled`, the tiles are registered first and fused at the
     refined positions."""
     started = time.perf_counter()
