@@ -7,7 +7,8 @@ file descriptor 2 at a pipe while the JVM is launched and restores it right afte
 JVM (and the Python workers it starts) keep the pipe; a thread relays the pipe. Until the
 start succeeds the thread holds what arrives; then it writes that out and passes the rest
 through, as if nothing had been in between. After a failure, `reason` is the JVM's own
-message, for the one line; the trace is dropped.
+message, for the one line; the trace is dropped. When the JVM runs but Spark refuses
+inside it, py4j raises the Java exception in Python instead: `java_reason` reads it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# A Java exception as Java prints it: its class without the package, then its message.
+_EXCEPTION = r"(?:[\w$]+\.)*([\w$]+): ([^\n]+)"
 # e.g. Exception in thread "main" org.apache.spark.SparkException: When running with ...
-_JAVA_MAIN_FAILURE = re.compile(r'Exception in thread "main" (?:[\w$]+\.)*([\w$]+): ([^\n]+)')
+_JAVA_MAIN_FAILURE = re.compile(r'Exception in thread "main" ' + _EXCEPTION)
+# How py4j shows a Java exception thrown into Python: "An error occurred while calling
+# None.org.apache.spark.api.java.JavaSparkContext.\n: org.apache.spark.SparkException:
+# Asked to run locally with 0 threads\n\tat ..."; the reason is the second line.
+_PY4J_FAILURE = re.compile(r"^: " + _EXCEPTION + "$", re.MULTILINE)
 # The JVM itself refusing its options: spark.driver.memory = "2x" (-Xmx2x) prints "Invalid
 # maximum heap size: -Xmx2x" and "Error: Could not create the Java Virtual Machine." here.
 # (What it finds wrong later in its start, e.g. "Too small maximum heap", goes to stdout.)
@@ -82,6 +89,12 @@ class HeldStderr:
         with self.lock:
             text = self.held.decode(errors="replace")
         return jvm_reason(text)
+
+
+def java_reason(error: BaseException) -> str:
+    """The Java exception's class and message when py4j raised `error`, else ''."""
+    match = _PY4J_FAILURE.search(str(error))
+    return f"{match.group(1)}: {match.group(2).strip()}" if match else ""
 
 
 def jvm_reason(text: str) -> str:

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
 from pipelines.errors import SparkStartError, install_signal_handlers
-from pipelines.spark.jvm_stderr import held_jvm_stderr
+from pipelines.spark.jvm_stderr import held_jvm_stderr, java_reason
 
 # The driver JVM of a session started here (plain `python`, not spark-submit) compiles with
 # C1 only. The pixel work is Python's; the JVM schedules tasks and passes small results, and
@@ -234,18 +234,6 @@ def _socket_problem(error: OSError) -> str:
     if isinstance(error, TimeoutError):
         return f"no answer within {MASTER_CONNECT_SECONDS} s"
     return error.strerror or type(error).__name__
-
-
-# How py4j shows a Java exception thrown into Python: "An error occurred while calling
-# None.org.apache.spark.api.java.JavaSparkContext.\n: org.apache.spark.SparkException:
-# Asked to run locally with 0 threads\n\tat ..."; the reason is the second line.
-_JAVA_EXCEPTION = re.compile(r"^: (?:[\w$]+\.)*([\w$]+): ([^\n]+)$", re.MULTILINE)
-
-
-def java_reason(error: BaseException) -> str:
-    """The Java exception's class and message when py4j raised `error`, else ''."""
-    match = _JAVA_EXCEPTION.search(str(error))
-    return f"{match.group(1)}: {match.group(2).strip()}" if match else ""
 
 
 def first_line(error: BaseException) -> str:

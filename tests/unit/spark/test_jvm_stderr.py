@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from pipelines.spark.jvm_stderr import HeldStderr, jvm_reason
+from pipelines.spark.jvm_stderr import HeldStderr, java_reason, jvm_reason
 
 START = (b"WARNING: Using incubator modules: jdk.incubator.vector\n"
          b"Using Spark's default log4j profile: org/apache/spark/log4j2-defaults.properties\n"
@@ -52,3 +52,11 @@ def test_the_jvm_refusing_its_options_is_its_own_line():
         "SparkException: When running with master 'yarn' either HADOOP_CONF_DIR or "
         "YARN_CONF_DIR must be set")
     assert jvm_reason("some other output\n") == ""
+
+
+def test_a_java_exception_raised_through_py4j_is_its_class_and_message():
+    raised = Exception("An error occurred while calling None.org.apache.spark.api.java."
+                       "JavaSparkContext.\n: org.apache.spark.SparkException: Asked to run "
+                       "locally with 0 threads\n\tat org.apache.spark.SparkContext$.x(y.scala:1)")
+    assert java_reason(raised) == "SparkException: Asked to run locally with 0 threads"
+    assert java_reason(Exception("[JAVA_GATEWAY_EXITED] Java gateway process exited")) == ""
