@@ -91,6 +91,8 @@ def misspelled_properties(spark: SparkSession, config: JobConfig) -> list[str]:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         entries = jvm.org.apache.spark.internal.config.ConfigEntry
+        # one lookup per property first: listing the registry costs a py4j round trip for
+        # each of its ~1 350 names (0.13 s), paid only when some name is unknown
         unknown = [name for name, _ in config.spark_conf
                    if name != "spark.master" and entries.findEntry(name) is None]
         if not unknown:
