@@ -184,9 +184,9 @@ def run(spark, folder: Path, waves: bool = True) -> dict:
 def demo_picture(tile_json: str, path: Path) -> None:
     """The demo's middle z slice fused without and with its corrections (the fields and
     coefficients `make demo` wrote beside `tile_json`, its stitched tile JSON)."""
-    from pipelines.fusion import fuse
     from pipelines.geometry import Box
     from pipelines.illumination.correct import tile_reader
+    from pipelines.pixels.fusion import fuse
     from pipelines.plan import make_plan
     from pipelines.report.pictures import projections_png, save_png
     raw = {"input": {"tiles": tile_json}, "output": {"uri": str(path.parent / "unused")}}

@@ -82,7 +82,7 @@ def _warm_up(fmt, work: Work, volume) -> None:
     """Before the clock starts, what tensorstore, writing from its own process's memory,
     never pays inside its timed write: map every page of the shared volume into this
     process (one read per page; ≈ 64 minor faults per chunk otherwise) and load the
-    compiled copy loops (`pipelines.copying`, ≈ 1 s of a worker's first large copy)."""
+    compiled copy loops (`pipelines.pixels.copying`, ≈ 1 s of a worker's first large copy)."""
     flat = volume.reshape(-1)
     int(flat[:: max(1, 4096 // volume.itemsize)].sum())   # one value per 4 KiB page
     box = work.boxes[0]

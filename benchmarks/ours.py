@@ -13,7 +13,7 @@ import time
 
 from benchmarks.memory import WorkerMemory
 from pipelines.driver import export
-from pipelines.fusion import fuse
+from pipelines.pixels.fusion import fuse
 from pipelines.plan import make_plan, task_memory
 from pipelines.spark import SparkExecutor, session
 from pipelines.tiles import read_region
@@ -51,11 +51,11 @@ def warm_workers(spark) -> None:
 
         import pipelines.execute.block  # noqa: F401  (what a block task imports)
         import pipelines.spark  # noqa: F401
-        from pipelines.copying import MIN_BYTES, copy_region
-        from pipelines.fusion import fuse
         from pipelines.geometry import Box
+        from pipelines.pixels.copying import MIN_BYTES, copy_region
+        from pipelines.pixels.fusion import fuse
+        from pipelines.pixels.value_range import ValueRange, value_range
         from pipelines.tiles import Tile
-        from pipelines.value_range import ValueRange, value_range
 
         # the compiled loops loaded, as the limit's workers load theirs (limit._warm_up):
         # copies in both byte orders (with a block's range gathered on the way, as the

@@ -1,5 +1,5 @@
 """Exporting in this process (the real driver on a LocalExecutor),
-reference downsampling written independently of pipelines.pyramid, and extra channels."""
+reference downsampling written independently of pipelines.pixels.pyramid, and extra channels."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import tifffile
 
 from pipelines.driver import ExportResult, export
 from pipelines.execute.executor import LocalExecutor
-from pipelines.fusion import fuse
 from pipelines.geometry import Box
+from pipelines.pixels.fusion import fuse
 from pipelines.tiles import read_region
 
 

@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipelines import pyramid
 from pipelines.commit.ledger import PartitionSummary, PartRecorder
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
@@ -27,15 +26,16 @@ from pipelines.execute.problems import cause_line
 from pipelines.execute.tuning import keep_freed_memory
 from pipelines.formats import format_module
 from pipelines.formats.objects import encode_region
-from pipelines.fusion import fuse, fuse_pieces
 from pipelines.geometry import Box
 from pipelines.illumination.correct import tile_reader
-from pipelines.mosaic import Mosaic
+from pipelines.pixels import pyramid
+from pipelines.pixels.fusion import fuse, fuse_pieces
+from pipelines.pixels.mosaic import Mosaic
+from pipelines.pixels.value_range import ValueRange
 from pipelines.plan import BlockReceipt, BlockTask, ExportPlan, PartitionTask
 from pipelines.storage import Store, beside_store, open_store
 from pipelines.storage.checksum import crc32
 from pipelines.tiles import set_tile_cache
-from pipelines.value_range import ValueRange
 
 
 class InjectedFailure(RuntimeError):

@@ -13,9 +13,9 @@ import numpy as np
 
 from pipelines.formats.codecs import Compressor
 from pipelines.geometry import to_zyx
-from pipelines.mosaic import Mosaic, Region, all_equal, copy_out
+from pipelines.pixels.mosaic import Mosaic, Region, all_equal, copy_out
+from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
-from pipelines.value_range import ValueRange
 
 Vec = tuple[int, ...]
 

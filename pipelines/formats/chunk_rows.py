@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from pipelines.copying import MAX_COLUMNS
 from pipelines.formats.base import ArraySpec, Format, is_fill
 from pipelines.geometry import Box
-from pipelines.mosaic import Region, copy_out
+from pipelines.pixels.copying import MAX_COLUMNS
+from pipelines.pixels.mosaic import Region, copy_out
+from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
-from pipelines.value_range import ValueRange
 
 # Chunks copied in one pass: their buffers are alive together (plan.memory counts them).
 ROW_CHUNKS = MAX_COLUMNS

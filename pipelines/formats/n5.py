@@ -15,9 +15,9 @@ import numpy as np
 
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
 from pipelines.geometry import to_xyz, to_zyx
-from pipelines.mosaic import Region, copy_out
+from pipelines.pixels.mosaic import Region, copy_out
+from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
-from pipelines.value_range import ValueRange
 
 NAME = "n5"
 # N5-Java refuses a root version whose major is above its own; 2.x is read by N5-Java

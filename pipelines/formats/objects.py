@@ -13,9 +13,9 @@ from pipelines.formats import sharding
 from pipelines.formats.base import ArraySpec, Format
 from pipelines.formats.chunk_rows import encode_chunks
 from pipelines.geometry import Box, ChunkGrid, grid_indices
-from pipelines.mosaic import Region
+from pipelines.pixels.mosaic import Region
+from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
-from pipelines.value_range import ValueRange
 
 
 def encode_region(fmt: Format, spec: ArraySpec, data_zyx: Region, box: Box,

@@ -24,10 +24,10 @@ from pipelines.formats import zarr3
 from pipelines.formats.base import ArraySpec
 from pipelines.formats.chunk_rows import encode_chunks
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
-from pipelines.mosaic import Region
+from pipelines.pixels.mosaic import Region
+from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
 from pipelines.storage.checksum import running_crc32
-from pipelines.value_range import ValueRange
 
 Vec = tuple[int, ...]
 ABSENT = 2**64 - 1

@@ -26,8 +26,8 @@ from pipelines.formats.base import (
 )
 from pipelines.formats.codecs import BLOSC_SHUFFLE, Compressor
 from pipelines.geometry import to_zyx
-from pipelines.mosaic import Region
-from pipelines.value_range import ValueRange
+from pipelines.pixels.mosaic import Region
+from pipelines.pixels.value_range import ValueRange
 
 NAME = "zarr2"
 ROOT_KEY = ".zgroup"

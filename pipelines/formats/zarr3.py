@@ -20,8 +20,8 @@ from pipelines.formats.base import (
     json_bytes,
 )
 from pipelines.geometry import to_zyx
-from pipelines.mosaic import Region
-from pipelines.value_range import ValueRange
+from pipelines.pixels.mosaic import Region
+from pipelines.pixels.value_range import ValueRange
 
 NAME = "zarr3"
 ROOT_KEY = "zarr.json"

@@ -15,7 +15,7 @@ import numpy as np
 from pipelines.geometry import Box, to_zyx
 from pipelines.illumination.correct import Correction, read_corrected, tile_reader
 from pipelines.illumination.estimate import Binning, tile_histogram
-from pipelines.resample import sample_affine
+from pipelines.pixels.resample import sample_affine
 from pipelines.tiles import Tile, TileSet, read_region
 
 SLAB_BYTES = 64 * 2**20      # a tile is read this many bytes of slices at a time

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # weights and tile region of the tile being added, and the cast result.
 FUSION_BYTES_PER_VOXEL = 16
 # More bytes per output voxel while a view is sampled through its affine
-# (pipelines.resample): its inside mask and weights, and the closeness for `closest`.
+# (pipelines.pixels.resample): its inside mask and weights, and the closeness for `closest`.
 AFFINE_BYTES_PER_VOXEL = 12
 # Bytes per source voxel a downsampling task holds besides the region read: float64 sums
 # for mean; sorted window copies and run lengths for mode (measured up to 26 with float64).

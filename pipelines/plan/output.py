@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipelines import pyramid
 from pipelines.config import JobConfig
 from pipelines.errors import ConfigError, PlanError
 from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import BlockGrid, Box, ChunkGrid
 from pipelines.layouts import paths as layouts
+from pipelines.pixels import pyramid
 from pipelines.tiles import TileSet
 from pipelines.tiles.model import COORDINATE_LIMIT
 

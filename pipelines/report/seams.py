@@ -12,8 +12,8 @@ from functools import partial
 
 import numpy as np
 
-from pipelines.fusion import fuse
 from pipelines.geometry import Box
+from pipelines.pixels.fusion import fuse
 from pipelines.tiles import TileSet, read_region
 
 SIZE = 384            # voxels across the region, x and y

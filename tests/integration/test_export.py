@@ -15,8 +15,8 @@ import pytest
 from pipelines.config import load_job
 from pipelines.driver import export
 from pipelines.errors import BlockFailed
-from pipelines.fusion import fuse
 from pipelines.geometry import Box
+from pipelines.pixels.fusion import fuse
 from pipelines.plan import make_plan
 from pipelines.spark import SparkExecutor
 from tests.conftest import ROOT, write_job
@@ -82,8 +82,8 @@ def test_blocks_across_tiles_side_by_side_are_their_pixels(spark, tmp_path, fmt,
     numpy here, as tensorstore reads the output (N5, and sharded Zarr v3)."""
     import tifffile
 
-    from pipelines.fusion import fuse_pieces
-    from pipelines.mosaic import Mosaic
+    from pipelines.pixels.fusion import fuse_pieces
+    from pipelines.pixels.mosaic import Mosaic
     from pipelines.tiles import read_region
 
     rng = np.random.default_rng(5)
@@ -118,9 +118,9 @@ def test_blocks_where_tiles_overlap_are_the_brute_force_blend(spark, tmp_path, f
     reads it is linear blending written out voxel by voxel in numpy (`brute_linear`)."""
     import tifffile
 
-    from pipelines import fusion
-    from pipelines.fusion import fuse_pieces
-    from pipelines.mosaic import Mosaic
+    from pipelines.pixels import fusion
+    from pipelines.pixels.fusion import fuse_pieces
+    from pipelines.pixels.mosaic import Mosaic
     from pipelines.tiles import Tile, TileSet, read_region
     from tests.unit.test_fusion import brute_linear
 

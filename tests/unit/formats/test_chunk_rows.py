@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import copying
 from pipelines.config import CodecConfig
 from pipelines.formats import ArraySpec, base, compressor_for, format_module, sharding
 from pipelines.formats.chunk_rows import ROW_CHUNKS, encode_chunks
 from pipelines.formats.objects import encode_region
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
-from pipelines.value_range import ValueRange
+from pipelines.pixels import copying
+from pipelines.pixels.value_range import ValueRange
 
 CHUNKS = (8, 6, 4)             # x, y, z
 ARRAY = (8 * 11 + 3, 20, 9)    # 12 chunks along x (the last short): rows longer than ROW_CHUNKS

@@ -1,4 +1,4 @@
-"""The numba kernel of `pipelines.resample`: every output voxel of a box mapped into a view,
+"""The numba kernel of `pipelines.pixels.resample`: every output voxel of a box mapped into a view,
 tested, interpolated and weighted in one pass (see that module for the method). A module of
 its own so that only exports with affine views import numba."""
 

@@ -1,4 +1,4 @@
-"""`pipelines.value_range` against numpy's min and max: `value_range` for every integer
+"""`pipelines.pixels.value_range` against numpy's min and max: `value_range` for every integer
 type, C-ordered blocks and boxes of larger arrays (memory maps too), extremes anywhere;
 `ValueRange` gathered by the copies that prepare chunks for their codec (`copy_region`)
 and over every object of a region as each format encodes it (`encode_region`), fill-value
@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import copying, value_range
 from pipelines.config import CodecConfig
 from pipelines.formats import ArraySpec, compressor_for, format_module
 from pipelines.formats.objects import encode_region
 from pipelines.geometry import Box, to_zyx
-from pipelines.value_range import ValueRange
+from pipelines.pixels import copying, value_range
+from pipelines.pixels.value_range import ValueRange
 
 TYPES = ["uint8", "int8", "uint16", ">u2", "int16", "uint32", "int32", "uint64", "int64"]
 

@@ -1,4 +1,4 @@
-"""The numba loop of `pipelines.copying`: the rows of one strided 3D region copied into
+"""The numba loop of `pipelines.pixels.copying`: the rows of one strided 3D region copied into
 one or more others side by side, as they are or with each value's bytes reversed. A
 module of its own so that only processes copying large regions import numba.
 

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import copying, fusion
 from pipelines.config import CodecConfig
 from pipelines.formats import ArraySpec, compressor_for, format_module
 from pipelines.formats.objects import encode_region
-from pipelines.fusion import fuse, fuse_pieces
 from pipelines.geometry import Box, to_zyx
-from pipelines.mosaic import Mosaic
+from pipelines.pixels import copying, fusion
+from pipelines.pixels.fusion import fuse, fuse_pieces
+from pipelines.pixels.mosaic import Mosaic
+from pipelines.pixels.value_range import ValueRange
 from pipelines.tiles import Tile
-from pipelines.value_range import ValueRange
 
 
 def side_by_side(cuts, missing=(), dtype="uint16", seed=0):

@@ -8,7 +8,7 @@ lies inside it: u in [0, n - 1] per axis for `linear` (trilinear) interpolation,
 space: per axis the distance to the nearer border, min(u + 0.5, n - 0.5 - u), multiplied
 over the axes (for a view placed by whole voxels this is `fusion.edge_weights`).
 
-The sampling kernel (`pipelines.sampling_kernel.sample`, compiled with numba; imported
+The sampling kernel (`pipelines.pixels.sampling_kernel.sample`, compiled with numba; imported
 only when a view has an affine, so translation-only exports do not load numba in every
 Python worker, 0.2 s each) visits each output voxel once:
 it maps the voxel into the view, decides whether it lands inside, interpolates (`linear`:
@@ -85,7 +85,7 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
     # the view's extent, region-local, with a hair of tolerance: a voxel on the view's
     # border must not drop out over a rounding error of the inverse
     low, high = -lo - margin - EDGE, size - 1 - lo + margin + EDGE
-    from pipelines.sampling_kernel import sample
+    from pipelines.pixels.sampling_kernel import sample
     sample(region, np.ascontiguousarray(linear[::-1, ::-1]), shift[::-1].copy(),
             low[::-1].astype(np.float64), high[::-1].astype(np.float64),
             (lo[::-1] + 0.5).astype(np.float64), size[::-1].astype(np.float64),

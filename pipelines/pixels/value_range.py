@@ -3,7 +3,7 @@ channel is made from (`BlockReceipt.ranges`).
 
 Two ways to get them, both exact and equal to numpy's `min()` and `max()`:
 - `value_range(data)`: one compiled pass over a large integer block
-  (`pipelines.range_kernel`), where numpy makes two: 0.23 against 0.47 ms per 4 MiB of
+  (`pipelines.pixels.range_kernel`), where numpy makes two: 0.23 against 0.47 ms per 4 MiB of
   `uint16` (benchmarks/PROFILE.md);
 - `ValueRange`, handed to the copies that prepare each chunk for its codec
   (`copying.copy_region`): the compiled copy compares each value as it moves it, so the
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.copying import MIN_BYTES, row_run, separate_rows
+from pipelines.pixels.copying import MIN_BYTES, row_run, separate_rows
 
 
 def value_range(data: np.ndarray) -> tuple[Any, Any]:
@@ -28,7 +28,7 @@ def value_range(data: np.ndarray) -> tuple[Any, Any]:
     if (data.dtype.kind not in "iu" or not data.dtype.isnative or data.ndim != 3
             or data.nbytes < MIN_BYTES or not separate_rows(data)):
         return data.min(), data.max()
-    from pipelines.range_kernel import row_range  # numba: only for large blocks
+    from pipelines.pixels.range_kernel import row_range  # numba: only for large blocks
 
     run, plane, row = row_run(data, writeable=False)
     kernel: Any = row_range   # a numba dispatcher: its signature is the compiled function's

@@ -28,7 +28,7 @@ so each output voxel is computed from the same values in the same order whatever
 block decomposition. A tile whose position is exactly integer skips the resampling, so
 it gives the same bytes under both rules. Blending weights stay based on `Tile.box`.
 
-A tile with an affine (`Tile.transform`) is sampled through it (`pipelines.resample`):
+A tile with an affine (`Tile.transform`) is sampled through it (`pipelines.pixels.resample`):
 each output voxel is mapped back into the view, and the view contributes only where the
 voxel lands inside it; its `linear` weights are computed in its own pixel space.
 
@@ -37,8 +37,8 @@ Speed: where blending a voxel covered by one tile provably returns the tile's va
 voxels are copied and only the zones tiles share are blended; the bytes are the same.
 In large blocks of outputs up to 16 bits, `linear` blends those zones in one compiled
 pass over each cell that several tiles cover (`_blend_linear_compiled`,
-`pipelines.blend_kernel`), again with the same bytes.
-`fuse_pieces` gives the same voxels without assembling them (`pipelines.mosaic`): the
+`pipelines.pixels.blend_kernel`), again with the same bytes.
+`fuse_pieces` gives the same voxels without assembling them (`pipelines.pixels.mosaic`): the
 tiles' regions where one tile covers the voxels, and the blended zones.
 """
 
@@ -50,11 +50,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipelines.copying import MIN_BYTES, copy_region, row_run, separate_rows
 from pipelines.geometry import Box, to_zyx
-from pipelines.mosaic import Mosaic
-from pipelines.pyramid import to_dtype
-from pipelines.resample import Contribution, closeness, sample_affine
+from pipelines.pixels.copying import MIN_BYTES, copy_region, row_run, separate_rows
+from pipelines.pixels.mosaic import Mosaic
+from pipelines.pixels.pyramid import to_dtype
+from pipelines.pixels.resample import Contribution, closeness, sample_affine
 from pipelines.tiles import Tile, read_region
 
 Reader = Callable[[Tile, Box], np.ndarray]
@@ -272,9 +272,9 @@ def _compiled_blend_applies(out: np.ndarray, regions) -> bool:
 
 def _blend_linear_compiled(target: np.ndarray, cell: Box, sharing, read: Reader) -> None:
     """target[...] = the `linear` blend over `cell`, which every (tile, placed box) of
-    `sharing` covers, in one compiled pass (`pipelines.blend_kernel`): the bytes of
+    `sharing` covers, in one compiled pass (`pipelines.pixels.blend_kernel`): the bytes of
     `_blend` + `_cast_owned`."""
-    from pipelines.blend_kernel import blend_linear  # numba: only for large blocks
+    from pipelines.pixels.blend_kernel import blend_linear  # numba: only for large blocks
 
     sources, planes, rows = [], [], []
     for tile, placed in sharing:

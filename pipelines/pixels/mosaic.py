@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.copying import copy_columns, copy_region
-from pipelines.value_range import ValueRange
+from pipelines.pixels.copying import copy_columns, copy_region
+from pipelines.pixels.value_range import ValueRange
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,4 +1,4 @@
-"""`pipelines.copying.copy_region` against numpy's own assignment: every type the output
+"""`pipelines.pixels.copying.copy_region` against numpy's own assignment: every type the output
 formats store, either byte order on either side, boxes of C-ordered arrays and of
 memory-mapped files on both sides."""
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import copying
-from pipelines.value_range import ValueRange
+from pipelines.pixels import copying
+from pipelines.pixels.value_range import ValueRange
 
 TYPES = ["u1", "i1", "u2", "i2", "u4", "i4", "f4", "u8", "i8", "f8"]
 

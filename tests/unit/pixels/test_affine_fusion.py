@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipelines.config import build_config
-from pipelines.fusion import fuse
 from pipelines.geometry import Box
+from pipelines.pixels.fusion import fuse
 from pipelines.plan import make_plan
 from pipelines.tiles import Tile, read_region
 from tests.bigstitcher_project import covered, phantom, scenario, write_project

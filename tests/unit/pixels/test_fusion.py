@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import copying, fusion
-from pipelines.fusion import INTERPOLATIONS, cast, fuse
 from pipelines.geometry import Box
+from pipelines.pixels import copying, fusion
+from pipelines.pixels.fusion import INTERPOLATIONS, cast, fuse
 from pipelines.tiles import Tile, TileSet
 
 RULES = ["max", "average", "linear", "first"]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from pipelines.geometry import BlockGrid, ChunkGrid, ceil_div, grid_indices, to_zyx
-from pipelines.pyramid import (
+from pipelines.pixels.pyramid import (
     cumulative_factors,
     downsample,
     in_block_levels,

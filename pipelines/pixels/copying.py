@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 if TYPE_CHECKING:   # value_range imports this module
-    from pipelines.value_range import ValueRange
+    from pipelines.pixels.value_range import ValueRange
 
 MIN_BYTES = 1 << 18   # copies below this go to numpy (numba's import would not pay back)
 # Regions one compiled copy fills (`copy_columns` takes more in groups of this many): its
@@ -72,7 +72,9 @@ def copy_columns(outs: Sequence[np.ndarray], values: np.ndarray,
         if seen is not None:
             seen.see(values)
         return
-    from pipelines.copy_kernel import copy_rows  # numba: only in processes copying large regions
+    from pipelines.pixels.copy_kernel import (
+        copy_rows,  # numba: only in processes copying large regions
+    )
 
     swap = values.itemsize > 1 and _big_endian(values.dtype) != _big_endian(outs[0].dtype)
     watch = seen is not None and values.dtype.kind == "u" and values.dtype.isnative
