@@ -122,7 +122,7 @@ def test_blocks_where_tiles_overlap_are_the_brute_force_blend(spark, tmp_path, f
     from pipelines.pixels.fusion import fuse_pieces
     from pipelines.pixels.mosaic import Mosaic
     from pipelines.tiles import Tile, TileSet, read_region
-    from tests.unit.test_fusion import brute_linear
+    from tests.unit.pixels.test_fusion import brute_linear
 
     rng = np.random.default_rng(8)
     size, tiles, pixels, listed = (56, 44, 20), [], {}, []
