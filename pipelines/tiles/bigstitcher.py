@@ -133,6 +133,7 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
         raise TileError(f"{source}: no views left to fuse" +
                         (f" after input.views = {views}" if views else ""))
     rows = {key: _typed(views_tc, source, s3) for key, views_tc in rows.items()}
+    _check_same_views(rows, source)
     kept_t = sorted({t for t, _ in rows})
     kept_c = sorted({c for _, c in rows})
     unit = _world_unit(setups, rows)
@@ -187,7 +188,31 @@ def _typed(views: list[Tile], source: str, s3) -> list[Tile]:
             raise TileError(f"{where}: {view.name} holds {dtype} pixels; supported: uint8, "
                             f"uint16, float32") from None
         typed.append(replace(view, type=kind))
+    mixed = next((v for v in typed if v.type != typed[0].type), None)
+    if mixed is not None:   # fused into one output type, one of them would be clipped
+        first = typed[0]
+        raise TileError(f"{source}: {mixed.name} holds {mixed.dtype} pixels but {first.name} "
+                        f"holds {first.dtype}; the views of a channel must have one pixel type "
+                        f"(select views of one type with input.views)")
     return typed
+
+
+def _check_same_views(rows: dict[tuple[int, int], list[Tile]], source: str) -> None:
+    """Every timepoint of a channel has the views of the same setups: a view missing at
+    one timepoint only is named, not found later as tiles that differ."""
+    by_channel: dict[int, dict[int, set[int]]] = {}
+    for (t, c), views in rows.items():
+        by_channel.setdefault(c, {})[t] = {v.index for v in views}
+    for c, setups_at in by_channel.items():
+        union = set().union(*setups_at.values())
+        for t, present in sorted(setups_at.items()):
+            if present != union:
+                absent = min(union - present)
+                other = min(u for u, ids in setups_at.items() if absent in ids)
+                raise TileError(f"{source}: view setup {absent} (channel {c}) has a view at "
+                                f"timepoint {other} but none at timepoint {t} (MissingViews, "
+                                f"or input.views); every timepoint must have the same views: "
+                                f"select them with input.views")
 
 
 def _parse(source: str, s3) -> ET.Element:

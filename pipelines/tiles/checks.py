@@ -13,15 +13,32 @@ from pipelines.tiles.readers import check_tile_file
 
 
 def check_same_geometry(tiles: tuple[tuple[TileSet, ...], ...]) -> None:
-    """Every channel and timepoint must describe the same tiles at the same places."""
+    """Every channel and timepoint must describe the same tiles at the same places; a
+    difference names the first tile that differs and how."""
     reference = tiles[0][0]
-    shape = [(t.index, t.box, t.size, t.type) for t in reference]
     for row in tiles:
         for other in row:
-            if [(t.index, t.box, t.size, t.type) for t in other] != shape:
-                raise TileError(f"{other.source}: tile indices, positions, sizes or types differ "
-                                f"from {reference.source}; all channels and timepoints must share "
-                                f"one tile geometry (the same tiles covering the same voxels)")
+            difference = _first_difference(reference, other)
+            if difference:
+                raise TileError(f"{other.source}: {difference}; all channels and timepoints must "
+                                f"share one tile geometry (the same tiles covering the same "
+                                f"voxels, of one pixel type)")
+
+
+def _first_difference(reference: TileSet, other: TileSet) -> str:
+    """How `other` differs from `reference` first, or "" when it does not."""
+    if len(other) != len(reference):
+        return f"{len(other)} tiles where {reference.source} has {len(reference)}"
+    for mine, theirs in zip(other, reference):
+        if mine.index != theirs.index:
+            return f"{mine.name} where {reference.source} has {theirs.name}"
+        for what, a, b in (("starts at voxel", list(mine.box.start), list(theirs.box.start)),
+                           ("has size", list(mine.size), list(theirs.size)),
+                           ("ends at voxel", list(mine.box.stop), list(theirs.box.stop)),
+                           ("has type", mine.type, theirs.type)):
+            if a != b:
+                return f"{mine.name} {what} {a} where {theirs.name} of {reference.source} {what} {b}"
+    return ""
 
 
 def check_tile_files(sets: Iterable[TileSet], s3=None, threads: int = 16) -> None:

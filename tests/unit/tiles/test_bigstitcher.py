@@ -147,3 +147,21 @@ def test_the_affine_helpers_agree_with_numpy():
     m = np.vstack([np.asarray(compose(a, b)).reshape(3, 4), [0, 0, 0, 1]])
     ma, mb = (np.vstack([np.asarray(x).reshape(3, 4), [0, 0, 0, 1]]) for x in (a, b))
     assert np.allclose(m, ma @ mb)
+
+
+def test_views_of_one_channel_with_different_pixel_types_are_refused(tmp_path, angles, capsys):
+    import tifffile
+    view = angles.parent / "view-1.tif"
+    tifffile.imwrite(view, (tifffile.imread(view) // 256).astype(np.uint8))   # same shape, uint8
+    refused(tmp_path, capsys, angles, "view setup 1, timepoint 0 holds uint8 pixels",
+            "view setup 0, timepoint 0 holds uint16", "one pixel type")
+
+
+def test_a_view_missing_at_one_timepoint_only_is_named():
+    from pipelines.tiles import Tile
+    from pipelines.tiles.bigstitcher import _check_same_views
+    views = [Tile(s, f"v{s}.tif", (0.0, 0.0, 0.0), (8, 8, 8)) for s in range(3)]
+    with pytest.raises(TileError, match=r"view setup 2 \(channel 0\) has a view at timepoint 2 but "
+                                        r"none at timepoint 5"):
+        _check_same_views({(2, 0): views, (5, 0): views[:2]}, "p.xml")
+    _check_same_views({(2, 0): views, (5, 0): views, (2, 1): views[:1]}, "p.xml")  # per channel

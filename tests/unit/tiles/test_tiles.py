@@ -116,3 +116,20 @@ def test_stitching_spark_affine_transform_places_the_tile(tmp_path):
         (tmp_path / "tiles.json").write_text(json.dumps(doc))
         with pytest.raises(TileError, match="tile 1: field 'transform'.*" + match):
             read_tile_json(tmp_path / "tiles.json")
+
+
+def test_a_channel_that_differs_is_refused_naming_the_tile_and_how():
+    from pipelines.errors import TileError
+    from pipelines.tiles import TileSet, check_same_geometry
+    tiles = [Tile(i, f"t{i}.tif", (100.0 * i, 0.0, 0.0), (120, 100, 10)) for i in range(3)]
+    first = TileSet(tuple(tiles), source="ch0.json")
+    moved = TileSet(tuple(tiles[:2]) + (replace(tiles[2], position=(203.0, 0.0, 0.0)),), source="ch1.json")
+    with pytest.raises(TileError, match=r"ch1.json: tile 2 starts at voxel \[203, 0, 0\] where "
+                                        r"tile 2 of ch0.json starts at voxel \[200, 0, 0\]"):
+        check_same_geometry(((first, moved),))
+    typed = TileSet(tuple(tiles[:1]) + (replace(tiles[1], type="GRAY8"),) + tuple(tiles[2:]), source="ch1.json")
+    with pytest.raises(TileError, match="tile 1 has type GRAY8 where tile 1 of ch0.json has type GRAY16"):
+        check_same_geometry(((first, typed),))
+    with pytest.raises(TileError, match="ch1.json: 2 tiles where ch0.json has 3"):
+        check_same_geometry(((first, TileSet(tuple(tiles[:2]), source="ch1.json")),))
+    check_same_geometry(((first, TileSet(tuple(tiles), source="ch1.json")),))   # the same: passes
