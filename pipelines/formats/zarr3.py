@@ -72,10 +72,10 @@ def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
         "fill_value": spec.fill_value,
         "codecs": codecs,
         "dimension_names": spec.dimension_names,
-        "attributes": {
-            "pixelResolution": {"unit": "um", "dimensions": list(to_zyx(spec.resolution))},
-            "stageOriginVoxels": list(to_zyx(spec.offset)),
-        },
+        # No n5-viewer keys (pixelResolution, stageOriginVoxels): OME's multiscales carry
+        # each level's scale and translation, and readers that show Zarr in x, y, z order
+        # (n5-zarr) would take z, y, x lists of those keys the wrong way round.
+        "attributes": {},
     }
     return [(f"{spec.path}/zarr.json", json_bytes(doc))]
 

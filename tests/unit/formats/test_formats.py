@@ -86,6 +86,8 @@ def test_zarr3_keys_are_z_y_x_and_metadata_names_dimensions(tmp_path):
     assert (tmp_path / "data/s0/c/0/1/2").is_file()  # z=0, y=1, x=2
     meta = json.loads((tmp_path / "data/s0/zarr.json").read_text())
     assert meta["shape"] == [3, 5, 9] and meta["dimension_names"] == ["z", "y", "x"]
+    # n5-viewer's x, y, z keys stay in N5: in a z, y, x array they were written reversed
+    assert meta["attributes"] == {}
     assert json.loads((tmp_path / "zarr.json").read_text())["node_type"] == "group"
     assert json.loads((tmp_path / "data/zarr.json").read_text())["node_type"] == "group"
 
