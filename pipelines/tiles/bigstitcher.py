@@ -54,9 +54,13 @@ IMAGE_LOADERS = {"spimreconstruction.filemap2": "tiff", "bdv.n5": "n5", "bdv.hdf
                  "bdv.multimg.zarr": "zarr"}
 ATTRIBUTES = ("illumination", "channel", "tile", "angle")
 SELECTABLE = ("setup", "timepoint") + ATTRIBUTES    # keys of input.views
-# µm per voxelSize unit; other units (e.g. "pixel") count as µm
-UNITS = {"µm": 1.0, "um": 1.0, "micrometer": 1.0, "micron": 1.0, "microns": 1.0,
-         "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3}
+# µm per voxelSize unit (compared in lower case; "µm" with the micro sign or the Greek
+# mu). "pixel", BigDataViewer's default when nothing was calibrated, counts as µm; any
+# other unit is refused rather than taken as µm, which would scale the output's metadata
+UNITS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "micrometer": 1.0, "micrometre": 1.0, "micron": 1.0,
+         "microns": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "mm": 1e3,
+         "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "m": 1e6,
+         "pixel": 1.0, "pixels": 1.0, "px": 1.0}
 # Timepoints a project may list: each is a row of tiles in the plan, and a range or
 # pattern is expanded into a list before views are selected.
 MAX_TIMEPOINTS = 100_000
@@ -293,6 +297,9 @@ def _setups(sequence: ET.Element, source: str) -> dict[int, Setup]:
         if voxel_element is not None:
             voxel = _numbers(_text(voxel_element, "size", where), 3, "<voxelSize><size>", where)
             unit = (voxel_element.findtext("unit") or "pixel").strip()
+            if unit.lower() not in UNITS:
+                raise TileError(f"{where}: <voxelSize><unit> {unit!r} is not a known unit; "
+                                f"known: µm, nm, mm, cm, m (and their names), pixel")
             low, high = RESOLUTION_RANGE
             if not all(low <= v <= high for v in voxel):
                 raise TileError(f"{where}: <voxelSize> must be positive, from {low:g} to "
@@ -445,7 +452,7 @@ def _world_unit(setups: dict[int, Setup], rows: dict) -> float:
     unit is the calibrated x pixel)."""
     first = min(v.index for row in rows.values() for v in row)
     setup = setups[first]
-    return setup.voxel[0] * UNITS.get(setup.unit.lower(), 1.0)
+    return setup.voxel[0] * UNITS[setup.unit.lower()]
 
 
 def _channel_names(sequence: ET.Element, channels: list[int]) -> tuple[str, ...]:

@@ -165,3 +165,17 @@ def test_a_view_missing_at_one_timepoint_only_is_named():
                                         r"none at timepoint 5"):
         _check_same_views({(2, 0): views, (5, 0): views[:2]}, "p.xml")
     _check_same_views({(2, 0): views, (5, 0): views, (2, 1): views[:1]}, "p.xml")  # per channel
+
+
+def test_an_unknown_voxel_unit_is_refused_and_known_ones_convert(tmp_path, angles, capsys):
+    def unit(name):
+        def change(root):
+            for element in root.iter("voxelSize"):
+                element.find("unit").text = name
+        return change
+    edit(angles, unit("μm"))    # the Greek mu, as some writers spell it
+    assert read_project(str(angles)).tiles[0][0].tiles[0].pixel_resolution == (0.5, 0.5, 0.5)
+    edit(angles, unit("nm"))
+    assert read_project(str(angles)).tiles[0][0].tiles[0].pixel_resolution == (0.0005,) * 3
+    edit(angles, unit("furlong"))   # was taken as µm without a word
+    refused(tmp_path, capsys, angles, "ViewSetup 0", "'furlong' is not a known unit")
