@@ -1,7 +1,8 @@
 """Starting Spark: the session with the job's [spark] settings, written once.
 
-Under spark-submit the master (and anything else given on its command line) is already
-set; the job file's `spark.master` is used only when running as plain Python.
+Under spark-submit every property it was given (its command line, `--properties-file`,
+spark-defaults.conf) wins over the job file's [spark] table, which fills in the rest; the
+job file's `spark.master` is used only when running as plain Python.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def submitted_properties() -> dict[str, str]:
+    """The Spark properties spark-submit hands the driver (as the JVM's system properties)."""
+    from pyspark import SparkConf, SparkContext
+    # a SparkConf made before the gateway is up holds nothing: connect to the JVM first
+    # (what SparkContext() itself does before it reads its configuration)
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())
+
+
 def session(config: JobConfig) -> SparkSession:
     """A Spark session with the job's [spark] settings; SparkStartError (one line) when
     Spark cannot start."""
@@ -62,9 +72,13 @@ def session(config: JobConfig) -> SparkSession:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(f"tile export: {config.output.uri}")
+    submitted = submitted_properties() if under_spark_submit() else {}
     for key, value in config.spark_conf:
-        if not (key == "spark.master" and under_spark_submit()):
+        if key not in submitted:
             builder = builder.config(key, value)
+        elif key != "spark.master" and submitted[key] != value:   # values are strings here
+            print(f"note: {key} = {submitted[key]} from spark-submit, not the job file's "
+                  f"{value}", file=sys.stderr)
     builder = builder.config("spark.ui.showConsoleProgress", "false")  # we print our own
     if not under_spark_submit() and DRIVER_JAVA_OPTIONS[0] not in dict(config.spark_conf):
         builder = builder.config(*DRIVER_JAVA_OPTIONS)

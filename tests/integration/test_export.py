@@ -183,15 +183,27 @@ def test_command_line_run_as_a_user_would(small_acquisition, tmp_path):
 
 
 @pytest.mark.slow
-def test_spark_submit_master_wins_over_the_job_file(small_acquisition, tmp_path):
-    """Under spark-submit, the job file's spark.master (local[2] here) is not used."""
+def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_path):
+    """Under spark-submit, the job file's spark.master (local[2] here) is not used, and a
+    property spark-submit was given wins over the job file's, with a note; the job file's
+    other properties still apply (the event log is on)."""
+    events = {name: tmp_path / name for name in ("job-events", "submit-events")}
+    for folder in events.values():
+        folder.mkdir()
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out.n5")
+    job.write_text(job.read_text() + f'"eventLog.enabled" = true\n'
+                                     f'"eventLog.dir" = "{events["job-events"].as_uri()}"\n')
     submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    run = subprocess.run([str(submit), "--master", "local[1]", str(ROOT / "jobs/export.py"), str(job)],
+    run = subprocess.run([str(submit), "--master", "local[1]",
+                          "--conf", f"spark.eventLog.dir={events['submit-events'].as_uri()}",
+                          str(ROOT / "jobs/export.py"), str(job)],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "spark:    master local[1]" in run.stdout
+    # spark-submit runs the script with its stderr joined to its stdout
+    assert f"note: spark.eventLog.dir = {events['submit-events'].as_uri()} from spark-submit" in run.stdout
+    assert list(events["submit-events"].iterdir()) and not list(events["job-events"].iterdir())
     assert tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5").any()
 
 
