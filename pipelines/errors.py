@@ -114,5 +114,16 @@ def run_job(work, show) -> int:
         print(f"interrupted by {signal.Signals(signum).name} before the run started; nothing "
               f"was written", file=sys.stderr)
         return 128 + signum
-    show(result)
+    try:
+        show(result)
+    except BrokenPipeError:   # its reader left early (`… --dry-run | head`): the job is done
+        _stdout_gone()
     return 0
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null once its reader has closed the pipe, so that Python's
+    flush at exit does not raise BrokenPipeError a second time, as a traceback."""
+    import os
+    import sys
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -49,7 +49,7 @@ class Progress:
         if self.show_bytes:
             mb = self.nbytes / 2**20
             line += f"{mb:.1f} MiB stored  {mb / elapsed if elapsed > 0 else 0.0:.1f} MiB/s  "
-        line += f"done in {elapsed:.1f} s" if final else f"ETA {self._eta(elapsed):.0f} s"
+        line += f"done in {elapsed:.1f} s" if final else f"ETA {self._eta(elapsed)}"
         if self.tty:  # a bar that fills, redrawn in place
             filled = round(BAR_WIDTH * self.done / self.total)
             bar = "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "] "
@@ -58,7 +58,7 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def _eta(self, elapsed: float) -> float:
-        if not self.done:
-            return float("nan")
-        return elapsed / self.done * (self.total - self.done)
+    def _eta(self, elapsed: float) -> str:
+        if not self.done:   # nothing to extrapolate from yet (e.g. the first task failed)
+            return "n/a"
+        return f"{elapsed / self.done * (self.total - self.done):.0f} s"

@@ -84,6 +84,21 @@ def test_dry_run_command_opens_no_tile_and_writes_nothing(tmp_path):
     assert not (tmp_path / "paper" / "out").exists()
 
 
+def test_a_dry_run_whose_reader_left_ends_quietly(tmp_path):
+    """`tile-export … --dry-run | head -1`: a reader that closed the pipe before the plan is
+    printed (here: before the command starts) costs no traceback."""
+    import os
+    job = write_scale_job(tmp_path / "paper", (4, 3, 2), (512, 512, 256))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        run = subprocess.run([sys.executable, str(ROOT / "jobs" / "export.py"), str(job), "--dry-run"],
+                             stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
 def test_dry_run_with_stitching_counts_the_pair_tasks(small_acquisition, tmp_path, capsys):
     """It says the plan is at the stage positions and counts the pairs registration would
     measure: as many as the real registration runs."""

@@ -20,3 +20,16 @@ def test_a_stitching_that_kept_no_pair_says_n_a_not_none():
     assert "None" not in text, text
     assert "residual median n/a / max n/a voxels; corrections median n/a / max n/a" in text, text
     assert "1 pairs measured" in text and "0 kept" in text
+
+
+def test_progress_says_eta_n_a_before_any_block_is_done():
+    import io
+
+    from pipelines.report.progress import Progress
+    stream = io.StringIO()
+    progress = Progress(4, stream, log_interval=0.0)
+    progress(0, 0)      # e.g. the first task failed before any block was done
+    progress(2, 2**20)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("blocks 0/4 (0%)") and lines[0].endswith("ETA n/a")
+    assert lines[1].startswith("blocks 2/4 (50%)") and lines[1].split("ETA ")[1].endswith(" s")
