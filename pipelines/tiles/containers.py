@@ -224,18 +224,28 @@ def _decode(array: ChunkedArray, store, index: tuple, shape: tuple) -> np.ndarra
         data = store.get(array.key(index))
     except KeyError:
         return np.full(shape, array.fill, dtype=array.dtype)
-    if array.n5:
-        mode, ndim = struct.unpack_from(">HH", data)
-        dims = to_zyx(struct.unpack_from(f">{ndim}I", data, 4))
-        start = 4 + 4 * ndim + (4 if mode == 1 else 0)
-        if mode not in (0, 1):
-            raise TileError(f"{join_uri(array.container, array.key(index))}: N5 block mode {mode} "
-                            f"is not supported")
-        values = np.frombuffer(array.codec(data[start:]), dtype=array.stored)[:int(np.prod(dims))]
-        full = values.reshape(dims)
-    else:
-        full = np.frombuffer(array.codec(data), dtype=array.stored).reshape(array.chunks)
+    where = join_uri(array.container, array.key(index))
+    try:
+        full = _chunk_values(array, data, where)
+    except TileError:
+        raise
+    except Exception as e:   # a damaged chunk: say which one, not only what its codec found
+        raise TileError(f"{where}: cannot decode this chunk ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
     return np.ascontiguousarray(full[tuple(slice(0, n) for n in shape)], dtype=array.dtype)
+
+
+def _chunk_values(array: ChunkedArray, data: bytes, where: str) -> np.ndarray:
+    """A stored chunk's values as an array of its stored shape (N5: the block's own)."""
+    if not array.n5:
+        return np.frombuffer(array.codec(data), dtype=array.stored).reshape(array.chunks)
+    mode, ndim = struct.unpack_from(">HH", data)
+    dims = to_zyx(struct.unpack_from(f">{ndim}I", data, 4))
+    start = 4 + 4 * ndim + (4 if mode == 1 else 0)
+    if mode not in (0, 1):
+        raise TileError(f"{where}: N5 block mode {mode} is not supported")
+    values = np.frombuffer(array.codec(data[start:]), dtype=array.stored)[:int(np.prod(dims))]
+    return values.reshape(dims)
 
 
 # HDF5 -------------------------------------------------------------------------------

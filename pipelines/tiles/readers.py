@@ -169,8 +169,12 @@ def read_region(tile: Tile, region: Box, s3=None) -> np.ndarray:
     if tile.loader == "hdf5":
         return containers.read_hdf5(containers.open_hdf5(tile.path, tile.dataset, s3), region)
     if tile.loader != "tiff":
-        return containers.read_chunked(containers.open_array(tile.loader, tile.path, tile.dataset, s3),
-                                       region, tile_cache, s3)
+        try:
+            return containers.read_chunked(containers.open_array(tile.loader, tile.path,
+                                                                 tile.dataset, s3),
+                                           region, tile_cache, s3)
+        except TileError as e:   # the chunk's path alone does not say which view it was
+            raise TileError(f"{tile.name}: {e}") from None
     if is_remote(tile.path):
         return _remote_region(tile, region, s3)
     stack = _memmap(tile.path)

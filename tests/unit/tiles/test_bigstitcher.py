@@ -179,3 +179,21 @@ def test_an_unknown_voxel_unit_is_refused_and_known_ones_convert(tmp_path, angle
     assert read_project(str(angles)).tiles[0][0].tiles[0].pixel_resolution == (0.0005,) * 3
     edit(angles, unit("furlong"))   # was taken as µm without a word
     refused(tmp_path, capsys, angles, "ViewSetup 0", "'furlong' is not a known unit")
+
+
+@pytest.mark.parametrize("loader", ["n5", "zarr"])
+def test_a_damaged_chunk_of_a_view_names_the_view_and_the_chunk(tmp_path, loader):
+    from pipelines.geometry import Box
+    from pipelines.tiles import read_region
+    xml = write_project(tmp_path / "acq", scenario("angles"), loader)
+    view = read_project(str(xml)).tiles[0][0].tiles[1]
+    chunks = sorted(p for p in Path(view.path, view.dataset).rglob("*") if p.is_file() and p.stat().st_size > 64
+                    and p.name not in ("attributes.json", "zarr.json", ".zarray", ".zattrs", ".zgroup"))
+    first = chunks[0]
+    first.write_bytes(first.read_bytes()[:40])   # cut short, as a failed copy leaves it
+    damaged = str(first.relative_to(tmp_path))
+    with pytest.raises(TileError, match="view setup 1, timepoint 0: .*cannot decode this chunk"
+                       ) as raised:
+        for z in range(0, view.size[2], 8):   # the whole view, whichever chunk that was
+            read_region(view, Box((0, 0, z), (view.size[0], view.size[1], min(z + 8, view.size[2]))))
+    assert damaged in str(raised.value), str(raised.value)
