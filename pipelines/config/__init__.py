@@ -15,6 +15,7 @@ import difflib
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pipelines.config.illumination import enabled_setting, flatfield_setting, intensity_setting
 from pipelines.config.model import (
@@ -74,7 +75,7 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:  # tomllib recurses once per level of nested arrays and tables
         raise ConfigError(f"{path}: arrays or tables nested too deeply") from None
-    _resolve_paths(raw, path.resolve().parent)
+    _resolve_paths(raw, path.resolve().parent, f"{path}: ")
     for item in overrides:
         apply_override(raw, item)
     return build_config(raw, source=str(path))
@@ -104,7 +105,10 @@ def apply_override(raw: dict, item: str) -> None:
     if is_text and not isinstance(value, (str, list, dict)):
         value = text  # a string key: "2024-05-01" or "1" is meant as text, not a date or number
     if (section, name) in PATH_KEYS:
-        value = _resolve_nested(value, Path.cwd())
+        try:
+            value = _resolve_nested(value, Path.cwd())
+        except ConfigError as e:
+            raise ConfigError(f"--set {key.strip()}: {e}") from None
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
         raise ConfigError(f"--set {item!r}: [{section}] is not a table in the job file")
@@ -197,14 +201,20 @@ def _resolve_nested(value: Any, base: Path) -> Any:
         if host not in ("", "localhost"):
             raise ConfigError(f"{value}: a file:// URI names a path on this machine "
                               f"(file:///path), not host {host!r}")
-        return "/" + path
+        return "/" + unquote(path)   # a URI's path is percent-encoded: %20 is a space
+    if value.startswith("file:"):   # file:rel/v.n5 would become a folder named "file:rel"
+        raise ConfigError(f"{value}: a file URI names an absolute path (file:///path); "
+                          f"give a relative path without file:")
     if "://" in value:
         return value
     return str((base / Path(value).expanduser()).resolve())
 
 
-def _resolve_paths(raw: dict, base: Path) -> None:
+def _resolve_paths(raw: dict, base: Path, where: str) -> None:
     for section, key in PATH_KEYS:
         table = raw.get(section)
         if isinstance(table, dict) and key in table:
-            table[key] = _resolve_nested(table[key], base)
+            try:
+                table[key] = _resolve_nested(table[key], base)
+            except ConfigError as e:
+                raise ConfigError(f"{where}{section}.{key}: {e}") from None

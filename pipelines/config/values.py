@@ -433,7 +433,13 @@ def _output_uri(uri: str, where: str) -> str:
     from pipelines.storage import uri as uris
 
     try:
-        uris.parse(uri)
+        location = uris.parse(uri)
     except OutputError as e:
         raise ConfigError(f"{where}output.uri: {e}") from None
+    if location.remote and not location.authority:
+        raise ConfigError(f"{where}output.uri: {uri!r} names no bucket; expected "
+                          f"s3://bucket/folder/volume")
+    if not uris.name(uri) or (location.remote and not location.path):   # records go beside it
+        raise ConfigError(f"{where}output.uri: {uri!r} is a root folder or a bucket; name the "
+                          f"container inside it, e.g. {uri.rstrip('/')}/volume")
     return uri

@@ -168,6 +168,22 @@ def test_paths_home_and_file_uris(tmp_path, monkeypatch):
     assert load_job(job(tmp_path), ["output.uri=file://localhost/data/v.n5"]).output.uri == "/data/v.n5"
     with pytest.raises(ConfigError, match="not host 'out'"):
         load_job(job(tmp_path), ["output.uri=file://out/v.n5"])
+    # a URI's path is percent-encoded; a file: URI without // would become a folder "file:rel"
+    assert load_job(job(tmp_path), ["output.uri=file:///data/my%20run/v.n5"]).output.uri == "/data/my run/v.n5"
+    with pytest.raises(ConfigError, match="--set output.uri: file:rel/v.n5: a file URI names an absolute path"):
+        load_job(job(tmp_path), ["output.uri=file:rel/v.n5"])
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("/", "'/' is a root folder or a bucket; name the container inside it, e.g. /volume"),
+    ("s3://", "'s3://' names no bucket"),
+    ("s3://bucket", "'s3://bucket' is a root folder or a bucket"),
+    ("s3://bucket/", "is a root folder or a bucket"),
+])
+def test_an_output_that_is_a_root_or_a_bucket_is_refused_before_planning(tmp_path, uri, message):
+    """The dry run checks these too: the real run would refuse them only at the store."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_job(job(tmp_path), [f"output.uri={uri}"])
 
 
 @pytest.mark.parametrize("sets, slots", [
