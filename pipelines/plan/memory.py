@@ -56,11 +56,11 @@ class TaskMemory:
 def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
                 tile_cache: int = 0, corrected: bool = False, fields: int = 0) -> TaskMemory:
     """The memory terms of the plan's largest block task, over all stages."""
-    voxels = _voxels(output.block_grid(0).block_shape)
+    block = _largest_block(output, 0)
+    voxels = _voxels(block)
     itemsize = np.dtype(output.base.dtype).itemsize
-    object_voxels = _voxels(output.base.chunks) * _voxels(output.base.shard or (1, 1, 1))
+    object_voxels = _voxels(_largest_object(output))
     per_source_voxel = itemsize + DOWNSAMPLE_BYTES_PER_VOXEL[output.downsample]
-    block = output.block_grid(0).block_shape
     affine = [t for t in tiles if t.transform is not None]
     # the view region one block reads: the block itself, or what it spans in a view's pixels
     region = max((_region_voxels(t, block) for t in affine), default=voxels)
@@ -71,8 +71,27 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
         fusing=voxels * per_voxel + region * per_region_voxel,
         reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
                     default=0),
-        codec=(CODEC_COPIES * object_voxels + (_row_chunks(output) - 1) * _voxels(output.base.chunks))
+        codec=(CODEC_COPIES * object_voxels + (_row_chunks(output) - 1) * _voxels(_largest_chunk(output)))
         * itemsize, cache=tile_cache, fields=fields)
+
+
+def _largest_block(output: OutputSpec, level: int) -> tuple[int, ...]:
+    """The first block of a level's grid, clipped to the array: the largest there is (a
+    whole block, or the whole array when one block holds it)."""
+    return output.block_grid(level).block_box((0, 0, 0)).shape
+
+
+def _largest_chunk(output: OutputSpec) -> tuple[int, ...]:
+    """The largest chunk buffer: Zarr encodes edge chunks padded to the full chunk; N5
+    stores them cut to the array."""
+    if output.format != "n5":
+        return output.base.chunks
+    return tuple(min(c, n) for c, n in zip(output.base.chunks, output.base.shape))
+
+
+def _largest_object(output: OutputSpec) -> tuple[int, ...]:
+    """The largest object encoded: a chunk, or a shard of chunks."""
+    return tuple(c * s for c, s in zip(_largest_chunk(output), output.base.shard or (1, 1, 1)))
 
 
 def _row_chunks(output: OutputSpec) -> int:
@@ -97,7 +116,7 @@ def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, .
 
 def _source_voxels(output: OutputSpec, level: int) -> int:
     """Voxels a later-stage task reads from the level below: its block, scaled up, clipped."""
-    block = output.block_grid(level).block_shape
+    block = _largest_block(output, level)
     below = output.shapes[level - 1]
     return _voxels([min(b * f, n) for b, f, n in zip(block, output.factors[level], below)])
 
@@ -122,8 +141,12 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
     worst = (0, 0, 0)  # the first block is the largest: it is whole, or the whole array
     raise PlanError(
         f"block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
-        f"voxels) needs about {needed / 2**20:.1f} MiB but limits.task_memory is "
-        f"{budget / 2**20:.1f} MiB"
+        f"voxels) needs about {_mib(needed)} but limits.task_memory is {_mib(budget)}"
         + (f" (limits.tile_cache takes {tile_cache / 2**20:.0f} MiB of it)" if tile_cache else "")
         + "; use a smaller output.block or output.chunks, or raise limits.task_memory (and "
         "the executors' memory with it)")
+
+
+def _mib(nbytes: int) -> str:
+    """Bytes as MiB with one decimal; below a tenth of a MiB as bytes (not "0.0 MiB")."""
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 / 10 else f"{nbytes} byte" + ("s" * (nbytes != 1))

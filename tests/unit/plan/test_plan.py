@@ -110,3 +110,14 @@ def test_memory_check_names_the_block_and_the_limit():
     with pytest.raises(PlanError, match=r"block \[0, 0, 0\] \(1024 x 1024 x 256 voxels\).*limits.task_memory"):
         check_memory(plan, 2**30)
     check_memory(plan, 2**40)
+
+
+def test_an_n5_chunk_larger_than_the_volume_costs_what_the_volume_costs():
+    """N5 cuts edge chunks to the array, and a block is the voxels it holds: chunks of
+    4096³ over a 250 × 250 × 39 volume need what chunks the volume's size need (the
+    estimate was 11 TB, from the chunk's nominal size)."""
+    tiles = TileSet((Tile(0, "a", (0, 0, 0), (250, 250, 39)),))
+    stages = (Stage(0, 1),)
+    exact = task_memory_bytes(single_level_output((250, 250, 39), (250, 250, 39), (2, 2, 2)), tiles, stages)
+    huge = task_memory_bytes(single_level_output((250, 250, 39), (4096, 4096, 4096), (2, 2, 2)), tiles, stages)
+    assert huge == exact < 2**30
