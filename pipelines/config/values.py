@@ -370,6 +370,11 @@ def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
         if not isinstance(table[key], str):
             raise ConfigError(f"{where}s3.{key}: expected a string, found {table[key]!r}")
     _no_userinfo(table["endpoint_url"], "s3.endpoint_url", where)
+    endpoint = table["endpoint_url"]
+    if endpoint and not endpoint.lower().startswith(("http://", "https://")):
+        # botocore refuses it later as a ValueError about the output's URI
+        raise ConfigError(f"{where}s3.endpoint_url: expected http://host:port or https://…, "
+                          f"found {endpoint!r}")
     attempts = table["max_attempts"]
     if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 100:
         raise ConfigError(f"{where}s3.max_attempts: expected a whole number from 1 to 100, "

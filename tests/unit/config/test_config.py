@@ -208,3 +208,10 @@ def test_our_own_spark_and_limits_keys_are_checked_and_never_reach_spark(tmp_pat
                      ("limits.tile_cache=\"lots\"", "limits.tile_cache")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_job(job(tmp_path), [bad])
+
+
+def test_an_endpoint_without_its_scheme_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"s3.endpoint_url: expected http://host:port .*'127.0.0.1:5731'"):
+        load_job(job(tmp_path), ["s3.endpoint_url=127.0.0.1:5731"])
+    assert dict(load_job(job(tmp_path), ["s3.endpoint_url=http://127.0.0.1:5731"]).s3)["endpoint_url"] == \
+        "http://127.0.0.1:5731"
