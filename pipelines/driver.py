@@ -109,6 +109,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     earlier = None if config.stitching.force else stitching.reused(config, target, fingerprint)
     if earlier is not None:
         return StitchResult(earlier, 0.0, time.perf_counter() - started)
+    stitching.check_results_writable(config)
     job = PairJob(reference, stitching.pair_options(config), config.s3_options())
     pairs = target.pairs(find_pairs(reference, job.options))
     with _running(config, executor) as running:

@@ -103,3 +103,25 @@ def test_a_read_only_output_file_system_is_one_line_before_anything_runs(small_a
     deepest = disk / "existing" if "/" in output else disk   # the folder that exists
     assert f"under {deepest} " in lines[0], lines[0]
     assert sorted(p.name for p in disk.rglob("*")) == ["existing"]   # nothing written
+
+
+def test_stitching_an_acquisition_on_read_only_storage_is_refused_before_measuring(small_acquisition,
+                                                                                  tmp_path):
+    """Registration writes tiles-final.json and its report beside the tile JSON: on
+    read-only storage it is refused in one line before Spark starts or any pair is
+    measured (it was a traceback after every pair had been measured)."""
+    import shutil
+    acquisition = tmp_path / "acq"
+    source = Path(small_acquisition["paths"]["tiles_json"])
+    shutil.copytree(source.parent, acquisition)
+    job = write_job(tmp_path / "job.toml", str(acquisition / source.name), str(tmp_path / "out"))
+    read_only(acquisition)
+    try:
+        run = subprocess.run([sys.executable, str(ROOT / "jobs/stitch.py"), str(job)],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    finally:
+        subprocess.run(["umount", "-l", str(acquisition)], check=False)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    assert lines[0].startswith("error: stitching writes ") and f"cannot write to {acquisition} " in lines[0]
+    assert "Read-only file system" in lines[0] and "pairs" not in run.stdout
