@@ -17,11 +17,13 @@ Interpolation rules (`INTERPOLATIONS`), how a tile is sampled at its stage posit
 - `nearest`: the tile sits at its position rounded to whole voxels (`Tile.origin`);
 - `linear`: the tile is resampled at its exact sub-voxel position (`Tile.position`)
   with trilinear interpolation.
-For both rules the voxels a tile covers are `Tile.box` (rounded origin, size), so planning
-(which blocks a tile touches, bounds, memory) does not depend on the rule. Under `linear`,
-output voxel i (per axis, stage coordinates) samples the tile at u = i - position,
-clamped to [0, size - 1]: edge voxels repeat, which affects at most half a voxel at each
-tile face. Trilinear interpolation is separable; per axis, in the fixed order x, y, z,
+For both rules the voxels a tile reaches lie in `Tile.box` (rounded origin, size), so
+planning (which blocks a tile touches, bounds, memory) does not depend on the rule. Under
+`linear`, output voxel i (per axis, stage coordinates) samples the tile at u = i - position,
+and the tile covers it only where 0 <= u <= size - 1 on every axis (`_reached`): a voxel of
+the box beyond the outer pixel centres is left to other tiles, as a view placed by an
+affine leaves it, instead of repeating the edge pixel. Trilinear interpolation is
+separable; per axis, in the fixed order x, y, z,
 value = (1 - t) * a[k] + t * a[k + 1] with k = floor(u), t = u - k, computed in float32.
 Only the tile region a block needs is read, with a one-voxel margin clipped to the tile,
 so each output voxel is computed from the same values in the same order whatever the
@@ -163,11 +165,33 @@ def _blend(box: Box, visible, blending: str, sample, read: Reader, offset=(0, 0,
 
 
 def _placed_part(tile: Tile, overlap: Box, placed: Box, sample, read: Reader) -> Contribution:
-    """What a tile placed at `placed` (a translation) contributes to `overlap`: all of it."""
+    """What a tile placed at `placed` (a translation) contributes to `overlap`: all of it,
+    except, resampled at a sub-voxel position (`linear`), the voxels beyond its outer
+    pixel centres, which it does not reach (as a view placed by an affine does not)."""
     centre = tuple(a + (n - 1) / 2 for a, n in zip(placed.start, tile.size))
-    return Contribution(sample(tile, overlap.relative_to(placed.start), read), None,
-                        lambda: edge_weights(tile, overlap, placed),
-                        lambda: closeness(overlap, centre))
+    inside = _reached(tile, overlap.relative_to(placed.start)) if sample is _sample_linear else None
+
+    def only_inside(values: np.ndarray) -> np.ndarray:
+        return values if inside is None else values * inside
+
+    return Contribution(sample(tile, overlap.relative_to(placed.start), read), inside,
+                        lambda: only_inside(edge_weights(tile, overlap, placed)),
+                        lambda: only_inside(closeness(overlap, centre)))
+
+
+def _reached(tile: Tile, region: Box) -> np.ndarray | None:
+    """The voxels of `region` (relative to the tile's box) whose centres lie between the
+    tile's outer pixel centres at its sub-voxel position (z, y, x booleans); None when
+    that is all of them. Beyond them trilinear sampling has no second pixel to take."""
+    axes = []
+    for start, stop, size, origin, position in zip(region.start, region.stop, tile.size,
+                                                   tile.origin, tile.position):
+        u = np.arange(origin + start, origin + stop, dtype=np.float64) - position
+        axes.append((u >= 0) & (u <= size - 1))
+    if all(a.all() for a in axes):
+        return None
+    x, y, z = axes
+    return z[:, None, None] & y[None, :, None] & x[None, None, :]
 
 
 def _copyable(visible, dtype, interpolation: str) -> bool:
