@@ -40,6 +40,7 @@ from pipelines.registration import find_pairs
 from pipelines.registration.pairs import PairOptions
 from pipelines.report.pictures import projections_png
 from pipelines.report.progress import Progress
+from pipelines.storage.probe import check_writable_beside
 from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
 
@@ -85,6 +86,7 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     # default: beside each tile JSON (in its bucket too), as "auto" puts them
     folders = folders or flatfield_folders(config) or flatfield_folders(replace(config, flatfield=(AUTO,)))
     check_estimable(channels, list(config.inputs[0]), config.flatfield_per_slice)
+    check_writable_beside(folders, "the flatfield", s3)   # each folder is made beside its JSON
     began, count, estimated = time.perf_counter(), 0, []
     for c, tilesets in enumerate(channels):
         fields = _estimate_channel(tilesets, executor, s3, stream, config.flatfield_per_slice)
@@ -182,6 +184,8 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
     tiles = read_tiles(config, s3)[0]
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
+    check_writable_beside([intensity_path(p) for p in config.inputs[0]], "intensity matching's "
+                          "coefficients", s3)
     for c, tileset in enumerate(tiles):
         pairs = find_pairs(tileset, options)
         job = IntensityJob(tileset, correction, c, s3)

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import json
 import statistics
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.errors import ConfigError, OutputError
+from pipelines.errors import ConfigError
 from pipelines.registration import PairOptions, Solution, projects, reuse
 from pipelines.registration.projects import ProjectReference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
+from pipelines.storage.probe import check_writable_beside
 from pipelines.tiles import TileSet, check_same_geometry, read_tile_json
 from pipelines.tiles.bigstitcher import read_project
 from pipelines.tiles.remote import read_text
@@ -159,23 +159,11 @@ def report_path(config: JobConfig) -> str:
 
 def check_results_writable(config: JobConfig) -> None:
     """Refuse, before any pair is measured, a registration whose results cannot be written
-    beside its inputs (an acquisition on read-only storage): found at the end, the
-    measurements of every pair would be lost."""
-    s3 = config.s3_options()
-    paths = [report_path(config)] + ([uris.sibling(config.tiles, "-stitched.xml")] if config.is_project
-                                     else [final_path(p) for row in config.inputs for p in row])
-    for folder, path in sorted({uris.split(p)[0]: p for p in paths}.items()):
-        store = beside_store(path, s3)
-        probe = f".{uris.name(path)}.write-probe-{uuid.uuid4().hex}"
-        try:
-            store.put(probe, b"")
-            store.delete(probe)
-        except Exception as e:   # read-only file system, permission, a refused bucket
-            reason = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
-            raise OutputError(f"stitching writes {uris.name(path)} and its report beside the "
-                              f"input, but cannot write to {folder} ({reason}); register a "
-                              f"copy of the input in a writable folder (tile paths in it may be "
-                              f"absolute)") from None
+    beside its inputs: found at the end, every pair's measurement would be lost."""
+    results = [uris.sibling(config.tiles, "-stitched.xml")] if config.is_project else \
+        [final_path(p) for row in config.inputs for p in row]
+    check_writable_beside([report_path(config), *results], "stitching's result "
+                          f"({uris.name(results[0])}, its report)", config.s3_options())
 
 
 def write_results(config: JobConfig, target: Target, solution: Solution, doc: dict) -> StitchOutcome:

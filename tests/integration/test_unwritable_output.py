@@ -123,5 +123,27 @@ def test_stitching_an_acquisition_on_read_only_storage_is_refused_before_measuri
         subprocess.run(["umount", "-l", str(acquisition)], check=False)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
-    assert lines[0].startswith("error: stitching writes ") and f"cannot write to {acquisition} " in lines[0]
-    assert "Read-only file system" in lines[0] and "pairs" not in run.stdout
+    assert lines[0].startswith("error: stitching's result (tiles-final.json, its report) goes "
+                               f"beside the input, but {acquisition} cannot be written "
+                               "(Read-only file system)"), lines[0]
+    assert "pairs" not in run.stdout
+
+
+@pytest.mark.parametrize("job_flag", ["flatfield.enabled=true", "fusion.intensity=match"])
+def test_illumination_on_read_only_storage_is_refused_before_measuring(tmp_path, job_flag):
+    """Flatfield estimation and intensity matching also write beside the tile JSON (nine
+    tiles: a flatfield needs six at least)."""
+    from pipelines.testing.synthetic import make_acquisition
+    acquisition = tmp_path / "acq"
+    made = make_acquisition(acquisition, grid=(3, 3, 1), tile=(32, 32, 4), jitter=0, seed=3)
+    job = write_job(tmp_path / "job.toml", made["paths"]["tiles_json"], str(tmp_path / "out"))
+    read_only(acquisition)
+    try:
+        run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set", job_flag],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    finally:
+        subprocess.run(["umount", "-l", str(acquisition)], check=False)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    assert f"goes beside the input, but {acquisition} cannot be written (Read-only file system)" in lines[0]
+    assert not (tmp_path / "out").exists()
