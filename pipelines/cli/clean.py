@@ -2,13 +2,15 @@
 
     tile-clean OUTPUT_URI [--remove] [--set s3.endpoint_url=http://host:9000]
 
-Orphans: temporary files of killed writers, unfinished multipart uploads, uncompacted or
-superseded ledger records, and a lock whose driver died on this machine, all of this
-output only (never of a sibling dataset). An unfinished run's chunks are kept: rerun the
+Orphans: temporary files of killed writers (by the exact temporary names this tool's
+writes use), unfinished multipart uploads of keys inside the output or of its records,
+uncompacted or superseded ledger records, and a lock whose driver died on this machine,
+all of this output only (never of a sibling dataset). An output without its job record
+beside it is refused: nothing there can be told to be this tool's. An unfinished run's chunks are kept: rerun the
 same job to resume from them. The ledger parts of a committed dataset that was never
 compacted (the job stopped right after its commit) are its only record: they are kept,
 and --remove compacts them. --remove refuses while a running job holds the lock.
-Exit 0 done, 2 bad input or a running job.
+Exit 0 done, 2 bad input (no job record) or a running job.
 """
 
 from __future__ import annotations

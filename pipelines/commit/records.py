@@ -69,10 +69,23 @@ class Sidecars:
     def bdv_xml(self) -> str:
         return f"{uris.stem(self.name)}.xml"
 
+    def files(self) -> tuple[str, ...]:
+        """The names of the single files kept beside the container."""
+        return (self.job_record, self.lock, self.error_log, self.bdv_xml)
+
+    def folders(self) -> tuple[str, ...]:
+        """The prefixes (ending in '/') of the folders kept beside the container."""
+        return (self.ledger_root, f"{self.report}/")
+
     def prefixes(self) -> tuple[str, ...]:
-        """Key prefixes that cover everything named here (and nothing of a sibling)."""
-        return (self.job_record, self.ledger_root, self.lock, f"{self.report}/",
-                self.error_log, self.bdv_xml)
+        """Key prefixes that cover everything named here (and, as prefixes, also a
+        sibling's `volume.job.json.bak`: `holds` tells ours apart)."""
+        return self.files() + self.folders()
+
+    def holds(self, key: str) -> bool:
+        """Whether `key` (beside the container) is one of the names kept here: exactly a
+        file's name, or inside one of the folders."""
+        return key in self.files() or key.startswith(self.folders())
 
 
 def fingerprint(plan: ExportPlan) -> str:
@@ -99,6 +112,19 @@ def read_json(store: Store, key: str) -> dict[str, Any]:
         return parse_record(store.get(key), store, key)
     except KeyError:
         return {}
+
+
+def existing_record(beside: Store, uri: str) -> dict[str, Any]:
+    """The job record of the output at `uri`, for the commands that work on a finished
+    or killed export (verify, clean); OutputError when there is none: without it nothing
+    in or beside the output can be told to be this tool's (`tile-clean /` would walk the
+    whole file system)."""
+    names = Sidecars.of(uri)
+    record = read_json(beside, names.job_record)
+    if not record:
+        raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
+                          f"written by this tool?")
+    return record
 
 
 def parse_record(data: bytes, store: Store, key: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import lock_holder_dead, read_lock
-from pipelines.commit.records import Sidecars, read_json
+from pipelines.commit.records import Sidecars, existing_record, read_json
 from pipelines.errors import OutputError
 from pipelines.storage import PartialWrite, Store
 
@@ -38,20 +38,23 @@ class Orphan:
 
 def find_orphans(store: Store, beside: Store, uri: str) -> list[Orphan]:
     """Every orphan of the output at `uri`, and nothing else; OutputError when there is no
-    output there at all (a mistyped URI must not pass for a clean one)."""
+    job record beside it (a mistyped URI, a folder this tool did not write: nothing there
+    can be told to be ours)."""
+    existing_record(beside, uri)
     names = Sidecars.of(uri)
-    partial = _partial_writes(store, beside, names)
-    if not partial and next(iter(store.list()), None) is None \
-            and not any(next(iter(beside.list(prefix)), None) for prefix in names.prefixes()):
-        raise OutputError(f"{uri}: there is no output here, nor any record of one beside it")
-    return partial + _stale_ledger(beside, names) + _dead_lock(beside, uri)
+    return _partial_writes(store, beside, names) + _stale_ledger(beside, names) \
+        + _dead_lock(beside, uri)
 
 
 def _partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan]:
+    """The stores' partial writes (their own temporary names, their multipart uploads)
+    of objects inside the container, and of exactly the names kept beside it: never of
+    a sibling such as `volume.job.json.bak` or `volume.n5.backup`."""
     why = "partial write of a killed writer"
     found = [Orphan(store, p.name, why, p) for p in store.partial_writes()]
     for prefix in names.prefixes():
-        found += [Orphan(beside, p.name, why, p) for p in beside.partial_writes(prefix)]
+        found += [Orphan(beside, p.name, why, p) for p in beside.partial_writes(prefix)
+                  if names.holds(p.key)]
     return found
 
 

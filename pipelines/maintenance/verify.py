@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.commit import ledger
-from pipelines.commit.records import Sidecars, commit_began, read_json
+from pipelines.commit.records import Sidecars, commit_began, existing_record
 from pipelines.config import apply_override, build_config
 from pipelines.errors import ConfigError, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
@@ -60,10 +60,7 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
     """Check the committed dataset at `uri`: every recorded object, the metadata, and that
     nothing else is in the container."""
     names = Sidecars.of(uri)
-    record = read_json(beside, names.job_record)
-    if not record:
-        raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
-                          f"written by this tool?")
+    record = existing_record(beside, uri)
     if commit_began(record):
         return Verification(problems=[
             f"the commit of this dataset did not finish (the job record says "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,9 @@ from pipelines.errors import OutputError
 from pipelines.storage.base import PartialWrite, Pieces, Store
 
 TEMP_SUFFIX = ".partial"
+# The exact name `LocalStore._temporary` gives a put's temporary file: anything else that
+# ends in ".partial" (a user's download, a video) is a file like any other.
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{32}" + re.escape(TEMP_SUFFIX))
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _IOV_MAX = 1024   # buffers per writev(); POSIX guarantees at least 16, Linux takes 1024
 
@@ -133,7 +137,7 @@ class LocalStore(Store):
     def _objects(self, prefix: str) -> Iterator[tuple[str, os.DirEntry]]:
         """(key, directory entry) of every object whose key starts with `prefix`."""
         for key, entry in self._entries(prefix):
-            if not key.endswith(TEMP_SUFFIX) and key.startswith(prefix):
+            if _target_of(key) is None and key.startswith(prefix):
                 yield key, entry
 
     def _entries(self, prefix: str) -> Iterator[tuple[str, os.DirEntry]]:
@@ -154,11 +158,14 @@ class LocalStore(Store):
                 continue
             for entry in found:
                 key = base + entry.name
-                if entry.is_dir():
-                    if not entry.is_symlink() and _may_hold(f"{key}/", prefix):
-                        folders.append((entry.path, f"{key}/"))
-                else:
+                try:
+                    folder, linked = entry.is_dir(), entry.is_symlink()
+                except OSError:   # its type cannot be read (/proc/1/cwd): skipped, not a traceback
+                    continue
+                if not folder:
                     yield key, entry
+                elif not linked and _may_hold(f"{key}/", prefix):
+                    folders.append((entry.path, f"{key}/"))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -166,10 +173,9 @@ class LocalStore(Store):
     def partial_writes(self, prefix: str = "") -> builtins.list[PartialWrite]:
         found = []
         for name, _ in self._entries(prefix):
-            if name.endswith(TEMP_SUFFIX):
-                target = _target_of(name)
-                if target.startswith(prefix):
-                    found.append(PartialWrite(target, name, name))
+            target = _target_of(name)
+            if target is not None and target.startswith(prefix):
+                found.append(PartialWrite(target, name, name))
         return sorted(found, key=lambda p: p.name)
 
     def remove_partial(self, partial: PartialWrite) -> None:
@@ -235,8 +241,11 @@ def _may_hold(folder: str, prefix: str) -> bool:
     return folder.startswith(prefix) or prefix.startswith(folder)
 
 
-def _target_of(temporary: str) -> str:
-    """The key a temporary file `…/.{name}.{uuid}.partial` was being written for."""
-    folder, _, name = temporary.rpartition("/")
-    name = name.removesuffix(TEMP_SUFFIX).removeprefix(".").rpartition(".")[0]
-    return f"{folder}/{name}" if folder else name
+def _target_of(key: str) -> str | None:
+    """The key a temporary file `…/.{name}.{uuid}.partial` (`LocalStore._temporary`) was
+    being written for; None when `key` is not one of those names."""
+    folder, _, name = key.rpartition("/")
+    match = _TEMPORARY.fullmatch(name)
+    if match is None:
+        return None
+    return f"{folder}/{match['target']}" if folder else match["target"]

@@ -206,7 +206,10 @@ class S3Store(Store):
         root = f"{self.prefix}/" if self.prefix else ""
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=root + prefix)
-        uploads = [u for page in pages for u in page.get("Uploads", [])]
+        # checked here too: an S3-compatible store that ignores Prefix must not make
+        # another dataset's (or application's) uploads look like ours
+        uploads = [u for page in pages for u in page.get("Uploads", [])
+                   if u["Key"].startswith(root + prefix)]
         return sorted((PartialWrite(u["Key"][len(root):],
                                     f"{u['Key']} (multipart upload started {u['Initiated']})",
                                     u["UploadId"]) for u in uploads), key=lambda p: p.name)

@@ -34,24 +34,24 @@ def config_for(tmp_path, acquisition, *overrides):
 def test_clean_removes_only_this_datasets_orphans(tmp_path, small_acquisition):
     export_local(config_for(tmp_path, small_acquisition))
     out = tmp_path / "out"
-    ours = out / "c0/s0/0/0/.0.1234.partial"
+    ours = out / f"c0/s0/0/0/.0.{'1' * 32}.partial"     # a put's temporary name (uuid4 hex)
     ours.write_bytes(b"half a chunk")
-    (tmp_path / ".out.job.json.5678.partial").write_bytes(b"half a record")   # ours, beside
-    other = tmp_path / "other/c0/s0/.0.abcd.partial"          # a sibling dataset's running write
+    (tmp_path / f".out.job.json.{'2' * 32}.partial").write_bytes(b"half a record")   # ours, beside
+    other = tmp_path / f"other/c0/s0/.0.{'3' * 32}.partial"   # a sibling dataset's running write
     other.parent.mkdir(parents=True)
     other.write_bytes(b"someone else's chunk")
-    neighbour = tmp_path / ".other.job.json.9999.partial"     # a sibling's record being written
+    neighbour = tmp_path / f".other.job.json.{'4' * 32}.partial"   # a sibling's record being written
     neighbour.write_bytes(b"someone else's record")
     store, beside = LocalStore(out), beside_store(str(out))
     listed = [o.name for o in find_orphans(store, beside, str(out))]
-    assert sorted(listed) == [".out.job.json.5678.partial", "c0/s0/0/0/.0.1234.partial"]
+    assert sorted(listed) == [f".out.job.json.{'2' * 32}.partial", f"c0/s0/0/0/.0.{'1' * 32}.partial"]
     assert remove_orphans(store, beside, str(out)) == 2
     assert not ours.exists() and other.exists() and neighbour.exists()
 
 
 def test_clean_refuses_while_a_live_job_holds_the_lock(tmp_path, small_acquisition):
     out = tmp_path / "out"
-    partial = out / ".0.1234.partial"
+    partial = out / f".0.{'6' * 32}.partial"
     out.mkdir()
     partial.write_bytes(b"being written right now")
     live = {"host": socket.gethostname(), "pid": os.getpid()}   # this process: alive

@@ -259,7 +259,8 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
     spec.loader.exec_module(clean_job)
     export_local(config_for(tmp_path, small_acquisition))
     out = tmp_path / "out"
-    (out / "c0/s0/0/0/.0.1234.partial").write_bytes(b"half a chunk")        # killed writer
+    partial = f".0.{'5' * 32}.partial"                                      # a put's temporary name
+    (out / "c0/s0/0/0" / partial).write_bytes(b"half a chunk")              # killed writer
     record = json.loads((tmp_path / "out.job.json").read_text())
     stale = tmp_path / f"out.job/{record['fingerprint']}/tasks/0-0-9-9-9.json"
     stale.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,7 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
     before = {p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".partial")}
     assert clean_job.main([str(out)]) == 0
     listing = capsys.readouterr().out
-    assert ".0.1234.partial" in listing and "0-0-9-9-9.json" in listing and "out.job.lock" in listing
+    assert partial in listing and "0-0-9-9-9.json" in listing and "out.job.lock" in listing
     assert "3 orphans" in listing
     assert clean_job.main([str(out), "--remove"]) == 0
     assert "removed 3 orphans" in capsys.readouterr().out

@@ -1,0 +1,117 @@
+"""tile-clean touches only what this tool names as its own: a URI with no job record
+beside it is refused, and of the temporary names and multipart uploads only this
+tool's, inside the dataset or under exactly the names kept beside it, are orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from pipelines.cli.clean import main as clean_main
+from pipelines.maintenance.clean import find_orphans, remove_orphans
+from pipelines.storage import LocalStore, S3Options, beside_store, open_store
+from pipelines.storage import local as local_storage
+from tests.s3_fixtures import boto_client
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def temporary(name: str) -> str:
+    """The name a put of `name` gives its temporary file (`LocalStore._temporary`)."""
+    return f".{name}.{uuid.uuid4().hex}.partial"
+
+
+@pytest.mark.parametrize("remove", [[], ["--remove"]])
+def test_a_folder_without_a_job_record_is_refused_and_left_alone(tmp_path, capsys, remove):
+    """A user's `video.partial` in a folder this tool never wrote is not a killed writer's."""
+    video = tmp_path / "u/sub/video.partial"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"a user's download")
+    ours_by_name = tmp_path / "u/sub" / temporary("0")   # even a name like ours: no record, no proof
+    ours_by_name.write_bytes(b"?")
+    assert clean_main([str(tmp_path / "u"), *remove]) == 2
+    assert "no job record u.job.json beside it" in one_error_line(capsys)
+    assert video.exists() and ours_by_name.exists()
+
+
+def test_the_root_of_the_file_system_is_refused_in_one_line(capsys):
+    """`tile-clean /` walked the whole file system and died on /proc."""
+    assert clean_main(["/"]) == 2
+    assert "no job record" in one_error_line(capsys)
+
+
+def test_only_this_tools_temporary_names_are_orphans(committed):
+    """Inside the dataset and beside it, a file ending in `.partial` is an orphan only when
+    its name is a put's temporary name, of the dataset or of exactly a name kept beside it."""
+    out, folder = committed, committed.parent
+    killed = [out / "c0/s0/0/0" / temporary("0"), folder / temporary("out.job.json")]
+    users = [out / "c0/s0/video.partial", out / "c0/s0/0/0/.0.1234.partial",
+             folder / temporary("out.job.json.bak"), folder / "out.job.json.partial",
+             folder / temporary("out.n5.backup")]
+    for path in killed + users:
+        path.write_bytes(b"bytes")
+    store, beside = LocalStore(out), beside_store(str(out))
+    listed = sorted(o.name for o in find_orphans(store, beside, str(out)))
+    assert listed == sorted([killed[0].relative_to(out).as_posix(), killed[1].name])
+    assert remove_orphans(store, beside, str(out)) == 2
+    assert not any(p.exists() for p in killed) and all(p.exists() for p in users)
+
+
+def test_a_folder_whose_type_cannot_be_read_is_skipped(tmp_path, monkeypatch):
+    """As /proc/1/cwd in a container: even root's stat() of it is refused. The walk
+    skips it instead of ending in a PermissionError traceback."""
+    (tmp_path / "a").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    class Unreadable:
+        name, path = "cwd", str(tmp_path / "cwd")
+
+        def is_dir(self):
+            raise PermissionError(13, "Permission denied", self.path)
+
+        is_symlink = is_dir
+
+    class WithUnreadable:
+        def __init__(self, path):
+            self.entries = real_scandir(path)
+
+        def __enter__(self):
+            return [*self.entries, Unreadable()]
+
+        def __exit__(self, *exc):
+            self.entries.close()
+
+    monkeypatch.setattr(local_storage.os, "scandir", WithUnreadable)
+    store = LocalStore(tmp_path)
+    assert list(store.list()) == ["a"] and store.partial_writes() == []
+
+
+def test_on_s3_only_uploads_inside_the_dataset_or_its_records_are_aborted(s3_bucket, capsys):
+    """Uploads of `k/volume.n5.backup`, `k/volumeX/…`, `k/volume.job.json.tmp` or another
+    application's under `k/` are not this dataset's, however their keys begin."""
+    endpoint, bucket = s3_bucket
+    client = boto_client(endpoint)
+    ours = ["k/volume/c0/s0/0/0/0", "k/volume.job.json", "k/volume.report/summary.json"]
+    theirs = ["k/volume.n5.backup", "k/volumeX/c0", "k/volume.job.json.tmp", "k/other-app/upload"]
+    for key in ours + theirs:
+        client.create_multipart_upload(Bucket=bucket, Key=key)
+    uri, overrides = f"s3://{bucket}/k/volume", ["--set", f"s3.endpoint_url={endpoint}"]
+
+    assert clean_main([f"s3://{bucket}/k", "--remove", *overrides]) == 2   # no job record
+    assert "no job record" in one_error_line(capsys)
+    running = {"status": "running", "fingerprint": "0" * 32}   # a killed run's record
+    client.put_object(Bucket=bucket, Key="k/volume.job.json", Body=json.dumps(running).encode())
+    s3 = S3Options(endpoint_url=endpoint)
+    listed = find_orphans(open_store(uri, s3), beside_store(uri, s3), uri)
+    assert sorted(o.name.split(" ")[0] for o in listed) == sorted(ours)
+    assert clean_main([uri, "--remove", *overrides]) == 0
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert sorted(u["Key"] for u in left) == sorted(theirs)
