@@ -21,6 +21,11 @@ class OutputError(PipelineError):
     """The output location cannot be written, or already holds a committed dataset."""
 
 
+class LedgerUnreadable(OutputError):
+    """A ledger file beside the output (`objects.parquet`, a task's part) is damaged, or a
+    committed dataset's ledger is missing: the message names the file."""
+
+
 class PlanError(PipelineError):
     """The job cannot be planned as configured (for example a block does not fit in memory)."""
 

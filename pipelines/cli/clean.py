@@ -10,7 +10,8 @@ beside it is refused: nothing there can be told to be this tool's. An unfinished
 same job to resume from them. The ledger parts of a committed dataset that was never
 compacted (the job stopped right after its commit) are its only record: they are kept,
 and --remove compacts them. --remove refuses while a running job holds the lock.
-Exit 0 done, 2 bad input (no job record) or a running job.
+Exit 0 done, 1 a ledger file it must read is damaged, 2 bad input (no job record) or
+a running job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from pipelines.cli import output_parser
-from pipelines.errors import PipelineError
+from pipelines.errors import LedgerUnreadable, PipelineError
 from pipelines.maintenance.clean import (
     compact_ledger,
     find_orphans,
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{parts}/objects.parquet")
         else:
             print(f"{len(orphans)} orphans" + (" (add --remove to delete them)" if orphans else ""))
+    except LedgerUnreadable as e:   # a problem found, as tile-verify reports it
+        print(f"problem: {e}")
+        return 1
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.commit.records import Sidecars, digest, fingerprint
+from pipelines.errors import LedgerUnreadable
 from pipelines.plan import BlockReceipt, ExportPlan
 from pipelines.storage import Store
 
@@ -35,6 +36,7 @@ PARTS = "tasks"              # the folder of the parts the tasks write
 SCHEMA = pa.schema([("key", pa.string()), ("nbytes", pa.int64()), ("crc32", pa.uint32()),
                     ("written", pa.bool_())])
 Ranges = tuple[tuple[float, float], ...]
+_PART_FIELDS = {"task", "blocks", "ranges", "seconds", "finished"}   # a part's metadata (`encode_part`)
 
 
 def folder(plan: ExportPlan) -> str:
@@ -136,8 +138,8 @@ def read_parts(beside: Store, base: str, objects: bool = True) -> Recorded:
     found: dict[tuple[int, int], list] = {}
     tables, stage0_ranges, recorded = [], [], Recorded()
     for key in beside.list(f"{base}/{PARTS}/"):
-        table = pq.read_table(io.BytesIO(beside.get(key)))
-        about = json.loads(table.schema.metadata[b"part"])
+        table = _read_table(beside, key)
+        about = _about(table, beside, key)
         stage, timepoint, _ = about["task"]
         found.setdefault((stage, timepoint), []).extend(about["blocks"])
         if about["ranges"]:
@@ -161,8 +163,8 @@ def drop_parts_holding(beside: Store, base: str, keys: set[str]) -> dict[tuple[i
     dropped."""
     parts = []
     for key in beside.list(f"{base}/{PARTS}/"):
-        table = pq.read_table(io.BytesIO(beside.get(key)))
-        about = json.loads(table.schema.metadata[b"part"])
+        table = _read_table(beside, key)
+        about = _about(table, beside, key)
         holds = not keys.isdisjoint(table["key"].to_pylist())
         parts.append((key, about["task"][0], about["task"][1], len(about["blocks"]), holds))
     first: dict[int, int] = {}   # timepoint → the earliest stage with a damaged part
@@ -200,7 +202,34 @@ def compact(beside: Store, base: str, objects: pa.Table) -> str:
 
 
 def read_objects(beside: Store, key: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(beside.get(key)))
+    return _read_table(beside, key)
+
+
+def _read_table(beside: Store, key: str) -> pa.Table:
+    """The Parquet table stored under `key`; KeyError when there is none, and
+    LedgerUnreadable naming it when its bytes are no table (cut short, overwritten):
+    never pyarrow's traceback."""
+    data = beside.get(key)
+    try:
+        return pq.read_table(io.BytesIO(data))
+    except pa.ArrowException as e:
+        # pyarrow says "Could not open Parquet input source '<Buffer>': <why>. <advice>"
+        why = str(e).rpartition("': ")[2].partition(". ")[0]
+        raise LedgerUnreadable(f"{beside.uri}/{key}: the ledger file is damaged "
+                               f"({len(data)} bytes: {why})") from None
+
+
+def _about(table: pa.Table, beside: Store, key: str) -> dict:
+    """What a part says of itself in its metadata (`encode_part`); LedgerUnreadable when
+    that is missing or not JSON (a table that is not a part this tool wrote)."""
+    try:
+        about = json.loads((table.schema.metadata or {})[b"part"])
+    except (KeyError, ValueError):
+        about = None
+    if not isinstance(about, dict) or not about.keys() >= _PART_FIELDS:
+        raise LedgerUnreadable(f"{beside.uri}/{key}: the ledger file is damaged (a table "
+                               f"without the description of a task's part)")
+    return about
 
 
 def read_committed(beside: Store, base: str) -> tuple[pa.Table, bool]:

@@ -19,7 +19,7 @@ from typing import Any
 from pipelines.commit import ledger
 from pipelines.commit.records import Sidecars, commit_began, existing_record
 from pipelines.config import apply_override, build_config
-from pipelines.errors import ConfigError, OutputError
+from pipelines.errors import ConfigError, LedgerUnreadable, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
 from pipelines.storage import Store, beside_store, open_store
 from pipelines.storage.s3 import S3Options
@@ -67,7 +67,10 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
             f"{record.get('status')!r}): run the same job again to finish it"])
     if record.get("status") != "committed":
         raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed")
-    table, compacted = ledger.read_committed(beside, names.ledger(record["fingerprint"]))
+    try:
+        table, compacted = ledger.read_committed(beside, names.ledger(record["fingerprint"]))
+    except LedgerUnreadable as e:   # nothing to check the objects against: one line says so
+        return Verification(problems=[f"{e}; the dataset's objects cannot be checked against it"])
     rows = table.to_pylist()
     result = _check_objects(store, rows, _decoder(record))
     if not compacted:

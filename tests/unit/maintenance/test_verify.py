@@ -1,0 +1,65 @@
+"""tile-verify (and tile-clean, where it reads the ledger) on a damaged or missing ledger,
+a damaged job record, and changed objects: each is one line naming the file, never a
+traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli.clean import main as clean_main
+from pipelines.cli.verify import main as verify_main
+
+
+def ledger_of(out: Path) -> Path:
+    record = json.loads((out.parent / f"{out.name}.job.json").read_text())
+    return out.parent / f"{out.name}.job" / record["fingerprint"]
+
+
+def cut_in_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def problems_of(capsys) -> list[str]:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out, captured.err
+    return [line for line in captured.out.splitlines() if line.startswith("problem:")]
+
+
+def damaged_table(out: Path) -> Path:
+    table = ledger_of(out) / "objects.parquet"
+    cut_in_half(table)
+    return table
+
+
+def damaged_part(out: Path) -> Path:
+    """The ledger as a kill after the commit leaves it (parts, no table), one part cut short."""
+    ledger = ledger_of(out)
+    part = ledger / "tasks/0-0-0.1234.0.parquet"
+    part.parent.mkdir(exist_ok=True)
+    part.write_bytes((ledger / "objects.parquet").read_bytes())
+    cut_in_half(part)
+    (ledger / "objects.parquet").unlink()
+    return part
+
+
+@pytest.mark.parametrize("damage", [damaged_table, damaged_part])
+def test_a_damaged_ledger_is_one_problem_line_naming_it(committed, capsys, damage):
+    damaged = damage(committed)
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    problems = problems_of(capsys)
+    assert len(problems) == 1 and f"{damaged}: the ledger file is damaged" in problems[0], problems
+
+
+def test_clean_on_a_damaged_part_of_the_ledger_is_one_problem_line(committed, capsys):
+    """A committed dataset's uncompacted parts are compacted by --remove; one cut short
+    stops it in one line naming the part, exit 1, and nothing is compacted."""
+    part = damaged_part(committed)
+    capsys.readouterr()
+    assert clean_main([str(committed), "--remove"]) == 1
+    problems = problems_of(capsys)
+    assert len(problems) == 1 and f"{part}: the ledger file is damaged" in problems[0], problems
+    assert part.exists() and not (part.parent.parent / "objects.parquet").exists()
