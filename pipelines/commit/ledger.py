@@ -235,10 +235,14 @@ def _about(table: pa.Table, beside: Store, key: str) -> dict:
 def read_committed(beside: Store, base: str) -> tuple[pa.Table, bool]:
     """The objects of the committed run whose ledger is `base`, and whether they come from
     the compacted table: a driver killed after the commit but before `compact` leaves
-    only the parts, which then are the only record of the objects."""
+    only the parts, which then are the only record of the objects. LedgerUnreadable
+    when there is neither (the folder removed): no committed run has no objects."""
     try:
         return read_objects(beside, f"{base}/{OBJECTS}"), True
     except KeyError:
+        if next(iter(beside.list(f"{base}/{PARTS}/")), None) is None:
+            raise LedgerUnreadable(f"{beside.uri}/{base}/{OBJECTS}: the dataset's ledger is "
+                                   f"missing (nor are there parts of it in {PARTS}/)") from None
         objects = read_parts(beside, base).objects
         assert objects is not None
         return objects, False

@@ -5,6 +5,7 @@ traceback."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,18 @@ def test_clean_on_a_damaged_part_of_the_ledger_is_one_problem_line(committed, ca
     problems = problems_of(capsys)
     assert len(problems) == 1 and f"{part}: the ledger file is damaged" in problems[0], problems
     assert part.exists() and not (part.parent.parent / "objects.parquet").exists()
+
+
+def test_a_missing_ledger_is_one_problem_line_naming_where_it_should_be(committed, capsys):
+    """Without `out.job/` every object looked "not part of the dataset", and a note said
+    tile-clean --remove would compact a ledger that is not there."""
+    expected = ledger_of(committed) / "objects.parquet"
+    shutil.rmtree(committed.parent / "out.job")
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    out = capsys.readouterr().out
+    problems = [line for line in out.splitlines() if line.startswith("problem:")]
+    assert problems == [f"problem: {expected}: the dataset's ledger is missing (nor are there "
+                        f"parts of it in tasks/); the dataset's objects cannot be checked "
+                        f"against it"], out
+    assert "note:" not in out and "compact" not in out
