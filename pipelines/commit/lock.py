@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from pipelines.plan import ExportPlan
 
 _ATTEMPTS = 3  # create, or take over a dead lock and create, a few times before giving up
+# A damaged lock holds nothing worth keeping: once no job runs, removing it is the fix.
+REMOVE_LOCK = "if no job is running on this output, remove it and run again"
 
 
 def take_lock(plan: ExportPlan, beside: Store) -> None:
@@ -37,7 +39,7 @@ def take_lock(plan: ExportPlan, beside: Store) -> None:
             current = beside.get(key)
         except KeyError:
             continue  # released in the meantime: try to create it again
-        owner = parse_record(current, beside, key)
+        owner = parse_record(current, beside, key, REMOVE_LOCK)
         if not lock_holder_dead(owner):
             raise held_error(plan.output.uri, owner, beside)
         beside.delete_if_unchanged(key, current)  # its driver died on this machine
@@ -70,7 +72,7 @@ def read_lock(beside: Store, uri: str) -> dict[str, Any]:
     """The holder recorded in the lock of the output at `uri`; {} when there is no lock."""
     key = Sidecars.of(uri).lock
     try:
-        return parse_record(beside.get(key), beside, key)
+        return parse_record(beside.get(key), beside, key, REMOVE_LOCK)
     except KeyError:
         return {}
 

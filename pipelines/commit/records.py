@@ -106,12 +106,21 @@ def digest(objects: Iterable[tuple[str, int | None]]) -> str:
 
 
 def read_json(store: Store, key: str) -> dict[str, Any]:
-    """A small JSON record (job record, lock); {} when there is none. A record that exists
-    but cannot be read is an OutputError naming it: it must never pass for a missing one."""
+    """The job record under `key`; {} when there is none. A record that exists but cannot
+    be read is an OutputError naming it: it must never pass for a missing one."""
     try:
-        return parse_record(store.get(key), store, key)
+        return parse_record(store.get(key), store, key, _restore_record(key))
     except KeyError:
         return {}
+
+
+def _restore_record(key: str) -> str:
+    """What to do about a damaged job record. Removing it is no way out: every command
+    (export, --overwrite, verify, clean) needs the record to tell the output ours."""
+    ledger = key.removesuffix(".json") + "/"
+    return (f"restore it from a backup if there is one: without it this tool cannot verify, "
+            f"clean, resume or --overwrite the output, which must then be removed by hand, "
+            f"with {key} and {ledger}, before exporting there again")
 
 
 def existing_record(beside: Store, uri: str) -> dict[str, Any]:
@@ -127,15 +136,15 @@ def existing_record(beside: Store, uri: str) -> dict[str, Any]:
     return record
 
 
-def parse_record(data: bytes, store: Store, key: str) -> dict[str, Any]:
-    """The JSON object in `data`, read from `key` of `store`; OutputError if it is not one."""
+def parse_record(data: bytes, store: Store, key: str, advice: str) -> dict[str, Any]:
+    """The JSON object in `data`, read from `key` of `store`; OutputError if it is not
+    one, ending with `advice` (what the user can do about that record)."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, ValueError):
         doc = None
     if not isinstance(doc, dict):
-        raise OutputError(f"{store.uri}/{key} is damaged (not a record this tool wrote); if "
-                          f"no job is running on this output, remove it and run again")
+        raise OutputError(f"{store.uri}/{key} is damaged (not a record this tool wrote); {advice}")
     return doc
 
 

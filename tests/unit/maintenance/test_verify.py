@@ -79,3 +79,21 @@ def test_a_missing_ledger_is_one_problem_line_naming_where_it_should_be(committe
                         f"parts of it in tasks/); the dataset's objects cannot be checked "
                         f"against it"], out
     assert "note:" not in out and "compact" not in out
+
+
+def test_a_damaged_job_record_is_not_advised_away(committed, capsys):
+    """A truncated job record: the advice was to remove it, after which tile-clean took the
+    committed dataset's ledger for a superseded run's and deleted it. Now the advice is to
+    restore it (removing it makes the output unverifiable), and without it clean refuses."""
+    record = committed.parent / "out.job.json"
+    record.write_bytes(record.read_bytes()[:100])
+    ledger = next((committed.parent / "out.job").iterdir())
+    for run in (verify_main, clean_main):
+        capsys.readouterr()
+        assert run([str(committed)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{record} is damaged" in err[0], err
+        assert "restore it from a backup" in err[0] and "remove it and run again" not in err[0]
+    record.unlink()   # what the old advice said
+    assert clean_main([str(committed), "--remove"]) == 2
+    assert (ledger / "objects.parquet").exists()
