@@ -35,7 +35,7 @@ def test_verify_finds_missing_changed_and_unexpected_objects(spark, tmp_path, ca
     (tmp_path / "out/c0/s0/1/0/0").write_bytes(b"x")                 # should be empty
     assert verify_job.main([str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
-    assert "c0/s0/0/0/0: changed" in out and "c0/s0/3/0/0: missing" in out
+    assert "c0/s0/0/0/0: size changed" in out and "c0/s0/3/0/0: missing" in out
     assert "c0/s0/1/0/0: recorded as empty" in out and "3 problems" in out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,29 @@ def test_a_damaged_job_record_is_not_advised_away(committed, capsys):
     record.unlink()   # what the old advice said
     assert clean_main([str(committed), "--remove"]) == 2
     assert (ledger / "objects.parquet").exists()
+
+
+def test_a_changed_object_says_whether_its_size_or_its_checksum_differs(committed, capsys):
+    """A flipped byte was "changed since it was written (144184 bytes, expected 144184)"."""
+    chunks = sorted(p for p in committed.rglob("*") if p.is_file() and p.name.isdigit())
+    flipped, cut = chunks[0], chunks[1]
+    original = flipped.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    cut_size = cut.stat().st_size - 3
+    cut.write_bytes(cut.read_bytes()[:cut_size])
+    document = committed / "attributes.json"
+    document.write_bytes(document.read_bytes()[:-5])
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    problems = problems_of(capsys)
+    assert f"problem: {flipped.relative_to(committed)}: content changed since it was written " \
+           f"(crc32 {zlib.crc32(data):08x}, expected {zlib.crc32(original):08x}; the size, " \
+           f"{len(data)} bytes, is the same)" in problems, problems
+    assert f"problem: {cut.relative_to(committed)}: size changed since it was written " \
+           f"({cut_size} bytes, expected {cut_size + 3})" in problems, problems
+    assert "problem: attributes.json: metadata differs from what was committed " \
+           f"({document.stat().st_size} bytes, no longer valid JSON: cut short or " \
+           "overwritten)" in problems, problems
+    assert len(problems) == 3, problems
