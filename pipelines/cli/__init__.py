@@ -27,3 +27,10 @@ def output_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="s3.KEY=VALUE", help="S3 settings, as in the job file's [s3] table")
     return parser
+
+
+def unreadable(error: OSError) -> str:
+    """One line for a file or folder the maintenance commands cannot read (permissions,
+    a file system that went away), instead of a traceback."""
+    where = error.filename if error.filename is not None else "the output"
+    return f"cannot read {where}: {error.strerror or type(error).__name__}"

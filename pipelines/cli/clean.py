@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.cli import output_parser
+from pipelines.cli import output_parser, unreadable
 from pipelines.errors import LedgerUnreadable, PipelineError
 from pipelines.maintenance.clean import (
     compact_ledger,
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a record or folder this user may not read
+        print(f"error: {unreadable(e)}", file=sys.stderr)
         return 2
     return 0
 

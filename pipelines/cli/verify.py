@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.cli import output_parser
+from pipelines.cli import output_parser, unreadable
 from pipelines.errors import PipelineError
 from pipelines.maintenance.verify import open_output, verify
 
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         result = verify(store, beside, uri)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a record or folder this user may not read
+        print(f"error: {unreadable(e)}", file=sys.stderr)
         return 2
     for problem in result.problems:
         print(f"problem: {problem}")

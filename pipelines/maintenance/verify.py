@@ -91,7 +91,10 @@ def _check_objects(store: Store, rows: list[dict], decode) -> Verification:
     result = Verification()
     for row in rows:
         result.checked += 1
-        problem = _check(store, row, decode)
+        try:
+            problem = _check(store, row, decode)
+        except OSError as e:   # a file or folder this user may not read: a problem, no traceback
+            problem = f"{row['key']}: cannot be read ({e.strerror or type(e).__name__})"
         if problem:
             result.problems.append(problem)
         result.written += row["written"]
@@ -112,6 +115,9 @@ def _check_metadata(store: Store, beside: Store, expected: dict | None) -> list[
                 data = owner.get(key)
             except KeyError:
                 problems.append(f"{key}: metadata missing")
+                continue
+            except OSError as e:   # this user may not read it
+                problems.append(f"{key}: metadata cannot be read ({e.strerror or type(e).__name__})")
                 continue
             if hashlib.sha256(data).hexdigest() != sha:
                 problems.append(f"{key}: metadata differs from what was committed "

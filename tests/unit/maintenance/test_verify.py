@@ -124,3 +124,35 @@ def test_a_changed_object_says_whether_its_size_or_its_checksum_differs(committe
            f"({document.stat().st_size} bytes, no longer valid JSON: cut short or " \
            "overwritten)" in problems, problems
     assert len(problems) == 3, problems
+
+
+def refuse_reads(monkeypatch, refused) -> None:
+    """Reads of the keys `refused(key)` names fail as a folder this user may not read does
+    (a test run as root cannot make one: root reads everything)."""
+    from pipelines.storage import LocalStore
+    real_get = LocalStore.get
+
+    def get(self, key):
+        if refused(key):
+            raise PermissionError(13, "Permission denied", str(self.root / key))
+        return real_get(self, key)
+    monkeypatch.setattr(LocalStore, "get", get)
+
+
+def test_objects_that_cannot_be_read_are_problems_not_a_traceback(committed, capsys, monkeypatch):
+    refuse_reads(monkeypatch, lambda key: key.startswith("c0/s0/0/") or key == "attributes.json")
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    problems = problems_of(capsys)
+    assert "problem: attributes.json: metadata cannot be read (Permission denied)" in problems
+    assert all(p.endswith("cannot be read (Permission denied)") for p in problems), problems
+    assert any(p.startswith("problem: c0/s0/0/") for p in problems), problems
+
+
+@pytest.mark.parametrize("run", [verify_main, clean_main])
+def test_a_job_record_that_cannot_be_read_is_one_line(committed, capsys, monkeypatch, run):
+    refuse_reads(monkeypatch, lambda key: key == "out.job.json")
+    capsys.readouterr()
+    assert run([str(committed)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: cannot read {committed.parent / 'out.job.json'}: Permission denied\n"
