@@ -43,9 +43,10 @@ def test_a_folder_without_a_job_record_is_refused_and_left_alone(tmp_path, capsy
 
 
 def test_the_root_of_the_file_system_is_refused_in_one_line(capsys):
-    """`tile-clean /` walked the whole file system and died on /proc."""
+    """`tile-clean /` walked the whole file system and died on /proc; a folder without a
+    job record is refused too (below), the root even before that."""
     assert clean_main(["/"]) == 2
-    assert "no job record" in one_error_line(capsys)
+    assert "'/' is a root folder" in one_error_line(capsys)
 
 
 def test_only_this_tools_temporary_names_are_orphans(committed):
