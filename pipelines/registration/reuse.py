@@ -3,8 +3,8 @@
 Registration takes minutes; an export rerun with other output settings (`make demo SET=…`)
 would repeat it for the same answer. The stitching report records a fingerprint of what
 decides the refined positions — the stage tile JSONs (or the project XML) as text, each
-tile file's size and modification time (on S3, its size), the `[stitching]` settings and
-the package version — and a checksum of every refined JSON it wrote. A later run with the
+tile file's identity (`tiles.identity`: size and modification time; on S3, size and
+ETag), the `[stitching]` settings and the package version — and a checksum of every refined JSON it wrote. A later run with the
 same fingerprint whose refined JSONs are still as written reuses them;
 `stitching.force = true` registers again.
 """
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from pipelines import __version__
 from pipelines.config import JobConfig
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
+from pipelines.tiles.identity import file_identities
 
 if TYPE_CHECKING:
     from pipelines.registration.results import Target
@@ -37,7 +36,7 @@ def fingerprint(config: JobConfig, target: Target, s3: S3Options | None) -> str:
         "settings": settings,
         "views": {k: list(v) for k, v in config.views},
         "inputs": {p: _digest(read(p, s3) or b"") for p in sources},
-        "tiles": stats(files, s3),
+        "tiles": file_identities(files, s3),
     }
     return _digest(json.dumps(essentials, sort_keys=True, default=str).encode())
 
@@ -65,33 +64,6 @@ def read(path: str, s3: S3Options | None) -> bytes | None:
         return beside_store(path, s3).get(uris.name(path))
     except (KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
-
-
-# HEAD requests in flight at once when the tiles are on S3: one after another, 10 000
-# tiles at 20-50 ms a request would take minutes before a reused run could start
-STAT_THREADS = 32
-
-
-def stats(paths: list[str], s3: S3Options | None) -> dict[str, Any]:
-    """`_stat` of every path, by path; S3 objects are asked about concurrently."""
-    if not any(uris.is_remote(p) for p in paths):
-        return {p: _stat(p, s3) for p in paths}
-    with ThreadPoolExecutor(STAT_THREADS) as pool:
-        return dict(zip(paths, pool.map(lambda p: _stat(p, s3), paths)))
-
-
-def _stat(path: str, s3: S3Options | None) -> Any:
-    """What tells a changed tile file from the same one, without reading it."""
-    if uris.is_remote(path):
-        try:
-            return beside_store(path, s3).size(uris.name(path))
-        except KeyError:   # a container's prefix (N5, Zarr), not one object
-            return None
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return [info.st_size, info.st_mtime_ns]
 
 
 def _digest(data: bytes) -> str:

@@ -105,6 +105,13 @@ class Store(ABC):
         """Bytes stored under `key`; KeyError when there are none."""
         return len(self.get(key))
 
+    def identity(self, key: str) -> tuple[int, str]:
+        """What tells a changed object under `key` from the same one without reading it:
+        (size, version), the version being what the store keeps of one (a file's
+        modification time, an S3 ETag) or "" where it keeps none; KeyError when there is
+        no object. One request where `size` is one (S3: the same HEAD)."""
+        return self.size(key), ""
+
     def sizes(self, prefix: str = "") -> dict[str, int]:
         """Every key that starts with `prefix` and its size, from one listing where the
         store gives sizes with it (a local folder walk, S3's ListObjectsV2)."""

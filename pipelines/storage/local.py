@@ -114,6 +114,13 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             raise KeyError(key) from None
 
+    def identity(self, key: str) -> tuple[int, str]:
+        try:
+            info = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyError(key) from None
+        return info.st_size, str(info.st_mtime_ns)
+
     def get_range(self, key: str, start: int, stop: int) -> bytes:
         try:
             with open(self._path(key), "rb") as f:

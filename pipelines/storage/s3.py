@@ -286,6 +286,15 @@ class S3Store(Store):
             raise KeyError(key)
         return int(head["ContentLength"])
 
+    @_bounded
+    def identity(self, key: str) -> tuple[int, str]:
+        """(size, ETag) from one HEAD: the ETag changes with the bytes (a re-upload of the
+        same bytes in one PUT keeps it), where LastModified would change with every copy."""
+        head = self._head(key)
+        if head is None:
+            raise KeyError(key)
+        return int(head["ContentLength"]), str(head.get("ETag", ""))
+
     def _head(self, key: str) -> dict | None:
         from botocore.exceptions import ClientError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 
 import pytest
 
@@ -52,6 +53,18 @@ class StoreConformance:
         assert store.sizes("s0") == {"s0/0/0/0": 3, "s0/1/0/0": 0, "s0/1/2": 5, "s01/0": 1}
         assert store.sizes() == {key: store.size(key) for key in store.list()}
         assert store.sizes("nothing/") == {}
+
+    def test_identity_is_the_size_and_a_version_that_follows_the_bytes(self, store):
+        """What resumes and reused registrations tell changed tile files by."""
+        store.put("k", b"abc")
+        size, version = store.identity("k")
+        assert size == 3 and store.identity("k") == (size, version)
+        time.sleep(0.05)   # beyond a coarse file system clock's tick
+        store.put("k", b"xyz")   # the same size, other bytes
+        if version:   # a store that keeps versions (files, S3) tells the two apart
+            assert store.identity("k") != (size, version)
+        with pytest.raises(KeyError):
+            store.identity("missing")
 
     def test_delete(self, store):
         store.put("k", b"x")

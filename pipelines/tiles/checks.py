@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 from pipelines.errors import TileError
 from pipelines.storage.uri import is_remote
@@ -41,29 +42,26 @@ def _first_difference(reference: TileSet, other: TileSet) -> str:
     return ""
 
 
-def check_tile_files(sets: Iterable[TileSet], s3=None, threads: int = 16) -> None:
+def check_tile_files(sets: Iterable[TileSet], s3=None, threads: int = 16) -> dict[str, Any]:
     """Open every tile file's header; a problem names the tile JSON and the tile index too.
-    Files in object stores are opened `threads` at a time (each open waits on the
+    Returns every file's identity by path (`check_tile_file`). Files in object stores are opened `threads` at a time (each open waits on the
     network); local files one after another in this thread: parsing a header holds the
     GIL, so threads only add contention (64 local TIFFs of 128 slices: 31 ms in one
     thread, 77 ms with 16; benchmarks/PROFILE.md, "Before the first task")."""
     tiles = [(ts.source, tile) for ts in sets for tile in ts]
     check = partial(_check_one, s3=s3)
     if not any(is_remote(tile.path) for _, tile in tiles):
-        for described in tiles:
-            check(described)
-        return
+        return dict(map(check, tiles))
     with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(check, tiles):
-            pass
+        return dict(pool.map(check, tiles))
 
 
-def _check_one(described: tuple[str, Tile], s3=None) -> None:
-    """check_tile_file, its error prefixed with the JSON and index that name the file (a
-    project's views name themselves: their label)."""
+def _check_one(described: tuple[str, Tile], s3=None) -> tuple[str, Any]:
+    """(path, identity) of check_tile_file, its error prefixed with the JSON and index that
+    name the file (a project's views name themselves: their label)."""
     source, tile = described
     try:
-        check_tile_file(tile, s3)
+        return tile.path, check_tile_file(tile, s3)
     except TileError as e:
         if tile.label or not source:
             raise

@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache, partial
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -23,8 +24,9 @@ from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import split as split_uri
 from pipelines.tiles import containers
+from pipelines.tiles.identity import file_identity
 from pipelines.tiles.model import Tile
-from pipelines.tiles.remote import open_remote
+from pipelines.tiles.remote import identity_of, open_remote
 
 # tifffile logs what it finds wrong in a damaged file ("<tifffile.TiffPages @8> invalid page
 # offset 131328") before it raises or returns None; the caller turns that into one TileError
@@ -81,11 +83,13 @@ def set_tile_cache(limit: int, run: str = "") -> None:
         tile_cache.resize(limit)
 
 
-def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
+def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype, Any]:
     """Shape (x, y, z) and dtype of the stack in a TIFF file (local or s3://), without
-    reading its pixels."""
+    reading its pixels, and the file's identity (`identity.file_identity`; on S3 from the
+    request that opened it)."""
     try:
-        with tifffile.TiffFile(open_remote(path, s3) if is_remote(path) else path) as tif:
+        source = open_remote(path, s3) if is_remote(path) else path
+        with tifffile.TiffFile(source) as tif:
             series = tif.series[0]
             shape, dtype = series.shape, series.dtype
             _check_complete(series, tif.filehandle.size, path)
@@ -102,7 +106,8 @@ def inspect_tiff(path: str, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
         shape = (1, *shape)
     if len(shape) != 3:
         raise TileError(f"{path}: expected a 3D grayscale stack (z, y, x), found shape {shape}")
-    return to_xyz(shape), np.dtype(dtype)
+    found = file_identity(path, s3) if isinstance(source, str) else identity_of(source)
+    return to_xyz(shape), np.dtype(dtype), found
 
 
 def _page(pages, n: int, path: str):
@@ -135,7 +140,7 @@ def inspect_view(tile: Tile, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
         if tile.dataset not in ("", "0"):
             raise TileError(f"{tile.path}: {tile.name} is series {tile.dataset} of its file; only "
                             f"files that hold one image are supported")
-        return inspect_tiff(tile.path, s3)
+        return inspect_tiff(tile.path, s3)[:2]
     where = f"{tile.path} ({tile.dataset})"
     if tile.loader == "hdf5":
         dataset = containers.open_hdf5(tile.path, tile.dataset, s3)
@@ -146,9 +151,13 @@ def inspect_view(tile: Tile, s3=None) -> tuple[tuple[int, int, int], np.dtype]:
     return to_xyz(array.shape), array.dtype
 
 
-def check_tile_file(tile: Tile, s3=None) -> None:
-    """Raise TileError if the tile's file is missing, unreadable, or differs from the JSON."""
-    shape, dtype = inspect_view(tile, s3)
+def check_tile_file(tile: Tile, s3=None) -> Any:
+    """Raise TileError if the tile's file is missing, unreadable, or differs from the JSON;
+    returns the file's identity (`identity.file_identity`), a TIFF's taken as it was opened."""
+    if tile.loader == "tiff" and tile.dataset in ("", "0"):
+        shape, dtype, found = inspect_tiff(tile.path, s3)
+    else:   # a container, or a TIFF series inspect_view refuses
+        (shape, dtype), found = inspect_view(tile, s3), file_identity(tile.path, s3)
     where = f"{tile.path}" + (f" ({tile.dataset})" if tile.loader != "tiff" else "")
     described = "the tile JSON" if not tile.label else "the project"
     if shape != tile.size:
@@ -160,6 +169,7 @@ def check_tile_file(tile: Tile, s3=None) -> None:
         raise TileError(
             f"{where}: {tile.name} field 'type' is {tile.type} ({tile.dtype}) in the "
             f"tile JSON but the file holds {dtype}")
+    return found
 
 
 def read_region(tile: Tile, region: Box, s3=None) -> np.ndarray:

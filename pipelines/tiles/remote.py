@@ -19,7 +19,10 @@ class RangeFile(io.RawIOBase):
 
     def __init__(self, store: Store, key: str):
         self.store, self.key = store, key
-        self.size = store.size(key)
+        # the request that gives the size gives the version too: a tile check records
+        # both (`tiles.identity`) without a request of its own
+        self.identity = store.identity(key)
+        self.size = self.identity[0]
         self.position = 0
 
     def readable(self) -> bool:
@@ -50,6 +53,13 @@ def open_remote(uri: str, s3=None) -> io.BufferedReader:
     """A buffered, seekable binary file for an object URI (s3://bucket/key)."""
     folder, name = split_uri(uri)
     return io.BufferedReader(RangeFile(open_store(folder, s3), name), buffer_size=READ_AHEAD)
+
+
+def identity_of(opened: io.BufferedReader) -> list:
+    """The `Store.identity` of the object a file from `open_remote` reads, as it was opened."""
+    raw = opened.raw
+    assert isinstance(raw, RangeFile)
+    return list(raw.identity)
 
 
 def read_text(uri: str, s3=None) -> str:

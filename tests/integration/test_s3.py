@@ -343,10 +343,11 @@ def test_unfinished_multipart_uploads_are_listed_and_aborted(s3_bucket):
     assert len(open_uploads(endpoint, bucket)) == 1  # the other prefix's upload is not ours
 
 
-def test_registration_reuse_reads_the_size_of_every_s3_tile(s3_bucket):
-    """The reuse fingerprint's tile sizes, asked of S3 many at a time, come back by path:
-    each object's size, None for a missing one and for a container's prefix."""
-    from pipelines.registration.reuse import STAT_THREADS, stats
+def test_the_identity_of_every_s3_tile_is_read(s3_bucket):
+    """The tile identities of the reuse and export fingerprints, asked of S3 many at a
+    time, come back by path: each object's size and ETag, None for a missing one and for
+    a container's prefix."""
+    from pipelines.tiles.identity import STAT_THREADS, file_identities
     endpoint, bucket = s3_bucket
     client = boto_client(endpoint)
     paths = []
@@ -355,7 +356,10 @@ def test_registration_reuse_reads_the_size_of_every_s3_tile(s3_bucket):
         paths.append(f"s3://{bucket}/acq/tiles/tile-{n:04d}.tif")
     client.put_object(Bucket=bucket, Key="acq/tiles/volume.n5/attributes.json", Body=b"{}")
     missing, container = f"s3://{bucket}/acq/tiles/gone.tif", f"s3://{bucket}/acq/tiles/volume.n5"
-    found = stats([*paths, missing, container], S3Options(endpoint_url=endpoint))
+    found = file_identities([*paths, missing, container], S3Options(endpoint_url=endpoint))
     assert list(found) == [*paths, missing, container]
-    assert [found[p] for p in paths] == list(range(3 * STAT_THREADS))
+    assert [found[p][0] for p in paths] == list(range(3 * STAT_THREADS))
+    etags = [client.head_object(Bucket=bucket, Key=f"acq/tiles/tile-{n:04d}.tif")["ETag"]
+             for n in range(3 * STAT_THREADS)]
+    assert [found[p][1] for p in paths] == etags
     assert found[missing] is None and found[container] is None
