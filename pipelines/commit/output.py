@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from pipelines.commit.lock import held_error, lock_holder_dead, read_lock
 from pipelines.commit.ownership import remove_owned
-from pipelines.commit.records import Sidecars, commit_began, fingerprint, read_json
+from pipelines.commit.records import Sidecars, changed_parts, commit_began, fingerprint, read_json
 from pipelines.errors import OutputError
 from pipelines.formats import FORMATS, format_module
 from pipelines.plan import ExportPlan
@@ -69,6 +69,11 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict) -> None:
     committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
     committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
     for key in committed:
+        if store.exists(key) and began and changed_parts(record, plan) == {"tile_files"}:
+            raise OutputError(
+                f"output.uri: {store.uri} holds an unfinished commit of this job made before "
+                f"its tile files changed ({key}): its chunks are of the files as they were; "
+                f"pass --overwrite to replace it with an export of the files as they are")
         if store.exists(key) and began:
             raise OutputError(
                 f"output.uri: {store.uri} holds an unfinished commit of a job with other "

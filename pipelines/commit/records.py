@@ -91,11 +91,32 @@ class Sidecars:
 def fingerprint(plan: ExportPlan) -> str:
     """A digest of everything that decides the output's bytes: a rerun with the same
     fingerprint writes the same objects, so it may continue over a failed run's leftovers."""
+    return _short_digest(repr(sorted(fingerprint_parts(plan).items())))
+
+
+def fingerprint_parts(plan: ExportPlan) -> dict[str, str]:
+    """What the fingerprint is made of, each part a digest the job record keeps, so a rerun
+    can say what changed: `settings` (the package version, the output, the tile table,
+    the stages, blending, interpolation, corrections) and `tile_files` (each tile file's
+    size and modification time or ETag: the pixels a same-shaped file holds)."""
     essentials: tuple = (__version__, plan.output, plan.tiles, plan.stages, plan.blending,
                          plan.interpolation)
     if plan.correction is not None:   # the fields' bytes and the tiles' coefficients
         essentials += (plan.correction,)
-    return hashlib.sha256(repr(essentials).encode()).hexdigest()[:32]
+    return {"settings": _short_digest(repr(essentials)), "tile_files": plan.tile_files}
+
+
+def changed_parts(record: dict[str, Any], plan: ExportPlan) -> set[str] | None:
+    """The `fingerprint_parts` in which the run of job record `record` differs from
+    `plan`; None for a record from before the parts were kept (it cannot tell)."""
+    then = record.get("fingerprint_parts")
+    if not isinstance(then, dict):
+        return None
+    return {name for name, now in fingerprint_parts(plan).items() if then.get(name) != now}
+
+
+def _short_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def digest(objects: Iterable[tuple[str, int | None]]) -> str:
@@ -158,9 +179,10 @@ def start_record(plan: ExportPlan, beside: Store) -> None:
     those documents may be in the container, and only the record says they are ours."""
     key = Sidecars.of(plan.output.uri).job_record
     began = {k: v for k, v in read_json(beside, key).items() if k == "metadata"} if plan.rerun else {}
-    record = {"job": uuid.uuid4().hex, "fingerprint": fingerprint(plan), "status": "running",
+    record = {"job": uuid.uuid4().hex, "fingerprint": fingerprint(plan),
+              "fingerprint_parts": fingerprint_parts(plan), "status": "running",
               "version": __version__, "started": time.time(), "uri": plan.output.uri,
-              "format": plan.output.format,
+              "format": plan.output.format, "blocks": plan.task_plan.blocks,
               "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}, **began}
     write_json(beside, key, record)
 

@@ -1,7 +1,7 @@
 """Planning on the driver: what the output is, which tasks exist, what each task needs.
 
 `make_plan(config)` reads every tile JSON (timepoints × channels), checks every tile
-file, and returns an `ExportPlan`:
+file (and takes its identity: size and time, `tiles.identity`), and returns an `ExportPlan`:
 - the output (`plan.output`): format, layout, the level-0 array and every pyramid level;
 - stages: stage 0 fuses tiles into level 0 and, inside each block, the levels its block
   holds whole chunks of; each later stage reads the previous level from the store and
@@ -39,6 +39,7 @@ from pipelines.plan.tasks import (
 from pipelines.storage.s3 import S3Options
 from pipelines.tiles import Tile, TileSet, check_same_geometry, check_tile_files, read_tile_json
 from pipelines.tiles.bigstitcher import read_project
+from pipelines.tiles.identity import file_identities, identities_digest
 
 __all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "PartitionTask", "Stage",
            "StageTasks", "TaskPlan", "check_memory", "make_plan", "plan_output", "plan_stages",
@@ -67,6 +68,7 @@ class ExportPlan:
     checkpoint_seconds: float = 30.0  # a task records its finished blocks this often
     resume_verify: str = "size"  # what a resume confirms of recorded objects ([resume] verify)
     correction: Correction | None = None  # flatfield and intensity corrections (fusion)
+    tile_files: str = ""  # digest of the tile files' identities (tiles.identity): a changed file, another run
 
     @property
     def offset(self) -> Vec:
@@ -120,8 +122,7 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
     """Validate the inputs of `config` and plan the export; raises PipelineError subclasses."""
     s3 = config.s3_options()
     tiles, names = read_acquisition(config, s3)
-    if check_files and not config.is_project:  # a project's views were opened as it was read
-        check_tile_files([ts for row in tiles for ts in row], s3)
+    tile_files = _tile_files(config, tiles, s3, check_files)
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)
@@ -134,9 +135,23 @@ def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
                       config.fail_blocks, s3=s3, task_delay=config.task_delay,
                       interpolation=config.interpolation, tile_cache=config.tile_cache,
                       checkpoint_seconds=config.checkpoint_seconds,
-                      resume_verify=config.resume_verify, correction=correction)
+                      resume_verify=config.resume_verify, correction=correction,
+                      tile_files=tile_files)
     check_memory(plan, config.task_memory)
     return plan
+
+
+def _tile_files(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...],
+                s3: S3Options | None, check_files: bool) -> str:
+    """Check every tile file (with `check_files`) and digest their identities. The check
+    opens each file anyway and hands back what it saw (no request of its own on S3);
+    unchecked files — a project's views, opened as it was read, or files checked before
+    stitching — are asked for theirs: a stat each here, a HEAD each on S3."""
+    if check_files and not config.is_project:
+        found = check_tile_files([ts for row in tiles for ts in row], s3)
+    else:
+        found = file_identities(sorted({t.path for row in tiles for ts in row for t in ts}), s3)
+    return identities_digest(found)
 
 
 def read_tiles(config: JobConfig, s3: S3Options | None) -> tuple[tuple[TileSet, ...], ...]:

@@ -1,0 +1,110 @@
+"""A tile file that changes between runs: an unfinished run made from the old file is never
+continued (its chunks would mix old and new pixels), a committed dataset is never touched.
+(A rerun with other settings: tests/unit/commit/test_commit.py)"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import tifffile
+
+from pipelines.commit.output import check_output
+from pipelines.commit.records import fingerprint
+from pipelines.driver import export
+from pipelines.errors import OutputError
+from pipelines.execute.executor import LocalExecutor
+from pipelines.plan import make_plan
+from pipelines.storage import LocalStore, beside_store
+from pipelines.testing.synthetic import make_acquisition
+from tests.pipeline_helpers import export_local
+from tests.unit.commit.test_commit import config_for, failed_run
+
+# a failed run that records every block of these 24 but the last
+RECORDING_ALL_BUT_THE_LAST = ("debug.fail_blocks=[[3, 5, 0]]", "limits.checkpoint_seconds=0")
+
+
+@pytest.fixture
+def acquisition(tmp_path) -> dict:
+    """small_acquisition's tiles, but this test's own: the tests here replace one."""
+    return make_acquisition(tmp_path / "acq", grid=(2, 2, 1), tile=(64, 48, 16), overlap=0.2,
+                            jitter=0, seed=7, falloff=0.0, noise=True, truth=False)
+
+
+def first_tile(acquisition: dict) -> Path:
+    tiles = json.loads(Path(acquisition["paths"]["tiles_json"]).read_text())
+    return Path(acquisition["paths"]["tiles_json"]).parent / tiles[0]["file"]
+
+
+def replace_tile(path: Path) -> None:
+    """Another stack of the same shape and type in its place (same size in bytes), as a
+    user who re-acquires or fixes a tile does; its time moves on by a second, as a copy's
+    would, also where the file system keeps coarse times."""
+    before = path.stat().st_mtime_ns
+    pixels = tifffile.imread(path)
+    tifffile.imwrite(path, (pixels // 2 + 100).astype(pixels.dtype), contiguous=True)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_rerun_after_a_tile_file_changed_starts_over(tmp_path, acquisition):
+    """Defect: the rerun resumed the failed run's blocks, made from the old file, and
+    computed the rest from the new one (36 chunks of a demo differed from a clean run)."""
+    failed_run(tmp_path, acquisition, *RECORDING_ALL_BUT_THE_LAST)  # 23 of 24 blocks
+    replace_tile(first_tile(acquisition))
+    stream = io.StringIO()
+    result = export(config_for(tmp_path, acquisition), LocalExecutor(), stream=stream)
+    assert not result.plan.rerun and result.resumed == 0
+    (tmp_path / "clean").mkdir()
+    export_local(config_for(tmp_path / "clean", acquisition))
+    assert files_under(tmp_path / "out") == files_under(tmp_path / "clean/out")
+
+
+def test_the_fingerprint_follows_the_tile_files_size_and_time(tmp_path, acquisition):
+    """Untouched tiles: the same fingerprint every time (a rerun resumes, a committed
+    dataset is recognised); a new modification time alone is another one."""
+    config = config_for(tmp_path, acquisition)
+    first = fingerprint(make_plan(config))
+    assert fingerprint(make_plan(config)) == first
+    tile = first_tile(acquisition)
+    later = tile.stat().st_mtime_ns + 10**9
+    os.utime(tile, ns=(later, later))
+    assert fingerprint(make_plan(config)) != first
+
+
+def test_a_committed_dataset_stays_as_it_is_when_its_tiles_change(tmp_path, acquisition):
+    """A committed export is refused as before, whether its tiles changed or not: it
+    is what the tiles were (verify still passes); --overwrite exports the new ones."""
+    config = config_for(tmp_path, acquisition)
+    export_local(config)
+    out = tmp_path / "out"
+    committed = files_under(out)
+    for _ in range(2):   # untouched, then with a tile replaced
+        with pytest.raises(OutputError, match="already holds a committed dataset"):
+            export_local(config)
+        assert files_under(out) == committed
+        replace_tile(first_tile(acquisition))
+    assert export_local(config, overwrite=True).summary.blocks > 0
+    assert files_under(out) != committed
+
+
+def test_an_unfinished_commit_is_not_finished_from_changed_tiles(tmp_path, acquisition):
+    """A commit cut short, then a tile replaced: the rerun cannot finish that commit (its
+    chunks are of the old file) and says what to do; nothing is deleted."""
+    config = config_for(tmp_path, acquisition)
+    export_local(config)
+    record_file = tmp_path / "out.job.json"
+    record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "status": "committing"}))
+    out = tmp_path / "out"
+    before = files_under(out)
+    replace_tile(first_tile(acquisition))
+    with pytest.raises(OutputError, match=r"unfinished commit of this job made before its tile "
+                                          r"files changed .*pass --overwrite"):
+        check_output(make_plan(config), LocalStore(out), beside_store(str(out)))
+    assert files_under(out) == before
