@@ -249,7 +249,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
                    stream: TextIO, started: float, stitched: StitchResult | None) -> ExportResult:
     """The export while this job holds the output's lock."""
     began = time.time()
-    plan = check_output(plan, store, beside)
+    plan = check_output(plan, store, beside, stream)
     executor.start()
     start_record(plan, beside)
     phase = "run"

@@ -7,7 +7,9 @@ once this job holds the lock.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, TextIO
 
+from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, lock_holder_dead, read_lock
 from pipelines.commit.ownership import remove_owned
 from pipelines.commit.records import Sidecars, changed_parts, commit_began, fingerprint, read_json
@@ -17,13 +19,14 @@ from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 
 
-def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
+def check_output(plan: ExportPlan, store: Store, beside: Store,
+                 stream: TextIO | None = None) -> ExportPlan:
     """Refuse an output that already holds a committed dataset (of this format or any
     other), or holds files that are not from this job.
 
     An unfinished run of the same job (same fingerprint) is continued, a commit it began
     included: the plan comes back marked `rerun`. An unfinished run of this output with
-    other settings is discarded."""
+    other settings or tile files is discarded, saying so on `stream`."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     _refuse_committed(plan, store, record)
     leftover = next(iter(store.list()), None)
@@ -34,10 +37,34 @@ def check_output(plan: ExportPlan, store: Store, beside: Store) -> ExportPlan:
                           f"from this job (e.g. {leftover}); remove them or choose another "
                           f"output.uri")
     if record.get("fingerprint") != fingerprint(plan):
-        # our own unfinished run with other settings: start over (only what is provably ours)
+        # our own unfinished run of other inputs: start over (only what is provably ours);
+        # said aloud, as hours of recorded work may go
+        if stream is not None:
+            stream.write(f"{discard_notice(plan, beside, record)}\n")
         remove_owned(store, "an unfinished run of this output with other settings")
         return plan
     return replace(plan, rerun=True)
+
+
+def discard_notice(plan: ExportPlan, beside: Store, record: dict[str, Any]) -> str:
+    """The line that says an unfinished run is discarded: how it differs, and how much of
+    it its ledger had recorded (of the blocks its job record planned, when it says)."""
+    recorded = ledger.read_parts(beside, Sidecars.of(plan.output.uri).ledger(
+        str(record.get("fingerprint"))), objects=False).block_count
+    planned = record.get("blocks")
+    done = f"{recorded} of {planned}" if isinstance(planned, int) else f"{recorded}"
+    return (f"discarding an unfinished run {_how_it_differs(record, plan)} ({done} blocks "
+            f"were recorded); every block is computed again")
+
+
+def _how_it_differs(record: dict[str, Any], plan: ExportPlan) -> str:
+    """An unfinished run of `record` as a message names it beside `plan`'s."""
+    changed = changed_parts(record, plan)
+    if changed == {"tile_files"}:
+        return "made before the tile files changed"
+    if changed == {"settings", "tile_files"}:
+        return "with other settings, made before the tile files changed"
+    return "with other settings" if changed == {"settings"} else "with other settings or tile files"
 
 
 def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) -> None:

@@ -21,10 +21,7 @@ from pipelines.plan import make_plan
 from pipelines.storage import LocalStore, beside_store
 from pipelines.testing.synthetic import make_acquisition
 from tests.pipeline_helpers import export_local
-from tests.unit.commit.test_commit import config_for, failed_run
-
-# a failed run that records every block of these 24 but the last
-RECORDING_ALL_BUT_THE_LAST = ("debug.fail_blocks=[[3, 5, 0]]", "limits.checkpoint_seconds=0")
+from tests.unit.commit.test_commit import RECORDING_ALL_BUT_THE_LAST, config_for, failed_run
 
 
 @pytest.fixture
@@ -61,6 +58,8 @@ def test_a_rerun_after_a_tile_file_changed_starts_over(tmp_path, acquisition):
     stream = io.StringIO()
     result = export(config_for(tmp_path, acquisition), LocalExecutor(), stream=stream)
     assert not result.plan.rerun and result.resumed == 0
+    assert ("discarding an unfinished run made before the tile files changed (23 of 24 blocks "
+            "were recorded)") in stream.getvalue()
     (tmp_path / "clean").mkdir()
     export_local(config_for(tmp_path / "clean", acquisition))
     assert files_under(tmp_path / "out") == files_under(tmp_path / "clean/out")

@@ -154,6 +154,10 @@ def failed_run(tmp_path, acquisition, *overrides):
     assert list((tmp_path / "out").rglob("*")), "the failed run left chunks behind"
 
 
+# a failed run that recorded every block of small_acquisition's 24 but the last
+RECORDING_ALL_BUT_THE_LAST = ("debug.fail_blocks=[[3, 5, 0]]", "limits.checkpoint_seconds=0")
+
+
 def test_rerun_of_the_same_job_after_a_failure_completes_and_equals_a_clean_run(tmp_path, small_acquisition):
     (tmp_path / "clean").mkdir()
     clean = config_for(tmp_path / "clean", small_acquisition)
@@ -190,9 +194,14 @@ def test_a_rerun_skips_the_blocks_a_cut_short_task_recorded(tmp_path, small_acqu
 
 
 def test_rerun_with_other_settings_discards_the_unfinished_run(tmp_path, small_acquisition):
-    failed_run(tmp_path, small_acquisition)  # chunks [16, 16, 8]
-    plan = export_local(config_for(tmp_path, small_acquisition, "output.chunks=[32, 16, 8]")).plan
+    """...and says so in one line, with how much of it was done (it was silent)."""
+    failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST)  # chunks [16, 16, 8]
+    stream = io.StringIO()
+    plan = export(config_for(tmp_path, small_acquisition, "output.chunks=[32, 16, 8]"),
+                  LocalExecutor(), stream=stream).plan
     assert not plan.rerun
+    assert ("discarding an unfinished run with other settings (23 of 24 blocks were "
+            "recorded); every block is computed again\n") in stream.getvalue()
     (tmp_path / "clean").mkdir()
     export_local(config_for(tmp_path / "clean", small_acquisition, "output.chunks=[32, 16, 8]"))
     ours = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file())
