@@ -159,22 +159,25 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
                                      partial(_check_before_stitching, overwrite=overwrite))
         if not config.stitching.enabled:
             return _export(config, running, stream, overwrite, started)
-        _check_before_stitching(config, overwrite)  # every input and output problem first
+        checked = _check_before_stitching(config, overwrite)  # every problem first
         stitched = stitch(config, running, stream, check_files=False)
         stream.write(stitch_summary(stitched) + "\n")
-        # the refined JSONs name the tile files checked above: no second round of checks
+        # the refined JSONs name the tile files checked above: no second round of checks,
+        # nor of their identities (on S3 a HEAD each)
         result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
-                         started, stitched, check_files=False)
+                         started, stitched, checked=checked)
     return replace(result, stitching=stitched)
 
 
-def _check_before_stitching(config: JobConfig, overwrite: bool) -> None:
+def _check_before_stitching(config: JobConfig, overwrite: bool) -> str:
     """What `_export` checks before its lock, and the output checks it makes under the
     lock, from the stage positions: none of them depends on where the tiles end up, and
-    stitching takes minutes."""
+    stitching takes minutes. Returns the digest of the tile files' identities taken
+    while checking them (`ExportPlan.tile_files`)."""
     plan = make_plan(replace(config, intensity="none"))   # coefficients come after stitching
     store, beside = _output_location(config, plan)
     preflight(plan, store, beside, overwrite)
+    return plan.tile_files
 
 
 def _output_location(config: JobConfig, plan: ExportPlan, executor: Executor | None = None
@@ -220,10 +223,12 @@ def _timings(started: float, startup: float, commit_seconds: float,
 
 def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bool,
             started: float, stitched: StitchResult | None = None,
-            check_files: bool = True) -> ExportResult:
+            checked: str | None = None) -> ExportResult:
+    """The export of `config` (its tile files `checked` already when that is their
+    identities' digest: stitching ran first)."""
     if config.intensity == "match":   # measured at the positions fused: after stitching
         match_intensities(config, executor, stream)
-    plan = make_plan(config, check_files=check_files)
+    plan = make_plan(config, check_files=checked is None, tile_files=checked)
     store, beside = _output_location(config, plan, executor)
     take_lock(plan, beside)
     try:

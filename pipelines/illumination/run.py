@@ -158,7 +158,7 @@ def _plane(tile, z: int) -> Box:
 
 
 def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
-                        check: Callable[[JobConfig], None]) -> JobConfig:
+                        check: Callable[[JobConfig], object]) -> JobConfig:
     """Before an export: for fusion.flatfield = "auto", estimate the fields that are
     missing (beside each tile JSON) and return the config naming the folders. When the
     corrections need executor work, `check` first validates everything else (inputs,

@@ -118,11 +118,15 @@ class ExportPlan:
         return count * out.channels
 
 
-def make_plan(config: JobConfig, check_files: bool = True) -> ExportPlan:
-    """Validate the inputs of `config` and plan the export; raises PipelineError subclasses."""
+def make_plan(config: JobConfig, check_files: bool = True,
+              tile_files: str | None = None) -> ExportPlan:
+    """Validate the inputs of `config` and plan the export; raises PipelineError subclasses.
+    `tile_files`: the digest of the tile files' identities, when the caller took it already
+    (`ExportPlan.tile_files` of a plan of the same files)."""
     s3 = config.s3_options()
     tiles, names = read_acquisition(config, s3)
-    tile_files = _tile_files(config, tiles, s3, check_files)
+    if tile_files is None:
+        tile_files = _tile_files(config, tiles, s3, check_files)
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)

@@ -98,6 +98,16 @@ def test_a_change_registers_again(tmp_path, acq, change):
     assert result.stitching.outcome.reused == (change is not force), printed
 
 
+def test_a_stitched_export_asks_for_the_tile_files_identities_once(tmp_path, acq, monkeypatch):
+    """The check before stitching takes them (as it opens each file); the export after it
+    fingerprints the same files with those: a second round would be a HEAD per S3 tile."""
+    import pipelines.plan as planning
+    asked: list = []
+    monkeypatch.setattr(planning, "file_identities", lambda paths, s3: asked.append(paths) or {})
+    result, _ = run(tmp_path, acq, "first")
+    assert not asked and len(result.plan.tile_files) == 32
+
+
 class SlowStart(LocalExecutor):
     """A LocalExecutor whose first start takes a while, as Spark's does."""
 
