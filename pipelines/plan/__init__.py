@@ -149,8 +149,8 @@ def _tile_files(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...],
                 s3: S3Options | None, check_files: bool) -> str:
     """Check every tile file (with `check_files`) and digest their identities. The check
     opens each file anyway and hands back what it saw (no request of its own on S3);
-    unchecked files — a project's views, opened as it was read, or files checked before
-    stitching — are asked for theirs: a stat each here, a HEAD each on S3."""
+    unchecked files — a project's views, opened as it was read, or files a caller does not
+    check (benchmarks) — are asked for theirs: a stat each here, a HEAD each on S3."""
     if check_files and not config.is_project:
         found = check_tile_files([ts for row in tiles for ts in row], s3)
     else:
