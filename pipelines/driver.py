@@ -12,6 +12,7 @@ The executor (`pipelines.execute.executor`) is the only part that differs betwee
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import uuid
@@ -35,6 +36,7 @@ from pipelines.commit.records import (
 from pipelines.config import JobConfig
 from pipelines.errors import (
     BlockFailed,
+    Interrupted,
     RunFailed,
     Terminated,
     stopping_signal,
@@ -154,18 +156,39 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     included. With `[stitching] enabled`, the tiles are registered first and fused at the
     refined positions."""
     started = time.perf_counter()
-    with _running(config, executor) as running:
-        config = prepare_corrections(config, running, stream,
-                                     partial(_check_before_stitching, overwrite=overwrite))
-        if not config.stitching.enabled:
-            return _export(config, running, stream, overwrite, started)
-        checked = _check_before_stitching(config, overwrite)  # every problem first
-        stitched = stitch(config, running, stream, check_files=False)
-        stream.write(stitch_summary(stitched) + "\n")
-        # the refined JSONs name the tile files checked above: no second round of checks,
-        # nor of their identities (on S3 a HEAD each)
-        result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
-                         started, stitched, checked=checked)
+    result: ExportResult | None = None
+    try:
+        with _running(config, executor) as running:
+            result = _export_on(config, running, stream, overwrite, started)
+    except (KeyboardInterrupt, Terminated) as e:
+        if result is None:
+            raise
+        raise _after_commit(config.output.uri, e) from None   # while Spark stopped
+    return result
+
+
+def _after_commit(uri: str, stopped: BaseException) -> Interrupted:
+    """The line for a signal that arrives once the dataset is committed (while the report
+    is written or Spark stops): the dataset is complete, nothing needs resuming."""
+    signum = stopping_signal(stopped)
+    return Interrupted(f"interrupted by {signal.Signals(signum).name} after the commit: the "
+                       f"dataset at {uri} is complete (its run report may be missing)", signum)
+
+
+def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: bool,
+               started: float) -> ExportResult:
+    """`export` on a running executor: corrections, stitching if enabled, the export."""
+    config = prepare_corrections(config, running, stream,
+                                 partial(_check_before_stitching, overwrite=overwrite))
+    if not config.stitching.enabled:
+        return _export(config, running, stream, overwrite, started)
+    checked = _check_before_stitching(config, overwrite)  # every problem first
+    stitched = stitch(config, running, stream, check_files=False)
+    stream.write(stitch_summary(stitched) + "\n")
+    # the refined JSONs name the tile files checked above: no second round of checks,
+    # nor of their identities (on S3 a HEAD each)
+    result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
+                     started, stitched, checked=checked)
     return replace(result, stitching=stitched)
 
 
@@ -282,8 +305,11 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     run_seconds, timings = _timings(started, executor.startup_seconds, commit_seconds, stitched)
     facts = {"master": executor.master, **timings, "resumed_blocks": resumed,
              **_stitching_facts(stitched)}
-    report = _report(plan, summary, recorded, store, beside, began, facts, stream,
-                     stitched.outcome.report if stitched else None)
+    try:
+        report = _report(plan, summary, recorded, store, beside, began, facts, stream,
+                         stitched.outcome.report if stitched else None)
+    except (KeyboardInterrupt, Terminated) as e:
+        raise _after_commit(plan.output.uri, e) from None
     return ExportResult(summary, plan, timings["startup_seconds"], run_seconds, executor.master,
                         resumed, report=report)
 

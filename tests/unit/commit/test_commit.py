@@ -296,3 +296,23 @@ def test_verify_decodes_every_object_of_a_clean_dataset(tmp_path, small_acquisit
     out = tmp_path / "out"
     result = verify(LocalStore(out), beside_store(str(out)), str(out))
     assert result.ok and result.written > 0, result.problems
+
+
+def test_a_signal_after_the_commit_says_the_dataset_is_complete(tmp_path, small_acquisition, monkeypatch):
+    """Ctrl-C while the run report is drawn (or Spark stops) came after the commit but said
+    'interrupted … before the run started; nothing was written'."""
+    from pipelines import driver
+    from pipelines.errors import Interrupted, run_job
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(driver, "_report", interrupted)
+    config = load_job(write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                                str(tmp_path / "out")))
+    with pytest.raises(Interrupted, match=f"after the commit: the dataset at {tmp_path / 'out'} is complete"):
+        export_local(config)
+    assert json.loads((tmp_path / "out.job.json").read_text())["status"] == "committed"
+    assert tensorstore_read(str(tmp_path / "out"), "c0/s0", "n5").any()
+    again = load_job(write_job(tmp_path / "again.toml", small_acquisition["paths"]["tiles_json"],
+                               str(tmp_path / "again")))
+    assert run_job(lambda: export_local(again), print) == 130   # as the command exits
