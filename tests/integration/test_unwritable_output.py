@@ -27,6 +27,19 @@ def read_only(folder: Path) -> None:
     subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
 
 
+def refusal_on_read_only(folder: Path, command: list[str], cwd: Path) -> str:
+    """Run `command` with `folder` made read-only (then writable again); its one line on
+    stderr, after checking it ended with exit 2 and nothing else on stderr."""
+    read_only(folder)
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+    return lines[0]
+
+
 def ledger_tasks(out: Path) -> Path:
     """The folder the running tasks record their finished blocks in."""
     return next((out.parent / f"{out.name}.job").glob("*/tasks"))
@@ -91,17 +104,10 @@ def test_a_read_only_output_file_system_is_one_line_before_anything_runs(small_a
     (disk / "existing").mkdir(parents=True)
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     str(disk / output))
-    read_only(disk)
-    try:
-        run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job)],
-                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-    lines = run.stderr.strip().splitlines()
-    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
-    assert lines[0].startswith("error: output.uri:") and "read-only file system" in lines[0]
+    line = refusal_on_read_only(disk, [sys.executable, str(ROOT / "jobs/export.py"), str(job)], tmp_path)
+    assert line.startswith("error: output.uri:") and "read-only file system" in line
     deepest = disk / "existing" if "/" in output else disk   # the folder that exists
-    assert f"under {deepest} " in lines[0], lines[0]
+    assert f"under {deepest} " in line, line
     assert sorted(p.name for p in disk.rglob("*")) == ["existing"]   # nothing written
 
 
@@ -115,18 +121,10 @@ def test_stitching_an_acquisition_on_read_only_storage_is_refused_before_measuri
     source = Path(small_acquisition["paths"]["tiles_json"])
     shutil.copytree(source.parent, acquisition)
     job = write_job(tmp_path / "job.toml", str(acquisition / source.name), str(tmp_path / "out"))
-    read_only(acquisition)
-    try:
-        run = subprocess.run([sys.executable, str(ROOT / "jobs/stitch.py"), str(job)],
-                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    finally:
-        subprocess.run(["umount", "-l", str(acquisition)], check=False)
-    lines = run.stderr.strip().splitlines()
-    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
-    assert lines[0].startswith("error: stitching's result (tiles-final.json, its report) goes "
-                               f"beside the input, but {acquisition} cannot be written "
-                               "(Read-only file system)"), lines[0]
-    assert "pairs" not in run.stdout
+    line = refusal_on_read_only(acquisition, [sys.executable, str(ROOT / "jobs/stitch.py"), str(job)],
+                                tmp_path)
+    assert line.startswith("error: stitching's result (tiles-final.json, its report) goes beside "
+                           f"the input, but {acquisition} cannot be written (Read-only file system)"), line
 
 
 @pytest.mark.parametrize("job_flag", ["flatfield.enabled=true", "fusion.intensity=match"])
@@ -137,13 +135,7 @@ def test_illumination_on_read_only_storage_is_refused_before_measuring(tmp_path,
     acquisition = tmp_path / "acq"
     made = make_acquisition(acquisition, grid=(3, 3, 1), tile=(32, 32, 4), jitter=0, seed=3)
     job = write_job(tmp_path / "job.toml", made["paths"]["tiles_json"], str(tmp_path / "out"))
-    read_only(acquisition)
-    try:
-        run = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(job), "--set", job_flag],
-                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    finally:
-        subprocess.run(["umount", "-l", str(acquisition)], check=False)
-    lines = run.stderr.strip().splitlines()
-    assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
-    assert f"goes beside the input, but {acquisition} cannot be written (Read-only file system)" in lines[0]
+    line = refusal_on_read_only(acquisition, [sys.executable, str(ROOT / "jobs/export.py"), str(job),
+                                              "--set", job_flag], tmp_path)
+    assert f"goes beside the input, but {acquisition} cannot be written (Read-only file system)" in line
     assert not (tmp_path / "out").exists()
