@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"{uri}: {result.checked} objects checked ({result.written} written, "
-          f"{result.skipped} empty), {len(result.problems)} problems")
+          f"{result.skipped} empty), {len(result.problems)} "
+          f"problem{'' if len(result.problems) == 1 else 's'}")
     return 0 if result.ok else 1
 
 

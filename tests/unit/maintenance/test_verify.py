@@ -52,8 +52,10 @@ def test_a_damaged_ledger_is_one_problem_line_naming_it(committed, capsys, damag
     damaged = damage(committed)
     capsys.readouterr()
     assert verify_main([str(committed)]) == 1
-    problems = problems_of(capsys)
+    captured = capsys.readouterr()
+    problems = [line for line in captured.out.splitlines() if line.startswith("problem:")]
     assert len(problems) == 1 and f"{damaged}: the ledger file is damaged" in problems[0], problems
+    assert captured.out.rstrip().endswith(", 1 problem")   # not "1 problems"
 
 
 def test_clean_on_a_damaged_part_of_the_ledger_is_one_problem_line(committed, capsys):
