@@ -122,8 +122,9 @@ class Store(ABC):
         return self.get(key)[start:stop]
 
     @abstractmethod
-    def check_writable(self) -> None:
-        """Raise OutputError naming the location if objects cannot be written there."""
+    def check_writable(self, what: str = "output.uri") -> None:
+        """Raise OutputError naming the location if objects cannot be written there; the
+        message begins with `what` (the job file's key, or what a command writes there)."""
 
     def check_reachable(self) -> None:  # noqa: B027  (a local or memory store always is)
         """Raise OutputError, in one line, if the storage cannot be reached at all (a

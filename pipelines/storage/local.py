@@ -188,21 +188,21 @@ class LocalStore(Store):
     def remove_partial(self, partial: PartialWrite) -> None:
         (self.root / partial.token).unlink(missing_ok=True)
 
-    def check_writable(self) -> None:
+    def check_writable(self, what: str = "output.uri") -> None:
         # Find the deepest folder that exists: that is where creating the root must start.
         existing = self.root
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
-            raise OutputError(f"output.uri: {existing} exists and is not a folder")
+            raise OutputError(f"{what}: {existing} exists and is not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
             read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-            raise OutputError(f"output.uri: cannot write under {existing} "
+            raise OutputError(f"{what}: cannot write under {existing} "
                               f"({'a read-only file system' if read_only else 'permission denied'})")
-        _probe(existing)
+        _probe(existing, what)
 
 
-def _probe(folder: Path) -> None:
+def _probe(folder: Path, what: str) -> None:
     """Create, hard-link and remove a file in `folder`, as taking the lock does: access()
     passes for root on /sys and /proc, where creating a file still fails, and some
     file systems have no hard links."""
@@ -212,7 +212,7 @@ def _probe(folder: Path) -> None:
         probe.write_bytes(b"")
         os.link(probe, linked)
     except OSError as e:
-        raise OutputError(f"output.uri: files cannot be created under {folder} "
+        raise OutputError(f"{what}: files cannot be created under {folder} "
                           f"({e.strerror or type(e).__name__}); choose a folder on a disk "
                           f"or a shared file system") from None
     finally:

@@ -7,25 +7,20 @@ those results were written, after every pair or tile had been measured.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 
 from pipelines.errors import OutputError
-from pipelines.storage import S3Options, beside_store
+from pipelines.storage import S3Options, open_store
 from pipelines.storage import uri as uris
 
 
 def check_writable_beside(paths: Iterable[str], what: str, s3: S3Options | None = None) -> None:
-    """Create and remove a small file in each folder that will hold one of `paths`;
-    OutputError (one line naming `what` is written and the folder) when one cannot be."""
-    for folder, path in sorted({uris.split(p)[0]: p for p in paths}.items()):
-        store = beside_store(path, s3)
-        probe = f".{uris.name(path)}.write-probe-{uuid.uuid4().hex}"
+    """`Store.check_writable` of each folder that will hold one of `paths` (the check an
+    output gets: nothing is created there, the deepest folder that exists is probed);
+    OutputError in one line that says `what` goes beside the input."""
+    for folder in sorted({uris.parent(p) for p in paths}):
         try:
-            store.put(probe, b"")
-            store.delete(probe)
-        except Exception as e:   # read-only file system, permission, a refused bucket
-            reason = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
-            raise OutputError(f"{what} goes beside the input, but {folder} cannot be written "
-                              f"({reason}); work on a copy of the input's JSON in a writable "
-                              f"folder (its tile paths may be absolute)") from None
+            open_store(folder, s3).check_writable(f"{what} goes beside the input")
+        except OutputError as e:
+            raise OutputError(f"{e}; work on a copy of the input's JSON in a writable folder "
+                              f"(its tile paths may be absolute)") from None

@@ -350,7 +350,7 @@ class S3Store(Store):
             raise
         return True
 
-    def check_writable(self) -> None:
+    def check_writable(self, what: str = "output.uri") -> None:
         """Prove the bucket exists and a probe object can be written and deleted.
 
         Uses a client with few retries, so an unreachable endpoint fails in seconds.
@@ -362,7 +362,7 @@ class S3Store(Store):
             probe.put(name, b"")
             probe.delete(name)
         except Exception as err:
-            raise OutputError(f"output.uri: {self.uri}: {self._explain(err)}") from None
+            raise OutputError(f"{what}: {self.uri}: {self._explain(err)}") from None
 
     def check_reachable(self) -> None:
         """Prove the endpoint answers and the bucket exists (one HeadBucket, few retries)."""

@@ -124,7 +124,7 @@ def test_stitching_an_acquisition_on_read_only_storage_is_refused_before_measuri
     line = refusal_on_read_only(acquisition, [sys.executable, str(ROOT / "jobs/stitch.py"), str(job)],
                                 tmp_path)
     assert line.startswith("error: stitching's result (tiles-final.json, its report) goes beside "
-                           f"the input, but {acquisition} cannot be written (Read-only file system)"), line
+                           f"the input: cannot write under {acquisition} (a read-only file system)"), line
 
 
 @pytest.mark.parametrize("job_flag", ["flatfield.enabled=true", "fusion.intensity=match"])
@@ -137,5 +137,5 @@ def test_illumination_on_read_only_storage_is_refused_before_measuring(tmp_path,
     job = write_job(tmp_path / "job.toml", made["paths"]["tiles_json"], str(tmp_path / "out"))
     line = refusal_on_read_only(acquisition, [sys.executable, str(ROOT / "jobs/export.py"), str(job),
                                               "--set", job_flag], tmp_path)
-    assert f"goes beside the input, but {acquisition} cannot be written (Read-only file system)" in line
+    assert f"goes beside the input: cannot write under {acquisition} (a read-only file system)" in line
     assert not (tmp_path / "out").exists()
