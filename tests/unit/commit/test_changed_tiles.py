@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,16 @@ def test_an_unfinished_commit_is_not_finished_from_changed_tiles(tmp_path, acqui
                                           r"files changed .*pass --overwrite"):
         check_output(make_plan(config), LocalStore(out), beside_store(str(out)))
     assert files_under(out) == before
+
+
+def test_the_fingerprint_of_each_plan_is_its_own_when_plans_alternate(tmp_path, acquisition):
+    """The settings' digest is kept for the last plan asked about (a run asks ≈ 8 times):
+    plans that share most parts, asked about in turn, each still get their own."""
+    plan = make_plan(config_for(tmp_path, acquisition))
+    other_blending = replace(plan, blending="average" if plan.blending != "average" else "linear")
+    fewer_tiles = replace(plan, tiles=((replace(plan.tiles[0][0], tiles=plan.tiles[0][0].tiles[1:]),),))
+    same_again = replace(plan, rerun=True)   # not part of the output's identity
+    prints = [fingerprint(p) for p in (plan, other_blending, plan, fewer_tiles, plan, same_again)]
+    assert prints[0] == prints[2] == prints[4] == prints[5]
+    assert len({prints[0], prints[1], prints[3]}) == 3
+    assert fingerprint(make_plan(config_for(tmp_path, acquisition))) == prints[0]   # new objects
