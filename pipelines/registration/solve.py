@@ -4,8 +4,11 @@ Each kept pair says "b sits at `measured` from a". The positions minimising the 
 sum of squared disagreements solve a graph-Laplacian system, one right-hand side per axis;
 conjugate gradients solves it with memory and time linear in the number of pairs, so
 100 000 tiles are fine. A link that disagrees with the solution by more than
-`max_residual` voxels is a wrong measurement (a repetitive structure, an empty overlap):
-the worst such links are dropped and the system is solved again.
+`max_residual` voxels is a wrong measurement (a repetitive structure, an empty overlap).
+A wrong link pulls its tiles, so the good links beside it disagree too, by less: each
+round drops only the links that disagree most at both of their tiles, and solves again.
+Once every kept link agrees, links dropped on the way that agree with those positions
+come back (each once) and the system is solved again.
 
 Each connected group of linked tiles is then placed so that its tiles' mean correction is
 as close to zero as whole voxels allow (the acquisition does not drift, and a group whose
@@ -46,7 +49,9 @@ def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_sc
           max_residual: float) -> Solution:
     """Positions for every tile of `stage` (index → x, y, z) from the pair `shifts`.
 
-    Pairs scoring below `min_score` are not used; weights are the scores.
+    Pairs scoring below `min_score` are not used. A pair's weight is its score times the
+    voxels it was measured over: a face overlap's offset is surer than a corner's, and a
+    wrong corner link must not outweigh the face links around it.
     """
     order = sorted(stage)
     row = {index: n for n, index in enumerate(order)}
@@ -55,18 +60,23 @@ def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_sc
     a = np.array([row[s.a] for s in shifts], dtype=np.int64)
     b = np.array([row[s.b] for s in shifts], dtype=np.int64)
     measured = np.array([s.measured for s in shifts], dtype=np.float64).reshape(-1, 3)
-    weight = np.array([max(s.score, 0.0) for s in shifts], dtype=np.float64)
+    weight = np.array([max(s.score, 0.0) * s.overlap for s in shifts], dtype=np.float64)
+    usable = kept.copy()
+    taken_back = np.zeros(len(shifts), dtype=bool)
     rounds, positions = 0, start.copy()
-    while True:
+    while True:   # each round drops a link or takes one back for good: at most 2 × links
         rounds += 1
         positions = _least_squares(start, a[kept], b[kept], measured[kept], weight[kept])
         residual = np.linalg.norm(positions[b] - positions[a] - measured, axis=1)
-        worst = residual[kept].max() if kept.any() else 0.0
-        if worst <= max_residual:
+        disagree = kept & (residual > max_residual)
+        if disagree.any():
+            kept &= ~_worst_at_both_tiles(residual, disagree, a, b, len(order))
+            continue
+        back = usable & ~kept & ~taken_back & (residual <= max_residual)
+        if not back.any():
             break
-        # drop the worst link and any nearly as bad; good links next to a wrong one are
-        # pulled too, but by less, and come back below the limit once it is gone
-        kept &= ~((residual > max_residual) & (residual >= 0.5 * worst))
+        kept |= back
+        taken_back |= back
     labels = _components(len(order), a[kept], b[kept])
     linked = np.zeros(len(order), dtype=bool)
     linked[a[kept]] = linked[b[kept]] = True
@@ -77,6 +87,16 @@ def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_sc
         positions={i: triple(float(round(v, 3)) for v in positions[row[i]]) for i in order},
         links=links, unlinked=tuple(i for i in order if not linked[row[i]]),
         groups=len(set(labels[linked].tolist())), rounds=rounds)
+
+
+def _worst_at_both_tiles(residual, disagree, a, b, n) -> np.ndarray:
+    """The `disagree`ing links whose residual is the largest of those at each of their two
+    tiles: the wrong measurements themselves, not the good links their pull spoiled (at
+    least one: the worst of all)."""
+    worst = np.zeros(n)
+    np.maximum.at(worst, a[disagree], residual[disagree])
+    np.maximum.at(worst, b[disagree], residual[disagree])
+    return disagree & (residual >= worst[a]) & (residual >= worst[b])
 
 
 def _least_squares(start, a, b, measured, weight, tolerance=1e-12) -> np.ndarray:
