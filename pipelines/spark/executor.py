@@ -157,10 +157,30 @@ def _failure_line(error: Exception) -> str:
     match = re.search(r"StoreUnavailable: (.+)", str(error))
     if match:  # e.g. a task recording its blocks in the ledger, outside any block
         return f"StoreUnavailable: {match.group(1).strip()}"
-    worker = _worker_start_failure(str(error))
+    worker = _worker_start_failure(str(error)) or _worker_python_failure(str(error))
     if worker:
         return worker
     return f"Spark job failed: {first_line(error)}"
+
+
+def _worker_python_failure(text: str) -> str:
+    """The Python exception a worker raised outside any block (its traceback travels inside
+    Spark's text): most often, before its task ran, importing this project's code or a
+    dependency that the node's Python lacks; '' when the text holds no Python traceback."""
+    header = "Traceback (most recent call last):"
+    if header not in text:
+        return ""
+    last = text.rsplit(header, 1)[1]
+    # the frames are indented; the exception is the first line that is not
+    cause = next((line.strip() for line in last.splitlines()[1:] if line.strip()
+                  and not line[0].isspace()), "")
+    if not cause:
+        return ""
+    if "read_command" in last:   # unpickling the task's function imports our modules
+        return (f"a Python worker failed before running its task: {cause} (PYSPARK_PYTHON / "
+                f"spark.pyspark.python must name a Python with this project's dependencies "
+                f"on every node)")
+    return f"a Python worker failed: {cause}"
 
 
 def _worker_start_failure(text: str) -> str:

@@ -109,6 +109,25 @@ def test_python_workers_that_cannot_start_say_why(small_acquisition, tmp_path, p
     assert "Traceback" not in run.stderr and "\tat " not in run.stderr, run.stderr[-3000:]
 
 
+def test_python_workers_that_fail_to_import_our_code_say_why(small_acquisition, tmp_path):
+    """Defect (a user's trial): workers on an environment without a dependency (numcodecs
+    without CRC32C) failed at import, before any block, and the line said only `Spark job
+    failed: An exception was thrown from the Python worker:`, the cause in the log."""
+    shadow = tmp_path / "shadow" / "numcodecs"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("no numcodecs on this node")\n')
+    interpreter = tmp_path / "python3"
+    interpreter.write_text(f'#!/bin/sh\nPYTHONPATH={shadow.parent}:$PYTHONPATH exec {sys.executable} "$@"\n')
+    interpreter.chmod(0o755)
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    run = export(job, env={"PYSPARK_PYTHON": str(interpreter)})
+    failed = [line for line in run.stderr.splitlines() if line.startswith("failed:")]
+    assert run.returncode == 1 and len(failed) == 1, run.stderr[-3000:]
+    assert ("a Python worker failed before running its task: ImportError: no numcodecs on this "
+            "node") in failed[0], failed[0]
+    assert "(PYSPARK_PYTHON / spark.pyspark.python" in failed[0]
+
+
 @pytest.mark.parametrize("master", ["local", "local[*]", "local[2]", "local[2,4]", "local[*, 3]",
                                     "local-cluster[2, 1, 1024]", "yarn", "k8s://https://api:6443"])
 def test_every_master_form_spark_knows_passes_the_check(master):
