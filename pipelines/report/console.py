@@ -91,6 +91,15 @@ def open_command(result: ExportResult) -> str:
     return " ".join([*env, shlex.quote(sys.executable), "-c", shlex.quote(code)])
 
 
+def _what_ran(result: ExportResult) -> str:
+    """The tasks of a whole run, or, resuming, the blocks this run computed of all."""
+    s = result.summary
+    if not result.resumed:
+        return f"{s.tasks} block tasks"
+    return (f"the {s.blocks - result.resumed} of {s.blocks} blocks left "
+            f"({result.resumed} recorded by an earlier run)")
+
+
 def export_report(result: ExportResult) -> str:
     """What `tile-export` prints at the end: the dataset, objects, time, how to open it."""
     s, plan = result.summary, result.plan
@@ -105,10 +114,11 @@ def export_report(result: ExportResult) -> str:
         f"{plan.array.dtype})",
         f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
         f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
-        f"time:     {export_seconds:.1f} s for {s.tasks} block tasks"
+        f"time:     {export_seconds:.1f} s for {_what_ran(result)}"
         f"{f' (+ {stitching:.1f} s stitching)' if result.stitching else ''} "
-        f"(+ {result.startup_seconds:.1f} s Spark start-up); {rate:.1f} MiB/s of "
-        f"{mb:.0f} MiB uncompressed output",
+        f"(+ {result.startup_seconds:.1f} s Spark start-up); " + (
+            f"{rate:.1f} MiB/s of {mb:.0f} MiB uncompressed output" if not result.resumed else
+            f"{mb:.0f} MiB uncompressed output (no MiB/s: an earlier run computed part of it)"),
         f"spark:    master {result.master}",
         f"open it:  {open_command(result)}",
     ]
