@@ -112,8 +112,9 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
     where = f"{path}: tile {n}"
     if not isinstance(entry, dict):
         raise TileError(f"{where}: expected a JSON object, found {entry!r}")
+    placed = entry.get("transform") is not None   # stitching-spark's affine places the tile
     for name in FIELDS:
-        if name not in entry:
+        if name not in entry and not (name == "position" and placed):
             raise TileError(f"{where}: missing field {name!r}")
     index = entry["index"]
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < ID_LIMIT:
@@ -134,9 +135,10 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
         raise TileError(f"{where}: field 'pixelResolution' must be positive, from {low:g} to "
                         f"{high:g}, found {resolution!r}")
     full = file if "://" in file or Path(file).is_absolute() else resolve(file)
-    position, transform = _vector(entry["position"], "position", where), None
-    if entry.get("transform") is not None:  # stitching-spark's affine: it places the tile
+    if placed:   # a position beside it is not read: the transform places the tile
         position, transform = placement(_transform(entry["transform"], where))
+    else:
+        position, transform = _vector(entry["position"], "position", where), None
     return Tile(index, full, position, size, resolution, entry["type"], transform)
 
 

@@ -110,6 +110,14 @@ def test_stitching_spark_affine_transform_places_the_tile(tmp_path):
     assert b.box == Box((1, 0, 0), (8, 3, 3))
     write_tile_json([a, b], tmp_path / "again.json")
     assert read_tile_json(tmp_path / "again.json").tiles == (a, b)
+    # a transform stands instead of a position (a user's trial: "missing field 'position'")
+    alone = [{key: value for key, value in entry.items() if key != "position"} for entry in doc]
+    (tmp_path / "alone.json").write_text(json.dumps(alone))
+    assert read_tile_json(tmp_path / "alone.json").tiles == (a, b)
+    del alone[0]["transform"]
+    (tmp_path / "alone.json").write_text(json.dumps(alone))
+    with pytest.raises(TileError, match="tile 0: missing field 'position'"):
+        read_tile_json(tmp_path / "alone.json")
     for bad, match in ((rows[:2], "12 finite numbers"), ([[0] * 4] * 3, "singular"),
                        ({"type": "AffineTransform3D"}, "12 finite numbers")):
         doc[1]["transform"] = bad
