@@ -22,7 +22,7 @@ from pipelines.config.model import (
 )
 from pipelines.errors import ConfigError, OutputError
 
-_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 MAX_SIZE = 2**50   # 1 PiB: beyond any memory, cache or S3 part a job can mean
 # The largest chunk, block or shard extent per axis: N5 stores a block's size as a 32-bit
 # integer, and larger ones overflow the plan's int64 voxel counts (2^31 cubed is 2^93).
@@ -36,10 +36,10 @@ def parse_size(value: Any, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         size = value
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value).lower())
-        if not m or float(m.group(1)) <= 0:
+        m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", str(value).lower())
+        if not m:
             raise ConfigError(f"{what}: expected a size such as \"4GiB\" or \"512m\", found {value!r}")
-        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])   # 0 and below: refused next
     if not 1 <= size <= MAX_SIZE:   # "0.1" is 0 bytes; 2^60 no machine has
         raise ConfigError(f"{what}: expected a size from 1 byte to 1PiB, found {value!r}")
     return size
@@ -112,6 +112,26 @@ SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "log
 SECRET_NAME = re.compile(r"(?i)secret|password|token|access[._]?key")
 
 
+# The local masters Spark knows; any other form makes the JVM fail with a Java stack trace.
+LOCAL_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,\s*\d+)?\])?|"
+                          r"local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]")
+
+
+def master_form_problem(master: str) -> str:
+    """What a spark.master should look like, or '' when it is of a form Spark knows (whether
+    a standalone master answers is checked when Spark starts)."""
+    if LOCAL_MASTER.fullmatch(master) or master == "yarn" or master.startswith("k8s://"):
+        return ""
+    if not master.startswith("spark://"):
+        return ("expected local[N] (N ≥ 1), local[*], local-cluster[N, cores, MiB], "
+                "spark://host:port, yarn or k8s://…")
+    for address in master.removeprefix("spark://").split(","):  # a standby master list
+        host, _, port = address.strip().rpartition(":")
+        if not host or not port.isdigit():
+            return "expected spark://host:port"
+    return ""
+
+
 def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
     conf = {}
@@ -133,6 +153,8 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
                               f"or an instance role")
         if short == "master" and not isinstance(value, str):
             raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
+        if short == "master" and master_form_problem(value):   # the dry run plans for it too
+            raise ConfigError(f"{where}spark.master = {value!r}: {master_form_problem(value)}")
         conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return tuple(sorted(conf.items()))
 

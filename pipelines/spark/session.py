@@ -17,6 +17,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
+from pipelines.config.values import master_form_problem
 from pipelines.errors import SparkStartError, install_signal_handlers
 from pipelines.spark.jvm_stderr import held_jvm_stderr, java_reason
 
@@ -215,8 +216,6 @@ def check_java() -> None:
                               "(install a JDK 17 or set JAVA_HOME)")
 
 
-LOCAL_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,\s*\d+)?\])?|"
-                          r"local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]")
 MASTER_CONNECT_SECONDS = 5
 
 
@@ -225,16 +224,14 @@ def check_master(master: str) -> None:
     Spark knows, or a standalone master that no host answers for. Checked before the JVM
     starts, which would print a Java stack trace (a bad form) or retry for a minute (an
     unreachable master) before failing."""
-    if LOCAL_MASTER.fullmatch(master) or master == "yarn" or master.startswith("k8s://"):
-        return
+    problem = master_form_problem(master)
+    if problem:
+        raise SparkStartError(f"spark.master = {master!r}: {problem}")
     if not master.startswith("spark://"):
-        raise SparkStartError(f"spark.master = {master!r}: expected local[N] (N ≥ 1), local[*], "
-                              f"local-cluster[N, cores, MiB], spark://host:port, yarn or k8s://…")
+        return
     problems = []
     for address in master.removeprefix("spark://").split(","):  # a standby master list
         host, _, port = address.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise SparkStartError(f"spark.master = {master!r}: expected spark://host:port")
         try:
             socket.create_connection((host, int(port)), MASTER_CONNECT_SECONDS).close()
             return

@@ -64,6 +64,11 @@ def test_spark_table_takes_nested_and_quoted_properties(tmp_path):
     (MINIMAL.replace("[output]", "[output]\ncodec = 5"), "output.codec: expected a name"),
     ("[input\n", "not valid TOML"),
     (MINIMAL + "[limits]\ntask_memory = 'lots'\n", "limits.task_memory: expected a size"),
+    # sizes that are well written but out of range say the range (they said "expected a
+    # size such as", as if misspelled)
+    (MINIMAL + "[limits]\ntask_memory = '2PiB'\n", "limits.task_memory: expected a size from 1 byte to 1PiB"),
+    (MINIMAL + "[limits]\ntask_memory = 0\n", "limits.task_memory: expected a size from 1 byte to 1PiB"),
+    (MINIMAL + "[limits]\ntask_memory = '-2GiB'\n", "limits.task_memory: expected a size from 1 byte to 1PiB"),
 ])
 def test_bad_job_files_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

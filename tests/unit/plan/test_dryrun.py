@@ -84,6 +84,18 @@ def test_dry_run_command_opens_no_tile_and_writes_nothing(tmp_path):
     assert not (tmp_path / "paper" / "out").exists()
 
 
+@pytest.mark.parametrize("master", ["local[2", "spark://host-without-port"])
+def test_the_dry_run_refuses_a_spark_master_the_real_run_refuses(tmp_path, master):
+    """Defect (a user's trial): `--set spark.master=local[2 --dry-run` printed a plan (its
+    tasks counted as for an unknown cluster) and exit 0; the real run refused it."""
+    job = write_scale_job(tmp_path / "paper", (4, 3, 2), (512, 512, 256))
+    run = subprocess.run([sys.executable, str(ROOT / "jobs" / "export.py"), str(job), "--dry-run",
+                          "--set", f"spark.master={master}"], capture_output=True, text=True, timeout=120)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and run.stdout == "", run.stderr
+    assert f"spark.master = {master!r}: expected" in lines[0], lines[0]
+
+
 def test_a_dry_run_whose_reader_left_ends_quietly(tmp_path):
     """`tile-export … --dry-run | head -1`: a reader that closed the pipe before the plan is
     printed (here: before the command starts) costs no traceback."""
