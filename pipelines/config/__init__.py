@@ -78,7 +78,21 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     _resolve_paths(raw, path.resolve().parent, f"{path}: ")
     for item in overrides:
         apply_override(raw, item)
-    return build_config(raw, source=str(path))
+    try:
+        return build_config(raw, source=str(path))
+    except ConfigError as error:
+        raise ConfigError(_blame_override(str(error), f"{path}: ", overrides)) from None
+
+
+def _blame_override(message: str, prefix: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """A message about a key the command line set names `--set`, not the job file, whose
+    value was replaced (e.g. `--set stitching.search=-1`)."""
+    rest = message.removeprefix(prefix)
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if message.startswith(prefix) and rest.startswith(key) and rest[len(key):][:1] in (":", " ", "["):
+            return f"--set {rest}"
+    return message
 
 
 def apply_override(raw: dict, item: str) -> None:

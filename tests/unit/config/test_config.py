@@ -220,3 +220,20 @@ def test_an_endpoint_without_its_scheme_is_refused_naming_the_key(tmp_path):
         load_job(job(tmp_path), ["s3.endpoint_url=127.0.0.1:5731"])
     assert dict(load_job(job(tmp_path), ["s3.endpoint_url=http://127.0.0.1:5731"]).s3)["endpoint_url"] == \
         "http://127.0.0.1:5731"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("stitching.search=-1", "--set stitching.search: expected an integer"),
+    ("limits.task_memory=0", "--set limits.task_memory: expected a size from 1 byte"),
+    ("spark.master=local[2", "--set spark.master = 'local[2': expected local[N]"),
+])
+def test_a_bad_value_from_the_command_line_names_set_not_the_job_file(tmp_path, override, message):
+    """Defect (a user's trial): `--set stitching.search=-1` was blamed on the job file,
+    whose own value was fine; a bad value in the file still names the file."""
+    path = job(tmp_path, MINIMAL + "[stitching]\nsearch = 5\n")
+    with pytest.raises(ConfigError) as caught:
+        load_job(path, [override])
+    assert str(caught.value).startswith(message), caught.value
+    path = job(tmp_path, MINIMAL + "[stitching]\nsearch = -1\n")
+    with pytest.raises(ConfigError, match=f"^{path}: stitching.search: expected"):
+        load_job(path, ["stitching.enabled=true"])
