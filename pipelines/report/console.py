@@ -35,7 +35,9 @@ def stitch_summary(result: StitchResult) -> str:
     if solve_info["unlinked_tiles"]:
         lines.append(f"           tiles without a trustworthy link (stage position kept): "
                      f"{solve_info['unlinked_tiles']}")
-    lines.append(f"           refined tiles: {result.outcome.tile_jsons[0][0]}")
+    refined = [path for channels in result.outcome.tile_jsons for path in channels]
+    lines.append(f"           refined tiles: {refined[0]}")
+    lines += [f"                          {path}" for path in refined[1:]]   # other channels, timepoints
     lines.append(f"           report: {result.outcome.report_path}")
     lines.append(f"           picture: {result.outcome.picture_path}")
     return "\n".join(lines)

@@ -226,7 +226,7 @@ def _draw_shifts(ax, before: dict, after: dict, rows: dict[int, int], tile_pt: f
     # a plain ">" marker: mathtext markers go through a process-wide TextToPath, which is
     # not thread-safe (glyph errors when reports are drawn in parallel)
     return [Line2D([], [], color="#d95f02", lw=1.5, marker=">", ms=6,
-                   label=f"stage → registered shift (×{gain:.3g}, max {longest:.3g} vox)")]
+                   label=f"stage → registered shift in x, y (×{gain:.3g}, max {longest:.3g} vox)")]
 
 
 def _extent(panels: list[dict]) -> tuple[float, float, float, float, float]:
