@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from pipelines.cli import job_parser
-from pipelines.config import load_job
+from pipelines.config import keys_named, load_job
 from pipelines.errors import PlanError, run_job
 
 
@@ -29,16 +29,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> str:
         config = load_job(args.job, args.overrides)
-        if args.dry_run:
-            from pipelines.plan.dryrun import dry_run
-            paper = dry_run(config)
-            if paper.refusal:   # the plan, then the line the real run would stop with
-                print("\n".join(paper.lines()))
-                raise PlanError(paper.refusal)
-            return "\n".join(paper.lines())
-        from pipelines.driver import export  # imported late: config errors need no Spark
-        from pipelines.report.console import export_report
-        return export_report(export(config, overwrite=args.overwrite))
+        with keys_named(args.job, args.overrides):
+            if args.dry_run:
+                from pipelines.plan.dryrun import dry_run
+                paper = dry_run(config)
+                if paper.refusal:   # the plan, then the line the real run would stop with
+                    print("\n".join(paper.lines()))
+                    raise PlanError(paper.refusal)
+                return "\n".join(paper.lines())
+            from pipelines.driver import export  # imported late: config errors need no Spark
+            from pipelines.report.console import export_report
+            return export_report(export(config, overwrite=args.overwrite))
 
     return run_job(work, print)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 from pipelines.cli import job_parser
-from pipelines.config import load_job
+from pipelines.config import keys_named, load_job
 from pipelines.errors import run_job
 
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_job(args.job, args.overrides)
         from pipelines.driver import _running  # imported late: config errors need no Spark
         from pipelines.illumination.run import estimate_flatfield
-        with _running(config, None) as executor:
+        with keys_named(args.job, args.overrides), _running(config, None) as executor:
             run = estimate_flatfield(config, executor, sys.stdout)
         per_tile = run.seconds / max(run.tiles, 1)
         return (f"flatfield of {run.tiles} tiles in {run.seconds:.1f} s ({per_tile * 1000:.0f} ms "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from pipelines.cli import job_parser
-from pipelines.config import load_job
+from pipelines.config import keys_named, load_job
 from pipelines.errors import run_job
 
 
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_job(args.job, args.overrides)
         from pipelines.driver import stitch  # imported late: config errors need no Spark
         from pipelines.report.console import stitch_report
-        return stitch_report(stitch(config))
+        with keys_named(args.job, args.overrides):
+            return stitch_report(stitch(config))
 
     return run_job(work, print)
 

@@ -12,7 +12,10 @@ against the current directory, as a user typing them expects.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -59,7 +62,7 @@ from pipelines.errors import ConfigError
 
 __all__ = ["BLENDINGS", "DEFAULT_BLOCK", "DOWNSAMPLING", "DTYPES", "FORMATS", "INTERPOLATIONS",
            "LAYOUTS", "CodecConfig", "JobConfig", "OutputConfig", "StitchingConfig",
-           "apply_override", "build_config", "load_job", "parse_size"]
+           "apply_override", "build_config", "keys_named", "load_job", "parse_size"]
 
 
 def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
@@ -82,6 +85,24 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
         return build_config(raw, source=str(path))
     except ConfigError as error:
         raise ConfigError(_blame_override(str(error), f"{path}: ", overrides)) from None
+
+
+@contextmanager
+def keys_named(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Iterator[None]:
+    """Around the work after `load_job`: a ConfigError about a job key found only then
+    (`output.codec: unknown codec …` while planning) names where the key was set, the
+    job file or `--set`, as the errors `load_job` finds do."""
+    try:
+        yield
+    except ConfigError as error:
+        message = str(error)
+        if not _ABOUT_A_KEY.match(message):
+            raise
+        raise ConfigError(_blame_override(f"{path}: {message}", f"{path}: ", overrides)) from None
+
+
+# a message that begins with a job key: `section.key:` or `section.key = value:`
+_ABOUT_A_KEY = re.compile(rf"(?:{'|'.join(map(re.escape, SCHEMA))})\.[\w.]+(?::| =)")
 
 
 def _blame_override(message: str, prefix: str, overrides: list[str] | tuple[str, ...]) -> str:

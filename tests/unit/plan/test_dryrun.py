@@ -180,3 +180,21 @@ def test_huge_outputs_are_counted_exactly_or_refused_in_one_line(tmp_path, capsy
     if code:
         assert err.count("\n") == 1 and err.startswith("error: block [0, 0, 0]"), err
         assert "limits.task_memory" in err
+
+
+@pytest.mark.parametrize("given", ["job file", "--set"])
+def test_a_key_refused_while_planning_names_where_it_was_set(tmp_path, capsys, given):
+    """Defect (a user's trial): errors found only while planning (`output.codec: unknown
+    codec 'lz4'` for N5) named neither the job file nor `--set`, as those found reading
+    the job do."""
+    from pipelines.cli.export import main
+    job = write_scale_job(tmp_path / "paper", (2, 1, 1), (64, 64, 16))
+    text = job.read_text()
+    overrides = ["--set", 'output.codec="lz4"'] if given == "--set" else []
+    if given == "job file":
+        text = text.replace('codec = { name = "zstd", level = 1 }', 'codec = "lz4"')
+    job.write_text(text)
+    assert main([str(job), "--dry-run", *overrides]) == 2
+    line = capsys.readouterr().err.strip()
+    where = "--set" if given == "--set" else str(job) + ":"
+    assert line.startswith(f"error: {where} output.codec: unknown codec 'lz4'"), line
