@@ -171,7 +171,9 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
     missing = config.estimate_flatfield or (
         config.flatfield == (AUTO,) and not all(has_fields(f, config.s3_options()) for f in folders))
     if missing or config.intensity == "match":
-        check(replace(config, flatfield=(), intensity="none"))
+        # fields that exist are checked too: matching reads the tiles through them on
+        # executors, where a missing or misshapen field fails without its cause
+        check(replace(config, flatfield=() if missing else config.flatfield, intensity="none"))
     if missing:
         estimate_flatfield(config, executor, stream, folders)
     return replace(config, flatfield=folders)

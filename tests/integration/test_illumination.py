@@ -161,8 +161,12 @@ def too_many_planes(tmp_path: Path) -> str:
     (too_many_planes, "holds 9 planes but the tiles have 8 slices"),
     (lambda p: f'flatfield = "{p / "nowhere"}"', "flatfield folder"),
 ])
-def test_bad_fields_are_one_line_and_nothing_is_written(shaded, tmp_path, capsys, setting, says):
-    path = job(tmp_path, shaded["paths"]["tiles_json"], setting(tmp_path))
+@pytest.mark.parametrize("intensity", ["none", "match"])
+def test_bad_fields_are_one_line_and_nothing_is_written(shaded, tmp_path, capsys, setting, says,
+                                                        intensity):
+    """With intensity matching on, the fields are checked before the pairs are measured
+    through them (they were read on the executors, which failed without a cause)."""
+    path = job(tmp_path, shaded["paths"]["tiles_json"], f'{setting(tmp_path)}\nintensity = "{intensity}"')
     assert export_main([str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
