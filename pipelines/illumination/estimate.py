@@ -134,11 +134,25 @@ class Fields:
 def implausible(fields: Fields) -> str:
     """Why `fields` cannot be an illumination field ('' when it can): S at or below
     MIN_GAIN of its mean somewhere."""
-    low = fields.gain <= MIN_GAIN
+    return implausible_gain(fields.gain)
+
+
+def implausible_gain(gain: np.ndarray) -> str:
+    """Why `gain` cannot be an illumination field's S ('' when it can): a value that is
+    not finite, or one at or below MIN_GAIN of its mean. Estimated and supplied fields
+    are held to the same check (the correction divides by S)."""
+    bad = ~np.isfinite(gain)
+    if bad.any():
+        return f"{int(bad.sum())} of its {gain.size} values are not finite"
+    mean = float(gain.mean())
+    if mean <= 0:
+        return f"its mean is {mean:.4g} (an illumination field is positive)"
+    low = gain <= MIN_GAIN * mean
     if not low.any():
         return ""
-    return (f"its S falls to {float(fields.gain.min()):.3f} of the mean at {low.mean():.1%} of "
-            f"the pixels (an illumination field stays above {MIN_GAIN})")
+    # a count, not a percentage: one pixel in many rounds to 0.0 % and reads as none
+    return (f"its S falls to {float(gain.min()) / mean:.3f} of the mean at {int(low.sum())} of "
+            f"its {low.size} pixels (an illumination field stays above {MIN_GAIN} of its mean)")
 
 
 def quantiles(counts: np.ndarray, edges: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

@@ -169,3 +169,17 @@ def test_planes_between_groups_are_interpolated_and_exact_per_slice():
     assert all(np.array_equal(plane_at(per_slice, z, 5), per_slice[z]) for z in range(5))
     flat = np.ones((2, 3), np.float32)
     assert plane_at(flat, 4, 9) is flat
+
+
+def test_a_dark_spot_is_counted_in_pixels_and_bad_values_are_named():
+    """One pixel in 2 304 at 0.008 of the mean was reported 'at 0.0 % of the pixels',
+    which read as none; the count says how many. S is judged against its own mean, so a
+    supplied field need not have mean 1."""
+    from pipelines.illumination.estimate import implausible_gain
+    gain = np.full((48, 48), 2.0, np.float32)
+    assert implausible_gain(gain) == ""
+    gain[10, 20] = 0.016
+    assert "falls to 0.008 of the mean at 1 of its 2304 pixels" in implausible_gain(gain)
+    assert "its mean is 0" in implausible_gain(np.zeros((4, 4)))
+    gain[3, 3] = np.nan
+    assert implausible_gain(gain).startswith("1 of its 2304 values are not finite")
