@@ -22,7 +22,7 @@ import numpy as np
 import tifffile
 
 from pipelines.errors import PipelineError
-from pipelines.illumination.estimate import Fields
+from pipelines.illumination.estimate import Fields, implausible_gain
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
@@ -116,7 +116,30 @@ def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> int:
     if shapes[0] != shapes[1]:
         raise FlatfieldError(f"{what}: {GAIN_FILE} and {OFFSET_FILE} in {folder} differ in shape "
                              f"({shapes[0]} and {shapes[1]})")
+    _check_values(folder, what, s3)
     return 4 * sum(int(np.prod(shape)) for shape in shapes)
+
+
+def _check_values(folder: str, what: str, s3=None) -> None:
+    """Supplied fields are held to the estimate's check: the correction divides by S
+    (S = 0 made every voxel 65535, one NaN made garbage), and T must be finite."""
+    gain, offset = (_image(folder, name, what, s3) for name in (GAIN_FILE, OFFSET_FILE))
+    problem = implausible_gain(gain)
+    if problem:
+        raise FlatfieldError(f"{what}: {join_uri(folder, GAIN_FILE)} is not usable: {problem}")
+    bad = int((~np.isfinite(offset)).sum())
+    if bad:
+        raise FlatfieldError(f"{what}: {join_uri(folder, OFFSET_FILE)} is not usable: {bad} of "
+                             f"its {offset.size} values are not finite")
+
+
+def _image(folder: str, name: str, what: str, s3=None) -> np.ndarray:
+    try:
+        return tifffile.imread(io.BytesIO(_read(folder, name, what, s3))).astype(np.float64)
+    except PipelineError:
+        raise
+    except Exception as e:  # tifffile raises many types for damaged files
+        raise FlatfieldError(f"{what}: cannot read {join_uri(folder, name)} as TIFF: {e}") from None
 
 
 def field_bytes(folders: tuple[str, ...], plane_xy: tuple[int, int], groups: int = 1, s3=None) -> int:

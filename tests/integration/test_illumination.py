@@ -156,7 +156,25 @@ def too_many_planes(tmp_path: Path) -> str:
     return f'flatfield = "{folder}"'
 
 
+def unusable_fields(gain: np.ndarray, offset: np.ndarray):
+    """A job setting naming a folder of fields of the tiles' shape with these values."""
+    def setting(tmp_path: Path) -> str:
+        write_fields(str(tmp_path / "unusable"), Fields(gain.astype(np.float32), offset.astype(np.float32)), {})
+        return f'flatfield = "{tmp_path / "unusable"}"'
+    return setting
+
+
+def with_one(value: float, at=(5, 7)) -> np.ndarray:
+    field = np.ones((48, 48))
+    field[at] = value
+    return field
+
+
 @pytest.mark.parametrize("setting, says", [
+    (unusable_fields(np.zeros((48, 48)), np.zeros((48, 48))), "S.tif is not usable: its mean is 0"),
+    (unusable_fields(with_one(np.nan), np.zeros((48, 48))), "S.tif is not usable: 1 of its 2304 values"),
+    (unusable_fields(with_one(0.05), np.zeros((48, 48))), "S.tif is not usable: its S falls to 0.050"),
+    (unusable_fields(np.ones((48, 48)), with_one(np.inf)), "T.tif is not usable: 1 of its 2304 values"),
     (bad_fields, "12 x 10 pixels (x, y) but the tiles are 48 x 48"),
     (too_many_planes, "holds 9 planes but the tiles have 8 slices"),
     (lambda p: f'flatfield = "{p / "nowhere"}"', "flatfield folder"),
