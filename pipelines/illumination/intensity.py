@@ -18,7 +18,9 @@ is precise (0.5 %) once b is known. So the solve has two steps:
    nothing either).
 2. log g_a - log g_b = log r, r = (median_b - b) / (median_a - b), by weighted least squares
    (weights: voxels compared) with a weak pull of every log g towards 0 (gain 1), which
-   fixes the global scale and keeps tiles without usable pairs as they are. As our
+   fixes the global scale and keeps tiles without usable pairs as they are (gain 1,
+   offset 0: `unlinked`; a pair whose tiles do not see their overlap alike is not usable,
+   `tasks.measure_intensity`). As our
    stitching solve does, a pair whose residual exceeds `max_residual` is dropped, the
    worst first, and the solve repeated.
 The normal equations are solved by conjugate gradients over the sparse rows, so memory
@@ -44,6 +46,7 @@ class IntensitySolution:
     shared_offset: float                            # b
     used: tuple[PairIntensity, ...]
     dropped: tuple[PairIntensity, ...]
+    unlinked: tuple[int, ...] = ()                   # tiles in no used pair: kept as they are
 
 
 def shared_offset(pairs: Sequence[PairIntensity]) -> float:
@@ -60,16 +63,20 @@ def solve_intensities(indices: Sequence[int], pairs: Sequence[PairIntensity],
                       pull: float = PULL, max_residual: float = MAX_RESIDUAL) -> IntensitySolution:
     """Per tile (gain, offset), dropping inconsistent pairs (module docstring)."""
     b = shared_offset(pairs)
-    used = [p for p in pairs if p.median_a > b and p.median_b > b]
+    # a pair whose tiles do not see the overlap alike (one blank, or background alone
+    # where the other shows structure) relates noise, not brightness
+    used = [p for p in pairs if p.alike and p.median_a > b and p.median_b > b]
     dropped = [p for p in pairs if p not in used]
     while True:
         logs, residuals = _solve_logs(list(indices), used, b, pull)
         if not used or residuals.max() <= max_residual:
             break
         dropped.append(used.pop(int(np.argmax(residuals))))
-    coefficients = {i: (round(float(np.exp(x)), 6), round(float(b * (1 - np.exp(x))), 4))
+    coefficients = {i: (round(float(np.exp(x)), 6), round(float(b * (1 - np.exp(x))), 4) + 0.0)  # + 0.0: no -0.0 for gain 1
                     for i, x in zip(indices, logs)}
-    return IntensitySolution(coefficients, round(b, 4), tuple(used), tuple(dropped))
+    linked = {i for p in used for i in (p.a, p.b)}
+    return IntensitySolution(coefficients, round(b, 4), tuple(used), tuple(dropped),
+                             tuple(i for i in indices if i not in linked))
 
 
 def _solve_logs(indices: list[int], pairs: list[PairIntensity], b: float, pull: float):

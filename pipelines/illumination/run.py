@@ -199,6 +199,16 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
         write_coefficients(path, _document(solution, len(pairs)), s3)
         stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {len(solution.used)} pairs "
                      f"used, {len(solution.dropped)} dropped; {path}\n")
+        if solution.unlinked:
+            stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {_unlinked(solution.unlinked)}\n")
+
+
+def _unlinked(tiles: tuple[int, ...]) -> str:
+    """The line naming the tiles no used pair reaches."""
+    which = f"tiles {', '.join(map(str, tiles))} have" if len(tiles) > 1 else f"tile {tiles[0]} has"
+    return (f"{which} no usable pair (blank, constant, or background alone where the neighbour "
+            f"shows structure?) and {'are kept as they were' if len(tiles) > 1 else 'is kept as it was'} "
+            f"(gain 1, offset 0)")
 
 
 def _document(solution, pairs: int) -> dict:
@@ -209,10 +219,12 @@ def _document(solution, pairs: int) -> dict:
             "pairs": {"overlapping": pairs, "used": len(solution.used),
                       "dropped": len(solution.dropped)},
             "shared_offset": solution.shared_offset,
+            "unlinked_tiles": list(solution.unlinked),
             "gain_range": [min(gains), max(gains)] if gains else [],
             "tiles": [{"index": i, "gain": g, "offset": o}
                       for i, (g, o) in sorted(solution.coefficients.items())],
             "pair_results": [{"a": p.a, "b": p.b, "slope": p.slope, "intercept": p.intercept,
                               "median_a": p.median_a, "median_b": p.median_b,
-                              "voxels": p.voxels, "signal": p.signal, "used": p in solution.used}
+                              "voxels": p.voxels, "signal": p.signal, "alike": p.alike,
+                              "used": p in solution.used}
                              for p in solution.used + solution.dropped]}

@@ -124,6 +124,38 @@ def test_estimated_corrections_meet_the_goals_on_a_sample_without_a_trend(shaded
     assert seam_contrast(even, truth, positions, TILE) < 0.02
 
 
+@pytest.mark.parametrize("blank", ["zeros", "background"])
+def test_a_tile_without_structure_is_kept_as_it_is_and_spoils_no_other(tmp_path, blank):
+    """Tile 4 (the centre of 3 x 3) blank or photon noise alone: its pairs relate noise,
+    not brightness. They had given it gain 357 (zeros) or 15.5 with a shared offset of
+    140 where it is 0 (background), and scaled every other tile to 0.39 of its
+    brightness. Now its pairs are not used, it keeps gain 1 and offset 0 and is named,
+    and the others' brightness is recovered as without it."""
+    acq = make_acquisition(tmp_path / "acq", grid=(3, 3, 1), tile=(64, 64, 16), jitter=0, seed=5,
+                           falloff=0.0, gains=(0.6, 1.0), density=3.0, truth=False)
+    centre = Path(acq["paths"]["tiles"]) / "tile-0004.tif"
+    rng = np.random.default_rng(0)
+    raw = np.zeros((16, 64, 64), np.uint16) if blank == "zeros" else \
+        rng.poisson(150.0, (16, 64, 64)).astype(np.uint16)
+    tifffile.imwrite(centre, raw, contiguous=True)
+    out = fused(acq, "matched", intensity="match")
+    found = json.loads((Path(acq["paths"]["tiles_json"]).parent / "tiles-intensity.json").read_text())
+    gains = {t["index"]: (t["gain"], t["offset"]) for t in found["tiles"]}
+    assert gains[4] == (1.0, 0.0) and found["unlinked_tiles"] == [4], found
+    assert abs(found["shared_offset"]) < 10, found["shared_offset"]
+    others = [i for i in range(9) if i != 4]
+    recovered = 1 / np.array([gains[i][0] for i in others])
+    truth = np.array(acq["gains"])[others]
+    scale = (recovered * truth).sum() / (recovered * recovered).sum()
+    assert np.abs(scale * recovered / truth - 1).max() < 0.05
+    # the pull to gain 1 brings every tile to the geometric mean of the brightnesses
+    # (0.39 of each tile's own brightness before)
+    assert abs(scale / np.exp(np.log(truth).mean()) - 1) < 0.05, scale
+    # the middle of tile 4, which no other tile covers, is its raw values (closest blending)
+    x0, y0 = (int(v) for v in json.loads(Path(acq["paths"]["tiles_json"]).read_text())[4]["position"][:2])
+    assert np.array_equal(out[:, y0 + 16:y0 + 48, x0 + 16:x0 + 48], raw[:, 16:48, 16:48])
+
+
 def test_a_corrected_export_repeats_byte_for_byte(shaded):
     """A second run (a retry, a resume) computes the same bytes from the same fields."""
     folder = Path(shaded["paths"]["tiles_json"]).parent

@@ -4,6 +4,7 @@ from real TIFF tiles, and corrected reads against the formula written out here."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tifffile
 
 from pipelines.geometry import Box
@@ -42,6 +43,24 @@ def test_solve_recovers_brightness_and_drops_the_inconsistent_pair():
     assert abs(solution.shared_offset - 80.0) < 0.5
     assert np.allclose(offsets, 80.0 * (1 - gains), atol=0.5)
     assert solution.dropped == (bad,) and len(solution.used) == len(pairs)
+
+
+def test_pairs_not_alike_are_not_used_and_their_tile_is_named():
+    """Tile 4's pairs are not alike (a blank tile reads median 0): they are not used,
+    tile 4 keeps (1, 0), the others' gains are 1 / k up to one scale."""
+    rng = np.random.default_rng(1)
+    k = rng.uniform(0.6, 1.0, 9)
+    links = [(i, i + 1) for i in range(9) if i % 3 < 2] + [(i, i + 3) for i in range(6)]
+    pairs = [pair(a, b, k, 0.0) if 4 not in (a, b) else
+             PairIntensity(a, b, 1.0, 0.0, 1000, 0.0 if a == 4 else 300.0, 0.0 if b == 4 else 300.0,
+                           0.0, alike=False)
+             for a, b in links]
+    solution = solve_intensities(range(9), pairs)
+    assert solution.coefficients[4] == (1.0, 0.0) and solution.unlinked == (4,)
+    gains = np.array([solution.coefficients[i][0] for i in range(9) if i != 4])
+    product = gains * np.delete(k, 4)
+    assert np.allclose(product, product.mean(), rtol=1e-3)
+    assert all(p.alike for p in solution.used) and len(solution.dropped) == 4
 
 
 def write_tile(path, box: Box, gain: float, seed: int, volume, waves: bool = True) -> Tile:
@@ -110,7 +129,23 @@ def test_a_pair_of_noise_alone_carries_no_weight_for_the_offset(tmp_path):
     found = measure_intensity(IntensityJob(tiles, Correction()), (0, 1), 0)
     assert found is not None and abs(found.median_b / found.median_a - 200 / 140) < 0.02
     noise = 140.0 / 8   # the variance of a 2x2x2 mean of Poisson(140) voxels
-    assert found.signal < 0.05 * noise, found
+    assert found.signal < 0.05 * noise and found.alike, found
+
+
+@pytest.mark.parametrize("blank", ["background", "constant"])
+def test_a_tile_of_background_alone_beside_structure_is_not_alike(tmp_path, blank):
+    """The right tile holds Poisson(150) alone (or 300 everywhere) where the left shows
+    the phantom: the pair had a slope of 0.004 and an intercept of 148, which pulled the
+    shared offset from 0 to 140. Two tiles of background alone stay alike (their median
+    ratio is the brightness ratio: test_a_pair_of_noise_alone_carries_no_weight...)."""
+    volume = (104, 64, 16)
+    a = write_tile(tmp_path / "a.tif", Box((0, 0, 0), (64, 64, 16)), 0.7, 0, volume)
+    rng = np.random.default_rng(2)
+    values = rng.poisson(150.0, (16, 64, 64)) if blank == "background" else np.full((16, 64, 64), 300)
+    tifffile.imwrite(tmp_path / "b.tif", values.astype(np.uint16), contiguous=True)
+    b = Tile(1, str(tmp_path / "b.tif"), (40.0, 0.0, 0.0), (64, 64, 16), (1.0, 1.0, 1.0), "GRAY16")
+    found = measure_intensity(IntensityJob(TileSet((a, b)), Correction()), (0, 1), 0)
+    assert found is not None and not found.alike and found.signal == 0, found
 
 
 def test_a_corrected_read_is_the_formula_and_the_same_in_any_region(tmp_path):
