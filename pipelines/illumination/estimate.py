@@ -53,6 +53,11 @@ Z_GROUPS = 8               # per slice: at most this many groups of slices, fitt
 # histograms followed the sample (too few tiles, or sparse content in the same places),
 # and dividing by it would blow up or flip the pixels there (S down to -0.21 seen).
 MIN_GAIN = 0.1
+# How far T may lie above a cell's darkest values (its 0.1 % quantile), in units of that
+# cell's low tail (q(0.05) - q(0.001)). A correct T over a black background (values = T
+# plus gaussian noise) lies 2.14 units up; estimates that made 1-10 % of the corrected
+# voxels negative on 16 tiles lay 3.0-6.1 up, good ones of 144 tiles below 0.
+DARK_MARGIN = 2.5
 _TOP = {"uint8": 256.0, "uint16": 65536.0, "int16": 32768.0}  # otherwise FLOAT_TOP
 FLOAT_TOP = 2.0 ** 24
 
@@ -153,6 +158,26 @@ def implausible_gain(gain: np.ndarray) -> str:
     # a count, not a percentage: one pixel in many rounds to 0.0 % and reads as none
     return (f"its S falls to {float(gain.min()) / mean:.3f} of the mean at {int(low.sum())} of "
             f"its {low.size} pixels (an illumination field stays above {MIN_GAIN} of its mean)")
+
+
+def impossible_offset(counts: np.ndarray, binning: Binning, fields: Fields) -> str:
+    """Why the fields' T cannot be the tiles' offset ('' when it can): raw = S I + T with
+    I >= 0, so T lies below a pixel's darkest values but for their noise; a T above them
+    by more (DARK_MARGIN) would correct those values below 0, where they are clipped."""
+    if not fields.offset_estimated:
+        return ""
+    plane = fields.offset if fields.offset.ndim == 2 else fields.offset[0]   # shared by groups
+    cell, n = binning.cell_of().ravel(), binning.cells[0] * binning.cells[1]
+    offset = np.bincount(cell, plane.ravel().astype(np.float64), n) / np.bincount(cell, minlength=n)
+    sums = (counts if counts.ndim == 3 else counts.sum(axis=0)).reshape(n, BINS)
+    darkest, low = quantiles(sums, binning.edges(), np.array([0.001, 0.05])).T
+    if ((offset - darkest) <= DARK_MARGIN * (low - darkest)).all():
+        return ""
+    cdf = np.cumsum(sums, axis=-1) / np.maximum(sums.sum(axis=-1, keepdims=True), 1)
+    below = max(float(np.interp(t, binning.edges()[1:], c)) for t, c in zip(offset, cdf))
+    return (f"its offset T ({offset.max():.1f}) lies above the darkest values the tiles show "
+            f"(down to {darkest.min():.0f}) by more than their noise: corrected, up to {below:.0%} "
+            f"of a pixel's values would fall below 0")
 
 
 def quantiles(counts: np.ndarray, edges: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

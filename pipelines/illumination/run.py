@@ -24,7 +24,13 @@ from pipelines.config.illumination import AUTO
 from pipelines.execute.executor import Batch, Executor
 from pipelines.geometry import Box
 from pipelines.illumination.correct import Correction
-from pipelines.illumination.estimate import Binning, Fields, fit_fields, implausible
+from pipelines.illumination.estimate import (
+    Binning,
+    Fields,
+    fit_fields,
+    implausible,
+    impossible_offset,
+)
 from pipelines.illumination.fields import FlatfieldError, has_fields, plane_at, write_fields
 from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import flatfield_folders, intensity_path, write_coefficients
@@ -89,8 +95,7 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     check_writable_beside(folders, "the flatfield", s3)   # each folder is made beside its JSON
     began, count, estimated = time.perf_counter(), 0, []
     for c, tilesets in enumerate(channels):
-        fields = _estimate_channel(tilesets, executor, s3, stream, config.flatfield_per_slice)
-        problem = implausible(fields)
+        fields, problem = _estimate_channel(tilesets, executor, s3, stream, config.flatfield_per_slice)
         if problem:   # before any channel's fields are written
             raise FlatfieldError(
                 f"{config.inputs[0][c]}: the flatfield estimated from {sum(len(ts) for ts in tilesets)} "
@@ -108,7 +113,8 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
 
 
 def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3,
-                      stream: TextIO, per_slice: bool = False) -> Fields:
+                      stream: TextIO, per_slice: bool = False) -> tuple[Fields, str]:
+    """The channel's fields and why they are not usable ('' when they are)."""
     first = tilesets[0].tiles[0]
     binning = Binning.for_tiles(first.size[:2], first.dtype, first.size[2] if per_slice else 0)
     # the driver holds every task's histograms at once: groups of slices mean fewer tasks
@@ -120,7 +126,8 @@ def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3,
     progress = Progress(sum(len(ts) for ts in tilesets), stream, unit="tiles", show_bytes=False)
     counts = sum((r.counts for r in executor.run(batch, progress)), np.zeros(binning.shape, np.int64))
     progress.finish()
-    return fit_fields(counts, binning)
+    fields = fit_fields(counts, binning)
+    return fields, implausible(fields) or impossible_offset(counts, binning, fields)
 
 
 def _groups(tiles: TileSet, timepoints: int, tasks: int = MAX_TASKS) -> list[tuple[int, ...]]:

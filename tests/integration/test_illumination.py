@@ -248,6 +248,24 @@ def test_a_field_that_follows_the_sample_is_refused_and_nothing_is_written(tmp_p
     assert not (tmp_path / "acq" / "tiles-flatfield").exists()
 
 
+def test_an_offset_above_the_darkest_values_is_refused_and_nothing_is_written(tmp_path):
+    """Sixteen tiles of 64 x 64 x 16 (dark level 100): the fit put one offset T at 224,
+    above a quarter of the raw voxels, which the correction then took below 0 and the
+    export clipped to 0. raw = S I + T with I >= 0 cannot lie below T beyond its noise:
+    refused in one line before any field is written."""
+    acq = make_acquisition(tmp_path / "acq", grid=(4, 4, 1), tile=(64, 64, 16), jitter=0, seed=1,
+                           falloff=0.3, dark=100.0, gains=(0.7, 1.0), truth=False)
+    path = job(tmp_path, acq["paths"]["tiles_json"], 'flatfield = "auto"')
+    with pytest.raises(FlatfieldError) as refused:
+        estimate_flatfield(load_job(path), LocalExecutor(), io.StringIO())
+    message = str(refused.value)
+    assert "is not usable: its offset T (" in message and "nothing was written" in message, message
+    offset = float(message.split("its offset T (")[1].split(")")[0])
+    raw = np.stack([tifffile.imread(p) for p in sorted(Path(acq["paths"]["tiles"]).glob("*.tif"))])
+    assert np.mean(raw < offset) > 0.05   # judged by the raw voxels themselves
+    assert "\n" not in message and not (tmp_path / "acq" / "tiles-flatfield").exists()
+
+
 def test_the_flatfield_job_estimates_on_spark(shaded, tmp_path, spark, capsys):
     """Executors (the shared local[2] session) reduce the tiles; the driver writes the
     folder fusion.flatfield names. jobs/flatfield.py is the console script's main, and a
@@ -368,7 +386,8 @@ def test_fields_and_coefficients_of_tiles_in_a_bucket_are_kept_in_the_bucket(s3_
     copy of the acquisition writes. A named folder that is not in the bucket is one line."""
     import boto3
     endpoint, bucket = s3_bucket
-    acq = make_acquisition(tmp_path / "acq", grid=(3, 3, 1), tile=(32, 32, 4), jitter=0, seed=2,
+    # 8 x 8 tiles: nine gave an offset above the tiles' darkest values, which is refused
+    acq = make_acquisition(tmp_path / "acq", grid=(8, 8, 1), tile=(32, 32, 4), jitter=0, seed=2,
                            falloff=0.4, dark=100.0, gains=(0.6, 1.0), density=10.0, truth=False)
     client = boto3.client("s3", endpoint_url=endpoint)
     source = Path(acq["paths"]["tiles_json"])
