@@ -127,10 +127,12 @@ def test_estimated_corrections_meet_the_goals_on_a_sample_without_a_trend(shaded
 @pytest.mark.parametrize("blank", ["zeros", "background"])
 def test_a_tile_without_structure_is_kept_as_it_is_and_spoils_no_other(tmp_path, blank):
     """Tile 4 (the centre of 3 x 3) blank or photon noise alone: its pairs relate noise,
-    not brightness. They had given it gain 357 (zeros) or 15.5 with a shared offset of
-    140 where it is 0 (background), and scaled every other tile to 0.39 of its
-    brightness. Now its pairs are not used, it keeps gain 1 and offset 0 and is named,
-    and the others' brightness is recovered as without it."""
+    not brightness. On the trial's grids they had given it gain 357 (zeros) or 15.5 with
+    a shared offset of 140 where it is 0 (background), and scaled every other tile to
+    0.39 of its brightness (here, background: gain 0.49, offset 56, b 110.5, the others
+    127 % apart; zeros only because b came out above 0). Now its pairs are not used, it
+    keeps gain 1 and offset 0 and is named, and the others' brightness is recovered as
+    without it."""
     acq = make_acquisition(tmp_path / "acq", grid=(3, 3, 1), tile=(64, 64, 16), jitter=0, seed=5,
                            falloff=0.0, gains=(0.6, 1.0), density=3.0, truth=False)
     centre = Path(acq["paths"]["tiles"]) / "tile-0004.tif"
