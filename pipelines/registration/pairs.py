@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -71,7 +71,17 @@ def find_pairs(tiles: TileSet, options: PairOptions) -> list[tuple[int, int]]:
     return sorted(found)
 
 
+def fitted(options: PairOptions, a: Tile, b: Tile) -> PairOptions:
+    """`options` for the pair `a`, `b`: binning and `min_overlap` no larger than the
+    thinner tile along each axis. A 2D tile (one slice) binned by 2 in z has no slice
+    left, and cannot share the default 4 slices: without this, 2D tiles had no pairs."""
+    thin = [min(na, nb) for na, nb in zip(a.size, b.size)]
+    return replace(options, downsample=triple(min(f, n) for f, n in zip(options.downsample, thin)),
+                   min_overlap=triple(min(m, n) for m, n in zip(options.min_overlap, thin)))
+
+
 def _may_overlap(a: Tile, b: Tile, options: PairOptions) -> bool:
+    options = fitted(options, a, b)
     return all(_best_overlap(o, r, na, nb) >= m
                for o, r, na, nb, m in zip(_stage_offset(a, b), options.search, a.size, b.size,
                                           options.min_overlap))
@@ -119,6 +129,7 @@ def register_pair(a: Tile, b: Tile, options: PairOptions,
     Only the two crops are read. The search window is centred on the stage offset, so a
     repetitive structure far from where the stage says the tiles meet cannot win.
     """
+    options = fitted(options, a, b)
     box_a, box_b = crop_boxes(a, b, options.search)
     if box_a.is_empty() or box_b.is_empty():
         return None

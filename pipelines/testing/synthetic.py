@@ -164,14 +164,19 @@ def _check(grid, tile, overlap, jitter, seed, falloff, tile_type, resolution) ->
 
 
 def _positions(grid, tile, overlap, jitter, seed) -> tuple[list, list]:
-    """True (integer) and stage (true + jitter, 2 decimals) positions, x-fastest tile order."""
+    """True (integer) and stage (true + jitter, 2 decimals) positions, x-fastest tile order.
+
+    No jitter along an axis where a tile is one voxel thick: a 2D acquisition (`x,y,1`
+    tiles) stays in one plane, so its tiles overlap. (Three values are still drawn per
+    tile, so 3D acquisitions of a seed are unchanged.)"""
     step = [max(1, round(t * (1 - overlap))) for t in tile]
     true = [tuple(i * s for i, s in zip(idx, step)) for idx in grid_indices(grid)]
     low = [min(p[a] for p in true) for a in range(3)]
     true = [tuple(v - m for v, m in zip(p, low)) for p in true]
     rng, bound = np.random.default_rng([seed, 0]), math.floor(jitter * 100) / 100
-    stage = [tuple(round(v + float(np.clip(round(d, 2), -bound, bound)), 2)
-                   for v, d in zip(p, rng.uniform(-jitter, jitter, 3))) for p in true]
+    flat = [0.0 if t == 1 else 1.0 for t in tile]
+    stage = [tuple(round(v + f * float(np.clip(round(d, 2), -bound, bound)), 2)
+                   for v, d, f in zip(p, rng.uniform(-jitter, jitter, 3), flat)) for p in true]
     return true, stage
 
 

@@ -158,3 +158,12 @@ def test_cli_rejects_bad_arguments_with_one_line(tmp_path, args):
     assert len(done.stderr.strip().splitlines()) == 1 and "error" in done.stderr
     assert args[0].lstrip("-") in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_2d_tiles_are_not_jittered_in_z(tmp_path):
+    """Tiles of one slice stay in one plane: jittered in z, no two of them overlapped."""
+    paths = make_acquisition(tmp_path, grid=(2, 2, 1), tile=(24, 24, 1), jitter=5, seed=1,
+                             truth=False)["paths"]
+    stage = read_tile_json(paths["tiles_json"])
+    assert [t.position[2] for t in stage] == [0.0] * 4
+    assert any(t.position[0] % 1 for t in stage)    # x and y are still jittered
