@@ -300,8 +300,9 @@ def match(a: np.ndarray, b: np.ndarray, window: Window, factor: Sequence[int],
     found = [(d, score) for d, score in found if window.allows(d, a.shape, b.shape)]
     if not found:
         return None
-    best = found[0]
-    d, score = best
+    d, score = found[0]
+    if score <= -1.0:   # ncc_at's "flat": an empty tile has nothing to measure, no match
+        return None
     cut = shared(a.shape, b.shape, d)
     return Match(subvoxel(fine_a, fine_b, d), score,
                  int(np.prod([s.stop - s.start for s in cut[0]])))

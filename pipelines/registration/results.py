@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.config import JobConfig
 from pipelines.errors import ConfigError
-from pipelines.registration import PairOptions, Solution, projects, reuse
+from pipelines.registration import Link, PairOptions, Solution, projects, reuse
 from pipelines.registration.projects import ProjectReference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
@@ -100,6 +100,7 @@ def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, in
            config: JobConfig, seconds: float) -> dict:
     """The report: options, totals, per-pair measurements and per-tile corrections."""
     kept = [link for link in solution.links if link.kept]
+    weak = [link for link in solution.links if link.shift.score < config.stitching.min_score]
     corrections = {t.index: [round(p - s, 3) for p, s in zip(solution.positions[t.index], t.position)]
                    for t in reference}
     sizes = [float(np.linalg.norm(c)) for c in corrections.values()]
@@ -109,8 +110,10 @@ def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, in
         "channel": config.stitching.channel,
         "options": asdict(config.stitching),
         "tiles": len(reference),
-        "pairs": {"measured": measured, "kept": len(kept), "dropped": measured - len(kept),
-                  "unmatched": len(unmatched)},
+        # measured = kept + below_min_score (never used) + dropped (used, then dropped by
+        # the residual test as inconsistent with the solution)
+        "pairs": {"measured": measured, "kept": len(kept), "below_min_score": len(weak),
+                  "dropped": measured - len(kept) - len(weak), "unmatched": len(unmatched)},
         "solve": {"rounds": solution.rounds, "groups": solution.groups,
                   "unlinked_tiles": list(solution.unlinked)},
         "residual_voxels": _stats([link.residual for link in kept]),
@@ -121,13 +124,20 @@ def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, in
             {"a": link.shift.a, "b": link.shift.b, "stage": list(link.shift.stage),
              "measured": list(link.shift.measured),
              "correction": [round(v, 3) for v in link.shift.correction], "score": link.shift.score,
-             "overlap_voxels": link.shift.overlap, "residual": link.residual, "kept": link.kept}
+             "overlap_voxels": link.shift.overlap, "residual": link.residual, "kept": link.kept,
+             "status": _status(link, config.stitching.min_score)}
             for link in solution.links],
         "unmatched_pairs": [list(p) for p in unmatched],
         "tile_results": [{"index": t.index, "stage": list(t.position),
                           "position": list(solution.positions[t.index]),
                           "correction": corrections[t.index]} for t in reference],
     }
+
+
+def _status(link: Link, min_score: float) -> str:
+    if link.shift.score < min_score:
+        return "below min_score"
+    return "kept" if link.kept else "dropped as inconsistent"
 
 
 def _stats(values: list[float]) -> dict:
@@ -137,17 +147,20 @@ def _stats(values: list[float]) -> dict:
 
 
 def layout_picture(reference: TileSet, solution: Solution,
-                   unmatched: list[list[int]] | None = None) -> bytes:
+                   unmatched: list[list[int]] | None = None, min_score: float = -1.0) -> bytes:
     """Tiles at stage and at solved positions, pairs coloured by residual, pairs without a
-    match in grey."""
+    match or scoring below `min_score` (never used) in grey."""
     from pipelines.report.pictures import (
         tile_layout_png,  # matplotlib only where pictures are drawn
     )
     before = [(t.index, t.position, t.size) for t in reference]
     after = [(t.index, solution.positions[t.index], t.size) for t in reference]
-    links = [(link.shift.a, link.shift.b, link.residual, link.kept) for link in solution.links]
+    links = [(link.shift.a, link.shift.b, link.residual, link.kept) for link in solution.links
+             if link.shift.score >= min_score]
+    unused = [*(unmatched or ()), *((link.shift.a, link.shift.b) for link in solution.links
+                                    if link.shift.score < min_score)]
     return tile_layout_png(before, after, links, title=f"registration of {Path(reference.source).name}",
-                           unmatched=[(int(a), int(b)) for a, b in unmatched or ()])
+                           unmatched=[(int(a), int(b)) for a, b in unused])
 
 
 def report_path(config: JobConfig) -> str:
@@ -189,7 +202,8 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     doc.setdefault("reuse", {})["results"] = reuse.checksums(written)
     report = _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
     picture = _put(uris.sibling(report, ".png"),
-                   layout_picture(reference, solution, doc.get("unmatched_pairs")), s3)
+                   layout_picture(reference, solution, doc.get("unmatched_pairs"),
+                                  config.stitching.min_score), s3)
     return StitchOutcome(solution, doc, tuple(finals), report, picture)
 
 

@@ -26,7 +26,8 @@ def stitch_summary(result: StitchResult) -> str:
     lines = [
         f"stitching: {pairs['measured']} pairs measured in {doc['seconds']['pairs']:.1f} s "
         f"({doc['seconds']['per_pair']:.2f} s per pair), {pairs['kept']} kept, "
-        f"{pairs['dropped']} dropped, {pairs['unmatched']} without a match",
+        f"{pairs.get('below_min_score', 0)} below min_score, {pairs['dropped']} dropped as "
+        f"inconsistent, {pairs['unmatched']} without a match",
         f"           residual median {_voxels(doc['residual_voxels']['median'])} / max "
         f"{_voxels(doc['residual_voxels']['max'])} voxels; corrections median "
         f"{_voxels(doc['correction_voxels']['median'])} / max "

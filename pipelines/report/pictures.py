@@ -182,7 +182,7 @@ def _draw_links(fig, ax, tiles: dict, rows: dict[int, int], links, unmatched,
             ax.scatter(xy[:, 0], xy[:, 1], marker=marker, s=40 if tile_pt > 40 else 12,
                        linewidths=1.5, zorder=4, **paint)
         if lines or points:
-            words = "dropped as inconsistent" if name == "dropped" else "no match found"
+            words = "dropped as inconsistent" if name == "dropped" else "no match, or below min_score"
             handles.append(Line2D([], [], color=colour, lw=1.5, ls=style, marker=marker,
                                   mfc="none" if marker == "o" else colour,
                                   label=f"{words} ({len(lines) + len(points)})"))

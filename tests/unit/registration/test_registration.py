@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from pipelines.config import StitchingConfig, load_job
 from pipelines.errors import ConfigError
-from pipelines.registration import PairOptions, PairShift, find_pairs, register, solve
+from pipelines.registration import (
+    PairOptions,
+    PairShift,
+    find_pairs,
+    register,
+    register_pair,
+    solve,
+)
 from pipelines.registration.correlate import Window, match, smooth
 from pipelines.testing.synthetic import make_acquisition
 from pipelines.tiles import Tile, TileSet, read_tile_json
@@ -303,3 +310,20 @@ def test_2d_tiles_register_with_the_default_settings():
     assert solution.unlinked == ()
     truth = TileSet(tuple(replace(t, position=true[t.index]) for t in stage), "2d")
     assert errors_against_truth(solution.positions, truth).max() <= 0.2
+
+
+def test_a_pair_with_an_empty_tile_is_no_match():
+    """An empty (all-zero) tile has nothing to measure: its pairs are "without a match".
+    At a diagonal stage offset one was reported as measured, at score -1.0 (the NCC's
+    value for a flat overlap), while the tile's other pairs had no match."""
+    world = smooth_volume((20, 80, 80), seed=5)
+
+    def read(tile, box):   # tile 0 shows `world`; tile 1 is empty
+        if tile.index == 1:
+            return np.zeros(box.shape[::-1], np.float32)
+        return world[tuple(slice(lo, hi) for lo, hi in zip(box.start[::-1], box.stop[::-1]))]
+
+    a = Tile(0, "a", (4.59, 0.84, 3.06), (80, 80, 20))
+    for position in [(68.88, 73.96, 8.42), (64.0, 70.0, 0.0), (66.3, 0.4, 2.0)]:
+        b = Tile(1, "b", position, (80, 80, 20))
+        assert register_pair(a, b, PairOptions((40, 40, 40), (4, 4, 2), (8, 8, 4)), read) is None
