@@ -146,9 +146,8 @@ def implausible_gain(gain: np.ndarray) -> str:
     """Why `gain` cannot be an illumination field's S ('' when it can): a value that is
     not finite, or one at or below MIN_GAIN of its mean. Estimated and supplied fields
     are held to the same check (the correction divides by S)."""
-    bad = ~np.isfinite(gain)
-    if bad.any():
-        return f"{int(bad.sum())} of its {gain.size} values are not finite"
+    if not np.isfinite(gain).all():
+        return not_finite(gain)
     mean = float(gain.mean())
     if mean <= 0:
         return f"its mean is {mean:.4g} (an illumination field is positive)"
@@ -158,6 +157,12 @@ def implausible_gain(gain: np.ndarray) -> str:
     # a count, not a percentage: one pixel in many rounds to 0.0 % and reads as none
     return (f"its S falls to {float(gain.min()) / mean:.3f} of the mean at {int(low.sum())} of "
             f"its {low.size} pixels (an illumination field stays above {MIN_GAIN} of its mean)")
+
+
+def not_finite(values: np.ndarray) -> str:
+    """'N of its M values are not finite' (N > 0), for a field that holds NaN or inf."""
+    bad = int((~np.isfinite(values)).sum())
+    return f"{bad} of its {values.size} values {'is' if bad == 1 else 'are'} not finite"
 
 
 def impossible_offset(counts: np.ndarray, binning: Binning, fields: Fields) -> str:

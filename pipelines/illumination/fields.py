@@ -22,7 +22,7 @@ import numpy as np
 import tifffile
 
 from pipelines.errors import PipelineError
-from pipelines.illumination.estimate import Fields, implausible_gain
+from pipelines.illumination.estimate import Fields, implausible_gain, not_finite
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
@@ -127,10 +127,9 @@ def _check_values(folder: str, what: str, s3=None) -> None:
     problem = implausible_gain(gain)
     if problem:
         raise FlatfieldError(f"{what}: {join_uri(folder, GAIN_FILE)} is not usable: {problem}")
-    bad = int((~np.isfinite(offset)).sum())
-    if bad:
-        raise FlatfieldError(f"{what}: {join_uri(folder, OFFSET_FILE)} is not usable: {bad} of "
-                             f"its {offset.size} values are not finite")
+    if not np.isfinite(offset).all():
+        raise FlatfieldError(f"{what}: {join_uri(folder, OFFSET_FILE)} is not usable: "
+                             f"{not_finite(offset)}")
 
 
 def _image(folder: str, name: str, what: str, s3=None) -> np.ndarray:

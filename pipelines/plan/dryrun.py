@@ -39,6 +39,7 @@ class DryRun:
     peak_rss: int                              # this process's peak resident memory, bytes
     pairs: int | None = None                   # [stitching] enabled: pair tasks to register
     refusal: str = ""                          # why the real run would refuse the plan
+    memory_budget: int = 0                     # limits.task_memory, bytes
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -52,7 +53,8 @@ class DryRun:
             f"objects:  {sum(self.objects):,} owned by the blocks (empty ones are skipped); "
             f"per level: {', '.join(f'{n:,}' for n in self.objects)}",
             f"bytes:    {_size(self.uncompressed_bytes)} uncompressed over all levels",
-            f"memory:   {_size(self.task_memory)} per task (limits.task_memory)",
+            f"memory:   {_size(self.task_memory)} per task at most, estimated (limits.task_memory "
+            f"allows {_size(self.memory_budget)})",
             f"planning: {self.seconds:.2f} s, driver peak memory {_size(self.peak_rss)}",
         ] + ([] if self.pairs is None else [
             f"stitching: {self.pairs:,} pair tasks to register first; the plan above is at the "
@@ -86,7 +88,8 @@ def dry_run(config: JobConfig) -> DryRun:
                   voxels * output.timepoints * output.channels * itemsize,
                   memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  pair_tasks(config) if config.stitching.enabled else None, refusal)
+                  pair_tasks(config) if config.stitching.enabled else None, refusal,
+                  config.task_memory)
 
 
 def pair_tasks(config: JobConfig) -> int:

@@ -98,7 +98,7 @@ def _what_ran(result: ExportResult) -> str:
     """The tasks of a whole run, or, resuming, the blocks this run computed of all."""
     s = result.summary
     if not result.resumed:
-        return f"{s.tasks} block tasks"
+        return f"{s.tasks} block task{'' if s.tasks == 1 else 's'}"
     return (f"the {s.blocks - result.resumed} of {s.blocks} blocks left "
             f"({result.resumed} recorded by an earlier run)")
 

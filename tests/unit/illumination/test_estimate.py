@@ -182,4 +182,4 @@ def test_a_dark_spot_is_counted_in_pixels_and_bad_values_are_named():
     assert "falls to 0.008 of the mean at 1 of its 2304 pixels" in implausible_gain(gain)
     assert "its mean is 0" in implausible_gain(np.zeros((4, 4)))
     gain[3, 3] = np.nan
-    assert implausible_gain(gain).startswith("1 of its 2304 values are not finite")
+    assert implausible_gain(gain).startswith("1 of its 2304 values is not finite")
