@@ -103,8 +103,9 @@ def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
     marking.join(INTERRUPT_SECONDS)
     resume = "run the same command again to resume"
     if "marked" in outcome:
-        return Interrupted(f"interrupted after {outcome['done']} of {plan.task_plan.blocks} "
-                           f"blocks; {resume}", signum)
+        # "at least": tasks still stopping may record a few blocks more after this count
+        return Interrupted(f"interrupted with at least {outcome['done']} of "
+                           f"{plan.task_plan.blocks} blocks recorded; {resume}", signum)
     if marking.is_alive():
         stopped = Interrupted(f"interrupted; the output's store did not answer within "
                               f"{INTERRUPT_SECONDS:.0f} s, so the job record was not marked; "

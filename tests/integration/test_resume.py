@@ -143,7 +143,7 @@ def test_a_signal_stops_the_job_in_one_line_and_the_rerun_completes(small_acquis
     assert first.returncode == code, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
-    assert re.fullmatch(r"interrupted after \d+ of 96 blocks; run the same command again to resume", last), err[-2000:]
+    assert re.fullmatch(r"interrupted with at least \d+ of 96 blocks recorded; run the same command again to resume", last), err[-2000:]
     record = json.loads((tmp_path / "out/volume.job.json").read_text())
     assert record["status"] == "interrupted"
     assert not (tmp_path / "out/volume.job.lock").exists()
