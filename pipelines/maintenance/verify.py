@@ -15,11 +15,12 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipelines.commit import ledger
 from pipelines.commit.records import Sidecars, commit_began, existing_record
-from pipelines.config import apply_override, build_config
+from pipelines.config import apply_override, build_config, load_job
 from pipelines.errors import ConfigError, LedgerUnreadable, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
 from pipelines.storage import Store, beside_store, open_store
@@ -44,6 +45,7 @@ class Verification:
 def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
     """(uri, store, beside) of an existing output, with `--set s3.…` overrides applied,
     for the commands that work on a finished or killed export (verify, clean)."""
+    _not_a_job_file(uri)
     raw = {"input": {"tiles": "unused"}, "output": {"uri": uri}}
     for item in overrides:
         if not item.strip().startswith("s3."):   # the output is the one named: nothing else applies
@@ -55,6 +57,19 @@ def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
     store = open_store(config.output.uri, s3)
     store.check_reachable()   # one line for storage that is down, not a botocore traceback
     return config.output.uri, store, beside_store(config.output.uri, s3)
+
+
+def _not_a_job_file(uri: str) -> None:
+    """ConfigError for a job file given where the dataset is meant (`tile-verify job.toml`,
+    as the other commands take it), naming the dataset the job writes when it can."""
+    path = Path(uri)
+    if "://" in uri or path.suffix != ".toml" or not path.is_file():
+        return
+    try:
+        output = f", {load_job(path).output.uri}"
+    except ConfigError:
+        output = " (its output.uri)"
+    raise ConfigError(f"{uri} is a job file; give the dataset it writes{output}")
 
 
 def verify(store: Store, beside: Store, uri: str) -> Verification:

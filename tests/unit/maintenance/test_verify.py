@@ -158,3 +158,17 @@ def test_a_job_record_that_cannot_be_read_is_one_line(committed, capsys, monkeyp
     assert run([str(committed)]) == 2
     captured = capsys.readouterr()
     assert captured.err == f"error: cannot read {committed.parent / 'out.job.json'}: Permission denied\n"
+
+
+@pytest.mark.parametrize("command", [verify_main, clean_main])
+def test_a_job_file_given_for_the_dataset_names_the_dataset(tmp_path, capsys, command):
+    """A verifying trial passed the job file, as the other commands take it, and read only
+    'no job record job.toml.job.json beside it'; now it is told which dataset to give."""
+    job = tmp_path / "job.toml"
+    job.write_text('[input]\ntiles = "tiles.json"\n[output]\nuri = "out/volume.n5"\n')
+    assert command([str(job)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {job} is a job file; give the dataset it writes, {tmp_path / 'out/volume.n5'}")
+    job.write_text("[output\n")   # a job file that cannot be read still gets the hint
+    assert command([str(job)]) == 2
+    assert "is a job file; give the dataset it writes (its output.uri)" in capsys.readouterr().err
