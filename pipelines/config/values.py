@@ -153,8 +153,9 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
                               f"or an instance role")
         if short == "master" and not isinstance(value, str):
             raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
-        if short == "master" and master_form_problem(value):   # the dry run plans for it too
-            raise ConfigError(f"{where}spark.master = {value!r}: {master_form_problem(value)}")
+        problem = master_form_problem(value) if short == "master" else ""
+        if problem:   # checked here, so that the dry run refuses it too
+            raise ConfigError(f"{where}spark.master = {value!r}: {problem}")
         conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return tuple(sorted(conf.items()))
 

@@ -101,7 +101,8 @@ def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> int:
         raise FlatfieldError(f"{what}: flatfield folder {folder} not found (expected "
                              f"{GAIN_FILE} and {OFFSET_FILE} in it)")
     plane, depth = (int(size[1]), int(size[0])), int(size[2]) if len(size) > 2 else 0
-    shapes = [_shape_of(folder, name, what, s3) for name in (GAIN_FILE, OFFSET_FILE)]
+    gain, offset = (_image(folder, name, what, s3) for name in (GAIN_FILE, OFFSET_FILE))
+    shapes = [gain.shape, offset.shape]   # each file read once: its shape, then its values
     for name, shape in zip((GAIN_FILE, OFFSET_FILE), shapes):
         if len(shape) not in (2, 3) or shape[-2:] != plane:
             axes = "x, y, planes" if len(shape) == 3 else "x, y"
@@ -116,14 +117,13 @@ def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> int:
     if shapes[0] != shapes[1]:
         raise FlatfieldError(f"{what}: {GAIN_FILE} and {OFFSET_FILE} in {folder} differ in shape "
                              f"({shapes[0]} and {shapes[1]})")
-    _check_values(folder, what, s3)
+    _check_values(folder, gain, offset, what)
     return 4 * sum(int(np.prod(shape)) for shape in shapes)
 
 
-def _check_values(folder: str, what: str, s3=None) -> None:
+def _check_values(folder: str, gain: np.ndarray, offset: np.ndarray, what: str) -> None:
     """Supplied fields are held to the estimate's check: the correction divides by S
     (S = 0 made every voxel 65535, one NaN made garbage), and T must be finite."""
-    gain, offset = (_image(folder, name, what, s3) for name in (GAIN_FILE, OFFSET_FILE))
     problem = implausible_gain(gain)
     if problem:
         raise FlatfieldError(f"{what}: {join_uri(folder, GAIN_FILE)} is not usable: {problem}")
