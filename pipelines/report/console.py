@@ -103,6 +103,16 @@ def _what_ran(result: ExportResult) -> str:
             f"({result.resumed} recorded by an earlier run)")
 
 
+def _stitching_part(stitched: StitchResult | None, seconds: float) -> str:
+    """The time line's note of the registration before the export: its seconds, or that an
+    earlier run's results were reused (checking the fingerprint is no registration)."""
+    if stitched is None:
+        return ""
+    if stitched.outcome.reused:
+        return " (stitching reused)"
+    return f" (+ {seconds:.1f} s stitching)"
+
+
 def export_report(result: ExportResult) -> str:
     """What `tile-export` prints at the end: the dataset, objects, time, how to open it."""
     s, plan = result.summary, result.plan
@@ -118,7 +128,7 @@ def export_report(result: ExportResult) -> str:
         f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
         f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
         f"time:     {export_seconds:.1f} s for {_what_ran(result)}"
-        f"{f' (+ {stitching:.1f} s stitching)' if result.stitching else ''} "
+        f"{_stitching_part(result.stitching, stitching)} "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); " + (
             f"{rate:.1f} MiB/s of {mb:.0f} MiB uncompressed output" if not result.resumed else
             f"{mb:.0f} MiB uncompressed output (no MiB/s: an earlier run computed part of it)"),

@@ -80,6 +80,8 @@ def test_an_unchanged_acquisition_reuses_the_registration(tmp_path, acq):
     lines = [line for line in printed.splitlines() if line.startswith("stitching:")]
     assert len(lines) == 1 and "reused" in lines[0] and "stitching.force=true" in lines[0], printed
     assert "pairs measured" not in printed and again.stitching.outcome.reused
+    time_line = next(line for line in export_report(again).splitlines() if line.startswith("time:"))
+    assert "(stitching reused)" in time_line and "s stitching" not in time_line, time_line
     assert (final.read_bytes(), final.stat().st_mtime_ns,
             (acq / "tiles-stitching.json").read_bytes()) == written, "the results were rewritten"
     assert again.plan.tiles[0][0].source == str(final)   # fused at the refined positions
