@@ -90,7 +90,7 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
 @contextmanager
 def keys_named(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Iterator[None]:
     """Around the work after `load_job`: a ConfigError about a job key found only then
-    (`output.codec: unknown codec …` while planning) names where the key was set, the
+    (`output.levels: … too many` while planning) names where the key was set, the
     job file or `--set`, as the errors `load_job` finds do."""
     try:
         yield
@@ -111,7 +111,8 @@ def _blame_override(message: str, prefix: str, overrides: list[str] | tuple[str,
     rest = message.removeprefix(prefix)
     for item in overrides:
         key = item.partition("=")[0].strip()
-        if message.startswith(prefix) and rest.startswith(key) and rest[len(key):][:1] in (":", " ", "["):
+        # the key, or one of its sub-keys (`output.codec.level` of `--set output.codec=…`)
+        if message.startswith(prefix) and rest.startswith(key) and rest[len(key):][:1] in (":", " ", "[", "."):
             return f"--set {rest}"
     return message
 

@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+from pipelines.config.codecs import codec_options
 from pipelines.config.model import (
     BLENDINGS,
     DEFAULT_BLOCK,
@@ -80,16 +81,21 @@ def _positive_triple(table: dict, section: str, key: str, where: str) -> tuple[i
     return tuple(value)
 
 
-def _codec(value: Any, where: str) -> CodecConfig:
+def _codec(value: Any, fmt: str, where: str) -> CodecConfig:
+    """output.codec as a name or a table, checked against what `fmt` takes."""
     if isinstance(value, str):
-        return CodecConfig(value)
-    if isinstance(value, dict) and isinstance(value.get("name"), str):
-        options = tuple(sorted((k, v) for k, v in value.items() if k != "name"))
-        return CodecConfig(value["name"], options)
-    raise ConfigError(
-        f"{where}output.codec: expected a name such as \"zstd\" or a table such as "
-        f"{{ name = \"blosc\", cname = \"zstd\", clevel = 5 }}, found {value!r}"
-    )
+        codec = CodecConfig(value)
+    elif isinstance(value, dict) and isinstance(value.get("name"), str):
+        codec = CodecConfig(value["name"], tuple(sorted((k, v) for k, v in value.items() if k != "name")))
+    else:
+        raise ConfigError(
+            f"{where}output.codec: expected a name such as \"zstd\" or a table such as "
+            f"{{ name = \"blosc\", cname = \"zstd\", clevel = 5 }}, found {value!r}")
+    try:
+        codec_options(codec, fmt)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+    return codec
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
@@ -142,7 +148,7 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
         short = name.removeprefix("spark.")
         if "." not in short and short not in SPARK_SINGLE_NAMES:
             hint = difflib.get_close_matches(short, SPARK_SINGLE_NAMES, n=1)
-            raise ConfigError(f"{where}unknown Spark property {name}"
+            raise ConfigError(f"{where}{name}: unknown Spark property"
                               + (f"; did you mean 'spark.{hint[0]}'?" if hint else ""))
         if SECRET_NAME.search(name):
             raise ConfigError(f"{where}{name}: secrets are refused as Spark properties (they "
@@ -279,8 +285,10 @@ def _views(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     out = []
     for key, ids in value.items():
         if key not in VIEW_KEYS:
-            raise ConfigError(f"{where}input.views.{key}: unknown attribute; expected one of "
-                              f"{', '.join(VIEW_KEYS)}")
+            hint = difflib.get_close_matches(key, VIEW_KEYS, n=1)
+            raise ConfigError(f"{where}input.views.{key}: unknown attribute"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + f"; expected one of {', '.join(VIEW_KEYS)}")
         ids = [ids] if isinstance(ids, int) and not isinstance(ids, bool) else ids
         if not isinstance(ids, list) or not ids or not all(
                 isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in ids):
@@ -382,7 +390,7 @@ def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
         raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
     return OutputConfig(
         uri=_output_uri(_string(out, "output", "uri", where), where), format=fmt, layout=layout, chunks=chunks,
-        block=block, shard=shard, codec=_codec(out["codec"], where), dtype=out["dtype"],
+        block=block, shard=shard, codec=_codec(out["codec"], fmt, where), dtype=out["dtype"],
         levels=levels, downsample=_choice(out, "output", "downsample", DOWNSAMPLING, where))
 
 

@@ -1,31 +1,20 @@
-"""Compressors: the user's codec choice → a numcodecs codec and each format's JSON.
+"""Compressors: a checked codec choice → a numcodecs codec and each format's JSON.
 
-Supported per format (FORMATS.md): N5 raw, gzip, zstd, blosc, bzip2, xz; Zarr v2 and v3
-raw, gzip, zstd, blosc. Options and defaults:
-
-| name  | options (default)                                                      |
-| raw   | none                                                                   |
-| gzip  | level (6), 1..9                                                        |
-| zstd  | level (3), 1..22                                                       |
-| blosc | cname (zstd: blosclz, lz4, lz4hc, zlib, zstd), clevel (5, 0..9),       |
-|       | shuffle (byte: none, byte, bit), blocksize (0 = automatic)             |
-| bzip2 | level (9), 1..9   — N5 only                                            |
-| xz    | level (6), 0..9   — N5 only                                            |
+Which codecs each format takes, their options and defaults: `pipelines.config.codecs`
+(checked when the job is loaded).
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numcodecs
 import numcodecs.blosc
 import numpy as np
 
 from pipelines.config import CodecConfig
-from pipelines.errors import ConfigError
+from pipelines.config.codecs import codec_options
 
 # c-blosc with its own threads stores a chunk's blocks in the order the threads finish, so
 # one chunk can encode to different bytes (same values) from run to run, and a retried
@@ -47,25 +36,6 @@ except ImportError:   # numcodecs alone gives the same bytes, more slowly
 else:
     python_blosc.set_nthreads(1)   # one thread, as numcodecs above: the same bytes every time
 
-# name → {option: (default, allowed values)}
-OPTIONS: dict[str, dict[str, tuple[Any, tuple | None]]] = {
-    "raw": {},
-    "gzip": {"level": (6, tuple(range(1, 10)))},
-    "zstd": {"level": (3, tuple(range(1, 23)))},
-    "blosc": {
-        "cname": ("zstd", ("blosclz", "lz4", "lz4hc", "zlib", "zstd")),
-        "clevel": (5, tuple(range(0, 10))),
-        "shuffle": ("byte", ("none", "byte", "bit")),
-        "blocksize": (0, None),
-    },
-    "bzip2": {"level": (9, tuple(range(1, 10)))},
-    "xz": {"level": (6, tuple(range(0, 10)))},
-}
-FORMAT_CODECS = {
-    "n5": ("raw", "gzip", "zstd", "blosc", "bzip2", "xz"),
-    "zarr2": ("raw", "gzip", "zstd", "blosc"),
-    "zarr3": ("raw", "gzip", "zstd", "blosc"),
-}
 BLOSC_SHUFFLE = {"none": 0, "byte": 1, "bit": 2}
 _ZARR3_SHUFFLE = {"none": "noshuffle", "byte": "shuffle", "bit": "bitshuffle"}
 
@@ -136,31 +106,8 @@ class Compressor:
 
 
 def compressor_for(codec: CodecConfig, fmt: str) -> Compressor:
-    """Check a codec choice against what `fmt` supports; raise ConfigError naming the problem."""
-    if codec.name not in OPTIONS:
-        hint = difflib.get_close_matches(codec.name, OPTIONS, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"output.codec: unknown codec {codec.name!r}{extra}; "
-                          f"{fmt} supports {', '.join(FORMAT_CODECS[fmt])}")
-    if codec.name not in FORMAT_CODECS[fmt]:
-        raise ConfigError(f"output.codec: {codec.name!r} is not available for format {fmt!r}; "
-                          f"{fmt} supports {', '.join(FORMAT_CODECS[fmt])}")
-    allowed = OPTIONS[codec.name]
-    values = {}
-    for key, value in codec.options:
-        if key not in allowed:
-            known = ", ".join(allowed) or "no options"
-            raise ConfigError(f"output.codec: {codec.name} has no option {key!r} ({known})")
-        choices = allowed[key][1]
-        numeric = isinstance(allowed[key][0], int)
-        bad_type = numeric and (not isinstance(value, int) or isinstance(value, bool))
-        # an open-ended number (blosc's blocksize, bytes) is a C int inside the codec
-        open_ended = choices is None and not 0 <= value < 2**31
-        if bad_type or open_ended or (choices is not None and value not in choices):
-            raise ConfigError(f"output.codec.{key}: {value!r} is not valid for {codec.name}"
-                              + (f"; expected one of {list(choices)}" if choices else
-                                 f"; expected a whole number from 0 to {2**31 - 1}"))
-        values[key] = value
-    full = {k: values.get(k, default) for k, (default, _) in allowed.items()}
+    """The compressor of a codec choice for `fmt` (ConfigError naming the problem when
+    `fmt` does not take it: `config.codecs.codec_options`)."""
+    full = codec_options(codec, fmt)
     level = full.pop("level", full.pop("clevel", 0))
     return Compressor(codec.name, level=level, **full)

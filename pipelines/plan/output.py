@@ -91,8 +91,9 @@ def plan_output(config: JobConfig, first: TileSet, timepoints: int, channels: in
                         f"{list(bounds.start)} to {list(bounds.stop)}), beyond ±2^40 voxels per "
                         f"axis: check the tile positions or the views' transforms")
     if all(t.box.intersect(bounds).is_empty() for t in first):
-        raise PlanError(f"fusion.bounding_box {[list(c) for c in config.bounding_box or ()]} "
-                        f"holds no part of any view (the views span {_world(first.bounds, config)})")
+        # a ConfigError about the key: `keys_named` says where it was set (file or --set)
+        raise ConfigError(f"fusion.bounding_box = {[list(c) for c in config.bounding_box or ()]}: "
+                          f"holds no part of any view (the views span {_world(first.bounds, config)})")
     base = ArraySpec(path="", shape=bounds.shape, chunks=out.chunks,
                      dtype=out.dtype or first.dtype.name, compressor=compressor,
                      resolution=first.pixel_resolution, offset=bounds.start, shard=out.shard)

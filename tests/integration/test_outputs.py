@@ -20,8 +20,8 @@ from ome_zarr.reader import Multiscales, Reader
 from ome_zarr_models import v04, v05
 
 from pipelines.config import DTYPES, load_job
+from pipelines.config.codecs import FORMAT_CODECS
 from pipelines.driver import export
-from pipelines.formats.codecs import FORMAT_CODECS
 from pipelines.plan import make_plan
 from pipelines.spark import SparkExecutor
 from tests.conftest import write_job

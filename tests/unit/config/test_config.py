@@ -150,7 +150,7 @@ def test_parse_size(text, expected):
 
 
 @pytest.mark.parametrize("text,message", [
-    (MINIMAL + "[spark]\nmastr = 'local[2]'\n", "unknown Spark property spark.mastr; did you mean 'spark.master'"),
+    (MINIMAL + "[spark]\nmastr = 'local[2]'\n", "spark.mastr: unknown Spark property; did you mean 'spark.master'"),
     (MINIMAL + "[spark]\nmaster = 2\n", "spark.master: expected a string"),
 ])
 def test_spark_table_mistakes(tmp_path, text, message):
@@ -226,6 +226,10 @@ def test_an_endpoint_without_its_scheme_is_refused_naming_the_key(tmp_path):
     ("stitching.search=-1", "--set stitching.search: expected an integer"),
     ("limits.task_memory=0", "--set limits.task_memory: expected a size from 1 byte"),
     ("spark.master=local[2", "--set spark.master = 'local[2': expected local[N]"),
+    # sub-keys of a table set on the command line, and a misspelt Spark property
+    ('output.codec={name="zstd", level=99}', "--set output.codec.level: 99 is not valid for zstd"),
+    ("fusion.bounding_box={min=[0,0,'a'], max=[1,1,1]}", "--set fusion.bounding_box.min: expected"),
+    ("spark.mastr=local", "--set spark.mastr: unknown Spark property; did you mean 'spark.master'"),
 ])
 def test_a_bad_value_from_the_command_line_names_set_not_the_job_file(tmp_path, override, message):
     """Defect (a user's trial): `--set stitching.search=-1` was blamed on the job file,
@@ -237,3 +241,30 @@ def test_a_bad_value_from_the_command_line_names_set_not_the_job_file(tmp_path, 
     path = job(tmp_path, MINIMAL + "[stitching]\nsearch = -1\n")
     with pytest.raises(ConfigError, match=f"^{path}: stitching.search: expected"):
         load_job(path, ["stitching.enabled=true"])
+
+
+def test_a_misspelt_view_attribute_gets_a_hint():
+    from pipelines.config.values import _views
+    with pytest.raises(ConfigError, match=r"input.views.angel: unknown attribute \(did you mean 'angle'\?\)"):
+        _views({"angel": [0]}, "")
+
+
+@pytest.mark.parametrize("codec,message", [
+    ('"zstdd"', "output.codec: unknown codec 'zstdd' (did you mean 'zstd'?)"),
+    ('"xz"\nformat = "zarr3"', "output.codec: 'xz' is not available for format 'zarr3'"),
+    ('{name = "blosc", blocksize = "x"}', "output.codec.blocksize: 'x' is not valid for blosc; "
+                                          "expected a whole number from 0 to 2147483647"),
+    ('{name = "blosc", blocksize = [1]}', "output.codec.blocksize: [1] is not valid"),
+    ('{name = "gzip", level = true}', "output.codec.level: True is not valid for gzip; "
+                                      "expected a whole number from 1 to 9"),
+    ('{name = "blosc", cname = 5}', "output.codec.cname: 5 is not valid for blosc; expected one "
+                                    'of "blosclz", "lz4"'),
+])
+def test_the_codec_is_checked_when_the_job_is_read(tmp_path, codec, message):
+    """Defects (review, audit): a codec typo was found only while planning, after every tile
+    file had been opened (here tiles.json does not even exist), and a text blocksize was a
+    TypeError traceback."""
+    path = job(tmp_path, MINIMAL + f"codec = {codec}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_job(path)
+    assert str(caught.value).startswith(f"{path}: {message}"), caught.value

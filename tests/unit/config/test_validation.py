@@ -334,3 +334,13 @@ def test_fields_per_slice_need_tiles_of_one_depth(tmp_path, capsys):
     code = run(tmp_path, acq, "--set", "fusion.flatfield=auto", "--set", "flatfield.per_slice=true")
     check_refused(capsys, tmp_path, code, "tiles of different depths [5, 6] cannot share fields per slice")
     assert not (acq / "tiles-flatfield").exists()
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_a_bounding_box_outside_every_view_names_where_it_was_set(tmp_path, acquisition, capsys, dry):
+    """Defect (audit): found only while planning, the line named neither the job file nor
+    `--set`."""
+    code = run(tmp_path, acquisition, "--set", "fusion.bounding_box={min=[500,500,500], max=[510,510,510]}",
+               *(["--dry-run"] if dry else []))
+    check_refused(capsys, tmp_path, code, "error: --set fusion.bounding_box = [[500.0, 500.0, 500.0], "
+                                          "[510.0, 510.0, 510.0]]: holds no part of any view")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from pipelines.config import CodecConfig
+from pipelines.config.codecs import FORMAT_CODECS
 from pipelines.errors import ConfigError
 from pipelines.formats import FORMATS, ArraySpec, compressor_for
-from pipelines.formats.codecs import FORMAT_CODECS
 from pipelines.geometry import ChunkGrid, to_zyx
 from pipelines.storage import LocalStore
 from tests.readers import tensorstore_read, zarr_read
