@@ -31,7 +31,6 @@ from pipelines.pixels.value_range import ValueRange
 
 NAME = "zarr2"
 ROOT_KEY = ".zgroup"
-CODECS = ("raw", "gzip", "zstd", "blosc")
 
 
 def compressor_config(compressor: Compressor) -> dict | None:
@@ -43,8 +42,8 @@ def compressor_config(compressor: Compressor) -> dict | None:
                 "shuffle": BLOSC_SHUFFLE[compressor.shuffle], "blocksize": compressor.blocksize}
     if compressor.name in ("gzip", "zstd"):
         return {"id": compressor.name, "level": compressor.level}
-    raise ValueError(f"codec {compressor.name!r} is not offered for zarr2 "
-                     f"(supported: {', '.join(CODECS)})")
+    # config.codecs.FORMAT_CODECS offers zarr2 no other codec
+    raise ValueError(f"codec {compressor.name!r} has no zarr2 form")
 
 
 def dtype_string(dtype: str) -> str:
