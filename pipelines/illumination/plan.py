@@ -61,11 +61,19 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
 
 
+def with_estimated_flatfield(config: JobConfig) -> JobConfig:
+    """`config` as its export applies fields: with [flatfield] enabled and fusion.flatfield
+    unset, the fields estimation writes beside the tile JSONs (as "auto")."""
+    if config.estimate_flatfield and not config.flatfield:
+        return replace(config, flatfield=(AUTO,))
+    return config
+
+
 def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
-    """What the fields of `config` will hold per executor process, before they exist
-    (the dry run): the folders' fields where written, else what estimation will write."""
-    folders = flatfield_folders(replace(config, flatfield=(AUTO,))) \
-        if config.estimate_flatfield and not config.flatfield else flatfield_folders(config)
+    """What the fields of `config` (`with_estimated_flatfield`) will hold per executor
+    process, before they exist (the dry run): the folders' fields where written, else
+    what estimation will write."""
+    folders = flatfield_folders(config)
     if config.is_project or not folders:
         return 0
     size = tiles.tiles[0].size

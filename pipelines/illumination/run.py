@@ -33,7 +33,12 @@ from pipelines.illumination.estimate import (
 )
 from pipelines.illumination.fields import FlatfieldError, has_fields, plane_at, write_fields
 from pipelines.illumination.intensity import solve_intensities
-from pipelines.illumination.plan import flatfield_folders, intensity_path, write_coefficients
+from pipelines.illumination.plan import (
+    flatfield_folders,
+    intensity_path,
+    with_estimated_flatfield,
+    write_coefficients,
+)
 from pipelines.illumination.tasks import (
     IntensityJob,
     StatisticsJob,
@@ -172,8 +177,7 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
     output) so that a bad job fails before minutes of estimation. With [flatfield]
     enabled the fields are estimated again whether or not they exist, into the folders
     fusion.flatfield names (beside the tile JSONs when it is unset), and applied."""
-    if config.estimate_flatfield and not config.flatfield:
-        config = replace(config, flatfield=(AUTO,))
+    config = with_estimated_flatfield(config)
     folders = flatfield_folders(config)
     missing = config.estimate_flatfield or (
         config.flatfield == (AUTO,) and not all(has_fields(f, config.s3_options()) for f in folders))

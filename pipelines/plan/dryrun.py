@@ -17,7 +17,7 @@ import numpy as np
 from pipelines.config import JobConfig
 from pipelines.errors import PlanError
 from pipelines.geometry import Vec
-from pipelines.illumination.plan import planned_field_bytes
+from pipelines.illumination.plan import planned_field_bytes, with_estimated_flatfield
 from pipelines.plan import plan_output, plan_stages, plan_tasks, read_tiles, task_memory_bytes
 from pipelines.plan.memory import check_task_memory
 
@@ -74,9 +74,10 @@ def dry_run(config: JobConfig) -> DryRun:
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     itemsize = np.dtype(output.base.dtype).itemsize
     voxels = sum(int(np.prod(shape, dtype=object)) for shape in output.shapes)
+    applied = with_estimated_flatfield(config)   # the fields the export will apply
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
-                               corrected=bool(config.flatfield) or config.intensity == "match",
-                               fields=planned_field_bytes(config, first))
+                               corrected=bool(applied.flatfield) or config.intensity == "match",
+                               fields=planned_field_bytes(applied, first))
     try:
         check_task_memory(output, memory, config.tile_cache, config.task_memory)
         refusal = ""

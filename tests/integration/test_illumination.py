@@ -322,6 +322,10 @@ def test_the_memory_estimate_counts_the_corrected_copy(shaded):
     added = 4 * 32 * 32 * 8 + 2 * 4 * 48 * 48   # the copy, and S and T as read once
     assert make_plan(corrected).task_memory - make_plan(plain).task_memory == added
     assert dry_run(corrected).task_memory - dry_run(plain).task_memory == added
+    # [flatfield] enabled without fusion.flatfield applies the fields it estimates beside
+    # the tiles: the dry run counted them but not the copy (defect found by a review)
+    estimated = build_config({**raw, "flatfield": {"enabled": True}}, source=str(folder / "job.toml"))
+    assert dry_run(estimated).task_memory == make_plan(corrected).task_memory
 
 
 def test_the_fingerprint_holds_the_fields_and_coefficients(shaded, tmp_path):
