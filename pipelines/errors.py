@@ -95,11 +95,11 @@ def install_signal_handlers() -> None:
         signal.signal(signal.SIGTERM, _on_signal)
 
 
-def run_job(work, show) -> int:
-    """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done,
-    2 a PipelineError (bad input, nothing written), 1 RunFailed (the run failed), 130 /
-    143 stopped by SIGINT (Ctrl-C) / SIGTERM, each reported as one line on stderr instead
-    of a traceback."""
+def run_job(work, show, stopped: str = "before the run started; nothing was written") -> int:
+    """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done (or
+    the code `show` returns), 2 a PipelineError (bad input, nothing written), 1 RunFailed
+    (the run failed), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (`stopped` says what
+    that left), each reported as one line on stderr instead of a traceback."""
     import signal
     import sys
     install_signal_handlers()
@@ -116,11 +116,10 @@ def run_job(work, show) -> int:
         return 128 + e.signum
     except (KeyboardInterrupt, Terminated) as e:   # before the run started: nothing to resume
         signum = stopping_signal(e)
-        print(f"interrupted by {signal.Signals(signum).name} before the run started; nothing "
-              f"was written", file=sys.stderr)
+        print(f"interrupted by {signal.Signals(signum).name} {stopped}", file=sys.stderr)
         return 128 + signum
     try:
-        show(result)
+        return show(result) or 0
     except BrokenPipeError:   # its reader left early (`… --dry-run | head`): the job is done
         _stdout_gone()
     return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from pipelines.cli import output_parser, unreadable
-from pipelines.errors import LedgerUnreadable, PipelineError
+from pipelines.errors import LedgerUnreadable, OutputError, run_job
 from pipelines.maintenance.clean import (
     compact_ledger,
     find_orphans,
@@ -30,35 +30,41 @@ from pipelines.maintenance.verify import open_output
 
 
 def main(argv: list[str] | None = None) -> int:
+    """tile-clean's command line; returns its exit code."""
     parser = output_parser("tile-clean", "List or remove what a killed run left behind.")
     parser.add_argument("--remove", action="store_true", help="delete the orphans listed")
     args = parser.parse_args(argv)
-    try:
-        uri, store, beside = open_output(args.uri, args.overrides)
-        orphans = find_orphans(store, beside, uri)
-        for orphan in orphans:
-            print(f"orphan: {orphan.name}  ({orphan.why})")
-        parts = uncompacted_ledger(beside, uri)
+
+    def work() -> int:
+        try:
+            return _clean(args.uri, args.overrides, args.remove)
+        except LedgerUnreadable as e:   # a problem found, as tile-verify reports it
+            print(f"problem: {e}")
+            return 1
+        except OSError as e:   # a record or folder this user may not read
+            raise OutputError(unreadable(e)) from None
+
+    return run_job(work, lambda code: code,
+                   stopped="before it finished; what was removed is gone, run it again for the rest")
+
+
+def _clean(uri: str, overrides: list[str], remove: bool) -> int:
+    uri, store, beside = open_output(uri, overrides)
+    orphans = find_orphans(store, beside, uri)
+    for orphan in orphans:
+        print(f"orphan: {orphan.name}  ({orphan.why})")
+    parts = uncompacted_ledger(beside, uri)
+    if parts:
+        print(f"ledger: {parts}/ is not compacted; its parts are the only record of the "
+              f"committed dataset's objects, so they are kept"
+              + ("" if remove else " (--remove compacts them)"))
+    if remove:
+        print(f"removed {remove_orphans(store, beside, uri)} orphans")
         if parts:
-            print(f"ledger: {parts}/ is not compacted; its parts are the only record of the "
-                  f"committed dataset's objects, so they are kept"
-                  + ("" if args.remove else " (--remove compacts them)"))
-        if args.remove:
-            print(f"removed {remove_orphans(store, beside, uri)} orphans")
-            if parts:
-                print(f"compacted the ledger: {compact_ledger(beside, uri)} objects in "
-                      f"{parts}/objects.parquet")
-        else:
-            print(f"{len(orphans)} orphans" + (" (add --remove to delete them)" if orphans else ""))
-    except LedgerUnreadable as e:   # a problem found, as tile-verify reports it
-        print(f"problem: {e}")
-        return 1
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:   # a record or folder this user may not read
-        print(f"error: {unreadable(e)}", file=sys.stderr)
-        return 2
+            print(f"compacted the ledger: {compact_ledger(beside, uri)} objects in "
+                  f"{parts}/objects.parquet")
+    else:
+        print(f"{len(orphans)} orphans" + (" (add --remove to delete them)" if orphans else ""))
     return 0
 
 

@@ -15,29 +15,33 @@ from __future__ import annotations
 import sys
 
 from pipelines.cli import output_parser, unreadable
-from pipelines.errors import PipelineError
-from pipelines.maintenance.verify import open_output, verify
+from pipelines.errors import OutputError, run_job
+from pipelines.maintenance.verify import Verification, open_output, verify
 
 
 def main(argv: list[str] | None = None) -> int:
+    """tile-verify's command line; returns its exit code."""
     args = output_parser("tile-verify", "Verify a committed dataset.").parse_args(argv)
-    try:
-        uri, store, beside = open_output(args.uri, args.overrides)
-        result = verify(store, beside, uri)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:   # a record or folder this user may not read
-        print(f"error: {unreadable(e)}", file=sys.stderr)
-        return 2
-    for problem in result.problems:
-        print(f"problem: {problem}")
-    for note in result.notes:
-        print(f"note: {note}")
-    print(f"{uri}: {result.checked} objects checked ({result.written} written, "
-          f"{result.skipped} empty), {len(result.problems)} "
-          f"problem{'' if len(result.problems) == 1 else 's'}")
-    return 0 if result.ok else 1
+
+    def work() -> tuple[str, Verification]:
+        try:
+            uri, store, beside = open_output(args.uri, args.overrides)
+            return uri, verify(store, beside, uri)
+        except OSError as e:   # a record or folder this user may not read
+            raise OutputError(unreadable(e)) from None
+
+    def show(found: tuple[str, Verification]) -> int:
+        uri, result = found
+        for problem in result.problems:
+            print(f"problem: {problem}")
+        for note in result.notes:
+            print(f"note: {note}")
+        print(f"{uri}: {result.checked} objects checked ({result.written} written, "
+              f"{result.skipped} empty), {len(result.problems)} "
+              f"problem{'' if len(result.problems) == 1 else 's'}")
+        return 0 if result.ok else 1
+
+    return run_job(work, show, stopped="before it finished; nothing was changed")
 
 
 if __name__ == "__main__":

@@ -116,3 +116,31 @@ def test_on_s3_only_uploads_inside_the_dataset_or_its_records_are_aborted(s3_buc
     assert clean_main([uri, "--remove", *overrides]) == 0
     left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert sorted(u["Key"] for u in left) == sorted(theirs)
+
+
+@pytest.mark.parametrize("command", ["verify", "clean"])
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "Terminated"])
+def test_ctrl_c_in_verify_or_clean_is_one_line(committed, capsys, monkeypatch, command, stop):
+    """Defect (review): tile-verify and tile-clean handled their own errors and installed no
+    signal handlers, so Ctrl-C printed a traceback; they now run as the jobs do."""
+    import pipelines.cli.clean as clean_cli
+    import pipelines.cli.verify as verify_cli
+    from pipelines.errors import Terminated
+    error = Terminated if stop == "Terminated" else stop
+
+    def stopped(*args):
+        raise error()
+    module = verify_cli if command == "verify" else clean_cli
+    monkeypatch.setattr(module, "verify" if command == "verify" else "find_orphans", stopped)
+    assert module.main([str(committed)]) == (143 if stop == "Terminated" else 130)
+    line = one_error_line(capsys)
+    assert line.startswith("interrupted by SIG") and "before it finished" in line, line
+
+
+def test_verify_still_exits_1_on_a_problem(committed, capsys):
+    from pipelines.cli.verify import main as verify_main
+    assert verify_main([str(committed)]) == 0 and "0 problems" in capsys.readouterr().out
+    chunk = next(p for p in committed.rglob("*") if p.is_file() and p.parent.name.isdigit())
+    chunk.write_bytes(chunk.read_bytes() + b"x")
+    assert verify_main([str(committed)]) == 1
+    assert "problem:" in capsys.readouterr().out
