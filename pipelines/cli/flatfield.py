@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = job_parser("tile-flatfield", "Estimate the flatfield of a tile acquisition.").parse_args(argv)
 
     def work() -> str:
-        config = load_job(args.job, args.overrides)
+        config = load_job(args.job, args.overrides, writes_output=False)
         from pipelines.driver import _running  # imported late: config errors need no Spark
         from pipelines.illumination.run import estimate_flatfield
         with keys_named(args.job, args.overrides), _running(config, None) as executor:

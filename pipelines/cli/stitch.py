@@ -6,8 +6,9 @@
 Writes, next to each input tile JSON, `<name>-final.json` (the refined positions, in the
 same format) and, next to the registered channel's, `<name>-stitching.json` (the report)
 and `<name>-stitching.png` (the picture). For a BigStitcher project the refined result is
-`<name>-stitched.xml` (a "Stitching Transform" prepended to each registered view). The job file's [stitching] keys apply; the
-output section is not used. While the stage JSON, the tile files and the [stitching] keys
+`<name>-stitched.xml` (a "Stitching Transform" prepended to each registered view). The job
+file's [input] and [stitching] keys apply; [output] is not used and `output.uri` may be left
+out (an export's job file serves as it is). While the stage JSON, the tile files and the [stitching] keys
 are as the last registration found them, its results are reused (one line says so);
 `--set stitching.force=true` registers again. Exit codes: 0 success; 2 bad input; 1 the
 run failed.
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                       "is reused; --set stitching.force=true registers again.").parse_args(argv)
 
     def work() -> str:
-        config = load_job(args.job, args.overrides)
+        config = load_job(args.job, args.overrides, writes_output=False)
         from pipelines.driver import stitch  # imported late: config errors need no Spark
         from pipelines.report.console import stitch_report
         with keys_named(args.job, args.overrides):

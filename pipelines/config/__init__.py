@@ -65,8 +65,10 @@ __all__ = ["BLENDINGS", "DEFAULT_BLOCK", "DOWNSAMPLING", "DTYPES", "FORMATS", "I
            "apply_override", "build_config", "keys_named", "load_job", "parse_size"]
 
 
-def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
-    """Read a TOML job file, apply `key=value` overrides and return a validated JobConfig."""
+def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+             writes_output: bool = True) -> JobConfig:
+    """Read a TOML job file, apply `key=value` overrides and return a validated JobConfig.
+    `writes_output=False` (tile-stitch, tile-flatfield): output.uri may be left out."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -82,7 +84,7 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     for item in overrides:
         apply_override(raw, item)
     try:
-        return build_config(raw, source=str(path))
+        return build_config(raw, source=str(path), writes_output=writes_output)
     except ConfigError as error:
         raise ConfigError(_blame_override(str(error), f"{path}: ", overrides)) from None
 
@@ -151,10 +153,12 @@ def apply_override(raw: dict, item: str) -> None:
     raw[section][name] = value
 
 
-def build_config(raw: dict, source: str = "") -> JobConfig:
-    """Check a parsed job document against SCHEMA and turn it into a JobConfig."""
+def build_config(raw: dict, source: str = "", writes_output: bool = True) -> JobConfig:
+    """Check a parsed job document against SCHEMA and turn it into a JobConfig (for a
+    command that writes no output, `writes_output=False`, output.uri may be left out:
+    it is "" then)."""
     where = f"{source}: " if source else ""
-    merged = _merge_defaults(raw, where)
+    merged = _merge_defaults(raw, where, () if writes_output else (("output", "uri"),))
     inputs = _inputs(merged["input"], where)
     project = inputs[0][0].lower().endswith(".xml")
     return JobConfig(
@@ -170,7 +174,7 @@ def build_config(raw: dict, source: str = "") -> JobConfig:
         intensity=intensity_setting(merged["fusion"]["intensity"], where),
         estimate_flatfield=enabled_setting(merged["flatfield"]["enabled"], where, "enabled"),
         flatfield_per_slice=enabled_setting(merged["flatfield"]["per_slice"], where, "per_slice"),
-        output=_output(merged["output"], len(inputs), where),
+        output=_output(merged["output"], len(inputs), where, uri_required=writes_output),
         blending=_blending(merged, where),
         interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
         stitching=_stitching(merged["stitching"], merged["input"]["channel_names"],
@@ -203,7 +207,9 @@ def _closest_section(name: str) -> str:
             else f"; sections: {', '.join(f'[{s}]' for s in SCHEMA)}")
 
 
-def _merge_defaults(raw: dict, where: str) -> dict:
+def _merge_defaults(raw: dict, where: str, optional: tuple[tuple[str, str], ...] = ()) -> dict:
+    """SCHEMA's defaults under the job's own keys; a REQUIRED key missing is an error
+    unless it is `optional` (then "")."""
     merged: dict[str, dict] = {}
     for section, value in raw.items():
         if section not in SCHEMA:
@@ -218,9 +224,9 @@ def _merge_defaults(raw: dict, where: str) -> dict:
                     raise ConfigError(f"{where}unknown key {section}.{key}{_closest(f'{section}.{key}')}")
         for key, default in keys.items():
             if key not in given:
-                if default is REQUIRED:
+                if default is REQUIRED and (section, key) not in optional:
                     raise ConfigError(f"{where}missing required key {section}.{key}")
-                given[key] = default
+                given[key] = "" if default is REQUIRED else default
         merged[section] = given
     return merged
 

@@ -365,7 +365,8 @@ def _check_named_format(out: dict, where: str) -> None:
                           f"output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}")
 
 
-def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
+def _output(out: dict, timepoints: int, where: str, uri_required: bool = True) -> OutputConfig:
+    """The [output] table checked; output.uri may be "" (left out) when not `uri_required`."""
     out = {**out, "format": out["format"] or _default_format(out)}
     fmt = _choice(out, "output", "format", FORMATS, where)
     _check_named_format(out, where)
@@ -389,7 +390,8 @@ def _output(out: dict, timepoints: int, where: str) -> OutputConfig:
     if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
         raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
     return OutputConfig(
-        uri=_output_uri(_string(out, "output", "uri", where), where), format=fmt, layout=layout, chunks=chunks,
+        uri=_output_uri(_string(out, "output", "uri", where), where) if out["uri"] or uri_required else "",
+        format=fmt, layout=layout, chunks=chunks,
         block=block, shard=shard, codec=_codec(out["codec"], fmt, where), dtype=out["dtype"],
         levels=levels, downsample=_choice(out, "output", "downsample", DOWNSAMPLING, where))
 

@@ -72,7 +72,7 @@ def session(config: JobConfig) -> SparkSession:
             # packages), and local mode needs no network beyond loopback.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = SparkSession.builder.appName(f"tile export: {config.output.uri}")
+    builder = SparkSession.builder.appName(f"tile-pipelines: {config.output.uri or config.tiles}")
     submitted = submitted_properties() if under_spark_submit() else {}
     for key, value in config.spark_conf:
         if key not in submitted:

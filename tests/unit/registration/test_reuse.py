@@ -141,3 +141,21 @@ def test_the_run_report_times_what_the_console_prints(tmp_path, acq):
     # the console rounds the stitching time itself, not the summary's 2-decimal value (which
     # rounded again could differ: 0.2504 s prints 0.3, its 0.25 would print 0.2)
     assert f"(+ {result.stitching.run_seconds:.1f} s stitching) (+ 0.5 s Spark start-up)" in time_line
+
+
+def test_a_stitching_job_needs_no_output(tmp_path, acq):
+    """Defect (audit): tile-stitch and tile-flatfield refused a job without output.uri,
+    which neither writes; an export still needs it."""
+    from pipelines.driver import stitch
+    from pipelines.errors import ConfigError
+    path = tmp_path / "stitch.toml"
+    path.write_text(f'[input]\ntiles = "{acq / "tiles.json"}"\n{STITCH}')
+    config = load_job(path, writes_output=False)
+    assert config.output.uri == ""
+    outcome = stitch(config, LocalExecutor(), stream=io.StringIO()).outcome
+    assert (acq / "tiles-final.json").is_file() and outcome.report["pairs"]["kept"] > 0
+    with pytest.raises(ConfigError, match="missing required key output.uri"):
+        load_job(path)
+    path.write_text(path.read_text() + '[output]\nuri = ""\n')   # written, but empty: refused
+    with pytest.raises(ConfigError, match="output.uri"):
+        load_job(path)
