@@ -461,8 +461,14 @@ def _count(table: dict, section: str, key: str, where: str, most: int = 2**31) -
 
 
 def _size_or_zero(value: Any, what: str) -> int:
-    """`parse_size`, or 0 (turned off; `--set key=0` arrives as the text "0")."""
-    return 0 if value in (0, "0") else parse_size(value, what)
+    """`parse_size`, or 0 (turned off: 0, "0" as `--set key=0` gives it, "0MiB")."""
+    if re.fullmatch(r"\s*0+(?:\.0*)?\s*([kmgtp]?)(?:i?b)?\s*", str(value).lower()):
+        return 0
+    try:
+        return parse_size(value, what)
+    except ConfigError:
+        raise ConfigError(f"{what}: expected 0 (off) or a size from 1 byte to 1PiB, such as "
+                          f"\"256MiB\", found {value!r}") from None
 
 
 def _output_uri(uri: str, where: str) -> str:

@@ -268,3 +268,15 @@ def test_the_codec_is_checked_when_the_job_is_read(tmp_path, codec, message):
     with pytest.raises(ConfigError) as caught:
         load_job(path)
     assert str(caught.value).startswith(f"{path}: {message}"), caught.value
+
+
+@pytest.mark.parametrize("given,expected", [("0", 0), ('"0MiB"', 0), ('"256MiB"', 256 * 2**20),
+                                            ('"0.5"', None), ("-1", None)])
+def test_the_tile_cache_is_off_at_any_zero_and_its_error_says_so(tmp_path, given, expected):
+    """Defect (audit): "0MiB" was refused and the message said sizes start at 1 byte,
+    though 0 turns the cache off."""
+    if expected is not None:
+        assert load_job(job(tmp_path), [f"limits.tile_cache={given}"]).tile_cache == expected
+        return
+    with pytest.raises(ConfigError, match=r"limits.tile_cache: expected 0 \(off\) or a size"):
+        load_job(job(tmp_path), [f"limits.tile_cache={given}"])
