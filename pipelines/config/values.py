@@ -451,8 +451,8 @@ def _seconds(table: dict, section: str, key: str, where: str) -> float:
     return float(value)
 
 
-def _count(table: dict, section: str, key: str, where: str, most: int = 2**31) -> int:
-    """A whole number in [0, most]."""
+def _count(table: dict, section: str, key: str, where: str, most: int = MAX_EXTENT) -> int:
+    """A whole number in [0, most]: by default below 2^31, as every other count and extent."""
     value = table[key]
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
         raise ConfigError(f"{where}{section}.{key}: expected a whole number from 0 to {most}, "

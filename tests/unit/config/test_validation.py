@@ -256,6 +256,7 @@ OUT_OF_BOUNDS_SETTINGS = [
     ("stitching.min_score=nan", "stitching.min_score"),
     ("stitching.channel=4294967296", "stitching.channel"),
     ("spark.blocks_per_task=4294967296", "spark.blocks_per_task"),
+    ("spark.blocks_per_task=2147483648", "spark.blocks_per_task"),   # 2^31: the bound is 2^31 − 1
 ]
 
 
