@@ -227,8 +227,9 @@ def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
     """Tile JSONs as timepoints × channels, from `tiles` (one timepoint) or `timepoints`."""
     tiles, timepoints = table["tiles"], table["timepoints"]
     if bool(tiles) == bool(timepoints):
-        raise ConfigError(f"{where}input: give either input.tiles (one timepoint) or "
-                          f"input.timepoints (a list of tile JSON lists), not {'both' if tiles else 'neither'}")
+        found = "both are set" if tiles else "neither is set"
+        raise ConfigError(f"{where}input: give exactly one of input.tiles (one timepoint) and "
+                          f"input.timepoints (a list of tile JSON lists); {found}")
     rows = [tiles] if tiles else timepoints
     for path in _flat_paths(rows):
         _no_userinfo(path, "input.tiles" if tiles else "input.timepoints", where)

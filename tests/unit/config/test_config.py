@@ -109,7 +109,8 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
     (["output.levels=0"], "output.levels"),
     (["output.dtype=uint12"], "output.dtype: expected one of"),
     (["output.downsample=median"], "output.downsample"),
-    (["input.timepoints=[['a.json']]"], "not both"),
+    (["input.timepoints=[['a.json']]"], "exactly one of .*; both are set"),
+    (["input.tiles=[]"], "exactly one of .*; neither is set"),
 ])
 def test_inconsistent_output_options(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
