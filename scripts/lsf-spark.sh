@@ -40,6 +40,9 @@
 #   SPARK_WAIT_SECONDS   how long to wait for the workers (default 300)
 #   DRY_RUN=1            print the plan (commands) instead of running anything
 
+case "${1:-}" in   # usage: the comment above, before any other check
+    -h|--help) awk 'NR > 1 && /^#/ { if (!/^#SBATCH/) { sub(/^# ?/, ""); print }; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 
 JOB_ID=${LSB_JOBID:?run this script with bsub (or set LSB_JOBID and LSB_HOSTS)}

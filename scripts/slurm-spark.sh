@@ -39,6 +39,9 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --output=spark-export-%j.out
 
+case "${1:-}" in   # usage: the comment above, before any other check
+    -h|--help) awk 'NR > 1 && /^#/ { if (!/^#SBATCH/) { sub(/^# ?/, ""); print }; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 
 JOB_ID=${SLURM_JOB_ID:?run this script with sbatch (or set SLURM_JOB_ID and SLURM_JOB_NODELIST)}

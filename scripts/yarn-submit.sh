@@ -39,6 +39,9 @@
 #   SPARK_PROPERTIES  properties file (default conf/spark-yarn.conf)
 #   DRY_RUN=1         print the spark-submit command instead of running it
 
+case "${1:-}" in   # usage: the comment above, before any other check
+    -h|--help) awk 'NR > 1 && /^#/ { if (!/^#SBATCH/) { sub(/^# ?/, ""); print }; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)

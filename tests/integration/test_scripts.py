@@ -147,6 +147,17 @@ def test_launchers_without_a_job_file_say_how_to_call_them(tmp_path, script, env
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
+@pytest.mark.parametrize("script", ["slurm-spark.sh", "lsf-spark.sh", "yarn-submit.sh"])
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_launchers_print_their_header_as_help_before_any_check(tmp_path, script, flag):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LSB_", "HADOOP_"))}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / script), flag], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith(("Run jobs/export.py", "Submit jobs/export.py"))
+    assert "Settings (environment variables" in result.stdout and "#SBATCH" not in result.stdout
+
+
 def test_yarn_dry_run_ships_the_job_file_and_refuses_relative_paths(tmp_path):
     job = tmp_path / "job.toml"
     job.write_text('[input]\ntiles = "/shared/acq/tiles.json"\n[output]\nuri = "s3://bucket/v.zarr"\n')
