@@ -22,10 +22,11 @@ from pipelines.tiles import read_tile_json  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage")
-    parser.add_argument("registered")
-    parser.add_argument("out")
-    parser.add_argument("--size", type=int, default=SIZE)
+    parser.add_argument("stage", help="tile JSON with the stage positions (tiles.json)")
+    parser.add_argument("registered", help="tile JSON with the registered positions (tiles-final.json)")
+    parser.add_argument("out", help="PNG to write")
+    parser.add_argument("--size", type=int, default=SIZE,
+                        help="side of the square region drawn, in voxels (default: %(default)s)")
     args = parser.parse_args()
     stage, registered = read_tile_json(args.stage), read_tile_json(args.registered)
     Path(args.out).write_bytes(seam_png(stage, registered, size=args.size))

@@ -34,7 +34,7 @@ def find_arrays(root: Path) -> list[tuple[str, str]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("uri", type=Path)
+    parser.add_argument("uri", type=Path, help="the container: a local folder (….n5, ….zarr)")
     parser.add_argument("--dataset", help="array path inside the container (default: the first)")
     args = parser.parse_args(argv)
     arrays = find_arrays(args.uri)

@@ -25,8 +25,8 @@ STOP_SECONDS = 2.0   # the longest the server may take to stop after SIGTERM or 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--bucket", default="demo")
+    parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: %(default)s)")
+    parser.add_argument("--bucket", default="demo", help="bucket to create (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     # werkzeug logs each request at INFO (in colour, on a terminal) unless its logger is

@@ -307,29 +307,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except for flags and options without one."""
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point: parse arguments, write the acquisition, print a summary."""
-    parser = _Parser(prog="python -m pipelines.testing.synthetic", description=__doc__.split("\n")[0])
-    parser.add_argument("outdir")
-    parser.add_argument("--grid", type=_triple(int), default=(3, 3, 2), help="tiles per axis, x y z")
-    parser.add_argument("--tile", type=_triple(int), default=(512, 512, 128), help="tile voxels")
+    parser = _Parser(prog="python -m pipelines.testing.synthetic", description=__doc__.split("\n")[0],
+                     formatter_class=_Help)
+    parser.add_argument("outdir", help="folder to write tiles/, tiles.json and the rest into")
+    # string defaults go through `type` as typed ones would, and --help shows them as typed
+    parser.add_argument("--grid", type=_triple(int), default="3x3x2", help="tiles per axis, XxYxZ")
+    parser.add_argument("--tile", type=_triple(int), default="512x512x128", help="tile voxels, XxYxZ")
     parser.add_argument("--overlap", type=float, default=0.1, help="fraction in [0, 0.9)")
     parser.add_argument("--jitter", type=float, default=8.0, help="max stage error per axis, voxels")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the phantom, noise, jitter and gains")
     parser.add_argument("--falloff", type=float, default=0.3, help="illumination loss at corners")
-    parser.add_argument("--no-noise", dest="noise", action="store_false")
-    parser.add_argument("--type", default="GRAY16", choices=list(TILE_TYPES))
-    parser.add_argument("--resolution", type=_triple(float), default=(0.4, 0.4, 2.0))
+    parser.add_argument("--no-noise", dest="noise", action="store_false",
+                        help="no Poisson noise")
+    parser.add_argument("--type", default="GRAY16", choices=list(TILE_TYPES), help="pixel type of the tiles")
+    parser.add_argument("--resolution", type=_triple(float), default="0.4x0.4x2.0",
+                        help="the tile JSON's pixelResolution (e.g. µm per voxel), XxYxZ")
     # ground-truth.npy is as large as the fused volume (1 GB for the demo) and only
     # accuracy checks read it: written when asked; --no-truth, the old opt-out, still parses
     parser.add_argument("--truth", dest="truth", action="store_true", default=False,
                         help="also write ground-truth.npy, the noise-free phantom (z, y, x)")
     parser.add_argument("--no-truth", dest="truth", action="store_false", help=argparse.SUPPRESS)
     parser.add_argument("--density", type=float, default=1.0,
-                        help="factor on the number of blobs and fibres (default 1)")
+                        help="factor on the number of blobs and fibres")
     parser.add_argument("--dark", type=float, default=0.0, help="camera offset added to every pixel")
     parser.add_argument("--gains", type=_pair, default=None,
-                        help="LO,HI: per-tile gains drawn uniformly in [LO, HI] (e.g. 0.6,1.0)")
+                        help="LO,HI: per-tile gains drawn uniformly in [LO, HI] (e.g. 0.6,1.0); "
+                             "default: none")
     parser.add_argument("--flat-background", dest="waves", action="store_false",
                         help="one background level instead of slow waves across the volume")
     args = parser.parse_args(argv)
