@@ -4,6 +4,8 @@
 #   make test   set up and run the test suite
 #   make lint   ruff on the code and its tests, mypy on pipelines/ (CI runs it before the tests)
 #   make bench  benchmarks (see BENCHMARKS.md); make bench-scale: a million-block export
+#   make clean  delete .venv/ and data/ (the demo's tiles and every output under it), and the
+#               caches (.pytest_cache, .hypothesis, *.egg-info): the next make sets up again
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
