@@ -1,7 +1,9 @@
-"""The console scripts: `tile-export`, `tile-stitch`, `tile-verify`, `tile-clean`.
+"""The console scripts: `tile-export`, `tile-stitch`, `tile-flatfield` (jobs, from a job
+file) and `tile-verify`, `tile-clean` (maintenance, on an existing output).
 
-Each module's `main(argv)` parses its arguments, runs the job through `pipelines.driver`
-or `pipelines.maintenance` and returns the exit code (`pipelines.errors.run_job`). The
+Each module's `main(argv)` parses its arguments, runs the job through `pipelines.driver`,
+`pipelines.illumination` or `pipelines.maintenance` and returns the exit code
+(`pipelines.errors.run_job`). The
 `jobs/*.py` files call the same `main`, for `spark-submit`, which needs a script path.
 """
 
@@ -10,13 +12,15 @@ from __future__ import annotations
 import argparse
 
 
-def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with the arguments every job takes: the job file and --set overrides."""
+def job_parser(prog: str, description: str,
+               example: str = "output.format=zarr3") -> argparse.ArgumentParser:
+    """A parser with the arguments every job takes: the job file and --set overrides
+    (`example`: a KEY=VALUE the command uses, shown in the --set help)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("job", help="TOML job file (keys: see README, 'Job file')")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
-                        help="override a job-file key, e.g. --set output.format=zarr3 (repeatable)")
+                        help=f"override a job-file key, e.g. --set {example} (repeatable)")
     return parser
 
 

@@ -18,6 +18,8 @@ from pipelines.errors import PlanError, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
+    """tile-export: fuse the job's tiles into the output (or, with --dry-run, print the
+    plan); returns the exit code."""
     parser = job_parser("tile-export", "Fuse a tile acquisition into an N5 or Zarr volume.")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a dataset this tool wrote there, even a committed one (files "

@@ -21,7 +21,10 @@ from pipelines.errors import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = job_parser("tile-flatfield", "Estimate the flatfield of a tile acquisition.").parse_args(argv)
+    """tile-flatfield: estimate each channel's flatfield and write it beside its tile JSON;
+    returns the exit code."""
+    args = job_parser("tile-flatfield", "Estimate the flatfield of a tile acquisition.",
+                      example="flatfield.per_slice=true").parse_args(argv)
 
     def work() -> str:
         config = load_job(args.job, args.overrides, writes_output=False)

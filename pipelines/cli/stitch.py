@@ -24,9 +24,11 @@ from pipelines.errors import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
+    """tile-stitch: register the job's tiles and print the report; returns the exit code."""
     args = job_parser("tile-stitch", "Register a tile acquisition. While the stage JSON, the "
                       "tile files and the [stitching] keys are unchanged, the last registration "
-                      "is reused; --set stitching.force=true registers again.").parse_args(argv)
+                      "is reused; --set stitching.force=true registers again.",
+                      example="stitching.search=20").parse_args(argv)
 
     def work() -> str:
         config = load_job(args.job, args.overrides, writes_output=False)
