@@ -1,8 +1,9 @@
 """Output formats: chunk keys, chunk bytes and metadata documents — pure code, no I/O.
 
 Each format module implements the `Format` protocol (`pipelines.formats.base`):
-`chunk_key`, `encode_chunk`, `decode_chunk`, `array_documents`, `group_documents`, and
-`ROOT_KEY` (the document whose presence means a committed dataset).
+`chunk_key`, `encode_chunk` (or in two steps, `chunk_buffer` then `encode_buffer`),
+`decode_chunk`, `array_documents`, `group_documents`, `NAME` (the config's
+`output.format`) and `ROOT_KEY` (the document whose presence means a committed dataset).
 """
 
 from pipelines.formats import n5, sharding, zarr2, zarr3

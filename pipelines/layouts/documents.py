@@ -1,6 +1,6 @@
 """Every metadata document of a planned output, in the order the commit writes them.
 
-The format modules know each array's own document; `formats.viewers` knows what
+The format modules know each array's own document; `layouts.viewers` knows what
 OME-Zarr readers, n5-viewer and BigDataViewer look for. This module joins them for the
 plan's layout: array documents (all levels) first, then groups with the root last, then
 files that live next to the container (the BigDataViewer XML).
@@ -23,6 +23,9 @@ Document = tuple[str, bytes]
 
 @dataclass
 class Documents:
+    """The metadata documents of one output as (key, bytes), grouped in the order the commit
+    writes them: arrays, then groups, then files beside the container."""
+
     arrays: list[Document] = field(default_factory=list)
     groups: list[Document] = field(default_factory=list)   # root last
     beside: list[Document] = field(default_factory=list)   # keys relative to the container's folder
