@@ -58,6 +58,8 @@ from pipelines.tiles import check_tile_files
 
 @dataclass(frozen=True)
 class StitchResult:
+    """What `stitch` returns: the registration and how long it took."""
+
     outcome: stitching.StitchOutcome
     startup_seconds: float  # starting the executor (0 when it was running already)
     run_seconds: float
@@ -65,6 +67,9 @@ class StitchResult:
 
 @dataclass(frozen=True)
 class ExportResult:
+    """What `export` returns: the committed summary and the plan it ran, with the timings,
+    resume count, registration and run report the console summary prints."""
+
     summary: CommitSummary
     plan: ExportPlan
     startup_seconds: float  # starting the executor (0 when it was running already)

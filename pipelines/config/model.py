@@ -61,6 +61,9 @@ class CodecConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
+    """[output], checked: the output container and how its arrays are written (see README,
+    "Job file")."""
+
     uri: str
     format: str
     layout: str

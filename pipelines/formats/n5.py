@@ -27,6 +27,7 @@ ROOT_KEY = "attributes.json"
 
 
 def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[int] = ()) -> str:
+    """`path/x/y/z`: N5 keys a block by its grid index in x, y, z order (arrays are 3D)."""
     if lead_index or spec.lead:
         raise ValueError("N5 arrays are 3D: one array per channel and timepoint")
     return f"{spec.path}/" + "/".join(str(i) for i in index_xyz)

@@ -53,6 +53,8 @@ SHARD_INDEX_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}, 
 
 
 def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
+    """The array's zarr.json as (key, bytes): shape, chunk grid (shards when sharded) and
+    codecs, in Zarr's z, y, x order."""
     codecs = [{"name": "bytes", "configuration": {"endian": "little"}}]
     codecs += spec.compressor.zarr3_json(spec.np_dtype.itemsize)
     grid_shape = spec.chunks_zyx

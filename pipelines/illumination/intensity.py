@@ -42,6 +42,9 @@ MAX_RESIDUAL = 0.05   # relative disagreement of a pair with the solution: dropp
 
 @dataclass(frozen=True)
 class IntensitySolution:
+    """The per-tile gain and offset that make the tiles' intensities agree, the shared offset
+    b, and the pairs used for them and dropped."""
+
     coefficients: dict[int, tuple[float, float]]   # tile index -> (gain, offset)
     shared_offset: float                            # b
     used: tuple[PairIntensity, ...]

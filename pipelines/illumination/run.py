@@ -62,6 +62,9 @@ PAIRS_PER_TASK = 8  # pairs one intensity task measures (a pair takes millisecon
 
 @dataclass(frozen=True)
 class FlatfieldRun:
+    """What `estimate_flatfield` did: where it wrote each channel's fields, from how many
+    tiles, in how long."""
+
     folders: tuple[str, ...]   # per channel, where the fields were written
     tiles: int                 # tiles read, all channels
     seconds: float             # estimation time, all channels

@@ -39,6 +39,9 @@ class StatisticsJob:
 
 @dataclass(frozen=True)
 class TileStatistics:
+    """What one flatfield statistics task returns: its tiles' histograms, summed, for the
+    driver to add up."""
+
     counts: np.ndarray   # summed histograms (cells y, x, bins) of the task's tiles
     tiles: int           # how many tiles they hold
 

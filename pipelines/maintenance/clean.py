@@ -24,6 +24,8 @@ from pipelines.storage import PartialWrite, Store
 
 @dataclass(frozen=True)
 class Orphan:
+    """One thing a killed run left behind, as `tile-clean` lists it, and how to remove it."""
+
     owner: Store                 # the container's store or the one beside it
     name: str                    # the key, or how a partial write is shown
     why: str

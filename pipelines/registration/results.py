@@ -80,6 +80,9 @@ def refined(tiles: TileSet, positions: dict[int, tuple[float, float, float]]) ->
 
 @dataclass(frozen=True)
 class StitchOutcome:
+    """A registration's result: the refined tile JSONs (or stitched XML) and the report
+    written beside them, computed now or reused from an earlier run."""
+
     solution: Solution | None   # None when the last registration's results were reused
     report: dict
     tile_jsons: tuple[tuple[str, ...], ...]   # the -final.json files, timepoints × channels

@@ -38,6 +38,9 @@ class Link:
 
 @dataclass(frozen=True)
 class Solution:
+    """What `solve` found: every tile's position, each pair link with its residual and
+    whether it was kept, and the tiles no kept link reached."""
+
     positions: dict[int, tuple[float, float, float]]   # tile index → x, y, z
     links: tuple[Link, ...]
     unlinked: tuple[int, ...]     # tiles without a kept link: left at their stage position

@@ -42,6 +42,9 @@ PROJECTION_OBJECTS = 50_000
 
 @dataclass(frozen=True)
 class RunReport:
+    """Where `write_run_report` put the run report (summary.json and pictures), for the
+    console summary."""
+
     folder: str                    # where the report is, as the user named the output
     files: tuple[str, ...]         # names inside it
 

@@ -73,6 +73,9 @@ def is_project(path: str) -> bool:
 
 @dataclass(frozen=True)
 class Setup:
+    """One ViewSetup of a BigStitcher project: its size, voxel size and attributes (channel,
+    tile, angle, illumination ids)."""
+
     id: int
     name: str
     size: tuple[int, int, int]
