@@ -22,6 +22,7 @@ from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
+from pipelines.errors import BlockFailed, StoreUnavailable
 from pipelines.execute.executor import Batch, Item, ProgressCallback, Result, failure
 from pipelines.spark.session import (
     check_java,
@@ -151,12 +152,13 @@ def _freeze_once() -> None:
 
 
 def _failure_line(error: Exception) -> str:
-    match = re.search(r"BlockFailed: (.+)", str(error))
+    # the worker's traceback reaches the driver as text, naming the exception's class
+    match = re.search(rf"{BlockFailed.__name__}: (.+)", str(error))
     if match:  # spark.task.maxFailures attempts were made (1 in plain local mode)
         return match.group(1).strip()
-    match = re.search(r"StoreUnavailable: (.+)", str(error))
+    match = re.search(rf"{StoreUnavailable.__name__}: (.+)", str(error))
     if match:  # e.g. a task recording its blocks in the ledger, outside any block
-        return f"StoreUnavailable: {match.group(1).strip()}"
+        return f"{StoreUnavailable.__name__}: {match.group(1).strip()}"
     worker = _worker_start_failure(str(error)) or _worker_python_failure(str(error))
     if worker:
         return worker
