@@ -336,9 +336,24 @@ def _channel_names(value: Any, channels: int | None, where: str) -> tuple[str, .
     """Names as given; `channels` None: counted later (a BigStitcher project's channels)."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where}input.channel_names: expected a list of names, found {value!r}")
-    if value and channels is not None and len(value) != channels:
-        raise ConfigError(f"{where}input.channel_names: {len(value)} names for {channels} channels")
+    if channels is not None:
+        check_channel_names(tuple(value), channels, where)
     return tuple(value)
+
+
+def check_channel_names(names: tuple[str, ...], channels: int, where: str = "") -> None:
+    """input.channel_names, when given, names every channel: checked when the job is read,
+    or once a BigStitcher project's channels are counted."""
+    if names and len(names) != channels:
+        raise ConfigError(f"{where}input.channel_names: {len(names)} names for {channels} channels")
+
+
+def check_layout_timepoints(layout: str, timepoints: int, where: str = "") -> None:
+    """The n5-viewer layout has no timepoint axis: checked when the job is read, or once a
+    BigStitcher project's timepoints are counted."""
+    if layout == "n5-viewer" and timepoints > 1:
+        raise ConfigError(f"{where}output.layout: the n5-viewer layout holds one timepoint; "
+                          f"use layout = \"bdv\" for {timepoints} timepoints")
 
 
 def _default_format(out: dict) -> str:
@@ -373,9 +388,7 @@ def _output(out: dict, timepoints: int, where: str, uri_required: bool = True) -
     _check_named_format(out, where)
     out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
     layout = _choice(out, "output", "layout", LAYOUTS[fmt], where)
-    if layout == "n5-viewer" and timepoints > 1:
-        raise ConfigError(f"{where}output.layout: the n5-viewer layout holds one timepoint; "
-                          f"use layout = \"bdv\" for {timepoints} timepoints")
+    check_layout_timepoints(layout, timepoints, where)
     chunks = _positive_triple(out, "output", "chunks", where)
     shard = _positive_triple(out, "output", "shard", where) if out["shard"] != [] else None
     if shard and fmt != "zarr3":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import JobConfig
-from pipelines.errors import ConfigError
+from pipelines.config.values import check_channel_names
 from pipelines.formats import ArraySpec
 from pipelines.formats.objects import object_grid
 from pipelines.geometry import Box, ceil_div
@@ -175,9 +175,7 @@ def read_acquisition(config: JobConfig, s3: S3Options | None
     else:
         tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
         found = tuple(Path(p).stem for p in config.inputs[0])
-    if config.channel_names and len(config.channel_names) != len(tiles[0]):
-        raise ConfigError(f"input.channel_names: {len(config.channel_names)} names for "
-                          f"{len(tiles[0])} channels")
+    check_channel_names(config.channel_names, len(tiles[0]))   # a project's, counted only now
     tiles = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row) for row in tiles)
     check_same_geometry(tiles)
     return tiles, config.channel_names or found

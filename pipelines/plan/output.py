@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from pipelines.config import JobConfig
+from pipelines.config.values import check_layout_timepoints
 from pipelines.errors import ConfigError, PlanError
 from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import BlockGrid, Box, ChunkGrid
@@ -82,9 +83,7 @@ def plan_output(config: JobConfig, first: TileSet, timepoints: int, channels: in
     `fusion.bounding_box`); the pyramid below."""
     out = config.output
     compressor = compressor_for(out.codec, out.format)
-    if out.layout == "n5-viewer" and timepoints > 1:
-        raise ConfigError(f"output.layout: the n5-viewer layout holds one timepoint; "
-                          f"use layout = \"bdv\" for {timepoints} timepoints")
+    check_layout_timepoints(out.layout, timepoints)   # a project's, counted only now
     bounds = first.bounds if config.bounding_box is None else _grid_box(config)
     if any(abs(v) > COORDINATE_LIMIT for v in (*bounds.start, *bounds.stop)):
         raise PlanError(f"the output would span {_world(bounds, config)} (voxels "
