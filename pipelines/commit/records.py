@@ -20,7 +20,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
@@ -94,15 +94,26 @@ def fingerprint(plan: ExportPlan) -> str:
     return _short_digest(repr(sorted(fingerprint_parts(plan).items())))
 
 
+# ExportPlan's fields that say how a run goes, not what it writes. Every other field is
+# part of the fingerprint: a field added to the plan counts unless it is named here, so a
+# setting that changes the bytes cannot be left out by mistake (a resume would mix objects
+# written both ways).
+RUN_ONLY_FIELDS = frozenset({
+    "tasks", "task_memory", "rerun", "s3", "tile_cache", "checkpoint_seconds", "resume_verify",
+    "fail_blocks", "task_delay",   # test hooks
+    "channel_names",               # metadata, which each commit writes anew
+    "tile_files",                  # a part of its own (below)
+})
+
+
 def fingerprint_parts(plan: ExportPlan) -> dict[str, str]:
     """What the fingerprint is made of, each part a digest the job record keeps, so a rerun
-    can say what changed: `settings` (the package version, the output, the tile table,
-    the stages, blending, interpolation, corrections) and `tile_files` (each tile file's
-    size and modification time or ETag: the pixels a same-shaped file holds)."""
-    essentials: tuple = (__version__, plan.output, plan.tiles, plan.stages, plan.blending,
-                         plan.interpolation)
-    if plan.correction is not None:   # the fields' bytes and the tiles' coefficients
-        essentials += (plan.correction,)
+    can say what changed: `settings` (the package version and every field of the plan
+    but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation,
+    corrections — the fields' bytes and the tiles' coefficients) and `tile_files` (each
+    tile file's size and modification time or ETag: the pixels a same-shaped file holds)."""
+    essentials = (__version__, *(getattr(plan, f.name) for f in fields(plan)
+                                 if f.name not in RUN_ONLY_FIELDS))
     return {"settings": _settings_digest(essentials), "tile_files": plan.tile_files}
 
 

@@ -121,3 +121,27 @@ def test_the_fingerprint_of_each_plan_is_its_own_when_plans_alternate(tmp_path, 
     assert prints[0] == prints[2] == prints[4] == prints[5]
     assert len({prints[0], prints[1], prints[3]}) == 3
     assert fingerprint(make_plan(config_for(tmp_path, acquisition))) == prints[0]   # new objects
+
+
+def test_a_field_added_to_the_plan_is_part_of_the_fingerprint_unless_named_run_only(tmp_path, acquisition):
+    """Review: the fingerprint listed the plan fields it took, so a new setting that changes
+    the bytes but was not added there would let a resume mix objects written both ways.
+    It now takes every field but RUN_ONLY_FIELDS."""
+    import dataclasses
+
+    from pipelines.commit.records import RUN_ONLY_FIELDS
+    from pipelines.plan import ExportPlan
+
+    @dataclasses.dataclass(frozen=True)
+    class PlanWithANewSetting(ExportPlan):
+        sharpen: float = 0.0
+
+    plan = make_plan(config_for(tmp_path, acquisition))
+    grown = PlanWithANewSetting(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
+    assert fingerprint(grown) == fingerprint(replace(grown, sharpen=0.0))
+    assert fingerprint(replace(grown, sharpen=0.5)) != fingerprint(grown)
+    names = {f.name for f in dataclasses.fields(ExportPlan)}
+    assert names > RUN_ONLY_FIELDS   # no stale name
+    for name in ("tile_cache", "checkpoint_seconds", "resume_verify"):   # and these stay out
+        changed = {"tile_cache": 1, "checkpoint_seconds": 1.0, "resume_verify": "checksum"}[name]
+        assert fingerprint(replace(plan, **{name: changed})) == fingerprint(plan)
