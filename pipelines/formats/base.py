@@ -66,6 +66,7 @@ class Format(Protocol):
 
     NAME: str       # the config's `output.format`
     ROOT_KEY: str   # the document whose presence means a committed dataset
+    EDGE_CHUNKS_CUT: bool   # edge chunks stored cut to the array (N5), not padded (Zarr)
 
     def chunk_key(self, spec: ArraySpec, index_xyz: Sequence[int],
                   lead_index: Sequence[int] = ()) -> str:
@@ -101,6 +102,11 @@ class Format(Protocol):
 
     def group_documents(self, spec: ArraySpec) -> list[tuple[str, bytes]]:
         """(key, bytes) of the groups above the array, the root document last."""
+        ...
+
+    def group_attributes(self, path: str, attributes: dict) -> list[tuple[str, bytes]]:
+        """(key, bytes) of the group at `path` ("" the root) holding `attributes` (a
+        layout's viewer metadata)."""
         ...
 
 

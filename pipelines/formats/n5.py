@@ -24,6 +24,7 @@ NAME = "n5"
 # 2.x, 3.x and 4.x alike, and we use nothing newer than the 2.x format.
 N5_VERSION = "2.5.1"
 ROOT_KEY = "attributes.json"
+EDGE_CHUNKS_CUT = True   # as N5-Java writes them
 
 
 def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[int] = ()) -> str:
@@ -79,6 +80,15 @@ def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
         "stageOriginVoxels": list(spec.offset),  # not "offset": readers take that as physical units
     }
     return [(f"{spec.path}/attributes.json", json_bytes(doc))]
+
+
+def group_attributes(path: str, attributes: dict) -> list[tuple[str, bytes]]:
+    """The group's attributes.json."""
+    return [(_under(path, "attributes.json"), json_bytes(attributes))]
+
+
+def _under(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
 
 
 def group_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:

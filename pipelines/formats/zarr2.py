@@ -31,6 +31,7 @@ from pipelines.pixels.value_range import ValueRange
 
 NAME = "zarr2"
 ROOT_KEY = ".zgroup"
+EDGE_CHUNKS_CUT = False
 
 
 def compressor_config(compressor: Compressor) -> dict | None:
@@ -105,6 +106,13 @@ def array_metadata(spec: ArraySpec) -> dict:
 def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
     """The array's `.zarray` (no `.zattrs`: OME metadata lives on the image group)."""
     return [(f"{spec.path}/.zarray", json_bytes(array_metadata(spec)))]
+
+
+def group_attributes(path: str, attributes: dict) -> list[tuple[str, bytes]]:
+    """The group's `.zattrs`, then its `.zgroup`."""
+    prefix = f"{path}/" if path else ""
+    return [(f"{prefix}.zattrs", json_bytes(attributes)),
+            (f"{prefix}.zgroup", json_bytes({"zarr_format": 2}))]
 
 
 def group_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:

@@ -25,6 +25,7 @@ from pipelines.pixels.value_range import ValueRange
 
 NAME = "zarr3"
 ROOT_KEY = "zarr.json"
+EDGE_CHUNKS_CUT = False
 
 
 def chunk_key(spec: ArraySpec, index_xyz: Sequence[int], lead_index: Sequence[int] = ()) -> str:
@@ -80,6 +81,12 @@ def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:
         "attributes": {},
     }
     return [(f"{spec.path}/zarr.json", json_bytes(doc))]
+
+
+def group_attributes(path: str, attributes: dict) -> list[tuple[str, bytes]]:
+    """The group's zarr.json, its attributes inside."""
+    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return [((f"{path}/" if path else "") + "zarr.json", json_bytes(doc))]
 
 
 def group_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:

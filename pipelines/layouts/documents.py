@@ -47,13 +47,9 @@ def _ome(plan: ExportPlan, factors, channels, origin) -> Documents:
     options = {"translations": viewers.level_translations(out.base.resolution, factors, origin),
                "name": uris.stem(out.uri), "downsampling": out.downsample}
     docs = Documents(arrays=[d for spec in levels for d in fmt.array_documents(spec)])
-    if out.format == "zarr2":
-        attrs = viewers.ome_v04_attributes(levels, factors, channels, **options)
-        docs.groups = [(".zattrs", json_bytes(attrs)), (".zgroup", json_bytes({"zarr_format": 2}))]
-    else:
-        attrs = viewers.ome_v05_attributes(levels, factors, channels, **options)
-        docs.groups = [("zarr.json", json_bytes({"zarr_format": 3, "node_type": "group",
-                                                 "attributes": attrs}))]
+    # OME-Zarr 0.4 is written on Zarr v2, 0.5 on Zarr v3
+    ome = viewers.ome_v04_attributes if out.format == "zarr2" else viewers.ome_v05_attributes
+    docs.groups = fmt.group_attributes("", ome(levels, factors, channels, **options))
     return docs
 
 
@@ -66,7 +62,7 @@ def _n5_viewer(plan: ExportPlan, factors, channels, origin) -> Documents:
             extra = viewers.n5_viewer_dataset_attributes(levels, factors, k, origin)
             docs.arrays += [_merged(d, extra) for d in fmt.array_documents(spec)]
         attrs = viewers.n5_viewer_channel_attributes(levels, factors, origin)
-        docs.groups.append((f"c{c}/attributes.json", json_bytes(attrs)))
+        docs.groups += fmt.group_attributes(f"c{c}", attrs)
     docs.groups += fmt.group_documents(out.array(0, 0, 0))
     return docs
 
@@ -80,10 +76,9 @@ def _bdv(plan: ExportPlan, factors, channels, origin) -> Documents:
             for k, spec in enumerate(levels):
                 extra = viewers.bdv_dataset_attributes(levels, factors, k)
                 docs.arrays += [_merged(d, extra) for d in fmt.array_documents(spec)]
-            docs.groups.append((f"{viewers.bdv_path(c, t)}/attributes.json",
-                                json_bytes(viewers.bdv_timepoint_attributes(levels))))
-        docs.groups.append((f"setup{c}/attributes.json",
-                            json_bytes(viewers.bdv_setup_attributes(levels, factors))))
+            docs.groups += fmt.group_attributes(viewers.bdv_path(c, t),
+                                                viewers.bdv_timepoint_attributes(levels))
+        docs.groups += fmt.group_attributes(f"setup{c}", viewers.bdv_setup_attributes(levels, factors))
     docs.groups += fmt.group_documents(out.array(0, 0, 0))
     names = Sidecars.of(out.uri)
     xml = viewers.bdv_xml(out.array(0, 0, 0), names.name, list(plan.channel_names),

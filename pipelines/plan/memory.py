@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines.errors import PlanError
+from pipelines.formats import format_module
 from pipelines.formats.chunk_rows import ROW_CHUNKS
 from pipelines.illumination.correct import CORRECTED_BYTES_PER_VOXEL
 from pipelines.plan.output import OutputSpec, Stage
@@ -84,7 +85,7 @@ def _largest_block(output: OutputSpec, level: int) -> tuple[int, ...]:
 def _largest_chunk(output: OutputSpec) -> tuple[int, ...]:
     """The largest chunk buffer: Zarr encodes edge chunks padded to the full chunk; N5
     stores them cut to the array."""
-    if output.format != "n5":
+    if not format_module(output.format).EDGE_CHUNKS_CUT:
         return output.base.chunks
     return tuple(min(c, n) for c, n in zip(output.base.chunks, output.base.shape))
 
