@@ -39,6 +39,7 @@ from pipelines.errors import (
     Interrupted,
     RunFailed,
     Terminated,
+    cause,
     stopping_signal,
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
@@ -428,6 +429,5 @@ def _report(plan: ExportPlan, summary: CommitSummary, recorded: Recorded,
         return write_run_report(plan, summary, recorded.finished, store, beside, began, facts,
                                 stitching)
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        stream.write(f"warning: the run report could not be written: {first}\n")
+        stream.write(f"warning: the run report could not be written: {cause(e)}\n")
         return None

@@ -66,6 +66,13 @@ class Interrupted(BaseException):
         self.store_silent = False   # the output's store did not answer while marking
 
 
+def cause(error: BaseException) -> str:
+    """An exception from a library (boto3, a codec, the file system) in one line: its
+    type and the first line of its message, for a message of our own that says where."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def stopping_signal(error: BaseException) -> int:
     """The signal behind a KeyboardInterrupt (SIGINT) or Terminated (SIGTERM)."""
     import signal

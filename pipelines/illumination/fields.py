@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, cause
 from pipelines.illumination.estimate import Fields, implausible_gain, not_finite
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
@@ -51,12 +51,7 @@ def _exists(folder: str, name: str, s3=None) -> bool:
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
-        raise FlatfieldError(f"cannot reach {join_uri(folder, name)}: {_first_line(e)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}"
+        raise FlatfieldError(f"cannot reach {join_uri(folder, name)}: {cause(e)}") from None
 
 
 def write_fields(folder: str, fields: Fields, info: dict, picture: bytes = b"", s3=None) -> list[str]:
@@ -87,7 +82,7 @@ def _read(folder: str, name: str, what: str, s3=None) -> bytes:
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
-        raise FlatfieldError(f"{what}: cannot read {join_uri(folder, name)}: {_first_line(e)}") from None
+        raise FlatfieldError(f"{what}: cannot read {join_uri(folder, name)}: {cause(e)}") from None
 
 
 def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, cause
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.estimate import Z_GROUPS
 from pipelines.illumination.fields import (
@@ -97,8 +97,8 @@ def read_coefficients(path: str, s3=None) -> tuple[tuple[int, float, float], ...
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
-        raise FlatfieldError(f"fusion.intensity = \"match\": cannot read {path}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise FlatfieldError(f"fusion.intensity = \"match\": cannot read {path}: "
+                             f"{cause(e)}") from None
     try:
         doc = json.loads(data)
         return tuple((int(t["index"]), float(t["gain"]), float(t["offset"])) for t in doc["tiles"])

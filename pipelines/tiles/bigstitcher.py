@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.errors import PipelineError, TileError
+from pipelines.errors import PipelineError, TileError, cause
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
@@ -230,8 +230,8 @@ def _parse(source: str, s3) -> ET.Element:
     except PipelineError:
         raise
     except Exception as e:   # unreadable file, refused credentials, unreachable endpoint
-        raise TileError(f"{source}: cannot read the BigStitcher project: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise TileError(f"{source}: cannot read the BigStitcher project: "
+                        f"{cause(e)}") from None
     try:
         root = ET.fromstring(text)
     except ET.ParseError as e:

@@ -21,7 +21,7 @@ from functools import partial
 import numcodecs
 import numpy as np
 
-from pipelines.errors import TileError
+from pipelines.errors import TileError, cause
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_xyz, to_zyx
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
@@ -230,8 +230,8 @@ def _decode(array: ChunkedArray, store, index: tuple, shape: tuple) -> np.ndarra
     except TileError:
         raise
     except Exception as e:   # a damaged chunk: say which one, not only what its codec found
-        raise TileError(f"{where}: cannot decode this chunk ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+        raise TileError(f"{where}: cannot decode this chunk "
+                        f"({cause(e)})") from None
     return np.ascontiguousarray(full[tuple(slice(0, n) for n in shape)], dtype=array.dtype)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import PipelineError, TileError
+from pipelines.errors import PipelineError, TileError, cause
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
@@ -70,8 +70,8 @@ def _read_remote(uri: str, s3) -> TileSet:
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
-        raise TileError(f"{uri}: cannot read the tile configuration: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise TileError(f"{uri}: cannot read the tile configuration: "
+                        f"{cause(e)}") from None
     return _tile_set(doc, uri, lambda file: join_uri(parent_uri(uri), file))
 
 
