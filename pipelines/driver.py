@@ -114,10 +114,12 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files([reference], config.s3_options())
     fingerprint = reuse.fingerprint(config, target, config.s3_options())
-    earlier = None if config.stitching.force else stitching.reused(config, target, fingerprint)
+    last = stitching.last_report(config)
+    earlier = None if config.stitching.force else stitching.reused(config, last, fingerprint)
     if earlier is not None:
         return StitchResult(earlier, 0.0, time.perf_counter() - started)
     stitching.check_results_writable(config)
+    stitching.check_results_replaceable(config, last)
     job = PairJob(reference, stitching.pair_options(config), config.s3_options())
     pairs = target.pairs(find_pairs(reference, job.options))
     with _running(config, executor) as running:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, OutputError
 from pipelines.registration import Link, PairOptions, Solution, projects, reuse
-from pipelines.registration.projects import ProjectReference
+from pipelines.registration.projects import ProjectReference, Reference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
 from pipelines.storage.probe import check_writable_beside
@@ -43,17 +43,23 @@ def final_path(tile_json: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """What is registered: the tile set measured (a project's views in their own pixel
-    spaces, `projects.reference`), every (timepoint, channel) tile set, and for a
-    BigStitcher project what maps the solution back to its XML."""
+    """What is registered: the registered channel's tiles in their own pixel spaces
+    (`projects.Reference`: tiles placed by affines, a project's views or a tile JSON's
+    `transform`s, at L⁻¹ · t), every (timepoint, channel) tile set, and for a BigStitcher
+    project what maps the solution back to its XML."""
 
-    reference: TileSet
+    frame: Reference
     every: tuple[tuple[TileSet, ...], ...]
     project: ProjectReference | None = None
 
+    @property
+    def reference(self) -> TileSet:
+        """The tiles measured and solved, in their pixel spaces."""
+        return self.frame.tiles
+
     def pairs(self, found: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """The pairs to measure: a project's views only with views of their own group."""
-        return found if self.project is None else self.project.same_group(found)
+        """The pairs to measure: tiles only with tiles of their own linear part."""
+        return self.frame.same_group(found)
 
 
 def registration_target(config: JobConfig) -> Target:
@@ -67,15 +73,10 @@ def registration_target(config: JobConfig) -> Target:
             raise ConfigError(f"stitching.channel: the project has {len(project.channels)} "
                               f"channel(s) ({', '.join(project.channel_names)}), found {channel}")
         ref = projects.reference(project, channel)
-        return Target(ref.tiles, project.tiles, ref)
+        return Target(ref, project.tiles, ref)
     tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
     check_same_geometry(tiles)
-    return Target(tiles[0][channel], tiles)
-
-
-def refined(tiles: TileSet, positions: dict[int, tuple[float, float, float]]) -> TileSet:
-    """`tiles` with the solved positions (files, sizes and types unchanged)."""
-    return TileSet(tuple(replace(t, position=positions[t.index]) for t in tiles), tiles.source)
+    return Target(projects.in_pixel_space(tiles[0][channel]), tiles)
 
 
 @dataclass(frozen=True)
@@ -173,13 +174,50 @@ def report_path(config: JobConfig) -> str:
     return uris.sibling(source, "-stitching.json")
 
 
+def refined_paths(config: JobConfig) -> tuple[tuple[str, ...], ...]:
+    """Where registration writes its results: each tile JSON's -final.json (timepoints ×
+    channels), or the project's -stitched.xml."""
+    if config.is_project:
+        return ((uris.sibling(config.tiles, "-stitched.xml"),),)
+    return tuple(tuple(final_path(p) for p in row) for row in config.inputs)
+
+
 def check_results_writable(config: JobConfig) -> None:
     """Refuse, before any pair is measured, a registration whose results cannot be written
     beside its inputs: found at the end, every pair's measurement would be lost."""
-    results = [uris.sibling(config.tiles, "-stitched.xml")] if config.is_project else \
-        [final_path(p) for row in config.inputs for p in row]
+    results = [p for row in refined_paths(config) for p in row]
     check_writable_beside([report_path(config), *results], "stitching's result "
                           f"({uris.name(results[0])}, its report)", config.s3_options())
+
+
+def last_report(config: JobConfig) -> dict | None:
+    """The report of the last registration of these tiles, None when there is none (or it
+    is damaged: registering again rewrites it)."""
+    data = reuse.read(report_path(config), config.s3_options())
+    try:
+        doc = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_results_replaceable(config: JobConfig, last: dict | None) -> None:
+    """Refuse, before any pair is measured, to replace a refined file that is not as this
+    tool's last registration wrote it: edited by hand, refined in BigStitcher, or written
+    by stitching-spark. Registering would overwrite it; `stitching.force` means to."""
+    if config.stitching.force:
+        return
+    kept = (last or {}).get("reuse")
+    recorded = kept.get("results") if isinstance(kept, dict) else None
+    recorded = recorded if isinstance(recorded, dict) else {}
+    s3 = config.s3_options()
+    for path in (p for row in refined_paths(config) for p in row):
+        data = reuse.read(path, s3)
+        if data is not None and recorded.get(path) != reuse.checksums({path: data})[path]:
+            raise OutputError(
+                f"stitching: {path} is not as this tool's last registration wrote it (edited, "
+                f"or written by another tool), and registering would replace it: move it "
+                f"away, or --set stitching.force=true replaces it")
 
 
 def write_results(config: JobConfig, target: Target, solution: Solution, doc: dict) -> StitchOutcome:
@@ -193,12 +231,15 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     if target.project is not None:
         text = read_text(config.tiles, s3) if uris.is_remote(config.tiles) else Path(config.tiles).read_text()
         path = uris.sibling(config.tiles, "-stitched.xml")
-        written[path] = projects.stitched_xml(text, target.project, solution.positions)
+        earlier = reuse.read(path, s3) if config.views else None   # other views' results
+        written[path] = projects.stitched_xml(text, target.project, solution.positions,
+                                              earlier.decode() if earlier else None)
         finals.append((path,))
     else:
         for row, paths in zip(target.every, config.inputs):
             row_finals = tuple(final_path(p) for p in paths)
-            written |= {f: _final_text(ts, solution, p) for ts, p, f in zip(row, paths, row_finals)}
+            written |= {f: _final_text(projects.moved(ts, target.frame, solution.positions), p)
+                        for ts, p, f in zip(row, paths, row_finals)}
             finals.append(row_finals)
     for path, data in written.items():
         _put(path, data, s3)
@@ -210,31 +251,22 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     return StitchOutcome(solution, doc, tuple(finals), report, picture)
 
 
-def reused(config: JobConfig, target: Target, current: str) -> StitchOutcome | None:
-    """The last registration's outcome when its report holds the `current` fingerprint
-    and its refined files are as it wrote them; None when registration must run."""
-    s3 = config.s3_options()
+def reused(config: JobConfig, last: dict | None, current: str) -> StitchOutcome | None:
+    """The last registration's outcome (`last`, its report) when that holds the `current`
+    fingerprint and its refined files are as it wrote them; None when registration must
+    run."""
+    if last is None or not reuse.still_valid(last, current, config.s3_options()):
+        return None
+    finals = refined_paths(config)
+    if any(p not in last["reuse"]["results"] for row in finals for p in row):
+        return None
     path = report_path(config)
-    data = reuse.read(path, s3)
-    try:
-        doc = json.loads(data) if data is not None else None
-    except ValueError:   # a damaged report: register again, which rewrites it
-        return None
-    if doc is None or not reuse.still_valid(doc, current, s3):
-        return None
-    if config.is_project:
-        finals: tuple[tuple[str, ...], ...] = ((uris.sibling(config.tiles, "-stitched.xml"),),)
-    else:
-        finals = tuple(tuple(final_path(p) for p in row) for row in config.inputs)
-    if any(p not in doc["reuse"]["results"] for row in finals for p in row):
-        return None
-    picture = uris.sibling(path, ".png")
-    return StitchOutcome(None, doc, finals, path, picture, reused=True)
+    return StitchOutcome(None, last, finals, path, uris.sibling(path, ".png"), reused=True)
 
 
-def _final_text(tiles: TileSet, solution: Solution, path: str) -> bytes:
+def _final_text(tiles: TileSet, path: str) -> bytes:
     base = None if "://" in path else Path(path).resolve().parent
-    return tile_json_text(refined(tiles, solution.positions), base).encode()
+    return tile_json_text(tiles, base).encode()
 
 
 def _put(path: str, data: bytes, s3: S3Options | None) -> str:

@@ -5,6 +5,7 @@ compared with the phantom at those world positions."""
 
 from __future__ import annotations
 
+import io
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from pipelines.config import load_job
-from pipelines.driver import export
+from pipelines.driver import export, stitch
+from pipelines.execute.executor import LocalExecutor
 from pipelines.spark import SparkExecutor
 from tests.bigstitcher_project import (
     VOXEL_X,
@@ -168,18 +170,44 @@ def test_registration_on_a_jittered_xml_grid_writes_the_stitched_xml(tmp_path):
     for registration in ET.parse(stitched).getroot().iter("ViewRegistration"):
         names = [t.findtext("Name") for t in registration.findall("ViewTransform")]
         assert names[0] == "Stitching Transform" and "calibration" in names[1:]
-    project = read_project(str(stitched), views={"angle": [0]})
-    found = {}
-    for view in project.tiles[0][0]:
-        affine = np.vstack([np.asarray(view.transform).reshape(3, 4), [0, 0, 0, 1]])
-        assert np.allclose(affine[:3, :3], calibration[:3, :3])
-        found[view.index] = np.linalg.solve(calibration[:3, :3], affine[:3, 3])   # pixel position
+    def pixel_positions(path: Path) -> dict[int, np.ndarray]:
+        found = {}
+        for view in read_project(str(path), views={"angle": [0]}).tiles[0][0]:
+            affine = np.vstack([np.asarray(view.transform).reshape(3, 4), [0, 0, 0, 1]])
+            assert np.allclose(affine[:3, :3], calibration[:3, :3])
+            found[view.index] = np.linalg.solve(calibration[:3, :3], affine[:3, 3])
+        return found
+
+    found = pixel_positions(stitched)
     true = np.array([t.position for t in truth])
     error = np.array([found[t.index] for t in truth]) - true
     after = np.linalg.norm(error - error.mean(axis=0), axis=1)
     before = np.array([t.position for t in stage]) - true
     assert np.median(np.linalg.norm(before - before.mean(axis=0), axis=1)) > 2
     assert np.median(after) <= 0.5 and after.max() <= 1.5, after
+
+    # Defect (a user's trial): stitching the stitched XML again put every view back at its
+    # stage position (the correction, ≈ 0, replaced the earlier one instead of adding to it)
+    again = load_job(write_job(tmp_path / "again.toml", str(stitched), str(tmp_path / "unused"),
+                               extra=STITCH))
+    stitch(again, LocalExecutor(), stream=io.StringIO())
+    restitched = tmp_path / "project-stitched-stitched.xml"
+    moved = pixel_positions(restitched)
+    assert max(np.linalg.norm(moved[i] - found[i]) for i in found) <= 0.25, (moved, found)
+    for registration in ET.parse(restitched).getroot().iter("ViewRegistration"):
+        names = [t.findtext("Name") for t in registration.findall("ViewTransform")]
+        assert names.count("Stitching Transform") == 1, names
+
+    # Defect (the same trial): registering some views (input.views) rewrote the stitched
+    # XML from the project, and the other views lost their Stitching Transforms
+    def stitching_of(path: Path) -> dict[str, str]:
+        return {registration.get("setup"): registration.find("ViewTransform").findtext("affine")
+                for registration in ET.parse(path).getroot().iter("ViewRegistration")}
+    earlier = stitching_of(stitched)
+    stitch(load_job(tmp_path / "job.toml", ["input.views={tile=[0,1,2]}", "stitching.search=4"]),
+           LocalExecutor(), stream=io.StringIO())
+    assert stitching_of(stitched)["3"] == earlier["3"]   # tile 3, not registered this time
+    assert len(stitching_of(stitched)) == len(earlier)
 
 
 @pytest.mark.parametrize("loader", ["tiff", "n5", "hdf5"])

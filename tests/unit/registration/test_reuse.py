@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipelines.config import load_job
@@ -89,8 +90,27 @@ def test_an_unchanged_acquisition_reuses_the_registration(tmp_path, acq):
     assert summary["stitching"]["reused"] is True
 
 
-@pytest.mark.parametrize("change", [change_setting, change_stage_json, touch_a_tile,
-                                    edit_the_result, force])
+def test_an_edited_result_is_not_replaced_unless_forced(tmp_path, acq):
+    """Defect (a user's trial): a refined file edited by hand (or refined and saved in
+    BigStitcher, or stitching-spark's own) was registered again and overwritten without a
+    word. Now the run stops before any pair is measured; force replaces it."""
+    from pipelines.errors import OutputError
+    run(tmp_path, acq, "first")
+    edit_the_result(acq)
+    edited = (acq / "tiles-final.json").read_bytes()
+    with pytest.raises(OutputError, match=r"tiles-final.json is not as this tool's last "
+                                          r"registration wrote it .*stitching.force=true"):
+        run(tmp_path, acq, "again", "stitching.min_score=0.4")   # a change: it must register
+    assert (acq / "tiles-final.json").read_bytes() == edited
+    assert not (tmp_path / "again").exists()
+    (acq / "tiles-stitching.json").unlink()   # stitching-spark's file, no report of ours
+    with pytest.raises(OutputError, match="tiles-final.json is not as"):
+        run(tmp_path, acq, "again")
+    result, printed = run(tmp_path, acq, "forced", "stitching.force=true")
+    assert "pairs measured" in printed and (acq / "tiles-final.json").read_bytes() != edited
+
+
+@pytest.mark.parametrize("change", [change_setting, change_stage_json, touch_a_tile, force])
 def test_a_change_registers_again(tmp_path, acq, change):
     run(tmp_path, acq, "first")
     overrides = change(acq)
@@ -159,3 +179,33 @@ def test_a_stitching_job_needs_no_output(tmp_path, acq):
     path.write_text(path.read_text() + '[output]\nuri = ""\n')   # written, but empty: refused
     with pytest.raises(ConfigError, match="output.uri"):
         load_job(path)
+
+
+def test_tiles_placed_by_a_transform_are_moved_by_their_registration(tmp_path):
+    """Defect (a user's trial): in a tile JSON, tiles placed by a sheared `transform` were
+    registered, but tiles-final.json kept the stage transform beside the refined position,
+    and the transform wins: the stitched export was the stage export. Registered in their
+    pixel space (as a project's views), the correction now moves the transform."""
+    from pipelines.driver import stitch
+    from pipelines.tiles import read_tile_json
+    acq = tmp_path / "acq"
+    make_acquisition(acq, grid=(2, 2, 1), tile=(64, 56, 12), overlap=0.3, jitter=3, seed=4,
+                     truth=False, density=25)
+    doc = json.loads((acq / "tiles.json").read_text())
+    shear = 0.05   # x moves by 0.05 voxel per z slice, the same for every tile
+    for entry in doc:
+        x, y, z = entry.pop("position")
+        entry["transform"] = [[1, 0, shear, x], [0, 1, 0, y], [0, 0, 1, z]]
+    (acq / "tiles.json").write_text(json.dumps(doc))
+    path = tmp_path / "stitch.toml"
+    path.write_text(f'[input]\ntiles = "{acq / "tiles.json"}"\n{STITCH}')
+    stitch(load_job(path, writes_output=False), LocalExecutor(), stream=io.StringIO())
+    final, true = read_tile_json(acq / "tiles-final.json"), read_tile_json(acq / "tiles-true.json")
+    offsets = np.array([[t.transform[3], t.transform[7], t.transform[11]] for t in final])
+    assert all(t.transform[:3] == (1.0, 0.0, shear) for t in final)   # the linear part kept
+    assert all(t.position == tuple(o) for t, o in zip(final, offsets))
+    error = offsets - np.array([t.position for t in true])
+    error -= error.mean(axis=0)   # one common shift no registration can recover
+    stage = np.array([[e["transform"][0][3], e["transform"][1][3], e["transform"][2][3]] for e in doc])
+    assert np.abs(stage - offsets).max() > 1   # moved
+    assert np.linalg.norm(error, axis=1).max() <= 0.5, error
