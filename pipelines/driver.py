@@ -132,8 +132,8 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     solution = solve({t.index: t.position for t in reference}, found,
                      config.stitching.min_score, config.stitching.max_residual)
     doc = stitching.report(reference, solution, unmatched, config, seconds)
-    if target.project is not None:
-        doc["pairs"]["skipped_linear_parts_differ"] = target.project.skipped
+    # overlapping tiles placed by affines of other linear parts (angles): not measured
+    doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
     doc["reuse"] = {"fingerprint": fingerprint}
     outcome = stitching.write_results(config, target, solution, doc)
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
