@@ -12,12 +12,10 @@ from typing import Protocol
 import numpy as np
 
 from pipelines.formats.codecs import Compressor
-from pipelines.geometry import to_zyx
+from pipelines.geometry import Vec, to_zyx
 from pipelines.pixels.mosaic import Mosaic, Region, all_equal, copy_out
 from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
-
-Vec = tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,12 @@ from numcodecs import CRC32C
 from pipelines.formats import zarr3
 from pipelines.formats.base import ArraySpec
 from pipelines.formats.chunk_rows import encode_chunks
-from pipelines.geometry import Box, ChunkGrid, grid_indices, to_zyx
+from pipelines.geometry import Box, ChunkGrid, Vec, grid_indices, to_zyx
 from pipelines.pixels.mosaic import Region
 from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
 from pipelines.storage.checksum import running_crc32
 
-Vec = tuple[int, ...]
 ABSENT = 2**64 - 1
 ENTRY_BYTES = 16  # one (offset, nbytes) pair of uint64
 CRC_BYTES = 4

@@ -23,7 +23,7 @@ from pipelines.config import JobConfig
 from pipelines.config.values import check_channel_names
 from pipelines.formats import ArraySpec
 from pipelines.formats.objects import object_grid
-from pipelines.geometry import Box, ceil_div
+from pipelines.geometry import Box, Vec, ceil_div
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.plan import plan_correction
 from pipelines.plan.memory import check_memory, task_memory, task_memory_bytes
@@ -45,7 +45,6 @@ __all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "PartitionTa
            "StageTasks", "TaskPlan", "check_memory", "make_plan", "plan_output", "plan_stages",
            "plan_tasks", "read_acquisition", "read_tiles", "task_memory", "task_memory_bytes"]
 
-Vec = tuple[int, ...]
 
 
 @dataclass(frozen=True)

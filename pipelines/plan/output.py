@@ -9,13 +9,11 @@ from pipelines.config import JobConfig
 from pipelines.config.values import check_layout_timepoints
 from pipelines.errors import ConfigError, PlanError
 from pipelines.formats import ArraySpec, compressor_for
-from pipelines.geometry import BlockGrid, Box, ChunkGrid
+from pipelines.geometry import BlockGrid, Box, ChunkGrid, Vec
 from pipelines.layouts import paths as layouts
 from pipelines.pixels import pyramid
 from pipelines.tiles import TileSet
 from pipelines.tiles.model import COORDINATE_LIMIT
-
-Vec = tuple[int, ...]
 
 
 @dataclass(frozen=True)

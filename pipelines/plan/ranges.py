@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Vec = tuple[int, ...]
+from pipelines.geometry import Vec
 
 # Cells of the compressed grid filled at once; larger grids are filled in slabs.
 _CELLS_AT_ONCE = 1 << 26

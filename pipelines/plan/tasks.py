@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.errors import PlanError
 from pipelines.formats.objects import object_grid
-from pipelines.geometry import ceil_div
+from pipelines.geometry import Vec, ceil_div
 from pipelines.plan.output import OutputSpec, Stage
 from pipelines.plan.ranges import (
     expand_boxes,
@@ -32,8 +32,6 @@ from pipelines.plan.ranges import (
     union_size,
 )
 from pipelines.tiles import TileSet
-
-Vec = tuple[int, ...]
 
 # Automatic partition size: about this many uncompressed output bytes per task (seconds
 # of work), at most MAX_BLOCKS_PER_TASK blocks, and at least TASKS_PER_SLOT tasks per

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Vec = tuple[int, ...]
+from pipelines.geometry import Vec
 
 
 @dataclass(frozen=True)
