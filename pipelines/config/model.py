@@ -81,7 +81,8 @@ class StitchingConfig:
     """[stitching]: how tile offsets are measured and solved (see README, "Stitching")."""
 
     enabled: bool = False
-    channel: int = 0                                 # the channel registered (an index)
+    channel: int | str = 0   # the channel registered: an index, or a project's channel name
+                             # (a str only for a project, resolved once it is read)
     search: tuple[int, int, int] = (40, 40, 40)      # max error of a pair's stage offset
     downsample: tuple[int, int, int] = (4, 4, 2)     # binning of the all-offset search
     min_overlap: tuple[int, int, int] = (8, 8, 4)    # voxels a pair must share per axis

@@ -166,20 +166,30 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(conf.items()))
 
 
-def _stitching(table: dict, names: Any, channels: int | None, where: str) -> StitchingConfig:
-    """[stitching] checked; `channel` may be an index or one of input.channel_names
-    (`channels` None: counted later, a BigStitcher project's channels)."""
+def _stitching(table: dict, names: Any, default_names: tuple[str, ...] | None,
+               where: str) -> StitchingConfig:
+    """[stitching] checked; `channel` may be an index or a channel name: one of
+    input.channel_names, else of `default_names` (the tile JSONs' file names). For a
+    BigStitcher project (`default_names` None) the channels are counted and named only once
+    it is read: a name not in input.channel_names is kept, and resolved then
+    (`registration.results.registration_target`)."""
     enabled, force = table["enabled"], table["force"]
     for key, flag in (("enabled", enabled), ("force", force)):
         if not isinstance(flag, bool):
             raise ConfigError(f"{where}stitching.{key}: expected true or false, found {flag!r}")
     channel = table["channel"]
-    if isinstance(channel, str) and isinstance(names, list) and channel in names:
-        channel = names.index(channel)
-    if not (isinstance(channel, int) and not isinstance(channel, bool) and 0 <= channel
-            < (channels if channels is not None else 2**31)):
-        raise ConfigError(f"{where}stitching.channel: expected a channel index below {channels} "
-                          f"or a name from input.channel_names, found {table['channel']!r}")
+    known = tuple(names) if isinstance(names, list) and names else default_names
+    if isinstance(channel, str) and known is not None and channel in known:
+        channel = known.index(channel)
+    index = isinstance(channel, int) and not isinstance(channel, bool) and channel >= 0
+    if default_names is None:   # a project: a name is resolved once it is read
+        if not (index and channel < 2**31 or isinstance(channel, str) and channel):
+            raise ConfigError(f"{where}stitching.channel: expected a channel index or one of "
+                              f"the project's channel names, found {channel!r}")
+    elif not (index and channel < len(default_names)):
+        raise ConfigError(f"{where}stitching.channel: expected a channel index below "
+                          f"{len(default_names)} or one of the channel names "
+                          f"({', '.join(known or ())}), found {channel!r}")
     search = _triple_or_one(table, "search", where, minimum=0)
     downsample = _triple_or_one(table, "downsample", where, minimum=1)
     min_overlap = _triple_or_one(table, "min_overlap", where, minimum=1)

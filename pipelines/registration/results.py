@@ -69,14 +69,25 @@ def registration_target(config: JobConfig) -> Target:
     if config.is_project:
         project = read_project(config.tiles, s3, {k: list(v) for k, v in config.views})
         check_same_geometry(project.tiles)
-        if channel >= len(project.channels):
+        names = project.channel_names   # of the channels input.views selects
+        if isinstance(channel, str) and channel in names:
+            channel = names.index(channel)
+        if isinstance(channel, str) or channel >= len(project.channels):
             raise ConfigError(f"stitching.channel: the project has {len(project.channels)} "
-                              f"channel(s) ({', '.join(project.channel_names)}), found {channel}")
+                              f"channel(s) ({', '.join(names)}): expected an index below "
+                              f"{len(project.channels)} or one of these names, found {channel!r}")
         ref = projects.reference(project, channel)
         return Target(ref, project.tiles, ref)
     tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
     check_same_geometry(tiles)
-    return Target(projects.in_pixel_space(tiles[0][channel]), tiles)
+    return Target(projects.in_pixel_space(tiles[0][_index(channel)]), tiles)
+
+
+def _index(channel: int | str) -> int:
+    """The registered channel of tile JSONs: always an index (their names are resolved
+    when the job is read)."""
+    assert isinstance(channel, int), channel
+    return channel
 
 
 @dataclass(frozen=True)
@@ -170,7 +181,7 @@ def layout_picture(reference: TileSet, solution: Solution,
 def report_path(config: JobConfig) -> str:
     """Where the stitching report goes: beside the registered channel's tile JSON (the
     first timepoint's), or beside the project."""
-    source = config.tiles if config.is_project else config.inputs[0][config.stitching.channel]
+    source = config.tiles if config.is_project else config.inputs[0][_index(config.stitching.channel)]
     return uris.sibling(source, "-stitching.json")
 
 

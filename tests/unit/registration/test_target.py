@@ -1,0 +1,65 @@
+"""What is registered: `stitching.channel` by index or by name (input.channel_names, the
+tile JSONs' file names, a BigStitcher project's channel names)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_job
+from pipelines.errors import ConfigError
+from pipelines.registration.results import registration_target
+from pipelines.testing.synthetic import make_acquisition
+
+
+def job_file(path: Path, tiles: str, extra: str = "") -> Path:
+    path.write_text(f'[input]\ntiles = {tiles}\n{extra}\n[output]\nuri = "{path.parent}/out"\n'
+                    f'[stitching]\nenabled = true\n')
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_channels(tmp_path_factory) -> tuple[Path, Path]:
+    """One small acquisition's tile JSON copied as ch0.json and ch1.json."""
+    folder = tmp_path_factory.mktemp("two-channels")
+    make_acquisition(folder, grid=(2, 1, 1), tile=(32, 24, 8), overlap=0.3, jitter=2,
+                     seed=1, truth=False)
+    for name in ("ch0", "ch1"):
+        shutil.copy(folder / "tiles.json", folder / f"{name}.json")
+    return folder / "ch0.json", folder / "ch1.json"
+
+
+def test_a_tile_json_channel_is_named_by_its_file_name(tmp_path, two_channels):
+    tiles = f'["{two_channels[0]}", "{two_channels[1]}"]'
+    assert load_job(job_file(tmp_path / "job.toml", tiles), ["stitching.channel=ch1"]).stitching.channel == 1
+    named = job_file(tmp_path / "named.toml", tiles, 'channel_names = ["dapi", "gfp"]')
+    assert load_job(named, ["stitching.channel=gfp"]).stitching.channel == 1
+    with pytest.raises(ConfigError, match=r"stitching\.channel: expected a channel index below 2 "
+                                          r"or one of the channel names \(ch0, ch1\), found 'gfp'$"):
+        load_job(job_file(tmp_path / "job.toml", tiles), ["stitching.channel=gfp"])
+
+
+def two_channel_project(folder: Path) -> Path:
+    from tests.bigstitcher_project import View, scenario, write_project
+    grid = scenario("grid")
+    views = grid + [View(v.setup + len(grid), v.size, v.chain, v.voxel, tile=v.tile, channel=1)
+                    for v in grid]
+    return write_project(folder, views, "tiff")
+
+
+def test_a_project_channel_is_named_by_the_project(tmp_path):
+    """The project names its channels channel0, channel1 (tests.bigstitcher_project)."""
+    job = job_file(tmp_path / "job.toml", f'"{two_channel_project(tmp_path / "acq")}"')
+    target = registration_target(load_job(job, ["stitching.channel=channel1"]))
+    assert {Path(t.path).name for t in target.reference} == {f"view-{s}.tif" for s in range(4, 8)}
+    # with input.views, the names (and indices) are those of the selected channels
+    selected = load_job(job, ["stitching.channel=channel1", "input.views={channel=[1]}"])
+    assert {Path(t.path).name for t in registration_target(selected).reference} == \
+        {f"view-{s}.tif" for s in range(4, 8)}
+    with pytest.raises(ConfigError) as refused:
+        registration_target(load_job(job, ["stitching.channel=gfp"]))
+    assert str(refused.value) == ("stitching.channel: the project has 2 channel(s) (channel0, "
+                                  "channel1): expected an index below 2 or one of these names, "
+                                  "found 'gfp'")
