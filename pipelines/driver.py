@@ -47,8 +47,8 @@ from pipelines.execute.executor import Batch, Executor
 from pipelines.illumination.run import match_intensities, prepare_corrections
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
 from pipelines.plan.tasks import quiet_collector
-from pipelines.registration import find_pairs, reuse, solve
 from pipelines.registration import results as stitching
+from pipelines.registration import reuse, solve
 from pipelines.registration.pairs import PairJob, PairShift, measure_pair
 from pipelines.report.console import stitch_summary
 from pipelines.report.progress import Progress
@@ -121,7 +121,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     stitching.check_results_writable(config)
     stitching.check_results_replaceable(config, last)
     job = PairJob(reference, stitching.pair_options(config), config.s3_options())
-    pairs = target.pairs(find_pairs(reference, job.options))
+    pairs = list(target.pairs)
     with _running(config, executor) as running:
         startup = running.start()
         began = time.perf_counter()

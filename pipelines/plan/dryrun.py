@@ -95,10 +95,9 @@ def dry_run(config: JobConfig) -> DryRun:
 
 def pair_tasks(config: JobConfig) -> int:
     """The pairs registration would measure, one task each, from the stage positions."""
-    from pipelines.registration import find_pairs
     from pipelines.registration import results as stitching
     target = stitching.registration_target(config)
-    return len(target.pairs(find_pairs(target.reference, stitching.pair_options(config))))
+    return len(target.pairs)
 
 
 def _size(n: int) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipelines.config import JobConfig
 from pipelines.errors import ConfigError, OutputError
-from pipelines.registration import Link, PairOptions, Solution, projects, reuse
+from pipelines.registration import Link, PairOptions, Solution, find_pairs, projects, reuse
 from pipelines.registration.projects import ProjectReference, Reference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
@@ -51,15 +51,12 @@ class Target:
     frame: Reference
     every: tuple[tuple[TileSet, ...], ...]
     project: ProjectReference | None = None
+    pairs: tuple[tuple[int, int], ...] = ()   # to measure: may overlap, one linear part
 
     @property
     def reference(self) -> TileSet:
         """The tiles measured and solved, in their pixel spaces."""
         return self.frame.tiles
-
-    def pairs(self, found: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """The pairs to measure: tiles only with tiles of their own linear part."""
-        return self.frame.same_group(found)
 
 
 def registration_target(config: JobConfig) -> Target:
@@ -77,10 +74,28 @@ def registration_target(config: JobConfig) -> Target:
                               f"channel(s) ({', '.join(names)}): expected an index below "
                               f"{len(project.channels)} or one of these names, found {channel!r}")
         ref = projects.reference(project, channel)
-        return Target(ref, project.tiles, ref)
+        return _with_pairs(Target(ref, project.tiles, ref), config)
     tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
     check_same_geometry(tiles)
-    return Target(projects.in_pixel_space(tiles[0][_index(channel)]), tiles)
+    return _with_pairs(Target(projects.in_pixel_space(tiles[0][_index(channel)]), tiles), config)
+
+
+def _with_pairs(target: Target, config: JobConfig) -> Target:
+    """`target` with the pairs to measure (those that may overlap, of one linear part),
+    refused in one line when there are none: nothing could be registered (found here,
+    before Spark starts and before anything is written)."""
+    pairs = target.frame.same_group(find_pairs(target.reference, pair_options(config)))
+    if pairs:
+        return replace(target, pairs=tuple(pairs))
+    s = config.stitching
+    some = (f"views of the {len(target.reference)} that share a linear part (angle)"
+            if target.project is not None else f"of the {len(target.reference)} tiles")
+    raise ConfigError(
+        f"stitching: no two {some} can overlap by "
+        f"stitching.min_overlap {list(s.min_overlap)} voxels within stitching.search "
+        f"{list(s.search)} voxels of their stage positions, so nothing can be registered: "
+        f"set [stitching] enabled = false to export at the stage positions, or give a "
+        f"larger stitching.search if the stage positions are farther off")
 
 
 def _index(channel: int | str) -> int:

@@ -63,3 +63,44 @@ def test_a_project_channel_is_named_by_the_project(tmp_path):
     assert str(refused.value) == ("stitching.channel: the project has 2 channel(s) (channel0, "
                                   "channel1): expected an index below 2 or one of these names, "
                                   "found 'gfp'")
+
+
+def test_tiles_of_which_no_two_can_overlap_are_refused_before_anything_runs(tmp_path):
+    """Tiles 100 voxels apart with search 8: no pair to measure, so `tile-stitch` and an
+    export with [stitching] enabled stop in one line saying how to go on, before any
+    executor work and with nothing written (the output and beside the tile JSON)."""
+    import io
+    import json
+
+    from pipelines.driver import export, stitch
+    from pipelines.execute.executor import LocalExecutor
+    from pipelines.plan.dryrun import pair_tasks
+
+    folder = tmp_path / "acq"
+    make_acquisition(folder, grid=(2, 1, 1), tile=(32, 24, 8), overlap=0.3, jitter=0, seed=1,
+                     truth=False)
+    doc = json.loads((folder / "tiles.json").read_text())
+    doc[1]["position"][0] += 100
+    (folder / "tiles.json").write_text(json.dumps(doc))
+    before = sorted(p.name for p in folder.iterdir())
+    config = load_job(job_file(tmp_path / "job.toml", f'"{folder / "tiles.json"}"'),
+                      ["stitching.search=8"])
+
+    class NoWork(LocalExecutor):
+        def run(self, batch, on_progress):
+            raise AssertionError("no executor work may start")
+
+    expected = (r"^stitching: no two of the 2 tiles can overlap by stitching\.min_overlap "
+                r"\[8, 8, 4\] voxels within stitching\.search \[8, 8, 8\] voxels of their "
+                r"stage positions, so nothing can be registered: set \[stitching\] enabled = "
+                r"false to export at the stage positions, or give a larger stitching\.search")
+    with pytest.raises(ConfigError, match=expected):
+        stitch(config, NoWork(), stream=io.StringIO())
+    with pytest.raises(ConfigError, match=expected):
+        export(config, NoWork(), stream=io.StringIO())
+    with pytest.raises(ConfigError, match=expected):
+        pair_tasks(config)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert not (tmp_path / "out").exists()
+    # the stage positions are close enough once search covers the gap
+    assert pair_tasks(load_job(tmp_path / "job.toml", ["stitching.search=100"])) == 1
