@@ -23,9 +23,11 @@ def stitch_summary(result: StitchResult) -> str:
                 f"and [stitching] settings unchanged since {result.outcome.report_path}; "
                 f"--set stitching.force=true registers again)")
     pairs, solve_info = doc["pairs"], doc["solve"]
+    # every pair tried is one task, measured or without a match; the time per pair is theirs
     lines = [
-        f"stitching: {pairs['measured']} pairs measured in {doc['seconds']['pairs']:.1f} s "
-        f"({doc['seconds']['per_pair']:.2f} s per pair), {pairs['kept']} kept, "
+        f"stitching: {pairs['measured'] + pairs['unmatched']} pairs tried in "
+        f"{doc['seconds']['pairs']:.1f} s ({doc['seconds']['per_pair']:.2f} s per pair): "
+        f"{pairs['measured']} measured, {pairs['kept']} kept, "
         f"{pairs.get('below_min_score', 0)} below min_score, {pairs['dropped']} dropped as "
         f"inconsistent, {pairs['unmatched']} without a match",
         f"           residual median {_voxels(doc['residual_voxels']['median'])} / max "
@@ -33,6 +35,11 @@ def stitch_summary(result: StitchResult) -> str:
         f"{_voxels(doc['correction_voxels']['median'])} / max "
         f"{_voxels(doc['correction_voxels']['max'])} voxels",
     ]
+    if pairs.get("skipped_linear_parts_differ"):   # a project's views of several angles
+        lines.append(f"           {pairs['skipped_linear_parts_differ']} pairs of views with "
+                     f"different linear parts (angles) not tried: each linear part is "
+                     f"registered separately ({solve_info['groups']} linked groups, each "
+                     f"with its own common shift)")
     if solve_info["unlinked_tiles"]:
         lines.append(f"           tiles without a trustworthy link (stage position kept): "
                      f"{solve_info['unlinked_tiles']}")

@@ -74,13 +74,13 @@ def force(acq: Path) -> list[str]:
 
 def test_an_unchanged_acquisition_reuses_the_registration(tmp_path, acq):
     first, printed = run(tmp_path, acq, "first")
-    assert "pairs measured" in printed and not first.stitching.outcome.reused
+    assert "pairs tried" in printed and not first.stitching.outcome.reused
     final = acq / "tiles-final.json"
     written = (final.read_bytes(), final.stat().st_mtime_ns, (acq / "tiles-stitching.json").read_bytes())
     again, printed = run(tmp_path, acq, "again", "output.format=zarr3")
     lines = [line for line in printed.splitlines() if line.startswith("stitching:")]
     assert len(lines) == 1 and "reused" in lines[0] and "stitching.force=true" in lines[0], printed
-    assert "pairs measured" not in printed and again.stitching.outcome.reused
+    assert "pairs tried" not in printed and again.stitching.outcome.reused
     time_line = next(line for line in export_report(again).splitlines() if line.startswith("time:"))
     assert "(stitching reused)" in time_line and "s stitching" not in time_line, time_line
     assert (final.read_bytes(), final.stat().st_mtime_ns,
@@ -115,7 +115,7 @@ def test_a_change_registers_again(tmp_path, acq, change):
     run(tmp_path, acq, "first")
     overrides = change(acq)
     result, printed = run(tmp_path, acq, "again", *overrides)
-    assert "pairs measured" in printed and not result.stitching.outcome.reused, printed
+    assert "pairs tried" in printed and not result.stitching.outcome.reused, printed
     result, printed = run(tmp_path, acq, "third", *overrides)   # and that result is reused
     assert result.stitching.outcome.reused == (change is not force), printed
 

@@ -19,7 +19,39 @@ def test_a_stitching_that_kept_no_pair_says_n_a_not_none():
     text = stitch_summary(StitchResult(outcome, 0.0, 1.0))
     assert "None" not in text, text
     assert "residual median n/a / max n/a voxels; corrections median n/a / max n/a" in text, text
-    assert "1 pairs measured" in text and "0 kept" in text
+    assert "1 pairs tried" in text and "1 measured, 0 kept" in text
+
+
+def summary(pairs: dict, groups: int = 1) -> str:
+    report = {"pairs": pairs, "seconds": {"pairs": 7.6, "per_pair": 0.069},
+              "solve": {"unlinked_tiles": [], "groups": groups},
+              "residual_voxels": {"median": 0.1, "max": 0.5},
+              "correction_voxels": {"median": 3.0, "max": 6.0}}
+    outcome = StitchOutcome(None, report, (("tiles-final.json",),), "tiles-stitching.json",
+                            "tiles-stitching.png")
+    return stitch_summary(StitchResult(outcome, 0.0, 1.0))
+
+
+def test_the_time_per_pair_names_the_pairs_it_divides_by():
+    """The time per pair is over every pair tried (one task each): the measured ones and
+    those without a match; the line says so (it said "78 pairs measured … per pair" for
+    110 tasks)."""
+    text = summary({"measured": 78, "kept": 77, "below_min_score": 0, "dropped": 1,
+                    "unmatched": 32})
+    assert text.splitlines()[0] == ("stitching: 110 pairs tried in 7.6 s (0.07 s per pair): 78 "
+                                    "measured, 77 kept, 0 below min_score, 1 dropped as "
+                                    "inconsistent, 32 without a match"), text
+    assert "not tried" not in text
+
+
+def test_pairs_between_angles_are_said_to_be_skipped():
+    """A project's views of two angles: the console says the pairs between them were not
+    tried and that each angle is registered on its own."""
+    text = summary({"measured": 40, "kept": 40, "below_min_score": 0, "dropped": 0,
+                    "unmatched": 0, "skipped_linear_parts_differ": 7}, groups=2)
+    assert ("           7 pairs of views with different linear parts (angles) not tried: each "
+            "linear part is registered separately (2 linked groups, each with its own common "
+            "shift)") in text.splitlines(), text
 
 
 def test_progress_says_eta_n_a_before_any_block_is_done():
