@@ -130,7 +130,14 @@ def _zarr_level0(store, container: str, group: str) -> str:
         if scales:
             return f"{group}/{scales[0]['datasets'][0]['path']}"
         return group
-    raise TileError(f"{join_uri(container, group)}: not a Zarr group or array (no .zattrs or zarr.json)")
+    where = join_uri(container, group)
+    if store.exists(f"{group}/.zarray"):   # a Zarr v2 array without attributes is itself
+        return group
+    if store.exists(f"{group}/.zgroup"):
+        raise TileError(f"{where}: a Zarr group without OME-Zarr multiscales (no .zattrs)")
+    if next(iter(store.list(f"{group}/")), None) is None:
+        raise TileError(f"{where}: not found")
+    raise TileError(f"{where}: not a Zarr group or array (no .zgroup, .zarray or zarr.json)")
 
 
 def _open_zarr(store, container: str, path: str) -> ChunkedArray:
