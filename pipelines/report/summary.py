@@ -10,7 +10,8 @@ beside `volume/`, on a filesystem or S3):
 - `layout.png`: the tiles at the positions they were fused at;
 - `progress.png`: blocks completed over time (from the ledger parts' finish times);
 - `stitching-before-after.png`, when registration preceded the export: where four tiles
-  meet, fused at the stage and at the registered positions (`pipelines.report.seams`).
+  meet, fused at the stage and at the registered positions (`pipelines.report.seams`);
+  only for tiles placed by translations (summary.json says why it is missing otherwise).
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ def write_run_report(plan: ExportPlan, summary: CommitSummary,
     if stage is not None:
         from pipelines.report.seams import seam_png
         pictures["stitching-before-after.png"] = seam_png(stage, plan.tiles[0][0], plan.s3)
+    elif stitching:
+        affine = any(t.transform is not None for t in plan.tiles[0][0])
+        facts = {**facts, "stitching-before-after": "not drawn: " + (
+            "it is drawn only for tiles placed by translations, and these views are placed "
+            "by affine transforms (calibration, rotation or shear)" if affine else
+            "the stitching report holds no stage position of some fused tile")}
     for name, data in pictures.items():
         beside.put(f"{folder}/{name}", data)
     doc = {"dataset": summary.to_dict(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

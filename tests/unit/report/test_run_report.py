@@ -42,3 +42,22 @@ def test_the_seam_picture_is_in_the_report_whenever_stitching_ran(tmp_path):
             left, right = np.array_split(img, 2, axis=1)
             width = min(left.shape[1], right.shape[1])
             assert np.abs(left[:, :width] - right[:, :width]).mean() > 0.005
+
+
+def test_the_run_report_says_why_the_seam_picture_of_affine_views_is_missing(tmp_path):
+    """A BigStitcher grid of anisotropic views (placed by affines) registered before the
+    export: no stitching-before-after.png (drawn at translations only), and summary.json
+    says why instead of nothing."""
+    import json
+
+    from tests.bigstitcher_project import scenario, write_project
+    xml = write_project(tmp_path / "acq", scenario("grid"), "tiff")
+    out = tmp_path / "out" / "volume"
+    job = write_job(tmp_path / "job.toml", str(xml), str(out),
+                    "[stitching]\nenabled = true\nsearch = 4\ndownsample = [1, 1, 1]")
+    report = export_local(load_job(job)).report
+    assert "stitching-before-after.png" not in report.files
+    summary = json.loads((out.parent / "volume.report" / "summary.json").read_text())
+    assert summary["stitching-before-after"].startswith(
+        "not drawn: it is drawn only for tiles placed by translations, and these views are "
+        "placed by affine transforms"), summary
