@@ -70,7 +70,8 @@ def registration_target(config: JobConfig) -> Target:
         if isinstance(channel, str) and channel in names:
             channel = names.index(channel)
         if isinstance(channel, str) or channel >= len(project.channels):
-            raise ConfigError(f"stitching.channel: the project has {len(project.channels)} "
+            holder = "the views input.views selects hold" if config.views else "the project has"
+            raise ConfigError(f"stitching.channel: {holder} {len(project.channels)} "
                               f"channel(s) ({', '.join(names)}): expected an index below "
                               f"{len(project.channels)} or one of these names, found {channel!r}")
         ref = projects.reference(project, channel)

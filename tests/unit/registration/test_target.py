@@ -63,6 +63,10 @@ def test_a_project_channel_is_named_by_the_project(tmp_path):
     assert str(refused.value) == ("stitching.channel: the project has 2 channel(s) (channel0, "
                                   "channel1): expected an index below 2 or one of these names, "
                                   "found 'gfp'")
+    # a name outside the selection: the message counts the selected channels as such
+    with pytest.raises(ConfigError, match=r"the views input.views selects hold 1 channel\(s\) "
+                                          r"\(channel1\)"):
+        registration_target(load_job(job, ["stitching.channel=channel0", "input.views={channel=[1]}"]))
 
 
 def test_tiles_of_which_no_two_can_overlap_are_refused_before_anything_runs(tmp_path):
