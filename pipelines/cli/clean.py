@@ -20,13 +20,6 @@ import sys
 
 from pipelines.cli import output_parser, unreadable
 from pipelines.errors import LedgerUnreadable, OutputError, run_job
-from pipelines.maintenance.clean import (
-    compact_ledger,
-    find_orphans,
-    remove_orphans,
-    uncompacted_ledger,
-)
-from pipelines.maintenance.verify import open_output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _clean(uri: str, overrides: list[str], remove: bool) -> int:
+    # imported here, under run_job's signal handlers: a Ctrl-C while its libraries load
+    # is the one line too, not a traceback
+    from pipelines.maintenance.clean import (
+        compact_ledger,
+        find_orphans,
+        remove_orphans,
+        uncompacted_ledger,
+    )
+    from pipelines.maintenance.verify import open_output
     uri, store, beside = open_output(uri, overrides)
     orphans = find_orphans(store, beside, uri)
     for orphan in orphans:

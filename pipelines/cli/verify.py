@@ -13,10 +13,13 @@ verify or the storage cannot be reached.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from pipelines.cli import output_parser, unreadable
 from pipelines.errors import OutputError, run_job
-from pipelines.maintenance.verify import Verification, open_output, verify
+
+if TYPE_CHECKING:
+    from pipelines.maintenance.verify import Verification
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = output_parser("tile-verify", "Verify a committed dataset.").parse_args(argv)
 
     def work() -> tuple[str, Verification]:
+        # imported here, under run_job's signal handlers: a Ctrl-C while its libraries
+        # load is the one line too, not a traceback
+        from pipelines.maintenance.verify import open_output, verify
         try:
             uri, store, beside = open_output(args.uri, args.overrides)
             return uri, verify(store, beside, uri)

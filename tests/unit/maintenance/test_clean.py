@@ -125,13 +125,18 @@ def test_ctrl_c_in_verify_or_clean_is_one_line(committed, capsys, monkeypatch, c
     signal handlers, so Ctrl-C printed a traceback; they now run as the jobs do."""
     import pipelines.cli.clean as clean_cli
     import pipelines.cli.verify as verify_cli
+    import pipelines.maintenance.clean as cleaning
+    import pipelines.maintenance.verify as verifying
     from pipelines.errors import Terminated
     error = Terminated if stop == "Terminated" else stop
 
     def stopped(*args):
         raise error()
+    if command == "verify":
+        monkeypatch.setattr(verifying, "verify", stopped)
+    else:
+        monkeypatch.setattr(cleaning, "find_orphans", stopped)
     module = verify_cli if command == "verify" else clean_cli
-    monkeypatch.setattr(module, "verify" if command == "verify" else "find_orphans", stopped)
     assert module.main([str(committed)]) == (143 if stop == "Terminated" else 130)
     line = one_error_line(capsys)
     assert line.startswith("interrupted by SIG") and "before it finished" in line, line
