@@ -120,7 +120,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
         return StitchResult(earlier, 0.0, time.perf_counter() - started)
     stitching.check_results_writable(config)
     stitching.check_results_replaceable(config, last)
-    job = PairJob(reference, stitching.pair_options(config), config.s3_options())
+    job = PairJob(reference, target.options, config.s3_options())
     pairs = list(target.pairs)
     with _running(config, executor) as running:
         startup = running.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +51,32 @@ class Target:
 
     frame: Reference
     every: tuple[tuple[TileSet, ...], ...]
+    options: PairOptions
     project: ProjectReference | None = None
-    pairs: tuple[tuple[int, int], ...] = ()   # to measure: may overlap, one linear part
 
     @property
     def reference(self) -> TileSet:
         """The tiles measured and solved, in their pixel spaces."""
         return self.frame.tiles
+
+    @cached_property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The pairs to measure (those that may overlap, of one linear part), found when
+        first asked for — after the check for a reusable registration, which needs none
+        (finding them takes seconds at 10 000 tiles) — and refused in one line when there
+        are none: nothing could be registered (before Spark starts and anything is written)."""
+        pairs = tuple(self.frame.same_group(find_pairs(self.reference, self.options)))
+        if pairs:
+            return pairs
+        o = self.options
+        some = (f"views of the {len(self.reference)} that share a linear part (angle)"
+                if self.project is not None else f"of the {len(self.reference)} tiles")
+        raise ConfigError(
+            f"stitching: no two {some} can overlap by "
+            f"stitching.min_overlap {list(o.min_overlap)} voxels within stitching.search "
+            f"{list(o.search)} voxels of their stage positions, so nothing can be registered: "
+            f"set [stitching] enabled = false to export at the stage positions, or give a "
+            f"larger stitching.search if the stage positions are farther off")
 
 
 def registration_target(config: JobConfig) -> Target:
@@ -75,28 +95,10 @@ def registration_target(config: JobConfig) -> Target:
                               f"channel(s) ({', '.join(names)}): expected an index below "
                               f"{len(project.channels)} or one of these names, found {channel!r}")
         ref = projects.reference(project, channel)
-        return _with_pairs(Target(ref, project.tiles, ref), config)
+        return Target(ref, project.tiles, pair_options(config), ref)
     tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
     check_same_geometry(tiles)
-    return _with_pairs(Target(projects.in_pixel_space(tiles[0][_index(channel)]), tiles), config)
-
-
-def _with_pairs(target: Target, config: JobConfig) -> Target:
-    """`target` with the pairs to measure (those that may overlap, of one linear part),
-    refused in one line when there are none: nothing could be registered (found here,
-    before Spark starts and before anything is written)."""
-    pairs = target.frame.same_group(find_pairs(target.reference, pair_options(config)))
-    if pairs:
-        return replace(target, pairs=tuple(pairs))
-    s = config.stitching
-    some = (f"views of the {len(target.reference)} that share a linear part (angle)"
-            if target.project is not None else f"of the {len(target.reference)} tiles")
-    raise ConfigError(
-        f"stitching: no two {some} can overlap by "
-        f"stitching.min_overlap {list(s.min_overlap)} voxels within stitching.search "
-        f"{list(s.search)} voxels of their stage positions, so nothing can be registered: "
-        f"set [stitching] enabled = false to export at the stage positions, or give a "
-        f"larger stitching.search if the stage positions are farther off")
+    return Target(projects.in_pixel_space(tiles[0][_index(channel)]), tiles, pair_options(config))
 
 
 def _index(channel: int | str) -> int:

@@ -209,3 +209,15 @@ def test_tiles_placed_by_a_transform_are_moved_by_their_registration(tmp_path):
     stage = np.array([[e["transform"][0][3], e["transform"][1][3], e["transform"][2][3]] for e in doc])
     assert np.abs(stage - offsets).max() > 1   # moved
     assert np.linalg.norm(error, axis=1).max() <= 0.5, error
+
+
+def test_a_reused_registration_does_not_look_for_pairs(tmp_path, acq, monkeypatch):
+    """Finding the pairs takes seconds at 10 000 tiles; reusing needs none of them."""
+    import pipelines.registration.results as results
+    run(tmp_path, acq, "first")
+
+    def no_search(*args):
+        raise AssertionError("pairs searched for a reused registration")
+    monkeypatch.setattr(results, "find_pairs", no_search)
+    again, _ = run(tmp_path, acq, "again", "output.format=zarr3")
+    assert again.stitching.outcome.reused
