@@ -242,7 +242,7 @@ def check_results_replaceable(config: JobConfig, last: dict | None) -> None:
     s3 = config.s3_options()
     for path in (p for row in refined_paths(config) for p in row):
         data = reuse.read(path, s3)
-        if data is not None and recorded.get(path) != reuse.checksums({path: data})[path]:
+        if data is not None and recorded.get(path) != reuse.digest(data):
             raise OutputError(
                 f"stitching: {path} is not as this tool's last registration wrote it (edited, "
                 f"or written by another tool), and registering would replace it: move it "
@@ -255,21 +255,18 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     `doc["reuse"]["results"]`, so a later run can tell they are still as written."""
     s3 = config.s3_options()
     reference = target.reference
-    finals: list[tuple[str, ...]] = []
+    finals = refined_paths(config)
     written: dict[str, bytes] = {}
     if target.project is not None:
         text = read_text(config.tiles, s3) if uris.is_remote(config.tiles) else Path(config.tiles).read_text()
-        path = uris.sibling(config.tiles, "-stitched.xml")
+        path = finals[0][0]
         earlier = reuse.read(path, s3) if config.views else None   # other views' results
         written[path] = projects.stitched_xml(text, target.project, solution.positions,
                                               earlier.decode() if earlier else None)
-        finals.append((path,))
     else:
-        for row, paths in zip(target.every, config.inputs):
-            row_finals = tuple(final_path(p) for p in paths)
+        for row, paths, row_finals in zip(target.every, config.inputs, finals):
             written |= {f: _final_text(projects.moved(ts, target.frame, solution.positions), p)
                         for ts, p, f in zip(row, paths, row_finals)}
-            finals.append(row_finals)
     for path, data in written.items():
         _put(path, data, s3)
     doc.setdefault("reuse", {})["results"] = reuse.checksums(written)
@@ -277,7 +274,7 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     picture = _put(uris.sibling(report, ".png"),
                    layout_picture(reference, solution, doc.get("unmatched_pairs"),
                                   config.stitching.min_score), s3)
-    return StitchOutcome(solution, doc, tuple(finals), report, picture)
+    return StitchOutcome(solution, doc, finals, report, picture)
 
 
 def reused(config: JobConfig, last: dict | None, current: str) -> StitchOutcome | None:

@@ -35,15 +35,15 @@ def fingerprint(config: JobConfig, target: Target, s3: S3Options | None) -> str:
         "version": __version__,
         "settings": settings,
         "views": {k: list(v) for k, v in config.views},
-        "inputs": {p: _digest(read(p, s3) or b"") for p in sources},
+        "inputs": {p: digest(read(p, s3) or b"") for p in sources},
         "tiles": file_identities(files, s3),
     }
-    return _digest(json.dumps(essentials, sort_keys=True, default=str).encode())
+    return digest(json.dumps(essentials, sort_keys=True, default=str).encode())
 
 
 def checksums(results: dict[str, bytes]) -> dict[str, str]:
     """The sha256 of each refined JSON (or stitched XML) written, by path."""
-    return {path: _digest(data) for path, data in results.items()}
+    return {path: digest(data) for path, data in results.items()}
 
 
 def still_valid(report: dict[str, Any], current: str, s3: S3Options | None) -> bool:
@@ -55,7 +55,7 @@ def still_valid(report: dict[str, Any], current: str, s3: S3Options | None) -> b
     results = recorded.get("results")
     if not isinstance(results, dict) or not results:
         return False
-    return all(_digest(read(path, s3) or b"") == digest for path, digest in results.items())
+    return all(digest(read(path, s3) or b"") == written for path, written in results.items())
 
 
 def read(path: str, s3: S3Options | None) -> bytes | None:
@@ -66,5 +66,6 @@ def read(path: str, s3: S3Options | None) -> bytes | None:
         return None
 
 
-def _digest(data: bytes) -> str:
+def digest(data: bytes) -> str:
+    """The checksum the report records of a refined file (sha256, hex)."""
     return hashlib.sha256(data).hexdigest()
