@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.config.master import parse_master
+
 FORMATS = ("n5", "zarr2", "zarr3")
 LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
 BLENDINGS = ("max", "average", "linear", "first", "closest")
@@ -144,20 +146,12 @@ class JobConfig:
         this machine's cores), local-cluster[n, cores, mem], or executor.instances x
         executor.cores; None when the cluster decides (spark-submit, a standalone master)."""
         import os
-        import re
-        conf = dict(self.spark_conf)
         if os.environ.get("PYSPARK_GATEWAY_PORT"):  # spark-submit chose the master
             return None
-        master = conf.get("spark.master", "")
-        local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master)
-        if local:
-            count = local.group(1)
-            if count == "*":
-                return os.cpu_count() or 1
-            return int(count) if count else 1
-        cluster = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]", master)
-        if cluster:
-            return int(cluster.group(1)) * int(cluster.group(2))
+        slots = parse_master(self.spark_master).slots   # the job's master is checked when read
+        if slots is not None:
+            return slots
+        conf = dict(self.spark_conf)
         instances, cores = conf.get("spark.executor.instances"), conf.get("spark.executor.cores")
         if instances and cores and instances.isdigit() and cores.isdigit():
             return int(instances) * int(cores)

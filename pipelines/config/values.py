@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from pipelines.config.codecs import codec_options
+from pipelines.config.master import MasterFormError, parse_master
 from pipelines.config.model import (
     BLENDINGS,
     DEFAULT_BLOCK,
@@ -118,26 +119,6 @@ SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "log
 SECRET_NAME = re.compile(r"(?i)secret|password|token|access[._]?key")
 
 
-# The local masters Spark knows; any other form makes the JVM fail with a Java stack trace.
-LOCAL_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,\s*\d+)?\])?|"
-                          r"local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]")
-
-
-def master_form_problem(master: str) -> str:
-    """What a spark.master should look like, or '' when it is of a form Spark knows (whether
-    a standalone master answers is checked when Spark starts)."""
-    if LOCAL_MASTER.fullmatch(master) or master == "yarn" or master.startswith("k8s://"):
-        return ""
-    if not master.startswith("spark://"):
-        return ("expected local[N] (N ≥ 1), local[*], local-cluster[N, cores, MiB], "
-                "spark://host:port, yarn or k8s://…")
-    for address in master.removeprefix("spark://").split(","):  # a standby master list
-        host, _, port = address.strip().rpartition(":")
-        if not host or not port.isdigit():
-            return "expected spark://host:port"
-    return ""
-
-
 def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
     conf = {}
@@ -159,9 +140,11 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
                               f"or an instance role")
         if short == "master" and not isinstance(value, str):
             raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
-        problem = master_form_problem(value) if short == "master" else ""
-        if problem:   # checked here, so that the dry run refuses it too
-            raise ConfigError(f"{where}spark.master = {value!r}: {problem}")
+        if short == "master":   # checked here, so that the dry run refuses it too
+            try:
+                parse_master(value)
+            except MasterFormError as e:
+                raise ConfigError(f"{where}spark.master = {value!r}: {e}") from None
         conf[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return tuple(sorted(conf.items()))
 

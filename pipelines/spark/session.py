@@ -17,7 +17,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
-from pipelines.config.values import master_form_problem
+from pipelines.config.master import MasterFormError, is_local_master, parse_master
 from pipelines.errors import SparkStartError, install_signal_handlers
 from pipelines.spark.jvm_stderr import held_jvm_stderr, java_reason
 
@@ -67,7 +67,7 @@ def session(config: JobConfig) -> SparkSession:
         python = dict(config.spark_conf).get("spark.pyspark.python")
         if python:   # pyspark reads only PYSPARK_PYTHON; spark-submit sets it from this
             os.environ["PYSPARK_PYTHON"] = python
-        if config.spark_master.startswith("local"):
+        if is_local_master(config.spark_master):
             # Workers on this machine must run this interpreter (the one with our
             # packages), and local mode needs no network beyond loopback.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -92,7 +92,7 @@ def session(config: JobConfig) -> SparkSession:
         print(f"warning: {line}", file=sys.stderr)
     install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)
     _quiet_accumulator_eof()
-    if (spark.sparkContext.master or "").startswith("local"):
+    if is_local_master(spark.sparkContext.master or ""):
         _quiet_task_failures(spark)
     return spark
 
@@ -145,7 +145,7 @@ def python_sockets_default(config: JobConfig) -> bool:
     (not by spark-submit) with workers on this interpreter, and neither property set."""
     own = dict(config.spark_conf)
     return (python_sockets_supported() and not under_spark_submit()
-            and config.spark_master.startswith("local")
+            and is_local_master(config.spark_master)
             and os.environ.get("PYSPARK_PYTHON", sys.executable) == sys.executable
             and not any(key in own for key, _ in PYTHON_SOCKETS))
 
@@ -224,16 +224,16 @@ def check_master(master: str) -> None:
     Spark knows, or a standalone master that no host answers for. Checked before the JVM
     starts, which would print a Java stack trace (a bad form) or retry for a minute (an
     unreachable master) before failing."""
-    problem = master_form_problem(master)
-    if problem:
-        raise SparkStartError(f"spark.master = {master!r}: {problem}")
-    if not master.startswith("spark://"):
+    try:
+        addresses = parse_master(master).addresses
+    except MasterFormError as e:
+        raise SparkStartError(f"spark.master = {master!r}: {e}") from None
+    if not addresses:   # not a standalone master
         return
     problems = []
-    for address in master.removeprefix("spark://").split(","):  # a standby master list
-        host, _, port = address.strip().rpartition(":")
+    for host, port in addresses:
         try:
-            socket.create_connection((host, int(port)), MASTER_CONNECT_SECONDS).close()
+            socket.create_connection((host, port), MASTER_CONNECT_SECONDS).close()
             return
         except OSError as e:
             problems.append(f"{host}:{port} ({_socket_problem(e)})")
