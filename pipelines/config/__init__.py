@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from pipelines.config.illumination import enabled_setting, flatfield_setting, intensity_setting
 from pipelines.config.model import (
@@ -58,7 +57,7 @@ from pipelines.config.values import (
     _voxel_size,
     parse_size,
 )
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, OutputError
 from pipelines.storage import uri as uris
 
 __all__ = ["BLENDINGS", "DEFAULT_BLOCK", "DOWNSAMPLING", "DTYPES", "FORMATS", "INTERPOLATIONS",
@@ -239,15 +238,13 @@ def _resolve_nested(value: Any, base: Path) -> Any:
         return [_resolve_nested(v, base) for v in value]
     if not isinstance(value, str) or not value:
         return value
-    if value.startswith("file://"):
-        host, _, path = value.removeprefix("file://").partition("/")
-        if host not in ("", "localhost"):
-            raise ConfigError(f"{value}: a file:// URI names a path on this machine "
-                              f"(file:///path), not host {host!r}")
-        return "/" + unquote(path)   # a URI's path is percent-encoded: %20 is a space
-    if value.startswith("file:"):   # file:rel/v.n5 would become a folder named "file:rel"
-        raise ConfigError(f"{value}: a file URI names an absolute path (file:///path); "
-                          f"give a relative path without file:")
+    if value.startswith("file:"):
+        from pipelines.storage import uri as uris  # lazily: a job is read without boto3
+
+        try:
+            return uris.local_path(value)
+        except OutputError as e:
+            raise ConfigError(str(e)) from None
     if "://" in value:
         return value
     return str((base / Path(value).expanduser()).resolve())

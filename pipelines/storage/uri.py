@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pipelines.errors import OutputError
 
@@ -38,6 +38,8 @@ class Location:
 
 def parse(uri: str) -> Location:
     """Split `uri` into scheme, authority and path; refuse schemes we cannot store to."""
+    if uri.startswith("file:"):
+        return Location("", "", local_path(uri))
     if "://" not in uri:
         return Location("", "", uri)
     parsed = urlparse(uri)
@@ -49,9 +51,21 @@ def parse(uri: str) -> Location:
     if parsed.scheme not in USER_SCHEMES:
         raise OutputError(f"{uri}: unsupported storage scheme {parsed.scheme!r}; use a path, "
                           f"file:// or s3:// URI")
-    if parsed.scheme == "file":
-        return Location("", "", parsed.path)
     return Location(parsed.scheme, parsed.netloc, parsed.path.strip("/"))
+
+
+def local_path(uri: str) -> str:
+    """The path a file: URI names on this machine (file:///path or file://localhost/path,
+    percent-decoded: %20 is a space); OutputError for another host or a relative file:
+    URI (file:rel/v.n5 would otherwise become a folder named "file:rel")."""
+    if not uri.startswith("file://"):
+        raise OutputError(f"{uri}: a file URI names an absolute path (file:///path); "
+                          f"give a relative path without file:")
+    host, _, path = uri.removeprefix("file://").partition("/")
+    if host not in ("", "localhost"):
+        raise OutputError(f"{uri}: a file:// URI names a path on this machine "
+                          f"(file:///path), not host {host!r}")
+    return "/" + unquote(path)
 
 
 def is_remote(uri: str) -> bool:

@@ -89,6 +89,12 @@ def test_local_check_writable_refuses_a_file_in_the_way(tmp_path):
 def test_open_store_schemes(tmp_path):
     assert open_store(str(tmp_path)) == LocalStore(tmp_path)
     assert open_store(f"file://{tmp_path}") == LocalStore(tmp_path)
+    # the same rules as a job file's file:// URIs (one parser): decoded, this machine only
+    assert open_store(f"file://localhost{tmp_path}/my%20run") == LocalStore(tmp_path / "my run")
+    with pytest.raises(OutputError, match="names a path on this machine"):
+        open_store("file://otherhost/data/v.n5")
+    with pytest.raises(OutputError, match="names an absolute path"):
+        open_store("file:rel/v.n5")
     with pytest.raises(OutputError, match="unsupported storage scheme 'gs'"):
         open_store("gs://bucket/x")
     options = S3Options(endpoint_url="http://127.0.0.1:9")
