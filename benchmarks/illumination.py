@@ -145,8 +145,8 @@ def correction_cost(folder: Path) -> dict:
 
 
 def run(spark, folder: Path, waves: bool = True) -> dict:
+    from pipelines.corrections import estimate_flatfield, match_intensities
     from pipelines.illumination.plan import flatfield_folders
-    from pipelines.illumination.run import estimate_flatfield, match_intensities
     from pipelines.spark import SparkExecutor
     acq = acquisition(folder, waves)
     config = build_config({"input": {"tiles": str(folder / "tiles.json")},

@@ -34,6 +34,7 @@ from pipelines.commit.records import (
     start_record,
 )
 from pipelines.config import JobConfig
+from pipelines.corrections import match_intensities, prepare_corrections
 from pipelines.errors import (
     BlockFailed,
     Interrupted,
@@ -44,7 +45,6 @@ from pipelines.errors import (
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
-from pipelines.illumination.run import match_intensities, prepare_corrections
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
 from pipelines.plan.tasks import quiet_collector
 from pipelines.registration import results as stitching

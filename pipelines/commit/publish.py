@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
+from pipelines.commit import documents as metadata
 from pipelines.commit import ledger
 from pipelines.commit.completeness import channel_ranges, check_complete
 from pipelines.commit.ledger import Ranges, Recorded
@@ -28,7 +29,6 @@ from pipelines.commit.records import (
     fingerprint,
     update_record,
 )
-from pipelines.layouts import documents as metadata
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 

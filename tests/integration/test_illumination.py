@@ -18,11 +18,11 @@ import zarr
 from pipelines.cli.export import main as export_main
 from pipelines.cli.flatfield import main as flatfield_main
 from pipelines.config import build_config, load_job
+from pipelines.corrections import estimate_flatfield
 from pipelines.driver import export
 from pipelines.execute.executor import LocalExecutor
 from pipelines.illumination.estimate import Fields
 from pipelines.illumination.fields import FlatfieldError, write_fields
-from pipelines.illumination.run import estimate_flatfield
 from pipelines.spark import SparkExecutor
 from pipelines.testing.evenness import relative_error, seam_contrast
 from pipelines.testing.synthetic import make_acquisition
