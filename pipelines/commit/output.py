@@ -69,10 +69,15 @@ def _how_it_differs(record: dict[str, Any], plan: ExportPlan) -> str:
 
 def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) -> None:
     """The read-only checks of the output, for a job that runs other Spark work first
-    (stitching): a committed dataset (unless `overwrite`), files that are not from this
-    pipeline, a live job's lock. `check_output` repeats them once the lock is held."""
+    (stitching, flatfield estimation, intensity matching): a committed dataset (unless
+    `overwrite`), files that are not from this pipeline, a live job's lock. `check_output`
+    repeats them once the lock is held.
+
+    An unfinished commit is left to `check_output`: whether it is this job's (a rerun
+    finishes it) depends on the positions and coefficients that work is about to give,
+    which `plan` (made before it) does not hold yet."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
-    if not overwrite:
+    if not overwrite and not commit_began(record):
         _refuse_committed(plan, store, record)
     leftover = next(iter(store.list()), None)
     if leftover is not None and not record:

@@ -23,6 +23,7 @@ from pipelines.execute.executor import LocalExecutor
 from pipelines.plan import make_plan
 from pipelines.report.console import export_report
 from pipelines.storage import LocalStore, MemoryStore, beside_store
+from pipelines.testing.synthetic import make_acquisition
 from tests.conftest import write_job
 from tests.pipeline_helpers import export_local
 from tests.readers import tensorstore_read
@@ -145,6 +146,35 @@ def test_an_unfinished_commit_is_resumed_by_its_own_job_only(tmp_path, small_acq
     with pytest.raises(OutputError, match=r"holds an unfinished commit of a job with other settings"):
         check_output(make_plan(other), LocalStore(out), beside_store(str(out)))
     assert sorted(out.rglob("*")) == before
+
+
+@pytest.mark.parametrize("work_first", [["stitching.enabled=true"], ['fusion.intensity="match"']])
+def test_an_unfinished_commit_of_a_job_that_stitches_or_matches_first_is_finished_by_a_rerun(
+        tmp_path, work_first):
+    """Defect: a job that registers tiles or matches intensities before its export, killed
+    during its commit, could not be finished: the check made before that work compared
+    the job record with a plan of the stage positions (or no coefficients), and refused
+    with "an unfinished commit of a job with other settings; run that job again to finish
+    it" — the same job, run again. Now the check under the lock, with the plan as
+    exported, decides; another job's unfinished commit is still refused there, nothing
+    deleted."""
+    acq = make_acquisition(tmp_path / "acq", grid=(2, 2, 1), tile=(64, 48, 16), overlap=0.2,
+                           jitter=3, seed=7, falloff=0.0, noise=True)
+    (tmp_path / "run").mkdir()
+    config = config_for(tmp_path / "run", acq, *work_first)
+    export_local(config)
+    record_file = tmp_path / "run/out.job.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "status": "committing"}))
+    out = tmp_path / "run/out"
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = config_for(tmp_path / "run", acq, *work_first, "output.codec=gzip")
+    with pytest.raises(OutputError, match=r"holds an unfinished commit of a job with other settings"):
+        export_local(other)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    result = export_local(config)
+    assert result.plan.rerun and json.loads(record_file.read_text())["status"] == "committed"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def failed_run(tmp_path, acquisition, *overrides):
