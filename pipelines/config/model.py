@@ -8,6 +8,9 @@ from typing import Any
 
 from pipelines.config.master import parse_master
 
+# The choices a job file allows. Their implementations keep their own tables (formats,
+# fusion's blendings, the pyramid's methods), which need numpy; this module must not, so
+# tests/unit/config/test_choices.py holds each list equal to what implements it.
 FORMATS = ("n5", "zarr2", "zarr3")
 LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
 BLENDINGS = ("max", "average", "linear", "first", "closest")

@@ -1,0 +1,39 @@
+"""Every choice a job file allows has an implementation, and every implementation a
+choice. The job file's choices are listed in `config.model` (standard library only, so a
+job is checked without numpy or Spark); the modules that implement them keep their own
+tables. These tests keep the two sides from drifting apart."""
+
+import numpy as np
+import pytest
+
+from pipelines import config
+from pipelines.config.codecs import FORMAT_CODECS
+from pipelines.formats import FORMATS
+from pipelines.layouts.paths import array_path
+from pipelines.pixels import fusion, pyramid
+
+
+def test_every_format_choice_is_a_format_module():
+    assert set(config.FORMATS) == set(FORMATS)
+    assert set(config.LAYOUTS) == set(FORMATS) == set(FORMAT_CODECS)
+
+
+@pytest.mark.parametrize("layout", sorted({lay for lays in config.LAYOUTS.values() for lay in lays}))
+def test_every_layout_choice_has_array_paths(layout):
+    assert array_path(layout, 0, 0, 0)
+
+
+def test_every_blending_choice_is_implemented_and_nothing_else():
+    assert set(config.BLENDINGS) == set(fusion._BLEND)
+
+
+def test_interpolation_and_downsampling_choices_match_their_implementations():
+    assert config.INTERPOLATIONS == fusion.INTERPOLATIONS
+    assert config.DOWNSAMPLING == pyramid.METHODS
+
+
+@pytest.mark.parametrize("method", config.DOWNSAMPLING)
+@pytest.mark.parametrize("dtype", config.DTYPES)
+def test_every_dtype_choice_downsamples_to_itself(dtype, method):
+    data = np.arange(8, dtype=dtype).reshape(2, 2, 2)
+    assert pyramid.downsample(data, (2, 2, 2), method).dtype == np.dtype(dtype)
