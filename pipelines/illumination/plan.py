@@ -14,7 +14,6 @@ from typing import Any
 
 from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
-from pipelines.errors import PipelineError, cause
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.estimate import Z_GROUPS
 from pipelines.illumination.fields import (
@@ -25,6 +24,7 @@ from pipelines.illumination.fields import (
     folder_beside,
 )
 from pipelines.storage import open_store
+from pipelines.storage.documents import read_json
 from pipelines.storage.uri import sibling, split
 from pipelines.tiles import TileSet
 
@@ -89,18 +89,9 @@ def write_coefficients(path: str, doc: dict[str, Any], s3=None) -> None:
 
 def read_coefficients(path: str, s3=None) -> tuple[tuple[int, float, float], ...]:
     """(tile index, gain, offset) per tile from an intensity JSON."""
-    folder, name = split(path)
+    doc = read_json(path, s3, FlatfieldError, "intensity coefficients file",
+                    'fusion.intensity = "match"')
     try:
-        data = open_store(folder, s3).get(name)
-    except KeyError:
-        raise FlatfieldError(f"fusion.intensity = \"match\": {path} not found") from None
-    except PipelineError:
-        raise
-    except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
-        raise FlatfieldError(f"fusion.intensity = \"match\": cannot read {path}: "
-                             f"{cause(e)}") from None
-    try:
-        doc = json.loads(data)
         return tuple((int(t["index"]), float(t["gain"]), float(t["offset"])) for t in doc["tiles"])
     except (ValueError, KeyError, TypeError) as e:
         raise FlatfieldError(f"{path}: not an intensity coefficients file ({e})") from None

@@ -26,10 +26,10 @@ from pipelines.registration import Link, PairOptions, Solution, find_pairs, proj
 from pipelines.registration.projects import ProjectReference, Reference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
+from pipelines.storage.documents import read_bytes
 from pipelines.storage.probe import check_writable_beside
 from pipelines.tiles import TileSet, check_same_geometry, read_tile_json
 from pipelines.tiles.bigstitcher import read_project
-from pipelines.tiles.remote import read_text
 from pipelines.tiles.tilejson import tile_json_text
 
 
@@ -258,7 +258,7 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     finals = refined_paths(config)
     written: dict[str, bytes] = {}
     if target.project is not None:
-        text = read_text(config.tiles, s3) if uris.is_remote(config.tiles) else Path(config.tiles).read_text()
+        text = read_bytes(config.tiles, s3).decode()
         path = finals[0][0]
         earlier = reuse.read(path, s3) if config.views else None   # other views' results
         written[path] = projects.stitched_xml(text, target.project, solution.positions,

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
 from pipelines.config import JobConfig
-from pipelines.storage import S3Options, beside_store
-from pipelines.storage import uri as uris
+from pipelines.storage import S3Options
+from pipelines.storage.documents import read_bytes
 from pipelines.tiles.identity import file_identities
 
 if TYPE_CHECKING:
@@ -61,8 +61,8 @@ def still_valid(report: dict[str, Any], current: str, s3: S3Options | None) -> b
 def read(path: str, s3: S3Options | None) -> bytes | None:
     """A small file's bytes (local or S3); None when it is not there."""
     try:
-        return beside_store(path, s3).get(uris.name(path))
-    except (KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return read_bytes(path, s3)
+    except (KeyError, IsADirectoryError):
         return None
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.errors import PipelineError, TileError, cause
+from pipelines.errors import TileError
+from pipelines.storage.documents import read_document
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
@@ -46,7 +47,6 @@ from pipelines.tiles.model import (
     tile_type_of,
 )
 from pipelines.tiles.readers import inspect_view
-from pipelines.tiles.remote import read_text
 from pipelines.transforms import Affine, as_affine, compose, determinant, is_singular
 
 # ImageLoader format → our loader (pipelines.tiles.Tile.loader)
@@ -223,15 +223,7 @@ def _check_same_views(rows: dict[tuple[int, int], list[Tile]], source: str) -> N
 
 
 def _parse(source: str, s3) -> ET.Element:
-    try:
-        text = read_text(source, s3) if is_remote(source) else Path(source).read_text()
-    except (FileNotFoundError, KeyError):
-        raise TileError(f"{source}: BigStitcher project not found (input.tiles)") from None
-    except PipelineError:
-        raise
-    except Exception as e:   # unreadable file, refused credentials, unreachable endpoint
-        raise TileError(f"{source}: cannot read the BigStitcher project: "
-                        f"{cause(e)}") from None
+    text = read_document(source, s3, TileError, "BigStitcher project", "input.tiles")
     try:
         root = ET.fromstring(text)
     except ET.ParseError as e:

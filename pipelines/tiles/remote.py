@@ -60,8 +60,3 @@ def identity_of(opened: io.BufferedReader) -> list:
     raw = opened.raw
     assert isinstance(raw, RangeFile)
     return list(raw.identity)
-
-
-def read_text(uri: str, s3=None) -> str:
-    folder, name = split_uri(uri)
-    return open_store(folder, s3).get(name).decode()

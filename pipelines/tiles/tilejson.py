@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import PipelineError, TileError, cause
+from pipelines.errors import TileError
+from pipelines.storage.documents import read_json
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
@@ -33,7 +34,6 @@ from pipelines.tiles.model import (
     TileSet,
     placement,
 )
-from pipelines.tiles.remote import read_text
 from pipelines.transforms import Affine, as_affine, determinant, is_singular
 
 FIELDS = ("index", "file", "position", "size", "type")
@@ -42,37 +42,12 @@ FIELDS = ("index", "file", "position", "size", "type")
 def read_tile_json(path: str | os.PathLike, s3=None) -> TileSet:
     """Parse and check a tile configuration JSON (a path or s3:// URI); relative tile paths
     become absolute (URIs for a JSON in an object store)."""
-    if is_remote(str(path)):
-        return _read_remote(str(path), s3)
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TileError(f"{path}: tile configuration not found (input.tiles)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TileError(f"{path}: cannot read tile configuration: {e}") from None
-    except json.JSONDecodeError as e:
-        raise TileError(f"{path}: not valid JSON: {e}") from None
-    except RecursionError:  # json recurses once per level of nesting
-        raise TileError(f"{path}: lists or objects nested too deeply") from None
-    return _tile_set(doc, path, lambda file: str(path.resolve().parent / file))
-
-
-def _read_remote(uri: str, s3) -> TileSet:
-    try:
-        doc = json.loads(read_text(uri, s3))
-    except KeyError:
-        raise TileError(f"{uri}: tile configuration not found (input.tiles)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TileError(f"{uri}: not valid JSON: {e}") from None
-    except RecursionError:
-        raise TileError(f"{uri}: lists or objects nested too deeply") from None
-    except PipelineError:
-        raise
-    except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
-        raise TileError(f"{uri}: cannot read the tile configuration: "
-                        f"{cause(e)}") from None
-    return _tile_set(doc, uri, lambda file: join_uri(parent_uri(uri), file))
+    uri = str(path)
+    doc = read_json(uri, s3, TileError, "tile configuration", "input.tiles")
+    if is_remote(uri):
+        return _tile_set(doc, uri, lambda file: join_uri(parent_uri(uri), file))
+    folder = Path(uri).resolve().parent
+    return _tile_set(doc, Path(uri), lambda file: str(folder / file))
 
 
 def _tile_set(doc, source, resolve) -> TileSet:

@@ -1,0 +1,44 @@
+"""Small documents read whole — tile JSONs, BigStitcher XMLs, intensity coefficients,
+registration reports — from a path or an s3:// URI, with one set of failure lines: not
+found, unreadable (with the cause: refused credentials, a folder, no permission), not
+valid JSON, nested too deeply."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipelines.errors import PipelineError, cause
+from pipelines.storage import open_store
+from pipelines.storage import uri as uris
+
+
+def read_bytes(uri: str, s3=None) -> bytes:
+    """The whole of the file or object at `uri`; KeyError when there is none."""
+    folder, name = uris.split(uri)
+    return open_store(folder, s3).get(name)
+
+
+def read_document(uri: str, s3, error: type[PipelineError], what: str, key: str = "") -> bytes:
+    """`read_bytes`, failing with `error` naming `uri` and `what` (e.g. "tile
+    configuration") when the document is missing (and the job file's `key` that named it)
+    or cannot be read."""
+    try:
+        return read_bytes(uri, s3)
+    except KeyError:
+        raise error(f"{uri}: {what} not found" + (f" ({key})" if key else "")) from None
+    except PipelineError:
+        raise
+    except Exception as e:   # a folder, no permission, refused credentials, no endpoint
+        raise error(f"{uri}: cannot read the {what}: {cause(e)}") from None
+
+
+def read_json(uri: str, s3, error: type[PipelineError], what: str, key: str = "") -> Any:
+    """The JSON document at `uri` (`read_document`), `error` when it is not JSON."""
+    data = read_document(uri, s3, error, what, key)
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{uri}: not valid JSON: {e}") from None
+    except RecursionError:   # json recurses once per level of nesting
+        raise error(f"{uri}: lists or objects nested too deeply") from None
