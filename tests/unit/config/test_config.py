@@ -19,6 +19,23 @@ def job(tmp_path: Path, text: str = MINIMAL) -> Path:
     return path
 
 
+def test_the_dataclasses_defaults_are_the_job_files_defaults(tmp_path):
+    """JobConfig and StitchingConfig keep defaults (for code that builds them directly,
+    tests and benchmarks) beside the job file's (config.model.SCHEMA): a job that sets
+    nothing must get the same values either way, or a setting would mean one thing in a
+    job file and another in code."""
+    import dataclasses
+
+    from pipelines.config import JobConfig, StitchingConfig
+    from pipelines.storage.s3 import S3Options
+    config = load_job(job(tmp_path))
+    assert config.stitching == StitchingConfig()
+    assert S3Options(**dict(config.s3)) == S3Options()   # JobConfig's () means S3Options()
+    for f in dataclasses.fields(JobConfig):
+        if f.default is not dataclasses.MISSING and f.name not in ("source", "s3"):
+            assert getattr(config, f.name) == f.default, f.name
+
+
 def test_defaults_and_paths_relative_to_the_job_file(tmp_path):
     config = load_job(job(tmp_path))
     assert config.tiles == str(tmp_path / "tiles.json")
