@@ -113,13 +113,9 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     reference = target.reference
     if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files([reference], config.s3_options())
-    fingerprint = reuse.fingerprint(config, target, config.s3_options())
-    last = stitching.last_report(config)
-    earlier = None if config.stitching.force else stitching.reused(config, last, fingerprint)
+    fingerprint, earlier = _stitching_checks(config, target)
     if earlier is not None:
         return StitchResult(earlier, 0.0, time.perf_counter() - started)
-    stitching.check_results_writable(config)
-    stitching.check_results_replaceable(config, last)
     job = PairJob(reference, target.options, config.s3_options())
     pairs = list(target.pairs)
     with _running(config, executor) as running:
@@ -137,6 +133,22 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     doc["reuse"] = {"fingerprint": fingerprint}
     outcome = stitching.write_results(config, target, solution, doc)
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
+
+
+def _stitching_checks(config: JobConfig, target: stitching.Target
+                      ) -> tuple[str, stitching.StitchOutcome | None]:
+    """What registering `target` checks before any pair is measured: the fingerprint of
+    what it registers, and the last registration's outcome when that still holds (reused:
+    nothing else to check); else the results must be writable and replaceable, and some
+    pair must be there to measure (`Target.pairs`). One line each, nothing written."""
+    fingerprint = reuse.fingerprint(config, target, config.s3_options())
+    last = stitching.last_report(config)
+    earlier = None if config.stitching.force else stitching.reused(config, last, fingerprint)
+    if earlier is None:
+        stitching.check_results_writable(config)
+        stitching.check_results_replaceable(config, last)
+        target.pairs   # noqa: B018 - found here, and refused when there are none
+    return fingerprint, earlier
 
 
 def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],
@@ -187,7 +199,7 @@ def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: 
                started: float) -> ExportResult:
     """`export` on a running executor: corrections, stitching if enabled, the export."""
     config = prepare_corrections(config, running, stream,
-                                 partial(_check_before_stitching, overwrite=overwrite))
+                                 partial(_check_before_work, overwrite=overwrite))
     if not config.stitching.enabled:
         return _export(config, running, stream, overwrite, started)
     checked = _check_before_stitching(config, overwrite)  # every problem first
@@ -198,6 +210,15 @@ def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: 
     result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
                      started, stitched, checked=checked)
     return replace(result, stitching=stitched)
+
+
+def _check_before_work(config: JobConfig, overwrite: bool) -> None:
+    """Every check of an export whose corrections need executor work first (flatfield
+    estimation: minutes): the export's (`_check_before_stitching`) and, when it
+    registers the tiles, stitching's (`_stitching_checks`)."""
+    _check_before_stitching(config, overwrite)
+    if config.stitching.enabled:
+        _stitching_checks(config, stitching.registration_target(config))
 
 
 def _check_before_stitching(config: JobConfig, overwrite: bool) -> str:

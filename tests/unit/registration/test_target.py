@@ -108,3 +108,35 @@ def test_tiles_of_which_no_two_can_overlap_are_refused_before_anything_runs(tmp_
     assert not (tmp_path / "out").exists()
     # the stage positions are close enough once search covers the gap
     assert pair_tasks(load_job(tmp_path / "job.toml", ["stitching.search=100"])) == 1
+
+
+@pytest.mark.parametrize("setting", ['fusion.flatfield="auto"', "flatfield.enabled=true"])
+def test_no_overlap_is_refused_before_flatfield_fields_are_estimated(tmp_path, setting):
+    """Defect (trial E, item 6): an export estimates missing flatfield fields (minutes of
+    executor work) before it stitches, and only then found that no two tiles overlap.
+    Stitching's checks now run with the others, before any executor work."""
+    import io
+    import json
+
+    from pipelines.driver import export
+    from pipelines.execute.executor import LocalExecutor
+
+    folder = tmp_path / "acq"
+    make_acquisition(folder, grid=(3, 2, 1), tile=(32, 24, 8), overlap=0.3, jitter=0, seed=1,
+                     truth=False)
+    doc = json.loads((folder / "tiles.json").read_text())
+    for tile in doc:   # 4 × the stage steps: 60-70 voxel gaps between neighbours
+        tile["position"] = [4 * p for p in tile["position"]]
+    (folder / "tiles.json").write_text(json.dumps(doc))
+    before = sorted(p.name for p in folder.iterdir())
+
+    class NoWork(LocalExecutor):
+        def run(self, batch, on_progress):
+            raise AssertionError(f"no executor work may start ({batch.description})")
+
+    config = load_job(job_file(tmp_path / "job.toml", f'"{folder / "tiles.json"}"'),
+                      ["stitching.search=8", setting])
+    with pytest.raises(ConfigError, match=r"^stitching: no two of the 6 tiles can overlap"):
+        export(config, NoWork(), stream=io.StringIO())
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert not (tmp_path / "out").exists()
