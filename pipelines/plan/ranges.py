@@ -17,7 +17,7 @@ from pipelines.geometry import Vec
 
 # Cells of the compressed grid filled at once; larger grids are filled in slabs.
 _CELLS_AT_ONCE = 1 << 26
-_MORTON_BITS = 21  # bits per axis: 3 x 21 = 63 bits, grids of up to 2 097 152 cells a side
+_MORTON_BITS = 21  # bits per axis in one key: 3 x 21 = 63 bits
 
 
 def union_size(lo: np.ndarray, hi: np.ndarray) -> int:
@@ -50,17 +50,32 @@ def union_size(lo: np.ndarray, hi: np.ndarray) -> int:
 
 
 def morton_keys(indices: np.ndarray) -> np.ndarray:
-    """Z-order (Morton) keys of grid indices (n, 3), x in the lowest bit: sorting by them
-    walks the grid in nested 2 x 2 x 2 cubes, so cells close in the order are close in space."""
+    """Z-order (Morton) keys of grid indices (n, 3) below 2^21, x in the lowest bit: sorting
+    by them walks the grid in nested 2 x 2 x 2 cubes, so cells close in the order are close
+    in space. `morton_order` sorts indices of any size."""
     indices = np.asarray(indices, dtype=np.uint64).reshape(-1, 3)
     if len(indices) and int(indices.max()) >= 1 << _MORTON_BITS:
-        raise ValueError(f"grid index {int(indices.max())} too large for a Morton key")
+        raise ValueError(f"grid index {int(indices.max())} too large for one Morton key")
     keys = np.zeros(len(indices), dtype=np.uint64)
     bits = int(indices.max()).bit_length() if len(indices) else 0   # only the bits in use
     for bit in range(bits):
         for axis in range(3):
             keys |= ((indices[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(3 * bit + axis)
     return keys
+
+
+def morton_order(indices: np.ndarray) -> np.ndarray:
+    """The stable argsort that walks grid indices (n, 3) in Morton order, for any
+    non-negative int64 indices: tiles far apart make grids of more than 2^21 cells a side
+    (one 63-bit key). Each 21 bits of every axis make one key, compared most significant
+    first — the order of one key holding all the bits."""
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1, 3)
+    if not len(indices):
+        return np.zeros(0, dtype=np.int64)
+    words = max(1, -(-int(indices.max()).bit_length() // _MORTON_BITS))
+    mask = (1 << _MORTON_BITS) - 1
+    keys = [morton_keys((indices >> (_MORTON_BITS * w)) & mask) for w in range(words)]
+    return np.lexsort(keys)   # the last key, the most significant bits, sorts first
 
 
 def partition_shape(counts: Sequence[int], per_task: int) -> Vec:

@@ -26,7 +26,7 @@ from pipelines.plan.output import OutputSpec, Stage
 from pipelines.plan.ranges import (
     expand_boxes,
     linear_cells,
-    morton_keys,
+    morton_order,
     partition_shape,
     ranks_within,
     union_size,
@@ -101,7 +101,7 @@ class PartitionTask:
     def block_tasks(self) -> list[BlockTask]:
         """Its blocks not in `done`, in Morton order, each with the tiles it reads."""
         cells, box = expand_boxes(np.array(self.lo, dtype=np.int64), np.array(self.hi, dtype=np.int64))
-        order = np.argsort(morton_keys(cells - np.array(self.start)), kind="stable")
+        order = morton_order(cells - np.array(self.start))
         tiles: dict[Vec, list[int]] = {}
         for cell, n in zip(cells[order].tolist(), box[order].tolist()):
             readers = tiles.setdefault(tuple(cell), [])
@@ -344,7 +344,7 @@ def _stage_tasks(stage: int, grid: Vec, lo: np.ndarray, hi: np.ndarray, owners: 
     ids = linear[first]
     del linear
     sizes = np.diff(np.append(first, len(box)))
-    run = np.argsort(morton_keys(_unravel(ids, per_axis)), kind="stable")
+    run = morton_order(_unravel(ids, per_axis))
     run_sizes = sizes[run]
     boxes = box[np.repeat(first[run], run_sizes) + ranks_within(run_sizes)]
     del box

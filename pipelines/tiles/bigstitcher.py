@@ -107,7 +107,7 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
     sequence = _child(root, "SequenceDescription", source)
     setups = _setups(sequence, source)
     timepoints = _timepoints(sequence, source)
-    missing = _missing(sequence)
+    missing = _missing(sequence, source)
     loader_element = _child(sequence, "ImageLoader", source)
     loader = _loader(loader_element, source)
     registrations = _registrations(root, source)
@@ -234,6 +234,19 @@ def _parse(source: str, s3) -> ET.Element:
     return root
 
 
+def _whole(element: ET.Element, name: str, source: str, default: int | None = None) -> int:
+    """The whole-number attribute `name` of `element` (`default` when absent); TileError
+    naming the element and the value otherwise."""
+    text = element.get(name)
+    if text is None and default is not None:
+        return default
+    value = (text or "").strip()
+    if not value.lstrip("-").isdigit():
+        raise TileError(f"{source}: <{element.tag}> attribute {name} must be a whole number, "
+                        f"found {text!r}")
+    return int(value)
+
+
 def _child(element: ET.Element, name: str, source: str) -> ET.Element:
     found = element.find(name)
     if found is None:
@@ -305,6 +318,10 @@ def _setups(sequence: ET.Element, source: str) -> dict[int, Setup]:
             value = (child.text or "").strip()
             if value.lstrip("-").isdigit():
                 attributes[child.tag] = int(value)
+            elif child.tag in ATTRIBUTES:   # an id of <Attributes name="…">: a view would
+                # fall back to channel (tile, …) 0 without a word
+                raise TileError(f"{where}: <attributes><{child.tag}> must be a whole number "
+                                f"(an id of <Attributes name=\"{child.tag}\">), found {value!r}")
         setup = Setup(int(id_text), element.findtext("name") or id_text, size, voxel, unit, attributes)
         if setup.id in setups:
             raise TileError(f"{source}: ViewSetup id {setup.id} appears twice")
@@ -364,11 +381,12 @@ def _timepoint_ids(ids, where: str) -> list[int]:
     return list(ids)
 
 
-def _missing(sequence: ET.Element) -> set[tuple[int, int]]:
+def _missing(sequence: ET.Element, source: str) -> set[tuple[int, int]]:
     found = sequence.find("MissingViews")
     if found is None:
         return set()
-    return {(int(e.get("timepoint", -1)), int(e.get("setup", -1))) for e in found.findall("MissingView")}
+    return {(_whole(e, "timepoint", source, -1), _whole(e, "setup", source, -1))
+            for e in found.findall("MissingView")}
 
 
 def _loader(element: ET.Element, source: str) -> str:
@@ -406,8 +424,8 @@ def _locator(fmt: str, element: ET.Element, base: str, source: str):
     if fmt == "spimreconstruction.filemap2":
         files = {}
         for mapping in _child(element, "files", source).findall("FileMapping"):
-            key = int(mapping.get("timepoint", -1)), int(mapping.get("view_setup", -1))
-            series, channel = int(mapping.get("series", 0)), int(mapping.get("channel", 0))
+            key = _whole(mapping, "timepoint", source, -1), _whole(mapping, "view_setup", source, -1)
+            series, channel = _whole(mapping, "series", source, 0), _whole(mapping, "channel", source, 0)
             files[key] = (_path(_child(mapping, "file", source), base, source), series, channel)
 
         def tiff(setup: int, t: int, where: str) -> tuple[str, str]:
@@ -427,7 +445,7 @@ def _locator(fmt: str, element: ET.Element, base: str, source: str):
         return lambda s, t, where: (container, f"t{t:05d}/s{s:02d}/0/cells")
     groups = {}
     for group in _child(element, "zgroups", source).findall("zgroup"):
-        key = int(group.get("timepoint", -1)), int(group.get("setup", -1))
+        key = _whole(group, "timepoint", source, -1), _whole(group, "setup", source, -1)
         groups[key] = group.get("path") or (group.findtext("path") or "").strip()
 
     def zarr(setup: int, t: int, where: str) -> tuple[str, str]:

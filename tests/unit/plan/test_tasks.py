@@ -12,7 +12,7 @@ from pipelines.config import CodecConfig
 from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import Box, ceil_div, grid_indices
 from pipelines.plan import OutputSpec, Stage, plan_stages, plan_tasks
-from pipelines.plan.ranges import morton_keys, partition_shape
+from pipelines.plan.ranges import morton_keys, morton_order, partition_shape
 from pipelines.plan.tasks import auto_blocks_per_task
 from pipelines.tiles import Tile, TileSet
 from tests.pipeline_helpers import owned_keys
@@ -90,7 +90,7 @@ def test_partitions_hold_every_stage_block_once(tiles, per_task, levels):
 
 def interleaved(index) -> int:
     """Morton key by hand: bit k of x, y, z goes to bits 3k, 3k + 1, 3k + 2."""
-    return sum(((v >> k) & 1) << (3 * k + axis) for k in range(8) for axis, v in enumerate(index))
+    return sum(((v >> k) & 1) << (3 * k + axis) for k in range(63) for axis, v in enumerate(index))
 
 
 def test_a_partition_runs_its_blocks_in_morton_order():
@@ -112,6 +112,17 @@ def test_morton_keys_match_the_bit_by_bit_definition():
     rng = np.random.default_rng(3)
     cells = rng.integers(0, 200, (100, 3))
     assert morton_keys(cells).tolist() == [interleaved(tuple(c)) for c in cells.tolist()]
+
+
+@pytest.mark.parametrize("top", [200, 2**21, 2**40, 2**62])
+def test_morton_order_sorts_indices_of_any_size_by_their_whole_keys(top):
+    """Defect (trial H): grids of more than 2^21 cells a side (tiles far apart) failed with
+    a traceback, "grid index too large for a Morton key"."""
+    rng = np.random.default_rng(4)
+    cells = np.concatenate([rng.integers(0, top, (300, 3)), rng.integers(0, 8, (50, 3)),
+                            np.repeat(rng.integers(0, top, (5, 3)), 3, axis=0)])  # ties too
+    keys = [interleaved(tuple(c)) for c in cells.tolist()]   # Python ints: no bit limit
+    assert morton_order(cells).tolist() == sorted(range(len(cells)), key=lambda n: keys[n])
 
 
 @pytest.mark.parametrize("counts, per_task, shape", [

@@ -125,6 +125,46 @@ def test_a_missing_view_registration_is_refused(tmp_path, angles, capsys):
     refused(tmp_path, capsys, angles, "view setup 0, timepoint 0", "no ViewRegistration")
 
 
+@pytest.mark.parametrize("loader, path, attribute, value", [
+    ("tiff", "SequenceDescription/ImageLoader/files/FileMapping", "timepoint", "zero"),
+    ("tiff", "SequenceDescription/ImageLoader/files/FileMapping", "series", "first"),
+    ("zarr", "SequenceDescription/ImageLoader/zgroups/zgroup", "setup", "one"),
+    ("tiff", "SequenceDescription/MissingViews/MissingView", "setup", "x"),
+])
+def test_an_id_that_is_not_a_whole_number_is_named(tmp_path, capsys, loader, path, attribute, value):
+    """Defect (trial H): `int()` of these attributes raised ValueError: a traceback, exit 1."""
+    xml = write_project(tmp_path / "acq", scenario("angles"), loader)
+
+    def spoil(root):
+        if path.endswith("MissingView"):
+            ET.SubElement(root.find("SequenceDescription/MissingViews"), "MissingView",
+                          timepoint="0", setup="0")
+        root.find(path).set(attribute, value)
+    edit(xml, spoil)
+    tag = path.rsplit("/", 1)[1]
+    refused(tmp_path, capsys, xml, f"<{tag}> attribute {attribute} must be a whole number, "
+                                   f"found '{value}'")
+
+
+def test_a_view_attribute_that_is_not_an_id_is_refused(tmp_path, capsys):
+    """Defect (trial H): <channel>abc</channel> was dropped, and the view counted as
+    channel 0 without a word."""
+    xml = write_project(tmp_path / "acq", scenario("angles"), "tiff")
+
+    def spoil(root):
+        setup = root.findall("SequenceDescription/ViewSetups/ViewSetup")[1]
+        found = setup.find("attributes")
+        if found is None:
+            found = ET.SubElement(setup, "attributes")
+        channel = found.find("channel")
+        if channel is None:
+            channel = ET.SubElement(found, "channel")
+        channel.text = "abc"
+    edit(xml, spoil)
+    refused(tmp_path, capsys, xml, "ViewSetup 1: <attributes><channel> must be a whole number",
+            "found 'abc'")
+
+
 def test_not_xml_and_not_a_project_are_refused(tmp_path, capsys):
     bad = tmp_path / "bad.xml"
     bad.write_text("<SpimData><unclosed>")
