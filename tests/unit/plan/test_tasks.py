@@ -125,6 +125,18 @@ def test_morton_order_sorts_indices_of_any_size_by_their_whole_keys(top):
     assert morton_order(cells).tolist() == sorted(range(len(cells)), key=lambda n: keys[n])
 
 
+def test_tiles_a_billion_voxels_apart_are_planned_as_their_own_blocks():
+    """Tiles 10^9 voxels apart along x make a grid of 2^21+ partitions a side; the plan
+    holds only the partitions the tiles meet, each block once (README: positions within
+    ±2^40 voxels)."""
+    far = 10**9
+    ts = tileset([((0, 0, 0), (64, 64, 24)), ((far, 0, 0), (64, 64, 24))])
+    output = pyramid_output((far + 64, 64, 24), (64, 64, 24), (1, 1, 1), [])
+    stage = plan_tasks(output, (Stage(0, 1),), ts, 1).stages[0]
+    blocks = [t.index for p in stage.partitions(0) for t in p.block_tasks()]
+    assert sorted(blocks) == [(0, 0, 0), (far // 64, 0, 0)]
+
+
 @pytest.mark.parametrize("counts, per_task, shape", [
     ((10, 10, 10), 64, (4, 4, 4)), ((10, 10, 10), 1, (1, 1, 1)), ((10, 10, 10), 100, (4, 4, 4)),
     ((3, 100, 1), 64, (3, 16, 1)), ((1, 1, 1), 4096, (1, 1, 1)), ((100, 100, 2), 128, (8, 8, 2)),
