@@ -87,6 +87,14 @@ class ExportResult:
         voxels = sum(int(np.prod(shape)) for shape in out.shapes) * out.channels * out.timepoints
         return voxels * np.dtype(out.base.dtype).itemsize
 
+    @property
+    def computed_bytes(self) -> int:
+        """`volume_bytes` of the voxels the blocks computed (`ExportPlan.computed_voxels`):
+        the same for an output the tiles fill, less where they leave parts of it empty."""
+        out = self.plan.output
+        voxels = self.plan.computed_voxels() * out.channels * out.timepoints
+        return voxels * np.dtype(out.base.dtype).itemsize
+
 
 @contextmanager
 def _running(config: JobConfig, given: Executor | None) -> Iterator[Executor]:

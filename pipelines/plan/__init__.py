@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipelines.config import JobConfig
 from pipelines.config.values import check_channel_names
 from pipelines.formats import ArraySpec
@@ -28,6 +30,7 @@ from pipelines.illumination.correct import Correction
 from pipelines.illumination.plan import plan_correction
 from pipelines.plan.memory import check_memory, task_memory, task_memory_bytes
 from pipelines.plan.output import OutputSpec, Stage, plan_output, plan_stages
+from pipelines.plan.ranges import union_size
 from pipelines.plan.tasks import (
     BlockReceipt,
     BlockTask,
@@ -104,6 +107,23 @@ class ExportPlan:
         """`level_box` of every level of the task's stage, by level."""
         stage = self.stages[task.stage]
         return {level: self.level_box(task, level) for level in range(stage.first, stage.first + stage.count)}
+
+    def computed_voxels(self) -> int:
+        """Voxels the block tasks compute over every level, for one channel and timepoint:
+        the arrays' voxels where some tile reaches. Fewer than the arrays hold when tiles
+        leave parts of the output empty (tiles far apart): no task computes those and no
+        object stores them. Counted from the stages' boxes (`ranges.union_size`), without
+        listing blocks."""
+        out, total = self.output, 0
+        for stage, tasks in zip(self.stages, self.task_plan.stages):
+            edge = np.array(out.base.chunks, dtype=np.int64) * np.array(out.block, dtype=np.int64)
+            lo = tasks.lo * edge
+            hi = np.minimum(tasks.hi * edge, np.array(out.shapes[stage.first], dtype=np.int64))
+            for level in range(stage.first, stage.first + stage.count):
+                scale = np.array(out.cumulative(level)) // np.array(out.cumulative(stage.first))
+                total += union_size(lo // scale, np.minimum(ceil_div(hi, scale),
+                                                            np.array(out.shapes[level])))
+        return total
 
     def object_count(self, task: BlockTask, boxes: dict[int, Box] | None = None) -> int:
         """How many objects (chunks or shards) a task owns, counted on the object grids of

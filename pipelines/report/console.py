@@ -123,11 +123,16 @@ def _stitching_part(stitched: StitchResult | None, seconds: float) -> str:
 def export_report(result: ExportResult) -> str:
     """What `tile-export` prints at the end: the dataset, objects, time, how to open it."""
     s, plan = result.summary, result.plan
-    mb = result.volume_bytes / 2**20
+    # rates and ratios of what the blocks computed: the arrays' span counts voxels no tile
+    # reaches, which nothing computes or stores (tiles far apart gave "75 595 214 : 1")
+    computed = result.computed_bytes
+    mb = computed / 2**20
     stitching = result.stitching.run_seconds if result.stitching else 0.0
     export_seconds = result.run_seconds - stitching
     rate = mb / export_seconds if export_seconds > 0 else 0.0
-    ratio = result.volume_bytes / s.bytes_written if s.bytes_written else float("inf")
+    ratio = computed / s.bytes_written if s.bytes_written else float("inf")
+    empty = (f"; the arrays span {result.volume_bytes / 2**20:.0f} MiB, the rest left empty as "
+             f"no tile reaches it" if computed < 0.99 * result.volume_bytes else "")
     lines = [
         f"dataset:  {s.uri}  (format {s.format}, layout {s.layout}, {s.levels} level"
         f"{'s' if s.levels > 1 else ''}, level 0 at {s.arrays[0]}: x,y,z = {list(s.shape)}, "
@@ -137,8 +142,9 @@ def export_report(result: ExportResult) -> str:
         f"time:     {export_seconds:.1f} s for {_what_ran(result)}"
         f"{_stitching_part(result.stitching, stitching)} "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); " + (
-            f"{rate:.1f} MiB/s of {mb:.0f} MiB uncompressed output" if not result.resumed else
-            f"{mb:.0f} MiB uncompressed output (no MiB/s: an earlier run computed part of it)"),
+            f"{rate:.1f} MiB/s of {mb:.0f} MiB uncompressed output{empty}" if not result.resumed else
+            f"{mb:.0f} MiB uncompressed output (no MiB/s: an earlier run computed part of it)"
+            f"{empty}"),
         f"spark:    master {result.master}",
         f"open it:  {open_command(result)}",
     ]

@@ -65,3 +65,48 @@ def test_progress_says_eta_n_a_before_any_block_is_done():
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("blocks 0/4 (0%)") and lines[0].endswith("ETA n/a")
     assert lines[1].startswith("blocks 2/4 (50%)") and lines[1].split("ETA ")[1].endswith(" s")
+
+
+def test_rates_and_ratios_count_what_the_blocks_computed_not_empty_space(tmp_path):
+    """Defect (trial H): two tiles far apart printed "compression ratio 75595214.57" and
+    millions of MiB/s, counting the empty span between them. Two block-sized tiles 100
+    blocks apart, 2 levels (level 1 halves x and y: 1 616 × 12 × 8, blocks of 32 × 12 × 8
+    read back from level 0): by hand, level 0's two blocks 2 · 32·24·8, level 1's block
+    at x 0-32 and its last block, x 1 600-1 616, 32·12·8 + 16·12·8 — not the arrays'
+    3 232 × 24 × 8 + 1 616 × 12 × 8."""
+    import json
+
+    from pipelines.config import load_job
+    from pipelines.report.console import export_report
+    from pipelines.testing.synthetic import make_acquisition
+    from tests.conftest import write_job
+    from tests.pipeline_helpers import export_local
+
+    acq = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 24, 8), overlap=0.0,
+                           jitter=0, seed=2, truth=False)
+    tiles_json = tmp_path / "acq/tiles.json"
+    doc = json.loads(tiles_json.read_text())
+    doc[1]["position"] = [3200, 0, 0]
+    tiles_json.write_text(json.dumps(doc))
+    job = write_job(tmp_path / "job.toml", str(tiles_json), str(tmp_path / "out"))
+    result = export_local(load_job(job, ["output.chunks=[32, 24, 8]", "output.block=[1, 1, 1]",
+                                         "output.levels=2"]))
+    assert acq and result.plan.output.shapes == ((3232, 24, 8), (1616, 12, 8))
+    assert result.plan.computed_voxels() == 2 * 32 * 24 * 8 + 32 * 12 * 8 + 16 * 12 * 8
+    assert result.volume_bytes == 2 * (3232 * 24 * 8 + 1616 * 12 * 8)   # uint16
+    report = export_report(result)
+    ratio = result.computed_bytes / result.summary.bytes_written
+    assert f"(compression ratio {ratio:.2f})" in report and ratio < 10, report
+    assert "; the arrays span 1 MiB, the rest left empty as no tile reaches it" in report, report
+
+
+def test_an_output_the_tiles_fill_reports_as_before(tmp_path, small_acquisition):
+    from pipelines.config import load_job
+    from pipelines.report.console import export_report
+    from tests.conftest import write_job
+    from tests.pipeline_helpers import export_local
+
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    result = export_local(load_job(job, ["output.levels=2"]))
+    assert result.computed_bytes == result.volume_bytes
+    assert "left empty" not in export_report(result)
