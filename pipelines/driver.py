@@ -45,7 +45,7 @@ from pipelines.errors import (
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
-from pipelines.plan import ExportPlan, PartitionTask, StageTasks, make_plan
+from pipelines.plan import ExportPlan, PartitionTask, StageTasks, growth_warning, make_plan
 from pipelines.plan.tasks import quiet_collector
 from pipelines.registration import results as stitching
 from pipelines.registration import reuse, solve
@@ -315,6 +315,10 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     """The export while this job holds the output's lock."""
     began = time.time()
     plan = check_output(plan, store, beside, stream)
+    out = plan.output
+    growth = growth_warning(plan.computed_voxels() * out.channels * out.timepoints, plan.tiles)
+    if growth:   # said before the first task: Ctrl-C costs nothing yet
+        stream.write(f"warning: {growth}\n")
     executor.start()
     start_record(plan, beside)
     phase = "run"

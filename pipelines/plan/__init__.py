@@ -19,8 +19,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pipelines.config import JobConfig
 from pipelines.config.values import check_channel_names
 from pipelines.formats import ArraySpec
@@ -30,13 +28,14 @@ from pipelines.illumination.correct import Correction
 from pipelines.illumination.plan import plan_correction
 from pipelines.plan.memory import check_memory, task_memory, task_memory_bytes
 from pipelines.plan.output import OutputSpec, Stage, plan_output, plan_stages
-from pipelines.plan.ranges import union_size
 from pipelines.plan.tasks import (
     BlockReceipt,
     BlockTask,
     PartitionTask,
     StageTasks,
     TaskPlan,
+    computed_voxels,
+    growth_warning,
     plan_tasks,
 )
 from pipelines.storage.s3 import S3Options
@@ -45,7 +44,7 @@ from pipelines.tiles.bigstitcher import read_project
 from pipelines.tiles.identity import file_identities, identities_digest
 
 __all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "PartitionTask", "Stage",
-           "StageTasks", "TaskPlan", "check_memory", "make_plan", "plan_output", "plan_stages",
+           "StageTasks", "TaskPlan", "check_memory", "computed_voxels", "growth_warning", "make_plan", "plan_output", "plan_stages",
            "plan_tasks", "read_acquisition", "read_tiles", "task_memory", "task_memory_bytes"]
 
 
@@ -109,21 +108,9 @@ class ExportPlan:
         return {level: self.level_box(task, level) for level in range(stage.first, stage.first + stage.count)}
 
     def computed_voxels(self) -> int:
-        """Voxels the block tasks compute over every level, for one channel and timepoint:
-        the arrays' voxels where some tile reaches. Fewer than the arrays hold when tiles
-        leave parts of the output empty (tiles far apart): no task computes those and no
-        object stores them. Counted from the stages' boxes (`ranges.union_size`), without
-        listing blocks."""
-        out, total = self.output, 0
-        for stage, tasks in zip(self.stages, self.task_plan.stages):
-            edge = np.array(out.base.chunks, dtype=np.int64) * np.array(out.block, dtype=np.int64)
-            lo = tasks.lo * edge
-            hi = np.minimum(tasks.hi * edge, np.array(out.shapes[stage.first], dtype=np.int64))
-            for level in range(stage.first, stage.first + stage.count):
-                scale = np.array(out.cumulative(level)) // np.array(out.cumulative(stage.first))
-                total += union_size(lo // scale, np.minimum(ceil_div(hi, scale),
-                                                            np.array(out.shapes[level])))
-        return total
+        """Voxels the block tasks compute, every level, one channel and timepoint
+        (`tasks.computed_voxels`)."""
+        return computed_voxels(self.output, self.stages, self.task_plan)
 
     def object_count(self, task: BlockTask, boxes: dict[int, Box] | None = None) -> int:
         """How many objects (chunks or shards) a task owns, counted on the object grids of

@@ -18,7 +18,15 @@ from pipelines.config import JobConfig
 from pipelines.errors import PlanError
 from pipelines.geometry import Vec
 from pipelines.illumination.plan import planned_field_bytes, with_estimated_flatfield
-from pipelines.plan import plan_output, plan_stages, plan_tasks, read_tiles, task_memory_bytes
+from pipelines.plan import (
+    computed_voxels,
+    growth_warning,
+    plan_output,
+    plan_stages,
+    plan_tasks,
+    read_tiles,
+    task_memory_bytes,
+)
 from pipelines.plan.memory import check_task_memory
 
 
@@ -33,13 +41,15 @@ class DryRun:
     tasks: tuple[int, ...]                     # per stage, all timepoints: executor tasks
     blocks: tuple[int, ...]                    # per stage, all timepoints
     objects: tuple[int, ...]                   # per level, all channels and timepoints
-    uncompressed_bytes: int
+    uncompressed_bytes: int                    # the arrays' span, all levels, channels, timepoints
+    computed_bytes: int                        # of it, what the blocks compute (tiles reach)
     task_memory: int
     seconds: float
     peak_rss: int                              # this process's peak resident memory, bytes
     pairs: int | None = None                   # [stitching] enabled: pair tasks to register
     refusal: str = ""                          # why the real run would refuse the plan
     memory_budget: int = 0                     # limits.task_memory, bytes
+    warning: str = ""                          # `tasks.growth_warning`
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -52,13 +62,17 @@ class DryRun:
             f"{sum(self.blocks):,} blocks ({', '.join(f'{n:,}' for n in self.blocks)})",
             f"objects:  {sum(self.objects):,} owned by the blocks (empty ones are skipped); "
             f"per level: {', '.join(f'{n:,}' for n in self.objects)}",
-            f"bytes:    {_size(self.uncompressed_bytes)} uncompressed over all levels",
+            f"bytes:    {_size(self.computed_bytes)} uncompressed over all levels" + (
+                f", computed by the blocks (the arrays span {_size(self.uncompressed_bytes)}, "
+                f"the rest left empty as no tile reaches it)"
+                if self.computed_bytes < 0.99 * self.uncompressed_bytes else ""),
             f"memory:   {_size(self.task_memory)} per task at most, estimated (limits.task_memory "
             f"allows {_size(self.memory_budget)})",
             f"planning: {self.seconds:.2f} s, driver peak memory {_size(self.peak_rss)}",
         ] + ([] if self.pairs is None else [
             f"stitching: {self.pairs:,} pair tasks to register first; the plan above is at the "
-            f"stage positions (registration moves the bounds by at most its corrections)"])
+            f"stage positions (registration moves the bounds by at most its corrections)"]) + (
+            [f"warning:  {self.warning}"] if self.warning else [])
 
 
 def dry_run(config: JobConfig) -> DryRun:
@@ -83,14 +97,15 @@ def dry_run(config: JobConfig) -> DryRun:
         refusal = ""
     except PlanError as e:   # the plan is still worth printing: it shows what needs the memory
         refusal = str(e)
+    computed = computed_voxels(output, stages, tasks) * output.timepoints * output.channels
     return DryRun(len(first), output.timepoints, output.channels, output.shapes,
                   tuple(tasks.timepoints * len(s) for s in tasks.stages),
                   tuple(tasks.timepoints * s.blocks for s in tasks.stages), tasks.objects,
                   voxels * output.timepoints * output.channels * itemsize,
-                  memory, time.perf_counter() - began,
+                  computed * itemsize, memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   pair_tasks(config) if config.stitching.enabled else None, refusal,
-                  config.task_memory)
+                  config.task_memory, growth_warning(computed, tiles))
 
 
 def pair_tasks(config: JobConfig) -> int:

@@ -275,6 +275,41 @@ def check_plan_holds(output: OutputSpec, stage: Stage, grid: Vec, lo: np.ndarray
                     f"fusion.voxel_size, or use larger output.chunks and output.block")
 
 
+def computed_voxels(output: OutputSpec, stages: tuple[Stage, ...], tasks: TaskPlan) -> int:
+    """Voxels the block tasks compute over every level, for one channel and timepoint:
+    the arrays' voxels where some tile reaches. Fewer than the arrays hold when tiles
+    leave parts of the output empty (tiles far apart): no task computes those and no
+    object stores them. Counted from the stages' boxes (`union_size`), without listing
+    blocks."""
+    total = 0
+    edge = np.array(output.base.chunks, dtype=np.int64) * np.array(output.block, dtype=np.int64)
+    for stage, stage_tasks in zip(stages, tasks.stages):
+        lo = stage_tasks.lo * edge
+        hi = np.minimum(stage_tasks.hi * edge, np.array(output.shapes[stage.first], dtype=np.int64))
+        for level in range(stage.first, stage.first + stage.count):
+            scale = np.array(output.cumulative(level)) // np.array(output.cumulative(stage.first))
+            total += union_size(lo // scale, np.minimum(ceil_div(hi, scale),
+                                                        np.array(output.shapes[level])))
+    return total
+
+
+# Blocks that compute this many times the voxels the tiles hold: more likely a wrong
+# transform, calibration or voxel size than an intended output (fusion.voxel_size 0.25
+# makes 64 ×; overlaps make it less).
+SUSPICIOUS_GROWTH = 100
+
+
+def growth_warning(output_voxels: int, tiles: tuple[tuple[TileSet, ...], ...]) -> str:
+    """A warning when the blocks compute (`output_voxels`, every channel, timepoint and
+    level) SUSPICIOUS_GROWTH times or more the voxels the tiles hold; '' otherwise."""
+    held = sum(math.prod(t.size) for row in tiles for ts in row for t in ts)
+    if not held or output_voxels < SUSPICIOUS_GROWTH * held:
+        return ""
+    return (f"the blocks compute {output_voxels:,} voxels from the tiles' {held:,} "
+            f"({output_voxels / held:,.0f} ×): check the views' transforms and calibration and "
+            f"fusion.voxel_size (a typo there inflates the output); fusion.bounding_box limits it")
+
+
 def auto_blocks_per_task(output: OutputSpec, blocks: int, slots: int | None = None) -> int:
     """Blocks per task when the job does not say: TASK_BYTES of output per task, within
     [1, MAX_BLOCKS_PER_TASK], and no fewer than TASKS_PER_SLOT tasks per slot (MIN_TASKS

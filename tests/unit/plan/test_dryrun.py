@@ -198,3 +198,29 @@ def test_a_key_refused_while_planning_names_where_it_was_set(tmp_path, capsys, g
     line = capsys.readouterr().err.strip()
     where = "--set" if given == "--set" else str(job) + ":"
     assert line.startswith(f"error: {where} output.codec: unknown codec 'lz4'"), line
+
+
+@pytest.mark.parametrize("voxel_size, warned", [(0.5, False), (0.1, True)])
+def test_an_output_far_larger_than_its_tiles_is_warned_of_before_it_runs(tmp_path, voxel_size, warned):
+    """Defect (trial H): a calibration typo (z scale 10^7) planned 14.55 TiB from 1.5 MiB
+    of tiles and the run started writing without a word. One tile of 20 × 20 × 5 at
+    fusion.voxel_size 0.1 makes 191 × 191 × 41 voxels, 748 × its 2 000: warned by the dry
+    run and by the export before its first task; at 0.5 (39 × 39 × 9, 7 ×) not."""
+    from pipelines.driver import export
+    from pipelines.execute.executor import LocalExecutor
+    from pipelines.testing.synthetic import make_acquisition
+
+    acq = make_acquisition(tmp_path / "acq", grid=(1, 1, 1), tile=(20, 20, 5), overlap=0.0,
+                           jitter=0, seed=3, truth=False)
+    job = write_job(tmp_path / "job.toml", acq["paths"]["tiles_json"], str(tmp_path / "out"))
+    config = load_job(job, [f"fusion.voxel_size={voxel_size}"])
+    paper = dry_run(config)
+    voxels = int(np.prod(paper.shapes[0]))
+    assert voxels == (191 * 191 * 41 if warned else 39 * 39 * 9)
+    expected = (f"the blocks compute {voxels:,} voxels from the tiles' 2,000 "
+                f"({voxels / 2000:,.0f} ×): check the views' transforms")
+    assert (expected in paper.warning) is warned
+    assert (paper.lines()[-1] == f"warning:  {paper.warning}") is warned
+    stream = io.StringIO()
+    export(config, LocalExecutor(), stream=stream)
+    assert (f"warning: {expected}" in stream.getvalue()) is warned

@@ -89,8 +89,8 @@ def test_rates_and_ratios_count_what_the_blocks_computed_not_empty_space(tmp_pat
     doc[1]["position"] = [3200, 0, 0]
     tiles_json.write_text(json.dumps(doc))
     job = write_job(tmp_path / "job.toml", str(tiles_json), str(tmp_path / "out"))
-    result = export_local(load_job(job, ["output.chunks=[32, 24, 8]", "output.block=[1, 1, 1]",
-                                         "output.levels=2"]))
+    config = load_job(job, ["output.chunks=[32, 24, 8]", "output.block=[1, 1, 1]", "output.levels=2"])
+    result = export_local(config)
     assert acq and result.plan.output.shapes == ((3232, 24, 8), (1616, 12, 8))
     assert result.plan.computed_voxels() == 2 * 32 * 24 * 8 + 32 * 12 * 8 + 16 * 12 * 8
     assert result.volume_bytes == 2 * (3232 * 24 * 8 + 1616 * 12 * 8)   # uint16
@@ -98,6 +98,10 @@ def test_rates_and_ratios_count_what_the_blocks_computed_not_empty_space(tmp_pat
     ratio = result.computed_bytes / result.summary.bytes_written
     assert f"(compression ratio {ratio:.2f})" in report and ratio < 10, report
     assert "; the arrays span 1 MiB, the rest left empty as no tile reaches it" in report, report
+    from pipelines.plan.dryrun import dry_run
+    paper = dry_run(config)   # the dry run counts the same
+    assert (paper.computed_bytes, paper.uncompressed_bytes) == (result.computed_bytes, result.volume_bytes)
+    assert "computed by the blocks (the arrays span" in paper.lines()[3]
 
 
 def test_an_output_the_tiles_fill_reports_as_before(tmp_path, small_acquisition):
