@@ -1,9 +1,10 @@
-"""Independent readers (tensorstore, zarr-python) used by the tests as judges of our output."""
+"""Independent readers (tensorstore, zarr-python, z5py) used by the tests as judges of our output."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorstore as ts
+import z5py
 import zarr
 
 from pipelines.formats import TENSORSTORE_DRIVERS as DRIVERS
@@ -30,3 +31,8 @@ def zarr_read(container: str, dataset: str) -> np.ndarray:
     """The whole Zarr v3 dataset as zarr-python 3 reads it (z, y, x)."""
     group = zarr.open_group(container, mode="r")
     return np.asarray(group[dataset][...])
+
+
+def z5py_read(container: str, dataset: str) -> np.ndarray:
+    """The whole N5 or Zarr v2 dataset as z5py (the C++ z5 library) reads it (z, y, x)."""
+    return np.asarray(z5py.File(container, mode="r")[dataset][...])

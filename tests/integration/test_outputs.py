@@ -26,7 +26,7 @@ from pipelines.plan import make_plan
 from pipelines.spark import SparkExecutor
 from tests.conftest import write_job
 from tests.pipeline_helpers import add_channel, export_local, fused_channel, reference_pyramid
-from tests.readers import tensorstore_read, zarr2_read, zarr_read
+from tests.readers import tensorstore_read, z5py_read, zarr2_read, zarr_read
 
 MATRIX = [(fmt, codec, None) for fmt, codecs in FORMAT_CODECS.items() for codec in codecs]
 MATRIX += [("zarr3", codec, [2, 1, 1]) for codec in FORMAT_CODECS["zarr3"]]
@@ -87,6 +87,9 @@ def test_interop_matrix_every_level(tmp_path, small_acquisition, fmt, codec, sha
             np.testing.assert_array_equal(zarr_read(config.output.uri, str(level)), got)
         elif fmt == "zarr2":
             np.testing.assert_array_equal(zarr2_read(config.output.uri, str(level)), got)
+        if fmt in ("n5", "zarr2"):   # z5py reads both (not Zarr v3)
+            path = LEVEL_PATH[fmt].format(level)
+            np.testing.assert_array_equal(z5py_read(config.output.uri, path), got)
 
 
 def test_mode_downsampling_for_labels(tmp_path, small_acquisition):
