@@ -73,12 +73,13 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
     `overwrite`), files that are not from this pipeline, a live job's lock. `check_output`
     repeats them once the lock is held.
 
-    An unfinished commit is left to `check_output`: whether it is this job's (a rerun
-    finishes it) depends on the positions and coefficients that work is about to give,
-    which `plan` (made before it) does not hold yet."""
+    An unfinished commit is refused here only when the tile files changed since it began
+    (known before that work); whether its settings are this job's — a rerun finishes it —
+    depends on the positions and coefficients the work is about to give, which `plan`
+    (made before it) does not hold, so `check_output` decides that afterwards."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
-    if not overwrite and not commit_began(record):
-        _refuse_committed(plan, store, record)
+    if not overwrite:
+        _refuse_committed(plan, store, record, settings_known=False)
     leftover = next(iter(store.list()), None)
     if leftover is not None and not record:
         if overwrite:
@@ -91,17 +92,25 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
         raise held_error(plan.output.uri, holder, beside)
 
 
-def _refuse_committed(plan: ExportPlan, store: Store, record: dict) -> None:
+def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
+                      settings_known: bool = True) -> None:
     """OutputError if the output holds metadata, unless it is this job's own commit that a
-    kill cut short (`records.commit_began`, same fingerprint): a rerun finishes that one."""
+    kill cut short (`records.commit_began`, same fingerprint): a rerun finishes that one.
+    Without `settings_known` (a plan made before stitching or intensity matching) only an
+    unfinished commit of other tile files is refused: the rest is told afterwards."""
     began = commit_began(record)
     if began and record.get("fingerprint") == fingerprint(plan):
         return
+    changed = changed_parts(record, plan)
+    if began and not settings_known:
+        if changed is None or "tile_files" not in changed:
+            return
+        changed = {"tile_files"}
     spec = plan.output.array(0, 0, 0)
     committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
     committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
     for key in committed:
-        if store.exists(key) and began and changed_parts(record, plan) == {"tile_files"}:
+        if store.exists(key) and began and changed == {"tile_files"}:
             raise OutputError(
                 f"output.uri: {store.uri} holds an unfinished commit of this job made before "
                 f"its tile files changed ({key}): its chunks are of the files as they were; "

@@ -239,8 +239,6 @@ def _resolve_nested(value: Any, base: Path) -> Any:
     if not isinstance(value, str) or not value:
         return value
     if value.startswith("file:"):
-        from pipelines.storage import uri as uris  # lazily: a job is read without boto3
-
         try:
             return uris.local_path(value)
         except OutputError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -174,6 +175,18 @@ def test_an_unfinished_commit_of_a_job_that_stitches_or_matches_first_is_finishe
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     result = export_local(config)
     assert result.plan.rerun and json.loads(record_file.read_text())["status"] == "committed"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # once a tile file changed, the commit is not this job's to finish: that is known
+    # before any registration or matching work, and refused there
+    record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "status": "committing"}))
+    tile = next((tmp_path / "acq").rglob("*.tif"))
+    os.utime(tile, ns=(tile.stat().st_atime_ns, tile.stat().st_mtime_ns + 10**9))
+
+    class NoWork(LocalExecutor):
+        def run(self, batch, on_progress):
+            raise AssertionError(f"no executor work may start ({batch.description})")
+    with pytest.raises(OutputError, match="unfinished commit of this job made before its tile files changed"):
+        export(config, NoWork(), stream=io.StringIO())
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
