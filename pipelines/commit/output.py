@@ -12,7 +12,14 @@ from typing import Any, TextIO
 from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, lock_holder_dead, read_lock
 from pipelines.commit.ownership import remove_owned
-from pipelines.commit.records import Sidecars, changed_parts, commit_began, fingerprint, read_json
+from pipelines.commit.records import (
+    Sidecars,
+    changed_parts,
+    commit_began,
+    fingerprint,
+    output_settings,
+    read_json,
+)
 from pipelines.errors import OutputError
 from pipelines.formats import FORMATS, format_module
 from pipelines.plan import ExportPlan
@@ -73,10 +80,11 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
     `overwrite`), files that are not from this pipeline, a live job's lock. `check_output`
     repeats them once the lock is held.
 
-    An unfinished commit is refused here only when the tile files changed since it began
-    (known before that work); whether its settings are this job's — a rerun finishes it —
-    depends on the positions and coefficients the work is about to give, which `plan`
-    (made before it) does not hold, so `check_output` decides that afterwards."""
+    An unfinished commit is refused here when its tile files or its output settings
+    (`records.output_settings`) differ, both known before that work; whether the rest is
+    this job's — a rerun finishes it — depends on the positions and coefficients the work
+    is about to give, which `plan` (made before it) does not hold, so `check_output`
+    decides that afterwards."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     if not overwrite:
         _refuse_committed(plan, store, record, settings_known=False)
@@ -97,15 +105,17 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
     """OutputError if the output holds metadata, unless it is this job's own commit that a
     kill cut short (`records.commit_began`, same fingerprint): a rerun finishes that one.
     Without `settings_known` (a plan made before stitching or intensity matching) only an
-    unfinished commit of other tile files is refused: the rest is told afterwards."""
+    unfinished commit of other tile files or other `records.output_settings` is refused:
+    the rest is told afterwards."""
     began = commit_began(record)
     if began and record.get("fingerprint") == fingerprint(plan):
         return
     changed = changed_parts(record, plan)
     if began and not settings_known:
-        if changed is None or "tile_files" not in changed:
-            return
-        changed = {"tile_files"}
+        if changed is not None and "tile_files" in changed:
+            changed = {"tile_files"}
+        elif record.get("output_settings", output_settings(plan)) == output_settings(plan):
+            return   # this job's, or not: the positions and coefficients will tell
     spec = plan.output.array(0, 0, 0)
     committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
     committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]

@@ -117,6 +117,17 @@ def fingerprint_parts(plan: ExportPlan) -> dict[str, str]:
     return {"settings": _settings_digest(essentials), "tile_files": plan.tile_files}
 
 
+def output_settings(plan: ExportPlan) -> str:
+    """A digest of the output's settings that no registration or intensity matching
+    changes (format, layout, chunks, shards, blocks, type, codec, resolution, channels
+    and timepoints, downsampling, blending, interpolation): kept in the job record, so a
+    check made before that work can tell an unfinished commit of other settings."""
+    out, base = plan.output, plan.output.base
+    return _short_digest(repr((out.format, out.layout, base.chunks, base.shard, out.block,
+                               base.dtype, base.compressor, base.resolution, base.lead,
+                               out.downsample, plan.blending, plan.interpolation)))
+
+
 _last_settings: list[tuple[tuple, str]] = []
 
 
@@ -207,7 +218,8 @@ def start_record(plan: ExportPlan, beside: Store) -> None:
     key = Sidecars.of(plan.output.uri).job_record
     began = {k: v for k, v in read_json(beside, key).items() if k == "metadata"} if plan.rerun else {}
     record = {"job": uuid.uuid4().hex, "fingerprint": fingerprint(plan),
-              "fingerprint_parts": fingerprint_parts(plan), "status": "running",
+              "fingerprint_parts": fingerprint_parts(plan),
+              "output_settings": output_settings(plan), "status": "running",
               "version": __version__, "started": time.time(), "uri": plan.output.uri,
               "format": plan.output.format, "blocks": plan.task_plan.blocks,
               "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}, **began}

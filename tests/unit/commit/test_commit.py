@@ -157,8 +157,8 @@ def test_an_unfinished_commit_of_a_job_that_stitches_or_matches_first_is_finishe
     the job record with a plan of the stage positions (or no coefficients), and refused
     with "an unfinished commit of a job with other settings; run that job again to finish
     it" — the same job, run again. Now the check under the lock, with the plan as
-    exported, decides; another job's unfinished commit is still refused there, nothing
-    deleted."""
+    exported, decides; an unfinished commit of other output settings or other tile files
+    is still refused before any work (review F2), nothing deleted."""
     acq = make_acquisition(tmp_path / "acq", grid=(2, 2, 1), tile=(64, 48, 16), overlap=0.2,
                            jitter=3, seed=7, falloff=0.0, noise=True)
     (tmp_path / "run").mkdir()
@@ -169,9 +169,15 @@ def test_an_unfinished_commit_of_a_job_that_stitches_or_matches_first_is_finishe
     record_file.write_text(json.dumps({**record, "status": "committing"}))
     out = tmp_path / "run/out"
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    class NoWork(LocalExecutor):
+        def run(self, batch, on_progress):
+            raise AssertionError(f"no executor work may start ({batch.description})")
+
+    # another codec: known before any work, refused there (review F2)
     other = config_for(tmp_path / "run", acq, *work_first, "output.codec=gzip")
     with pytest.raises(OutputError, match=r"holds an unfinished commit of a job with other settings"):
-        export_local(other)
+        export(other, NoWork(), stream=io.StringIO())
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     result = export_local(config)
     assert result.plan.rerun and json.loads(record_file.read_text())["status"] == "committed"
@@ -181,10 +187,6 @@ def test_an_unfinished_commit_of_a_job_that_stitches_or_matches_first_is_finishe
     record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "status": "committing"}))
     tile = next((tmp_path / "acq").rglob("*.tif"))
     os.utime(tile, ns=(tile.stat().st_atime_ns, tile.stat().st_mtime_ns + 10**9))
-
-    class NoWork(LocalExecutor):
-        def run(self, batch, on_progress):
-            raise AssertionError(f"no executor work may start ({batch.description})")
     with pytest.raises(OutputError, match="unfinished commit of this job made before its tile files changed"):
         export(config, NoWork(), stream=io.StringIO())
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
