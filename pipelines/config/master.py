@@ -11,8 +11,10 @@ from dataclasses import dataclass
 # Spark's local forms: local, local[N], local[*], each with an optional ",maxFailures";
 # local-cluster[workers, cores per worker, MiB per worker]. Any other form makes the JVM
 # fail with a Java stack trace, so it is refused before.
-_LOCAL = re.compile(r"local(?:\[(\*|[1-9]\d*)(?:,\s*\d+)?\])?")
-_LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]")
+# (Spark's own patterns, with the counts it cannot run with refused: 0 threads, workers,
+# cores or MiB — local-cluster[0, …] waits for executors forever.)
+_LOCAL = re.compile(r"local(?:\[(\*|0*[1-9]\d*)(?:\s*,\s*\d+)?\])?")
+_LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*(0*[1-9]\d*)\s*,\s*(0*[1-9]\d*)\s*,\s*0*[1-9]\d*\s*\]")
 
 FORMS = ("local[N] (N ≥ 1), local[*], local-cluster[N, cores, MiB], spark://host:port, "
          "yarn or k8s://…")
@@ -55,9 +57,9 @@ def parse_master(master: str) -> Master:
     addresses = []
     for address in master.removeprefix("spark://").split(","):  # a standby master list
         host, _, port = address.strip().rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not re.fullmatch(r"[0-9]+", port):
             raise MasterFormError("expected spark://host:port")
-        addresses.append((host, int(port)))
+        addresses.append((host.removeprefix("[").removesuffix("]"), int(port)))   # [::1]
     return Master("standalone", addresses=tuple(addresses))
 
 

@@ -14,8 +14,11 @@ from pipelines.storage import uri as uris
 
 
 def read_bytes(uri: str, s3=None) -> bytes:
-    """The whole of the file or object at `uri`; KeyError when there is none."""
+    """The whole of the file or object at `uri`; KeyError when there is none,
+    IsADirectoryError when `uri` names a folder or a bucket (ends in '/', or no name)."""
     folder, name = uris.split(uri)
+    if not name or uri.endswith("/"):
+        raise IsADirectoryError(f"{uri} names a folder, not a file")
     return open_store(folder, s3).get(name)
 
 
@@ -27,6 +30,8 @@ def read_document(uri: str, s3, error: type[PipelineError], what: str, key: str 
         return read_bytes(uri, s3)
     except KeyError:
         raise error(f"{uri}: {what} not found" + (f" ({key})" if key else "")) from None
+    except IsADirectoryError:
+        raise error(f"{uri}: a folder, not the {what} file" + (f" ({key})" if key else "")) from None
     except PipelineError:
         raise
     except Exception as e:   # a folder, no permission, refused credentials, no endpoint

@@ -54,6 +54,9 @@ IMAGE_LOADERS = {"spimreconstruction.filemap2": "tiff", "bdv.n5": "n5", "bdv.hdf
                  "bdv.multimg.zarr": "zarr"}
 ATTRIBUTES = ("illumination", "channel", "tile", "angle")
 SELECTABLE = ("setup", "timepoint") + ATTRIBUTES    # keys of input.views
+# a whole number as Java's Integer.parseInt takes it: ASCII digits, one optional minus
+# (str.isdigit also takes "²" and "١", which int() refuses or reads otherwise)
+WHOLE = re.compile(r"-?[0-9]+")
 # µm per voxelSize unit (compared in lower case; "µm" with the micro sign or the Greek
 # mu). "pixel", BigDataViewer's default when nothing was calibrated, counts as µm; any
 # other unit is refused rather than taken as µm, which would scale the output's metadata
@@ -241,7 +244,7 @@ def _whole(element: ET.Element, name: str, source: str, default: int | None = No
     if text is None and default is not None:
         return default
     value = (text or "").strip()
-    if not value.lstrip("-").isdigit():
+    if not WHOLE.fullmatch(value):
         raise TileError(f"{source}: <{element.tag}> attribute {name} must be a whole number, "
                         f"found {text!r}")
     return int(value)
@@ -293,7 +296,7 @@ def _setups(sequence: ET.Element, source: str) -> dict[int, Setup]:
     setups: dict[int, Setup] = {}
     for element in group.findall("ViewSetup"):
         id_text = _text(element, "id", source)
-        if not id_text.isdigit() or int(id_text) >= ID_LIMIT:
+        if not WHOLE.fullmatch(id_text) or not 0 <= int(id_text) < ID_LIMIT:
             raise TileError(f"{source}: a ViewSetup id must be a whole number below {ID_LIMIT}, "
                             f"found {id_text!r}")
         where = f"{source}: ViewSetup {id_text}"
@@ -316,7 +319,7 @@ def _setups(sequence: ET.Element, source: str) -> dict[int, Setup]:
         found = element.find("attributes")
         for child in (found if found is not None else []):
             value = (child.text or "").strip()
-            if value.lstrip("-").isdigit():
+            if WHOLE.fullmatch(value):
                 attributes[child.tag] = int(value)
             elif child.tag in ATTRIBUTES:   # an id of <Attributes name="…">: a view would
                 # fall back to channel (tile, …) 0 without a word
@@ -474,6 +477,6 @@ def _channel_names(sequence: ET.Element, channels: list[int]) -> tuple[str, ...]
         if group.get("name") == "channel":
             for channel in group:
                 id_text = (channel.findtext("id") or "").strip()
-                if id_text.isdigit():
+                if WHOLE.fullmatch(id_text):
                     names[int(id_text)] = (channel.findtext("name") or id_text).strip()
     return tuple(names.get(c, f"channel {c}") for c in channels)

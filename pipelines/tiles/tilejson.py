@@ -25,6 +25,7 @@ from pipelines.storage.documents import read_json
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 from pipelines.storage.uri import parent as parent_uri
+from pipelines.storage.uri import parse as parse_uri
 from pipelines.tiles.model import (
     COORDINATE_LIMIT,
     ID_LIMIT,
@@ -46,8 +47,9 @@ def read_tile_json(path: str | os.PathLike, s3=None) -> TileSet:
     doc = read_json(uri, s3, TileError, "tile configuration", "input.tiles")
     if is_remote(uri):
         return _tile_set(doc, uri, lambda file: join_uri(parent_uri(uri), file))
-    folder = Path(uri).resolve().parent
-    return _tile_set(doc, Path(uri), lambda file: str(folder / file))
+    local = Path(str(parse_uri(uri)))   # a file:// URI's path
+    folder = local.resolve().parent
+    return _tile_set(doc, local, lambda file: str(folder / file))
 
 
 def _tile_set(doc, source, resolve) -> TileSet:

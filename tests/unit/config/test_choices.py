@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import config
 from pipelines.config.codecs import FORMAT_CODECS
-from pipelines.formats import FORMATS
+from pipelines.formats import FORMATS, compressor_for
 from pipelines.layouts.paths import array_path
 from pipelines.pixels import fusion, pyramid
 
@@ -16,6 +16,18 @@ from pipelines.pixels import fusion, pyramid
 def test_every_format_choice_is_a_format_module():
     assert set(config.FORMATS) == set(FORMATS)
     assert set(config.LAYOUTS) == set(FORMATS) == set(FORMAT_CODECS)
+
+
+@pytest.mark.parametrize("fmt, codec", [(f, c) for f, cs in FORMAT_CODECS.items() for c in cs])
+def test_every_codec_choice_of_a_format_encodes_and_decodes(fmt, codec):
+    """Each codec config allows for a format (config.codecs.FORMAT_CODECS) has a compressor
+    (formats.codecs) whose bytes decode to the chunk."""
+    compressor = compressor_for(config.CodecConfig(codec), fmt)
+    chunk = np.arange(4096, dtype="uint16").reshape(16, 16, 16)
+    codec_ = compressor.numcodec()
+    data = compressor.encode(chunk)
+    back = chunk.tobytes() if codec_ is None else bytes(codec_.decode(data))
+    assert back == chunk.tobytes()
 
 
 @pytest.mark.parametrize("layout", sorted({lay for lays in config.LAYOUTS.values() for lay in lays}))

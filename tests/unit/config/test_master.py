@@ -15,6 +15,8 @@ from pipelines.config.master import Master, MasterFormError, is_local_master, pa
     ("local[*]", Master("local", os.cpu_count() or 1)),
     ("local[*, 3]", Master("local", os.cpu_count() or 1)),
     ("local-cluster[2, 3, 1024]", Master("local-cluster", 6)),
+    ("local[4 ,3]", Master("local", 4)), ("local[04]", Master("local", 4)),   # as Spark reads them
+    ("spark://[::1]:7077", Master("standalone", addresses=(("::1", 7077),))),
     ("spark://h:7077", Master("standalone", addresses=(("h", 7077),))),
     ("spark://a:7077,b:7078", Master("standalone", addresses=(("a", 7077), ("b", 7078)))),
     ("yarn", Master("yarn")),
@@ -27,6 +29,8 @@ def test_each_form_spark_knows_is_parsed(text, master):
 @pytest.mark.parametrize("text, expected", [
     ("local[0]", "expected local[N] (N ≥ 1)"), ("local[2", "expected local[N]"),
     ("local-cluster[2,1]", "expected local[N]"), ("Yarn", "expected local[N]"),
+    ("local-cluster[0,1,1024]", "expected local[N]"), ("local-cluster[2,0,1024]", "expected local[N]"),
+    ("local[00]", "expected local[N]"),
     ("spark://host", "expected spark://host:port"), ("spark://:7077", "expected spark://host:port"),
     ("spark://a:7077,b", "expected spark://host:port"),
 ])

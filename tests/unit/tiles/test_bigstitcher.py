@@ -130,6 +130,8 @@ def test_a_missing_view_registration_is_refused(tmp_path, angles, capsys):
     ("tiff", "SequenceDescription/ImageLoader/files/FileMapping", "series", "first"),
     ("zarr", "SequenceDescription/ImageLoader/zgroups/zgroup", "setup", "one"),
     ("tiff", "SequenceDescription/MissingViews/MissingView", "setup", "x"),
+    ("tiff", "SequenceDescription/ImageLoader/files/FileMapping", "timepoint", "--0"),  # review F2
+    ("tiff", "SequenceDescription/ImageLoader/files/FileMapping", "series", "²"),
 ])
 def test_an_id_that_is_not_a_whole_number_is_named(tmp_path, capsys, loader, path, attribute, value):
     """Defect (trial H): `int()` of these attributes raised ValueError: a traceback, exit 1."""
@@ -159,10 +161,11 @@ def test_a_view_attribute_that_is_not_an_id_is_refused(tmp_path, capsys):
         channel = found.find("channel")
         if channel is None:
             channel = ET.SubElement(found, "channel")
-        channel.text = "abc"
-    edit(xml, spoil)
-    refused(tmp_path, capsys, xml, "ViewSetup 1: <attributes><channel> must be a whole number",
-            "found 'abc'")
+        channel.text = text
+    for text in ("abc", "--1", "¹"):   # the last two passed str.isdigit, then failed int()
+        edit(xml, spoil)
+        refused(tmp_path, capsys, xml, "ViewSetup 1: <attributes><channel> must be a whole number",
+                f"found {text!r}")
 
 
 def test_not_xml_and_not_a_project_are_refused(tmp_path, capsys):

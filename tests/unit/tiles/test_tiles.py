@@ -47,6 +47,10 @@ def test_tile_json_paths_relative_to_the_json_and_absolute(tmp_path):
     written = json.loads((tmp_path / "copy.json").read_text())
     assert [t["file"] for t in written] == ["sub/a.tif", "b.tif"]
     assert read_tile_json(tmp_path / "copy.json") == type(tiles)(tiles.tiles, str(tmp_path / "copy.json"))
+    # a file:// URI names the same file, its tiles beside it (review F2: they were looked
+    # for under a folder named "file:" in the current one)
+    by_uri = read_tile_json(f"file://{tmp_path}/tiles.json")
+    assert [t.path for t in by_uri] == [t.path for t in tiles]
 
 
 def test_everything_sent_to_executors_pickles_small(small_acquisition, tmp_path):
