@@ -55,6 +55,7 @@ from pipelines.config.values import (
     _stitching,
     _views,
     _voxel_size,
+    default_channel_names,
     parse_size,
 )
 from pipelines.errors import ConfigError, OutputError
@@ -178,7 +179,7 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
         blending=_blending(merged, where),
         interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
         stitching=_stitching(merged["stitching"], merged["input"]["channel_names"],
-                             None if project else tuple(uris.stem(p) for p in inputs[0]), where),
+                             None if project else default_channel_names(inputs[0]), where),
         task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
         spark_conf=_spark_conf({k: v for k, v in merged["spark"].items()
                                 if k not in SPARK_OWN_KEYS}, where),

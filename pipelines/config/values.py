@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import posixpath
 import re
 from typing import Any
 
@@ -247,7 +248,33 @@ def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
     if len({len(row) for row in parsed}) != 1:
         raise ConfigError(f"{where}input.timepoints: every timepoint needs the same number of "
                           f"channels, found {[len(r) for r in parsed]}")
+    _same_channel_order(parsed, where)
     return tuple(parsed)
+
+
+def default_channel_names(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The channel names a timepoint's tile JSONs give when input.channel_names does not:
+    their file names without extension (`ch0`, `ch1`); when those repeat (`c0/tiles.json`,
+    `c1/tiles.json`), their folders' names, when those do not; else `channel N`."""
+    for names in ([posixpath.splitext(posixpath.basename(p.rstrip("/")))[0] for p in paths],
+                  [posixpath.basename(posixpath.dirname(p.rstrip("/"))) for p in paths]):
+        if all(names) and len(set(names)) == len(names):
+            return tuple(names)
+    return tuple(f"channel {c}" for c in range(len(paths)))
+
+
+def _same_channel_order(rows: list[tuple[str, ...]], where: str) -> None:
+    """Refuse a timepoint that lists the same channel files (by name) as timepoint 0 in
+    another order: its channels would be fused into the others' arrays and corrected with
+    the others' fields, without a word."""
+    first = default_channel_names(rows[0])
+    for t, row in enumerate(rows[1:], start=1):
+        names = default_channel_names(row)
+        if names != first and sorted(names) == sorted(first):
+            raise ConfigError(f"{where}input.timepoints: timepoint {t} lists its channels in "
+                              f"another order than timepoint 0 (by file name: "
+                              f"{', '.join(names)} against {', '.join(first)}); list them in "
+                              f"one order at every timepoint")
 
 
 def _no_userinfo(value: str, key: str, where: str) -> None:
@@ -338,7 +365,8 @@ def check_channel_names(names: tuple[str, ...], channels: int, where: str = "") 
     """input.channel_names, when given, names every channel: checked when the job is read,
     or once a BigStitcher project's channels are counted."""
     if names and len(names) != channels:
-        raise ConfigError(f"{where}input.channel_names: {len(names)} names for {channels} channels")
+        raise ConfigError(f"{where}input.channel_names: {len(names)} name"
+                          f"{'' if len(names) == 1 else 's'} for {channels} channels")
 
 
 def check_layout_timepoints(layout: str, timepoints: int, where: str = "") -> None:
@@ -381,7 +409,8 @@ def _output(out: dict, timepoints: int, where: str, uri_required: bool = True) -
     _check_named_format(out, where)
     out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
     layout = _choice(out, "output", "layout", LAYOUTS[fmt], where)
-    check_layout_timepoints(layout, timepoints, where)
+    if uri_required:   # tile-stitch and tile-flatfield write no output (trial I)
+        check_layout_timepoints(layout, timepoints, where)
     chunks = _positive_triple(out, "output", "chunks", where)
     shard = _positive_triple(out, "output", "shard", where) if out["shard"] != [] else None
     if shard and fmt != "zarr3":

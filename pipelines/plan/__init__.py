@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipelines.config import JobConfig
-from pipelines.config.values import check_channel_names
+from pipelines.config.values import check_channel_names, default_channel_names
 from pipelines.formats import ArraySpec
 from pipelines.formats.objects import object_grid
 from pipelines.geometry import Box, Vec, ceil_div
@@ -180,7 +179,7 @@ def read_acquisition(config: JobConfig, s3: S3Options | None
         tiles, found = project.tiles, project.channel_names
     else:
         tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
-        found = tuple(Path(p).stem for p in config.inputs[0])
+        found = default_channel_names(config.inputs[0])
     check_channel_names(config.channel_names, len(tiles[0]))   # a project's, counted only now
     tiles = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row) for row in tiles)
     check_same_geometry(tiles)

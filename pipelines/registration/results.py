@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import JobConfig
+from pipelines.config.values import default_channel_names
 from pipelines.errors import ConfigError, OutputError
 from pipelines.registration import Link, PairOptions, Solution, find_pairs, projects, reuse
 from pipelines.registration.projects import ProjectReference, Reference
@@ -125,7 +126,7 @@ class StitchOutcome:
         stage positions (channel names still come from the original JSONs' names)."""
         if config.is_project:
             return replace(config, inputs=self.tile_jsons)
-        names = config.channel_names or tuple(uris.stem(p) for p in config.inputs[0])
+        names = config.channel_names or default_channel_names(config.inputs[0])
         return replace(config, inputs=self.tile_jsons, channel_names=names)
 
 

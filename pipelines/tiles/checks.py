@@ -23,7 +23,7 @@ def check_same_geometry(tiles: tuple[tuple[TileSet, ...], ...]) -> None:
             if difference:
                 raise TileError(f"{other.source}: {difference}; all channels and timepoints must "
                                 f"share one tile geometry (the same tiles covering the same "
-                                f"voxels, of one pixel type)")
+                                f"voxels, of one pixel type and resolution)")
 
 
 def _first_difference(reference: TileSet, other: TileSet) -> str:
@@ -36,7 +36,10 @@ def _first_difference(reference: TileSet, other: TileSet) -> str:
         for what, a, b in (("starts at voxel", list(mine.box.start), list(theirs.box.start)),
                            ("has size", list(mine.size), list(theirs.size)),
                            ("ends at voxel", list(mine.box.stop), list(theirs.box.stop)),
-                           ("has type", mine.type, theirs.type)):
+                           ("has type", mine.type, theirs.type),
+                           # the output's metadata takes the first's: another would be lost
+                           ("has pixelResolution", list(mine.pixel_resolution),
+                            list(theirs.pixel_resolution))):
             if a != b:
                 return f"{mine.name} {what} {a} where {theirs.name} of {reference.source} {what} {b}"
     return ""

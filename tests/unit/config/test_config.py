@@ -143,6 +143,38 @@ def test_timepoints_and_channels(tmp_path):
     assert config.channel_names == ("GFP", "RFP")
     with pytest.raises(ConfigError, match="n5-viewer layout holds one timepoint"):
         load_job(job(tmp_path, text.replace('layout = "bdv"', "")))
+    # trial I: tile-stitch and tile-flatfield write no output, so its layout is no reason
+    # to refuse their job (the export still refuses it)
+    no_layout = load_job(job(tmp_path, text.replace('layout = "bdv"', "")), writes_output=False)
+    assert len(no_layout.inputs) == 2
+
+
+def test_a_timepoint_listing_its_channels_in_another_order_is_refused(tmp_path):
+    """Trial I: timepoint 1's ch1 was fused into channel 0's arrays, corrected with channel
+    0's fields and coefficients, without a word."""
+    text = ('[input]\ntimepoints = [["t0/ch0.json", "t0/ch1.json"], ["t1/ch1.json", "t1/ch0.json"]]\n'
+            '[output]\nuri = "o.n5"\nlayout = "bdv"\n')
+    with pytest.raises(ConfigError, match=r"input.timepoints: timepoint 1 lists its channels in "
+                                          r"another order than timepoint 0 \(by file name: ch1, ch0 "
+                                          r"against ch0, ch1\)"):
+        load_job(job(tmp_path, text))
+    load_job(job(tmp_path, text.replace('"t1/ch1.json", "t1/ch0.json"', '"t1/ch0.json", "t1/ch1.json"')))
+
+
+@pytest.mark.parametrize("paths, names", [
+    (("a/ch0.json", "a/ch1.json"), ("ch0", "ch1")),
+    (("c0/tiles.json", "c1/tiles.json"), ("c0", "c1")),   # trial I: were 'tiles', 'tiles'
+    (("x/tiles.json", "x/tiles.json"), ("channel 0", "channel 1")),
+])
+def test_default_channel_names_are_unique(paths, names):
+    from pipelines.config.values import default_channel_names
+    assert default_channel_names(paths) == names
+
+
+def test_one_channel_name_for_two_channels_is_said_in_good_english(tmp_path):
+    text = '[input]\ntiles = ["a.json", "b.json"]\nchannel_names = ["GFP"]\n[output]\nuri = "o.n5"\n'
+    with pytest.raises(ConfigError, match="input.channel_names: 1 name for 2 channels"):
+        load_job(job(tmp_path, text))
 
 
 def test_missing_job_file(tmp_path):

@@ -144,4 +144,9 @@ def test_a_channel_that_differs_is_refused_naming_the_tile_and_how():
         check_same_geometry(((first, typed),))
     with pytest.raises(TileError, match="ch1.json: 2 tiles where ch0.json has 3"):
         check_same_geometry(((first, TileSet(tuple(tiles[:2]), source="ch1.json")),))
+    # trial I: another timepoint's 0.5 µm was dropped for the first's 0.4 without a word
+    finer = TileSet(tuple(replace(t, pixel_resolution=(0.5, 0.5, 2.0)) for t in tiles), source="t1.json")
+    with pytest.raises(TileError, match=r"t1.json: tile 0 has pixelResolution \[0.5, 0.5, 2.0\] where "
+                                        r"tile 0 of ch0.json has pixelResolution \[1.0, 1.0, 1.0\]"):
+        check_same_geometry(((first,), (finer,)))
     check_same_geometry(((first, TileSet(tuple(tiles), source="ch1.json")),))   # the same: passes
