@@ -154,7 +154,7 @@ def _stitching_checks(config: JobConfig, target: stitching.Target
     earlier = None if config.stitching.force else stitching.reused(config, last, fingerprint)
     if earlier is None:
         stitching.check_results_writable(config)
-        stitching.check_results_replaceable(config, last)
+        stitching.check_results_replaceable(config)
         target.pairs   # noqa: B018 - found here, and refused when there are none
     return fingerprint, earlier
 

@@ -223,7 +223,11 @@ def check_results_writable(config: JobConfig) -> None:
 def last_report(config: JobConfig) -> dict | None:
     """The report of the last registration of these tiles, None when there is none (or it
     is damaged: registering again rewrites it)."""
-    data = reuse.read(report_path(config), config.s3_options())
+    return _report_at(report_path(config), config.s3_options())
+
+
+def _report_at(path: str, s3: S3Options | None) -> dict | None:
+    data = reuse.read(path, s3)
     try:
         doc = json.loads(data) if data is not None else None
     except ValueError:
@@ -231,21 +235,45 @@ def last_report(config: JobConfig) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def check_results_replaceable(config: JobConfig, last: dict | None) -> None:
-    """Refuse, before any pair is measured, to replace a refined file that is not as this
-    tool's last registration wrote it: edited by hand, refined in BigStitcher, or written
-    by stitching-spark. Registering would overwrite it; `stitching.force` means to."""
+def _recorded(doc: dict | None, key: str) -> dict[str, str]:
+    """`doc["reuse"][key]` (refined file → checksum), {} where a report lacks it."""
+    kept = (doc or {}).get("reuse")
+    found = kept.get(key) if isinstance(kept, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def written_before(config: JobConfig) -> dict[str, set[str]]:
+    """Refined file → the checksums this tool's registrations recorded writing there: the
+    results and the earlier results kept by the report beside each channel's tile JSON
+    (first timepoint; a project: its one report). Every channel's, as registering another
+    channel rewrites the same refined files (trial I: switching stitching.channel was
+    refused as if they had been edited)."""
+    s3 = config.s3_options()
+    reports = [report_path(config)] if config.is_project else \
+        [uris.sibling(p, "-stitching.json") for p in config.inputs[0]]
+    found: dict[str, set[str]] = {}
+    for path in reports:
+        doc = _report_at(path, s3)
+        for key in ("results", "earlier"):
+            for refined, checksum in _recorded(doc, key).items():
+                found.setdefault(refined, set()).add(checksum)
+    return found
+
+
+def check_results_replaceable(config: JobConfig) -> None:
+    """Refuse, before any pair is measured, to replace a refined file that is not as one of
+    this tool's registrations wrote it (`written_before`): edited by hand, refined in
+    BigStitcher, or written by stitching-spark. Registering would overwrite it;
+    `stitching.force` means to."""
     if config.stitching.force:
         return
-    kept = (last or {}).get("reuse")
-    recorded = kept.get("results") if isinstance(kept, dict) else None
-    recorded = recorded if isinstance(recorded, dict) else {}
+    recorded = written_before(config)
     s3 = config.s3_options()
     for path in (p for row in refined_paths(config) for p in row):
         data = reuse.read(path, s3)
-        if data is not None and recorded.get(path) != reuse.digest(data):
+        if data is not None and reuse.digest(data) not in recorded.get(path, set()):
             raise OutputError(
-                f"stitching: {path} is not as this tool's last registration wrote it (edited, "
+                f"stitching: {path} is not as this tool's registrations wrote it (edited, "
                 f"or written by another tool), and registering would replace it: move it "
                 f"away, or --set stitching.force=true replaces it")
 
@@ -268,9 +296,14 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
         for row, paths, row_finals in zip(target.every, config.inputs, finals):
             written |= {f: _final_text(projects.moved(ts, target.frame, solution.positions), p)
                         for ts, p, f in zip(row, paths, row_finals)}
+    # what the last report beside this one recorded of files not written now (another
+    # subset of timepoints: trial I) stays recorded as this tool's, for check_results_replaceable
+    last = _report_at(report_path(config), s3)
+    kept = {**_recorded(last, "earlier"), **_recorded(last, "results")}
     for path, data in written.items():
         _put(path, data, s3)
     doc.setdefault("reuse", {})["results"] = reuse.checksums(written)
+    doc["reuse"]["earlier"] = {p: c for p, c in kept.items() if p not in written}
     report = _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
     picture = _put(uris.sibling(report, ".png"),
                    layout_picture(reference, solution, doc.get("unmatched_pairs"),

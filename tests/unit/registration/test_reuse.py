@@ -98,8 +98,8 @@ def test_an_edited_result_is_not_replaced_unless_forced(tmp_path, acq):
     run(tmp_path, acq, "first")
     edit_the_result(acq)
     edited = (acq / "tiles-final.json").read_bytes()
-    with pytest.raises(OutputError, match=r"tiles-final.json is not as this tool's last "
-                                          r"registration wrote it .*stitching.force=true"):
+    with pytest.raises(OutputError, match=r"tiles-final.json is not as this tool's "
+                                          r"registrations wrote it .*stitching.force=true"):
         run(tmp_path, acq, "again", "stitching.min_score=0.4")   # a change: it must register
     assert (acq / "tiles-final.json").read_bytes() == edited
     assert not (tmp_path / "again").exists()
@@ -221,3 +221,65 @@ def test_a_reused_registration_does_not_look_for_pairs(tmp_path, acq, monkeypatc
     monkeypatch.setattr(results, "find_pairs", no_search)
     again, _ = run(tmp_path, acq, "again", "output.format=zarr3")
     assert again.stitching.outcome.reused
+
+
+@pytest.fixture
+def time_lapse(tmp_path) -> tuple[Path, list[list[str]]]:
+    """Two timepoints × two channels: t{t}/ch{c}.json, each a copy of one acquisition's
+    tile JSON naming its own copies of the tile files."""
+    import shutil
+    base = tmp_path / "base"
+    make_acquisition(base, grid=(2, 1, 1), tile=(48, 40, 12), overlap=0.3, jitter=3, seed=4,
+                     truth=False, density=25)
+    rows = []
+    for t in range(2):
+        row = []
+        for c in range(2):
+            folder = tmp_path / "tl" / f"t{t}"
+            shutil.copytree(base / "tiles", folder / f"ch{c}")
+            doc = json.loads((base / "tiles.json").read_text())
+            for tile in doc:
+                tile["file"] = f"ch{c}/{Path(tile['file']).name}"
+            (folder / f"ch{c}.json").write_text(json.dumps(doc))
+            row.append(str(folder / f"ch{c}.json"))
+        rows.append(row)
+    return tmp_path / "tl", rows
+
+
+def stitch_job(tmp_path: Path, rows: list[list[str]], *overrides: str):
+    from pipelines.driver import stitch
+    job = tmp_path / "stitch.toml"
+    job.write_text(f"[input]\ntimepoints = {json.dumps(rows)}\n{STITCH}")
+    config = load_job(job, list(overrides), writes_output=False)
+    return stitch(config, LocalExecutor(), stream=io.StringIO())
+
+
+def test_switching_the_channel_or_the_timepoints_registered_is_not_refused(tmp_path, time_lapse):
+    """Trial I: registering channel 1 after channel 0 (and back), or all timepoints after
+    the first alone, was refused: "tiles-final.json is not as this tool's last
+    registration wrote it (edited…)" — it was, by the registration of another channel
+    or timepoints, whose report the check did not read. An edited file still is refused."""
+    from pipelines.errors import OutputError
+    folder, rows = time_lapse
+    stitch_job(tmp_path, rows)
+    stitch_job(tmp_path, rows, "stitching.channel=1")
+    stitch_job(tmp_path, rows, "stitching.channel=0")
+    stitch_job(tmp_path, rows[:1])
+    stitch_job(tmp_path, rows)
+    final = folder / "t1" / "ch1-final.json"
+    final.write_text(final.read_text().replace("\n", "\n ", 1))
+    with pytest.raises(OutputError, match="ch1-final.json is not as this tool's registrations wrote it"):
+        stitch_job(tmp_path, rows, "stitching.force=false", "stitching.min_score=0.3")
+
+
+def test_another_channels_tile_files_do_not_undo_the_reuse(tmp_path, time_lapse):
+    """Trial I: touching a tile file of a channel or timepoint registration does not read
+    measured every pair again for the same answer; the registered channel's still does."""
+    folder, rows = time_lapse
+    assert not stitch_job(tmp_path, rows).outcome.reused
+    tile = next((folder / "t1" / "ch1").glob("*.tif"))
+    os.utime(tile, ns=(time.time_ns(), tile.stat().st_mtime_ns + 10**9))
+    assert stitch_job(tmp_path, rows).outcome.reused
+    tile = next((folder / "t0" / "ch0").glob("*.tif"))
+    os.utime(tile, ns=(time.time_ns(), tile.stat().st_mtime_ns + 10**9))
+    assert not stitch_job(tmp_path, rows).outcome.reused
