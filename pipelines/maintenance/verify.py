@@ -82,7 +82,9 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
             f"the commit of this dataset did not finish (the job record says "
             f"{record.get('status')!r}): run the same job again to finish it"])
     if record.get("status") != "committed":
-        raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed")
+        raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed: "
+                          f"its run did not finish; run the same job again to resume it "
+                          f"(tile-clean lists what a stopped run left)")
     try:
         table, compacted = ledger.read_committed(beside, names.ledger(record["fingerprint"]))
     except LedgerUnreadable as e:   # nothing to check the objects against: one line says so

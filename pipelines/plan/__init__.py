@@ -38,7 +38,7 @@ from pipelines.plan.tasks import (
     plan_tasks,
 )
 from pipelines.storage.s3 import S3Options
-from pipelines.tiles import Tile, TileSet, check_same_geometry, check_tile_files, read_tile_json
+from pipelines.tiles import Tile, TileSet, check_same_geometry, check_tile_files, read_tile_jsons
 from pipelines.tiles.bigstitcher import read_project
 from pipelines.tiles.identity import file_identities, identities_digest
 
@@ -178,7 +178,7 @@ def read_acquisition(config: JobConfig, s3: S3Options | None
         project = read_project(config.tiles, s3, {k: list(v) for k, v in config.views})
         tiles, found = project.tiles, project.channel_names
     else:
-        tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
+        tiles = read_tile_jsons(config.inputs, s3)
         found = default_channel_names(config.inputs[0])
     check_channel_names(config.channel_names, len(tiles[0]))   # a project's, counted only now
     tiles = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row) for row in tiles)

@@ -29,7 +29,7 @@ from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
 from pipelines.storage.documents import read_bytes
 from pipelines.storage.probe import check_writable_beside
-from pipelines.tiles import TileSet, check_same_geometry, read_tile_json
+from pipelines.tiles import TileSet, check_same_geometry, read_tile_jsons
 from pipelines.tiles.bigstitcher import read_project
 from pipelines.tiles.tilejson import tile_json_text
 
@@ -97,7 +97,7 @@ def registration_target(config: JobConfig) -> Target:
                               f"{len(project.channels)} or one of these names, found {channel!r}")
         ref = projects.reference(project, channel)
         return Target(ref, project.tiles, pair_options(config), ref)
-    tiles = tuple(tuple(read_tile_json(p, s3) for p in row) for row in config.inputs)
+    tiles = read_tile_jsons(config.inputs, s3)
     check_same_geometry(tiles)
     return Target(projects.in_pixel_space(tiles[0][_index(channel)]), tiles, pair_options(config))
 

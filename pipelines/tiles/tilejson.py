@@ -40,11 +40,18 @@ from pipelines.transforms import Affine, as_affine, determinant, is_singular
 FIELDS = ("index", "file", "position", "size", "type")
 
 
-def read_tile_json(path: str | os.PathLike, s3=None) -> TileSet:
+def read_tile_jsons(rows, s3=None) -> tuple[tuple[TileSet, ...], ...]:
+    """The tile JSONs of every timepoint's channels (`read_tile_json`); one that is
+    missing is named with the job-file key that lists it."""
+    key = "input.timepoints" if len(rows) > 1 else "input.tiles"
+    return tuple(tuple(read_tile_json(p, s3, key) for p in row) for row in rows)
+
+
+def read_tile_json(path: str | os.PathLike, s3=None, key: str = "input.tiles") -> TileSet:
     """Parse and check a tile configuration JSON (a path or s3:// URI); relative tile paths
     become absolute (URIs for a JSON in an object store)."""
     uri = str(path)
-    doc = read_json(uri, s3, TileError, "tile configuration", "input.tiles")
+    doc = read_json(uri, s3, TileError, "tile configuration", key)
     if is_remote(uri):
         return _tile_set(doc, uri, lambda file: join_uri(parent_uri(uri), file))
     local = Path(str(parse_uri(uri)))   # a file:// URI's path

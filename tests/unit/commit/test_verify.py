@@ -132,3 +132,16 @@ def test_verify_of_aws_s3_that_cannot_be_reached_says_so_in_words(tmp_path):
     assert run.returncode == 2, run.stderr[-3000:]
     assert run.stderr.strip() == ("error: s3://some-bucket/volume: cannot reach AWS S3 (for another "
                                   "S3-compatible store, set s3.endpoint_url)"), run.stderr[-3000:]
+
+
+def test_an_unfinished_run_is_said_to_be_resumable(committed, capsys):
+    """Trial I: verify of a run whose driver was killed said only "the job record says
+    'running', not committed"."""
+    record = committed.parent / "out.job.json"
+    doc = {k: v for k, v in json.loads(record.read_text()).items() if k != "metadata"}
+    record.write_text(json.dumps({**doc, "status": "running"}))   # as before its commit
+    assert verify_main([str(committed)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("the job record says 'running', not committed: its run did not finish; "
+                        "run the same job again to resume it (tile-clean lists what a stopped "
+                        "run left)"), err

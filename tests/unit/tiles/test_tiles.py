@@ -150,3 +150,15 @@ def test_a_channel_that_differs_is_refused_naming_the_tile_and_how():
                                         r"tile 0 of ch0.json has pixelResolution \[1.0, 1.0, 1.0\]"):
         check_same_geometry(((first,), (finer,)))
     check_same_geometry(((first, TileSet(tuple(tiles), source="ch1.json")),))   # the same: passes
+
+
+def test_a_missing_timepoint_json_is_named_with_the_key_that_lists_it(tmp_path):
+    """Trial I: a missing timepoint JSON said "(input.tiles)" in a job with input.timepoints."""
+    from pipelines.errors import TileError
+    from pipelines.tiles import read_tile_jsons
+    doc = [{"index": 0, "file": "a.tif", "position": [0, 0, 0], "size": [4, 3, 2], "type": "GRAY8"}]
+    (tmp_path / "t0.json").write_text(json.dumps(doc))
+    with pytest.raises(TileError, match=r"t1.json: tile configuration not found \(input.timepoints\)$"):
+        read_tile_jsons([[str(tmp_path / "t0.json")], [str(tmp_path / "t1.json")]])
+    with pytest.raises(TileError, match=r"t1.json: tile configuration not found \(input.tiles\)$"):
+        read_tile_jsons([[str(tmp_path / "t0.json"), str(tmp_path / "t1.json")]])
