@@ -11,6 +11,7 @@ per-tile coefficients (`intensity.solve_intensities`) and writes them as
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
+from pipelines import __version__
 from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
 from pipelines.execute.executor import Batch, Executor
@@ -31,7 +33,13 @@ from pipelines.illumination.estimate import (
     implausible,
     impossible_offset,
 )
-from pipelines.illumination.fields import FlatfieldError, has_fields, plane_at, write_fields
+from pipelines.illumination.fields import (
+    FlatfieldError,
+    fields_digest,
+    has_fields,
+    plane_at,
+    write_fields,
+)
 from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import (
     flatfield_folders,
@@ -49,11 +57,14 @@ from pipelines.illumination.tasks import (
 from pipelines.plan import read_tiles
 from pipelines.registration import find_pairs
 from pipelines.registration.pairs import PairOptions
+from pipelines.registration.reuse import digest as reuse_digest
 from pipelines.report.pictures import projections_png
 from pipelines.report.progress import Progress
+from pipelines.storage.documents import read_bytes
 from pipelines.storage.probe import check_writable_beside
 from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
+from pipelines.tiles.identity import file_identities
 
 MIN_TILES = 6     # a channel with fewer tiles has too few samples per pixel to estimate from
 MAX_TASKS = 64    # statistics tasks per channel: bounds what the driver collects
@@ -203,18 +214,44 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
     check_writable_beside([intensity_path(p) for p in config.inputs[0]], "intensity matching's "
                           "coefficients", s3)
     for c, tileset in enumerate(tiles):
+        path = intensity_path(config.inputs[0][c])
+        fingerprint = _matching_fingerprint(config.inputs[0][c], tileset, correction.folder(c), s3)
+        if _matched_already(path, fingerprint, s3):
+            stream.write(f"intensities of {uri_name(config.inputs[0][c])}: reused ({path})\n")
+            continue
         pairs = find_pairs(tileset, options)
         job = IntensityJob(tileset, correction, c, s3)
         groups = [tuple(pairs[k:k + PAIRS_PER_TASK]) for k in range(0, len(pairs), PAIRS_PER_TASK)]
         batch = Batch(measure_intensities, job, groups, f"match intensities of {len(pairs)} tile pairs")
         measured = [m for group in executor.run(batch, lambda d, n: None) for m in group if m]
         solution = solve_intensities([t.index for t in tileset], measured)
-        path = intensity_path(config.inputs[0][c])
-        write_coefficients(path, _document(solution, len(pairs)), s3)
+        document = _document(solution, len(pairs)) | {"reuse": {"fingerprint": fingerprint}}
+        write_coefficients(path, document, s3)
         stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {len(solution.used)} pairs "
                      f"used, {len(solution.dropped)} dropped; {path}\n")
         if solution.unlinked:
             stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {_unlinked(solution.unlinked)}\n")
+
+
+def _matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3) -> str:
+    """A digest of what decides one channel's coefficients: its tile JSON's text (the
+    positions), its tile files' identities (`tiles.identity`), the fields it is measured
+    through and the package version. The same digest: the same coefficients."""
+    essentials = {"version": __version__, "json": reuse_digest(read_bytes(tile_json, s3)),
+                  "tiles": file_identities(sorted({t.path for t in tiles}), s3),
+                  "fields": fields_digest(fields, s3) if fields else ""}
+    return reuse_digest(json.dumps(essentials, sort_keys=True, default=str).encode())
+
+
+def _matched_already(path: str, fingerprint: str, s3) -> bool:
+    """Whether the coefficients at `path` were matched from what `fingerprint` digests
+    (a rerun of an export with intensity matching: trial I measured every pair again)."""
+    try:
+        doc = json.loads(read_bytes(path, s3))
+    except (KeyError, ValueError, OSError):
+        return False
+    kept = doc.get("reuse") if isinstance(doc, dict) else None
+    return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint
 
 
 def _unlinked(tiles: tuple[int, ...]) -> str:

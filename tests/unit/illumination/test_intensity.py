@@ -198,3 +198,49 @@ def test_fields_and_coefficients_of_tiles_in_a_bucket_go_beside_them():
     named = build_config({"input": {"tiles": "s3://bucket/acq/tiles.json"}, "output": {"uri": "/tmp/out"},
                           "fusion": {"flatfield": "s3://bucket/fields/ch0"}}, source="/jobs/job.toml")
     assert flatfield_folders(named) == ("s3://bucket/fields/ch0",)
+
+
+def test_a_rerun_reuses_the_coefficients_while_their_inputs_are_unchanged(tmp_path):
+    """Trial I: every export with fusion.intensity = "match" measured every pair again
+    and rewrote the coefficients, though nothing had changed. They are reused while the
+    tile JSON, its tile files and the fields are as they were; a changed tile file
+    measures again."""
+    import io
+    import os
+    import time
+
+    from pipelines.config import load_job
+    from pipelines.driver import export
+    from pipelines.execute.executor import LocalExecutor
+    from pipelines.testing.synthetic import make_acquisition
+    from tests.conftest import write_job
+
+    make_acquisition(tmp_path / "acq", grid=(2, 2, 1), tile=(48, 40, 8), overlap=0.3, jitter=0,
+                     seed=5, truth=False, gains=(0.7, 1.0))
+    tiles_json = tmp_path / "acq" / "tiles.json"
+
+    class Counting(LocalExecutor):
+        batches: list[str] = []
+
+        def run(self, batch, on_progress):
+            self.batches.append(batch.description)
+            return super().run(batch, on_progress)
+
+    def run(name: str) -> tuple[list[str], str]:
+        job = write_job(tmp_path / f"{name}.toml", str(tiles_json), str(tmp_path / name))
+        executor, stream = Counting(), io.StringIO()
+        executor.batches = []
+        export(load_job(job, ['fusion.intensity="match"']), executor, stream=stream)
+        return [b for b in executor.batches if b.startswith("match intensities")], stream.getvalue()
+
+    coefficients = tmp_path / "acq" / "tiles-intensity.json"
+    measured, _ = run("first")
+    assert len(measured) == 1 and coefficients.is_file()
+    written = coefficients.read_bytes()
+    measured, printed = run("second")
+    assert measured == [] and f"intensities of tiles.json: reused ({coefficients})" in printed
+    assert coefficients.read_bytes() == written
+    tile = next((tmp_path / "acq" / "tiles").glob("*.tif"))
+    os.utime(tile, ns=(time.time_ns(), tile.stat().st_mtime_ns + 10**9))
+    measured, printed = run("third")
+    assert len(measured) == 1 and "reused" not in printed
