@@ -121,9 +121,12 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     reference = target.reference
     if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files([reference], config.s3_options())
-    fingerprint, earlier = _stitching_checks(config, target)
-    if earlier is not None:
-        return StitchResult(earlier, 0.0, time.perf_counter() - started)
+    checked = _stitching_checks(config, target)
+    if checked.earlier is not None:
+        return StitchResult(checked.earlier, 0.0, time.perf_counter() - started)
+    why = "stitching.force" if config.stitching.force else reuse.why_again(checked.last, checked.parts)
+    if why:   # the last registration is not reused: say why (trial I)
+        stream.write(f"stitching: registering again: {why}\n")
     job = PairJob(reference, target.options, config.s3_options())
     pairs = list(target.pairs)
     with _running(config, executor) as running:
@@ -138,25 +141,35 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     doc = stitching.report(reference, solution, unmatched, config, seconds)
     # overlapping tiles placed by affines of other linear parts (angles): not measured
     doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
-    doc["reuse"] = {"fingerprint": fingerprint}
+    doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts}
     outcome = stitching.write_results(config, target, solution, doc)
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 
-def _stitching_checks(config: JobConfig, target: stitching.Target
-                      ) -> tuple[str, stitching.StitchOutcome | None]:
+@dataclass(frozen=True)
+class _Checked:
+    """What `_stitching_checks` found: the fingerprint's parts, the last report, and its
+    outcome when it is reused."""
+
+    parts: dict[str, Any]
+    last: dict | None
+    earlier: stitching.StitchOutcome | None
+
+
+def _stitching_checks(config: JobConfig, target: stitching.Target) -> _Checked:
     """What registering `target` checks before any pair is measured: the fingerprint of
     what it registers, and the last registration's outcome when that still holds (reused:
     nothing else to check); else the results must be writable and replaceable, and some
     pair must be there to measure (`Target.pairs`). One line each, nothing written."""
-    fingerprint = reuse.fingerprint(config, target, config.s3_options())
+    parts = reuse.fingerprint_parts(config, target, config.s3_options())
     last = stitching.last_report(config)
-    earlier = None if config.stitching.force else stitching.reused(config, last, fingerprint)
+    earlier = None if config.stitching.force else \
+        stitching.reused(config, last, reuse.fingerprint(parts))
     if earlier is None:
         stitching.check_results_writable(config)
         stitching.check_results_replaceable(config)
         target.pairs   # noqa: B018 - found here, and refused when there are none
-    return fingerprint, earlier
+    return _Checked(parts, last, earlier)
 
 
 def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],

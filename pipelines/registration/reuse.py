@@ -26,22 +26,58 @@ if TYPE_CHECKING:
     from pipelines.registration.results import Target
 
 
-def fingerprint(config: JobConfig, target: Target, s3: S3Options | None) -> str:
-    """A digest of the stage JSONs, the registered tiles' files and the [stitching] settings."""
+def fingerprint_parts(config: JobConfig, target: Target, s3: S3Options | None) -> dict[str, Any]:
+    """What decides the refined positions, each part a digest (the report keeps them, so
+    a later run can say which changed): the package version, the [stitching] settings and
+    view selection, each stage JSON's text, the registered tiles' files' identities."""
     settings = {k: v for k, v in asdict(config.stitching).items() if k not in ("enabled", "force")}
     sources = sorted({p for row in config.inputs for p in row})
     # the pixels registration measures: the registered channel's first timepoint (the
-    # other rows' refined JSONs follow from their JSONs' text, above) — trial I: touching
+    # other rows' refined JSONs follow from their JSONs' text) — trial I: touching
     # another channel's tile registered all 476 pairs again for the same answer
     files = sorted({t.path for t in target.reference})
-    essentials = {
+    return {
         "version": __version__,
-        "settings": settings,
-        "views": {k: list(v) for k, v in config.views},
+        "settings": _json_digest({"settings": settings, "views": {k: list(v) for k, v in config.views}}),
         "inputs": {p: digest(read(p, s3) or b"") for p in sources},
-        "tiles": file_identities(files, s3),
+        "tiles": _json_digest(file_identities(files, s3)),
     }
-    return digest(json.dumps(essentials, sort_keys=True, default=str).encode())
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    """One digest of `fingerprint_parts`."""
+    return _json_digest(parts)
+
+
+def why_again(last: dict | None, parts: dict[str, Any]) -> str:
+    """Why the registration of `last` (a report) is not reused, from the parts its
+    fingerprint was made of; '' when there was none, or it cannot tell."""
+    kept = (last or {}).get("reuse")
+    then = kept.get("parts") if isinstance(kept, dict) else None
+    if not isinstance(then, dict):
+        return ""
+    reasons = []
+    if then.get("version") != parts["version"]:
+        reasons.append("another version of this tool")
+    if then.get("settings") != parts["settings"]:
+        reasons.append("other [stitching] settings or input.views")
+    found = then.get("inputs")
+    before: dict[str, Any] = found if isinstance(found, dict) else {}
+    new = [p for p in parts["inputs"] if p not in before]
+    changed = [p for p, d in parts["inputs"].items() if p in before and before[p] != d]
+    gone = [p for p in before if p not in parts["inputs"]]
+    for what, paths in (("new tile JSONs", new), ("changed tile JSONs", changed),
+                        ("tile JSONs no longer listed", gone)):
+        if paths:
+            more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+            reasons.append(f"{what} ({paths[0]}{more})")
+    if then.get("tiles") != parts["tiles"]:
+        reasons.append("the registered tiles' files changed (size or modification time)")
+    return "; ".join(reasons) or "a refined file is not as it was written"
+
+
+def _json_digest(value: Any) -> str:
+    return digest(json.dumps(value, sort_keys=True, default=str).encode())
 
 
 def checksums(results: dict[str, bytes]) -> dict[str, str]:

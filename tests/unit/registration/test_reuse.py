@@ -116,6 +116,11 @@ def test_a_change_registers_again(tmp_path, acq, change):
     overrides = change(acq)
     result, printed = run(tmp_path, acq, "again", *overrides)
     assert "pairs tried" in printed and not result.stitching.outcome.reused, printed
+    why = {change_setting: "other [stitching] settings or input.views",
+           change_stage_json: f"changed tile JSONs ({acq / 'tiles.json'})",
+           touch_a_tile: "the registered tiles' files changed (size or modification time)",
+           force: "stitching.force"}[change]
+    assert f"stitching: registering again: {why}\n" in printed, printed   # trial I: no word why
     result, printed = run(tmp_path, acq, "third", *overrides)   # and that result is reused
     assert result.stitching.outcome.reused == (change is not force), printed
 
@@ -283,3 +288,14 @@ def test_another_channels_tile_files_do_not_undo_the_reuse(tmp_path, time_lapse)
     tile = next((folder / "t0" / "ch0").glob("*.tif"))
     os.utime(tile, ns=(time.time_ns(), tile.stat().st_mtime_ns + 10**9))
     assert not stitch_job(tmp_path, rows).outcome.reused
+
+def test_a_new_timepoint_registers_again_and_says_so(tmp_path, time_lapse):
+    from pipelines.driver import stitch
+    folder, rows = time_lapse
+    stitch_job(tmp_path, rows[:1])
+    job = tmp_path / "stitch.toml"
+    job.write_text(f"[input]\ntimepoints = {json.dumps(rows)}\n{STITCH}")
+    stream = io.StringIO()
+    stitch(load_job(job, writes_output=False), LocalExecutor(), stream=stream)
+    assert (f"stitching: registering again: new tile JSONs ({folder / 't1' / 'ch0.json'} and 1 "
+            f"more)\n") in stream.getvalue(), stream.getvalue()
