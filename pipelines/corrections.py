@@ -248,7 +248,7 @@ def _matched_already(path: str, fingerprint: str, s3) -> bool:
     (a rerun of an export with intensity matching: trial I measured every pair again)."""
     try:
         doc = json.loads(read_bytes(path, s3))
-    except (KeyError, ValueError, OSError):
+    except Exception:   # missing, damaged or unreadable: matched again (and written anew)
         return False
     kept = doc.get("reuse") if isinstance(doc, dict) else None
     return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint
