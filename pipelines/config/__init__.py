@@ -160,6 +160,14 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
     it is "" then)."""
     where = f"{source}: " if source else ""
     merged = _merge_defaults(raw, where, () if writes_output else (("output", "uri"),))
+    found = raw.get("input")
+    given: dict[str, Any] = found if isinstance(found, dict) else {}
+    for key in ("tiles", "timepoints"):   # given empty reads as left out once merged
+        if key in given and given[key] in ([], ""):
+            raise ConfigError(f"{where}input.{key} is empty: give "
+                              + ("a tile JSON, a list of them (one per channel) or a "
+                                 "BigStitcher XML" if key == "tiles" else
+                                 "a list of timepoints, each a list of tile JSONs"))
     inputs = _inputs(merged["input"], where)
     project = inputs[0][0].lower().endswith(".xml")
     return JobConfig(

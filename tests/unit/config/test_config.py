@@ -127,7 +127,7 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
     (["output.dtype=uint12"], "output.dtype: expected one of"),
     (["output.downsample=median"], "output.downsample"),
     (["input.timepoints=[['a.json']]"], "exactly one of .*; both are set"),
-    (["input.tiles=[]"], "exactly one of .*; neither is set"),
+    (["input.tiles=[]"], "input.tiles is empty: give a tile JSON"),
 ])
 def test_inconsistent_output_options(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -330,3 +330,15 @@ def test_the_tile_cache_is_off_at_any_zero_and_its_error_says_so(tmp_path, given
         return
     with pytest.raises(ConfigError, match=r"limits.tile_cache: expected 0 \(off\) or a size"):
         load_job(job(tmp_path), [f"limits.tile_cache={given}"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("timepoints = []", "input.timepoints is empty: give a list of timepoints"),
+    ('tiles = ""', "input.tiles is empty: give a tile JSON"),
+    ("tiles = []", "input.tiles is empty: give a tile JSON"),
+])
+def test_an_empty_input_is_said_to_be_empty(tmp_path, text, message):
+    """Trial I: `timepoints = []` said "give exactly one of input.tiles and
+    input.timepoints; neither is set"."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_job(job(tmp_path, f'[input]\n{text}\n[output]\nuri = "o.n5"\n'))
