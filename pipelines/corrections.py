@@ -60,7 +60,7 @@ from pipelines.registration.pairs import PairOptions
 from pipelines.registration.reuse import digest as reuse_digest
 from pipelines.report.pictures import projections_png
 from pipelines.report.progress import Progress
-from pipelines.storage.documents import read_bytes
+from pipelines.storage.documents import json_if_there, read_bytes
 from pipelines.storage.probe import check_writable_beside
 from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
@@ -247,8 +247,8 @@ def _matched_already(path: str, fingerprint: str, s3) -> bool:
     """Whether the coefficients at `path` were matched from what `fingerprint` digests
     (a rerun of an export with intensity matching: trial I measured every pair again)."""
     try:
-        doc = json.loads(read_bytes(path, s3))
-    except Exception:   # missing, damaged or unreadable: matched again (and written anew)
+        doc = json_if_there(path, s3)
+    except Exception:   # unreadable (missing or damaged is None): matched again, written anew
         return False
     kept = doc.get("reuse") if isinstance(doc, dict) else None
     return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint

@@ -27,7 +27,7 @@ from pipelines.registration import Link, PairOptions, Solution, find_pairs, proj
 from pipelines.registration.projects import ProjectReference, Reference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
-from pipelines.storage.documents import read_bytes
+from pipelines.storage.documents import json_if_there, read_bytes, read_if_there
 from pipelines.storage.probe import check_writable_beside
 from pipelines.tiles import TileSet, check_same_geometry, read_tile_jsons
 from pipelines.tiles.bigstitcher import read_project
@@ -201,6 +201,11 @@ def report_path(config: JobConfig) -> str:
     """Where the stitching report goes: beside the registered channel's tile JSON (the
     first timepoint's), or beside the project."""
     source = config.tiles if config.is_project else config.inputs[0][_index(config.stitching.channel)]
+    return _report_beside(source)
+
+
+def _report_beside(source: str) -> str:
+    """The stitching report of a registration of `source` (a tile JSON or the project)."""
     return uris.sibling(source, "-stitching.json")
 
 
@@ -227,11 +232,7 @@ def last_report(config: JobConfig) -> dict | None:
 
 
 def _report_at(path: str, s3: S3Options | None) -> dict | None:
-    data = reuse.read(path, s3)
-    try:
-        doc = json.loads(data) if data is not None else None
-    except ValueError:
-        return None
+    doc = json_if_there(path, s3)
     return doc if isinstance(doc, dict) else None
 
 
@@ -250,7 +251,7 @@ def written_before(config: JobConfig) -> dict[str, set[str]]:
     refused as if they had been edited)."""
     s3 = config.s3_options()
     reports = [report_path(config)] if config.is_project else \
-        [uris.sibling(p, "-stitching.json") for p in config.inputs[0]]
+        [_report_beside(p) for p in config.inputs[0]]
     found: dict[str, set[str]] = {}
     for path in reports:
         doc = _report_at(path, s3)
@@ -270,7 +271,7 @@ def check_results_replaceable(config: JobConfig) -> None:
     recorded = written_before(config)
     s3 = config.s3_options()
     for path in (p for row in refined_paths(config) for p in row):
-        data = reuse.read(path, s3)
+        data = read_if_there(path, s3)
         if data is not None and reuse.digest(data) not in recorded.get(path, set()):
             raise OutputError(
                 f"stitching: {path} is not as this tool's registrations wrote it (edited, "
@@ -289,7 +290,7 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     if target.project is not None:
         text = read_bytes(config.tiles, s3).decode()
         path = finals[0][0]
-        earlier = reuse.read(path, s3) if config.views else None   # other views' results
+        earlier = read_if_there(path, s3) if config.views else None   # other views' results
         written[path] = projects.stitched_xml(text, target.project, solution.positions,
                                               earlier.decode() if earlier else None)
     else:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines import __version__
 from pipelines.config import JobConfig
 from pipelines.storage import S3Options
-from pipelines.storage.documents import read_bytes
+from pipelines.storage.documents import read_if_there
 from pipelines.tiles.identity import file_identities
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def fingerprint_parts(config: JobConfig, target: Target, s3: S3Options | None) -
     return {
         "version": __version__,
         "settings": _json_digest({"settings": settings, "views": {k: list(v) for k, v in config.views}}),
-        "inputs": {p: digest(read(p, s3) or b"") for p in sources},
+        "inputs": {p: digest(read_if_there(p, s3) or b"") for p in sources},
         "tiles": _json_digest(file_identities(files, s3)),
     }
 
@@ -94,15 +94,7 @@ def still_valid(report: dict[str, Any], current: str, s3: S3Options | None) -> b
     results = recorded.get("results")
     if not isinstance(results, dict) or not results:
         return False
-    return all(digest(read(path, s3) or b"") == written for path, written in results.items())
-
-
-def read(path: str, s3: S3Options | None) -> bytes | None:
-    """A small file's bytes (local or S3); None when it is not there."""
-    try:
-        return read_bytes(path, s3)
-    except (KeyError, IsADirectoryError):
-        return None
+    return all(digest(read_if_there(path, s3) or b"") == written for path, written in results.items())
 
 
 def digest(data: bytes) -> str:

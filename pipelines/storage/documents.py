@@ -47,3 +47,21 @@ def read_json(uri: str, s3, error: type[PipelineError], what: str, key: str = ""
         raise error(f"{uri}: not valid JSON: {e}") from None
     except RecursionError:   # json recurses once per level of nesting
         raise error(f"{uri}: lists or objects nested too deeply") from None
+
+
+def read_if_there(uri: str, s3=None) -> bytes | None:
+    """`read_bytes`, None when there is no such file or object (a folder counts as none)."""
+    try:
+        return read_bytes(uri, s3)
+    except (KeyError, IsADirectoryError):
+        return None
+
+
+def json_if_there(uri: str, s3=None) -> Any:
+    """The JSON document at `uri`, None when it is missing or damaged: for records this
+    tool writes and can write again (reports, coefficients), where either means "none"."""
+    data = read_if_there(uri, s3)
+    try:
+        return json.loads(data) if data is not None else None
+    except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
+        return None
