@@ -124,6 +124,12 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     checked = _stitching_checks(config, target)
     if checked.earlier is not None:
         return StitchResult(checked.earlier, 0.0, time.perf_counter() - started)
+    if checked.positions is not None:   # only tile JSONs registration does not measure changed
+        applied = reuse.changed_inputs(checked.last, checked.parts)
+        doc_reuse = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts}
+        outcome = stitching.reapply(config, target, checked.positions, checked.last or {},
+                                    doc_reuse, applied)
+        return StitchResult(outcome, 0.0, time.perf_counter() - started)
     why = "stitching.force" if config.stitching.force else reuse.why_again(checked.last, checked.parts)
     if why:   # the last registration is not reused: say why (trial I)
         stream.write(f"stitching: registering again: {why}\n")
@@ -154,22 +160,32 @@ class _Checked:
     parts: dict[str, Any]
     last: dict | None
     earlier: stitching.StitchOutcome | None
+    positions: dict[int, tuple[float, float, float]] | None = None   # reapplicable ones
 
 
 def _stitching_checks(config: JobConfig, target: stitching.Target) -> _Checked:
     """What registering `target` checks before any pair is measured: the fingerprint of
     what it registers, and the last registration's outcome when that still holds (reused:
     nothing else to check); else the results must be writable and replaceable, and some
-    pair must be there to measure (`Target.pairs`). One line each, nothing written."""
+    pair must be there to measure (`Target.pairs`), unless the last registration's
+    positions still hold for what it measures (`reuse.reapplicable`). One line each,
+    nothing written."""
     parts = reuse.fingerprint_parts(config, target, config.s3_options())
     last = stitching.last_report(config)
-    earlier = None if config.stitching.force else \
-        stitching.reused(config, last, reuse.fingerprint(parts))
+    if config.stitching.force:
+        earlier, positions = None, None
+    else:
+        earlier = stitching.reused(config, last, reuse.fingerprint(parts))
+        positions = None if earlier is not None or config.is_project else \
+            reuse.reapplicable(last, parts, target.reference.source)
+        if positions is not None and set(positions) != {t.index for t in target.reference}:
+            positions = None   # a report that does not describe these tiles
     if earlier is None:
         stitching.check_results_writable(config)
         stitching.check_results_replaceable(config)
-        target.pairs   # noqa: B018 - found here, and refused when there are none
-    return _Checked(parts, last, earlier)
+        if positions is None:
+            target.pairs   # noqa: B018 - found here, and refused when there are none
+    return _Checked(parts, last, earlier, positions)
 
 
 def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],

@@ -120,6 +120,7 @@ class StitchOutcome:
     report_path: str
     picture_path: str
     reused: bool = False        # the refined files of an earlier run, unchanged
+    applied: tuple[str, ...] = ()   # reused positions, new refined JSONs for these (`reapply`)
 
     def stitched(self, config: JobConfig) -> JobConfig:
         """`config` reading the refined tile JSONs (or the stitched XML) instead of the
@@ -283,19 +284,41 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
     """Write each -final.json (a project: the -stitched.xml), the report and the picture;
     return where they went. The report records a checksum of each refined file in
     `doc["reuse"]["results"]`, so a later run can tell they are still as written."""
+    report = _write_refined(config, target, solution.positions, doc)
+    picture = _put(uris.sibling(report, ".png"),
+                   layout_picture(target.reference, solution, doc.get("unmatched_pairs"),
+                                  config.stitching.min_score), config.s3_options())
+    return StitchOutcome(solution, doc, refined_paths(config), report, picture)
+
+
+def reapply(config: JobConfig, target: Target, positions: dict[int, tuple[float, float, float]],
+            last: dict, doc_reuse: dict, applied: tuple[str, ...]) -> StitchOutcome:
+    """Write the refined JSONs of tile JSONs at the `positions` the `last` registration
+    found (`reuse.reapplicable`: what it measured is unchanged), and its report again with
+    the new fingerprint (`doc_reuse`); `applied`: the tile JSONs new or changed since.
+    The picture stays as that registration drew it."""
+    doc = {**last, "reuse": doc_reuse}
+    report = _write_refined(config, target, positions, doc)
+    return StitchOutcome(None, doc, refined_paths(config), report,
+                         uris.sibling(report, ".png"), reused=True, applied=applied)
+
+
+def _write_refined(config: JobConfig, target: Target, positions: dict[int, tuple[float, float, float]],
+                   doc: dict) -> str:
+    """Write every refined file at `positions`, then the report recording their checksums;
+    return the report's path."""
     s3 = config.s3_options()
-    reference = target.reference
     finals = refined_paths(config)
     written: dict[str, bytes] = {}
     if target.project is not None:
         text = read_bytes(config.tiles, s3).decode()
         path = finals[0][0]
         earlier = read_if_there(path, s3) if config.views else None   # other views' results
-        written[path] = projects.stitched_xml(text, target.project, solution.positions,
+        written[path] = projects.stitched_xml(text, target.project, positions,
                                               earlier.decode() if earlier else None)
     else:
         for row, paths, row_finals in zip(target.every, config.inputs, finals):
-            written |= {f: _final_text(projects.moved(ts, target.frame, solution.positions), p)
+            written |= {f: _final_text(projects.moved(ts, target.frame, positions), p)
                         for ts, p, f in zip(row, paths, row_finals)}
     # what the last report beside this one recorded of files not written now (another
     # subset of timepoints: trial I) stays recorded as this tool's, for check_results_replaceable
@@ -305,11 +328,7 @@ def write_results(config: JobConfig, target: Target, solution: Solution, doc: di
         _put(path, data, s3)
     doc.setdefault("reuse", {})["results"] = reuse.checksums(written)
     doc["reuse"]["earlier"] = {p: c for p, c in kept.items() if p not in written}
-    report = _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
-    picture = _put(uris.sibling(report, ".png"),
-                   layout_picture(reference, solution, doc.get("unmatched_pairs"),
-                                  config.stitching.min_score), s3)
-    return StitchOutcome(solution, doc, finals, report, picture)
+    return _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
 
 
 def reused(config: JobConfig, last: dict | None, current: str) -> StitchOutcome | None:

@@ -6,7 +6,9 @@ decides the refined positions — the stage tile JSONs (or the project XML) as t
 identity of each tile file registration reads (`tiles.identity`: size and modification
 time; on S3, size and ETag), the `[stitching]` settings and the package version — and a checksum of every refined JSON it wrote. A later run with the
 same fingerprint whose refined JSONs are still as written reuses them;
-`stitching.force = true` registers again.
+`stitching.force = true` registers again. When only tile JSONs registration does not
+measure changed (a timepoint or channel added, edited or removed), the positions the
+report holds place them (`reapplicable`): no pair is measured again.
 """
 
 from __future__ import annotations
@@ -61,11 +63,7 @@ def why_again(last: dict | None, parts: dict[str, Any]) -> str:
         reasons.append("another version of this tool")
     if then.get("settings") != parts["settings"]:
         reasons.append("other [stitching] settings or input.views")
-    found = then.get("inputs")
-    before: dict[str, Any] = found if isinstance(found, dict) else {}
-    new = [p for p in parts["inputs"] if p not in before]
-    changed = [p for p, d in parts["inputs"].items() if p in before and before[p] != d]
-    gone = [p for p in before if p not in parts["inputs"]]
+    new, changed, gone = _input_changes(then, parts)
     for what, paths in (("new tile JSONs", new), ("changed tile JSONs", changed),
                         ("tile JSONs no longer listed", gone)):
         if paths:
@@ -74,6 +72,53 @@ def why_again(last: dict | None, parts: dict[str, Any]) -> str:
     if then.get("tiles") != parts["tiles"]:
         reasons.append("the registered tiles' files changed (size or modification time)")
     return "; ".join(reasons) or "a refined file is not as it was written"
+
+
+def _input_changes(then: dict[str, Any], parts: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """The tile JSONs (or project) new, changed and no longer listed since the parts
+    `then` of a report's fingerprint."""
+    found = then.get("inputs")
+    before: dict[str, Any] = found if isinstance(found, dict) else {}
+    new = [p for p in parts["inputs"] if p not in before]
+    changed = [p for p, d in parts["inputs"].items() if p in before and before[p] != d]
+    gone = [p for p in before if p not in parts["inputs"]]
+    return new, changed, gone
+
+
+def changed_inputs(last: dict | None, parts: dict[str, Any]) -> tuple[str, ...]:
+    """The tile JSONs new or changed since the registration of `last` (a report)."""
+    kept = (last or {}).get("reuse")
+    then = kept.get("parts") if isinstance(kept, dict) else None
+    new, changed, _ = _input_changes(then if isinstance(then, dict) else {}, parts)
+    return (*new, *changed)
+
+
+def reapplicable(last: dict | None, parts: dict[str, Any], registered: str
+                 ) -> dict[int, tuple[float, float, float]] | None:
+    """The tile positions the registration of `last` (a report) found, when what it
+    measured is unchanged — this tool's version, the [stitching] settings, the
+    `registered` tile JSON's text and its tiles' files — and only other tile JSONs were
+    added, edited or removed (another timepoint or channel): their refined JSONs follow
+    from their own text and those positions, with no pair measured again (trial I: adding
+    a timepoint registered every pair again). None when anything measured changed, or the
+    report does not hold the positions."""
+    kept = (last or {}).get("reuse")
+    then = kept.get("parts") if isinstance(kept, dict) else None
+    if not isinstance(then, dict) or any(then.get(k) != parts[k] for k in ("version", "settings", "tiles")):
+        return None
+    inputs = then.get("inputs")
+    if not isinstance(inputs, dict) or inputs.get(registered) != parts["inputs"].get(registered):
+        return None
+    positions: dict[int, tuple[float, float, float]] = {}
+    for row in (last or {}).get("tile_results") or ():
+        try:
+            index, (x, y, z) = row["index"], (float(v) for v in row["position"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not isinstance(index, int):
+            return None
+        positions[index] = (x, y, z)
+    return positions or None
 
 
 def _json_digest(value: Any) -> str:

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 def stitch_summary(result: StitchResult) -> str:
     """Lines for the console: pairs, what was dropped, accuracy, where the files are."""
     doc = result.outcome.report
+    if result.outcome.applied:
+        more = f" and {len(result.outcome.applied) - 1} more" if len(result.outcome.applied) > 1 else ""
+        return (f"stitching: placed {result.outcome.applied[0]}{more} at the positions registered "
+                f"in {result.outcome.report_path}, no pair measured again (the registered tiles "
+                f"and [stitching] settings are unchanged; --set stitching.force=true registers again)")
     if result.outcome.reused:
         return (f"stitching: reused {result.outcome.tile_jsons[0][0]} (stage positions, tiles "
                 f"and [stitching] settings unchanged since {result.outcome.report_path}; "

@@ -289,13 +289,58 @@ def test_another_channels_tile_files_do_not_undo_the_reuse(tmp_path, time_lapse)
     os.utime(tile, ns=(time.time_ns(), tile.stat().st_mtime_ns + 10**9))
     assert not stitch_job(tmp_path, rows).outcome.reused
 
-def test_a_new_timepoint_registers_again_and_says_so(tmp_path, time_lapse):
+def test_a_new_timepoint_is_placed_without_measuring_again(tmp_path, time_lapse):
+    """Trial I: a timepoint added to a registered time-lapse registered every pair again,
+    for the same positions: registration measures the first timepoint's registered
+    channel alone. Now the new timepoint's refined JSONs are written at the positions the
+    report holds, and they equal those a full registration writes."""
+    from pipelines.driver import stitch
+    from pipelines.report.console import stitch_summary
+    folder, rows = time_lapse
+    stitch_job(tmp_path, rows[:1])
+    job = tmp_path / "stitch.toml"
+    job.write_text(f"[input]\ntimepoints = {json.dumps(rows)}\n{STITCH}")
+    stream = io.StringIO()
+    result = stitch(load_job(job, writes_output=False), LocalExecutor(), stream=stream)
+    assert stream.getvalue() == "" and result.outcome.solution is None   # no pair measured
+    new = [str(folder / "t1" / "ch0.json"), str(folder / "t1" / "ch1.json")]
+    assert result.outcome.applied == tuple(new)
+    assert stitch_summary(result) == (
+        f"stitching: placed {new[0]} and 1 more at the positions registered in "
+        f"{folder / 't0' / 'ch0-stitching.json'}, no pair measured again (the registered "
+        f"tiles and [stitching] settings are unchanged; --set stitching.force=true registers again)")
+    finals = [folder / "t1" / "ch0-final.json", folder / "t1" / "ch1-final.json"]
+    placed = [f.read_bytes() for f in finals]
+    assert stitch_job(tmp_path, rows).outcome.reused   # recorded: the next run reuses all
+    stitch_job(tmp_path, rows, "stitching.force=true")   # measured from scratch
+    assert [f.read_bytes() for f in finals] == placed
+
+
+def test_an_edited_timepoint_json_is_placed_as_a_full_registration_places_it(tmp_path, time_lapse):
+    """A tile JSON that is not measured, edited after the registration (a sub-voxel stage
+    position: channels and timepoints share one geometry) is placed without measuring,
+    where registering from scratch places it."""
+    folder, rows = time_lapse
+    stitch_job(tmp_path, rows)
+    doc = json.loads((folder / "t1" / "ch1.json").read_text())
+    doc[1]["position"][0] = float(np.floor(doc[1]["position"][0] + 0.5)) + 0.25   # the same voxel
+    (folder / "t1" / "ch1.json").write_text(json.dumps(doc))
+    result = stitch_job(tmp_path, rows)
+    assert result.outcome.applied == (str(folder / "t1" / "ch1.json"),)
+    final = folder / "t1" / "ch1-final.json"
+    placed = final.read_bytes()
+    assert not stitch_job(tmp_path, rows, "stitching.force=true").outcome.reused
+    assert final.read_bytes() == placed
+
+
+def test_a_new_timepoint_with_other_settings_registers_again_and_says_so(tmp_path, time_lapse):
     from pipelines.driver import stitch
     folder, rows = time_lapse
     stitch_job(tmp_path, rows[:1])
     job = tmp_path / "stitch.toml"
     job.write_text(f"[input]\ntimepoints = {json.dumps(rows)}\n{STITCH}")
     stream = io.StringIO()
-    stitch(load_job(job, writes_output=False), LocalExecutor(), stream=stream)
-    assert (f"stitching: registering again: new tile JSONs ({folder / 't1' / 'ch0.json'} and 1 "
-            f"more)\n") in stream.getvalue(), stream.getvalue()
+    stitch(load_job(job, ["stitching.min_score=0.4"], writes_output=False), LocalExecutor(),
+           stream=stream)
+    assert (f"stitching: registering again: other [stitching] settings or input.views; new tile "
+            f"JSONs ({folder / 't1' / 'ch0.json'} and 1 more)\n") in stream.getvalue(), stream.getvalue()
