@@ -6,7 +6,8 @@ groups; each executor task reduces its group to per-cell histograms
 and writes the fields and a picture. Intensity matching: every overlapping pair of every
 channel is measured on the executor (`tasks.measure_intensity`), the driver solves the
 per-tile coefficients (`intensity.solve_intensities`) and writes them as
-`<tile-json-stem>-intensity.json`. Every check runs before the first task.
+`<tile-json-stem>-intensity.json` (a project's: `<stem>-intensity-c<N>.json`). Every
+check runs before the first task.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from pipelines.illumination.fields import (
 )
 from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import (
+    PROJECT_FLATFIELD,
     flatfield_folders,
-    intensity_path,
+    intensity_paths,
     with_estimated_flatfield,
     write_coefficients,
 )
@@ -104,7 +106,7 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     """Estimate every channel's fields and write them to `folders` (default: what
     fusion.flatfield names, else beside each channel's tile JSON)."""
     if config.is_project:
-        raise FlatfieldError("flatfield estimation needs tile JSON inputs, not a BigStitcher project")
+        raise FlatfieldError(PROJECT_FLATFIELD.format(what="flatfield estimation"))
     s3 = config.s3_options()
     tiles = read_tiles(config, s3)
     channels = [tuple(row[c] for row in tiles) for c in range(len(tiles[0]))]
@@ -206,18 +208,21 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
 
 def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr) -> None:
     """Measure every overlapping pair of every channel (first timepoint) on the executor,
-    solve the per-tile coefficients and write `<stem>-intensity.json` per channel."""
+    solve the per-tile coefficients and write them per channel (`intensity_paths`)."""
     s3 = config.s3_options()
     tiles = read_tiles(config, s3)[0]
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
-    check_writable_beside([intensity_path(p) for p in config.inputs[0]], "intensity matching's "
-                          "coefficients", s3)
-    for c, tileset in enumerate(tiles):
-        path = intensity_path(config.inputs[0][c])
-        fingerprint = _matching_fingerprint(config.inputs[0][c], tileset, correction.folder(c), s3)
+    paths = intensity_paths(config, len(tiles))
+    check_writable_beside(list(paths), "intensity matching's coefficients", s3)
+    for c, (tileset, path) in enumerate(zip(tiles, paths)):
+        named = uri_name(config.inputs[0][0] if config.is_project else config.inputs[0][c])
+        if config.is_project and len(tiles) > 1:
+            named += f" (channel {c})"
+        fingerprint = _matching_fingerprint(config.inputs[0][0 if config.is_project else c],
+                                            tileset, correction.folder(c), s3)
         if _matched_already(path, fingerprint, s3):
-            stream.write(f"intensities of {uri_name(config.inputs[0][c])}: reused ({path})\n")
+            stream.write(f"intensities of {named}: reused ({path})\n")
             continue
         pairs = find_pairs(tileset, options)
         job = IntensityJob(tileset, correction, c, s3)
@@ -227,17 +232,21 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
         solution = solve_intensities([t.index for t in tileset], measured)
         document = _document(solution, len(pairs)) | {"reuse": {"fingerprint": fingerprint}}
         write_coefficients(path, document, s3)
-        stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {len(solution.used)} pairs "
+        stream.write(f"intensities of {named}: {len(solution.used)} pairs "
                      f"used, {len(solution.dropped)} dropped; {path}\n")
         if solution.unlinked:
-            stream.write(f"intensities of {uri_name(config.inputs[0][c])}: {_unlinked(solution.unlinked)}\n")
+            stream.write(f"intensities of {named}: {_unlinked(solution.unlinked)}\n")
 
 
 def _matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3) -> str:
-    """A digest of what decides one channel's coefficients: its tile JSON's text (the
-    positions), its tile files' identities (`tiles.identity`), the fields it is measured
-    through and the package version. The same digest: the same coefficients."""
+    """A digest of what decides one channel's coefficients: its tile JSON's (or project's)
+    text, which tiles it holds (a project's views: which container and array each tile
+    number reads, as `input.views` selects them: trial K reused one selection's
+    coefficients for another), its tile files' identities (`tiles.identity`), the fields
+    it is measured through and the package version. The same digest: the same
+    coefficients."""
     essentials = {"version": __version__, "json": reuse_digest(read_bytes(tile_json, s3)),
+                  "views": [(t.index, t.path, t.dataset) for t in tiles],
                   "tiles": file_identities(sorted({t.path for t in tiles}), s3),
                   "fields": fields_digest(fields, s3) if fields else ""}
     return reuse_digest(json.dumps(essentials, sort_keys=True, default=str).encode())

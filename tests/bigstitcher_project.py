@@ -59,6 +59,7 @@ class View:
     tile: int = 0
     angle: int = 0
     channel: int = 0
+    gain: float = 1.0   # the view's brightness: its pixels are the phantom's times this
 
     @property
     def affine(self) -> np.ndarray:
@@ -74,7 +75,7 @@ class View:
         z, y, x = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
         pixel = np.stack([x, y, z, np.ones_like(x)], axis=-1).astype(float)
         world = pixel @ self.affine.T
-        return np.clip(np.rint(phantom(world[..., :3])), 0, 65535).astype(np.uint16)
+        return np.clip(np.rint(self.gain * phantom(world[..., :3])), 0, 65535).astype(np.uint16)
 
 
 def calibration(voxel) -> np.ndarray:

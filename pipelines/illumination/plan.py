@@ -3,7 +3,8 @@
 `plan_correction` turns fusion.flatfield and fusion.intensity into the small
 `Correction` the plan carries: it checks that every channel's field folder exists and
 that its S.tif and T.tif fit the tiles' plane, and reads the tiles' intensity
-coefficients from `<tile-json-stem>-intensity.json` (written by the matching step).
+coefficients from `<tile-json-stem>-intensity.json` (written by the matching step;
+`intensity_paths`).
 """
 
 from __future__ import annotations
@@ -36,10 +37,28 @@ def flatfield_folders(config: JobConfig) -> tuple[str, ...]:
         else config.flatfield
 
 
+# why a BigStitcher project is not flatfield-corrected, and what to do instead
+PROJECT_FLATFIELD = ("{what} needs tile JSON inputs, and this job reads a BigStitcher "
+                     "project (its views may differ in shape and be placed by any affine): "
+                     "leave fusion.flatfield unset and [flatfield] disabled, and correct "
+                     "the views before (BigStitcher's own flatfield correction in Fiji)")
+
+
 def intensity_path(tile_json: str) -> str:
     """`<stem>-intensity.json` beside the tile JSON (a path or an s3:// URI): the matched
     per-tile coefficients."""
     return sibling(tile_json, "-intensity.json")
+
+
+def intensity_paths(config: JobConfig, channels: int) -> tuple[str, ...]:
+    """Per channel, where its matched coefficients are: `<stem>-intensity.json` beside the
+    channel's (first timepoint's) tile JSON; for a BigStitcher project, which is one file
+    for every channel, `<stem>-intensity-c<N>.json` beside it, N counting the channels of
+    the views the job selects (trial K: every channel's went to one file, and the second
+    channel's path was an IndexError)."""
+    if config.is_project:
+        return tuple(sibling(config.tiles, f"-intensity-c{c}.json") for c in range(channels))
+    return tuple(intensity_path(p) for p in config.inputs[0])
 
 
 def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -> Correction | None:
@@ -48,8 +67,7 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     if not folders and config.intensity != "match":
         return None
     if config.is_project and folders:
-        raise FlatfieldError("fusion.flatfield: flatfield correction needs tile JSON inputs "
-                             "(views of a BigStitcher project may differ in shape)")
+        raise FlatfieldError(PROJECT_FLATFIELD.format(what="fusion.flatfield: flatfield correction"))
     s3, held = config.s3_options(), 0
     for folder, channel in zip(folders, tiles[0]):
         depths = {t.size[2] for t in channel}
@@ -57,7 +75,8 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
                              "fusion.flatfield", s3)
     intensity: tuple = ()
     if config.intensity == "match":
-        intensity = tuple(read_coefficients(intensity_path(p), s3) for p in config.inputs[0])
+        paths = intensity_paths(config, len(tiles[0]))
+        intensity = tuple(_coefficients_of(read_coefficients(p, s3), ts, p) for p, ts in zip(paths, tiles[0]))
     return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
 
 
@@ -95,3 +114,15 @@ def read_coefficients(path: str, s3=None) -> tuple[tuple[int, float, float], ...
         return tuple((int(t["index"]), float(t["gain"]), float(t["offset"])) for t in doc["tiles"])
     except (ValueError, KeyError, TypeError) as e:
         raise FlatfieldError(f"{path}: not an intensity coefficients file ({e})") from None
+
+
+def _coefficients_of(found: tuple[tuple[int, float, float], ...], tiles: TileSet, path: str
+                     ) -> tuple[tuple[int, float, float], ...]:
+    """`found`, when it holds a coefficient for every tile of `tiles` (fusion looks them up
+    by tile number); FlatfieldError otherwise: coefficients matched on other tiles."""
+    missing = sorted({t.index for t in tiles} - {index for index, _, _ in found})
+    if missing:
+        raise FlatfieldError(f"{path}: no coefficients for tile(s) {missing[:5]} of "
+                             f"{tiles.source}: matched on other tiles; delete it to match "
+                             f"again")
+    return found

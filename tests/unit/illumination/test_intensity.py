@@ -244,3 +244,66 @@ def test_a_rerun_reuses_the_coefficients_while_their_inputs_are_unchanged(tmp_pa
     os.utime(tile, ns=(time.time_ns(), tile.stat().st_mtime_ns + 10**9))
     measured, printed = run("third")
     assert len(measured) == 1 and "reused" not in printed
+
+
+def test_a_project_s_channels_and_view_selections_are_matched_each_on_their_own(tmp_path):
+    """Trial K: intensity matching on a project of two channels wrote the first channel's
+    coefficients to the project's one file and failed on the second (IndexError), and a
+    run selecting other views (input.views) reused coefficients matched on the first
+    selection's tiles: a ±5 % checkerboard over tiles equally bright. Each channel now has
+    its file, and the coefficients are matched again for other views."""
+    import io
+    import json
+    from dataclasses import replace
+
+    from pipelines.config import load_job
+    from pipelines.driver import export
+    from pipelines.execute.executor import LocalExecutor
+    from tests.bigstitcher_project import scenario, write_project
+    from tests.conftest import write_job
+
+    gains = {0: (1.0, 0.8, 1.0, 0.8), 1: (0.7, 1.0, 0.7, 1.0)}   # per channel, per tile
+    views = [replace(v, setup=v.setup + 4 * c, channel=c, gain=gains[c][v.tile])
+             for c in (0, 1) for v in scenario("grid")]
+    xml = write_project(tmp_path / "project", views, "hdf5")   # one file: views told apart inside it
+
+    def run(name: str, *overrides: str) -> str:
+        job = write_job(tmp_path / f"{name}.toml", str(xml), str(tmp_path / name))
+        stream = io.StringIO()
+        export(load_job(job, ['fusion.intensity="match"', *overrides]), LocalExecutor(), stream=stream)
+        return stream.getvalue()
+
+    def relative_gains(path) -> list[float]:
+        """Each tile's coefficient over tile 0's: what undoes the brightness differences."""
+        found = {t["index"]: t["gain"] for t in json.loads(path.read_text())["tiles"]}
+        return [found[i] / found[0] for i in range(4)]
+
+    printed = run("both")
+    files = [tmp_path / "project" / f"dataset-intensity-c{c}.json" for c in (0, 1)]
+    for c, path in enumerate(files):
+        assert f"intensities of dataset.xml (channel {c}): " in printed, printed
+        expected = [gains[c][0] / g for g in gains[c]]
+        assert relative_gains(path) == pytest.approx(expected, rel=0.03), (c, relative_gains(path))
+    printed = run("second", "input.views={channel=[1]}")   # channel 1 alone: its c0
+    assert "reused" not in printed, printed
+    assert relative_gains(files[0]) == pytest.approx([1, 0.7, 1, 0.7], rel=0.03)
+
+
+@pytest.mark.parametrize("setting", ['fusion.flatfield="fields"', "flatfield.enabled=true"])
+def test_flatfield_on_a_project_is_refused_saying_what_to_do(tmp_path, setting):
+    """Trial K: the refusal said only that tile JSON inputs are needed."""
+    import io
+
+    from pipelines.config import load_job
+    from pipelines.driver import export
+    from pipelines.execute.executor import LocalExecutor
+    from pipelines.illumination.fields import FlatfieldError
+    from tests.bigstitcher_project import scenario, write_project
+    from tests.conftest import write_job
+
+    xml = write_project(tmp_path / "project", scenario("grid"), "tiff")
+    job = write_job(tmp_path / "job.toml", str(xml), str(tmp_path / "out"))
+    with pytest.raises(FlatfieldError, match=r"needs tile JSON inputs, and this job reads a "
+                                             r"BigStitcher project .*leave fusion.flatfield unset"):
+        export(load_job(job, [setting]), LocalExecutor(), stream=io.StringIO())
+    assert not (tmp_path / "out").exists()
