@@ -143,7 +143,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     found = [s for s in shifts if s is not None]
     unmatched = [p for p, s in zip(pairs, shifts) if s is None]
     solution = solve({t.index: t.position for t in reference}, found,
-                     config.stitching.min_score, config.stitching.max_residual)
+                     config.stitching.min_score, config.stitching.max_residual, target.frame.exact)
     doc = stitching.report(reference, solution, unmatched, config, seconds)
     # overlapping tiles placed by affines of other linear parts (angles): not measured
     doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped

@@ -41,6 +41,7 @@ class Reference:
     linear: dict[int, tuple[float, ...]]  # tile number → its linear part L (9 numbers)
     group: dict[int, int]                 # tile number → its group (one per linear part)
     skipped: int                          # world-overlapping tile pairs of different groups
+    exact: frozenset[int]                 # tiles placed by affines: fusion honours their sub-voxel position
 
     def same_group(self, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         return [(a, b) for a, b in pairs if self.group[a] == self.group[b]]
@@ -78,13 +79,14 @@ def in_pixel_space(views: TileSet) -> Reference:
         tiles.append(replace(v, position=position, transform=None))
     skipped = sum(1 for a, b in itertools.combinations(views, 2)
                   if group[a.index] != group[b.index] and not a.box.intersect(b.box).is_empty())
-    return Reference(TileSet(tuple(tiles), views.source), linear, group, skipped)
+    exact = frozenset(v.index for v in views if v.transform is not None)
+    return Reference(TileSet(tuple(tiles), views.source), linear, group, skipped, exact)
 
 
 def reference(project: Project, channel: int) -> ProjectReference:
     """The views of timepoint 0 and `channel`, as translation tiles in pixel space."""
     ref = in_pixel_space(project.tiles[0][channel])
-    return ProjectReference(ref.tiles, ref.linear, ref.group, ref.skipped, project)
+    return ProjectReference(ref.tiles, ref.linear, ref.group, ref.skipped, ref.exact, project)
 
 
 def moved(tiles: TileSet, ref: Reference, positions: Mapping[int, Sequence[float]]) -> TileSet:

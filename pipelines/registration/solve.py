@@ -18,7 +18,7 @@ A tile with no trustworthy link keeps its stage position.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,7 @@ class Solution:
 
 
 def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_score: float,
-          max_residual: float) -> Solution:
+          max_residual: float, exact: Collection[int] = ()) -> Solution:
     """Positions for every tile of `stage` (index → x, y, z) from the pair `shifts`.
 
     Pairs scoring below `min_score` are not used. A pair's weight is its score times the
@@ -83,7 +83,8 @@ def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_sc
     labels = _components(len(order), a[kept], b[kept])
     linked = np.zeros(len(order), dtype=bool)
     linked[a[kept]] = linked[b[kept]] = True
-    positions = _place_groups(positions, start, labels, linked)
+    positions = _place_groups(positions, start, labels, linked,
+                              np.isin(np.asarray(order), np.fromiter(exact, dtype=np.int64)))
     residual = np.linalg.norm(positions[b] - positions[a] - measured, axis=1)
     links = tuple(Link(s, round(float(r), 4), bool(k)) for s, r, k in zip(shifts, residual, kept))
     return Solution(
@@ -155,13 +156,17 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([root(i) for i in range(n)])
 
 
-def _place_groups(positions, start, labels, linked) -> np.ndarray:
+def _place_groups(positions, start, labels, linked, exact) -> np.ndarray:
     """Translate each linked group so its mean correction is within half a voxel of zero,
-    by a whole-voxel offset from its first tile (measured whole-voxel offsets stay whole).
-    Unlinked tiles keep their stage positions exactly."""
+    by a whole-voxel offset from its first tile (measured whole-voxel offsets stay whole,
+    as fusion puts a tile placed by its position on whole voxels). A group holding an
+    `exact` tile (placed by an affine: fusion honours sub-voxel positions) keeps its mean
+    correction at zero exactly: rounded, it would move by up to half a voxel with no
+    measurement behind it (trial K). Unlinked tiles keep their stage positions exactly."""
     out = start.copy()
     for label in np.unique(labels[linked]):
         members = labels == label
         relative = positions[members] - positions[np.flatnonzero(members)[0]]
-        out[members] = relative + np.round((start[members] - relative).mean(axis=0))
+        shift = (start[members] - relative).mean(axis=0)
+        out[members] = relative + (shift if exact[members].any() else np.round(shift))
     return out

@@ -167,6 +167,27 @@ def test_wrong_links_are_dropped_and_the_good_links_beside_them_kept():
     assert errors.max() < 0.5, errors
 
 
+def test_a_group_of_views_placed_by_affines_keeps_its_mean_exactly():
+    """Trial K: two views of one tile (illumination twins, one linear part) sat at a
+    sub-voxel pixel position; their pair measured 0, and the group was moved by up to half
+    a voxel to whole voxels, with no measurement behind it — fusion honours an affine
+    view's sub-voxel position, so that moved correctly placed views. Tiles placed by their
+    positions still land on whole voxels."""
+    stage = {0: (-1.015, 54.5, 0.065), 1: (-1.015, 54.5, 0.065)}
+    shifts = [PairShift(0, 1, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0.99, 5000)]
+    exact = solve(stage, shifts, min_score=0.5, max_residual=2.0, exact=(0, 1))
+    assert exact.positions == stage
+    rounded = solve(stage, shifts, min_score=0.5, max_residual=2.0)
+    assert rounded.positions[0] == rounded.positions[1] == (-1.0, 54.0, 0.0)
+    # a measured correction moves an exact group by its mean alone
+    stage[1] = (30.25, 54.5, 0.065)
+    moved = solve(stage, [PairShift(0, 1, (31.265, 0.0, 0.0), (30.265, 0.0, 0.0), 0.99, 5000)],
+                  min_score=0.5, max_residual=2.0, exact=(1,))
+    np.testing.assert_allclose(np.subtract(moved.positions[1], moved.positions[0]), (30.265, 0, 0), atol=1e-3)
+    np.testing.assert_allclose(np.mean([moved.positions[0], moved.positions[1]], axis=0),
+                               np.mean([stage[0], stage[1]], axis=0), atol=1e-3)
+
+
 def test_an_unlinked_tile_keeps_its_stage_position():
     stage = {0: (0.0, 0.0, 0.0), 1: (100.3, 0.0, 0.0), 2: (500.25, 7.5, 1.0)}
     shifts = [PairShift(0, 1, (100.3, 0.0, 0.0), (98.0, 1.0, 0.0), 0.9, 500),
