@@ -57,6 +57,7 @@ SELECTABLE = ("setup", "timepoint") + ATTRIBUTES    # keys of input.views
 # a whole number as Java's Integer.parseInt takes it: ASCII digits, one optional minus
 # (str.isdigit also takes "²" and "١", which int() refuses or reads otherwise)
 WHOLE = re.compile(r"-?[0-9]+")
+WORLD_UNIT_TOLERANCE = 0.05   # how far an affine refinement may scale a calibrated x pixel
 # µm per voxelSize unit (compared in lower case; "µm" with the micro sign or the Greek
 # mu). "pixel", BigDataViewer's default when nothing was calibrated, counts as µm; any
 # other unit is refused rather than taken as µm, which would scale the output's metadata
@@ -464,11 +465,24 @@ def _selected(chosen: dict[str, set[int]], setup: Setup, t: int) -> bool:
 
 
 def _world_unit(setups: dict[int, Setup], rows: dict) -> float:
-    """µm per world unit: the x voxel size of the first view used (BigStitcher's world
-    unit is the calibrated x pixel)."""
-    first = min(v.index for row in rows.values() for v in row)
-    setup = setups[first]
-    return setup.voxel[0] * UNITS[setup.unit.lower()]
+    """µm per world unit. BigStitcher's world unit is the calibrated x pixel (its
+    calibration is diag(1, 1, zres/xres)): the x voxel size of the first view used. A
+    project whose transforms scale an x pixel to its size in µm (BigDataViewer's Fiji
+    export, and this tool's bdv layout) has µm as its world unit instead (trial K: such a
+    project was read as if 1 µm were one x pixel, and its output labelled with that
+    pixel's size). Each view tells the unit as its x voxel size over the length its
+    transform gives an x pixel; the median decides, and within WORLD_UNIT_TOLERANCE of the
+    first view's x voxel size (an affine refinement scales a little) that is taken."""
+    views = sorted((v for row in rows.values() for v in row), key=lambda v: v.index)
+    first = setups[views[0].index]
+    pixel = first.voxel[0] * UNITS[first.unit.lower()]
+    told = []
+    for v in views:
+        setup = setups[v.index]
+        length = 1.0 if v.transform is None else math.hypot(*(v.transform[4 * r] for r in range(3)))
+        told.append(setup.voxel[0] * UNITS[setup.unit.lower()] / length)
+    unit = float(np.median(told))
+    return pixel if abs(unit / pixel - 1) <= WORLD_UNIT_TOLERANCE else unit
 
 
 def _channel_names(sequence: ET.Element, channels: list[int]) -> tuple[str, ...]:

@@ -240,3 +240,28 @@ def test_a_damaged_chunk_of_a_view_names_the_view_and_the_chunk(tmp_path, loader
         for z in range(0, view.size[2], 8):   # the whole view, whichever chunk that was
             read_region(view, Box((0, 0, z), (view.size[0], view.size[1], min(z + 8, view.size[2]))))
     assert damaged in str(raised.value), str(raised.value)
+
+
+def test_the_world_unit_is_told_by_the_views_transforms(tmp_path):
+    """Trial K: a project whose transforms are in µm (BigDataViewer's Fiji export, and this
+    tool's own bdv layout: calibration diag(0.5, 0.5, 1) for 0.5 × 0.5 × 1 µm voxels) was
+    read as if its world unit were the x pixel (BigStitcher's convention), so its output
+    was labelled 0.5 µm per voxel while sampled every 1 µm. An affine refinement that
+    scales a little keeps the x pixel as the unit."""
+    from dataclasses import replace
+
+    from tests.bigstitcher_project import matrix, translation
+
+    def resolution(views) -> tuple[float, float, float]:
+        xml = write_project(tmp_path / f"p{len(list(tmp_path.iterdir()))}", views, "tiff")
+        return read_project(str(xml)).tiles[0][0].tiles[0].pixel_resolution
+
+    pixel_world = scenario("grid")                        # calibration diag(1, 1, 2)
+    assert resolution(pixel_world) == (0.5, 0.5, 0.5)
+    refined = [replace(v, chain=[("Affine", matrix([1.02, 0.01, 0, 0, 0, 0.99, 0, 0, 0, 0, 1, 0])), *v.chain])
+               for v in pixel_world]
+    assert resolution(refined) == (0.5, 0.5, 0.5)
+    micrometre_world = [replace(v, chain=[("Translation", translation(v.tile % 2 * 14.0, v.tile // 2 * 14.0, 0)),
+                                          ("calibration", matrix([0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.0, 0]))])
+                        for v in pixel_world]
+    assert resolution(micrometre_world) == (1.0, 1.0, 1.0)
