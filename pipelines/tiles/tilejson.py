@@ -163,10 +163,17 @@ def _vector(value: Any, name: str, where: str, integer: bool = False) -> tuple:
 
 def _check_consistent(tiles: tuple[Tile, ...], path: Path) -> None:
     seen: dict[int, Tile] = {}
+    reading: dict[tuple[str, str], Tile] = {}
     for t in tiles:
         if t.index in seen:
             raise TileError(f"{path}: tile index {t.index} appears twice")
         seen[t.index] = t
+        # trial J: a copied entry whose file was not edited fused one tile's pixels twice
+        other = reading.setdefault((t.path, t.dataset), t)
+        if other is not t:
+            raise TileError(f"{path}: tiles {other.index} and {t.index} both read "
+                            f"{t.path}{f' ({t.dataset})' if t.dataset else ''}: each tile "
+                            f"needs its own file (an entry copied without its 'file'?)")
     first = tiles[0]
     for t in tiles[1:]:
         if t.pixel_resolution != first.pixel_resolution:

@@ -162,3 +162,15 @@ def test_a_missing_timepoint_json_is_named_with_the_key_that_lists_it(tmp_path):
         read_tile_jsons([[str(tmp_path / "t0.json")], [str(tmp_path / "t1.json")]])
     with pytest.raises(TileError, match=r"t1.json: tile configuration not found \(input.tiles\)$"):
         read_tile_jsons([[str(tmp_path / "t0.json"), str(tmp_path / "t1.json")]])
+
+
+def test_two_tiles_reading_one_file_are_refused_naming_both(tmp_path):
+    """Trial J: an entry copied without editing its 'file' was accepted, registered 23
+    voxels off and would fuse one tile's pixels in two places."""
+    from pipelines.errors import TileError
+    doc = [{"index": i, "file": f"t{min(i, 8)}.tif", "position": [4 * i, 0, 0], "size": [4, 3, 2],
+            "type": "GRAY8"} for i in range(10)]
+    (tmp_path / "tiles.json").write_text(json.dumps(doc))
+    with pytest.raises(TileError, match=r"tiles.json: tiles 8 and 9 both read .*t8.tif: each tile "
+                                        r"needs its own file"):
+        read_tile_json(tmp_path / "tiles.json")
