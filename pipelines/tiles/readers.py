@@ -162,9 +162,13 @@ def check_tile_file(tile: Tile, s3=None) -> Any:
     described = "the tile JSON" if not tile.label else "the project"
     if shape != tile.size:
         field = "field 'size'" if not tile.label else "<size>"
+        # trial J: a compressed stack cut short reads as fewer slices, not as truncated
+        short = shape[:2] == tile.size[:2] and shape[2] < tile.size[2] and tile.loader == "tiff"
         raise TileError(
             f"{where}: {tile.name} {field} is {list(tile.size)} in {described} "
-            f"but the file holds {list(shape)} (x, y, z)")
+            f"but the file holds {list(shape)} (x, y, z)" +
+            (f"; if the file was cut short (a copy that did not finish), only {shape[2]} of "
+             f"its slices can be found" if short else ""))
     if dtype != tile.dtype:
         raise TileError(
             f"{where}: {tile.name} field 'type' is {tile.type} ({tile.dtype}) in the "
@@ -208,7 +212,13 @@ def _decode_pages(tif: tifffile.TiffFile, tile: Tile, region: Box) -> np.ndarray
 
 
 def _decode_page(pages, n: int, path: str, plane: tuple) -> np.ndarray:
-    return _page(pages, n, path).asarray().reshape(plane)
+    page = _page(pages, n, path)
+    try:
+        return page.asarray().reshape(plane)
+    except Exception as e:   # a codec's own error type (DeflateError, …): named with the file
+        # trial J: "DeflateError: … BAD_DATA" named neither the file nor the slice
+        raise TileError(f"{path}: slice {n} cannot be decoded ({type(e).__name__}: {e}); "
+                        f"the file is damaged: copy it again from the acquisition") from None
 
 
 def _fetch_rows(store, name: str, first: int, nbytes: int, dtype: np.dtype) -> np.ndarray:

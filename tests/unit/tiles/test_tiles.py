@@ -174,3 +174,37 @@ def test_two_tiles_reading_one_file_are_refused_naming_both(tmp_path):
     with pytest.raises(TileError, match=r"tiles.json: tiles 8 and 9 both read .*t8.tif: each tile "
                                         r"needs its own file"):
         read_tile_json(tmp_path / "tiles.json")
+
+
+def test_a_damaged_compressed_slice_is_named_with_its_file(tmp_path):
+    """Trial J: a zlib tile with flipped bytes failed a block with "DeflateError:
+    libdeflate_zlib_decompress returned LIBDEFLATE_BAD_DATA", naming no file among 128."""
+    from pipelines.errors import TileError
+    from pipelines.tiles.readers import set_tile_cache
+    stack = np.random.default_rng(0).integers(0, 4000, (6, 20, 30)).astype("uint16")
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, stack, compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[3].dataoffsets[0], tif.pages[3].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[offset + 10: offset + count - 10] = bytes(count - 20)   # zeros: no zlib stream
+    path.write_bytes(bytes(data))
+    set_tile_cache(0)
+    tile = Tile(0, str(path), (0, 0, 0), (30, 20, 6))
+    np.testing.assert_array_equal(read_region(tile, Box((0, 0, 0), (30, 20, 3))), stack[:3])
+    with pytest.raises(TileError, match=r"t.tif: slice 3 cannot be decoded \(.*\); the file is damaged"):
+        read_region(tile, Box((0, 0, 2), (30, 20, 5)))
+
+
+def test_a_compressed_stack_cut_short_says_it_may_be(tmp_path):
+    """Trial J: cut at half, a zlib stack read as one slice: "field 'size' is [.., 32] in
+    the tile JSON but the file holds [.., 1]" invited editing the JSON."""
+    from pipelines.errors import TileError
+    from pipelines.tiles.readers import check_tile_file
+    stack = np.random.default_rng(0).integers(0, 4000, (8, 20, 30)).astype("uint16")
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, stack, compression="zlib")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(TileError, match=r"but the file holds \[30, 20, \d\] \(x, y, z\); if the "
+                                        r"file was cut short .* only \d of its slices can be found"):
+        check_tile_file(Tile(0, str(path), (0, 0, 0), (30, 20, 8)))
