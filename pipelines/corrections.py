@@ -53,6 +53,7 @@ from pipelines.illumination.tasks import (
     IntensityJob,
     StatisticsJob,
     measure_intensities,
+    pairs_measured,
     tile_statistics,
     tiles_reduced,
 )
@@ -227,8 +228,13 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
         pairs = find_pairs(tileset, options)
         job = IntensityJob(tileset, correction, c, s3)
         groups = [tuple(pairs[k:k + PAIRS_PER_TASK]) for k in range(0, len(pairs), PAIRS_PER_TASK)]
-        batch = Batch(measure_intensities, job, groups, f"match intensities of {len(pairs)} tile pairs")
-        measured = [m for group in executor.run(batch, lambda d, n: None) for m in group if m]
+        batch = Batch(measure_intensities, job, groups, f"match intensities of {len(pairs)} tile pairs",
+                      units=pairs_measured)
+        # trial J: 39 s without a line on S3; a larger acquisition would look hung
+        progress = Progress(max(1, len(pairs)), stream, unit="intensity pairs", show_bytes=False)
+        measured = [m for group in executor.run(batch, progress) for m in group if m] if pairs else []
+        if pairs:
+            progress.finish()
         solution = solve_intensities([t.index for t in tileset], measured)
         document = _document(solution, len(pairs)) | {"reuse": {"fingerprint": fingerprint}}
         write_coefficients(path, document, s3)

@@ -159,6 +159,11 @@ def measure_intensities(job: IntensityJob, pairs: tuple[tuple[int, int], ...],
     return [measure_intensity(job, pair, attempt) for pair in pairs]
 
 
+def pairs_measured(results: list[PairIntensity | None]) -> int:
+    """The pairs one `measure_intensities` task measured (its progress units)."""
+    return len(results)
+
+
 def _crop(box: Box) -> Box:
     """At most MAX_SIDE voxels per axis, around the box's centre (bounds a task's memory)."""
     start, stop = [], []
