@@ -135,10 +135,12 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
         stream.write(f"stitching: registering again: {why}\n")
     job = PairJob(reference, target.options, config.s3_options())
     pairs = list(target.pairs)
+    record = _PairRecord(stitching.pairs_record_path(config), reuse.fingerprint(checked.parts),
+                         config.s3_options())
     with _running(config, executor) as running:
         startup = running.start()
         began = time.perf_counter()
-        shifts = _measure_pairs(running, job, pairs, stream)
+        shifts = _measure_pairs(running, job, pairs, stream, record)
         seconds = time.perf_counter() - began
     found = [s for s in shifts if s is not None]
     unmatched = [p for p, s in zip(pairs, shifts) if s is None]
@@ -149,6 +151,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
     doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts}
     outcome = stitching.write_results(config, target, solution, doc)
+    stitching.drop_measured(record.path, record.s3)
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 
@@ -188,19 +191,67 @@ def _stitching_checks(config: JobConfig, target: stitching.Target) -> _Checked:
     return _Checked(parts, last, earlier, positions)
 
 
+@dataclass(frozen=True)
+class _PairRecord:
+    """Where a registration keeps the pairs measured so far, and of what (the fingerprint
+    of its inputs and settings)."""
+
+    path: str
+    fingerprint: str
+    s3: Any
+
+
+PAIR_ROUNDS = 10        # a registration measures its pairs in this many rounds, recording each
+PAIRS_PER_ROUND = 64    # at least: a round's wait for its slowest pair is paid once per round
+
+
 def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],
-                   stream: TextIO) -> list[PairShift | None]:
-    """measure_pair for every pair, one task each; None where nothing matched."""
+                   stream: TextIO, record: _PairRecord) -> list[PairShift | None]:
+    """measure_pair for every pair, one task each; None where nothing matched. The pairs
+    are measured in rounds, each recorded (`stitching.keep_measured`) so that a run
+    stopped or failed midway loses at most its current round, and the next run of the
+    same registration measures only the rest (trial J: a SIGTERM at pair 395 of 904 lost
+    them all, and said the run had not started)."""
     if not pairs:
         return []
-    batch = Batch(measure_pair, job, pairs, f"register {len(pairs)} tile pairs")
-    progress = Progress(len(pairs), stream, unit="pairs", show_bytes=False)
+    wanted = set(pairs)
+    found = {p: s for p, s in stitching.measured_before(record.path, record.fingerprint, record.s3).items()
+             if p in wanted}
+    if found:
+        stream.write(f"stitching: resuming: {len(found)} of {len(pairs)} pairs were measured by "
+                     f"an interrupted run ({record.path})\n")
+    todo = [p for p in pairs if p not in found]
+    size = max(PAIRS_PER_ROUND, -(-len(todo) // PAIR_ROUNDS))
+    progress = Progress(len(pairs), stream, unit="pairs", show_bytes=False, done_before=len(found))
     try:
-        shifts = executor.run(batch, progress)
+        for first in range(0, len(todo), size):
+            chunk, before = todo[first:first + size], len(found)
+            batch = Batch(measure_pair, job, chunk, f"register {len(chunk)} tile pairs")
+            found.update(zip(chunk, executor.run(batch, partial(_counted_from, progress, before))))
+            if len(found) < len(pairs):   # more to measure: keep what this round found
+                stitching.keep_measured(record.path, record.fingerprint, found, record.s3)
     except BlockFailed as e:
-        raise endings.with_detail(BlockFailed(f"registration failed: {e}"), e.detail) from None
+        raise endings.with_detail(BlockFailed(f"registration failed: {e}{_kept(found, pairs, record)}"),
+                                  e.detail) from None
+    except (KeyboardInterrupt, Terminated) as e:
+        signum = stopping_signal(e)
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} while registering"
+                          f"{_kept(found, pairs, record) or ': nothing was written'}", signum) from None
     progress.finish()
-    return shifts
+    return [found[p] for p in pairs]
+
+
+def _counted_from(progress: Progress, before: int, done: int, nbytes: int) -> None:
+    """A round's progress, counted on from the pairs measured `before` it."""
+    progress(before + done, nbytes)
+
+
+def _kept(found: dict, pairs: list, record: _PairRecord) -> str:
+    """What an interrupted or failed registration leaves for the next run, '' if nothing."""
+    if not found:
+        return ""
+    return (f"; {len(found)} of {len(pairs)} pairs measured are kept in {record.path}: the "
+            f"next run of this registration measures only the rest")
 
 
 def export(config: JobConfig, executor: Executor | None = None, stream: TextIO = sys.stderr,

@@ -21,8 +21,11 @@ class Progress:
     interval), then `finish()` once the batch has returned."""
 
     def __init__(self, total: int, stream: TextIO, unit: str = "blocks",
-                 show_bytes: bool = True, log_interval: float = 10.0):
+                 show_bytes: bool = True, log_interval: float = 10.0, done_before: int = 0):
+        """`done_before`: units an earlier run did (a resumed registration); the ETA
+        extrapolates from this run's own pace."""
         self.total, self.stream, self.unit, self.show_bytes = total, stream, unit, show_bytes
+        self.done_before = done_before
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.interval = 0.5 if self.tty else log_interval
         self.started = self.last_print = time.perf_counter()
@@ -59,6 +62,7 @@ class Progress:
         self.stream.flush()
 
     def _eta(self, elapsed: float) -> str:
-        if not self.done:   # nothing to extrapolate from yet (e.g. the first task failed)
+        now = self.done - self.done_before
+        if now <= 0:   # nothing to extrapolate from yet (e.g. the first task failed)
             return "n/a"
-        return f"{elapsed / self.done * (self.total - self.done):.0f} s"
+        return f"{elapsed / now * (self.total - self.done):.0f} s"

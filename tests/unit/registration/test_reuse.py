@@ -344,3 +344,56 @@ def test_a_new_timepoint_with_other_settings_registers_again_and_says_so(tmp_pat
            stream=stream)
     assert (f"stitching: registering again: other [stitching] settings or input.views; new tile "
             f"JSONs ({folder / 't1' / 'ch0.json'} and 1 more)\n") in stream.getvalue(), stream.getvalue()
+
+
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "Terminated", "failure"])
+def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, monkeypatch, stop):
+    """Trial J: SIGTERM (a scheduler's time limit) at pair 395 of 904 lost every pair
+    measured and said "interrupted by SIGTERM before the run started; nothing was
+    written". Pairs are measured in rounds, each recorded; the next run of the same
+    registration measures only the rest, and finds what an uninterrupted run finds."""
+    import pipelines.driver as driver
+    from pipelines.driver import stitch
+    from pipelines.errors import BlockFailed, Interrupted, Terminated
+    monkeypatch.setattr(driver, "PAIRS_PER_ROUND", 1)
+    monkeypatch.setattr(driver, "PAIR_ROUNDS", 4)
+    make_acquisition(tmp_path / "acq", grid=(3, 2, 1), tile=(48, 40, 12), overlap=0.3,
+                     jitter=3, seed=4, truth=False, density=25)
+    job = tmp_path / "stitch.toml"
+    job.write_text(f"[input]\ntiles = \"{tmp_path / 'acq' / 'tiles.json'}\"\n{STITCH}")
+
+    class Stopping(LocalExecutor):
+        """Measures `rounds` rounds of pairs, then stops as `stop` says."""
+
+        def __init__(self, rounds: int):
+            self.rounds, self.measured = rounds, 0
+
+        def run(self, batch, on_progress):
+            if self.rounds == 0:
+                if stop == "failure":
+                    raise BlockFailed("a tile could not be read")
+                raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[stop]()
+            self.rounds -= 1
+            self.measured += len(batch.items)
+            return super().run(batch, on_progress)
+
+    config = load_job(job, writes_output=False)
+    record = tmp_path / "acq" / "tiles-stitching-pairs.json"
+    first = Stopping(rounds=2)
+    with pytest.raises(BlockFailed if stop == "failure" else Interrupted) as stopped:
+        stitch(config, first, stream=io.StringIO())
+    kept = len(json.loads(record.read_text())["pairs"])
+    assert kept == first.measured > 0
+    assert f"{kept} of " in str(stopped.value) and f"pairs measured are kept in {record}" in str(stopped.value)
+    if stop != "failure":
+        assert str(stopped.value).startswith(f"interrupted by SIG{'INT' if stop == 'KeyboardInterrupt' else 'TERM'} while registering")
+    assert not (tmp_path / "acq" / "tiles-final.json").exists()
+    again, stream = Stopping(rounds=100), io.StringIO()
+    result = stitch(config, again, stream=stream)
+    total = result.outcome.report["pairs"]["measured"] + result.outcome.report["pairs"]["unmatched"]
+    assert f"stitching: resuming: {kept} of {total} pairs were measured by an interrupted run" in stream.getvalue()
+    assert again.measured == total - kept and not record.exists()
+    resumed = (tmp_path / "acq" / "tiles-final.json").read_bytes()
+    whole = stitch(load_job(job, ["stitching.force=true"], writes_output=False), Stopping(rounds=100),
+                   stream=io.StringIO())
+    assert not whole.outcome.reused and (tmp_path / "acq" / "tiles-final.json").read_bytes() == resumed
