@@ -187,13 +187,14 @@ def _plane(tile, z: int) -> Box:
 
 
 def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
-                        check: Callable[[JobConfig], object]) -> JobConfig:
+                        check: Callable[[JobConfig], object]) -> tuple[JobConfig, float]:
     """Before an export: for fusion.flatfield = "auto", estimate the fields that are
     missing (beside each tile JSON) and return the config naming the folders. When the
     corrections need executor work, `check` first validates everything else (inputs,
     output) so that a bad job fails before minutes of estimation. With [flatfield]
     enabled the fields are estimated again whether or not they exist, into the folders
-    fusion.flatfield names (beside the tile JSONs when it is unset), and applied."""
+    fusion.flatfield names (beside the tile JSONs when it is unset), and applied. Returns
+    that config and the seconds estimation took (0 when it did not run)."""
     config = with_estimated_flatfield(config)
     folders = flatfield_folders(config)
     missing = config.estimate_flatfield or (
@@ -202,14 +203,19 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
         # fields that exist are checked too: matching reads the tiles through them on
         # executors, where a missing or misshapen field fails without its cause
         check(replace(config, flatfield=() if missing else config.flatfield, intensity="none"))
-    if missing:
-        estimate_flatfield(config, executor, stream, folders)
-    return replace(config, flatfield=folders)
+    seconds = estimate_flatfield(config, executor, stream, folders).seconds if missing else 0.0
+    if config.flatfield == (AUTO,) and not missing:   # trial J: reused without a word
+        for path, folder in zip(config.inputs[0], folders):
+            stream.write(f"flatfield of {uri_name(path)}: reused ({folder}; delete it, or "
+                         f"[flatfield] enabled = true, to estimate again)\n")
+    return replace(config, flatfield=folders), seconds
 
 
-def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr) -> None:
+def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr) -> float:
     """Measure every overlapping pair of every channel (first timepoint) on the executor,
-    solve the per-tile coefficients and write them per channel (`intensity_paths`)."""
+    solve the per-tile coefficients and write them per channel (`intensity_paths`);
+    returns the seconds that took (0 when every channel's were reused)."""
+    began, measuring = time.perf_counter(), False
     s3 = config.s3_options()
     tiles = read_tiles(config, s3)[0]
     correction = Correction(flatfield_folders(config))
@@ -225,6 +231,7 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
         if _matched_already(path, fingerprint, s3):
             stream.write(f"intensities of {named}: reused ({path})\n")
             continue
+        measuring = True
         pairs = find_pairs(tileset, options)
         job = IntensityJob(tileset, correction, c, s3)
         groups = [tuple(pairs[k:k + PAIRS_PER_TASK]) for k in range(0, len(pairs), PAIRS_PER_TASK)]
@@ -242,6 +249,7 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
                      f"used, {len(solution.dropped)} dropped; {path}\n")
         if solution.unlinked:
             stream.write(f"intensities of {named}: {_unlinked(solution.unlinked)}\n")
+    return time.perf_counter() - began if measuring else 0.0
 
 
 def _matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3) -> str:

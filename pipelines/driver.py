@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TextIO
 
@@ -79,6 +79,8 @@ class ExportResult:
     resumed: int = 0  # blocks an earlier run had already recorded in the ledger
     stitching: StitchResult | None = None  # when [stitching] enabled ran first
     report: RunReport | None = None  # the run report beside the dataset
+    # seconds of the corrections' executor work, when it ran: flatfield_seconds, intensity_seconds
+    corrections: dict[str, float] = field(default_factory=dict)
 
     @property
     def volume_bytes(self) -> int:
@@ -286,17 +288,18 @@ def _after_commit(uri: str, stopped: BaseException) -> Interrupted:
 def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: bool,
                started: float) -> ExportResult:
     """`export` on a running executor: corrections, stitching if enabled, the export."""
-    config = prepare_corrections(config, running, stream,
-                                 partial(_check_before_work, overwrite=overwrite))
+    config, flatfield_seconds = prepare_corrections(config, running, stream,
+                                                    partial(_check_before_work, overwrite=overwrite))
+    corrections = {"flatfield_seconds": flatfield_seconds} if flatfield_seconds else {}
     if not config.stitching.enabled:
-        return _export(config, running, stream, overwrite, started)
+        return _export(config, running, stream, overwrite, started, corrections=corrections)
     checked = _check_before_stitching(config, overwrite)  # every problem first
     stitched = stitch(config, running, stream, check_files=False)
     stream.write(stitch_summary(stitched) + "\n")
     # the refined JSONs name the tile files checked above: no second round of checks,
     # nor of their identities (on S3 a HEAD each)
     result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
-                     started, stitched, checked=checked)
+                     started, stitched, checked=checked, corrections=corrections)
     return replace(result, stitching=stitched)
 
 
@@ -346,28 +349,51 @@ def _stitching_facts(stitched: StitchResult | None) -> dict[str, Any]:
 
 
 def _timings(started: float, startup: float, commit_seconds: float,
-             stitched: StitchResult | None) -> tuple[float, dict[str, float]]:
-    """The run's seconds without Spark start-up (stitching's included: ExportResult's
-    run_seconds), and the summary's timings as the console prints them: Spark start-up
-    (`startup`: wherever it happened — flatfield estimation, stitching or the export),
-    the export alone, stitching alone."""
+             stitched: StitchResult | None, corrections: dict[str, float]
+             ) -> tuple[float, dict[str, float]]:
+    """The run's seconds without Spark start-up (stitching's and the corrections' included:
+    ExportResult's run_seconds), and the summary's timings as the console prints them:
+    Spark start-up (`startup`: wherever it happened — flatfield estimation, stitching or
+    the export), the export alone, stitching alone, flatfield estimation and intensity
+    matching alone (`corrections`, when they ran)."""
     run_seconds = time.perf_counter() - started - startup
     stitch_seconds = stitched.run_seconds if stitched else 0.0
     facts = {"startup_seconds": round(startup, 2),
-             "run_seconds": round(run_seconds - stitch_seconds, 2),
+             "run_seconds": round(run_seconds - stitch_seconds - sum(corrections.values()), 2),
              "commit_seconds": round(commit_seconds, 2)}
     if stitched:
         facts["stitching_seconds"] = round(stitch_seconds, 2)
+    facts |= {key: round(seconds, 2) for key, seconds in corrections.items()}
     return run_seconds, facts
+
+
+def _correction_facts(plan: ExportPlan) -> dict[str, Any]:
+    """What the run report says of the corrections applied (trial J: neither the dataset
+    nor its report said whether it was corrected, or with which fields)."""
+    c = plan.correction
+    if c is None:
+        return {}
+    facts: dict[str, Any] = {}
+    if c.flatfield:
+        facts["flatfield"] = [{"folder": f, "fields_digest": d} for f, d in zip(c.flatfield, c.digests)]
+    if c.intensity:
+        facts["intensity"] = [{"tiles": len(found), "gain_range": [min(g for _, g, _ in found),
+                                                                   max(g for _, g, _ in found)]}
+                              for found in c.intensity]
+    return {"corrections": facts}
 
 
 def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bool,
             started: float, stitched: StitchResult | None = None,
-            checked: str | None = None) -> ExportResult:
+            checked: str | None = None, corrections: dict[str, float] | None = None) -> ExportResult:
     """The export of `config` (its tile files `checked` already when that is their
-    identities' digest: stitching ran first)."""
+    identities' digest: stitching ran first; `corrections`: the seconds flatfield
+    estimation took, when it ran)."""
+    corrections = dict(corrections or {})
     if config.intensity == "match":   # measured at the positions fused: after stitching
-        match_intensities(config, executor, stream)
+        seconds = match_intensities(config, executor, stream)
+        if seconds:
+            corrections["intensity_seconds"] = seconds
     plan = make_plan(config, check_files=checked is None, tile_files=checked)
     store, beside = _output_location(config, plan, executor)
     take_lock(plan, beside)
@@ -375,7 +401,7 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
         if overwrite:
             removed = remove_dataset(plan, store, beside)
             stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
-        result = _export_locked(plan, store, beside, executor, stream, started, stitched)
+        result = _export_locked(plan, store, beside, executor, stream, started, stitched, corrections)
     except BaseException as e:
         endings.release_after(plan, beside, e)
         raise
@@ -391,7 +417,8 @@ def input_paths(config: JobConfig, plan: ExportPlan) -> list[str]:
 
 
 def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Executor,
-                   stream: TextIO, started: float, stitched: StitchResult | None) -> ExportResult:
+                   stream: TextIO, started: float, stitched: StitchResult | None,
+                   corrections: dict[str, float]) -> ExportResult:
     """The export while this job holds the output's lock."""
     began = time.time()
     plan = check_output(plan, store, beside, stream)
@@ -423,16 +450,17 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         raise endings.failed(plan, beside, e, phase) from None
     except (KeyboardInterrupt, Terminated) as e:   # Ctrl-C, a scheduler's SIGTERM
         raise endings.interrupted(plan, beside, stopping_signal(e)) from None
-    run_seconds, timings = _timings(started, executor.startup_seconds, commit_seconds, stitched)
+    run_seconds, timings = _timings(started, executor.startup_seconds, commit_seconds, stitched,
+                                    corrections)
     facts = {"master": executor.master, **timings, "resumed_blocks": resumed,
-             **_stitching_facts(stitched)}
+             **_stitching_facts(stitched), **_correction_facts(plan)}
     try:
         report = _report(plan, summary, recorded, store, beside, began, facts, stream,
                          stitched.outcome.report if stitched else None)
     except (KeyboardInterrupt, Terminated) as e:
         raise _after_commit(plan.output.uri, e) from None
     return ExportResult(summary, plan, timings["startup_seconds"], run_seconds, executor.master,
-                        resumed, report=report)
+                        resumed, report=report, corrections=corrections)
 
 
 # Partitions handed to the executor in one batch: bounds the task list the driver and
