@@ -131,9 +131,21 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
                 f"settings ({key}); run that job again to finish it, or pass --overwrite "
                 f"to replace it")
         if store.exists(key):
-            raise OutputError(
-                f"output.uri: {store.uri} already holds a committed dataset ({key}); "
-                f"choose another output.uri, or pass --overwrite to replace it")
+            raise OutputError(_committed(plan, store, record, key, settings_known))
+
+
+def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_known: bool) -> str:
+    """The refusal of an output that holds a dataset: whose it is, and what can be done
+    (trial J: --overwrite was suggested for a dataset zarr-python wrote, which it then
+    refused, and this same job's finished dataset read as anyone's)."""
+    if not record:
+        return (f"output.uri: {store.uri} already holds a dataset this pipeline did not write "
+                f"({key}; no job record beside it): choose another output.uri, or move it away")
+    if settings_known and record.get("status") == "committed" and record.get("fingerprint") == fingerprint(plan):
+        return (f"output.uri: {store.uri} already holds this job's committed dataset ({key}): "
+                f"nothing to do (tile-verify checks it); pass --overwrite to export it again")
+    return (f"output.uri: {store.uri} already holds a committed dataset ({key}); "
+            f"choose another output.uri, or pass --overwrite to replace it")
 
 
 def _not_ours_to_replace(plan: ExportPlan, store: Store, leftover: str) -> OutputError:

@@ -24,6 +24,7 @@ from pipelines.commit import ledger
 from pipelines.commit.completeness import channel_ranges, check_complete
 from pipelines.commit.ledger import Ranges, Recorded
 from pipelines.commit.records import (
+    Sidecars,
     begin_commit,
     document_digests,
     fingerprint,
@@ -81,6 +82,10 @@ def publish(plan: ExportPlan, recorded: Recorded, store: Store, beside: Store) -
     summary = summarize(plan, recorded, ranges, tuple(k for k, _ in documents.beside))
     update_record(plan, beside, fingerprint=fingerprint(plan), status="committed",
                   committed=time.time(), summary=summary.to_dict())
+    # an earlier failed run's trace, ours (the job record says so): stale once committed (trial J)
+    error_log = Sidecars.of(plan.output.uri).error_log
+    if beside.exists(error_log):
+        beside.delete(error_log)
     return summary
 
 

@@ -126,7 +126,8 @@ def test_array_metadata_alone_counts_as_committed(tmp_path, small_acquisition):
     config = config_for(tmp_path, small_acquisition)
     (tmp_path / "out/c0/s0").mkdir(parents=True)
     (tmp_path / "out/c0/s0/attributes.json").write_text("{}")
-    with pytest.raises(OutputError, match=r"already holds a committed dataset \(c0/s0/attributes.json\)"):
+    with pytest.raises(OutputError, match=r"already holds a dataset this pipeline did not write "
+                                          r"\(c0/s0/attributes.json; no job record"):
         check_output(make_plan(config), LocalStore(tmp_path / "out"), beside_store(str(tmp_path / "out")))
 
 
@@ -209,8 +210,11 @@ def test_rerun_of_the_same_job_after_a_failure_completes_and_equals_a_clean_run(
     clean = config_for(tmp_path / "clean", small_acquisition)
     export_local(clean)
     failed_run(tmp_path, small_acquisition)
+    error_log = tmp_path / "out.error.log"
+    assert error_log.is_file()
     plan = export_local(config_for(tmp_path, small_acquisition)).plan
     assert plan.rerun
+    assert not error_log.exists(), "the failed run's trace outlived the commit (trial J)"
     for path in (tmp_path / "clean/out").rglob("*"):
         if path.is_file():
             assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()
