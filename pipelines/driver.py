@@ -175,14 +175,10 @@ def _stitching_checks(config: JobConfig, target: stitching.Target) -> _Checked:
     pair must be there to measure (`Target.pairs`), unless the last registration's
     positions still hold for what it measures (`reuse.reapplicable`). One line each,
     nothing written."""
-    parts = reuse.fingerprint_parts(config, target, config.s3_options())
-    last = stitching.last_report(config)
-    if config.stitching.force:
-        earlier, positions = None, None
-    else:
-        earlier = stitching.reused(config, last, reuse.fingerprint(parts))
-        positions = None if earlier is not None or config.is_project else \
-            reuse.reapplicable(last, parts, target.reference.source)
+    parts, last, earlier = stitching.last_registration(config, target)
+    positions = None
+    if not config.stitching.force and earlier is None and not config.is_project:
+        positions = reuse.reapplicable(last, parts, target.reference.source)
         if positions is not None and set(positions) != {t.index for t in target.reference}:
             positions = None   # a report that does not describe these tiles
     if earlier is None:

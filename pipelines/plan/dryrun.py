@@ -11,6 +11,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from pipelines.plan import (
     task_memory_bytes,
 )
 from pipelines.plan.memory import check_task_memory
+
+if TYPE_CHECKING:   # registration is imported only when a job stitches
+    from pipelines.registration.results import StitchOutcome
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class DryRun:
     refusal: str = ""                          # why the real run would refuse the plan
     memory_budget: int = 0                     # limits.task_memory, bytes
     warning: str = ""                          # `tasks.growth_warning`
+    registered: str = ""                       # [stitching] reused: the refined file planned from
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -71,7 +76,9 @@ class DryRun:
             f"planning: {self.seconds:.2f} s, driver peak memory {_size(self.peak_rss)}",
         ] + ([] if self.pairs is None else [
             f"stitching: {self.pairs:,} pair tasks to register first; the plan above is at the "
-            f"stage positions (registration moves the bounds by at most its corrections)"]) + (
+            f"stage positions (registration moves the bounds by at most its corrections, and "
+            f"the objects with them)"]) + ([] if not self.registered else [
+            f"stitching: reused {self.registered}; the plan above is at its registered positions"]) + (
             [f"warning:  {self.warning}"] if self.warning else [])
 
 
@@ -81,6 +88,11 @@ def dry_run(config: JobConfig) -> DryRun:
     the pixel types); raises the same errors `make_plan` would, except those that need the
     tile files."""
     began = time.perf_counter()
+    pairs, registered = None, ""
+    if config.stitching.enabled:   # trial J: planned at the stage positions when reused too
+        earlier, pairs = _registration(config)
+        if earlier is not None:
+            config, registered = earlier.stitched(config), earlier.tile_jsons[0][0]
     tiles = read_tiles(config, config.s3_options())
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles), len(tiles[0]))
@@ -104,15 +116,16 @@ def dry_run(config: JobConfig) -> DryRun:
                   voxels * output.timepoints * output.channels * itemsize,
                   computed * itemsize, memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  pair_tasks(config) if config.stitching.enabled else None, refusal,
-                  config.task_memory, growth_warning(computed, tiles))
+                  pairs, refusal, config.task_memory, growth_warning(computed, tiles), registered)
 
 
-def pair_tasks(config: JobConfig) -> int:
-    """The pairs registration would measure, one task each, from the stage positions."""
+def _registration(config: JobConfig) -> tuple[StitchOutcome | None, int | None]:
+    """The last registration's outcome when the export would reuse it, else None and the
+    pairs registration would measure (one task each, from the stage positions)."""
     from pipelines.registration import results as stitching
     target = stitching.registration_target(config)
-    return len(target.pairs)
+    earlier = stitching.last_registration(config, target)[2]
+    return (earlier, None) if earlier is not None else (None, len(target.pairs))
 
 
 def _size(n: int) -> str:

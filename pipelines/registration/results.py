@@ -375,6 +375,17 @@ def _write_refined(config: JobConfig, target: Target, positions: dict[int, tuple
     return _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
 
 
+def last_registration(config: JobConfig, target: Target
+                      ) -> tuple[dict, dict | None, StitchOutcome | None]:
+    """What decides whether `target` is registered again: the fingerprint's parts of what
+    it registers now, the last registration's report, and that registration's outcome
+    when it still holds (`reused`; None with `stitching.force`)."""
+    parts = reuse.fingerprint_parts(config, target, config.s3_options())
+    last = last_report(config)
+    earlier = None if config.stitching.force else reused(config, last, reuse.fingerprint(parts))
+    return parts, last, earlier
+
+
 def reused(config: JobConfig, last: dict | None, current: str) -> StitchOutcome | None:
     """The last registration's outcome (`last`, its report) when that holds the `current`
     fingerprint and its refined files are as it wrote them; None when registration must

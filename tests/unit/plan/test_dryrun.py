@@ -115,7 +115,7 @@ def test_dry_run_with_stitching_counts_the_pair_tasks(small_acquisition, tmp_pat
     """It says the plan is at the stage positions and counts the pairs registration would
     measure: as many as the real registration runs."""
     from pipelines.cli import export as export_cli
-    from pipelines.driver import stitch
+    from pipelines.driver import export, stitch
     from pipelines.execute.executor import LocalExecutor
     source = Path(small_acquisition["paths"]["tiles_json"]).parent   # a copy: stitching writes beside it
     shutil.copytree(source / "tiles", tmp_path / "acq" / "tiles")
@@ -130,6 +130,18 @@ def test_dry_run_with_stitching_counts_the_pair_tasks(small_acquisition, tmp_pat
     tasks = report["pairs"]["measured"] + report["pairs"]["unmatched"]
     assert tasks >= 4 and line.startswith(f"stitching: {tasks} pair tasks")
     assert dry_run(load_job(job, ["stitching.enabled=false"])).pairs is None
+    # trial J: with the registration reusable, the plan was still at the stage positions
+    # (164 objects planned, 71 written)
+    assert export_cli.main([str(job), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    final = tmp_path / "acq" / "tiles-final.json"
+    assert f"stitching: reused {final}; the plan above is at its registered positions" in printed
+    planned = dry_run(load_job(job))
+    assert planned.pairs is None and planned.registered == str(final)
+    exported = export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    assert exported.stitching.outcome.reused
+    assert planned.shapes == exported.plan.output.shapes
+    assert sum(planned.objects) == exported.summary.objects_written + exported.summary.objects_skipped
 
 
 def test_the_dry_run_refuses_a_plan_the_real_run_refuses_for_memory(small_acquisition, tmp_path,

@@ -78,7 +78,7 @@ def test_tiles_of_which_no_two_can_overlap_are_refused_before_anything_runs(tmp_
 
     from pipelines.driver import export, stitch
     from pipelines.execute.executor import LocalExecutor
-    from pipelines.plan.dryrun import pair_tasks
+    from pipelines.plan.dryrun import dry_run
 
     folder = tmp_path / "acq"
     make_acquisition(folder, grid=(2, 1, 1), tile=(32, 24, 8), overlap=0.3, jitter=0, seed=1,
@@ -103,11 +103,11 @@ def test_tiles_of_which_no_two_can_overlap_are_refused_before_anything_runs(tmp_
     with pytest.raises(ConfigError, match=expected):
         export(config, NoWork(), stream=io.StringIO())
     with pytest.raises(ConfigError, match=expected):
-        pair_tasks(config)
+        dry_run(config)
     assert sorted(p.name for p in folder.iterdir()) == before
     assert not (tmp_path / "out").exists()
     # the stage positions are close enough once search covers the gap
-    assert pair_tasks(load_job(tmp_path / "job.toml", ["stitching.search=100"])) == 1
+    assert dry_run(load_job(tmp_path / "job.toml", ["stitching.search=100"])).pairs == 1
 
 
 @pytest.mark.parametrize("setting", ['fusion.flatfield="auto"', "flatfield.enabled=true"])
