@@ -145,6 +145,7 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
                         (f" after input.views = {views}" if views else ""))
     rows = {key: _typed(views_tc, source, s3) for key, views_tc in rows.items()}
     _check_same_views(rows, source)
+    _check_same_channels(rows, setups, source)
     kept_t = sorted({t for t, _ in rows})
     kept_c = sorted({c for _, c in rows})
     unit = _world_unit(setups, rows)
@@ -224,6 +225,29 @@ def _check_same_views(rows: dict[tuple[int, int], list[Tile]], source: str) -> N
                                 f"timepoint {other} but none at timepoint {t} (MissingViews, "
                                 f"or input.views); every timepoint must have the same views: "
                                 f"select them with input.views")
+
+
+def _check_same_channels(rows: dict[tuple[int, int], list[Tile]], setups: dict[int, Setup],
+                         source: str) -> None:
+    """Every channel of a timepoint has views of the same (tile, angle, illumination): a
+    view missing in one channel only is named (trial K: "12 tiles where channel 0 has 11",
+    naming neither the view nor MissingViews)."""
+    by_time: dict[int, dict[int, dict[tuple[int, ...], int]]] = {}
+    for (t, c), views in rows.items():
+        by_time.setdefault(t, {})[c] = {_rank_key(setups[v.index]): v.index for v in views}
+    for t, channels in sorted(by_time.items()):
+        union = set().union(*channels.values())
+        for c, present in sorted(channels.items()):
+            if set(present) != union:
+                absent = min(union - set(present))
+                other = min(o for o, keys in channels.items() if absent in keys)
+                tile, angle, illumination = absent
+                raise TileError(
+                    f"{source}: channel {c} has no view of tile {tile}, angle {angle}, "
+                    f"illumination {illumination} at timepoint {t}, which channel {other} has "
+                    f"(view setup {channels[other][absent]}): MissingViews, or input.views? "
+                    f"Every channel must have the same views: select them with input.views "
+                    f"(e.g. leave that tile out, or export the channels one by one)")
 
 
 def _parse(source: str, s3) -> ET.Element:

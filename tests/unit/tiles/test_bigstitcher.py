@@ -265,3 +265,23 @@ def test_the_world_unit_is_told_by_the_views_transforms(tmp_path):
                                           ("calibration", matrix([0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.0, 0]))])
                         for v in pixel_world]
     assert resolution(micrometre_world) == (1.0, 1.0, 1.0)
+
+
+def test_a_view_missing_in_one_channel_only_is_named(tmp_path):
+    """Trial K: a MissingView of channel 1 alone said "12 tiles where channel 0 has 11",
+    naming neither the view nor MissingViews; it now names both, and the selection that
+    leaves the tile out is read."""
+    from dataclasses import replace
+    views = [replace(v, setup=v.setup + 4 * c, channel=c) for c in (0, 1) for v in scenario("grid")]
+    xml = write_project(tmp_path / "p", views, "tiff")
+
+    def missing(root):
+        ET.SubElement(root.find("SequenceDescription/MissingViews"), "MissingView",
+                      timepoint="0", setup="6")
+    edit(xml, missing)
+    with pytest.raises(TileError, match=r"channel 1 has no view of tile 2, angle 0, illumination 0 "
+                                        r"at timepoint 0, which channel 0 has \(view setup 2\): "
+                                        r"MissingViews, or input.views\?"):
+        read_project(str(xml))
+    kept = read_project(str(xml), views={"tile": [0, 1, 3]})
+    assert [len(ts) for ts in kept.tiles[0]] == [3, 3]
