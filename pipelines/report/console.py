@@ -30,7 +30,8 @@ def stitch_summary(result: StitchResult) -> str:
     pairs, solve_info = doc["pairs"], doc["solve"]
     # every pair tried is one task, measured or without a match; the time per pair is theirs
     lines = [
-        f"stitching: {pairs['measured'] + pairs['unmatched']} pairs tried in "
+        f"stitching: {pairs['measured'] + pairs['unmatched']} pair"
+        f"{'' if pairs['measured'] + pairs['unmatched'] == 1 else 's'} tried in "
         f"{doc['seconds']['pairs']:.1f} s ({doc['seconds']['per_pair']:.2f} s per pair): "
         f"{pairs['measured']} measured, {pairs['kept']} kept, "
         f"{pairs.get('below_min_score', 0)} below min_score, {pairs['dropped']} dropped as "
