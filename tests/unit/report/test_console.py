@@ -19,7 +19,7 @@ def test_a_stitching_that_kept_no_pair_says_n_a_not_none():
     text = stitch_summary(StitchResult(outcome, 0.0, 1.0))
     assert "None" not in text, text
     assert "residual median n/a / max n/a voxels; corrections median n/a / max n/a" in text, text
-    assert "1 pairs tried" in text and "1 measured, 0 kept" in text
+    assert "1 pair tried" in text and "1 measured, 0 kept" in text
 
 
 def summary(pairs: dict, groups: int = 1) -> str:
