@@ -165,8 +165,10 @@ def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, in
              "status": _status(link, config.stitching.min_score)}
             for link in solution.links],
         "unmatched_pairs": [list(p) for p in unmatched],
-        "tile_results": [{"index": t.index, "stage": list(t.position),
-                          "position": list(solution.positions[t.index]),
+        # a project's views carry their setup in `view` (trial K: tile numbers alone could
+        # not be mapped back to setups)
+        "tile_results": [{"index": t.index, **({"view": t.label} if t.label else {}),
+                          "stage": list(t.position), "position": list(solution.positions[t.index]),
                           "correction": corrections[t.index]} for t in reference],
     }
 

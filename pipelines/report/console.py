@@ -47,8 +47,10 @@ def stitch_summary(result: StitchResult) -> str:
                      f"registered separately ({solve_info['groups']} linked groups, each "
                      f"with its own common shift)")
     if solve_info["unlinked_tiles"]:
+        views = {r["index"]: r["view"] for r in doc.get("tile_results", ()) if "view" in r}
+        unlinked = [f"{i} ({views[i]})" if i in views else str(i) for i in solve_info["unlinked_tiles"]]
         lines.append(f"           tiles without a trustworthy link (stage position kept): "
-                     f"{solve_info['unlinked_tiles']}")
+                     f"[{', '.join(unlinked)}]")
     refined = [path for channels in result.outcome.tile_jsons for path in channels]
     lines.append(f"           refined tiles: {refined[0]}")
     lines += [f"                          {path}" for path in refined[1:]]   # other channels, timepoints

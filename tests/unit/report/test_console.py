@@ -20,6 +20,11 @@ def test_a_stitching_that_kept_no_pair_says_n_a_not_none():
     assert "None" not in text, text
     assert "residual median n/a / max n/a voxels; corrections median n/a / max n/a" in text, text
     assert "1 pair tried" in text and "1 measured, 0 kept" in text
+    assert "tiles without a trustworthy link (stage position kept): [0, 1]" in text
+    # a project's views are named with their setups (trial K: tile numbers alone)
+    report["tile_results"] = [{"index": 0, "view": "view setup 6, timepoint 0"}, {"index": 1}]
+    text = stitch_summary(StitchResult(outcome, 0.0, 1.0))
+    assert "(stage position kept): [0 (view setup 6, timepoint 0), 1]" in text, text
 
 
 def summary(pairs: dict, groups: int = 1) -> str:
