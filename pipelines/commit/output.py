@@ -67,11 +67,15 @@ def discard_notice(plan: ExportPlan, beside: Store, record: dict[str, Any]) -> s
 def _how_it_differs(record: dict[str, Any], plan: ExportPlan) -> str:
     """An unfinished run of `record` as a message names it beside `plan`'s."""
     changed = changed_parts(record, plan)
-    if changed == {"tile_files"}:
-        return "made before the tile files changed"
-    if changed == {"settings", "tile_files"}:
-        return "with other settings, made before the tile files changed"
-    return "with other settings" if changed == {"settings"} else "with other settings or tile files"
+    if not changed:   # a record from before the parts were kept: it cannot tell
+        return "with other settings or tile files"
+    made = [what for part, what in (("settings", "other settings"),
+                                    ("corrections", "other flatfield fields or intensity coefficients"))
+            if part in changed]
+    said = f"with {' and '.join(made)}" if made else ""
+    if "tile_files" in changed:
+        said += (", " if said else "") + "made before the tile files changed"
+    return said
 
 
 def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) -> None:

@@ -102,19 +102,21 @@ RUN_ONLY_FIELDS = frozenset({
     "tasks", "task_memory", "rerun", "s3", "tile_cache", "checkpoint_seconds", "resume_verify",
     "fail_blocks", "task_delay",   # test hooks
     "channel_names",               # metadata, which each commit writes anew
-    "tile_files",                  # a part of its own (below)
+    "tile_files", "correction",    # parts of their own (below)
 })
 
 
 def fingerprint_parts(plan: ExportPlan) -> dict[str, str]:
     """What the fingerprint is made of, each part a digest the job record keeps, so a rerun
     can say what changed: `settings` (the package version and every field of the plan
-    but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation,
-    corrections — the fields' bytes and the tiles' coefficients) and `tile_files` (each
-    tile file's size and modification time or ETag: the pixels a same-shaped file holds)."""
+    but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation),
+    `corrections` (the flatfield fields' bytes and the tiles' coefficients: trial J's
+    fields estimated again read as "other settings") and `tile_files` (each tile file's
+    size and modification time or ETag: the pixels a same-shaped file holds)."""
     essentials = (__version__, *(getattr(plan, f.name) for f in fields(plan)
                                  if f.name not in RUN_ONLY_FIELDS))
-    return {"settings": _settings_digest(essentials), "tile_files": plan.tile_files}
+    return {"settings": _settings_digest(essentials),
+            "corrections": _short_digest(repr(plan.correction)), "tile_files": plan.tile_files}
 
 
 def output_settings(plan: ExportPlan) -> str:

@@ -248,6 +248,25 @@ def test_a_rerun_skips_the_blocks_a_cut_short_task_recorded(tmp_path, small_acqu
             assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()
 
 
+def test_a_rerun_with_other_fields_says_the_fields_differ(tmp_path, small_acquisition):
+    """Trial J: fields estimated again between a failed run and its rerun discarded the
+    recorded blocks as "an unfinished run with other settings", though no setting had
+    changed."""
+    from pipelines.illumination.estimate import Fields
+    from pipelines.illumination.fields import write_fields
+
+    def fields(gain: float) -> list:
+        return [f"fusion.flatfield={json.dumps(str(tmp_path / 'fields'))}"] if write_fields(
+            str(tmp_path / "fields"), Fields(np.full((48, 64), gain, np.float32),
+                                             np.zeros((48, 64), np.float32)), {}) else []
+
+    failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST, *fields(1.0))
+    stream = io.StringIO()
+    export(config_for(tmp_path, small_acquisition, *fields(0.9)), LocalExecutor(), stream=stream)
+    assert ("discarding an unfinished run with other flatfield fields or intensity coefficients "
+            "(23 of 24 blocks were recorded)") in stream.getvalue(), stream.getvalue()
+
+
 def test_rerun_with_other_settings_discards_the_unfinished_run(tmp_path, small_acquisition):
     """...and says so in one line, with how much of it was done (it was silent)."""
     failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST)  # chunks [16, 16, 8]
