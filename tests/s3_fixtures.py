@@ -144,6 +144,7 @@ class FlakyS3Proxy:
         self.every, self.limit, self.match = every, limit, match
         self.status, self.body, self.keep_host = status, code, keep_host
         self.puts = self.injected = 0
+        self.corrupt_gets = self.corrupted = 0   # the next `corrupt_gets` GET bodies get a byte flipped
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -173,6 +174,13 @@ class FlakyS3Proxy:
                 self.injected += 1
                 return True
             return False
+
+    def should_corrupt(self, method: str, status: int) -> bool:
+        with self.lock:
+            if method != "GET" or status != 200 or self.corrupted >= self.corrupt_gets:
+                return False
+            self.corrupted += 1
+            return True
 
     def _handler(self):
         proxy = self
@@ -213,6 +221,8 @@ class FlakyS3Proxy:
                     upstream.endheaders(body)
                     response = upstream.getresponse()
                     data = response.read()
+                    if data and proxy.should_corrupt(self.command, response.status):
+                        data = bytes([data[0] ^ 0xFF]) + data[1:]   # corrupted on the way
                     headers = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
                     self._reply(response.status, headers, data)
                 finally:

@@ -246,15 +246,29 @@ class S3Store(Store):
 
     @_bounded
     def get(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
+        return self._body(key)
 
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as err:
-            if error_code(err) in MISSING_KEY_CODES:
-                raise KeyError(key) from None
-            raise
-        return response["Body"].read()
+    def _body(self, key: str, **request: Any) -> bytes:
+        """The body of a GetObject of `key`: KeyError when there is none. A body whose
+        checksum does not match what the response promised (corrupted on the way, or a
+        server that let a put tear the read) is fetched again, up to s3.max_attempts:
+        botocore retries requests, not the reading of their bodies, and a torn body must
+        never pass for the object."""
+        from botocore.exceptions import ClientError, FlexibleChecksumError, ResponseStreamingError
+
+        for attempt in range(1, self.options.max_attempts + 1):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **request)
+            except ClientError as err:
+                if error_code(err) in MISSING_KEY_CODES:
+                    raise KeyError(key) from None
+                raise
+            try:
+                return response["Body"].read()
+            except (FlexibleChecksumError, ResponseStreamingError):
+                if attempt == self.options.max_attempts:
+                    raise
+        raise AssertionError("unreachable")   # the last attempt returns or raises
 
     @_bounded
     def get_range(self, key: str, start: int, stop: int) -> bytes:
@@ -267,16 +281,11 @@ class S3Store(Store):
         if stop <= start:
             return b""
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key),
-                                              Range=f"bytes={start}-{stop - 1}")
+            return self._body(key, Range=f"bytes={start}-{stop - 1}")
         except ClientError as err:
-            code = error_code(err)
-            if code in MISSING_KEY_CODES:
-                raise KeyError(key) from None
-            if code == "InvalidRange":  # start at or past the end of the object
+            if error_code(err) == "InvalidRange":  # start at or past the end of the object
                 return b""
             raise
-        return response["Body"].read()
 
     @_bounded
     def size(self, key: str) -> int:
