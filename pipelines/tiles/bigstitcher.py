@@ -229,13 +229,17 @@ def _check_same_views(rows: dict[tuple[int, int], list[Tile]], source: str) -> N
 
 def _check_same_channels(rows: dict[tuple[int, int], list[Tile]], setups: dict[int, Setup],
                          source: str) -> None:
-    """Every channel of a timepoint has views of the same (tile, angle, illumination): a
-    view missing in one channel only is named (trial K: "12 tiles where channel 0 has 11",
-    naming neither the view nor MissingViews)."""
+    """Where the channels of a timepoint hold different numbers of views, the view one
+    lacks is named by its (tile, angle, illumination) (trial K: "12 tiles where channel 0
+    has 11", naming neither the view nor MissingViews). Channels with as many views pass:
+    their views are numbered by rank, and a converter may give each channel its own tile
+    ids or illumination."""
     by_time: dict[int, dict[int, dict[tuple[int, ...], int]]] = {}
     for (t, c), views in rows.items():
         by_time.setdefault(t, {})[c] = {_rank_key(setups[v.index]): v.index for v in views}
     for t, channels in sorted(by_time.items()):
+        if len({len(keys) for keys in channels.values()}) == 1:
+            continue   # as many views in each: numbered by rank, whatever their attributes
         union = set().union(*channels.values())
         for c, present in sorted(channels.items()):
             if set(present) != union:

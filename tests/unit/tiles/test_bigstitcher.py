@@ -285,3 +285,8 @@ def test_a_view_missing_in_one_channel_only_is_named(tmp_path):
         read_project(str(xml))
     kept = read_project(str(xml), views={"tile": [0, 1, 3]})
     assert [len(ts) for ts in kept.tiles[0]] == [3, 3]
+    # review G: channels with as many views but their own tile ids are read as before
+    own_ids = [replace(v, setup=v.setup + 4 * c, channel=c, tile=v.tile + 4 * c)
+               for c in (0, 1) for v in scenario("grid")]
+    project = read_project(str(write_project(tmp_path / "own", own_ids, "tiff")))
+    assert [len(ts) for ts in project.tiles[0]] == [4, 4]
