@@ -127,18 +127,23 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     if checked.earlier is not None:
         return StitchResult(checked.earlier, 0.0, time.perf_counter() - started)
     if checked.positions is not None:   # only tile JSONs registration does not measure changed
-        applied = reuse.changed_inputs(checked.last, checked.parts)
-        doc_reuse = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts}
-        outcome = stitching.reapply(config, target, checked.positions, checked.last or {},
-                                    doc_reuse, applied)
+        last = checked.last or {}
+        # what is placed: the tile JSONs new or edited, else (some only removed) all the others
+        applied = reuse.changed_inputs(last, checked.parts) or tuple(
+            p for row in config.inputs for p in row if p != reference.source)
+        doc_reuse = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
+                     "positions": last["reuse"]["positions"]}
+        outcome = stitching.reapply(config, target, checked.positions, last, doc_reuse, applied)
         return StitchResult(outcome, 0.0, time.perf_counter() - started)
     why = "stitching.force" if config.stitching.force else reuse.why_again(checked.last, checked.parts)
     if why:   # the last registration is not reused: say why (trial I)
         stream.write(f"stitching: registering again: {why}\n")
     job = PairJob(reference, target.options, config.s3_options())
     pairs = list(target.pairs)
+    # stitching.force measures every pair again: it is the way out where the fingerprint
+    # cannot see changed pixels (review G), so it does not resume a record either
     record = _PairRecord(stitching.pairs_record_path(config), reuse.fingerprint(checked.parts),
-                         config.s3_options())
+                         config.s3_options(), resume=not config.stitching.force)
     with _running(config, executor) as running:
         startup = running.start()
         began = time.perf_counter()
@@ -151,42 +156,26 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     doc = stitching.report(reference, solution, unmatched, config, seconds)
     # overlapping tiles placed by affines of other linear parts (angles): not measured
     doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
-    doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts}
+    doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
+                    "positions": reuse.positions_digest(doc["tile_results"])}
     outcome = stitching.write_results(config, target, solution, doc)
-    stitching.drop_measured(record.path, record.s3)
+    stitching.drop_measured(record.path, record.fingerprint, record.s3)
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """What `_stitching_checks` found: the fingerprint's parts, the last report, and its
-    outcome when it is reused."""
-
-    parts: dict[str, Any]
-    last: dict | None
-    earlier: stitching.StitchOutcome | None
-    positions: dict[int, tuple[float, float, float]] | None = None   # reapplicable ones
-
-
-def _stitching_checks(config: JobConfig, target: stitching.Target) -> _Checked:
-    """What registering `target` checks before any pair is measured: the fingerprint of
-    what it registers, and the last registration's outcome when that still holds (reused:
-    nothing else to check); else the results must be writable and replaceable, and some
-    pair must be there to measure (`Target.pairs`), unless the last registration's
-    positions still hold for what it measures (`reuse.reapplicable`). One line each,
-    nothing written."""
-    parts, last, earlier = stitching.last_registration(config, target)
-    positions = None
-    if not config.stitching.force and earlier is None and not config.is_project:
-        positions = reuse.reapplicable(last, parts, target.reference.source)
-        if positions is not None and set(positions) != {t.index for t in target.reference}:
-            positions = None   # a report that does not describe these tiles
-    if earlier is None:
+def _stitching_checks(config: JobConfig, target: stitching.Target) -> stitching.LastRegistration:
+    """What registering `target` checks before any pair is measured: whether the last
+    registration still holds, or its positions do (`stitching.last_registration`: nothing
+    else to check when it does); else the results must be writable and replaceable, and
+    some pair must be there to measure (`Target.pairs`), unless only tile JSONs it does
+    not measure changed. One line each, nothing written."""
+    checked = stitching.last_registration(config, target)
+    if checked.earlier is None:
         stitching.check_results_writable(config)
         stitching.check_results_replaceable(config)
-        if positions is None:
+        if checked.positions is None:
             target.pairs   # noqa: B018 - found here, and refused when there are none
-    return _Checked(parts, last, earlier, positions)
+    return checked
 
 
 @dataclass(frozen=True)
@@ -197,6 +186,7 @@ class _PairRecord:
     path: str
     fingerprint: str
     s3: Any
+    resume: bool = True   # use what the record holds (not with stitching.force)
 
 
 PAIR_ROUNDS = 10        # a registration measures its pairs in this many rounds, recording each
@@ -213,8 +203,8 @@ def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]
     if not pairs:
         return []
     wanted = set(pairs)
-    found = {p: s for p, s in stitching.measured_before(record.path, record.fingerprint, record.s3).items()
-             if p in wanted}
+    kept = stitching.measured_before(record.path, record.fingerprint, record.s3) if record.resume else {}
+    found = {p: s for p, s in kept.items() if p in wanted}
     if found:
         stream.write(f"stitching: resuming: {len(found)} of {len(pairs)} pairs were measured by "
                      f"an interrupted run ({record.path})\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,9 +28,7 @@ from pipelines.plan import (
     task_memory_bytes,
 )
 from pipelines.plan.memory import check_task_memory
-
-if TYPE_CHECKING:   # registration is imported only when a job stitches
-    from pipelines.registration.results import StitchOutcome
+from pipelines.tiles import TileSet, check_same_geometry
 
 
 @dataclass(frozen=True)
@@ -88,12 +85,11 @@ def dry_run(config: JobConfig) -> DryRun:
     the pixel types); raises the same errors `make_plan` would, except those that need the
     tile files."""
     began = time.perf_counter()
-    pairs, registered = None, ""
+    tiles, pairs, registered = None, None, ""
     if config.stitching.enabled:   # trial J: planned at the stage positions when reused too
-        earlier, pairs = _registration(config)
-        if earlier is not None:
-            config, registered = earlier.stitched(config), earlier.tile_jsons[0][0]
-    tiles = read_tiles(config, config.s3_options())
+        tiles, pairs, registered, config = _registration(config)
+    if tiles is None:
+        tiles = read_tiles(config, config.s3_options())
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)
@@ -119,13 +115,23 @@ def dry_run(config: JobConfig) -> DryRun:
                   pairs, refusal, config.task_memory, growth_warning(computed, tiles), registered)
 
 
-def _registration(config: JobConfig) -> tuple[StitchOutcome | None, int | None]:
-    """The last registration's outcome when the export would reuse it, else None and the
-    pairs registration would measure (one task each, from the stage positions)."""
+def _registration(config: JobConfig) -> tuple[tuple[tuple[TileSet, ...], ...] | None, int | None,
+                                               str, JobConfig]:
+    """How the export would register, as `results.last_registration` decides: reusing the
+    last registration (what it names, and `config` reading its refined files), placing
+    the tile JSONs that changed at its positions (the tile sets placed, and its report),
+    or measuring pairs (how many: one task each, from the stage positions)."""
     from pipelines.registration import results as stitching
     target = stitching.registration_target(config)
-    earlier = stitching.last_registration(config, target)[2]
-    return (earlier, None) if earlier is not None else (None, len(target.pairs))
+    known = stitching.last_registration(config, target)
+    if known.earlier is not None:
+        return None, None, known.earlier.tile_jsons[0][0], known.earlier.stitched(config)
+    if known.positions is not None:
+        rows = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row)
+                     for row in stitching.placed(target, known.positions))
+        check_same_geometry(rows)
+        return rows, None, stitching.report_path(config), config
+    return None, len(target.pairs), "", config
 
 
 def _size(n: int) -> str:

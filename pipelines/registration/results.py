@@ -245,9 +245,15 @@ def keep_measured(path: str, fingerprint: str, found: dict[tuple[int, int], Pair
     _put(path, (json.dumps({"fingerprint": fingerprint, "pairs": rows}) + "\n").encode(), s3)
 
 
-def drop_measured(path: str, s3: S3Options | None) -> None:
-    """Remove the record of measured pairs once the registration's results are written."""
-    if read_if_there(path, s3) is not None:
+def drop_measured(path: str, fingerprint: str, s3: S3Options | None) -> None:
+    """Remove the record of measured pairs once the registration's results are written,
+    if it is this registration's (`fingerprint`): a project's other selection of views,
+    or another channel, keeps its own (review G)."""
+    try:
+        doc = json_if_there(path, s3)
+    except Exception:   # unreadable: no registration can use it
+        doc = {"fingerprint": fingerprint}
+    if isinstance(doc, dict) and doc.get("fingerprint") == fingerprint:
         beside_store(path, s3).delete(uris.name(path))
 
 
@@ -363,9 +369,8 @@ def _write_refined(config: JobConfig, target: Target, positions: dict[int, tuple
         written[path] = projects.stitched_xml(text, target.project, positions,
                                               earlier.decode() if earlier else None)
     else:
-        for row, paths, row_finals in zip(target.every, config.inputs, finals):
-            written |= {f: _final_text(projects.moved(ts, target.frame, positions), p)
-                        for ts, p, f in zip(row, paths, row_finals)}
+        for row, paths, row_finals in zip(placed(target, positions), config.inputs, finals):
+            written |= {f: _final_text(ts, p) for ts, p, f in zip(row, paths, row_finals)}
     # what the last report beside this one recorded of files not written now (another
     # subset of timepoints: trial I) stays recorded as this tool's, for check_results_replaceable
     last = _report_at(report_path(config), s3)
@@ -377,15 +382,38 @@ def _write_refined(config: JobConfig, target: Target, positions: dict[int, tuple
     return _put(report_path(config), (json.dumps(doc, indent=1) + "\n").encode(), s3)
 
 
-def last_registration(config: JobConfig, target: Target
-                      ) -> tuple[dict, dict | None, StitchOutcome | None]:
-    """What decides whether `target` is registered again: the fingerprint's parts of what
-    it registers now, the last registration's report, and that registration's outcome
-    when it still holds (`reused`; None with `stitching.force`)."""
+@dataclass(frozen=True)
+class LastRegistration:
+    """What decides whether a registration runs (`last_registration`)."""
+
+    parts: dict                   # the fingerprint's parts of what it registers now
+    last: dict | None             # the last registration's report
+    earlier: StitchOutcome | None  # its outcome, when it still holds (`reused`)
+    # its positions, when only tile JSONs it does not measure changed (`reuse.reapplicable`)
+    positions: dict[int, tuple[float, float, float]] | None = None
+
+
+def last_registration(config: JobConfig, target: Target) -> LastRegistration:
+    """Whether `target` is registered again: the last registration's outcome when it still
+    holds, else its positions when they place the tile JSONs that changed; neither with
+    `stitching.force`. The export, `tile-stitch` and the dry run decide with this."""
     parts = reuse.fingerprint_parts(config, target, config.s3_options())
     last = last_report(config)
-    earlier = None if config.stitching.force else reused(config, last, reuse.fingerprint(parts))
-    return parts, last, earlier
+    if config.stitching.force:
+        return LastRegistration(parts, last, None)
+    earlier = reused(config, last, reuse.fingerprint(parts))
+    positions = None
+    if earlier is None and not config.is_project:
+        positions = reuse.reapplicable(last, parts, target.reference.source)
+        if positions is not None and set(positions) != {t.index for t in target.reference}:
+            positions = None   # a report that does not describe these tiles
+    return LastRegistration(parts, last, earlier, positions)
+
+
+def placed(target: Target, positions: dict[int, tuple[float, float, float]]
+           ) -> tuple[tuple[TileSet, ...], ...]:
+    """Every (timepoint, channel) tile set at the registered `positions`."""
+    return tuple(tuple(projects.moved(ts, target.frame, positions) for ts in row) for row in target.every)
 
 
 def reused(config: JobConfig, last: dict | None, current: str) -> StitchOutcome | None:

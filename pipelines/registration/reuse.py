@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -109,16 +110,25 @@ def reapplicable(last: dict | None, parts: dict[str, Any], registered: str
     inputs = then.get("inputs")
     if not isinstance(inputs, dict) or inputs.get(registered) != parts["inputs"].get(registered):
         return None
+    results = (last or {}).get("tile_results")
+    if not isinstance(results, list) or (kept or {}).get("positions") != positions_digest(results):
+        return None   # positions that are not as the registration wrote them (review G)
     positions: dict[int, tuple[float, float, float]] = {}
-    for row in (last or {}).get("tile_results") or ():
+    for row in results:
         try:
             index, (x, y, z) = row["index"], (float(v) for v in row["position"])
         except (KeyError, TypeError, ValueError):
             return None
-        if not isinstance(index, int):
+        if not isinstance(index, int) or not all(math.isfinite(v) for v in (x, y, z)):
             return None
         positions[index] = (x, y, z)
     return positions or None
+
+
+def positions_digest(tile_results: list) -> str:
+    """The checksum the report keeps of its `tile_results` (the registered positions), so
+    that `reapplicable` uses them only as the registration wrote them."""
+    return _json_digest(tile_results)
 
 
 def _json_digest(value: Any) -> str:

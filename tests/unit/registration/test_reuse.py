@@ -74,13 +74,13 @@ def force(acq: Path) -> list[str]:
 
 def test_an_unchanged_acquisition_reuses_the_registration(tmp_path, acq):
     first, printed = run(tmp_path, acq, "first")
-    assert "pairs tried" in printed and not first.stitching.outcome.reused
+    assert " tried in " in printed and not first.stitching.outcome.reused
     final = acq / "tiles-final.json"
     written = (final.read_bytes(), final.stat().st_mtime_ns, (acq / "tiles-stitching.json").read_bytes())
     again, printed = run(tmp_path, acq, "again", "output.format=zarr3")
     lines = [line for line in printed.splitlines() if line.startswith("stitching:")]
     assert len(lines) == 1 and "reused" in lines[0] and "stitching.force=true" in lines[0], printed
-    assert "pairs tried" not in printed and again.stitching.outcome.reused
+    assert " tried in " not in printed and again.stitching.outcome.reused
     time_line = next(line for line in export_report(again).splitlines() if line.startswith("time:"))
     assert "(stitching reused)" in time_line and "s stitching" not in time_line, time_line
     assert (final.read_bytes(), final.stat().st_mtime_ns,
@@ -107,7 +107,7 @@ def test_an_edited_result_is_not_replaced_unless_forced(tmp_path, acq):
     with pytest.raises(OutputError, match="tiles-final.json is not as"):
         run(tmp_path, acq, "again")
     result, printed = run(tmp_path, acq, "forced", "stitching.force=true")
-    assert "pairs tried" in printed and (acq / "tiles-final.json").read_bytes() != edited
+    assert " tried in " in printed and (acq / "tiles-final.json").read_bytes() != edited
 
 
 @pytest.mark.parametrize("change", [change_setting, change_stage_json, touch_a_tile, force])
@@ -115,7 +115,7 @@ def test_a_change_registers_again(tmp_path, acq, change):
     run(tmp_path, acq, "first")
     overrides = change(acq)
     result, printed = run(tmp_path, acq, "again", *overrides)
-    assert "pairs tried" in printed and not result.stitching.outcome.reused, printed
+    assert " tried in " in printed and not result.stitching.outcome.reused, printed
     why = {change_setting: "other [stitching] settings or input.views",
            change_stage_json: f"changed tile JSONs ({acq / 'tiles.json'})",
            touch_a_tile: "the registered tiles' files changed (size or modification time)",
@@ -397,3 +397,78 @@ def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, 
     whole = stitch(load_job(job, ["stitching.force=true"], writes_output=False), Stopping(rounds=100),
                    stream=io.StringIO())
     assert not whole.outcome.reused and (tmp_path / "acq" / "tiles-final.json").read_bytes() == resumed
+
+
+def test_the_dry_run_of_a_new_timepoint_plans_at_the_registered_positions(tmp_path, time_lapse):
+    """Review G: the dry run planned a timepoint added after the registration at the stage
+    positions and counted pairs to register, where the export places it without
+    measuring: it now decides as the export does."""
+    from pipelines.plan.dryrun import dry_run
+    folder, rows = time_lapse
+    stitch_job(tmp_path, rows[:1])
+    job = tmp_path / "export.toml"
+    job.write_text(f"[input]\ntimepoints = {json.dumps(rows)}\n[output]\nuri = \"{tmp_path / 'out'}\"\n"
+                   f"chunks = [16, 16, 8]\nlayout = \"bdv\"\n{STITCH}")
+    planned = dry_run(load_job(job))
+    assert planned.pairs is None and planned.registered == str(folder / "t0" / "ch0-stitching.json")
+    result = export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    assert result.stitching.outcome.applied and planned.shapes == result.plan.output.shapes
+    assert sum(planned.objects) == result.summary.objects_written + result.summary.objects_skipped
+
+
+def test_a_report_whose_positions_were_edited_is_not_used_to_place(tmp_path, time_lapse):
+    """Review G: the positions a new timepoint is placed at come from the report, which no
+    checksum guarded; edited (or NaN), the registration runs again instead."""
+    folder, rows = time_lapse
+    stitch_job(tmp_path, rows[:1])
+    report = folder / "t0" / "ch0-stitching.json"
+    doc = json.loads(report.read_text())
+    doc["tile_results"][1]["position"][0] += 5
+    report.write_text(json.dumps(doc))
+    result = stitch_job(tmp_path, rows)
+    assert not result.outcome.applied and result.outcome.solution is not None
+
+
+def test_a_removed_timepoint_says_what_was_placed(tmp_path, time_lapse):
+    """Review G: with a timepoint only removed, the line said "reused … (stage positions
+    unchanged)" while the refined files were written again from the report."""
+    from pipelines.report.console import stitch_summary
+    folder, rows = time_lapse
+    stitch_job(tmp_path, rows)
+    result = stitch_job(tmp_path, rows[:1])
+    assert result.outcome.applied == (str(folder / "t0" / "ch1.json"),)
+    assert stitch_summary(result).startswith(f"stitching: placed {folder / 't0' / 'ch1.json'} at "
+                                             f"the positions registered in")
+
+
+def test_force_measures_every_pair_even_with_a_record_of_an_interrupted_run(tmp_path, monkeypatch):
+    """Review G: stitching.force (the way out where the fingerprint cannot see changed
+    pixels) resumed the pairs an interrupted run had recorded."""
+    import pipelines.driver as driver
+    from pipelines.driver import stitch
+    from pipelines.errors import Interrupted
+    monkeypatch.setattr(driver, "PAIRS_PER_ROUND", 1)
+    make_acquisition(tmp_path / "acq", grid=(3, 2, 1), tile=(48, 40, 12), overlap=0.3,
+                     jitter=3, seed=4, truth=False, density=25)
+    job = tmp_path / "stitch.toml"
+    job.write_text(f"[input]\ntiles = \"{tmp_path / 'acq' / 'tiles.json'}\"\n{STITCH}")
+
+    class Counting(LocalExecutor):
+        def __init__(self, rounds: int):
+            self.rounds, self.measured = rounds, 0
+
+        def run(self, batch, on_progress):
+            if self.rounds == 0:
+                raise KeyboardInterrupt
+            self.rounds -= 1
+            self.measured += len(batch.items)
+            return super().run(batch, on_progress)
+
+    with pytest.raises(Interrupted):
+        stitch(load_job(job, writes_output=False), Counting(rounds=2), stream=io.StringIO())
+    record = tmp_path / "acq" / "tiles-stitching-pairs.json"
+    assert record.exists()
+    forced, stream = Counting(rounds=100), io.StringIO()
+    result = stitch(load_job(job, ["stitching.force=true"], writes_output=False), forced, stream=stream)
+    total = result.outcome.report["pairs"]["measured"] + result.outcome.report["pairs"]["unmatched"]
+    assert "resuming" not in stream.getvalue() and forced.measured == total and not record.exists()
