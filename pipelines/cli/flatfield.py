@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             run = estimate_flatfield(config, executor, sys.stdout)
         per_tile = run.seconds / max(run.tiles, 1)
         return (f"flatfield of {run.tiles} tiles in {run.seconds:.1f} s ({per_tile * 1000:.0f} ms "
-                f"per tile): {', '.join(run.folders)}")
+                f"per tile; + {executor.startup_seconds:.1f} s Spark start-up): {', '.join(run.folders)}")
 
     return run_job(work, print)
 
