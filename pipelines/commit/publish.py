@@ -13,6 +13,7 @@ dataset a rerun of the same job recognises as its own and finishes.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -82,10 +83,12 @@ def publish(plan: ExportPlan, recorded: Recorded, store: Store, beside: Store) -
     summary = summarize(plan, recorded, ranges, tuple(k for k, _ in documents.beside))
     update_record(plan, beside, fingerprint=fingerprint(plan), status="committed",
                   committed=time.time(), summary=summary.to_dict())
-    # an earlier failed run's trace, ours (the job record says so): stale once committed (trial J)
+    # an earlier failed run's trace, ours (the job record says so): stale once committed
+    # (trial J); best effort, as the dataset is committed whatever happens to it (review G)
     error_log = Sidecars.of(plan.output.uri).error_log
-    if beside.exists(error_log):
-        beside.delete(error_log)
+    with contextlib.suppress(Exception):
+        if beside.exists(error_log):
+            beside.delete(error_log)
     return summary
 
 

@@ -152,7 +152,8 @@ def changed_parts(record: dict[str, Any], plan: ExportPlan) -> set[str] | None:
     then = record.get("fingerprint_parts")
     if not isinstance(then, dict):
         return None
-    return {name for name, now in fingerprint_parts(plan).items() if then.get(name) != now}
+    # a part the record does not hold (kept since) cannot be told: not named (review G)
+    return {name for name, now in fingerprint_parts(plan).items() if name in then and then[name] != now}
 
 
 def _short_digest(text: str) -> str:

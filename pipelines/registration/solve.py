@@ -159,14 +159,15 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _place_groups(positions, start, labels, linked, exact) -> np.ndarray:
     """Translate each linked group so its mean correction is within half a voxel of zero,
     by a whole-voxel offset from its first tile (measured whole-voxel offsets stay whole,
-    as fusion puts a tile placed by its position on whole voxels). A group holding an
-    `exact` tile (placed by an affine: fusion honours sub-voxel positions) keeps its mean
+    as fusion puts a tile placed by its position on whole voxels). A group of `exact`
+    tiles only (placed by affines: fusion honours sub-voxel positions) keeps its mean
     correction at zero exactly: rounded, it would move by up to half a voxel with no
-    measurement behind it (trial K). Unlinked tiles keep their stage positions exactly."""
+    measurement behind it (trial K); a group that mixes both is rounded, for the tiles
+    fusion rounds (review G). Unlinked tiles keep their stage positions exactly."""
     out = start.copy()
     for label in np.unique(labels[linked]):
         members = labels == label
         relative = positions[members] - positions[np.flatnonzero(members)[0]]
         shift = (start[members] - relative).mean(axis=0)
-        out[members] = relative + (shift if exact[members].any() else np.round(shift))
+        out[members] = relative + (shift if exact[members].all() else np.round(shift))
     return out

@@ -251,10 +251,16 @@ class S3Store(Store):
     def _body(self, key: str, **request: Any) -> bytes:
         """The body of a GetObject of `key`: KeyError when there is none. A body whose
         checksum does not match what the response promised (corrupted on the way, or a
-        server that let a put tear the read) is fetched again, up to s3.max_attempts:
-        botocore retries requests, not the reading of their bodies, and a torn body must
-        never pass for the object."""
-        from botocore.exceptions import ClientError, FlexibleChecksumError, ResponseStreamingError
+        server that let a put tear the read), or cut short, is fetched again, up to
+        s3.max_attempts: botocore retries requests, not the reading of their bodies, and a
+        torn body must never pass for the object. (Only a complete answer is read again: a
+        request that stalls ends in StoreUnavailable within its bound, as before.)"""
+        from botocore.exceptions import (
+            ClientError,
+            FlexibleChecksumError,
+            IncompleteReadError,
+            ResponseStreamingError,
+        )
 
         for attempt in range(1, self.options.max_attempts + 1):
             try:
@@ -265,7 +271,7 @@ class S3Store(Store):
                 raise
             try:
                 return response["Body"].read()
-            except (FlexibleChecksumError, ResponseStreamingError):
+            except (FlexibleChecksumError, IncompleteReadError, ResponseStreamingError):
                 if attempt == self.options.max_attempts:
                     raise
         raise AssertionError("unreachable")   # the last attempt returns or raises

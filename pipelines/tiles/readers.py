@@ -215,7 +215,11 @@ def _decode_page(pages, n: int, path: str, plane: tuple) -> np.ndarray:
     page = _page(pages, n, path)
     try:
         return page.asarray().reshape(plane)
+    except (OSError, MemoryError, PipelineError):
+        raise   # reading failed, not decoding: the file system or the store says why
     except Exception as e:   # a codec's own error type (DeflateError, …): named with the file
+        if type(e).__module__.startswith(("botocore", "boto3", "urllib3")):
+            raise   # a store's error while the page was fetched (S3 range reads), not damage
         # trial J: "DeflateError: … BAD_DATA" named neither the file nor the slice
         raise TileError(f"{path}: slice {n} cannot be decoded ({type(e).__name__}: {e}); "
                         f"the file is damaged: copy it again from the acquisition") from None

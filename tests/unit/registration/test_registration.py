@@ -181,11 +181,14 @@ def test_a_group_of_views_placed_by_affines_keeps_its_mean_exactly():
     assert rounded.positions[0] == rounded.positions[1] == (-1.0, 54.0, 0.0)
     # a measured correction moves an exact group by its mean alone
     stage[1] = (30.25, 54.5, 0.065)
-    moved = solve(stage, [PairShift(0, 1, (31.265, 0.0, 0.0), (30.265, 0.0, 0.0), 0.99, 5000)],
-                  min_score=0.5, max_residual=2.0, exact=(1,))
+    link = [PairShift(0, 1, (31.265, 0.0, 0.0), (30.265, 0.0, 0.0), 0.99, 5000)]
+    moved = solve(stage, link, min_score=0.5, max_residual=2.0, exact=(0, 1))
     np.testing.assert_allclose(np.subtract(moved.positions[1], moved.positions[0]), (30.265, 0, 0), atol=1e-3)
     np.testing.assert_allclose(np.mean([moved.positions[0], moved.positions[1]], axis=0),
                                np.mean([stage[0], stage[1]], axis=0), atol=1e-3)
+    # a group mixing both is rounded, for the tile fusion rounds (review G)
+    mixed = solve(stage, link, min_score=0.5, max_residual=2.0, exact=(1,))
+    assert mixed.positions[0] == (-1.0, 54.0, 0.0)
 
 
 def test_an_unlinked_tile_keeps_its_stage_position():
