@@ -6,7 +6,7 @@ groups; each executor task reduces its group to per-cell histograms
 and writes the fields and a picture. Intensity matching: every overlapping pair of every
 channel is measured on the executor (`tasks.measure_intensity`), the driver solves the
 per-tile coefficients (`intensity.solve_intensities`) and writes them as
-`<tile-json-stem>-intensity.json` (a project's: `<stem>-intensity-c<N>.json`). Every
+`<tile-json-stem>-intensity.json` (a project's: `<stem>-intensity-c<channel id>.json`). Every
 check runs before the first task.
 """
 
@@ -221,12 +221,12 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
     tiles = read_tiles(config, s3)[0]
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
-    paths = intensity_paths(config, len(tiles))
+    paths = intensity_paths(config, tiles)
     check_writable_beside(list(paths), "intensity matching's coefficients", s3)
     for c, (tileset, path) in enumerate(zip(tiles, paths)):
         named = uri_name(config.inputs[0][0] if config.is_project else config.inputs[0][c])
-        if config.is_project and len(tiles) > 1:
-            named += f" (channel {c})"
+        if config.is_project:
+            named += f" (channel {tileset.channel_id})"
         fingerprint = _matching_fingerprint(config.inputs[0][0 if config.is_project else c],
                                             tileset, correction.folder(c), s3)
         if _matched_already(path, fingerprint, s3):

@@ -145,9 +145,18 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
     if not record:
         return (f"output.uri: {store.uri} already holds a dataset this pipeline did not write "
                 f"({key}; no job record beside it): choose another output.uri, or move it away")
-    if settings_known and record.get("status") == "committed" and record.get("fingerprint") == fingerprint(plan):
-        return (f"output.uri: {store.uri} already holds this job's committed dataset ({key}): "
-                f"nothing to do (tile-verify checks it); pass --overwrite to export it again")
+    if record.get("status") == "committed":
+        if settings_known and record.get("fingerprint") == fingerprint(plan):
+            return (f"output.uri: {store.uri} already holds this job's committed dataset ({key}): "
+                    f"nothing to do (tile-verify checks it); pass --overwrite to export it again")
+        changed = changed_parts(record, plan)
+        if not settings_known and changed is not None and "tile_files" not in changed \
+                and record.get("output_settings") == output_settings(plan):
+            # before registration and corrections, which decide the rest (trial L)
+            return (f"output.uri: {store.uri} already holds a committed dataset of these tile "
+                    f"files and output settings ({key}): nothing to do if the registration and "
+                    f"corrections are as they were (tile-verify checks it); pass --overwrite to "
+                    f"export it again")
     return (f"output.uri: {store.uri} already holds a committed dataset ({key}); "
             f"choose another output.uri, or pass --overwrite to replace it")
 

@@ -50,14 +50,15 @@ def intensity_path(tile_json: str) -> str:
     return sibling(tile_json, "-intensity.json")
 
 
-def intensity_paths(config: JobConfig, channels: int) -> tuple[str, ...]:
-    """Per channel, where its matched coefficients are: `<stem>-intensity.json` beside the
-    channel's (first timepoint's) tile JSON; for a BigStitcher project, which is one file
-    for every channel, `<stem>-intensity-c<N>.json` beside it, N counting the channels of
-    the views the job selects (trial K: every channel's went to one file, and the second
-    channel's path was an IndexError)."""
+def intensity_paths(config: JobConfig, channels: tuple[TileSet, ...]) -> tuple[str, ...]:
+    """Per channel (`channels`: the first timepoint's tile sets), where its matched
+    coefficients are: `<stem>-intensity.json` beside the channel's tile JSON; for a
+    BigStitcher project, which is one file for every channel, `<stem>-intensity-c<N>.json`
+    beside it, N the project's channel id (trial K: every channel's went to one file,
+    and the second channel's path was an IndexError; trial L: numbered within the
+    selection, channel 1 alone overwrote channel 0's)."""
     if config.is_project:
-        return tuple(sibling(config.tiles, f"-intensity-c{c}.json") for c in range(channels))
+        return tuple(sibling(config.tiles, f"-intensity-c{ts.channel_id}.json") for ts in channels)
     return tuple(intensity_path(p) for p in config.inputs[0])
 
 
@@ -75,7 +76,7 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
                              "fusion.flatfield", s3)
     intensity: tuple = ()
     if config.intensity == "match":
-        paths = intensity_paths(config, len(tiles[0]))
+        paths = intensity_paths(config, tiles[0])
         intensity = tuple(_coefficients_of(read_coefficients(p, s3), ts, p) for p, ts in zip(paths, tiles[0]))
     return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
 

@@ -100,7 +100,7 @@ def moved(tiles: TileSet, ref: Reference, positions: Mapping[int, Sequence[float
             return replace(t, position=triple(float(p) for p in positions[t.index]))
         transform = compose(translation(corrections[t.index].tolist()), t.transform)
         return replace(t, position=offset_of(transform), transform=transform)
-    return TileSet(tuple(one(t) for t in tiles), tiles.source)
+    return replace(tiles, tiles=tuple(one(t) for t in tiles))
 
 
 def stitched_xml(text: str, ref: ProjectReference, positions: Mapping[int, Sequence[float]],

@@ -108,7 +108,7 @@ def stage_tiles(plan: ExportPlan, stitching: dict) -> TileSet | None:
     stage = {r["index"]: tuple(r["stage"]) for r in stitching.get("tile_results", ())}
     if any(t.transform is not None or t.index not in stage for t in tiles):
         return None
-    return TileSet(tuple(replace(t, position=stage[t.index]) for t in tiles), tiles.source)
+    return replace(tiles, tiles=tuple(replace(t, position=stage[t.index]) for t in tiles))
 
 
 def projection_level(plan: ExportPlan) -> int:

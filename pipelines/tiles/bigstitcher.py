@@ -162,7 +162,7 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
             ranked = sorted(views_tc, key=lambda v: (_rank_key(setups[v.index]), v.index))
             numbered = tuple(replace(v, index=n, pixel_resolution=(unit, unit, unit))
                              for n, v in enumerate(ranked))
-            row.append(TileSet(numbered, source=f"{source} (timepoint {t}, channel {c})"))
+            row.append(TileSet(numbered, source=f"{source} (timepoint {t}, channel {c})", channel_id=c))
             id_row.append(tuple((t, v.index) for v in ranked))
         tiles.append(tuple(row))
         ids.append(tuple(id_row))

@@ -103,10 +103,12 @@ class Tile:
 
 @dataclass(frozen=True)
 class TileSet:
-    """All tiles of one channel, as read from one tile configuration JSON."""
+    """All tiles of one channel, as read from one tile configuration JSON (or a project's
+    views of one channel and timepoint)."""
 
     tiles: tuple[Tile, ...]
     source: str = ""
+    channel_id: int | None = None   # a BigStitcher project's channel id (files named by it)
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -150,4 +152,4 @@ class TileSet:
             position, transform = placement(compose(shrink, t.transform or translation(t.position)))
             tiles.append(replace(t, position=position, transform=transform, pixel_resolution=triple(
                 r * v for r, v in zip(t.pixel_resolution, voxel_size))))
-        return TileSet(tuple(tiles), self.source)
+        return replace(self, tiles=tuple(tiles))

@@ -167,8 +167,8 @@ def check_tile_file(tile: Tile, s3=None) -> Any:
         raise TileError(
             f"{where}: {tile.name} {field} is {list(tile.size)} in {described} "
             f"but the file holds {list(shape)} (x, y, z)" +
-            (f"; if the file was cut short (a copy that did not finish), only {shape[2]} of "
-             f"its slices can be found" if short else ""))
+            ("; or the file was cut short (a copy that did not finish): its slices "
+             "cannot all be found" if short else ""))
     if dtype != tile.dtype:
         raise TileError(
             f"{where}: {tile.name} field 'type' is {tile.type} ({tile.dtype}) in the "

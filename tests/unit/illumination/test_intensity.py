@@ -287,9 +287,15 @@ def test_a_project_s_channels_and_view_selections_are_matched_each_on_their_own(
         assert f"intensities of dataset.xml (channel {c}): " in printed, printed
         expected = [gains[c][0] / g for g in gains[c]]
         assert relative_gains(path) == pytest.approx(expected, rel=0.03), (c, relative_gains(path))
-    printed = run("second", "input.views={channel=[1]}")   # channel 1 alone: its c0
-    assert "reused" not in printed, printed
-    assert relative_gains(files[0]) == pytest.approx([1, 0.7, 1, 0.7], rel=0.03)
+    kept = files[0].read_bytes()
+    printed = run("second", "input.views={channel=[1]}")   # channel 1 alone: its own file
+    assert f"intensities of dataset.xml (channel 1): reused ({files[1]})" in printed, printed
+    assert files[0].read_bytes() == kept   # trial L: numbered within the selection, it was overwritten
+    printed = run("third", "input.views={channel=[1], tile=[0, 1, 2]}")   # other views: matched again
+    assert "reused" not in printed and len(json.loads(files[1].read_text())["tiles"]) == 3, printed
+    printed = run("fourth")
+    assert "(channel 0): reused" in printed and "(channel 1): reused" not in printed, printed
+    assert relative_gains(files[1]) == pytest.approx([gains[1][0] / g for g in gains[1]], rel=0.03)
 
 
 @pytest.mark.parametrize("setting", ['fusion.flatfield="fields"', "flatfield.enabled=true"])

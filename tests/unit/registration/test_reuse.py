@@ -472,3 +472,17 @@ def test_force_measures_every_pair_even_with_a_record_of_an_interrupted_run(tmp_
     result = stitch(load_job(job, ["stitching.force=true"], writes_output=False), forced, stream=stream)
     total = result.outcome.report["pairs"]["measured"] + result.outcome.report["pairs"]["unmatched"]
     assert "resuming" not in stream.getvalue() and forced.measured == total and not record.exists()
+
+
+def test_a_finished_stitching_job_run_again_says_there_is_nothing_to_do(tmp_path, acq):
+    """Trial L: a job that registers, run again on its committed output, was told "pass
+    --overwrite to replace it", as a stranger's dataset would be; what it can tell before
+    registering is that the tile files and output settings are the same."""
+    from pipelines.errors import OutputError
+    run(tmp_path, acq, "first")
+    with pytest.raises(OutputError, match=r"already holds a committed dataset of these tile files "
+                                          r"and output settings .*: nothing to do if the "
+                                          r"registration and corrections are as they were"):
+        run(tmp_path, acq, "first")
+    with pytest.raises(OutputError, match=r"already holds a committed dataset \(.*\); choose another"):
+        run(tmp_path, acq, "first", "output.chunks=[32, 32, 8]")
