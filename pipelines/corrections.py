@@ -252,6 +252,9 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
                      f"used, {len(solution.dropped)} dropped; {path}\n")
         if solution.unlinked:
             stream.write(f"intensities of {named}: {_unlinked(solution.unlinked)}\n")
+        spread = _gain_spread(document)
+        if spread:
+            stream.write(f"warning: intensities of {named}: {spread}\n")
     return time.perf_counter() - began if began is not None else 0.0
 
 
@@ -278,6 +281,20 @@ def _matched_already(path: str, fingerprint: str, s3) -> bool:
         return False
     kept = doc.get("reuse") if isinstance(doc, dict) else None
     return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint
+
+
+GAIN_SPREAD = 4.0   # gains further apart than this are more likely misplaced tiles than light
+
+
+def _gain_spread(document: dict) -> str:
+    """A warning when the matched gains lie more than GAIN_SPREAD apart (trial L: tiles
+    left at stage positions ±8 voxels off gave 0.28-8.44, without a word); '' otherwise."""
+    gains = document.get("gain_range") or []
+    if len(gains) != 2 or gains[0] <= 0 or gains[1] / gains[0] <= GAIN_SPREAD:
+        return ""
+    return (f"gains range {gains[0]:.2f}-{gains[1]:.2f} ({gains[1] / gains[0]:.1f} x): tiles "
+            f"that do not meet where their positions say? Register them first ([stitching] "
+            f"enabled), or check the pairs dropped in the coefficients file")
 
 
 def _unlinked(tiles: tuple[int, ...]) -> str:

@@ -147,13 +147,13 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     with _running(config, executor) as running:
         startup = running.start()
         began = time.perf_counter()
-        shifts = _measure_pairs(running, job, pairs, stream, record)
+        shifts, resumed = _measure_pairs(running, job, pairs, stream, record)
         seconds = time.perf_counter() - began
     found = [s for s in shifts if s is not None]
     unmatched = [p for p, s in zip(pairs, shifts) if s is None]
     solution = solve({t.index: t.position for t in reference}, found,
                      config.stitching.min_score, config.stitching.max_residual, target.frame.exact)
-    doc = stitching.report(reference, solution, unmatched, config, seconds)
+    doc = stitching.report(reference, solution, unmatched, config, seconds, resumed)
     # overlapping tiles placed by affines of other linear parts (angles): not measured
     doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
     doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
@@ -194,14 +194,15 @@ PAIRS_PER_ROUND = 64    # at least: a round's wait for its slowest pair is paid 
 
 
 def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],
-                   stream: TextIO, record: _PairRecord) -> list[PairShift | None]:
-    """measure_pair for every pair, one task each; None where nothing matched. The pairs
+                   stream: TextIO, record: _PairRecord) -> tuple[list[PairShift | None], int]:
+    """measure_pair for every pair, one task each; None where nothing matched; and how
+    many of them an interrupted run had measured. The pairs
     are measured in rounds, each recorded (`stitching.keep_measured`) so that a run
     stopped or failed midway loses at most its current round, and the next run of the
     same registration measures only the rest (trial J: a SIGTERM at pair 395 of 904 lost
     them all, and said the run had not started)."""
     if not pairs:
-        return []
+        return [], 0
     wanted = set(pairs)
     kept = stitching.measured_before(record.path, record.fingerprint, record.s3) if record.resume else {}
     found = {p: s for p, s in kept.items() if p in wanted}
@@ -226,7 +227,7 @@ def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]
         raise Interrupted(f"interrupted by {signal.Signals(signum).name} while registering"
                           f"{_kept(found, pairs, record) or ': nothing was written'}", signum) from None
     progress.finish()
-    return [found[p] for p in pairs]
+    return [found[p] for p in pairs], len(pairs) - len(todo)
 
 
 def _counted_from(progress: Progress, before: int, done: int, nbytes: int) -> None:

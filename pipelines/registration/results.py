@@ -134,8 +134,9 @@ class StitchOutcome:
 
 
 def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, int]],
-           config: JobConfig, seconds: float) -> dict:
-    """The report: options, totals, per-pair measurements and per-tile corrections."""
+           config: JobConfig, seconds: float, resumed: int = 0) -> dict:
+    """The report: options, totals, per-pair measurements and per-tile corrections.
+    `resumed`: pairs an interrupted run had measured (not in `seconds`)."""
     kept = [link for link in solution.links if link.kept]
     weak = [link for link in solution.links if link.shift.score < config.stitching.min_score]
     corrections = {t.index: [round(p - s, 3) for p, s in zip(solution.positions[t.index], t.position)]
@@ -150,13 +151,14 @@ def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, in
         # measured = kept + below_min_score (never used) + dropped (used, then dropped by
         # the residual test as inconsistent with the solution)
         "pairs": {"measured": measured, "kept": len(kept), "below_min_score": len(weak),
-                  "dropped": measured - len(kept) - len(weak), "unmatched": len(unmatched)},
+                  "dropped": measured - len(kept) - len(weak), "unmatched": len(unmatched),
+                  "resumed": resumed},
         "solve": {"rounds": solution.rounds, "groups": solution.groups,
                   "unlinked_tiles": list(solution.unlinked)},
         "residual_voxels": _stats([link.residual for link in kept]),
         "correction_voxels": _stats(sizes),
         "seconds": {"pairs": round(seconds, 3),
-                    "per_pair": round(seconds / max(1, measured + len(unmatched)), 3)},
+                    "per_pair": round(seconds / max(1, measured + len(unmatched) - resumed), 3)},
         "pair_results": [
             {"a": link.shift.a, "b": link.shift.b, "stage": list(link.shift.stage),
              "measured": list(link.shift.measured),

@@ -29,10 +29,14 @@ def stitch_summary(result: StitchResult) -> str:
                 f"--set stitching.force=true registers again)")
     pairs, solve_info = doc["pairs"], doc["solve"]
     # every pair tried is one task, measured or without a match; the time per pair is theirs
+    tried, resumed = pairs['measured'] + pairs['unmatched'], pairs.get("resumed", 0)
+    # a resumed registration's time is of the pairs this run tried (trial L)
+    per_pair = (f"{doc['seconds']['per_pair']:.2f} s per pair" if not resumed else
+                f"{doc['seconds']['per_pair']:.2f} s per pair of the {tried - resumed} tried now, "
+                f"{resumed} by an interrupted run")
     lines = [
-        f"stitching: {pairs['measured'] + pairs['unmatched']} pair"
-        f"{'' if pairs['measured'] + pairs['unmatched'] == 1 else 's'} tried in "
-        f"{doc['seconds']['pairs']:.1f} s ({doc['seconds']['per_pair']:.2f} s per pair): "
+        f"stitching: {tried} pair{'' if tried == 1 else 's'} tried in "
+        f"{doc['seconds']['pairs']:.1f} s ({per_pair}): "
         f"{pairs['measured']} measured, {pairs['kept']} kept, "
         f"{pairs.get('below_min_score', 0)} below min_score, {pairs['dropped']} dropped as "
         f"inconsistent, {pairs['unmatched']} without a match",

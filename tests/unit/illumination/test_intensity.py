@@ -388,3 +388,26 @@ def test_the_corrections_time_and_record_are_their_own(tmp_path):
     assert f"flatfield of tiles.json: reused ({folder};" in printed, printed
     assert "flatfield_seconds" not in summary and "intensity_seconds" not in summary
     assert "estimation" not in line and "matching" not in line and "corrections" in summary
+
+
+@pytest.mark.parametrize("jitter", [8, 0])
+def test_gains_far_apart_are_warned_of(tmp_path, jitter):
+    """Trial L: matched on tiles left ±8 voxels off their stage positions (stitching off),
+    the gains ranged 0.28-8.44 without a word; placed right, gains 0.6-1.0 stay quiet."""
+    import io
+
+    from pipelines.config import load_job
+    from pipelines.driver import export
+    from pipelines.execute.executor import LocalExecutor
+    from pipelines.testing.synthetic import make_acquisition
+    from tests.conftest import write_job
+
+    make_acquisition(tmp_path / "acq", grid=(4, 4, 1), tile=(64, 64, 16), jitter=jitter, seed=3,
+                     truth=False, gains=(0.6, 1.0), density=3.0)
+    job = write_job(tmp_path / "job.toml", str(tmp_path / "acq" / "tiles.json"), str(tmp_path / "out"))
+    stream = io.StringIO()
+    export(load_job(job, ['fusion.intensity="match"']), LocalExecutor(), stream=stream)
+    warned = [line for line in stream.getvalue().splitlines() if line.startswith("warning: intensities")]
+    assert bool(warned) == (jitter > 0), stream.getvalue()
+    if warned:
+        assert "Register them first ([stitching] enabled)" in warned[0]

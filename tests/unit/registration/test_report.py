@@ -30,7 +30,7 @@ def test_pairs_below_min_score_are_counted_apart_from_inconsistent_ones(tmp_path
     solution = solve(true, shifts, config.stitching.min_score, config.stitching.max_residual)
     doc = report(tiles, solution, [(0, 3)], config, 1.0)
     assert doc["pairs"] == {"measured": 5, "kept": 3, "below_min_score": 1, "dropped": 1,
-                            "unmatched": 1}
+                            "unmatched": 1, "resumed": 0}
     status = {(p["a"], p["b"]): p["status"] for p in doc["pair_results"]}
     assert status == {(0, 1): "kept", (1, 2): "kept", (2, 3): "kept",
                       (0, 2): "dropped as inconsistent", (1, 3): "below min_score"}

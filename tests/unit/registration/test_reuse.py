@@ -393,6 +393,10 @@ def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, 
     total = result.outcome.report["pairs"]["measured"] + result.outcome.report["pairs"]["unmatched"]
     assert f"stitching: resuming: {kept} of {total} pairs were measured by an interrupted run" in stream.getvalue()
     assert again.measured == total - kept and not record.exists()
+    from pipelines.report.console import stitch_summary
+    # trial L: the time per pair was of all pairs, though only the rest were measured
+    assert f"s per pair of the {total - kept} tried now, {kept} by an interrupted run)" in \
+        stitch_summary(result), stitch_summary(result)
     resumed = (tmp_path / "acq" / "tiles-final.json").read_bytes()
     whole = stitch(load_job(job, ["stitching.force=true"], writes_output=False), Stopping(rounds=100),
                    stream=io.StringIO())
