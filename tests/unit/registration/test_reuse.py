@@ -346,40 +346,48 @@ def test_a_new_timepoint_with_other_settings_registers_again_and_says_so(tmp_pat
             f"JSONs ({folder / 't1' / 'ch0.json'} and 1 more)\n") in stream.getvalue(), stream.getvalue()
 
 
-@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "Terminated", "failure"])
-def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, monkeypatch, stop):
-    """Trial J: SIGTERM (a scheduler's time limit) at pair 395 of 904 lost every pair
-    measured and said "interrupted by SIGTERM before the run started; nothing was
-    written". Pairs are measured in rounds, each recorded; the next run of the same
-    registration measures only the rest, and finds what an uninterrupted run finds."""
+class StopsAfter(LocalExecutor):
+    """Measures `rounds` rounds of pairs (counting them), then stops: `stop` names how
+    (KeyboardInterrupt, Terminated, or "failure": a BlockFailed)."""
+
+    def __init__(self, rounds: int, stop: str = "KeyboardInterrupt"):
+        self.rounds, self.stop, self.measured = rounds, stop, 0
+
+    def run(self, batch, on_progress):
+        from pipelines.errors import BlockFailed, Terminated
+        if self.rounds == 0:
+            if self.stop == "failure":
+                raise BlockFailed("a tile could not be read")
+            raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[self.stop]()
+        self.rounds -= 1
+        self.measured += len(batch.items)
+        return super().run(batch, on_progress)
+
+
+@pytest.fixture
+def six_tiles(tmp_path, monkeypatch) -> Path:
+    """A stitching job of 3 x 2 tiles whose pairs are measured one per round."""
     import pipelines.driver as driver
-    from pipelines.driver import stitch
-    from pipelines.errors import BlockFailed, Interrupted, Terminated
     monkeypatch.setattr(driver, "PAIRS_PER_ROUND", 1)
-    monkeypatch.setattr(driver, "PAIR_ROUNDS", 4)
     make_acquisition(tmp_path / "acq", grid=(3, 2, 1), tile=(48, 40, 12), overlap=0.3,
                      jitter=3, seed=4, truth=False, density=25)
     job = tmp_path / "stitch.toml"
     job.write_text(f"[input]\ntiles = \"{tmp_path / 'acq' / 'tiles.json'}\"\n{STITCH}")
+    return job
 
-    class Stopping(LocalExecutor):
-        """Measures `rounds` rounds of pairs, then stops as `stop` says."""
 
-        def __init__(self, rounds: int):
-            self.rounds, self.measured = rounds, 0
-
-        def run(self, batch, on_progress):
-            if self.rounds == 0:
-                if stop == "failure":
-                    raise BlockFailed("a tile could not be read")
-                raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[stop]()
-            self.rounds -= 1
-            self.measured += len(batch.items)
-            return super().run(batch, on_progress)
-
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "Terminated", "failure"])
+def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, six_tiles, stop):
+    """Trial J: SIGTERM (a scheduler's time limit) at pair 395 of 904 lost every pair
+    measured and said "interrupted by SIGTERM before the run started; nothing was
+    written". Pairs are measured in rounds, each recorded; the next run of the same
+    registration measures only the rest, and finds what an uninterrupted run finds."""
+    from pipelines.driver import stitch
+    from pipelines.errors import BlockFailed, Interrupted
+    job = six_tiles
     config = load_job(job, writes_output=False)
     record = tmp_path / "acq" / "tiles-stitching-pairs.json"
-    first = Stopping(rounds=2)
+    first = StopsAfter(rounds=2, stop=stop)
     with pytest.raises(BlockFailed if stop == "failure" else Interrupted) as stopped:
         stitch(config, first, stream=io.StringIO())
     kept = len(json.loads(record.read_text())["pairs"])
@@ -388,7 +396,7 @@ def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, 
     if stop != "failure":
         assert str(stopped.value).startswith(f"interrupted by SIG{'INT' if stop == 'KeyboardInterrupt' else 'TERM'} while registering")
     assert not (tmp_path / "acq" / "tiles-final.json").exists()
-    again, stream = Stopping(rounds=100), io.StringIO()
+    again, stream = StopsAfter(rounds=100), io.StringIO()
     result = stitch(config, again, stream=stream)
     total = result.outcome.report["pairs"]["measured"] + result.outcome.report["pairs"]["unmatched"]
     assert f"stitching: resuming: {kept} of {total} pairs were measured by an interrupted run" in stream.getvalue()
@@ -398,7 +406,7 @@ def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, 
     assert f"s per pair of the {total - kept} tried now, {kept} by an interrupted run)" in \
         stitch_summary(result), stitch_summary(result)
     resumed = (tmp_path / "acq" / "tiles-final.json").read_bytes()
-    whole = stitch(load_job(job, ["stitching.force=true"], writes_output=False), Stopping(rounds=100),
+    whole = stitch(load_job(job, ["stitching.force=true"], writes_output=False), StopsAfter(rounds=100),
                    stream=io.StringIO())
     assert not whole.outcome.reused and (tmp_path / "acq" / "tiles-final.json").read_bytes() == resumed
 
@@ -445,34 +453,17 @@ def test_a_removed_timepoint_says_what_was_placed(tmp_path, time_lapse):
                                              f"the positions registered in")
 
 
-def test_force_measures_every_pair_even_with_a_record_of_an_interrupted_run(tmp_path, monkeypatch):
+def test_force_measures_every_pair_even_with_a_record_of_an_interrupted_run(tmp_path, six_tiles):
     """Review G: stitching.force (the way out where the fingerprint cannot see changed
     pixels) resumed the pairs an interrupted run had recorded."""
-    import pipelines.driver as driver
     from pipelines.driver import stitch
     from pipelines.errors import Interrupted
-    monkeypatch.setattr(driver, "PAIRS_PER_ROUND", 1)
-    make_acquisition(tmp_path / "acq", grid=(3, 2, 1), tile=(48, 40, 12), overlap=0.3,
-                     jitter=3, seed=4, truth=False, density=25)
-    job = tmp_path / "stitch.toml"
-    job.write_text(f"[input]\ntiles = \"{tmp_path / 'acq' / 'tiles.json'}\"\n{STITCH}")
-
-    class Counting(LocalExecutor):
-        def __init__(self, rounds: int):
-            self.rounds, self.measured = rounds, 0
-
-        def run(self, batch, on_progress):
-            if self.rounds == 0:
-                raise KeyboardInterrupt
-            self.rounds -= 1
-            self.measured += len(batch.items)
-            return super().run(batch, on_progress)
-
+    job = six_tiles
     with pytest.raises(Interrupted):
-        stitch(load_job(job, writes_output=False), Counting(rounds=2), stream=io.StringIO())
+        stitch(load_job(job, writes_output=False), StopsAfter(rounds=2), stream=io.StringIO())
     record = tmp_path / "acq" / "tiles-stitching-pairs.json"
     assert record.exists()
-    forced, stream = Counting(rounds=100), io.StringIO()
+    forced, stream = StopsAfter(rounds=100), io.StringIO()
     result = stitch(load_job(job, ["stitching.force=true"], writes_output=False), forced, stream=stream)
     total = result.outcome.report["pairs"]["measured"] + result.outcome.report["pairs"]["unmatched"]
     assert "resuming" not in stream.getvalue() and forced.measured == total and not record.exists()
