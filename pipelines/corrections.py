@@ -63,7 +63,7 @@ from pipelines.registration.pairs import PairOptions
 from pipelines.registration.reuse import digest as reuse_digest
 from pipelines.report.pictures import projections_png
 from pipelines.report.progress import Progress
-from pipelines.storage.documents import json_if_there, read_bytes
+from pipelines.storage.documents import json_if_readable, read_bytes
 from pipelines.storage.probe import check_writable_beside
 from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
@@ -275,10 +275,7 @@ def _matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3
 def _matched_already(path: str, fingerprint: str, s3) -> bool:
     """Whether the coefficients at `path` were matched from what `fingerprint` digests
     (a rerun of an export with intensity matching: trial I measured every pair again)."""
-    try:
-        doc = json_if_there(path, s3)
-    except Exception:   # unreadable (missing or damaged is None): matched again, written anew
-        return False
+    doc = json_if_readable(path, s3)   # unreadable, missing or damaged: matched again
     kept = doc.get("reuse") if isinstance(doc, dict) else None
     return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint
 

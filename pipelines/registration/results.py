@@ -29,7 +29,7 @@ from pipelines.registration.pairs import PairShift
 from pipelines.registration.projects import ProjectReference, Reference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
-from pipelines.storage.documents import json_if_there, read_bytes, read_if_there
+from pipelines.storage.documents import json_if_readable, json_if_there, read_bytes, read_if_there
 from pipelines.storage.probe import check_writable_beside
 from pipelines.tiles import TileSet, check_same_geometry, read_tile_jsons
 from pipelines.tiles.bigstitcher import read_project
@@ -222,10 +222,7 @@ def measured_before(path: str, fingerprint: str, s3: S3Options | None
     """The pairs an interrupted registration of the same inputs and settings
     (`fingerprint`) measured, None for a pair without a match; {} when there is no such
     record, or it is damaged or of other inputs."""
-    try:
-        doc = json_if_there(path, s3)
-    except Exception:   # unreadable: measured again, the record rewritten
-        return {}
+    doc = json_if_readable(path, s3)
     if not isinstance(doc, dict) or doc.get("fingerprint") != fingerprint:
         return {}
     found: dict[tuple[int, int], PairShift | None] = {}

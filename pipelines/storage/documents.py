@@ -65,3 +65,13 @@ def json_if_there(uri: str, s3=None) -> Any:
         return json.loads(data) if data is not None else None
     except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
         return None
+
+
+def json_if_readable(uri: str, s3=None) -> Any:
+    """`json_if_there`, None also when the file cannot be read at all (no permission, the
+    store not answering): for records a run only reuses when it can (pairs measured,
+    coefficients matched), which it measures again otherwise."""
+    try:
+        return json_if_there(uri, s3)
+    except Exception:   # unreadable counts as none: the work is done again, the record rewritten
+        return None
