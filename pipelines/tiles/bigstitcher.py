@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -216,15 +217,13 @@ def _check_same_views(rows: dict[tuple[int, int], list[Tile]], source: str) -> N
     for (t, c), views in rows.items():
         by_channel.setdefault(c, {})[t] = {v.index for v in views}
     for c, setups_at in by_channel.items():
-        union = set().union(*setups_at.values())
-        for t, present in sorted(setups_at.items()):
-            if present != union:
-                absent = min(union - present)
-                other = min(u for u, ids in setups_at.items() if absent in ids)
-                raise TileError(f"{source}: view setup {absent} (channel {c}) has a view at "
-                                f"timepoint {other} but none at timepoint {t} (MissingViews, "
-                                f"or input.views); every timepoint must have the same views: "
-                                f"select them with input.views")
+        missing = _first_missing(setups_at)
+        if missing:
+            t, absent, other = missing
+            raise TileError(f"{source}: view setup {absent} (channel {c}) has a view at "
+                            f"timepoint {other} but none at timepoint {t} (MissingViews, "
+                            f"or input.views); every timepoint must have the same views: "
+                            f"select them with input.views")
 
 
 def _check_same_channels(rows: dict[tuple[int, int], list[Tile]], setups: dict[int, Setup],
@@ -240,18 +239,28 @@ def _check_same_channels(rows: dict[tuple[int, int], list[Tile]], setups: dict[i
     for t, channels in sorted(by_time.items()):
         if len({len(keys) for keys in channels.values()}) == 1:
             continue   # as many views in each: numbered by rank, whatever their attributes
-        union = set().union(*channels.values())
-        for c, present in sorted(channels.items()):
-            if set(present) != union:
-                absent = min(union - set(present))
-                other = min(o for o, keys in channels.items() if absent in keys)
-                tile, angle, illumination = absent
-                raise TileError(
-                    f"{source}: channel {c} has no view of tile {tile}, angle {angle}, "
-                    f"illumination {illumination} at timepoint {t}, which channel {other} has "
-                    f"(view setup {channels[other][absent]}): MissingViews, or input.views? "
-                    f"Every channel must have the same views: select them with input.views "
-                    f"(e.g. leave that tile out, or export the channels one by one)")
+        missing = _first_missing({c: set(keys) for c, keys in channels.items()})
+        if missing:
+            c, absent, other = missing
+            tile, angle, illumination = absent
+            raise TileError(
+                f"{source}: channel {c} has no view of tile {tile}, angle {angle}, "
+                f"illumination {illumination} at timepoint {t}, which channel {other} has "
+                f"(view setup {channels[other][absent]}): MissingViews, or input.views? "
+                f"Every channel must have the same views: select them with input.views "
+                f"(e.g. leave that tile out, or export the channels one by one)")
+
+
+def _first_missing(groups: dict[int, set]) -> tuple[int, Any, int] | None:
+    """Of groups that should hold the same members: the first group (in order) lacking
+    one, the smallest member it lacks, and the first group that holds it; None when all
+    hold the same."""
+    union = set().union(*groups.values())
+    for group, present in sorted(groups.items()):
+        if present != union:
+            absent = min(union - present)
+            return group, absent, min(g for g, members in groups.items() if absent in members)
+    return None
 
 
 def _parse(source: str, s3) -> ET.Element:
