@@ -115,15 +115,18 @@ def _running(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
 
 
 def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO = sys.stderr,
-           check_files: bool = True) -> StitchResult:
+           check_files: bool = True, checked: stitching.LastRegistration | None = None
+           ) -> StitchResult:
     """Measure every overlapping pair on the executor, solve on the driver, write the
-    refined tile JSONs, the report and the picture (see `pipelines.registration.results`)."""
+    refined tile JSONs, the report and the picture (see `pipelines.registration.results`).
+    `checked`: what `_stitching_checks` found, when the caller made them."""
     started = time.perf_counter()
     target = stitching.registration_target(config)
     reference = target.reference
     if check_files and not config.is_project:  # a project's views were opened as it was read
         check_tile_files([reference], config.s3_options())
-    checked = _stitching_checks(config, target)
+    if checked is None:
+        checked = _stitching_checks(config, target)
     if checked.earlier is not None:
         return StitchResult(checked.earlier, 0.0, time.perf_counter() - started)
     if checked.positions is not None:   # only tile JSONs registration does not measure changed
@@ -275,39 +278,52 @@ def _after_commit(uri: str, stopped: BaseException) -> Interrupted:
 def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: bool,
                started: float) -> ExportResult:
     """`export` on a running executor: corrections, stitching if enabled, the export."""
-    config, flatfield_seconds = prepare_corrections(config, running, stream,
-                                                    partial(_check_before_work, overwrite=overwrite))
+    made: list[_Checked] = []   # the checks, when flatfield estimation made them first
+    config, flatfield_seconds = prepare_corrections(
+        config, running, stream, lambda c: made.append(_check_before_work(c, overwrite)))
     corrections = {"flatfield_seconds": flatfield_seconds} if flatfield_seconds else {}
     if not config.stitching.enabled:
         return _export(config, running, stream, overwrite, started, corrections=corrections)
-    checked = _check_before_stitching(config, overwrite)  # every problem first
-    stitched = stitch(config, running, stream, check_files=False)
+    # every problem first; the fields just estimated change neither check's answer
+    checked = made[0] if made else _check_before_work(config, overwrite)
+    stitched = stitch(config, running, stream, check_files=False, checked=checked.registration)
     stream.write(stitch_summary(stitched) + "\n")
     # the refined JSONs name the tile files checked above: no second round of checks,
     # nor of their identities (on S3 a HEAD each)
     result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
-                     started, stitched, checked=checked, corrections=corrections)
+                     started, stitched, checked=checked.tile_files, corrections=corrections)
     return replace(result, stitching=stitched)
 
 
-def _check_before_work(config: JobConfig, overwrite: bool) -> None:
-    """Every check of an export whose corrections need executor work first (flatfield
-    estimation: minutes): the export's (`_check_before_stitching`) and, when it
-    registers the tiles, stitching's (`_stitching_checks`)."""
-    _check_before_stitching(config, overwrite)
-    if config.stitching.enabled:
-        _stitching_checks(config, stitching.registration_target(config))
+@dataclass(frozen=True)
+class _Checked:
+    """What the checks before an export's executor work found: the digest of the tile
+    files' identities taken while checking them (`ExportPlan.tile_files`) and, when the
+    job registers its tiles, `_stitching_checks`' answer."""
+
+    tile_files: str
+    registration: stitching.LastRegistration | None
 
 
-def _check_before_stitching(config: JobConfig, overwrite: bool) -> str:
-    """What `_export` checks before its lock, and the output checks it makes under the
-    lock, from the stage positions: none of them depends on where the tiles end up, and
-    stitching takes minutes. Returns the digest of the tile files' identities taken
-    while checking them (`ExportPlan.tile_files`)."""
+def _check_before_work(config: JobConfig, overwrite: bool) -> _Checked:
+    """Every check of an export made before its executor work (flatfield estimation,
+    stitching: minutes), none of which depends on that work: the export's before its lock
+    and of the output under it, and stitching's when it registers the tiles. A committed
+    output is judged at the positions the export will have when the last registration is
+    reused (or there is none): a rerun of a finished job is then told there is nothing
+    to do (`preflight`)."""
     plan = make_plan(replace(config, intensity="none"))   # coefficients come after stitching
+    known = None
+    if config.stitching.enabled:
+        known = _stitching_checks(config, stitching.registration_target(config))
+    at = plan
+    if known is not None and known.earlier is not None:
+        at = make_plan(replace(known.earlier.stitched(config), intensity="none"),
+                       check_files=False, tile_files=plan.tile_files)
     store, beside = _output_location(config, plan)
-    preflight(plan, store, beside, overwrite)
-    return plan.tile_files
+    preflight(at, store, beside, overwrite,
+              positions_known=known is None or known.earlier is not None)
+    return _Checked(plan.tile_files, known)
 
 
 def _output_location(config: JobConfig, plan: ExportPlan, executor: Executor | None = None

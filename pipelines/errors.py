@@ -34,6 +34,12 @@ class SparkStartError(PipelineError):
     """Spark could not start (no Java, an unreachable master, a bad Spark setting)."""
 
 
+class AlreadyDone(Exception):
+    """The output already holds this job's committed dataset: there is nothing to do, and
+    jobs exit with code 0, so that a scheduler's resubmission or a script's rerun of a
+    finished job succeeds. Not a PipelineError: nothing is wrong."""
+
+
 class RunFailed(RuntimeError):
     """The input was valid but the run failed (a task, the commit, the store), so jobs
     exit with code 1. Not a PipelineError. `detail` holds the full trace, for the log."""
@@ -104,7 +110,7 @@ def install_signal_handlers() -> None:
 
 def run_job(work, show, stopped: str = "before the run started; nothing was written") -> int:
     """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done (or
-    the code `show` returns), 2 a PipelineError (bad input, nothing written), 1 RunFailed
+    the code `show` returns, or AlreadyDone: said on stdout), 2 a PipelineError (bad input, nothing written), 1 RunFailed
     (the run failed), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (`stopped` says what
     that left), each reported as one line on stderr instead of a traceback."""
     import signal
@@ -112,6 +118,9 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     install_signal_handlers()
     try:
         result = work()
+    except AlreadyDone as e:
+        print(f"nothing to do: {e}")
+        return 0
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

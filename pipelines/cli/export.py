@@ -3,7 +3,8 @@
     tile-export JOB.toml [--set section.key=value ...] [--overwrite] [--dry-run]
     spark-submit jobs/export.py JOB.toml [...]      # the same, on a cluster
 
-Exit codes: 0 success; 2 bad input (job file, tiles, output), nothing written;
+Exit codes: 0 success, or nothing to do (the output holds this job's committed dataset);
+2 bad input (job file, tiles, output), nothing written;
 1 the run failed (a block failed after Spark's retries, or the commit), no metadata written;
 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM: run the same command again to resume.
 """

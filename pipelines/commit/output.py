@@ -20,7 +20,7 @@ from pipelines.commit.records import (
     output_settings,
     read_json,
 )
-from pipelines.errors import OutputError
+from pipelines.errors import AlreadyDone, OutputError
 from pipelines.formats import FORMATS, format_module
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
@@ -78,7 +78,8 @@ def _how_it_differs(record: dict[str, Any], plan: ExportPlan) -> str:
     return said
 
 
-def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) -> None:
+def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool,
+              positions_known: bool = False) -> None:
     """The read-only checks of the output, for a job that runs other Spark work first
     (stitching, flatfield estimation, intensity matching): a committed dataset (unless
     `overwrite`), files that are not from this pipeline, a live job's lock. `check_output`
@@ -88,10 +89,14 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
     (`records.output_settings`) differ, both known before that work; whether the rest is
     this job's — a rerun finishes it — depends on the positions and coefficients the work
     is about to give, which `plan` (made before it) does not hold, so `check_output`
-    decides that afterwards."""
+    decides that afterwards. With `positions_known` (no registration, or the last one
+    reused: `plan` is at its positions) a committed dataset that differs at most in the
+    corrections is left to `check_output` too: the corrections are reused when they are as
+    they were, and then a rerun of a finished job is told there is nothing to do."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     if not overwrite:
-        _refuse_committed(plan, store, record, settings_known=False)
+        _refuse_committed(plan, store, record, settings_known=False,
+                          positions_known=positions_known)
     leftover = next(iter(store.list()), None)
     if leftover is not None and not record:
         if overwrite:
@@ -105,16 +110,21 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool) ->
 
 
 def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
-                      settings_known: bool = True) -> None:
+                      settings_known: bool = True, positions_known: bool = False) -> None:
     """OutputError if the output holds metadata, unless it is this job's own commit that a
-    kill cut short (`records.commit_began`, same fingerprint): a rerun finishes that one.
+    kill cut short (`records.commit_began`, same fingerprint): a rerun finishes that one;
+    AlreadyDone if it is this job's committed dataset.
     Without `settings_known` (a plan made before stitching or intensity matching) only an
     unfinished commit of other tile files or other `records.output_settings` is refused:
-    the rest is told afterwards."""
+    the rest is told afterwards; so is a committed dataset that may differ only in the
+    corrections, when `positions_known` (see `preflight`)."""
     began = commit_began(record)
     if began and record.get("fingerprint") == fingerprint(plan):
         return
     changed = changed_parts(record, plan)
+    if not settings_known and positions_known and record.get("status") == "committed" \
+            and changed is not None and changed <= {"corrections"}:
+        return
     if began and not settings_known:
         if changed is not None and "tile_files" in changed:
             changed = {"tile_files"}
@@ -135,30 +145,37 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
                 f"settings ({key}); run that job again to finish it, or pass --overwrite "
                 f"to replace it")
         if store.exists(key):
-            raise OutputError(_committed(plan, store, record, key, settings_known))
+            raise _committed(plan, store, record, key, settings_known, positions_known)
 
 
-def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_known: bool) -> str:
-    """The refusal of an output that holds a dataset: whose it is, and what can be done
-    (trial J: --overwrite was suggested for a dataset zarr-python wrote, which it then
-    refused, and this same job's finished dataset read as anyone's)."""
+def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_known: bool,
+               positions_known: bool) -> OutputError | AlreadyDone:
+    """What stops a run on an output that holds a dataset: whose it is, and what can be
+    done (trial J: --overwrite was suggested for a dataset zarr-python wrote, which it then
+    refused, and this same job's finished dataset read as anyone's); AlreadyDone for
+    this job's own (`settings_known`: `plan` is what the run exports). Without either, a
+    registration is to run."""
     if not record:
-        return (f"output.uri: {store.uri} already holds a dataset this pipeline did not write "
-                f"({key}; no job record beside it): choose another output.uri, or move it away")
+        return OutputError(
+            f"output.uri: {store.uri} already holds a dataset this pipeline did not write "
+            f"({key}; no job record beside it): choose another output.uri, or move it away")
     if record.get("status") == "committed":
         if settings_known and record.get("fingerprint") == fingerprint(plan):
-            return (f"output.uri: {store.uri} already holds this job's committed dataset ({key}): "
-                    f"nothing to do (tile-verify checks it); pass --overwrite to export it again")
+            return AlreadyDone(
+                f"{store.uri} already holds this job's committed dataset ({key}); tile-verify "
+                f"checks it, --overwrite exports it again")
         changed = changed_parts(record, plan)
-        if not settings_known and changed is not None and "tile_files" not in changed \
+        if not settings_known and not positions_known and changed is not None \
+                and "tile_files" not in changed \
                 and record.get("output_settings") == output_settings(plan):
-            # before registration and corrections, which decide the rest (trial L)
-            return (f"output.uri: {store.uri} already holds a committed dataset of these tile "
-                    f"files and output settings ({key}): nothing to do if the registration and "
-                    f"corrections are as they were (tile-verify checks it); pass --overwrite to "
-                    f"export it again")
-    return (f"output.uri: {store.uri} already holds a committed dataset ({key}); "
-            f"choose another output.uri, or pass --overwrite to replace it")
+            # before a registration that is not reused, which decides the rest (trial L)
+            return OutputError(
+                f"output.uri: {store.uri} already holds a committed dataset of these tile "
+                f"files and output settings ({key}), and the tiles would be registered again: "
+                f"nothing to do if the registration is as it was (tile-verify checks it); "
+                f"pass --overwrite to register and export them again")
+    return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}); "
+                       f"choose another output.uri, or pass --overwrite to replace it")
 
 
 def _not_ours_to_replace(plan: ExportPlan, store: Store, leftover: str) -> OutputError:

@@ -24,6 +24,7 @@ from pipelines.config import JobConfig
 from pipelines.config.values import default_channel_names
 from pipelines.errors import ConfigError, OutputError
 from pipelines.geometry import triple
+from pipelines.illumination.plan import flatfield_folders
 from pipelines.registration import Link, PairOptions, Solution, find_pairs, projects, reuse
 from pipelines.registration.pairs import PairShift
 from pipelines.registration.projects import ProjectReference, Reference
@@ -126,11 +127,14 @@ class StitchOutcome:
 
     def stitched(self, config: JobConfig) -> JobConfig:
         """`config` reading the refined tile JSONs (or the stitched XML) instead of the
-        stage positions (channel names still come from the original JSONs' names)."""
+        stage positions (channel names still come from the original JSONs' names, and
+        fusion.flatfield "auto" still means the fields beside them, where estimation
+        writes them)."""
         if config.is_project:
             return replace(config, inputs=self.tile_jsons)
         names = config.channel_names or default_channel_names(config.inputs[0])
-        return replace(config, inputs=self.tile_jsons, channel_names=names)
+        return replace(config, inputs=self.tile_jsons, channel_names=names,
+                       flatfield=flatfield_folders(config))
 
 
 def report(reference: TileSet, solution: Solution, unmatched: list[tuple[int, int]],

@@ -471,13 +471,40 @@ def test_force_measures_every_pair_even_with_a_record_of_an_interrupted_run(tmp_
 
 def test_a_finished_stitching_job_run_again_says_there_is_nothing_to_do(tmp_path, acq):
     """Trial L: a job that registers, run again on its committed output, was told "pass
-    --overwrite to replace it", as a stranger's dataset would be; what it can tell before
-    registering is that the tile files and output settings are the same."""
-    from pipelines.errors import OutputError
+    --overwrite to replace it", as a stranger's dataset would be. With its registration
+    reused the positions are known before any work: nothing to do (AlreadyDone: exit 0).
+    A registration that would run again (forced) is refused before it runs: the tile
+    files and output settings are the same, the rest cannot be told, nothing is written."""
+    from pipelines.errors import AlreadyDone, OutputError
     run(tmp_path, acq, "first")
-    with pytest.raises(OutputError, match=r"already holds a committed dataset of these tile files "
-                                          r"and output settings .*: nothing to do if the "
-                                          r"registration and corrections are as they were"):
+    report = acq / "tiles-stitching.json"
+    written = report.read_bytes()
+    with pytest.raises(AlreadyDone, match=r"already holds this job's committed dataset"):
         run(tmp_path, acq, "first")
+    with pytest.raises(OutputError, match=r"already holds a committed dataset of these tile files "
+                                          r"and output settings .*the tiles would be registered "
+                                          r"again: nothing to do if the registration is as it was"):
+        run(tmp_path, acq, "first", "stitching.force=true")
+    assert report.read_bytes() == written
     with pytest.raises(OutputError, match=r"already holds a committed dataset \(.*\); choose another"):
         run(tmp_path, acq, "first", "output.chunks=[32, 32, 8]")
+
+
+def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys):
+    """The command line of a rerun of a finished job that estimates its flatfield,
+    registers and matches intensities: every step is reused and the job exits 0 saying
+    there is nothing to do (a scheduler resubmitting it sees success); the dataset is
+    untouched."""
+    from pipelines.cli.export import main
+    acq = tmp_path / "acq"   # shaded tiles, enough to estimate a flatfield from
+    make_acquisition(acq, grid=(6, 6, 1), tile=(64, 64, 8), jitter=2, seed=3, truth=False,
+                     falloff=0.4, dark=100.0, gains=(0.6, 1.0), density=3.0)
+    job = write_job(tmp_path / "all.toml", str(acq / "tiles.json"), str(tmp_path / "all" / "volume"),
+                    extra=STITCH + '[fusion]\nflatfield = "auto"\nintensity = "match"\n')
+    export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "all").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([str(job), "--set", "spark.master=local[1]"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nothing to do: ") and "already holds this job's committed dataset" in out
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "all").rglob("*") if p.is_file()} == before
