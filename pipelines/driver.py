@@ -212,6 +212,12 @@ def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]
     if found:
         stream.write(f"stitching: resuming: {len(found)} of {len(pairs)} pairs were measured by "
                      f"an interrupted run ({record.path})\n")
+    elif record.resume:   # trial L: a changed setting discarded them without a word
+        other = stitching.measured_otherwise(record.path, record.fingerprint, record.s3)
+        if other:
+            stream.write(f"stitching: not resuming the {other} pairs an interrupted run measured "
+                         f"with other inputs or settings ({record.path}): every pair is measured "
+                         f"again\n")
     todo = [p for p in pairs if p not in found]
     size = max(PAIRS_PER_ROUND, -(-len(todo) // PAIR_ROUNDS))
     progress = Progress(len(pairs), stream, unit="pairs", show_bytes=False, done_before=len(found))

@@ -241,6 +241,16 @@ def measured_before(path: str, fingerprint: str, s3: S3Options | None
     return found
 
 
+def measured_otherwise(path: str, fingerprint: str, s3: S3Options | None) -> int:
+    """How many pairs the record at `path` holds when an interrupted registration of
+    other inputs or settings than `fingerprint` measured them (0 when there is none):
+    this registration does not resume them, and its first round replaces the record."""
+    doc = json_if_readable(path, s3)
+    if not isinstance(doc, dict) or doc.get("fingerprint") == fingerprint:
+        return 0
+    return len(doc["pairs"]) if isinstance(doc.get("pairs"), list) else 0
+
+
 def keep_measured(path: str, fingerprint: str, found: dict[tuple[int, int], PairShift | None],
                   s3: S3Options | None) -> None:
     """Record the pairs measured so far (written whole each time: one atomic put)."""

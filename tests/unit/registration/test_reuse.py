@@ -508,3 +508,21 @@ def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys
     out = capsys.readouterr().out
     assert out.startswith("nothing to do: ") and "already holds this job's committed dataset" in out
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "all").rglob("*") if p.is_file()} == before
+
+
+def test_a_record_of_other_settings_is_named_when_it_is_not_resumed(tmp_path, six_tiles):
+    """Trial L: a registration whose settings changed after an interruption measured every
+    pair again without a word about the pairs recorded; it now says so, and how many."""
+    from pipelines.driver import stitch
+    from pipelines.errors import Interrupted
+    job = six_tiles
+    with pytest.raises(Interrupted):
+        stitch(load_job(job, writes_output=False), StopsAfter(rounds=2), stream=io.StringIO())
+    record = tmp_path / "acq" / "tiles-stitching-pairs.json"
+    kept = len(json.loads(record.read_text())["pairs"])
+    again, stream = StopsAfter(rounds=100), io.StringIO()
+    result = stitch(load_job(job, ["stitching.min_score=0.4"], writes_output=False), again, stream=stream)
+    total = result.outcome.report["pairs"]["measured"] + result.outcome.report["pairs"]["unmatched"]
+    assert (f"stitching: not resuming the {kept} pairs an interrupted run measured with other "
+            f"inputs or settings ({record}): every pair is measured again") in stream.getvalue()
+    assert again.measured == total and "resuming:" not in stream.getvalue()
