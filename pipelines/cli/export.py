@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                              "it did not write stop it, and nothing is deleted)")
     parser.add_argument("--dry-run", action="store_true",
                         help="plan from the tile JSONs alone (no tile file is opened, nothing is "
-                             "written, no Spark) and print tasks, objects, bytes and memory")
+                             "written, no Spark) and print tasks, objects, bytes, memory and what the "
+                             "output holds")
     args = parser.parse_args(argv)
 
     def work() -> str:

@@ -20,10 +20,11 @@ from pipelines.commit.records import (
     output_settings,
     read_json,
 )
-from pipelines.errors import AlreadyDone, OutputError
+from pipelines.errors import AlreadyDone, OutputError, cause
 from pipelines.formats import FORMATS, format_module
 from pipelines.plan import ExportPlan
-from pipelines.storage import Store
+from pipelines.plan.output import OutputSpec
+from pipelines.storage import S3Options, Store, beside_store, open_store
 
 
 def check_output(plan: ExportPlan, store: Store, beside: Store,
@@ -40,9 +41,7 @@ def check_output(plan: ExportPlan, store: Store, beside: Store,
     if leftover is None:
         return plan
     if not record:
-        raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
-                          f"from this job (e.g. {leftover}); remove them or choose another "
-                          f"output.uri")
+        raise _foreign_files(store.uri, leftover)
     if record.get("fingerprint") != fingerprint(plan):
         # our own unfinished run of other inputs: start over (only what is provably ours);
         # said aloud, as hours of recorded work may go
@@ -101,9 +100,7 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool,
     if leftover is not None and not record:
         if overwrite:
             raise _not_ours_to_replace(plan, store, leftover)
-        raise OutputError(f"output.uri: {store.uri} is not empty: it holds files that are not "
-                          f"from this job (e.g. {leftover}); remove them or choose another "
-                          f"output.uri")
+        raise _foreign_files(store.uri, leftover)
     holder = read_lock(beside, plan.output.uri)
     if holder and not lock_holder_dead(holder):
         raise held_error(plan.output.uri, holder, beside)
@@ -130,10 +127,7 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
             changed = {"tile_files"}
         elif record.get("output_settings", output_settings(plan)) == output_settings(plan):
             return   # this job's, or not: the positions and coefficients will tell
-    spec = plan.output.array(0, 0, 0)
-    committed = [key for key, _ in format_module(plan.output.format).array_documents(spec)]
-    committed += [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
-    for key in committed:
+    for key in _metadata_keys(plan.output):
         if store.exists(key) and began and changed == {"tile_files"}:
             raise OutputError(
                 f"output.uri: {store.uri} holds an unfinished commit of this job made before "
@@ -156,9 +150,7 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
     this job's own (`settings_known`: `plan` is what the run exports). Without either, a
     registration is to run."""
     if not record:
-        return OutputError(
-            f"output.uri: {store.uri} already holds a dataset this pipeline did not write "
-            f"({key}; no job record beside it): choose another output.uri, or move it away")
+        return _foreign_dataset(store.uri, key)
     if record.get("status") == "committed":
         if settings_known and record.get("fingerprint") == fingerprint(plan):
             return AlreadyDone(
@@ -176,6 +168,57 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
                 f"pass --overwrite to register and export them again")
     return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}); "
                        f"choose another output.uri, or pass --overwrite to replace it")
+
+
+def _metadata_keys(output: OutputSpec) -> list[str]:
+    """The metadata documents whose presence means the output holds a dataset: the first
+    array's of this format, and any format's root."""
+    spec = output.array(0, 0, 0)
+    keys = [key for key, _ in format_module(output.format).array_documents(spec)]
+    return keys + [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
+
+
+def _foreign_dataset(uri: str, key: str) -> OutputError:
+    return OutputError(f"output.uri: {uri} already holds a dataset this pipeline did not write "
+                       f"({key}; no job record beside it): choose another output.uri, or move "
+                       f"it away")
+
+
+def _foreign_files(uri: str, leftover: str) -> OutputError:
+    return OutputError(f"output.uri: {uri} is not empty: it holds files that are not from this "
+                       f"job (e.g. {leftover}); remove them or choose another output.uri")
+
+
+def look_at_output(output: OutputSpec, s3: S3Options | None) -> tuple[str, str]:
+    """The dry run's look at the output, read only: what it holds, as a line for the
+    plan, and the refusal the real run would stop with there whatever the tiles ('' for
+    none: whether a dataset is this job's takes the tile files, which the dry run does
+    not open). An S3 endpoint is given a few seconds: a plan made away from the cluster
+    says it could not look instead of waiting out the job's bound."""
+    if s3 is not None:
+        s3 = replace(s3, max_attempts=2, request_timeout=min(s3.request_timeout, 5.0))
+    try:
+        store, beside = open_store(output.uri, s3), beside_store(output.uri, s3)
+        record = read_json(beside, Sidecars.of(output.uri).job_record)
+        holder = read_lock(beside, output.uri)
+        leftover = next(iter(store.list()), None)
+        metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
+    except OutputError as e:   # a damaged job record or lock: the run stops on it too
+        return "", str(e)
+    except Exception as e:   # not reachable from here: the run looks for itself
+        return f"output:   not looked at ({cause(e)})", ""
+    if holder and not lock_holder_dead(holder):
+        return "", str(held_error(output.uri, holder, beside))
+    if leftover is None:
+        return "output:   empty", ""
+    if not record:
+        return "", str(_foreign_dataset(output.uri, metadata) if metadata
+                       else _foreign_files(output.uri, leftover))
+    if record.get("status") == "committed":
+        return ("output:   holds a committed dataset of this tool: the run says nothing to do if "
+                "it is this job's, and refuses it otherwise (--overwrite replaces it)"), ""
+    return (f"output:   holds an unfinished run ({record.get('status')}): the run continues it "
+            f"if it is this job's, and discards it otherwise"), ""
 
 
 def _not_ours_to_replace(plan: ExportPlan, store: Store, leftover: str) -> OutputError:

@@ -247,3 +247,45 @@ def test_an_output_far_larger_than_its_tiles_is_warned_of_before_it_runs(tmp_pat
     stream = io.StringIO()
     export(config, LocalExecutor(), stream=stream)
     assert (f"warning: {expected}" in stream.getvalue()) is warned
+
+
+def test_the_dry_run_says_what_the_output_holds_and_refuses_what_the_run_refuses(
+        small_acquisition, tmp_path, capsys):
+    """Trial L: the dry run did not look at the output, so a dataset zarr-python wrote
+    there was refused only by the real run. It looks, read only: empty, a committed
+    dataset of this tool, or one it did not write (refused in the real run's words,
+    exit 2); nothing is written either way."""
+    import zarr
+
+    from pipelines.cli.export import main
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "out"))
+    assert "output:   empty" in dry_run(load_job(job)).lines()
+    export_local(load_job(job))
+    assert any(line.startswith("output:   holds a committed dataset of this tool")
+               for line in dry_run(load_job(job)).lines())
+    shutil.rmtree(tmp_path / "out")
+    (tmp_path / "out.job.json").unlink()
+    zarr.open_array(str(tmp_path / "out"), mode="w", shape=(4, 4), dtype="u1", zarr_format=2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    assert main([str(job), "--dry-run"]) == 2
+    printed = capsys.readouterr()
+    assert "tasks:" in printed.out and printed.err.startswith(
+        f"error: output.uri: {tmp_path / 'out'} already holds a dataset this pipeline did not write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_the_dry_run_of_an_s3_output_it_cannot_reach_says_so_and_plans(small_acquisition, tmp_path):
+    """Planning away from the cluster: an endpoint nothing answers on is a line, within
+    seconds, not a refusal nor the job's whole request bound."""
+    import socket
+    import time
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "s3://bucket/out")
+    began = time.perf_counter()
+    paper = dry_run(load_job(job, [f's3.endpoint_url="http://127.0.0.1:{port}"']))
+    assert time.perf_counter() - began < 60   # the job's own bound: 5 attempts × 30 s
+    assert not paper.refusal and any(line.startswith("output:   not looked at (") for line in paper.lines())
