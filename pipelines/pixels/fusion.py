@@ -9,7 +9,8 @@ Blending rules (`fusion.blending`):
 - `closest`: the tile whose centre is nearest the voxel wins (BigStitcher-Spark's
   closest-pixel fusion); ties go to the lower index.
 A voxel covered by one tile equals that tile under every rule; a voxel covered by none
-is 0 (the fill value). The result is cast to the output type (rounded and clipped for
+is 0 (the fill value). Sums are float32 where tiles and output are integers, float64
+where either is floating point (`sums_dtype`). The result is cast to the output type (rounded and clipped for
 integer types). Tiles are always visited in ascending index order, so the result is a
 pure function of the inputs: a retried task computes the same bytes.
 
@@ -83,7 +84,20 @@ def _fuse(block: Box, visible, offset, blending: str, dtype, read: Reader,
     sample = _sampler(interpolation)
     if _copyable(visible, dtype, interpolation):
         return _fuse_by_copy(block, visible, blending, dtype, read)
-    return _cast_owned(_blend(block, visible, blending, sample, read, offset, interpolation), dtype)
+    return _cast_owned(_blend(block, visible, blending, sample, read, offset, interpolation,
+                              sums_dtype(dtype, (tile.dtype for tile, _ in visible))), dtype)
+
+
+def sums_dtype(dtype, tile_types: Iterable[np.dtype]) -> np.dtype:
+    """The type blending sums weights and weighted values in: float32 where the tiles
+    (of one channel: one type) and the output `dtype` are integers — a voxel one tile
+    covers then rounds back to its value, and the compiled kernel sums the same way —
+    float64 where either is floating point: (w·v)/w in float32 can be 1 ulp from v, which
+    changed voxels one tile covers in a float output and rounded x.5 the wrong way into
+    an integer one (trial N). Decided by types alone, never by the block, so the bytes do
+    not depend on how the volume is cut."""
+    kinds = {np.dtype(dtype).kind} | {np.dtype(t).kind for t in tile_types}
+    return np.dtype(np.float64 if "f" in kinds else np.float32)
 
 
 def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
@@ -141,12 +155,12 @@ def _apart(block: Box, visible) -> bool:
 
 
 def _blend(box: Box, visible, blending: str, sample, read: Reader, offset=(0, 0, 0),
-           interpolation: str = "nearest") -> np.ndarray:
-    """The blended float32 values over `box` of the (tile, placed box) pairs in `visible`,
-    in index order; voxels no tile covers are 0."""
+           interpolation: str = "nearest", sums: Any = np.float32) -> np.ndarray:
+    """The blended values over `box` of the (tile, placed box) pairs in `visible`, in index
+    order, summed in `sums` (`sums_dtype`); voxels no tile covers are 0."""
     shape = to_zyx(box.shape)
-    value = np.zeros(shape, dtype=np.float32)
-    weight = np.zeros(shape, dtype=np.float32)
+    value = np.zeros(shape, dtype=sums)
+    weight = np.zeros(shape, dtype=sums)
     for tile, placed in visible:
         overlap = placed.intersect(box)
         if overlap.is_empty():
@@ -272,7 +286,9 @@ def _cell_values(block: Box, visible, blending: str, out: np.ndarray,
         if compiled:
             _blend_linear_compiled(target, cell, sharing, reread)
         else:
-            target[...] = _cast_owned(_blend(cell, sharing, blending, _sample_nearest, reread), out.dtype)
+            sums = sums_dtype(out.dtype, (tile.dtype for tile, _ in sharing))
+            target[...] = _cast_owned(_blend(cell, sharing, blending, _sample_nearest, reread,
+                                             sums=sums), out.dtype)
         yield cell, target, True
 
 
@@ -430,6 +446,7 @@ def _cast_owned(values: np.ndarray, dtype) -> np.ndarray:
     info = np.iinfo(dtype)
     np.rint(values, out=values)
     np.clip(values, float(info.min), float(info.max), out=values)
+    np.copyto(values, 0, where=np.isnan(values))   # as `to_dtype`
     return values.astype(dtype)
 
 
@@ -467,6 +484,9 @@ def _average(value, weight, part: Contribution):
 def _linear(value, weight, part: Contribution):
     w = part.weights()   # 0 where the tile does not cover the voxel
     weight += w
+    if value.dtype != w.dtype:   # float64 sums (`sums_dtype`): the product exact too
+        value += np.multiply(w, part.data, dtype=value.dtype)
+        return
     w *= part.data   # w is a fresh array: no temporary for the product (same float32 values)
     value += w
 

@@ -188,15 +188,17 @@ def _int_bounds(dtype: np.dtype) -> tuple[float, float]:
 
 
 def to_dtype(values: np.ndarray, dtype) -> np.ndarray:
-    """Float values → `dtype`: round half to even and clip into range for integers, cast
-    floats. 32- and 64-bit integer targets go through float64, because their bounds are
+    """Float values → `dtype`: round half to even and clip into range for integers (NaN
+    → 0), cast floats. 32- and 64-bit integer targets go through float64, because their bounds are
     not representable in float32 (2**31 - 1 would round up and wrap)."""
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return values.astype(dtype)
     if dtype.itemsize >= 4:
         values = values.astype(np.float64)
-    return np.clip(np.rint(values), *_int_bounds(dtype)).astype(dtype)
+    rounded = np.clip(np.rint(values), *_int_bounds(dtype))
+    np.copyto(rounded, 0, where=np.isnan(rounded))   # NaN → 0 on every platform
+    return rounded.astype(dtype)
 
 
 def downsample(data: np.ndarray, factor, method: str = "mean") -> np.ndarray:

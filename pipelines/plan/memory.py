@@ -19,6 +19,7 @@ from pipelines.errors import PlanError
 from pipelines.formats import format_module
 from pipelines.formats.chunk_rows import ROW_CHUNKS
 from pipelines.illumination.correct import CORRECTED_BYTES_PER_VOXEL
+from pipelines.pixels.fusion import sums_dtype
 from pipelines.plan.output import OutputSpec, Stage
 from pipelines.tiles import TileSet
 from pipelines.transforms import source_extent
@@ -26,9 +27,11 @@ from pipelines.transforms import source_extent
 if TYPE_CHECKING:
     from pipelines.plan import ExportPlan
 
-# Bytes per output voxel a fusing task holds: float32 value and weight sums, the float32
-# weights and tile region of the tile being added, and the cast result.
-FUSION_BYTES_PER_VOXEL = 16
+# Bytes per output voxel a fusing task holds, by the size of its sums' type
+# (`fusion.sums_dtype`): value and weight sums, the float32 weights and tile region of the
+# tile being added — and with float64 sums the float64 product `_linear` adds (the cast
+# result is counted apart, by the output's type).
+FUSION_BYTES_PER_VOXEL = {4: 16, 8: 32}
 # More bytes per output voxel while a view is sampled through its affine
 # (pipelines.pixels.resample): its inside mask and weights, and the closeness for `closest`.
 AFFINE_BYTES_PER_VOXEL = 12
@@ -65,7 +68,8 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
     affine = [t for t in tiles if t.transform is not None]
     # the view region one block reads: the block itself, or what it spans in a view's pixels
     region = max((_region_voxels(t, block) for t in affine), default=voxels)
-    per_voxel = FUSION_BYTES_PER_VOXEL + itemsize + (AFFINE_BYTES_PER_VOXEL if affine else 0)
+    sums = sums_dtype(output.base.dtype, [tiles.dtype]).itemsize
+    per_voxel = FUSION_BYTES_PER_VOXEL[sums] + itemsize + (AFFINE_BYTES_PER_VOXEL if affine else 0)
     # a corrected read holds a float32 copy of the region (illumination.correct)
     per_region_voxel = tiles.dtype.itemsize + (CORRECTED_BYTES_PER_VOXEL if corrected else 0)
     return TaskMemory(

@@ -46,6 +46,35 @@ def test_voxels_covered_by_one_tile_equal_that_tile(rule):
     np.testing.assert_array_equal(out[:, :, 20:], pixels["b"][:, :, 8:])
 
 
+@pytest.mark.parametrize("rule", RULES + ["closest"])
+@pytest.mark.parametrize("tile_type, out_type", [("GRAY16", "float32"), ("GRAY32", "float32"),
+                                                 ("GRAY32", "float64"), ("GRAY32", "uint16")])
+def test_voxels_one_tile_covers_keep_their_value_where_a_type_is_float(rule, tile_type, out_type):
+    """Trial N: `linear` summed w·v and w in float32, and (w·v)/w can be 1 ulp from v: a
+    uint16 tile fused into float32 gave 56290.996 for 56291, whole-number float32 tiles
+    came out non-integer, and float32 x.5 values into uint16 rounded up where half to
+    even rounds down (26962.5 → 26963). The reference is the tile's own values (rounded
+    half to even into an integer output)."""
+    rng = np.random.default_rng(11)
+    shape = (5, 6, 20)
+    if tile_type == "GRAY16":
+        a, b = (rng.integers(0, 65536, shape).astype("uint16") for _ in range(2))
+    else:   # many exact halves, and values with every mantissa bit
+        a = (np.round(rng.uniform(0, 60000, shape) * 2) / 2).astype("float32")
+        b = rng.uniform(0, 60000, shape).astype("float32")
+    tiles = [Tile(0, "a", (0, 0, 0), (20, 6, 5), type=tile_type),
+             Tile(1, "b", (12, 0, 0), (20, 6, 5), type=tile_type)]
+    out = fuse(TWO_TILES_BOX, tiles, (0, 0, 0), rule, out_type, read=reader({"a": a, "b": b}))
+    assert out.dtype == np.dtype(out_type)
+
+    def expected(values):
+        if np.dtype(out_type).kind == "f":
+            return values.astype(out_type)
+        return np.clip(np.rint(values.astype(np.float64)), 0, 65535).astype(out_type)
+    np.testing.assert_array_equal(out[:, :, :12], expected(a[:, :, :12]))
+    np.testing.assert_array_equal(out[:, :, 20:], expected(b[:, :, 8:]))
+
+
 def test_overlap_rules():
     tiles, pixels = two_tiles()
     a, b = pixels["a"][:, :, 12:].astype(float), pixels["b"][:, :, :8].astype(float)
@@ -94,6 +123,17 @@ def test_cast_rounds_and_clips():
     values = np.array([-3.0, 0.4, 0.6, 254.5, 300.0], dtype=np.float32)
     np.testing.assert_array_equal(cast(values, "uint8"), [0, 0, 1, 254, 255])
     assert cast(values, "float32").dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "uint32"])
+def test_non_finite_values_cast_as_documented(dtype):
+    """Trial N: NaN → 0, +inf → the type's largest value, −inf its smallest, by both casts
+    (`cast`, and `_cast_owned` of blended float32 sums), not as the platform happens to."""
+    info = np.iinfo(dtype)
+    values = np.array([np.nan, np.inf, -np.inf, 2.5], dtype=np.float32)
+    expected = [0, info.max, info.min, 2]
+    np.testing.assert_array_equal(cast(values, dtype), expected)
+    np.testing.assert_array_equal(fusion._cast_owned(values.copy(), dtype), expected)
 
 
 @pytest.mark.parametrize("dtype,values,expected", [
