@@ -53,4 +53,5 @@ def channel_ranges(plan: ExportPlan, recorded: Recorded) -> Ranges:
     """(min, max) of each channel's level-0 values, over all fused blocks."""
     if not recorded.ranges:
         return tuple((0, 0) for _ in range(plan.output.channels))
-    return tuple((lo, hi) for lo, hi in recorded.ranges)
+    # NaN: a channel without a finite value (all NaN or ±inf): no window to show
+    return tuple((lo, hi) if lo == lo and hi == hi else (0, 0) for lo, hi in recorded.ranges)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -114,8 +116,14 @@ def encode_part(task: tuple, receipts: list[BlockReceipt]) -> bytes:
 
 def _merge_ranges(ranges: list) -> list:
     """Per channel, (min, max) over several (min, max) lists."""
-    return [[min(r[c][0] for r in ranges), max(r[c][1] for r in ranges)]
+    return [[_skipping_nan(min, [r[c][0] for r in ranges]), _skipping_nan(max, [r[c][1] for r in ranges])]
             for c in range(len(ranges[0]))] if ranges else []
+
+
+def _skipping_nan(pick, values: list) -> Any:
+    """min or max of `values` but NaN (a block of NaN only has no range), NaN if all are."""
+    numbers = [v for v in values if v == v]
+    return pick(numbers) if numbers else math.nan
 
 
 @dataclass

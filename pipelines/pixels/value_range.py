@@ -24,7 +24,9 @@ from pipelines.pixels.copying import MIN_BYTES, row_run, separate_rows
 def value_range(data: np.ndarray) -> tuple[Any, Any]:
     """(data.min(), data.max()) of a non-empty block, as numpy scalars of its type. For a
     large integer block in native byte order one compiled pass instead of numpy's two.
-    Floats stay with numpy, whose min and max propagate NaN."""
+    Of floats, the finite values' (`_finite_range`)."""
+    if data.dtype.kind == "f":
+        return _finite_range(data)
     if (data.dtype.kind not in "iu" or not data.dtype.isnative or data.ndim != 3
             or data.nbytes < MIN_BYTES or not separate_rows(data)):
         return data.min(), data.max()
@@ -34,6 +36,20 @@ def value_range(data: np.ndarray) -> tuple[Any, Any]:
     kernel: Any = row_range   # a numba dispatcher: its signature is the compiled function's
     low, high = kernel(run, plane, row, *data.shape)
     return data.dtype.type(low), data.dtype.type(high)
+
+
+def _finite_range(data: np.ndarray) -> tuple[Any, Any]:
+    """(min, max) of the finite values of a float array; (NaN, NaN) when it holds none.
+    NaN and ±inf make no display window, and ±inf in one made the metadata that is not
+    JSON (trial N: `"max": Infinity` in zarr.json, which z5py and browsers refuse). fmin
+    and fmax skip NaN in one pass each; only an infinity costs a pass more."""
+    low, high = np.fmin.reduce(data, axis=None), np.fmax.reduce(data, axis=None)
+    if np.isfinite(low) and np.isfinite(high):
+        return low, high
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return data.dtype.type(np.nan), data.dtype.type(np.nan)
+    return finite.min(), finite.max()
 
 
 class ValueRange:
@@ -49,8 +65,8 @@ class ValueRange:
         """Include a range already known, e.g. (fill, fill) for a chunk of fill values."""
         if self.low is None:
             self.low, self.high = low, high
-        else:   # np.minimum and np.maximum, as numpy's min() and max(), propagate NaN
-            self.low, self.high = np.minimum(self.low, low), np.maximum(self.high, high)
+        else:   # fmin and fmax skip NaN: the range of an array of NaN only (`_finite_range`)
+            self.low, self.high = np.fmin(self.low, low), np.fmax(self.high, high)
 
     def see(self, values: np.ndarray) -> None:
         """Include every value of a non-empty array."""
