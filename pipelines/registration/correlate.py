@@ -276,6 +276,21 @@ def pyramid_factors(factor: Sequence[int]) -> list[tuple[int, ...]]:
     return levels
 
 
+def _finite(crop: np.ndarray) -> np.ndarray:
+    """`crop` with NaN and ±inf replaced by the mean of its finite values (0 if none): a
+    float tile's missing voxels otherwise make every FFT and NCC over them NaN, and the
+    pair reads as without a match (trial N: one NaN voxel in an overlap lost the pair)."""
+    if crop.dtype.kind != "f":
+        return crop
+    bad = ~np.isfinite(crop)
+    if not bad.any():
+        return crop
+    kept = crop[~bad]
+    fixed = crop.copy()
+    fixed[bad] = kept.mean(dtype=np.float64) if kept.size else 0.0
+    return fixed
+
+
 def match(a: np.ndarray, b: np.ndarray, window: Window, factor: Sequence[int],
           count: int = 3, background: int = 16, keep: int = 2) -> Match | None:
     """The displacement of crop `b` in crop `a` (z, y, x) inside `window`, or None.
@@ -285,7 +300,7 @@ def match(a: np.ndarray, b: np.ndarray, window: Window, factor: Sequence[int],
     hill-climbing, and the best full-resolution NCC wins. `background` is the number of
     binomial passes (at the coarsest level) of the blur subtracted as background.
     """
-    fine_a, fine_b = smooth(a), smooth(b)
+    fine_a, fine_b = smooth(_finite(a)), smooth(_finite(b))
     levels = pyramid_factors(factor)
     coarse_a = high_pass(bin_mean(fine_a, levels[0]), background)
     coarse_b = high_pass(bin_mean(fine_b, levels[0]), background)

@@ -59,6 +59,26 @@ def test_match_finds_a_known_displacement(factor, shift):
     assert found.score > 0.95
 
 
+@pytest.mark.parametrize("missing", [np.nan, np.inf])
+def test_non_finite_voxels_are_missing_data_not_a_lost_match(missing):
+    """Trial N: one NaN voxel in a float32 overlap made the pair "without a match" (every
+    FFT and NCC over it NaN, and numpy's divide warning on stderr); NaN and ±inf now count
+    as missing voxels and the shift is found as without them."""
+    import warnings
+    world = smooth_volume((70, 90, 110)).astype(np.float32)
+    shift = (7, -7, 30)
+    a = world[10:50, 12:72, 30:80].copy()
+    b = world[17:57, 5:65, 60:110].copy()
+    a[20, 30, 40], b[5, 6, 7], b[10, 20, 10] = missing, missing, -missing
+    window = Window(centre=(9, -10, 34), radius=(8, 8, 8), min_overlap=(4, 4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no RuntimeWarning either
+        found = match(a, b, window, (1, 1, 1))
+    assert found is not None
+    np.testing.assert_allclose(found.displacement, shift, atol=0.15)
+    assert found.score > 0.9
+
+
 def test_a_match_outside_the_window_is_no_match_not_the_window_edge():
     """The true displacement is outside the window: the best score inside it lies on the
     window's edge, still rising towards the true one, and is not returned as a match;
