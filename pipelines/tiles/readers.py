@@ -25,7 +25,7 @@ from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import split as split_uri
 from pipelines.tiles import containers
 from pipelines.tiles.identity import file_identity
-from pipelines.tiles.model import Tile
+from pipelines.tiles.model import TILE_TYPES, Tile
 from pipelines.tiles.remote import identity_of, open_remote
 
 # tifffile logs what it finds wrong in a damaged file ("<tifffile.TiffPages @8> invalid page
@@ -168,12 +168,32 @@ def check_tile_file(tile: Tile, s3=None) -> Any:
             f"{where}: {tile.name} {field} is {list(tile.size)} in {described} "
             f"but the file holds {list(shape)} (x, y, z)" +
             ("; or the file was cut short (a copy that did not finish): its slices "
-             "cannot all be found" if short else ""))
+             "cannot all be found" if short else "") + _other_series(tile, s3))
     if dtype != tile.dtype:
+        readable = ", ".join(f"{d} ({name})" for name, d in TILE_TYPES.items())
         raise TileError(
             f"{where}: {tile.name} field 'type' is {tile.type} ({tile.dtype}) in the "
-            f"tile JSON but the file holds {dtype}")
+            f"tile JSON but the file holds {dtype}" + _other_series(tile, s3) +
+            ("" if dtype in TILE_TYPES.values() else
+             f"; tiles are read as {readable} only: convert these, e.g. to float32 (exact for "
+             f"integers up to 2^24)"))
     return found
+
+
+def _other_series(tile: Tile, s3) -> str:
+    """For a TIFF holding several image series (a thumbnail first, say), that only the
+    first is read (trial N: a stack in series 1 read as the thumbnail's shape, with no
+    word of why); '' otherwise, or when the file cannot be opened again."""
+    if tile.loader != "tiff":
+        return ""
+    try:
+        source = open_remote(tile.path, s3) if is_remote(tile.path) else tile.path
+        with tifffile.TiffFile(source) as tif:
+            count = len(tif.series)
+    except Exception:   # an error message on its way out: it says what it can
+        return ""
+    return (f" (the file holds {count} image series, and only the first is read: "
+            f"write the stack as a file of its own)") if count > 1 else ""
 
 
 def read_region(tile: Tile, region: Box, s3=None) -> np.ndarray:

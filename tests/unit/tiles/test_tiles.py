@@ -208,3 +208,41 @@ def test_a_compressed_stack_cut_short_says_it_may_be(tmp_path):
     with pytest.raises(TileError, match=r"but the file holds \[30, 20, \d\] \(x, y, z\); or the "
                                         r"file was cut short .*: its slices cannot all be found"):
         check_tile_file(Tile(0, str(path), (0, 0, 0), (30, 20, 8)))
+
+
+def test_a_tiff_of_several_series_says_only_the_first_is_read(tmp_path):
+    """Trial N: a stack behind a thumbnail (series 1) was refused as if the file held the
+    thumbnail's shape, with no word of the series."""
+    from pipelines.errors import TileError
+    from pipelines.tiles.readers import check_tile_file
+    path = tmp_path / "t.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.zeros((12, 16), "uint16"))   # the thumbnail, series 0
+        tif.write(np.zeros((6, 20, 30), "uint16"))
+    with pytest.raises(TileError, match=r"holds \[16, 12, 1\] \(x, y, z\) \(the file holds 2 image "
+                                        r"series, and only the first is read"):
+        check_tile_file(Tile(0, str(path), (0, 0, 0), (30, 20, 6)))
+
+
+def test_a_tile_type_that_is_not_read_says_which_are(tmp_path):
+    """Trial N: int16 tiles were refused naming only the type the JSON said."""
+    from pipelines.errors import TileError
+    from pipelines.tiles.readers import check_tile_file
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, np.zeros((6, 20, 30), "int16"))
+    with pytest.raises(TileError, match=r"holds int16; tiles are read as uint8 \(GRAY8\), uint16 "
+                                        r"\(GRAY16\), float32 \(GRAY32\) only: convert these"):
+        check_tile_file(Tile(0, str(path), (0, 0, 0), (30, 20, 6)))
+
+
+def test_a_2d_tile_json_of_two_numbers_per_field_reads_as_one_slice(tmp_path):
+    """Trial N: stitching-spark writes [x, y] for 2D tiles; they were refused as "must be
+    three integers". They read as [x, y, 1] at z 0, the slice as thick as a pixel is wide."""
+    tifffile.imwrite(tmp_path / "a.tif", np.arange(40 * 50, dtype="uint16").reshape(40, 50))
+    (tmp_path / "tiles.json").write_text(json.dumps([
+        {"index": 0, "file": "a.tif", "position": [12.5, -3.0], "size": [50, 40],
+         "pixelResolution": [0.3, 0.3], "type": "GRAY16"}]))
+    tile, = read_tile_json(tmp_path / "tiles.json")
+    assert (tile.position, tile.size, tile.pixel_resolution) == ((12.5, -3.0, 0.0), (50, 40, 1), (0.3, 0.3, 0.3))
+    from pipelines.tiles.readers import check_tile_file
+    check_tile_file(tile)
