@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -193,6 +194,8 @@ def existing_record(beside: Store, uri: str) -> dict[str, Any]:
     names = Sidecars.of(uri)
     record = read_json(beside, names.job_record)
     if not record:
+        if "://" not in uri and not os.path.exists(uri):   # trial N: a mistyped path
+            raise OutputError(f"{uri}: no such file or folder")
         raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
                           f"written by this tool?")
     return record

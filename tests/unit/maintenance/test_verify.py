@@ -172,3 +172,11 @@ def test_a_job_file_given_for_the_dataset_names_the_dataset(tmp_path, capsys, co
     job.write_text("[output\n")   # a job file that cannot be read still gets the hint
     assert command([str(job)]) == 2
     assert "is a job file; give the dataset it writes (its output.uri)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [verify_main, clean_main])
+def test_a_path_where_nothing_is_says_so(tmp_path, capsys, command):
+    """Trial N: a mistyped path read 'no job record … beside it; was it written by this
+    tool?', as if a stranger's dataset were there."""
+    assert command([str(tmp_path / "nonexistent")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nonexistent'}: no such file or folder"
