@@ -22,11 +22,12 @@ from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
-from pipelines.errors import BlockFailed, StoreUnavailable
+from pipelines.errors import BlockFailed, StoreUnavailable, Terminated
 from pipelines.execute.executor import Batch, Item, ProgressCallback, Result, failure
 from pipelines.spark.session import (
     check_java,
     check_master,
+    end_launched_jvm,
     first_line,
     session,
     under_spark_submit,
@@ -65,7 +66,12 @@ class SparkExecutor:
         began = time.perf_counter()
         assert self.config is not None
         running = SparkContext._active_spark_context is not None
-        self.spark = session(self.config)
+        try:
+            self.spark = session(self.config)
+        except (KeyboardInterrupt, Terminated):
+            if not running and not under_spark_submit():   # a JVM of our own, half started
+                end_launched_jvm()
+            raise
         if running:   # getOrCreate gave this process's running session: not ours to stop
             self.owned = False
         self.startup_seconds = time.perf_counter() - began

@@ -169,6 +169,60 @@ def _start(builder: SparkSession.Builder, master: str) -> SparkSession:
     return spark
 
 
+def end_launched_jvm() -> None:
+    """Kill the JVM pyspark launched from this process, and what it started, when a
+    signal cut Spark's start short (trial M: Ctrl-C in the first seconds left the JVM
+    running under init until killed by hand — it ignores SIGINT, and its py4j server
+    waits for a Python that is gone). The launch is a child of this process whose command
+    line names Spark (spark-submit's script, then the java it runs); pyspark's gateway
+    names it too once the launch returned. Linux (/proc); elsewhere only the gateway."""
+    import signal
+
+    from pyspark import SparkContext
+    proc = getattr(getattr(SparkContext, "_gateway", None), "proc", None)
+    launched = {proc.pid} if proc is not None else set()
+    children = _process_children()
+    launched |= {pid for pid in children.get(os.getpid(), []) if b"spark" in _command_line(pid)}
+    doomed, todo = set(), list(launched)
+    while todo:   # the launch and everything under it
+        pid = todo.pop()
+        if pid not in doomed:
+            doomed.add(pid)
+            todo.extend(children.get(pid, []))
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:   # ended already
+            pass
+
+
+def _process_children() -> dict[int, list[int]]:
+    """Parent pid → its children's pids, from /proc ({} where there is none)."""
+    tree: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return tree
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # "pid (command) state ppid …": the command may hold spaces and parentheses
+            tree.setdefault(int(stat.rsplit(b")", 1)[1].split()[1]), []).append(int(entry))
+    return tree
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _quiet_accumulator_eof() -> None:
     """pyspark's accumulator server prints a traceback when the JVM's connection ends
     without a goodbye: a signal to the whole job (Ctrl-C in a terminal, a scheduler's

@@ -254,3 +254,49 @@ def test_a_near_miss_of_a_spark_property_is_named_with_the_one_meant(spark):
     assert misspelled_properties(spark, config) == [
         "spark.executor.memroy is not a Spark property (Spark ignores it); did you mean "
         "spark.executor.memory?"]
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_spark_starts_leaves_no_jvm(small_acquisition, tmp_path, signal_name):
+    """Trial M: Ctrl-C (or a kill of the driver) in the first seconds, while the JVM
+    started, left it running under init until killed by hand (it ignores SIGINT, and its
+    py4j server waited for a Python that was gone)."""
+    import signal
+    out = tmp_path / f"start-{signal_name}"
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(out))
+    driver = subprocess.Popen([sys.executable, str(ROOT / "jobs/export.py"), str(job),
+                               "--set", "spark.master=local[1]"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    began = time.monotonic()
+    try:
+        # the JVM's command line names the app, which names the output
+        while not _processes_naming(f"tile-pipelines: {out}") and time.monotonic() - began < 120:
+            assert driver.poll() is None, "the driver ended before its JVM started"
+            time.sleep(0.05)
+        assert _processes_naming(f"tile-pipelines: {out}"), "the JVM never started"
+        driver.send_signal(getattr(signal, signal_name))
+        driver.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while _processes_naming(f"tile-pipelines: {out}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _processes_naming(f"tile-pipelines: {out}")
+    finally:   # nothing left for the next test either
+        if driver.poll() is None:
+            driver.kill()
+        for pid in _processes_naming(f"tile-pipelines: {out}"):
+            os.kill(pid, signal.SIGKILL)
+    assert driver.returncode == 128 + getattr(signal, signal_name)
+    assert not left, f"processes left running: {left}"
