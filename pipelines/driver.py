@@ -274,11 +274,8 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
 
 
 def _after_commit(uri: str, stopped: BaseException) -> Interrupted:
-    """The line for a signal that arrives once the dataset is committed (while the report
-    is written or Spark stops): the dataset is complete, nothing needs resuming."""
-    signum = stopping_signal(stopped)
-    return Interrupted(f"interrupted by {signal.Signals(signum).name} after the commit: the "
-                       f"dataset at {uri} is complete (its run report may be missing)", signum)
+    """`endings.after_commit` for the signal `stopped`."""
+    return endings.after_commit(uri, stopping_signal(stopped))
 
 
 def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: bool,

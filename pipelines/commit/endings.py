@@ -11,7 +11,13 @@ import traceback
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import release_lock
-from pipelines.commit.records import record_failure, save_trace_here, update_record
+from pipelines.commit.records import (
+    Sidecars,
+    read_json,
+    record_failure,
+    save_trace_here,
+    update_record,
+)
 from pipelines.errors import BlockFailed, Interrupted, PipelineError, RunFailed, StoreUnavailable
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
@@ -92,6 +98,11 @@ def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
     outcome: dict[str, int] = {}
 
     def mark() -> None:
+        # trial M: a signal in the moments after the record said committed (the compaction
+        # of the ledger) marked a complete dataset interrupted, and verify then failed it
+        if read_json(beside, Sidecars.of(plan.output.uri).job_record).get("status") == "committed":
+            outcome["committed"] = 1
+            return
         outcome["done"] = ledger.read_parts(beside, ledger.folder(plan), objects=False).block_count
         update_record(plan, beside, status="interrupted", interrupted=time.time(),
                       signal=signal.Signals(signum).name)
@@ -102,6 +113,8 @@ def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
     marking.start()
     marking.join(INTERRUPT_SECONDS)
     resume = "run the same command again to resume"
+    if "committed" in outcome:
+        return after_commit(plan.output.uri, signum)
     if "marked" in outcome:
         # "at least": tasks still stopping may record a few blocks more after this count
         return Interrupted(f"interrupted with at least {outcome['done']} of "
@@ -113,6 +126,14 @@ def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
         stopped.store_silent = True   # release_after leaves the lock alone
         return stopped
     return Interrupted(f"interrupted; the job record could not be marked; {resume}", signum)
+
+
+def after_commit(uri: str, signum: int) -> Interrupted:
+    """The line for a signal that arrives once the dataset is committed (while the ledger
+    is compacted, the report written or Spark stopped): the dataset is complete, nothing
+    needs resuming (`tile-clean` compacts a ledger left as parts)."""
+    return Interrupted(f"interrupted by {signal.Signals(signum).name} after the commit: the "
+                       f"dataset at {uri} is complete (its run report may be missing)", signum)
 
 
 def _quietly(work) -> None:

@@ -390,3 +390,27 @@ def test_a_signal_after_the_commit_says_the_dataset_is_complete(tmp_path, small_
     again = load_job(write_job(tmp_path / "again.toml", small_acquisition["paths"]["tiles_json"],
                                str(tmp_path / "again")))
     assert run_job(lambda: export_local(again), print) == 130   # as the command exits
+
+
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "Terminated"])
+def test_a_signal_once_the_record_says_committed_leaves_it_committed(small_acquisition, tmp_path,
+                                                                      monkeypatch, capsys, stop):
+    """Trial M: a signal while the ledger was compacted (the record already committed)
+    rewrote the record 'interrupted' and said to resume; verify then failed a complete
+    dataset. It stays committed, the line says so, and verify passes (the ledger read
+    from its parts until tile-clean compacts them)."""
+    from pipelines.cli.verify import main as verify_main
+    from pipelines.errors import Interrupted, Terminated
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "out"))
+
+    def signal_arrives(*args, **kwargs):
+        raise KeyboardInterrupt() if stop == "KeyboardInterrupt" else Terminated()
+    monkeypatch.setattr(ledger, "compact", signal_arrives)
+    with pytest.raises(Interrupted, match=rf"^interrupted by SIG(INT|TERM) after the commit: the "
+                                          rf"dataset at {tmp_path / 'out'} is complete"):
+        export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    assert json.loads((tmp_path / "out.job.json").read_text())["status"] == "committed"
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert verify_main([str(tmp_path / "out")]) == 0, capsys.readouterr()
