@@ -433,7 +433,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     if growth:   # said before the first task: Ctrl-C costs nothing yet
         stream.write(f"warning: {growth}\n")
     executor.start()
-    start_record(plan, beside)
+    plan = start_record(plan, beside)
     phase = "run"
     try:
         resumed = _run_stages(plan, store, beside, executor, stream)

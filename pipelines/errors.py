@@ -52,6 +52,11 @@ class StoreUnavailable(RunFailed):
     (s3.request_timeout × s3.max_attempts). The message names the endpoint and the bound."""
 
 
+class RecordTaken(RunFailed):
+    """The output's job record is another run's now (`records.taken_record`): this run
+    stops without writing to it."""
+
+
 class BlockFailed(RunFailed):
     """A task failed on an executor (after its retries); names the block and cause."""
 

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import traceback
+from typing import Any
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import release_lock
@@ -16,9 +17,18 @@ from pipelines.commit.records import (
     read_json,
     record_failure,
     save_trace_here,
+    taken_record,
     update_record,
 )
-from pipelines.errors import BlockFailed, Interrupted, PipelineError, RunFailed, StoreUnavailable
+from pipelines.errors import (
+    BlockFailed,
+    Interrupted,
+    PipelineError,
+    RecordTaken,
+    RunFailed,
+    StoreUnavailable,
+    cause,
+)
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 
@@ -47,6 +57,14 @@ def failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Exc
     """The one-line error a failed run raises, after marking the job record failed and
     saving the full trace beside the container."""
     detail = getattr(error, "detail", "") or traceback.format_exc()
+    taken = _taken(plan, beside, error)
+    if taken:   # the record, and what is beside the output, are another run's now
+        try:
+            where = f"the full trace is in {save_trace_here(plan, detail)}"
+        except OSError:
+            where = "the full trace could not be saved"
+        return with_detail(RecordTaken(f"{taken}; this run stopped on {cause(error)}; {where}"),
+                           detail)
     if isinstance(error, PipelineError):
         message = str(error)
     elif isinstance(error, RunFailed):
@@ -58,6 +76,18 @@ def failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Exc
         return type(error)(f"{message}; {where}")
     kind = BlockFailed if isinstance(error, BlockFailed) else RunFailed
     return with_detail(kind(f"{message}; {where}"), detail)
+
+
+def _taken(plan: ExportPlan, beside: Store, error: BaseException) -> str:
+    """`records.taken_record`, '' when the store cannot tell (it may be what failed)."""
+    if isinstance(error, RecordTaken):
+        return str(error)
+    if store_gone(error):
+        return ""
+    try:
+        return taken_record(plan, beside)
+    except Exception:
+        return ""
 
 
 def store_gone(error: BaseException) -> bool:
@@ -95,12 +125,16 @@ def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
     the lock is left to the next run); later signals are ignored meanwhile."""
     for each in (signal.SIGINT, signal.SIGTERM):
         signal.signal(each, signal.SIG_IGN)
-    outcome: dict[str, int] = {}
+    outcome: dict[str, Any] = {}
 
     def mark() -> None:
+        record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
+        outcome["taken"] = taken_record(plan, beside, record)
+        if outcome["taken"]:
+            return
         # trial M: a signal in the moments after the record said committed (the compaction
         # of the ledger) marked a complete dataset interrupted, and verify then failed it
-        if read_json(beside, Sidecars.of(plan.output.uri).job_record).get("status") == "committed":
+        if record.get("status") == "committed":
             outcome["committed"] = 1
             return
         outcome["done"] = ledger.read_parts(beside, ledger.folder(plan), objects=False).block_count
@@ -115,6 +149,8 @@ def interrupted(plan: ExportPlan, beside: Store, signum: int) -> Interrupted:
     resume = "run the same command again to resume"
     if "committed" in outcome:
         return after_commit(plan.output.uri, signum)
+    if outcome.get("taken"):
+        return Interrupted(f"interrupted; {outcome['taken']}", signum)
     if "marked" in outcome:
         # "at least": tasks still stopping may record a few blocks more after this count
         return Interrupted(f"interrupted with at least {outcome['done']} of "

@@ -65,7 +65,16 @@ def held_error(uri: str, owner: dict[str, Any], beside: Store) -> OutputError:
 
 
 def release_lock(plan: ExportPlan, beside: Store) -> None:
-    beside.delete(Sidecars.of(plan.output.uri).lock)
+    """Remove this process's lock of the output; a lock another run took meanwhile (this
+    one's removed by hand: trial M) is that run's, and stays."""
+    key = Sidecars.of(plan.output.uri).lock
+    try:
+        current = beside.get(key)
+    except KeyError:
+        return
+    holder = parse_record(current, beside, key, REMOVE_LOCK)
+    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        beside.delete_if_unchanged(key, current)
 
 
 def read_lock(beside: Store, uri: str) -> dict[str, Any]:

@@ -21,11 +21,11 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
-from pipelines.errors import OutputError
+from pipelines.errors import OutputError, RecordTaken
 from pipelines.storage import Store
 from pipelines.storage import uri as uris
 
@@ -104,6 +104,7 @@ RUN_ONLY_FIELDS = frozenset({
     "fail_blocks", "task_delay",   # test hooks
     "channel_names",               # metadata, which each commit writes anew
     "tile_files", "correction",    # parts of their own (below)
+    "job",                         # which run of it
 })
 
 
@@ -217,19 +218,27 @@ def write_json(store: Store, key: str, doc: dict[str, Any]) -> None:
     store.put(key, json.dumps(doc, indent=2).encode())
 
 
-def start_record(plan: ExportPlan, beside: Store) -> None:
-    """Record the job beside the container before the first task writes anything. A rerun
-    keeps the `metadata` of a commit that began (`begin_commit`): until this run commits,
-    those documents may be in the container, and only the record says they are ours."""
+def start_record(plan: ExportPlan, beside: Store) -> ExportPlan:
+    """Record the job beside the container before the first task writes anything; returns
+    `plan` with this run's id (`ExportPlan.job`), by which `update_record` knows the record
+    is still its own. A rerun keeps the `metadata` of a commit that began (`begin_commit`):
+    until this run commits, those documents may be in the container, and only the record
+    says they are ours."""
     key = Sidecars.of(plan.output.uri).job_record
     began = {k: v for k, v in read_json(beside, key).items() if k == "metadata"} if plan.rerun else {}
-    record = {"job": uuid.uuid4().hex, "fingerprint": fingerprint(plan),
-              "fingerprint_parts": fingerprint_parts(plan),
-              "output_settings": output_settings(plan), "status": "running",
-              "version": __version__, "started": time.time(), "uri": plan.output.uri,
-              "format": plan.output.format, "blocks": plan.task_plan.blocks,
-              "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}, **began}
-    write_json(beside, key, record)
+    plan = replace(plan, job=uuid.uuid4().hex)
+    write_json(beside, key, {**_new_record(plan), **began})
+    return plan
+
+
+def _new_record(plan: ExportPlan) -> dict[str, Any]:
+    """What a job record holds from the start of the run `plan.job`."""
+    return {"job": plan.job, "fingerprint": fingerprint(plan),
+            "fingerprint_parts": fingerprint_parts(plan),
+            "output_settings": output_settings(plan), "status": "running",
+            "version": __version__, "started": time.time(), "uri": plan.output.uri,
+            "format": plan.output.format, "blocks": plan.task_plan.blocks,
+            "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}}
 
 
 def document_digests(documents: Iterable[tuple[str, bytes]]) -> dict[str, str]:
@@ -254,17 +263,39 @@ def commit_began(record: dict[str, Any]) -> bool:
 
 
 def update_record(plan: ExportPlan, beside: Store, **changes: Any) -> None:
-    """Merge `changes` into the job record (status, summary, error, times)."""
+    """Merge `changes` into the job record (status, summary, error, times) of the run
+    `plan.job`. A record removed meanwhile (by hand: this run holds the lock) is written
+    whole again, not as the changes alone (trial M: a stub without `format` made verify
+    fail with a KeyError); one of another run (`taken_record`) is left alone."""
     key = Sidecars.of(plan.output.uri).job_record
-    write_json(beside, key, {**read_json(beside, key), **changes})
+    record = read_json(beside, key)
+    taken = taken_record(plan, beside, record)
+    if taken:
+        raise RecordTaken(taken)
+    write_json(beside, key, {**(record or _new_record(plan)), **changes})
+
+
+def taken_record(plan: ExportPlan, beside: Store, record: dict[str, Any] | None = None) -> str:
+    """Why the job record is no longer the run `plan.job`'s, '' while it is (or when the
+    plan is of no run): another run took the output over, its lock removed by hand while
+    this one went on (trial M: this run then marked the other's committed record failed)."""
+    if not plan.job:
+        return ""
+    if record is None:
+        record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
+    if not record or record.get("job") == plan.job:
+        return ""
+    return (f"another run took over {plan.output.uri} while this one went on (its lock "
+            f"{Sidecars.of(plan.output.uri).lock} was removed), and this run left its job "
+            f"record alone")
 
 
 def record_failure(plan: ExportPlan, beside: Store, message: str, detail: str) -> str:
     """Mark the job record failed and keep the full trace beside the container; returns
     where the trace is, for the one-line message."""
     names = Sidecars.of(plan.output.uri)
-    beside.put(names.error_log, detail.encode())
     update_record(plan, beside, status="failed", failed=time.time(), error=message)
+    beside.put(names.error_log, detail.encode())
     return f"{beside.uri}/{names.error_log}"
 
 

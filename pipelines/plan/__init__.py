@@ -69,6 +69,7 @@ class ExportPlan:
     resume_verify: str = "size"  # what a resume confirms of recorded objects ([resume] verify)
     correction: Correction | None = None  # flatfield and intensity corrections (fusion)
     tile_files: str = ""  # digest of the tile files' identities (tiles.identity): a changed file, another run
+    job: str = ""  # this run's id in its job record (`records.start_record`), once it started
 
     @property
     def offset(self) -> Vec:

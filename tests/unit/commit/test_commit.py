@@ -414,3 +414,50 @@ def test_a_signal_once_the_record_says_committed_leaves_it_committed(small_acqui
     monkeypatch.undo()
     capsys.readouterr()
     assert verify_main([str(tmp_path / "out")]) == 0, capsys.readouterr()
+
+
+def test_a_job_record_removed_during_the_run_is_written_whole_again(small_acquisition, tmp_path,
+                                                                      monkeypatch, capsys):
+    """Trial M: the record removed by hand while the run went on came back as a stub of
+    the commit's fields (no `format`), and verify failed with a KeyError traceback."""
+    import pipelines.driver as driver
+    from pipelines.cli.verify import main as verify_main
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    run_stages = driver._run_stages
+
+    def then_removed(plan, store, beside, executor, stream):
+        done = run_stages(plan, store, beside, executor, stream)
+        (tmp_path / "out.job.json").unlink()
+        return done
+    monkeypatch.setattr(driver, "_run_stages", then_removed)
+    export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    record = json.loads((tmp_path / "out.job.json").read_text())
+    assert record["status"] == "committed" and {"format", "arrays", "fingerprint_parts"} <= set(record)
+    capsys.readouterr()
+    assert verify_main([str(tmp_path / "out")]) == 0, capsys.readouterr()
+
+
+def test_a_run_whose_output_another_run_took_over_leaves_that_run_alone(small_acquisition,
+                                                                         tmp_path, monkeypatch):
+    """Trial M: its lock removed by hand, a run's output was taken over by another that
+    committed; the first then failed, marked the other's committed record failed, wrote
+    its error log beside it and said no metadata was written. It now stops saying another
+    run took over, and leaves that run's record and lock as they are."""
+    import pipelines.driver as driver
+    from pipelines.errors import RecordTaken
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    run_stages = driver._run_stages
+    others = {"job": "another run", "status": "committed", "format": "zarr3"}
+    lock = json.dumps({"job": "x", "host": "elsewhere", "pid": 1, "since": 0, "fingerprint": "f"})
+
+    def then_taken_over(plan, store, beside, executor, stream):
+        done = run_stages(plan, store, beside, executor, stream)
+        (tmp_path / "out.job.json").write_text(json.dumps(others))
+        (tmp_path / "out.job.lock").write_text(lock)
+        return done
+    monkeypatch.setattr(driver, "_run_stages", then_taken_over)
+    with pytest.raises(RecordTaken, match=r"another run took over .* while this one went on"):
+        export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    assert json.loads((tmp_path / "out.job.json").read_text()) == others
+    assert (tmp_path / "out.job.lock").read_text() == lock
+    assert not (tmp_path / "out.error.log").exists()
