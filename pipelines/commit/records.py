@@ -202,6 +202,16 @@ def existing_record(beside: Store, uri: str) -> dict[str, Any]:
     return record
 
 
+def require_fields(record: dict[str, Any], beside: Store, uri: str, *needed: str) -> None:
+    """OutputError naming the job record of `uri` as damaged when it lacks a field a
+    command reads (trial M: a stub record made verify fail with a KeyError traceback)."""
+    missing = [k for k in needed if k not in record]
+    if missing:
+        key = Sidecars.of(uri).job_record
+        raise OutputError(f"{beside.uri}/{key} is damaged (it lacks {', '.join(missing)}); "
+                          f"{_restore_record(key)}")
+
+
 def parse_record(data: bytes, store: Store, key: str, advice: str) -> dict[str, Any]:
     """The JSON object in `data`, read from `key` of `store`; OutputError if it is not
     one, ending with `advice` (what the user can do about that record)."""

@@ -180,3 +180,32 @@ def test_a_path_where_nothing_is_says_so(tmp_path, capsys, command):
     tool?', as if a stranger's dataset were there."""
     assert command([str(tmp_path / "nonexistent")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nonexistent'}: no such file or folder"
+
+
+def test_a_job_record_lacking_what_verify_reads_is_one_line(committed, capsys):
+    """Trial M: a stub record (the commit's fields only) made verify fail with
+    `KeyError: 'format'` and a traceback."""
+    import json
+    record = committed.parent / "out.job.json"
+    kept = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in kept.items() if k not in ("format", "arrays")}))
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{record} is damaged (it lacks format, arrays)" in err[0], err
+
+
+def test_verify_of_a_running_job_says_it_is_running(committed, capsys):
+    """Trial M: verify of a job still running said 'run the same job again to resume it'."""
+    import json
+    import os
+    import socket
+    record = committed.parent / "out.job.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "status": "running"}))
+    (committed.parent / "out.job.lock").write_text(json.dumps(
+        {"job": "x", "host": socket.gethostname(), "pid": os.getpid(), "since": 0, "fingerprint": "f"}))
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {committed} is being written by a running job (pid {os.getpid()} on "
+        f"{socket.gethostname()}); verify it once that job has finished")
