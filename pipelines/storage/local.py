@@ -59,6 +59,11 @@ class LocalStore(Store):
             finally:
                 os.close(fd)
             os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.filename is None and e.errno is not None:   # a write's error names no file
+                raise type(e)(e.errno, e.strerror, str(path.parent)) from None
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -100,3 +100,21 @@ def test_open_store_schemes(tmp_path):
     options = S3Options(endpoint_url="http://127.0.0.1:9")
     assert open_store("s3://bkt/a/b.n5/", options) == S3Store("bkt", "a/b.n5", options)
     assert open_store("s3://bkt") == S3Store("bkt", "", S3Options())
+
+
+def test_a_full_disk_names_the_folder_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """Trial M: "OSError: [Errno 28] No space left on device" named no folder (a write's
+    error carries no file name), where a read-only folder was named."""
+    import errno
+
+    import pipelines.storage.local as local
+    from pipelines.storage import LocalStore
+
+    def full(fd, parts):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(local, "_write_all", full)
+    store = LocalStore(str(tmp_path / "out"))
+    with pytest.raises(OSError, match=r"No space left on device: '.*/out/c0/s0/0'") as raised:
+        store.put("c0/s0/0/0", b"data")
+    assert raised.value.errno == errno.ENOSPC
+    assert not list((tmp_path / "out").rglob("*.partial")) and not (tmp_path / "out/c0/s0/0/0").exists()
