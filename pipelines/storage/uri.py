@@ -51,7 +51,15 @@ def parse(uri: str) -> Location:
     if parsed.scheme not in USER_SCHEMES:
         raise OutputError(f"{uri}: unsupported storage scheme {parsed.scheme!r}; use a path, "
                           f"file:// or s3:// URI")
-    return Location(parsed.scheme, parsed.netloc, parsed.path.strip("/"))
+    path = parsed.path.strip("/")
+    inner = parsed.path.removeprefix("/").removesuffix("/")
+    if parsed.scheme == "s3" and inner and any(part in ("", ".", "..") for part in inner.split("/")):
+        # trial M: "x/../v.n5" was stored under that literal key, which the printed
+        # tensorstore command (resolving "..") then did not find; "//" was dropped
+        raise OutputError(f"{uri}: an S3 key has no empty, '.' or '..' parts; write the "
+                          f"prefix as it is meant (s3://{parsed.netloc}/"
+                          f"{posixpath.normpath(path).lstrip('/')})")
+    return Location(parsed.scheme, parsed.netloc, path)
 
 
 def local_path(uri: str) -> str:

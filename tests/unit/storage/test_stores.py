@@ -118,3 +118,21 @@ def test_a_full_disk_names_the_folder_and_leaves_no_temporary(tmp_path, monkeypa
         store.put("c0/s0/0/0", b"data")
     assert raised.value.errno == errno.ENOSPC
     assert not list((tmp_path / "out").rglob("*.partial")) and not (tmp_path / "out/c0/s0/0/0").exists()
+
+
+@pytest.mark.parametrize("uri", ["s3://demo/x/../v.n5", "s3://demo//x/volume.n5", "s3://demo/x//v.n5",
+                                 "s3://demo/./v.n5"])
+def test_an_s3_uri_with_empty_or_dot_parts_is_refused_naming_what_was_meant(uri):
+    """Trial M: s3://demo/x/../v.n5 was written under the literal key "x/../v.n5", which the
+    printed tensorstore command did not find; s3://demo//x/… was written to x/… and
+    reported as given."""
+    from pipelines.errors import OutputError
+    from pipelines.storage import open_store
+    with pytest.raises(OutputError, match=r"an S3 key has no empty, '\.' or '\.\.' parts; write the "
+                                          r"prefix as it is meant \(s3://demo/"):
+        open_store(uri)
+
+
+def test_an_s3_uri_with_a_trailing_slash_is_still_taken():
+    from pipelines.storage import open_store
+    assert open_store("s3://demo/x/v.n5/").uri == "s3://demo/x/v.n5"
