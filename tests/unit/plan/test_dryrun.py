@@ -289,3 +289,16 @@ def test_the_dry_run_of_an_s3_output_it_cannot_reach_says_so_and_plans(small_acq
     paper = dry_run(load_job(job, [f's3.endpoint_url="http://127.0.0.1:{port}"']))
     assert time.perf_counter() - began < 60   # the job's own bound: 5 attempts × 30 s
     assert not paper.refusal and any(line.startswith("output:   not looked at (") for line in paper.lines())
+
+
+def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, tmp_path):
+    """Trial M: with limits.tile_cache above limits.task_memory the refusal advised smaller
+    blocks, which cannot help; it names the cache as a way out."""
+    from pipelines.errors import PlanError
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    config = load_job(job, ['limits.tile_cache="2GiB"', 'limits.task_memory="1GiB"'])
+    with pytest.raises(PlanError, match=r"\(limits.tile_cache takes 2048 MiB of it\); use a smaller "
+                                        r"output.block or output.chunks, lower limits.tile_cache, or "
+                                        r"raise limits.task_memory"):
+        make_plan(config)
+    assert "lower limits.tile_cache" in dry_run(config).refusal
