@@ -113,7 +113,13 @@ class SparkExecutor:
             while worker.is_alive():
                 worker.join(POLL_SECONDS)
                 on_progress(done.value, stored.value)
-        except BaseException:
+        except BaseException as stopped:
+            if isinstance(stopped, (KeyboardInterrupt, Terminated)):
+                # the job says in one line what a signal did; the JVM's ERROR lines of tasks
+                # torn down mid-flight (a broadcast gone, a BlockManager stopping) are not
+                # news (trial M: 25 lines of Java before it, now and then)
+                with contextlib.suppress(Exception):
+                    sc.setLogLevel("OFF")
             with contextlib.suppress(Exception):
                 sc.cancelJobGroup(group)
             worker.join(CANCEL_SECONDS)
