@@ -110,7 +110,7 @@ class JobConfig:
     stitching: StitchingConfig = StitchingConfig()
     fail_blocks: tuple[tuple[int, int, int], ...] = ()
     s3: tuple[tuple[str, Any], ...] = ()  # [s3] settings, sizes in bytes; never credentials
-    task_delay: float = 0.0  # test hook: seconds each task waits first
+    task_delay: float = 0.0  # test hook: seconds each block waits before it is computed
     blocks_per_task: int = 0  # [spark] blocks_per_task: blocks per executor task (0 = auto)
     tile_cache: int = 256 * 2**20  # [limits] tile_cache: bytes of tile reads kept per process
     checkpoint_seconds: float = 30.0  # [limits]: a task records finished blocks this often
