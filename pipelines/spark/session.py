@@ -88,13 +88,26 @@ def session(config: JobConfig) -> SparkSession:
             builder = builder.config(key, value)
     spark = _start(builder, config.spark_master)
     spark.sparkContext.setLogLevel("WARN")
-    for line in misspelled_properties(spark, config):
+    cap = spark.sparkContext.getConf().get("spark.executor.pyspark.memory")
+    for line in misspelled_properties(spark, config) + address_space_cap(cap):
         print(f"warning: {line}", file=sys.stderr)
     install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)
     _quiet_accumulator_eof()
     if is_local_master(spark.sparkContext.master or ""):
         _quiet_task_failures(spark)
     return spark
+
+
+def address_space_cap(cap: str | None) -> list[str]:
+    """The warning for spark.executor.pyspark.memory = `cap`, however it was set (trial M:
+    accepted without a word, then a block failed with MemoryError): it caps each Python
+    worker's address space, in which memory-mapped tiles count whole (docs/clusters.md)."""
+    if not cap:
+        return []
+    return [f"spark.executor.pyspark.memory = {cap} caps each Python worker's address space "
+            f"(RLIMIT_AS), where memory-mapped tiles count whole: blocks may fail with "
+            f"MemoryError though little is read; leave it unset and bound tasks with "
+            f"limits.task_memory (docs/clusters.md)"]
 
 
 def misspelled_properties(spark: SparkSession, config: JobConfig) -> list[str]:

@@ -256,6 +256,16 @@ def test_a_near_miss_of_a_spark_property_is_named_with_the_one_meant(spark):
         "spark.executor.memory?"]
 
 
+def test_a_cap_on_the_python_workers_address_space_is_warned_of():
+    """Trial M: spark.executor.pyspark.memory, which docs/clusters.md says not to use
+    (memory-mapped tiles count whole in the address space it caps), passed in silence."""
+    from pipelines.spark.session import address_space_cap
+    assert address_space_cap(None) == []
+    warned, = address_space_cap("300m")
+    assert warned.startswith("spark.executor.pyspark.memory = 300m caps each Python worker's "
+                             "address space") and "limits.task_memory" in warned
+
+
 def _processes_naming(text: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
