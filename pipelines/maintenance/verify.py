@@ -106,6 +106,10 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
     ours = {r["key"] for r in rows} | set(record.get("metadata", {}).get("container", {}))
     result.problems += [f"{key}: not part of the dataset (neither a recorded object nor its "
                         f"metadata)" for key in sorted(store.list()) if key not in ours]
+    partial = store.partial_writes()
+    if partial:   # trial M: left by a kill mid-write, seen by tile-clean only; readers skip them
+        result.notes.append(f"{len(partial)} partial write(s) of a killed writer (e.g. "
+                            f"{partial[0].name}); tile-clean --remove removes them")
     return result
 
 
