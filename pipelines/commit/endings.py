@@ -63,8 +63,8 @@ def failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Exc
             where = f"the full trace is in {save_trace_here(plan, detail)}"
         except OSError:
             where = "the full trace could not be saved"
-        return with_detail(RecordTaken(f"{taken}; this run stopped on {cause(error)}; {where}"),
-                           detail)
+        stopped = "" if isinstance(error, RecordTaken) else f"; this run stopped on {cause(error)}"
+        return with_detail(RecordTaken(f"{taken}{stopped}; {where}"), detail)
     if isinstance(error, PipelineError):
         message = str(error)
     elif isinstance(error, RunFailed):

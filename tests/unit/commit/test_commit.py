@@ -456,8 +456,16 @@ def test_a_run_whose_output_another_run_took_over_leaves_that_run_alone(small_ac
         (tmp_path / "out.job.lock").write_text(lock)
         return done
     monkeypatch.setattr(driver, "_run_stages", then_taken_over)
-    with pytest.raises(RecordTaken, match=r"another run took over .* while this one went on"):
+    here = tmp_path / "here"   # where the command runs: the trace is kept there
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(RecordTaken) as stopped:
         export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    said = str(stopped.value)
+    assert said.startswith(f"another run took over {tmp_path / 'out'} while this one went on")
+    assert said.count("another run took over") == 1, said   # review H: it said it twice
+    trace, = here.glob("out.error-*.log")
+    assert f"the full trace is in {trace}" in said
     assert json.loads((tmp_path / "out.job.json").read_text()) == others
     assert (tmp_path / "out.job.lock").read_text() == lock
     assert not (tmp_path / "out.error.log").exists()
