@@ -287,8 +287,9 @@ def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: 
     corrections = {"flatfield_seconds": flatfield_seconds} if flatfield_seconds else {}
     if not config.stitching.enabled:
         return _export(config, running, stream, overwrite, started, corrections=corrections)
-    # every problem first; the fields just estimated change neither check's answer
-    checked = made[0] if made else _check_before_work(config, overwrite)
+    # every problem first, again with the fields just estimated (the memory they take:
+    # review H), but for stitching's answer, which they do not change
+    checked = _check_before_work(config, overwrite, made[0].registration if made else None)
     stitched = stitch(config, running, stream, check_files=False, checked=checked.registration)
     stream.write(stitch_summary(stitched) + "\n")
     # the refined JSONs name the tile files checked above: no second round of checks,
@@ -308,24 +309,28 @@ class _Checked:
     registration: stitching.LastRegistration | None
 
 
-def _check_before_work(config: JobConfig, overwrite: bool) -> _Checked:
+def _check_before_work(config: JobConfig, overwrite: bool,
+                       registration: stitching.LastRegistration | None = None) -> _Checked:
     """Every check of an export made before its executor work (flatfield estimation,
     stitching: minutes), none of which depends on that work: the export's before its lock
     and of the output under it, and stitching's when it registers the tiles. A committed
     output is judged at the positions the export will have when the last registration is
     reused (or there is none): a rerun of a finished job is then told there is nothing
-    to do (`preflight`)."""
+    to do (`preflight`). `registration`: stitching's answer, when the checks made it
+    before."""
     plan = make_plan(replace(config, intensity="none"))   # coefficients come after stitching
-    known = None
-    if config.stitching.enabled:
+    known = registration
+    if config.stitching.enabled and known is None:
         known = _stitching_checks(config, stitching.registration_target(config))
     at = plan
     if known is not None and known.earlier is not None:
         at = make_plan(replace(known.earlier.stitched(config), intensity="none"),
                        check_files=False, tile_files=plan.tile_files)
     store, beside = _output_location(config, plan)
-    preflight(at, store, beside, overwrite,
-              positions_known=known is None or known.earlier is not None)
+    # [flatfield] enabled estimates the fields anew every run: minutes before it can tell
+    # (review H), so a committed output is refused before that work, as with a registration
+    made_anew = config.estimate_flatfield or (known is not None and known.earlier is None)
+    preflight(at, store, beside, overwrite, positions_known=not made_anew)
     return _Checked(plan.tile_files, known)
 
 

@@ -88,8 +88,8 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool,
     (`records.output_settings`) differ, both known before that work; whether the rest is
     this job's — a rerun finishes it — depends on the positions and coefficients the work
     is about to give, which `plan` (made before it) does not hold, so `check_output`
-    decides that afterwards. With `positions_known` (no registration, or the last one
-    reused: `plan` is at its positions) a committed dataset that differs at most in the
+    decides that afterwards. With `positions_known` (no registration or the last one
+    reused, and no fields estimated anew: `plan` is at the positions the run will have) a committed dataset that differs at most in the
     corrections is left to `check_output` too: the corrections are reused when they are as
     they were, and then a rerun of a finished job is told there is nothing to do."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
@@ -160,12 +160,14 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
         if not settings_known and not positions_known and changed is not None \
                 and "tile_files" not in changed \
                 and record.get("output_settings") == output_settings(plan):
-            # before a registration that is not reused, which decides the rest (trial L)
+            # before a registration or flatfield estimation that is not reused, which
+            # decides the rest (trial L)
             return OutputError(
                 f"output.uri: {store.uri} already holds a committed dataset of these tile "
-                f"files and output settings ({key}), and the tiles would be registered again: "
-                f"nothing to do if the registration is as it was (tile-verify checks it); "
-                f"pass --overwrite to register and export them again")
+                f"files and output settings ({key}); this run would register the tiles or "
+                f"estimate their fields anew first, so whether it is this job's cannot be "
+                f"told before that work: nothing to do if they are as they were (tile-verify "
+                f"checks the dataset); pass --overwrite to make them and export again")
     return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}); "
                        f"choose another output.uri, or pass --overwrite to replace it")
 

@@ -411,3 +411,30 @@ def test_gains_far_apart_are_warned_of(tmp_path, jitter):
     assert bool(warned) == (jitter > 0), stream.getvalue()
     if warned:
         assert "Register them first ([stitching] enabled)" in warned[0]
+
+
+def test_a_registering_job_too_big_once_its_fields_count_stops_before_registering(tmp_path):
+    """Review H: the checks made before flatfield estimation (fields missing) were reused
+    after it, so a plan the fields push past limits.task_memory registered every pair,
+    wrote its results, and only then was refused."""
+    import io
+
+    from pipelines.config import load_job
+    from pipelines.driver import export
+    from pipelines.errors import PlanError
+    from pipelines.execute.executor import LocalExecutor
+    from pipelines.plan.dryrun import dry_run
+    from pipelines.testing.synthetic import make_acquisition
+    from tests.conftest import write_job
+    make_acquisition(tmp_path / "acq", grid=(6, 6, 1), tile=(64, 64, 8), jitter=2, seed=3,
+                     truth=False, falloff=0.4, dark=100.0, gains=(0.6, 1.0), density=3.0)
+    job = write_job(tmp_path / "job.toml", str(tmp_path / "acq" / "tiles.json"), str(tmp_path / "out"),
+                    extra="[stitching]\nenabled = true\n")
+    without = dry_run(load_job(job)).task_memory
+    with_fields = dry_run(load_job(job, ['fusion.flatfield="auto"'])).task_memory
+    assert with_fields > without
+    budget = f"limits.task_memory={(without + with_fields) // 2}"
+    with pytest.raises(PlanError, match="limits.task_memory"):
+        export(load_job(job, ['fusion.flatfield="auto"', budget]), LocalExecutor(), stream=io.StringIO())
+    assert (tmp_path / "acq" / "tiles-flatfield").exists()   # estimated: the fields are kept
+    assert not list((tmp_path / "acq").glob("tiles-final*")) and not list((tmp_path / "acq").glob("tiles-stitching*"))

@@ -482,8 +482,8 @@ def test_a_finished_stitching_job_run_again_says_there_is_nothing_to_do(tmp_path
     with pytest.raises(AlreadyDone, match=r"already holds this job's committed dataset"):
         run(tmp_path, acq, "first")
     with pytest.raises(OutputError, match=r"already holds a committed dataset of these tile files "
-                                          r"and output settings .*the tiles would be registered "
-                                          r"again: nothing to do if the registration is as it was"):
+                                          r"and output settings .*; this run would register the "
+                                          r"tiles or estimate their fields anew first"):
         run(tmp_path, acq, "first", "stitching.force=true")
     assert report.read_bytes() == written
     with pytest.raises(OutputError, match=r"already holds a committed dataset \(.*\); choose another"):
@@ -508,6 +508,11 @@ def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys
     out = capsys.readouterr().out
     assert out.startswith("nothing to do: ") and "already holds this job's committed dataset" in out
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "all").rglob("*") if p.is_file()} == before
+    # review H: [flatfield] enabled estimates anew every run; refused before that work
+    fields = {p: p.stat().st_mtime_ns for p in (acq / "tiles-flatfield").iterdir()}
+    assert main([str(job), "--set", "spark.master=local[1]", "--set", "flatfield.enabled=true"]) == 2
+    assert "estimate their fields anew first" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (acq / "tiles-flatfield").iterdir()} == fields
 
 
 def test_a_record_of_other_settings_is_named_when_it_is_not_resumed(tmp_path, six_tiles):
