@@ -30,9 +30,7 @@ from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
 from pipelines.commit.output import check_output, preflight, remove_dataset
 from pipelines.commit.publish import CommitSummary, publish
-from pipelines.commit.records import (
-    start_record,
-)
+from pipelines.commit.records import Sidecars, start_record
 from pipelines.config import JobConfig
 from pipelines.corrections import match_intensities, prepare_corrections
 from pipelines.errors import (
@@ -416,7 +414,11 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
     except BaseException as e:
         endings.release_after(plan, beside, e)
         raise
-    release_lock(plan, beside)
+    try:
+        release_lock(plan, beside)
+    except Exception as e:   # the dataset is committed: a lock left is the next run's to take
+        stream.write(f"warning: the lock {Sidecars.of(plan.output.uri).lock} could not be "
+                     f"removed ({cause(e)}); the next run on this machine takes it over\n")
     return result
 
 

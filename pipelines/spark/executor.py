@@ -29,6 +29,7 @@ from pipelines.spark.session import (
     check_master,
     end_launched_jvm,
     first_line,
+    launches_before,
     session,
     under_spark_submit,
 )
@@ -66,11 +67,12 @@ class SparkExecutor:
         began = time.perf_counter()
         assert self.config is not None
         running = SparkContext._active_spark_context is not None
+        before = launches_before()
         try:
             self.spark = session(self.config)
         except (KeyboardInterrupt, Terminated):
             if not running and not under_spark_submit():   # a JVM of our own, half started
-                end_launched_jvm()
+                end_launched_jvm(before)
             raise
         if running:   # getOrCreate gave this process's running session: not ours to stop
             self.owned = False
@@ -114,10 +116,11 @@ class SparkExecutor:
                 worker.join(POLL_SECONDS)
                 on_progress(done.value, stored.value)
         except BaseException as stopped:
-            if isinstance(stopped, (KeyboardInterrupt, Terminated)):
+            if self.owned and isinstance(stopped, (KeyboardInterrupt, Terminated)):
                 # the job says in one line what a signal did; the JVM's ERROR lines of tasks
                 # torn down mid-flight (a broadcast gone, a BlockManager stopping) are not
-                # news (trial M: 25 lines of Java before it, now and then)
+                # news (trial M: 25 lines of Java before it, now and then); a session this
+                # job was given keeps its level (review H)
                 with contextlib.suppress(Exception):
                     sc.setLogLevel("OFF")
             with contextlib.suppress(Exception):

@@ -182,20 +182,31 @@ def _start(builder: SparkSession.Builder, master: str) -> SparkSession:
     return spark
 
 
-def end_launched_jvm() -> None:
-    """Kill the JVM pyspark launched from this process, and what it started, when a
-    signal cut Spark's start short (trial M: Ctrl-C in the first seconds left the JVM
-    running under init until killed by hand — it ignores SIGINT, and its py4j server
-    waits for a Python that is gone). The launch is a child of this process whose command
-    line names Spark (spark-submit's script, then the java it runs); pyspark's gateway
-    names it too once the launch returned. Linux (/proc); elsewhere only the gateway."""
+def launches_before() -> tuple[frozenset[int], bool]:
+    """What `end_launched_jvm` must spare: this process's children now, and whether
+    pyspark's gateway JVM exists already (it outlives a stopped session, and a later one
+    in this process reuses it: review H)."""
+    from pyspark import SparkContext
+    return frozenset(_process_children().get(os.getpid(), [])), SparkContext._gateway is not None
+
+
+def end_launched_jvm(before: tuple[frozenset[int], bool]) -> None:
+    """Kill the JVM pyspark launched from this process since `before` (`launches_before`),
+    and what it started, when a signal cut Spark's start short (trial M: Ctrl-C in the
+    first seconds left the JVM running under init until killed by hand — it ignores
+    SIGINT, and its py4j server waits for a Python that is gone). The launch is a new
+    child of this process whose command line names Spark (spark-submit's script, then the
+    java it runs); pyspark's gateway names it too once the launch returned. Linux
+    (/proc); elsewhere only the gateway."""
     import signal
 
     from pyspark import SparkContext
-    proc = getattr(getattr(SparkContext, "_gateway", None), "proc", None)
+    children_before, gateway_before = before
+    proc = None if gateway_before else getattr(SparkContext._gateway, "proc", None)
     launched = {proc.pid} if proc is not None else set()
     children = _process_children()
-    launched |= {pid for pid in children.get(os.getpid(), []) if b"spark" in _command_line(pid)}
+    launched |= {pid for pid in children.get(os.getpid(), [])
+                 if pid not in children_before and b"spark" in _command_line(pid)}
     doomed, todo = set(), list(launched)
     while todo:   # the launch and everything under it
         pid = todo.pop()

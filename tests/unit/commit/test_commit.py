@@ -332,6 +332,27 @@ def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisi
         take_lock(plan, beside)
 
 
+def test_releasing_the_lock_needs_no_conditional_delete_and_spares_another_runs(tmp_path,
+                                                                                small_acquisition):
+    """Review H: release used a conditional delete, which some S3 stores refuse, after a
+    commit; it reads the holder and deletes plainly, and only its own lock."""
+    from pipelines.commit.lock import release_lock, take_lock
+    from pipelines.commit.records import Sidecars
+
+    class NoConditions(MemoryStore):
+        def delete_if_unchanged(self, key, expected):
+            raise NotImplementedError("501 Not Implemented")
+    plan = make_plan(config_for(tmp_path, small_acquisition))
+    beside, key = NoConditions("beside"), Sidecars.of(plan.output.uri).lock
+    take_lock(plan, beside)
+    release_lock(plan, beside)
+    assert not beside.exists(key)
+    others = json.dumps({"job": "x", "host": "elsewhere", "pid": 1, "since": 0}).encode()
+    beside.put(key, others)
+    release_lock(plan, beside)
+    assert beside.get(key) == others
+
+
 def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisition, capsys):
     import importlib.util
     import socket
