@@ -108,14 +108,15 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
     file = entry["file"]
     if not isinstance(file, str) or not file:
         raise TileError(f"{where}: field 'file' must be a path string, found {file!r}")
-    size = _vector(entry["size"], "size", where, integer=True, flat=1)
+    size = _vector(entry["size"], "size", where, 1, integer=True)
+    two_d = len(entry["size"]) == 2   # review H: a 3D tile's [x, y] position read as z 0
     if any(s <= 0 for s in size):
         raise TileError(f"{where}: field 'size' must be positive [x, y, z], found {entry['size']!r}")
     if entry["type"] not in TILE_TYPES:
         raise TileError(f"{where}: field 'type' must be one of {', '.join(TILE_TYPES)}, found {entry['type']!r}")
     # a 2D tile's one slice is as thick as its pixels are wide
     resolution = _vector(entry.get("pixelResolution", [1.0, 1.0, 1.0]), "pixelResolution", where,
-                         flat="x")
+                         "x", two_d=two_d)
     low, high = RESOLUTION_RANGE
     if not all(low <= r <= high for r in resolution):
         raise TileError(f"{where}: field 'pixelResolution' must be positive, from {low:g} to "
@@ -124,7 +125,7 @@ def _parse_tile(entry: Any, n: int, path, resolve) -> Tile:
     if placed:   # a position beside it is not read: the transform places the tile
         position, transform = placement(_transform(entry["transform"], where))
     else:
-        position, transform = _vector(entry["position"], "position", where, flat=0.0), None
+        position, transform = _vector(entry["position"], "position", where, 0.0, two_d=two_d), None
     return Tile(index, full, position, size, resolution, entry["type"], transform)
 
 
@@ -150,15 +151,17 @@ def _transform(value: Any, where: str) -> Affine:
     return affine
 
 
-def _vector(value: Any, name: str, where: str, integer: bool = False, flat: Any = None) -> tuple:
-    """A field's x, y, z; [x, y] (stitching-spark's tile JSON of 2D tiles) is [x, y, flat]."""
+def _vector(value: Any, name: str, where: str, flat: Any, integer: bool = False,
+            two_d: bool = True) -> tuple:
+    """A field's x, y, z; [x, y] (stitching-spark's tile JSON of 2D tiles, `two_d`: its
+    size is [x, y] too) is [x, y, flat] ("x": the x value)."""
     kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, list) and len(value) in (2, 3) and all(
+    ok = isinstance(value, list) and len(value) in ((2, 3) if two_d else (3,)) and all(
         isinstance(v, kinds) and not isinstance(v, bool) for v in value)
     if not ok:
         kind = "integers" if integer else "numbers"
         raise TileError(f"{where}: field {name!r} must be three {kind} [x, y, z] (two, [x, y], "
-                        f"for a 2D tile), found {value!r}")
+                        f"for a 2D tile whose 'size' is [x, y] too), found {value!r}")
     if len(value) == 2:
         value = [*value, value[0] if flat == "x" else flat]
     if not all(math.isfinite(v) and abs(v) <= COORDINATE_LIMIT for v in value):

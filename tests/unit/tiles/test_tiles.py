@@ -246,3 +246,10 @@ def test_a_2d_tile_json_of_two_numbers_per_field_reads_as_one_slice(tmp_path):
     assert (tile.position, tile.size, tile.pixel_resolution) == ((12.5, -3.0, 0.0), (50, 40, 1), (0.3, 0.3, 0.3))
     from pipelines.tiles.readers import check_tile_file
     check_tile_file(tile)
+    # review H: a 3D tile's two-number position was placed at z 0 without a word
+    (tmp_path / "tiles.json").write_text(json.dumps([
+        {"index": 0, "file": "a.tif", "position": [12.5, -3.0], "size": [50, 40, 1], "type": "GRAY16"}]))
+    from pipelines.errors import TileError
+    with pytest.raises(TileError, match=r"field 'position' must be three numbers \[x, y, z\] \(two, "
+                                        r"\[x, y\], for a 2D tile whose 'size' is \[x, y\] too\)"):
+        read_tile_json(tmp_path / "tiles.json")
