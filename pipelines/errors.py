@@ -115,7 +115,8 @@ def install_signal_handlers() -> None:
 
 def run_job(work, show, stopped: str = "before the run started; nothing was written") -> int:
     """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done (or
-    the code `show` returns, or AlreadyDone: said on stdout), 2 a PipelineError (bad input, nothing written), 1 RunFailed
+    the code `show` returns, or AlreadyDone: said on stdout), 2 a PipelineError (bad
+    input, nothing written), 1 RunFailed
     (the run failed), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (`stopped` says what
     that left), each reported as one line on stderr instead of a traceback."""
     import signal
