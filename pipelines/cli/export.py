@@ -12,6 +12,7 @@ Exit codes: 0 success, or nothing to do (the output holds this job's committed d
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 from pipelines.cli import job_parser
 from pipelines.config import keys_named, load_job
@@ -35,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_job(args.job, args.overrides)
         with keys_named(args.job, args.overrides):
             if args.dry_run:
+                from pipelines.commit.output import look_at_output
                 from pipelines.plan.dryrun import dry_run
-                paper = dry_run(config)
+                paper = dry_run(config)   # then what the output holds, read only
+                holds, refusal = look_at_output(config.output.uri, config.s3_options(), args.overwrite)
+                paper = replace(paper, output=holds, refusal=paper.refusal or refusal)
                 if paper.refusal:   # the plan, then the line the real run would stop with
                     print("\n".join(paper.lines()))
                     raise PlanError(paper.refusal)

@@ -99,7 +99,7 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool,
     leftover = next(iter(store.list()), None)
     if leftover is not None and not record:
         if overwrite:
-            raise _not_ours_to_replace(plan, store, leftover)
+            raise _not_ours_to_replace(plan.output.uri, store, leftover)
         raise _foreign_files(store.uri, leftover)
     holder = read_lock(beside, plan.output.uri)
     if holder and not lock_holder_dead(holder):
@@ -172,12 +172,16 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
                        f"choose another output.uri, or pass --overwrite to replace it")
 
 
+# The documents at a container's root that say a dataset is there, whatever wrote it
+ROOT_DOCUMENTS = tuple(dict.fromkeys([fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs", ".zarray"]))
+
+
 def _metadata_keys(output: OutputSpec) -> list[str]:
     """The metadata documents whose presence means the output holds a dataset: the first
-    array's of this format, and any format's root."""
+    array's of this format, and any format's root (`ROOT_DOCUMENTS`)."""
     spec = output.array(0, 0, 0)
     keys = [key for key, _ in format_module(output.format).array_documents(spec)]
-    return keys + [fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs"]
+    return keys + list(ROOT_DOCUMENTS)
 
 
 def _foreign_dataset(uri: str, key: str) -> OutputError:
@@ -191,42 +195,45 @@ def _foreign_files(uri: str, leftover: str) -> OutputError:
                        f"job (e.g. {leftover}); remove them or choose another output.uri")
 
 
-def look_at_output(output: OutputSpec, s3: S3Options | None) -> tuple[str, str]:
+def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False) -> tuple[str, str]:
     """The dry run's look at the output, read only: what it holds, as a line for the
-    plan, and the refusal the real run would stop with there whatever the tiles ('' for
-    none: whether a dataset is this job's takes the tile files, which the dry run does
-    not open). An S3 endpoint is given a few seconds: a plan made away from the cluster
-    says it could not look instead of waiting out the job's bound."""
+    plan, and the refusal the real run (with `overwrite` or not) would stop with there
+    whatever the tiles ('' for none: whether a dataset is this job's takes the tile
+    files, which the dry run does not open). An S3 endpoint is given a few seconds: a
+    plan made away from the cluster says it could not look instead of waiting out the
+    job's bound."""
     if s3 is not None:
         s3 = replace(s3, max_attempts=2, request_timeout=min(s3.request_timeout, 5.0))
     try:
-        store, beside = open_store(output.uri, s3), beside_store(output.uri, s3)
-        record = read_json(beside, Sidecars.of(output.uri).job_record)
-        holder = read_lock(beside, output.uri)
+        store, beside = open_store(uri, s3), beside_store(uri, s3)
+        record = read_json(beside, Sidecars.of(uri).job_record)
+        holder = read_lock(beside, uri)
         leftover = next(iter(store.list()), None)
-        metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
+        metadata = next((key for key in ROOT_DOCUMENTS if store.exists(key)), None)
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
         return "", str(e)
     except Exception as e:   # not reachable from here: the run looks for itself
         return f"output:   not looked at ({cause(e)})", ""
     if holder and not lock_holder_dead(holder):
-        return "", str(held_error(output.uri, holder, beside))
+        return "", str(held_error(uri, holder, beside))
     if leftover is None:
         return "output:   empty", ""
     if not record:
-        return "", str(_foreign_dataset(output.uri, metadata) if metadata
-                       else _foreign_files(output.uri, leftover))
+        if overwrite:
+            return "", str(_not_ours_to_replace(uri, store, leftover))
+        return "", str(_foreign_dataset(uri, metadata) if metadata else _foreign_files(uri, leftover))
     if record.get("status") == "committed":
-        return ("output:   holds a committed dataset of this tool: the run says nothing to do if "
-                "it is this job's, and refuses it otherwise (--overwrite replaces it)"), ""
-    return (f"output:   holds an unfinished run ({record.get('status')}): the run continues it "
-            f"if it is this job's, and discards it otherwise"), ""
+        return ("output:   holds a committed dataset of this tool: " +
+                ("--overwrite replaces it" if overwrite else "the run says nothing to do if it is "
+                 "this job's, and refuses it otherwise (--overwrite replaces it)")), ""
+    return ("output:   holds an unfinished run of this tool: the run continues it if it is this "
+            "job's, and discards it otherwise"), ""
 
 
-def _not_ours_to_replace(plan: ExportPlan, store: Store, leftover: str) -> OutputError:
+def _not_ours_to_replace(uri: str, store: Store, leftover: str) -> OutputError:
     """The refusal of --overwrite for an output holding files without our job record."""
     return OutputError(f"--overwrite replaces only a dataset this pipeline wrote: {store.uri} "
-                       f"has no job record ({Sidecars.of(plan.output.uri).job_record}) and "
+                       f"has no job record ({Sidecars.of(uri).job_record}) and "
                        f"holds e.g. {leftover}; nothing was deleted")
 
 
@@ -237,7 +244,7 @@ def remove_dataset(plan: ExportPlan, store: Store, beside: Store) -> int:
     names = Sidecars.of(plan.output.uri)
     leftover = next(iter(store.list()), None)
     if leftover is not None and not read_json(beside, names.job_record):
-        raise _not_ours_to_replace(plan, store, leftover)
+        raise _not_ours_to_replace(plan.output.uri, store, leftover)
     removed = remove_owned(store, "--overwrite")
     for key in [names.job_record, *beside.list(names.ledger_root)]:
         beside.delete(key)

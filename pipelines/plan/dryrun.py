@@ -1,7 +1,6 @@
 """Planning on paper: what an export would do, from the tile JSON alone.
 
-`dry_run(config)` opens no tile file and lists no block or chunk (it looks, read only, at
-what the output holds): it builds the same task
+`dry_run(config)` opens no tile file and lists no block or chunk: it builds the same task
 description the real plan runs (`pipelines.plan.tasks`: boxes of blocks, partitions,
 block counts, objects per level counted on compressed grids), whose size grows with the
 number of tiles and partitions, never with the number of chunks.
@@ -53,7 +52,7 @@ class DryRun:
     memory_budget: int = 0                     # limits.task_memory, bytes
     warning: str = ""                          # `tasks.growth_warning`
     registered: str = ""                       # [stitching] reused: the refined file planned from
-    output: str = ""                           # what the output holds (`look_at_output`)
+    output: str = ""                           # what the output holds (`output.look_at_output`)
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -73,12 +72,13 @@ class DryRun:
             f"memory:   {_size(self.task_memory)} per task at most, estimated (limits.task_memory "
             f"allows {_size(self.memory_budget)})",
             f"planning: {self.seconds:.2f} s, driver peak memory {_size(self.peak_rss)}",
-        ] + ([self.output] if self.output else []) + ([] if self.pairs is None else [
+        ] + ([] if self.pairs is None else [
             f"stitching: {self.pairs:,} pair tasks to register first; the plan above is at the "
             f"stage positions (registration moves the bounds by at most its corrections, and "
             f"the objects with them)"]) + ([] if not self.registered else [
             f"stitching: reused {self.registered}; the plan above is at its registered positions"]) + (
-            [f"warning:  {self.warning}"] if self.warning else [])
+            [f"warning:  {self.warning}"] if self.warning else []) + (
+            [self.output] if self.output else [])
 
 
 def dry_run(config: JobConfig) -> DryRun:
@@ -107,9 +107,6 @@ def dry_run(config: JobConfig) -> DryRun:
         refusal = ""
     except PlanError as e:   # the plan is still worth printing: it shows what needs the memory
         refusal = str(e)
-    # what the output holds, read only (imported here: the commit package builds on plans)
-    from pipelines.commit.output import look_at_output
-    holds, output_refusal = look_at_output(output, config.s3_options())
     computed = computed_voxels(output, stages, tasks) * output.timepoints * output.channels
     return DryRun(len(first), output.timepoints, output.channels, output.shapes,
                   tuple(tasks.timepoints * len(s) for s in tasks.stages),
@@ -117,8 +114,7 @@ def dry_run(config: JobConfig) -> DryRun:
                   voxels * output.timepoints * output.channels * itemsize,
                   computed * itemsize, memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  pairs, refusal or output_refusal, config.task_memory,
-                  growth_warning(computed, tiles), registered, holds)
+                  pairs, refusal, config.task_memory, growth_warning(computed, tiles), registered)
 
 
 def _registration(config: JobConfig) -> tuple[tuple[tuple[TileSet, ...], ...] | None, int | None,

@@ -260,10 +260,17 @@ def test_the_dry_run_says_what_the_output_holds_and_refuses_what_the_run_refuses
     from pipelines.cli.export import main
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
                     str(tmp_path / "out"))
-    assert "output:   empty" in dry_run(load_job(job)).lines()
+
+    def printed(*extra: str) -> list[str]:
+        capsys.readouterr()
+        assert main([str(job), "--dry-run", *extra]) == 0
+        return capsys.readouterr().out.splitlines()
+    assert printed()[-1] == "output:   empty"   # last: after the plan and its timing
     export_local(load_job(job))
-    assert any(line.startswith("output:   holds a committed dataset of this tool")
-               for line in dry_run(load_job(job)).lines())
+    assert printed()[-1].startswith("output:   holds a committed dataset of this tool: the run "
+                                    "says nothing to do if it is this job's")
+    assert printed("--overwrite")[-1] == ("output:   holds a committed dataset of this tool: "
+                                          "--overwrite replaces it")
     shutil.rmtree(tmp_path / "out")
     (tmp_path / "out.job.json").unlink()
     zarr.open_array(str(tmp_path / "out"), mode="w", shape=(4, 4), dtype="u1", zarr_format=2)
@@ -273,10 +280,13 @@ def test_the_dry_run_says_what_the_output_holds_and_refuses_what_the_run_refuses
     printed = capsys.readouterr()
     assert "tasks:" in printed.out and printed.err.startswith(
         f"error: output.uri: {tmp_path / 'out'} already holds a dataset this pipeline did not write")
+    assert main([str(job), "--dry-run", "--overwrite"]) == 2   # as the real run with it says
+    assert capsys.readouterr().err.startswith("error: --overwrite replaces only a dataset this "
+                                              "pipeline wrote")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_the_dry_run_of_an_s3_output_it_cannot_reach_says_so_and_plans(small_acquisition, tmp_path):
+def test_the_look_at_an_s3_output_it_cannot_reach_says_so_within_seconds():
     """Planning away from the cluster: an endpoint nothing answers on is a line, within
     seconds, not a refusal nor the job's whole request bound."""
     import socket
@@ -284,11 +294,12 @@ def test_the_dry_run_of_an_s3_output_it_cannot_reach_says_so_and_plans(small_acq
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "s3://bucket/out")
+    from pipelines.commit.output import look_at_output
+    from pipelines.storage import S3Options
     began = time.perf_counter()
-    paper = dry_run(load_job(job, [f's3.endpoint_url="http://127.0.0.1:{port}"']))
-    assert time.perf_counter() - began < 60   # the job's own bound: 5 attempts × 30 s
-    assert not paper.refusal and any(line.startswith("output:   not looked at (") for line in paper.lines())
+    holds, refusal = look_at_output("s3://bucket/out", S3Options(endpoint_url=f"http://127.0.0.1:{port}"))
+    assert time.perf_counter() - began < 15   # the job's own bound: 5 attempts × 30 s
+    assert not refusal and holds.startswith("output:   not looked at (")
 
 
 def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, tmp_path):
