@@ -56,12 +56,22 @@ def _created(beside: Store, key: str, data: bytes) -> bool:
                           f"({e.strerror or type(e).__name__})") from None
 
 
-def held_error(uri: str, owner: dict[str, Any], beside: Store) -> OutputError:
-    """The refusal when a live job holds the lock of the output at `uri`."""
+def held_error(uri: str, owner: dict[str, Any], beside: Store,
+               then: str = "wait for it to finish", key: str = "output.uri: ") -> OutputError:
+    """The refusal when a live job holds the lock of the output at `uri`: what to do
+    `then`, and always how to get out when that job is dead on another machine (review H:
+    verify and clean said only to wait, which never ends for a stale lock)."""
     return OutputError(
-        f"output.uri: {uri} is being written by another job (pid {owner.get('pid')} on "
-        f"{owner.get('host')}); wait for it to finish, or if it is dead, remove "
+        f"{key}{uri} is being written by another job (pid {owner.get('pid')} on "
+        f"{owner.get('host')}); {then}, or if it is dead, remove "
         f"{beside.uri}/{Sidecars.of(uri).lock}")
+
+
+def live_holder(beside: Store, uri: str) -> dict[str, Any]:
+    """The holder of the lock of the output at `uri` while it may be running (not a job
+    of this machine that ended); {} otherwise."""
+    holder = read_lock(beside, uri)
+    return holder if holder and not lock_holder_dead(holder) else {}
 
 
 def release_lock(plan: ExportPlan, beside: Store) -> None:

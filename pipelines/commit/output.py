@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from pipelines.commit import ledger
-from pipelines.commit.lock import held_error, lock_holder_dead, read_lock
+from pipelines.commit.lock import held_error, live_holder
 from pipelines.commit.ownership import remove_owned
 from pipelines.commit.records import (
     Sidecars,
@@ -101,8 +101,8 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool,
         if overwrite:
             raise _not_ours_to_replace(plan.output.uri, store, leftover)
         raise _foreign_files(store.uri, leftover)
-    holder = read_lock(beside, plan.output.uri)
-    if holder and not lock_holder_dead(holder):
+    holder = live_holder(beside, plan.output.uri)
+    if holder:
         raise held_error(plan.output.uri, holder, beside)
 
 
@@ -207,14 +207,14 @@ def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False) -> t
     try:
         store, beside = open_store(uri, s3), beside_store(uri, s3)
         record = read_json(beside, Sidecars.of(uri).job_record)
-        holder = read_lock(beside, uri)
+        holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
         metadata = next((key for key in ROOT_DOCUMENTS if store.exists(key)), None)
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
         return "", str(e)
     except Exception as e:   # not reachable from here: the run looks for itself
         return f"output:   not looked at ({cause(e)})", ""
-    if holder and not lock_holder_dead(holder):
+    if holder:
         return "", str(held_error(uri, holder, beside))
     if leftover is None:
         return "output:   empty", ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.commit import ledger
-from pipelines.commit.lock import lock_holder_dead, read_lock
+from pipelines.commit.lock import held_error, live_holder, lock_holder_dead, read_lock
 from pipelines.commit.records import Sidecars, existing_record, read_json
 from pipelines.errors import OutputError
 from pipelines.storage import PartialWrite, Store
@@ -124,10 +124,9 @@ def _dead_lock(beside: Store, uri: str) -> list[Orphan]:
 def remove_orphans(store: Store, beside: Store, uri: str) -> int:
     """Remove exactly what `find_orphans` lists; returns how many. Refuses (OutputError)
     while a live job holds the output's lock: its temporary files are not orphans."""
-    holder = read_lock(beside, uri)
-    if holder and not lock_holder_dead(holder):
-        raise OutputError(f"{uri} is being written by a running job (pid {holder.get('pid')} "
-                          f"on {holder.get('host')}); nothing removed: clean it after that job ends")
+    holder = live_holder(beside, uri)
+    if holder:
+        raise held_error(uri, holder, beside, "nothing removed: clean it after that job ends", key="")
     orphans = find_orphans(store, beside, uri)
     for orphan in orphans:
         orphan.remove()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.commit import ledger
-from pipelines.commit.lock import lock_holder_dead, read_lock
+from pipelines.commit.lock import held_error, live_holder
 from pipelines.commit.records import Sidecars, commit_began, existing_record, require_fields
 from pipelines.config import apply_override, build_config, load_job
 from pipelines.errors import ConfigError, LedgerUnreadable, OutputError
@@ -78,10 +78,9 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
     nothing else is in the container."""
     names = Sidecars.of(uri)
     record = existing_record(beside, uri)
-    holder = read_lock(beside, uri) if record.get("status") != "committed" else {}
-    if holder and not lock_holder_dead(holder):   # trial M: "run the same job again" while it ran
-        raise OutputError(f"{uri} is being written by a running job (pid {holder.get('pid')} on "
-                          f"{holder.get('host')}); verify it once that job has finished")
+    holder = live_holder(beside, uri) if record.get("status") != "committed" else {}
+    if holder:   # trial M: "run the same job again to resume it" while it ran
+        raise held_error(uri, holder, beside, "verify it once that job has finished", key="")
     require_fields(record, beside, uri, "fingerprint", "format", "arrays")
     if commit_began(record):
         return Verification(problems=[

@@ -207,8 +207,9 @@ def test_verify_of_a_running_job_says_it_is_running(committed, capsys):
     capsys.readouterr()
     assert verify_main([str(committed)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {committed} is being written by a running job (pid {os.getpid()} on "
-        f"{socket.gethostname()}); verify it once that job has finished")
+        f"error: {committed} is being written by another job (pid {os.getpid()} on "
+        f"{socket.gethostname()}); verify it once that job has finished, or if it is dead, "
+        f"remove {committed.parent / 'out.job.lock'}")
 
 
 def test_a_partial_write_left_by_a_kill_is_noted_not_a_problem(committed, capsys):
