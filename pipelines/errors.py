@@ -117,7 +117,7 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     """Run a job's `work()` and `show(result)`; the exit code a job returns: 0 done (or
     the code `show` returns, or AlreadyDone: said on stdout), 2 a PipelineError (bad
     input, nothing written), 1 RunFailed
-    (the run failed), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (`stopped` says what
+    (the run failed) or an OSError (the file system, e.g. a full disk), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (`stopped` says what
     that left), each reported as one line on stderr instead of a traceback."""
     import signal
     import sys
@@ -132,6 +132,10 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
         return 2
     except RunFailed as e:
         print(f"failed: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # trial O: a disk that filled beside the tile JSONs while the
+        # results of minutes of work were written was a traceback; the error names the file
+        print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except Interrupted as e:
         print(str(e), file=sys.stderr)

@@ -51,14 +51,19 @@ def parse(uri: str) -> Location:
     if parsed.scheme not in USER_SCHEMES:
         raise OutputError(f"{uri}: unsupported storage scheme {parsed.scheme!r}; use a path, "
                           f"file:// or s3:// URI")
+    if parsed.scheme == "s3" and ("?" in uri or "#" in uri):
+        # trial O: urlparse took "?x=1" for a query: the data went to the key without it and
+        # the lock and job record to the key with it, so two runs shared one container
+        raise OutputError(f"{uri}: an S3 URI here has no '?' or '#' (read as a query or a "
+                          f"fragment, not as part of the key)")
     path = parsed.path.strip("/")
     inner = parsed.path.removeprefix("/").removesuffix("/")
     if parsed.scheme == "s3" and inner and any(part in ("", ".", "..") for part in inner.split("/")):
         # trial M: "x/../v.n5" was stored under that literal key, which the printed
         # tensorstore command (resolving "..") then did not find; "//" was dropped
+        meant = posixpath.normpath("/" + inner).lstrip("/")   # trial O: "/.." stays at the top
         raise OutputError(f"{uri}: an S3 key has no empty, '.' or '..' parts; write the "
-                          f"prefix as it is meant (s3://{parsed.netloc}/"
-                          f"{posixpath.normpath(path).lstrip('/')})")
+                          f"prefix as it is meant" + (f" (s3://{parsed.netloc}/{meant})" if meant else ""))
     return Location(parsed.scheme, parsed.netloc, path)
 
 

@@ -154,6 +154,18 @@ def test_a_failed_commit_check_is_one_line_exit_1_and_a_failed_record(tmp_path, 
     assert run_job(work, print) == 1
 
 
+def test_a_file_system_error_that_reaches_the_job_is_one_line_exit_1(capsys):
+    """Trial O: a disk that filled beside the tile JSONs while registration wrote its
+    results ended in a traceback; the error (which names the file) is one line."""
+    import errno
+
+    def work():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/t2d")
+    assert run_job(work, print) == 1
+    assert capsys.readouterr().err == ("failed: OSError: [Errno 28] No space left on device: "
+                                       "'/data/t2d'\n")
+
+
 # 5. memory:// was accepted as an output and "committed" into nothing
 
 def test_memory_uri_is_refused_as_an_output():

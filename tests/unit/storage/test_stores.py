@@ -133,6 +133,27 @@ def test_an_s3_uri_with_empty_or_dot_parts_is_refused_naming_what_was_meant(uri)
         open_store(uri)
 
 
+@pytest.mark.parametrize("uri", ["s3://bkt/q/v.n5?x=1", "s3://bkt/q/v.n5#a"])
+def test_an_s3_uri_with_a_query_or_fragment_is_refused(uri):
+    """Trial O: "?x=1" was taken for a query: the data went to q/v.n5 and the lock and job
+    record to "q/v.n5?x=1.job.*", so two runs (?a, ?b) wrote one container at once."""
+    from pipelines.errors import OutputError
+    from pipelines.storage import open_store
+    with pytest.raises(OutputError, match=r"an S3 URI here has no '\?' or '#'"):
+        open_store(uri)
+
+
+@pytest.mark.parametrize("uri, meant", [("s3://bkt/../v.n5", "s3://bkt/v.n5"), ("s3://bkt/x/..", None)])
+def test_the_s3_uri_a_refusal_suggests_is_valid(uri, meant):
+    """Trial O: s3://bkt/../v.n5 suggested itself, s3://bkt/x/.. suggested s3://bkt/."""
+    from pipelines.errors import OutputError
+    from pipelines.storage import open_store
+    with pytest.raises(OutputError) as refused:
+        open_store(uri)
+    assert (f"as it is meant ({meant})" in str(refused.value)) if meant else \
+        str(refused.value).endswith("as it is meant")
+
+
 def test_an_s3_uri_with_a_trailing_slash_is_still_taken():
     from pipelines.storage import open_store
     assert open_store("s3://demo/x/v.n5/").uri == "s3://demo/x/v.n5"
