@@ -119,9 +119,19 @@ def tile_histogram(stack: np.ndarray, binning: Binning, first_slice: int = 0) ->
     pixels = np.bincount(cell, minlength=cells).astype(np.float64)
     counts = np.zeros(int(np.prod(binning.shape)), dtype=np.int64)
     for z, plane in enumerate(stack, first_slice):   # a slice at a time: temporaries of a plane
-        means = np.bincount(cell, weights=plane.ravel(), minlength=cells) / pixels
         at = binning.group_of(z) * cells * BINS
-        counts[at + np.arange(cells) * BINS + binning.bin_of(means)] += 1
+        finite = np.isfinite(plane) if plane.dtype.kind == "f" else None
+        if finite is None or finite.all():
+            means = np.bincount(cell, weights=plane.ravel(), minlength=cells) / pixels
+            counts[at + np.arange(cells) * BINS + binning.bin_of(means)] += 1
+            continue
+        # trial O: a NaN voxel (missing data) made its cell's mean NaN, counted in the top
+        # bin, and the fields came out "not usable"; cell means of the finite pixels only
+        seen = np.bincount(cell, weights=finite.ravel(), minlength=cells)
+        sums = np.bincount(cell, weights=np.where(finite, plane, 0).ravel(), minlength=cells)
+        some = seen > 0
+        means = sums[some] / seen[some]
+        counts[at + np.flatnonzero(some) * BINS + binning.bin_of(means)] += 1
     return counts.reshape(binning.shape)
 
 

@@ -114,7 +114,8 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
 
     A tile placed by an affine is sampled over the shared box of stage voxels (trilinear,
     through its corrections, as fusion samples it), and only the bins every voxel of
-    which both tiles cover are compared."""
+    which both tiles cover are compared; a voxel that is not finite (NaN, ±inf: missing
+    data) counts as not covered."""
     index = job.tiles.by_index()
     a, b = index[pair[0]], index[pair[1]]
     shared = _crop(a.box.intersect(b.box))
@@ -122,6 +123,9 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
         return None
     (data_a, inside_a), (data_b, inside_b) = (_values_over(job, t, shared) for t in (a, b))
     both = inside_a if inside_b is None else inside_b if inside_a is None else inside_a & inside_b
+    finite = np.isfinite(data_a) & np.isfinite(data_b)
+    if not finite.all():   # trial O: NaN voxels (missing data) made every statistic NaN
+        both = finite if both is None else both & finite
     covered = int(both.sum()) if both is not None else shared.size
     if covered < MIN_VOXELS:
         return None

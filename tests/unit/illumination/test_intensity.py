@@ -82,6 +82,25 @@ def test_a_pair_measures_the_ratio_of_brightness(tmp_path):
     assert abs(found.slope - 1 / 0.7) < 0.1 * (1 / 0.7) and abs(found.intercept) < 40
 
 
+def test_a_pair_of_float_tiles_with_missing_voxels_still_measures(tmp_path):
+    """Trial O: NaN voxels (missing data) in float tiles' overlap made the medians NaN, no
+    pair usable, and 'NaN' literals in the coefficients file; they count as not covered."""
+    volume = (104, 64, 16)
+    tiles = []
+    for name, box, gain, seed in (("a", Box((0, 0, 0), (64, 64, 16)), 0.7, 0),
+                                  ("b", Box((40, 0, 0), (104, 64, 16)), 1.0, 1)):
+        tile = write_tile(tmp_path / f"{name}.tif", box, gain, seed, volume)
+        values = tifffile.imread(tile.path).astype(np.float32)
+        values[3, 10:12, 45:50] = np.nan   # inside the shared x 40..64 (a's coordinates)
+        values[5, 20, 2] = np.inf
+        tifffile.imwrite(tile.path, values)
+        tiles.append(Tile(tile.index, tile.path, tile.position, tile.size, (1.0, 1.0, 1.0), "GRAY32"))
+    found = measure_intensity(IntensityJob(TileSet(tuple(tiles)), Correction()), (0, 1), 0)
+    assert found is not None and 0 < found.voxels < 24 * 64 * 16
+    assert np.isfinite([found.slope, found.intercept, found.median_a, found.median_b]).all()
+    assert abs(found.median_b / found.median_a - 1 / 0.7) < 0.02 * (1 / 0.7)
+
+
 def test_a_pair_with_a_view_placed_by_an_affine(tmp_path):
     """Tile b is stored turned by 90 degrees about z and placed by its affine (as in a
     stitching-spark tile JSON's `transform`): it is sampled over the shared stage box,
