@@ -216,9 +216,9 @@ def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False) -> t
         return f"output:   not looked at ({cause(e)})", ""
     if holder:
         return "", str(held_error(uri, holder, beside))
-    if leftover is None:
-        return "output:   empty", ""
     if not record:
+        if leftover is None:
+            return "output:   empty", ""
         if overwrite:
             return "", str(_not_ours_to_replace(uri, store, leftover))
         return "", str(_foreign_dataset(uri, metadata) if metadata else _foreign_files(uri, leftover))

@@ -195,6 +195,10 @@ def existing_record(beside: Store, uri: str) -> dict[str, Any]:
     names = Sidecars.of(uri)
     record = read_json(beside, names.job_record)
     if not record:
+        if beside.exists(names.lock):   # trial O: a job in its first seconds
+            raise OutputError(f"{uri}: a job has just started writing it (its lock "
+                              f"{names.lock} is there, its job record not yet); run this "
+                              f"again once that job has finished")
         if "://" not in uri and not os.path.exists(uri):   # trial N: a mistyped path
             raise OutputError(f"{uri}: no such file or folder")
         raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "

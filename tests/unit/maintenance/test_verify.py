@@ -223,3 +223,11 @@ def test_a_partial_write_left_by_a_kill_is_noted_not_a_problem(committed, capsys
     out = capsys.readouterr().out
     assert "1 partial write(s) of a killed writer (e.g. c0/.attributes.json." in out
     assert "tile-clean --remove removes them" in out
+
+
+def test_verify_in_a_jobs_first_seconds_says_it_has_just_started(tmp_path, capsys):
+    """Trial O: with the lock there and no job record yet, verify said 'no such file or
+    folder'."""
+    (tmp_path / "out.job.lock").write_text("{}")
+    assert verify_main([str(tmp_path / "out")]) == 2
+    assert "a job has just started writing it" in capsys.readouterr().err

@@ -313,3 +313,15 @@ def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, t
                                         r"raise limits.task_memory"):
         make_plan(config)
     assert "lower limits.tile_cache" in dry_run(config).refusal
+
+
+def test_the_dry_run_of_a_run_killed_before_its_first_block_says_unfinished(small_acquisition,
+                                                                            tmp_path, capsys):
+    """Trial O: a job record of a run killed before any block was written, and no data:
+    the dry run said 'output:   empty'."""
+    from pipelines.cli.export import main
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    (tmp_path / "out.job.json").write_text('{"status": "interrupted", "job": "x"}')
+    capsys.readouterr()
+    assert main([str(job), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("output:   holds an unfinished run of this tool")
