@@ -89,9 +89,10 @@ def preflight(plan: ExportPlan, store: Store, beside: Store, overwrite: bool,
     this job's — a rerun finishes it — depends on the positions and coefficients the work
     is about to give, which `plan` (made before it) does not hold, so `check_output`
     decides that afterwards. With `positions_known` (no registration or the last one
-    reused, and no fields estimated anew: `plan` is at the positions the run will have) a committed dataset that differs at most in the
-    corrections is left to `check_output` too: the corrections are reused when they are as
-    they were, and then a rerun of a finished job is told there is nothing to do."""
+    reused, and no fields estimated anew: `plan` is at the positions the run will have)
+    a committed dataset that differs at most in the corrections is left to `check_output`
+    too: the corrections are reused when they are as they were, and then a rerun of a
+    finished job is told there is nothing to do."""
     record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
     if not overwrite:
         _refuse_committed(plan, store, record, settings_known=False,
@@ -148,7 +149,7 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
     done (trial J: --overwrite was suggested for a dataset zarr-python wrote, which it then
     refused, and this same job's finished dataset read as anyone's); AlreadyDone for
     this job's own (`settings_known`: `plan` is what the run exports). Without either, a
-    registration is to run."""
+    registration or a field estimation is to run first."""
     if not record:
         return _foreign_dataset(store.uri, key)
     if record.get("status") == "committed":
