@@ -57,12 +57,12 @@ def _created(beside: Store, key: str, data: bytes) -> bool:
 
 
 def held_error(uri: str, owner: dict[str, Any], beside: Store,
-               then: str = "wait for it to finish", key: str = "output.uri: ") -> OutputError:
+               then: str = "wait for it to finish", prefix: str = "output.uri: ") -> OutputError:
     """The refusal when a live job holds the lock of the output at `uri`: what to do
     `then`, and always how to get out when that job is dead on another machine (review H:
     verify and clean said only to wait, which never ends for a stale lock)."""
     return OutputError(
-        f"{key}{uri} is being written by another job (pid {owner.get('pid')} on "
+        f"{prefix}{uri} is being written by another job (pid {owner.get('pid')} on "
         f"{owner.get('host')}); {then}, or if it is dead, remove "
         f"{beside.uri}/{Sidecars.of(uri).lock}")
 

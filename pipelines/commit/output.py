@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, live_holder
-from pipelines.commit.ownership import remove_owned
+from pipelines.commit.ownership import METADATA_NAMES, remove_owned
 from pipelines.commit.records import (
     Sidecars,
     changed_parts,
@@ -21,7 +21,7 @@ from pipelines.commit.records import (
     read_json,
 )
 from pipelines.errors import AlreadyDone, OutputError, cause
-from pipelines.formats import FORMATS, format_module
+from pipelines.formats import format_module
 from pipelines.plan import ExportPlan
 from pipelines.plan.output import OutputSpec
 from pipelines.storage import S3Options, Store, beside_store, open_store
@@ -173,16 +173,13 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
                        f"choose another output.uri, or pass --overwrite to replace it")
 
 
-# The documents at a container's root that say a dataset is there, whatever wrote it
-ROOT_DOCUMENTS = tuple(dict.fromkeys([fmt.ROOT_KEY for fmt in FORMATS.values()] + [".zattrs", ".zarray"]))
-
-
 def _metadata_keys(output: OutputSpec) -> list[str]:
     """The metadata documents whose presence means the output holds a dataset: the first
-    array's of this format, and any format's root (`ROOT_DOCUMENTS`)."""
+    array's of this format, and any metadata document at the root, whatever wrote it
+    (`ownership.METADATA_NAMES`)."""
     spec = output.array(0, 0, 0)
     keys = [key for key, _ in format_module(output.format).array_documents(spec)]
-    return keys + list(ROOT_DOCUMENTS)
+    return keys + list(METADATA_NAMES)
 
 
 def _foreign_dataset(uri: str, key: str) -> OutputError:
@@ -210,7 +207,7 @@ def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False) -> t
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
-        metadata = next((key for key in ROOT_DOCUMENTS if store.exists(key)), None)
+        metadata = next((key for key in METADATA_NAMES if store.exists(key)), None)
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
         return "", str(e)
     except Exception as e:   # not reachable from here: the run looks for itself

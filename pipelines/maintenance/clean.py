@@ -126,7 +126,7 @@ def remove_orphans(store: Store, beside: Store, uri: str) -> int:
     while a live job holds the output's lock: its temporary files are not orphans."""
     holder = live_holder(beside, uri)
     if holder:
-        raise held_error(uri, holder, beside, "nothing removed: clean it after that job ends", key="")
+        raise held_error(uri, holder, beside, "nothing removed: clean it after that job ends", prefix="")
     orphans = find_orphans(store, beside, uri)
     for orphan in orphans:
         orphan.remove()

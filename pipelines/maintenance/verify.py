@@ -80,7 +80,7 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
     record = existing_record(beside, uri)
     holder = live_holder(beside, uri) if record.get("status") != "committed" else {}
     if holder:   # trial M: "run the same job again to resume it" while it ran
-        raise held_error(uri, holder, beside, "verify it once that job has finished", key="")
+        raise held_error(uri, holder, beside, "verify it once that job has finished", prefix="")
     require_fields(record, beside, uri, "fingerprint", "format", "arrays")
     if commit_began(record):
         return Verification(problems=[
