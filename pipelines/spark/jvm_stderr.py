@@ -34,6 +34,14 @@ _PY4J_FAILURE = re.compile(r"^: " + _EXCEPTION + "$", re.MULTILINE)
 _JVM_OPTION_FAILURE = re.compile(r"^((?:Invalid|Unrecognized|Improperly specified) [^\n]+)$",
                                  re.MULTILINE)
 _JVM_NOT_CREATED = "Could not create the Java Virtual Machine"
+# A heap too small for Java's own start (spark.driver.memory = "16m") ends it before it can
+# print its exception: 'Error: A JNI error has occurred, please check your installation and
+# try again' and 'Exception in thread "main" ' with nothing after (trial M). Nothing is
+# wrong with the installation; a heap of 32m gets as far as "OutOfMemoryError: Java heap
+# space", 100m to Spark's own "must be at least 471859200".
+_JAVA_MAIN_SILENT = re.compile(r'Exception in thread "main"\s*$', re.MULTILINE)
+_SILENT_REASON = ("Java ended in its first steps without saying why, as it does when its "
+                  "heap is too small to start (spark.driver.memory: Spark needs at least 450m)")
 
 
 # What every local session prints while it starts, whatever the job: the JVM naming the
@@ -102,6 +110,8 @@ def jvm_reason(text: str) -> str:
     match = _JAVA_MAIN_FAILURE.search(text)
     if match:
         return f"{match.group(1)}: {match.group(2).strip()}"
+    if _JAVA_MAIN_SILENT.search(text):
+        return _SILENT_REASON
     if _JVM_NOT_CREATED in text:
         option = _JVM_OPTION_FAILURE.search(text)
         return (f"Java refused its options: {option.group(1).strip()}" if option

@@ -72,6 +72,9 @@ def test_a_bad_spark_master_is_one_line_without_a_java_trace(small_acquisition, 
     ("spark.driver.memory=2x", "Java refused its options: Invalid maximum heap size: -Xmx2x"),
     # Spark refuses inside the JVM: py4j's "An error occurred while calling …" hid the reason
     ("spark.driver.memory=100m", "SparkIllegalArgumentException: [INVALID_DRIVER_MEMORY"),
+    # a heap too small for Java's own start: it printed only "A JNI error has occurred,
+    # please check your installation", and the job said JAVA_GATEWAY_EXITED (trial M)
+    ("spark.driver.memory=16m", "heap is too small to start (spark.driver.memory"),
 ])
 def test_a_setting_that_stops_spark_starting_is_its_reason_in_one_line(small_acquisition,
                                                                         tmp_path, setting, expected):

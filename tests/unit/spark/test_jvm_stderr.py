@@ -54,6 +54,15 @@ def test_the_jvm_refusing_its_options_is_its_own_line():
     assert jvm_reason("some other output\n") == ""
 
 
+def test_a_java_that_ends_without_naming_its_exception_is_said_to_be_short_of_heap():
+    # spark.driver.memory = "16m": what Java printed (its installation is fine)
+    text = ("WARNING: Using incubator modules: jdk.incubator.vector\n"
+            "Error: A JNI error has occurred, please check your installation and try again\n"
+            'Exception in thread "main" ')
+    assert "heap is too small to start (spark.driver.memory" in jvm_reason(text)
+    assert "installation" not in jvm_reason(text)
+
+
 def test_a_java_exception_raised_through_py4j_is_its_class_and_message():
     raised = Exception("An error occurred while calling None.org.apache.spark.api.java."
                        "JavaSparkContext.\n: org.apache.spark.SparkException: Asked to run "
