@@ -31,8 +31,9 @@ _FOLDER = re.compile(r"\d+|c\d*|s\d+|setup\d+|timepoint\d+")   # array path comp
 _CHUNK = re.compile(r"\d+(\.\d+)*")   # a chunk index: N5 / Zarr "/" keys, Zarr v2 "." keys
 
 
-def check_sidecar_names(plan: ExportPlan, beside: Store) -> None:
-    """OutputError unless every name we keep beside the container is free or ours."""
+def check_sidecar_names(plan: ExportPlan, store: Store, beside: Store) -> None:
+    """OutputError unless every name we keep beside the container (`store`) is free or
+    ours."""
     names = Sidecars.of(plan.output.uri)
     where = uris.parent(plan.output.uri) if uris.is_remote(plan.output.uri) else str(
         Path(plan.output.uri).resolve().parent)
@@ -48,6 +49,13 @@ def check_sidecar_names(plan: ExportPlan, beside: Store) -> None:
     taken = [n for n in (f"{names.report}/", names.error_log) if next(iter(beside.list(n)), None)]
     if plan.output.layout == "bdv" and beside.exists(names.bdv_xml):
         taken.append(names.bdv_xml)
+    held = next(iter(store.list()), None) if taken else None
+    if held is not None:   # a dataset with its report, its job record lost (trial M)
+        raise OutputError(f"output.uri: {plan.output.uri} holds files (e.g. {held}) and "
+                          f"{taken[0].rstrip('/')} is beside it, but there is no job record "
+                          f"({names.job_record}) to say this pipeline wrote them; the job "
+                          f"would write over them: move them away or choose another "
+                          f"output.uri")
     if taken:
         raise OutputError(f"output.uri: {taken[0].rstrip('/')} already exists beside the output "
                           f"(in {where}) and is not from this pipeline (there is no "

@@ -106,6 +106,20 @@ def test_overwrite_needs_our_job_record(tmp_path, acq, capsys):
     assert (out / "0").read_bytes() == b"someone else's"
 
 
+def test_a_dataset_whose_job_record_was_lost_is_named_before_its_report(tmp_path, acq, capsys):
+    """Our export, its job record then removed: the first complaint was the report folder
+    beside it ('not from this pipeline'), not the dataset the record vouched for (trial M)."""
+    out = tmp_path / "out" / "volume"
+    job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), str(out))
+    export_local(load_job(job))
+    (tmp_path / "out" / "volume.job.json").unlink()
+    before = snapshot(tmp_path / "out")
+    for extra in ([], ["--overwrite"]):
+        refused(capsys, export_job.main([str(job), *extra]), f"{out} holds files",
+                "volume.report is beside it", "no job record (volume.job.json)")
+        assert snapshot(tmp_path / "out") == before
+
+
 @pytest.mark.parametrize("key, ours", [
     ("c0/s0/1/2/3", True), ("setup1/timepoint0/s2/0/0/0", True), ("0/c/0/1/2/3", True),
     ("0/0.1.2", True), ("attributes.json", True), ("c1/s0/attributes.json", True), ("zarr.json", True),
