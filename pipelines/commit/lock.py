@@ -90,6 +90,7 @@ def release_lock(plan: ExportPlan, beside: Store) -> None:
         # a plain delete: a conditional one is not in every S3 store (review H), and the
         # holder was just read
         beside.delete(key)
+        beside.remove_made_folders()
 
 
 def read_lock(beside: Store, uri: str) -> dict[str, Any]:

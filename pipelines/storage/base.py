@@ -101,6 +101,10 @@ class Store(ABC):
     def remove_partial(self, partial: PartialWrite) -> None:  # noqa: B027  (optional: nothing to remove by default)
         """Remove one partial write `partial_writes` listed (gone already is fine)."""
 
+    def remove_made_folders(self) -> None:  # noqa: B027  (optional: stores without folders)
+        """Remove the folders `put_if_absent` created for its objects where they are empty
+        now, deepest first (a lock released by a run that wrote nothing else)."""
+
     def size(self, key: str) -> int:
         """Bytes stored under `key`; KeyError when there are none."""
         return len(self.get(key))

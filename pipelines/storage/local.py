@@ -26,6 +26,7 @@ class LocalStore(Store):
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.made_folders: builtins.list[Path] = []   # by put_if_absent, deepest first
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -72,7 +73,7 @@ class LocalStore(Store):
         # The content is written to a temporary file first and then linked under the key:
         # link() fails if the key exists, so the object appears whole or not at all.
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(path.parent)
         tmp = self._temporary(path)
         try:
             tmp.write_bytes(data)
@@ -82,6 +83,25 @@ class LocalStore(Store):
         finally:
             tmp.unlink(missing_ok=True)
         return True
+
+    def _make_folder(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        if missing:
+            missing[0].mkdir(parents=True, exist_ok=True)
+            self.made_folders.extend(missing)
+
+    def remove_made_folders(self) -> None:
+        # a run stopped before it wrote anything left the output's new parent folders
+        # (trial M); rmdir() removes only what is still empty
+        for folder in self.made_folders:
+            try:
+                folder.rmdir()
+            except OSError:   # holds something (this run's record, another job's files)
+                break
+        self.made_folders.clear()
 
     def delete_if_unchanged(self, key: str, expected: bytes) -> bool:
         # rename() moves one inode: of concurrent callers exactly one gets the object.

@@ -413,6 +413,25 @@ def test_a_signal_after_the_commit_says_the_dataset_is_complete(tmp_path, small_
     assert run_job(lambda: export_local(again), print) == 130   # as the command exits
 
 
+def test_a_run_stopped_before_it_wrote_anything_leaves_no_folders(tmp_path, small_acquisition,
+                                                                  monkeypatch):
+    """Ctrl-C in the first seconds said 'nothing was written' but left the output's new
+    parent folders, made for the lock (trial M). Folders that were there stay."""
+    from pipelines import driver
+    from pipelines.errors import Terminated
+
+    def interrupted(*args, **kwargs):
+        raise Terminated()
+    monkeypatch.setattr(driver, "_export_locked", interrupted)
+    (tmp_path / "there").mkdir()
+    config = load_job(write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                                str(tmp_path / "there" / "new" / "er" / "volume.n5")))
+    with pytest.raises(Terminated):
+        export_local(config)
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["there"]
+    assert not list((tmp_path / "there").iterdir())
+
+
 @pytest.mark.parametrize("stop", ["KeyboardInterrupt", "Terminated"])
 def test_a_signal_once_the_record_says_committed_leaves_it_committed(small_acquisition, tmp_path,
                                                                       monkeypatch, capsys, stop):

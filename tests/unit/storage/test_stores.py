@@ -30,6 +30,21 @@ def test_local_put_leaves_no_temporary_files(tmp_path):
     assert os.listdir(tmp_path / "d") == ["k"]
 
 
+def test_local_folders_made_for_a_lock_go_when_empty_and_only_those(tmp_path):
+    (tmp_path / "kept").mkdir()
+    store = LocalStore(tmp_path / "kept" / "a" / "b")
+    assert store.put_if_absent("lock", b"x")
+    store.delete("lock")
+    store.remove_made_folders()
+    assert os.listdir(tmp_path) == ["kept"] and not os.listdir(tmp_path / "kept")
+    store = LocalStore(tmp_path / "kept" / "a" / "b")
+    assert store.put_if_absent("lock", b"x")
+    (tmp_path / "kept" / "a" / "other").write_bytes(b"another job's")
+    store.delete("lock")
+    store.remove_made_folders()   # b is empty; a is not
+    assert os.listdir(tmp_path / "kept" / "a") == ["other"]
+
+
 @pytest.mark.parametrize("count", [1, 3, local_module._IOV_MAX + 5])
 def test_local_put_writes_every_piece_when_the_system_writes_less(tmp_path, monkeypatch, count):
     """write() and writev() may write fewer bytes than given (signals, pipes, quotas): the
