@@ -28,6 +28,7 @@ from pipelines.config.model import (
     FORMATS,
     INTERPOLATIONS,
     LAYOUTS,
+    MIXING_BLENDINGS,
     PATH_KEYS,
     REQUIRED,
     RESUME_VERIFY,
@@ -62,7 +63,7 @@ from pipelines.errors import ConfigError, OutputError
 from pipelines.storage import uri as uris
 
 __all__ = ["BLENDINGS", "DEFAULT_BLOCK", "DOWNSAMPLING", "DTYPES", "FORMATS", "INTERPOLATIONS",
-           "LAYOUTS", "CodecConfig", "JobConfig", "OutputConfig", "StitchingConfig",
+           "LAYOUTS", "MIXING_BLENDINGS", "CodecConfig", "JobConfig", "OutputConfig", "StitchingConfig",
            "apply_override", "build_config", "keys_named", "load_job", "parse_size"]
 
 

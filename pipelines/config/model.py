@@ -14,6 +14,9 @@ from pipelines.config.master import parse_master
 FORMATS = ("n5", "zarr2", "zarr3")
 LAYOUTS = {"n5": ("n5-viewer", "bdv"), "zarr2": ("ome",), "zarr3": ("ome",)}
 BLENDINGS = ("max", "average", "linear", "first", "closest")
+# the blendings whose voxels may be values no tile holds (means of the overlapping tiles):
+# refused with output.downsample = "mode", which is for labels
+MIXING_BLENDINGS = ("average", "linear")
 INTERPOLATIONS = ("nearest", "linear")
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 DOWNSAMPLING = ("mean", "mode")

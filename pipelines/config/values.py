@@ -18,6 +18,7 @@ from pipelines.config.model import (
     DTYPES,
     FORMATS,
     LAYOUTS,
+    MIXING_BLENDINGS,
     S3_MIN_PART,
     CodecConfig,
     OutputConfig,
@@ -465,10 +466,12 @@ def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
 
 def _blending(merged: dict, where: str) -> str:
     blending = _choice(merged["fusion"], "fusion", "blending", BLENDINGS, where)
-    if merged["output"]["downsample"] == "mode" and blending in ("average", "linear"):
+    if merged["output"]["downsample"] == "mode" and blending in MIXING_BLENDINGS:
+        *others, last = (f'"{b}"' for b in BLENDINGS if b not in MIXING_BLENDINGS)
+        keeping = f"{', '.join(others)} or {last}"
         raise ConfigError(f"{where}fusion.blending: {blending!r} averages overlapping tiles, which "
                           f"invents values between labels; with output.downsample = \"mode\" use "
-                          f"blending = \"first\" or \"max\"")
+                          f"blending = {keeping}")
     return blending
 
 

@@ -9,8 +9,10 @@ import pytest
 from pipelines import config
 from pipelines.config.codecs import FORMAT_CODECS
 from pipelines.formats import FORMATS, compressor_for
+from pipelines.geometry import Box
 from pipelines.layouts.paths import array_path
-from pipelines.pixels import fusion, pyramid
+from pipelines.pixels import fusion, pyramid, resample
+from pipelines.tiles import Tile
 
 
 def test_every_format_choice_is_a_format_module():
@@ -39,8 +41,20 @@ def test_every_blending_choice_is_implemented_and_nothing_else():
     assert set(config.BLENDINGS) == set(fusion._BLEND)
 
 
+@pytest.mark.parametrize("blending", config.BLENDINGS)
+def test_the_blendings_refused_for_labels_are_those_that_make_new_values(blending):
+    """`MIXING_BLENDINGS` (refused with downsample = "mode") against what each rule does
+    where two label tiles (3 and 7, weighted unevenly) overlap."""
+    tiles = [Tile(0, "a", (0, 0, 0), (8, 2, 2)), Tile(1, "b", (3, 0, 0), (8, 2, 2))]
+    labels = {"a": np.full((2, 2, 8), 3, "uint16"), "b": np.full((2, 2, 8), 7, "uint16")}
+    out = fusion.fuse(Box((0, 0, 0), (11, 2, 2)), tiles, (0, 0, 0), blending, "uint16",
+                      read=lambda tile, region: labels[tile.path][region.slices_zyx()])
+    assert (not set(np.unique(out)) <= {3, 7}) == (blending in config.MIXING_BLENDINGS)
+    assert set(config.MIXING_BLENDINGS) <= set(config.BLENDINGS)
+
+
 def test_interpolation_and_downsampling_choices_match_their_implementations():
-    assert config.INTERPOLATIONS == fusion.INTERPOLATIONS
+    assert config.INTERPOLATIONS == fusion.INTERPOLATIONS == tuple(resample.ORDERS)
     assert config.DOWNSAMPLING == pyramid.METHODS
 
 

@@ -126,12 +126,22 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
     (["output.levels=0"], "output.levels"),
     (["output.dtype=uint12"], "output.dtype: expected one of"),
     (["output.downsample=median"], "output.downsample"),
+    (["output.downsample=mode", "fusion.blending=linear"],
+     'values between labels; with output.downsample = "mode" use blending = "max", "first" or "closest"'),
+    (["output.downsample=mode"], "'linear' averages"),   # the default blending
+    (["output.downsample=mode", "fusion.blending=average"], "'average' averages"),
     (["input.timepoints=[['a.json']]"], "exactly one of .*; both are set"),
     (["input.tiles=[]"], "input.tiles is empty: give a tile JSON"),
 ])
 def test_inconsistent_output_options(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_job(job(tmp_path), overrides)
+
+
+@pytest.mark.parametrize("blending", ["max", "first", "closest"])
+def test_labels_take_the_blendings_that_keep_one_tiles_value(tmp_path, blending):
+    config = load_job(job(tmp_path), ["output.downsample=mode", f"fusion.blending={blending}"])
+    assert (config.output.downsample, config.blending) == ("mode", blending)
 
 
 def test_timepoints_and_channels(tmp_path):

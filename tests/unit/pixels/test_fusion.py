@@ -7,12 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines.config import BLENDINGS
 from pipelines.geometry import Box
 from pipelines.pixels import copying, fusion
 from pipelines.pixels.fusion import INTERPOLATIONS, cast, fuse
 from pipelines.tiles import Tile, TileSet
 
-RULES = ["max", "average", "linear", "first"]
+RULES = list(BLENDINGS)   # every rule the job file offers (trial R: a new one was missed)
 
 
 def two_tiles(a_value=None, b_value=None):
@@ -46,7 +47,7 @@ def test_voxels_covered_by_one_tile_equal_that_tile(rule):
     np.testing.assert_array_equal(out[:, :, 20:], pixels["b"][:, :, 8:])
 
 
-@pytest.mark.parametrize("rule", RULES + ["closest"])
+@pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("tile_type, out_type", [("GRAY16", "float32"), ("GRAY32", "float32"),
                                                  ("GRAY32", "float64"), ("GRAY32", "uint16")])
 def test_voxels_one_tile_covers_keep_their_value_where_a_type_is_float(rule, tile_type, out_type):
@@ -478,8 +479,10 @@ def whole_voxel_layouts(draw):
     return tiles, Box(start, tuple(a + n for a, n in zip(start, size)))
 
 
-@settings(max_examples=60, deadline=None)
-@given(layout=whole_voxel_layouts(), rule=st.sampled_from(RULES + ["closest"]),
+# each rule its own case: drawn at random, a broken rule passed 2 of 8 seeds (trial R)
+@pytest.mark.parametrize("rule", RULES)
+@settings(max_examples=25, deadline=None)
+@given(layout=whole_voxel_layouts(),
        dtype=st.sampled_from(["uint8", "uint16", "int16"]), compiled=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
 def test_every_rule_on_whole_voxel_tiles_matches_a_brute_force_reference(layout, rule, dtype,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import CodecConfig
+from pipelines.config import BLENDINGS, CodecConfig
 from pipelines.formats import ArraySpec, compressor_for, format_module
 from pipelines.formats.objects import encode_region
 from pipelines.geometry import Box, to_zyx
@@ -78,7 +78,7 @@ def overlapping(cuts, shifts, missing=(), seed=0):
     return moved, pixels
 
 
-@pytest.mark.parametrize("blending", ["linear", "max", "average", "first", "closest"])
+@pytest.mark.parametrize("blending", BLENDINGS)
 @pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "compiled"])
 def test_a_block_where_tiles_overlap_is_its_tiles_and_blended_zones(blending, compiled, monkeypatch):
     """Tiles overlapping inside a block (and a gap): a Mosaic of views of the tiles where
