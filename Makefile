@@ -9,6 +9,8 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# The stamps are named by pyproject.toml's checksum: a changed file is a new stamp, and
+# its mtime alone (a checkout, a touch) does not install everything again.
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.installed-bench-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEMO_DATA := data/demo
@@ -30,7 +32,7 @@ check-java:
 	  [ -n "$$v" ] && [ "$$v" -ge 17 ] || \
 	  { echo "error: Java 17 or newer is needed for Spark; 'java' is version $$v" >&2; exit 1; }
 
-$(STAMP): pyproject.toml | check-python
+$(STAMP): | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -78,7 +80,7 @@ bench: setup $(BENCH_STAMP)
 bench-scale: setup
 	$(PY) benchmarks/scale_run.py
 
-$(BENCH_STAMP): pyproject.toml $(STAMP)
+$(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	rm -f $(VENV)/.installed-bench-*
 	touch $@

@@ -16,6 +16,14 @@ pytest_plugins = ["tests.s3_fixtures"]  # moto server, buckets, flaky proxy
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """A test that takes the `spark` fixture is marked `spark`, so that `-m "not spark"`
+    leaves it out without each one saying so (trial R: four were missed)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """A local[2] session shared by every Spark test (starting one takes ~10 s)."""
