@@ -61,7 +61,7 @@ def _n5_viewer(plan: ExportPlan, factors, channels, origin) -> Documents:
         for k, spec in enumerate(levels):
             extra = viewers.n5_viewer_dataset_attributes(levels, factors, k, origin)
             docs.arrays += [_merged(d, extra) for d in fmt.array_documents(spec)]
-        attrs = viewers.n5_viewer_channel_attributes(levels, factors, origin)
+        attrs = viewers.n5_viewer_channel_attributes(levels, factors, origin, channels[c].label)
         docs.groups += fmt.group_attributes(f"c{c}", attrs)
     docs.groups += fmt.group_documents(out.array(0, 0, 0))
     return docs

@@ -49,7 +49,7 @@ class Channel:
 def level_resolution(levels: Sequence[ArraySpec], factors: Sequence[Sequence[int]], k: int) -> Vec3:
     """Voxel size (µm, x, y, z) of level `k`: level 0's resolution times the level's factors."""
     _check(levels, factors)
-    return triple(float(r) * f for r, f in zip(levels[0].resolution, factors[k]))
+    return triple(plain(float(r) * f) for r, f in zip(levels[0].resolution, factors[k]))
 
 
 def level_translations(resolution: Sequence[float], factors: Sequence[Sequence[int]],
@@ -57,7 +57,7 @@ def level_translations(resolution: Sequence[float], factors: Sequence[Sequence[i
     """Per-level translations (µm, x, y, z) for block-mean/mode downsampling: the centre of a
     coarse voxel is the centre of the f fine voxels it summarises, (f - 1) / 2 fine voxels in
     from `origin` (the physical position of level 0's voxel (0, 0, 0))."""
-    return [triple(float(o) + (f - 1) / 2 * float(r) for o, f, r in zip(origin, fs, resolution))
+    return [triple(plain(float(o) + (f - 1) / 2 * float(r)) for o, f, r in zip(origin, fs, resolution))
             for fs in factors]
 
 
@@ -193,12 +193,12 @@ def ome_v05_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[i
 # ---------------------------------------------------------------- n5-viewer (c{n}/s{k})
 
 def _pixel_resolution(levels: Sequence[ArraySpec]) -> dict:
-    return {"unit": "um", "dimensions": [float(r) for r in levels[0].resolution]}
+    return {"unit": "um", "dimensions": [plain(r) for r in levels[0].resolution]}
 
 
 def _affine(translation: Sequence[float]) -> list[list[float]]:
     """An n5-viewer `affineTransform` (3 rows of 4) that shifts by `translation` µm."""
-    return [[1.0 if c == r else (float(translation[r]) if c == 3 else 0.0) for c in range(4)]
+    return [[1.0 if c == r else (plain(translation[r]) if c == 3 else 0.0) for c in range(4)]
             for r in range(3)]
 
 
@@ -219,12 +219,15 @@ def n5_viewer_dataset_attributes(levels: Sequence[ArraySpec], factors: Sequence[
 
 
 def n5_viewer_channel_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[int]],
-                                 translation: Sequence[float] = (0, 0, 0)) -> dict:
+                                 translation: Sequence[float] = (0, 0, 0), name: str = "") -> dict:
     """The channel group `c{n}`'s attributes.json: `scales` (cumulative factors per level),
-    `pixelResolution` and, if any, `affineTransform` — what n5-viewer reads from the group."""
+    `pixelResolution`, if any `affineTransform`, and the channel's `name` — what
+    n5-viewer reads from the group (its README's example names the data with `name`;
+    trial P: the channel names were nowhere in an n5-viewer container)."""
     _check(levels, factors)
-    attrs = {"scales": [[int(f) for f in fs] for fs in factors],
-             "pixelResolution": _pixel_resolution(levels)}
+    attrs: dict = {"name": name} if name else {}
+    attrs |= {"scales": [[int(f) for f in fs] for fs in factors],
+              "pixelResolution": _pixel_resolution(levels)}
     if any(translation):
         attrs["affineTransform"] = _affine(translation)
     return attrs
@@ -302,10 +305,16 @@ def bdv_xml(level0: ArraySpec, n5_name: str, channel_names: Sequence[str], timep
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def plain(value: float) -> float:
+    """A position as a person writes it: products such as 0.4 × 3 µm are 1.2, not
+    1.2000000000000002 (12 significant digits are far below any voxel size's accuracy),
+    in the XML and in the JSON documents alike (trial P: -1.2000000000000002 in an
+    n5-viewer affineTransform)."""
+    return float(f"{float(value):.12g}")
+
+
 def _number(value: float) -> str:
-    """A number as a person writes it: products such as 0.4 × 3 µm print as 1.2, not
-    1.2000000000000002 (12 significant digits are far below any voxel size's accuracy)."""
-    return repr(float(f"{float(value):.12g}"))
+    return repr(plain(value))
 
 
 def bdv_affine(resolution: Sequence[float], translation: Sequence[float]) -> list[float]:

@@ -183,6 +183,7 @@ def test_n5_viewer_layout_with_channels_on_spark(spark, tmp_path, small_acquisit
     for c in range(2):
         group = json.loads((root / f"c{c}/attributes.json").read_text())
         assert group["scales"] == [[1, 1, 1], [2, 2, 1], [4, 4, 1]]
+        assert group["name"] == ("tiles", "tiles-dim")[c]   # the channel names (trial P)
         for k in range(3):
             attrs = json.loads((root / f"c{c}/s{k}/attributes.json").read_text())
             assert attrs["downsamplingFactors"] == group["scales"][k]

@@ -340,6 +340,19 @@ def test_n5_viewer_layout(tmp_path):
             np.testing.assert_array_equal(data, volumes[f"{group}/{scale}"])
 
 
+def test_n5_viewer_and_ome_numbers_have_no_float_noise_and_channels_their_names():
+    """Trial P: -1.2000000000000002 in an n5-viewer affineTransform, and the channel names
+    nowhere in an n5-viewer container (n5-viewer names the data by `name`)."""
+    levels = level_specs(lambda k: layouts.array_path("n5-viewer", 0, 0, k))
+    levels = [dataclasses.replace(spec, resolution=(0.4 * 3, 0.4, 2.0)) for spec in levels]
+    attrs = viewers.n5_viewer_channel_attributes(levels, FACTORS, (0.0, -3 * 0.4, -12.0), "GFP")
+    assert attrs["name"] == "GFP"
+    assert [row[3] for row in attrs["affineTransform"]] == [0.0, -1.2, -12.0]
+    assert attrs["pixelResolution"]["dimensions"] == [1.2, 0.4, 2.0]
+    assert viewers.level_translations((0.4, 0.4, 2.0), [(1, 1, 1)], (0.1 + 0.2, 0, 0))[0][0] == 0.3
+    assert "name" not in viewers.n5_viewer_channel_attributes(levels, FACTORS)
+
+
 def test_n5_viewer_leaves_out_a_zero_translation():
     levels = level_specs(lambda k: layouts.array_path("n5-viewer", 0, 0, k))
     assert "affineTransform" not in viewers.n5_viewer_channel_attributes(levels, FACTORS)
