@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("uri", type=Path, help="the container: a local folder (….n5, ….zarr)")
     parser.add_argument("--dataset", help="array path inside the container (default: the first)")
     args = parser.parse_args(argv)
-    arrays = find_arrays(args.uri)
+    arrays = everything = find_arrays(args.uri)
     if args.dataset:
         arrays = [a for a in arrays if a[1] == args.dataset.strip("/")]
     if not arrays:
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     middle = store[tuple(store.shape[z_axis] // 2 if i == z_axis else slice(None)
                          for i in range(store.rank))].read().result()
     layout = store.chunk_layout
-    print(f"tensorstore opened {spec}  ({len(arrays)} arrays in the container)")
+    print(f"tensorstore opened {spec}  ({len(everything)} arrays in the container)")
     print(f"  shape (x, y, z) = {_pick(store.shape, spatial)}{_lead(store, spatial)}, "
           f"dtype {store.dtype.name}, chunks (x, y, z) {_pick(layout.read_chunk.shape, spatial)}")
     if list(layout.write_chunk.shape) != list(layout.read_chunk.shape):   # sharded

@@ -13,8 +13,9 @@ from tests.conftest import ROOT, write_job
 from tests.pipeline_helpers import export_local
 
 
-def inspect(path) -> str:
-    run = subprocess.run([sys.executable, str(ROOT / "scripts/inspect_dataset.py"), str(path)],
+def inspect(path, *options: str) -> str:
+    run = subprocess.run([sys.executable, str(ROOT / "scripts/inspect_dataset.py"), str(path),
+                          *options],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     return run.stdout
@@ -33,3 +34,13 @@ def test_every_format_is_described_in_x_y_z(small_acquisition, tmp_path, fmt, ex
         assert "shards (x, y, z) [32, 16, 16]: each holds [2, 1, 2] inner chunks of [16, 16, 8]" in printed, printed
     else:
         assert "shards" not in printed
+
+
+def test_one_array_of_a_pyramid_is_opened_and_the_container_counted(small_acquisition, tmp_path):
+    """Trial P: with --dataset the count was of the arrays it picked, '(1 arrays in the
+    container)' for a container of three."""
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "volume"), "levels = 3")
+    export_local(load_job(job))
+    printed = inspect(tmp_path / "volume", "--dataset", "c0/s1")
+    assert "c0/s1" in printed and "(3 arrays in the container)" in printed, printed
