@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.config.master import parse_master
+from pipelines.storage.s3 import S3Options  # no numpy or boto3 until a store is opened
 
 # The choices a job file allows. Their implementations keep their own tables (formats,
 # fusion's blendings, the pyramid's methods), which need numpy; this module must not, so
@@ -129,7 +130,6 @@ class JobConfig:
 
     def s3_options(self):
         """How to reach S3 (the [s3] settings), or None for the defaults."""
-        from pipelines.storage.s3 import S3Options  # storage is not needed to read a job
         return S3Options(**dict(self.s3)) if self.s3 else None
 
     @property

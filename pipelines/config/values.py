@@ -25,6 +25,7 @@ from pipelines.config.model import (
     StitchingConfig,
 )
 from pipelines.errors import ConfigError, OutputError
+from pipelines.storage import uri as uris
 
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 MAX_SIZE = 2**50   # 1 PiB: beyond any memory, cache or S3 part a job can mean
@@ -513,8 +514,6 @@ def _size_or_zero(value: Any, what: str) -> int:
 def _output_uri(uri: str, where: str) -> str:
     """A path, file:// or s3:// URI; anything else (memory:// is a test fixture, never a
     user's output) is refused before anything runs."""
-    from pipelines.storage import uri as uris
-
     try:
         location = uris.parse(uri)
     except OutputError as e:

@@ -58,15 +58,27 @@ def encode_buffer(spec: ArraySpec, buffer: np.ndarray, shape_zyx: tuple) -> Piec
     return Pieces((header, compress(spec, buffer)))
 
 
-def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
-    """The z, y, x array stored in one block (used by verification, not by tests of interop)."""
+def block_header(data: bytes) -> tuple[int, tuple[int, ...], int]:
+    """(mode, the block's shape z, y, x, where its compressed payload starts) of one stored
+    N5 block: mode 0 (default) or 1 (varlength, whose element count follows the shape);
+    ValueError for another mode. One reading of the header for our own blocks
+    (`decode_chunk`) and for N5 views of a BigStitcher project (`tiles.containers`)."""
     mode, ndim = struct.unpack_from(">HH", data)
-    if mode != 0:
-        raise ValueError(f"unsupported N5 block mode {mode}")
+    if mode not in (0, 1):
+        raise ValueError(f"N5 block mode {mode} is not supported")
     dims = struct.unpack_from(f">{ndim}I", data, 4)
-    raw = decompress(spec, data[4 + 4 * ndim:])
+    return mode, to_zyx(dims), 4 + 4 * ndim + (4 if mode == 1 else 0)
+
+
+def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
+    """The z, y, x array stored in one of our blocks: what verification decodes and later
+    pyramid passes read back (`execute.readback`)."""
+    mode, shape, start = block_header(data)
+    if mode != 0:   # we write mode 0 only
+        raise ValueError(f"unsupported N5 block mode {mode}")
+    raw = decompress(spec, data[start:])
     values = np.frombuffer(raw, dtype=spec.np_dtype.newbyteorder(">"))
-    return values.reshape(to_zyx(dims)).astype(spec.np_dtype)
+    return values.reshape(shape).astype(spec.np_dtype)
 
 
 def array_documents(spec: ArraySpec) -> list[tuple[str, bytes]]:

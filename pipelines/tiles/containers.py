@@ -12,7 +12,6 @@ with numcodecs; HDF5 goes through h5py (on S3, over range requests).
 from __future__ import annotations
 
 import json
-import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numcodecs
 import numpy as np
 
 from pipelines.errors import TileError, cause
+from pipelines.formats.n5 import block_header
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_xyz, to_zyx
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
@@ -246,11 +246,10 @@ def _chunk_values(array: ChunkedArray, data: bytes, where: str) -> np.ndarray:
     """A stored chunk's values as an array of its stored shape (N5: the block's own)."""
     if not array.n5:
         return np.frombuffer(array.codec(data), dtype=array.stored).reshape(array.chunks)
-    mode, ndim = struct.unpack_from(">HH", data)
-    dims = to_zyx(struct.unpack_from(f">{ndim}I", data, 4))
-    start = 4 + 4 * ndim + (4 if mode == 1 else 0)
-    if mode not in (0, 1):
-        raise TileError(f"{where}: N5 block mode {mode} is not supported")
+    try:
+        _, dims, start = block_header(data)
+    except ValueError as e:
+        raise TileError(f"{where}: {e}") from None
     values = np.frombuffer(array.codec(data[start:]), dtype=array.stored)[:int(np.prod(dims))]
     return values.reshape(dims)
 

@@ -63,3 +63,14 @@ def test_interpolation_and_downsampling_choices_match_their_implementations():
 def test_every_dtype_choice_downsamples_to_itself(dtype, method):
     data = np.arange(8, dtype=dtype).reshape(2, 2, 2)
     assert pyramid.downsample(data, (2, 2, 2), method).dtype == np.dtype(dtype)
+
+
+def test_reading_a_job_imports_neither_numpy_nor_boto3_nor_spark():
+    """config.model's promise (its choices are checked without numpy), kept now that the
+    config imports the storage package's URI parser and S3Options (trial R)."""
+    import subprocess
+    import sys
+    code = ("import sys, pipelines.config; "
+            "print(sorted(m for m in ('numpy', 'boto3', 'botocore', 'pyspark') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout

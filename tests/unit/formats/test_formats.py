@@ -168,3 +168,17 @@ def test_blosc_by_python_blosc_gives_numcodecs_bytes(cname, shuffle):
         for raw in [values.astype(">u2"), values.astype("<u2"), values.astype("<f4"),
                     values.astype("u1").tobytes(), b""]:
             assert compressor.encode(raw) == bytes(compressor.numcodec().encode(raw))
+
+
+def test_n5_block_headers_of_both_modes_are_read_and_others_refused():
+    """One reading of an N5 block's header for our blocks and for a project's N5 views:
+    mode 0, mode 1 (varlength: its element count follows the shape), nothing else."""
+    import struct
+
+    from pipelines.formats.n5 import block_header
+    default = struct.pack(">HHIII", 0, 3, 5, 4, 3) + b"payload"
+    varlength = struct.pack(">HHIIII", 1, 3, 5, 4, 3, 60) + b"payload"
+    assert block_header(default) == (0, (3, 4, 5), 16)
+    assert block_header(varlength) == (1, (3, 4, 5), 20)
+    with pytest.raises(ValueError, match="N5 block mode 2 is not supported"):
+        block_header(struct.pack(">HHIII", 2, 3, 5, 4, 3))
