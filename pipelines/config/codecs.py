@@ -2,17 +2,8 @@
 when the job is loaded (so a codec typo is refused before any input is opened) and by
 `pipelines.formats.codecs`, which turns a checked choice into bytes and format JSON.
 
-Supported per format (FORMATS.md): N5 raw, gzip, zstd, blosc, bzip2, xz; Zarr v2 and v3
-raw, gzip, zstd, blosc. Options and defaults:
-
-| name  | options (default)                                                      |
-| raw   | none                                                                   |
-| gzip  | level (6), 1..9                                                        |
-| zstd  | level (3), 1..22                                                       |
-| blosc | cname (zstd: blosclz, lz4, lz4hc, zlib, zstd), clevel (5, 0..9),       |
-|       | shuffle (byte: none, byte, bit), blocksize (0 = automatic)             |
-| bzip2 | level (9), 1..9   — N5 only                                            |
-| xz    | level (6), 0..9   — N5 only                                            |
+What each format takes follows FORMATS.md; README's codec table says the same to users
+(tests/unit/test_readme.py holds it to `OPTIONS` and `FORMAT_CODECS`).
 """
 
 from __future__ import annotations

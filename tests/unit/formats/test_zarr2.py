@@ -6,22 +6,21 @@ import json
 
 import numpy as np
 import pytest
-import tensorstore as ts
 import zarr
 
+from pipelines.config import CodecConfig
+from pipelines.config.codecs import FORMAT_CODECS
 from pipelines.formats import zarr2
 from pipelines.formats.base import ArraySpec
-from pipelines.formats.codecs import Compressor
+from pipelines.formats.codecs import Compressor, compressor_for
 from pipelines.geometry import ChunkGrid
 from pipelines.storage import LocalStore
+from tests.readers import tensorstore_read, zarr2_read
 
-COMPRESSORS = {
-    "raw": Compressor("raw"),
-    "gzip": Compressor("gzip", level=6),
-    "zstd": Compressor("zstd", level=3),
-    "blosc": Compressor("blosc", level=5, cname="zstd", shuffle="byte"),
-    "blosc-lz4-bit": Compressor("blosc", level=1, cname="lz4", shuffle="bit"),
-}
+# every codec Zarr v2 offers, with its defaults (trial R: a hand-written list missed a new
+# one), and blosc with other options
+COMPRESSORS = {name: compressor_for(CodecConfig(name), "zarr2") for name in FORMAT_CODECS["zarr2"]}
+COMPRESSORS["blosc-lz4-bit"] = Compressor("blosc", level=1, cname="lz4", shuffle="bit")
 
 
 def write_zarr2(root, path: str, volume: np.ndarray, chunks_xyz, compressor: Compressor,
@@ -45,13 +44,11 @@ def write_zarr2(root, path: str, volume: np.ndarray, chunks_xyz, compressor: Com
 
 
 def ts_read(root, path: str) -> np.ndarray:
-    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": f"{root}/{path}"},
-                     "open": True}).result()
-    return np.asarray(store.read().result())
+    return tensorstore_read(str(root), path, "zarr2")
 
 
 def zarr_read(root, path: str) -> np.ndarray:
-    return np.asarray(zarr.open_group(str(root), mode="r", zarr_format=2)[path][...])
+    return zarr2_read(str(root), path)
 
 
 def random_volume(shape, dtype, seed=1) -> np.ndarray:
