@@ -27,14 +27,17 @@ def owned_keys(plan, task) -> list[str]:
     """Brute force: every object key a block task must write or report as skipped, listed
     level by level and channel by channel (what `plan.object_count` counts)."""
     from pipelines.formats import format_module
-    from pipelines.formats.objects import object_keys
+    from pipelines.formats.objects import object_grid
+    from pipelines.geometry import grid_indices
     fmt, out, stage = format_module(plan.output.format), plan.output, plan.stages[task.stage]
     keys = []
     for level in range(stage.first, stage.first + stage.count):
         box = plan.level_box(task, level)
         for c in range(out.channels):
-            keys += object_keys(fmt, out.array(task.timepoint, c, level), box,
-                                out.lead_index(task.timepoint, c))
+            spec = out.array(task.timepoint, c, level)
+            lo, hi = object_grid(spec).chunks_touching(box)
+            keys += [fmt.chunk_key(spec, index, out.lead_index(task.timepoint, c))
+                     for index in grid_indices(hi, lo)]
     return keys
 
 

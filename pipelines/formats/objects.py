@@ -46,9 +46,3 @@ def object_grid(spec: ArraySpec) -> ChunkGrid:
     return ChunkGrid(spec.shape, spec.chunks)
 
 
-def object_keys(fmt: Format, spec: ArraySpec, box: Box,
-                lead_index: tuple[int, ...] = ()) -> list[str]:
-    """Keys of every object inside `box`: what a task owning `box` must account for."""
-    grid = object_grid(spec)
-    lo, hi = grid.chunks_touching(box)
-    return [fmt.chunk_key(spec, index, lead_index) for index in grid_indices(hi, lo)]

@@ -432,11 +432,6 @@ def _edge_factors(tile: Tile, region: Box, placed: Box) -> list[np.ndarray]:
     return factors
 
 
-def cast(values: np.ndarray, dtype) -> np.ndarray:
-    """Float voxels → `dtype`, rounding and clipping to its range for integer types."""
-    return to_dtype(values, dtype)
-
-
 def _cast_owned(values: np.ndarray, dtype) -> np.ndarray:
     """`cast` of a float32 array nobody else holds: rounds and clips in place (two passes
     fewer, no temporaries), the same values as `to_dtype`."""

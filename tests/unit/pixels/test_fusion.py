@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from pipelines.config import BLENDINGS
 from pipelines.geometry import Box
 from pipelines.pixels import copying, fusion
-from pipelines.pixels.fusion import INTERPOLATIONS, cast, fuse
+from pipelines.pixels.fusion import INTERPOLATIONS, fuse
+from pipelines.pixels.pyramid import to_dtype as cast
 from pipelines.tiles import Tile, TileSet
 
 RULES = list(BLENDINGS)   # every rule the job file offers (trial R: a new one was missed)
