@@ -40,24 +40,24 @@ from pipelines.config.model import (
     StitchingConfig,
 )
 from pipelines.config.values import (
-    _blending,
-    _bounding_box,
-    _channel_names,
-    _choice,
-    _count,
-    _delay,
-    _fail_blocks,
-    _inputs,
-    _output,
-    _s3,
-    _seconds,
-    _size_or_zero,
-    _spark_conf,
-    _stitching,
-    _views,
-    _voxel_size,
     default_channel_names,
+    parse_blending,
+    parse_bounding_box,
+    parse_channel_names,
+    parse_choice,
+    parse_count,
+    parse_delay,
+    parse_fail_blocks,
+    parse_inputs,
+    parse_output,
+    parse_s3,
+    parse_seconds,
     parse_size,
+    parse_size_or_zero,
+    parse_spark_conf,
+    parse_stitching,
+    parse_views,
+    parse_voxel_size,
 )
 from pipelines.errors import ConfigError, OutputError
 from pipelines.storage import uri as uris
@@ -169,35 +169,35 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
                               + ("a tile JSON, a list of them (one per channel) or a "
                                  "BigStitcher XML" if key == "tiles" else
                                  "a list of timepoints, each a list of tile JSONs"))
-    inputs = _inputs(merged["input"], where)
+    inputs = parse_inputs(merged["input"], where)
     project = inputs[0][0].lower().endswith(".xml")
     return JobConfig(
         inputs=inputs,
-        channel_names=_channel_names(merged["input"]["channel_names"],
+        channel_names=parse_channel_names(merged["input"]["channel_names"],
                                      None if project else len(inputs[0]), where),
-        views=_views(merged["input"]["views"], where),
-        resume_verify=_choice(merged["resume"], "resume", "verify", RESUME_VERIFY, where),
-        voxel_size=_voxel_size(merged["fusion"]["voxel_size"], where),
-        bounding_box=_bounding_box(merged["fusion"]["bounding_box"], where),
+        views=parse_views(merged["input"]["views"], where),
+        resume_verify=parse_choice(merged["resume"], "resume", "verify", RESUME_VERIFY, where),
+        voxel_size=parse_voxel_size(merged["fusion"]["voxel_size"], where),
+        bounding_box=parse_bounding_box(merged["fusion"]["bounding_box"], where),
         flatfield=flatfield_setting(merged["fusion"]["flatfield"],
                                     None if project else len(inputs[0]), source, where),
         intensity=intensity_setting(merged["fusion"]["intensity"], where),
         estimate_flatfield=enabled_setting(merged["flatfield"]["enabled"], where, "enabled"),
         flatfield_per_slice=enabled_setting(merged["flatfield"]["per_slice"], where, "per_slice"),
-        output=_output(merged["output"], len(inputs), where, uri_required=writes_output),
-        blending=_blending(merged, where),
-        interpolation=_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
-        stitching=_stitching(merged["stitching"], merged["input"]["channel_names"],
+        output=parse_output(merged["output"], len(inputs), where, uri_required=writes_output),
+        blending=parse_blending(merged, where),
+        interpolation=parse_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
+        stitching=parse_stitching(merged["stitching"], merged["input"]["channel_names"],
                              None if project else default_channel_names(inputs[0]), where),
         task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
-        spark_conf=_spark_conf({k: v for k, v in merged["spark"].items()
+        spark_conf=parse_spark_conf({k: v for k, v in merged["spark"].items()
                                 if k not in SPARK_OWN_KEYS}, where),
-        blocks_per_task=_count(merged["spark"], "spark", "blocks_per_task", where),
-        tile_cache=_size_or_zero(merged["limits"]["tile_cache"], f"{where}limits.tile_cache"),
-        checkpoint_seconds=_seconds(merged["limits"], "limits", "checkpoint_seconds", where),
-        fail_blocks=_fail_blocks(merged["debug"]["fail_blocks"], where),
-        s3=_s3(merged["s3"], where),
-        task_delay=_delay(merged["debug"]["task_delay"], where),
+        blocks_per_task=parse_count(merged["spark"], "spark", "blocks_per_task", where),
+        tile_cache=parse_size_or_zero(merged["limits"]["tile_cache"], f"{where}limits.tile_cache"),
+        checkpoint_seconds=parse_seconds(merged["limits"], "limits", "checkpoint_seconds", where),
+        fail_blocks=parse_fail_blocks(merged["debug"]["fail_blocks"], where),
+        s3=parse_s3(merged["s3"], where),
+        task_delay=parse_delay(merged["debug"]["task_delay"], where),
         source=source,
     )
 

@@ -24,7 +24,7 @@ DOWNSAMPLING = ("mean", "mode")
 RESUME_VERIFY = ("size", "checksum")   # what a resume confirms of the recorded objects
 
 # Every key a job file may hold, with its default (REQUIRED when there is none).
-# The [spark] table also takes any Spark property (see `_spark_conf`); its keys that are
+# The [spark] table also takes any Spark property (see `values.parse_spark_conf`); its keys that are
 # ours, not Spark's, are SPARK_OWN_KEYS.
 REQUIRED = object()
 SCHEMA: dict[str, dict[str, Any]] = {

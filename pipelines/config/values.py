@@ -58,7 +58,7 @@ def _string(table: dict, section: str, key: str, where: str) -> str:
     return value
 
 
-def _choice(table: dict, section: str, key: str, options: tuple, where: str) -> str:
+def parse_choice(table: dict, section: str, key: str, options: tuple, where: str) -> str:
     value = table[key]
     if value not in options:
         hint = difflib.get_close_matches(str(value), options, n=1)
@@ -122,7 +122,7 @@ SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "log
 SECRET_NAME = re.compile(r"(?i)secret|password|token|access[._]?key")
 
 
-def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
+def parse_spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
     conf = {}
     for key, value in _flatten(table).items():
@@ -152,7 +152,7 @@ def _spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(conf.items()))
 
 
-def _stitching(table: dict, names: Any, default_names: tuple[str, ...] | None,
+def parse_stitching(table: dict, names: Any, default_names: tuple[str, ...] | None,
                where: str) -> StitchingConfig:
     """[stitching] checked; `channel` may be an index or a channel name: one of
     input.channel_names, else of `default_names` (the tile JSONs' file names). For a
@@ -206,7 +206,7 @@ def _triple_or_one(table: dict, key: str, where: str, minimum: int) -> tuple[int
     return tuple(value)
 
 
-def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
+def parse_fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
     """Block indices that the test hook makes fail (see README, "debug")."""
     def is_index(b: Any) -> bool:
         return isinstance(b, list) and len(b) == 3 and all(
@@ -219,7 +219,7 @@ def _fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
     return tuple(tuple(b) for b in value)
 
 
-def _inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
+def parse_inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
     """Tile JSONs as timepoints × channels, from `tiles` (one timepoint) or `timepoints`."""
     tiles, timepoints = table["tiles"], table["timepoints"]
     if bool(tiles) == bool(timepoints):
@@ -301,7 +301,7 @@ def _flat_paths(rows: Any) -> list[str]:
 VIEW_KEYS = ("setup", "timepoint", "channel", "tile", "angle", "illumination")
 
 
-def _views(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def parse_views(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """input.views: {attribute = [ids]} with attributes of VIEW_KEYS."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where}input.views: expected a table such as {{angle = [0]}}, found {value!r}")
@@ -321,7 +321,7 @@ def _views(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple(sorted(out))
 
 
-def _voxel_size(value: Any, where: str) -> tuple[float, float, float]:
+def parse_voxel_size(value: Any, where: str) -> tuple[float, float, float]:
     """fusion.voxel_size: world units per output voxel, one number or [x, y, z]."""
     values = [value] * 3 if isinstance(value, (int, float)) and not isinstance(value, bool) else value
     ok = isinstance(values, list) and len(values) == 3 and all(
@@ -333,7 +333,7 @@ def _voxel_size(value: Any, where: str) -> tuple[float, float, float]:
     return float(values[0]), float(values[1]), float(values[2])
 
 
-def _bounding_box(value: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+def parse_bounding_box(value: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """fusion.bounding_box: {min = [x, y, z], max = [x, y, z]} in world units, or {}."""
     if value == {}:
         return None
@@ -354,7 +354,7 @@ def _bounding_box(value: Any, where: str) -> tuple[tuple[float, ...], tuple[floa
     return corners[0], corners[1]
 
 
-def _channel_names(value: Any, channels: int | None, where: str) -> tuple[str, ...]:
+def parse_channel_names(value: Any, channels: int | None, where: str) -> tuple[str, ...]:
     """Names as given; `channels` None: counted later (a BigStitcher project's channels)."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where}input.channel_names: expected a list of names, found {value!r}")
@@ -404,13 +404,13 @@ def _check_named_format(out: dict, where: str) -> None:
                           f"output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}")
 
 
-def _output(out: dict, timepoints: int, where: str, uri_required: bool = True) -> OutputConfig:
+def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = True) -> OutputConfig:
     """The [output] table checked; output.uri may be "" (left out) when not `uri_required`."""
     out = {**out, "format": out["format"] or _default_format(out)}
-    fmt = _choice(out, "output", "format", FORMATS, where)
+    fmt = parse_choice(out, "output", "format", FORMATS, where)
     _check_named_format(out, where)
     out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
-    layout = _choice(out, "output", "layout", LAYOUTS[fmt], where)
+    layout = parse_choice(out, "output", "layout", LAYOUTS[fmt], where)
     if uri_required:   # tile-stitch and tile-flatfield write no output (trial I)
         check_layout_timepoints(layout, timepoints, where)
     chunks = _positive_triple(out, "output", "chunks", where)
@@ -423,7 +423,7 @@ def _output(out: dict, timepoints: int, where: str, uri_required: bool = True) -
         raise ConfigError(f"{where}output.block: {list(block)} must be a whole number of shards "
                           f"{list(shard)} per axis, so that each task owns whole shards")
     if out["dtype"] and out["dtype"] not in DTYPES:
-        _choice(out, "output", "dtype", DTYPES, where)
+        parse_choice(out, "output", "dtype", DTYPES, where)
     levels = out["levels"]
     if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
         raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
@@ -431,10 +431,10 @@ def _output(out: dict, timepoints: int, where: str, uri_required: bool = True) -
         uri=_output_uri(_string(out, "output", "uri", where), where) if out["uri"] or uri_required else "",
         format=fmt, layout=layout, chunks=chunks,
         block=block, shard=shard, codec=_codec(out["codec"], fmt, where), dtype=out["dtype"],
-        levels=levels, downsample=_choice(out, "output", "downsample", DOWNSAMPLING, where))
+        levels=levels, downsample=parse_choice(out, "output", "downsample", DOWNSAMPLING, where))
 
 
-def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
+def parse_s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     """The [s3] table with sizes in bytes. Credentials never appear here: they come from
     the standard AWS chain (environment, shared profile, instance role)."""
     for key in ("endpoint_url", "region", "profile"):
@@ -465,8 +465,8 @@ def _s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted({**table, **sizes, "request_timeout": float(timeout)}.items()))
 
 
-def _blending(merged: dict, where: str) -> str:
-    blending = _choice(merged["fusion"], "fusion", "blending", BLENDINGS, where)
+def parse_blending(merged: dict, where: str) -> str:
+    blending = parse_choice(merged["fusion"], "fusion", "blending", BLENDINGS, where)
     if merged["output"]["downsample"] == "mode" and blending in MIXING_BLENDINGS:
         *others, last = (f'"{b}"' for b in BLENDINGS if b not in MIXING_BLENDINGS)
         keeping = f"{', '.join(others)} or {last}"
@@ -476,11 +476,11 @@ def _blending(merged: dict, where: str) -> str:
     return blending
 
 
-def _delay(value: Any, where: str) -> float:
-    return _seconds({"task_delay": value}, "debug", "task_delay", where)
+def parse_delay(value: Any, where: str) -> float:
+    return parse_seconds({"task_delay": value}, "debug", "task_delay", where)
 
 
-def _seconds(table: dict, section: str, key: str, where: str) -> float:
+def parse_seconds(table: dict, section: str, key: str, where: str) -> float:
     """Seconds from 0 to MAX_SECONDS (nan and inf are refused: they would stall every task,
     and time.sleep overflows on a finite 1e300)."""
     value = table[key]
@@ -491,7 +491,7 @@ def _seconds(table: dict, section: str, key: str, where: str) -> float:
     return float(value)
 
 
-def _count(table: dict, section: str, key: str, where: str, most: int = MAX_EXTENT) -> int:
+def parse_count(table: dict, section: str, key: str, where: str, most: int = MAX_EXTENT) -> int:
     """A whole number in [0, most]: by default below 2^31, as every other count and extent."""
     value = table[key]
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
@@ -500,7 +500,7 @@ def _count(table: dict, section: str, key: str, where: str, most: int = MAX_EXTE
     return value
 
 
-def _size_or_zero(value: Any, what: str) -> int:
+def parse_size_or_zero(value: Any, what: str) -> int:
     """`parse_size`, or 0 (turned off: 0, "0" as `--set key=0` gives it, "0MiB")."""
     if re.fullmatch(r"\s*0+(?:\.0*)?\s*([kmgtp]?)(?:i?b)?\s*", str(value).lower()):
         return 0

@@ -304,9 +304,9 @@ def test_a_bad_value_from_the_command_line_names_set_not_the_job_file(tmp_path, 
 
 
 def test_a_misspelt_view_attribute_gets_a_hint():
-    from pipelines.config.values import _views
+    from pipelines.config.values import parse_views
     with pytest.raises(ConfigError, match=r"input.views.angel: unknown attribute \(did you mean 'angle'\?\)"):
-        _views({"angel": [0]}, "")
+        parse_views({"angel": [0]}, "")
 
 
 @pytest.mark.parametrize("codec,message", [
