@@ -22,7 +22,7 @@ STEPS = {
     "block task (run_block)": r"^run_block \(",
     "fusion (fusion.fuse)": r"^fuse \(.*fusion\.py",
     "  tile reads (read_region)": r"^read_region \(",
-    "  tile data → float32 (_sample_nearest)": r"^_sample_nearest \(",
+    "  tile data → float32 (sample_nearest)": r"^sample_nearest \(",
     "  linear weights (edge_weights)": r"^edge_weights \(",
     "  blending (_linear)": r"^_linear \(",
     "  cast to the output type (cast)": r"^cast \(.*fusion\.py",

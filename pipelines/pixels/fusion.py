@@ -14,22 +14,9 @@ where either is floating point (`sums_dtype`). The result is cast to the output 
 integer types). Tiles are always visited in ascending index order, so the result is a
 pure function of the inputs: a retried task computes the same bytes.
 
-Interpolation rules (`INTERPOLATIONS`), how a tile is sampled at its stage position:
-- `nearest`: the tile sits at its position rounded to whole voxels (`Tile.origin`);
-- `linear`: the tile is resampled at its exact sub-voxel position (`Tile.position`)
-  with trilinear interpolation.
-For both rules the voxels a tile reaches lie in `Tile.box` (rounded origin, size), so
-planning (which blocks a tile touches, bounds, memory) does not depend on the rule. Under
-`linear`, output voxel i (per axis, stage coordinates) samples the tile at u = i - position,
-and the tile covers it only where 0 <= u <= size - 1 on every axis (`_reached`): a voxel of
-the box beyond the outer pixel centres is left to other tiles, as a view placed by an
-affine leaves it, instead of repeating the edge pixel. Trilinear interpolation is
-separable; per axis, in the fixed order x, y, z,
-value = (1 - t) * a[k] + t * a[k + 1] with k = floor(u), t = u - k, computed in float32.
-Only the tile region a block needs is read, with a one-voxel margin clipped to the tile,
-so each output voxel is computed from the same values in the same order whatever the
-block decomposition. A tile whose position is exactly integer skips the resampling, so
-it gives the same bytes under both rules. Blending weights stay based on `Tile.box`.
+Interpolation (`fusion.interpolation`): how a tile placed by a translation is sampled at
+its stage position is `pipelines.pixels.resample`'s (`sampler`); for both rules the voxels
+a tile reaches lie in `Tile.box`, and blending weights stay based on it.
 
 A tile with an affine (`Tile.transform`) is sampled through it (`pipelines.pixels.resample`):
 each output voxel is mapped back into the view, and the view contributes only where the
@@ -48,8 +35,8 @@ tiles' regions where one tile covers the voxels, and the blended zones.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -57,12 +44,16 @@ from pipelines.geometry import Box, to_zyx
 from pipelines.pixels.copying import MIN_BYTES, copy_region, row_run, separate_rows
 from pipelines.pixels.mosaic import Mosaic
 from pipelines.pixels.pyramid import to_dtype
-from pipelines.pixels.resample import Contribution, closeness, sample_affine
+from pipelines.pixels.resample import (
+    Contribution,
+    Reader,
+    closeness,
+    sample_affine,
+    sample_linear,
+    sample_nearest,
+    sampler,
+)
 from pipelines.tiles import Tile, read_region
-
-Reader = Callable[[Tile, Box], np.ndarray]
-
-INTERPOLATIONS = ("nearest", "linear")
 
 
 def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
@@ -72,7 +63,7 @@ def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
     `offset` is the (integer) stage position of output voxel (0, 0, 0); each tile covers
     its box (rounded stage position) minus `offset`. `read(tile, region)` returns a
     region of a tile's pixels (x, y, z relative to the tile) as a z, y, x array.
-    `interpolation` is one of `INTERPOLATIONS` (see the module docstring).
+    `interpolation` is one of `resample.INTERPOLATIONS`.
     """
     return _fuse(block, _visible(block, tiles, offset, blending), offset, blending, dtype, read,
                  interpolation)
@@ -81,7 +72,7 @@ def fuse(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
 def _fuse(block: Box, visible, offset, blending: str, dtype, read: Reader,
           interpolation: str) -> np.ndarray:
     """`fuse` of the (tile, placed box) pairs reaching the block (`_visible`)."""
-    sample = _sampler(interpolation)
+    sample = sampler(interpolation)
     if _copyable(visible, dtype, interpolation):
         return _fuse_by_copy(block, visible, blending, dtype, read)
     return _cast_owned(_blend(block, visible, blending, sample, read, offset, interpolation,
@@ -107,7 +98,7 @@ def fuse_pieces(block: Box, tiles: Iterable[Tile], offset, blending: str, dtype,
     of at least `copying.MIN_BYTES` and read as the output's type, it comes back as a
     `Mosaic` — the tiles' regions where they do not overlap (not copied), and the zones
     they share blended — the same voxels, not assembled into one array."""
-    _sampler(interpolation)   # an unknown name fails here as in `fuse`
+    sampler(interpolation)   # an unknown name fails here as in `fuse`
     visible = _visible(block, tiles, offset, blending)
     out = np.dtype(dtype)
     small = math.prod(block.shape) * out.itemsize < MIN_BYTES   # copied by numpy: nothing to save
@@ -183,7 +174,7 @@ def _placed_part(tile: Tile, overlap: Box, placed: Box, sample, read: Reader) ->
     except, resampled at a sub-voxel position (`linear`), the voxels beyond its outer
     pixel centres, which it does not reach (as a view placed by an affine does not)."""
     centre = tuple(a + (n - 1) / 2 for a, n in zip(placed.start, tile.size))
-    inside = _reached(tile, overlap.relative_to(placed.start)) if sample is _sample_linear else None
+    inside = _reached(tile, overlap.relative_to(placed.start)) if sample is sample_linear else None
 
     def only_inside(values: np.ndarray) -> np.ndarray:
         return values if inside is None else values * inside
@@ -287,7 +278,7 @@ def _cell_values(block: Box, visible, blending: str, out: np.ndarray,
             _blend_linear_compiled(target, cell, sharing, reread)
         else:
             sums = sums_dtype(out.dtype, (tile.dtype for tile, _ in sharing))
-            target[...] = _cast_owned(_blend(cell, sharing, blending, _sample_nearest, reread,
+            target[...] = _cast_owned(_blend(cell, sharing, blending, sample_nearest, reread,
                                              sums=sums), out.dtype)
         yield cell, target, True
 
@@ -349,67 +340,6 @@ def _cells(block: Box, boxes: list[Box]) -> Iterator[tuple[Box, list[int]]]:
     for x, y, z in np.ndindex(*held.shape[1:]):
         cell = Box((cuts[0][x], cuts[1][y], cuts[2][z]), (cuts[0][x + 1], cuts[1][y + 1], cuts[2][z + 1]))
         yield cell, [int(n) for n in np.flatnonzero(held[:, x, y, z])]
-
-
-def _sampler(interpolation: str) -> Callable[[Tile, Box, Reader], np.ndarray]:
-    if interpolation not in _SAMPLERS:
-        raise ValueError(f"unknown interpolation {interpolation!r}; "
-                         f"expected one of {', '.join(INTERPOLATIONS)}")
-    return _SAMPLERS[interpolation]
-
-
-def _sample_nearest(tile: Tile, region: Box, read: Reader) -> np.ndarray:
-    """`region` of the tile's box (relative to it), float32 z, y, x: the pixels themselves."""
-    return read(tile, region).astype(np.float32, copy=False)
-
-
-def _sample_linear(tile: Tile, region: Box, read: Reader) -> np.ndarray:
-    """`region` of the tile's box (relative to it), float32 z, y, x, resampled at the
-    tile's sub-voxel position; reads `region` plus at most one voxel per side."""
-    if tuple(float(p) for p in tile.position) == tile.origin:
-        return _sample_nearest(tile, region, read)  # whole voxels: same bytes as nearest
-    axes = [_axis_samples(a, b, n, o, p) for a, b, n, o, p in
-            zip(region.start, region.stop, tile.size, tile.origin, tile.position)]
-    data = read(tile, Box(tuple(s.lo for s in axes), tuple(s.hi for s in axes)))
-    # a fixed axis order: every voxel goes through the same operations in any block
-    for numpy_axis, s in zip((2, 1, 0), axes):
-        if s.k is not None and s.k1 is not None and s.t is not None:
-            data = _interpolate(data, s.k, s.k1, s.t, numpy_axis)
-    return data.astype(np.float32, copy=False)
-
-
-class _AxisSamples(NamedTuple):
-    lo: int                  # source range [lo, hi) to read, relative to the tile
-    hi: int
-    k: np.ndarray | None     # per output voxel: source indices k, k + 1 relative to lo
-    k1: np.ndarray | None
-    t: np.ndarray | None     # and the weight of k + 1; all None when the axis does not move
-
-
-def _axis_samples(start: int, stop: int, size: int, origin: int, position: float) -> _AxisSamples:
-    """Per axis, what box voxels [start, stop) (relative to `origin`) sample at `position`."""
-    if float(position) == origin:
-        return _AxisSamples(start, stop, None, None, None)
-    u = np.clip(np.arange(origin + start, origin + stop, dtype=np.float64) - position, 0, size - 1)
-    k = np.floor(u).astype(np.intp)
-    k1 = np.minimum(k + 1, size - 1)  # u = size - 1 has t = 0; k + 1 would leave the tile
-    lo, hi = int(k[0]), int(k1[-1]) + 1
-    return _AxisSamples(lo, hi, k - lo, k1 - lo, (u - k).astype(np.float32))
-
-
-def _interpolate(data: np.ndarray, k: np.ndarray, k1: np.ndarray, t: np.ndarray,
-                 axis: int) -> np.ndarray:
-    """(1 - t) * data[k] + t * data[k + 1] along `axis`, in float32."""
-    # in place: besides `data`, only two result-sized arrays are alive at any time
-    shape = [1, 1, 1]
-    shape[axis] = -1
-    t = t.reshape(shape)
-    a = np.take(data, k, axis=axis).astype(np.float32, copy=False)
-    b = np.take(data, k1, axis=axis).astype(np.float32, copy=False)
-    a *= 1 - t
-    b *= t
-    a += b
-    return a
 
 
 def edge_weights(tile: Tile, region: Box, placed: Box) -> np.ndarray:
@@ -494,4 +424,3 @@ def _closest(value, weight, part: Contribution):
 
 _BLEND = {"max": _max, "first": _first, "average": _average, "linear": _linear,
           "closest": _closest}
-_SAMPLERS = {"nearest": _sample_nearest, "linear": _sample_linear}

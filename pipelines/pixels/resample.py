@@ -1,4 +1,24 @@
-"""Sampling a view through its affine: what one view contributes to a box of output voxels.
+"""Sampling a tile into a box of output voxels: at its stage position (a translation),
+or through its affine: what one view contributes to the box.
+
+A tile placed by a translation (`fusion.interpolation`, `INTERPOLATIONS`):
+- `nearest`: the tile sits at its position rounded to whole voxels (`Tile.origin`);
+- `linear`: the tile is resampled at its exact sub-voxel position (`Tile.position`)
+  with trilinear interpolation.
+For both rules the voxels a tile reaches lie in `Tile.box` (rounded origin, size), so
+planning (which blocks a tile touches, bounds, memory) does not depend on the rule. Under
+`linear`, output voxel i (per axis, stage coordinates) samples the tile at u = i - position,
+and the tile covers it only where 0 <= u <= size - 1 on every axis (`fusion._reached`): a
+voxel of the box beyond the outer pixel centres is left to other tiles, as a view placed
+by an affine leaves it, instead of repeating the edge pixel. Trilinear interpolation is
+separable; per axis, in the fixed order x, y, z,
+value = (1 - t) * a[k] + t * a[k + 1] with k = floor(u), t = u - k, computed in float32.
+Only the tile region a block needs is read, with a one-voxel margin clipped to the tile,
+so each output voxel is computed from the same values in the same order whatever the
+block decomposition. A tile whose position is exactly integer skips the resampling, so
+it gives the same bytes under both rules (`sampler`, `sample_nearest`, `sample_linear`).
+
+A view placed by an affine:
 
 Output voxel p (integer output coordinates, voxel centres) lies at pixel coordinates
 u = A⁻¹ · p of a view with affine A (`Tile.transform`). Only the view region the box's
@@ -28,6 +48,7 @@ this never shows.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,7 +58,8 @@ from pipelines.transforms import apply, corners, inverse, matrix
 
 Reader = Callable[[Tile, Box], np.ndarray]
 
-ORDERS = {"nearest": 0, "linear": 1}
+ORDERS = {"nearest": 0, "linear": 1}   # the sampling kernel's interpolation orders
+INTERPOLATIONS = tuple(ORDERS)
 EDGE = 1e-6   # pixels: tolerance of the inside test
 
 
@@ -102,3 +124,69 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
         return s
 
     return Contribution(data, None if whole else inside, lambda: weight, near)
+
+
+def sampler(interpolation: str) -> Callable[[Tile, Box, Reader], np.ndarray]:
+    """How a tile placed by a translation is sampled under `interpolation` (one of
+    `INTERPOLATIONS`; ValueError otherwise): `sample_nearest` or `sample_linear`."""
+    if interpolation not in _SAMPLERS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; "
+                         f"expected one of {', '.join(INTERPOLATIONS)}")
+    return _SAMPLERS[interpolation]
+
+
+def sample_nearest(tile: Tile, region: Box, read: Reader) -> np.ndarray:
+    """`region` of the tile's box (relative to it), float32 z, y, x: the pixels themselves."""
+    return read(tile, region).astype(np.float32, copy=False)
+
+
+def sample_linear(tile: Tile, region: Box, read: Reader) -> np.ndarray:
+    """`region` of the tile's box (relative to it), float32 z, y, x, resampled at the
+    tile's sub-voxel position; reads `region` plus at most one voxel per side."""
+    if tuple(float(p) for p in tile.position) == tile.origin:
+        return sample_nearest(tile, region, read)  # whole voxels: same bytes as nearest
+    axes = [_axis_samples(a, b, n, o, p) for a, b, n, o, p in
+            zip(region.start, region.stop, tile.size, tile.origin, tile.position)]
+    data = read(tile, Box(tuple(s.lo for s in axes), tuple(s.hi for s in axes)))
+    # a fixed axis order: every voxel goes through the same operations in any block
+    for numpy_axis, s in zip((2, 1, 0), axes):
+        if s.k is not None and s.k1 is not None and s.t is not None:
+            data = _interpolate(data, s.k, s.k1, s.t, numpy_axis)
+    return data.astype(np.float32, copy=False)
+
+
+class _AxisSamples(NamedTuple):
+    lo: int                  # source range [lo, hi) to read, relative to the tile
+    hi: int
+    k: np.ndarray | None     # per output voxel: source indices k, k + 1 relative to lo
+    k1: np.ndarray | None
+    t: np.ndarray | None     # and the weight of k + 1; all None when the axis does not move
+
+
+def _axis_samples(start: int, stop: int, size: int, origin: int, position: float) -> _AxisSamples:
+    """Per axis, what box voxels [start, stop) (relative to `origin`) sample at `position`."""
+    if float(position) == origin:
+        return _AxisSamples(start, stop, None, None, None)
+    u = np.clip(np.arange(origin + start, origin + stop, dtype=np.float64) - position, 0, size - 1)
+    k = np.floor(u).astype(np.intp)
+    k1 = np.minimum(k + 1, size - 1)  # u = size - 1 has t = 0; k + 1 would leave the tile
+    lo, hi = int(k[0]), int(k1[-1]) + 1
+    return _AxisSamples(lo, hi, k - lo, k1 - lo, (u - k).astype(np.float32))
+
+
+def _interpolate(data: np.ndarray, k: np.ndarray, k1: np.ndarray, t: np.ndarray,
+                 axis: int) -> np.ndarray:
+    """(1 - t) * data[k] + t * data[k + 1] along `axis`, in float32."""
+    # in place: besides `data`, only two result-sized arrays are alive at any time
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    t = t.reshape(shape)
+    a = np.take(data, k, axis=axis).astype(np.float32, copy=False)
+    b = np.take(data, k1, axis=axis).astype(np.float32, copy=False)
+    a *= 1 - t
+    b *= t
+    a += b
+    return a
+
+
+_SAMPLERS = {"nearest": sample_nearest, "linear": sample_linear}

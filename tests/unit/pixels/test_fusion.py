@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from pipelines.config import BLENDINGS
 from pipelines.geometry import Box
 from pipelines.pixels import copying, fusion
-from pipelines.pixels.fusion import INTERPOLATIONS, fuse
+from pipelines.pixels.fusion import fuse
 from pipelines.pixels.pyramid import to_dtype as cast
+from pipelines.pixels.resample import INTERPOLATIONS
 from pipelines.tiles import Tile, TileSet
 
 RULES = list(BLENDINGS)   # every rule the job file offers (trial R: a new one was missed)
