@@ -1,10 +1,10 @@
-"""The driver: every job's flow, written once, over any executor.
+"""The driver: the export's flow, written once, over any executor.
 
 Export: validate and plan (no executor yet) → check the output can be written → take
 the output's lock → check what the output holds (resume, or refuse) → start the executor
-→ record the job → run each stage's block tasks → commit the metadata → compact the
-ledger → write the run report → release the lock. Stitching: find the overlapping pairs
-→ measure each on the executor → solve on the driver → write the refined tile JSONs.
+→ (estimate the flatfield, register the tiles, match intensities: `corrections`,
+`registering`, when the job asks) → record the job → run each stage's block tasks →
+commit the metadata → compact the ledger → write the run report → release the lock.
 
 The executor (`pipelines.execute.executor`) is the only part that differs between a test
 (`LocalExecutor`) and a cluster (`pipelines.spark.SparkExecutor`, the default).
@@ -12,12 +12,10 @@ The executor (`pipelines.execute.executor`) is the only part that differs betwee
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TextIO
@@ -34,7 +32,6 @@ from pipelines.commit.records import Sidecars, start_record
 from pipelines.config import JobConfig
 from pipelines.corrections import match_intensities, prepare_corrections
 from pipelines.errors import (
-    BlockFailed,
     Interrupted,
     RunFailed,
     Terminated,
@@ -45,23 +42,13 @@ from pipelines.execute.block import BlockJob, blocks_run, execute_partition, sto
 from pipelines.execute.executor import Batch, Executor
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, growth_warning, make_plan
 from pipelines.plan.tasks import quiet_collector
+from pipelines.registering import StitchResult, stitch, stitching_checks
 from pipelines.registration import results as stitching
-from pipelines.registration import reuse, solve
-from pipelines.registration.pairs import PairJob, PairShift, measure_pair
 from pipelines.report.console import stitch_summary
 from pipelines.report.progress import Progress
 from pipelines.report.summary import RunReport, write_run_report
+from pipelines.running import executor_for
 from pipelines.storage import Store, beside_store, open_store
-from pipelines.tiles import check_tile_files
-
-
-@dataclass(frozen=True)
-class StitchResult:
-    """What `stitch` returns: the registration and how long it took."""
-
-    outcome: stitching.StitchOutcome
-    startup_seconds: float  # starting the executor (0 when it was running already)
-    run_seconds: float
 
 
 @dataclass(frozen=True)
@@ -96,160 +83,6 @@ class ExportResult:
         return voxels * np.dtype(out.base.dtype).itemsize
 
 
-@contextmanager
-def _running(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
-    """The executor to use: the one handed in (left running), or Spark from the job's
-    [spark] settings (stopped at the end)."""
-    if given is not None:
-        yield given
-        return
-    from pipelines.spark import SparkExecutor  # pyspark is imported only to run on Spark
-
-    executor = SparkExecutor(config)
-    try:
-        yield executor
-    finally:
-        executor.stop()
-
-
-def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO = sys.stderr,
-           check_files: bool = True, checked: stitching.LastRegistration | None = None
-           ) -> StitchResult:
-    """Measure every overlapping pair on the executor, solve on the driver, write the
-    refined tile JSONs, the report and the picture (see `pipelines.registration.results`).
-    `checked`: what `_stitching_checks` found, when the caller made them."""
-    started = time.perf_counter()
-    target = stitching.registration_target(config)
-    reference = target.reference
-    if check_files and not config.is_project:  # a project's views were opened as it was read
-        check_tile_files([reference], config.s3_options())
-    if checked is None:
-        checked = _stitching_checks(config, target)
-    if checked.earlier is not None:
-        return StitchResult(checked.earlier, 0.0, time.perf_counter() - started)
-    if checked.positions is not None:   # only tile JSONs registration does not measure changed
-        last = checked.last or {}
-        # what is placed: the tile JSONs new or edited, else (some only removed) all the others
-        applied = reuse.changed_inputs(last, checked.parts) or tuple(
-            p for row in config.inputs for p in row if p != reference.source)
-        doc_reuse = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
-                     "positions": last["reuse"]["positions"]}
-        outcome = stitching.reapply(config, target, checked.positions, last, doc_reuse, applied)
-        return StitchResult(outcome, 0.0, time.perf_counter() - started)
-    why = "stitching.force" if config.stitching.force else reuse.why_again(checked.last, checked.parts)
-    if why:   # the last registration is not reused: say why (trial I)
-        stream.write(f"stitching: registering again: {why}\n")
-    job = PairJob(reference, target.options, config.s3_options())
-    pairs = list(target.pairs)
-    # stitching.force measures every pair again: it is the way out where the fingerprint
-    # cannot see changed pixels (review G), so it does not resume a record either
-    record = _PairRecord(stitching.pairs_record_path(config), reuse.fingerprint(checked.parts),
-                         config.s3_options(), resume=not config.stitching.force)
-    with _running(config, executor) as running:
-        startup = running.start()
-        began = time.perf_counter()
-        shifts, resumed = _measure_pairs(running, job, pairs, stream, record)
-        seconds = time.perf_counter() - began
-    found = [s for s in shifts if s is not None]
-    unmatched = [p for p, s in zip(pairs, shifts) if s is None]
-    solution = solve({t.index: t.position for t in reference}, found,
-                     config.stitching.min_score, config.stitching.max_residual, target.frame.exact)
-    doc = stitching.report(reference, solution, unmatched, config, seconds, resumed)
-    # overlapping tiles placed by affines of other linear parts (angles): not measured
-    doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
-    doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
-                    "positions": reuse.positions_digest(doc["tile_results"])}
-    outcome = stitching.write_results(config, target, solution, doc)
-    stitching.drop_measured(record.path, record.fingerprint, record.s3)
-    return StitchResult(outcome, startup, time.perf_counter() - started - startup)
-
-
-def _stitching_checks(config: JobConfig, target: stitching.Target) -> stitching.LastRegistration:
-    """What registering `target` checks before any pair is measured: whether the last
-    registration still holds, or its positions do (`stitching.last_registration`: nothing
-    else to check when it does); else the results must be writable and replaceable, and
-    some pair must be there to measure (`Target.pairs`), unless only tile JSONs it does
-    not measure changed. One line each, nothing written."""
-    checked = stitching.last_registration(config, target)
-    if checked.earlier is None:
-        stitching.check_results_writable(config)
-        stitching.check_results_replaceable(config)
-        if checked.positions is None:
-            target.pairs   # noqa: B018 - found here, and refused when there are none
-    return checked
-
-
-@dataclass(frozen=True)
-class _PairRecord:
-    """Where a registration keeps the pairs measured so far, and of what (the fingerprint
-    of its inputs and settings)."""
-
-    path: str
-    fingerprint: str
-    s3: Any
-    resume: bool = True   # use what the record holds (not with stitching.force)
-
-
-PAIR_ROUNDS = 10        # a registration measures its pairs in this many rounds, recording each
-PAIRS_PER_ROUND = 64    # at least: a round's wait for its slowest pair is paid once per round
-
-
-def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],
-                   stream: TextIO, record: _PairRecord) -> tuple[list[PairShift | None], int]:
-    """measure_pair for every pair, one task each; None where nothing matched; and how
-    many of them an interrupted run had measured. The pairs
-    are measured in rounds, each recorded (`stitching.keep_measured`) so that a run
-    stopped or failed midway loses at most its current round, and the next run of the
-    same registration measures only the rest (trial J: a SIGTERM at pair 395 of 904 lost
-    them all, and said the run had not started)."""
-    if not pairs:
-        return [], 0
-    wanted = set(pairs)
-    kept = stitching.measured_before(record.path, record.fingerprint, record.s3) if record.resume else {}
-    found = {p: s for p, s in kept.items() if p in wanted}
-    if found:
-        stream.write(f"stitching: resuming: {len(found)} of {len(pairs)} pairs were measured by "
-                     f"an interrupted run ({record.path})\n")
-    elif record.resume:   # trial L: a changed setting discarded them without a word
-        other = stitching.measured_otherwise(record.path, record.fingerprint, record.s3)
-        if other:
-            stream.write(f"stitching: not resuming the {other} pairs an interrupted run measured "
-                         f"with other inputs or settings ({record.path}): every pair is measured "
-                         f"again\n")
-    todo = [p for p in pairs if p not in found]
-    size = max(PAIRS_PER_ROUND, -(-len(todo) // PAIR_ROUNDS))
-    progress = Progress(len(pairs), stream, unit="pairs", show_bytes=False, done_before=len(found))
-    try:
-        for first in range(0, len(todo), size):
-            chunk, before = todo[first:first + size], len(found)
-            batch = Batch(measure_pair, job, chunk, f"register {len(chunk)} tile pairs")
-            found.update(zip(chunk, executor.run(batch, partial(_counted_from, progress, before))))
-            if len(found) < len(pairs):   # more to measure: keep what this round found
-                stitching.keep_measured(record.path, record.fingerprint, found, record.s3)
-    except BlockFailed as e:
-        raise endings.with_detail(BlockFailed(f"registration failed: {e}{_kept(found, pairs, record)}"),
-                                  e.detail) from None
-    except (KeyboardInterrupt, Terminated) as e:
-        signum = stopping_signal(e)
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name} while registering"
-                          f"{_kept(found, pairs, record) or ': nothing was written'}", signum) from None
-    progress.finish()
-    return [found[p] for p in pairs], len(pairs) - len(todo)
-
-
-def _counted_from(progress: Progress, before: int, done: int, nbytes: int) -> None:
-    """A round's progress, counted on from the pairs measured `before` it."""
-    progress(before + done, nbytes)
-
-
-def _kept(found: dict, pairs: list, record: _PairRecord) -> str:
-    """What an interrupted or failed registration leaves for the next run, '' if nothing."""
-    if not found:
-        return ""
-    return (f"; {len(found)} of {len(pairs)} pairs measured are kept in {record.path}: the "
-            f"next run of this registration measures only the rest")
-
-
 def export(config: JobConfig, executor: Executor | None = None, stream: TextIO = sys.stderr,
            overwrite: bool = False) -> ExportResult:
     """Validate, plan, run every block on the executor and commit; metadata only if all
@@ -262,7 +95,7 @@ def export(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     started = time.perf_counter()
     result: ExportResult | None = None
     try:
-        with _running(config, executor) as running:
+        with executor_for(config, executor) as running:
             result = _export_on(config, running, stream, overwrite, started)
     except (KeyboardInterrupt, Terminated) as e:
         if result is None:
@@ -301,7 +134,7 @@ def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: 
 class _Checked:
     """What the checks before an export's executor work found: the digest of the tile
     files' identities taken while checking them (`ExportPlan.tile_files`) and, when the
-    job registers its tiles, `_stitching_checks`' answer."""
+    job registers its tiles, `stitching_checks`' answer."""
 
     tile_files: str
     registration: stitching.LastRegistration | None
@@ -319,7 +152,7 @@ def _check_before_work(config: JobConfig, overwrite: bool,
     plan = make_plan(replace(config, intensity="none"))   # coefficients come after stitching
     known = registration
     if config.stitching.enabled and known is None:
-        known = _stitching_checks(config, stitching.registration_target(config))
+        known = stitching_checks(config, stitching.registration_target(config))
     at = plan
     if known is not None and known.earlier is not None:
         at = make_plan(replace(known.earlier.stitched(config), intensity="none"),

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> str:
         config = load_job(args.job, args.overrides, writes_output=False)
         from pipelines.corrections import estimate_flatfield
-        from pipelines.driver import _running  # imported late: config errors need no Spark
-        with keys_named(args.job, args.overrides), _running(config, None) as executor:
+        from pipelines.running import executor_for  # imported late: config errors need no Spark
+        with keys_named(args.job, args.overrides), executor_for(config, None) as executor:
             run = estimate_flatfield(config, executor, sys.stdout)
         per_tile = run.seconds / max(run.tiles, 1)
         return (f"flatfield of {run.tiles} tiles in {run.seconds:.1f} s ({per_tile * 1000:.0f} ms "

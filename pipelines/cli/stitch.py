@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> str:
         config = load_job(args.job, args.overrides, writes_output=False)
-        from pipelines.driver import stitch  # imported late: config errors need no Spark
+        from pipelines.registering import stitch  # imported late: config errors need no Spark
         from pipelines.report.console import stitch_report
         with keys_named(args.job, args.overrides):
             return stitch_report(stitch(config))

@@ -6,7 +6,7 @@ next to each input tile JSON, named as stitching-spark names them:
 `tiles.json` → `tiles-final.json` (refined positions, same format), plus
 `tiles-stitching.json` (the report) and `tiles-stitching.png` (the picture) next to the
 registered channel's tile JSON. A BigStitcher project is registered view group by view
-group (`projects`), and its result is `<name>-stitched.xml`. Pure: `pipelines.driver.stitch` measures pairs on
+group (`projects`), and its result is `<name>-stitched.xml`. Pure: `pipelines.registering.stitch` measures pairs on
 an executor and calls these.
 """
 

@@ -12,7 +12,8 @@ from pipelines.formats import TENSORSTORE_DRIVERS
 from pipelines.storage import uri as uris
 
 if TYPE_CHECKING:
-    from pipelines.driver import ExportResult, StitchResult
+    from pipelines.driver import ExportResult
+    from pipelines.registering import StitchResult
 
 
 def stitch_summary(result: StitchResult) -> str:

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from pipelines.config import load_job
-from pipelines.driver import export, stitch
+from pipelines.driver import export
 from pipelines.execute.executor import LocalExecutor
+from pipelines.registering import stitch
 from pipelines.spark import SparkExecutor
 from tests.bigstitcher_project import (
     VOXEL_X,

@@ -126,8 +126,9 @@ def test_dry_run_with_stitching_counts_the_pair_tasks(small_acquisition, tmp_pat
     """It says the plan is at the stage positions and counts the pairs registration would
     measure: as many as the real registration runs."""
     from pipelines.cli import export as export_cli
-    from pipelines.driver import export, stitch
+    from pipelines.driver import export
     from pipelines.execute.executor import LocalExecutor
+    from pipelines.registering import stitch
     source = Path(small_acquisition["paths"]["tiles_json"]).parent   # a copy: stitching writes beside it
     shutil.copytree(source / "tiles", tmp_path / "acq" / "tiles")
     shutil.copy(source / "tiles.json", tmp_path / "acq")

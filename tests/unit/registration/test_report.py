@@ -4,7 +4,7 @@ below min_score (never used) or dropped as inconsistent with the solution."""
 from __future__ import annotations
 
 from pipelines.config import load_job
-from pipelines.driver import StitchResult
+from pipelines.registering import StitchResult
 from pipelines.registration import PairShift, solve
 from pipelines.registration.results import StitchOutcome, report
 from pipelines.report.console import stitch_summary

@@ -171,8 +171,8 @@ def test_the_run_report_times_what_the_console_prints(tmp_path, acq):
 def test_a_stitching_job_needs_no_output(tmp_path, acq):
     """Defect (audit): tile-stitch and tile-flatfield refused a job without output.uri,
     which neither writes; an export still needs it."""
-    from pipelines.driver import stitch
     from pipelines.errors import ConfigError
+    from pipelines.registering import stitch
     path = tmp_path / "stitch.toml"
     path.write_text(f'[input]\ntiles = "{acq / "tiles.json"}"\n{STITCH}')
     config = load_job(path, writes_output=False)
@@ -191,7 +191,7 @@ def test_tiles_placed_by_a_transform_are_moved_by_their_registration(tmp_path):
     registered, but tiles-final.json kept the stage transform beside the refined position,
     and the transform wins: the stitched export was the stage export. Registered in their
     pixel space (as a project's views), the correction now moves the transform."""
-    from pipelines.driver import stitch
+    from pipelines.registering import stitch
     from pipelines.tiles import read_tile_json
     acq = tmp_path / "acq"
     make_acquisition(acq, grid=(2, 2, 1), tile=(64, 56, 12), overlap=0.3, jitter=3, seed=4,
@@ -252,7 +252,7 @@ def time_lapse(tmp_path) -> tuple[Path, list[list[str]]]:
 
 
 def stitch_job(tmp_path: Path, rows: list[list[str]], *overrides: str):
-    from pipelines.driver import stitch
+    from pipelines.registering import stitch
     job = tmp_path / "stitch.toml"
     job.write_text(f"[input]\ntimepoints = {json.dumps(rows)}\n{STITCH}")
     config = load_job(job, list(overrides), writes_output=False)
@@ -294,7 +294,7 @@ def test_a_new_timepoint_is_placed_without_measuring_again(tmp_path, time_lapse)
     for the same positions: registration measures the first timepoint's registered
     channel alone. Now the new timepoint's refined JSONs are written at the positions the
     report holds, and they equal those a full registration writes."""
-    from pipelines.driver import stitch
+    from pipelines.registering import stitch
     from pipelines.report.console import stitch_summary
     folder, rows = time_lapse
     stitch_job(tmp_path, rows[:1])
@@ -334,7 +334,7 @@ def test_an_edited_timepoint_json_is_placed_as_a_full_registration_places_it(tmp
 
 
 def test_a_new_timepoint_with_other_settings_registers_again_and_says_so(tmp_path, time_lapse):
-    from pipelines.driver import stitch
+    from pipelines.registering import stitch
     folder, rows = time_lapse
     stitch_job(tmp_path, rows[:1])
     job = tmp_path / "stitch.toml"
@@ -367,8 +367,8 @@ class StopsAfter(LocalExecutor):
 @pytest.fixture
 def six_tiles(tmp_path, monkeypatch) -> Path:
     """A stitching job of 3 x 2 tiles whose pairs are measured one per round."""
-    import pipelines.driver as driver
-    monkeypatch.setattr(driver, "PAIRS_PER_ROUND", 1)
+    import pipelines.registering as registering
+    monkeypatch.setattr(registering, "PAIRS_PER_ROUND", 1)
     make_acquisition(tmp_path / "acq", grid=(3, 2, 1), tile=(48, 40, 12), overlap=0.3,
                      jitter=3, seed=4, truth=False, density=25)
     job = tmp_path / "stitch.toml"
@@ -382,8 +382,8 @@ def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, 
     measured and said "interrupted by SIGTERM before the run started; nothing was
     written". Pairs are measured in rounds, each recorded; the next run of the same
     registration measures only the rest, and finds what an uninterrupted run finds."""
-    from pipelines.driver import stitch
     from pipelines.errors import BlockFailed, Interrupted
+    from pipelines.registering import stitch
     job = six_tiles
     config = load_job(job, writes_output=False)
     record = tmp_path / "acq" / "tiles-stitching-pairs.json"
@@ -456,8 +456,8 @@ def test_a_removed_timepoint_says_what_was_placed(tmp_path, time_lapse):
 def test_force_measures_every_pair_even_with_a_record_of_an_interrupted_run(tmp_path, six_tiles):
     """Review G: stitching.force (the way out where the fingerprint cannot see changed
     pixels) resumed the pairs an interrupted run had recorded."""
-    from pipelines.driver import stitch
     from pipelines.errors import Interrupted
+    from pipelines.registering import stitch
     job = six_tiles
     with pytest.raises(Interrupted):
         stitch(load_job(job, writes_output=False), StopsAfter(rounds=2), stream=io.StringIO())
@@ -518,8 +518,8 @@ def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys
 def test_a_record_of_other_settings_is_named_when_it_is_not_resumed(tmp_path, six_tiles):
     """Trial L: a registration whose settings changed after an interruption measured every
     pair again without a word about the pairs recorded; it now says so, and how many."""
-    from pipelines.driver import stitch
     from pipelines.errors import Interrupted
+    from pipelines.registering import stitch
     job = six_tiles
     with pytest.raises(Interrupted):
         stitch(load_job(job, writes_output=False), StopsAfter(rounds=2), stream=io.StringIO())

@@ -76,9 +76,10 @@ def test_tiles_of_which_no_two_can_overlap_are_refused_before_anything_runs(tmp_
     import io
     import json
 
-    from pipelines.driver import export, stitch
+    from pipelines.driver import export
     from pipelines.execute.executor import LocalExecutor
     from pipelines.plan.dryrun import dry_run
+    from pipelines.registering import stitch
 
     folder = tmp_path / "acq"
     make_acquisition(folder, grid=(2, 1, 1), tile=(32, 24, 8), overlap=0.3, jitter=0, seed=1,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.driver import StitchResult
+from pipelines.registering import StitchResult
 from pipelines.registration.results import StitchOutcome
 from pipelines.report.console import stitch_summary
 

@@ -1,0 +1,27 @@
+"""The executor a job runs on: the one a caller hands in, or Spark started from the
+job's [spark] settings. The one place the flows (`driver`, `registering`, `corrections`
+through the console scripts) reach for Spark, imported only then."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipelines.config import JobConfig
+from pipelines.execute.executor import Executor
+
+
+@contextmanager
+def executor_for(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
+    """The executor to use: the one handed in (left running), or Spark from the job's
+    [spark] settings (stopped at the end)."""
+    if given is not None:
+        yield given
+        return
+    from pipelines.spark import SparkExecutor  # pyspark is imported only to run on Spark
+
+    executor = SparkExecutor(config)
+    try:
+        yield executor
+    finally:
+        executor.stop()
