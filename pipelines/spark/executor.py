@@ -132,7 +132,8 @@ class SparkExecutor:
                 shared.unpersist()
         error = outcome.get("error")
         if isinstance(error, Exception):   # py4j wraps the executor's error in a long Java trace
-            raise failure(_failure_line(error), str(error)) from None
+            text = _error_text(error)
+            raise failure(_failure_line(text), text) from None
         if error is not None:
             raise error
         results = outcome["results"]
@@ -166,18 +167,44 @@ def _freeze_once() -> None:
         _frozen = True
 
 
-def _failure_line(error: Exception) -> str:
+# What a failed Spark job says when the driver's JVM is gone (spark-submit's JVM killed or
+# signalled alone: trial Q recorded "ConnectionRefusedError" or py4j's "An error occurred
+# while calling z:…collectAndServe" as the run's cause)
+JVM_GONE = ("Spark's driver JVM ended while the tasks ran (spark-submit's JVM killed or "
+            "signalled on its own?)")
+
+
+def _error_text(error: Exception) -> str:
+    """The text of the error a Spark job raised: str() of py4j's Java exception asks the
+    JVM for its trace, which fails when the JVM is gone."""
+    try:
+        text = str(error)
+    except Exception:
+        return JVM_GONE
+    # py4j's own words, with no Java exception after them (a task's failure, even of a
+    # refused S3 connection, comes with the Java trace that carries it)
+    alone = "\n" not in text.strip()
+    gone = alone and ("Connection refused" in text or "Answer from Java side is empty" in text
+                      or re.match(r"An error occurred while calling \S+\s*$", text) is not None)
+    return JVM_GONE + f": {first_line(error)}" if gone else text
+
+
+def _failure_line(text: str) -> str:
+    """One line for a failed Spark job whose error reads `text`."""
     # the worker's traceback reaches the driver as text, naming the exception's class
-    match = re.search(rf"{BlockFailed.__name__}: (.+)", str(error))
+    match = re.search(rf"{BlockFailed.__name__}: (.+)", text)
     if match:  # spark.task.maxFailures attempts were made (1 in plain local mode)
         return match.group(1).strip()
-    match = re.search(rf"{StoreUnavailable.__name__}: (.+)", str(error))
+    match = re.search(rf"{StoreUnavailable.__name__}: (.+)", text)
     if match:  # e.g. a task recording its blocks in the ledger, outside any block
         return f"{StoreUnavailable.__name__}: {match.group(1).strip()}"
-    worker = _worker_start_failure(str(error)) or _worker_python_failure(str(error))
+    worker = _worker_start_failure(text) or _worker_python_failure(text)
     if worker:
         return worker
-    return f"Spark job failed: {first_line(error)}"
+    if text.startswith(JVM_GONE):
+        return text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"Spark job failed: {lines[0] if lines else text}"
 
 
 def _worker_python_failure(text: str) -> str:
