@@ -45,7 +45,8 @@ case "${1:-}" in   # usage: the comment above, before any other check
 esac
 set -euo pipefail
 
-JOB_ID=${LSB_JOBID:?run this script with bsub (or set LSB_JOBID and LSB_HOSTS)}
+[ -n "${LSB_JOBID:-}" ] || { echo "error: run this script with bsub (or set LSB_JOBID and LSB_HOSTS)" >&2; exit 2; }
+JOB_ID=$LSB_JOBID
 PROJECT=${LS_SUBCWD:-$PWD}
 cd "$PROJECT"
 [ $# -ge 1 ] || { echo "usage: bsub ... scripts/lsf-spark.sh JOB.toml [--set key=value ...]" >&2; exit 2; }
@@ -77,16 +78,10 @@ launch_worker() {  # launch_worker HOST CORES COMMAND...: COMMAND on HOST (its c
     start "worker-$host" blaunch "$host" "$@"
 }
 
-start_cluster
-
 if [ -n "${SPARK_WORKER_MEMORY:-}" ]; then
-    # Python workers live outside the executor heap: per core they have what is left of the
-    # worker's memory once the heap and 1 GiB (on the first host: the master and the
-    # driver) are taken. A task needing more than that is how a host runs out.
     MOST=$(printf '%s\n' "${CORES[@]}" | sort -n | tail -n 1)   # the busiest host decides
-    PER_CORE=$(( ($(to_mb "$SPARK_WORKER_MEMORY") - 1024 - $(to_mb "$EXECUTOR_MEMORY")) / MOST ))
-    echo "memory: $SPARK_WORKER_MEMORY per worker, executor heap $EXECUTOR_MEMORY, up to $MOST cores:" \
-         "keep limits.task_memory at or below about ${PER_CORE}MiB"
+    plan_memory "$(to_mb "$SPARK_WORKER_MEMORY")" "$MOST" "SPARK_WORKER_MEMORY=$SPARK_WORKER_MEMORY"
 fi
 
+start_cluster
 submit_job "$@"

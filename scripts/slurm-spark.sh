@@ -12,7 +12,8 @@
 #
 # What it does: packages the project (dist/pipelines.zip), starts the master on the first
 # node of the allocation (where this script runs), one worker per node with srun (cores
-# from --cpus-per-task, memory from --mem or --mem-per-cpu), waits until every worker has
+# from --cpus-per-task, memory from --mem or --mem-per-cpu; a node too small for the
+# executor heap and its cores is refused first, exit 2), waits until every worker has
 # registered, then runs spark-submit in client mode (the driver runs here too) and exits
 # with its exit code (0 committed, 2 bad input, 1 failed run). Master, workers and their
 # executors are stopped when the script ends, fails, is cancelled or runs out of time
@@ -35,16 +36,23 @@
 #   SPARK_WAIT_SECONDS  how long to wait for the workers (default 300)
 #   DRY_RUN=1           print the plan (commands) instead of running anything
 #
+# Stopping: the time limit and plain scancel signal every process at once, and the job's
+# last line can be lost (the run is still recorded and resumes). 2 minutes before the
+# limit SLURM signals this script alone (--signal below), which stops the driver first;
+# `scancel --batch --signal=TERM <jobid>` does the same by hand.
+#
 #SBATCH --job-name=tile-export
 #SBATCH --ntasks-per-node=1
 #SBATCH --output=spark-export-%j.out
+#SBATCH --signal=B:TERM@120
 
 case "${1:-}" in   # usage: the comment above, before any other check
     -h|--help) awk 'NR > 1 && /^#/ { if (!/^#SBATCH/) { sub(/^# ?/, ""); print }; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 set -euo pipefail
 
-JOB_ID=${SLURM_JOB_ID:?run this script with sbatch (or set SLURM_JOB_ID and SLURM_JOB_NODELIST)}
+[ -n "${SLURM_JOB_ID:-}" ] || { echo "error: run this script with sbatch (or set SLURM_JOB_ID and SLURM_JOB_NODELIST)" >&2; exit 2; }
+JOB_ID=$SLURM_JOB_ID
 PROJECT=${SLURM_SUBMIT_DIR:-$PWD}
 cd "$PROJECT"
 [ $# -ge 1 ] || { echo "usage: sbatch ... scripts/slurm-spark.sh JOB.toml [--set key=value ...]" >&2; exit 2; }
@@ -77,15 +85,7 @@ launch_worker() {  # launch_worker HOST CORES COMMAND...: COMMAND on HOST, one t
     start "worker-$host" srun --nodes=1 --ntasks=1 --cpus-per-task="$cores" --nodelist="$host" "$@"
 }
 
+if [ -n "$NODE_MB" ]; then plan_memory "$((NODE_MB - 1024))" "$NODE_CORES" "$NODE_MB MiB per node less 1 GiB"; fi
+
 start_cluster
-
-if [ -n "$NODE_MB" ]; then
-    # Python workers live outside the executor heap: per core they have what is left of the
-    # node once the heap and 2 GiB (worker daemon, OS; on the first node also the master
-    # and the driver) are taken. A task needing more than that is how a node runs out.
-    PER_CORE=$(( (NODE_MB - 2048 - $(to_mb "$EXECUTOR_MEMORY")) / NODE_CORES ))
-    echo "memory: $NODE_MB MiB per node, executor heap $EXECUTOR_MEMORY, $NODE_CORES cores: keep" \
-         "limits.task_memory at or below about ${PER_CORE}MiB"
-fi
-
 submit_job "$@"

@@ -10,8 +10,11 @@
 #                        and sets PYTHON, SPARK_HOME, PYSPARK_PYTHON, SPARK_LOCAL_DIRS (those
 #                        three exported), LOG_ROOT, PROPERTIES, EXECUTOR_MEMORY and DRY_RUN;
 #                        exits 2 if $PYTHON cannot import pyspark
-#   start_cluster        sets the teardown trap (stop_all on exit; SIGTERM exits 143, SIGINT
-#                        130), packages the project (dist/pipelines.zip), starts the master on
+#   plan_memory WORKER_MB CORES WHAT
+#                        refuses (exit 2) a worker too small for the executor heap and its
+#                        cores, else prints the most limits.task_memory can be
+#   start_cluster        sets the teardown trap (stop_all on exit: the driver first, then
+#                        the cluster; SIGTERM exits 143, SIGINT 130), packages the project (dist/pipelines.zip), starts the master on
 #                        HOSTS[0] and one worker per host through launch_worker, and waits
 #                        until every worker has registered (exits 1 if not within
 #                        SPARK_WAIT_SECONDS); sets MASTER_HOST, MASTER_PORT and MASTER_URL
@@ -47,6 +50,29 @@ to_mb() {  # "2g" / "2048m" / "2048" -> MiB
 
 show() { local line; line=$(printf '%q ' "$@"); echo "${line% }"; }  # a command, quoted to be pasted
 
+# plan_memory WORKER_MB CORES WHAT: the memory each worker offers (WHAT says where it comes
+# from) against the executor heap and the cores' Python workers, before anything starts.
+# Python workers live outside the heap: per core they have what is left of the worker's
+# memory once the heap and 1 GiB (the worker daemon, the OS; on the first host also the
+# master and the driver) are taken; a task needing more is how a node runs out. A worker
+# smaller than the heap starts no executor at all, and the job would wait at 0 % until its
+# time limit (trial Q): refused, as is one that leaves the cores nothing (exit 2).
+plan_memory() {
+    local worker=$1 cores=$2 what=$3 heap per_core
+    heap=$(to_mb "$EXECUTOR_MEMORY")
+    per_core=$(( (worker - 1024 - heap) / cores ))
+    if [ "$worker" -lt "$heap" ] || [ "$per_core" -le 0 ]; then
+        echo "error: a worker offers ${worker} MiB ($what); the executor heap EXECUTOR_MEMORY=$EXECUTOR_MEMORY" \
+             "and 1 GiB for the daemons leave nothing for its $cores cores' Python workers, which do" \
+             "the pixel work$( [ "$worker" -lt "$heap" ] && echo ", and Spark would start no executor: the job would wait at 0 % until its time limit"):" \
+             "ask for more memory, or set EXECUTOR_MEMORY lower (1g is plenty: the heap only moves" \
+             "task descriptors and receipts)" >&2
+        exit 2
+    fi
+    echo "memory: a worker offers ${worker} MiB ($what), executor heap $EXECUTOR_MEMORY, up to $cores" \
+         "cores: keep limits.task_memory at or below about ${per_core}MiB"
+}
+
 spark_setup() {
     DRY_RUN=${DRY_RUN:-0}
     if [ -z "${PYTHON:-}" ]; then
@@ -57,6 +83,7 @@ spark_setup() {
         { echo "error: $PYTHON cannot import pyspark; set PYTHON to the environment with the dependencies" >&2; exit 2; }
     export SPARK_HOME
     export PYSPARK_PYTHON=$PYTHON        # executors' Python workers (srun, blaunch pass the environment on)
+    SPARK_LOCAL_DIRS_GIVEN=${SPARK_LOCAL_DIRS:-}
     export SPARK_LOCAL_DIRS=${SPARK_LOCAL_DIRS:-${TMPDIR:-/tmp}/spark-$JOB_ID}
     LOG_ROOT=${SPARK_LOG_ROOT:-$PROJECT/spark-export-$JOB_ID}
     PROPERTIES=${SPARK_PROPERTIES:-conf/spark-standalone.conf}
@@ -64,6 +91,7 @@ spark_setup() {
 }
 
 PIDS=()
+SUBMIT_PID=""   # spark-submit's JVM, once submit_job runs it; the driver's Python is its child
 start() {  # start NAME CMD...: run CMD in the background, output in $LOG_ROOT/NAME.log
     local name=$1; shift
     if [ "$DRY_RUN" = 1 ]; then echo "$name: $(show "$@")"; return; fi
@@ -74,16 +102,32 @@ start() {  # start NAME CMD...: run CMD in the background, output in $LOG_ROOT/N
 # shellcheck disable=SC2329  # called by the EXIT trap
 stop_all() {
     local pid alive
+    if [ -n "$SUBMIT_PID" ] && kill -0 "$SUBMIT_PID" 2>/dev/null; then
+        # The driver first, alone: it cancels its tasks, records the run as interrupted and
+        # prints its line, which spark-submit's JVM relays and then ends. Signalled together
+        # with it, the JVM died first: the run was recorded failed with a made-up cause and
+        # its line was lost (trial Q).
+        pkill -TERM -P "$SUBMIT_PID" 2>/dev/null || true
+        for _ in $(seq "${DRIVER_STOP_SECONDS:-60}"); do
+            kill -0 "$SUBMIT_PID" 2>/dev/null || break
+            sleep 1
+        done
+    fi
     [ "${#PIDS[@]}" -gt 0 ] || return 0
+    alive=1
     # srun and blaunch pass SIGTERM on to the worker JVMs, which stop their executors on the way out
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for _ in $(seq 30); do
         alive=0
         for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && return 0
+        [ "$alive" = 0 ] && break
         sleep 1
     done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    if [ "$alive" = 1 ]; then
+        for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    fi
+    # the per-job scratch folder this script chose (not one the caller named) goes too
+    if [ -z "${SPARK_LOCAL_DIRS_GIVEN:-}" ]; then rm -rf "$SPARK_LOCAL_DIRS"; fi
 }
 
 wait_for() {  # wait_for WHAT COMMAND...: until COMMAND succeeds, or fail after the timeout
@@ -155,6 +199,7 @@ submit_job() {  # submit_job ARGS...: spark-submit jobs/export.py ARGS..., then 
     fi
     # in the background, so a SIGTERM is handled at once rather than after spark-submit ends
     "${submit[@]}" &
+    SUBMIT_PID=$!
     PIDS+=("$!")           # stopped with the rest if this script is stopped first
     wait "$!" || code=$?
     exit "$code"

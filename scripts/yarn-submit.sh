@@ -45,10 +45,11 @@ esac
 set -euo pipefail
 
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$PROJECT"
 [ $# -ge 1 ] || { echo "usage: scripts/yarn-submit.sh JOB.toml [--set key=value ...]" >&2; exit 2; }
 JOB=$1; shift
 [ -f "$JOB" ] || { echo "error: $JOB: job file not found" >&2; exit 2; }
+JOB=$(cd "$(dirname "$JOB")" && pwd)/$(basename "$JOB")   # named from here, used from the project
+cd "$PROJECT"
 
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=$PROJECT/.venv/bin/python; else PYTHON=$(command -v python3); fi
@@ -63,20 +64,35 @@ if [ "${DRY_RUN:-0}" != 1 ] && [ -z "${HADOOP_CONF_DIR:-}${YARN_CONF_DIR:-}" ]; 
     exit 2
 fi
 
-# Relative paths cannot work in the driver's container: refuse them here, in one line each.
-"$PYTHON" - "$JOB" <<'EOF'
+# Relative paths cannot work in the driver's container: refuse them here, in one line
+# each, in the job file and in --set (trial Q: `--set output.uri=out/v.n5` passed).
+"$PYTHON" - "$JOB" "$@" <<'EOF'
 import sys, tomllib
-doc = tomllib.load(open(sys.argv[1], "rb"))
-paths = [("input.tiles", doc.get("input", {}).get("tiles", "")),
-         ("output.uri", doc.get("output", {}).get("uri", ""))]
-for t, timepoint in enumerate(doc.get("input", {}).get("timepoints", [])):
-    paths += [(f"input.timepoints[{t}]", p) for p in (timepoint if isinstance(timepoint, list) else [timepoint])]
-tiles = paths[0][1]
-paths += [("input.tiles", p) for p in tiles] if isinstance(tiles, list) else []
-bad = [(k, p) for k, p in paths if isinstance(p, str) and p
+job, args = sys.argv[1], sys.argv[2:]
+doc = tomllib.load(open(job, "rb"))
+KEYS = ("input.tiles", "input.timepoints", "output.uri", "fusion.flatfield")
+given = {}   # key -> (value, where it was given)
+for key in KEYS:
+    section, name = key.split(".")
+    if name in doc.get(section, {}):
+        given[key] = (doc[section][name], job)
+for flag, setting in zip(args, args[1:]):
+    key, sep, text = setting.partition("=")
+    if flag == "--set" and sep and key in KEYS:
+        try:   # as the job reads --set: a TOML value, else a plain string
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        given[key] = (value, "--set")
+paths = []
+for key, (value, where) in given.items():
+    for item in value if isinstance(value, list) else [value]:   # timepoints: lists of paths
+        paths += [(key, p, where) for p in (item if isinstance(item, list) else [item])]
+bad = [(k, p, w) for k, p, w in paths if isinstance(p, str) and p
+       and not (k == "fusion.flatfield" and p == "auto")
        and not p.startswith(("/", "file:///", "s3://"))]
-for key, path in bad:
-    print(f"error: {sys.argv[1]}: {key} = {path!r}: on YARN paths must be absolute (on a "
+for key, path, where in bad:
+    print(f"error: {where}: {key} = {path!r}: on YARN paths must be absolute (on a "
           "filesystem every node mounts) or s3:// URIs", file=sys.stderr)
 sys.exit(2 if bad else 0)
 EOF

@@ -178,6 +178,19 @@ def test_yarn_dry_run_ships_the_job_file_and_refuses_relative_paths(tmp_path):
     assert refused.returncode == 2 and "submit:" not in refused.stdout
     assert "input.tiles = 'acq/tiles.json'" in refused.stderr and "output.uri = 'out/v.n5'" in refused.stderr
 
+    # trial Q: paths given with --set, and a flatfield folder, passed
+    job.write_text('[input]\ntiles = "/shared/acq/tiles.json"\n[output]\nuri = "s3://b/v.zarr"\n'
+                   '[fusion]\nflatfield = "fields"\n')
+    refused = run_script("yarn-submit.sh", "job.toml", "--set", "output.uri=out/v.n5", "--set",
+                         'input.tiles=["/a/t.json", "b/t.json"]', env={"DRY_RUN": "1"}, cwd=tmp_path)
+    assert refused.returncode == 2 and "submit:" not in refused.stdout
+    assert [line.split(": on YARN")[0] for line in refused.stderr.splitlines()] == [
+        "error: --set: input.tiles = 'b/t.json'", "error: --set: output.uri = 'out/v.n5'",
+        f"error: {job}: fusion.flatfield = 'fields'"]
+    allowed = run_script("yarn-submit.sh", "job.toml", "--set", "fusion.flatfield=auto",
+                         env={"DRY_RUN": "1"}, cwd=tmp_path)   # the job file named from here
+    assert allowed.returncode == 0 and option(plan(allowed.stdout)["submit"], "--files") == str(job)
+
 
 def processes_mentioning(*args: str) -> list[int]:
     """Processes whose command line holds `args` as consecutive arguments."""
@@ -193,30 +206,60 @@ def processes_mentioning(*args: str) -> list[int]:
     return found
 
 
-@pytest.mark.spark
-@pytest.mark.slow
-def test_slurm_script_runs_the_job_here_and_stops_everything(tmp_path):
-    """The whole script, not a dry run, on a one-node "allocation" of this machine: a
-    stand-in srun runs the worker here. The job commits, and when the script has exited no
-    master, worker or executor is left."""
-    from pipelines.testing.synthetic import make_acquisition
+@pytest.mark.parametrize("memory, cores, executor", [("3072", "2", "2g"), ("4096", "2", "2g"),
+                                                       ("2048", "1", "1g")])
+def test_slurm_refuses_workers_too_small_for_the_executor_before_starting(tmp_path, memory, cores,
+                                                                          executor):
+    """Trial Q: with --mem=2G and the default 2g heap the worker offered 1024m, no executor
+    started, and the job waited at 0 % until its time limit; the script had printed
+    'keep limits.task_memory at or below about -1024MiB' and gone on."""
     project = fake_project(tmp_path / "project")
-    acquisition = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 32, 8), jitter=0)
-    job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    fake_command(tmp_path / "bin", "scontrol", 'echo "$3"')
+    env = {"DRY_RUN": "1", "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "5",
+           "SLURM_JOB_NODELIST": "n1", "SLURM_SUBMIT_DIR": str(project), "SLURM_CPUS_PER_TASK": cores,
+           "SLURM_MEM_PER_NODE": memory, "EXECUTOR_MEMORY": executor}
+    result = run_script("slurm-spark.sh", "conf/my-job.toml", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "master:" not in result.stdout, result.stdout
+    assert f"error: a worker offers {int(memory) - 1024} MiB" in result.stderr, result.stderr
+    assert "set EXECUTOR_MEMORY lower" in result.stderr
+    if memory == "3072":   # what is left per core: 3072 - 1024 (daemons, OS) × 2 - 512, / 2
+        env["EXECUTOR_MEMORY"] = "512m"
+        result = run_script("slurm-spark.sh", "conf/my-job.toml", env=env, cwd=tmp_path)
+        assert result.returncode == 0 and "at or below about 256MiB" in result.stdout, result.stderr
+
+
+def slurm_here(tmp_path: Path, job_id: str) -> tuple[Path, dict, str]:
+    """A one-node "allocation" of this machine: a stand-in srun runs the worker here.
+    (the project folder, the environment, the master's web UI port)"""
+    project = fake_project(tmp_path / "project")
     fake_command(tmp_path / "bin", "scontrol", 'echo "$3"')
     fake_command(tmp_path / "bin", "srun",  # drop srun's options, run the command here
                  'while [ $# -gt 0 ]; do case $1 in --*) shift;; *) break;; esac; done\nexec "$@"')
     webui = str(free_port())
-    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "99",
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": job_id,
            "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_SUBMIT_DIR": str(project),
-           "SLURM_CPUS_PER_TASK": "2", "SLURM_MEM_PER_NODE": "4096", "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_LOCAL_DIRS": str(tmp_path / "scratch"), "SPARK_MASTER_PORT": str(free_port()),
-           "SPARK_MASTER_WEBUI_PORT": webui, "SPARK_WAIT_SECONDS": "60"}
+           "SLURM_CPUS_PER_TASK": "2", "SLURM_MEM_PER_NODE": "4096", "EXECUTOR_MEMORY": "1g",
+           "SPARK_LOCAL_IP": "127.0.0.1", "TMPDIR": str(tmp_path),
+           "SPARK_MASTER_PORT": str(free_port()), "SPARK_MASTER_WEBUI_PORT": webui,
+           "SPARK_WAIT_SECONDS": "60"}
+    return project, {**os.environ, "PYTHON": sys.executable, **env}, webui
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_slurm_script_runs_the_job_here_and_stops_everything(tmp_path):
+    """The whole script, not a dry run, on a one-node "allocation" of this machine. The
+    job commits, and when the script has exited no master, worker or executor is left,
+    nor the scratch folder it chose."""
+    from pipelines.testing.synthetic import make_acquisition
+    acquisition = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 32, 8), jitter=0)
+    job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    project, env, webui = slurm_here(tmp_path, "99")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "slurm-spark.sh"), str(job),
                              "--set", "spark.ui.enabled=false"],
-                            cwd=project, env={**os.environ, "PYTHON": sys.executable, **env},
-                            capture_output=True, text=True, timeout=240)
+                            cwd=project, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert not (tmp_path / "spark-99").exists()
     assert "spark:    master spark://127.0.0.1:" in result.stdout
     assert (tmp_path / "out" / "attributes.json").is_file()
     logs = project / "spark-export-99"
@@ -239,3 +282,44 @@ def test_console_scripts_are_installed_and_match_the_job_files(name, tmp_path):
     assert shown.stdout.startswith(f"usage: {name}") and shown.stdout == same.stdout
     missing = subprocess.run([str(script), str(tmp_path / "nothing")], capture_output=True, text=True)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_slurm_script_stopped_by_sigterm_stops_its_driver_first(tmp_path):
+    """scancel --batch, or --signal=B:TERM before the time limit, signals the script alone.
+    It stopped the master, the worker and spark-submit's JVM at once: the driver's Python
+    never saw the signal, the run was recorded failed with a cause made up by the dead JVM
+    (ConnectionRefusedError) and nothing said so (trial Q). Now the driver is stopped
+    first: its line is relayed, the run is interrupted, and then the cluster goes."""
+    import json
+    import signal
+    import time
+
+    from pipelines.testing.synthetic import make_acquisition
+    acquisition = make_acquisition(tmp_path / "acq", grid=(2, 2, 1), tile=(48, 48, 16), jitter=0)
+    job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    project, env, webui = slurm_here(tmp_path, "98")
+    with open(tmp_path / "script.out", "w") as log:
+        script = subprocess.Popen(["bash", str(ROOT / "scripts" / "slurm-spark.sh"), str(job),
+                                   "--set", "spark.ui.enabled=false", "--set", "debug.task_delay=2",
+                                   "--set", "spark.blocks_per_task=1"],
+                                  cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "out.job.json").exists() and time.monotonic() < deadline:
+            assert script.poll() is None, (tmp_path / "script.out").read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(3)   # tasks running: 18 blocks of 2 s each on 2 slots
+        script.send_signal(signal.SIGTERM)
+        code = script.wait(timeout=150)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    out = (tmp_path / "script.out").read_text()
+    assert code == 143, out[-3000:]
+    assert "interrupted with at least" in out and "run the same command again to resume" in out, out[-3000:]
+    record = json.loads((tmp_path / "out.job.json").read_text())
+    assert record["status"] == "interrupted", record
+    assert processes_mentioning("--webui-port", webui) == []
+    assert processes_mentioning("--work-dir", str(project / "spark-export-98" / "work-127.0.0.1")) == []
