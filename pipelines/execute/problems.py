@@ -13,11 +13,25 @@ from pathlib import Path
 
 from pipelines.storage.local import TEMP_SUFFIX
 
+# botocore's errors when the process has no way to S3: on an executor, after the driver
+# had one (its checks passed), it is the executors' environment that lacks what the
+# driver's has (trial Q: each task failed 4 times, then 'NoCredentialsError: Unable to
+# locate credentials' named no one)
+_NO_CREDENTIALS = ("NoCredentialsError", "ProfileNotFound", "PartialCredentialsError")
+EXECUTOR_CREDENTIALS = ("the executors' environment lacks the S3 credentials the driver "
+                        "found: give them the same (AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE with "
+                        "AWS_PROFILE or s3.profile, set where the workers start; "
+                        "docs/clusters.md, S3 credentials)")
+
 
 def cause_line(error: BaseException) -> str:
-    """`Type: message`, with an OSError about a path told as the folder or file at fault."""
+    """`Type: message`, with an OSError about a path told as the folder or file at fault,
+    and missing S3 credentials told as the executors' environment's."""
     if isinstance(error, OSError) and error.filename is not None:
         return f"{type(error).__name__}: {_path_problem(error)}"
+    if type(error).__name__ in _NO_CREDENTIALS:
+        return f"{type(error).__name__}: {error}; {EXECUTOR_CREDENTIALS}"
     return f"{type(error).__name__}: {error}"
 
 

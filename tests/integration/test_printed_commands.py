@@ -14,15 +14,17 @@ from pipelines.config import load_job
 from pipelines.report.console import export_report, open_command
 from tests.conftest import write_job
 from tests.pipeline_helpers import export_local
+from tests.s3_fixtures import ACCESS_KEY, SECRET_KEY
 
 PLAIN_PATH = "/usr/bin:/bin"   # what a fresh terminal may have: no .venv/bin
 
 
-def pasted(line: str) -> subprocess.CompletedProcess:
+def pasted(line: str, environment: dict | None = None) -> subprocess.CompletedProcess:
     """Run the command of an `open it:` line as a user pastes it into a new shell that has
-    the job's environment (credentials included) but not its virtual environment."""
+    the job's environment (credentials included; or `environment`) but not its virtual
+    environment."""
     assert line.startswith("open it:  "), line
-    env = {**os.environ, "PATH": PLAIN_PATH}
+    env = {**(environment or os.environ), "PATH": PLAIN_PATH}
     env.pop("VIRTUAL_ENV", None)
     return subprocess.run(["sh", "-c", line.removeprefix("open it:  ")], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -48,10 +50,29 @@ def test_the_open_it_command_reaches_s3_when_pasted(small_acquisition, s3_bucket
                     f"s3://{bucket}/out/volume", 'format = "zarr3"')
     result = export_local(load_job(job, [f"s3.endpoint_url={endpoint}"]))
     line = open_line(result)
-    assert endpoint in line and "SECRET" not in line.upper()
+    assert endpoint in line and SECRET_KEY not in line
     run = pasted(line)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "TensorStore" in run.stdout and bucket in run.stdout and endpoint in run.stdout
+
+
+def test_the_open_it_command_reaches_s3_with_a_credentials_files_profile(small_acquisition,
+                                                                         s3_bucket, tmp_path):
+    """docs/clusters.md's way, a credentials file and AWS_PROFILE: tensorstore's own chain
+    does not read the profile, and the pasted command got 403 (trial Q)."""
+    endpoint, bucket = s3_bucket
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    f"s3://{bucket}/out/profiled", 'format = "zarr3"')
+    result = export_local(load_job(job, [f"s3.endpoint_url={endpoint}"]))
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[lab]\naws_access_key_id = {ACCESS_KEY}\n"
+                           f"aws_secret_access_key = {SECRET_KEY}\n")
+    line = open_line(result)
+    assert SECRET_KEY not in line
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    run = pasted(line, {**env, "AWS_SHARED_CREDENTIALS_FILE": str(credentials), "AWS_PROFILE": "lab"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "TensorStore" in run.stdout and bucket in run.stdout
 
 
 def test_the_open_it_command_never_carries_userinfo(small_acquisition, s3_bucket, tmp_path):
