@@ -72,6 +72,24 @@ def test_progress_says_eta_n_a_before_any_block_is_done():
     assert lines[1].startswith("blocks 2/4 (50%)") and lines[1].split("ETA ")[1].endswith(" s")
 
 
+def test_the_eta_goes_by_the_pace_after_the_first_blocks(monkeypatch):
+    """Trial Q: the first ETAs were 422-881 s for runs of 25-55 s, the start-up (workers
+    starting, numba compiling) counted as if every block paid it. 100 blocks: 10 done
+    after 30 s of start-up, then 10 more every 2 s."""
+    import io
+
+    from pipelines.report import progress as module
+    clock = [0.0]
+    monkeypatch.setattr(module.time, "perf_counter", lambda: clock[0])
+    stream = io.StringIO()
+    progress = module.Progress(100, stream, log_interval=0.0)
+    for at, done in ((30.0, 10), (32.0, 20), (34.0, 30)):
+        clock[0] = at
+        progress(done, 0)
+    etas = [float(line.split("ETA ")[1].removesuffix(" s")) for line in stream.getvalue().splitlines()]
+    assert etas == [270.0, 16.0, 14.0]   # from the start at first; then 10 blocks per 2 s
+
+
 def test_rates_and_ratios_count_what_the_blocks_computed_not_empty_space(tmp_path):
     """Defect (trial H): two tiles far apart printed "compression ratio 75595214.57" and
     millions of MiB/s, counting the empty span between them. Two block-sized tiles 100
