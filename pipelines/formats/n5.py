@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
-from pipelines.geometry import to_xyz, to_zyx
+from pipelines.geometry import to_xyz
 from pipelines.pixels.mosaic import Region, copy_out
 from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
+from pipelines.tiles.containers import n5_block_header
 
 NAME = "n5"
 # N5-Java refuses a root version whose major is above its own; 2.x is read by N5-Java
@@ -58,22 +59,10 @@ def encode_buffer(spec: ArraySpec, buffer: np.ndarray, shape_zyx: tuple) -> Piec
     return Pieces((header, compress(spec, buffer)))
 
 
-def block_header(data: bytes) -> tuple[int, tuple[int, ...], int]:
-    """(mode, the block's shape z, y, x, where its compressed payload starts) of one stored
-    N5 block: mode 0 (default) or 1 (varlength, whose element count follows the shape);
-    ValueError for another mode. One reading of the header for our own blocks
-    (`decode_chunk`) and for N5 views of a BigStitcher project (`tiles.containers`)."""
-    mode, ndim = struct.unpack_from(">HH", data)
-    if mode not in (0, 1):
-        raise ValueError(f"N5 block mode {mode} is not supported")
-    dims = struct.unpack_from(f">{ndim}I", data, 4)
-    return mode, to_zyx(dims), 4 + 4 * ndim + (4 if mode == 1 else 0)
-
-
 def decode_chunk(spec: ArraySpec, data: bytes) -> np.ndarray:
     """The z, y, x array stored in one of our blocks: what verification decodes and later
     pyramid passes read back (`execute.readback`)."""
-    mode, shape, start = block_header(data)
+    mode, shape, start = n5_block_header(data)
     if mode != 0:   # we write mode 0 only
         raise ValueError(f"unsupported N5 block mode {mode}")
     raw = decompress(spec, data[start:])

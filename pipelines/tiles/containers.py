@@ -12,6 +12,7 @@ with numcodecs; HDF5 goes through h5py (on S3, over range requests).
 from __future__ import annotations
 
 import json
+import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ import numcodecs
 import numpy as np
 
 from pipelines.errors import TileError, cause
-from pipelines.formats.n5 import block_header
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_xyz, to_zyx
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
@@ -242,12 +242,24 @@ def _decode(array: ChunkedArray, store, index: tuple, shape: tuple) -> np.ndarra
     return np.ascontiguousarray(full[tuple(slice(0, n) for n in shape)], dtype=array.dtype)
 
 
+def n5_block_header(data: bytes) -> tuple[int, tuple[int, ...], int]:
+    """(mode, the block's shape z, y, x, where its compressed payload starts) of one stored
+    N5 block: mode 0 (default) or 1 (varlength, whose element count follows the shape);
+    ValueError for another mode. One reading of the header for N5 views of a BigStitcher
+    project and for our own blocks (`formats.n5.decode_chunk`, a layer above)."""
+    mode, ndim = struct.unpack_from(">HH", data)
+    if mode not in (0, 1):
+        raise ValueError(f"N5 block mode {mode} is not supported")
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    return mode, to_zyx(dims), 4 + 4 * ndim + (4 if mode == 1 else 0)
+
+
 def _chunk_values(array: ChunkedArray, data: bytes, where: str) -> np.ndarray:
     """A stored chunk's values as an array of its stored shape (N5: the block's own)."""
     if not array.n5:
         return np.frombuffer(array.codec(data), dtype=array.stored).reshape(array.chunks)
     try:
-        _, dims, start = block_header(data)
+        _, dims, start = n5_block_header(data)
     except ValueError as e:
         raise TileError(f"{where}: {e}") from None
     values = np.frombuffer(array.codec(data[start:]), dtype=array.stored)[:int(np.prod(dims))]
