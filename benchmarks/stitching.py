@@ -47,7 +47,7 @@ def errors(found: dict, truth_json: str) -> np.ndarray:
 
 
 def run_case(name: str, acquisition: dict, keys: dict, spark) -> dict:
-    from pipelines.driver import stitch
+    from pipelines.registering import stitch
     from pipelines.spark import SparkExecutor
     folder = ROOT / "data" / "bench" / name.split(":")[0]
     if not (folder / "tiles-true.json").exists() or \

@@ -1,10 +1,10 @@
 """The driver: the export's flow, written once, over any executor.
 
-Export: validate and plan (no executor yet) → check the output can be written → take
-the output's lock → check what the output holds (resume, or refuse) → start the executor
-→ (estimate the flatfield, register the tiles, match intensities: `corrections`,
-`registering`, when the job asks) → record the job → run each stage's block tasks →
-commit the metadata → compact the ledger → write the run report → release the lock.
+Export: validate and plan (no executor yet) → check the output can be written and what it
+holds → start the executor → (estimate the flatfield, register the tiles, match
+intensities, when the job asks: `corrections`, `registering`) → take the output's lock →
+check what the output holds (resume, or refuse) → record the job → run each stage's block
+tasks → commit the metadata → compact the ledger → write the run report → release the lock.
 
 The executor (`pipelines.execute.executor`) is the only part that differs between a test
 (`LocalExecutor`) and a cluster (`pipelines.spark.SparkExecutor`, the default).

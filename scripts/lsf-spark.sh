@@ -80,7 +80,8 @@ launch_worker() {  # launch_worker HOST CORES COMMAND...: COMMAND on HOST (its c
 
 if [ -n "${SPARK_WORKER_MEMORY:-}" ]; then
     MOST=$(printf '%s\n' "${CORES[@]}" | sort -n | tail -n 1)   # the busiest host decides
-    plan_memory "$(to_mb "$SPARK_WORKER_MEMORY")" "$MOST" "SPARK_WORKER_MEMORY=$SPARK_WORKER_MEMORY"
+    WORKER_MB=$(to_mb "$SPARK_WORKER_MEMORY")   # exits 2 on a size it cannot read
+    plan_memory "$WORKER_MB" "$MOST" "SPARK_WORKER_MEMORY=$SPARK_WORKER_MEMORY"
 fi
 
 start_cluster

@@ -38,12 +38,18 @@
 #                      scheduler, as `start "worker-$HOST" <launcher> ... COMMAND...`; the
 #                      launcher must pass the environment and SIGTERM on to COMMAND.
 
-to_mb() {  # "2g" / "2048m" / "2048" -> MiB
+to_mb() {  # a size as Spark writes memory ("2g", "2gb", "2048m", "2048": MiB) -> MiB
     local v=${1,,}
+    v=${v%b}
+    if ! [[ $v =~ ^[0-9]+[kmgt]?$ ]]; then   # review I: "2gb" made the check a bash error, skipped
+        echo "error: $1 is not a memory size (e.g. 2g, 2048m)" >&2
+        exit 2
+    fi
     case $v in
         *t) echo $(( ${v%t} * 1024 * 1024 )) ;;
         *g) echo $(( ${v%g} * 1024 )) ;;
         *m) echo "${v%m}" ;;
+        *k) echo $(( ${v%k} / 1024 )) ;;
         *)  echo "$v" ;;
     esac
 }

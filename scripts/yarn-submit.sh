@@ -76,9 +76,11 @@ for key in KEYS:
     section, name = key.split(".")
     if name in doc.get(section, {}):
         given[key] = (doc[section][name], job)
-for flag, setting in zip(args, args[1:]):
+settings = [b for a, b in zip(args, args[1:]) if a == "--set"]
+settings += [a.removeprefix("--set=") for a in args if a.startswith("--set=")]   # review I
+for setting in settings:
     key, sep, text = setting.partition("=")
-    if flag == "--set" and sep and key in KEYS:
+    if sep and key in KEYS:
         try:   # as the job reads --set: a TOML value, else a plain string
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:

@@ -250,7 +250,7 @@ def bdv_setup_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence
 
 def bdv_timepoint_attributes(levels: Sequence[ArraySpec]) -> dict:
     """The `timepoint{t}` group's attributes (optional; BDV's exporter writes them for Paintera)."""
-    return {"multiScale": True, "resolution": [float(r) for r in levels[0].resolution]}
+    return {"multiScale": True, "resolution": [plain(r) for r in levels[0].resolution]}
 
 
 def bdv_dataset_attributes(levels: Sequence[ArraySpec], factors: Sequence[Sequence[int]],

@@ -363,8 +363,8 @@ def _edge_factors(tile: Tile, region: Box, placed: Box) -> list[np.ndarray]:
 
 
 def _cast_owned(values: np.ndarray, dtype) -> np.ndarray:
-    """`cast` of a float32 array nobody else holds: rounds and clips in place (two passes
-    fewer, no temporaries), the same values as `to_dtype`."""
+    """`pyramid.to_dtype` of a float32 array nobody else holds: rounds and clips in place
+    (two passes fewer, no temporaries), the same values."""
     dtype = np.dtype(dtype)
     if dtype.kind not in "iu" or dtype.itemsize >= 4 or values.dtype != np.float32:
         return to_dtype(values, dtype)   # wide integers go through float64 there

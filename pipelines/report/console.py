@@ -103,28 +103,29 @@ def without_userinfo(uri: str) -> str:
 # tensorstore's own AWS chain reads credentials from the environment's variables but not
 # a profile of a credentials file (AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE, as
 # docs/clusters.md advises: 403 for the printed command, trial Q). The command first finds
-# them as the job did, through boto3's chain, and hands them over in its own environment.
+# them as the job did, through boto3's chain with the job's s3.profile (which, named,
+# wins over variables, as in `storage.s3`), and hands them over in its own environment.
 _CREDENTIALS_HANDED_OVER = (
-    "import os, boto3; c = boto3.Session().get_credentials(); "
+    "import os, boto3; c = boto3.Session(profile_name={profile}).get_credentials(); "
     "f = c.get_frozen_credentials() if c else None; "
-    "os.environ.update({'AWS_ACCESS_KEY_ID': f.access_key, 'AWS_SECRET_ACCESS_KEY': "
-    "f.secret_key, **({'AWS_SESSION_TOKEN': f.token} if f.token else {})} if f else {}); ")
+    "os.environ.update({{'AWS_ACCESS_KEY_ID': f.access_key, 'AWS_SECRET_ACCESS_KEY': "
+    "f.secret_key, **({{'AWS_SESSION_TOKEN': f.token}} if f.token else {{}})}} if f else {{}}); ")
 
 
 def open_command(result: ExportResult) -> str:
     """A shell command that opens level 0 with tensorstore, as pasted: the Python the job
     ran with (a bare `python` may lack tensorstore), the S3 endpoint and region in the
-    spec, and the AWS profile the job used; credentials come from where the job found
-    them (variables, a credentials file's profile), and are never printed."""
+    spec; credentials come from where the job found them (its s3.profile, variables, a
+    credentials file's profile), and are never printed."""
     s = result.summary
     kvstore = kvstore_spec(result, s.arrays[0])
     spec = {"driver": TENSORSTORE_DRIVERS[s.format], "kvstore": kvstore}
     code = f"import tensorstore as ts; print(ts.open({json.dumps(spec)}).result())"
-    if kvstore["driver"] == "s3":
-        code = _CREDENTIALS_HANDED_OVER + code
     s3 = result.plan.s3
-    env = [f"AWS_PROFILE={shlex.quote(s3.profile)}"] if s3 and s3.profile and kvstore["driver"] == "s3" else []
-    return " ".join([*env, shlex.quote(sys.executable), "-c", shlex.quote(code)])
+    if kvstore["driver"] == "s3":
+        profile = json.dumps(s3.profile) if s3 and s3.profile else "None"   # "…": no shell escapes
+        code = _CREDENTIALS_HANDED_OVER.format(profile=profile) + code
+    return " ".join([shlex.quote(sys.executable), "-c", shlex.quote(code)])
 
 
 def _what_ran(result: ExportResult) -> str:

@@ -76,7 +76,11 @@ class LocalStore(Store):
         self._make_folder(path.parent)
         tmp = self._temporary(path)
         try:
-            tmp.write_bytes(data)
+            try:
+                tmp.write_bytes(data)
+            except FileNotFoundError:   # another job's lock release removed the new folder
+                self._make_folder(path.parent)   # between our look and our write (review I)
+                tmp.write_bytes(data)
             os.link(tmp, path)
         except FileExistsError:
             return False

@@ -75,6 +75,21 @@ def test_the_open_it_command_reaches_s3_with_a_credentials_files_profile(small_a
     assert "TensorStore" in run.stdout and bucket in run.stdout
 
 
+def test_the_open_it_command_takes_the_jobs_profile_over_variables(small_acquisition, s3_bucket,
+                                                                   tmp_path):
+    """A job with s3.profile reads with that profile even where AWS_* variables are set
+    (boto3 skips them for a named profile); the command's look-up must do the same, not
+    AWS_PROFILE=… in front, where the variables win (review I)."""
+    endpoint, bucket = s3_bucket
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    f"s3://{bucket}/out/named")
+    result = export_local(load_job(job, [f"s3.endpoint_url={endpoint}"]))
+    named = replace(result, plan=replace(result.plan, s3=replace(result.plan.s3, profile="lab")))
+    assert 'boto3.Session(profile_name="lab")' in open_command(named)
+    assert "AWS_PROFILE" not in open_command(named)
+    assert "boto3.Session(profile_name=None)" in open_command(result)
+
+
 def test_the_open_it_command_never_carries_userinfo(small_acquisition, s3_bucket, tmp_path):
     """Validation refuses credentials in s3.endpoint_url; whatever reaches the console
     is printed without them all the same (issue 19.10)."""

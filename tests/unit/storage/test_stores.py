@@ -45,6 +45,24 @@ def test_local_folders_made_for_a_lock_go_when_empty_and_only_those(tmp_path):
     assert os.listdir(tmp_path / "kept" / "a") == ["other"]
 
 
+def test_a_lock_is_taken_when_another_jobs_release_removes_the_new_folder_meanwhile(tmp_path,
+                                                                                  monkeypatch):
+    """Review I: job B found the folder job A had just made; A, releasing its lock,
+    removed it before B wrote its lock there, and B failed with FileNotFoundError."""
+    made = LocalStore._make_folder
+    calls = []
+
+    def then_removed(self, folder):
+        made(self, folder)
+        calls.append(folder)
+        if len(calls) == 1:
+            folder.rmdir()   # A's release, between B's look and B's write
+    monkeypatch.setattr(LocalStore, "_make_folder", then_removed)
+    store = LocalStore(tmp_path / "shared" / "new")
+    assert store.put_if_absent("v.n5.job.lock", b"B") and store.get("v.n5.job.lock") == b"B"
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("count", [1, 3, local_module._IOV_MAX + 5])
 def test_local_put_writes_every_piece_when_the_system_writes_less(tmp_path, monkeypatch, count):
     """write() and writev() may write fewer bytes than given (signals, pipes, quotas): the
