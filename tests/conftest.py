@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pytest_collection_modifyitems(items):
     """A test that takes the `spark` fixture is marked `spark`, so that `-m "not spark"`
-    leaves it out without each one saying so (trial R: four were missed)."""
+    leaves it out without each one saying so (trial R: several were not marked)."""
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
