@@ -40,8 +40,12 @@ def main(argv=None) -> int:
     arrays = everything = find_arrays(args.uri)
     if args.dataset:
         arrays = [a for a in arrays if a[1] == args.dataset.strip("/")]
-    if not arrays:
+    if not everything:
         print(f"error: no committed N5 or Zarr array under {args.uri}", file=sys.stderr)
+        return 2
+    if not arrays:   # a mistyped --dataset: say what there is (trial S)
+        print(f"error: {args.dataset} is not an array of {args.uri}; it holds "
+              f"{', '.join(path for _, path in everything)}", file=sys.stderr)
         return 2
     fmt, dataset = arrays[0]
     spec = {"driver": fmt, "kvstore": {"driver": "file", "path": str(args.uri.resolve() / dataset)}}

@@ -149,7 +149,7 @@ wait_for() {  # wait_for WHAT COMMAND...: until COMMAND succeeds, or fail after 
     done
 }
 # shellcheck disable=SC2329  # called through wait_for
-master_up() { grep -q "Starting Spark master at spark://" "$LOG_ROOT/master.log"; }
+master_up() { grep -q "Starting Spark master at spark://" "$LOG_ROOT/master.log" 2>/dev/null; }  # the log may not be there yet
 # shellcheck disable=SC2329  # called through wait_for
 workers_registered() { [ "$(grep -c "Registering worker" "$LOG_ROOT/master.log")" -ge "${#HOSTS[@]}" ]; }
 

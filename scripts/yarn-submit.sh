@@ -80,6 +80,7 @@ settings = [b for a, b in zip(args, args[1:]) if a == "--set"]
 settings += [a.removeprefix("--set=") for a in args if a.startswith("--set=")]   # review I
 for setting in settings:
     key, sep, text = setting.partition("=")
+    key, text = key.strip(), text.strip()   # as the job reads it: "output.uri = x" (trial S)
     if sep and key in KEYS:
         try:   # as the job reads --set: a TOML value, else a plain string
             value = tomllib.loads(f"v = {text}")["v"]

@@ -183,9 +183,10 @@ def _metadata_keys(output: OutputSpec) -> list[str]:
 
 
 def _foreign_dataset(uri: str, key: str) -> OutputError:
-    return OutputError(f"output.uri: {uri} already holds a dataset this pipeline did not write "
-                       f"({key}; no job record beside it): choose another output.uri, or move "
-                       f"it away")
+    # not "did not write": ours whose record was lost looks the same (trial S)
+    return OutputError(f"output.uri: {uri} already holds a dataset that no job record of this "
+                       f"pipeline vouches for ({key}; no {Sidecars.of(uri).job_record} beside "
+                       f"it): choose another output.uri, or move it away")
 
 
 def _foreign_files(uri: str, leftover: str) -> OutputError:

@@ -19,7 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines.config.illumination import enabled_setting, flatfield_setting, intensity_setting
+from pipelines.config.illumination import (
+    enabled_setting,
+    flatfield_folders_from,
+    flatfield_setting,
+    intensity_setting,
+)
 from pipelines.config.model import (
     BLENDINGS,
     DEFAULT_BLOCK,
@@ -149,6 +154,8 @@ def apply_override(raw: dict, item: str) -> None:
             value = _resolve_nested(value, Path.cwd())
         except ConfigError as e:
             raise ConfigError(f"--set {key.strip()}: {e}") from None
+    if (section, name) == ("fusion", "flatfield"):   # its folders, not "auto" (trial S)
+        value = flatfield_folders_from(value, Path.cwd())
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
         raise ConfigError(f"--set {item!r}: [{section}] is not a table in the job file")
@@ -185,7 +192,7 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
         estimate_flatfield=enabled_setting(merged["flatfield"]["enabled"], where, "enabled"),
         flatfield_per_slice=enabled_setting(merged["flatfield"]["per_slice"], where, "per_slice"),
         output=parse_output(merged["output"], len(inputs), where, uri_required=writes_output),
-        blending=parse_blending(merged, where),
+        blending=parse_blending(merged, where, "blending" in (raw.get("fusion") or {})),
         interpolation=parse_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
         stitching=parse_stitching(merged["stitching"], merged["input"]["channel_names"],
                              None if project else default_channel_names(inputs[0]), where),

@@ -29,7 +29,22 @@ def flatfield_setting(value: Any, channels: int | None, source: str, where: str)
         raise ConfigError(f"{key}: {len(folders)} folders for {channels} channels (give one "
                           f"per channel, or \"auto\")")
     base = Path(source).resolve().parent if source else Path.cwd()
-    return tuple(f if is_remote(f) else str((base / Path(f).expanduser()).resolve()) for f in folders)
+    return tuple(_folder_from(f, base) for f in folders)
+
+
+def flatfield_folders_from(value: Any, base: Path) -> Any:
+    """fusion.flatfield as given with --set: its folders resolved against `base` (the
+    current folder, as every path given with --set; the job file's folder is for paths in
+    the file), "" and "auto" as they are; anything else is left to `flatfield_setting`."""
+    if isinstance(value, str):
+        return value if value in ("", AUTO) else _folder_from(value, base)
+    if isinstance(value, list) and all(isinstance(f, str) for f in value):
+        return [_folder_from(f, base) for f in value]
+    return value
+
+
+def _folder_from(folder: str, base: Path) -> str:
+    return folder if is_remote(folder) else str((base / Path(folder).expanduser()).resolve())
 
 
 def enabled_setting(value: Any, where: str, key: str) -> bool:

@@ -465,14 +465,17 @@ def parse_s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted({**table, **sizes, "request_timeout": float(timeout)}.items()))
 
 
-def parse_blending(merged: dict, where: str) -> str:
+def parse_blending(merged: dict, where: str, given: bool = True) -> str:
+    """fusion.blending, checked against output.downsample (`given`: whether the job named
+    it, or it is the default)."""
     blending = parse_choice(merged["fusion"], "fusion", "blending", BLENDINGS, where)
     if merged["output"]["downsample"] == "mode" and blending in MIXING_BLENDINGS:
         *others, last = (f'"{b}"' for b in BLENDINGS if b not in MIXING_BLENDINGS)
         keeping = f"{', '.join(others)} or {last}"
-        raise ConfigError(f"{where}fusion.blending: {blending!r} averages overlapping tiles, which "
-                          f"invents values between labels; with output.downsample = \"mode\" use "
-                          f"blending = {keeping}")
+        named = f"{blending!r}" + ("" if given else " (the default)")   # trial S
+        raise ConfigError(f"{where}fusion.blending: {named} averages overlapping tiles, which "
+                          f"invents values between labels; with output.downsample = \"mode\" set "
+                          f"fusion.blending = {keeping}")
     return blending
 
 

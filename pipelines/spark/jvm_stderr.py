@@ -42,6 +42,8 @@ _JVM_NOT_CREATED = "Could not create the Java Virtual Machine"
 _JAVA_MAIN_SILENT = re.compile(r'Exception in thread "main"\s*$', re.MULTILINE)
 _SILENT_REASON = ("Java ended in its first steps without saying why, as it does when its "
                   "heap is too small to start (spark.driver.memory: Spark needs at least 450m)")
+# No word at all from a JVM that ended before it was up: killed, most likely (trial S)
+NO_WORD = "Spark's JVM ended before it was up, printing no reason (killed?)"
 
 
 # What every local session prints while it starts, whatever the job: the JVM naming the
@@ -105,13 +107,25 @@ def java_reason(error: BaseException) -> str:
     return f"{match.group(1)}: {match.group(2).strip()}" if match else ""
 
 
+# The JVM refusing a heap before it runs anything ("1m": 'Error occurred during
+# initialization of VM' then 'Too small maximum heap'; trial S)
+_VM_INIT_FAILURE = re.compile(r"^Error occurred during initialization of VM\s*\n([^\n]+)$",
+                              re.MULTILINE)
+HEAP_HINT = " (spark.driver.memory: Spark needs at least 450m)"
+
+
 def jvm_reason(text: str) -> str:
     """Why a JVM that printed `text` did not start, in one line ('' if it does not say)."""
     match = _JAVA_MAIN_FAILURE.search(text)
-    if match:
-        return f"{match.group(1)}: {match.group(2).strip()}"
+    if match:   # "4m": OutOfMemoryError: Java heap space, while Spark starts (trial S)
+        hint = HEAP_HINT if match.group(1) == "OutOfMemoryError" else ""
+        return f"{match.group(1)}: {match.group(2).strip()}{hint}"
     if _JAVA_MAIN_SILENT.search(text):
         return _SILENT_REASON
+    match = _VM_INIT_FAILURE.search(text)
+    if match:
+        line = match.group(1).strip()
+        return f"Java could not start: {line}" + (HEAP_HINT if "heap" in line.lower() else "")
     if _JVM_NOT_CREATED in text:
         option = _JVM_OPTION_FAILURE.search(text)
         return (f"Java refused its options: {option.group(1).strip()}" if option

@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from pipelines.config import JobConfig
 from pipelines.config.master import MasterFormError, is_local_master, parse_master
 from pipelines.errors import SparkStartError, install_signal_handlers
-from pipelines.spark.jvm_stderr import held_jvm_stderr, java_reason
+from pipelines.spark.jvm_stderr import NO_WORD, held_jvm_stderr, java_reason
 
 # The driver JVM of a session started here (plain `python`, not spark-submit) compiles with
 # C1 only. The pixel work is Python's; the JVM schedules tasks and passes small results, and
@@ -86,7 +86,7 @@ def session(config: JobConfig) -> SparkSession:
     if python_sockets_default(config):
         for key, value in PYTHON_SOCKETS:
             builder = builder.config(key, value)
-    spark = _start(builder, config.spark_master)
+    spark = _start(builder, config.spark_master, dict(config.spark_conf).get("spark.driver.memory"))
     spark.sparkContext.setLogLevel("WARN")
     cap = spark.sparkContext.getConf().get("spark.executor.pyspark.memory")
     for line in misspelled_properties(spark, config) + address_space_cap(cap):
@@ -163,9 +163,11 @@ def python_sockets_default(config: JobConfig) -> bool:
             and not any(key in own for key, _ in PYTHON_SOCKETS))
 
 
-def _start(builder: SparkSession.Builder, master: str) -> SparkSession:
+def _start(builder: SparkSession.Builder, master: str, driver_memory: str | None = None
+           ) -> SparkSession:
     """builder.getOrCreate(), the JVM's stderr held while it starts (`jvm_stderr`); a
-    failure is one SparkStartError with the JVM's own reason, without its stack trace."""
+    failure is one SparkStartError with the JVM's own reason, without its stack trace
+    (`driver_memory`: the job's spark.driver.memory, named when the JVM says nothing)."""
     if under_spark_submit():   # the JVM is our parent, started already
         try:
             return builder.getOrCreate()
@@ -177,9 +179,24 @@ def _start(builder: SparkSession.Builder, master: str) -> SparkSession:
             spark = builder.getOrCreate()
     except Exception as e:
         reason = (held.reason() if held else "") or java_reason(e) or first_line(e)
+        if "JAVA_GATEWAY_EXITED" in reason:   # pyspark's words for a JVM that said nothing
+            # on stderr: a heap of 1m is refused on stdout ('Too small maximum heap': trial S)
+            reason = (f"Java could not start with spark.driver.memory = {driver_memory} "
+                      f"(Spark needs at least 450m)" if driver_memory and _below_450m(driver_memory)
+                      else NO_WORD)
         raise SparkStartError(f"cannot start Spark (spark.master = {master!r}): {reason}") from None
     held.release()
     return spark
+
+
+def _below_450m(memory: str) -> bool:
+    """Whether a Spark memory setting ("1m", "512k", "300", in MiB without a unit) is below
+    the 450 MiB Spark's driver needs; False for what it cannot read (Java says then)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", memory.lower())
+    if not match:
+        return False
+    mib = int(match.group(1)) * {"k": 2**-10, "": 1, "m": 1, "g": 2**10, "t": 2**20}[match.group(2)]
+    return mib < 450
 
 
 def launches_before() -> tuple[frozenset[int], bool]:

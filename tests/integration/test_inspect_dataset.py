@@ -13,12 +13,12 @@ from tests.conftest import ROOT, write_job
 from tests.pipeline_helpers import export_local
 
 
-def inspect(path, *options: str) -> str:
+def inspect(path, *options: str, code: int = 0) -> str:
     run = subprocess.run([sys.executable, str(ROOT / "scripts/inspect_dataset.py"), str(path),
                           *options],
                          capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    return run.stdout
+    assert run.returncode == code, run.stderr
+    return run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("fmt, extra", [("n5", ""), ("zarr2", ""), ("zarr3", ""),
@@ -44,3 +44,5 @@ def test_one_array_of_a_pyramid_is_opened_and_the_container_counted(small_acquis
     export_local(load_job(job))
     printed = inspect(tmp_path / "volume", "--dataset", "c0/s1")
     assert "c0/s1" in printed and "(3 arrays in the container)" in printed, printed
+    wrong = inspect(tmp_path / "volume", "--dataset", "c9/s0", code=2)   # trial S
+    assert "error: c9/s0 is not an array of" in wrong and "c0/s0, c0/s1, c0/s2" in wrong, wrong

@@ -190,6 +190,9 @@ def test_yarn_dry_run_ships_the_job_file_and_refuses_relative_paths(tmp_path):
     refused = run_script("yarn-submit.sh", "job.toml", "--set=output.uri=rel/v.n5",
                          "--set=fusion.flatfield=auto", env={"DRY_RUN": "1"}, cwd=tmp_path)
     assert refused.returncode == 2 and "--set: output.uri = 'rel/v.n5'" in refused.stderr   # review I
+    refused = run_script("yarn-submit.sh", "job.toml", "--set", "output.uri = rel/v.n5",
+                         env={"DRY_RUN": "1"}, cwd=tmp_path)
+    assert refused.returncode == 2 and "--set: output.uri = 'rel/v.n5'" in refused.stderr   # trial S
     allowed = run_script("yarn-submit.sh", "job.toml", "--set", "fusion.flatfield=auto",
                          env={"DRY_RUN": "1"}, cwd=tmp_path)   # the job file named from here
     assert allowed.returncode == 0 and option(plan(allowed.stdout)["submit"], "--files") == str(job)

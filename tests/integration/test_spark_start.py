@@ -75,6 +75,8 @@ def test_a_bad_spark_master_is_one_line_without_a_java_trace(small_acquisition, 
     # a heap too small for Java's own start: it printed only "A JNI error has occurred,
     # please check your installation", and the job said JAVA_GATEWAY_EXITED (trial M)
     ("spark.driver.memory=16m", "heap is too small to start (spark.driver.memory"),
+    # Java refuses it on stdout ('Too small maximum heap'): nothing held on stderr (trial S)
+    ("spark.driver.memory=1m", "Java could not start with spark.driver.memory = 1m"),
 ])
 def test_a_setting_that_stops_spark_starting_is_its_reason_in_one_line(small_acquisition,
                                                                         tmp_path, setting, expected):

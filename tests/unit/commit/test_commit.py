@@ -126,8 +126,8 @@ def test_array_metadata_alone_counts_as_committed(tmp_path, small_acquisition):
     config = config_for(tmp_path, small_acquisition)
     (tmp_path / "out/c0/s0").mkdir(parents=True)
     (tmp_path / "out/c0/s0/attributes.json").write_text("{}")
-    with pytest.raises(OutputError, match=r"already holds a dataset this pipeline did not write "
-                                          r"\(c0/s0/attributes.json; no job record"):
+    with pytest.raises(OutputError, match=r"already holds a dataset that no job record of this pipeline vouches for "
+                                          r"\(c0/s0/attributes.json; no out.job.json"):
         check_output(make_plan(config), LocalStore(tmp_path / "out"), beside_store(str(tmp_path / "out")))
 
 

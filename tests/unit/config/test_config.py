@@ -127,8 +127,8 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
     (["output.dtype=uint12"], "output.dtype: expected one of"),
     (["output.downsample=median"], "output.downsample"),
     (["output.downsample=mode", "fusion.blending=linear"],
-     'values between labels; with output.downsample = "mode" use blending = "max", "first" or "closest"'),
-    (["output.downsample=mode"], "'linear' averages"),   # the default blending
+     'values between labels; with output.downsample = "mode" set fusion.blending = "max", "first" or "closest"'),
+    (["output.downsample=mode"], r"'linear' \(the default\) averages"),   # trial S
     (["output.downsample=mode", "fusion.blending=average"], "'average' averages"),
     (["input.timepoints=[['a.json']]"], "exactly one of .*; both are set"),
     (["input.tiles=[]"], "input.tiles is empty: give a tile JSON"),
@@ -352,3 +352,16 @@ def test_an_empty_input_is_said_to_be_empty(tmp_path, text, message):
     input.timepoints; neither is set"."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_job(job(tmp_path, f'[input]\n{text}\n[output]\nuri = "o.n5"\n'))
+
+
+def test_a_flatfield_folder_given_with_set_is_relative_to_the_current_folder(tmp_path, monkeypatch):
+    """README, Overrides: relative paths given with --set are relative to the current
+    folder; fusion.flatfield's was taken from the job file's (trial S). In the file, the
+    job file's folder; "auto" stays "auto"."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "here").mkdir()
+    path = job(tmp_path / "jobs", MINIMAL + '\n[fusion]\nflatfield = "in-file"\n')
+    monkeypatch.chdir(tmp_path / "here")
+    assert load_job(path).flatfield == (str(tmp_path / "jobs" / "in-file"),)
+    assert load_job(path, ["fusion.flatfield=ff"]).flatfield == (str(tmp_path / "here" / "ff"),)
+    assert load_job(path, ["fusion.flatfield=auto"]).flatfield == ("auto",)

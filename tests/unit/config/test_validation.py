@@ -181,7 +181,7 @@ def test_output_already_holds_a_committed_dataset(tmp_path, acquisition, capsys,
     code = run(tmp_path, acquisition, "--set", f"output.format={fmt}")
     err = capsys.readouterr().err
     # trial J: --overwrite was suggested, and then refused (no job record: not ours)
-    assert code == 2 and "already holds a dataset this pipeline did not write" in err and root in err
+    assert code == 2 and "already holds a dataset that no job record of this pipeline vouches for" in err and root in err
     assert "--overwrite" not in err
     assert sorted(p.name for p in existing.rglob("*")) == before
 

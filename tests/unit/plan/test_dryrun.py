@@ -280,7 +280,7 @@ def test_the_dry_run_says_what_the_output_holds_and_refuses_what_the_run_refuses
     assert main([str(job), "--dry-run"]) == 2
     printed = capsys.readouterr()
     assert "tasks:" in printed.out and printed.err.startswith(
-        f"error: output.uri: {tmp_path / 'out'} already holds a dataset this pipeline did not write")
+        f"error: output.uri: {tmp_path / 'out'} already holds a dataset that no job record of this pipeline vouches for")
     assert main([str(job), "--dry-run", "--overwrite"]) == 2   # as the real run with it says
     assert capsys.readouterr().err.startswith("error: --overwrite replaces only a dataset this "
                                               "pipeline wrote")

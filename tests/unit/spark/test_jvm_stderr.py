@@ -69,3 +69,22 @@ def test_a_java_exception_raised_through_py4j_is_its_class_and_message():
                        "locally with 0 threads\n\tat org.apache.spark.SparkContext$.x(y.scala:1)")
     assert java_reason(raised) == "SparkException: Asked to run locally with 0 threads"
     assert java_reason(Exception("[JAVA_GATEWAY_EXITED] Java gateway process exited")) == ""
+
+
+def test_heaps_java_or_spark_cannot_start_with_say_spark_driver_memory():
+    """Trial S: "1m" gave Java's 'Too small maximum heap' then JAVA_GATEWAY_EXITED, "4m"
+    'OutOfMemoryError: Java heap space', neither naming spark.driver.memory."""
+    too_small = ("Error occurred during initialization of VM\n"
+                 "Too small maximum heap\n")
+    assert jvm_reason(too_small) == ("Java could not start: Too small maximum heap (spark.driver."
+                                     "memory: Spark needs at least 450m)")
+    out_of_memory = 'Exception in thread "main" java.lang.OutOfMemoryError: Java heap space\n\tat x'
+    assert jvm_reason(out_of_memory).endswith("Java heap space (spark.driver.memory: Spark needs "
+                                              "at least 450m)")
+    assert "450m" not in jvm_reason("Error occurred during initialization of VM\nsomething else\n")
+
+
+def test_driver_memory_settings_below_what_spark_needs_are_told_apart():
+    from pipelines.spark.session import _below_450m
+    assert [m for m in ("1m", "1k", "300", "449m", "450m", "2g", "1G", "512mb", "2x") if _below_450m(m)] == \
+        ["1m", "1k", "300", "449m"]
