@@ -69,16 +69,24 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
         return None
     if config.is_project and folders:
         raise FlatfieldError(PROJECT_FLATFIELD.format(what="fusion.flatfield: flatfield correction"))
-    s3, held = config.s3_options(), 0
-    for folder, channel in zip(folders, tiles[0]):
-        depths = {t.size[2] for t in channel}
-        held += check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
-                             "fusion.flatfield", s3)
+    s3 = config.s3_options()
+    held = checked_fields(folders, tiles[0], s3)
     intensity: tuple = ()
     if config.intensity == "match":
         paths = intensity_paths(config, tiles[0])
         intensity = tuple(_coefficients_of(read_coefficients(p, s3), ts, p) for p, ts in zip(paths, tiles[0]))
     return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
+
+
+def checked_fields(folders: tuple[str, ...], channels: tuple[TileSet, ...], s3) -> int:
+    """`check_fields` of each channel's fields folder against its tiles (one missing, or
+    of another shape, refused naming fusion.flatfield); the bytes they hold."""
+    held = 0
+    for folder, channel in zip(folders, channels):
+        depths = {t.size[2] for t in channel}
+        held += check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
+                             "fusion.flatfield", s3)
+    return held
 
 
 def with_estimated_flatfield(config: JobConfig) -> JobConfig:

@@ -316,6 +316,17 @@ def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, t
     assert "lower limits.tile_cache" in dry_run(config).refusal
 
 
+def test_the_dry_run_refuses_a_flatfield_folder_the_run_refuses(small_acquisition, tmp_path):
+    """Trial S: a missing fields folder passed the dry run (exit 0) and stopped the run."""
+    from pipelines.errors import PipelineError
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    config = load_job(job, [f"fusion.flatfield={tmp_path / 'no-fields'}"])
+    for plan in (make_plan, dry_run):
+        with pytest.raises(PipelineError, match=r"fusion.flatfield: flatfield folder .*no-fields not found"):
+            plan(config)
+    assert dry_run(load_job(job, ["fusion.flatfield=auto"])).refusal == ""   # estimated first
+
+
 def test_the_dry_run_of_a_run_killed_before_its_first_block_says_unfinished(small_acquisition,
                                                                             tmp_path, capsys):
     """Trial O: a job record of a run killed before any block was written, and no data:
