@@ -38,18 +38,21 @@
 #                      scheduler, as `start "worker-$HOST" <launcher> ... COMMAND...`; the
 #                      launcher must pass the environment and SIGTERM on to COMMAND.
 
-to_mb() {  # a size as Spark writes memory ("2g", "2gb", "2048m", "2048": MiB) -> MiB
+to_mb() {  # a size as Spark writes memory ("2g", "2gb", "2048m", "2048": MiB; "100b": bytes) -> MiB
     local v=${1,,}
-    v=${v%b}
-    if ! [[ $v =~ ^[0-9]+[kmgt]?$ ]]; then   # review I: "2gb" made the check a bash error, skipped
+    if ! [[ $v =~ ^[0-9]+([kmgt]b?|b)?$ ]]; then   # review I: "2gb" made the check a bash error
         echo "error: $1 is not a memory size (e.g. 2g, 2048m)" >&2
         exit 2
     fi
+    case $v in
+        *[kmgt]b) v=${v%b} ;;
+    esac
     case $v in
         *t) echo $(( ${v%t} * 1024 * 1024 )) ;;
         *g) echo $(( ${v%g} * 1024 )) ;;
         *m) echo "${v%m}" ;;
         *k) echo $(( ${v%k} / 1024 )) ;;
+        *b) echo $(( ${v%b} / 1024 / 1024 )) ;;
         *)  echo "$v" ;;
     esac
 }
@@ -94,6 +97,12 @@ spark_setup() {
     LOG_ROOT=${SPARK_LOG_ROOT:-$PROJECT/spark-export-$JOB_ID}
     PROPERTIES=${SPARK_PROPERTIES:-conf/spark-standalone.conf}
     EXECUTOR_MEMORY=${EXECUTOR_MEMORY:-2g}
+    local heap
+    heap=$(to_mb "$EXECUTOR_MEMORY")   # exits 2 on a size it cannot read, whatever else is known
+    if [ "$heap" -lt 450 ]; then   # Spark refuses executors below 450 MiB
+        echo "error: EXECUTOR_MEMORY=$EXECUTOR_MEMORY: Spark needs at least 450m for an executor (1g is plenty)" >&2
+        exit 2
+    fi
 }
 
 PIDS=()

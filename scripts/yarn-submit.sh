@@ -76,8 +76,12 @@ for key in KEYS:
     section, name = key.split(".")
     if name in doc.get(section, {}):
         given[key] = (doc[section][name], job)
-settings = [b for a, b in zip(args, args[1:]) if a == "--set"]
-settings += [a.removeprefix("--set=") for a in args if a.startswith("--set=")]   # review I
+settings, rest = [], iter(args)   # in order: the last --set of a key wins (review J)
+for arg in rest:
+    if arg == "--set":
+        settings.append(next(rest, ""))
+    elif arg.startswith("--set="):   # argparse's one-argument form (review I)
+        settings.append(arg.removeprefix("--set="))
 for setting in settings:
     key, sep, text = setting.partition("=")
     key, text = key.strip(), text.strip()   # as the job reads it: "output.uri = x" (trial S)

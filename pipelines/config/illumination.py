@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError
-from pipelines.storage.uri import is_remote
+from pipelines.errors import ConfigError, OutputError
+from pipelines.storage.uri import is_remote, local_path
 
 INTENSITIES = ("none", "match")
 AUTO = "auto"
@@ -38,13 +38,23 @@ def flatfield_folders_from(value: Any, base: Path) -> Any:
     the file), "" and "auto" as they are; anything else is left to `flatfield_setting`."""
     if isinstance(value, str):
         return value if value in ("", AUTO) else _folder_from(value, base)
-    if isinstance(value, list) and all(isinstance(f, str) for f in value):
+    if isinstance(value, list) and all(isinstance(f, str) for f in value) \
+            and value not in ([""], [AUTO]):   # as flatfield_setting reads those (review J)
         return [_folder_from(f, base) for f in value]
     return value
 
 
 def _folder_from(folder: str, base: Path) -> str:
-    return folder if is_remote(folder) else str((base / Path(folder).expanduser()).resolve())
+    """A fields folder as a path or URI: s3:// as it is, file:// as its path (review J),
+    anything else relative to `base`."""
+    if is_remote(folder):
+        return folder
+    if folder.startswith("file:"):
+        try:
+            return local_path(folder)
+        except OutputError as e:
+            raise ConfigError(f"fusion.flatfield: {e}") from None
+    return str((base / Path(folder).expanduser()).resolve())
 
 
 def enabled_setting(value: Any, where: str, key: str) -> bool:

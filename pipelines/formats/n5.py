@@ -15,10 +15,10 @@ import numpy as np
 
 from pipelines.formats.base import ArraySpec, compress, decompress, json_bytes, scratch
 from pipelines.geometry import to_xyz
+from pipelines.n5_blocks import n5_block_header
 from pipelines.pixels.mosaic import Region, copy_out
 from pipelines.pixels.value_range import ValueRange
 from pipelines.storage.base import Pieces
-from pipelines.tiles.containers import n5_block_header
 
 NAME = "n5"
 # N5-Java refuses a root version whose major is above its own; 2.x is read by N5-Java

@@ -23,6 +23,7 @@ from pipelines.illumination.fields import (
     field_bytes,
     fields_digest,
     folder_beside,
+    has_fields,
 )
 from pipelines.storage import open_store
 from pipelines.storage.documents import read_json
@@ -87,6 +88,24 @@ def checked_fields(folders: tuple[str, ...], channels: tuple[TileSet, ...], s3) 
         held += check_fields(folder, (*channel.tiles[0].size[:2], depths.pop() if len(depths) == 1 else 0),
                              "fusion.flatfield", s3)
     return held
+
+
+def check_planned_fields(config: JobConfig, channels: tuple[TileSet, ...]) -> None:
+    """What `plan_correction` refuses of the fields before they are read, for the dry run
+    (trial S, review J): fields on a project; named folders missing or of another shape;
+    "auto" folders that hold fields already (the run applies them; the others are
+    estimated first), unless [flatfield] enabled estimates them all again."""
+    folders = flatfield_folders(config)
+    if not folders:
+        return
+    if config.is_project:
+        raise FlatfieldError(PROJECT_FLATFIELD.format(what="fusion.flatfield: flatfield correction"))
+    if config.estimate_flatfield:
+        return
+    s3 = config.s3_options()
+    present = [f if config.flatfield != (AUTO,) or has_fields(f, s3) else "" for f in folders]
+    checked_fields(tuple(f for f in present if f),
+                   tuple(c for f, c in zip(present, channels) if f), s3)
 
 
 def with_estimated_flatfield(config: JobConfig) -> JobConfig:

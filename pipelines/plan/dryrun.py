@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.config.illumination import AUTO
 from pipelines.errors import PlanError
 from pipelines.geometry import Vec
 from pipelines.illumination.plan import (
-    checked_fields,
+    check_planned_fields,
     planned_field_bytes,
     with_estimated_flatfield,
 )
@@ -103,10 +102,7 @@ def dry_run(config: JobConfig) -> DryRun:
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     itemsize = np.dtype(output.base.dtype).itemsize
     voxels = sum(int(np.prod(shape, dtype=object)) for shape in output.shapes)
-    if config.flatfield and config.flatfield != (AUTO,) and not (config.estimate_flatfield
-                                                                 or config.is_project):
-        # folders named, not made by the run: the real run refuses them missing (trial S)
-        checked_fields(config.flatfield, tiles[0], config.s3_options())
+    check_planned_fields(config, tiles[0])
     applied = with_estimated_flatfield(config)   # the fields the export will apply
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
                                corrected=bool(applied.flatfield) or config.intensity == "match",

@@ -12,6 +12,7 @@ import time
 from typing import TextIO
 
 BAR_WIDTH = 24  # characters of the progress bar drawn on a terminal
+PACE_WINDOW = 10.0  # seconds of completions, at least, that the ETA's pace is measured over
 
 
 class Progress:
@@ -68,12 +69,16 @@ class Progress:
         """The time left at the pace since the first units were done: the time before
         them is start-up (Python workers starting, imports, compiling) that the rest
         does not pay, and counting it put the first ETAs at 8-30 × the run (trial Q:
-        422 s for a 55 s run). Until a second completion, the pace from the start."""
+        422 s for a 55 s run). Until that pace is measured over `PACE_WINDOW` seconds
+        and half the start-up, the pace from the start."""
         now = self.done - self.done_before
         if now <= 0:   # nothing to extrapolate from yet (e.g. the first task failed)
             return "n/a"
         left = self.total - self.done
         if self.first is not None and self.done > self.first[1]:
             since, at = time.perf_counter() - self.first[0], self.first[1]
-            return f"{since / (self.done - at) * left:.0f} s"
+            # only over a window long enough that the rest of the first wave, arriving a
+            # poll or two later, is not taken for the pace (review J: 8 s for 48 s left)
+            if since >= max(PACE_WINDOW, (self.first[0] - self.started) / 2):
+                return f"{since / (self.done - at) * left:.0f} s"
         return f"{elapsed / now * left:.0f} s"

@@ -42,8 +42,9 @@ _JVM_NOT_CREATED = "Could not create the Java Virtual Machine"
 _JAVA_MAIN_SILENT = re.compile(r'Exception in thread "main"\s*$', re.MULTILINE)
 _SILENT_REASON = ("Java ended in its first steps without saying why, as it does when its "
                   "heap is too small to start (spark.driver.memory: Spark needs at least 450m)")
-# No word at all from a JVM that ended before it was up: killed, most likely (trial S)
-NO_WORD = "Spark's JVM ended before it was up, printing no reason (killed?)"
+# No word on stderr from a JVM that ended before it was up: killed, or it said why on
+# stdout, where its lines are already shown (trial S)
+NO_WORD = "Spark's JVM ended before it was up, with no word on stderr (killed? or see above)"
 
 
 # What every local session prints while it starts, whatever the job: the JVM naming the
@@ -92,6 +93,14 @@ class HeldStderr:
             self.held.clear()
             self.passing = True
 
+    def last_line(self) -> str:
+        """The last line the JVM printed that is not start-up noise ('' if none): what
+        to say when `reason` finds nothing it knows (review J: java not found, for one)."""
+        with self.lock:
+            text = START_NOISE.sub(b"", bytes(self.held)).decode(errors="replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
     def reason(self, wait: float = 2.0) -> str:
         """The JVM's own message of why it did not start ('' when it printed none),
         after waiting up to `wait` seconds for it to finish writing (its exit ends it)."""
@@ -107,25 +116,29 @@ def java_reason(error: BaseException) -> str:
     return f"{match.group(1)}: {match.group(2).strip()}" if match else ""
 
 
-# The JVM refusing a heap before it runs anything ("1m": 'Error occurred during
-# initialization of VM' then 'Too small maximum heap'; trial S)
+# The JVM refusing its heap before it runs anything: 'Error occurred during initialization
+# of VM' and the reason, which Java 17 writes to stdout (`session._start` names a small
+# spark.driver.memory then); a JVM that writes it to stderr is read here
 _VM_INIT_FAILURE = re.compile(r"^Error occurred during initialization of VM\s*\n([^\n]+)$",
                               re.MULTILINE)
 HEAP_HINT = " (spark.driver.memory: Spark needs at least 450m)"
+# the reasons a heap too small for Spark gives, and no other (review J: a heap too large,
+# or a process limit on threads, must not be told to grow)
+_SMALL_HEAP = ("Too small maximum heap", "OutOfMemoryError: Java heap space")
 
 
 def jvm_reason(text: str) -> str:
     """Why a JVM that printed `text` did not start, in one line ('' if it does not say)."""
     match = _JAVA_MAIN_FAILURE.search(text)
     if match:   # "4m": OutOfMemoryError: Java heap space, while Spark starts (trial S)
-        hint = HEAP_HINT if match.group(1) == "OutOfMemoryError" else ""
-        return f"{match.group(1)}: {match.group(2).strip()}{hint}"
+        reason = f"{match.group(1)}: {match.group(2).strip()}"
+        return reason + (HEAP_HINT if reason in _SMALL_HEAP else "")
     if _JAVA_MAIN_SILENT.search(text):
         return _SILENT_REASON
     match = _VM_INIT_FAILURE.search(text)
     if match:
         line = match.group(1).strip()
-        return f"Java could not start: {line}" + (HEAP_HINT if "heap" in line.lower() else "")
+        return f"Java could not start: {line}" + (HEAP_HINT if line in _SMALL_HEAP else "")
     if _JVM_NOT_CREATED in text:
         option = _JVM_OPTION_FAILURE.search(text)
         return (f"Java refused its options: {option.group(1).strip()}" if option

@@ -179,11 +179,16 @@ def _start(builder: SparkSession.Builder, master: str, driver_memory: str | None
             spark = builder.getOrCreate()
     except Exception as e:
         reason = (held.reason() if held else "") or java_reason(e) or first_line(e)
-        if "JAVA_GATEWAY_EXITED" in reason:   # pyspark's words for a JVM that said nothing
-            # on stderr: a heap of 1m is refused on stdout ('Too small maximum heap': trial S)
-            reason = (f"Java could not start with spark.driver.memory = {driver_memory} "
-                      f"(Spark needs at least 450m)" if driver_memory and _below_450m(driver_memory)
-                      else NO_WORD)
+        if "JAVA_GATEWAY_EXITED" in reason:   # pyspark's words: the JVM ended before it was up
+            said = held.last_line() if held else ""
+            if said:   # in words jvm_reason does not know (java not found, …): its own
+                reason = said
+            elif driver_memory and _below_450m(driver_memory):
+                # Java refuses such a heap on stdout ('Too small maximum heap': trial S)
+                reason = (f"Java could not start with spark.driver.memory = {driver_memory} "
+                          f"(Spark needs at least 450m)")
+            else:
+                reason = NO_WORD
         raise SparkStartError(f"cannot start Spark (spark.master = {master!r}): {reason}") from None
     held.release()
     return spark

@@ -12,7 +12,6 @@ with numcodecs; HDF5 goes through h5py (on S3, over range requests).
 from __future__ import annotations
 
 import json
-import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from pipelines.errors import TileError, cause
 from pipelines.geometry import Box, ChunkGrid, grid_indices, to_xyz, to_zyx
+from pipelines.n5_blocks import n5_block_header
 from pipelines.storage import open_store
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
@@ -240,18 +240,6 @@ def _decode(array: ChunkedArray, store, index: tuple, shape: tuple) -> np.ndarra
         raise TileError(f"{where}: cannot decode this chunk "
                         f"({cause(e)})") from None
     return np.ascontiguousarray(full[tuple(slice(0, n) for n in shape)], dtype=array.dtype)
-
-
-def n5_block_header(data: bytes) -> tuple[int, tuple[int, ...], int]:
-    """(mode, the block's shape z, y, x, where its compressed payload starts) of one stored
-    N5 block: mode 0 (default) or 1 (varlength, whose element count follows the shape);
-    ValueError for another mode. One reading of the header for N5 views of a BigStitcher
-    project and for our own blocks (`formats.n5.decode_chunk`, a layer above)."""
-    mode, ndim = struct.unpack_from(">HH", data)
-    if mode not in (0, 1):
-        raise ValueError(f"N5 block mode {mode} is not supported")
-    dims = struct.unpack_from(f">{ndim}I", data, 4)
-    return mode, to_zyx(dims), 4 + 4 * ndim + (4 if mode == 1 else 0)
 
 
 def _chunk_values(array: ChunkedArray, data: bytes, where: str) -> np.ndarray:

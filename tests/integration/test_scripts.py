@@ -193,6 +193,11 @@ def test_yarn_dry_run_ships_the_job_file_and_refuses_relative_paths(tmp_path):
     refused = run_script("yarn-submit.sh", "job.toml", "--set", "output.uri = rel/v.n5",
                          env={"DRY_RUN": "1"}, cwd=tmp_path)
     assert refused.returncode == 2 and "--set: output.uri = 'rel/v.n5'" in refused.stderr   # trial S
+    for order, code in (((f"--set=output.uri={tmp_path}/v.n5", "--set", "output.uri=rel/v.n5"), 2),
+                        (("--set=output.uri=rel/v.n5", "--set", f"output.uri={tmp_path}/v.n5"), 0)):
+        ran = run_script("yarn-submit.sh", "job.toml", *order, "--set", "fusion.flatfield=auto",
+                         env={"DRY_RUN": "1"}, cwd=tmp_path)
+        assert ran.returncode == code, (order, ran.stderr)   # the last one wins (review J)
     allowed = run_script("yarn-submit.sh", "job.toml", "--set", "fusion.flatfield=auto",
                          env={"DRY_RUN": "1"}, cwd=tmp_path)   # the job file named from here
     assert allowed.returncode == 0 and option(plan(allowed.stdout)["submit"], "--files") == str(job)
@@ -229,8 +234,15 @@ def test_slurm_refuses_workers_too_small_for_the_executor_before_starting(tmp_pa
     assert f"error: a worker offers {int(memory) - 1024} MiB" in result.stderr, result.stderr
     assert "set EXECUTOR_MEMORY lower" in result.stderr
     env["EXECUTOR_MEMORY"] = "2x"   # review I: a size bash could not read skipped the check
+    for memory_known in (True, False):   # review J: also where the node's memory is not known
+        if not memory_known:
+            env.pop("SLURM_MEM_PER_NODE")
+        result = run_script("slurm-spark.sh", "conf/my-job.toml", env=env, cwd=tmp_path)
+        assert result.returncode == 2 and "error: 2x is not a memory size" in result.stderr
+    env["EXECUTOR_MEMORY"] = "100mb"   # Spark refuses executors below 450m
     result = run_script("slurm-spark.sh", "conf/my-job.toml", env=env, cwd=tmp_path)
-    assert result.returncode == 2 and "error: 2x is not a memory size" in result.stderr
+    assert result.returncode == 2 and "needs at least 450m" in result.stderr, result.stderr
+    env["SLURM_MEM_PER_NODE"] = memory
     if memory == "3072":   # what is left per core: 3072 - 1024 (daemons, OS) × 2 - 512, / 2
         env["EXECUTOR_MEMORY"] = "512m"
         result = run_script("slurm-spark.sh", "conf/my-job.toml", env=env, cwd=tmp_path)

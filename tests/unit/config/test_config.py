@@ -365,3 +365,7 @@ def test_a_flatfield_folder_given_with_set_is_relative_to_the_current_folder(tmp
     assert load_job(path).flatfield == (str(tmp_path / "jobs" / "in-file"),)
     assert load_job(path, ["fusion.flatfield=ff"]).flatfield == (str(tmp_path / "here" / "ff"),)
     assert load_job(path, ["fusion.flatfield=auto"]).flatfield == ("auto",)
+    # review J: lists mean what they mean in the file, and file:// is a path
+    assert load_job(path, ['fusion.flatfield=["auto"]']).flatfield == ("auto",)
+    assert load_job(path, ['fusion.flatfield=[""]']).flatfield == ()
+    assert load_job(path, [f"fusion.flatfield=file://{tmp_path}/ff"]).flatfield == (str(tmp_path / "ff"),)

@@ -175,7 +175,7 @@ def test_n5_block_headers_of_both_modes_are_read_and_others_refused():
     mode 0, mode 1 (varlength: its element count follows the shape), nothing else."""
     import struct
 
-    from pipelines.tiles.containers import n5_block_header as block_header
+    from pipelines.n5_blocks import n5_block_header as block_header
     default = struct.pack(">HHIII", 0, 3, 5, 4, 3) + b"payload"
     varlength = struct.pack(">HHIIII", 1, 3, 5, 4, 3, 60) + b"payload"
     assert block_header(default) == (0, (3, 4, 5), 16)

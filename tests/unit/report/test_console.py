@@ -83,11 +83,13 @@ def test_the_eta_goes_by_the_pace_after_the_first_blocks(monkeypatch):
     monkeypatch.setattr(module.time, "perf_counter", lambda: clock[0])
     stream = io.StringIO()
     progress = module.Progress(100, stream, log_interval=0.0)
-    for at, done in ((30.0, 10), (32.0, 20), (34.0, 30)):
+    for at, done in ((30.0, 2), (30.25, 10), (32.0, 20), (46.0, 80)):
         clock[0] = at
         progress(done, 0)
     etas = [float(line.split("ETA ")[1].removesuffix(" s")) for line in stream.getvalue().splitlines()]
-    assert etas == [270.0, 16.0, 14.0]   # from the start at first; then 10 blocks per 2 s
+    # from the start until the pace is measured over 15 s (half the start-up; the rest of
+    # the first wave a poll later is not the pace: review J); then 78 blocks in 16 s
+    assert etas == [1470.0, 272.0, 128.0, 4.0]
 
 
 def test_rates_and_ratios_count_what_the_blocks_computed_not_empty_space(tmp_path):

@@ -82,6 +82,11 @@ def test_heaps_java_or_spark_cannot_start_with_say_spark_driver_memory():
     assert jvm_reason(out_of_memory).endswith("Java heap space (spark.driver.memory: Spark needs "
                                               "at least 450m)")
     assert "450m" not in jvm_reason("Error occurred during initialization of VM\nsomething else\n")
+    # review J: a heap too large, or a limit on threads, is not told to grow
+    for other in ("Error occurred during initialization of VM\nCould not reserve enough space for "
+                  "2097152KB object heap\n",
+                  'Exception in thread "main" java.lang.OutOfMemoryError: unable to create native thread'):
+        assert "450m" not in jvm_reason(other), other
 
 
 def test_driver_memory_settings_below_what_spark_needs_are_told_apart():
