@@ -181,7 +181,7 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
     return JobConfig(
         inputs=inputs,
         channel_names=parse_channel_names(merged["input"]["channel_names"],
-                                     None if project else len(inputs[0]), where),
+                                          None if project else len(inputs[0]), where),
         views=parse_views(merged["input"]["views"], where),
         resume_verify=parse_choice(merged["resume"], "resume", "verify", RESUME_VERIFY, where),
         voxel_size=parse_voxel_size(merged["fusion"]["voxel_size"], where),
@@ -195,10 +195,10 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
         blending=parse_blending(merged, where, "blending" in (raw.get("fusion") or {})),
         interpolation=parse_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
         stitching=parse_stitching(merged["stitching"], merged["input"]["channel_names"],
-                             None if project else default_channel_names(inputs[0]), where),
+                                  None if project else default_channel_names(inputs[0]), where),
         task_memory=parse_size(merged["limits"]["task_memory"], f"{where}limits.task_memory"),
         spark_conf=parse_spark_conf({k: v for k, v in merged["spark"].items()
-                                if k not in SPARK_OWN_KEYS}, where),
+                                     if k not in SPARK_OWN_KEYS}, where),
         blocks_per_task=parse_count(merged["spark"], "spark", "blocks_per_task", where),
         tile_cache=parse_size_or_zero(merged["limits"]["tile_cache"], f"{where}limits.tile_cache"),
         checkpoint_seconds=parse_seconds(merged["limits"], "limits", "checkpoint_seconds", where),

@@ -153,7 +153,7 @@ def parse_spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
 
 
 def parse_stitching(table: dict, names: Any, default_names: tuple[str, ...] | None,
-               where: str) -> StitchingConfig:
+                    where: str) -> StitchingConfig:
     """[stitching] checked; `channel` may be an index or a channel name: one of
     input.channel_names, else of `default_names` (the tile JSONs' file names). For a
     BigStitcher project (`default_names` None) the channels are counted and named only once
