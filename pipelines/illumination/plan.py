@@ -68,8 +68,7 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
     folders = flatfield_folders(config)
     if not folders and config.intensity != "match":
         return None
-    if config.is_project and folders:
-        raise FlatfieldError(PROJECT_FLATFIELD.format(what="fusion.flatfield: flatfield correction"))
+    _refuse_on_project(config, folders)
     s3 = config.s3_options()
     held = checked_fields(folders, tiles[0], s3)
     intensity: tuple = ()
@@ -77,6 +76,11 @@ def plan_correction(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...]) -
         paths = intensity_paths(config, tiles[0])
         intensity = tuple(_coefficients_of(read_coefficients(p, s3), ts, p) for p, ts in zip(paths, tiles[0]))
     return Correction(folders, intensity, tuple(fields_digest(f, s3) for f in folders), held)
+
+
+def _refuse_on_project(config: JobConfig, folders: tuple[str, ...]) -> None:
+    if config.is_project and folders:
+        raise FlatfieldError(PROJECT_FLATFIELD.format(what="fusion.flatfield: flatfield correction"))
 
 
 def checked_fields(folders: tuple[str, ...], channels: tuple[TileSet, ...], s3) -> int:
@@ -96,11 +100,8 @@ def check_planned_fields(config: JobConfig, channels: tuple[TileSet, ...]) -> No
     "auto" folders that hold fields already (the run applies them; the others are
     estimated first), unless [flatfield] enabled estimates them all again."""
     folders = flatfield_folders(config)
-    if not folders:
-        return
-    if config.is_project:
-        raise FlatfieldError(PROJECT_FLATFIELD.format(what="fusion.flatfield: flatfield correction"))
-    if config.estimate_flatfield:
+    _refuse_on_project(config, folders)
+    if not folders or config.estimate_flatfield:
         return
     s3 = config.s3_options()
     present = [f if config.flatfield != (AUTO,) or has_fields(f, s3) else "" for f in folders]

@@ -327,6 +327,18 @@ def test_the_dry_run_refuses_a_flatfield_folder_the_run_refuses(small_acquisitio
     assert dry_run(load_job(job, ["fusion.flatfield=auto"])).refusal == ""   # estimated first
 
 
+def test_the_dry_run_refuses_fields_on_a_project_as_the_run_does(tmp_path):
+    """Review J: the dry run passed a BigStitcher project with fusion.flatfield (exit 0)."""
+    from pipelines.errors import PipelineError
+    from tests.bigstitcher_project import scenario, write_project
+    xml = write_project(tmp_path / "acq", scenario("angles"), "n5")
+    config = load_job(write_job(tmp_path / "job.toml", str(xml), str(tmp_path / "out")),
+                      [f"fusion.flatfield={tmp_path / 'fields'}"])
+    for plan in (make_plan, dry_run):
+        with pytest.raises(PipelineError, match="needs tile JSON inputs"):
+            plan(config)
+
+
 def test_the_dry_run_of_a_run_killed_before_its_first_block_says_unfinished(small_acquisition,
                                                                             tmp_path, capsys):
     """Trial O: a job record of a run killed before any block was written, and no data:
