@@ -63,9 +63,9 @@ from pipelines.config.values import (
     parse_stitching,
     parse_views,
     parse_voxel_size,
+    resolve_paths_in,
 )
-from pipelines.errors import ConfigError, OutputError
-from pipelines.storage import uri as uris
+from pipelines.errors import ConfigError
 
 __all__ = ["BLENDINGS", "DEFAULT_BLOCK", "DOWNSAMPLING", "DTYPES", "FORMATS", "INTERPOLATIONS",
            "LAYOUTS", "MIXING_BLENDINGS", "CodecConfig", "JobConfig", "OutputConfig", "StitchingConfig",
@@ -151,7 +151,7 @@ def apply_override(raw: dict, item: str) -> None:
         value = text  # a string key: "2024-05-01" or "1" is meant as text, not a date or number
     if (section, name) in PATH_KEYS:
         try:
-            value = _resolve_nested(value, Path.cwd())
+            value = resolve_paths_in(value, Path.cwd())
         except ConfigError as e:
             raise ConfigError(f"--set {key.strip()}: {e}") from None
     if (section, name) == ("fusion", "flatfield"):   # its folders, not "auto" (trial S)
@@ -248,28 +248,11 @@ def _merge_defaults(raw: dict, where: str, optional: tuple[tuple[str, str], ...]
     return merged
 
 
-def _resolve_nested(value: Any, base: Path) -> Any:
-    """Resolve a path, or every path in a (nested) list, against `base`; `~` is the home
-    folder and file:// URIs become plain paths."""
-    if isinstance(value, list):
-        return [_resolve_nested(v, base) for v in value]
-    if not isinstance(value, str) or not value:
-        return value
-    if value.startswith("file:"):
-        try:
-            return uris.local_path(value)
-        except OutputError as e:
-            raise ConfigError(str(e)) from None
-    if "://" in value:
-        return value
-    return str((base / Path(value).expanduser()).resolve())
-
-
 def _resolve_paths(raw: dict, base: Path, where: str) -> None:
     for section, key in PATH_KEYS:
         table = raw.get(section)
         if isinstance(table, dict) and key in table:
             try:
-                table[key] = _resolve_nested(table[key], base)
+                table[key] = resolve_paths_in(table[key], base)
             except ConfigError as e:
                 raise ConfigError(f"{where}{section}.{key}: {e}") from None

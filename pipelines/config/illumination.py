@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError, OutputError
-from pipelines.storage.uri import is_remote, local_path
+from pipelines.config.values import resolve_paths_in
+from pipelines.errors import ConfigError
 
 INTENSITIES = ("none", "match")
 AUTO = "auto"
@@ -45,16 +45,12 @@ def flatfield_folders_from(value: Any, base: Path) -> Any:
 
 
 def _folder_from(folder: str, base: Path) -> str:
-    """A fields folder as a path or URI: s3:// as it is, file:// as its path (review J),
-    anything else relative to `base`."""
-    if is_remote(folder):
-        return folder
-    if folder.startswith("file:"):
-        try:
-            return local_path(folder)
-        except OutputError as e:
-            raise ConfigError(f"fusion.flatfield: {e}") from None
-    return str((base / Path(folder).expanduser()).resolve())
+    """A fields folder as every path of a job is read (`values.resolve_paths_in`: s3:// as
+    it is, file:// as its path, anything else relative to `base`)."""
+    try:
+        return resolve_paths_in(folder, base)
+    except ConfigError as e:
+        raise ConfigError(f"fusion.flatfield: {e}") from None
 
 
 def enabled_setting(value: Any, where: str, key: str) -> bool:

@@ -7,6 +7,7 @@ import difflib
 import math
 import posixpath
 import re
+from pathlib import Path
 from typing import Any
 
 from pipelines.config.codecs import codec_options
@@ -34,6 +35,23 @@ MAX_SIZE = 2**50   # 1 PiB: beyond any memory, cache or S3 part a job can mean
 MAX_EXTENT = 2**31 - 1
 MAX_SECONDS = 1e6   # ~11.6 days; time.sleep overflows near 1e10 s
 S3_MAX_PUT = 5 * 2**30   # S3 refuses a single PUT, or a multipart part, above 5 GiB
+
+
+def resolve_paths_in(value: Any, base: Path) -> Any:
+    """Resolve a path, or every path in a (nested) list, against `base`; `~` is the home
+    folder and file:// URIs become plain paths."""
+    if isinstance(value, list):
+        return [resolve_paths_in(v, base) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith("file:"):
+        try:
+            return uris.local_path(value)
+        except OutputError as e:
+            raise ConfigError(str(e)) from None
+    if "://" in value:
+        return value
+    return str((base / Path(value).expanduser()).resolve())
 
 
 def parse_size(value: Any, what: str) -> int:

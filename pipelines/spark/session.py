@@ -16,9 +16,9 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import JobConfig
+from pipelines.config import JobConfig, parse_size
 from pipelines.config.master import MasterFormError, is_local_master, parse_master
-from pipelines.errors import SparkStartError, install_signal_handlers
+from pipelines.errors import ConfigError, SparkStartError, install_signal_handlers
 from pipelines.spark.jvm_stderr import NO_WORD, held_jvm_stderr, java_reason
 
 # The driver JVM of a session started here (plain `python`, not spark-submit) compiles with
@@ -197,11 +197,10 @@ def _start(builder: SparkSession.Builder, master: str, driver_memory: str | None
 def _below_450m(memory: str) -> bool:
     """Whether a Spark memory setting ("1m", "512k", "300", in MiB without a unit) is below
     the 450 MiB Spark's driver needs; False for what it cannot read (Java says then)."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", memory.lower())
-    if not match:
+    try:   # the job file's size reader; a bare number is MiB to Spark, bytes to it
+        return parse_size(memory + ("m" if memory.strip().isdigit() else ""), "") < 450 * 2**20
+    except ConfigError:
         return False
-    mib = int(match.group(1)) * {"k": 2**-10, "": 1, "m": 1, "g": 2**10, "t": 2**20}[match.group(2)]
-    return mib < 450
 
 
 def launches_before() -> tuple[frozenset[int], bool]:
