@@ -66,10 +66,10 @@ def test_base_path_timepoints_missing_views_and_selection(tmp_path):
 
 
 def test_timepoint_patterns_and_lists(tmp_path):
-    from pipelines.tiles.bigstitcher import _pattern, _timepoints
+    from pipelines.tiles.spimdata import _pattern, timepoints
     assert _pattern("0-6:2, 9", "here") == [0, 2, 4, 6, 9]
     element = ET.fromstring('<S><Timepoints type="list"><id>3</id><id>1</id></Timepoints></S>')
-    assert _timepoints(element, "here") == [1, 3]
+    assert timepoints(element, "here") == [1, 3]
     with pytest.raises(TileError, match="cannot read the pattern"):
         _pattern("every other", "here")
 
