@@ -25,6 +25,12 @@ from pipelines.config.illumination import (
     flatfield_setting,
     intensity_setting,
 )
+from pipelines.config.inputs import (
+    default_channel_names,
+    parse_channel_names,
+    parse_inputs,
+    parse_views,
+)
 from pipelines.config.model import (
     BLENDINGS,
     DEFAULT_BLOCK,
@@ -44,24 +50,20 @@ from pipelines.config.model import (
     OutputConfig,
     StitchingConfig,
 )
+from pipelines.config.output import parse_output
 from pipelines.config.values import (
-    default_channel_names,
     parse_blending,
     parse_bounding_box,
-    parse_channel_names,
     parse_choice,
     parse_count,
     parse_delay,
     parse_fail_blocks,
-    parse_inputs,
-    parse_output,
     parse_s3,
     parse_seconds,
     parse_size,
     parse_size_or_zero,
     parse_spark_conf,
     parse_stitching,
-    parse_views,
     parse_voxel_size,
     resolve_paths_in,
 )

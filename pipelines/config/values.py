@@ -1,28 +1,20 @@
 """Checks of single job-file values: each turns one raw value into a typed one, or raises
-a ConfigError naming the key and saying what was expected and what was found."""
+a ConfigError naming the key and saying what was expected and what was found. The
+[input] and [output] tables' own checks are in `inputs.py` and `output.py`."""
 
 from __future__ import annotations
 
 import difflib
 import math
-import posixpath
 import re
 from pathlib import Path
 from typing import Any
 
-from pipelines.config.codecs import codec_options
 from pipelines.config.master import MasterFormError, parse_master
 from pipelines.config.model import (
     BLENDINGS,
-    DEFAULT_BLOCK,
-    DOWNSAMPLING,
-    DTYPES,
-    FORMATS,
-    LAYOUTS,
     MIXING_BLENDINGS,
     S3_MIN_PART,
-    CodecConfig,
-    OutputConfig,
     StitchingConfig,
 )
 from pipelines.errors import ConfigError, OutputError
@@ -68,14 +60,6 @@ def parse_size(value: Any, what: str) -> int:
     return size
 
 
-
-def _string(table: dict, section: str, key: str, where: str) -> str:
-    value = table[key]
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}{section}.{key}: expected a non-empty string, found {value!r}")
-    return value
-
-
 def parse_choice(table: dict, section: str, key: str, options: tuple, where: str) -> str:
     value = table[key]
     if value not in options:
@@ -87,7 +71,7 @@ def parse_choice(table: dict, section: str, key: str, options: tuple, where: str
     return value
 
 
-def _positive_triple(table: dict, section: str, key: str, where: str) -> tuple[int, int, int]:
+def positive_triple(table: dict, section: str, key: str, where: str) -> tuple[int, int, int]:
     value = table[key]
     ok = (
         isinstance(value, list)
@@ -101,23 +85,6 @@ def _positive_triple(table: dict, section: str, key: str, where: str) -> tuple[i
             f"{MAX_EXTENT}, found {value!r}"
         )
     return tuple(value)
-
-
-def _codec(value: Any, fmt: str, where: str) -> CodecConfig:
-    """output.codec as a name or a table, checked against what `fmt` takes."""
-    if isinstance(value, str):
-        codec = CodecConfig(value)
-    elif isinstance(value, dict) and isinstance(value.get("name"), str):
-        codec = CodecConfig(value["name"], tuple(sorted((k, v) for k, v in value.items() if k != "name")))
-    else:
-        raise ConfigError(
-            f"{where}output.codec: expected a name such as \"zstd\" or a table such as "
-            f"{{ name = \"blosc\", cname = \"zstd\", clevel = 5 }}, found {value!r}")
-    try:
-        codec_options(codec, fmt)
-    except ConfigError as e:
-        raise ConfigError(f"{where}{e}") from None
-    return codec
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
@@ -237,67 +204,7 @@ def parse_fail_blocks(value: Any, where: str) -> tuple[tuple[int, int, int], ...
     return tuple(tuple(b) for b in value)
 
 
-def parse_inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
-    """Tile JSONs as timepoints × channels, from `tiles` (one timepoint) or `timepoints`."""
-    tiles, timepoints = table["tiles"], table["timepoints"]
-    if bool(tiles) == bool(timepoints):
-        found = "both are set" if tiles else "neither is set"
-        raise ConfigError(f"{where}input: give exactly one of input.tiles (one timepoint) and "
-                          f"input.timepoints (a list of tile JSON lists); {found}")
-    rows = [tiles] if tiles else timepoints
-    for path in _flat_paths(rows):
-        _no_userinfo(path, "input.tiles" if tiles else "input.timepoints", where)
-    projects = [p for p in _flat_paths(rows) if p.lower().endswith(".xml")]
-    if projects and not (isinstance(tiles, str) and tiles == projects[0]):
-        raise ConfigError(f"{where}input: a BigStitcher project ({projects[0]}) holds all its "
-                          f"timepoints and channels: give it alone as input.tiles, and select "
-                          f"views with input.views")
-    if not projects and table["views"]:
-        raise ConfigError(f"{where}input.views: selects views of a BigStitcher project (an .xml "
-                          f"input.tiles); tile JSONs have none")
-    if not isinstance(rows, list):
-        raise ConfigError(f"{where}input.timepoints: expected a list of lists of tile JSONs, found {rows!r}")
-    parsed = []
-    for row in rows:
-        row = [row] if isinstance(row, str) else row
-        if not isinstance(row, list) or not row or not all(isinstance(p, str) and p for p in row):
-            key = "input.tiles" if tiles else "input.timepoints"
-            raise ConfigError(f"{where}{key}: expected a tile JSON path or a non-empty list of "
-                              f"them (one per channel), found {row!r}")
-        parsed.append(tuple(row))
-    if len({len(row) for row in parsed}) != 1:
-        raise ConfigError(f"{where}input.timepoints: every timepoint needs the same number of "
-                          f"channels, found {[len(r) for r in parsed]}")
-    _same_channel_order(parsed, where)
-    return tuple(parsed)
-
-
-def default_channel_names(paths: tuple[str, ...]) -> tuple[str, ...]:
-    """The channel names a timepoint's tile JSONs give when input.channel_names does not:
-    their file names without extension (`ch0`, `ch1`); when those repeat (`c0/tiles.json`,
-    `c1/tiles.json`), their folders' names, when those do not; else `channel N`."""
-    for names in ([posixpath.splitext(posixpath.basename(p.rstrip("/")))[0] for p in paths],
-                  [posixpath.basename(posixpath.dirname(p.rstrip("/"))) for p in paths]):
-        if all(names) and len(set(names)) == len(names):
-            return tuple(names)
-    return tuple(f"channel {c}" for c in range(len(paths)))
-
-
-def _same_channel_order(rows: list[tuple[str, ...]], where: str) -> None:
-    """Refuse a timepoint that lists the same channel files (by name) as timepoint 0 in
-    another order: its channels would be fused into the others' arrays and corrected with
-    the others' fields, without a word."""
-    first = default_channel_names(rows[0])
-    for t, row in enumerate(rows[1:], start=1):
-        names = default_channel_names(row)
-        if names != first and sorted(names) == sorted(first):
-            raise ConfigError(f"{where}input.timepoints: timepoint {t} lists its channels in "
-                              f"another order than timepoint 0 (by file name: "
-                              f"{', '.join(names)} against {', '.join(first)}); list them in "
-                              f"one order at every timepoint")
-
-
-def _no_userinfo(value: str, key: str, where: str) -> None:
+def no_userinfo(value: str, key: str, where: str) -> None:
     """Refuse a URI with credentials in it (scheme://user:secret@host/…), naming the key
     and the host but never the userinfo."""
     from urllib.parse import urlparse
@@ -306,37 +213,6 @@ def _no_userinfo(value: str, key: str, where: str) -> None:
         raise ConfigError(f"{where}{key}: credentials in a URI (…@{host}) are refused and never "
                           f"printed; give them through the environment (AWS_ACCESS_KEY_ID, "
                           f"AWS_SECRET_ACCESS_KEY), a profile (s3.profile) or an instance role")
-
-
-def _flat_paths(rows: Any) -> list[str]:
-    if isinstance(rows, str):
-        return [rows]
-    if isinstance(rows, list):
-        return [p for r in rows for p in _flat_paths(r)]
-    return []
-
-
-VIEW_KEYS = ("setup", "timepoint", "channel", "tile", "angle", "illumination")
-
-
-def parse_views(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """input.views: {attribute = [ids]} with attributes of VIEW_KEYS."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}input.views: expected a table such as {{angle = [0]}}, found {value!r}")
-    out = []
-    for key, ids in value.items():
-        if key not in VIEW_KEYS:
-            hint = difflib.get_close_matches(key, VIEW_KEYS, n=1)
-            raise ConfigError(f"{where}input.views.{key}: unknown attribute"
-                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                              + f"; expected one of {', '.join(VIEW_KEYS)}")
-        ids = [ids] if isinstance(ids, int) and not isinstance(ids, bool) else ids
-        if not isinstance(ids, list) or not ids or not all(
-                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in ids):
-            raise ConfigError(f"{where}input.views.{key}: expected a list of ids (whole numbers "
-                              f"≥ 0), found {ids!r}")
-        out.append((key, tuple(sorted(set(ids)))))
-    return tuple(sorted(out))
 
 
 def parse_voxel_size(value: Any, where: str) -> tuple[float, float, float]:
@@ -372,93 +248,13 @@ def parse_bounding_box(value: Any, where: str) -> tuple[tuple[float, ...], tuple
     return corners[0], corners[1]
 
 
-def parse_channel_names(value: Any, channels: int | None, where: str) -> tuple[str, ...]:
-    """Names as given; `channels` None: counted later (a BigStitcher project's channels)."""
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}input.channel_names: expected a list of names, found {value!r}")
-    if channels is not None:
-        check_channel_names(tuple(value), channels, where)
-    return tuple(value)
-
-
-def check_channel_names(names: tuple[str, ...], channels: int, where: str = "") -> None:
-    """input.channel_names, when given, names every channel: checked when the job is read,
-    or once a BigStitcher project's channels are counted."""
-    if names and len(names) != channels:
-        raise ConfigError(f"{where}input.channel_names: {len(names)} name"
-                          f"{'' if len(names) == 1 else 's'} for {channels} channels")
-
-
-def check_layout_timepoints(layout: str, timepoints: int, where: str = "") -> None:
-    """The n5-viewer layout has no timepoint axis: checked when the job is read, or once a
-    BigStitcher project's timepoints are counted."""
-    if layout == "n5-viewer" and timepoints > 1:
-        raise ConfigError(f"{where}output.layout: the n5-viewer layout holds one timepoint; "
-                          f"use layout = \"bdv\" for {timepoints} timepoints")
-
-
-def _default_format(out: dict) -> str:
-    """The format the other output keys imply, so one key switches the output kind:
-    `shard` or `layout = "ome"` (zarr3), else the output's name (`….zarr`: zarr3, `….n5`:
-    n5; what viewers go by), else n5."""
-    if out["shard"] != [] or out["layout"] == "ome":
-        return "zarr3"
-    return "zarr3" if _named_format(out["uri"]) == "zarr" else "n5"
-
-
-def _named_format(uri: Any) -> str:
-    """"zarr" or "n5" when the output's name ends so, else ''."""
-    name = str(uri).rstrip("/").lower() if isinstance(uri, str) else ""
-    return next((kind for kind in ("zarr", "n5") if name.endswith(f".{kind}")), "")
-
-
-def _check_named_format(out: dict, where: str) -> None:
-    """A name that says one format over a dataset of another is a mistake readers repeat:
-    a `.zarr` folder of N5 is opened as Zarr and found empty."""
-    named, fmt = _named_format(out["uri"]), out["format"]
-    if named and not fmt.startswith(named):
-        raise ConfigError(f"{where}output.uri {out['uri']!r} is named .{named} but output.format "
-                          f"is {fmt!r}; name it .{'n5' if fmt == 'n5' else 'zarr'}, or set "
-                          f"output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}")
-
-
-def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = True) -> OutputConfig:
-    """The [output] table checked; output.uri may be "" (left out) when not `uri_required`."""
-    out = {**out, "format": out["format"] or _default_format(out)}
-    fmt = parse_choice(out, "output", "format", FORMATS, where)
-    _check_named_format(out, where)
-    out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
-    layout = parse_choice(out, "output", "layout", LAYOUTS[fmt], where)
-    if uri_required:   # tile-stitch and tile-flatfield write no output (trial I)
-        check_layout_timepoints(layout, timepoints, where)
-    chunks = _positive_triple(out, "output", "chunks", where)
-    shard = _positive_triple(out, "output", "shard", where) if out["shard"] != [] else None
-    if shard and fmt != "zarr3":
-        raise ConfigError(f"{where}output.shard: sharding needs format = \"zarr3\", found {fmt!r}")
-    block = _positive_triple(out, "output", "block", where) if out["block"] != [] else (
-        shard or DEFAULT_BLOCK)
-    if shard and any(b % s for b, s in zip(block, shard)):
-        raise ConfigError(f"{where}output.block: {list(block)} must be a whole number of shards "
-                          f"{list(shard)} per axis, so that each task owns whole shards")
-    if out["dtype"] and out["dtype"] not in DTYPES:
-        parse_choice(out, "output", "dtype", DTYPES, where)
-    levels = out["levels"]
-    if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
-        raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
-    return OutputConfig(
-        uri=_output_uri(_string(out, "output", "uri", where), where) if out["uri"] or uri_required else "",
-        format=fmt, layout=layout, chunks=chunks,
-        block=block, shard=shard, codec=_codec(out["codec"], fmt, where), dtype=out["dtype"],
-        levels=levels, downsample=parse_choice(out, "output", "downsample", DOWNSAMPLING, where))
-
-
 def parse_s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     """The [s3] table with sizes in bytes. Credentials never appear here: they come from
     the standard AWS chain (environment, shared profile, instance role)."""
     for key in ("endpoint_url", "region", "profile"):
         if not isinstance(table[key], str):
             raise ConfigError(f"{where}s3.{key}: expected a string, found {table[key]!r}")
-    _no_userinfo(table["endpoint_url"], "s3.endpoint_url", where)
+    no_userinfo(table["endpoint_url"], "s3.endpoint_url", where)
     endpoint = table["endpoint_url"]
     if endpoint and not endpoint.lower().startswith(("http://", "https://")):
         # botocore refuses it later as a ValueError about the output's URI
@@ -530,19 +326,3 @@ def parse_size_or_zero(value: Any, what: str) -> int:
     except ConfigError:
         raise ConfigError(f"{what}: expected 0 (off) or a size from 1 byte to 1PiB, such as "
                           f"\"256MiB\", found {value!r}") from None
-
-
-def _output_uri(uri: str, where: str) -> str:
-    """A path, file:// or s3:// URI; anything else (memory:// is a test fixture, never a
-    user's output) is refused before anything runs."""
-    try:
-        location = uris.parse(uri)
-    except OutputError as e:
-        raise ConfigError(f"{where}output.uri: {e}") from None
-    if location.remote and not location.authority:
-        raise ConfigError(f"{where}output.uri: {uri!r} names no bucket; expected "
-                          f"s3://bucket/folder/volume")
-    if not uris.name(uri) or (location.remote and not location.path):   # records go beside it
-        raise ConfigError(f"{where}output.uri: {uri!r} is a root folder or a bucket; name the "
-                          f"container inside it, e.g. {uri.rstrip('/')}/volume")
-    return uri

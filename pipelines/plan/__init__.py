@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from pipelines.config import JobConfig
-from pipelines.config.values import check_channel_names, default_channel_names
+from pipelines.config.inputs import check_channel_names, default_channel_names
 from pipelines.formats import ArraySpec
 from pipelines.formats.objects import object_grid
 from pipelines.geometry import Box, Vec, ceil_div

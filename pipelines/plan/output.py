@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from pipelines.config import JobConfig
-from pipelines.config.values import check_layout_timepoints
+from pipelines.config.output import check_layout_timepoints
 from pipelines.errors import ConfigError, PlanError
 from pipelines.formats import ArraySpec, compressor_for
 from pipelines.geometry import BlockGrid, Box, ChunkGrid, Vec

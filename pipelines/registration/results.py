@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.config.values import default_channel_names
+from pipelines.config.inputs import default_channel_names
 from pipelines.errors import ConfigError, OutputError
 from pipelines.geometry import triple
 from pipelines.illumination.plan import flatfield_folders

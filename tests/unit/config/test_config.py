@@ -177,7 +177,7 @@ def test_a_timepoint_listing_its_channels_in_another_order_is_refused(tmp_path):
     (("x/tiles.json", "x/tiles.json"), ("channel 0", "channel 1")),
 ])
 def test_default_channel_names_are_unique(paths, names):
-    from pipelines.config.values import default_channel_names
+    from pipelines.config.inputs import default_channel_names
     assert default_channel_names(paths) == names
 
 
@@ -304,7 +304,7 @@ def test_a_bad_value_from_the_command_line_names_set_not_the_job_file(tmp_path, 
 
 
 def test_a_misspelt_view_attribute_gets_a_hint():
-    from pipelines.config.values import parse_views
+    from pipelines.config.inputs import parse_views
     with pytest.raises(ConfigError, match=r"input.views.angel: unknown attribute \(did you mean 'angle'\?\)"):
         parse_views({"angel": [0]}, "")
 

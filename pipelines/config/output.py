@@ -1,0 +1,123 @@
+"""The [output] table: where the dataset goes, its format, layout, chunks, shards, blocks,
+codec, type and pyramid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.config.codecs import codec_options
+from pipelines.config.model import (
+    DEFAULT_BLOCK,
+    DOWNSAMPLING,
+    DTYPES,
+    FORMATS,
+    LAYOUTS,
+    CodecConfig,
+    OutputConfig,
+)
+from pipelines.config.values import parse_choice, positive_triple
+from pipelines.errors import ConfigError, OutputError
+from pipelines.storage import uri as uris
+
+
+def _string(table: dict, section: str, key: str, where: str) -> str:
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}{section}.{key}: expected a non-empty string, found {value!r}")
+    return value
+
+
+def _codec(value: Any, fmt: str, where: str) -> CodecConfig:
+    """output.codec as a name or a table, checked against what `fmt` takes."""
+    if isinstance(value, str):
+        codec = CodecConfig(value)
+    elif isinstance(value, dict) and isinstance(value.get("name"), str):
+        codec = CodecConfig(value["name"], tuple(sorted((k, v) for k, v in value.items() if k != "name")))
+    else:
+        raise ConfigError(
+            f"{where}output.codec: expected a name such as \"zstd\" or a table such as "
+            f"{{ name = \"blosc\", cname = \"zstd\", clevel = 5 }}, found {value!r}")
+    try:
+        codec_options(codec, fmt)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+    return codec
+
+
+def check_layout_timepoints(layout: str, timepoints: int, where: str = "") -> None:
+    """The n5-viewer layout has no timepoint axis: checked when the job is read, or once a
+    BigStitcher project's timepoints are counted."""
+    if layout == "n5-viewer" and timepoints > 1:
+        raise ConfigError(f"{where}output.layout: the n5-viewer layout holds one timepoint; "
+                          f"use layout = \"bdv\" for {timepoints} timepoints")
+
+
+def _default_format(out: dict) -> str:
+    """The format the other output keys imply, so one key switches the output kind:
+    `shard` or `layout = "ome"` (zarr3), else the output's name (`….zarr`: zarr3, `….n5`:
+    n5; what viewers go by), else n5."""
+    if out["shard"] != [] or out["layout"] == "ome":
+        return "zarr3"
+    return "zarr3" if _named_format(out["uri"]) == "zarr" else "n5"
+
+
+def _named_format(uri: Any) -> str:
+    """"zarr" or "n5" when the output's name ends so, else ''."""
+    name = str(uri).rstrip("/").lower() if isinstance(uri, str) else ""
+    return next((kind for kind in ("zarr", "n5") if name.endswith(f".{kind}")), "")
+
+
+def _check_named_format(out: dict, where: str) -> None:
+    """A name that says one format over a dataset of another is a mistake readers repeat:
+    a `.zarr` folder of N5 is opened as Zarr and found empty."""
+    named, fmt = _named_format(out["uri"]), out["format"]
+    if named and not fmt.startswith(named):
+        raise ConfigError(f"{where}output.uri {out['uri']!r} is named .{named} but output.format "
+                          f"is {fmt!r}; name it .{'n5' if fmt == 'n5' else 'zarr'}, or set "
+                          f"output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}")
+
+
+def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = True) -> OutputConfig:
+    """The [output] table checked; output.uri may be "" (left out) when not `uri_required`."""
+    out = {**out, "format": out["format"] or _default_format(out)}
+    fmt = parse_choice(out, "output", "format", FORMATS, where)
+    _check_named_format(out, where)
+    out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
+    layout = parse_choice(out, "output", "layout", LAYOUTS[fmt], where)
+    if uri_required:   # tile-stitch and tile-flatfield write no output (trial I)
+        check_layout_timepoints(layout, timepoints, where)
+    chunks = positive_triple(out, "output", "chunks", where)
+    shard = positive_triple(out, "output", "shard", where) if out["shard"] != [] else None
+    if shard and fmt != "zarr3":
+        raise ConfigError(f"{where}output.shard: sharding needs format = \"zarr3\", found {fmt!r}")
+    block = positive_triple(out, "output", "block", where) if out["block"] != [] else (
+        shard or DEFAULT_BLOCK)
+    if shard and any(b % s for b, s in zip(block, shard)):
+        raise ConfigError(f"{where}output.block: {list(block)} must be a whole number of shards "
+                          f"{list(shard)} per axis, so that each task owns whole shards")
+    if out["dtype"] and out["dtype"] not in DTYPES:
+        parse_choice(out, "output", "dtype", DTYPES, where)
+    levels = out["levels"]
+    if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
+        raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
+    return OutputConfig(
+        uri=_output_uri(_string(out, "output", "uri", where), where) if out["uri"] or uri_required else "",
+        format=fmt, layout=layout, chunks=chunks,
+        block=block, shard=shard, codec=_codec(out["codec"], fmt, where), dtype=out["dtype"],
+        levels=levels, downsample=parse_choice(out, "output", "downsample", DOWNSAMPLING, where))
+
+
+def _output_uri(uri: str, where: str) -> str:
+    """A path, file:// or s3:// URI; anything else (memory:// is a test fixture, never a
+    user's output) is refused before anything runs."""
+    try:
+        location = uris.parse(uri)
+    except OutputError as e:
+        raise ConfigError(f"{where}output.uri: {e}") from None
+    if location.remote and not location.authority:
+        raise ConfigError(f"{where}output.uri: {uri!r} names no bucket; expected "
+                          f"s3://bucket/folder/volume")
+    if not uris.name(uri) or (location.remote and not location.path):   # records go beside it
+        raise ConfigError(f"{where}output.uri: {uri!r} is a root folder or a bucket; name the "
+                          f"container inside it, e.g. {uri.rstrip('/')}/volume")
+    return uri
