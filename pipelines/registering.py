@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TextIO
+from typing import TextIO
 
 from pipelines.commit import endings
 from pipelines.config import JobConfig
@@ -20,6 +20,7 @@ from pipelines.errors import BlockFailed, Interrupted, Terminated, stopping_sign
 from pipelines.execute.executor import Batch, Executor
 from pipelines.registration import results as stitching
 from pipelines.registration import reuse, solve
+from pipelines.registration.measured import PairRecord
 from pipelines.registration.pairs import PairJob, PairShift, measure_pair
 from pipelines.report.progress import Progress
 from pipelines.running import executor_for
@@ -66,8 +67,8 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     pairs = list(target.pairs)
     # stitching.force measures every pair again: it is the way out where the fingerprint
     # cannot see changed pixels (review G), so it does not resume a record either
-    record = _PairRecord(stitching.pairs_record_path(config), reuse.fingerprint(checked.parts),
-                         config.s3_options(), resume=not config.stitching.force)
+    record = PairRecord.beside(stitching.report_path(config), reuse.fingerprint(checked.parts),
+                               config.s3_options(), resume=not config.stitching.force)
     with executor_for(config, executor) as running:
         startup = running.start()
         began = time.perf_counter()
@@ -83,7 +84,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
                     "positions": reuse.positions_digest(doc["tile_results"])}
     outcome = stitching.write_results(config, target, solution, doc)
-    stitching.drop_measured(record.path, record.fingerprint, record.s3)
+    record.drop()
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 
@@ -102,39 +103,27 @@ def stitching_checks(config: JobConfig, target: stitching.Target) -> stitching.L
     return checked
 
 
-@dataclass(frozen=True)
-class _PairRecord:
-    """Where a registration keeps the pairs measured so far, and of what (the fingerprint
-    of its inputs and settings)."""
-
-    path: str
-    fingerprint: str
-    s3: Any
-    resume: bool = True   # use what the record holds (not with stitching.force)
-
-
 PAIR_ROUNDS = 10        # a registration measures its pairs in this many rounds, recording each
 PAIRS_PER_ROUND = 64    # at least: a round's wait for its slowest pair is paid once per round
 
 
 def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]],
-                   stream: TextIO, record: _PairRecord) -> tuple[list[PairShift | None], int]:
+                   stream: TextIO, record: PairRecord) -> tuple[list[PairShift | None], int]:
     """measure_pair for every pair, one task each; None where nothing matched; and how
     many of them an interrupted run had measured. The pairs
-    are measured in rounds, each recorded (`stitching.keep_measured`) so that a run
+    are measured in rounds, each recorded (`PairRecord.keep`) so that a run
     stopped or failed midway loses at most its current round, and the next run of the
     same registration measures only the rest (trial J: a SIGTERM at pair 395 of 904 lost
     them all, and said the run had not started)."""
     if not pairs:
         return [], 0
     wanted = set(pairs)
-    kept = stitching.measured_before(record.path, record.fingerprint, record.s3) if record.resume else {}
-    found = {p: s for p, s in kept.items() if p in wanted}
+    found = {p: s for p, s in record.measured_before().items() if p in wanted}
     if found:
         stream.write(f"stitching: resuming: {len(found)} of {len(pairs)} pairs were measured by "
                      f"an interrupted run ({record.path})\n")
     elif record.resume:   # trial L: a changed setting discarded them without a word
-        other = stitching.measured_otherwise(record.path, record.fingerprint, record.s3)
+        other = record.measured_otherwise()
         if other:
             stream.write(f"stitching: not resuming the {other} pairs an interrupted run measured "
                          f"with other inputs or settings ({record.path}): every pair is measured "
@@ -148,7 +137,7 @@ def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]
             batch = Batch(measure_pair, job, chunk, f"register {len(chunk)} tile pairs")
             found.update(zip(chunk, executor.run(batch, partial(_counted_from, progress, before))))
             if len(found) < len(pairs):   # more to measure: keep what this round found
-                stitching.keep_measured(record.path, record.fingerprint, found, record.s3)
+                record.keep(found)
     except BlockFailed as e:
         raise endings.with_detail(BlockFailed(f"registration failed: {e}{_kept(found, pairs, record)}"),
                                   e.detail) from None
@@ -165,7 +154,7 @@ def _counted_from(progress: Progress, before: int, done: int, nbytes: int) -> No
     progress(before + done, nbytes)
 
 
-def _kept(found: dict, pairs: list, record: _PairRecord) -> str:
+def _kept(found: dict, pairs: list, record: PairRecord) -> str:
     """What an interrupted or failed registration leaves for the next run, '' if nothing."""
     if not found:
         return ""

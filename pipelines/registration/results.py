@@ -23,14 +23,12 @@ import numpy as np
 from pipelines.config import JobConfig
 from pipelines.config.inputs import default_channel_names
 from pipelines.errors import ConfigError, OutputError
-from pipelines.geometry import triple
 from pipelines.illumination.plan import flatfield_folders
 from pipelines.registration import Link, PairOptions, Solution, find_pairs, projects, reuse
-from pipelines.registration.pairs import PairShift
 from pipelines.registration.projects import ProjectReference, Reference
 from pipelines.storage import S3Options, beside_store
 from pipelines.storage import uri as uris
-from pipelines.storage.documents import json_if_readable, json_if_there, read_bytes, read_if_there
+from pipelines.storage.documents import json_if_there, read_bytes, read_if_there
 from pipelines.storage.probe import check_writable_beside
 from pipelines.tiles import TileSet, check_same_geometry, read_tile_jsons
 from pipelines.tiles.bigstitcher import read_project
@@ -213,61 +211,6 @@ def report_path(config: JobConfig) -> str:
     first timepoint's), or beside the project."""
     source = config.tiles if config.is_project else config.inputs[0][_index(config.stitching.channel)]
     return _report_beside(source)
-
-
-def pairs_record_path(config: JobConfig) -> str:
-    """Where a registration not yet done keeps the pairs it has measured, beside its
-    report (`keep_measured`): an interrupted run's next run measures only the rest."""
-    return uris.sibling(report_path(config), "-pairs.json")
-
-
-def measured_before(path: str, fingerprint: str, s3: S3Options | None
-                    ) -> dict[tuple[int, int], PairShift | None]:
-    """The pairs an interrupted registration of the same inputs and settings
-    (`fingerprint`) measured, None for a pair without a match; {} when there is no such
-    record, or it is damaged or of other inputs."""
-    doc = json_if_readable(path, s3)
-    if not isinstance(doc, dict) or doc.get("fingerprint") != fingerprint:
-        return {}
-    found: dict[tuple[int, int], PairShift | None] = {}
-    try:
-        for row in doc["pairs"]:
-            a, b = int(row["a"]), int(row["b"])
-            found[(a, b)] = None if row.get("measured") is None else PairShift(
-                a, b, triple(float(v) for v in row["stage"]), triple(float(v) for v in row["measured"]),
-                float(row["score"]), int(row["overlap"]))
-    except (KeyError, TypeError, ValueError):
-        return {}
-    return found
-
-
-def measured_otherwise(path: str, fingerprint: str, s3: S3Options | None) -> int:
-    """How many pairs the record at `path` holds when an interrupted registration of
-    other inputs or settings than `fingerprint` measured them (0 when there is none):
-    this registration does not resume them, and its first round replaces the record."""
-    doc = json_if_readable(path, s3)
-    if not isinstance(doc, dict) or doc.get("fingerprint") == fingerprint:
-        return 0
-    return len(doc["pairs"]) if isinstance(doc.get("pairs"), list) else 0
-
-
-def keep_measured(path: str, fingerprint: str, found: dict[tuple[int, int], PairShift | None],
-                  s3: S3Options | None) -> None:
-    """Record the pairs measured so far (written whole each time: one atomic put)."""
-    rows = [{"a": a, "b": b} if shift is None else asdict(shift) for (a, b), shift in found.items()]
-    _put(path, (json.dumps({"fingerprint": fingerprint, "pairs": rows}) + "\n").encode(), s3)
-
-
-def drop_measured(path: str, fingerprint: str, s3: S3Options | None) -> None:
-    """Remove the record of measured pairs once the registration's results are written,
-    if it is this registration's (`fingerprint`): a project's other selection of views,
-    or another channel, keeps its own (review G)."""
-    try:
-        doc = json_if_there(path, s3)
-    except Exception:   # unreadable: no registration can use it
-        doc = {"fingerprint": fingerprint}
-    if isinstance(doc, dict) and doc.get("fingerprint") == fingerprint:
-        beside_store(path, s3).delete(uris.name(path))
 
 
 def _report_beside(source: str) -> str:
