@@ -24,6 +24,7 @@ import numpy as np
 
 from pipelines.commit import confirm, endings, ledger, ownership
 from pipelines.commit.completeness import check_complete, recorded_per_partition
+from pipelines.commit.documents import container_keys
 from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
 from pipelines.commit.output import check_output, preflight, remove_dataset
@@ -33,6 +34,7 @@ from pipelines.config import JobConfig
 from pipelines.corrections import match_intensities, prepare_corrections
 from pipelines.errors import (
     Interrupted,
+    LedgerUnreadable,
     RunFailed,
     Terminated,
     cause,
@@ -281,11 +283,18 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         recorded = ledger.read_parts(beside, ledger.folder(plan))
         check_complete(plan, recorded)
         assert recorded.objects is not None
-        changed = confirm.changed_objects(plan, recorded.objects, store)
+        listed = store.sizes()   # the whole container: the objects' sizes, and anything else
+        changed = confirm.changed_objects(plan, recorded.objects, store, listed=listed)
         if changed:   # e.g. a store that lost objects while the run went on
             raise RunFailed(f"commit refused, nothing was published: "
                             f"{confirm.summary(changed, len(recorded.objects))}; run the same "
                             f"command again to compute them again")
+        foreign = confirm.foreign_keys(listed, recorded.objects, container_keys(plan))
+        if foreign:   # trial U: committed, then tile-verify failed the dataset for them
+            raise RunFailed(f"commit refused, nothing was published: {store.uri} holds "
+                            f"{len(foreign)} file(s) this job did not write (e.g. {foreign[0]}); "
+                            f"move them out of the dataset and run the same command again "
+                            f"(every block is recorded: it only commits)")
         phase = "commit"
         summary = publish(plan, recorded, store, beside)
         phase = "ledger"
@@ -340,7 +349,14 @@ def _trusted(plan: ExportPlan, store: Store, beside: Store, stream: TextIO) -> R
     recorded (`confirm`; one listing per array, or every object read with resume.verify =
     "checksum"): the parts of any that are not are dropped, and their blocks run again."""
     base = ledger.folder(plan)
-    recorded = ledger.read_parts(beside, base, objects=True)
+    damaged: list[LedgerUnreadable] = []
+    recorded = ledger.read_parts(beside, base, objects=True, damaged=damaged)
+    if damaged:   # trial U: the run stopped on it, with no way out but deleting it by hand
+        more = ledger.drop_damaged_parts(beside, base, damaged)
+        stream.write(f"resume: {len(damaged)} part(s) of the ledger cannot be read ({damaged[0]}); "
+                     f"removed{f', with {more} blocks of the later levels above them' if more else ''}"
+                     f": their blocks run again\n")
+        recorded = ledger.read_parts(beside, base, objects=True)
     assert recorded.objects is not None
     began = time.perf_counter()
     changed = confirm.changed_objects(plan, recorded.objects, store, plan.resume_verify)

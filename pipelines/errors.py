@@ -23,7 +23,12 @@ class OutputError(PipelineError):
 
 class LedgerUnreadable(OutputError):
     """A ledger file beside the output (`objects.parquet`, a task's part) is damaged, or a
-    committed dataset's ledger is missing: the message names the file."""
+    committed dataset's ledger is missing: the message names the file; `key` is its key
+    beside the output."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class PlanError(PipelineError):

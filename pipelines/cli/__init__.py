@@ -24,9 +24,12 @@ def job_parser(prog: str, description: str,
     return parser
 
 
-def output_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser for the commands that work on an existing output: its URI and S3 settings."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def output_parser(prog: str, description: str, details: str = "") -> argparse.ArgumentParser:
+    """A parser for the commands that work on an existing output: its URI and S3 settings;
+    `details` (the command's docstring after its usage line) closes its --help (trial U:
+    --help showed neither what is checked nor the exit codes)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("uri", help="the output.uri of the export")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="s3.KEY=VALUE", help="S3 settings, as in the job file's [s3] table")
@@ -38,3 +41,8 @@ def unreadable(error: OSError) -> str:
     a file system that went away), instead of a traceback."""
     where = error.filename if error.filename is not None else "the output"
     return f"cannot read {where}: {error.strerror or type(error).__name__}"
+
+
+def docstring_details(doc: str | None) -> str:
+    """A command module's docstring without its first line and usage paragraph."""
+    return (doc or "").strip().split("\n\n", 2)[-1].strip()

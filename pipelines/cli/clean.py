@@ -4,27 +4,29 @@
 
 Orphans: temporary files of killed writers (by the exact temporary names this tool's
 writes use), unfinished multipart uploads of keys inside the output or of its records,
-uncompacted or superseded ledger records, and a lock whose driver died on this machine,
-all of this output only (never of a sibling dataset). An output without its job record
-beside it is refused: nothing there can be told to be this tool's. An unfinished run's chunks are kept: rerun the
-same job to resume from them. The ledger parts of a committed dataset that was never
-compacted (the job stopped right after its commit) are its only record: they are kept,
-and --remove compacts them. --remove refuses while a running job holds the lock.
-Exit 0 done, 1 a ledger file it must read is damaged, 2 bad input (no job record) or
-a running job.
+uncompacted or superseded ledger records (by the names this tool's ledgers use), and a
+lock whose driver died on this machine, all of this output only (never of a sibling
+dataset). An output without its job record beside it is refused: nothing there can be
+told to be this tool's. An unfinished run's chunks are kept: rerun the same job to resume
+from them. The ledger parts of a committed dataset that was never compacted (the job
+stopped right after its commit) are its only record: they are kept, and --remove
+compacts them. While a running job holds the lock nothing is listed or removed.
+Exit 0 done, 1 a ledger file it must read is damaged or a folder could not be read
+(named; what it holds was not looked at), 2 bad input (no job record) or a running job.
 """
 
 from __future__ import annotations
 
 import sys
 
-from pipelines.cli import output_parser, unreadable
+from pipelines.cli import docstring_details, output_parser, unreadable
 from pipelines.errors import LedgerUnreadable, OutputError, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
     """tile-clean's command line; returns its exit code."""
-    parser = output_parser("tile-clean", "List or remove what a killed run left behind.")
+    parser = output_parser("tile-clean", "List or remove what a killed run left behind.",
+                           docstring_details(__doc__))
     parser.add_argument("--remove", action="store_true", help="delete the orphans listed")
     args = parser.parse_args(argv)
 
@@ -49,6 +51,7 @@ def _clean(uri: str, overrides: list[str], remove: bool) -> int:
         find_orphans,
         remove_orphans,
         uncompacted_ledger,
+        unlooked_at,
     )
     from pipelines.maintenance.verify import open_output
     uri, store, beside = open_output(uri, overrides)
@@ -67,7 +70,10 @@ def _clean(uri: str, overrides: list[str], remove: bool) -> int:
                   f"{parts}/objects.parquet")
     else:
         print(f"{len(orphans)} orphans" + (" (add --remove to delete them)" if orphans else ""))
-    return 0
+    unread = unlooked_at(store, beside)
+    for folder in unread:
+        print(f"problem: {folder}")
+    return 1 if unread else 0
 
 
 if __name__ == "__main__":

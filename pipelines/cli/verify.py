@@ -4,10 +4,12 @@
 
 Checks every recorded object (present, same size and crc32, decodes; recorded-empty
 objects absent), the dataset digest, every metadata document against the digest its
-commit recorded, and that the container holds nothing else; prints each problem, naming
-the object, and a summary. Exit 0 when all is well, 1 when any object or document is
-missing, changed or not ours, or the commit did not finish; 2 when there is nothing to
-verify or the storage cannot be reached.
+commit recorded, and that the container holds nothing else; reads every object once, in
+one process, with progress on stderr; prints each problem, naming the object (an array
+whose every object is missing in one line), what to do, and a summary. Exit 0 when all
+is well, 1 when any object or document is missing, changed or not ours, a folder cannot
+be read, or the commit did not finish; 2 when there is nothing to verify or the storage
+cannot be reached.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from pipelines.cli import output_parser, unreadable
+from pipelines.cli import docstring_details, output_parser, unreadable
 from pipelines.errors import OutputError, run_job
 
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 
 def main(argv: list[str] | None = None) -> int:
     """tile-verify's command line; returns its exit code."""
-    args = output_parser("tile-verify", "Verify a committed dataset.").parse_args(argv)
+    args = output_parser("tile-verify", "Verify a committed dataset.",
+                         docstring_details(__doc__)).parse_args(argv)
 
     def work() -> tuple[str, Verification]:
         # imported here, under run_job's signal handlers: a Ctrl-C while its libraries
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.maintenance.verify import open_output, verify
         try:
             uri, store, beside = open_output(args.uri, args.overrides)
-            return uri, verify(store, beside, uri)
+            return uri, verify(store, beside, uri, sys.stderr)
         except OSError as e:   # a record or folder this user may not read
             raise OutputError(unreadable(e)) from None
 
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"problem: {problem}")
         for note in result.notes:
             print(f"note: {note}")
+        if result.advice:   # trial U: the problems said nothing of what to do
+            print(f"what to do: {result.advice}")
         print(f"{uri}: {result.checked} objects checked ({result.written} written, "
               f"{result.skipped} empty), {len(result.problems)} "
               f"problem{'' if len(result.problems) == 1 else 's'}")

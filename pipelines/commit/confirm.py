@@ -62,6 +62,13 @@ def changed_objects(plan: ExportPlan, objects: pa.Table, store: Store, mode: str
     return changed
 
 
+def foreign_keys(listed: Iterable[str], objects: pa.Table, documents: set[str]) -> list[str]:
+    """The keys of a container's listing that are neither objects of the ledger
+    (`objects`) nor metadata `documents` the commit writes: files this job did not write."""
+    ours = set(objects["key"].to_pylist()) | documents
+    return sorted(key for key in listed if key not in ours)
+
+
 def list_sizes(plan: ExportPlan, store: Store) -> dict[str, int]:
     listed: dict[str, int] = {}
     for prefix in prefixes(plan):

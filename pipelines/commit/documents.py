@@ -41,6 +41,12 @@ def documents(plan: ExportPlan, ranges) -> Documents:
     return builders[out.layout](plan, factors, channels, origin)
 
 
+def container_keys(plan: ExportPlan) -> set[str]:
+    """The keys of the metadata documents the commit writes inside the container."""
+    docs = documents(plan, [(0, 0)] * plan.output.channels)   # the keys do not depend on ranges
+    return {key for key, _ in docs.arrays + docs.groups}
+
+
 def _ome(plan: ExportPlan, factors, channels, origin) -> Documents:
     out, fmt = plan.output, format_module(plan.output.format)
     levels = [out.array(0, 0, k) for k in range(out.levels)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +36,15 @@ from pipelines.storage import Store
 
 OBJECTS = "objects.parquet"  # the compacted table, in the ledger's folder
 PARTS = "tasks"              # the folder of the parts the tasks write
+# every key this tool writes below `<name>.job/` (`Sidecars.ledger_root`): the compacted
+# table and the parts (`PartRecorder.flush`: stage-timepoint-index.token.count), of a ledger
+# named by its run's fingerprint; anything else there is not a ledger file of ours
+_LEDGER_KEY = re.compile(rf"[0-9a-f]{{32}}/({re.escape(OBJECTS)}|{PARTS}/\d+(-\d+)+\.[0-9a-f]{{12}}\.\d+\.parquet)")
+
+
+def is_ledger_key(relative: str) -> bool:
+    """Whether `relative` (a key below the ledger root) is a name this tool's ledgers use."""
+    return _LEDGER_KEY.fullmatch(relative) is not None
 SCHEMA = pa.schema([("key", pa.string()), ("nbytes", pa.int64()), ("crc32", pa.uint32()),
                     ("written", pa.bool_())])
 Ranges = tuple[tuple[float, float], ...]
@@ -141,13 +151,21 @@ class Recorded:
         return sum(len(b) for b in self.blocks.values())
 
 
-def read_parts(beside: Store, base: str, objects: bool = True) -> Recorded:
-    """Read every part under `base` (one listing, one read per part)."""
+def read_parts(beside: Store, base: str, objects: bool = True,
+               damaged: list[LedgerUnreadable] | None = None) -> Recorded:
+    """Read every part under `base` (one listing, one read per part). A part that cannot
+    be read raises LedgerUnreadable, or is left out and added to `damaged` when given."""
     found: dict[tuple[int, int], list] = {}
     tables, stage0_ranges, recorded = [], [], Recorded()
     for key in beside.list(f"{base}/{PARTS}/"):
-        table = _read_table(beside, key)
-        about = _about(table, beside, key)
+        try:
+            table = _read_table(beside, key)
+            about = _about(table, beside, key)
+        except LedgerUnreadable as e:
+            if damaged is None or _task_of(key) is None:
+                raise
+            damaged.append(e)
+            continue
         stage, timepoint, _ = about["task"]
         found.setdefault((stage, timepoint), []).extend(about["blocks"])
         if about["ranges"]:
@@ -175,16 +193,46 @@ def drop_parts_holding(beside: Store, base: str, keys: set[str]) -> dict[tuple[i
         about = _about(table, beside, key)
         holds = not keys.isdisjoint(table["key"].to_pylist())
         parts.append((key, about["task"][0], about["task"][1], len(about["blocks"]), holds))
-    first: dict[int, int] = {}   # timepoint → the earliest stage with a damaged part
-    for _, stage, t, _, holds in parts:
-        if holds:
+    return _drop_with_later_stages(beside, parts)
+
+
+def drop_damaged_parts(beside: Store, base: str, damaged: list[LedgerUnreadable]) -> int:
+    """Delete the parts `read_parts` could not read, and every part of a later stage of the
+    same timepoint (as `drop_parts_holding`: what those blocks wrote is not vouched for);
+    their blocks run again. Returns the readable parts' blocks dropped with them."""
+    keys = {e.key for e in damaged}
+    parts = []
+    for key in beside.list(f"{base}/{PARTS}/"):
+        stage, t = _task_of(key) or (0, 0)
+        blocks = 0 if key in keys else len(_about(_read_table(beside, key), beside, key)["blocks"])
+        parts.append((key, stage, t, blocks, key in keys))
+    return sum(_drop_with_later_stages(beside, parts).values())
+
+
+def _drop_with_later_stages(beside: Store, parts: list[tuple[str, int, int, int, bool]]
+                            ) -> dict[tuple[int, int], int]:
+    """Delete the parts (key, stage, timepoint, blocks, dropped) marked dropped and every
+    part of a later stage of the same timepoint; (stage, timepoint) → blocks dropped."""
+    first: dict[int, int] = {}   # timepoint → the earliest stage with a dropped part
+    for _, stage, t, _, drop in parts:
+        if drop:
             first[t] = min(first.get(t, stage), stage)
     dropped: dict[tuple[int, int], int] = {}
-    for key, stage, t, blocks, holds in parts:
-        if holds or (t in first and stage > first[t]):
+    for key, stage, t, blocks, drop in parts:
+        if drop or (t in first and stage > first[t]):
             beside.delete(key)
             dropped[(stage, t)] = dropped.get((stage, t), 0) + blocks
     return dropped
+
+
+def _task_of(key: str) -> tuple[int, int] | None:
+    """(stage, timepoint) of a part, from its name (`PartRecorder.flush`), None when the
+    name is not one of ours."""
+    name = key.rpartition("/")[2]
+    if not _LEDGER_KEY.fullmatch(f"{'0' * 32}/{PARTS}/{name}"):
+        return None
+    stage, t, *_ = name.partition(".")[0].split("-")
+    return int(stage), int(t)
 
 
 def _unique_rows(table: pa.Table) -> pa.Table:
@@ -224,7 +272,7 @@ def _read_table(beside: Store, key: str) -> pa.Table:
         # pyarrow says "Could not open Parquet input source '<Buffer>': <why>. <advice>"
         why = str(e).rpartition("': ")[2].partition(". ")[0]
         raise LedgerUnreadable(f"{beside.uri}/{key}: the ledger file is damaged "
-                               f"({len(data)} bytes: {why})") from None
+                               f"({len(data)} bytes: {why})", key) from None
 
 
 def _about(table: pa.Table, beside: Store, key: str) -> dict:
@@ -236,7 +284,7 @@ def _about(table: pa.Table, beside: Store, key: str) -> dict:
         about = None
     if not isinstance(about, dict) or not about.keys() >= _PART_FIELDS:
         raise LedgerUnreadable(f"{beside.uri}/{key}: the ledger file is damaged (a table "
-                               f"without the description of a task's part)")
+                               f"without the description of a task's part)", key)
     return about
 
 

@@ -56,7 +56,7 @@ def discard_notice(plan: ExportPlan, beside: Store, record: dict[str, Any]) -> s
     """The line that says an unfinished run is discarded: how it differs, and how much of
     it its ledger had recorded (of the blocks its job record planned, when it says)."""
     recorded = ledger.read_parts(beside, Sidecars.of(plan.output.uri).ledger(
-        str(record.get("fingerprint"))), objects=False).block_count
+        str(record.get("fingerprint"))), objects=False, damaged=[]).block_count   # what can be read
     planned = record.get("blocks")
     done = f"{recorded} of {planned}" if isinstance(planned, int) else f"{recorded}"
     return (f"discarding an unfinished run {_how_it_differs(record, plan)} ({done} blocks "

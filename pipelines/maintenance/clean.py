@@ -41,14 +41,20 @@ class Orphan:
 def find_orphans(store: Store, beside: Store, uri: str) -> list[Orphan]:
     """Every orphan of the output at `uri`, and nothing else; OutputError when there is no
     job record beside it (a mistyped URI, a folder this tool did not write: nothing there
-    can be told to be ours)."""
+    can be told to be ours), or while a live job holds the output's lock: its temporary
+    files are not orphans, nor is its lock (trial U: they were listed as a killed
+    writer's)."""
     existing_record(beside, uri)
+    holder = live_holder(beside, uri)
+    if holder:
+        raise held_error(uri, holder, beside, "nothing was looked at: clean it after that job "
+                         "ends", prefix="")
     names = Sidecars.of(uri)
-    return _partial_writes(store, beside, names) + _stale_ledger(beside, names) \
+    return partial_writes(store, beside, names) + _stale_ledger(beside, names) \
         + _dead_lock(beside, uri)
 
 
-def _partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan]:
+def partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan]:
     """The stores' partial writes (their own temporary names, their multipart uploads)
     of objects inside the container, and of exactly the names kept beside it: never of
     a sibling such as `volume.job.json.bak` or `volume.n5.backup`."""
@@ -65,7 +71,9 @@ def _stale_ledger(beside: Store, names: Sidecars) -> list[Orphan]:
     keep_parts = _uncompacted(beside, names, record) is not None
     found = []
     for key in beside.list(names.ledger_root):
-        fingerprint = key.split("/")[1] if key.count("/") >= 2 else ""
+        if not ledger.is_ledger_key(key[len(names.ledger_root):]):
+            continue   # not a name our ledgers use: a user's file is not an orphan (trial U)
+        fingerprint = key.split("/")[1]
         current = fingerprint == record.get("fingerprint")
         if current and keep_parts:
             continue   # the only record of the committed dataset's objects
@@ -122,12 +130,15 @@ def _dead_lock(beside: Store, uri: str) -> list[Orphan]:
 
 
 def remove_orphans(store: Store, beside: Store, uri: str) -> int:
-    """Remove exactly what `find_orphans` lists; returns how many. Refuses (OutputError)
-    while a live job holds the output's lock: its temporary files are not orphans."""
-    holder = live_holder(beside, uri)
-    if holder:
-        raise held_error(uri, holder, beside, "nothing removed: clean it after that job ends", prefix="")
+    """Remove exactly what `find_orphans` lists; returns how many (refused as it is)."""
     orphans = find_orphans(store, beside, uri)
     for orphan in orphans:
         orphan.remove()
     return len(orphans)
+
+
+def unlooked_at(store: Store, beside: Store) -> list[str]:
+    """A line for each folder of the output or its records that the listings so far could
+    not look into (permissions): what it holds, orphans included, was not seen."""
+    return [f"{owner.uri}/{folder}: cannot be read, so what it holds was not looked at"
+            for owner in (store, beside) for folder in owner.unreadable_folders]

@@ -16,7 +16,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, live_holder
@@ -24,8 +24,14 @@ from pipelines.commit.records import Sidecars, commit_began, existing_record, re
 from pipelines.config import apply_override, build_config, load_job
 from pipelines.errors import ConfigError, LedgerUnreadable, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
+from pipelines.maintenance.clean import partial_writes, unlooked_at
+from pipelines.report.progress import Progress
 from pipelines.storage import Store, beside_store, open_store
 from pipelines.storage.s3 import S3Options
+
+# how a damaged dataset is made whole again (README, "Verifying a dataset")
+REPAIR = ("a committed dataset is not repaired in place: restore the objects named from a "
+          "copy, or export it again with --overwrite (every block is computed again)")
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Verification:
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # worth knowing, not a problem
+    advice: str = ""   # what to do about the problems, when there are any
 
     @property
     def ok(self) -> bool:
@@ -73,9 +80,9 @@ def _not_a_job_file(uri: str) -> None:
     raise ConfigError(f"{uri} is a job file; give the dataset it writes{output}")
 
 
-def verify(store: Store, beside: Store, uri: str) -> Verification:
+def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) -> Verification:
     """Check the committed dataset at `uri`: every recorded object, the metadata, and that
-    nothing else is in the container."""
+    nothing else is in the container; progress on `stream` when given."""
     names = Sidecars.of(uri)
     record = existing_record(beside, uri)
     holder = live_holder(beside, uri) if record.get("status") != "committed" else {}
@@ -95,28 +102,43 @@ def verify(store: Store, beside: Store, uri: str) -> Verification:
     except LedgerUnreadable as e:   # nothing to check the objects against: one line says so
         return Verification(problems=[f"{e}; the dataset's objects cannot be checked against it"])
     rows = table.to_pylist()
-    result = _check_objects(store, rows, _decoder(record))
+    result = _check_objects(store, rows, _decoder(record), stream)
+    result.problems = _arrays_gone(result.problems, rows, record["arrays"])
     if not compacted:
         result.notes.append("the ledger was not compacted (the job stopped after its commit); "
                             "tile-clean --remove compacts it")
     if ledger.objects_digest(table) != record.get("summary", {}).get("digest"):
-        result.problems.append("the ledger does not match the digest in the job record")
+        result.problems.append(
+            f"the ledger ({names.ledger(record['fingerprint'])}/) does not match the dataset "
+            f"digest in {names.job_record}: one of them changed after the commit, so the "
+            f"objects were checked against a record that may not be the committed one")
     result.problems += _check_metadata(store, beside, record.get("metadata"))
     ours = {r["key"] for r in rows} | set(record.get("metadata", {}).get("container", {}))
     result.problems += [f"{key}: not part of the dataset (neither a recorded object nor its "
                         f"metadata)" for key in sorted(store.list()) if key not in ours]
-    partial = store.partial_writes()
-    if partial:   # trial M: left by a kill mid-write, seen by tile-clean only; readers skip them
+    result.problems += unlooked_at(store, beside)
+    # trial M: left by a kill mid-write, seen by tile-clean only; readers skip them. As
+    # tile-clean counts them, also those of the records beside the container (trial U)
+    if result.problems:
+        result.advice = REPAIR
+    partial = partial_writes(store, beside, names)
+    if partial:
         result.notes.append(f"{len(partial)} partial write(s) of a killed writer (e.g. "
                             f"{partial[0].name}); tile-clean --remove removes them")
     return result
 
 
-def _check_objects(store: Store, rows: list[dict], decode) -> Verification:
-    """`_check` for every ledger row, counted."""
+def _check_objects(store: Store, rows: list[dict], decode, stream: TextIO | None) -> Verification:
+    """`_check` for every ledger row, counted; progress on `stream` (trial U: minutes of
+    silence for a few GiB, hours for a large dataset)."""
     result = Verification()
+    progress = Progress(len(rows), stream, unit="objects") if stream is not None and rows else None
+    read = 0
     for row in rows:
         result.checked += 1
+        read += row["nbytes"] if row["written"] else 0
+        if progress is not None:
+            progress(result.checked, read)
         try:
             problem = _check(store, row, decode)
         except OSError as e:   # a file or folder this user may not read: a problem, no traceback
@@ -125,7 +147,38 @@ def _check_objects(store: Store, rows: list[dict], decode) -> Verification:
             result.problems.append(problem)
         result.written += row["written"]
         result.skipped += not row["written"]
+    if progress is not None:
+        progress.finish()
     return result
+
+
+def _arrays_gone(problems: list[str], rows: list[dict], arrays: dict) -> list[str]:
+    """`problems` with the "missing" lines of an array whose every written object is
+    missing replaced by one line for the array (trial U: a removed pyramid level was one
+    line per object, millions on a large dataset)."""
+    written: dict[str, int] = {}
+    for row in rows:
+        if row["written"]:
+            path = _array_of(row["key"], arrays)
+            written[path] = written.get(path, 0) + 1
+    missing: dict[str, int] = {}
+    for problem in problems:
+        key, _, what = problem.partition(": ")
+        if what == "missing":
+            path = _array_of(key, arrays)
+            missing[path] = missing.get(path, 0) + 1
+    gone = {p for p, n in missing.items() if n == written.get(p) and n > 1}
+    if not gone:
+        return problems
+    kept = [p for p in problems
+            if not (p.endswith(": missing") and _array_of(p.partition(": ")[0], arrays) in gone)]
+    return [f"{path}/: every one of its {written[path]} objects is missing (the array, or a "
+            f"level of the pyramid, is gone)" for path in sorted(gone)] + kept
+
+
+def _array_of(key: str, arrays: dict) -> str:
+    """The path of the array that holds `key` (the longest array path it lies under)."""
+    return max((p for p in arrays if key.startswith(p + "/") or not p), key=len, default="")
 
 
 def _check_metadata(store: Store, beside: Store, expected: dict | None) -> list[str]:

@@ -105,6 +105,12 @@ class Store(ABC):
         """Remove the folders `put_if_absent` created for its objects where they are empty
         now, deepest first (a lock released by a run that wrote nothing else)."""
 
+    @property
+    def unreadable_folders(self) -> tuple[str, ...]:
+        """Folders (keys ending in '/') that listings so far could not look into, with why:
+        what they hold was not listed (stores without folders have none)."""
+        return ()
+
     def size(self, key: str) -> int:
         """Bytes stored under `key`; KeyError when there are none."""
         return len(self.get(key))

@@ -27,6 +27,7 @@ class LocalStore(Store):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.made_folders: builtins.list[Path] = []   # by put_if_absent, deepest first
+        self._unreadable: dict[str, str] = {}   # folder key → why a listing could not look in
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -190,7 +191,11 @@ class LocalStore(Store):
             try:
                 with os.scandir(path) as entries:
                     found = list(entries)
-            except OSError:   # removed while walking, or unreadable: skipped, as os.walk does
+            except FileNotFoundError:   # removed while walking: skipped, as os.walk does
+                continue
+            except OSError as e:   # unreadable: skipped too, but kept to be told (trial U:
+                # tile-clean missed the orphans in a folder it could not read, silently)
+                self._unreadable[base] = e.strerror or type(e).__name__
                 continue
             for entry in found:
                 key = base + entry.name
@@ -202,6 +207,10 @@ class LocalStore(Store):
                     yield key, entry
                 elif not linked and _may_hold(f"{key}/", prefix):
                     folders.append((entry.path, f"{key}/"))
+
+    @property
+    def unreadable_folders(self) -> tuple[str, ...]:
+        return tuple(f"{key or './'} ({why})" for key, why in sorted(self._unreadable.items()))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

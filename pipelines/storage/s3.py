@@ -331,7 +331,8 @@ class S3Store(Store):
             Bucket=self.bucket, Prefix=root + prefix)
         for page in pages:
             for item in page.get("Contents", []):
-                yield item["Key"][len(root):]
+                if not _folder_marker(item):
+                    yield item["Key"][len(root):]
 
     @_bounded
     def sizes(self, prefix: str = "") -> dict[str, int]:
@@ -339,7 +340,7 @@ class S3Store(Store):
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=root + prefix)
         return {item["Key"][len(root):]: int(item["Size"])
-                for page in pages for item in page.get("Contents", [])}
+                for page in pages for item in page.get("Contents", []) if not _folder_marker(item)}
 
     @_bounded
     def delete(self, key: str) -> None:
@@ -428,3 +429,11 @@ class S3Store(Store):
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
             return f"S3 refused the request ({code}, HTTP {status})"
         return f"{type(err).__name__}: {err}"
+
+
+def _folder_marker(item: dict) -> bool:
+    """Whether a listed object is an empty "folder" marker (`vol.zarr/`, `vol.zarr/0/`),
+    which S3 consoles and s3fs create: no dataset's object, no file on a file system, so
+    not listed (trial U: tile-verify called the container's own marker a stray file, its
+    name empty)."""
+    return item["Key"].endswith("/") and int(item.get("Size", 0)) == 0

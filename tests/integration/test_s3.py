@@ -380,3 +380,18 @@ def test_the_identity_of_every_s3_tile_is_read(s3_bucket):
              for n in range(3 * STAT_THREADS)]
     assert [found[p][1] for p in paths] == etags
     assert found[missing] is None and found[container] is None
+
+
+def test_empty_folder_markers_are_not_listed(s3_bucket):
+    """Trial U: the zero-byte "folder" objects S3 consoles and s3fs make (`vol.zarr/`,
+    `vol.zarr/0/`) were listed, so tile-verify called them stray files (one with an empty
+    name). They are no object of a dataset; a key ending in "/" that holds bytes still is
+    listed, as is every object under a marker."""
+    endpoint, bucket = s3_bucket
+    client = boto_client(endpoint)
+    for key, body in (("vol.zarr/", b""), ("vol.zarr/0/", b""), ("vol.zarr/0/0", b"chunk"),
+                      ("vol.zarr/odd/", b"bytes")):
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    store = make_store(endpoint, bucket, "vol.zarr")
+    assert sorted(store.list()) == ["0/0", "odd/"]
+    assert store.sizes() == {"0/0": 5, "odd/": 5}

@@ -366,14 +366,14 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
     partial = f".0.{'5' * 32}.partial"                                      # a put's temporary name
     (out / "c0/s0/0/0" / partial).write_bytes(b"half a chunk")              # killed writer
     record = json.loads((tmp_path / "out.job.json").read_text())
-    stale = tmp_path / f"out.job/{record['fingerprint']}/tasks/0-0-9-9-9.json"
+    stale = tmp_path / f"out.job/{record['fingerprint']}/tasks/0-0-9-9-9.0123456789ab.0.parquet"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text("{}")                                                   # never compacted
     (tmp_path / "out.job.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 4321}))
     before = {p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".partial")}
     assert clean_job.main([str(out)]) == 0
     listing = capsys.readouterr().out
-    assert partial in listing and "0-0-9-9-9.json" in listing and "out.job.lock" in listing
+    assert partial in listing and "0-0-9-9-9.0123456789ab.0.parquet" in listing and "out.job.lock" in listing
     assert "3 orphans" in listing
     assert clean_job.main([str(out), "--remove"]) == 0
     assert "removed 3 orphans" in capsys.readouterr().out
@@ -509,3 +509,47 @@ def test_a_run_whose_output_another_run_took_over_leaves_that_run_alone(small_ac
     assert json.loads((tmp_path / "out.job.json").read_text()) == others
     assert (tmp_path / "out.job.lock").read_text() == lock
     assert not (tmp_path / "out.error.log").exists()
+
+
+@pytest.mark.parametrize("stray", ["c0/s0/user-notes.txt", "notes.txt"])
+def test_a_resume_does_not_commit_over_a_file_this_job_did_not_write(tmp_path, small_acquisition, stray):
+    """Trial U: a file a user put into the container of an unfinished run was committed
+    with the dataset, which tile-verify then failed. The commit refuses it, publishing
+    nothing; once it is moved out, the next run commits without computing a block."""
+    from pipelines.maintenance.verify import verify
+    failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST)
+    out = tmp_path / "out"
+    (out / stray).parent.mkdir(parents=True, exist_ok=True)
+    (out / stray).write_text("analysis")
+    config = config_for(tmp_path, small_acquisition, "limits.checkpoint_seconds=0")
+    with pytest.raises(Exception, match=rf"commit refused, nothing was published: {out} holds "
+                                        rf"1 file\(s\) this job did not write \(e\.g\. {stray}\)"):
+        export_local(config)
+    record = json.loads((tmp_path / "out.job.json").read_text())
+    assert record["status"] == "failed" and not (out / "attributes.json").exists()
+    (out / stray).rename(tmp_path / "moved-out.txt")
+    result = export_local(config)
+    assert result.resumed == result.summary.blocks
+    assert verify(LocalStore(out), beside_store(str(out)), str(out)).ok
+
+
+def test_a_resume_runs_again_the_blocks_of_a_damaged_ledger_part(tmp_path, small_acquisition):
+    """Trial U: a part of an unfinished run's ledger cut short stopped every rerun ("the
+    ledger file is damaged", exit 2) with no way out but deleting it by hand. The rerun
+    removes it, runs its blocks again, and the result equals an uninterrupted run's."""
+    (tmp_path / "clean").mkdir()
+    export_local(config_for(tmp_path / "clean", small_acquisition))
+    failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST)
+    plan = make_plan(config_for(tmp_path, small_acquisition))
+    parts = sorted((tmp_path / "out.job" / ledger.folder(plan).partition("/")[2] / "tasks").iterdir())
+    damaged = parts[0]
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    stream = io.StringIO()
+    result = export(config_for(tmp_path, small_acquisition), LocalExecutor(), stream=stream)
+    assert f"resume: 1 part(s) of the ledger cannot be read ({tmp_path}/{ledger.folder(plan)}/" \
+           f"tasks/{damaged.name}: the ledger file is damaged" in stream.getvalue()
+    assert ": their blocks run again" in stream.getvalue()
+    assert 0 < result.resumed < result.summary.blocks
+    for path in (tmp_path / "clean/out").rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()

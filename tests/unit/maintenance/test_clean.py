@@ -149,3 +149,56 @@ def test_verify_still_exits_1_on_a_problem(committed, capsys):
     chunk.write_bytes(chunk.read_bytes() + b"x")
     assert verify_main([str(committed)]) == 1
     assert "problem:" in capsys.readouterr().out
+
+
+def test_a_users_files_beside_the_ledgers_are_not_orphans(committed, capsys):
+    """Trial U: a note and a folder a user put in `out.job/` were listed as the "ledger of
+    a superseded run" and deleted; only the names the ledgers use are this tool's."""
+    ledgers = committed.parent / "out.job"
+    notes, kept = ledgers / "README.txt", ledgers / "old/keep.txt"
+    superseded = ledgers / ("a" * 32) / "tasks/0-0-0-0-0.0123456789ab.0.parquet"
+    for path in (notes, kept, superseded):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert clean_main([str(committed), "--remove"]) == 0
+    out = capsys.readouterr().out
+    assert "README.txt" not in out and "keep.txt" not in out and "removed 1 orphans" in out
+    assert notes.exists() and kept.exists() and not superseded.exists()
+
+
+@pytest.mark.parametrize("remove", [[], ["--remove"]])
+def test_clean_refuses_an_output_a_live_job_holds_also_when_it_only_lists(committed, capsys, remove):
+    """Trial U: listing during a live export called the live writer's temporary file one
+    "of a killed writer"; listing and --remove now both say the output is being written."""
+    import socket
+    record = committed.parent / "out.job.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "status": "running"}))
+    (committed.parent / "out.job.lock").write_text(json.dumps(
+        {"job": "x", "host": socket.gethostname(), "pid": os.getpid(), "since": 0, "fingerprint": "f"}))
+    writing = committed / "c0/s0" / temporary("0")
+    writing.write_bytes(b"half")
+    assert clean_main([str(committed), *remove]) == 2
+    line = one_error_line(capsys)
+    assert "is being written by another job" in line and "nothing was looked at" in line
+    assert writing.exists()
+
+
+def test_a_folder_clean_cannot_read_is_a_problem(committed, capsys, monkeypatch):
+    """Trial U: an orphan inside a folder tile-clean could not read (permissions) was
+    missed without a word, exit 0. The folder is named and the exit is 1; what could be
+    seen is still listed."""
+    hidden = committed / "c0/s0/0"
+    orphan = committed / "c0" / temporary("attributes.json")
+    orphan.write_bytes(b"{")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path) == str(hidden):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+    monkeypatch.setattr(local_storage.os, "scandir", scandir)
+    assert clean_main([str(committed)]) == 1
+    out = capsys.readouterr().out
+    assert f"orphan: c0/{orphan.name}" in out
+    assert f"problem: {committed}/c0/s0/0/ (Permission denied): cannot be read, so what it " \
+           f"holds was not looked at" in out

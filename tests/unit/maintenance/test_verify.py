@@ -231,3 +231,30 @@ def test_verify_in_a_jobs_first_seconds_says_it_has_just_started(tmp_path, capsy
     (tmp_path / "out.job.lock").write_text("{}")
     assert verify_main([str(tmp_path / "out")]) == 2
     assert "a job has just started writing it" in capsys.readouterr().err
+
+
+def test_verify_shows_progress_says_what_to_do_and_names_a_level_that_is_gone(committed, capsys):
+    """Trial U: verify was silent until it ended (hours on a large dataset), a removed
+    pyramid level was one `missing` line per object, and no line said what to do."""
+    level = committed / "c0/s0"
+    objects = [p for p in level.rglob("*") if p.is_file() and p.name != "attributes.json"]
+    assert len(objects) > 1
+    shutil.rmtree(level)
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    captured = capsys.readouterr()
+    assert "objects " in captured.err and "done in" in captured.err   # the progress line
+    problems = [line for line in captured.out.splitlines() if line.startswith("problem:")]
+    assert problems[0] == (f"problem: c0/s0/: every one of its {len(objects)} objects is missing "
+                           f"(the array, or a level of the pyramid, is gone)")
+    assert not any(line.endswith(": missing") for line in problems)
+    assert "what to do: a committed dataset is not repaired in place" in captured.out
+
+
+def test_one_missing_object_is_named_on_its_own(committed, capsys):
+    chunk = next(p for p in (committed / "c0/s0").rglob("*") if p.is_file() and p.name != "attributes.json")
+    chunk.unlink()
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    key = chunk.relative_to(committed).as_posix()
+    assert f"problem: {key}: missing" in capsys.readouterr().out
