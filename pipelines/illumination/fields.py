@@ -68,6 +68,19 @@ def write_fields(folder: str, fields: Fields, info: dict, picture: bytes = b"", 
     return written
 
 
+def unchecked_offset(folder: str, s3=None) -> bool:
+    """Whether the fields in `folder` hold an estimated offset T that their estimation did
+    not check against the tiles' darkest values (`estimate.impossible_offset`): fields
+    of versions before that check, whose flatfield.json says nothing of it. Fields a user
+    made (no flatfield.json, or no `offset_estimated`) are taken as given."""
+    try:
+        info = json.loads(open_store(folder, s3).get(INFO_FILE))
+    except Exception:   # missing or unreadable: not ours to judge
+        return False
+    return isinstance(info, dict) and info.get("offset_estimated") is True \
+        and "offset_checked" not in info
+
+
 def _put(store, folder: str, name: str, data: bytes) -> str:
     store.put(name, data)   # a temporary file renamed over it, or one S3 put: atomic
     return join_uri(folder, name)
