@@ -133,6 +133,7 @@ def _registration(config: JobConfig) -> tuple[tuple[tuple[TileSet, ...], ...] | 
     known = stitching.last_registration(config, target)
     if known.earlier is not None:
         return None, None, known.earlier.tile_jsons[0][0], known.earlier.stitched(config)
+    stitching.check_results_replaceable(config)   # refused by the run as it registers (trial T)
     if known.positions is not None:
         rows = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row)
                      for row in stitching.placed(target, known.positions))

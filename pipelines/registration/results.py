@@ -282,10 +282,14 @@ def check_results_replaceable(config: JobConfig) -> None:
     for path in (p for row in refined_paths(config) for p in row):
         data = read_if_there(path, s3)
         if data is not None and reuse.digest(data) not in recorded.get(path, set()):
+            last = last_report(config)
+            earlier = (f"; its report ({report_path(config)}) is an earlier version's, which "
+                       f"did not record what it wrote" if last and not _recorded(last, "results")
+                       else "")
             raise OutputError(
                 f"stitching: {path} is not as this tool's registrations wrote it (edited, "
-                f"or written by another tool), and registering would replace it: move it "
-                f"away, or --set stitching.force=true replaces it")
+                f"or written by another tool{earlier}), and registering would replace it: "
+                f"move it away, or --set stitching.force=true replaces it")
 
 
 def write_results(config: JobConfig, target: Target, solution: Solution, doc: dict) -> StitchOutcome:

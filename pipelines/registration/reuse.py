@@ -52,13 +52,20 @@ def fingerprint(parts: dict[str, Any]) -> str:
     return _json_digest(parts)
 
 
+# a report of a version before the reports recorded what they were made of
+EARLIER_REPORT = ("its report is an earlier version's, which does not record what the "
+                  "registration was made of")
+
+
 def why_again(last: dict | None, parts: dict[str, Any]) -> str:
     """Why the registration of `last` (a report) is not reused, from the parts its
-    fingerprint was made of; '' when there was none, or it cannot tell."""
-    kept = (last or {}).get("reuse")
-    then = kept.get("parts") if isinstance(kept, dict) else None
-    if not isinstance(then, dict):
+    fingerprint was made of; '' when there was none."""
+    if not last:
         return ""
+    kept = last.get("reuse")
+    then = kept.get("parts") if isinstance(kept, dict) else None
+    if not isinstance(then, dict):   # trial T: registered again without a word
+        return EARLIER_REPORT
     reasons = []
     if then.get("version") != parts["version"]:
         reasons.append("another version of this tool")

@@ -72,6 +72,17 @@ def force(acq: Path) -> list[str]:
     return ["stitching.force=true"]
 
 
+def report_of_an_earlier_version(acq: Path) -> list[str]:
+    """The report as versions before the fingerprint's parts were recorded wrote it, of a
+    fingerprint made otherwise."""
+    report = acq / "tiles-stitching.json"
+    doc = json.loads(report.read_text())
+    doc["reuse"].pop("parts")
+    doc["reuse"]["fingerprint"] = "0" * 32
+    report.write_text(json.dumps(doc))
+    return []
+
+
 def test_an_unchanged_acquisition_reuses_the_registration(tmp_path, acq):
     first, printed = run(tmp_path, acq, "first")
     assert " tried in " in printed and not first.stitching.outcome.reused
@@ -110,7 +121,8 @@ def test_an_edited_result_is_not_replaced_unless_forced(tmp_path, acq):
     assert " tried in " in printed and (acq / "tiles-final.json").read_bytes() != edited
 
 
-@pytest.mark.parametrize("change", [change_setting, change_stage_json, touch_a_tile, force])
+@pytest.mark.parametrize("change", [change_setting, change_stage_json, touch_a_tile, force,
+                                    report_of_an_earlier_version])
 def test_a_change_registers_again(tmp_path, acq, change):
     run(tmp_path, acq, "first")
     overrides = change(acq)
@@ -119,7 +131,9 @@ def test_a_change_registers_again(tmp_path, acq, change):
     why = {change_setting: "other [stitching] settings or input.views",
            change_stage_json: f"changed tile JSONs ({acq / 'tiles.json'})",
            touch_a_tile: "the registered tiles' files changed (size or modification time)",
-           force: "stitching.force"}[change]
+           force: "stitching.force",   # trial T: an earlier version's report, registered again silently
+           report_of_an_earlier_version: "its report is an earlier version's, which does not "
+                                         "record what the registration was made of"}[change]
     assert f"stitching: registering again: {why}\n" in printed, printed   # trial I: no word why
     result, printed = run(tmp_path, acq, "third", *overrides)   # and that result is reused
     assert result.stitching.outcome.reused == (change is not force), printed
@@ -531,3 +545,27 @@ def test_a_record_of_other_settings_is_named_when_it_is_not_resumed(tmp_path, si
     assert (f"stitching: not resuming the {kept} pairs an interrupted run measured with other "
             f"inputs or settings ({record}): every pair is measured again") in stream.getvalue()
     assert again.measured == total and "resuming:" not in stream.getvalue()
+
+
+def test_results_of_an_earlier_version_are_named_as_such_also_by_the_dry_run(tmp_path, acq, capsys):
+    """Trial T: the results of a version whose report recorded no checksums of what it
+    wrote were "not as this tool's registrations wrote it (edited, or written by another
+    tool)", and the dry run planned the registration the run then refused."""
+    from pipelines.cli.export import main as export_main
+    from pipelines.errors import OutputError
+    run(tmp_path, acq, "first")
+    report = acq / "tiles-stitching.json"
+    doc = json.loads(report.read_text())
+    doc.pop("reuse")
+    report.write_text(json.dumps(doc))
+    said = (f"{acq / 'tiles-final.json'} is not as this tool's registrations wrote it (edited, or "
+            f"written by another tool; its report ({report}) is an earlier version's, which did "
+            f"not record what it wrote)")
+    with pytest.raises(OutputError) as refused:
+        run(tmp_path, acq, "again")
+    assert said in str(refused.value)
+    job = write_job(tmp_path / "dry.toml", str(acq / "tiles.json"), str(tmp_path / "dry" / "volume"),
+                    extra=STITCH)
+    capsys.readouterr()
+    assert export_main([str(job), "--dry-run"]) == 2
+    assert said in capsys.readouterr().err
