@@ -66,7 +66,10 @@ def discard_notice(plan: ExportPlan, beside: Store, record: dict[str, Any]) -> s
 def _how_it_differs(record: dict[str, Any], plan: ExportPlan) -> str:
     """An unfinished run of `record` as a message names it beside `plan`'s."""
     changed = changed_parts(record, plan)
-    if not changed:   # a record from before the parts were kept: it cannot tell
+    if changed is None:   # a record from before the parts were kept: it cannot tell
+        return ("made by an earlier version of this tool or with other settings or tile files "
+                "(its job record does not say which)")
+    if not changed:
         return "with other settings or tile files"
     made = [what for part, what in (("settings", "other settings"),
                                     ("corrections", "other flatfield fields or intensity coefficients"))
@@ -169,6 +172,13 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
                 f"estimate their fields anew first, so whether it is this job's cannot be "
                 f"told before that work: nothing to do if they are as they were (tile-verify "
                 f"checks the dataset); pass --overwrite to make them and export again")
+    if record.get("status") == "committed" and changed_parts(record, plan) is None:
+        # trial T: a scheduler's resubmission after an upgrade was told only to choose
+        return OutputError(
+            f"output.uri: {store.uri} already holds a committed dataset of an earlier version "
+            f"of this tool ({key}), whose job record does not tell whether it is this job's: "
+            f"nothing to do if it is (tile-verify checks it); pass --overwrite to export it "
+            f"again, or choose another output.uri")
     return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}); "
                        f"choose another output.uri, or pass --overwrite to replace it")
 

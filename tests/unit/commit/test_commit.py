@@ -553,3 +553,29 @@ def test_a_resume_runs_again_the_blocks_of_a_damaged_ledger_part(tmp_path, small
     for path in (tmp_path / "clean/out").rglob("*"):
         if path.is_file():
             assert (tmp_path / "out" / path.relative_to(tmp_path / "clean/out")).read_bytes() == path.read_bytes()
+
+
+def earlier_versions_record(record_file, **changes) -> None:
+    """The job record as a version before the fingerprint's parts were kept wrote it, of a
+    fingerprint made otherwise."""
+    doc = json.loads(record_file.read_text())
+    doc.pop("fingerprint_parts")
+    record_file.write_text(json.dumps({**doc, "fingerprint": "0" * 32, **changes}))
+
+
+def test_an_earlier_versions_runs_are_named_as_such(tmp_path, small_acquisition):
+    """Trial T: an unfinished run of an earlier version was discarded "with other settings
+    or tile files", and its committed dataset refused as anyone's, though nothing but the
+    tool had changed (its job record does not say what it was made of)."""
+    failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST)
+    record_file = tmp_path / "out.job.json"
+    earlier_versions_record(record_file)
+    stream = io.StringIO()
+    export(config_for(tmp_path, small_acquisition), LocalExecutor(), stream=stream)
+    assert ("discarding an unfinished run made by an earlier version of this tool or with other "
+            "settings or tile files (its job record does not say which) (") in stream.getvalue()
+    earlier_versions_record(record_file)   # now a committed dataset of that version
+    with pytest.raises(OutputError, match="already holds a committed dataset of an earlier "
+                                          "version of this tool .*whose job record does not tell "
+                                          "whether it is this job's: nothing to do if it is"):
+        export_local(config_for(tmp_path, small_acquisition))
