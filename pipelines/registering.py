@@ -50,6 +50,10 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     if checked is None:
         checked = stitching_checks(config, target)
     if checked.earlier is not None:
+        # pairs an interrupted stitching.force run of the same registration measured are
+        # of no use once it is reused (trial V: its record stayed on S3)
+        PairRecord.beside(stitching.report_path(config), reuse.fingerprint(checked.parts),
+                          config.s3_options()).drop()
         return StitchResult(checked.earlier, 0.0, time.perf_counter() - started)
     if checked.positions is not None:   # only tile JSONs registration does not measure changed
         last = checked.last or {}

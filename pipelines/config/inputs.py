@@ -42,8 +42,26 @@ def parse_inputs(table: dict, where: str) -> tuple[tuple[str, ...], ...]:
     if len({len(row) for row in parsed}) != 1:
         raise ConfigError(f"{where}input.timepoints: every timepoint needs the same number of "
                           f"channels, found {[len(r) for r in parsed]}")
+    _listed_once(parsed, "input.tiles" if tiles else "input.timepoints", where)
     _same_channel_order(parsed, where)
     return tuple(parsed)
+
+
+def _listed_once(rows: list[tuple[str, ...]], key: str, where: str) -> None:
+    """Refuse a tile JSON listed twice (two channels, or two timepoints, of the same
+    tiles): a slip of a long list that would export the same pixels twice without a
+    word (trial V)."""
+    def at(t: int, c: int) -> str:
+        return f"channel {c}" if len(rows) == 1 else f"timepoint {t}, channel {c}"
+
+    seen: dict[str, str] = {}
+    for t, row in enumerate(rows):
+        for c, path in enumerate(row):
+            if path in seen:
+                raise ConfigError(f"{where}{key}: {path} is listed twice ({seen[path]} and "
+                                  f"{at(t, c)}); each channel of each timepoint is a tile "
+                                  f"JSON of its own")
+            seen[path] = at(t, c)
 
 
 def default_channel_names(paths: tuple[str, ...]) -> tuple[str, ...]:
@@ -112,8 +130,12 @@ def parse_channel_names(value: Any, channels: int | None, where: str) -> tuple[s
 
 
 def check_channel_names(names: tuple[str, ...], channels: int, where: str = "") -> None:
-    """input.channel_names, when given, names every channel: checked when the job is read,
-    or once a BigStitcher project's channels are counted."""
+    """input.channel_names, when given, names every channel, each once: checked when the
+    job is read, or once a BigStitcher project's channels are counted."""
     if names and len(names) != channels:
         raise ConfigError(f"{where}input.channel_names: {len(names)} name"
                           f"{'' if len(names) == 1 else 's'} for {channels} channels")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:   # trial V: stitching.channel = "RFP" then meant the first of two
+        raise ConfigError(f"{where}input.channel_names: {twice!r} names two channels; a "
+                          f"channel's name is how stitching.channel and viewers tell it apart")

@@ -28,8 +28,12 @@ def check_same_geometry(tiles: tuple[tuple[TileSet, ...], ...]) -> None:
 
 def _first_difference(reference: TileSet, other: TileSet) -> str:
     """How `other` differs from `reference` first, or "" when it does not."""
-    if len(other) != len(reference):
-        return f"{len(other)} tiles where {reference.source} has {len(reference)}"
+    if len(other) != len(reference):   # trial V: which tile, not only how many
+        mine, theirs = {t.index for t in other}, {t.index for t in reference}
+        lacks, extra = sorted(theirs - mine), sorted(mine - theirs)
+        which = (f": it lacks tile index {_few(lacks)}" if lacks else "") + \
+            (f"{' and' if lacks else ':'} holds tile index {_few(extra)}, which the other lacks" if extra else "")
+        return f"{len(other)} tiles where {reference.source} has {len(reference)}{which}"
     for mine, theirs in zip(other, reference):
         if mine.index != theirs.index:
             return f"{mine.name} where {reference.source} has {theirs.name}"
@@ -43,6 +47,12 @@ def _first_difference(reference: TileSet, other: TileSet) -> str:
             if a != b:
                 return f"{mine.name} {what} {a} where {theirs.name} of {reference.source} {what} {b}"
     return ""
+
+
+def _few(indices: list[int]) -> str:
+    """'5', or '5, 9, 12 and 3 more'."""
+    shown = ", ".join(map(str, indices[:3]))
+    return shown + (f" and {len(indices) - 3} more" if len(indices) > 3 else "")
 
 
 def check_tile_files(sets: Iterable[TileSet], s3=None, threads: int = 16) -> dict[str, Any]:

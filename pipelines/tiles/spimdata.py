@@ -175,6 +175,9 @@ def timepoints(sequence: ET.Element, source: str) -> list[int]:
             listed = sorted({int(v) for v in ids})
         except ValueError:
             raise TileError(f"{where}: ids must be whole numbers, found {ids!r}") from None
+        if not listed:   # trial V: "no views left to fuse" said nothing of why
+            raise TileError(f"{where}: lists no timepoint ids (expected <id> elements or a "
+                            f"<list> of ids)")
         return _timepoint_ids(listed, where)
     if kind == "pattern":
         return _pattern(element.findtext("integerpattern") or "", where)
@@ -214,6 +217,10 @@ def missing_views(sequence: ET.Element, source: str) -> set[tuple[int, int]]:
     found = sequence.find("MissingViews")
     if found is None:
         return set()
+    other = next((e for e in found if e.tag != "MissingView"), None)
+    if other is not None:   # trial V: a misspelt <View> left the view fused, without a word
+        raise TileError(f"{source}: <MissingViews> holds <{other.tag}>; expected <MissingView "
+                        f"timepoint=\"…\" setup=\"…\"/> elements")
     return {(_whole(e, "timepoint", source, -1), _whole(e, "setup", source, -1))
             for e in found.findall("MissingView")}
 

@@ -171,6 +171,23 @@ def test_a_timepoint_listing_its_channels_in_another_order_is_refused(tmp_path):
     load_job(job(tmp_path, text.replace('"t1/ch1.json", "t1/ch0.json"', '"t1/ch0.json", "t1/ch1.json"')))
 
 
+@pytest.mark.parametrize("inputs, message", [
+    ('tiles = ["a.json", "a.json"]', "input.tiles: {a} is listed twice (channel 0 and channel 1)"),
+    ('timepoints = [["a.json", "b.json"], ["c.json", "a.json"]]',
+     "input.timepoints: {a} is listed twice (timepoint 0, channel 0 and timepoint 1, channel 1)"),
+    ('timepoints = [["a.json"], ["a.json"]]',
+     "input.timepoints: {a} is listed twice (timepoint 0, channel 0 and timepoint 1, channel 0)"),
+    ('tiles = ["a.json", "b.json"]\nchannel_names = ["RFP", "RFP"]',
+     "input.channel_names: 'RFP' names two channels"),
+])
+def test_a_tile_json_or_a_channel_name_given_twice_is_refused(tmp_path, inputs, message):
+    """Trial V: the same JSON as two channels (or timepoints) was exported twice without a
+    word, and with two channels named "RFP", stitching.channel = "RFP" meant the first."""
+    text = f'[input]\n{inputs}\n[output]\nuri = "o.n5"\nlayout = "bdv"\n'
+    with pytest.raises(ConfigError, match=re.escape(message.format(a=tmp_path / "a.json"))):
+        load_job(job(tmp_path, text))
+
+
 @pytest.mark.parametrize("paths, names", [
     (("a/ch0.json", "a/ch1.json"), ("ch0", "ch1")),
     (("c0/tiles.json", "c1/tiles.json"), ("c0", "c1")),   # trial I: were 'tiles', 'tiles'

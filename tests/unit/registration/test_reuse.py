@@ -483,6 +483,22 @@ def test_force_measures_every_pair_even_with_a_record_of_an_interrupted_run(tmp_
     assert "resuming" not in stream.getvalue() and forced.measured == total and not record.exists()
 
 
+def test_a_reused_registration_drops_the_record_of_an_interrupted_forced_run(tmp_path, six_tiles):
+    """Trial V: a stitching.force run interrupted midway kept its pairs; the next run
+    reused the registration, still valid, and the record stayed beside the tile JSON."""
+    from pipelines.errors import Interrupted
+    from pipelines.registering import stitch
+    job = six_tiles
+    stitch(load_job(job, writes_output=False), StopsAfter(rounds=100), stream=io.StringIO())
+    with pytest.raises(Interrupted):
+        stitch(load_job(job, ["stitching.force=true"], writes_output=False), StopsAfter(rounds=2),
+               stream=io.StringIO())
+    record = tmp_path / "acq" / "tiles-stitching-pairs.json"
+    assert record.exists()
+    result = stitch(load_job(job, writes_output=False), StopsAfter(rounds=0), stream=io.StringIO())
+    assert result.outcome.reused and not record.exists()
+
+
 def test_a_finished_stitching_job_run_again_says_there_is_nothing_to_do(tmp_path, acq):
     """Trial L: a job that registers, run again on its committed output, was told "pass
     --overwrite to replace it", as a stranger's dataset would be. With its registration

@@ -72,6 +72,21 @@ def test_timepoint_patterns_and_lists(tmp_path):
     assert timepoints(element, "here") == [1, 3]
     with pytest.raises(TileError, match="cannot read the pattern"):
         _pattern("every other", "here")
+    # trial V: an empty list was "no views left to fuse"
+    empty = ET.fromstring('<S><Timepoints type="list"><integerpattern>0-2</integerpattern></Timepoints></S>')
+    with pytest.raises(TileError, match=r'<Timepoints type="list">: lists no timepoint ids'):
+        timepoints(empty, "here")
+
+
+def test_an_unknown_element_among_the_missing_views_is_refused():
+    """Trial V: `<View timepoint="1" setup="27"/>` (spimdata's is <MissingView>) was
+    ignored, and the view fused as present."""
+    from pipelines.tiles.spimdata import missing_views
+    good = ET.fromstring('<S><MissingViews><MissingView timepoint="1" setup="27"/></MissingViews></S>')
+    assert missing_views(good, "here") == {(1, 27)}
+    bad = ET.fromstring('<S><MissingViews><View timepoint="1" setup="27"/></MissingViews></S>')
+    with pytest.raises(TileError, match="here: <MissingViews> holds <View>; expected <MissingView"):
+        missing_views(bad, "here")
 
 
 def test_multichannel_projects_number_tiles_the_same_in_every_channel(tmp_path):

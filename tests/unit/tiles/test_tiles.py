@@ -142,8 +142,12 @@ def test_a_channel_that_differs_is_refused_naming_the_tile_and_how():
     typed = TileSet(tuple(tiles[:1]) + (replace(tiles[1], type="GRAY8"),) + tuple(tiles[2:]), source="ch1.json")
     with pytest.raises(TileError, match="tile 1 has type GRAY8 where tile 1 of ch0.json has type GRAY16"):
         check_same_geometry(((first, typed),))
-    with pytest.raises(TileError, match="ch1.json: 2 tiles where ch0.json has 3"):
+    with pytest.raises(TileError, match="ch1.json: 2 tiles where ch0.json has 3: it lacks tile index 2;"):
         check_same_geometry(((first, TileSet(tuple(tiles[:2]), source="ch1.json")),))
+    renumbered = TileSet((tiles[0], replace(tiles[2], index=7)), source="ch1.json")   # trial V: which one?
+    with pytest.raises(TileError, match="2 tiles where ch0.json has 3: it lacks tile index 1, 2 and "
+                                        "holds tile index 7, which the other lacks;"):
+        check_same_geometry(((first, renumbered),))
     # trial I: another timepoint's 0.5 µm was dropped for the first's 0.4 without a word
     finer = TileSet(tuple(replace(t, pixel_resolution=(0.5, 0.5, 2.0)) for t in tiles), source="t1.json")
     with pytest.raises(TileError, match=r"t1.json: tile 0 has pixelResolution \[0.5, 0.5, 2.0\] where "
