@@ -249,20 +249,33 @@ def _fetch_rows(store, name: str, first: int, nbytes: int, dtype: np.dtype) -> n
     return np.frombuffer(store.get_range(name, first, first + nbytes), dtype=dtype)
 
 
+# An uncompressed remote stack up to this size is fetched whole, in one request, when the
+# tile cache keeps it for the next blocks or the region is most of it: slice by slice, a
+# 128 KiB tile cost 27 range requests over its blocks (trial V: an export from S3 10-18 ×
+# slower than from a local disk, 0.2 MiB/s).
+WHOLE_STACK = 8 << 20
+
+
 def _remote_region(tile: Tile, region: Box, s3) -> np.ndarray:
-    """An uncompressed contiguous stack costs one range request per z-slice of the region;
-    anything else is decoded page by page through a range-request file."""
+    """An uncompressed contiguous stack costs one range request per z-slice of the region
+    (one for the whole stack when it is small: WHOLE_STACK); anything else is decoded
+    page by page through a range-request file."""
     layout = _remote_layout(tile.path, s3)
     if layout is None:
         with tifffile.TiffFile(open_remote(tile.path, s3)) as tif:
             return _decode_pages(tif, tile, region)
     offset, dtype = layout
     z, y, x = region.slices_zyx()
-    _, height, width = to_zyx(tile.size)
+    depth, height, width = to_zyx(tile.size)
     folder, name = split_uri(tile.path)
     store = open_store(folder, s3)
-    out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
     row_bytes = width * dtype.itemsize
+    whole = depth * height * row_bytes
+    if whole <= WHOLE_STACK and (whole <= tile_cache.limit or whole <= 2 * region.size * dtype.itemsize):
+        stack = tile_cache.get(("stack", tile.path),
+                               partial(_fetch_rows, store, name, offset, whole, dtype))
+        return np.array(stack.reshape(depth, height, width)[z, y, x])
+    out = np.empty(to_zyx(region.shape), dtype=tile.dtype)
     for n, page in enumerate(range(z.start, z.stop)):
         first = offset + (page * height + y.start) * row_bytes
         fetch = partial(_fetch_rows, store, name, first, (y.stop - y.start) * row_bytes, dtype)
