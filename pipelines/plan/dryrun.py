@@ -32,6 +32,7 @@ from pipelines.plan import (
     task_memory_bytes,
 )
 from pipelines.plan.memory import check_task_memory
+from pipelines.plan.output import OutputSpec
 from pipelines.tiles import TileSet, check_same_geometry
 
 
@@ -56,11 +57,12 @@ class DryRun:
     memory_budget: int = 0                     # limits.task_memory, bytes
     warning: str = ""                          # `tasks.growth_warning`
     registered: str = ""                       # [stitching] reused: the refined file planned from
+    dataset: str = ""                          # where it goes, its format, layout, type, codec
     output: str = ""                           # what the output holds (`output.look_at_output`)
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
-        return [
+        return ([f"dataset:  {self.dataset}"] if self.dataset else []) + [
             f"tiles:    {self.tiles} per channel, {self.channels} channel(s), "
             f"{self.timepoints} timepoint(s); level 0 x,y,z = [{x}, {y}, {z}], "
             f"{len(self.shapes)} level(s)",
@@ -119,7 +121,17 @@ def dry_run(config: JobConfig) -> DryRun:
                   voxels * output.timepoints * output.channels * itemsize,
                   computed * itemsize, memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  pairs, refusal, config.task_memory, growth_warning(computed, tiles), registered)
+                  pairs, refusal, config.task_memory, growth_warning(computed, tiles), registered,
+                  _dataset(output))
+
+
+def _dataset(output: OutputSpec) -> str:
+    """The dataset line: what an output name alone does not show (trial T: `….zarr` without
+    output.format became Zarr v3 where an earlier version wrote N5, and nothing said so)."""
+    base = output.base
+    shard = f", shards {list(base.shard)}" if base.shard else ""
+    return (f"{output.uri}  (format {output.format}, layout {output.layout}, {base.dtype}, "
+            f"chunks x,y,z {list(base.chunks)}{shard}, codec {base.compressor.name})")
 
 
 def _registration(config: JobConfig) -> tuple[tuple[tuple[TileSet, ...], ...] | None, int | None,

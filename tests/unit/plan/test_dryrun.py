@@ -349,3 +349,17 @@ def test_the_dry_run_of_a_run_killed_before_its_first_block_says_unfinished(smal
     capsys.readouterr()
     assert main([str(job), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("output:   holds an unfinished run of this tool")
+
+
+@pytest.mark.parametrize(("uri", "sets", "said"), [
+    ("out/volume.zarr", [], "(format zarr3, layout ome, uint16, chunks x,y,z [16, 16, 8], codec zstd)"),
+    ("out/volume", ["output.shard=[32, 32, 16]", "output.block=[32, 32, 16]", "output.codec=gzip"],
+     "(format zarr3, layout ome, uint16, chunks x,y,z [16, 16, 8], shards [32, 32, 16], codec gzip)"),
+    ("out/volume.n5", ["output.dtype=float32"], "(format n5, layout n5-viewer, float32, chunks x,y,z [16, 16, 8], codec"),
+])
+def test_the_dry_run_names_the_dataset_it_would_write(small_acquisition, tmp_path, uri, sets, said):
+    """Trial T: an output named `….zarr` without output.format became Zarr v3 where an
+    earlier version wrote N5, and the dry run did not say which format it planned."""
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / uri))
+    first = dry_run(load_job(job, sets)).lines()[0]
+    assert first.startswith(f"dataset:  {tmp_path / uri}  ") and said in first, first
