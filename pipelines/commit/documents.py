@@ -51,7 +51,8 @@ def _ome(plan: ExportPlan, factors, channels, origin) -> Documents:
     out, fmt = plan.output, format_module(plan.output.format)
     levels = [out.array(0, 0, k) for k in range(out.levels)]
     options = {"translations": viewers.level_translations(out.base.resolution, factors, origin),
-               "name": uris.stem(out.uri), "downsampling": out.downsample}
+               "name": uris.stem(out.uri), "downsampling": out.downsample,
+               "time_unit": out.time_unit or None, "time_interval": out.time_interval}
     docs = Documents(arrays=[d for spec in levels for d in fmt.array_documents(spec)])
     # OME-Zarr 0.4 is written on Zarr v2, 0.5 on Zarr v3
     ome = viewers.ome_v04_attributes if out.format == "zarr2" else viewers.ome_v05_attributes

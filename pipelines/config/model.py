@@ -21,6 +21,11 @@ MIXING_BLENDINGS = ("average", "linear")
 INTERPOLATIONS = ("nearest", "linear")
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 DOWNSAMPLING = ("mean", "mode")
+# output.time_unit: OME-NGFF's time units (UDUNITS-2 names), "" for none
+TIME_UNITS = ("", "attosecond", "centisecond", "day", "decisecond", "exasecond", "femtosecond",
+              "gigasecond", "hectosecond", "hour", "kilosecond", "megasecond", "microsecond",
+              "millisecond", "minute", "nanosecond", "petasecond", "picosecond", "second",
+              "terasecond", "yoctosecond", "yottasecond", "zeptosecond", "zettasecond")
 RESUME_VERIFY = ("size", "checksum")   # what a resume confirms of the recorded objects
 
 # Every key a job file may hold, with its default (REQUIRED when there is none).
@@ -40,6 +45,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "dtype": "",
         "levels": 1,
         "downsample": "mean",
+        "time_interval": 1.0,
+        "time_unit": "",
     },
     "fusion": {"blending": "linear", "interpolation": "nearest", "voxel_size": 1.0,
                "bounding_box": {}, "flatfield": "", "intensity": "none"},
@@ -83,6 +90,8 @@ class OutputConfig:
     dtype: str          # "" = the tiles' type
     levels: int | str   # a count, or "auto"
     downsample: str
+    time_interval: float = 1.0   # time_unit per timepoint: the OME `t` axis' scale
+    time_unit: str = ""          # "" = none
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ codec, type and pyramid."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pipelines.config.codecs import codec_options
@@ -12,6 +13,7 @@ from pipelines.config.model import (
     DTYPES,
     FORMATS,
     LAYOUTS,
+    TIME_UNITS,
     CodecConfig,
     OutputConfig,
 )
@@ -100,11 +102,28 @@ def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = Tr
     levels = out["levels"]
     if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
         raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
+    interval, unit = _time_axis(out, layout, where)
     return OutputConfig(
         uri=_output_uri(_string(out, "output", "uri", where), where) if out["uri"] or uri_required else "",
         format=fmt, layout=layout, chunks=chunks,
         block=block, shard=shard, codec=_codec(out["codec"], fmt, where), dtype=out["dtype"],
-        levels=levels, downsample=parse_choice(out, "output", "downsample", DOWNSAMPLING, where))
+        levels=levels, downsample=parse_choice(out, "output", "downsample", DOWNSAMPLING, where),
+        time_interval=interval, time_unit=unit)
+
+
+def _time_axis(out: dict, layout: str, where: str) -> tuple[float, str]:
+    """output.time_interval and output.time_unit: the time between timepoints, which only
+    OME-Zarr's `t` axis records (trial V: its scale was always 1, without a unit)."""
+    interval = out["time_interval"]
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+            or not math.isfinite(interval) or not 0 < interval <= 1e12:
+        raise ConfigError(f"{where}output.time_interval: expected a number above 0 (time_unit "
+                          f"per timepoint), found {interval!r}")
+    unit = parse_choice(out, "output", "time_unit", TIME_UNITS, where)
+    if layout != "ome" and (interval != 1.0 or unit):
+        raise ConfigError(f"{where}output.time_interval, output.time_unit: only the ome layout "
+                          f"records the time between timepoints (its t axis), not {layout!r}")
+    return float(interval), unit
 
 
 def _output_uri(uri: str, where: str) -> str:

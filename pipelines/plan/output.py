@@ -30,6 +30,8 @@ class OutputSpec:
     timepoints: int = 1
     channels: int = 1
     downsample: str = "mean"
+    time_interval: float = 1.0      # per timepoint, in time_unit (OME's t axis)
+    time_unit: str = ""
 
     @property
     def levels(self) -> int:
@@ -101,7 +103,8 @@ def plan_output(config: JobConfig, first: TileSet, timepoints: int, channels: in
         raise ConfigError(f"output.levels: {e}") from None
     return OutputSpec(out.uri, out.format, out.layout, base, out.block,
                       tuple(tuple(s) for s in pyramid.level_shapes(bounds.shape, factors[1:])),
-                      tuple(factors), timepoints, channels, out.downsample)
+                      tuple(factors), timepoints, channels, out.downsample, out.time_interval,
+                      out.time_unit)
 
 
 def _grid_box(config: JobConfig) -> Box:

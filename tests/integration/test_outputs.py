@@ -222,3 +222,28 @@ master = "local[2]"
     setup = json.loads((tmp_path / "out.n5/setup0/attributes.json").read_text())
     assert setup["downsamplingFactors"] == [[1, 1, 1], [2, 2, 1]] and setup["dataType"] == "uint16"
     assert summary.extra_files == ("out.xml",)
+
+
+@pytest.mark.parametrize("fmt,version", [("zarr2", "0.4"), ("zarr3", "0.5")])
+def test_a_time_lapse_records_the_time_between_timepoints(tmp_path, two_channels, fmt, version):
+    """Trial V: OME-Zarr's t axis always had scale 1 and no unit; output.time_interval and
+    output.time_unit record the frame interval, and the validators accept it."""
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[input]
+timepoints = {json.dumps([[two_channels[0]], [two_channels[1]]])}
+[output]
+uri = "out.zarr"
+format = "{fmt}"
+chunks = [16, 16, 8]
+time_interval = 30
+time_unit = "second"
+""")
+    config = load_job(job)
+    export_local(config)
+    group = zarr.open_group(config.output.uri, mode="r", zarr_format=2 if fmt == "zarr2" else 3)
+    image = (v04 if version == "0.4" else v05).Image.from_zarr(group)   # raises if invalid
+    multiscale = image.ome_attributes.multiscales[0]
+    assert [(a.name, a.unit) for a in multiscale.axes][0] == ("t", "second")
+    scale = multiscale.datasets[0].coordinateTransformations[0].scale
+    assert scale[0] == 30.0 and np.asarray(group["0"]).shape[0] == 2
