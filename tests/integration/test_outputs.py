@@ -192,20 +192,19 @@ def test_n5_viewer_layout_with_channels_on_spark(spark, tmp_path, small_acquisit
     np.testing.assert_array_equal(tensorstore_read(str(root), "c1/s0", "n5"), fused_channel(plan, 0, 1))
 
 
+def time_lapse_job(tmp_path: Path, two_channels: list[str], output: str) -> Path:
+    """A job of two timepoints of one channel (the two channels' tile JSONs), chunks of
+    [16, 16, 8], `output` the rest of its [output] table (and any tables after it)."""
+    job = tmp_path / "job.toml"
+    job.write_text(f"[input]\ntimepoints = {json.dumps([[two_channels[0]], [two_channels[1]]])}\n"
+                   f"[output]\nchunks = [16, 16, 8]\n{output}\n")
+    return job
+
+
 @pytest.mark.spark
 def test_bdv_layout_with_timepoints_on_spark(spark, tmp_path, small_acquisition, two_channels):
-    job = tmp_path / "job.toml"  # two timepoints of one channel
-    job.write_text(f"""
-[input]
-timepoints = {json.dumps([[two_channels[0]], [two_channels[1]]])}
-[output]
-uri = "out.n5"
-layout = "bdv"
-levels = 2
-chunks = [16, 16, 8]
-[spark]
-master = "local[2]"
-""")
+    job = time_lapse_job(tmp_path, two_channels, 'uri = "out.n5"\nlayout = "bdv"\nlevels = 2\n'
+                                                 '[spark]\nmaster = "local[2]"')
     summary = export(load_job(job), executor=SparkExecutor(spark=spark)).summary
     xml = ET.parse(tmp_path / "out.xml").getroot()
     assert xml.find(".//ImageLoader").get("format") == "bdv.n5"
@@ -228,17 +227,8 @@ master = "local[2]"
 def test_a_time_lapse_records_the_time_between_timepoints(tmp_path, two_channels, fmt, version):
     """Trial V: OME-Zarr's t axis always had scale 1 and no unit; output.time_interval and
     output.time_unit record the frame interval, and the validators accept it."""
-    job = tmp_path / "job.toml"
-    job.write_text(f"""
-[input]
-timepoints = {json.dumps([[two_channels[0]], [two_channels[1]]])}
-[output]
-uri = "out.zarr"
-format = "{fmt}"
-chunks = [16, 16, 8]
-time_interval = 30
-time_unit = "second"
-""")
+    job = time_lapse_job(tmp_path, two_channels, f'uri = "out.zarr"\nformat = "{fmt}"\n'
+                                                 f'time_interval = 30\ntime_unit = "second"')
     config = load_job(job)
     export_local(config)
     group = zarr.open_group(config.output.uri, mode="r", zarr_format=2 if fmt == "zarr2" else 3)
