@@ -24,7 +24,6 @@ import numpy as np
 
 from pipelines.commit import confirm, endings, ledger, ownership
 from pipelines.commit.completeness import check_complete, recorded_per_partition
-from pipelines.commit.documents import container_keys
 from pipelines.commit.ledger import Recorded
 from pipelines.commit.lock import release_lock, take_lock
 from pipelines.commit.output import check_output, preflight, remove_dataset
@@ -35,7 +34,6 @@ from pipelines.corrections import match_intensities, prepare_corrections
 from pipelines.errors import (
     Interrupted,
     LedgerUnreadable,
-    RunFailed,
     Terminated,
     cause,
     stopping_signal,
@@ -283,18 +281,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         recorded = ledger.read_parts(beside, ledger.folder(plan))
         check_complete(plan, recorded)
         assert recorded.objects is not None
-        listed = store.sizes()   # the whole container: the objects' sizes, and anything else
-        changed = confirm.changed_objects(plan, recorded.objects, store, listed=listed)
-        if changed:   # e.g. a store that lost objects while the run went on
-            raise RunFailed(f"commit refused, nothing was published: "
-                            f"{confirm.summary(changed, len(recorded.objects))}; run the same "
-                            f"command again to compute them again")
-        foreign = confirm.foreign_keys(listed, recorded.objects, container_keys(plan))
-        if foreign:   # trial U: committed, then tile-verify failed the dataset for them
-            raise RunFailed(f"commit refused, nothing was published: {store.uri} holds "
-                            f"{len(foreign)} file(s) this job did not write (e.g. {foreign[0]}); "
-                            f"move them out of the dataset and run the same command again "
-                            f"(every block is recorded: it only commits)")
+        confirm.check_before_commit(plan, recorded.objects, store)
         phase = "commit"
         summary = publish(plan, recorded, store, beside)
         phase = "ledger"
@@ -346,7 +333,7 @@ def _run_stages(plan: ExportPlan, store: Store, beside: Store, executor: Executo
 
 def _trusted(plan: ExportPlan, store: Store, beside: Store, stream: TextIO) -> Recorded:
     """What an earlier run recorded, after confirming its objects are in the output as
-    recorded (`confirm`; one listing per array, or every object read with resume.verify =
+    recorded (`confirm`; one listing of the container, or every object read with resume.verify =
     "checksum"): the parts of any that are not are dropped, and their blocks run again."""
     base = ledger.folder(plan)
     damaged: list[LedgerUnreadable] = []
@@ -359,7 +346,8 @@ def _trusted(plan: ExportPlan, store: Store, beside: Store, stream: TextIO) -> R
         recorded = ledger.read_parts(beside, base, objects=True)
     assert recorded.objects is not None
     began = time.perf_counter()
-    changed = confirm.changed_objects(plan, recorded.objects, store, plan.resume_verify)
+    changed = confirm.changed_objects(plan, recorded.objects, store, plan.resume_verify,
+                                      listed=confirm.resume_listing(store))
     seconds = time.perf_counter() - began
     if not changed:
         return recorded

@@ -8,8 +8,8 @@ commit recorded, and that the container holds nothing else; reads every object o
 one process, with progress on stderr; prints each problem, naming the object (an array
 whose every object is missing in one line), what to do, and a summary. Exit 0 when all
 is well, 1 when any object or document is missing, changed or not ours, a folder cannot
-be read, or the commit did not finish; 2 when there is nothing to verify or the storage
-cannot be reached.
+be read, or the commit did not finish; 2 when there is nothing to verify (no job record,
+a run that did not finish, a job still writing it) or the storage cannot be reached.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"problem: {problem}")
         for note in result.notes:
             print(f"note: {note}")
-        if result.advice:   # trial U: the problems said nothing of what to do
-            print(f"what to do: {result.advice}")
+        for advice in result.advice:   # trial U: the problems said nothing of what to do
+            print(f"what to do: {advice}")
         print(f"{uri}: {result.checked} objects checked ({result.written} written, "
               f"{result.skipped} empty), {len(result.problems)} "
               f"problem{'' if len(result.problems) == 1 else 's'}")

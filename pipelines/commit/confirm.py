@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from pipelines.commit.documents import container_keys
+from pipelines.commit.ownership import is_ours_by_name
+from pipelines.errors import OutputError, RunFailed
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 
@@ -60,6 +63,35 @@ def changed_objects(plan: ExportPlan, objects: pa.Table, store: Store, mode: str
             if key not in bad and _crc(store, key) != crc:
                 changed.append(Changed(key, size, size))
     return changed
+
+
+def resume_listing(store: Store) -> dict[str, int]:
+    """The whole container's listing (key → size) when a run resumes; OutputError before
+    any work when it holds a file whose name none of ours has (`is_ours_by_name`): the
+    commit would refuse it after all the work (review K)."""
+    listed = store.sizes()
+    strangers = sorted(k for k in listed if not is_ours_by_name(k))
+    if strangers:
+        raise OutputError(f"output.uri: {store.uri} holds {len(strangers)} file(s) this job "
+                          f"did not write (e.g. {strangers[0]}); move them out of the dataset "
+                          f"and run the same command again (nothing was computed)")
+    return listed
+
+
+def check_before_commit(plan: ExportPlan, objects: pa.Table, store: Store) -> None:
+    """RunFailed, publishing nothing, unless the container holds every recorded object as
+    recorded and nothing else but the metadata the commit writes: one listing of it all."""
+    listed = store.sizes()   # the whole container: the objects' sizes, and anything else
+    changed = changed_objects(plan, objects, store, listed=listed)
+    if changed:   # e.g. a store that lost objects while the run went on
+        raise RunFailed(f"commit refused, nothing was published: {summary(changed, len(objects))}; "
+                        f"run the same command again to compute them again")
+    foreign = foreign_keys(listed, objects, container_keys(plan))
+    if foreign:   # trial U: committed, then tile-verify failed the dataset for them
+        raise RunFailed(f"commit refused, nothing was published: {store.uri} holds "
+                        f"{len(foreign)} file(s) this job did not write (e.g. {foreign[0]}); "
+                        f"move them out of the dataset and run the same command again "
+                        f"(every block is recorded: it only commits)")
 
 
 def foreign_keys(listed: Iterable[str], objects: pa.Table, documents: set[str]) -> list[str]:

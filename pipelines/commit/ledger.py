@@ -36,15 +36,27 @@ from pipelines.storage import Store
 
 OBJECTS = "objects.parquet"  # the compacted table, in the ledger's folder
 PARTS = "tasks"              # the folder of the parts the tasks write
-# every key this tool writes below `<name>.job/` (`Sidecars.ledger_root`): the compacted
-# table and the parts (`PartRecorder.flush`: stage-timepoint-index.token.count), of a ledger
-# named by its run's fingerprint; anything else there is not a ledger file of ours
-_LEDGER_KEY = re.compile(rf"[0-9a-f]{{32}}/({re.escape(OBJECTS)}|{PARTS}/\d+(-\d+)+\.[0-9a-f]{{12}}\.\d+\.parquet)")
+# Below `<name>.job/` (`Sidecars.ledger_root`) each run keeps its ledger in a folder named
+# by its fingerprint: every key under such a folder is a ledger's (also the parts of
+# earlier versions, `tasks/<task>.json` before 2026-12-03); anything else there is not ours
+_LEDGER_FOLDER = re.compile(r"[0-9a-f]{32}/")
+# a part's name (`part_name`): stage-timepoint-block index, the task attempt's token, a count
+_PART = re.compile(r"(\d+)-(\d+)(?:-\d+)+\.[0-9a-f]{12}\.\d+\.parquet")
+TOKEN_LENGTH = 12
 
 
 def is_ledger_key(relative: str) -> bool:
-    """Whether `relative` (a key below the ledger root) is a name this tool's ledgers use."""
-    return _LEDGER_KEY.fullmatch(relative) is not None
+    """Whether `relative` (a key below the ledger root) lies in a ledger's folder: the one
+    rule for what of `<name>.job/` is this tool's (export, --overwrite and tile-clean)."""
+    return _LEDGER_FOLDER.match(relative) is not None
+
+
+def part_name(task: tuple, token: str, count: int) -> str:
+    """The file name of a task's `count`-th part (`_task_of` reads its stage and timepoint)."""
+    stage, timepoint, index = task
+    return f"{'-'.join(map(str, (stage, timepoint, *index)))}.{token}.{count}.parquet"
+
+
 SCHEMA = pa.schema([("key", pa.string()), ("nbytes", pa.int64()), ("crc32", pa.uint32()),
                     ("written", pa.bool_())])
 Ranges = tuple[tuple[float, float], ...]
@@ -75,7 +87,7 @@ class PartRecorder:
     def __init__(self, beside: Store | None, base: str | None, task: tuple,
                  checkpoint_seconds: float):
         self.beside, self.base, self.task = beside, base, task
-        self.checkpoint, self.token = checkpoint_seconds, uuid.uuid4().hex[:12]
+        self.checkpoint, self.token = checkpoint_seconds, uuid.uuid4().hex[:TOKEN_LENGTH]
         self.pending: list[BlockReceipt] = []
         self.parts, self.last = 0, time.perf_counter()
         self.totals = [0, 0, 0, 0, 0.0]   # blocks, written, skipped, bytes, seconds
@@ -93,9 +105,7 @@ class PartRecorder:
     def flush(self) -> None:
         """Store the receipts added since the last part as one part."""
         if self.pending and self.beside is not None and self.base is not None:
-            stage, timepoint, index = self.task
-            name = "-".join(map(str, (stage, timepoint, *index)))
-            self.beside.put(f"{self.base}/{PARTS}/{name}.{self.token}.{self.parts}.parquet",
+            self.beside.put(f"{self.base}/{PARTS}/{part_name(self.task, self.token, self.parts)}",
                             encode_part(self.task, self.pending))
             self.parts += 1
         self.pending, self.last = [], time.perf_counter()
@@ -226,13 +236,10 @@ def _drop_with_later_stages(beside: Store, parts: list[tuple[str, int, int, int,
 
 
 def _task_of(key: str) -> tuple[int, int] | None:
-    """(stage, timepoint) of a part, from its name (`PartRecorder.flush`), None when the
-    name is not one of ours."""
-    name = key.rpartition("/")[2]
-    if not _LEDGER_KEY.fullmatch(f"{'0' * 32}/{PARTS}/{name}"):
-        return None
-    stage, t, *_ = name.partition(".")[0].split("-")
-    return int(stage), int(t)
+    """(stage, timepoint) of a part, from its name (`part_name`), None when the name is
+    not one of ours."""
+    match = _PART.fullmatch(key.rpartition("/")[2])
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _unique_rows(table: pa.Table) -> pa.Table:

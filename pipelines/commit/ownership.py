@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pipelines.commit import ledger
 from pipelines.commit.records import Sidecars, read_json
 from pipelines.errors import OutputError
 from pipelines.plan import ExportPlan
@@ -26,7 +27,6 @@ from pipelines.storage import uri as uris
 
 # metadata documents any of our formats writes, at any depth of the container
 METADATA_NAMES = ("attributes.json", "zarr.json", ".zarray", ".zattrs", ".zgroup")
-_FINGERPRINT = re.compile(r"[0-9a-f]{32}/")
 _FOLDER = re.compile(r"\d+|c\d*|s\d+|setup\d+|timepoint\d+")   # array path components, Zarr v3's c/
 _CHUNK = re.compile(r"\d+(\.\d+)*")   # a chunk index: N5 / Zarr "/" keys, Zarr v2 "." keys
 
@@ -38,7 +38,7 @@ def check_sidecar_names(plan: ExportPlan, store: Store, beside: Store) -> None:
     where = uris.parent(plan.output.uri) if uris.is_remote(plan.output.uri) else str(
         Path(plan.output.uri).resolve().parent)
     foreign = [k for k in beside.list(names.ledger_root)
-               if not _FINGERPRINT.match(k[len(names.ledger_root):])]
+               if not ledger.is_ledger_key(k[len(names.ledger_root):])]
     if foreign:
         raise OutputError(f"output.uri: {names.ledger_root} beside the output (in {where}) holds "
                           f"files that are not this job's ledger (e.g. {foreign[0]}): another "

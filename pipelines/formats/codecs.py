@@ -52,7 +52,8 @@ class Compressor:
     blocksize: int = 0
 
     def numcodec(self) -> numcodecs.abc.Codec | None:
-        """The numcodecs codec that produces this compressor's bytes (None for raw)."""
+        """The numcodecs codec that decodes this compressor's bytes and, but for gzip's
+        header (see `encode`), produces them (None for raw)."""
         return {
             "raw": lambda: None,
             "gzip": lambda: numcodecs.GZip(level=self.level),
@@ -67,7 +68,7 @@ class Compressor:
     def encode(self, raw: bytes | np.ndarray) -> bytes:
         """`raw` compressed (raw: its bytes): what `numcodec().encode(raw)` gives — for blosc
         also its typesize, which is the array's itemsize (1 for bytes) — by the fastest
-        binding at hand."""
+        binding at hand; for gzip the same deflate stream with a header of time 0."""
         view = raw.data if isinstance(raw, np.ndarray) else memoryview(raw)
         if (self.name == "blosc" and python_blosc is not None and self.blocksize == 0
                 and view.c_contiguous):
@@ -75,7 +76,7 @@ class Compressor:
                                          shuffle=BLOSC_SHUFFLE[self.shuffle], cname=self.cname)
         if self.name == "gzip":
             # numcodecs' GZip writes the time of the call into the header, so one chunk
-            # encoded twice differed (trial T: 996 of 996 chunks of a rerun, at byte 21)
+            # encoded twice differed (trial T: 996 of 996 chunks of a rerun)
             # and a retried or speculative task did not rewrite identical bytes (DESIGN
             # rule 3). The same deflate stream with a header of time 0 ("none"):
             flat = view.cast("B") if view.c_contiguous else view.tobytes()

@@ -72,7 +72,7 @@ def _stale_ledger(beside: Store, names: Sidecars) -> list[Orphan]:
     found = []
     for key in beside.list(names.ledger_root):
         if not ledger.is_ledger_key(key[len(names.ledger_root):]):
-            continue   # not a name our ledgers use: a user's file is not an orphan (trial U)
+            continue   # not in a ledger's folder: a user's file is not an orphan (trial U)
         fingerprint = key.split("/")[1]
         current = fingerprint == record.get("fingerprint")
         if current and keep_parts:
@@ -140,5 +140,5 @@ def remove_orphans(store: Store, beside: Store, uri: str) -> int:
 def unlooked_at(store: Store, beside: Store) -> list[str]:
     """A line for each folder of the output or its records that the listings so far could
     not look into (permissions): what it holds, orphans included, was not seen."""
-    return [f"{owner.uri}/{folder}: cannot be read, so what it holds was not looked at"
-            for owner in (store, beside) for folder in owner.unreadable_folders]
+    return [f"{owner.uri}/{folder} ({why}): cannot be read, so what it holds was not looked at"
+            for owner in (store, beside) for folder, why in owner.unreadable_folders]

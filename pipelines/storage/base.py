@@ -106,9 +106,10 @@ class Store(ABC):
         now, deepest first (a lock released by a run that wrote nothing else)."""
 
     @property
-    def unreadable_folders(self) -> tuple[str, ...]:
-        """Folders (keys ending in '/') that listings so far could not look into, with why:
-        what they hold was not listed (stores without folders have none)."""
+    def unreadable_folders(self) -> tuple[tuple[str, str], ...]:
+        """(folder, why) of each folder (a key ending in '/', "" for the root) the last
+        listing that reached it could not look into: what it holds was not listed (stores
+        without folders have none)."""
         return ()
 
     def size(self, key: str) -> int:

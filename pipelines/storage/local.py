@@ -191,6 +191,7 @@ class LocalStore(Store):
             try:
                 with os.scandir(path) as entries:
                     found = list(entries)
+                self._unreadable.pop(base, None)   # readable now
             except FileNotFoundError:   # removed while walking: skipped, as os.walk does
                 continue
             except OSError as e:   # unreadable: skipped too, but kept to be told (trial U:
@@ -209,8 +210,8 @@ class LocalStore(Store):
                     folders.append((entry.path, f"{key}/"))
 
     @property
-    def unreadable_folders(self) -> tuple[str, ...]:
-        return tuple(f"{key or './'} ({why})" for key, why in sorted(self._unreadable.items()))
+    def unreadable_folders(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self._unreadable.items()))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -244,8 +245,11 @@ def _probe(folder: Path, what: str) -> None:
     """Create, hard-link and remove a file in `folder`, as taking the lock does: access()
     passes for root on /sys and /proc, where creating a file still fails, and some
     file systems have no hard links."""
-    probe = folder / f".write-probe-{uuid.uuid4().hex}"
-    linked = probe.with_name(probe.name + ".link")
+    # temporary names as a put's (`LocalStore._temporary`): listings skip them, so a kill
+    # in between leaves nothing a commit could take for a user's file (review K), and
+    # tile-clean removes them as a killed writer's
+    probe = LocalStore._temporary(folder / "write-probe")
+    linked = LocalStore._temporary(folder / "write-probe-link")
     try:
         probe.write_bytes(b"")
         os.link(probe, linked)

@@ -31,8 +31,8 @@ def _first_difference(reference: TileSet, other: TileSet) -> str:
     if len(other) != len(reference):   # trial V: which tile, not only how many
         mine, theirs = {t.index for t in other}, {t.index for t in reference}
         lacks, extra = sorted(theirs - mine), sorted(mine - theirs)
-        which = (f": it lacks tile index {_few(lacks)}" if lacks else "") + \
-            (f"{' and' if lacks else ':'} holds tile index {_few(extra)}, which the other lacks" if extra else "")
+        which = (f": it lacks tile {_few(lacks)}" if lacks else "") + \
+            (f"{' and' if lacks else ':'} holds tile {_few(extra)}, which the other lacks" if extra else "")
         return f"{len(other)} tiles where {reference.source} has {len(reference)}{which}"
     for mine, theirs in zip(other, reference):
         if mine.index != theirs.index:
@@ -50,9 +50,10 @@ def _first_difference(reference: TileSet, other: TileSet) -> str:
 
 
 def _few(indices: list[int]) -> str:
-    """'5', or '5, 9, 12 and 3 more'."""
+    """'index 5', or 'indices 5, 9, 12 and 3 more'."""
     shown = ", ".join(map(str, indices[:3]))
-    return shown + (f" and {len(indices) - 3} more" if len(indices) > 3 else "")
+    return ("index " if len(indices) == 1 else "indices ") + shown + (
+        f" and {len(indices) - 3} more" if len(indices) > 3 else "")
 
 
 def check_tile_files(sets: Iterable[TileSet], s3=None, threads: int = 16) -> dict[str, Any]:

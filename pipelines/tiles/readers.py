@@ -250,7 +250,8 @@ def _fetch_rows(store, name: str, first: int, nbytes: int, dtype: np.dtype) -> n
 
 
 # An uncompressed remote stack up to this size is fetched whole, in one request, when the
-# tile cache keeps it for the next blocks or the region is most of it: slice by slice, a
+# tile cache keeps four such stacks for the next blocks (a task's blocks touch several
+# tiles: review K) or the region is half of it or more: slice by slice, a
 # 128 KiB tile cost 27 range requests over its blocks (trial V: an export from S3 10-18 ×
 # slower than from a local disk, 0.2 MiB/s).
 WHOLE_STACK = 8 << 20
@@ -271,7 +272,7 @@ def _remote_region(tile: Tile, region: Box, s3) -> np.ndarray:
     store = open_store(folder, s3)
     row_bytes = width * dtype.itemsize
     whole = depth * height * row_bytes
-    if whole <= WHOLE_STACK and (whole <= tile_cache.limit or whole <= 2 * region.size * dtype.itemsize):
+    if whole <= WHOLE_STACK and (4 * whole <= tile_cache.limit or whole <= 2 * region.size * dtype.itemsize):
         stack = tile_cache.get(("stack", tile.path),
                                partial(_fetch_rows, store, name, offset, whole, dtype))
         return np.array(stack.reshape(depth, height, width)[z, y, x])

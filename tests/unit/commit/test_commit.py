@@ -511,25 +511,32 @@ def test_a_run_whose_output_another_run_took_over_leaves_that_run_alone(small_ac
     assert not (tmp_path / "out.error.log").exists()
 
 
-@pytest.mark.parametrize("stray", ["c0/s0/user-notes.txt", "notes.txt"])
-def test_a_resume_does_not_commit_over_a_file_this_job_did_not_write(tmp_path, small_acquisition, stray):
+@pytest.mark.parametrize(("stray", "when"), [
+    ("c0/s0/user-notes.txt", "start"), ("notes.txt", "start"),
+    ("c0/s0/9/9/9", "commit"),   # named as a chunk of ours, but no block wrote it
+])
+def test_a_resume_does_not_commit_over_a_file_this_job_did_not_write(tmp_path, small_acquisition,
+                                                                     stray, when):
     """Trial U: a file a user put into the container of an unfinished run was committed
-    with the dataset, which tile-verify then failed. The commit refuses it, publishing
-    nothing; once it is moved out, the next run commits without computing a block."""
+    with the dataset, which tile-verify then failed. A name none of ours has is refused
+    before the resume computes anything (review K: it was found only by the commit); one
+    named like ours but written by no block is refused by the commit, publishing nothing.
+    Once it is moved out, the next run goes on (and commits)."""
     from pipelines.maintenance.verify import verify
     failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST)
     out = tmp_path / "out"
     (out / stray).parent.mkdir(parents=True, exist_ok=True)
     (out / stray).write_text("analysis")
     config = config_for(tmp_path, small_acquisition, "limits.checkpoint_seconds=0")
-    with pytest.raises(Exception, match=rf"commit refused, nothing was published: {out} holds "
-                                        rf"1 file\(s\) this job did not write \(e\.g\. {stray}\)"):
+    said = (rf"{out} holds 1 file\(s\) this job did not write \(e\.g\. {stray}\); move them out "
+            rf"of the dataset and run the same command again")
+    with pytest.raises(Exception, match=("output.uri: " if when == "start" else
+                                         "commit refused, nothing was published: ") + said):
         export_local(config)
-    record = json.loads((tmp_path / "out.job.json").read_text())
-    assert record["status"] == "failed" and not (out / "attributes.json").exists()
+    assert not (out / "attributes.json").exists()
     (out / stray).rename(tmp_path / "moved-out.txt")
     result = export_local(config)
-    assert result.resumed == result.summary.blocks
+    assert result.resumed == result.summary.blocks - (when == "start")
     assert verify(LocalStore(out), beside_store(str(out)), str(out)).ok
 
 

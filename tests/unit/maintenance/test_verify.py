@@ -277,3 +277,18 @@ def test_a_dataset_committed_by_an_earlier_version_without_metadata_digests_pass
     (committed / "c0/notes.txt").write_text("mine")
     assert verify_main([str(committed)]) == 1
     assert "problem: c0/notes.txt: not part of the dataset" in capsys.readouterr().out
+
+
+def test_what_to_do_is_said_for_each_kind_of_problem(committed, capsys):
+    """Review K: a stray file was told to restore objects from a copy or export the whole
+    dataset again; each kind of problem has its own advice."""
+    (committed / "c0/notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    advice = [line for line in capsys.readouterr().out.splitlines() if line.startswith("what to do:")]
+    assert advice == ["what to do: move the files that are not part of the dataset out of it"]
+    chunk = next(p for p in (committed / "c0/s0").rglob("*") if p.is_file() and p.name != "attributes.json")
+    chunk.write_bytes(chunk.read_bytes()[:-1])
+    assert verify_main([str(committed)]) == 1
+    advice = [line for line in capsys.readouterr().out.splitlines() if line.startswith("what to do:")]
+    assert len(advice) == 2 and "is not repaired in place" in advice[0] and "move the files" in advice[1]

@@ -145,7 +145,7 @@ def test_a_channel_that_differs_is_refused_naming_the_tile_and_how():
     with pytest.raises(TileError, match="ch1.json: 2 tiles where ch0.json has 3: it lacks tile index 2;"):
         check_same_geometry(((first, TileSet(tuple(tiles[:2]), source="ch1.json")),))
     renumbered = TileSet((tiles[0], replace(tiles[2], index=7)), source="ch1.json")   # trial V: which one?
-    with pytest.raises(TileError, match="2 tiles where ch0.json has 3: it lacks tile index 1, 2 and "
+    with pytest.raises(TileError, match="2 tiles where ch0.json has 3: it lacks tile indices 1, 2 and "
                                         "holds tile index 7, which the other lacks;"):
         check_same_geometry(((first, renumbered),))
     # trial I: another timepoint's 0.5 µm was dropped for the first's 0.4 without a word
