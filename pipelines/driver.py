@@ -341,7 +341,7 @@ def _trusted(plan: ExportPlan, store: Store, beside: Store, stream: TextIO) -> R
     if damaged:   # trial U: the run stopped on it, with no way out but deleting it by hand
         more = ledger.drop_damaged_parts(beside, base, damaged)
         stream.write(f"resume: {len(damaged)} part(s) of the ledger cannot be read ({damaged[0]}); "
-                     f"removed{f', with {more} blocks of the later levels above them' if more else ''}"
+                     f"removed{f', with the parts of the later levels ({more} blocks)' if more else ''}"
                      f": their blocks run again\n")
         recorded = ledger.read_parts(beside, base, objects=True)
     assert recorded.objects is not None

@@ -39,12 +39,18 @@ def check_sidecar_names(plan: ExportPlan, store: Store, beside: Store) -> None:
         Path(plan.output.uri).resolve().parent)
     foreign = [k for k in beside.list(names.ledger_root)
                if not ledger.is_ledger_key(k[len(names.ledger_root):])]
+    ours = bool(read_json(beside, names.job_record))
+    if foreign and ours:   # trial W: "another dataset" where our record proves it is ours
+        raise OutputError(f"output.uri: {names.ledger_root} beside the output (in {where}) holds "
+                          f"files that are not a ledger of this tool (e.g. {foreign[0]}), which "
+                          f"--overwrite would delete with the ledgers: move them out of "
+                          f"{names.ledger_root.rstrip('/')}")
     if foreign:
         raise OutputError(f"output.uri: {names.ledger_root} beside the output (in {where}) holds "
                           f"files that are not this job's ledger (e.g. {foreign[0]}): another "
                           f"dataset has the name this job keeps its records under; choose "
                           f"another output.uri or move {names.ledger_root.rstrip('/')}")
-    if read_json(beside, names.job_record):
+    if ours:
         return   # our record: the names beside it are ours
     taken = [n for n in (f"{names.report}/", names.error_log) if next(iter(beside.list(n)), None)]
     if plan.output.layout == "bdv" and beside.exists(names.bdv_xml):

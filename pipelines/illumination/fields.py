@@ -91,7 +91,10 @@ def _read(folder: str, name: str, what: str, s3=None) -> bytes:
     try:
         return open_store(folder, s3).get(name)
     except KeyError:
-        raise FlatfieldError(f"{what}: {join_uri(folder, name)} not found") from None
+        # trial W: `--set fusion.flatfield=none` meant no correction, and read as a folder
+        off = folder.rstrip("/").rpartition("/")[2].lower() in ("none", "off", "false", "no")
+        raise FlatfieldError(f"{what}: {join_uri(folder, name)} not found"
+                             + ('; fusion.flatfield = "" turns the correction off' if off else "")) from None
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint

@@ -123,14 +123,15 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
         result.problems += _check_metadata(store, beside, record["metadata"])
         metadata = list(record["metadata"].get("container", {}))
     unreadable = [p for p in result.problems if ": cannot be read (" in p]
-    if len(unreadable) < len(result.problems):
-        result.advice.append(REPAIR)
     if ledger.objects_digest(table) != record.get("summary", {}).get("digest"):
-        result.problems.append(
+        # first, and the advice for it alone: the objects' problems may be the ledger's (trial W)
+        result.problems.insert(0,
             f"the ledger ({names.ledger(record['fingerprint'])}/) does not match the dataset "
             f"digest in {names.job_record}: one of them changed after the commit, so the "
             f"objects were checked against a record that may not be the committed one")
         result.advice.append(RECORDS_CHANGED)
+    elif len(unreadable) < len(result.problems):
+        result.advice.append(REPAIR)
     stray = confirm.foreign_keys(store.list(), table, set(metadata))
     result.problems += [f"{key}: not part of the dataset (neither a recorded object nor its "
                         f"metadata)" for key in stray]

@@ -278,10 +278,13 @@ def check_results_replaceable(config: JobConfig) -> None:
     if config.stitching.force:
         return
     recorded = written_before(config)
+    # a result recorded under another path (the acquisition's folder moved or copied:
+    # trial W) is still one this tool wrote
+    anywhere = set().union(*recorded.values())
     s3 = config.s3_options()
     for path in (p for row in refined_paths(config) for p in row):
         data = read_if_there(path, s3)
-        if data is not None and reuse.digest(data) not in recorded.get(path, set()):
+        if data is not None and reuse.digest(data) not in anywhere:
             last = last_report(config)
             earlier = (f"; its report ({report_path(config)}) is an earlier version's, which "
                        f"did not record what it wrote" if last and not _recorded(last, "results")

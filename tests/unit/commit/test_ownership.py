@@ -55,6 +55,24 @@ def test_a_neighbouring_dataset_named_like_our_ledger_is_never_touched(tmp_path,
         assert not (out / "volume").exists()
 
 
+def test_a_users_file_among_our_own_ledgers_is_named_as_such(tmp_path, acq, capsys):
+    """Trial W: a note a user put in `volume.job/` beside our committed dataset was "another
+    dataset [that] has the name this job keeps its records under", though our job record
+    proves the folder ours. It is still refused (--overwrite would delete it with the
+    ledgers), in words that say what it is."""
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "a.toml", str(acq / "tiles.json"), str(out / "volume"))
+    export_local(load_job(job))
+    (out / "volume.job" / "README.txt").write_text("what I did")
+    before = snapshot(out)
+    for extra in ([], ["--overwrite"]):
+        code = export_job.main([str(job), *extra])
+        err = refused(capsys, code, "volume.job/", "holds files that are not a ledger of this tool "
+                      "(e.g. volume.job/README.txt), which --overwrite would delete with the ledgers")
+        assert "another dataset" not in err
+        assert snapshot(out) == before
+
+
 def test_an_output_over_the_inputs_is_refused_and_overwrite_deletes_nothing(tmp_path, acq, capsys):
     before = snapshot(acq)
     for uri in (acq, acq / "tiles", acq.parent):

@@ -292,3 +292,24 @@ def test_what_to_do_is_said_for_each_kind_of_problem(committed, capsys):
     assert verify_main([str(committed)]) == 1
     advice = [line for line in capsys.readouterr().out.splitlines() if line.startswith("what to do:")]
     assert len(advice) == 2 and "is not repaired in place" in advice[0] and "move the files" in advice[1]
+
+
+def test_a_ledger_that_is_not_the_committed_one_is_said_first_with_its_own_advice(committed, capsys):
+    """Trial W: with another run's ledger in place, every intact object was 'size changed'
+    and the advice was to restore the objects or export again; the ledger's line comes
+    first, and the advice is about the records."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table_file = ledger_of(committed) / "objects.parquet"
+    table = pq.read_table(table_file)
+    crcs = [(n + 1) % 2**32 for n in table["crc32"].to_pylist()]   # another run's checksums
+    pq.write_table(table.set_column(2, "crc32", pa.array(crcs, pa.uint32())), table_file)
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    out = capsys.readouterr().out
+    problems = [line for line in out.splitlines() if line.startswith("problem:")]
+    assert problems[0].startswith("problem: the ledger (") and "does not match the dataset digest" in problems[0]
+    assert len(problems) > 2   # the objects, as that ledger records them, follow
+    advice = [line for line in out.splitlines() if line.startswith("what to do:")]
+    assert advice == ["what to do: restore the ledger and the job record from a copy, or export "
+                      "the dataset again with --overwrite"]

@@ -585,3 +585,17 @@ def test_results_of_an_earlier_version_are_named_as_such_also_by_the_dry_run(tmp
     capsys.readouterr()
     assert export_main([str(job), "--dry-run"]) == 2
     assert said in capsys.readouterr().err
+
+
+def test_the_results_of_a_moved_acquisition_are_still_this_tools(tmp_path, acq):
+    """Trial W: an acquisition folder copied elsewhere with its registration was refused,
+    "not as this tool's registrations wrote it", as its report recorded the results under
+    their old paths. They are this tool's: the copy registers again (its tile JSON is
+    another) and says why."""
+    import shutil
+    run(tmp_path, acq, "first")
+    moved = tmp_path / "moved"
+    shutil.copytree(acq, moved)
+    result, printed = run(tmp_path, moved, "again")
+    assert f"stitching: registering again: new tile JSONs ({moved / 'tiles.json'})" in printed, printed
+    assert " tried in " in printed and not result.stitching.outcome.reused
