@@ -91,10 +91,7 @@ def _read(folder: str, name: str, what: str, s3=None) -> bytes:
     try:
         return open_store(folder, s3).get(name)
     except KeyError:
-        # trial W: `--set fusion.flatfield=none` meant no correction, and read as a folder
-        off = folder.rstrip("/").rpartition("/")[2].lower() in ("none", "off", "false", "no")
-        raise FlatfieldError(f"{what}: {join_uri(folder, name)} not found"
-                             + ('; fusion.flatfield = "" turns the correction off' if off else "")) from None
+        raise FlatfieldError(f"{what}: {join_uri(folder, name)} not found") from None
     except PipelineError:
         raise
     except Exception as e:  # refused credentials, no such bucket, unreachable endpoint
@@ -109,8 +106,11 @@ def check_fields(folder: str, size: tuple[int, ...], what: str, s3=None) -> int:
     found = Path(folder).is_dir() if not is_remote(folder) else \
         any(_exists(folder, name, s3) for name in (GAIN_FILE, OFFSET_FILE))
     if not found:
+        # trial W: `--set fusion.flatfield=none` meant no correction, and read as a folder
+        off = folder.rstrip("/").rpartition("/")[2].lower() in ("none", "off", "false", "no")
         raise FlatfieldError(f"{what}: flatfield folder {folder} not found (expected "
-                             f"{GAIN_FILE} and {OFFSET_FILE} in it)")
+                             f"{GAIN_FILE} and {OFFSET_FILE} in it)"
+                             + ('; fusion.flatfield = "" turns the correction off' if off else ""))
     plane, depth = (int(size[1]), int(size[0])), int(size[2]) if len(size) > 2 else 0
     gain, offset = (_image(folder, name, what, s3) for name in (GAIN_FILE, OFFSET_FILE))
     shapes = [gain.shape, offset.shape]   # each file read once: its shape, then its values

@@ -325,6 +325,9 @@ def test_the_dry_run_refuses_a_flatfield_folder_the_run_refuses(small_acquisitio
         with pytest.raises(PipelineError, match=r"fusion.flatfield: flatfield folder .*no-fields not found"):
             plan(config)
     assert dry_run(load_job(job, ["fusion.flatfield=auto"])).refusal == ""   # estimated first
+    # trial W: "none" meant no correction
+    with pytest.raises(PipelineError, match='none not found .*; fusion.flatfield = "" turns the correction off'):
+        dry_run(load_job(job, ["fusion.flatfield=none"]))
 
 
 def test_the_dry_run_refuses_fields_on_a_project_as_the_run_does(tmp_path):
