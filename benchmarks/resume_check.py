@@ -39,7 +39,7 @@ def main() -> int:
     mib = sum(objects["nbytes"].to_pylist()) / 2**20
     for mode in ("size", "checksum"):
         began = time.perf_counter()
-        changed = confirm.changed_objects(plan, objects, store, mode)
+        changed = confirm.changed_objects(objects, store, store.sizes(), mode)
         seconds = time.perf_counter() - began
         print(f"{mode}: {count} objects ({mib:.1f} MiB stored), {seconds:.2f} s = "
               f"{seconds / count * 1e6:.1f} µs per object, {len(changed)} changed")

@@ -346,8 +346,8 @@ def _trusted(plan: ExportPlan, store: Store, beside: Store, stream: TextIO) -> R
         recorded = ledger.read_parts(beside, base, objects=True)
     assert recorded.objects is not None
     began = time.perf_counter()
-    changed = confirm.changed_objects(plan, recorded.objects, store, plan.resume_verify,
-                                      listed=confirm.resume_listing(store))
+    changed = confirm.changed_objects(recorded.objects, store, confirm.resume_listing(store),
+                                      plan.resume_verify)
     seconds = time.perf_counter() - began
     if not changed:
         return recorded

@@ -2,10 +2,11 @@
 
 A resume trusts the ledger's record of finished blocks, and a commit writes metadata over
 the recorded objects. Between runs (or while a store restarts) objects may vanish or be
-damaged, so both first confirm them: one listing with sizes per array prefix (not one
-request per object), and, with `resume.verify = "checksum"`, every recorded object read
-back and its crc32 compared. What does not match is named, and a resume runs its blocks
-again; the commit refuses rather than publish a dataset with holes.
+damaged, so both first confirm them: one listing of the whole container with sizes (not
+one request per object; it also shows what else the container holds), and, with
+`resume.verify = "checksum"`, every recorded object read back and its crc32 compared.
+What does not match is named, and a resume runs its blocks again; the commit refuses
+rather than publish a dataset with holes.
 """
 
 from __future__ import annotations
@@ -39,21 +40,11 @@ class Changed:
         return f"{self.key} (recorded {self.recorded} bytes, now {self.found})"
 
 
-def prefixes(plan: ExportPlan) -> list[str]:
-    """One listing prefix per array of the output (all of it for a root-level array)."""
-    paths = sorted({spec.path for spec in plan.output.arrays()})
-    if "" in paths:
-        return [""]
-    return [f"{p}/" for p in paths]
-
-
-def changed_objects(plan: ExportPlan, objects: pa.Table, store: Store, mode: str = "size",
-                    listed: dict[str, int] | None = None) -> list[Changed]:
-    """The written objects of `objects` (ledger rows) that are missing, of another size,
-    or (mode "checksum") of another crc32 than recorded. `listed` (key → size) saves the
-    listing when the caller has it."""
-    if listed is None:
-        listed = list_sizes(plan, store)
+def changed_objects(objects: pa.Table, store: Store, listed: dict[str, int],
+                    mode: str = "size") -> list[Changed]:
+    """The written objects of `objects` (ledger rows) that are missing from `listed` (the
+    container's listing, key → size), of another size, or (mode "checksum") of another
+    crc32 than recorded."""
     written = objects.filter(objects["written"]) if len(objects) else objects
     keys, sizes = written["key"].to_pylist(), written["nbytes"].to_pylist()
     changed = [Changed(k, n, listed.get(k)) for k, n in zip(keys, sizes) if listed.get(k) != n]
@@ -82,7 +73,7 @@ def check_before_commit(plan: ExportPlan, objects: pa.Table, store: Store) -> No
     """RunFailed, publishing nothing, unless the container holds every recorded object as
     recorded and nothing else but the metadata the commit writes: one listing of it all."""
     listed = store.sizes()   # the whole container: the objects' sizes, and anything else
-    changed = changed_objects(plan, objects, store, listed=listed)
+    changed = changed_objects(objects, store, listed)
     if changed:   # e.g. a store that lost objects while the run went on
         raise RunFailed(f"commit refused, nothing was published: {summary(changed, len(objects))}; "
                         f"run the same command again to compute them again")
@@ -99,13 +90,6 @@ def foreign_keys(listed: Iterable[str], objects: pa.Table, documents: set[str]) 
     (`objects`) nor metadata `documents` the commit writes: files this job did not write."""
     ours = set(objects["key"].to_pylist()) | documents
     return sorted(key for key in listed if key not in ours)
-
-
-def list_sizes(plan: ExportPlan, store: Store) -> dict[str, int]:
-    listed: dict[str, int] = {}
-    for prefix in prefixes(plan):
-        listed.update(store.sizes(prefix))
-    return listed
 
 
 def _crc(store: Store, key: str) -> int | None:
