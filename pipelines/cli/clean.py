@@ -57,7 +57,7 @@ def _clean(uri: str, overrides: list[str], remove: bool) -> int:
     uri, store, beside = open_output(uri, overrides)
     orphans = find_orphans(store, beside, uri)
     for orphan in orphans:
-        print(f"orphan: {orphan.name}  ({orphan.why})")
+        print(f"orphan: {orphan.where}  ({orphan.why})")
     parts = uncompacted_ledger(beside, uri)
     if parts:
         print(f"ledger: {parts}/ is not compacted; its parts are the only record of the "

@@ -27,9 +27,15 @@ class Orphan:
     """One thing a killed run left behind, as `tile-clean` lists it, and how to remove it."""
 
     owner: Store                 # the container's store or the one beside it
-    name: str                    # the key, or how a partial write is shown
+    name: str                    # the key, or how a partial write is shown (relative to owner)
     why: str
     partial: PartialWrite | None = None
+
+    @property
+    def where(self) -> str:
+        """The orphan as a user can paste it: its full path or URI (review of trial U:
+        keys relative to the container or its folder were shown)."""
+        return f"{self.owner.uri.rstrip('/')}/{self.name}"
 
     def remove(self) -> None:
         if self.partial is not None:
@@ -132,8 +138,12 @@ def _dead_lock(beside: Store, uri: str) -> list[Orphan]:
 def remove_orphans(store: Store, beside: Store, uri: str) -> int:
     """Remove exactly what `find_orphans` lists; returns how many (refused as it is)."""
     orphans = find_orphans(store, beside, uri)
+    ledger_root = Sidecars.of(uri).ledger_root
     for orphan in orphans:
         orphan.remove()
+        if orphan.partial is None and orphan.name.startswith(ledger_root):
+            # a run's emptied tasks/ folder, a superseded run's folder (trial U: left)
+            orphan.owner.remove_empty_folders(orphan.name, ledger_root)
     return len(orphans)
 
 

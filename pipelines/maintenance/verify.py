@@ -142,7 +142,7 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
     partial = partial_writes(store, beside, names)
     if partial:
         result.notes.append(f"{len(partial)} partial write(s) of a killed writer (e.g. "
-                            f"{partial[0].name}); tile-clean --remove removes them")
+                            f"{partial[0].where}); tile-clean --remove removes them")
     unread = unlooked_at(store, beside)   # after every listing, the records' included
     result.problems += unread
     if unreadable or unread:

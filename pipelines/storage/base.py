@@ -18,7 +18,8 @@ class PartialWrite:
     """What a killed writer left of one put: never visible under a key, but taking space."""
 
     key: str    # the object it was writing, relative to the store
-    name: str   # how to show it to a user (the temporary file, or the upload and its start)
+    name: str   # how to show it to a user, relative to the store (the temporary file's
+    # key, or the upload's key and its start)
     token: str  # what `remove_partial` needs (a temporary file's key, an upload id)
 
 
@@ -104,6 +105,10 @@ class Store(ABC):
     def remove_made_folders(self) -> None:  # noqa: B027  (optional: stores without folders)
         """Remove the folders `put_if_absent` created for its objects where they are empty
         now, deepest first (a lock released by a run that wrote nothing else)."""
+
+    def remove_empty_folders(self, key: str, below: str) -> None:  # noqa: B027  (optional: stores without folders)
+        """Remove the folders holding the deleted `key` that are empty now, deepest first,
+        up to but not including the folder `below` (a prefix of `key` ending in '/')."""
 
     @property
     def unreadable_folders(self) -> tuple[tuple[str, str], ...]:

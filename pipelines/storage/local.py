@@ -108,6 +108,16 @@ class LocalStore(Store):
                 break
         self.made_folders.clear()
 
+    def remove_empty_folders(self, key: str, below: str) -> None:
+        stop = self._path(below.rstrip("/")) if below.rstrip("/") else self.root
+        folder = self._path(key).parent
+        while stop in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:   # holds something else (or is gone): so do its parents
+                break
+            folder = folder.parent
+
     def delete_if_unchanged(self, key: str, expected: bytes) -> bool:
         # rename() moves one inode: of concurrent callers exactly one gets the object.
         path = self._path(key)

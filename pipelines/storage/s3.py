@@ -211,8 +211,9 @@ class S3Store(Store):
         uploads = [u for page in pages for u in page.get("Uploads", [])
                    if u["Key"].startswith(root + prefix)]
         return sorted((PartialWrite(u["Key"][len(root):],
-                                    f"{u['Key']} (multipart upload started {u['Initiated']})",
-                                    u["UploadId"]) for u in uploads), key=lambda p: p.name)
+                                    f"{u['Key'][len(root):]} (multipart upload started "
+                                    f"{u['Initiated']})", u["UploadId"]) for u in uploads),
+                      key=lambda p: p.name)
 
     @_bounded
     def remove_partial(self, partial: PartialWrite) -> None:

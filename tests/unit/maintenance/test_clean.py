@@ -60,8 +60,8 @@ def test_only_this_tools_temporary_names_are_orphans(committed):
     for path in killed + users:
         path.write_bytes(b"bytes")
     store, beside = LocalStore(out), beside_store(str(out))
-    listed = sorted(o.name for o in find_orphans(store, beside, str(out)))
-    assert listed == sorted([killed[0].relative_to(out).as_posix(), killed[1].name])
+    listed = sorted(o.where for o in find_orphans(store, beside, str(out)))
+    assert listed == sorted(str(p) for p in killed)   # full paths, to paste
     assert remove_orphans(store, beside, str(out)) == 2
     assert not any(p.exists() for p in killed) and all(p.exists() for p in users)
 
@@ -112,7 +112,7 @@ def test_on_s3_only_uploads_inside_the_dataset_or_its_records_are_aborted(s3_buc
     client.put_object(Bucket=bucket, Key="k/volume.job.json", Body=json.dumps(running).encode())
     s3 = S3Options(endpoint_url=endpoint)
     listed = find_orphans(open_store(uri, s3), beside_store(uri, s3), uri)
-    assert sorted(o.name.split(" ")[0] for o in listed) == sorted(ours)
+    assert sorted(o.where.split(" ")[0] for o in listed) == sorted(f"s3://{bucket}/{k}" for k in ours)
     assert clean_main([uri, "--remove", *overrides]) == 0
     left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert sorted(u["Key"] for u in left) == sorted(theirs)
@@ -164,6 +164,23 @@ def test_a_users_files_beside_the_ledgers_are_not_orphans(committed, capsys):
     out = capsys.readouterr().out
     assert "README.txt" not in out and "keep.txt" not in out and "removed 1 orphans" in out
     assert notes.exists() and kept.exists() and not superseded.exists()
+    # the superseded run's emptied folders went with it (trial U: left), the user's stay
+    assert not superseded.parent.parent.exists() and kept.parent.exists()
+
+
+def test_clean_names_orphans_as_full_paths_and_removes_the_tasks_folder_it_empties(committed, capsys):
+    """Trial U: orphans were named relative to the container or its folder (not something
+    to paste into ls or rm), and removing a committed run's staging records left its empty
+    tasks/ folder behind."""
+    record = json.loads((committed.parent / "out.job.json").read_text())
+    tasks = committed.parent / "out.job" / record["fingerprint"] / "tasks"
+    tasks.mkdir(parents=True, exist_ok=True)
+    staging = tasks / "0-0-0-0-0.0123456789ab.0.parquet"
+    staging.write_bytes(b"x")
+    assert clean_main([str(committed)]) == 0
+    assert f"orphan: {staging}  (staging record" in capsys.readouterr().out
+    assert clean_main([str(committed), "--remove"]) == 0
+    assert not tasks.exists() and tasks.parent.is_dir()   # the ledger itself stays
 
 
 @pytest.mark.parametrize("remove", [[], ["--remove"]])
@@ -199,6 +216,6 @@ def test_a_folder_clean_cannot_read_is_a_problem(committed, capsys, monkeypatch)
     monkeypatch.setattr(local_storage.os, "scandir", scandir)
     assert clean_main([str(committed)]) == 1
     out = capsys.readouterr().out
-    assert f"orphan: c0/{orphan.name}" in out
+    assert f"orphan: {orphan}  (partial write" in out
     assert f"problem: {committed}/c0/s0/0/ (Permission denied): cannot be read, so what it " \
            f"holds was not looked at" in out

@@ -221,7 +221,7 @@ def test_a_partial_write_left_by_a_kill_is_noted_not_a_problem(committed, capsys
     capsys.readouterr()
     assert verify_main([str(committed)]) == 0
     out = capsys.readouterr().out
-    assert "1 partial write(s) of a killed writer (e.g. c0/.attributes.json." in out
+    assert f"1 partial write(s) of a killed writer (e.g. {leftover})" in out
     assert "tile-clean --remove removes them" in out
 
 
