@@ -373,13 +373,20 @@ class S3Store(Store):
         Uses a client with few retries, so an unreachable endpoint fails in seconds.
         """
         probe = self._probe()
+        name = f".write-probe-{uuid.uuid4().hex}"
         try:
             probe._head_bucket()
-            name = f".write-probe-{uuid.uuid4().hex}"
             probe.put(name, b"")
-            probe.delete(name)
         except Exception as err:
             raise OutputError(f"{what}: {self.uri}: {self._explain(err)}") from None
+        try:   # the lock's release and --overwrite delete objects too
+            probe.delete(name)
+        except Exception as err:
+            # the probe stays in the container, where a later run would find a file it
+            # did not write: say so, with its name
+            raise OutputError(f"{what}: {self.uri}: objects can be written but not deleted "
+                              f"({self._explain(err)}); delete the probe object "
+                              f"{self.uri}/{name} once that is allowed") from None
 
     def check_reachable(self) -> None:
         """Prove the endpoint answers and the bucket exists (one HeadBucket, few retries)."""
@@ -394,9 +401,9 @@ class S3Store(Store):
 
     def _probe(self) -> S3Store:
         """This store with a client that retries little, for checks that must fail fast."""
-        return S3Store(self.bucket, self.prefix,
-                       replace(self.options, max_attempts=min(self.options.max_attempts,
-                                                              CHECK_MAX_ATTEMPTS)))
+        return type(self)(self.bucket, self.prefix,
+                          replace(self.options, max_attempts=min(self.options.max_attempts,
+                                                                 CHECK_MAX_ATTEMPTS)))
 
     def _explain(self, err: Exception) -> str:
         """What went wrong, in words a user can act on — never echoing credentials."""

@@ -222,6 +222,27 @@ def test_check_writable_passes_and_leaves_nothing(s3_bucket):
     assert list(store.list()) == []
 
 
+class DeleteDenied(S3Store):
+    def delete(self, key):
+        from botocore.exceptions import ClientError
+        raise ClientError({"Error": {"Code": "AccessDenied"}}, "DeleteObject")
+
+
+def test_check_writable_names_the_probe_it_could_not_delete(s3_bucket):
+    """A bucket that lets objects be written but not deleted left the probe in the
+    container without a word, where a later run finds a file it did not write."""
+    endpoint, bucket = s3_bucket
+    store = DeleteDenied(bucket, "x.n5", S3Options(endpoint_url=endpoint))
+    with pytest.raises(OutputError) as err:
+        store.check_writable()
+    left = list(make_store(endpoint, bucket, "x.n5").list())
+    assert len(left) == 1 and left[0].startswith(".write-probe-")
+    assert str(err.value) == (f"output.uri: s3://{bucket}/x.n5: objects can be written but not "
+                              f"deleted (access denied (check the AWS credentials/profile)); "
+                              f"delete the probe object s3://{bucket}/x.n5/{left[0]} once that "
+                              f"is allowed")
+
+
 def test_check_writable_names_a_missing_bucket(moto_server):
     with pytest.raises(OutputError) as err:
         make_store(moto_server, "no-such-bucket", "x.n5").check_writable()
