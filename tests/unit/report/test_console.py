@@ -126,7 +126,7 @@ def test_rates_and_ratios_count_what_the_blocks_computed_not_empty_space(tmp_pat
     from pipelines.plan.dryrun import dry_run
     paper = dry_run(config)   # the dry run counts the same
     assert (paper.computed_bytes, paper.uncompressed_bytes) == (result.computed_bytes, result.volume_bytes)
-    assert "computed by the blocks (the arrays span" in paper.lines()[3]
+    assert any("computed by the blocks (the arrays span" in line for line in paper.lines()), paper.lines()
 
 
 def test_an_output_the_tiles_fill_reports_as_before(tmp_path, small_acquisition):
