@@ -44,7 +44,27 @@ def read_tile_jsons(rows, s3=None) -> tuple[tuple[TileSet, ...], ...]:
     """The tile JSONs of every timepoint's channels (`read_tile_json`); one that is
     missing is named with the job-file key that lists it."""
     key = "input.timepoints" if len(rows) > 1 else "input.tiles"
-    return tuple(tuple(read_tile_json(p, s3, key) for p in row) for row in rows)
+    sets = tuple(tuple(read_tile_json(p, s3, key) for p in row) for row in rows)
+    _each_file_in_one_json(sets, key)
+    return sets
+
+
+def _each_file_in_one_json(sets: tuple[tuple[TileSet, ...], ...], key: str) -> None:
+    """Refuse two tile JSONs (channels, timepoints) that read one file: a copy of a JSON
+    listed as another channel exported the same pixels twice without a word (trial V;
+    the same JSON listed twice is refused in `config.inputs`, two tiles of one JSON in
+    `_check_consistent`)."""
+    reading: dict[tuple[str, str], str] = {}
+    for row in sets:
+        for tile_set in row:
+            for t in tile_set:
+                name = (t.path if "://" in t.path else os.path.normpath(t.path), t.dataset)
+                other = reading.setdefault(name, tile_set.source)
+                if other != tile_set.source:
+                    raise TileError(f"{key}: {other} and {tile_set.source} both read "
+                                    f"{t.path}{f' ({t.dataset})' if t.dataset else ''}: "
+                                    f"each channel of each timepoint needs its own tile "
+                                    f"files (a copy of a JSON listed as another one?)")
 
 
 def read_tile_json(path: str | os.PathLike, s3=None, key: str = "input.tiles") -> TileSet:

@@ -38,12 +38,16 @@ def test_non_finite_voxels_leave_every_document_standard_json(tmp_path, fmt):
     acq = tmp_path / "acq"
     make_acquisition(acq, grid=(2, 1, 1), tile=(40, 32, 8), jitter=0.0, seed=2, truth=False,
                      tile_type="GRAY32")
-    shutil.copy(acq / "tiles.json", acq / "other.json")   # a second channel, the same tiles
     tile = acq / "tiles" / "tile-0000.tif"
     pixels = tifffile.imread(tile)
     finite = pixels.copy()
     pixels[2, 3, 4], pixels[3, 4, 5], pixels[4, 5, 6] = np.inf, -np.inf, np.nan
     tifffile.imwrite(tile, pixels)
+    # a second channel: the same pixels in files of its own
+    shutil.copytree(acq / "tiles", acq / "other")
+    doc = json.loads((acq / "tiles.json").read_text())
+    (acq / "other.json").write_text(json.dumps(
+        [{**tile, "file": tile["file"].replace("tiles/", "other/")} for tile in doc]))
     job = write_job(tmp_path / "job.toml", "", str(tmp_path / "out"),
                     extra=f'format = "{fmt}"\ndtype = "float32"\n')
     text = job.read_text().replace('tiles = ""', f'tiles = ["{acq / "tiles.json"}", "{acq / "other.json"}"]')

@@ -257,3 +257,27 @@ def test_a_2d_tile_json_of_two_numbers_per_field_reads_as_one_slice(tmp_path):
     with pytest.raises(TileError, match=r"field 'position' must be three numbers \[x, y, z\] \(two, "
                                         r"\[x, y\], for a 2D tile whose 'size' is \[x, y\] too\)"):
         read_tile_json(tmp_path / "tiles.json")
+
+
+def test_two_tile_jsons_reading_one_file_are_refused_naming_both(tmp_path):
+    """Trial V: a copy of a channel's JSON (same tile files) listed as a second channel or
+    timepoint exported one channel's pixels twice without a word."""
+    from pipelines.errors import TileError
+    from pipelines.tiles import read_tile_jsons
+
+    def tiles(name, files):
+        doc = [{"index": i, "file": f, "position": [4 * i, 0, 0], "size": [4, 3, 2],
+                "type": "GRAY8"} for i, f in enumerate(files)]
+        (tmp_path / name).write_text(json.dumps(doc))
+        return str(tmp_path / name)
+
+    ch0 = tiles("ch0.json", ["a.tif", "b.tif"])
+    copy = tiles("copy.json", ["c.tif", "sub/../b.tif"])   # the same file, spelt otherwise
+    with pytest.raises(TileError, match=r"^input.tiles: .*ch0.json and .*copy.json both read "
+                                        r".*b.tif: each channel of each timepoint needs its "
+                                        r"own tile files"):
+        read_tile_jsons([[ch0, copy]])
+    with pytest.raises(TileError, match=r"^input.timepoints: .*ch0.json and .*copy.json both"):
+        read_tile_jsons([[ch0], [copy]])
+    ch1 = tiles("ch1.json", ["c.tif", "d.tif"])
+    assert [len(s) for s in read_tile_jsons([[ch0, ch1]])[0]] == [2, 2]
