@@ -56,6 +56,9 @@ def test_clean_refuses_while_a_live_job_holds_the_lock(tmp_path, small_acquisiti
     partial.write_bytes(b"being written right now")
     live = {"host": socket.gethostname(), "pid": os.getpid()}   # this process: alive
     (tmp_path / "out.job.lock").write_text(json.dumps(live))
+    with pytest.raises(OutputError, match="a job has just started writing it"):   # no record yet
+        remove_orphans(LocalStore(out), beside_store(str(out)), str(out))
+    (tmp_path / "out.job.json").write_text(json.dumps({"status": "running", "fingerprint": "0" * 32}))
     with pytest.raises(OutputError, match="being written by another job"):
         remove_orphans(LocalStore(out), beside_store(str(out)), str(out))
     assert partial.exists()
