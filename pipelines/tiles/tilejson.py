@@ -54,17 +54,16 @@ def _each_file_in_one_json(sets: tuple[tuple[TileSet, ...], ...], key: str) -> N
     listed as another channel exported the same pixels twice without a word (trial V;
     the same JSON listed twice is refused in `config.inputs`, two tiles of one JSON in
     `_check_consistent`)."""
-    reading: dict[tuple[str, str], str] = {}
+    reading: dict[str, str] = {}
     for row in sets:
         for tile_set in row:
             for t in tile_set:
-                name = (t.path if "://" in t.path else os.path.normpath(t.path), t.dataset)
+                name = t.path if "://" in t.path else os.path.normpath(t.path)
                 other = reading.setdefault(name, tile_set.source)
                 if other != tile_set.source:
                     raise TileError(f"{key}: {other} and {tile_set.source} both read "
-                                    f"{t.path}{f' ({t.dataset})' if t.dataset else ''}: "
-                                    f"each channel of each timepoint needs its own tile "
-                                    f"files (a copy of a JSON listed as another one?)")
+                                    f"{t.path}: each channel of each timepoint needs its "
+                                    f"own tile files (a copy of a JSON listed as another one?)")
 
 
 def read_tile_json(path: str | os.PathLike, s3=None, key: str = "input.tiles") -> TileSet:
