@@ -259,8 +259,11 @@ def compact(beside: Store, base: str, objects: pa.Table) -> str:
     pq.write_table(objects.cast(SCHEMA), buffer)
     target = f"{base}/{OBJECTS}"
     beside.put(target, buffer.getvalue())
-    for key in list(beside.list(f"{base}/{PARTS}/")):
+    parts = list(beside.list(f"{base}/{PARTS}/"))
+    for key in parts:
         beside.delete(key)
+    if parts:   # the staging folder they leave empty goes too (trial X: left after every commit)
+        beside.remove_empty_folders(parts[0], f"{base}/")
     return target
 
 

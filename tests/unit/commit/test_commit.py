@@ -367,7 +367,8 @@ def test_clean_lists_and_removes_what_a_killed_run_left(tmp_path, small_acquisit
     (out / "c0/s0/0/0" / partial).write_bytes(b"half a chunk")              # killed writer
     record = json.loads((tmp_path / "out.job.json").read_text())
     stale = tmp_path / f"out.job/{record['fingerprint']}/tasks/0-0-9-9-9.0123456789ab.0.parquet"
-    stale.parent.mkdir(parents=True, exist_ok=True)
+    assert not stale.parent.exists()   # the commit's compaction left no empty tasks/ (trial X)
+    stale.parent.mkdir(parents=True)
     stale.write_text("{}")                                                   # never compacted
     (tmp_path / "out.job.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 4321}))
     before = {p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".partial")}
