@@ -33,8 +33,8 @@ class Orphan:
 
     @property
     def where(self) -> str:
-        """The orphan as a user can paste it: its full path or URI (review of trial U:
-        keys relative to the container or its folder were shown)."""
+        """The orphan as a user can paste it: its path (as the output was given) or URI
+        (trial U: keys relative to the container or its folder were shown)."""
         return f"{self.owner.uri.rstrip('/')}/{self.name}"
 
     def remove(self) -> None:
