@@ -66,7 +66,9 @@ def parse_choice(table: dict, section: str, key: str, options: tuple, where: str
         hint = difflib.get_close_matches(str(value), options, n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(
-            f"{where}{section}.{key}: expected one of {', '.join(options)}, found {value!r}{extra}"
+            # "" (none) shown quoted, not as an empty item (trial X: "one of , attosecond")
+            f"{where}{section}.{key}: expected one of "
+            f"{', '.join(repr(o) if o == '' else str(o) for o in options)}, found {value!r}{extra}"
         )
     return value
 

@@ -147,7 +147,9 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
     raise PlanError(
         f"block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
         f"voxels) needs about {_mib(needed)} but limits.task_memory is {_mib(budget)}"
-        + (f" (limits.tile_cache takes {tile_cache / 2**20:.0f} MiB of it)" if tile_cache else "")
+        # the cache is part of what the block needs (trial X: "takes 256 MiB of it" of a
+        # budget of 1 MiB)
+        + (f" (of that, limits.tile_cache is {_mib(tile_cache)})" if tile_cache else "")
         + "; use a smaller output.block or output.chunks, "
         + ("lower limits.tile_cache, " if tile_cache else "")   # trial M: the cache alone can be too much
         + "or raise limits.task_memory (and the executors' memory with it)")

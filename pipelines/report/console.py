@@ -165,6 +165,7 @@ def export_report(result: ExportResult) -> str:
     export_seconds = result.run_seconds - stitching - sum(result.corrections.values())
     rate = mb / export_seconds if export_seconds > 0 else 0.0
     ratio = computed / s.bytes_written if s.bytes_written else float("inf")
+    precision = 0 if mb >= 10 else 2   # a small export is not "0 MiB" (trial X)
     empty = (f"; the arrays span {result.volume_bytes / 2**20:.0f} MiB, the rest left empty as "
              f"no tile reaches it" if computed < 0.99 * result.volume_bytes else "")
     lines = [
@@ -176,8 +177,10 @@ def export_report(result: ExportResult) -> str:
         f"time:     {export_seconds:.1f} s for {_what_ran(result)}"
         f"{_stitching_part(result.stitching, stitching)}{_corrections_part(result.corrections)} "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); " + (
-            f"{rate:.1f} MiB/s of {mb:.0f} MiB uncompressed output{empty}" if not result.resumed else
-            f"{mb:.0f} MiB uncompressed output (no MiB/s: an earlier run computed part of it)"
+            f"{rate:.1f} MiB/s of {mb:.{precision}f} MiB uncompressed output{empty}"
+            if not result.resumed else
+            f"{mb:.{precision}f} MiB uncompressed output (no MiB/s: an earlier run computed "
+            f"part of it)"
             f"{empty}"),
         f"spark:    master {result.master}",
         f"open it:  {open_command(result)}",
