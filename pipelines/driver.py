@@ -352,9 +352,12 @@ def _trusted(plan: ExportPlan, store: Store, beside: Store, stream: TextIO) -> R
     if not changed:
         return recorded
     dropped = ledger.drop_parts_holding(beside, base, {c.key for c in changed})
+    # a part records a task's blocks together, so all of them run again (trial X: "the 16
+    # blocks that wrote them" for one changed object)
     stream.write(f"resume: {confirm.summary(changed, len(recorded.objects))}; the "
-                 f"{sum(dropped.values())} blocks that wrote them (and the later levels "
-                 f"above them) run again ({plan.resume_verify} check: {seconds:.1f} s)\n")
+                 f"{sum(dropped.values())} blocks recorded with them (the ledger parts of "
+                 f"their tasks, and of the later levels above them) run again "
+                 f"({plan.resume_verify} check: {seconds:.1f} s)\n")
     return ledger.read_parts(beside, base, objects=False)
 
 
