@@ -12,7 +12,6 @@ check runs before the first task.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -21,11 +20,11 @@ from typing import TextIO
 
 import numpy as np
 
-from pipelines import __version__
 from pipelines.config import JobConfig
 from pipelines.config.illumination import AUTO
 from pipelines.execute.executor import Batch, Executor
 from pipelines.geometry import Box
+from pipelines.illumination import matched
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.estimate import (
     Binning,
@@ -36,7 +35,6 @@ from pipelines.illumination.estimate import (
 )
 from pipelines.illumination.fields import (
     FlatfieldError,
-    fields_digest,
     has_fields,
     plane_at,
     unchecked_offset,
@@ -46,7 +44,6 @@ from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import (
     PROJECT_FLATFIELD,
     flatfield_folders,
-    intensity_paths,
     with_estimated_flatfield,
     write_coefficients,
 )
@@ -61,14 +58,11 @@ from pipelines.illumination.tasks import (
 from pipelines.plan import read_tiles
 from pipelines.registration import find_pairs
 from pipelines.registration.pairs import PairOptions
-from pipelines.registration.reuse import digest as reuse_digest
 from pipelines.report.pictures import projections_png
 from pipelines.report.progress import Progress
-from pipelines.storage.documents import json_if_readable, read_bytes
 from pipelines.storage.probe import check_writable_beside
 from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
-from pipelines.tiles.identity import file_identities
 
 MIN_TILES = 6     # a channel with fewer tiles has too few samples per pixel to estimate from
 MAX_TASKS = 64    # statistics tasks per channel: bounds what the driver collects
@@ -225,18 +219,16 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
     returns the seconds that took (0 when every channel's were reused)."""
     began: float | None = None   # when the first channel's measuring began
     s3 = config.s3_options()
-    tiles = read_tiles(config, s3)[0]
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
-    paths = intensity_paths(config, tiles)
-    check_writable_beside(list(paths), "intensity matching's coefficients", s3)
-    for c, (tileset, path) in enumerate(zip(tiles, paths)):
+    channels = matched.channels(config, read_tiles(config, s3)[0], correction)
+    check_writable_beside([path for _, _, path, _ in channels],
+                          "intensity matching's coefficients", s3)
+    for c, tileset, path, fingerprint in channels:
         named = uri_name(config.inputs[0][0] if config.is_project else config.inputs[0][c])
         if config.is_project:
             named += f" (channel {tileset.channel_id})"
-        fingerprint = _matching_fingerprint(config.inputs[0][0 if config.is_project else c],
-                                            tileset, correction.folder(c), s3)
-        if _matched_already(path, fingerprint, s3):
+        if matched.matched_already(path, fingerprint, s3):
             stream.write(f"intensities of {named}: reused ({path})\n")
             continue
         if began is None:   # Spark's start-up is counted apart, not as matching (review G)
@@ -263,28 +255,6 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
         if spread:
             stream.write(f"warning: intensities of {named}: {spread}\n")
     return time.perf_counter() - began if began is not None else 0.0
-
-
-def _matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3) -> str:
-    """A digest of what decides one channel's coefficients: its tile JSON's (or project's)
-    text, which tiles it holds (a project's views: which container and array each tile
-    number reads, as `input.views` selects them: trial K reused one selection's
-    coefficients for another), its tile files' identities (`tiles.identity`), the fields
-    it is measured through and the package version. The same digest: the same
-    coefficients."""
-    essentials = {"version": __version__, "json": reuse_digest(read_bytes(tile_json, s3)),
-                  "views": [(t.index, t.path, t.dataset) for t in tiles],
-                  "tiles": file_identities(sorted({t.path for t in tiles}), s3),
-                  "fields": fields_digest(fields, s3) if fields else ""}
-    return reuse_digest(json.dumps(essentials, sort_keys=True, default=str).encode())
-
-
-def _matched_already(path: str, fingerprint: str, s3) -> bool:
-    """Whether the coefficients at `path` were matched from what `fingerprint` digests
-    (a rerun of an export with intensity matching: trial I measured every pair again)."""
-    doc = json_if_readable(path, s3)   # unreadable, missing or damaged: matched again
-    kept = doc.get("reuse") if isinstance(doc, dict) else None
-    return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint
 
 
 GAIN_SPREAD = 4.0   # gains further apart than this are more likely misplaced tiles than light

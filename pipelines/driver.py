@@ -40,6 +40,7 @@ from pipelines.errors import (
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
+from pipelines.illumination.matched import intensities_reused
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, growth_warning, make_plan
 from pipelines.plan.tasks import quiet_collector
 from pipelines.registering import StitchResult, stitch, stitching_checks
@@ -153,14 +154,17 @@ def _check_before_work(config: JobConfig, overwrite: bool,
     known = registration
     if config.stitching.enabled and known is None:
         known = stitching_checks(config, stitching.registration_target(config))
-    at = plan
+    at, placed = plan, config
     if known is not None and known.earlier is not None:
-        at = make_plan(replace(known.earlier.stitched(config), intensity="none"),
-                       check_files=False, tile_files=plan.tile_files)
+        placed = known.earlier.stitched(config)
+        at = make_plan(replace(placed, intensity="none"), check_files=False,
+                       tile_files=plan.tile_files)
     store, beside = _output_location(config, plan)
     # [flatfield] enabled estimates the fields anew every run: minutes before it can tell
     # (review H), so a committed output is refused before that work, as with a registration
-    made_anew = config.estimate_flatfield or (known is not None and known.earlier is None)
+    # or intensities to be matched anew (trial X)
+    made_anew = config.estimate_flatfield or (known is not None and known.earlier is None) \
+        or not intensities_reused(placed, at.tiles[0])
     preflight(at, store, beside, overwrite, positions_known=not made_anew)
     return _Checked(plan.tile_files, known)
 

@@ -164,14 +164,9 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
         if not settings_known and not positions_known and changed is not None \
                 and "tile_files" not in changed \
                 and record.get("output_settings") == output_settings(plan):
-            # before a registration or flatfield estimation that is not reused, which
-            # decides the rest (trial L)
-            return OutputError(
-                f"output.uri: {store.uri} already holds a committed dataset of these tile "
-                f"files and output settings ({key}); this run would register the tiles or "
-                f"estimate their fields anew first, so whether it is this job's cannot be "
-                f"told before that work: nothing to do if they are as they were (tile-verify "
-                f"checks the dataset); pass --overwrite to make them and export again")
+            # before a registration, flatfield estimation or intensity matching that is
+            # not reused, which decides the rest (trial L)
+            return made_anew_refusal(store.uri, key, "of these tile files and output settings ")
     if record.get("status") == "committed" and changed_parts(record, plan) is None:
         # trial T: a scheduler's resubmission after an upgrade was told only to choose
         return OutputError(
@@ -181,6 +176,18 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
             f"again, or choose another output.uri")
     return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}); "
                        f"choose another output.uri, or pass --overwrite to replace it")
+
+
+def made_anew_refusal(uri: str, key: str, which: str = "") -> OutputError:
+    """The refusal of a committed output (`key` its metadata) before work that decides
+    whether it is this job's: a registration, flatfield estimation or intensity matching
+    that is not reused; `which` says what is known to be the same."""
+    return OutputError(
+        f"output.uri: {uri} already holds a committed dataset {which}({key}); this run would "
+        f"register the tiles, estimate their fields or match their intensities anew first, "
+        f"so whether it is this job's cannot be told before that work: nothing to do if "
+        f"they are as they were (tile-verify checks the dataset); pass --overwrite to make "
+        f"them and export again")
 
 
 def _metadata_keys(output: OutputSpec) -> list[str]:
@@ -204,13 +211,15 @@ def _foreign_files(uri: str, leftover: str) -> OutputError:
                        f"job (e.g. {leftover}); remove them or choose another output.uri")
 
 
-def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False) -> tuple[str, str]:
+def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False,
+                   anew: bool = False) -> tuple[str, str]:
     """The dry run's look at the output, read only: what it holds, as a line for the
     plan, and the refusal the real run (with `overwrite` or not) would stop with there
     whatever the tiles ('' for none: whether a dataset is this job's takes the tile
-    files, which the dry run does not open). An S3 endpoint is given a few seconds: a
-    plan made away from the cluster says it could not look instead of waiting out the
-    job's bound."""
+    files, which the dry run does not open); `anew`: the run registers, estimates fields
+    or matches intensities anew first, so it refuses any committed dataset (trial X). An
+    S3 endpoint is given a few seconds: a plan made away from the cluster says it could
+    not look instead of waiting out the job's bound."""
     if s3 is not None:
         s3 = replace(s3, max_attempts=2, request_timeout=min(s3.request_timeout, 5.0))
     try:
@@ -231,6 +240,8 @@ def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False) -> t
         if overwrite:
             return "", str(_not_ours_to_replace(uri, store, leftover))
         return "", str(_foreign_dataset(uri, metadata) if metadata else _foreign_files(uri, leftover))
+    if record.get("status") == "committed" and anew and not overwrite:
+        return "", str(made_anew_refusal(uri, metadata or "its metadata"))
     if record.get("status") == "committed":
         return ("output:   holds a committed dataset of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run says nothing to do if it is "

@@ -17,6 +17,7 @@ import numpy as np
 from pipelines.config import JobConfig
 from pipelines.errors import PlanError
 from pipelines.geometry import Vec
+from pipelines.illumination.matched import intensities_reused
 from pipelines.illumination.plan import (
     check_planned_fields,
     planned_field_bytes,
@@ -59,6 +60,7 @@ class DryRun:
     registered: str = ""                       # [stitching] reused: the refined file planned from
     dataset: str = ""                          # where it goes, its format, layout, type, codec
     output: str = ""                           # what the output holds (`output.look_at_output`)
+    anew: bool = False                         # registers, estimates fields or matches anew first
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -96,6 +98,7 @@ def dry_run(config: JobConfig) -> DryRun:
     tiles, pairs, registered = None, None, ""
     if config.stitching.enabled:   # trial J: planned at the stage positions when reused too
         tiles, pairs, registered, config = _registration(config)
+    registers = tiles is not None or pairs is not None   # not reused: placed or measured
     if tiles is None:
         tiles = read_tiles(config, config.s3_options())
     first = tiles[0][0]
@@ -105,6 +108,9 @@ def dry_run(config: JobConfig) -> DryRun:
     itemsize = np.dtype(output.base.dtype).itemsize
     voxels = sum(int(np.prod(shape, dtype=object)) for shape in output.shapes)
     check_planned_fields(config, tiles[0])
+    # work before which the run cannot tell a committed output is this job's (trial X:
+    # the dry run passed what the run then refused), as `driver._check_before_work` decides
+    anew = config.estimate_flatfield or registers or not intensities_reused(config, tiles[0])
     applied = with_estimated_flatfield(config)   # the fields the export will apply
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
                                corrected=bool(applied.flatfield) or config.intensity == "match",
@@ -122,7 +128,7 @@ def dry_run(config: JobConfig) -> DryRun:
                   computed * itemsize, memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   pairs, refusal, config.task_memory, growth_warning(computed, tiles), registered,
-                  _dataset(output))
+                  _dataset(output), anew=anew)
 
 
 def _dataset(output: OutputSpec) -> str:

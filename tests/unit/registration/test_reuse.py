@@ -513,7 +513,8 @@ def test_a_finished_stitching_job_run_again_says_there_is_nothing_to_do(tmp_path
         run(tmp_path, acq, "first")
     with pytest.raises(OutputError, match=r"already holds a committed dataset of these tile files "
                                           r"and output settings .*; this run would register the "
-                                          r"tiles or estimate their fields anew first"):
+                                          r"tiles, estimate their fields or match their "
+                                          r"intensities anew first"):
         run(tmp_path, acq, "first", "stitching.force=true")
     assert report.read_bytes() == written
     with pytest.raises(OutputError, match=r"already holds a committed dataset \(.*\); choose another"):
@@ -541,8 +542,23 @@ def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys
     # review H: [flatfield] enabled estimates anew every run; refused before that work
     fields = {p: p.stat().st_mtime_ns for p in (acq / "tiles-flatfield").iterdir()}
     assert main([str(job), "--set", "spark.master=local[1]", "--set", "flatfield.enabled=true"]) == 2
-    assert "estimate their fields anew first" in capsys.readouterr().err
+    assert "estimate their fields or match their intensities anew first" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in (acq / "tiles-flatfield").iterdir()} == fields
+    # trial X: the dry run passed it (exit 0) where the run refuses; it refuses alike
+    assert main([str(job), "--dry-run", "--set", "flatfield.enabled=true"]) == 2
+    assert "estimate their fields or match their intensities anew first" in capsys.readouterr().err
+    assert main([str(job), "--dry-run"]) == 0 and "holds a committed dataset" in capsys.readouterr().out
+    # trial X: coefficients to be matched anew (here: their file no longer says what they
+    # were matched from) were matched and their file rewritten before the refusal
+    [coefficients] = acq.glob("*intensity*.json")
+    document = json.loads(coefficients.read_text())
+    document["reuse"]["fingerprint"] = "0" * 32
+    coefficients.write_text(json.dumps(document))
+    edited = coefficients.read_bytes()
+    for dry in ([], ["--dry-run"]):
+        assert main([str(job), "--set", "spark.master=local[1]", *dry]) == 2
+        assert "match their intensities anew first" in capsys.readouterr().err
+    assert coefficients.read_bytes() == edited
 
 
 def test_a_record_of_other_settings_is_named_when_it_is_not_resumed(tmp_path, six_tiles):

@@ -1,0 +1,68 @@
+"""Whether intensity coefficients on disk can be reused: what decides a channel's
+coefficients, digested, against the digest their file keeps (`corrections.match_intensities`
+measures only the channels whose digests differ; the checks before an export's work ask
+the same question without measuring)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pipelines import __version__
+from pipelines.config import JobConfig
+from pipelines.illumination.correct import Correction
+from pipelines.illumination.fields import fields_digest
+from pipelines.illumination.plan import flatfield_folders, intensity_paths
+from pipelines.storage.documents import json_if_readable, read_bytes
+from pipelines.tiles import TileSet
+from pipelines.tiles.identity import file_identities
+
+
+def intensities_reused(config: JobConfig, tiles: tuple[TileSet, ...]) -> bool:
+    """Whether `match_intensities` would reuse every channel's coefficients of `tiles` (the
+    first timepoint's tile sets; True when the job matches none): the checks before an export's work refuse a committed output when
+    they are to be measured anew, as when a registration is (trial X: they were measured
+    and their file rewritten, then the committed output refused)."""
+    if config.intensity != "match":
+        return True
+    s3 = config.s3_options()
+    return all(matched_already(path, fingerprint, s3) for _, _, path, fingerprint
+               in channels(config, tiles, Correction(flatfield_folders(config))))
+
+
+def channels(config: JobConfig, tiles: tuple[TileSet, ...], correction: Correction
+             ) -> list[tuple[int, TileSet, str, str]]:
+    """Per channel of the first timepoint (`tiles`): its number, tiles, coefficients' path
+    and the fingerprint of what decides them (`matching_fingerprint`)."""
+    s3 = config.s3_options()
+    return [(c, tileset, path, matching_fingerprint(
+                config.inputs[0][0 if config.is_project else c], tileset, correction.folder(c), s3))
+            for c, (tileset, path) in enumerate(zip(tiles, intensity_paths(config, tiles)))]
+
+
+def matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3) -> str:
+    """A digest of what decides one channel's coefficients: its tile JSON's (or project's)
+    text, which tiles it holds (a project's views: which container and array each tile
+    number reads, as `input.views` selects them: trial K reused one selection's
+    coefficients for another), its tile files' identities (`tiles.identity`), the fields
+    it is measured through and the package version. The same digest: the same
+    coefficients."""
+    essentials = {"version": __version__, "json": _sha256(read_bytes(tile_json, s3)),
+                  "views": [(t.index, t.path, t.dataset) for t in tiles],
+                  "tiles": file_identities(sorted({t.path for t in tiles}), s3),
+                  "fields": fields_digest(fields, s3) if fields else ""}
+    return _sha256(json.dumps(essentials, sort_keys=True, default=str).encode())
+
+
+def matched_already(path: str, fingerprint: str, s3) -> bool:
+    """Whether the coefficients at `path` were matched from what `fingerprint` digests
+    (a rerun of an export with intensity matching: trial I measured every pair again)."""
+    doc = json_if_readable(path, s3)   # unreadable, missing or damaged: matched again
+    kept = doc.get("reuse") if isinstance(doc, dict) else None
+    return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint
+
+
+def _sha256(data: bytes) -> str:
+    # the digests coefficients files keep (hex sha256, as `registration.reuse.digest`,
+    # which this package may not import: registration imports illumination)
+    return hashlib.sha256(data).hexdigest()
