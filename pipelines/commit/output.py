@@ -174,7 +174,10 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
             f"of this tool ({key}), whose job record does not tell whether it is this job's: "
             f"nothing to do if it is (tile-verify checks it); pass --overwrite to export it "
             f"again, or choose another output.uri")
-    return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}); "
+    # how it differs, where the plan is what the run exports or at its positions (trial X:
+    # a touched tile file was refused without saying that was the difference)
+    how = f" {_how_it_differs(record, plan)}" if settings_known or positions_known else ""
+    return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}){how}; "
                        f"choose another output.uri, or pass --overwrite to replace it")
 
 

@@ -86,7 +86,8 @@ def test_a_committed_dataset_stays_as_it_is_when_its_tiles_change(tmp_path, acqu
     out = tmp_path / "out"
     committed = files_under(out)
     for stop, message in ((AlreadyDone, r"already holds this job's committed dataset"),  # untouched
-                          (OutputError, "already holds a committed dataset")):   # a tile replaced
+                          (OutputError, r"already holds a committed dataset \(.*\) made before "
+                                        r"the tile files changed; choose another")):   # a tile replaced
         with pytest.raises(stop, match=message):
             export_local(config)
         assert files_under(out) == committed

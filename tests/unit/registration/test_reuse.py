@@ -517,7 +517,8 @@ def test_a_finished_stitching_job_run_again_says_there_is_nothing_to_do(tmp_path
                                           r"intensities anew first"):
         run(tmp_path, acq, "first", "stitching.force=true")
     assert report.read_bytes() == written
-    with pytest.raises(OutputError, match=r"already holds a committed dataset \(.*\); choose another"):
+    with pytest.raises(OutputError, match=r"already holds a committed dataset \(.*\) with other "
+                                          r"settings; choose another"):
         run(tmp_path, acq, "first", "output.chunks=[32, 32, 8]")
 
 
