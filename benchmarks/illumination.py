@@ -212,7 +212,9 @@ def main() -> int:
                         help="only draw docs/illumination-demo.png from make demo's stitched tile JSON")
     args = parser.parse_args()
     if args.demo:
-        demo_picture(args.demo, ROOT / "docs" / "illumination-demo.png")
+        target = ROOT / "docs" / "illumination-demo.png"
+        demo_picture(args.demo, target)
+        print(f"wrote {target} (the README's picture, tracked by git)")   # trial X: silent
         return 0
     spark = bench_session(args.master, "illumination")
     bench = ROOT / "data" / "bench"
