@@ -120,10 +120,14 @@ def _blame_override(message: str, prefix: str, overrides: list[str] | tuple[str,
     """A message about a key the command line set names `--set`, not the job file, whose
     value was replaced (e.g. `--set stitching.search=-1`)."""
     rest = message.removeprefix(prefix)
+    # a message about two keys together names both first: "output.time_interval,
+    # output.time_unit: …" (trial X: blamed on the job file when --set gave the second)
+    named = [k.strip() for k in rest.partition(":")[0].split(",")] if ", " in rest.partition(":")[0] else [rest]
     for item in overrides:
         key = item.partition("=")[0].strip()
         # the key, or one of its sub-keys (`output.codec.level` of `--set output.codec=…`)
-        if message.startswith(prefix) and rest.startswith(key) and rest[len(key):][:1] in (":", " ", "[", "."):
+        if message.startswith(prefix) and any(
+                text.startswith(key) and text[len(key):][:1] in ("", ":", " ", "[", ".") for text in named):
             return f"--set {rest}"
     return message
 

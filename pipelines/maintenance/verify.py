@@ -67,7 +67,10 @@ def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
             raise ConfigError(f"--set {item.partition('=')[0].strip()}: only s3.KEY=VALUE "
                               f"settings apply here (the output is {uri})")
         apply_override(raw, item)
-    config = build_config(raw)
+    try:
+        config = build_config(raw)
+    except ConfigError as e:   # an s3 value comes from --set (trial X: named without it)
+        raise ConfigError(f"--set {e}" if str(e).startswith("s3.") else str(e)) from None
     s3 = S3Options(**dict(config.s3))
     store = open_store(config.output.uri, s3)
     store.check_reachable()   # one line for storage that is down, not a botocore traceback

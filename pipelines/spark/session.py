@@ -85,7 +85,9 @@ def session(config: JobConfig) -> SparkSession:
         if key not in submitted:
             builder = builder.config(key, value)
         elif key != "spark.master" and submitted[key] != value:   # values are strings here
-            print(f"note: {key} = {submitted[key]} from spark-submit, not the job file's "
+            # the job's value may come from its file or from --set (trial X: "the job
+            # file's" for a --set value)
+            print(f"note: {key} = {submitted[key]} from spark-submit, not the job's "
                   f"{value}", file=sys.stderr)
     builder = builder.config("spark.ui.showConsoleProgress", "false")  # we print our own
     if not under_spark_submit() and DRIVER_JAVA_OPTIONS[0] not in dict(config.spark_conf):

@@ -85,6 +85,17 @@ def test_verify_and_clean_take_only_s3_settings(tmp_path, capsys, tool, override
     assert override.partition("=")[0] in err[0]
 
 
+@pytest.mark.parametrize("tool", ["verify", "clean"])
+def test_a_bad_s3_setting_of_verify_or_clean_names_set(tmp_path, capsys, tool):
+    """Trial X: `tile-clean … --set s3.max_attempts=0` named s3.max_attempts without the
+    `--set` the other commands put before a value the command line gave."""
+    from pipelines.cli.clean import main as clean_main
+    run = verify_main if tool == "verify" else clean_main
+    capsys.readouterr()
+    assert run([str(tmp_path / "volume"), "--set", "s3.max_attempts=0"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --set s3.max_attempts: expected")
+
+
 def verify_in_a_process(uri: str, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     args = [sys.executable, str(ROOT / "jobs/verify.py"), uri]
     for item in overrides:

@@ -312,6 +312,8 @@ def test_an_endpoint_without_its_scheme_is_refused_naming_the_key(tmp_path):
     ('output.codec={name="zstd", level=99}', "--set output.codec.level: 99 is not valid for zstd"),
     ("fusion.bounding_box={min=[0,0,'a'], max=[1,1,1]}", "--set fusion.bounding_box.min: expected"),
     ("spark.mastr=local", "--set spark.mastr: unknown Spark property; did you mean 'spark.master'"),
+    # trial X: a message about two keys, the second of them given on the command line
+    ("output.time_unit=second", "--set output.time_interval, output.time_unit: only the ome layout"),
 ])
 def test_a_bad_value_from_the_command_line_names_set_not_the_job_file(tmp_path, override, message):
     """Defect (a user's trial): `--set stitching.search=-1` was blamed on the job file,
