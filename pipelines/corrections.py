@@ -35,7 +35,6 @@ from pipelines.illumination.estimate import (
 )
 from pipelines.illumination.fields import (
     FlatfieldError,
-    has_fields,
     plane_at,
     unchecked_offset,
     write_fields,
@@ -43,6 +42,7 @@ from pipelines.illumination.fields import (
 from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import (
     PROJECT_FLATFIELD,
+    fields_to_estimate,
     flatfield_folders,
     with_estimated_flatfield,
     write_coefficients,
@@ -194,12 +194,14 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
     that config and the seconds estimation took (0 when it did not run)."""
     config = with_estimated_flatfield(config)
     folders = flatfield_folders(config)
-    missing = config.estimate_flatfield or (
-        config.flatfield == (AUTO,) and not all(has_fields(f, config.s3_options()) for f in folders))
+    missing = fields_to_estimate(config)
     if missing or config.intensity == "match":
         # fields that exist are checked too: matching reads the tiles through them on
-        # executors, where a missing or misshapen field fails without its cause
-        check(replace(config, flatfield=() if missing else config.flatfield, intensity="none"))
+        # executors, where a missing or misshapen field fails without its cause. Matching
+        # is part of the check only through fields that exist: whether its coefficients
+        # can be reused is known before that work then (trial Y: it was always left out,
+        # so they were measured and rewritten before a committed output was refused)
+        check(replace(config, flatfield=(), intensity="none") if missing else config)
     seconds = estimate_flatfield(config, executor, stream, folders).seconds if missing else 0.0
     if config.flatfield == (AUTO,) and not missing:   # trial J: reused without a word
         for path, folder in zip(config.inputs[0], folders):

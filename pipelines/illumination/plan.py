@@ -117,6 +117,14 @@ def with_estimated_flatfield(config: JobConfig) -> JobConfig:
     return config
 
 
+def fields_to_estimate(config: JobConfig) -> bool:
+    """Whether the export estimates fields before it fuses: [flatfield] enabled, or
+    fusion.flatfield = "auto" with a folder that lacks its fields (`config` as
+    `with_estimated_flatfield` gives it)."""
+    return config.estimate_flatfield or (config.flatfield == (AUTO,) and not all(
+        has_fields(f, config.s3_options()) for f in flatfield_folders(config)))
+
+
 def planned_field_bytes(config: JobConfig, tiles: TileSet) -> int:
     """What the fields of `config` (`with_estimated_flatfield`) will hold per executor
     process, before they exist (the dry run): the folders' fields where written, else

@@ -20,6 +20,7 @@ from pipelines.geometry import Vec
 from pipelines.illumination.matched import intensities_reused
 from pipelines.illumination.plan import (
     check_planned_fields,
+    fields_to_estimate,
     planned_field_bytes,
     with_estimated_flatfield,
 )
@@ -110,7 +111,11 @@ def dry_run(config: JobConfig) -> DryRun:
     check_planned_fields(config, tiles[0])
     # work before which the run cannot tell a committed output is this job's (trial X:
     # the dry run passed what the run then refused), as `driver._check_before_work` decides
-    anew = config.estimate_flatfield or registers or not intensities_reused(config, tiles[0])
+    # (fields missing under "auto" are estimated first and judged after, as the run does;
+    # whether coefficients can be reused is known only through fields that exist)
+    estimates = fields_to_estimate(with_estimated_flatfield(config))
+    anew = config.estimate_flatfield or registers or \
+        (not estimates and not intensities_reused(config, tiles[0]))
     applied = with_estimated_flatfield(config)   # the fields the export will apply
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
                                corrected=bool(applied.flatfield) or config.intensity == "match",

@@ -562,6 +562,31 @@ def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys
     assert coefficients.read_bytes() == edited
 
 
+def test_coefficients_to_be_matched_anew_are_not_measured_before_the_refusal(tmp_path, capsys):
+    """Trial Y: a job that matches intensities but does not register had its coefficients
+    measured again and their file rewritten, then its committed output refused (or, when
+    they came out the same, 'nothing to do'). Coefficients that cannot be reused are work
+    before which a committed output is refused, in the run and in the dry run."""
+    from pipelines.cli.export import main
+    acq = tmp_path / "acq"
+    make_acquisition(acq, grid=(3, 2, 1), tile=(48, 40, 8), jitter=0, seed=4, truth=False,
+                     gains=(0.7, 1.0))
+    job = write_job(tmp_path / "match.toml", str(acq / "tiles.json"), str(tmp_path / "out" / "volume"),
+                    extra='[fusion]\nintensity = "match"\n')
+    export(load_job(job), LocalExecutor(), stream=io.StringIO())
+    [coefficients] = acq.glob("*intensity*.json")
+    capsys.readouterr()
+    assert main([str(job), "--set", "spark.master=local[1]"]) == 0   # reused: nothing to do
+    assert "nothing to do" in capsys.readouterr().out
+    (acq / "tiles.json").write_text((acq / "tiles.json").read_text() + "\n")   # its text changed
+    before = coefficients.read_bytes()
+    for dry in (["--dry-run"], []):
+        assert main([str(job), "--set", "spark.master=local[1]", *dry]) == 2
+        err = capsys.readouterr().err
+        assert "match their intensities anew first" in err and "intensity pairs" not in err, err
+    assert coefficients.read_bytes() == before
+
+
 def test_a_record_of_other_settings_is_named_when_it_is_not_resumed(tmp_path, six_tiles):
     """Trial L: a registration whose settings changed after an interruption measured every
     pair again without a word about the pairs recorded; it now says so, and how many."""
