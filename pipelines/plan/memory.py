@@ -144,12 +144,12 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
         return
     grid = output.block_grid(0)
     worst = (0, 0, 0)  # the first block is the largest: it is whole, or the whole array
+    # the cache is part of what the block needs (trial X: "takes 256 MiB of it" of a
+    # budget of 1 MiB)
+    cache = f" (limits.tile_cache's {_mib(tile_cache)} included)" if tile_cache else ""
     raise PlanError(
         f"block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
-        f"voxels) needs about {_mib(needed)} but limits.task_memory is {_mib(budget)}"
-        # the cache is part of what the block needs (trial X: "takes 256 MiB of it" of a
-        # budget of 1 MiB)
-        + (f" (of that, limits.tile_cache is {_mib(tile_cache)})" if tile_cache else "")
+        f"voxels) needs about {_mib(needed)}{cache} but limits.task_memory is {_mib(budget)}"
         + "; use a smaller output.block or output.chunks, "
         + ("lower limits.tile_cache, " if tile_cache else "")   # trial M: the cache alone can be too much
         + "or raise limits.task_memory (and the executors' memory with it)")

@@ -94,6 +94,8 @@ def test_a_committed_dataset_stays_as_it_is_when_its_tiles_change(tmp_path, acqu
         replace_tile(first_tile(acquisition))
     assert export_local(config, overwrite=True).summary.blocks > 0
     assert files_under(out) != committed
+    # trial Y: --overwrite left the previous run's ledger folder behind, empty
+    assert [p.name for p in (tmp_path / "out.job").iterdir()] == [fingerprint(make_plan(config))]
 
 
 def test_an_unfinished_commit_is_not_finished_from_changed_tiles(tmp_path, acquisition):

@@ -309,7 +309,7 @@ def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, t
     from pipelines.errors import PlanError
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
     config = load_job(job, ['limits.tile_cache="2GiB"', 'limits.task_memory="1GiB"'])
-    with pytest.raises(PlanError, match=r"\(of that, limits.tile_cache is 2048.0 MiB\); use a smaller "
+    with pytest.raises(PlanError, match=r"\(limits.tile_cache's 2048.0 MiB included\) but limits.task_memory is 1024.0 MiB; use a smaller "
                                         r"output.block or output.chunks, lower limits.tile_cache, or "
                                         r"raise limits.task_memory"):
         make_plan(config)
