@@ -47,11 +47,12 @@ def matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3)
     coefficients for another), its tile files' identities (`tiles.identity`), the fields
     it is measured through and the package version. The same digest: the same
     coefficients."""
-    essentials = {"version": __version__, "json": _sha256(read_bytes(tile_json, s3)),
+    essentials = {"version": __version__,
+                  "json": hashlib.sha256(read_bytes(tile_json, s3)).hexdigest(),
                   "views": [(t.index, t.path, t.dataset) for t in tiles],
                   "tiles": file_identities(sorted({t.path for t in tiles}), s3),
                   "fields": fields_digest(fields, s3) if fields else ""}
-    return _sha256(json.dumps(essentials, sort_keys=True, default=str).encode())
+    return hashlib.sha256(json.dumps(essentials, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def matched_already(path: str, fingerprint: str, s3) -> bool:
@@ -60,9 +61,3 @@ def matched_already(path: str, fingerprint: str, s3) -> bool:
     doc = json_if_readable(path, s3)   # unreadable, missing or damaged: matched again
     kept = doc.get("reuse") if isinstance(doc, dict) else None
     return isinstance(kept, dict) and kept.get("fingerprint") == fingerprint
-
-
-def _sha256(data: bytes) -> str:
-    # the digests coefficients files keep (hex sha256, as `registration.reuse.digest`,
-    # which this package may not import: registration imports illumination)
-    return hashlib.sha256(data).hexdigest()

@@ -113,10 +113,9 @@ def dry_run(config: JobConfig) -> DryRun:
     # the dry run passed what the run then refused), as `driver._check_before_work` decides
     # (fields missing under "auto" are estimated first and judged after, as the run does;
     # whether coefficients can be reused is known only through fields that exist)
-    estimates = fields_to_estimate(with_estimated_flatfield(config))
-    anew = config.estimate_flatfield or registers or \
-        (not estimates and not intensities_reused(config, tiles[0]))
     applied = with_estimated_flatfield(config)   # the fields the export will apply
+    anew = config.estimate_flatfield or registers or \
+        (not fields_to_estimate(applied) and not intensities_reused(config, tiles[0]))
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
                                corrected=bool(applied.flatfield) or config.intensity == "match",
                                fields=planned_field_bytes(applied, first))
