@@ -125,7 +125,8 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
     else:
         result.problems += _check_metadata(store, beside, record["metadata"])
         metadata = list(record["metadata"].get("container", {}))
-    unreadable = [p for p in result.problems if ": cannot be read (" in p]
+    # objects' lines say ": cannot be read (", metadata's "metadata cannot be read ("
+    unreadable = [p for p in result.problems if "cannot be read (" in p]
     if ledger.objects_digest(table) != record.get("summary", {}).get("digest"):
         # first, and the advice for it alone: the objects' problems may be the ledger's (trial W)
         result.problems.insert(0,

@@ -151,6 +151,18 @@ def test_objects_that_cannot_be_read_are_problems_not_a_traceback(committed, cap
     assert any(p.startswith("problem: c0/s0/0/") for p in problems), problems
 
 
+def test_metadata_that_cannot_be_read_is_told_to_be_made_readable(committed, capsys, monkeypatch):
+    """Review of the change: a metadata document alone that cannot be read got the advice
+    to restore or export again (its line says 'metadata cannot be read'), not to make it
+    readable."""
+    from pipelines.maintenance.verify import MAKE_READABLE, REPAIR
+    refuse_reads(monkeypatch, lambda key: key == "attributes.json")
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    out = capsys.readouterr().out
+    assert MAKE_READABLE in out and REPAIR not in out, out
+
+
 @pytest.mark.parametrize("run", [verify_main, clean_main])
 def test_a_job_record_that_cannot_be_read_is_one_line(committed, capsys, monkeypatch, run):
     refuse_reads(monkeypatch, lambda key: key == "out.job.json")
