@@ -41,8 +41,8 @@ PARTS = "tasks"              # the folder of the parts the tasks write
 # earlier versions, `tasks/<task>.json` before 2026-12-03); anything else there is not ours
 _LEDGER_FOLDER = re.compile(r"[0-9a-f]{32}/")
 # a part's name (`part_name`): stage-timepoint-block index, the task attempt's token, a count
-_PART = re.compile(r"(\d+)-(\d+)(?:-\d+)+\.[0-9a-f]{12}\.\d+\.parquet")
 TOKEN_LENGTH = 12
+_PART = re.compile(rf"(\d+)-(\d+)(?:-\d+)+\.[0-9a-f]{{{TOKEN_LENGTH}}}\.\d+\.parquet")
 
 
 def is_ledger_key(relative: str) -> bool:

@@ -95,7 +95,7 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     try:
         return build_config(raw, source=str(path), writes_output=writes_output)
     except ConfigError as error:
-        raise ConfigError(_blame_override(str(error), f"{path}: ", overrides)) from None
+        raise ConfigError(blame_override(str(error), f"{path}: ", overrides)) from None
 
 
 @contextmanager
@@ -109,14 +109,14 @@ def keys_named(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         message = str(error)
         if not _ABOUT_A_KEY.match(message):
             raise
-        raise ConfigError(_blame_override(f"{path}: {message}", f"{path}: ", overrides)) from None
+        raise ConfigError(blame_override(f"{path}: {message}", f"{path}: ", overrides)) from None
 
 
 # a message that begins with a job key: `section.key:` or `section.key = value:`
 _ABOUT_A_KEY = re.compile(rf"(?:{'|'.join(map(re.escape, SCHEMA))})\.[\w.]+(?::| =)")
 
 
-def _blame_override(message: str, prefix: str, overrides: list[str] | tuple[str, ...]) -> str:
+def blame_override(message: str, prefix: str, overrides: list[str] | tuple[str, ...]) -> str:
     """A message about a key the command line set names `--set`, not the job file, whose
     value was replaced (e.g. `--set stitching.search=-1`)."""
     rest = message.removeprefix(prefix)

@@ -24,6 +24,7 @@ import tifffile
 from pipelines.errors import PipelineError, cause
 from pipelines.illumination.estimate import Fields, implausible_gain, not_finite
 from pipelines.storage import open_store
+from pipelines.storage.documents import json_if_readable
 from pipelines.storage.uri import is_remote
 from pipelines.storage.uri import join as join_uri
 
@@ -73,10 +74,7 @@ def unchecked_offset(folder: str, s3=None) -> bool:
     not check against the tiles' darkest values (`estimate.impossible_offset`): fields
     of versions before that check, whose flatfield.json says nothing of it. Fields a user
     made (no flatfield.json, or no `offset_estimated`) are taken as given."""
-    try:
-        info = json.loads(open_store(folder, s3).get(INFO_FILE))
-    except Exception:   # missing or unreadable: not ours to judge
-        return False
+    info = json_if_readable(join_uri(folder, INFO_FILE), s3)   # missing or unreadable: None
     return isinstance(info, dict) and info.get("offset_estimated") is True \
         and "offset_checked" not in info
 

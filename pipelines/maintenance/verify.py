@@ -23,7 +23,7 @@ from pipelines.commit import confirm, ledger
 from pipelines.commit.lock import held_error, live_holder
 from pipelines.commit.ownership import METADATA_NAMES
 from pipelines.commit.records import Sidecars, commit_began, existing_record, require_fields
-from pipelines.config import apply_override, build_config, load_job
+from pipelines.config import apply_override, blame_override, build_config, load_job
 from pipelines.errors import ConfigError, LedgerUnreadable, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
 from pipelines.maintenance.clean import partial_writes, unlooked_at
@@ -70,7 +70,7 @@ def open_output(uri: str, overrides: list[str]) -> tuple[str, Store, Store]:
     try:
         config = build_config(raw)
     except ConfigError as e:   # an s3 value comes from --set (trial X: named without it)
-        raise ConfigError(f"--set {e}" if str(e).startswith("s3.") else str(e)) from None
+        raise ConfigError(blame_override(str(e), "", overrides)) from None
     s3 = S3Options(**dict(config.s3))
     store = open_store(config.output.uri, s3)
     store.check_reachable()   # one line for storage that is down, not a botocore traceback
@@ -118,10 +118,11 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
     if not compacted:
         result.notes.append("the ledger was not compacted (the job stopped after its commit); "
                             "tile-clean --remove compacts it")
+    listed = list(store.list())   # once, for the metadata of an earlier version and for strays
     if record.get("metadata") is None:   # trial T: exit 1 for an earlier version's healthy dataset
         result.notes.append("the job record holds no digests of the metadata (committed by an "
                             "earlier version): the metadata documents were not checked")
-        metadata = [k for k in store.list() if k.rpartition("/")[2] in METADATA_NAMES]
+        metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
     else:
         result.problems += _check_metadata(store, beside, record["metadata"])
         metadata = list(record["metadata"].get("container", {}))
@@ -136,7 +137,7 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
         result.advice.append(RECORDS_CHANGED)
     elif len(unreadable) < len(result.problems):
         result.advice.append(REPAIR)
-    stray = confirm.foreign_keys(store.list(), table, set(metadata))
+    stray = confirm.foreign_keys(listed, table, set(metadata))
     result.problems += [f"{key}: not part of the dataset (neither a recorded object nor its "
                         f"metadata)" for key in stray]
     if stray:
