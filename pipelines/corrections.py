@@ -201,7 +201,10 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
         # is part of the check only through fields that exist: whether its coefficients
         # can be reused is known before that work then (trial Y: it was always left out,
         # so they were measured and rewritten before a committed output was refused)
-        check(replace(config, flatfield=(), intensity="none") if missing else config)
+        # (made with the folders the export applies, as stitching and matching see them
+        # after, so that what the check found stands for them: driver._export_on)
+        check(replace(config, flatfield=(), intensity="none") if missing
+              else replace(config, flatfield=folders))
     seconds = estimate_flatfield(config, executor, stream, folders).seconds if missing else 0.0
     if config.flatfield == (AUTO,) and not missing:   # trial J: reused without a word
         for path, folder in zip(config.inputs[0], folders):
@@ -215,15 +218,20 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
     return replace(config, flatfield=folders), seconds
 
 
-def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr) -> float:
+def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr,
+                      known: matched.Matching | None = None) -> float:
     """Measure every overlapping pair of every channel (first timepoint) on the executor,
     solve the per-tile coefficients and write them per channel (`intensity_paths`);
-    returns the seconds that took (0 when every channel's were reused)."""
+    returns the seconds that took (0 when every channel's were reused). `known`: what
+    decides them, when the checks before the export's work took it (used only when taken
+    of this very config)."""
     began: float | None = None   # when the first channel's measuring began
     s3 = config.s3_options()
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
-    channels = matched.channels(config, read_tiles(config, s3)[0], correction)
+    if known is None or known.config != config:
+        known = matched.matching(config, read_tiles(config, s3)[0])
+    channels = known.channels
     check_writable_beside([path for _, _, path, _ in channels],
                           "intensity matching's coefficients", s3)
     for c, tileset, path, fingerprint in channels:

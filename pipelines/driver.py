@@ -40,7 +40,7 @@ from pipelines.errors import (
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
-from pipelines.illumination.matched import intensities_reused
+from pipelines.illumination.matched import Matching, matching
 from pipelines.plan import ExportPlan, PartitionTask, StageTasks, growth_warning, make_plan
 from pipelines.plan.tasks import quiet_collector
 from pipelines.registering import StitchResult, stitch, stitching_checks
@@ -117,28 +117,34 @@ def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: 
     config, flatfield_seconds = prepare_corrections(
         config, running, stream, lambda c: made.append(_check_before_work(c, overwrite)))
     corrections = {"flatfield_seconds": flatfield_seconds} if flatfield_seconds else {}
+    # the checks made before estimation judged the job without the fields it estimated:
+    # every problem again with them (the memory they take: review H), but for stitching's
+    # answer, which they do not change. Made with the fields there were, they stand: no
+    # second round of the tile files' checks, identities (on S3 a HEAD each) and fingerprints
+    checked = made[0] if made and not flatfield_seconds else None
     if not config.stitching.enabled:
-        return _export(config, running, stream, overwrite, started, corrections=corrections)
-    # every problem first, again with the fields just estimated (the memory they take:
-    # review H), but for stitching's answer, which they do not change
-    checked = _check_before_work(config, overwrite, made[0].registration if made else None)
+        return _export(config, running, stream, overwrite, started, checked=checked,
+                       corrections=corrections)
+    if checked is None:
+        checked = _check_before_work(config, overwrite, made[0].registration if made else None)
     stitched = stitch(config, running, stream, check_files=False, checked=checked.registration)
     stream.write(stitch_summary(stitched) + "\n")
-    # the refined JSONs name the tile files checked above: no second round of checks,
-    # nor of their identities (on S3 a HEAD each)
+    # the refined JSONs name the tile files checked above
     result = _export(stitched.outcome.stitched(config), running, stream, overwrite,
-                     started, stitched, checked=checked.tile_files, corrections=corrections)
+                     started, stitched, checked=checked, corrections=corrections)
     return replace(result, stitching=stitched)
 
 
 @dataclass(frozen=True)
 class _Checked:
     """What the checks before an export's executor work found: the digest of the tile
-    files' identities taken while checking them (`ExportPlan.tile_files`) and, when the
-    job registers its tiles, `stitching_checks`' answer."""
+    files' identities taken while checking them (`ExportPlan.tile_files`), when the job
+    registers its tiles `stitching_checks`' answer, and when it matches intensities (and
+    nothing else decided that work is to be made anew) what decides their coefficients."""
 
     tile_files: str
     registration: stitching.LastRegistration | None
+    matching: Matching | None = None
 
 
 def _check_before_work(config: JobConfig, overwrite: bool,
@@ -163,10 +169,11 @@ def _check_before_work(config: JobConfig, overwrite: bool,
     # [flatfield] enabled estimates the fields anew every run: minutes before it can tell
     # (review H), so a committed output is refused before that work, as with a registration
     # or intensities to be matched anew (trial X)
-    made_anew = config.estimate_flatfield or (known is not None and known.earlier is None) \
-        or not intensities_reused(placed, at.tiles[0])
+    made_anew = config.estimate_flatfield or (known is not None and known.earlier is None)
+    found = matching(placed, at.tiles[0]) if placed.intensity == "match" and not made_anew else None
+    made_anew = made_anew or (found is not None and not found.reused)
     preflight(at, store, beside, overwrite, positions_known=not made_anew)
-    return _Checked(plan.tile_files, known)
+    return _Checked(plan.tile_files, known, found)
 
 
 def _output_location(config: JobConfig, plan: ExportPlan, executor: Executor | None = None
@@ -231,16 +238,16 @@ def _correction_facts(plan: ExportPlan) -> dict[str, Any]:
 
 def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bool,
             started: float, stitched: StitchResult | None = None,
-            checked: str | None = None, corrections: dict[str, float] | None = None) -> ExportResult:
-    """The export of `config` (its tile files `checked` already when that is their
-    identities' digest: stitching ran first; `corrections`: the seconds flatfield
-    estimation took, when it ran)."""
+            checked: _Checked | None = None, corrections: dict[str, float] | None = None) -> ExportResult:
+    """The export of `config` (its tile files checked already when `checked` says what
+    the checks found; `corrections`: the seconds flatfield estimation took, when it ran)."""
     corrections = dict(corrections or {})
     if config.intensity == "match":   # measured at the positions fused: after stitching
-        seconds = match_intensities(config, executor, stream)
+        seconds = match_intensities(config, executor, stream, checked.matching if checked else None)
         if seconds:
             corrections["intensity_seconds"] = seconds
-    plan = make_plan(config, check_files=checked is None, tile_files=checked)
+    plan = make_plan(config, check_files=checked is None,
+                     tile_files=checked.tile_files if checked else None)
     store, beside = _output_location(config, plan, executor)
     take_lock(plan, beside)
     try:

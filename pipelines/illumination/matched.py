@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 from pipelines import __version__
 from pipelines.config import JobConfig
@@ -18,16 +19,35 @@ from pipelines.tiles import TileSet
 from pipelines.tiles.identity import file_identities
 
 
+@dataclass(frozen=True)
+class Matching:
+    """What decides the coefficients of `config`'s channels (`channels`), taken once: the
+    checks before an export's work take it, and `match_intensities` measures with it when
+    it is handed the same config (its fingerprints read every tile file's identity: a
+    HEAD each on S3, and each channel's fields)."""
+
+    config: JobConfig
+    channels: tuple[tuple[int, TileSet, str, str], ...]
+
+    @property
+    def reused(self) -> bool:
+        """Whether every channel's coefficients on disk were matched from what they are now."""
+        s3 = self.config.s3_options()
+        return all(matched_already(path, fingerprint, s3) for _, _, path, fingerprint in self.channels)
+
+
+def matching(config: JobConfig, tiles: tuple[TileSet, ...]) -> Matching:
+    """`Matching` of `config` whose first timepoint's tile sets are `tiles`."""
+    return Matching(config, tuple(channels(config, tiles, Correction(flatfield_folders(config)))))
+
+
 def intensities_reused(config: JobConfig, tiles: tuple[TileSet, ...]) -> bool:
     """Whether `match_intensities` would reuse every channel's coefficients of `tiles` (the
-    first timepoint's tile sets; True when the job matches none): the checks before an export's work refuse a committed output when
-    they are to be measured anew, as when a registration is (trial X: they were measured
-    and their file rewritten, then the committed output refused)."""
-    if config.intensity != "match":
-        return True
-    s3 = config.s3_options()
-    return all(matched_already(path, fingerprint, s3) for _, _, path, fingerprint
-               in channels(config, tiles, Correction(flatfield_folders(config))))
+    first timepoint's tile sets; True when the job matches none): the checks before an
+    export's work refuse a committed output when they are to be measured anew, as when a
+    registration is (trial X: they were measured and their file rewritten, then the
+    committed output refused)."""
+    return config.intensity != "match" or matching(config, tiles).reused
 
 
 def channels(config: JobConfig, tiles: tuple[TileSet, ...], correction: Correction

@@ -562,6 +562,45 @@ def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys
     assert coefficients.read_bytes() == edited
 
 
+@pytest.mark.parametrize("stitching", [True, False])
+def test_checks_made_with_the_fields_there_are_stand_for_the_export(tmp_path, monkeypatch, stitching):
+    """Review of stop 46: a job that matches intensities through fields it already has
+    checked its tile files twice and fingerprinted each channel's coefficients three
+    times (the check before work, again before stitching, then the matching): on S3 a HEAD
+    per tile each time. Once each now; once the fields are estimated, the check is made
+    again with them (their memory), as before."""
+    import pipelines.illumination.matched as matched
+    import pipelines.plan as planning
+    acq = tmp_path / "acq"   # shaded tiles, enough to estimate a flatfield from
+    make_acquisition(acq, grid=(6, 6, 1), tile=(64, 64, 8), jitter=2, seed=3, truth=False,
+                     falloff=0.4, dark=100.0, gains=(0.6, 1.0), density=3.0)
+    extra = (STITCH if stitching else "") + '[fusion]\nflatfield = "auto"\nintensity = "match"\n'
+    calls = {"checks": 0, "fingerprints": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+    monkeypatch.setattr(planning, "check_tile_files", counted("checks", planning.check_tile_files))
+    monkeypatch.setattr(matched, "matching_fingerprint",
+                        counted("fingerprints", matched.matching_fingerprint))
+    for name, estimated in (("first", True), ("second", False)):
+        calls.update(checks=0, fingerprints=0)
+        job = write_job(tmp_path / f"{name}.toml", str(acq / "tiles.json"),
+                        str(tmp_path / name / "volume"), extra=extra)
+        stream = io.StringIO()
+        result = export(load_job(job), LocalExecutor(), stream=stream)
+        assert bool(result.corrections.get("flatfield_seconds")) == estimated, stream.getvalue()
+        # estimated: checked without the fields, then with them; the coefficients matched
+        # once (the check without fields does not ask whether they can be reused)
+        assert calls == ({"checks": 2, "fingerprints": 1} if estimated else
+                         {"checks": 1, "fingerprints": 1}), (name, calls)
+        reused = [line for line in stream.getvalue().splitlines()
+                  if line.startswith("intensities of ") and ": reused (" in line]
+        assert len(reused) == (0 if estimated else 1), stream.getvalue()
+
+
 def test_coefficients_to_be_matched_anew_are_not_measured_before_the_refusal(tmp_path, capsys):
     """Trial Y: a job that matches intensities but does not register had its coefficients
     measured again and their file rewritten, then its committed output refused (or, when
