@@ -155,6 +155,11 @@ def _what_ran(result: ExportResult) -> str:
             f"({result.resumed} recorded by an earlier run)")
 
 
+def _by_whom(result: ExportResult) -> str:
+    """Resuming, the objects counted are the dataset's, not this run's alone (trial X)."""
+    return " (by this run and the earlier one it resumed)" if result.resumed else ""
+
+
 def _corrections_part(seconds: dict[str, float]) -> str:
     """The time line's notes of the corrections' executor work before the export."""
     names = {"flatfield_seconds": "flatfield estimation", "intensity_seconds": "intensity matching"}
@@ -190,8 +195,8 @@ def export_report(result: ExportResult) -> str:
         f"dataset:  {s.uri}  (format {s.format}, layout {s.layout}, {s.levels} level"
         f"{'s' if s.levels > 1 else ''}, level 0 at {s.arrays[0]}: x,y,z = {list(s.shape)}, "
         f"{plan.array.dtype})",
-        f"objects:  {s.objects_written} written, {s.objects_skipped} empty and skipped, "
-        f"{s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
+        f"objects:  {s.objects_written} written{_by_whom(result)}, {s.objects_skipped} empty "
+        f"and skipped, {s.bytes_written / 2**20:.1f} MiB stored (compression ratio {ratio:.2f})",
         f"time:     {export_seconds:.1f} s for {_what_ran(result)}"
         f"{_stitching_part(result.stitching, stitching)}{_corrections_part(result.corrections)} "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); " + (

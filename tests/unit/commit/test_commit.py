@@ -241,6 +241,9 @@ def test_a_rerun_skips_the_blocks_a_cut_short_task_recorded(tmp_path, small_acqu
     # the summary tells what this run computed; a throughput over the whole volume would
     # count the earlier run's blocks in this run's time (a user's trial: 37.5 against 10 MiB/s)
     time_line = next(line for line in export_report(result).splitlines() if line.startswith("time:"))
+    objects_line = next(line for line in export_report(result).splitlines() if line.startswith("objects:"))
+    assert f"{result.summary.objects_written} written (by this run and the earlier one it " \
+           "resumed)" in objects_line   # trial X: read as this run's count
     assert f"for the {plan.task_plan.blocks - 3} of {plan.task_plan.blocks} blocks left (3 " \
            "recorded by an earlier run)" in time_line and "MiB/s" not in time_line.replace("no MiB/s", "")
     for path in (tmp_path / "clean/out").rglob("*"):
