@@ -215,12 +215,13 @@ def _foreign_files(uri: str, leftover: str) -> OutputError:
 
 
 def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False,
-                   anew: bool = False) -> tuple[str, str]:
+                   anew: bool = False, output: OutputSpec | None = None) -> tuple[str, str]:
     """The dry run's look at the output, read only: what it holds, as a line for the
     plan, and the refusal the real run (with `overwrite` or not) would stop with there
     whatever the tiles ('' for none: whether a dataset is this job's takes the tile
     files, which the dry run does not open); `anew`: the run registers, estimates fields
-    or matches intensities anew first, so it refuses any committed dataset (trial X). An
+    or matches intensities anew first, so it refuses any committed dataset (trial X);
+    `output`: the output planned, whose metadata a refusal names as the run's does. An
     S3 endpoint is given a few seconds: a plan made away from the cluster says it could
     not look instead of waiting out the job's bound."""
     if s3 is not None:
@@ -230,7 +231,8 @@ def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False,
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
-        metadata = next((key for key in METADATA_NAMES if store.exists(key)), None)
+        keys = _metadata_keys(output) if output is not None else list(METADATA_NAMES)
+        metadata = next((key for key in keys if store.exists(key)), None)
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
         return "", str(e)
     except Exception as e:   # not reachable from here: the run looks for itself

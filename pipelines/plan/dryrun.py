@@ -62,6 +62,7 @@ class DryRun:
     dataset: str = ""                          # where it goes, its format, layout, type, codec
     output: str = ""                           # what the output holds (`output.look_at_output`)
     anew: bool = False                         # registers, estimates fields or matches anew first
+    spec: OutputSpec | None = None             # the output planned (its metadata's names)
 
     def lines(self) -> list[str]:
         x, y, z = self.shapes[0]
@@ -132,7 +133,7 @@ def dry_run(config: JobConfig) -> DryRun:
                   computed * itemsize, memory, time.perf_counter() - began,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   pairs, refusal, config.task_memory, growth_warning(computed, tiles), registered,
-                  _dataset(output), anew=anew)
+                  _dataset(output), anew=anew, spec=output)
 
 
 def _dataset(output: OutputSpec) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -556,10 +557,15 @@ def test_a_finished_job_with_every_correction_run_again_exits_0(tmp_path, capsys
     document["reuse"]["fingerprint"] = "0" * 32
     coefficients.write_text(json.dumps(document))
     edited = coefficients.read_bytes()
+    named = []
     for dry in ([], ["--dry-run"]):
         assert main([str(job), "--set", "spark.master=local[1]", *dry]) == 2
-        assert "match their intensities anew first" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "match their intensities anew first" in err
+        named += re.findall(r"committed dataset [^(]*\(([^)]+)\)", err)
     assert coefficients.read_bytes() == edited
+    # trial Y: the dry run named the root's attributes.json, the run the first array's
+    assert len(named) == 2 and named[0] == named[1] and named[0].endswith("/attributes.json"), named
 
 
 @pytest.mark.parametrize("stitching", [True, False])
