@@ -171,7 +171,7 @@ def _check_before_work(config: JobConfig, overwrite: bool,
     # or intensities to be matched anew (trial X)
     made_anew = config.estimate_flatfield or (known is not None and known.earlier is None)
     found = matching(placed, at.tiles[0]) if placed.intensity == "match" and not made_anew else None
-    made_anew = made_anew or (found is not None and not found.reused)
+    made_anew = made_anew or (found is not None and not found.reused())
     preflight(at, store, beside, overwrite, positions_known=not made_anew)
     return _Checked(plan.tile_files, known, found)
 

@@ -29,9 +29,9 @@ class Matching:
     config: JobConfig
     channels: tuple[tuple[int, TileSet, str, str], ...]
 
-    @property
     def reused(self) -> bool:
-        """Whether every channel's coefficients on disk were matched from what they are now."""
+        """Whether every channel's coefficients on disk were matched from what decides them
+        now (their files read)."""
         s3 = self.config.s3_options()
         return all(matched_already(path, fingerprint, s3) for _, _, path, fingerprint in self.channels)
 
@@ -47,7 +47,7 @@ def intensities_reused(config: JobConfig, tiles: tuple[TileSet, ...]) -> bool:
     export's work refuse a committed output when they are to be measured anew, as when a
     registration is (trial X: they were measured and their file rewritten, then the
     committed output refused)."""
-    return config.intensity != "match" or matching(config, tiles).reused
+    return config.intensity != "match" or matching(config, tiles).reused()
 
 
 def channels(config: JobConfig, tiles: tuple[TileSet, ...], correction: Correction
