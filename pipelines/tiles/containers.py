@@ -12,6 +12,7 @@ with numcodecs; HDF5 goes through h5py (on S3, over range requests).
 from __future__ import annotations
 
 import json
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -273,7 +274,10 @@ def open_hdf5(path: str, dataset: str, s3=None):
         except (FileNotFoundError, KeyError):
             raise TileError(f"{path}: HDF5 file not found") from None
         except OSError as e:
-            raise TileError(f"{path}: cannot read as HDF5: {e}") from None
+            # h5py's text of a system error is several lines of its internals (trial Z: a
+            # folder named as the file): the system's own words, else its text on one line
+            why = os.strerror(e.errno) if e.errno else " ".join(str(e).split())
+            raise TileError(f"{path}: cannot read as HDF5: {why}") from None
         if len(_h5) > _OPEN_LIMIT:
             _h5.popitem(last=False)[1].close()  # type: ignore[attr-defined]
     _h5.move_to_end(path)

@@ -33,3 +33,20 @@ def test_a_zarr_v2_array_without_attributes_is_read(tmp_path):
     (tmp_path / "views.zarr" / "plain" / ".zattrs").unlink()   # as tensorstore writes one
     opened = open_array("zarr", str(tmp_path / "views.zarr"), "plain")
     assert tuple(opened.shape) == (2, 3, 4)
+
+
+@pytest.mark.parametrize("what", ["folder", "not hdf5"])
+def test_a_file_that_is_no_hdf5_is_named_in_one_line(tmp_path, what):
+    """Trial Z: a project's <hdf5> naming a folder gave h5py's text of several lines (time,
+    file descriptor, buffer address); one line, in the system's words or h5py's short ones."""
+    from pipelines.tiles.containers import open_hdf5
+    path = tmp_path / "dataset.h5"
+    if what == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"neither HDF5 nor anything else" * 8)
+    with pytest.raises(TileError) as caught:
+        open_hdf5(str(path), "t00000/s00/0/cells")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}: cannot read as HDF5: ")
+    assert ("Is a directory" if what == "folder" else "file signature not found") in message, message
