@@ -7,8 +7,11 @@ centres are at integer pixel coordinates, so a view of `size` pixels spans pixel
 coordinates [0, size - 1] per axis.
 
 `footprint` is the one rule for which output voxels a transformed view can reach: the
-voxels whose centres lie inside the bounding box of its transformed pixel-centre corners.
-For a pure translation by whole voxels that is exactly the view's box at the translation.
+voxels whose centres lie inside the bounding box of its transformed corners, the corners
+taken `reach` pixels past its outer pixel centres (`sample_reach`: half a pixel under
+nearest interpolation, where a pixel is the nearest one up to its own edge; none under
+linear). For a pure translation by whole voxels that is the view's box at the
+translation under either.
 """
 
 from __future__ import annotations
@@ -104,18 +107,32 @@ def apply(a: Affine, points: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
 
 
-def corners(size: Sequence[int]) -> np.ndarray:
-    """The 8 pixel-centre corners (x, y, z) of a view of `size` pixels."""
-    return np.array(list(itertools.product(*[(0, int(n) - 1) for n in size])), dtype=np.float64)
+def corners(size: Sequence[int], reach: float = 0.0) -> np.ndarray:
+    """The 8 pixel-centre corners (x, y, z) of a view of `size` pixels, each `reach`
+    pixels further out."""
+    return np.array(list(itertools.product(*[(-reach, int(n) - 1 + reach) for n in size])),
+                    dtype=np.float64)
 
 
-def footprint(a: Affine, size: Sequence[int]) -> Box:
+def sample_reach(interpolation: str) -> float:
+    """How far past its outer pixel centres a view is sampled, in its pixels: a pixel's
+    half under `nearest` (the outer pixels are the nearest ones up to their own edges;
+    trial Z: without it a view moved 3.3 voxels lost its first column), none under
+    `linear` (trilinear needs a pixel on either side)."""
+    return 0.5 if interpolation == "nearest" else 0.0
+
+
+def footprint(a: Affine, size: Sequence[int], reach: float = 0.0) -> Box:
     """Output voxels (integer coordinates of the grid `a` maps into) whose centres lie in
-    the bounding box of the view's transformed pixel-centre corners."""
-    points = apply(a, corners(size))
+    the bounding box of the view's transformed corners, `reach` pixels past its outer
+    pixel centres (`sample_reach`). With a reach the far side is open: a pixel is the
+    nearest one over [i - 0.5, i + 0.5) (round half up), so a view scaled 10 × by whole
+    voxels reaches 10 voxels per pixel, not one more."""
+    points = apply(a, corners(size, reach))
     # a hair of tolerance: corners computed as 99.99999999 must still reach voxel 100
     lo = np.ceil(points.min(axis=0) - 1e-9).astype(np.int64)
-    hi = np.floor(points.max(axis=0) + 1e-9).astype(np.int64) + 1
+    top = points.max(axis=0)
+    hi = (np.ceil(top - 1e-9) if reach else np.floor(top + 1e-9) + 1).astype(np.int64)
     return Box(triple(int(v) for v in lo), triple(int(v) for v in hi))
 
 

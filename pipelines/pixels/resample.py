@@ -25,9 +25,10 @@ u = A⁻¹ · p of a view with affine A (`Tile.transform`). Only the view region
 voxels land in is read, plus the interpolation stencil. The view contributes to p where u
 lies inside it: u in [0, n - 1] per axis for `linear` (trilinear) interpolation, in
 [-0.5, n - 0.5] for `nearest` — and p inside the view's footprint (`Tile.box`: the
-bounding box of its transformed pixel-centre corners, BigStitcher's), which planning
-gives each block, so the half pixel beyond the corners counts only where that box
-reaches (trial K: 2 901 border voxels of a sheared view). Its blending weight is computed in the view's own pixel
+bounding box of its transformed corners, taken as far out as the interpolation samples:
+`transforms.sample_reach`), which planning gives each block (trial K: 2 901 border voxels
+of a sheared view were clipped where the footprint ended; trial Z: nearest lost a view's
+first pixel column when its footprint ended at the pixel centres). Its blending weight is computed in the view's own pixel
 space: per axis the distance to the nearer border, min(u + 0.5, n - 0.5 - u), multiplied
 over the axes (for a view placed by whole voxels this is `fusion.edge_weights`).
 
@@ -54,7 +55,7 @@ import numpy as np
 
 from pipelines.geometry import Box, to_zyx
 from pipelines.tiles import Tile
-from pipelines.transforms import apply, corners, inverse, matrix
+from pipelines.transforms import apply, corners, inverse, matrix, sample_reach
 
 Reader = Callable[[Tile, Box], np.ndarray]
 
@@ -92,7 +93,7 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
     origin = np.asarray(box.start, dtype=np.float64) + np.asarray(offset, dtype=np.float64)
     u = apply(inv, corners(box.shape) + origin)        # the box's corners, in view pixels
     size = np.asarray(tile.size, dtype=np.int64)
-    margin = 0.5 if interpolation == "nearest" else 0.0
+    margin = sample_reach(interpolation)
     if np.any(u.max(axis=0) < -margin) or np.any(u.min(axis=0) > size - 1 + margin):
         return None
     lo = np.clip(np.floor(u.min(axis=0)).astype(np.int64), 0, size - 1)

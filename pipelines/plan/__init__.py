@@ -182,6 +182,7 @@ def read_acquisition(config: JobConfig, s3: S3Options | None
         tiles = read_tile_jsons(config.inputs, s3)
         found = default_channel_names(config.inputs[0])
     check_channel_names(config.channel_names, len(tiles[0]))   # a project's, counted only now
-    tiles = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row) for row in tiles)
+    tiles = tuple(tuple(ts.on_grid(config.voxel_size, config.interpolation) for ts in row)
+                  for row in tiles)
     check_same_geometry(tiles)
     return tiles, config.channel_names or found

@@ -158,7 +158,7 @@ def _registration(config: JobConfig) -> tuple[tuple[tuple[TileSet, ...], ...] | 
         return None, None, known.earlier.tile_jsons[0][0], known.earlier.stitched(config)
     stitching.check_results_replaceable(config)   # refused by the run as it registers (trial T)
     if known.positions is not None:
-        rows = tuple(tuple(ts.on_grid(config.voxel_size) for ts in row)
+        rows = tuple(tuple(ts.on_grid(config.voxel_size, config.interpolation) for ts in row)
                      for row in stitching.placed(target, known.positions))
         check_same_geometry(rows)
         return rows, None, stitching.report_path(config), config

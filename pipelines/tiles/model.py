@@ -15,6 +15,7 @@ from pipelines.transforms import (
     footprint,
     is_translation,
     offset_of,
+    sample_reach,
     scaling,
     translation,
 )
@@ -72,6 +73,8 @@ class Tile:
     loader: str = "tiff"   # one of LOADERS
     dataset: str = ""      # inside a container (n5, zarr, hdf5): the array's path
     label: str = ""        # how messages name the view, e.g. "view setup 3, timepoint 0"
+    reach: float = 0.0     # with a transform: how far past its outer pixel centres it is
+    #                        sampled (`transforms.sample_reach` of the job's interpolation)
 
     @property
     def dtype(self) -> np.dtype:
@@ -93,7 +96,7 @@ class Tile:
     @cached_property
     def _footprint(self) -> Box:
         assert self.transform is not None
-        return footprint(self.transform, self.size)
+        return footprint(self.transform, self.size, self.reach)
 
     @property
     def name(self) -> str:
@@ -140,16 +143,23 @@ class TileSet:
         # cached: executors look tiles up for every task
         return {t.index: t for t in self.tiles}
 
-    def on_grid(self, voxel_size: tuple[float, float, float]) -> TileSet:
+    def on_grid(self, voxel_size: tuple[float, float, float], interpolation: str = "linear") -> TileSet:
         """These tiles placed on an output grid of `voxel_size` stage (world) units per
-        voxel (`fusion.voxel_size`): every transform scaled by 1 / voxel_size, and each
-        unit's physical size scaled by voxel_size. (1, 1, 1) changes nothing."""
-        if tuple(voxel_size) == (1.0, 1.0, 1.0):
-            return self
-        shrink = scaling([1.0 / v for v in voxel_size])
-        tiles = []
-        for t in self.tiles:
-            position, transform = placement(compose(shrink, t.transform or translation(t.position)))
-            tiles.append(replace(t, position=position, transform=transform, pixel_resolution=triple(
-                r * v for r, v in zip(t.pixel_resolution, voxel_size))))
-        return replace(self, tiles=tuple(tiles))
+        voxel (`fusion.voxel_size`) and sampled by `interpolation` (`fusion.interpolation`):
+        every transform scaled by 1 / voxel_size, each unit's physical size scaled by
+        voxel_size, and each tile placed by an affine reaching as far as that
+        interpolation samples it (`Tile.reach`). (1, 1, 1) and "linear" change nothing."""
+        tiles = self.tiles
+        if tuple(voxel_size) != (1.0, 1.0, 1.0):
+            shrink = scaling([1.0 / v for v in voxel_size])
+            scaled = []
+            for t in tiles:
+                position, transform = placement(compose(shrink, t.transform or translation(t.position)))
+                scaled.append(replace(t, position=position, transform=transform, pixel_resolution=triple(
+                    r * v for r, v in zip(t.pixel_resolution, voxel_size))))
+            tiles = tuple(scaled)
+        reach = sample_reach(interpolation)
+        tiles = tuple(replace(t, reach=reach) if t.transform is not None and t.reach != reach else t
+                      for t in tiles)
+        unchanged = all(a is b for a, b in zip(tiles, self.tiles))   # no deep compare of 100 000
+        return self if unchanged else replace(self, tiles=tiles)

@@ -228,8 +228,9 @@ def test_a_key_refused_while_planning_names_where_it_was_set(tmp_path, capsys, g
 def test_an_output_far_larger_than_its_tiles_is_warned_of_before_it_runs(tmp_path, voxel_size, warned):
     """Defect (trial H): a calibration typo (z scale 10^7) planned 14.55 TiB from 1.5 MiB
     of tiles and the run started writing without a word. One tile of 20 × 20 × 5 at
-    fusion.voxel_size 0.1 makes 191 × 191 × 41 voxels, 748 × its 2 000: warned by the dry
-    run and by the export before its first task; at 0.5 (39 × 39 × 9, 7 ×) not."""
+    fusion.voxel_size 0.1 makes 200 × 200 × 50 voxels (nearest: 10 per pixel and axis),
+    1 000 × its 2 000: warned by the dry run and by the export before its first task; at
+    0.5 (40 × 40 × 10, 8 ×) not."""
     from pipelines.driver import export
     from pipelines.execute.executor import LocalExecutor
     from pipelines.testing.synthetic import make_acquisition
@@ -240,7 +241,7 @@ def test_an_output_far_larger_than_its_tiles_is_warned_of_before_it_runs(tmp_pat
     config = load_job(job, [f"fusion.voxel_size={voxel_size}"])
     paper = dry_run(config)
     voxels = int(np.prod(paper.shapes[0]))
-    assert voxels == (191 * 191 * 41 if warned else 39 * 39 * 9)
+    assert voxels == (200 * 200 * 50 if warned else 40 * 40 * 10)
     expected = (f"the blocks compute {voxels:,} voxels from the tiles' 2,000 "
                 f"({voxels / 2000:,.0f} ×): check the views' transforms")
     assert (expected in paper.warning) is warned
