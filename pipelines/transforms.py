@@ -10,8 +10,8 @@ coordinates [0, size - 1] per axis.
 voxels whose centres lie inside the bounding box of its transformed corners, the corners
 taken `reach` pixels past its outer pixel centres (`sample_reach`: half a pixel under
 nearest interpolation, where a pixel is the nearest one up to its own edge; none under
-linear). For a pure translation by whole voxels that is the view's box at the
-translation under either.
+linear). For a pure translation that is the box a placed tile covers at its rounded
+position under nearest, and under either for a translation by whole voxels.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ from pipelines.geometry import Box, triple
 Affine = tuple[float, ...]  # 12 numbers, row-major 3 × 4, x, y, z
 
 IDENTITY: Affine = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+# how near a corner or a pixel edge counts as on a voxel centre: corners computed as
+# 99.99999999 must still reach voxel 100, and an open pixel edge computed so must not
+TIE = 1e-9
 
 # below this |det L| an affine cannot be inverted reliably (its view collapses to a plane)
 SINGULAR = 1e-9
@@ -118,21 +122,30 @@ def sample_reach(interpolation: str) -> float:
     """How far past its outer pixel centres a view is sampled, in its pixels: a pixel's
     half under `nearest` (the outer pixels are the nearest ones up to their own edges;
     trial Z: without it a view moved 3.3 voxels lost its first column), none under
-    `linear` (trilinear needs a pixel on either side)."""
+    `linear` (trilinear needs a pixel on either side). Under `nearest` pixel i is the
+    nearest one over (i - 0.5, i + 0.5] — u rounded half down, as a placed tile's position
+    is rounded half up (`Tile.origin`) — so a view spans (-0.5, n - 0.5]."""
     return 0.5 if interpolation == "nearest" else 0.0
 
 
 def footprint(a: Affine, size: Sequence[int], reach: float = 0.0) -> Box:
     """Output voxels (integer coordinates of the grid `a` maps into) whose centres lie in
     the bounding box of the view's transformed corners, `reach` pixels past its outer
-    pixel centres (`sample_reach`). With a reach the far side is open: a pixel is the
-    nearest one over [i - 0.5, i + 0.5) (round half up), so a view scaled 10 × by whole
-    voxels reaches 10 voxels per pixel, not one more."""
+    pixel centres (`sample_reach`). With a reach the view's low pixel edges are open: a
+    face of the box is open where it lies on them (the low face of an axis the affine
+    keeps, the high face of one it flips), so a view scaled 10 × by whole voxels reaches
+    10 voxels per pixel, not one more, whichever way it faces."""
     points = apply(a, corners(size, reach))
-    # a hair of tolerance: corners computed as 99.99999999 must still reach voxel 100
-    lo = np.ceil(points.min(axis=0) - 1e-9).astype(np.int64)
-    top = points.max(axis=0)
-    hi = (np.ceil(top - 1e-9) if reach else np.floor(top + 1e-9) + 1).astype(np.int64)
+    low, top = points.min(axis=0), points.max(axis=0)
+    lo = np.ceil(low - TIE).astype(np.int64)
+    hi = np.floor(top + TIE).astype(np.int64) + 1
+    if reach:
+        for d, row in enumerate(matrix(a)[:3, :3]):
+            used = row[np.abs(row) > 1e-12]
+            if not np.all(used < 0):   # the low face holds a low pixel edge: open
+                lo[d] = int(np.floor(low[d] + TIE)) + 1
+            if not np.all(used > 0):   # the high face holds one
+                hi[d] = int(np.ceil(top[d] - TIE))
     return Box(triple(int(v) for v in lo), triple(int(v) for v in hi))
 
 

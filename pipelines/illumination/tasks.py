@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -118,7 +118,9 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
     data) counts as not covered."""
     index = job.tiles.by_index()
     a, b = index[pair[0]], index[pair[1]]
-    shared = _crop(a.box.intersect(b.box))
+    # boxes as trilinear sampling reaches the tiles, whatever the export's interpolation
+    # (review of cd770b4: nearest's larger boxes moved the bins, gains 0.97-1.03 → 0.88-1.13)
+    shared = _crop(replace(a, reach=0.0).box.intersect(replace(b, reach=0.0).box))
     if shared.size < MIN_VOXELS:
         return None
     (data_a, inside_a), (data_b, inside_b) = (_values_over(job, t, shared) for t in (a, b))

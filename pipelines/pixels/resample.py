@@ -24,7 +24,8 @@ Output voxel p (integer output coordinates, voxel centres) lies at pixel coordin
 u = A⁻¹ · p of a view with affine A (`Tile.transform`). Only the view region the box's
 voxels land in is read, plus the interpolation stencil. The view contributes to p where u
 lies inside it: u in [0, n - 1] per axis for `linear` (trilinear) interpolation, in
-[-0.5, n - 0.5] for `nearest` — and p inside the view's footprint (`Tile.box`: the
+(-0.5, n - 0.5] for `nearest`, which takes the pixel at u rounded half down (a placed
+tile's position is rounded half up: the same pixels at the same voxels) — and p inside the view's footprint (`Tile.box`: the
 bounding box of its transformed corners, taken as far out as the interpolation samples:
 `transforms.sample_reach`), which planning gives each block (trial K: 2 901 border voxels
 of a sheared view were clipped where the footprint ended; trial Z: nearest lost a view's
@@ -36,7 +37,7 @@ The sampling kernel (`pipelines.pixels.sampling_kernel.sample`, compiled with nu
 only when a view has an affine, so translation-only exports do not load numba in every
 Python worker, 0.2 s each) visits each output voxel once:
 it maps the voxel into the view, decides whether it lands inside, interpolates (`linear`:
-trilinear, the 8 neighbours of u; `nearest`: the pixel at round-half-up of u) and
+trilinear, the 8 neighbours of u; `nearest`: the pixel at u rounded half down) and
 computes the blending weight, all in one pass; numpy would need ~50 passes over the block
 and scipy.ndimage's affine_transform took 5 × as long for the interpolation alone
 (BENCHMARKS.md). It is a pure function of the region and the matrix, in IEEE arithmetic
@@ -55,7 +56,7 @@ import numpy as np
 
 from pipelines.geometry import Box, to_zyx
 from pipelines.tiles import Tile
-from pipelines.transforms import apply, corners, inverse, matrix, sample_reach
+from pipelines.transforms import TIE, apply, corners, inverse, matrix, sample_reach
 
 Reader = Callable[[Tile, Box], np.ndarray]
 
@@ -109,14 +110,17 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
     inside = np.empty(data.shape, dtype=np.bool_)
     weight = np.empty(data.shape, dtype=np.float32)
     # the view's extent, region-local, with a hair of tolerance: a voxel on the view's
-    # border must not drop out over a rounding error of the inverse
-    low, high = -lo - margin - EDGE, size - 1 - lo + margin + EDGE
+    # border must not drop out over a rounding error of the inverse, nor one on an open
+    # low edge (nearest: (-0.5, n - 0.5], `sample_reach`) come in over one (`TIE`: as
+    # `footprint` judges the same edge)
+    low = -lo - (margin - TIE if margin else EDGE)
+    high = size - 1 - lo + margin + EDGE
     from pipelines.pixels.sampling_kernel import sample
     sample(region, np.ascontiguousarray(linear[::-1, ::-1]), shift[::-1].copy(),
             low[::-1].astype(np.float64), high[::-1].astype(np.float64),
             (lo[::-1] + 0.5).astype(np.float64), size[::-1].astype(np.float64),
             ORDERS[interpolation], data, inside, weight)
-    whole = bool(np.all(u.min(axis=0) >= -margin) and np.all(u.max(axis=0) <= size - 1 + margin))
+    whole = bool(np.all(u.min(axis=0) - lo > low) and np.all(u.max(axis=0) - lo <= high))
 
     def near() -> np.ndarray:
         centre = apply(affine, ((size - 1) / 2.0)[None, :])[0] - np.asarray(offset)

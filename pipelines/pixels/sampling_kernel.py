@@ -4,16 +4,19 @@ its own so that only exports with affine views import numba."""
 
 from __future__ import annotations
 
+import math
+
 from numba import njit
 
 
 @njit(cache=True, nogil=True)
 def sample(region, m, shift, low, high, border, size, order, data, inside, weight):  # pragma: no cover (compiled)
     """For every voxel o (z, y, x) of `data`: u = m · o + shift (region-local pixels);
-    inside = low <= u <= high per axis; data = the region interpolated at u (order 1:
-    trilinear, order 0: nearest) or 0 outside; weight = the product over axes of the
-    distance to the view's nearer border, max(0, min(u + border, size - u - border)),
-    with border = the region's start + 0.5 (0 outside)."""
+    inside = low < u <= high per axis; data = the region interpolated at u (order 1:
+    trilinear, order 0: nearest, the pixel at u rounded half down) or 0 outside; weight =
+    the product over axes of the distance to the view's nearer border, min(c + border,
+    size - c - border) with c = u (order 1) or the nearest pixel (order 0, as a placed
+    tile's pixels weigh), with border = the region's start + 0.5 (0 outside)."""
     nz, ny, nx = data.shape
     rz, ry, rx = region.shape
     for k in range(nz):
@@ -25,25 +28,31 @@ def sample(region, m, shift, low, high, border, size, order, data, inside, weigh
                 uz = bz + m[0, 2] * i
                 uy = by + m[1, 2] * i
                 ux = bx + m[2, 2] * i
-                if (uz < low[0] or uz > high[0] or uy < low[1] or uy > high[1]
-                        or ux < low[2] or ux > high[2]):
+                if (uz <= low[0] or uz > high[0] or uy <= low[1] or uy > high[1]
+                        or ux <= low[2] or ux > high[2]):
                     inside[k, j, i] = False
                     data[k, j, i] = 0.0
                     weight[k, j, i] = 0.0
                     continue
                 inside[k, j, i] = True
+                # clamp into the region (only the nearest-sampling margin reaches past it)
+                cz = min(max(uz, 0.0), rz - 1.0)
+                cy = min(max(uy, 0.0), ry - 1.0)
+                cx = min(max(ux, 0.0), rx - 1.0)
+                if order == 0:
+                    pz = min(max(math.ceil(cz - 0.5), 0), rz - 1)
+                    py = min(max(math.ceil(cy - 0.5), 0), ry - 1)
+                    px = min(max(math.ceil(cx - 0.5), 0), rx - 1)
+                    data[k, j, i] = region[pz, py, px]
+                    weight[k, j, i] = (min(pz + border[0], size[0] - pz - border[0])
+                                       * min(py + border[1], size[1] - py - border[1])
+                                       * min(px + border[2], size[2] - px - border[2]))
+                    continue
                 wz = min(uz + border[0], size[0] - uz - border[0])
                 wy = min(uy + border[1], size[1] - uy - border[1])
                 wx = min(ux + border[2], size[2] - ux - border[2])
                 weight[k, j, i] = max(wz, 0.0) * max(wy, 0.0) * max(wx, 0.0)
-                # clamp into the region (only the nearest-sampling margin reaches past it)
-                uz = min(max(uz, 0.0), rz - 1.0)
-                uy = min(max(uy, 0.0), ry - 1.0)
-                ux = min(max(ux, 0.0), rx - 1.0)
-                if order == 0:
-                    data[k, j, i] = region[min(int(uz + 0.5), rz - 1), min(int(uy + 0.5), ry - 1),
-                                           min(int(ux + 0.5), rx - 1)]
-                    continue
+                uz, uy, ux = cz, cy, cx
                 z0, y0, x0 = int(uz), int(uy), int(ux)
                 z1, y1, x1 = min(z0 + 1, rz - 1), min(y0 + 1, ry - 1), min(x0 + 1, rx - 1)
                 tz, ty, tx = uz - z0, uy - y0, ux - x0

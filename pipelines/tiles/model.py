@@ -143,7 +143,7 @@ class TileSet:
         # cached: executors look tiles up for every task
         return {t.index: t for t in self.tiles}
 
-    def on_grid(self, voxel_size: tuple[float, float, float], interpolation: str = "linear") -> TileSet:
+    def on_grid(self, voxel_size: tuple[float, float, float], interpolation: str) -> TileSet:
         """These tiles placed on an output grid of `voxel_size` stage (world) units per
         voxel (`fusion.voxel_size`) and sampled by `interpolation` (`fusion.interpolation`):
         every transform scaled by 1 / voxel_size, each unit's physical size scaled by

@@ -152,13 +152,24 @@ def test_memory_counts_what_a_rotated_view_makes_a_block_read(projects):
     (1, 0, 0, 3.3, 0, 1, 0, -2.2, 0, 0, 2, 1.7),          # trial Z: a z calibration, moved
     (2.5, 0, 0, 0.7, 0, 1, 0, 0.4, 0, 0, 1, -0.6),        # magnified in x
     (0.9848, -0.1736, 0, 4.1, 0.1736, 0.9848, 0, -1.3, 0, 0, 1.5, 0.2),   # 10° about z
+    # ties, where pixel edges land on voxel centres (review of cd770b4): scaled by whole
+    # voxels (fusion.voxel_size 0.5), moved by x.5, flipped, turned by 90° and 180°
+    (2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 2, 0),
+    (1, 0, 0, 3.5, 0, 1, 0, -2.5, 0, 0, 2, 1.0),
+    (-1, 0, 0, 40.5, 0, 1, 0, 0, 0, 0, 1, 0),
+    (-2, 0, 0, 0, 0, -2, 0, 0, 0, 0, -2, 0),
+    (0, -2, 0, 0, 2, 0, 0, 0, 0, 0, 2, 0),
+    (-1, 0, 0, 0.5, 0, -1, 0, 0.5, 0, 0, 1, 0),
 ])
-def test_nearest_sampling_reaches_each_pixel_to_its_own_edge(tmp_path, affine):
+@pytest.mark.parametrize("blending", ["linear", "first"])
+def test_nearest_sampling_reaches_each_pixel_to_its_own_edge(tmp_path, affine, blending):
     """Trial Z: under nearest interpolation an affine view lost its first pixel column,
     row and plane (a view moved 3.3 voxels: 29 of its 30 columns), as its footprint ended
     at its outer pixel centres; the translation path keeps them all. Judged against a
-    brute-force reference: output voxel X takes pixel floor(u + 0.5) where u = A⁻¹ · X
-    lies in [-0.5, n - 0.5) per axis, and 0 elsewhere."""
+    brute-force reference: output voxel X takes pixel ceil(u - 0.5) where u = A⁻¹ · X lies
+    in (-0.5, n - 0.5] per axis (rounded half down, as a placed tile's position is rounded
+    half up), and 0 elsewhere — also at ties, flipped, turned, and under linear blending,
+    whose weight once fell to 0 on the pixel edge (review of cd770b4: a layer of zeros)."""
     import tifffile
 
     from pipelines.tiles.model import TileSet
@@ -170,14 +181,40 @@ def test_nearest_sampling_reaches_each_pixel_to_its_own_edge(tmp_path, affine):
     tile = Tile(0, str(tmp_path / "view.tif"), tuple(affine[3::4]), size, transform=tuple(map(float, affine)))
     [placed] = TileSet((tile,)).on_grid((1.0, 1.0, 1.0), "nearest").tiles
     region = Box(tuple(s - 3 for s in placed.box.start), tuple(s + 3 for s in placed.box.stop))
-    fused = fuse(Box((0, 0, 0), region.shape), [placed], region.start, "linear", np.uint16,
+    fused = fuse(Box((0, 0, 0), region.shape), [placed], region.start, blending, np.uint16,
                  read=read_region, interpolation="nearest")
     z, y, x = np.meshgrid(*[np.arange(a, b) for a, b in zip(region.start[::-1], region.stop[::-1])],
                           indexing="ij")
     u = apply(inverse(tile.transform), np.stack([x, y, z], -1).reshape(-1, 3))
-    inside = np.all((u >= -0.5) & (u < np.array(size) - 0.5), axis=1)
-    pixel = np.floor(u[inside] + 0.5).astype(int)
+    u = np.round(u, 9)   # ties exactly on the pixel edges, as the affines mean them
+    inside = np.all((u > -0.5) & (u <= np.array(size) - 0.5), axis=1)
+    pixel = np.ceil(u[inside] - 0.5).astype(int)
     reference = np.zeros(len(u), dtype=np.uint16)
     reference[inside] = stack[pixel[:, 2], pixel[:, 1], pixel[:, 0]]
     np.testing.assert_array_equal(fused.reshape(-1), reference)
     assert len(np.unique(pixel[:, 0])) == size[0]   # every column of the view is in the output
+    # and the footprint is the box of what it reaches: no empty face
+    reached = np.stack([x, y, z], -1).reshape(-1, 3)[inside]
+    assert placed.box == Box(tuple(reached.min(axis=0)), tuple(reached.max(axis=0) + 1))
+
+
+def test_nearest_places_a_view_moved_by_half_a_voxel_as_a_placed_tile(tmp_path):
+    """At x.5 positions the affine path put a view one voxel lower than the translation
+    path (review of cd770b4: round half up of u against the position's round half up):
+    the same voxels, the same values, now."""
+    import tifffile
+
+    from pipelines.tiles.model import TileSet
+    stack = np.arange(8 * 7 * 6, dtype=np.uint16).reshape(6, 7, 8) + 1
+    tifffile.imwrite(tmp_path / "a.tif", stack)
+    for position in ((3.5, -2.5, 0.5), (0.5, 1.5, -0.5), (2.3, 4.7, 1.5)):
+        placed = Tile(0, str(tmp_path / "a.tif"), position, (8, 7, 6))
+        # a translation in disguise (a 1e-300 shear) keeps the affine path
+        affine = Tile(0, placed.path, position, placed.size,
+                      transform=(1.0, 0, 1e-300, position[0], 0, 1.0, 0, position[1], 0, 0, 1.0, position[2]))
+        [affine] = TileSet((affine,)).on_grid((1.0, 1.0, 1.0), "nearest").tiles
+        assert affine.box == placed.box, position
+        outs = [fuse(Box((0, 0, 0), placed.box.shape), [t], placed.box.start, "linear", np.uint16,
+                     read=read_region, interpolation="nearest") for t in (placed, affine)]
+        np.testing.assert_array_equal(outs[0], outs[1])
+        np.testing.assert_array_equal(outs[0], stack)
