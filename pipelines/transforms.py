@@ -132,16 +132,17 @@ def footprint(a: Affine, size: Sequence[int], reach: float = 0.0) -> Box:
     """Output voxels (integer coordinates of the grid `a` maps into) whose centres lie in
     the bounding box of the view's transformed corners, `reach` pixels past its outer
     pixel centres (`sample_reach`). With a reach the view's low pixel edges are open: a
-    face of the box is open where it lies on them (the low face of an axis the affine
-    keeps, the high face of one it flips), so a view scaled 10 × by whole voxels reaches
-    10 voxels per pixel, not one more, whichever way it faces."""
+    face of the box is closed only where every corner on it lies on high pixel edges
+    (the high face of an axis the affine keeps, the low face of one it flips; a turned
+    or sheared row mixes them, and both its faces are open), so a view scaled 10 × by
+    whole voxels reaches 10 voxels per pixel, not one more, whichever way it faces."""
     points = apply(a, corners(size, reach))
     low, top = points.min(axis=0), points.max(axis=0)
     lo = np.ceil(low - TIE).astype(np.int64)
     hi = np.floor(top + TIE).astype(np.int64) + 1
     if reach:
         for d, row in enumerate(matrix(a)[:3, :3]):
-            used = row[np.abs(row) > 1e-12]
+            used = row[np.abs(row) > TIE]   # a 90° turn's cos is 6e-17, not 0
             if not np.all(used < 0):   # the low face holds a low pixel edge: open
                 lo[d] = int(np.floor(low[d] + TIE)) + 1
             if not np.all(used > 0):   # the high face holds one

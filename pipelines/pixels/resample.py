@@ -25,11 +25,14 @@ u = A⁻¹ · p of a view with affine A (`Tile.transform`). Only the view region
 voxels land in is read, plus the interpolation stencil. The view contributes to p where u
 lies inside it: u in [0, n - 1] per axis for `linear` (trilinear) interpolation, in
 (-0.5, n - 0.5] for `nearest`, which takes the pixel at u rounded half down (a placed
-tile's position is rounded half up: the same pixels at the same voxels) — and p inside the view's footprint (`Tile.box`: the
-bounding box of its transformed corners, taken as far out as the interpolation samples:
-`transforms.sample_reach`), which planning gives each block (trial K: 2 901 border voxels
-of a sheared view were clipped where the footprint ended; trial Z: nearest lost a view's
-first pixel column when its footprint ended at the pixel centres). Its blending weight is computed in the view's own pixel
+tile's position is rounded half up: the same pixels at the same voxels; a u within
+`transforms.TIE` of a pixel edge counts as on it, so float noise in u, which differs with
+the block's origin, does not pick the pixel) — and p inside the view's footprint
+(`Tile.box`: the bounding box of its transformed corners, taken as far out as the
+interpolation samples: `transforms.sample_reach`), which planning gives each block (trial
+K: 2 901 border voxels of a sheared view were clipped where the footprint ended; trial Z:
+nearest lost a view's first pixel column when its footprint ended at the pixel centres).
+Its blending weight is computed in the view's own pixel
 space: per axis the distance to the nearer border, min(u + 0.5, n - 0.5 - u), multiplied
 over the axes (for a view placed by whole voxels this is `fusion.edge_weights`).
 
@@ -112,7 +115,7 @@ def sample_affine(tile: Tile, box: Box, offset, read: Reader, interpolation: str
     # the view's extent, region-local, with a hair of tolerance: a voxel on the view's
     # border must not drop out over a rounding error of the inverse, nor one on an open
     # low edge (nearest: (-0.5, n - 0.5], `sample_reach`) come in over one (`TIE`: as
-    # `footprint` judges the same edge)
+    # `footprint` judges that edge; the closed high edge has the footprint's clip too)
     low = -lo - (margin - TIE if margin else EDGE)
     high = size - 1 - lo + margin + EDGE
     from pipelines.pixels.sampling_kernel import sample

@@ -8,15 +8,18 @@ import math
 
 from numba import njit
 
+from pipelines.transforms import TIE
+
 
 @njit(cache=True, nogil=True)
 def sample(region, m, shift, low, high, border, size, order, data, inside, weight):  # pragma: no cover (compiled)
     """For every voxel o (z, y, x) of `data`: u = m · o + shift (region-local pixels);
     inside = low < u <= high per axis; data = the region interpolated at u (order 1:
-    trilinear, order 0: nearest, the pixel at u rounded half down) or 0 outside; weight =
-    the product over axes of the distance to the view's nearer border, min(c + border,
-    size - c - border) with c = u (order 1) or the nearest pixel (order 0, as a placed
-    tile's pixels weigh), with border = the region's start + 0.5 (0 outside)."""
+    trilinear, order 0: nearest, the pixel at u rounded half down, a u within TIE of a
+    pixel edge taken as on it) or 0 outside; weight = the product over axes of the
+    distance to the view's nearer border, max(0, min(u + border, size - u - border))
+    (order 1) or min(p + border, size - p - border) of the nearest pixel p (order 0, as a
+    placed tile's pixels weigh), with border = the region's start + 0.5 (0 outside)."""
     nz, ny, nx = data.shape
     rz, ry, rx = region.shape
     for k in range(nz):
@@ -40,9 +43,9 @@ def sample(region, m, shift, low, high, border, size, order, data, inside, weigh
                 cy = min(max(uy, 0.0), ry - 1.0)
                 cx = min(max(ux, 0.0), rx - 1.0)
                 if order == 0:
-                    pz = min(max(math.ceil(cz - 0.5), 0), rz - 1)
-                    py = min(max(math.ceil(cy - 0.5), 0), ry - 1)
-                    px = min(max(math.ceil(cx - 0.5), 0), rx - 1)
+                    pz = min(max(math.ceil(cz - 0.5 - TIE), 0), rz - 1)
+                    py = min(max(math.ceil(cy - 0.5 - TIE), 0), ry - 1)
+                    px = min(max(math.ceil(cx - 0.5 - TIE), 0), rx - 1)
                     data[k, j, i] = region[pz, py, px]
                     weight[k, j, i] = (min(pz + border[0], size[0] - pz - border[0])
                                        * min(py + border[1], size[1] - py - border[1])

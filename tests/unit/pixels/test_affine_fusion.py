@@ -160,6 +160,10 @@ def test_memory_counts_what_a_rotated_view_makes_a_block_read(projects):
     (-2, 0, 0, 0, 0, -2, 0, 0, 0, 0, -2, 0),
     (0, -2, 0, 0, 2, 0, 0, 0, 0, 0, 2, 0),
     (-1, 0, 0, 0.5, 0, -1, 0, 0.5, 0, 0, 1, 0),
+    # ties inside the view, which float noise in u once decided (second review): a 90°
+    # turn as BigStitcher writes it (cos 6.1e-17) moved by x.5, and fusion.voxel_size 0.3
+    (6.123233995736766e-17, -1, 0, 10.5, 1, 6.123233995736766e-17, 0, 0.5, 0, 0, 1, 0),
+    (1 / 0.3, 0, 0, 0, 0, 1 / 0.3, 0, 0, 0, 0, 1 / 0.3, 0),
 ])
 @pytest.mark.parametrize("blending", ["linear", "first"])
 def test_nearest_sampling_reaches_each_pixel_to_its_own_edge(tmp_path, affine, blending):
@@ -193,6 +197,11 @@ def test_nearest_sampling_reaches_each_pixel_to_its_own_edge(tmp_path, affine, b
     reference[inside] = stack[pixel[:, 2], pixel[:, 1], pixel[:, 0]]
     np.testing.assert_array_equal(fused.reshape(-1), reference)
     assert len(np.unique(pixel[:, 0])) == size[0]   # every column of the view is in the output
+    # cut into blocks at odd places, the same bytes (u is computed from each block's origin)
+    cut = [0, 7, 20, region.shape[0]]
+    pieces = [fuse(Box((a, 0, 0), (b, *region.shape[1:])), [placed], region.start, blending,
+                   np.uint16, read=read_region, interpolation="nearest") for a, b in zip(cut, cut[1:])]
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=2), fused)
     # and the footprint is the box of what it reaches: no empty face
     reached = np.stack([x, y, z], -1).reshape(-1, 3)[inside]
     assert placed.box == Box(tuple(reached.min(axis=0)), tuple(reached.max(axis=0) + 1))
