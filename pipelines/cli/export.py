@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                 from pipelines.commit.output import look_at_output
                 from pipelines.plan.dryrun import dry_run
                 paper = dry_run(config)   # then what the output holds, read only
-                holds, refusal = look_at_output(config.output.uri, config.s3_options(),
-                                                args.overwrite, paper.anew, paper.spec)
+                assert paper.spec is not None   # dry_run plans it
+                holds, refusal = look_at_output(config.output.uri, config.s3_options(), paper.spec,
+                                                args.overwrite, paper.anew)
                 paper = replace(paper, output=holds, refusal=paper.refusal or refusal)
                 if paper.refusal:   # the plan, then the line the real run would stop with
                     print("\n".join(paper.lines()))

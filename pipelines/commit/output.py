@@ -214,8 +214,8 @@ def _foreign_files(uri: str, leftover: str) -> OutputError:
                        f"job (e.g. {leftover}); remove them or choose another output.uri")
 
 
-def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False,
-                   anew: bool = False, output: OutputSpec | None = None) -> tuple[str, str]:
+def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite: bool = False,
+                   anew: bool = False) -> tuple[str, str]:
     """The dry run's look at the output, read only: what it holds, as a line for the
     plan, and the refusal the real run (with `overwrite` or not) would stop with there
     whatever the tiles ('' for none: whether a dataset is this job's takes the tile
@@ -231,8 +231,7 @@ def look_at_output(uri: str, s3: S3Options | None, overwrite: bool = False,
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
-        keys = _metadata_keys(output) if output is not None else list(METADATA_NAMES)
-        metadata = next((key for key in keys if store.exists(key)), None)
+        metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
         return "", str(e)
     except Exception as e:   # not reachable from here: the run looks for itself

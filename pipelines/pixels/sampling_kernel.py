@@ -42,10 +42,10 @@ def sample(region, m, shift, low, high, border, size, order, data, inside, weigh
                 cz = min(max(uz, 0.0), rz - 1.0)
                 cy = min(max(uy, 0.0), ry - 1.0)
                 cx = min(max(ux, 0.0), rx - 1.0)
-                if order == 0:
-                    pz = min(max(math.ceil(cz - 0.5 - TIE), 0), rz - 1)
-                    py = min(max(math.ceil(cy - 0.5 - TIE), 0), ry - 1)
-                    px = min(max(math.ceil(cx - 0.5 - TIE), 0), rx - 1)
+                if order == 0:   # c in [0, r - 1]: so is its pixel, rounded half down
+                    pz = math.ceil(cz - 0.5 - TIE)
+                    py = math.ceil(cy - 0.5 - TIE)
+                    px = math.ceil(cx - 0.5 - TIE)
                     data[k, j, i] = region[pz, py, px]
                     weight[k, j, i] = (min(pz + border[0], size[0] - pz - border[0])
                                        * min(py + border[1], size[1] - py - border[1])
@@ -55,10 +55,9 @@ def sample(region, m, shift, low, high, border, size, order, data, inside, weigh
                 wy = min(uy + border[1], size[1] - uy - border[1])
                 wx = min(ux + border[2], size[2] - ux - border[2])
                 weight[k, j, i] = max(wz, 0.0) * max(wy, 0.0) * max(wx, 0.0)
-                uz, uy, ux = cz, cy, cx
-                z0, y0, x0 = int(uz), int(uy), int(ux)
+                z0, y0, x0 = int(cz), int(cy), int(cx)
                 z1, y1, x1 = min(z0 + 1, rz - 1), min(y0 + 1, ry - 1), min(x0 + 1, rx - 1)
-                tz, ty, tx = uz - z0, uy - y0, ux - x0
+                tz, ty, tx = cz - z0, cy - y0, cx - x0
                 c00 = region[z0, y0, x0] * (1.0 - tx) + region[z0, y0, x1] * tx
                 c01 = region[z0, y1, x0] * (1.0 - tx) + region[z0, y1, x1] * tx
                 c10 = region[z1, y0, x0] * (1.0 - tx) + region[z1, y0, x1] * tx

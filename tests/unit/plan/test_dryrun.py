@@ -288,7 +288,7 @@ def test_the_dry_run_says_what_the_output_holds_and_refuses_what_the_run_refuses
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_the_look_at_an_s3_output_it_cannot_reach_says_so_within_seconds():
+def test_the_look_at_an_s3_output_it_cannot_reach_says_so_within_seconds(tmp_path):
     """Planning away from the cluster: an endpoint nothing answers on is a line, within
     seconds, not a refusal nor the job's whole request bound."""
     import socket
@@ -298,8 +298,10 @@ def test_the_look_at_an_s3_output_it_cannot_reach_says_so_within_seconds():
         port = free.getsockname()[1]
     from pipelines.commit.output import look_at_output
     from pipelines.storage import S3Options
+    spec = dry_run(load_job(write_scale_job(tmp_path / "paper", (2, 1, 1), (64, 64, 16)))).spec
+    assert spec is not None
     began = time.perf_counter()
-    holds, refusal = look_at_output("s3://bucket/out", S3Options(endpoint_url=f"http://127.0.0.1:{port}"))
+    holds, refusal = look_at_output("s3://bucket/out", S3Options(endpoint_url=f"http://127.0.0.1:{port}"), spec)
     assert time.perf_counter() - began < 15   # the job's own bound: 5 attempts × 30 s
     assert not refusal and holds.startswith("output:   not looked at (")
 
