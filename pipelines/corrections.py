@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -219,18 +219,20 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
 
 
 def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr,
-                      known: matched.Matching | None = None) -> float:
+                      known: matched.Matching | None = None,
+                      identities: Mapping[str, Any] | None = None) -> float:
     """Measure every overlapping pair of every channel (first timepoint) on the executor,
     solve the per-tile coefficients and write them per channel (`intensity_paths`);
     returns the seconds that took (0 when every channel's were reused). `known`: what
     decides them, when the checks before the export's work took it (used only when taken
-    of this very config)."""
+    of this very config); else `identities`: the tile files' identities the run took
+    already, by path (after stitching, the same files at refined positions)."""
     began: float | None = None   # when the first channel's measuring began
     s3 = config.s3_options()
     correction = Correction(flatfield_folders(config))
     options = PairOptions(search=(0, 0, 0), min_overlap=(2, 2, 1))
     if known is None or known.config != config:
-        known = matched.matching(config, read_tiles(config, s3)[0])
+        known = matched.matching(config, read_tiles(config, s3)[0], identities)
     channels = known.channels
     check_writable_beside([path for _, _, path, _ in channels],
                           "intensity matching's coefficients", s3)

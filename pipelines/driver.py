@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TextIO
@@ -41,7 +41,14 @@ from pipelines.errors import (
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
 from pipelines.illumination.matched import Matching, matching
-from pipelines.plan import ExportPlan, PartitionTask, StageTasks, growth_warning, make_plan
+from pipelines.plan import (
+    ExportPlan,
+    PartitionTask,
+    StageTasks,
+    growth_warning,
+    make_plan,
+    plan_and_identities,
+)
 from pipelines.plan.tasks import quiet_collector
 from pipelines.registering import StitchResult, stitch, stitching_checks
 from pipelines.registration import results as stitching
@@ -120,13 +127,16 @@ def _export_on(config: JobConfig, running: Executor, stream: TextIO, overwrite: 
     # the checks made before estimation judged the job without the fields it estimated:
     # every problem again with them (the memory they take: review H), but for stitching's
     # answer, which they do not change. Made with the fields there were, they stand: no
-    # second round of the tile files' checks, identities (on S3 a HEAD each) and fingerprints
+    # second round of the tile files' checks, identities (on S3 a HEAD each) and fingerprints.
+    # Made again, they are made before stitching and matching, whose fingerprints take the
+    # identities they took
     checked = made[0] if made and not flatfield_seconds else None
+    if checked is None and (config.stitching.enabled or flatfield_seconds):
+        checked = _check_before_work(config, overwrite, made[0].registration if made else None)
     if not config.stitching.enabled:
         return _export(config, running, stream, overwrite, started, checked=checked,
                        corrections=corrections)
-    if checked is None:
-        checked = _check_before_work(config, overwrite, made[0].registration if made else None)
+    assert checked is not None
     stitched = stitch(config, running, stream, check_files=False, checked=checked.registration)
     stream.write(stitch_summary(stitched) + "\n")
     # the refined JSONs name the tile files checked above
@@ -140,11 +150,14 @@ class _Checked:
     """What the checks before an export's executor work found: the digest of the tile
     files' identities taken while checking them (`ExportPlan.tile_files`), when the job
     registers its tiles `stitching_checks`' answer, and when it matches intensities (and
-    nothing else decided that work is to be made anew) what decides their coefficients."""
+    nothing else decided that work is to be made anew) what decides their coefficients.
+    `identities`: those identities by path, for the coefficients' fingerprints when they
+    are taken after stitching (a HEAD per tile on S3 otherwise)."""
 
     tile_files: str
     registration: stitching.LastRegistration | None
     matching: Matching | None = None
+    identities: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _check_before_work(config: JobConfig, overwrite: bool,
@@ -156,10 +169,12 @@ def _check_before_work(config: JobConfig, overwrite: bool,
     reused (or there is none): a rerun of a finished job is then told there is nothing
     to do (`preflight`). `registration`: stitching's answer, when the checks made it
     before."""
-    plan = make_plan(replace(config, intensity="none"))   # coefficients come after stitching
+    # coefficients come after stitching; the identities of the tile files the plan took as
+    # it checked them make the registration's and the coefficients' fingerprints too
+    plan, identities = plan_and_identities(replace(config, intensity="none"))
     known = registration
     if config.stitching.enabled and known is None:
-        known = stitching_checks(config, stitching.registration_target(config))
+        known = stitching_checks(config, stitching.registration_target(config), identities)
     at, placed = plan, config
     if known is not None and known.earlier is not None:
         placed = known.earlier.stitched(config)
@@ -170,10 +185,11 @@ def _check_before_work(config: JobConfig, overwrite: bool,
     # (review H), so a committed output is refused before that work, as with a registration
     # or intensities to be matched anew (trial X)
     made_anew = config.estimate_flatfield or (known is not None and known.earlier is None)
-    found = matching(placed, at.tiles[0]) if placed.intensity == "match" and not made_anew else None
+    found = (matching(placed, at.tiles[0], identities)
+             if placed.intensity == "match" and not made_anew else None)
     made_anew = made_anew or (found is not None and not found.reused())
     preflight(at, store, beside, overwrite, positions_known=not made_anew)
-    return _Checked(plan.tile_files, known, found)
+    return _Checked(plan.tile_files, known, found, identities)
 
 
 def _output_location(config: JobConfig, plan: ExportPlan, executor: Executor | None = None
@@ -243,7 +259,8 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
     the checks found; `corrections`: the seconds flatfield estimation took, when it ran)."""
     corrections = dict(corrections or {})
     if config.intensity == "match":   # measured at the positions fused: after stitching
-        seconds = match_intensities(config, executor, stream, checked.matching if checked else None)
+        seconds = match_intensities(config, executor, stream, checked.matching if checked else None,
+                                    checked.identities if checked else None)
         if seconds:
             corrections["intensity_seconds"] = seconds
     plan = make_plan(config, check_files=checked is None,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TextIO
+from typing import Any, TextIO
 
 from pipelines.commit import endings
 from pipelines.config import JobConfig
@@ -92,13 +93,15 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 
-def stitching_checks(config: JobConfig, target: stitching.Target) -> stitching.LastRegistration:
+def stitching_checks(config: JobConfig, target: stitching.Target,
+                     identities: Mapping[str, Any] | None = None) -> stitching.LastRegistration:
     """What registering `target` checks before any pair is measured: whether the last
     registration still holds, or its positions do (`stitching.last_registration`: nothing
     else to check when it does); else the results must be writable and replaceable, and
     some pair must be there to measure (`Target.pairs`), unless only tile JSONs it does
-    not measure changed. One line each, nothing written."""
-    checked = stitching.last_registration(config, target)
+    not measure changed. One line each, nothing written. `identities`: the tile files'
+    identities this run took already, by path."""
+    checked = stitching.last_registration(config, target, identities)
     if checked.earlier is None:
         stitching.check_results_writable(config)
         stitching.check_results_replaceable(config)

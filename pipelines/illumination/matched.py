@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines import __version__
 from pipelines.config import JobConfig
@@ -36,9 +38,12 @@ class Matching:
         return all(matched_already(path, fingerprint, s3) for _, _, path, fingerprint in self.channels)
 
 
-def matching(config: JobConfig, tiles: tuple[TileSet, ...]) -> Matching:
-    """`Matching` of `config` whose first timepoint's tile sets are `tiles`."""
-    return Matching(config, tuple(channels(config, tiles, Correction(flatfield_folders(config)))))
+def matching(config: JobConfig, tiles: tuple[TileSet, ...],
+             identities: Mapping[str, Any] | None = None) -> Matching:
+    """`Matching` of `config` whose first timepoint's tile sets are `tiles`; `identities`:
+    the tile files' identities this run took already, by path."""
+    return Matching(config, tuple(channels(config, tiles, Correction(flatfield_folders(config)),
+                                           identities)))
 
 
 def intensities_reused(config: JobConfig, tiles: tuple[TileSet, ...]) -> bool:
@@ -50,17 +55,19 @@ def intensities_reused(config: JobConfig, tiles: tuple[TileSet, ...]) -> bool:
     return config.intensity != "match" or matching(config, tiles).reused()
 
 
-def channels(config: JobConfig, tiles: tuple[TileSet, ...], correction: Correction
-             ) -> list[tuple[int, TileSet, str, str]]:
+def channels(config: JobConfig, tiles: tuple[TileSet, ...], correction: Correction,
+             identities: Mapping[str, Any] | None = None) -> list[tuple[int, TileSet, str, str]]:
     """Per channel of the first timepoint (`tiles`): its number, tiles, coefficients' path
     and the fingerprint of what decides them (`matching_fingerprint`)."""
     s3 = config.s3_options()
     return [(c, tileset, path, matching_fingerprint(
-                config.inputs[0][0 if config.is_project else c], tileset, correction.folder(c), s3))
+                config.inputs[0][0 if config.is_project else c], tileset, correction.folder(c), s3,
+                identities))
             for c, (tileset, path) in enumerate(zip(tiles, intensity_paths(config, tiles)))]
 
 
-def matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3) -> str:
+def matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3,
+                         identities: Mapping[str, Any] | None = None) -> str:
     """A digest of what decides one channel's coefficients: its tile JSON's (or project's)
     text, which tiles it holds (a project's views: which container and array each tile
     number reads, as `input.views` selects them: trial K reused one selection's
@@ -70,7 +77,7 @@ def matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3)
     essentials = {"version": __version__,
                   "json": hashlib.sha256(read_bytes(tile_json, s3)).hexdigest(),
                   "views": [(t.index, t.path, t.dataset) for t in tiles],
-                  "tiles": file_identities(sorted({t.path for t in tiles}), s3),
+                  "tiles": file_identities(sorted({t.path for t in tiles}), s3, identities),
                   "fields": fields_digest(fields, s3) if fields else ""}
     return hashlib.sha256(json.dumps(essentials, sort_keys=True, default=str).encode()).hexdigest()
 

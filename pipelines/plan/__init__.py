@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.config import JobConfig
 from pipelines.config.inputs import check_channel_names, default_channel_names
@@ -43,7 +44,7 @@ from pipelines.tiles.bigstitcher import read_project
 from pipelines.tiles.identity import file_identities, identities_digest
 
 __all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "PartitionTask", "Stage",
-           "StageTasks", "TaskPlan", "check_memory", "computed_voxels", "growth_warning", "make_plan", "plan_output", "plan_stages",
+           "StageTasks", "TaskPlan", "check_memory", "computed_voxels", "growth_warning", "make_plan", "plan_and_identities", "plan_output", "plan_stages",
            "plan_tasks", "read_acquisition", "read_tiles", "task_memory", "task_memory_bytes"]
 
 
@@ -129,10 +130,20 @@ def make_plan(config: JobConfig, check_files: bool = True,
     """Validate the inputs of `config` and plan the export; raises PipelineError subclasses.
     `tile_files`: the digest of the tile files' identities, when the caller took it already
     (`ExportPlan.tile_files` of a plan of the same files)."""
+    return plan_and_identities(config, check_files, tile_files)[0]
+
+
+def plan_and_identities(config: JobConfig, check_files: bool = True, tile_files: str | None = None
+                        ) -> tuple[ExportPlan, dict[str, Any]]:
+    """`make_plan`, and the tile files' identities it took (none when given `tile_files`),
+    by path: the registration's and the coefficients' fingerprints are made of the same
+    files' identities, and a run asks for each once (`tiles.identity.file_identities`)."""
     s3 = config.s3_options()
     tiles, names = read_acquisition(config, s3)
+    identities: dict[str, Any] = {}
     if tile_files is None:
-        tile_files = _tile_files(config, tiles, s3, check_files)
+        identities = _tile_identities(config, tiles, s3, check_files)
+        tile_files = identities_digest(identities)
     first = tiles[0][0]
     output = plan_output(config, first, len(tiles), len(tiles[0]))
     stages = plan_stages(output)
@@ -148,20 +159,18 @@ def make_plan(config: JobConfig, check_files: bool = True,
                       resume_verify=config.resume_verify, correction=correction,
                       tile_files=tile_files)
     check_memory(plan, config.task_memory)
-    return plan
+    return plan, identities
 
 
-def _tile_files(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...],
-                s3: S3Options | None, check_files: bool) -> str:
-    """Check every tile file (with `check_files`) and digest their identities. The check
+def _tile_identities(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...],
+                     s3: S3Options | None, check_files: bool) -> dict[str, Any]:
+    """Check every tile file (with `check_files`) and take their identities. The check
     opens each file anyway and hands back what it saw (no request of its own on S3);
     unchecked files — a project's views, opened as it was read, or files a caller does not
     check (benchmarks) — are asked for theirs: a stat each here, a HEAD each on S3."""
     if check_files and not config.is_project:
-        found = check_tile_files([ts for row in tiles for ts in row], s3)
-    else:
-        found = file_identities(sorted({t.path for row in tiles for ts in row for t in ts}), s3)
-    return identities_digest(found)
+        return check_tile_files([ts for row in tiles for ts in row], s3)
+    return file_identities(sorted({t.path for row in tiles for ts in row for t in ts}), s3)
 
 
 def read_tiles(config: JobConfig, s3: S3Options | None) -> tuple[tuple[TileSet, ...], ...]:

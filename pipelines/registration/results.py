@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -356,11 +358,13 @@ class LastRegistration:
     positions: dict[int, tuple[float, float, float]] | None = None
 
 
-def last_registration(config: JobConfig, target: Target) -> LastRegistration:
+def last_registration(config: JobConfig, target: Target,
+                      identities: Mapping[str, Any] | None = None) -> LastRegistration:
     """Whether `target` is registered again: the last registration's outcome when it still
     holds, else its positions when they place the tile JSONs that changed; neither with
-    `stitching.force`. The export, `tile-stitch` and the dry run decide with this."""
-    parts = reuse.fingerprint_parts(config, target, config.s3_options())
+    `stitching.force`. The export, `tile-stitch` and the dry run decide with this.
+    `identities`: the tile files' identities this run took already, by path."""
+    parts = reuse.fingerprint_parts(config, target, config.s3_options(), identities)
     last = last_report(config)
     if config.stitching.force:
         return LastRegistration(parts, last, None)

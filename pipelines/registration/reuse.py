@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +30,12 @@ if TYPE_CHECKING:
     from pipelines.registration.results import Target
 
 
-def fingerprint_parts(config: JobConfig, target: Target, s3: S3Options | None) -> dict[str, Any]:
+def fingerprint_parts(config: JobConfig, target: Target, s3: S3Options | None,
+                      identities: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What decides the refined positions, each part a digest (the report keeps them, so
     a later run can say which changed): the package version, the [stitching] settings and
-    view selection, each stage JSON's text, the registered tiles' files' identities."""
+    view selection, each stage JSON's text, the registered tiles' files' identities
+    (`identities`: those this run took already, by path)."""
     settings = {k: v for k, v in asdict(config.stitching).items() if k not in ("enabled", "force")}
     sources = sorted({p for row in config.inputs for p in row})
     # the pixels registration measures: the registered channel's first timepoint (the
@@ -43,7 +46,7 @@ def fingerprint_parts(config: JobConfig, target: Target, s3: S3Options | None) -
         "version": __version__,
         "settings": _json_digest({"settings": settings, "views": {k: list(v) for k, v in config.views}}),
         "inputs": {p: digest(read_if_there(p, s3) or b"") for p in sources},
-        "tiles": _json_digest(file_identities(files, s3)),
+        "tiles": _json_digest(file_identities(files, s3, identities)),
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,12 +26,20 @@ from pipelines.storage import uri as uris
 STAT_THREADS = 32
 
 
-def file_identities(paths: list[str], s3: S3Options | None) -> dict[str, Any]:
-    """`file_identity` of every path, by path; S3 objects are asked about concurrently."""
-    if not any(uris.is_remote(p) for p in paths):
-        return {p: file_identity(p, s3) for p in paths}
-    with ThreadPoolExecutor(STAT_THREADS) as pool:
-        return dict(zip(paths, pool.map(lambda p: file_identity(p, s3), paths)))
+def file_identities(paths: list[str], s3: S3Options | None,
+                    known: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`file_identity` of every path, by path; S3 objects are asked about concurrently.
+    `known`: identities this run took already (the check before its work opened every
+    tile file): a path there is not asked again (at 100 000 tiles on S3, each round is
+    100 000 HEAD requests)."""
+    known = known or {}
+    asked = [p for p in paths if p not in known]
+    if not any(uris.is_remote(p) for p in asked):
+        found = {p: file_identity(p, s3) for p in asked}
+    else:
+        with ThreadPoolExecutor(STAT_THREADS) as pool:
+            found = dict(zip(asked, pool.map(lambda p: file_identity(p, s3), asked)))
+    return {p: known[p] if p in known else found[p] for p in paths}
 
 
 def file_identity(path: str, s3: S3Options | None) -> Any:

@@ -574,9 +574,13 @@ def test_checks_made_with_the_fields_there_are_stand_for_the_export(tmp_path, mo
     checked its tile files twice and fingerprinted each channel's coefficients three
     times (the check before work, again before stitching, then the matching): on S3 a HEAD
     per tile each time. Once each now; once the fields are estimated, the check is made
-    again with them (their memory), as before."""
+    again with them (their memory), as before. Read-again of stop 47: the registration's
+    and the coefficients' fingerprints took every tile file's identity once more each
+    (2 × 100 000 HEADs at 100 000 tiles on S3); they are made of the check's now."""
     import pipelines.illumination.matched as matched
     import pipelines.plan as planning
+    import pipelines.tiles.identity as identity
+    import pipelines.tiles.readers as readers
     acq = tmp_path / "acq"   # shaded tiles, enough to estimate a flatfield from
     make_acquisition(acq, grid=(6, 6, 1), tile=(64, 64, 8), jitter=2, seed=3, truth=False,
                      falloff=0.4, dark=100.0, gains=(0.6, 1.0), density=3.0)
@@ -591,8 +595,18 @@ def test_checks_made_with_the_fields_there_are_stand_for_the_export(tmp_path, mo
     monkeypatch.setattr(planning, "check_tile_files", counted("checks", planning.check_tile_files))
     monkeypatch.setattr(matched, "matching_fingerprint",
                         counted("fingerprints", matched.matching_fingerprint))
+    asked: dict[str, int] = {}   # identity look-ups by tile file
+
+    def looked_up(function):
+        def wrapper(path, s3):
+            asked[path] = asked.get(path, 0) + 1
+            return function(path, s3)
+        return wrapper
+    for module in (identity, readers):   # the checks' and everyone else's
+        monkeypatch.setattr(module, "file_identity", looked_up(module.file_identity))
     for name, estimated in (("first", True), ("second", False)):
         calls.update(checks=0, fingerprints=0)
+        asked.clear()
         job = write_job(tmp_path / f"{name}.toml", str(acq / "tiles.json"),
                         str(tmp_path / name / "volume"), extra=extra)
         stream = io.StringIO()
@@ -602,6 +616,8 @@ def test_checks_made_with_the_fields_there_are_stand_for_the_export(tmp_path, mo
         # once (the check without fields does not ask whether they can be reused)
         assert calls == ({"checks": 2, "fingerprints": 1} if estimated else
                          {"checks": 1, "fingerprints": 1}), (name, calls)
+        # every tile file once per check: the fingerprints are made of the check's
+        assert len(asked) == 36 and set(asked.values()) == {calls["checks"]}, (name, asked)
         reused = [line for line in stream.getvalue().splitlines()
                   if line.startswith("intensities of ") and ": reused (" in line]
         assert len(reused) == (0 if estimated else 1), stream.getvalue()
