@@ -112,7 +112,9 @@ def owned_keys(store: Store) -> tuple[list[str], list[str]]:
 
 def remove_owned(store: Store, why: str) -> int:
     """Delete the container's objects that are ours (`owned_keys`) and our temporary
-    files; OutputError, deleting nothing, when anything else is there."""
+    files, then the folders that leaves empty (trial AB: an N5 level folder left empty
+    is a group to z5py, and zarr-python warns of a Zarr array's); OutputError, deleting
+    nothing, when anything else is there."""
     ours, foreign = owned_keys(store)
     if foreign:
         raise OutputError(f"{why}: {store.uri} holds {len(foreign)} file(s) this pipeline did not "
@@ -121,4 +123,8 @@ def remove_owned(store: Store, why: str) -> int:
         store.delete(key)
     for partial in store.partial_writes():
         store.remove_partial(partial)
+    # one walk up from each folder that held a deleted key: the last walk through a
+    # folder finds it empty, whatever the order
+    for key in {key.rpartition("/")[0]: key for key in ours if "/" in key}.values():
+        store.remove_empty_folders(key, "")
     return len(ours)

@@ -115,6 +115,25 @@ def test_overwrite_keeps_a_users_file_inside_the_dataset(tmp_path, acq, capsys):
     assert export_job.main([str(job), "--overwrite"]) == 0   # only ours: replaced
 
 
+@pytest.mark.parametrize("name", ["volume.n5", "volume.zarr"])
+def test_overwrite_leaves_no_folder_of_the_dataset_it_replaced(tmp_path, acq, name):
+    """Trial AB: --overwrite with fewer levels and other chunks deleted the old dataset's
+    files but not its folders: z5py listed the emptied N5 level folders as groups the
+    new `attributes.json` does not name, zarr-python warned of Zarr's. Every folder left
+    holds a file of the new dataset."""
+    out = tmp_path / "out" / name
+    extra = "levels = 3\n"
+    job = write_job(tmp_path / "job.toml", str(acq / "tiles.json"), str(out), extra=extra)
+    export_local(load_job(job))
+    job.write_text(job.read_text().replace("chunks = [16, 16, 8]", "chunks = [8, 8, 4]")
+                   .replace(extra, "levels = 1\n"))
+    assert export_job.main([str(job), "--overwrite"]) == 0
+    files = [p for p in out.rglob("*") if p.is_file()]
+    folders = [p for p in out.rglob("*") if p.is_dir()]
+    assert folders and all(any(f.is_relative_to(d) for f in files) for d in folders), \
+        sorted(str(d.relative_to(out)) for d in folders if not any(f.is_relative_to(d) for f in files))
+
+
 def test_overwrite_needs_our_job_record(tmp_path, acq, capsys):
     out = tmp_path / "out" / "volume"
     out.mkdir(parents=True)
