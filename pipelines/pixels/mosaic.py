@@ -69,7 +69,7 @@ class Mosaic:
         return out
 
     def holds_only(self, value) -> bool:
-        """Whether every voxel equals `value` (voxels of no piece are 0)."""
+        """Whether every voxel is `value` (`all_equal`; voxels of no piece are 0)."""
         if not self._covered() and value != 0:
             return False
         if any(piece.size and piece.flat[0] != value for piece in self.pieces):
@@ -114,11 +114,17 @@ Region = np.ndarray | Mosaic
 
 
 def all_equal(values: np.ndarray, value) -> bool:
-    """Whether every element of `values` equals `value`."""
+    """Whether every element of `values` is `value`; a float −0.0 is not 0 (trial AB: a
+    chunk of −0.0 was left unwritten, so readers gave +0.0; zarr-python and tensorstore
+    write it)."""
     if values.size and values.flat[0] != value:
         return False   # most regions of real data are decided by their first voxel
+    if value != 0:
+        return bool(np.all(values == value))
+    if values.dtype.kind == "f":   # +0.0 is the float whose bits are all zero
+        values = values.view(np.dtype(f"u{values.dtype.itemsize}"))
     # any() needs no temporary array, and 0 is the usual value asked about (the fill value)
-    return not values.any() if value == 0 else bool(np.all(values == value))
+    return not values.any()
 
 
 def copy_out(outs: Sequence[np.ndarray], values: Region, seen: ValueRange | None = None) -> None:

@@ -193,3 +193,20 @@ def test_a_mosaic_holds_only_a_value_when_its_pieces_and_gaps_do():
     assert whole.holds_only(5) and not whole.holds_only(0)
     assert not gap.holds_only(5) and not gap.holds_only(0)   # the gap holds 0, a piece 5
     assert zeros.holds_only(0) and not zeros.holds_only(5)
+
+
+def test_a_float_chunk_of_negative_zeros_is_written():
+    """Trial AB: a float32 chunk of only −0.0 counted as the fill value 0 and was not
+    written, so every reader returned +0.0 (zarr-python and tensorstore write such a
+    chunk). −0.0 is kept; +0.0 is still the fill value, in an array and in a Mosaic."""
+    for fmt in ("n5", "zarr3"):
+        spec = ArraySpec("a", (8, 8, 8), (4, 4, 4), "float32", compressor_for(CodecConfig("raw"), fmt))
+        module = format_module(fmt)
+        for sign, written in ((-0.0, 8), (0.0, 0)):
+            block = np.full((8, 8, 8), sign, dtype="float32")
+            pieces = Mosaic((8, 8, 8), np.dtype("float32"), ((0, 0, 0),), (block,))
+            for values in (block, pieces):
+                objects = list(encode_region(module, spec, values, Box((0, 0, 0), (8, 8, 8))))
+                assert sum(data is not None for _, data in objects) == written, (fmt, sign)
+    assert not Mosaic((4, 4, 4), np.dtype("float64"), ((0, 0, 0),),
+                      (np.full((2, 4, 4), -0.0),)).holds_only(0)
