@@ -58,7 +58,8 @@ def main(argv=None) -> int:
                          for i in range(store.rank))].read().result()
     layout = store.chunk_layout
     print(f"tensorstore opened {spec}  ({len(everything)} arrays in the container)")
-    print(f"  shape (x, y, z) = {_pick(store.shape, spatial)}{_lead(store, spatial)}, "
+    names = _ome_axes(args.uri, dataset) or list(store.domain.labels)
+    print(f"  shape (x, y, z) = {_pick(store.shape, spatial)}{_lead(store, spatial, names)}, "
           f"dtype {store.dtype.name}, chunks (x, y, z) {_pick(layout.read_chunk.shape, spatial)}")
     if list(layout.write_chunk.shape) != list(layout.read_chunk.shape):   # sharded
         print(f"  shards (x, y, z) {_pick(layout.write_chunk.shape, spatial)}: each holds "
@@ -77,11 +78,30 @@ def _pick(values, axes: tuple[int, ...]) -> list[int]:
     return [int(values[a]) for a in axes]
 
 
-def _lead(store, spatial: tuple[int, ...]) -> str:
+def _lead(store, spatial: tuple[int, ...], names: list[str]) -> str:
     """The other axes (t, c of OME-Zarr) with their sizes, e.g. ", c = 2"."""
-    labels = store.domain.labels
-    return "".join(f", {labels[i] or f'axis {i}'} = {store.shape[i]}"
+    return "".join(f", {names[i] if i < len(names) and names[i] else f'axis {i}'} = {store.shape[i]}"
                    for i in range(store.rank) if i not in spatial)
+
+
+def _ome_axes(root: Path, dataset: str) -> list[str]:
+    """The axis names OME-Zarr's multiscales give the array at `dataset` (Zarr v2 arrays
+    carry none of their own: trial AB saw "axis 0" for OME-Zarr 0.4's c and t); [] when
+    no group above it describes it."""
+    parts = dataset.split("/") if dataset else []
+    for depth in range(len(parts) - 1, -1, -1):
+        group = root.joinpath(*parts[:depth])
+        attributes = {}
+        if (group / ".zattrs").is_file():
+            attributes = json.loads((group / ".zattrs").read_text())
+        elif (group / "zarr.json").is_file():
+            attributes = json.loads((group / "zarr.json").read_text()).get("attributes", {})
+        attributes = attributes.get("ome", attributes)   # OME-Zarr 0.5 nests them under "ome"
+        below = "/".join(parts[depth:])
+        for multiscale in attributes.get("multiscales", []):
+            if any(d.get("path") == below for d in multiscale.get("datasets", [])):
+                return [axis.get("name", "") for axis in multiscale.get("axes", [])]
+    return []
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.config import load_job
 from tests.conftest import ROOT, write_job
-from tests.pipeline_helpers import export_local
+from tests.pipeline_helpers import add_channel, export_local
 
 
 def inspect(path, *options: str, code: int = 0) -> str:
@@ -46,3 +46,18 @@ def test_one_array_of_a_pyramid_is_opened_and_the_container_counted(small_acquis
     assert "c0/s1" in printed and "(3 arrays in the container)" in printed, printed
     wrong = inspect(tmp_path / "volume", "--dataset", "c9/s0", code=2)   # trial S
     assert "error: c9/s0 is not an array of" in wrong and "c0/s0, c0/s1, c0/s2" in wrong, wrong
+
+
+@pytest.mark.parametrize("fmt", ["zarr2", "zarr3"])
+def test_the_channel_axis_of_ome_zarr_is_named(small_acquisition, tmp_path, fmt):
+    """Trial AB: OME-Zarr 0.4's channels were "axis 0 = 2" (Zarr v2 arrays carry no axis
+    names; the image group's multiscales do), where 0.5 printed "c = 2"."""
+    second = add_channel(small_acquisition, "dim", lambda px: px // 2)
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "volume"), f'format = "{fmt}"')
+    job.write_text(job.read_text().replace(
+        f'tiles = "{small_acquisition["paths"]["tiles_json"]}"',
+        f'tiles = ["{small_acquisition["paths"]["tiles_json"]}", "{second}"]'))
+    summary = export_local(load_job(job)).summary
+    printed = inspect(tmp_path / "volume")
+    assert f"shape (x, y, z) = {list(summary.shape)}, c = 2, " in printed, printed
