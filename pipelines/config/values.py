@@ -109,6 +109,16 @@ SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "log
 SECRET_NAME = re.compile(r"(?i)secret|password|token|access[._]?key")
 
 
+def secret_property(named: str) -> ConfigError:
+    """The refusal of a Spark property whose name is a secret's (`SECRET_NAME`), `named`
+    as the user gave it (never its value)."""
+    return ConfigError(f"{named}: secrets are refused as Spark properties (they reach process "
+                       f"command lines, the Spark UI and event logs); give S3 credentials "
+                       f"through the environment of the launching process, a credentials file "
+                       f"on every node (AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE or "
+                       f"s3.profile), or an instance role")
+
+
 def parse_spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
     """[spark] keys as Spark properties: `master` and `executor.memory` or `"spark.x.y"`."""
     conf = {}
@@ -122,12 +132,7 @@ def parse_spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"{where}{name}: unknown Spark property"
                               + (f"; did you mean 'spark.{hint[0]}'?" if hint else ""))
         if SECRET_NAME.search(name):
-            raise ConfigError(f"{where}{name}: secrets are refused as Spark properties (they "
-                              f"reach process command lines, the Spark UI and event logs); "
-                              f"give S3 credentials through the environment of the launching "
-                              f"process, a credentials file on every node "
-                              f"(AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE or s3.profile), "
-                              f"or an instance role")
+            raise secret_property(f"{where}{name}")
         if short == "master" and not isinstance(value, str):
             raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")
         if short == "master":   # checked here, so that the dry run refuses it too

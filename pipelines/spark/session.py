@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig, parse_size
 from pipelines.config.master import MasterFormError, is_local_master, parse_master
+from pipelines.config.values import SECRET_NAME
 from pipelines.errors import ConfigError, SparkStartError, install_signal_handlers
 from pipelines.spark.jvm_stderr import NO_WORD, held_jvm_stderr, java_reason
 
@@ -98,13 +99,30 @@ def session(config: JobConfig) -> SparkSession:
     spark = _start(builder, config.spark_master, dict(config.spark_conf).get("spark.driver.memory"))
     spark.sparkContext.setLogLevel("WARN")
     cap = spark.sparkContext.getConf().get("spark.executor.pyspark.memory")
-    for line in misspelled_properties(spark, config) + address_space_cap(cap):
+    for line in misspelled_properties(spark, config) + address_space_cap(cap) + secrets_out(submitted):
         print(f"warning: {line}", file=sys.stderr)
     install_signal_handlers()   # in place of pyspark's SIGINT handler (see errors)
     _quiet_accumulator_eof()
     if is_local_master(spark.sparkContext.master or ""):
         _quiet_task_failures(spark)
     return spark
+
+
+def secrets_out(submitted: dict[str, str]) -> list[str]:
+    """The warning for secrets among the properties spark-submit was given (`--conf`, a
+    properties file, spark-defaults.conf), named, never their values (trial AA: the job
+    ran without a word). A job file's are refused (`config.values.secret_property`);
+    these are out (on spark-submit's command line, in the UI and event log) before the
+    job starts, and may be a cluster's own (`spark.authenticate.secret`): refusing would
+    hide nothing and stop jobs their users cannot mend."""
+    named = sorted(name for name in submitted if SECRET_NAME.search(name))
+    if not named:
+        return []
+    return [f"{', '.join(named)} from spark-submit: a secret as a Spark property is on "
+            f"spark-submit's command line (ps shows it to every user of the machine), in the "
+            f"Spark UI and in event logs; give S3 credentials through the environment of the "
+            f"workers, a credentials file on every node (AWS_SHARED_CREDENTIALS_FILE with "
+            f"AWS_PROFILE or s3.profile), or an instance role"]
 
 
 def address_space_cap(cap: str | None) -> list[str]:

@@ -186,7 +186,8 @@ def test_command_line_run_as_a_user_would(small_acquisition, tmp_path):
 def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_path):
     """Under spark-submit, the job file's spark.master (local[2] here) is not used, and a
     property spark-submit was given wins over the job file's, with a note; the job file's
-    other properties still apply (the event log is on)."""
+    other properties still apply (the event log is on). A secret among spark-submit's
+    properties is named in a warning, never repeated (trial AA: not a word)."""
     events = {name: tmp_path / name for name in ("job-events", "submit-events")}
     for folder in events.values():
         folder.mkdir()
@@ -197,6 +198,7 @@ def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_pa
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     run = subprocess.run([str(submit), "--master", "local[1]",
                           "--conf", f"spark.eventLog.dir={events['submit-events'].as_uri()}",
+                          "--conf", "spark.executorEnv.AWS_SECRET_ACCESS_KEY=shown-by-ps-3141",
                           str(ROOT / "jobs/export.py"), str(job)],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -204,6 +206,9 @@ def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_pa
     # spark-submit runs the script with its stderr joined to its stdout
     assert f"note: spark.eventLog.dir = {events['submit-events'].as_uri()} from spark-submit" in run.stdout
     assert list(events["submit-events"].iterdir()) and not list(events["job-events"].iterdir())
+    assert ("warning: spark.executorEnv.AWS_SECRET_ACCESS_KEY from spark-submit: a secret as a "
+            "Spark property is on spark-submit's command line") in run.stdout, run.stdout[-3000:]
+    assert "shown-by-ps-3141" not in run.stdout + run.stderr
     assert tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5").any()
 
 
