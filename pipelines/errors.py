@@ -31,6 +31,12 @@ class LedgerUnreadable(OutputError):
         self.key = key
 
 
+class EndpointUnreachable(OutputError):
+    """A store's endpoint gave no answer to a check (a connection refused or timed out),
+    as opposed to an answer that refuses (a missing bucket, denied credentials): the dry
+    run, away from the cluster, says it could not look instead of refusing."""
+
+
 class PlanError(PipelineError):
     """The job cannot be planned as configured (for example a block does not fit in memory)."""
 

@@ -20,7 +20,7 @@ from pipelines.commit.records import (
     output_settings,
     read_json,
 )
-from pipelines.errors import AlreadyDone, OutputError, cause
+from pipelines.errors import AlreadyDone, EndpointUnreachable, OutputError, cause
 from pipelines.formats import format_module
 from pipelines.plan import ExportPlan
 from pipelines.plan.output import OutputSpec
@@ -228,10 +228,15 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         s3 = replace(s3, max_attempts=2, request_timeout=min(s3.request_timeout, 5.0))
     try:
         store, beside = open_store(uri, s3), beside_store(uri, s3)
+        # an answer that refuses (no such bucket, denied credentials) is the run's refusal
+        # too (trial AA: "not looked at" and exit 0 where the run stops with exit 2)
+        store.check_reachable("output.uri")
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
         metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
+    except EndpointUnreachable as e:   # no answer from here: the run looks for itself
+        return f"output:   not looked at ({e})", ""
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
         return "", str(e)
     except Exception as e:   # not reachable from here: the run looks for itself

@@ -142,9 +142,11 @@ class Store(ABC):
         """Raise OutputError naming the location if objects cannot be written there; the
         message begins with `what` (the job file's key, or what a command writes there)."""
 
-    def check_reachable(self) -> None:  # noqa: B027  (a local or memory store always is)
-        """Raise OutputError, in one line, if the storage cannot be reached at all (a
-        remote endpoint that is down); for commands that only read (verify, clean)."""
+    def check_reachable(self, what: str = "") -> None:  # noqa: B027  (a local or memory store always is)
+        """Raise OutputError, in one line beginning with `what` when given, if the storage
+        cannot be reached at all (a remote endpoint that is down, `EndpointUnreachable`)
+        or refuses (a missing bucket, denied credentials); for commands that only read
+        (verify, clean, the dry run)."""
 
     @property
     @abstractmethod

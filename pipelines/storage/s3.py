@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipelines.errors import OutputError, StoreUnavailable
+from pipelines.errors import EndpointUnreachable, OutputError, StoreUnavailable
 from pipelines.storage.base import PartialWrite, Pieces, Store
 from pipelines.storage.uri import parse
 
@@ -378,7 +378,7 @@ class S3Store(Store):
             probe._head_bucket()
             probe.put(name, b"")
         except Exception as err:
-            raise OutputError(f"{what}: {self.uri}: {self._explain(err)}") from None
+            raise self._refusal(err, f"{what}: {self.uri}") from None
         try:   # the lock's release and --overwrite delete objects too
             probe.delete(name)
         except Exception as err:
@@ -388,12 +388,24 @@ class S3Store(Store):
                               f"({self._explain(err)}); delete the probe object "
                               f"{self.uri}/{name} once that is allowed") from None
 
-    def check_reachable(self) -> None:
+    def check_reachable(self, what: str = "") -> None:
         """Prove the endpoint answers and the bucket exists (one HeadBucket, few retries)."""
         try:
             self._probe()._head_bucket()
         except Exception as err:
-            raise OutputError(f"{self.uri}: {self._explain(err)}") from None
+            raise self._refusal(err, f"{what}: {self.uri}" if what else self.uri) from None
+
+    def _refusal(self, err: Exception, where: str) -> OutputError:
+        """`err` of a check in one line after `where`: EndpointUnreachable when the
+        endpoint gave no answer, OutputError for the answer it gave."""
+        from botocore.exceptions import (
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ProxyConnectionError,
+        )
+        silent = (StoreUnavailable, EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
+        kind = EndpointUnreachable if isinstance(err, silent) else OutputError
+        return kind(f"{where}: {self._explain(err)}")
 
     @_bounded
     def _head_bucket(self) -> None:

@@ -306,6 +306,22 @@ def test_the_look_at_an_s3_output_it_cannot_reach_says_so_within_seconds(tmp_pat
     assert not refusal and holds.startswith("output:   not looked at (")
 
 
+def test_the_look_at_an_s3_output_whose_bucket_is_missing_refuses_as_the_run_does(tmp_path, s3_bucket,
+                                                                                  capsys):
+    """Trial AA: a missing output bucket was 'not looked at (NoSuchBucket: …)' and exit 0,
+    where the run stops with `bucket '…' does not exist`, exit 2: an endpoint that answers
+    gives the run's refusal; one that does not answer is still 'not looked at'."""
+    from pipelines.cli.export import main
+    endpoint, _ = s3_bucket
+    job = write_scale_job(tmp_path / "paper", (2, 1, 1), (64, 64, 16))
+    job.write_text(job.read_text().replace('uri = "out/volume.zarr"', 'uri = "s3://no-such-bucket-7/v.zarr"')
+                   + f'[s3]\nendpoint_url = "{endpoint}"\n')
+    assert main([str(job), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: output.uri: s3://no-such-bucket-7/v.zarr: bucket 'no-such-bucket-7' "
+                   "does not exist"), err
+
+
 def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, tmp_path):
     """Trial M: with limits.tile_cache above limits.task_memory the refusal advised smaller
     blocks, which cannot help; it names the cache as a way out."""
