@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from pipelines.errors import cause
+
 
 @dataclass(frozen=True)
 class PartialWrite:
@@ -141,6 +143,11 @@ class Store(ABC):
     def check_writable(self, what: str = "output.uri") -> None:
         """Raise OutputError naming the location if objects cannot be written there; the
         message begins with `what` (the job file's key, or what a command writes there)."""
+
+    def explain(self, err: Exception) -> str:
+        """What went wrong with a request to this store, in words a user can act on (S3:
+        the endpoint, the bucket, the credentials, never echoing them)."""
+        return cause(err)
 
     def check_reachable(self, what: str = "") -> None:  # noqa: B027  (a local or memory store always is)
         """Raise OutputError, in one line beginning with `what` when given, if the storage

@@ -35,7 +35,17 @@ def read_document(uri: str, s3, error: type[PipelineError], what: str, key: str 
     except PipelineError:
         raise
     except Exception as e:   # a folder, no permission, refused credentials, no endpoint
-        raise error(f"{uri}: cannot read the {what}: {cause(e)}") from None
+        # in the store's words (trial AA: "EndpointConnectionError: Could not connect …"
+        # where tile-verify says "cannot reach the S3 endpoint … (check s3.endpoint_url)")
+        raise error(f"{uri}: cannot read the {what}: {_explained(uri, s3, e)}") from None
+
+
+def _explained(uri: str, s3, err: Exception) -> str:
+    """`Store.explain` of the store holding `uri`, else the error's own words."""
+    try:
+        return open_store(uris.split(uri)[0], s3).explain(err)
+    except Exception:
+        return cause(err)
 
 
 def read_json(uri: str, s3, error: type[PipelineError], what: str, key: str = "") -> Any:
@@ -44,7 +54,12 @@ def read_json(uri: str, s3, error: type[PipelineError], what: str, key: str = ""
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{uri}: not valid JSON: {e}") from None
+        # a web page where an object was asked for: an endpoint that is not S3's (trial AA:
+        # a Spark UI's port, blamed on the tile JSON)
+        page = uris.is_remote(uri) and data.lstrip()[:1] == b"<"
+        raise error(f"{uri}: not valid JSON: {e}" + (
+            "; the endpoint answered with a web page: is s3.endpoint_url an S3 endpoint?"
+            if page else "")) from None
     except RecursionError:   # json recurses once per level of nesting
         raise error(f"{uri}: lists or objects nested too deeply") from None
 

@@ -385,7 +385,7 @@ class S3Store(Store):
             # the probe stays in the container, where a later run would find a file it
             # did not write: say so, with its name
             raise OutputError(f"{what}: {self.uri}: objects can be written but not deleted "
-                              f"({self._explain(err)}); delete the probe object "
+                              f"({self.explain(err)}); delete the probe object "
                               f"{self.uri}/{name} once that is allowed") from None
 
     def check_reachable(self, what: str = "") -> None:
@@ -405,7 +405,7 @@ class S3Store(Store):
         )
         silent = (StoreUnavailable, EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
         kind = EndpointUnreachable if isinstance(err, silent) else OutputError
-        return kind(f"{where}: {self._explain(err)}")
+        return kind(f"{where}: {self.explain(err)}")
 
     @_bounded
     def _head_bucket(self) -> None:
@@ -417,8 +417,7 @@ class S3Store(Store):
                           replace(self.options, max_attempts=min(self.options.max_attempts,
                                                                  CHECK_MAX_ATTEMPTS)))
 
-    def _explain(self, err: Exception) -> str:
-        """What went wrong, in words a user can act on — never echoing credentials."""
+    def explain(self, err: Exception) -> str:
         from botocore.exceptions import (
             ClientError,
             ConnectTimeoutError,
@@ -447,7 +446,11 @@ class S3Store(Store):
             if code in DENIED_CODES:
                 return "access denied (check the AWS credentials/profile)"
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-            return f"S3 refused the request ({code}, HTTP {status})"
+            # no S3 error code in the answer, only its HTTP status: a server that is not
+            # S3 (trial AA: a Spark UI's port)
+            hint = (f"; is {self.options.endpoint_url} an S3 endpoint? (s3.endpoint_url)"
+                    if self.options.endpoint_url and str(code).isdigit() else "")
+            return f"S3 refused the request ({code}, HTTP {status}){hint}"
         return f"{type(err).__name__}: {err}"
 
 

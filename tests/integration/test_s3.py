@@ -366,6 +366,51 @@ def test_refused_credentials_on_the_tile_json_are_one_clear_line(s3_bucket, moto
     assert SECRET_KEY not in str(err.value)
 
 
+def test_a_tile_json_behind_a_wrong_endpoint_names_the_endpoint(tmp_path):
+    """Trial AA: a closed port was "EndpointConnectionError: Could not connect …" where
+    tile-verify says "cannot reach the S3 endpoint … (check s3.endpoint_url)", and a web
+    page on that port (a Spark UI's) "not valid JSON", blamed on the tile JSON alone."""
+    import http.server
+    import socket
+    import threading
+
+    from pipelines.errors import TileError
+    from pipelines.tiles import read_tile_json
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed = free.getsockname()[1]
+    with pytest.raises(TileError) as err:
+        read_tile_json("s3://lab/acq/tiles.json", S3Options(endpoint_url=f"http://127.0.0.1:{closed}",
+                                                             max_attempts=1))
+    assert str(err.value) == (f"s3://lab/acq/tiles.json: cannot read the tile configuration: cannot "
+                              f"reach the S3 endpoint http://127.0.0.1:{closed} (check s3.endpoint_url)")
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):   # noqa: N802 - the name http.server calls
+            body = b"<!DOCTYPE html><html><title>Spark Master</title></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    page = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(TileError) as err:
+            read_tile_json("s3://lab/acq/tiles.json", S3Options(endpoint_url=page))
+        with pytest.raises(OutputError) as refused:   # the output's check: "(405, HTTP 405)" alone
+            open_store("s3://lab/out.n5", S3Options(endpoint_url=page)).check_writable()
+    finally:
+        server.shutdown()
+    assert str(err.value).endswith("the endpoint answered with a web page: is s3.endpoint_url an "
+                                   "S3 endpoint?"), err.value
+    assert str(refused.value).endswith(f"; is {page} an S3 endpoint? (s3.endpoint_url)"), refused.value
+
+
 def test_unfinished_multipart_uploads_are_listed_and_aborted(s3_bucket):
     """What a writer killed mid-upload leaves: found by partial_writes(), gone after removal."""
     endpoint, bucket = s3_bucket
