@@ -40,7 +40,7 @@ from pipelines.errors import (
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
-from pipelines.illumination.matched import Matching, matching
+from pipelines.illumination.matched import Matching, made_anew
 from pipelines.plan import (
     ExportPlan,
     PartitionTask,
@@ -184,11 +184,9 @@ def _check_before_work(config: JobConfig, overwrite: bool,
     # [flatfield] enabled estimates the fields anew every run: minutes before it can tell
     # (review H), so a committed output is refused before that work, as with a registration
     # or intensities to be matched anew (trial X)
-    made_anew = config.estimate_flatfield or (known is not None and known.earlier is None)
-    found = (matching(placed, at.tiles[0], identities)
-             if placed.intensity == "match" and not made_anew else None)
-    made_anew = made_anew or (found is not None and not found.reused())
-    preflight(at, store, beside, overwrite, positions_known=not made_anew)
+    anew, found = made_anew(placed, known is not None and known.earlier is None, at.tiles[0],
+                            identities)
+    preflight(at, store, beside, overwrite, positions_known=not anew)
     return _Checked(plan.tile_files, known, found, identities)
 
 

@@ -46,13 +46,22 @@ def matching(config: JobConfig, tiles: tuple[TileSet, ...],
                                            identities)))
 
 
-def intensities_reused(config: JobConfig, tiles: tuple[TileSet, ...]) -> bool:
-    """Whether `match_intensities` would reuse every channel's coefficients of `tiles` (the
-    first timepoint's tile sets; True when the job matches none): the checks before an
-    export's work refuse a committed output when they are to be measured anew, as when a
-    registration is (trial X: they were measured and their file rewritten, then the
-    committed output refused)."""
-    return config.intensity != "match" or matching(config, tiles).reused()
+def made_anew(config: JobConfig, registers: bool, tiles: tuple[TileSet, ...],
+              identities: Mapping[str, Any] | None = None) -> tuple[bool, Matching | None]:
+    """Whether an export makes anew, before its own work, what decides its bytes: fields
+    estimated by [flatfield] enabled, a registration not reused (`registers`), or
+    coefficients `match_intensities` would measure again (of `tiles`, the first
+    timepoint's tile sets at the positions fused). Before such work the run cannot tell a
+    committed output is this job's, so it refuses one, and the dry run says so (trial X:
+    they were measured and their file rewritten, then the committed output refused). Also
+    the `Matching` taken to tell (None when not asked), which the export measures with.
+    The run and the dry run decide with this."""
+    if config.estimate_flatfield or registers:
+        return True, None
+    if config.intensity != "match":
+        return False, None
+    found = matching(config, tiles, identities)
+    return not found.reused(), found
 
 
 def channels(config: JobConfig, tiles: tuple[TileSet, ...], correction: Correction,

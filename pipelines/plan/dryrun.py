@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pipelines.config import JobConfig
 from pipelines.errors import PlanError
 from pipelines.geometry import Vec
-from pipelines.illumination.matched import intensities_reused
+from pipelines.illumination.matched import made_anew
 from pipelines.illumination.plan import (
     check_planned_fields,
     fields_to_estimate,
@@ -112,11 +112,11 @@ def dry_run(config: JobConfig) -> DryRun:
     check_planned_fields(config, tiles[0])
     # work before which the run cannot tell a committed output is this job's (trial X:
     # the dry run passed what the run then refused), as `driver._check_before_work` decides
-    # (fields missing under "auto" are estimated first and judged after, as the run does;
+    # (fields missing under "auto" are estimated first and judged after, as the run does:
     # whether coefficients can be reused is known only through fields that exist)
     applied = with_estimated_flatfield(config)   # the fields the export will apply
-    anew = config.estimate_flatfield or registers or \
-        (not fields_to_estimate(applied) and not intensities_reused(config, tiles[0]))
+    judged = replace(config, intensity="none") if fields_to_estimate(applied) else config
+    anew = made_anew(judged, registers, tiles[0])[0]
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
                                corrected=bool(applied.flatfield) or config.intensity == "match",
                                fields=planned_field_bytes(applied, first))
