@@ -31,10 +31,11 @@ class LedgerUnreadable(OutputError):
         self.key = key
 
 
-class EndpointUnreachable(OutputError):
-    """A store's endpoint gave no answer to a check (a connection refused or timed out),
-    as opposed to an answer that refuses (a missing bucket, denied credentials): the dry
-    run, away from the cluster, says it could not look instead of refusing."""
+class NoAnswer(OutputError):
+    """A check could not ask a store: its endpoint gave no answer (a connection refused,
+    closed or timed out, a server error) or there were no credentials to ask with; as
+    opposed to an answer that refuses (a missing bucket, denied credentials). The dry
+    run, made away from the cluster, says it could not look instead of refusing."""
 
 
 class PlanError(PipelineError):

@@ -20,7 +20,7 @@ from pipelines.commit.records import (
     output_settings,
     read_json,
 )
-from pipelines.errors import AlreadyDone, EndpointUnreachable, OutputError, cause
+from pipelines.errors import AlreadyDone, NoAnswer, OutputError, cause
 from pipelines.formats import format_module
 from pipelines.plan import ExportPlan
 from pipelines.plan.output import OutputSpec
@@ -235,7 +235,7 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
         metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
-    except EndpointUnreachable as e:   # no answer from here: the run looks for itself
+    except NoAnswer as e:   # not asked from here (no answer, no credentials): the run looks itself
         return f"output:   not looked at ({e})", ""
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
         return "", str(e)

@@ -151,7 +151,7 @@ class Store(ABC):
 
     def check_reachable(self, what: str = "") -> None:  # noqa: B027  (a local or memory store always is)
         """Raise OutputError, in one line beginning with `what` when given, if the storage
-        cannot be reached at all (a remote endpoint that is down, `EndpointUnreachable`)
+        cannot be reached at all (a remote endpoint that is down, `NoAnswer`)
         or refuses (a missing bucket, denied credentials); for commands that only read
         (verify, clean, the dry run)."""
 

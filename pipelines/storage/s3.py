@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipelines.errors import EndpointUnreachable, OutputError, StoreUnavailable
+from pipelines.errors import NoAnswer, OutputError, StoreUnavailable
 from pipelines.storage.base import PartialWrite, Pieces, Store
 from pipelines.storage.uri import parse
 
@@ -396,15 +396,9 @@ class S3Store(Store):
             raise self._refusal(err, f"{what}: {self.uri}" if what else self.uri) from None
 
     def _refusal(self, err: Exception, where: str) -> OutputError:
-        """`err` of a check in one line after `where`: EndpointUnreachable when the
-        endpoint gave no answer, OutputError for the answer it gave."""
-        from botocore.exceptions import (
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            ProxyConnectionError,
-        )
-        silent = (StoreUnavailable, EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
-        kind = EndpointUnreachable if isinstance(err, silent) else OutputError
+        """`err` of a check in one line after `where`: NoAnswer when the store could not
+        be asked (`_not_asked`), OutputError for the answer it gave."""
+        kind = NoAnswer if _not_asked(err) else OutputError
         return kind(f"{where}: {self.explain(err)}")
 
     @_bounded
@@ -420,12 +414,9 @@ class S3Store(Store):
     def explain(self, err: Exception) -> str:
         from botocore.exceptions import (
             ClientError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
             NoCredentialsError,
             PartialCredentialsError,
             ProfileNotFound,
-            ProxyConnectionError,
         )
 
         if isinstance(err, StoreUnavailable):
@@ -435,7 +426,7 @@ class S3Store(Store):
         if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
             return ("no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                     "AWS_PROFILE or s3.profile)")
-        if isinstance(err, (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)):
+        if isinstance(err, _no_answer_errors()):
             if not self.options.endpoint_url:
                 return "cannot reach AWS S3 (for another S3-compatible store, set s3.endpoint_url)"
             return f"cannot reach the S3 endpoint {self.options.endpoint_url} (check s3.endpoint_url)"
@@ -446,12 +437,50 @@ class S3Store(Store):
             if code in DENIED_CODES:
                 return "access denied (check the AWS credentials/profile)"
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-            # no S3 error code in the answer, only its HTTP status: a server that is not
-            # S3 (trial AA: a Spark UI's port)
+            # a method the server does not know: a server that is not S3's (trial AA: a
+            # Spark UI's port)
             hint = (f"; is {self.options.endpoint_url} an S3 endpoint? (s3.endpoint_url)"
-                    if self.options.endpoint_url and str(code).isdigit() else "")
+                    if self.options.endpoint_url and status in NOT_S3_STATUSES else "")
             return f"S3 refused the request ({code}, HTTP {status}){hint}"
         return f"{type(err).__name__}: {err}"
+
+
+# HTTP statuses S3 does not answer a bucket or object request with (method not allowed,
+# not implemented): what a web server that is not S3's says
+NOT_S3_STATUSES = (405, 501)
+
+
+def _no_answer_errors() -> tuple[type[Exception], ...]:
+    """The errors of a request its endpoint never answered: refused, closed or timed out
+    (botocore's, imported only when asked)."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ProxyConnectionError,
+        ReadTimeoutError,
+    )
+    return (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError,
+            ConnectionClosedError, ReadTimeoutError)
+
+
+def _not_asked(err: Exception) -> bool:
+    """Whether a check's `err` means the store could not be asked, rather than that it
+    answered with a refusal: no answer (`_no_answer_errors`, the job's bound, a server
+    error 5xx), or no credentials to ask with (a workstation planning for a cluster whose
+    nodes have them: review of stop 48)."""
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+    if isinstance(err, (StoreUnavailable, NoCredentialsError, PartialCredentialsError, ProfileNotFound,
+                        *_no_answer_errors())):
+        return True
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(
+        err, ClientError) else 0
+    return isinstance(status, int) and status >= 500
 
 
 def _folder_marker(item: dict) -> bool:

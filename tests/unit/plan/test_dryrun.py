@@ -322,6 +322,45 @@ def test_the_look_at_an_s3_output_whose_bucket_is_missing_refuses_as_the_run_doe
                    "does not exist"), err
 
 
+def test_the_look_at_an_s3_output_it_cannot_ask_says_so(tmp_path, monkeypatch):
+    """Review of stop 48: an endpoint that closes the connection without an answer, and a
+    machine without credentials (planning on a workstation for a cluster whose nodes have
+    them), are 'not looked at', not the run's refusal."""
+    import socket
+    import threading
+
+    from pipelines.commit.output import look_at_output
+    from pipelines.storage import S3Options
+    spec = dry_run(load_job(write_scale_job(tmp_path / "paper", (2, 1, 1), (64, 64, 16)))).spec
+    assert spec is not None
+    closing = socket.socket()
+    closing.bind(("127.0.0.1", 0))
+    closing.listen()
+
+    def close_each():
+        while True:
+            try:
+                connection, _ = closing.accept()
+            except OSError:
+                return
+            connection.close()
+    threading.Thread(target=close_each, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{closing.getsockname()[1]}"
+    try:
+        holds, refusal = look_at_output("s3://bucket/out", S3Options(endpoint_url=endpoint), spec)
+    finally:
+        closing.close()
+    assert not refusal and holds.startswith("output:   not looked at ("), (holds, refusal)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # other options: a client of its own, which looks for credentials before it connects
+    holds, refusal = look_at_output("s3://bucket/out", S3Options(endpoint_url=endpoint, part_size=8 * 2**20), spec)
+    assert not refusal and "no AWS credentials found" in holds, (holds, refusal)
+
+
 def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, tmp_path):
     """Trial M: with limits.tile_cache above limits.task_memory the refusal advised smaller
     blocks, which cannot help; it names the cache as a way out."""
