@@ -109,6 +109,14 @@ SPARK_SINGLE_NAMES = ("master", "jars", "files", "archives", "speculation", "log
 SECRET_NAME = re.compile(r"(?i)secret|password|token|access[._]?key")
 
 
+def is_secret_property(name: str) -> bool:
+    """Whether Spark property `name` holds a secret (`SECRET_NAME`): not a path to a file
+    holding one (`spark.authenticate.secret.file`, `…AWS_WEB_IDENTITY_TOKEN_FILE`: the safe
+    way) nor a switch (`spark.yarn.security.tokens.hbase.enabled`; review of stop 48)."""
+    last = name.rsplit(".", 1)[-1]
+    return bool(SECRET_NAME.search(name)) and not (last.lower().endswith("file") or last == "enabled")
+
+
 def secret_property(named: str) -> ConfigError:
     """The refusal of a Spark property whose name is a secret's (`SECRET_NAME`), `named`
     as the user gave it (never its value)."""
@@ -131,7 +139,7 @@ def parse_spark_conf(table: dict, where: str) -> tuple[tuple[str, str], ...]:
             hint = difflib.get_close_matches(short, SPARK_SINGLE_NAMES, n=1)
             raise ConfigError(f"{where}{name}: unknown Spark property"
                               + (f"; did you mean 'spark.{hint[0]}'?" if hint else ""))
-        if SECRET_NAME.search(name):
+        if is_secret_property(name):
             raise secret_property(f"{where}{name}")
         if short == "master" and not isinstance(value, str):
             raise ConfigError(f"{where}spark.master: expected a string such as \"local[*]\", found {value!r}")

@@ -114,7 +114,8 @@ def json_bytes(doc: dict) -> bytes:
 
 
 def is_fill(values: Region, fill, seen: ValueRange | None = None) -> bool:
-    """Whether every voxel equals the fill value (such objects are not written); if so,
+    """Whether every voxel is the fill value (`mosaic.all_equal`: a float −0.0 is not
+    +0.0; such objects are not written); if so,
     `seen`, when given, is shown that value (the chunk's values, which no copy shows it)."""
     found = values.holds_only(fill) if isinstance(values, Mosaic) else all_equal(values, fill)
     if found and seen is not None:

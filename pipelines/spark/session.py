@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig, parse_size
 from pipelines.config.master import MasterFormError, is_local_master, parse_master
-from pipelines.config.values import SECRET_NAME
+from pipelines.config.values import is_secret_property
 from pipelines.errors import ConfigError, SparkStartError, install_signal_handlers
 from pipelines.spark.jvm_stderr import NO_WORD, held_jvm_stderr, java_reason
 
@@ -115,14 +115,15 @@ def secrets_out(submitted: dict[str, str]) -> list[str]:
     these are out (on spark-submit's command line, in the UI and event log) before the
     job starts, and may be a cluster's own (`spark.authenticate.secret`): refusing would
     hide nothing and stop jobs their users cannot mend."""
-    named = sorted(name for name in submitted if SECRET_NAME.search(name))
+    named = sorted(name for name in submitted if is_secret_property(name))
     if not named:
         return []
-    return [f"{', '.join(named)} from spark-submit: a secret as a Spark property is on "
-            f"spark-submit's command line (ps shows it to every user of the machine), in the "
-            f"Spark UI and in event logs; give S3 credentials through the environment of the "
-            f"workers, a credentials file on every node (AWS_SHARED_CREDENTIALS_FILE with "
-            f"AWS_PROFILE or s3.profile), or an instance role"]
+    return [f"{', '.join(named)} from spark-submit: a secret as a Spark property is shown in "
+            f"the Spark UI and event logs (and, given as --conf, on spark-submit's command "
+            f"line, which ps shows to every user of the machine); give it in a file or the "
+            f"environment instead: S3 credentials in a credentials file on every node "
+            f"(AWS_SHARED_CREDENTIALS_FILE with AWS_PROFILE or s3.profile) or the workers' "
+            f"environment, Spark's own secret as spark.authenticate.secret.file"]
 
 
 def address_space_cap(cap: str | None) -> list[str]:

@@ -207,7 +207,7 @@ def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_pa
     assert f"note: spark.eventLog.dir = {events['submit-events'].as_uri()} from spark-submit" in run.stdout
     assert list(events["submit-events"].iterdir()) and not list(events["job-events"].iterdir())
     assert ("warning: spark.executorEnv.AWS_SECRET_ACCESS_KEY from spark-submit: a secret as a "
-            "Spark property is on spark-submit's command line") in run.stdout, run.stdout[-3000:]
+            "Spark property is shown in the Spark UI") in run.stdout, run.stdout[-3000:]
     assert "shown-by-ps-3141" not in run.stdout + run.stderr
     assert tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5").any()
 
