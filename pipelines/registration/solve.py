@@ -46,6 +46,9 @@ class Solution:
     unlinked: tuple[int, ...]     # tiles without a kept link: left at their stage position
     groups: int                   # connected groups of linked tiles
     rounds: int                   # solves until every kept link agreed
+    # tiles held by one kept link while a link of theirs scoring as high or higher was
+    # dropped as inconsistent: nothing tells which is wrong (`_contradicted`)
+    contradicted: tuple[int, ...] = ()
 
 
 def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_score: float,
@@ -63,7 +66,8 @@ def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_sc
     a = np.array([row[s.a] for s in shifts], dtype=np.int64)
     b = np.array([row[s.b] for s in shifts], dtype=np.int64)
     measured = np.array([s.measured for s in shifts], dtype=np.float64).reshape(-1, 3)
-    weight = np.array([max(s.score, 0.0) * s.overlap for s in shifts], dtype=np.float64)
+    score = np.array([s.score for s in shifts], dtype=np.float64)
+    weight = np.maximum(score, 0.0) * np.array([s.overlap for s in shifts], dtype=np.float64)
     usable = kept.copy()
     taken_back = np.zeros(len(shifts), dtype=bool)
     rounds, positions = 0, start.copy()
@@ -90,7 +94,27 @@ def solve(stage: dict[int, Sequence[float]], shifts: Sequence[PairShift], min_sc
     return Solution(
         positions={i: triple(float(round(v, 3)) for v in positions[row[i]]) for i in order},
         links=links, unlinked=tuple(i for i in order if not linked[row[i]]),
-        groups=len(set(labels[linked].tolist())), rounds=rounds)
+        groups=len(set(labels[linked].tolist())), rounds=rounds,
+        contradicted=tuple(order[n] for n in _contradicted(len(order), a, b, kept, usable, score)))
+
+
+def _contradicted(n: int, a, b, kept, usable, score) -> list[int]:
+    """Rows of the tiles held by exactly one kept link while a usable link of theirs
+    scoring as high or higher was dropped as inconsistent. The kept link's residual is 0
+    by construction and a measurement as sure disagrees with it: one side is wrong, and
+    the solve cannot tell which (trial AC: a blank tile, a duplicated one and one beyond
+    stitching.search each hung on a chance peak scoring 0.50-0.55, kept for its larger
+    overlap over pairs scoring 0.55-0.74, and landed 23-30 voxels off, unwarned). A tile
+    whose kept link outscores the dropped ones is not named: that is a wrong link found."""
+    degree = np.bincount(a[kept], minlength=n) + np.bincount(b[kept], minlength=n)
+    held_by = np.zeros(n)   # the score of a tile's kept link (of its only one, where it matters)
+    held_by[a[kept]] = score[kept]
+    held_by[b[kept]] = score[kept]
+    dropped = usable & ~kept
+    rival = np.zeros(n)   # the best score among a tile's dropped usable links
+    np.maximum.at(rival, a[dropped], score[dropped])
+    np.maximum.at(rival, b[dropped], score[dropped])
+    return np.flatnonzero((degree == 1) & (rival > 0) & (rival >= held_by)).tolist()
 
 
 def _worst_at_both_tiles(residual, disagree, a, b, n) -> np.ndarray:

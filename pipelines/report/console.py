@@ -69,11 +69,22 @@ def stitch_summary(result: StitchResult) -> str:
                      f"different linear parts (angles) not tried: each linear part is "
                      f"registered separately ({solve_info['groups']} linked groups, each "
                      f"with its own common shift)")
+    views = {r["index"]: r["view"] for r in doc.get("tile_results", ()) if "view" in r}
+
+    def named(tiles) -> str:
+        return ", ".join(f"{i} ({views[i]})" if i in views else str(i) for i in tiles)
     if solve_info["unlinked_tiles"]:
-        views = {r["index"]: r["view"] for r in doc.get("tile_results", ()) if "view" in r}
-        unlinked = [f"{i} ({views[i]})" if i in views else str(i) for i in solve_info["unlinked_tiles"]]
         lines.append(f"           tiles without a trustworthy link (stage position kept): "
-                     f"[{', '.join(unlinked)}]")
+                     f"[{named(solve_info['unlinked_tiles'])}]")
+    if solve_info.get("contradicted_tiles"):   # trial AC: placed 23-30 voxels off, unwarned
+        lines.append(f"warning: tiles held by one pair that their other measured pairs "
+                     f"contradict (it may be a chance match: such a tile can be off by up to "
+                     f"stitching.search; look at it in the picture, raise stitching.min_score "
+                     f"or narrow stitching.search): [{named(solve_info['contradicted_tiles'])}]")
+    if solve_info["groups"] > 1 and not pairs.get("skipped_linear_parts_differ"):
+        lines.append(f"           {solve_info['groups']} groups of tiles linked among themselves: "
+                     f"the groups are placed relative to each other by the stage positions "
+                     f"alone (no kept pair joins them)")
     refined = [path for channels in result.outcome.tile_jsons for path in channels]
     lines.append(f"           refined tiles: {refined[0]}")
     lines += [f"                          {path}" for path in refined[1:]]   # other channels, timepoints

@@ -144,7 +144,30 @@ def test_solve_recovers_exact_positions_and_drops_an_outlier():
     np.testing.assert_allclose(offset[0], np.round(offset[0]), atol=1e-6)   # whole voxels
     mean_correction = (found - np.array([stage[i] for i in sorted(truth)])).mean(axis=0)
     assert np.all(np.abs(mean_correction) <= 0.5 + 1e-9)
-    assert solution.unlinked == () and solution.groups == 1
+    assert solution.unlinked == () and solution.groups == 1 and solution.contradicted == ()
+
+
+def test_a_tile_held_by_one_link_its_other_links_contradict_is_named():
+    """Trial AC: a blank tile's chance peaks scored 0.50-0.55; one was kept, another
+    dropped as inconsistent, and the tile landed 30 voxels off without a word. The tile
+    hanging on one link its other measurements contradict is named (its position stays
+    the solve's: which side is wrong cannot be told); tiles whose wrong link was one of
+    many are not."""
+    truth = grid_tiles(counts=(3, 3, 1))
+    shifts = []
+    for a, b in itertools.combinations(sorted(truth), 2):
+        gap = np.abs(np.subtract(truth[b], truth[a]))
+        if (gap <= (90, 90, 36)).all() and 4 not in (a, b):
+            shifts.append(PairShift(a, b, tuple(np.subtract(truth[b], truth[a])),
+                                    tuple(np.subtract(truth[b], truth[a])), 0.9, 1000))
+    blank = [PairShift(a, 4, tuple(np.subtract(truth[4], truth[a])),
+                       tuple(np.add(np.subtract(truth[4], truth[a]), chance)), 0.55, 1000)
+             for a, chance in ((1, (18.0, -23.0, 0.0)), (3, (-11.0, 20.0, 0.0)), (5, (0.0, 0.0, 0.0)))]
+    blank[2] = PairShift(5, 4, blank[2].stage, blank[2].measured, 0.3, 1000)   # below min_score
+    solution = solve(truth, shifts + blank, min_score=0.5, max_residual=2.0)
+    kept_at_4 = [link for link in solution.links if 4 in (link.shift.a, link.shift.b) and link.kept]
+    assert len(kept_at_4) == 1 and solution.contradicted == (4,), solution
+    assert np.linalg.norm(np.subtract(solution.positions[4], truth[4])) > 20   # off, as it was
 
 
 # Pairs measured on a sparse synthetic acquisition (3 × 3 tiles of 128 × 128 × 32, 15 %
@@ -180,7 +203,7 @@ def test_wrong_links_are_dropped_and_the_good_links_beside_them_kept():
                                            np.subtract(true[link.shift.b], true[link.shift.a])))
         bridge = (link.shift.a, link.shift.b) == (1, 2)
         assert link.kept == (error < 1 or bridge), (link, error)
-    assert solution.unlinked == ()
+    assert solution.unlinked == () and solution.contradicted == ()   # nothing contradicts 1-2
     found = np.array([solution.positions[i] for i in range(9)]) - np.array([true[i] for i in range(9)])
     others = [i for i in range(9) if i != 2]
     errors = np.linalg.norm(found[others] - np.median(found[others], axis=0), axis=1)

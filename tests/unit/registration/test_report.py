@@ -38,3 +38,28 @@ def test_pairs_below_min_score_are_counted_apart_from_inconsistent_ones(tmp_path
     text = stitch_summary(StitchResult(outcome, 0.0, 1.0))
     assert ("3 kept, 1 below min_score, 1 dropped as inconsistent, 1 without a match"
             in text), text
+
+
+def test_a_contradicted_tile_and_separate_groups_are_said_on_the_console(tmp_path):
+    """Trial AC: a tile hanging on a chance match 23-30 voxels off, and a grid split into
+    groups only the stage positions place, went without a word on the console. Tiles 0-1
+    and 2-3 are linked truly; tile 4 hangs on a chance link to 3 while its pair with 2,
+    scoring higher, was dropped; nothing joins 0-1 with 2-4."""
+    true = {n: (100.0 * n, 0.0, 0.0) for n in range(5)}
+    tiles = TileSet(tuple(Tile(n, f"t{n}", p, (120, 64, 16)) for n, p in true.items()), "tiles.json")
+
+    def shift(a, b, error, score, overlap=1000):
+        return PairShift(a, b, (100.0 * (b - a), 0.0, 0.0),
+                         (100.0 * (b - a) + error, 0.0, 0.0), score, overlap)
+
+    shifts = [shift(0, 1, 0, 0.99), shift(2, 3, 0, 0.99), shift(3, 4, 25, 0.52, 8000),
+              shift(2, 4, -17, 0.6, 500), shift(1, 2, 40, 0.2)]
+    config = load_job(write_job(tmp_path / "job.toml", "tiles.json", str(tmp_path / "out")))
+    solution = solve(true, shifts, config.stitching.min_score, config.stitching.max_residual)
+    doc = report(tiles, solution, [], config, 1.0)
+    assert doc["solve"]["contradicted_tiles"] == [4] and doc["solve"]["groups"] == 2, doc["solve"]
+    text = stitch_summary(StitchResult(StitchOutcome(solution, doc, (("tiles-final.json",),),
+                                                     "r.json", "r.png"), 0.0, 1.0))
+    assert ("warning: tiles held by one pair that their other measured pairs contradict (it may "
+            "be a chance match") in text and text.rstrip().count("): [4]") == 1, text
+    assert "2 groups of tiles linked among themselves" in text, text
