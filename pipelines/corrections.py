@@ -48,6 +48,7 @@ from pipelines.illumination.plan import (
     write_coefficients,
 )
 from pipelines.illumination.tasks import (
+    MIN_VOXELS,
     IntensityJob,
     StatisticsJob,
     measure_intensities,
@@ -259,8 +260,13 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
         solution = solve_intensities([t.index for t in tileset], measured)
         document = _document(solution, len(pairs)) | {"reuse": {"fingerprint": fingerprint}}
         write_coefficients(path, document, s3)
+        # pairs sharing too few voxels measure nothing (trial AC: 72 pairs, "40 used,
+        # 0 dropped": every corner pair of a 2D grid left out without a word)
+        small = len(pairs) - len(measured)
         stream.write(f"intensities of {named}: {len(solution.used)} pairs "
-                     f"used, {len(solution.dropped)} dropped; {path}\n")
+                     f"used, {len(solution.dropped)} dropped" + (
+                         f", {small} sharing too few voxels to compare (under {MIN_VOXELS})"
+                         if small else "") + f"; {path}\n")
         if solution.unlinked:
             stream.write(f"intensities of {named}: {_unlinked(solution.unlinked)}\n")
         spread = _gain_spread(document)

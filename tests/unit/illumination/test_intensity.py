@@ -476,3 +476,29 @@ def test_a_registering_job_too_big_once_its_fields_count_stops_before_registerin
         export(load_job(job, ['fusion.flatfield="auto"', budget]), LocalExecutor(), stream=io.StringIO())
     assert (tmp_path / "acq" / "tiles-flatfield").exists()   # estimated: the fields are kept
     assert not list((tmp_path / "acq").glob("tiles-final*")) and not list((tmp_path / "acq").glob("tiles-stitching*"))
+
+
+def test_pairs_too_small_to_compare_are_counted(tmp_path):
+    """Trial AC: a 2D grid's 72 intensity pairs printed "40 pairs used, 0 dropped": the
+    corner pairs, sharing fewer voxels than a comparison needs, were left out unsaid."""
+    import io
+    import re
+
+    from pipelines.config import load_job
+    from pipelines.driver import export
+    from pipelines.execute.executor import LocalExecutor
+    from pipelines.illumination.tasks import MIN_VOXELS
+    from pipelines.testing.synthetic import make_acquisition
+    from tests.conftest import write_job
+
+    make_acquisition(tmp_path / "acq", grid=(3, 3, 1), tile=(96, 96, 1), overlap=0.15, jitter=0,
+                     seed=3, truth=False, gains=(0.6, 1.0), density=3.0)
+    job = write_job(tmp_path / "job.toml", str(tmp_path / "acq" / "tiles.json"), str(tmp_path / "out"))
+    stream = io.StringIO()
+    export(load_job(job, ['fusion.intensity="match"', "output.chunks=[16, 16, 1]"]), LocalExecutor(),
+           stream=stream)
+    found = re.search(r"intensities of \S+: (\d+) pairs used, (\d+) dropped, (\d+) sharing too few "
+                      rf"voxels to compare \(under {MIN_VOXELS}\); ", stream.getvalue())
+    assert found, stream.getvalue()
+    used, dropped, small = map(int, found.groups())
+    assert (used + dropped, small) == (12, 8), stream.getvalue()   # 12 faces, 8 corners of 3 × 3
