@@ -81,7 +81,7 @@ def stitch_summary(result: StitchResult) -> str:
                      f"contradict (it may be a chance match: such a tile can be off by up to "
                      f"stitching.search; look at it in the picture, raise stitching.min_score "
                      f"or narrow stitching.search): [{named(solve_info['contradicted_tiles'])}]")
-    if solve_info["groups"] > 1 and not pairs.get("skipped_linear_parts_differ"):
+    if solve_info.get("groups", 1) > 1 and not pairs.get("skipped_linear_parts_differ"):
         lines.append(f"           {solve_info['groups']} groups of tiles linked among themselves: "
                      f"the groups are placed relative to each other by the stage positions "
                      f"alone (no kept pair joins them)")
