@@ -170,8 +170,8 @@ def _freeze_once() -> None:
 # What a failed Spark job says when the driver's JVM is gone (spark-submit's JVM killed or
 # signalled alone: trial Q recorded "ConnectionRefusedError" or py4j's "An error occurred
 # while calling z:…collectAndServe" as the run's cause)
-JVM_GONE = ("Spark's driver JVM ended while the tasks ran (spark-submit's JVM killed or "
-            "signalled on its own?)")
+# (trial AD: "spark-submit's JVM killed …?" where no spark-submit was involved)
+JVM_GONE = "Spark's driver JVM ended while the tasks ran (killed, or signalled on its own?)"
 
 
 def _error_text(error: Exception) -> str:
@@ -203,8 +203,31 @@ def _failure_line(text: str) -> str:
         return worker
     if text.startswith(JVM_GONE):
         return text
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"Spark job failed: {lines[0] if lines else text}"
+    lost = _lost_task(text)
+    if lost:
+        return lost
+    # py4j heads the text with the call that failed ("An error occurred while calling
+    # z:…collectAndServe."), which says nothing of why
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith("An error occurred while calling")]
+    return f"Spark job failed: {lines[0].lstrip(': ') if lines else text}"
+
+
+def _lost_task(text: str) -> str:
+    """The cause of the task Spark gave up on, as its scheduler says it ("most recent
+    failure: Lost task 90.0 … : org.apache.spark.SparkException: Python worker exited
+    unexpectedly (crashed)"); '' when the text has none (trial AD: a killed worker was
+    "Spark job failed: An error occurred while calling z:…collectAndServe.")."""
+    match = re.search(r"most recent failure: Lost task (\S+) in stage \S+ \(TID \d+\)[^:]*: "
+                      r"(?:[\w.$]+\.)?(\w+): ([^\n]+)", text)
+    if not match:
+        return ""
+    task, kind, message = match.group(1), match.group(2), match.group(3).strip()
+    if message.startswith("Python worker exited unexpectedly"):
+        return (f"a Python worker died while running task {task} (Spark: Python worker exited "
+                f"unexpectedly): killed by a signal, by hand or by the kernel's out-of-memory "
+                f"killer (a worker's memory: limits.task_memory, spark.executor.pyspark.memory)")
+    return f"task {task} failed: {kind}: {message}"
 
 
 def _worker_python_failure(text: str) -> str:

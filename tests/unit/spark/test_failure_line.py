@@ -30,3 +30,24 @@ def test_a_job_that_failed_in_spark_keeps_its_own_cause():
     refused = text.replace("OSError: disk full", "EndpointConnectionError: Connection refused")
     assert _failure_line(_error_text(Exception(refused))) == (
         "block [1, 0, 0]: EndpointConnectionError: Connection refused")
+
+
+def test_a_task_spark_gave_up_on_says_its_cause_not_py4j_s_header():
+    """Trial AD: a Python worker killed mid-task was 'Spark job failed: An error occurred
+    while calling z:…collectAndServe.', the cause only in the saved trace."""
+    crashed = ("An error occurred while calling z:org.apache.spark.api.python.PythonRDD.collectAndServe.\n"
+               ": org.apache.spark.SparkException: Job aborted due to stage failure: Task 90 in stage "
+               "0.0 failed 1 times, most recent failure: Lost task 90.0 in stage 0.0 (TID 90) "
+               "(localhost executor driver): org.apache.spark.SparkException: Python worker exited "
+               "unexpectedly (crashed). Consider setting 'spark.python.worker.faulthandler.enabled' "
+               "configuration to 'true' for the better Python traceback.\n\tat org.apache.spark.api")
+    line = _failure_line(_error_text(Exception(crashed)))
+    assert line.startswith("a Python worker died while running task 90.0 (Spark: Python worker "
+                           "exited unexpectedly): killed by a signal"), line
+    other = crashed.replace("org.apache.spark.SparkException: Python worker exited unexpectedly "
+                            "(crashed).", "java.lang.OutOfMemoryError: Java heap space.")
+    assert _failure_line(_error_text(Exception(other))).startswith(
+        "task 90.0 failed: OutOfMemoryError: Java heap space.")
+    header_only = ("An error occurred while calling z:org.apache.spark.api.python.PythonRDD.collectAndServe.\n"
+                   ": org.apache.spark.SparkException: Job 3 cancelled")
+    assert _failure_line(header_only) == "Spark job failed: org.apache.spark.SparkException: Job 3 cancelled"
