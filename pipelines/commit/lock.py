@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from pipelines.commit.records import Sidecars, fingerprint, parse_record
+from pipelines.commit.records import Sidecars, fingerprint, parse_record, read_json
 from pipelines.errors import OutputError
 from pipelines.storage import Store
 
@@ -113,3 +113,29 @@ def lock_holder_dead(holder: dict[str, Any]) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def existing_record(beside: Store, uri: str) -> dict[str, Any]:
+    """The job record of the output at `uri`, for the commands that work on a finished
+    or killed export (verify, clean); OutputError when there is none: without it nothing
+    in or beside the output can be told to be this tool's (`tile-clean /` would walk the
+    whole file system)."""
+    names = Sidecars.of(uri)
+    record = read_json(beside, names.job_record)
+    if not record:
+        holder = read_lock(beside, uri) if beside.exists(names.lock) else None
+        if holder is not None and lock_holder_dead(holder):   # trial AD: "has just started" for ever
+            raise OutputError(f"{uri}: no job record {names.job_record} beside it: the job that "
+                              f"locked it (pid {holder.get('pid')} on this machine, dead) was "
+                              f"stopped before it wrote one, so it wrote nothing else; its lock "
+                              f"{names.lock} is left: tile-clean {uri} --remove removes it, and "
+                              f"the job run again takes it over")
+        if holder is not None:   # trial O: a job in its first seconds
+            raise OutputError(f"{uri}: a job has just started writing it (its lock "
+                              f"{names.lock} is there, its job record not yet); run this "
+                              f"again once that job has finished")
+        if "://" not in uri and not os.path.exists(uri):   # trial N: a mistyped path
+            raise OutputError(f"{uri}: no such file or folder")
+        raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
+                          f"written by this tool?")
+    return record

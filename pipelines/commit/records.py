@@ -187,25 +187,6 @@ def _restore_record(key: str) -> str:
             f"with {key} and {ledger}, before exporting there again")
 
 
-def existing_record(beside: Store, uri: str) -> dict[str, Any]:
-    """The job record of the output at `uri`, for the commands that work on a finished
-    or killed export (verify, clean); OutputError when there is none: without it nothing
-    in or beside the output can be told to be this tool's (`tile-clean /` would walk the
-    whole file system)."""
-    names = Sidecars.of(uri)
-    record = read_json(beside, names.job_record)
-    if not record:
-        if beside.exists(names.lock):   # trial O: a job in its first seconds
-            raise OutputError(f"{uri}: a job has just started writing it (its lock "
-                              f"{names.lock} is there, its job record not yet); run this "
-                              f"again once that job has finished")
-        if "://" not in uri and not os.path.exists(uri):   # trial N: a mistyped path
-            raise OutputError(f"{uri}: no such file or folder")
-        raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
-                          f"written by this tool?")
-    return record
-
-
 def require_fields(record: dict[str, Any], beside: Store, uri: str, *needed: str) -> None:
     """OutputError naming the job record of `uri` as damaged when it lacks a field a
     command reads (trial M: a stub record made verify fail with a KeyError traceback)."""
@@ -318,7 +299,6 @@ def save_trace_here(plan: ExportPlan, detail: str) -> str:
     take it (a store that stopped answering, a full disk): in the current folder, else
     the temporary folder, under a new name (never over a file that is there). Returns
     the path; raises OSError when neither can be written."""
-    import os
     import tempfile
     name = f"{Sidecars.of(plan.output.uri).name}.error-{time.strftime('%Y%m%d-%H%M%S')}"
     for folder in (os.getcwd(), tempfile.gettempdir()):

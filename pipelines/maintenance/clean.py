@@ -16,8 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.commit import ledger
-from pipelines.commit.lock import held_error, live_holder, lock_holder_dead, read_lock
-from pipelines.commit.records import Sidecars, existing_record, read_json
+from pipelines.commit.lock import (
+    existing_record,
+    held_error,
+    live_holder,
+    lock_holder_dead,
+    read_lock,
+)
+from pipelines.commit.records import Sidecars, read_json
 from pipelines.errors import OutputError
 from pipelines.storage import PartialWrite, Store
 
@@ -49,13 +55,18 @@ def find_orphans(store: Store, beside: Store, uri: str) -> list[Orphan]:
     job record beside it (a mistyped URI, a folder this tool did not write: nothing there
     can be told to be ours), or while a live job holds the output's lock: its temporary
     files are not orphans, nor is its lock (trial U: they were listed as a killed
-    writer's)."""
+    writer's). A job stopped before it wrote its record left only its lock: that lock,
+    its driver dead, is the one orphan (trial AD: refused as a job 'just started')."""
+    names = Sidecars.of(uri)
+    if not read_json(beside, names.job_record):
+        found = _dead_lock(beside, uri)
+        if found:
+            return found
     existing_record(beside, uri)
     holder = live_holder(beside, uri)
     if holder:
         raise held_error(uri, holder, beside, "nothing was looked at: clean it after that job "
                          "ends", prefix="")
-    names = Sidecars.of(uri)
     return partial_writes(store, beside, names) + _stale_ledger(beside, names) \
         + _dead_lock(beside, uri)
 

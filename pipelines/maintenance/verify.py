@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipelines.commit import confirm, ledger
-from pipelines.commit.lock import held_error, live_holder
+from pipelines.commit.lock import existing_record, held_error, live_holder
 from pipelines.commit.ownership import METADATA_NAMES
-from pipelines.commit.records import Sidecars, commit_began, existing_record, require_fields
+from pipelines.commit.records import Sidecars, commit_began, require_fields
 from pipelines.config import apply_override, blame_override, build_config, load_job
 from pipelines.errors import ConfigError, LedgerUnreadable, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding

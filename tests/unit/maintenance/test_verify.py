@@ -245,6 +245,30 @@ def test_verify_in_a_jobs_first_seconds_says_it_has_just_started(tmp_path, capsy
     assert "a job has just started writing it" in capsys.readouterr().err
 
 
+def test_a_lock_left_by_a_job_killed_before_its_record_is_named_and_cleaned(tmp_path, capsys):
+    """Trial AD: a job SIGKILLed while Spark started left only its lock; verify and
+    tile-clean said for ever that 'a job has just started writing it', and clean could not
+    remove the lock the README says it removes. Its driver dead, verify says so (exit 2),
+    tile-clean lists the lock and --remove removes it, touching nothing else."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    lock = tmp_path / "out.job.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    (tmp_path / "notes.txt").write_text("mine")
+    assert verify_main([str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"(pid {int(dead.stdout)} on this machine, dead) was stopped before it wrote one" in err
+    assert "tile-clean" in err and "--remove removes it" in err and "just started" not in err, err
+    assert clean_main([str(tmp_path / "out")]) == 0 and lock.exists()
+    assert "lock of a dead driver" in capsys.readouterr().out
+    assert clean_main([str(tmp_path / "out"), "--remove"]) == 0
+    assert not lock.exists() and sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
 def test_verify_shows_progress_says_what_to_do_and_names_a_level_that_is_gone(committed, capsys):
     """Trial U: verify was silent until it ended (hours on a large dataset), a removed
     pyramid level was one `missing` line per object, and no line said what to do."""
