@@ -255,6 +255,10 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         return ("output:   holds a committed dataset of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run says nothing to do if it is "
                  "this job's, and refuses it otherwise (--overwrite replaces it)")), ""
+    if record.get("status") == "committing":   # trial AD: "discards it otherwise" where the run refuses
+        return ("output:   holds an unfinished commit of this tool: " +
+                ("--overwrite replaces it" if overwrite else "the run finishes it if it is this "
+                 "job's, and refuses it otherwise (--overwrite replaces it)")), ""
     return ("output:   holds an unfinished run of this tool: the run continues it if it is this "
             "job's, and discards it otherwise"), ""
 

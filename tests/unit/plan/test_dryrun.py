@@ -410,6 +410,13 @@ def test_the_dry_run_of_a_run_killed_before_its_first_block_says_unfinished(smal
     capsys.readouterr()
     assert main([str(job), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("output:   holds an unfinished run of this tool")
+    # trial AD: a commit cut short is refused by the run when it is another job's, which
+    # the dry run (without the tile files' identities) cannot tell: it says both
+    (tmp_path / "out.job.json").write_text('{"status": "committing", "job": "x"}')
+    assert main([str(job), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "output:   holds an unfinished commit of this tool: the run finishes it if it is this "
+        "job's, and refuses it otherwise (--overwrite replaces it)")
 
 
 @pytest.mark.parametrize(("uri", "sets", "said"), [
