@@ -136,6 +136,9 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     install_signal_handlers()
     try:
         result = work()
+    except BrokenPipeError:   # its reader left early (`tile-clean … | head -1`, trial AD):
+        _stdout_gone()        # what was asked may be undone, as a shell's SIGPIPE says
+        return 128 + signal.SIGPIPE
     except AlreadyDone as e:
         print(f"nothing to do: {e}")
         return 0

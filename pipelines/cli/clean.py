@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         except LedgerUnreadable as e:   # a problem found, as tile-verify reports it
             print(f"problem: {e}")
             return 1
+        except BrokenPipeError:   # our reader left (`… | head`): not the output's doing
+            raise
         except OSError as e:   # a record or folder this user may not read
             raise OutputError(unreadable(e)) from None
 

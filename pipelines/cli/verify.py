@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             uri, store, beside = open_output(args.uri, args.overrides)
             return uri, verify(store, beside, uri, sys.stderr)
+        except BrokenPipeError:   # our reader left (`… | head`): not the output's doing
+            raise
         except OSError as e:   # a record or folder this user may not read
             raise OutputError(unreadable(e)) from None
 

@@ -219,3 +219,20 @@ def test_a_folder_clean_cannot_read_is_a_problem(committed, capsys, monkeypatch)
     assert f"orphan: {orphan}  (partial write" in out
     assert f"problem: {committed}/c0/s0/0/ (Permission denied): cannot be read, so what it " \
            f"holds was not looked at" in out
+
+
+def test_a_reader_that_leaves_early_is_not_the_output_s_fault(committed):
+    """Trial AD: `tile-clean OUT | head -1` over many orphans said 'error: cannot read the
+    output: Broken pipe', exit 2: the pipe is stdout's, not the dataset's. Now it ends
+    without a word on stderr, with the exit code a shell gives SIGPIPE (141)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    for n in range(2000):   # listed, more than a pipe holds (64 KiB)
+        (committed / "c0" / f".{n}.{uuid.uuid4().hex}.partial").write_bytes(b"x")
+    run = subprocess.run(f"{sys.executable} {ROOT / 'jobs/clean.py'} {committed} | head -1; "
+                         f"exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+                         capture_output=True, text=True, timeout=120)
+    assert run.stdout.startswith("orphan: ") and run.stdout.count("\n") == 1, run.stdout
+    assert run.stderr == "" and run.returncode == 141, (run.returncode, run.stderr)
