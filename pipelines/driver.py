@@ -268,7 +268,7 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
     try:
         if overwrite:
             removed = remove_dataset(plan, store, beside)
-            stream.write(f"--overwrite: removed {removed} objects of the previous dataset\n")
+            stream.write(f"--overwrite: removed {removed} objects an earlier run wrote there\n")
         result = _export_locked(plan, store, beside, executor, stream, started, stitched, corrections)
     except BaseException as e:
         endings.release_after(plan, beside, e)
