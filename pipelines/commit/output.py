@@ -255,7 +255,9 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         return ("output:   holds a committed dataset of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run says nothing to do if it is "
                  "this job's, and refuses it otherwise (--overwrite replaces it)")), ""
-    if record.get("status") == "committing":   # trial AD: "discards it otherwise" where the run refuses
+    # a commit cut short, as the run tells it (`_refuse_committed`): metadata recorded and
+    # written (trial AD: "discards it otherwise" where the run of another job refuses)
+    if commit_began(record) and metadata:
         return ("output:   holds an unfinished commit of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run finishes it if it is this "
                  "job's, and refuses it otherwise (--overwrite replaces it)")), ""

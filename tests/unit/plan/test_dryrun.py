@@ -410,13 +410,30 @@ def test_the_dry_run_of_a_run_killed_before_its_first_block_says_unfinished(smal
     capsys.readouterr()
     assert main([str(job), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("output:   holds an unfinished run of this tool")
-    # trial AD: a commit cut short is refused by the run when it is another job's, which
-    # the dry run (without the tile files' identities) cannot tell: it says both
-    (tmp_path / "out.job.json").write_text('{"status": "committing", "job": "x"}')
+
+
+
+@pytest.mark.parametrize("status", ["committing", "interrupted"])
+def test_the_dry_run_of_a_commit_cut_short_says_the_run_refuses_another_job_s(small_acquisition,
+                                                                              tmp_path, capsys, status):
+    """Trial AD: a commit cut short (metadata recorded and written, not committed) was 'an
+    unfinished run … discards it otherwise', exit 0, where the run of another job refuses
+    it with exit 2. The dry run, which cannot tell whose it is, says both, as the run
+    decides (`records.commit_began` with metadata in the store)."""
+    import json
+
+    from pipelines.cli.export import main
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    export_local(load_job(job))
+    record = json.loads((tmp_path / "out.job.json").read_text())
+    (tmp_path / "out.job.json").write_text(json.dumps(record | {"status": status, "fingerprint": "other"}))
+    capsys.readouterr()
     assert main([str(job), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "output:   holds an unfinished commit of this tool: the run finishes it if it is this "
         "job's, and refuses it otherwise (--overwrite replaces it)")
+    assert main([str(job)]) == 2 and "holds an unfinished commit of a job with other settings" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("uri", "sets", "said"), [
