@@ -130,14 +130,21 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     the code `show` returns, or AlreadyDone: said on stdout), 2 a PipelineError (bad
     input, nothing written), 1 RunFailed
     (the run failed) or an OSError (the file system, e.g. a full disk), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (`stopped` says what
-    that left), each reported as one line on stderr instead of a traceback."""
+    that left), 141 when stdout's reader left while `work` printed (a shell's SIGPIPE
+    code; `stopped` says what that left; once `show` prints, the work is done: 0), each
+    reported as one line on stderr instead of a traceback."""
     import signal
     import sys
     install_signal_handlers()
     try:
         result = work()
-    except BrokenPipeError:   # its reader left early (`tile-clean … | head -1`, trial AD):
-        _stdout_gone()        # what was asked may be undone, as a shell's SIGPIPE says
+    except BrokenPipeError as e:   # its reader left early (`tile-clean … | head -1`, trial AD)
+        if not _stdout_closed():
+            print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)   # a pipe of its own
+            return 1
+        _stdout_gone()   # what was asked may be half done: say so, as a shell's SIGPIPE code does
+        print(f"stopped when the reader of its output left (a broken pipe) {stopped}",
+              file=sys.stderr)
         return 128 + signal.SIGPIPE
     except AlreadyDone as e:
         print(f"nothing to do: {e}")
@@ -164,6 +171,19 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     except BrokenPipeError:   # its reader left early (`… --dry-run | head`): the job is done
         _stdout_gone()
     return 0
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader left: poll says so of its write end (POLLERR)
+    without writing; the failed write's bytes are gone from the buffer, so a flush cannot."""
+    import select
+    import sys
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):   # no such stream, or no poll here
+        return False
 
 
 def _stdout_gone() -> None:

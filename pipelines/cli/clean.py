@@ -6,13 +6,15 @@ Orphans: temporary files of killed writers (by the exact temporary names this to
 writes use), unfinished multipart uploads of keys inside the output or of its records,
 uncompacted or superseded ledger records (by the names this tool's ledgers use), and a
 lock whose driver died on this machine, all of this output only (never of a sibling
-dataset). An output without its job record beside it is refused: nothing there can be
-told to be this tool's. An unfinished run's chunks are kept: rerun the same job to resume
+dataset). An output without its job record beside it is refused (nothing there can be
+told to be this tool's), but for the lock of a job whose driver died here before it
+wrote its record: that lock is listed. An unfinished run's chunks are kept: rerun the same job to resume
 from them. The ledger parts of a committed dataset that was never compacted (the job
 stopped right after its commit) are its only record: they are kept, and --remove
 compacts them. While a running job holds the lock nothing is listed or removed.
 Exit 0 done, 1 a ledger file it must read is damaged or a folder could not be read
-(named; what it holds was not looked at), 2 bad input (no job record) or a running job.
+(named; what it holds was not looked at), 2 bad input (no job record) or a running job,
+141 its output's reader left (`| head`): stopped there.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ one process, with progress on stderr; prints each problem, naming the object (an
 whose every object is missing in one line), what to do, and a summary. Exit 0 when all
 is well, 1 when any object or document is missing, changed or not ours, a folder cannot
 be read, or the commit did not finish; 2 when there is nothing to verify (no job record,
-a run that did not finish, a job still writing it) or the storage cannot be reached.
+a run that did not finish, a job still writing it) or the storage cannot be reached;
+141 when its output's reader left (`| head`): stopped there.
 """
 
 from __future__ import annotations
