@@ -77,10 +77,11 @@ def stitch_summary(result: StitchResult) -> str:
         lines.append(f"           tiles without a trustworthy link (stage position kept): "
                      f"[{named(solve_info['unlinked_tiles'])}]")
     if solve_info.get("contradicted_tiles"):   # trial AC: placed 23-30 voxels off, unwarned
-        lines.append(f"warning: tiles held by one pair that their other measured pairs "
-                     f"contradict (it may be a chance match: such a tile can be off by up to "
-                     f"stitching.search; look at it in the picture, raise stitching.min_score "
-                     f"or narrow stitching.search): [{named(solve_info['contradicted_tiles'])}]")
+        lines.append(f"warning: tiles held by one pair that another of their pairs, scoring "
+                     f"as high, contradicts (one of the two is a wrong match, and the positions "
+                     f"cannot tell which: such a tile may be off by up to stitching.search, or "
+                     f"right; look at it in the picture, raise stitching.min_score or narrow "
+                     f"stitching.search): [{named(solve_info['contradicted_tiles'])}]")
     if solve_info.get("groups", 1) > 1 and not pairs.get("skipped_linear_parts_differ"):
         lines.append(f"           {solve_info['groups']} groups of tiles linked among themselves: "
                      f"the groups are placed relative to each other by the stage positions "

@@ -224,9 +224,14 @@ def _lost_task(text: str) -> str:
         return ""
     task, kind, message = match.group(1), match.group(2), match.group(3).strip()
     if message.startswith("Python worker exited unexpectedly"):
+        # what Spark knows beyond it (with its fault handler on: "Fatal Python error: …"),
+        # not its advice to turn that handler on
+        said = re.sub(r"\s*Consider setting .*$", "", message.removeprefix(
+            "Python worker exited unexpectedly (crashed)").lstrip(":. ")).strip()
         return (f"a Python worker died while running task {task} (Spark: Python worker exited "
-                f"unexpectedly): killed by a signal, by hand or by the kernel's out-of-memory "
-                f"killer (a worker's memory: limits.task_memory, spark.executor.pyspark.memory)")
+                f"unexpectedly{': ' + said if said else ''}): a crash, or a signal (by hand, or "
+                f"the kernel's out-of-memory killer: a worker's memory is limits.task_memory, "
+                f"spark.executor.pyspark.memory)")
     return f"task {task} failed: {kind}: {message}"
 
 

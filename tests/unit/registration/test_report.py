@@ -60,6 +60,6 @@ def test_a_contradicted_tile_and_separate_groups_are_said_on_the_console(tmp_pat
     assert doc["solve"]["contradicted_tiles"] == [4] and doc["solve"]["groups"] == 2, doc["solve"]
     text = stitch_summary(StitchResult(StitchOutcome(solution, doc, (("tiles-final.json",),),
                                                      "r.json", "r.png"), 0.0, 1.0))
-    assert ("warning: tiles held by one pair that their other measured pairs contradict (it may "
-            "be a chance match") in text and text.rstrip().count("): [4]") == 1, text
+    assert ("warning: tiles held by one pair that another of their pairs, scoring as high, "
+            "contradicts (one of the two is a wrong match") in text and text.count("): [4]") == 1, text
     assert "2 groups of tiles linked among themselves" in text, text

@@ -43,7 +43,11 @@ def test_a_task_spark_gave_up_on_says_its_cause_not_py4j_s_header():
                "configuration to 'true' for the better Python traceback.\n\tat org.apache.spark.api")
     line = _failure_line(_error_text(Exception(crashed)))
     assert line.startswith("a Python worker died while running task 90.0 (Spark: Python worker "
-                           "exited unexpectedly): killed by a signal"), line
+                           "exited unexpectedly): a crash, or a signal"), line
+    faulted = crashed.replace("(crashed). Consider", "(crashed): Fatal Python error: Segmentation "
+                                                    "fault. Consider")
+    assert "(Spark: Python worker exited unexpectedly: Fatal Python error: Segmentation fault.)" in \
+        _failure_line(_error_text(Exception(faulted)))
     other = crashed.replace("org.apache.spark.SparkException: Python worker exited unexpectedly "
                             "(crashed).", "java.lang.OutOfMemoryError: Java heap space.")
     assert _failure_line(_error_text(Exception(other))).startswith(
