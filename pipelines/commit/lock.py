@@ -115,6 +115,17 @@ def lock_holder_dead(holder: dict[str, Any]) -> bool:
     return False
 
 
+def lock_without_record(beside: Store, uri: str) -> dict[str, Any] | None:
+    """The holder of the lock of the output at `uri` when there is a lock and no job record
+    (a job in its first seconds, or one stopped then: trial AD), None otherwise; {} for a
+    lock that names no holder."""
+    names = Sidecars.of(uri)
+    if read_json(beside, names.job_record) or not beside.exists(names.lock):
+        return None
+    holder = read_lock(beside, uri)
+    return holder if holder or beside.exists(names.lock) else None   # released meanwhile: none
+
+
 def existing_record(beside: Store, uri: str) -> dict[str, Any]:
     """The job record of the output at `uri`, for the commands that work on a finished
     or killed export (verify, clean); OutputError when there is none: without it nothing
@@ -122,20 +133,22 @@ def existing_record(beside: Store, uri: str) -> dict[str, Any]:
     whole file system)."""
     names = Sidecars.of(uri)
     record = read_json(beside, names.job_record)
-    if not record:
-        holder = read_lock(beside, uri) if beside.exists(names.lock) else None
-        if holder is not None and lock_holder_dead(holder):   # trial AD: "has just started" for ever
-            raise OutputError(f"{uri}: no job record {names.job_record} beside it: the job that "
-                              f"locked it (pid {holder.get('pid')} on this machine, dead) was "
-                              f"stopped before it wrote one, so it wrote nothing else; its lock "
-                              f"{names.lock} is left: tile-clean {uri} --remove removes it, and "
-                              f"the job run again takes it over")
-        if holder is not None:   # trial O: a job in its first seconds
-            raise OutputError(f"{uri}: a job has just started writing it (its lock "
-                              f"{names.lock} is there, its job record not yet); run this "
-                              f"again once that job has finished")
-        if "://" not in uri and not os.path.exists(uri):   # trial N: a mistyped path
-            raise OutputError(f"{uri}: no such file or folder")
-        raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
-                          f"written by this tool?")
-    return record
+    if record:
+        return record
+    holder = lock_without_record(beside, uri)
+    if holder and lock_holder_dead(holder):   # trial AD: "has just started" for ever
+        raise OutputError(f"{uri}: no job record {names.job_record} beside it: the job that "
+                          f"locked it (pid {holder.get('pid')} on this machine, dead) was "
+                          f"stopped before it wrote one, so it wrote nothing else; its lock "
+                          f"{names.lock} is left: tile-clean {uri} --remove removes it, and "
+                          f"the job run again takes it over")
+    if holder is not None:   # trial O: a job in its first seconds
+        whose = f" (pid {holder.get('pid')} on {holder.get('host')})" if holder else ""
+        raise OutputError(f"{uri}: a job has just started writing it (its lock "
+                          f"{names.lock}{whose} is there, its job record not yet); run this "
+                          f"again once that job has finished, or if it is dead, remove "
+                          f"{beside.uri}/{names.lock}")
+    if "://" not in uri and not os.path.exists(uri):   # trial N: a mistyped path
+        raise OutputError(f"{uri}: no such file or folder")
+    raise OutputError(f"{uri}: no job record {names.job_record} beside it; was it "
+                      f"written by this tool?")

@@ -281,9 +281,10 @@ def remove_dataset(plan: ExportPlan, store: Store, beside: Store) -> int:
     if leftover is not None and not read_json(beside, names.job_record):
         raise _not_ours_to_replace(plan.output.uri, store, leftover)
     removed = remove_owned(store, "--overwrite")
-    beside.delete(names.job_record)
     for key in list(beside.list(names.ledger_root)):
         beside.delete(key)
         # its folders, once empty, with it (trial Y: an empty ledger folder was left)
         beside.remove_empty_folders(key, names.ledger_root)
+    # the record last: it is what tells the rest ours, to a rerun after a kill in between
+    beside.delete(names.job_record)
     return removed

@@ -21,6 +21,7 @@ from pipelines.commit.lock import (
     held_error,
     live_holder,
     lock_holder_dead,
+    lock_without_record,
     read_lock,
 )
 from pipelines.commit.records import Sidecars, read_json
@@ -58,7 +59,7 @@ def find_orphans(store: Store, beside: Store, uri: str) -> list[Orphan]:
     writer's). A job stopped before it wrote its record left only its lock: that lock,
     its driver dead, is the one orphan (trial AD: refused as a job 'just started')."""
     names = Sidecars.of(uri)
-    if not read_json(beside, names.job_record):
+    if lock_without_record(beside, uri):
         found = _dead_lock(beside, uri)
         if found:
             return found

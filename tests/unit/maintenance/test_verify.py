@@ -267,6 +267,12 @@ def test_a_lock_left_by_a_job_killed_before_its_record_is_named_and_cleaned(tmp_
     assert "lock of a dead driver" in capsys.readouterr().out
     assert clean_main([str(tmp_path / "out"), "--remove"]) == 0
     assert not lock.exists() and sorted(os.listdir(tmp_path)) == ["notes.txt"]
+    # another machine's lock cannot be told dead from here: the way out is said (review H)
+    lock.write_text(json.dumps({"host": "another-node", "pid": 1}))
+    for command in (verify_main, clean_main):
+        assert command([str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "(pid 1 on another-node) is there" in err and f"if it is dead, remove {lock}" in err, err
 
 
 def test_verify_shows_progress_says_what_to_do_and_names_a_level_that_is_gone(committed, capsys):
