@@ -119,11 +119,19 @@ def lock_without_record(beside: Store, uri: str) -> dict[str, Any] | None:
     """The holder of the lock of the output at `uri` when there is a lock and no job record
     (a job in its first seconds, or one stopped then: trial AD), None otherwise; {} for a
     lock that names no holder."""
-    names = Sidecars.of(uri)
-    if read_json(beside, names.job_record) or not beside.exists(names.lock):
+    if read_json(beside, Sidecars.of(uri).job_record):
+        return None
+    return _lock_left(beside, uri)
+
+
+def _lock_left(beside: Store, uri: str) -> dict[str, Any] | None:
+    """The holder of the lock of the output at `uri` (None when there is no lock, {} for
+    one that names no holder)."""
+    key = Sidecars.of(uri).lock
+    if not beside.exists(key):
         return None
     holder = read_lock(beside, uri)
-    return holder if holder or beside.exists(names.lock) else None   # released meanwhile: none
+    return holder if holder or beside.exists(key) else None   # released meanwhile: none
 
 
 def existing_record(beside: Store, uri: str) -> dict[str, Any]:
@@ -135,7 +143,7 @@ def existing_record(beside: Store, uri: str) -> dict[str, Any]:
     record = read_json(beside, names.job_record)
     if record:
         return record
-    holder = lock_without_record(beside, uri)
+    holder = _lock_left(beside, uri)
     if holder and lock_holder_dead(holder):   # trial AD: "has just started" for ever
         raise OutputError(f"{uri}: no job record {names.job_record} beside it: the job that "
                           f"locked it (pid {holder.get('pid')} on this machine, dead) was "

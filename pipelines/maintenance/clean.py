@@ -59,10 +59,9 @@ def find_orphans(store: Store, beside: Store, uri: str) -> list[Orphan]:
     writer's). A job stopped before it wrote its record left only its lock: that lock,
     its driver dead, is the one orphan (trial AD: refused as a job 'just started')."""
     names = Sidecars.of(uri)
-    if lock_without_record(beside, uri):
-        found = _dead_lock(beside, uri)
-        if found:
-            return found
+    left = lock_without_record(beside, uri)
+    if left and lock_holder_dead(left):
+        return [_lock_orphan(beside, uri, left)]
     existing_record(beside, uri)
     holder = live_holder(beside, uri)
     if holder:
@@ -141,10 +140,11 @@ def compact_ledger(beside: Store, uri: str) -> int:
 
 def _dead_lock(beside: Store, uri: str) -> list[Orphan]:
     holder = read_lock(beside, uri)
-    if holder and lock_holder_dead(holder):
-        why = f"lock of a dead driver (pid {holder.get('pid')})"
-        return [Orphan(beside, Sidecars.of(uri).lock, why)]
-    return []
+    return [_lock_orphan(beside, uri, holder)] if holder and lock_holder_dead(holder) else []
+
+
+def _lock_orphan(beside: Store, uri: str, holder: dict) -> Orphan:
+    return Orphan(beside, Sidecars.of(uri).lock, f"lock of a dead driver (pid {holder.get('pid')})")
 
 
 def remove_orphans(store: Store, beside: Store, uri: str) -> int:
