@@ -217,7 +217,8 @@ def export_report(result: ExportResult) -> str:
             f"{mb:.{precision}f} MiB uncompressed output (no MiB/s: an earlier run computed "
             f"part of it)"
             f"{empty}"),
-        f"spark:    master {result.master}",
+        f"spark:    master {result.master}" if result.master else
+        "spark:    not started: an earlier run had computed every block",
         f"open it:  {open_command(result)}",
     ]
     lines += [f"also:     {name} (next to the container)" for name in s.extra_files]

@@ -85,11 +85,13 @@ def test_a_commit_killed_between_metadata_writes_is_finished_by_a_rerun(
     assert "the commit of this dataset did not finish" in capsys.readouterr().out
 
     rerun = export(job, *SETTINGS, cwd=tmp_path)
-    _, err = rerun.communicate(timeout=300)
+    out_text, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-2000:]
     blocks = re.search(r"resuming: (\d+) of (\d+) blocks are already recorded", err)
     assert blocks and blocks.group(1) == blocks.group(2), err[-2000:]
     assert not re.search(r"^blocks \d+/\d+", err, re.M), err[-2000:]   # nothing computed again
+    # nothing to run, so no Spark session either (trial AA: 5-13 s of start-up for 0 blocks)
+    assert "(+ 0.0 s Spark start-up)" in out_text and "spark:    not started" in out_text, out_text
     assert files_under(out) == files_under(clean_volume)
     assert verify_main([str(out)]) == 0, capsys.readouterr().out
 
