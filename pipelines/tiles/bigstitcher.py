@@ -46,7 +46,7 @@ from pipelines.tiles.readers import inspect_view
 from pipelines.tiles.spimdata import IMAGE_LOADERS, UNITS, Setup
 from pipelines.transforms import determinant, is_singular
 
-WORLD_UNIT_TOLERANCE = 0.05   # how far an affine refinement may scale a calibrated x pixel
+WORLD_UNIT_TOLERANCE = 0.25   # how far a refinement or shear may scale an x pixel (`_world_unit`)
 
 
 def is_project(path: str) -> bool:
@@ -240,8 +240,11 @@ def _world_unit(setups: dict[int, Setup], rows: dict) -> float:
     export, and this tool's bdv layout) has µm as its world unit instead (trial K: such a
     project was read as if 1 µm were one x pixel, and its output labelled with that
     pixel's size). Each view tells the unit as its x voxel size over the length its
-    transform gives an x pixel; the median decides, and within WORLD_UNIT_TOLERANCE of the
-    first view's x voxel size (an affine refinement scales a little) that is taken."""
+    transform gives an x pixel; the median decides. Within WORLD_UNIT_TOLERANCE of the
+    first view's x voxel size, or of its length unit (µm for a setup in µm), that is
+    taken: an affine refinement or a shear lengthens an x pixel a little (trial AE: a
+    shear y += 0.35 x, 6 %, had labelled a 0.4 µm output 0.378 µm); farther from both,
+    the views' own figure (transforms that scale pixels on purpose)."""
     views = sorted((v for row in rows.values() for v in row), key=lambda v: v.index)
     first = setups[views[0].index]
     pixel = first.voxel[0] * UNITS[first.unit.lower()]
@@ -251,4 +254,5 @@ def _world_unit(setups: dict[int, Setup], rows: dict) -> float:
         length = 1.0 if v.transform is None else math.hypot(*(v.transform[4 * r] for r in range(3)))
         told.append(setup.voxel[0] * UNITS[setup.unit.lower()] / length)
     unit = float(np.median(told))
-    return pixel if abs(unit / pixel - 1) <= WORLD_UNIT_TOLERANCE else unit
+    nearest = min((pixel, UNITS[first.unit.lower()]), key=lambda c: abs(math.log(unit / c)))
+    return nearest if abs(math.log(unit / nearest)) <= math.log(1 + WORLD_UNIT_TOLERANCE) else unit

@@ -276,10 +276,21 @@ def test_the_world_unit_is_told_by_the_views_transforms(tmp_path):
     refined = [replace(v, chain=[("Affine", matrix([1.02, 0.01, 0, 0, 0, 0.99, 0, 0, 0, 0, 1, 0])), *v.chain])
                for v in pixel_world]
     assert resolution(refined) == (0.5, 0.5, 0.5)
+    # trial AE: a shear y += 0.35 x lengthens an x pixel by 6 %; the output had been
+    # labelled 0.472 µm per voxel
+    sheared = [replace(v, chain=[("Affine", matrix([1, 0, 0, 0, 0.35, 1, 0, 0, 0, 0, 1, 0])), *v.chain])
+               for v in pixel_world]
+    assert resolution(sheared) == (0.5, 0.5, 0.5)
     micrometre_world = [replace(v, chain=[("Translation", translation(v.tile % 2 * 14.0, v.tile // 2 * 14.0, 0)),
                                           ("calibration", matrix([0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.0, 0]))])
                         for v in pixel_world]
     assert resolution(micrometre_world) == (1.0, 1.0, 1.0)
+    sheared = [replace(v, chain=[("Affine", matrix([1, 0, 0, 0, 0.35, 1, 0, 0, 0, 0, 1, 0])), *v.chain])
+               for v in micrometre_world]
+    assert resolution(sheared) == (1.0, 1.0, 1.0)
+    halved = [replace(v, chain=[("Affine", matrix([2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 2, 0])), *v.chain])
+              for v in pixel_world]   # transforms that scale on purpose: a world unit of half a pixel
+    assert resolution(halved) == (0.25, 0.25, 0.25)
 
 
 def test_a_view_missing_in_one_channel_only_is_named(tmp_path):
