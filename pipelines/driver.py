@@ -40,6 +40,7 @@ from pipelines.errors import (
 )
 from pipelines.execute.block import BlockJob, blocks_run, execute_partition, stored_bytes
 from pipelines.execute.executor import Batch, Executor
+from pipelines.geometry import voxel_count
 from pipelines.illumination.matched import Matching, made_anew
 from pipelines.plan import (
     ExportPlan,
@@ -79,7 +80,7 @@ class ExportResult:
     def volume_bytes(self) -> int:
         """Uncompressed bytes of every level, channel and timepoint: what throughput counts."""
         out = self.plan.output
-        voxels = sum(int(np.prod(shape)) for shape in out.shapes) * out.channels * out.timepoints
+        voxels = sum(voxel_count(shape) for shape in out.shapes) * out.channels * out.timepoints
         return voxels * np.dtype(out.base.dtype).itemsize
 
     @property

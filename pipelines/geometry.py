@@ -9,6 +9,7 @@ the package calls them instead of reversing tuples by hand.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,6 +39,13 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
+def voxel_count(shape) -> int:
+    """Voxels of a shape, exactly, at any size: np.prod wraps around past 2^63 (trial AE:
+    views 1e11 apart gave a span of -8e18 bytes; a block of 2^40 voxels a side would need
+    0 bytes, and pass any memory check)."""
+    return math.prod(int(n) for n in shape)
+
+
 @dataclass(frozen=True)
 class Box:
     """A half-open box [start, stop) of voxels, coordinates in x, y, z order."""
@@ -56,10 +64,7 @@ class Box:
 
     @property
     def size(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return voxel_count(self.shape)
 
     def is_empty(self) -> bool:
         return any(b <= a for a, b in zip(self.start, self.stop))

@@ -60,6 +60,14 @@ def parse_size(value: Any, what: str) -> int:
     return size
 
 
+def size_text(n: int) -> str:
+    """Bytes as people read them: "3.20 GiB", "512263136.87 PiB", "0.5 KiB"."""
+    for unit, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
 def parse_choice(table: dict, section: str, key: str, options: tuple, where: str) -> str:
     value = table[key]
     if value not in options:

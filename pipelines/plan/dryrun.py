@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipelines.config import JobConfig
+from pipelines.config.values import size_text
 from pipelines.errors import PlanError
-from pipelines.geometry import Vec
+from pipelines.geometry import Vec, voxel_count
 from pipelines.illumination.matched import made_anew
 from pipelines.illumination.plan import (
     check_planned_fields,
@@ -75,13 +76,13 @@ class DryRun:
             f"{sum(self.blocks):,} blocks ({', '.join(f'{n:,}' for n in self.blocks)})",
             f"objects:  {sum(self.objects):,} owned by the blocks (empty ones are skipped); "
             f"per level: {', '.join(f'{n:,}' for n in self.objects)}",
-            f"bytes:    {_size(self.computed_bytes)} uncompressed over all levels" + (
-                f", computed by the blocks (the arrays span {_size(self.uncompressed_bytes)}, "
+            f"bytes:    {size_text(self.computed_bytes)} uncompressed over all levels" + (
+                f", computed by the blocks (the arrays span {size_text(self.uncompressed_bytes)}, "
                 f"the rest left empty as no tile reaches it)"
                 if self.computed_bytes < 0.99 * self.uncompressed_bytes else ""),
-            f"memory:   {_size(self.task_memory)} per task at most, estimated (limits.task_memory "
-            f"allows {_size(self.memory_budget)})",
-            f"planning: {self.seconds:.2f} s, driver peak memory {_size(self.peak_rss)}",
+            f"memory:   {size_text(self.task_memory)} per task at most, estimated (limits.task_memory "
+            f"allows {size_text(self.memory_budget)})",
+            f"planning: {self.seconds:.2f} s, driver peak memory {size_text(self.peak_rss)}",
         ] + ([] if self.pairs is None else [
             f"stitching: {self.pairs:,} pair tasks to register first; the plan above is at the "
             f"stage positions (registration moves the bounds by at most its corrections, and "
@@ -108,7 +109,7 @@ def dry_run(config: JobConfig) -> DryRun:
     stages = plan_stages(output)
     tasks = plan_tasks(output, stages, first, config.blocks_per_task, config.task_slots)
     itemsize = np.dtype(output.base.dtype).itemsize
-    voxels = sum(int(np.prod(shape, dtype=object)) for shape in output.shapes)
+    voxels = sum(voxel_count(shape) for shape in output.shapes)
     check_planned_fields(config, tiles[0])
     # work before which the run cannot tell a committed output is this job's (trial X:
     # the dry run passed what the run then refused), as `driver._check_before_work` decides
@@ -163,10 +164,3 @@ def _registration(config: JobConfig) -> tuple[tuple[tuple[TileSet, ...], ...] | 
         check_same_geometry(rows)
         return rows, None, stitching.report_path(config), config
     return None, len(target.pairs), "", config
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n / 2**10:.1f} KiB"

@@ -9,7 +9,6 @@ with what workers really held.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ import numpy as np
 from pipelines.errors import PlanError
 from pipelines.formats import format_module
 from pipelines.formats.chunk_rows import ROW_CHUNKS
+from pipelines.geometry import voxel_count
 from pipelines.illumination.correct import CORRECTED_BYTES_PER_VOXEL
 from pipelines.pixels.fusion import sums_dtype
 from pipelines.plan.output import OutputSpec, Stage
@@ -61,9 +61,9 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
                 tile_cache: int = 0, corrected: bool = False, fields: int = 0) -> TaskMemory:
     """The memory terms of the plan's largest block task, over all stages."""
     block = _largest_block(output, 0)
-    voxels = _voxels(block)
+    voxels = voxel_count(block)
     itemsize = np.dtype(output.base.dtype).itemsize
-    object_voxels = _voxels(_largest_object(output))
+    object_voxels = voxel_count(_largest_object(output))
     per_source_voxel = itemsize + DOWNSAMPLE_BYTES_PER_VOXEL[output.downsample]
     affine = [t for t in tiles if t.transform is not None]
     # the view region one block reads: the block itself, or what it spans in a view's pixels
@@ -76,7 +76,7 @@ def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
         fusing=voxels * per_voxel + region * per_region_voxel,
         reading=max((_source_voxels(output, s.first) * per_source_voxel for s in stages[1:]),
                     default=0),
-        codec=(CODEC_COPIES * object_voxels + (_row_chunks(output) - 1) * _voxels(_largest_chunk(output)))
+        codec=(CODEC_COPIES * object_voxels + (_row_chunks(output) - 1) * voxel_count(_largest_chunk(output)))
         * itemsize, cache=tile_cache, fields=fields)
 
 
@@ -109,7 +109,7 @@ def _row_chunks(output: OutputSpec) -> int:
 
 def _region_voxels(tile, block) -> int:
     extent = source_extent(tile.transform, block)
-    return _voxels([min(int(e) + 1, n) for e, n in zip(extent, tile.size)])
+    return voxel_count([min(int(e) + 1, n) for e, n in zip(extent, tile.size)])
 
 
 def task_memory_bytes(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
@@ -123,13 +123,7 @@ def _source_voxels(output: OutputSpec, level: int) -> int:
     """Voxels a later-stage task reads from the level below: its block, scaled up, clipped."""
     block = _largest_block(output, level)
     below = output.shapes[level - 1]
-    return _voxels([min(b * f, n) for b, f, n in zip(block, output.factors[level], below)])
-
-
-def _voxels(shape) -> int:
-    """Voxels of a shape, exactly: np.prod wraps around past 2^63 (a block of 2^40 voxels
-    a side would need 0 bytes, and pass any memory check)."""
-    return math.prod(int(n) for n in shape)
+    return voxel_count([min(b * f, n) for b, f, n in zip(block, output.factors[level], below)])
 
 
 def check_memory(plan: ExportPlan, budget: int) -> None:

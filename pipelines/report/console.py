@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pipelines.config.values import size_text
 from pipelines.formats import TENSORSTORE_DRIVERS
 from pipelines.storage import uri as uris
 
@@ -201,7 +202,7 @@ def export_report(result: ExportResult) -> str:
     rate = mb / export_seconds if export_seconds > 0 else 0.0
     ratio = computed / s.bytes_written if s.bytes_written else float("inf")
     precision = 0 if mb >= 10 else 2   # a small export is not "0 MiB" (trial X)
-    empty = (f"; the arrays span {result.volume_bytes / 2**20:.0f} MiB, the rest left empty as "
+    empty = (f"; the arrays span {size_text(result.volume_bytes)}, the rest left empty as "
              f"no tile reaches it" if computed < 0.99 * result.volume_bytes else "")
     lines = [
         f"dataset:  {s.uri}  (format {s.format}, layout {s.layout}, {s.levels} level"

@@ -28,7 +28,7 @@ from pipelines.commit.records import Sidecars
 from pipelines.execute import readback
 from pipelines.formats import format_module
 from pipelines.formats.objects import object_grid
-from pipelines.geometry import Box
+from pipelines.geometry import Box, voxel_count
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
 from pipelines.storage import uri as uris
@@ -126,7 +126,7 @@ def projections(plan: ExportPlan, store: Store) -> list[tuple[str, np.ndarray, f
     out, level = plan.output, projection_level(plan)
     fmt = format_module(out.format)
     x, y, z = out.shapes[level]
-    objects = int(np.prod(object_grid(out.array(0, 0, level)).counts))
+    objects = voxel_count(object_grid(out.array(0, 0, level)).counts)
     if x * y * z * np.dtype(out.base.dtype).itemsize > PROJECTION_BYTES or objects > PROJECTION_OBJECTS:
         return None
     depth = out.base.chunks[2]

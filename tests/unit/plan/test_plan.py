@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pipelines.config import CodecConfig
 from pipelines.errors import PlanError
 from pipelines.formats import ArraySpec, compressor_for
-from pipelines.geometry import BlockGrid, Box, ChunkGrid, grid_indices
+from pipelines.geometry import BlockGrid, Box, ChunkGrid, grid_indices, voxel_count
 from pipelines.plan import (
     ExportPlan,
     OutputSpec,
@@ -97,6 +97,14 @@ def test_box_basics():
     assert a.union(b) == Box((0, 0, 0), (8, 8, 8))
     assert a.slices_zyx() == (slice(0, 6), slice(0, 5), slice(0, 4))
     assert Box((0, 0, 0), (1, 0, 1)).is_empty() and a.size == 120
+
+
+def test_voxel_counts_are_exact_past_two_to_the_63():
+    """Trial AE: views 1e11 world units apart; np.prod of the output's shape wrapped to
+    -8 055 634 665 954 909 182, and the run's summary left the span out."""
+    shape = (851095015, 1129441209, 30)
+    assert voxel_count(np.array(shape)) == 851095015 * 1129441209 * 30 > 2**63
+    assert Box.from_shape((0, 0, 0), shape).size == voxel_count(shape)
 
 
 def test_memory_check_names_the_block_and_the_limit():
