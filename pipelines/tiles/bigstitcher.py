@@ -84,6 +84,7 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
     locate = spimdata.locator(loader, loader_element, base, source)
 
     chosen = {k: {int(v) for v in ids} for k, ids in (views or {}).items()}
+    _check_chosen_exist(chosen, setups, timepoints, source)
     rows: dict[tuple[int, int], list[Tile]] = {}
     for t in timepoints:
         for s in setups.values():
@@ -226,6 +227,26 @@ def _first_missing(groups: dict[int, set]) -> tuple[int, Any, int] | None:
             absent = min(union - present)
             return group, absent, min(g for g, members in groups.items() if absent in members)
     return None
+
+
+def _check_chosen_exist(chosen: dict[str, set[int]], setups: dict[int, Setup],
+                        timepoints: list[int], source: str) -> None:
+    """Every id `input.views` lists is one of the project's (trial AE: `setup = [0, 99]`
+    fused setup 0 alone, without a word: a typo dropped views silently)."""
+    for key, ids in chosen.items():
+        known = (set(setups) if key == "setup" else set(timepoints) if key == "timepoint"
+                 else {s.attributes.get(key, 0) for s in setups.values()})
+        unknown = sorted(ids - known)
+        if unknown:
+            listed = sorted(known)
+            raise TileError(f"{source}: input.views names {key} {_ids(unknown)}, which the "
+                            f"project does not have (its {key} ids: {_ids(listed)})")
+
+
+def _ids(values: list[int], shown: int = 12) -> str:
+    """A list of ids for a message: the first `shown` of a long one, and how many more."""
+    more = f" and {len(values) - shown} more" if len(values) > shown else ""
+    return ", ".join(map(str, values[:shown])) + more
 
 
 def _selected(chosen: dict[str, set[int]], setup: Setup, t: int) -> bool:
