@@ -194,7 +194,9 @@ def _pattern(text: str, where: str) -> list[int]:
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) else first
         step = int(match.group(3)) if match.group(3) else 1
-        values.update(_timepoint_ids(range(first, last + 1, max(step, 1)), where))
+        if step == 0:   # trial AE: was read as 1
+            raise TileError(f"{where}: the pattern {text!r} has a step of 0")
+        values.update(_timepoint_ids(range(first, last + 1, step), where))
     if not values:
         raise TileError(f"{where}: the pattern lists no timepoint")
     return _timepoint_ids(sorted(values), where)
@@ -245,12 +247,13 @@ def registrations(root: ET.Element, source: str) -> dict[tuple[int, int], Affine
                             f"setup attributes") from None
         where = f"{source}: ViewRegistration of setup {key[1]}, timepoint {key[0]}"
         chain = []
-        for n, transform in enumerate(element.findall("ViewTransform")):
+        listed = element.findall("ViewTransform")
+        for n, transform in enumerate(listed, start=1):   # counted as people count (trial AE)
             if transform.get("type", "affine") != "affine":
-                raise TileError(f"{where}: ViewTransform {n} has type {transform.get('type')!r}; "
-                                f"only affine transforms are supported")
+                raise TileError(f"{where}: ViewTransform {n} of {len(listed)} has type "
+                                f"{transform.get('type')!r}; only affine transforms are supported")
             chain.append(as_affine(_numbers(_text(transform, "affine", where), 12,
-                                            f"ViewTransform {n} <affine>", where)))
+                                            f"ViewTransform {n} of {len(listed)} <affine>", where)))
         out[key] = compose(*chain) if chain else compose()
     return out
 

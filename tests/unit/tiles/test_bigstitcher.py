@@ -72,6 +72,8 @@ def test_timepoint_patterns_and_lists(tmp_path):
     assert timepoints(element, "here") == [1, 3]
     with pytest.raises(TileError, match="cannot read the pattern"):
         _pattern("every other", "here")
+    with pytest.raises(TileError, match="has a step of 0"):
+        _pattern("0-4:0", "here")
     # trial V: an empty list was "no views left to fuse"
     empty = ET.fromstring('<S><Timepoints type="list"><integerpattern>0-2</integerpattern></Timepoints></S>')
     with pytest.raises(TileError, match=r'<Timepoints type="list">: lists no timepoint ids'):
