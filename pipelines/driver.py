@@ -322,7 +322,8 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         raise endings.interrupted(plan, beside, stopping_signal(e)) from None
     run_seconds, timings = _timings(started, executor.startup_seconds, commit_seconds, stitched,
                                     corrections)
-    facts = {"master": executor.master or None, **timings,   # None: Spark never started "resumed_blocks": resumed,
+    # master None: Spark never started (every block recorded by an earlier run)
+    facts = {"master": executor.master or None, **timings, "resumed_blocks": resumed,
              **_stitching_facts(stitched), **_correction_facts(plan)}
     try:
         report = _report(plan, summary, recorded, store, beside, began, facts, stream,

@@ -4,6 +4,7 @@ committed; then the same command, tile-verify and tile-clean take over."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -92,6 +93,8 @@ def test_a_commit_killed_between_metadata_writes_is_finished_by_a_rerun(
     assert not re.search(r"^blocks \d+/\d+", err, re.M), err[-2000:]   # nothing computed again
     # nothing to run, so no Spark session either (trial AA: 5-13 s of start-up for 0 blocks)
     assert "(+ 0.0 s Spark start-up)" in out_text and "spark:    not started" in out_text, out_text
+    summary = json.loads((tmp_path / "out/volume.report/summary.json").read_text())
+    assert summary["master"] is None and summary["resumed_blocks"] == int(blocks.group(1)), summary
     assert files_under(out) == files_under(clean_volume)
     assert verify_main([str(out)]) == 0, capsys.readouterr().out
 
