@@ -299,8 +299,10 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
     growth = growth_warning(plan.computed_voxels() * out.channels * out.timepoints, plan.tiles)
     if growth:   # said before the first task: Ctrl-C costs nothing yet
         stream.write(f"warning: {growth}\n")
-    # Spark starts with the first task (`Executor.run`), not here: a rerun whose blocks
-    # are all recorded commits without it (trial AA: 5-13 s of start-up to run 0 blocks).
+    if not plan.rerun:   # before the record: a Spark that cannot start leaves nothing (trial AF)
+        executor.start()
+    # a rerun starts Spark with its first task (`Executor.run`): one whose blocks are all
+    # recorded commits without it (trial AA: 5-13 s of start-up to run 0 blocks)
     plan = start_record(plan, beside)
     phase = "run"
     try:
