@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, live_holder
-from pipelines.commit.ownership import METADATA_NAMES, remove_owned
+from pipelines.commit.ownership import METADATA_NAMES, foreign_files, owned_keys, remove_owned
 from pipelines.commit.records import (
     Sidecars,
     changed_parts,
@@ -249,6 +249,10 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         if overwrite:
             return "", str(_not_ours_to_replace(uri, store, leftover))
         return "", str(_foreign_dataset(uri, metadata) if metadata else _foreign_files(uri, leftover))
+    if overwrite:   # what --overwrite deletes must all be ours (trial AF: "replaces it", exit 0)
+        _, foreign = owned_keys(store)
+        if foreign:
+            return "", str(foreign_files(store, foreign, "--overwrite"))
     if record.get("status") == "committed" and anew and not overwrite:
         return "", str(made_anew_refusal(uri, metadata or "its metadata"))
     if record.get("status") == "committed":

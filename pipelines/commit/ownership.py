@@ -110,6 +110,12 @@ def owned_keys(store: Store) -> tuple[list[str], list[str]]:
     return ours, foreign
 
 
+def foreign_files(store: Store, foreign: list[str], why: str) -> OutputError:
+    """The refusal to delete a container of ours that holds files we did not write."""
+    return OutputError(f"{why}: {store.uri} holds {len(foreign)} file(s) this pipeline did not "
+                       f"write (e.g. {foreign[0]}); nothing was deleted: move them out first")
+
+
 def remove_owned(store: Store, why: str) -> int:
     """Delete the container's objects that are ours (`owned_keys`) and our temporary
     files, then the folders that leaves empty (trial AB: an N5 level folder left empty
@@ -117,8 +123,7 @@ def remove_owned(store: Store, why: str) -> int:
     nothing, when anything else is there."""
     ours, foreign = owned_keys(store)
     if foreign:
-        raise OutputError(f"{why}: {store.uri} holds {len(foreign)} file(s) this pipeline did not "
-                          f"write (e.g. {foreign[0]}); nothing was deleted: move them out first")
+        raise foreign_files(store, foreign, why)
     for key in ours:
         store.delete(key)
     for partial in store.partial_writes():

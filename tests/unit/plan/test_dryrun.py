@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.plan_scale import write_job as write_scale_job
 from pipelines.config import load_job
+from pipelines.errors import OutputError
 from pipelines.plan import make_plan
 from pipelines.plan.dryrun import dry_run
 from pipelines.plan.ranges import union_size
@@ -56,6 +57,7 @@ def test_union_size_equals_a_brute_force_count():
 TRACED_DRY_RUN = """
 import sys, tracemalloc
 from pipelines.config import load_job
+from pipelines.errors import OutputError
 from pipelines.plan.dryrun import dry_run
 config = load_job(sys.argv[1], sys.argv[2:])
 dry_run(config)   # once untraced: imports and caches are not the plan's
@@ -273,6 +275,14 @@ def test_the_dry_run_says_what_the_output_holds_and_refuses_what_the_run_refuses
                                     "says nothing to do if it is this job's")
     assert printed("--overwrite")[-1] == ("output:   holds a committed dataset of this tool: "
                                           "--overwrite replaces it")
+    # trial AF: a user's file in it, which the run with --overwrite refuses to delete
+    (tmp_path / "out/c0/notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main([str(job), "--dry-run", "--overwrite"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --overwrite: {tmp_path / 'out'} holds 1 "
+                                              f"file(s) this pipeline did not write (e.g. c0/notes.txt)")
+    with pytest.raises(OutputError, match="this pipeline did not write"):   # the run's own line
+        export_local(load_job(job), overwrite=True)
     shutil.rmtree(tmp_path / "out")
     (tmp_path / "out.job.json").unlink()
     zarr.open_array(str(tmp_path / "out"), mode="w", shape=(4, 4), dtype="u1", zarr_format=2)
