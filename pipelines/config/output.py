@@ -69,22 +69,49 @@ def _named_format(uri: Any) -> str:
     return next((kind for kind in ("zarr", "n5") if name.endswith(f".{kind}")), "")
 
 
-def _check_named_format(out: dict, where: str) -> None:
+def _format_reason(out: dict) -> str:
+    """Why the output has the format it has, for messages: the key the user set, or what
+    `_default_format` took it from (trial AF: a format the user never set was blamed)."""
+    if out["format"]:
+        return f"output.format is {out['format']!r}"
+    fmt = _default_format(out)
+    why = ("output.shard is set" if out["shard"] != [] else "output.layout is \"ome\""
+           if out["layout"] == "ome" else f"the output is named .{_named_format(out['uri'])}"
+           if _named_format(out["uri"]) else "no output.format is set")
+    return f"the format is {fmt!r} ({why})"
+
+
+def _check_named_format(out: dict, given: dict, where: str) -> None:
     """A name that says one format over a dataset of another is a mistake readers repeat:
-    a `.zarr` folder of N5 is opened as Zarr and found empty."""
+    a `.zarr` folder of N5 is opened as Zarr and found empty. `given`: the [output] table
+    as the job file has it (the format not yet filled in)."""
     named, fmt = _named_format(out["uri"]), out["format"]
     if named and not fmt.startswith(named):
-        raise ConfigError(f"{where}output.uri {out['uri']!r} is named .{named} but output.format "
-                          f"is {fmt!r}; name it .{'n5' if fmt == 'n5' else 'zarr'}, or set "
-                          f"output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}")
+        raise ConfigError(f"{where}output.uri {out['uri']!r} is named .{named} but "
+                          f"{_format_reason(given)}; name it .{'n5' if fmt == 'n5' else 'zarr'}, "
+                          f"or set output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}"
+                          f"{' and a layout of it' if given['layout'] else ''}")
+
+
+def _check_layout(out: dict, given: dict, fmt: str, where: str) -> None:
+    """A layout of another format: say which format has it, and why the output has this one."""
+    layout = out["layout"]
+    if layout in LAYOUTS[fmt] or not isinstance(layout, str):
+        return
+    owners = [f for f, layouts in LAYOUTS.items() if layout in layouts]
+    if owners:
+        raise ConfigError(f"{where}output.layout {layout!r} is a layout of "
+                          f"{' and '.join(owners)}, but {_format_reason(given)}; its layouts: "
+                          f"{', '.join(LAYOUTS[fmt])}")
 
 
 def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = True) -> OutputConfig:
     """The [output] table checked; output.uri may be "" (left out) when not `uri_required`."""
-    out = {**out, "format": out["format"] or _default_format(out)}
+    given, out = out, {**out, "format": out["format"] or _default_format(out)}
     fmt = parse_choice(out, "output", "format", FORMATS, where)
-    _check_named_format(out, where)
+    _check_named_format(out, given, where)
     out = {**out, "layout": out["layout"] or LAYOUTS[fmt][0]}
+    _check_layout(out, given, fmt, where)
     layout = parse_choice(out, "output", "layout", LAYOUTS[fmt], where)
     if uri_required:   # tile-stitch and tile-flatfield write no output (trial I)
         check_layout_timepoints(layout, timepoints, where)
@@ -101,7 +128,7 @@ def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = Tr
         parse_choice(out, "output", "dtype", DTYPES, where)
     levels = out["levels"]
     if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
-        raise ConfigError(f"{where}output.levels: expected a number ≥ 1 or \"auto\", found {levels!r}")
+        raise ConfigError(f"{where}output.levels: expected a whole number ≥ 1 or \"auto\", found {levels!r}")
     interval, unit = _time_axis(out, layout, where)
     return OutputConfig(
         uri=_output_uri(_string(out, "output", "uri", where), where) if out["uri"] or uri_required else "",
@@ -121,8 +148,10 @@ def _time_axis(out: dict, layout: str, where: str) -> tuple[float, str]:
                           f"per timepoint), found {interval!r}")
     unit = parse_choice(out, "output", "time_unit", TIME_UNITS, where)
     if layout != "ome" and (interval != 1.0 or unit):
-        raise ConfigError(f"{where}output.time_interval, output.time_unit: only the ome layout "
-                          f"records the time between timepoints (its t axis), not {layout!r}")
+        named = ", ".join(key for key, set_ in (("output.time_interval", interval != 1.0),
+                                                ("output.time_unit", bool(unit))) if set_)
+        raise ConfigError(f"{where}{named}: only the ome layout records the time between "
+                          f"timepoints (its t axis), not {layout!r}")
     return float(interval), unit
 
 

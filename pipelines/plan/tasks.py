@@ -2,8 +2,9 @@
 
 A stage's blocks are the union of boxes of its first level's block grid: at stage 0 the
 blocks each tile touches (one box per tile), at later stages the blocks under those. The
-block grid is cut into partitions of about `blocks_per_task` blocks; a partition that
-holds at least one block is one executor task (`PartitionTask`), which runs its blocks in
+block grid is cut into partitions of at most `blocks_per_task` cells (boxes with sides
+powers of two, `ranges.partition_shape`); a partition that holds at least one block is
+one executor task (`PartitionTask`), which runs its blocks in
 Morton order so that neighbours, which read the same tiles, run one after another. Only
 box corners and per-partition counts are kept on the driver: a plan of millions of blocks
 is a few arrays, and a partition's blocks are listed by the executor that runs it.

@@ -90,7 +90,7 @@ def test_spark_table_takes_nested_and_quoted_properties(tmp_path):
     (MINIMAL.replace("[output]", "[output]\ntime_interval = 0"), "output.time_interval: expected a number above 0"),
     (MINIMAL.replace("[output]", "[output]\ntime_unit = 'sec'"), r"output.time_unit: expected one of '', attosecond, .*second"),
     (MINIMAL.replace("[output]", "[output]\ntime_unit = 'second'\nformat = 'n5'"),
-     "output.time_interval, output.time_unit: only the ome layout records"),
+     "output.time_unit: only the ome layout records"),
 ])
 def test_bad_job_files_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
@@ -115,7 +115,12 @@ def test_one_key_switches_the_kind_of_output(tmp_path, override, fmt, layout):
      "is named .zarr but output.format is 'n5'; name it .n5, or set output.format to zarr2 or zarr3"),
     (["output.uri=out/v.n5", "output.format=zarr3"],
      "is named .n5 but output.format is 'zarr3'; name it .zarr, or set output.format to n5"),
-    (["output.uri=out/v.n5", "output.shard=[2,2,2]"], "is named .n5 but output.format is 'zarr3'"),
+    (["output.uri=out/v.n5", "output.shard=[2,2,2]"],
+     "is named .n5 but the format is 'zarr3' (output.shard is set)"),
+    # trial AF: a format the user never set was blamed as output.format
+    (["output.uri=out/v.n5", "output.layout=ome"],
+     "is named .n5 but the format is 'zarr3' (output.layout is \"ome\"); name it .zarr, or set "
+     "output.format to n5 and a layout of it"),
 ])
 def test_an_output_named_for_another_format_is_refused(tmp_path, override, message):
     """Viewers and readers go by a container's name: a `.zarr` folder of N5 (the default
@@ -126,7 +131,12 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
 
 @pytest.mark.parametrize("overrides,message", [
     (["output.format=n5", "output.shard=[2,2,2]"], "sharding needs format"),
-    (["output.format=zarr2", "output.layout=bdv"], "output.layout: expected one of ome"),
+    (["output.format=zarr2", "output.layout=bdv"],
+     "output.layout 'bdv' is a layout of n5, but output.format is 'zarr2'; its layouts: ome"),
+    (["output.uri=out/v.zarr", "output.layout=bdv"],   # trial AF: said "expected one of ome"
+     r"output.layout 'bdv' is a layout of n5, but the format is 'zarr3' \(the output is named .zarr\)"),
+    (["output.layout=Bdv"], "output.layout: expected one of n5-viewer, bdv, found 'Bdv'"),
+    (["output.levels=2.5"], "output.levels: expected a whole number"),
     (["output.shard=[2,2,2]", "output.block=[3,2,2]"], "whole number of shards"),
     (["output.levels=0"], "output.levels"),
     (["output.dtype=uint12"], "output.dtype: expected one of"),
@@ -313,7 +323,7 @@ def test_an_endpoint_without_its_scheme_is_refused_naming_the_key(tmp_path):
     ("fusion.bounding_box={min=[0,0,'a'], max=[1,1,1]}", "--set fusion.bounding_box.min: expected"),
     ("spark.mastr=local", "--set spark.mastr: unknown Spark property; did you mean 'spark.master'"),
     # trial X: a message about two keys, the second of them given on the command line
-    ("output.time_unit=second", "--set output.time_interval, output.time_unit: only the ome layout"),
+    ("output.time_unit=second", "--set output.time_unit: only the ome layout"),
 ])
 def test_a_bad_value_from_the_command_line_names_set_not_the_job_file(tmp_path, override, message):
     """Defect (a user's trial): `--set stitching.search=-1` was blamed on the job file,
