@@ -12,10 +12,10 @@ overlaps) traded against its intercept, while the ratio of the two tiles' median
 is precise (0.5 %) once b is known. So the solve has two steps:
 1. b, from every pair's line (`tasks.measure_intensity`: spreads compared with the
    photon noise taken out): b_b - b = s (v_a - b) gives intercept c = b (1 - s); b is the
-   weighted least-squares fit of c against (1 - s) over all pairs (pairs of equal
+   weighted least-squares fit of c against (1 - s) over the pairs (pairs of equal
    brightness say nothing about it, pairs that differ pin it down; a pair's weight is its
    voxels times its structure's variance: overlaps of background and noise alone say
-   nothing either).
+   nothing either), leaving out lines that put b at a tile's own level (`pins_offset`).
 2. log g_a - log g_b = log r, r = (median_b - b) / (median_a - b), by weighted least squares
    (weights: voxels compared) with a weak pull of every log g towards 0 (gain 1), which
    fixes the global scale and keeps tiles without usable pairs as they are (gain 1,
@@ -38,6 +38,7 @@ from pipelines.illumination.tasks import PairIntensity
 
 PULL = 0.01           # weight of the pull of each tile's log gain towards 0
 MAX_RESIDUAL = 0.05   # relative disagreement of a pair with the solution: dropped beyond
+MIN_ABOVE = 0.05      # a line whose offset leaves a tile's median less than this above it: unused
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,30 @@ class IntensitySolution:
 
 
 def shared_offset(pairs: Sequence[PairIntensity]) -> float:
-    """b of the module docstring, from the pairs' lines (0 when no pair pins it down)."""
+    """b of the module docstring, from the pairs' lines that may pin it (`pins_offset`;
+    0 when no pair pins it down)."""
+    pairs = [p for p in pairs if pins_offset(p)]
     w = np.array([p.voxels * p.signal for p in pairs], dtype=float)
     lever = 1.0 - np.array([p.slope for p in pairs])
     spread = float((w * lever * lever).sum())
     if not pairs or spread < 1e-6 * max(float(w.sum()), 1.0):
         return 0.0
     return float((w * lever * np.array([p.intercept for p in pairs])).sum() / spread)
+
+
+def pins_offset(pair: PairIntensity) -> bool:
+    """Whether a pair's line may pin b: the offset it says, c / (1 - s), leaves both tiles'
+    medians at least MIN_ABOVE of their own size above it. A line that puts the offset at
+    a tile's own level says that tile holds nothing above it: a blank tile, whose leftover
+    vignetting passed for structure (trial AC: through estimated fields, or without any,
+    its lines had slopes of 12-39 or 0.03-0.05 and said offsets within 1 % of its median;
+    weighing (1 - s)², they made b, and every gain went wrong: 0.45-3.13 for true gains
+    within 0.68-0.99). A tile truly 5 x dimmer keeps its line (review: a hard bound on the
+    slope had left b unpinned there)."""
+    if pair.slope == 1.0:   # no lever: its weight in the fit is 0 anyway
+        return True
+    said = pair.intercept / (1.0 - pair.slope)
+    return all(m - said >= MIN_ABOVE * abs(m) for m in (pair.median_a, pair.median_b))
 
 
 def solve_intensities(indices: Sequence[int], pairs: Sequence[PairIntensity],

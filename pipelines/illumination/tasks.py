@@ -27,9 +27,6 @@ MIN_VOXELS = 512             # fewer shared voxels than this: the pair is not me
 # phantom, 0.3-1.7 for a tile of background alone; the two tiles of one overlap of a
 # sparse sample differed by at most 3.6 against 1.2, 10.6 against 8.3)
 PRESENT, ABSENT = 6.0, 3.0
-# Neighbouring tiles' brightness differs by less than this factor (laser drift,
-# bleaching, depth: tens of per cent); a line whose slope says more relates other things
-MAX_RATIO = 4.0
 
 
 @dataclass(frozen=True)
@@ -141,15 +138,11 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
         return None
     spread_a, spread_b = _structure(va), _structure(vb)
     alike = _alike(va, spread_a, vb, spread_b)
-    slope = float(np.sqrt(spread_b / spread_a)) if spread_a > 0 and spread_b > 0 else 0.0
-    if alike and 1 / MAX_RATIO <= slope <= MAX_RATIO:
+    if spread_a > 0 and spread_b > 0 and alike:
+        slope = float(np.sqrt(spread_b / spread_a))
         intercept = float(vb[0].mean() - slope * va[0].mean())
         signal = min(spread_a, spread_b / slope ** 2)
-    else:   # no structure above the noise, or a slope no brightness explains (trial AC:
-        # what is left of the vignetting in a blank tile, through estimated fields or
-        # none, passed for structure and gave slopes of 12-39 or 0.03-0.05, whose lines,
-        # weighing (1 - slope)², made the shared offset: gains 0.45-3.13 for true gains
-        # 0.68-0.99): the pair says nothing about the offset; its medians still count
+    else:   # no structure above the noise: the pair says nothing about the offset
         slope, intercept, signal = 1.0, 0.0, 0.0
     return PairIntensity(a.index, b.index, round(slope, 6), round(intercept, 4),
                          covered, round(float(np.median(va[0])), 4),

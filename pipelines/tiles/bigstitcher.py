@@ -46,7 +46,7 @@ from pipelines.tiles.readers import inspect_view
 from pipelines.tiles.spimdata import IMAGE_LOADERS, UNITS, Setup
 from pipelines.transforms import determinant, is_singular
 
-WORLD_UNIT_TOLERANCE = 0.25   # how far a refinement or shear may scale an x pixel (`_world_unit`)
+WORLD_UNIT_TOLERANCE = 0.05   # how far an affine refinement may scale a calibrated voxel
 
 
 def is_project(path: str) -> bool:
@@ -260,20 +260,23 @@ def _world_unit(setups: dict[int, Setup], rows: dict) -> float:
     project whose transforms scale an x pixel to its size in µm (BigDataViewer's Fiji
     export, and this tool's bdv layout) has µm as its world unit instead (trial K: such a
     project was read as if 1 µm were one x pixel, and its output labelled with that
-    pixel's size). Each view tells the unit as its x voxel size over the length its
-    transform gives an x pixel; the median decides. Within WORLD_UNIT_TOLERANCE of the
-    first view's x voxel size, or of its length unit (µm for a setup in µm), that is
-    taken: an affine refinement or a shear lengthens an x pixel a little (trial AE: a
-    shear y += 0.35 x, 6 %, had labelled a 0.4 µm output 0.378 µm); farther from both,
-    the views' own figure (transforms that scale pixels on purpose)."""
+    pixel's size). Each view tells the unit by the volume its transform gives a voxel:
+    the cube root of its voxel's volume in µm³ over the determinant (a calibration
+    diag(1, 1, 3) of 0.4 x 0.4 x 1.2 µm voxels: 0.4; diag(0.4, 0.4, 1.2): 1), which
+    rotations and shears leave alone (trial AE: the length of an x pixel, used before,
+    grew 6 % under a shear y += 0.35 x and labelled a 0.4 µm output 0.378 µm). The median
+    decides; within WORLD_UNIT_TOLERANCE of the first view's x voxel size or of its
+    length unit (µm for a setup in µm), the nearer of them is taken (an affine refinement
+    scales a little). A view placed by a translation alone tells its x voxel size."""
     views = sorted((v for row in rows.values() for v in row), key=lambda v: v.index)
     first = setups[views[0].index]
     pixel = first.voxel[0] * UNITS[first.unit.lower()]
     told = []
     for v in views:
         setup = setups[v.index]
-        length = 1.0 if v.transform is None else math.hypot(*(v.transform[4 * r] for r in range(3)))
-        told.append(setup.voxel[0] * UNITS[setup.unit.lower()] / length)
-    unit = float(np.median(told))
+        size = [n * UNITS[setup.unit.lower()] for n in setup.voxel]
+        told.append(size[0] if v.transform is None else
+                    (math.prod(size) / abs(determinant(v.transform))) ** (1 / 3))
+    unit = float(f"{np.median(told):.9g}")   # a cube root's last bits are not a size
     nearest = min((pixel, UNITS[first.unit.lower()]), key=lambda c: abs(math.log(unit / c)))
-    return nearest if abs(math.log(unit / nearest)) <= math.log(1 + WORLD_UNIT_TOLERANCE) else unit
+    return nearest if abs(unit / nearest - 1) <= WORLD_UNIT_TOLERANCE else unit
