@@ -284,16 +284,22 @@ def test_the_world_unit_is_told_by_the_views_transforms(tmp_path):
     assert resolution(refined) == (0.5, 0.5, 0.5)
     # trial AE: a shear y += 0.35 x lengthens an x pixel by 6 %; the output had been
     # labelled 0.472 µm per voxel
-    sheared = [replace(v, chain=[("Affine", matrix([1, 0, 0, 0, 0.35, 1, 0, 0, 0, 0, 1, 0])), *v.chain])
-               for v in pixel_world]
+    shear = ("Affine", matrix([1, 0, 0, 0, 0.35, 1, 0, 0, 0, 0, 1, 0]))
+    sheared = [replace(v, chain=[shear, *v.chain]) for v in pixel_world]
     assert resolution(sheared) == (0.5, 0.5, 0.5)
+    # review: near 1 µm a shear must not tip the choice between the pixel and the µm
+    near = [replace(v, voxel=(1.05, 1.05, 2.1), chain=[shear, *v.chain]) for v in pixel_world]
+    assert resolution(near) == (1.05, 1.05, 1.05)
     micrometre_world = [replace(v, chain=[("Translation", translation(v.tile % 2 * 14.0, v.tile // 2 * 14.0, 0)),
                                           ("calibration", matrix([0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.0, 0]))])
                         for v in pixel_world]
     assert resolution(micrometre_world) == (1.0, 1.0, 1.0)
-    sheared = [replace(v, chain=[("Affine", matrix([1, 0, 0, 0, 0.35, 1, 0, 0, 0, 0, 1, 0])), *v.chain])
-               for v in micrometre_world]
+    sheared = [replace(v, chain=[shear, *v.chain]) for v in micrometre_world]
     assert resolution(sheared) == (1.0, 1.0, 1.0)
+    near_micrometre = [replace(v, voxel=(0.95, 0.95, 1.9), chain=[
+        shear, v.chain[0], ("calibration", matrix([0.95, 0, 0, 0, 0, 0.95, 0, 0, 0, 0, 1.9, 0]))])
+        for v in micrometre_world]
+    assert resolution(near_micrometre) == (1.0, 1.0, 1.0)
     halved = [replace(v, chain=[("Affine", matrix([2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 2, 0])), *v.chain])
               for v in pixel_world]   # transforms that scale on purpose: a world unit of half a pixel
     assert resolution(halved) == (0.25, 0.25, 0.25)
