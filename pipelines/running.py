@@ -19,9 +19,16 @@ def executor_for(config: JobConfig, given: Executor | None) -> Iterator[Executor
         yield given
         return
     from pipelines.spark import SparkExecutor  # pyspark is imported only to run on Spark
+    from pipelines.spark.session import under_spark_submit
 
     executor = SparkExecutor(config)
     try:
+        if under_spark_submit():
+            # at once, whatever follows: YARN's cluster mode fails an application whose
+            # driver made no SparkContext ("User did not initialize spark context!", exit
+            # 13, then a second attempt), a rerun with nothing to do or only a commit left
+            # included (review of 397b202); spark-submit has started the JVM already
+            executor.start()
         yield executor
     finally:
         executor.stop()

@@ -210,6 +210,11 @@ def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_pa
             "Spark property is shown in the Spark UI") in run.stdout, run.stdout[-3000:]
     assert "shown-by-ps-3141" not in run.stdout + run.stderr
     assert tensorstore_read(str(tmp_path / "out.n5"), "c0/s0", "n5").any()
+    # again, nothing to do: still a SparkContext (an event log of its own), which YARN's
+    # cluster mode needs of every application's driver (review: exit 13 without one)
+    again = subprocess.run(run.args, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout[-3000:]
+    assert len(list(events["submit-events"].iterdir())) == 2
 
 
 @pytest.mark.slow
