@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, live_holder
-from pipelines.commit.ownership import METADATA_NAMES, foreign_files, owned_keys, remove_owned
+from pipelines.commit.ownership import METADATA_NAMES, foreign_count, foreign_files, remove_owned
 from pipelines.commit.records import (
     Sidecars,
     changed_parts,
@@ -235,6 +235,8 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
         metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
+        # what --overwrite deletes must all be ours (trial AF: "replaces it", exit 0)
+        foreign = foreign_count(store) if overwrite and record else (0, None)
     except NoAnswer as e:   # not asked from here (no answer, no credentials): the run looks itself
         return f"output:   not looked at ({e})", ""
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
@@ -249,10 +251,8 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         if overwrite:
             return "", str(_not_ours_to_replace(uri, store, leftover))
         return "", str(_foreign_dataset(uri, metadata) if metadata else _foreign_files(uri, leftover))
-    if overwrite:   # what --overwrite deletes must all be ours (trial AF: "replaces it", exit 0)
-        _, foreign = owned_keys(store)
-        if foreign:
-            return "", str(foreign_files(store, foreign, "--overwrite"))
+    if foreign[1] is not None:
+        return "", str(foreign_files(store, foreign[0], foreign[1], "--overwrite"))
     if record.get("status") == "committed" and anew and not overwrite:
         return "", str(made_anew_refusal(uri, metadata or "its metadata"))
     if record.get("status") == "committed":

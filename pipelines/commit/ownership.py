@@ -110,10 +110,20 @@ def owned_keys(store: Store) -> tuple[list[str], list[str]]:
     return ours, foreign
 
 
-def foreign_files(store: Store, foreign: list[str], why: str) -> OutputError:
-    """The refusal to delete a container of ours that holds files we did not write."""
-    return OutputError(f"{why}: {store.uri} holds {len(foreign)} file(s) this pipeline did not "
-                       f"write (e.g. {foreign[0]}); nothing was deleted: move them out first")
+def foreign_files(store: Store, count: int, first: str, why: str) -> OutputError:
+    """The refusal to delete a container of ours that holds `count` files we did not write."""
+    return OutputError(f"{why}: {store.uri} holds {count} file(s) this pipeline did not "
+                       f"write (e.g. {first}); nothing was deleted: move them out first")
+
+
+def foreign_count(store: Store) -> tuple[int, str | None]:
+    """How many of the container's keys are not ours by name, and the first, from one
+    listing held in no list (a dry run's look at a dataset of millions of objects)."""
+    count, first = 0, None
+    for key in store.list():
+        if not is_ours_by_name(key):
+            count, first = count + 1, first or key
+    return count, first
 
 
 def remove_owned(store: Store, why: str) -> int:
@@ -123,7 +133,7 @@ def remove_owned(store: Store, why: str) -> int:
     nothing, when anything else is there."""
     ours, foreign = owned_keys(store)
     if foreign:
-        raise foreign_files(store, foreign, why)
+        raise foreign_files(store, len(foreign), foreign[0], why)
     for key in ours:
         store.delete(key)
     for partial in store.partial_writes():
