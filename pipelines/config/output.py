@@ -87,10 +87,15 @@ def _check_named_format(out: dict, given: dict, where: str) -> None:
     as the job file has it (the format not yet filled in)."""
     named, fmt = _named_format(out["uri"]), out["format"]
     if named and not fmt.startswith(named):
+        # the other way out is to undo what made the format (review: "set output.format
+        # to n5" where the shard had made it zarr3 led to "sharding needs zarr3")
+        other = ("leave output.shard out (sharding is Zarr v3's)" if not given["format"] and
+                 given["shard"] != [] else "choose an N5 layout (n5-viewer, bdv)" if not
+                 given["format"] else f"set output.format to "
+                 f"{'n5' if named == 'n5' else 'zarr2 or zarr3'}")
         raise ConfigError(f"{where}output.uri {out['uri']!r} is named .{named} but "
                           f"{_format_reason(given)}; name it .{'n5' if fmt == 'n5' else 'zarr'}, "
-                          f"or set output.format to {'n5' if named == 'n5' else 'zarr2 or zarr3'}"
-                          f"{' and a layout of it' if given['layout'] else ''}")
+                          f"or {other}")
 
 
 def _check_layout(out: dict, given: dict, fmt: str, where: str) -> None:

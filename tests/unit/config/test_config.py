@@ -116,11 +116,12 @@ def test_one_key_switches_the_kind_of_output(tmp_path, override, fmt, layout):
     (["output.uri=out/v.n5", "output.format=zarr3"],
      "is named .n5 but output.format is 'zarr3'; name it .zarr, or set output.format to n5"),
     (["output.uri=out/v.n5", "output.shard=[2,2,2]"],
-     "is named .n5 but the format is 'zarr3' (output.shard is set)"),
+     "is named .n5 but the format is 'zarr3' (output.shard is set); name it .zarr, or leave "
+     "output.shard out (sharding is Zarr v3's)"),
     # trial AF: a format the user never set was blamed as output.format
     (["output.uri=out/v.n5", "output.layout=ome"],
-     "is named .n5 but the format is 'zarr3' (output.layout is \"ome\"); name it .zarr, or set "
-     "output.format to n5 and a layout of it"),
+     "is named .n5 but the format is 'zarr3' (output.layout is \"ome\"); name it .zarr, or "
+     "choose an N5 layout (n5-viewer, bdv)"),
 ])
 def test_an_output_named_for_another_format_is_refused(tmp_path, override, message):
     """Viewers and readers go by a container's name: a `.zarr` folder of N5 (the default
