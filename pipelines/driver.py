@@ -430,6 +430,7 @@ def run_partitions(executor: Executor, job: BlockJob, waves: Iterable[list[Parti
     blocks; each task records its blocks in the ledger (`job.ledger`) as they finish."""
     if not blocks:
         return
+    executor.start()   # before the progress clock: a rerun's Spark starts here (review)
     progress = Progress(blocks, stream)
     done = stored = 0
     for wave in waves:

@@ -123,6 +123,12 @@ def test_rates_and_ratios_count_what_the_blocks_computed_not_empty_space(tmp_pat
     ratio = result.computed_bytes / result.summary.bytes_written
     assert f"(compression ratio {ratio:.2f})" in report and ratio < 10, report
     assert "; the arrays span 1.48 MiB, the rest left empty as no tile reaches it" in report, report
+    # trial AE: np.prod of a shape past 2^63 voxels wrapped, and the span was left out
+    from dataclasses import replace
+    shapes = ((851095015, 1129441209, 30), (425547508, 564720605, 30))   # two levels, as planned
+    huge = replace(result, plan=replace(result.plan, output=replace(result.plan.output, shapes=shapes)))
+    assert huge.volume_bytes == 2 * 30 * (851095015 * 1129441209 + 425547508 * 564720605) > 2**64
+    assert f"; the arrays span {huge.volume_bytes / 2**50:.2f} PiB" in export_report(huge)
     from pipelines.plan.dryrun import dry_run
     paper = dry_run(config)   # the dry run counts the same
     assert (paper.computed_bytes, paper.uncompressed_bytes) == (result.computed_bytes, result.volume_bytes)
