@@ -133,7 +133,7 @@ def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = Tr
         parse_choice(out, "output", "dtype", DTYPES, where)
     levels = out["levels"]
     if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
-        raise ConfigError(f"{where}output.levels: expected a whole number ≥ 1 or \"auto\", found {levels!r}")
+        raise ConfigError(f"{where}output.levels: expected an integer ≥ 1 or \"auto\", found {levels!r}")
     interval, unit = _time_axis(out, layout, where)
     return OutputConfig(
         uri=_output_uri(_string(out, "output", "uri", where), where) if out["uri"] or uri_required else "",

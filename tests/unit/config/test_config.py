@@ -137,7 +137,7 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
     (["output.uri=out/v.zarr", "output.layout=bdv"],   # trial AF: said "expected one of ome"
      r"output.layout 'bdv' is a layout of n5, but the format is 'zarr3' \(the output is named .zarr\)"),
     (["output.layout=Bdv"], "output.layout: expected one of n5-viewer, bdv, found 'Bdv'"),
-    (["output.levels=2.5"], "output.levels: expected a whole number"),
+    (["output.levels=2.5"], "output.levels: expected an integer ≥ 1"),
     (["output.shard=[2,2,2]", "output.block=[3,2,2]"], "whole number of shards"),
     (["output.levels=0"], "output.levels"),
     (["output.dtype=uint12"], "output.dtype: expected one of"),
