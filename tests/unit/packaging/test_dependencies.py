@@ -15,6 +15,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.markers import Marker
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -89,3 +90,16 @@ def test_every_module_imports_with_the_runtime_dependencies_alone(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "jobs").glob("*.py")))
+def test_a_driver_without_the_package_is_told_how_to_ship_it(script):
+    """Trial AG: spark-submit without --py-files ended in a Python traceback
+    (ModuleNotFoundError: No module named 'pipelines'). Each job script says it in one
+    line, exit 2; -I -S: a Python that sees neither this checkout nor its installs."""
+    run = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "jobs" / script), "--help"],
+                         capture_output=True, text=True, cwd="/", timeout=60)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith("error: the driver's Python cannot import this project's "
+                                 "package (No module named 'pipelines'): give spark-submit "
+                                 "--py-files dist/pipelines.zip"), run.stderr
