@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from pipelines.pixels import CACHE_ON_DISK
 
-@njit(cache=True, nogil=True)
+
+@njit(cache=CACHE_ON_DISK, nogil=True)
 def blend_linear(sources, s_planes, s_rows, wz, wy, wx, out, o_plane, o_row,
                  nz, ny, nx, low, high):  # pragma: no cover (compiled)
     """out's box = the linear blend of the m `sources` over it.
@@ -60,7 +62,7 @@ def blend_linear(sources, s_planes, s_rows, wz, wy, wx, out, o_plane, o_row,
                 target[i] = min(max(np.rint(v), low), high)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE_ON_DISK, nogil=True, inline="always")
 def _blend_two(sources, s_planes, s_rows, wz, wy, wx, out, o_plane, o_row, nz, ny, nx,
                low, high):  # pragma: no cover (compiled)
     """`blend_linear` of two sources, each voxel's sums kept in registers instead of in

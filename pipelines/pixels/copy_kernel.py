@@ -13,6 +13,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from pipelines.pixels import CACHE_ON_DISK
+
 
 def reversed_bytes(v):  # pragma: no cover (replaced in compiled code by the overload below)
     """`v` (an unsigned integer of 1, 2, 4 or 8 bytes) with its bytes in reverse order."""
@@ -40,7 +42,7 @@ def _reversed_bytes(v):
     return None
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE_ON_DISK, nogil=True)
 def copy_rows(source, s_plane, s_row, targets, count, t_planes, t_rows, widths, nz, ny, swap,
               watch):  # pragma: no cover (compiled)
     """Each source row cut into runs of widths[0], widths[1], ... values, side by side: run

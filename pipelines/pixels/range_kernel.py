@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from numba import njit
 
+from pipelines.pixels import CACHE_ON_DISK
 
-@njit(cache=True, nogil=True)
+
+@njit(cache=CACHE_ON_DISK, nogil=True)
 def row_range(run, plane, row, nz, ny, nx):  # pragma: no cover (compiled)
     """(min, max) of the rows of a 3D integer array given as a contiguous run with its
     plane and row distances (`copying.row_run`)."""

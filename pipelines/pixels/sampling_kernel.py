@@ -8,10 +8,11 @@ import math
 
 from numba import njit
 
+from pipelines.pixels import CACHE_ON_DISK
 from pipelines.transforms import TIE
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE_ON_DISK, nogil=True)
 def sample(region, m, shift, low, high, border, size, order, data, inside, weight):  # pragma: no cover (compiled)
     """For every voxel o (z, y, x) of `data`: u = m · o + shift (region-local pixels);
     inside = low < u <= high per axis; data = the region interpolated at u (order 1:

@@ -130,3 +130,27 @@ def test_value_range_merges_like_numpy():
     floats.see(np.array([[[1.0, np.nan]]], np.float32))
     floats.see(np.array([[[0.5, 2.0]]], np.float32))
     assert floats.numbers() == (0.5, 2.0)
+
+
+def test_from_a_zip_the_loops_leave_no_cache_on_disk(tmp_path):
+    """Trial AG: from spark-submit's --py-files zip numba kept each application's loops in
+    a new folder of the per-user cache (keyed by the zip's path, new every application),
+    never read again. From a zip they are compiled in memory only: the same range, and no
+    cache index written under the user's cache."""
+    import subprocess
+    import sys
+
+    from scripts.package_project import build_zip
+    from tests.conftest import ROOT
+    bundle = build_zip(ROOT / "pipelines", tmp_path / "app-1" / "pipelines.zip")
+    probe = ("import numpy as np, pipelines.pixels as p, pipelines.pixels.value_range as v;"
+             "low, high = v.value_range(np.arange(2**22, dtype=np.uint16).reshape(64, 256, 256));"
+             "print(p.__file__, p.CACHE_ON_DISK, int(low), int(high))")   # 8 MiB: numba's loop
+    env = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "HOME": str(tmp_path), "PYTHONPATH": str(bundle)}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    where, on_disk, low, high = run.stdout.split()
+    assert where.startswith(str(bundle)) and (on_disk, low, high) == ("False", "0", "65535")
+    assert not list(tmp_path.rglob("*.nbi")), "numba wrote a cache index"
