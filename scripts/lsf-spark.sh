@@ -53,7 +53,11 @@ cd "$PROJECT"
 
 # What does not depend on the scheduler (settings, master, workers, spark-submit, teardown)
 # is in spark-standalone.sh, shared with slurm-spark.sh; here: the hosts and how to reach them.
-source "$PROJECT/scripts/spark-standalone.sh" || exit 2   # not in the project folder: bad input
+[ -f "$PROJECT/scripts/spark-standalone.sh" ] || {   # trial AG: bash's own "No such file"
+    echo "error: $PROJECT is not this project's folder (no scripts/spark-standalone.sh): submit from the project folder" >&2
+    exit 2
+}
+source "$PROJECT/scripts/spark-standalone.sh" || exit 2
 spark_setup
 
 # LSF lists one host name per slot: in $LSB_DJOB_HOSTFILE (one per line; always complete),

@@ -59,7 +59,11 @@ cd "$PROJECT"
 
 # What does not depend on the scheduler (settings, master, workers, spark-submit, teardown)
 # is in spark-standalone.sh, shared with lsf-spark.sh; here: the hosts and how to reach them.
-source "$PROJECT/scripts/spark-standalone.sh" || exit 2   # not in the project folder: bad input
+[ -f "$PROJECT/scripts/spark-standalone.sh" ] || {   # trial AG: bash's own "No such file"
+    echo "error: $PROJECT is not this project's folder (no scripts/spark-standalone.sh): submit from the project folder" >&2
+    exit 2
+}
+source "$PROJECT/scripts/spark-standalone.sh" || exit 2
 spark_setup
 
 mapfile -t HOSTS < <(scontrol show hostnames "${SLURM_JOB_NODELIST:?not set: run this script with sbatch}")

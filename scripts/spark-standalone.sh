@@ -157,6 +157,24 @@ wait_for() {  # wait_for WHAT COMMAND...: until COMMAND succeeds, or fail after 
         sleep 2
     done
 }
+# daemon_logging: the master and workers this script starts log at INFO into $LOG_ROOT,
+# whatever the site's log4j2.properties says: the script reads the master's URL and the
+# workers' registrations from those lines (trial AG: a site config at WARN, and the job
+# waited SPARK_WAIT_SECONDS for a master that was up, then failed). Spark reads
+# SPARK_DAEMON_JAVA_OPTS for its Master and Worker classes only.
+daemon_logging() {
+    cat >"$LOG_ROOT/log4j2-daemons.properties" <<'PROPERTIES'
+rootLogger.level = info
+rootLogger.appenderRef.stderr.ref = stderr
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+PROPERTIES
+    export SPARK_DAEMON_JAVA_OPTS="${SPARK_DAEMON_JAVA_OPTS:-} -Dlog4j2.configurationFile=$LOG_ROOT/log4j2-daemons.properties"
+}
+
 # shellcheck disable=SC2329  # called through wait_for
 master_up() { grep -q "Starting Spark master at spark://" "$LOG_ROOT/master.log" 2>/dev/null; }  # the log may not be there yet
 # shellcheck disable=SC2329  # called through wait_for
@@ -173,6 +191,7 @@ start_cluster() {
     else
         mkdir -p "$LOG_ROOT"
         "$PYTHON" scripts/package_project.py --out dist
+        daemon_logging
     fi
 
     MASTER_HOST=${HOSTS[0]}

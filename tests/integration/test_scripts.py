@@ -147,6 +147,15 @@ def test_launchers_without_a_job_file_say_how_to_call_them(tmp_path, script, env
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
+@pytest.mark.parametrize("script,env", [("slurm-spark.sh", {"SLURM_JOB_ID": "1", "SLURM_SUBMIT_DIR": "."}),
+                                        ("lsf-spark.sh", {"LSB_JOBID": "1", "LS_SUBCWD": "."})])
+def test_launchers_submitted_from_elsewhere_say_where_to_submit_from(tmp_path, script, env):
+    """Trial AG: bash's 'scripts/spark-standalone.sh: No such file or directory'."""
+    result = run_script(script, "job.toml", env={"DRY_RUN": "1", **env}, cwd=tmp_path)
+    assert result.returncode == 2 and "is not this project's folder (no scripts/spark-standalone.sh): " \
+        "submit from the project folder" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("script", ["slurm-spark.sh", "lsf-spark.sh", "yarn-submit.sh"])
 @pytest.mark.parametrize("flag", ["-h", "--help"])
 def test_launchers_print_their_header_as_help_before_any_check(tmp_path, script, flag):
@@ -271,14 +280,22 @@ def slurm_here(tmp_path: Path, job_id: str) -> tuple[Path, dict, str]:
 def test_slurm_script_runs_the_job_here_and_stops_everything(tmp_path):
     """The whole script, not a dry run, on a one-node "allocation" of this machine. The
     job commits, and when the script has exited no master, worker or executor is left,
-    nor the scratch folder it chose."""
+    nor the scratch folder it chose. The site's Spark logs at WARN (trial AG: the script
+    read the master's INFO lines, and waited for a master that was up until it failed)."""
     from pipelines.testing.synthetic import make_acquisition
     acquisition = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 32, 8), jitter=0)
     job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
     project, env, webui = slurm_here(tmp_path, "99")
+    site = tmp_path / "site-conf"
+    site.mkdir()
+    (site / "log4j2.properties").write_text(
+        "rootLogger.level = warn\nrootLogger.appenderRef.stderr.ref = console\n"
+        "appender.console.type = Console\nappender.console.name = console\n"
+        "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "slurm-spark.sh"), str(job),
-                             "--set", "spark.ui.enabled=false"],
-                            cwd=project, env=env, capture_output=True, text=True, timeout=240)
+                             "--set", "spark.ui.enabled=false"], cwd=project,
+                            env={**env, "SPARK_CONF_DIR": str(site)}, capture_output=True, text=True,
+                            timeout=240)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert not (tmp_path / "spark-99").exists()
     assert "spark:    master spark://127.0.0.1:" in result.stdout
