@@ -82,6 +82,10 @@ def session(config: JobConfig) -> SparkSession:
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(f"tile-pipelines: {config.output.uri or config.tiles}")
     submitted = submitted_properties() if under_spark_submit() else {}
+    if submitted.get("spark.master"):   # spark-submit's --master, as ours is checked above
+        # (trial AG: a master no host answers for ended, a minute of stack traces later, in
+        # "Cannot call methods on a stopped SparkContext")
+        check_master(submitted["spark.master"])
     for key, value in config.spark_conf:
         if key not in submitted:
             builder = builder.config(key, value)

@@ -67,6 +67,23 @@ def test_a_bad_spark_master_is_one_line_without_a_java_trace(small_acquisition, 
     assert seconds < 30, f"{seconds:.0f} s to refuse a master that cannot work"
 
 
+def test_spark_submit_to_a_master_nobody_answers_for_is_one_line_at_once(small_acquisition, tmp_path):
+    """Trial AG: spark-submit --master spark://… where no master runs ended, after a
+    minute of Java stack traces, in "Cannot call methods on a stopped SparkContext"."""
+    port = closed_port()
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out/volume")
+    began = time.monotonic()
+    run = subprocess.run([str(Path(sys.executable).parent / "spark-submit"), "--master",
+                          f"spark://127.0.0.1:{port}", str(ROOT / "jobs/export.py"), str(job)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    assert run.returncode == 2, (run.stdout + run.stderr)[-3000:]
+    assert (f"error: spark.master = 'spark://127.0.0.1:{port}': cannot reach the Spark master "
+            f"127.0.0.1:{port}") in run.stdout + run.stderr, (run.stdout + run.stderr)[-3000:]
+    assert time.monotonic() - began < 40
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()], "nothing written"
+
+
 @pytest.mark.parametrize("setting,expected", [
     # the JVM refuses its own options and exits before Spark runs
     ("spark.driver.memory=2x", "Java refused its options: Invalid maximum heap size: -Xmx2x"),
