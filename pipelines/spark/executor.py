@@ -189,12 +189,20 @@ def _error_text(error: Exception) -> str:
     return JVM_GONE + f": {first_line(error)}" if gone else text
 
 
+# what a worker whose Python lacks a module or cannot start needs
+WORKER_PYTHON = ("PYSPARK_PYTHON / spark.pyspark.python must name a Python with this project's "
+                 "dependencies on every node")
+
+
 def _failure_line(text: str) -> str:
     """One line for a failed Spark job whose error reads `text`."""
     # the worker's traceback reaches the driver as text, naming the exception's class
     match = re.search(rf"{BlockFailed.__name__}: (.+)", text)
     if match:  # spark.task.maxFailures attempts were made (1 in plain local mode)
-        return match.group(1).strip()
+        line = match.group(1).strip()
+        # a dependency imported only where a block needs it (numba: trial AG, where it read
+        # like a problem of the data)
+        return f"{line} ({WORKER_PYTHON})" if "ModuleNotFoundError: " in line else line
     match = re.search(rf"{StoreUnavailable.__name__}: (.+)", text)
     if match:  # e.g. a task recording its blocks in the ledger, outside any block
         return f"{StoreUnavailable.__name__}: {match.group(1).strip()}"
@@ -249,9 +257,7 @@ def _worker_python_failure(text: str) -> str:
     if not cause:
         return ""
     if "read_command" in last:   # unpickling the task's function imports our modules
-        return (f"a Python worker failed before running its task: {cause} (PYSPARK_PYTHON / "
-                f"spark.pyspark.python must name a Python with this project's dependencies "
-                f"on every node)")
+        return f"a Python worker failed before running its task: {cause} ({WORKER_PYTHON})"
     return f"a Python worker failed: {cause}"
 
 
@@ -261,6 +267,4 @@ def _worker_start_failure(text: str) -> str:
     match = re.search(r'Cannot run program "([^"]+)"[^:\n]*: error=\d+, ([^\n]+)', text)
     if not match:
         return ""
-    return (f"the Python workers could not start: {match.group(2).strip()}: {match.group(1)} "
-            f"(PYSPARK_PYTHON / spark.pyspark.python must name a Python with this project's "
-            f"dependencies on every node)")
+    return f"the Python workers could not start: {match.group(2).strip()}: {match.group(1)} ({WORKER_PYTHON})"

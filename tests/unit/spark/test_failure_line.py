@@ -30,6 +30,11 @@ def test_a_job_that_failed_in_spark_keeps_its_own_cause():
     refused = text.replace("OSError: disk full", "EndpointConnectionError: Connection refused")
     assert _failure_line(_error_text(Exception(refused))) == (
         "block [1, 0, 0]: EndpointConnectionError: Connection refused")
+    # trial AG: a dependency imported where a block needs it read like a problem of the data
+    missing = text.replace("OSError: disk full", "ModuleNotFoundError: No module named 'numba'")
+    assert _failure_line(_error_text(Exception(missing))) == (
+        "block [1, 0, 0]: ModuleNotFoundError: No module named 'numba' (PYSPARK_PYTHON / "
+        "spark.pyspark.python must name a Python with this project's dependencies on every node)")
 
 
 def test_a_task_spark_gave_up_on_says_its_cause_not_py4j_s_header():
