@@ -39,7 +39,7 @@ from pipelines.illumination.fields import (
     unchecked_offset,
     write_fields,
 )
-from pipelines.illumination.intensity import pins_offset, solve_intensities
+from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import (
     PROJECT_FLATFIELD,
     fields_to_estimate,
@@ -312,5 +312,5 @@ def _document(solution, pairs: int) -> dict:
             "pair_results": [{"a": p.a, "b": p.b, "slope": p.slope, "intercept": p.intercept,
                               "median_a": p.median_a, "median_b": p.median_b,
                               "voxels": p.voxels, "signal": p.signal, "alike": p.alike,
-                              "used": p in solution.used, "offset_line_used": pins_offset(p)}
+                              "used": p in solution.used, "offset_line_used": p in solution.offset_lines}
                              for p in solution.used + solution.dropped]}

@@ -15,7 +15,7 @@ is precise (0.5 %) once b is known. So the solve has two steps:
    weighted least-squares fit of c against (1 - s) over the pairs (pairs of equal
    brightness say nothing about it, pairs that differ pin it down; a pair's weight is its
    voxels times its structure's variance: overlaps of background and noise alone say
-   nothing either), leaving out lines that put b at a tile's own level (`pins_offset`).
+   nothing either), of plausible slope where those pin it (`shared_offset`).
 2. log g_a - log g_b = log r, r = (median_b - b) / (median_a - b), by weighted least squares
    (weights: voxels compared) with a weak pull of every log g towards 0 (gain 1), which
    fixes the global scale and keeps tiles without usable pairs as they are (gain 1,
@@ -38,7 +38,8 @@ from pipelines.illumination.tasks import PairIntensity
 
 PULL = 0.01           # weight of the pull of each tile's log gain towards 0
 MAX_RESIDUAL = 0.05   # relative disagreement of a pair with the solution: dropped beyond
-MIN_ABOVE = 0.05      # a line whose offset leaves a tile's median less than this above it: unused
+MAX_RATIO = 4.0       # a brightness ratio of neighbouring tiles at most (`shared_offset`)
+MIN_LEVER = 0.01      # lines whose slopes differ from 1 by less (weighted RMS) pin no offset
 
 
 @dataclass(frozen=True)
@@ -51,39 +52,45 @@ class IntensitySolution:
     used: tuple[PairIntensity, ...]
     dropped: tuple[PairIntensity, ...]
     unlinked: tuple[int, ...] = ()                   # tiles in no used pair: kept as they are
+    offset_lines: tuple[PairIntensity, ...] = ()     # the pairs whose lines made b
 
 
-def shared_offset(pairs: Sequence[PairIntensity]) -> float:
-    """b of the module docstring, from the pairs' lines that may pin it (`pins_offset`;
-    0 when no pair pins it down)."""
-    pairs = [p for p in pairs if pins_offset(p)]
-    w = np.array([p.voxels * p.signal for p in pairs], dtype=float)
-    lever = 1.0 - np.array([p.slope for p in pairs])
+def shared_offset(pairs: Sequence[PairIntensity]) -> tuple[float, tuple[PairIntensity, ...]]:
+    """b of the module docstring, and the pairs whose lines made it (none: b is 0, as no
+    line pins it down). The lines of plausible slope (within MAX_RATIO either way: the
+    brightness ratio of neighbouring tiles) when they pin b, else every line.
+
+    Why: a tile of background alone, whose leftover vignetting passed for structure, gave
+    lines of slopes 12-39 or 0.03-0.05 against its neighbours' (trial AC, through estimated
+    fields or without any); weighing (1 - s)², they made b, and every gain went wrong (0.45-
+    3.13 for true gains within 0.68-0.99). Where a tile truly 5 x dimmer is the only one
+    whose brightness differs, its lines are all that pin b, and they are taken (review: a
+    bare bound had left b at 0 or 613 for a dark level of 100; a rule on where a line puts
+    b against the medians depended on the camera's dark level)."""
+    lines = [p for p in pairs if p.signal > 0]
+    plausible = [p for p in lines if 1 / MAX_RATIO <= p.slope <= MAX_RATIO]
+    for chosen in (plausible, lines):
+        b = _fitted_offset(chosen)
+        if b is not None:
+            return b, tuple(chosen)
+    return 0.0, ()
+
+
+def _fitted_offset(lines: Sequence[PairIntensity]) -> float | None:
+    """The weighted least-squares b of these lines; None when their slopes are too close
+    to 1 to pin it (weighted RMS of 1 - s below MIN_LEVER)."""
+    w = np.array([p.voxels * p.signal for p in lines], dtype=float)
+    lever = 1.0 - np.array([p.slope for p in lines])
     spread = float((w * lever * lever).sum())
-    if not pairs or spread < 1e-6 * max(float(w.sum()), 1.0):
-        return 0.0
-    return float((w * lever * np.array([p.intercept for p in pairs])).sum() / spread)
-
-
-def pins_offset(pair: PairIntensity) -> bool:
-    """Whether a pair's line may pin b: the offset it says, c / (1 - s), leaves both tiles'
-    medians at least MIN_ABOVE of their own size above it. A line that puts the offset at
-    a tile's own level says that tile holds nothing above it: a blank tile, whose leftover
-    vignetting passed for structure (trial AC: through estimated fields, or without any,
-    its lines had slopes of 12-39 or 0.03-0.05 and said offsets within 1 % of its median;
-    weighing (1 - s)², they made b, and every gain went wrong: 0.45-3.13 for true gains
-    within 0.68-0.99). A tile truly 5 x dimmer keeps its line (review: a hard bound on the
-    slope had left b unpinned there)."""
-    if pair.slope == 1.0:   # no lever: its weight in the fit is 0 anyway
-        return True
-    said = pair.intercept / (1.0 - pair.slope)
-    return all(m - said >= MIN_ABOVE * abs(m) for m in (pair.median_a, pair.median_b))
+    if not lines or spread < MIN_LEVER ** 2 * float(w.sum()):
+        return None
+    return float((w * lever * np.array([p.intercept for p in lines])).sum() / spread)
 
 
 def solve_intensities(indices: Sequence[int], pairs: Sequence[PairIntensity],
                       pull: float = PULL, max_residual: float = MAX_RESIDUAL) -> IntensitySolution:
     """Per tile (gain, offset), dropping inconsistent pairs (module docstring)."""
-    b = shared_offset(pairs)
+    b, lines = shared_offset(pairs)
     # a pair whose tiles do not see the overlap alike (one blank, or background alone
     # where the other shows structure) relates noise, not brightness
     used = [p for p in pairs if p.alike and p.median_a > b and p.median_b > b]
@@ -97,7 +104,7 @@ def solve_intensities(indices: Sequence[int], pairs: Sequence[PairIntensity],
                     for i, x in zip(indices, logs)}
     linked = {i for p in used for i in (p.a, p.b)}
     return IntensitySolution(coefficients, round(b, 4), tuple(used), tuple(dropped),
-                             tuple(i for i in indices if i not in linked))
+                             tuple(i for i in indices if i not in linked), lines)
 
 
 def _solve_logs(indices: list[int], pairs: list[PairIntensity], b: float, pull: float):
