@@ -267,16 +267,27 @@ def _world_unit(setups: dict[int, Setup], rows: dict) -> float:
     grew 6 % under a shear y += 0.35 x and labelled a 0.4 µm output 0.378 µm). The median
     decides; within WORLD_UNIT_TOLERANCE of the first view's x voxel size or of its
     length unit (µm for a setup in µm), the nearer of them is taken (an affine refinement
-    scales a little). A view placed by a translation alone tells its x voxel size."""
+    scales a little). Where the volumes tell neither, the length an x pixel is given
+    does, as before (review: a z calibration that does not match voxelSize, reset or typed
+    by hand, spoils the volume but not the x pixel); failing both, the volumes' figure (a
+    transform that scales the pixels on purpose). A view placed by a translation alone
+    tells its x voxel size."""
     views = sorted((v for row in rows.values() for v in row), key=lambda v: v.index)
     first = setups[views[0].index]
-    pixel = first.voxel[0] * UNITS[first.unit.lower()]
-    told = []
+    candidates = (first.voxel[0] * UNITS[first.unit.lower()], UNITS[first.unit.lower()])
+    by_volume, by_length = [], []
     for v in views:
         setup = setups[v.index]
         size = [n * UNITS[setup.unit.lower()] for n in setup.voxel]
-        told.append(size[0] if v.transform is None else
-                    (math.prod(size) / abs(determinant(v.transform))) ** (1 / 3))
-    unit = float(f"{np.median(told):.9g}")   # a cube root's last bits are not a size
-    nearest = min((pixel, UNITS[first.unit.lower()]), key=lambda c: abs(math.log(unit / c)))
-    return nearest if abs(unit / nearest - 1) <= WORLD_UNIT_TOLERANCE else unit
+        if v.transform is None:
+            by_volume.append(size[0])
+            by_length.append(size[0])
+            continue
+        by_volume.append((math.prod(size) / abs(determinant(v.transform))) ** (1 / 3))
+        by_length.append(size[0] / math.hypot(*(v.transform[4 * r] for r in range(3))))
+    for told in (by_volume, by_length):
+        unit = float(np.median(told))
+        nearest = min(candidates, key=lambda c: abs(math.log(unit / c)))
+        if abs(unit / nearest - 1) <= WORLD_UNIT_TOLERANCE:
+            return nearest
+    return float(f"{np.median(by_volume):.9g}")   # a cube root's last bits are not a size

@@ -290,6 +290,10 @@ def test_the_world_unit_is_told_by_the_views_transforms(tmp_path):
     # review: near 1 µm a shear must not tip the choice between the pixel and the µm
     near = [replace(v, voxel=(1.05, 1.05, 2.1), chain=[shear, *v.chain]) for v in pixel_world]
     assert resolution(near) == (1.05, 1.05, 1.05)
+    # review: a z calibration that does not match voxelSize (diag(1, 1, 2) for 0.5 x 0.5 x
+    # 3 µm) spoils the volume a voxel is given (0.72), not the length of an x pixel
+    mismatched = [replace(v, voxel=(0.5, 0.5, 3.0)) for v in pixel_world]
+    assert resolution(mismatched) == (0.5, 0.5, 0.5)
     micrometre_world = [replace(v, chain=[("Translation", translation(v.tile % 2 * 14.0, v.tile // 2 * 14.0, 0)),
                                           ("calibration", matrix([0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.0, 0]))])
                         for v in pixel_world]
