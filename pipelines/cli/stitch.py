@@ -34,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_job(args.job, args.overrides, writes_output=False)
         from pipelines.registering import stitch  # imported late: config errors need no Spark
         from pipelines.report.console import stitch_report
-        with keys_named(args.job, args.overrides):
-            return stitch_report(stitch(config))
+        from pipelines.running import executor_for
+        # the executor before anything: under spark-submit it makes the SparkContext at
+        # once, which YARN's cluster mode needs even of a run that reuses the last
+        # registration (review)
+        with keys_named(args.job, args.overrides), executor_for(config, None) as executor:
+            return stitch_report(stitch(config, executor))
 
     return run_job(work, print)
 

@@ -217,6 +217,23 @@ def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_pa
     assert len(list(events["submit-events"].iterdir())) == 2
 
 
+def test_tile_stitch_under_spark_submit_makes_a_spark_context_even_to_reuse(small_acquisition, tmp_path):
+    """YARN's cluster mode fails an application whose driver made no SparkContext: a
+    second stitch that reuses the first registration made none (review)."""
+    events = tmp_path / "events"
+    events.mkdir()
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out.n5")
+    submit = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
+              "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
+              str(ROOT / "jobs/stitch.py"), str(job)]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+    for _ in range(2):
+        run = subprocess.run(submit, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "reused" in run.stdout, run.stdout[-3000:]
+    assert len(list(events.iterdir())) == 2
+
+
 @pytest.mark.slow
 def test_local_cluster_executors_write_their_own_chunks(small_acquisition, tmp_path):
     """Separate executor JVMs (and their Python workers) fuse and write; the driver commits."""
