@@ -9,11 +9,11 @@ try:
     from pipelines.cli.stitch import main
 except ModuleNotFoundError as missing:   # one line, not a traceback (trial AG); here, as
     # under YARN's cluster mode this script travels alone: no module of ours is there yet
-    where = "this project's package" if (missing.name or "").startswith("pipelines") else \
-        f"its dependency {missing.name!r}"
-    print(f"error: the driver's Python cannot import {where} ({missing}): give spark-submit "
-          f"--py-files dist/pipelines.zip (scripts/package_project.py makes it), or run a "
-          f"Python with this project installed (make setup)", file=sys.stderr)
+    stale = missing.name != "pipelines"   # a part of it: a zip of an older checkout
+    print(f"error: the driver's Python cannot import this project's package ({missing}): "
+          f"{'rebuild dist/pipelines.zip' if stale else 'give spark-submit --py-files dist/pipelines.zip'} "
+          f"(scripts/package_project.py makes it), or run a Python with this project installed "
+          f"(make setup)", file=sys.stderr)
     sys.exit(2)   # the environment, as a Spark that cannot start
 
 if __name__ == "__main__":

@@ -155,6 +155,12 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     except RunFailed as e:
         print(f"failed: {e}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as e:   # a dependency this Python lacks, imported where the
+        # work needs it (review: a traceback where the job scripts promise one line)
+        print(f"error: this Python cannot import {e.name!r}, which this project needs ({e}): "
+              f"install its dependencies (make setup, or pip install . in this environment)",
+              file=sys.stderr)
+        return 2
     except OSError as e:   # trial O: a disk that filled beside the tile JSONs while the
         # results of minutes of work were written was a traceback; the error names the file
         print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)

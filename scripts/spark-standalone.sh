@@ -172,7 +172,9 @@ appender.stderr.target = SYSTEM_ERR
 appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
 PROPERTIES
-    export SPARK_DAEMON_JAVA_OPTS="${SPARK_DAEMON_JAVA_OPTS:-} -Dlog4j2.configurationFile=$LOG_ROOT/log4j2-daemons.properties"
+    # quoted for Spark's launcher, which splits these options at spaces (review: a project
+    # folder with a space in its path)
+    export SPARK_DAEMON_JAVA_OPTS="${SPARK_DAEMON_JAVA_OPTS:-} \"-Dlog4j2.configurationFile=$LOG_ROOT/log4j2-daemons.properties\""
 }
 
 # shellcheck disable=SC2329  # called through wait_for

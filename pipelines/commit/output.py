@@ -235,8 +235,9 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
         metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
-        # what --overwrite deletes must all be ours (trial AF: "replaces it", exit 0)
-        foreign = foreign_count(store) if overwrite and record else (0, None)
+        # what --overwrite deletes must all be ours (trial AF: "replaces it", exit 0); not
+        # listed where a live holder refuses first (review: millions of objects on S3)
+        foreign = foreign_count(store) if overwrite and record and not holder else (0, None)
     except NoAnswer as e:   # not asked from here (no answer, no credentials): the run looks itself
         return f"output:   not looked at ({e})", ""
     except OutputError as e:   # a damaged job record or lock: the run stops on it too

@@ -8,9 +8,12 @@ are their numba loops, each a module of its own so that only processes that need
 import numba. Pure array code: no Spark, no store.
 """
 
-# Whether the numba loops keep what they compile on disk. Not when the code comes as a
-# zip (spark-submit --py-files): numba keys a zip's cache by the zip's path, which Spark
-# makes new for every application, so nothing was ever reused, NUMBA_CACHE_DIR was not
-# looked at, and the per-user cache folder (often on a shared home) grew by a folder per
-# application and worker (trial AG).
-CACHE_ON_DISK = ".zip" not in __file__
+import os
+
+# Whether the numba loops keep what they compile on disk: only where this code is a file
+# of its own. Not from a zip (spark-submit --py-files): numba keys a zip's cache by the
+# zip's path, which Spark makes new for every application, so nothing was ever reused,
+# NUMBA_CACHE_DIR was not looked at, and the per-user cache folder (often on a shared
+# home) grew by a folder per application and worker (trial AG); from an egg or a zipapp
+# numba has no place for a cache at all, and refuses to compile (review).
+CACHE_ON_DISK = os.path.isfile(__file__)

@@ -202,7 +202,9 @@ def _failure_line(text: str) -> str:
         line = match.group(1).strip()
         # a dependency imported only where a block needs it (numba: trial AG, where it read
         # like a problem of the data)
-        return f"{line} ({WORKER_PYTHON})" if "ModuleNotFoundError: " in line else line
+        if "No module named 'pipelines" in line:   # a part of ours: a zip of an older checkout
+            return f"{line} (rebuild dist/pipelines.zip with scripts/package_project.py)"
+        return f"{line} ({WORKER_PYTHON})" if re.search(r"(ModuleNotFound|Import)Error: ", line) else line
     match = re.search(rf"{StoreUnavailable.__name__}: (.+)", text)
     if match:  # e.g. a task recording its blocks in the ledger, outside any block
         return f"{StoreUnavailable.__name__}: {match.group(1).strip()}"

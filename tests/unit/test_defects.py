@@ -175,3 +175,14 @@ def test_memory_uri_is_refused_as_an_output():
     raw = {"input": {"tiles": "tiles.json"}, "output": {"uri": "memory://x/volume"}}
     with pytest.raises(ConfigError, match=r"output\.uri: .*unsupported storage scheme 'memory'"):
         build_config(raw)
+
+
+def test_a_missing_dependency_is_one_line_not_a_traceback(capsys):
+    """Review: the job scripts' guard cannot see a dependency imported only where the work
+    needs it; the work's own ModuleNotFoundError is one line, exit 2."""
+    def work():
+        import a_module_nobody_installed  # noqa: F401
+    assert run_job(work, print) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this Python cannot import 'a_module_nobody_installed', which "
+                          "this project needs") and "Traceback" not in err, err

@@ -35,6 +35,11 @@ def test_a_job_that_failed_in_spark_keeps_its_own_cause():
     assert _failure_line(_error_text(Exception(missing))) == (
         "block [1, 0, 0]: ModuleNotFoundError: No module named 'numba' (PYSPARK_PYTHON / "
         "spark.pyspark.python must name a Python with this project's dependencies on every node)")
+    mismatched = text.replace("OSError: disk full", "ImportError: numpy.core.multiarray failed to import")
+    assert _failure_line(_error_text(Exception(mismatched))).endswith("dependencies on every node)")
+    stale = text.replace("OSError: disk full", "ModuleNotFoundError: No module named 'pipelines.pixels.new'")
+    assert _failure_line(_error_text(Exception(stale))).endswith(
+        "(rebuild dist/pipelines.zip with scripts/package_project.py)")
 
 
 def test_a_task_spark_gave_up_on_says_its_cause_not_py4j_s_header():
