@@ -39,11 +39,7 @@ from pipelines.illumination.tasks import PairIntensity
 PULL = 0.01           # weight of the pull of each tile's log gain towards 0
 MAX_RESIDUAL = 0.05   # relative disagreement of a pair with the solution: dropped beyond
 MAX_RATIO = 4.0       # a brightness ratio of neighbouring tiles at most (`shared_offset`)
-# Lines whose slopes differ from 1 by less (weighted RMS) pin no offset: tiles of equal
-# brightness, whose slopes differ from 1 by noise alone (8 x 8 tiles of equal gains had
-# b 289 where the dark level is 100, and 111 of 112 pairs dropped below it; with b 0
-# their median ratios are right, as equal brightness needs no offset)
-MIN_LEVER = 0.05
+MIN_LEVER = 0.01      # lines whose slopes differ from 1 by less (weighted RMS) pin no offset
 
 
 @dataclass(frozen=True)
