@@ -47,6 +47,7 @@ from pipelines.tiles.spimdata import IMAGE_LOADERS, UNITS, Setup
 from pipelines.transforms import determinant, is_singular
 
 WORLD_UNIT_TOLERANCE = 0.05   # how far an affine refinement may scale a calibrated voxel
+SHEAR_LIMIT = 0.25            # how far a shear may lengthen an x pixel (`_world_unit`)
 
 
 def is_project(path: str) -> bool:
@@ -267,27 +268,25 @@ def _world_unit(setups: dict[int, Setup], rows: dict) -> float:
     grew 6 % under a shear y += 0.35 x and labelled a 0.4 µm output 0.378 µm). The median
     decides; within WORLD_UNIT_TOLERANCE of the first view's x voxel size or of its
     length unit (µm for a setup in µm), the nearer of them is taken (an affine refinement
-    scales a little). Where the volumes tell neither, the length an x pixel is given
-    does, as before (review: a z calibration that does not match voxelSize, reset or typed
-    by hand, spoils the volume but not the x pixel); failing both, the volumes' figure (a
-    transform that scales the pixels on purpose). A view placed by a translation alone
-    tells its x voxel size."""
+    scales a little), else the median itself (transforms that scale the pixels on
+    purpose). A view whose volume figure is more than SHEAR_LIMIT from the length its
+    transform gives an x pixel tells that length instead: its z calibration does not
+    match voxelSize (reset, or typed by hand), which spoils the volume, and may land it
+    on a candidate by chance (review: 0.5 x 0.5 x 8 µm voxels under diag(1, 1, 2) had
+    told 1 µm). A view placed by a translation alone tells its x voxel size."""
     views = sorted((v for row in rows.values() for v in row), key=lambda v: v.index)
     first = setups[views[0].index]
     candidates = (first.voxel[0] * UNITS[first.unit.lower()], UNITS[first.unit.lower()])
-    by_volume, by_length = [], []
+    told = []
     for v in views:
         setup = setups[v.index]
         size = [n * UNITS[setup.unit.lower()] for n in setup.voxel]
         if v.transform is None:
-            by_volume.append(size[0])
-            by_length.append(size[0])
+            told.append(size[0])
             continue
-        by_volume.append((math.prod(size) / abs(determinant(v.transform))) ** (1 / 3))
-        by_length.append(size[0] / math.hypot(*(v.transform[4 * r] for r in range(3))))
-    for told in (by_volume, by_length):
-        unit = float(np.median(told))
-        nearest = min(candidates, key=lambda c: abs(math.log(unit / c)))
-        if abs(unit / nearest - 1) <= WORLD_UNIT_TOLERANCE:
-            return nearest
-    return float(f"{np.median(by_volume):.9g}")   # a cube root's last bits are not a size
+        volume = (math.prod(size) / abs(determinant(v.transform))) ** (1 / 3)
+        length = size[0] / math.hypot(*(v.transform[4 * r] for r in range(3)))
+        told.append(volume if abs(math.log(volume / length)) <= math.log(1 + SHEAR_LIMIT) else length)
+    unit = float(f"{np.median(told):.9g}")   # a cube root's last bits are not a size
+    nearest = min(candidates, key=lambda c: abs(math.log(unit / c)))
+    return nearest if abs(unit / nearest - 1) <= WORLD_UNIT_TOLERANCE else unit

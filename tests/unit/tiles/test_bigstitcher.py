@@ -294,6 +294,8 @@ def test_the_world_unit_is_told_by_the_views_transforms(tmp_path):
     # 3 µm) spoils the volume a voxel is given (0.72), not the length of an x pixel
     mismatched = [replace(v, voxel=(0.5, 0.5, 3.0)) for v in pixel_world]
     assert resolution(mismatched) == (0.5, 0.5, 0.5)
+    by_chance = [replace(v, voxel=(0.5, 0.5, 8.0)) for v in pixel_world]   # a volume of 1 µm³
+    assert resolution(by_chance) == (0.5, 0.5, 0.5)
     micrometre_world = [replace(v, chain=[("Translation", translation(v.tile % 2 * 14.0, v.tile // 2 * 14.0, 0)),
                                           ("calibration", matrix([0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 1.0, 0]))])
                         for v in pixel_world]
