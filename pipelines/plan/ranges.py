@@ -79,9 +79,10 @@ def morton_order(indices: np.ndarray) -> np.ndarray:
 
 
 def partition_shape(counts: Sequence[int], per_task: int) -> Vec:
-    """Blocks per partition along x, y, z: at most `per_task` blocks, powers of two, as
-    close to a cube as the grid allows (the axis with the fewest blocks grows first, x
-    before y before z), so a partition's blocks share the tiles they read."""
+    """Blocks per partition along x, y, z: at most `per_task` blocks, powers of two (or the
+    grid's whole side, where that is shorter), as close to a cube as the grid allows (the
+    axis with the fewest blocks grows first, x before y before z), so a partition's blocks
+    share the tiles they read."""
     shape = [1, 1, 1]
     while True:
         growable = [a for a in range(3) if shape[a] < counts[a]]

@@ -200,11 +200,14 @@ def _failure_line(text: str) -> str:
     match = re.search(rf"{BlockFailed.__name__}: (.+)", text)
     if match:  # spark.task.maxFailures attempts were made (1 in plain local mode)
         line = match.group(1).strip()
+        if not re.search(r"(ModuleNotFound|Import)Error: ", line):
+            return line
+        if re.search(r"No module named 'pipelines|from 'pipelines", line):
+            # a part of ours missing: a zip of an older checkout (review)
+            return f"{line} (rebuild dist/pipelines.zip with scripts/package_project.py)"
         # a dependency imported only where a block needs it (numba: trial AG, where it read
         # like a problem of the data)
-        if "No module named 'pipelines" in line:   # a part of ours: a zip of an older checkout
-            return f"{line} (rebuild dist/pipelines.zip with scripts/package_project.py)"
-        return f"{line} ({WORKER_PYTHON})" if re.search(r"(ModuleNotFound|Import)Error: ", line) else line
+        return f"{line} ({WORKER_PYTHON})"
     match = re.search(rf"{StoreUnavailable.__name__}: (.+)", text)
     if match:  # e.g. a task recording its blocks in the ledger, outside any block
         return f"{StoreUnavailable.__name__}: {match.group(1).strip()}"

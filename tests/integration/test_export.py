@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -217,12 +218,17 @@ def test_spark_submit_properties_win_over_the_job_file(small_acquisition, tmp_pa
     assert len(list(events["submit-events"].iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_tile_stitch_under_spark_submit_makes_a_spark_context_even_to_reuse(small_acquisition, tmp_path):
     """YARN's cluster mode fails an application whose driver made no SparkContext: a
-    second stitch that reuses the first registration made none (review)."""
+    second stitch that reuses the first registration made none (review). On a copy of
+    the acquisition: stitching writes beside its tile JSON."""
     events = tmp_path / "events"
     events.mkdir()
-    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], "out.n5")
+    source = Path(small_acquisition["paths"]["tiles_json"]).parent
+    shutil.copytree(source / "tiles", tmp_path / "acq" / "tiles")
+    shutil.copy(source / "tiles.json", tmp_path / "acq")
+    job = write_job(tmp_path / "job.toml", str(tmp_path / "acq/tiles.json"), "out.n5")
     submit = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
               "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
               str(ROOT / "jobs/stitch.py"), str(job)]

@@ -186,3 +186,8 @@ def test_a_missing_dependency_is_one_line_not_a_traceback(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: this Python cannot import 'a_module_nobody_installed', which "
                           "this project needs") and "Traceback" not in err, err
+
+    def ours():   # a module of ours missing is a bug, or a stale zip: its traceback, not advice
+        import pipelines.no_such_module  # noqa: F401
+    with pytest.raises(ModuleNotFoundError):
+        run_job(ours, print)

@@ -154,3 +154,21 @@ def test_from_a_zip_the_loops_leave_no_cache_on_disk(tmp_path):
     where, on_disk, low, high = run.stdout.split()
     assert where.startswith(str(bundle)) and (on_disk, low, high) == ("False", "0", "65535")
     assert not list(tmp_path.rglob("*.nbi")), "numba wrote a cache index"
+
+
+def test_a_checkout_under_a_folder_named_like_a_zip_keeps_its_cache(tmp_path):
+    """Review: a rule on '.zip' in the path turned caching off for a checkout under
+    `…/x.zip.d/`; only code that is not a file of its own (a zip, an egg) compiles in
+    memory."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    shutil.copytree(ROOT / "pipelines", tmp_path / "x.zip.d" / "pipelines",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    run = subprocess.run([sys.executable, "-c", "import pipelines.pixels as p; print(p.__file__, p.CACHE_ON_DISK)"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "x.zip.d")})
+    where, on_disk = run.stdout.split()
+    assert where.startswith(str(tmp_path / "x.zip.d")) and on_disk == "True", run.stdout + run.stderr

@@ -40,6 +40,9 @@ def test_a_job_that_failed_in_spark_keeps_its_own_cause():
     stale = text.replace("OSError: disk full", "ModuleNotFoundError: No module named 'pipelines.pixels.new'")
     assert _failure_line(_error_text(Exception(stale))).endswith(
         "(rebuild dist/pipelines.zip with scripts/package_project.py)")
+    renamed = text.replace("OSError: disk full", "ImportError: cannot import name 'x' from 'pipelines.tiles'")
+    assert _failure_line(_error_text(Exception(renamed))).endswith(
+        "(rebuild dist/pipelines.zip with scripts/package_project.py)")
 
 
 def test_a_task_spark_gave_up_on_says_its_cause_not_py4j_s_header():
