@@ -269,6 +269,8 @@ def match_intensities(config: JobConfig, executor: Executor, stream: TextIO = sy
                          if small else "") + f"; {path}\n")
         if solution.unlinked:
             stream.write(f"intensities of {named}: {_unlinked(solution.unlinked)}\n")
+        if solution.refused is not None:
+            stream.write(f"warning: intensities of {named}: {_refused_offset(solution.refused)}\n")
         spread = _gain_spread(document)
         if spread:
             stream.write(f"warning: intensities of {named}: {spread}\n")
@@ -289,6 +291,17 @@ def _gain_spread(document: dict) -> str:
             f"enabled), or check the pairs dropped in the coefficients file")
 
 
+def _refused_offset(refused: tuple[float, float, float]) -> str:
+    """The warning for an offset the pairs' lines gave but their medians disagreed with
+    (`intensity.solve_intensities`)."""
+    b, found, plain = refused
+    return (f"the pairs' lines put the shared offset at {b:.1f}, where the tiles' brightness "
+            f"ratios disagree by {100 * found:.1f} % (RMS) against {100 * plain:.1f} % without "
+            f"one: matched without an offset. Tiles that do not meet where their positions say, "
+            f"or a blank tile without a flatfield? Register them first ([stitching] enabled), "
+            f"estimate a flatfield, or check the pair results in the coefficients file")
+
+
 def _unlinked(tiles: tuple[int, ...]) -> str:
     """The line naming the tiles no used pair reaches."""
     which = f"tiles {', '.join(map(str, tiles))} have" if len(tiles) > 1 else f"tile {tiles[0]} has"
@@ -305,11 +318,14 @@ def _document(solution, pairs: int) -> dict:
             "pairs": {"overlapping": pairs, "used": len(solution.used),
                       "dropped": len(solution.dropped)},
             "shared_offset": solution.shared_offset,
+            "refused_offset": ({"offset": solution.refused[0], "disagreement": solution.refused[1],
+                                "disagreement_without": solution.refused[2]}
+                               if solution.refused is not None else None),
             "unlinked_tiles": list(solution.unlinked),
             "gain_range": [min(gains), max(gains)] if gains else [],
             "tiles": [{"index": i, "gain": g, "offset": o}
                       for i, (g, o) in sorted(solution.coefficients.items())],
-            "pair_results": [{"a": p.a, "b": p.b, "slope": p.slope, "intercept": p.intercept,
+            "pair_results": [{"a": p.a, "b": p.b, "slope": p.slope, "slope_error": p.slope_error, "intercept": p.intercept,
                               "median_a": p.median_a, "median_b": p.median_b,
                               "voxels": p.voxels, "signal": p.signal, "alike": p.alike,
                               "used": p in solution.used, "offset_line_used": p in solution.offset_lines}

@@ -13,7 +13,7 @@ from pipelines.geometry import Box
 from pipelines.illumination.correct import Correction, read_corrected
 from pipelines.illumination.estimate import Fields
 from pipelines.illumination.fields import write_fields
-from pipelines.illumination.intensity import solve_intensities
+from pipelines.illumination.intensity import shared_offset, solve_intensities
 from pipelines.illumination.tasks import (
     IntensityJob,
     PairIntensity,
@@ -45,6 +45,47 @@ def test_solve_recovers_brightness_and_drops_the_inconsistent_pair():
     assert abs(solution.shared_offset - 80.0) < 0.5
     assert np.allclose(offsets, 80.0 * (1 - gains), atol=0.5)
     assert solution.dropped == (bad,) and len(solution.used) == len(pairs)
+
+
+def test_lines_within_their_noise_of_slope_one_pin_no_offset():
+    """Equally bright tiles: slopes off 1 by their noise, each line through its pair's
+    means (v = 300 + 100) crosses the diagonal there: b was fitted near 400. Lines
+    within SIGNIFICANT errors of 1 are left out, and b is 0; a line 5 x dimmer, known to
+    2 %, still pins it."""
+    rng = np.random.default_rng(2)
+    noisy = []
+    for n in range(12):
+        slope = 1 + rng.normal(0, 0.03)
+        noisy.append(PairIntensity(n, n + 1, slope, 400.0 * (1 - slope), 1000, 400.0, 400.0, 50.0,
+                                   slope_error=0.05))
+    assert shared_offset(noisy) == (0.0, ())
+    legacy = [replace(p, slope_error=0.0) for p in noisy]    # no error known: every line counts
+    assert abs(shared_offset(legacy)[0] - 400) < 1
+    dim = PairIntensity(12, 13, 0.2, 100.0 * 0.8, 1000, 400.0, 160.0, 50.0, slope_error=0.01)
+    b, lines = shared_offset(noisy + [dim])
+    assert abs(b - 100) < 1e-6 and lines == (dim,)
+
+
+def test_an_offset_the_medians_disagree_with_is_refused():
+    """A 3 x 3 grid of equally bright tiles (medians 400-660 as their overlaps differ,
+    each measured to ±1) and one line far off 1 (a blank tile's vignetting) putting b at
+    390, near the medians: every ratio (median_b - b) / (median_a - b) then magnifies
+    the medians' noise, and the loops disagree. b = 0 is taken, the gains stay 1, and the
+    refused b is reported."""
+    rng = np.random.default_rng(3)
+    links = [(i, i + 1) for i in range(9) if i % 3 < 2] + [(i, i + 3) for i in range(6)]
+    pairs = [PairIntensity(a, b, 1.0, 0.0, 1000, 400.0 + 20 * n + rng.normal(0, 1),
+                           400.0 + 20 * n + rng.normal(0, 1), 50.0)
+             for n, (a, b) in enumerate(links)]
+    odd = replace(pairs[0], slope=0.3, intercept=390.0 * 0.7, slope_error=0.01)
+    solution = solve_intensities(range(9), [odd] + pairs[1:])
+    assert solution.shared_offset == 0.0 and solution.offset_lines == ()
+    assert solution.refused[0] == 390.0 and solution.refused[1] > 10 * solution.refused[2], solution.refused
+    assert all(abs(g - 1) < 0.01 for g, _ in solution.coefficients.values()) and not solution.dropped
+    in_a_row = [(0, 1), (1, 2)]    # no loop: nothing to disagree with, b is kept
+    row = [PairIntensity(a, b, 0.2, 100.0 * 0.8, 1000, 400.0, 160.0, 50.0, slope_error=0.01)
+           for a, b in in_a_row]
+    assert solve_intensities(range(3), row).shared_offset == 100.0
 
 
 def test_pairs_not_alike_are_not_used_and_their_tile_is_named():
