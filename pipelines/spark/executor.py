@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
+import sys
 import threading
 import time
 import uuid
@@ -37,6 +38,7 @@ from pipelines.spark.session import (
 JOB_GROUP = "tile-export"
 POLL_SECONDS = 0.25  # how often the driver asks Spark how many tasks are done
 CANCEL_SECONDS = 10  # how long a stopped run waits for its cancelled Spark job to end
+EXECUTOR_WAIT_SECONDS = 30.0  # a cluster with no executor after this long is asked about
 
 
 class SparkExecutor:
@@ -50,6 +52,7 @@ class SparkExecutor:
             raise ValueError("SparkExecutor needs a job config or a running session")
         self.config, self.spark, self.owned = config, spark, spark is None
         self.startup_seconds = 0.0   # what starting the session took, whoever asked first
+        self.asked_about_executors = False   # `_no_executor_note` printed at most once
 
     @property
     def master(self) -> str:
@@ -110,11 +113,17 @@ class SparkExecutor:
         # the JVM call: a SIGINT or SIGTERM then interrupts it at once (Python runs signal
         # handlers only in the main thread), and it cancels the job before stopping.
         worker = threading.Thread(target=collect, name="spark-collect", daemon=True)
+        began = time.perf_counter()
         try:
             worker.start()
             while worker.is_alive():
                 worker.join(POLL_SECONDS)
                 on_progress(done.value, stored.value)
+                if not self.asked_about_executors and time.perf_counter() - began > EXECUTOR_WAIT_SECONDS:
+                    self.asked_about_executors = True
+                    note = _no_executor_note(sc)
+                    if note:   # beside Spark's own WARN lines, which say less
+                        sys.stderr.write(note + "\n")
         except BaseException as stopped:
             if self.owned and isinstance(stopped, (KeyboardInterrupt, Terminated)):
                 # the job says in one line what a signal did; the JVM's ERROR lines of tasks
@@ -140,6 +149,30 @@ class SparkExecutor:
         on_progress(sum(batch.units(r) for r in results) if batch.units else len(results),
                     stored.value)
         return results
+
+
+def _no_executor_note(sc: SparkContext) -> str:
+    """A warning when a cluster has given the job no executor at all (EXECUTOR_WAIT_SECONDS
+    into a batch), '' otherwise. Spark waits for a worker that can hold one, saying only
+    "Initial job has not accepted any resources" every 15 s: an executor heap larger than
+    every worker's memory waited at 0 % for ever (trial AG)."""
+    master = sc.master or ""
+    if master.startswith("local"):
+        return ""
+    with contextlib.suppress(Exception):   # the JVM's view; the driver counts as one
+        if len(sc._jsc.sc().statusTracker().getExecutorInfos()) > 1:
+            return ""
+        conf = sc.getConf()
+        memory = conf.get("spark.executor.memory", "1g")
+        cores = conf.get("spark.executor.cores", None)
+        wanted = f"spark.executor.memory = {memory!r}" + (f" and spark.executor.cores = {cores}"
+                                                          if cores else "")
+        return (f"warning: no executor has started in {EXECUTOR_WAIT_SECONDS:.0f} s on {master}: "
+                f"Spark waits for a worker with {wanted} free (plus the memory overhead, "
+                f"at least 384 MiB). Is one registered and large enough (the master's web UI "
+                f"lists its workers' free memory and cores)? Lower spark.executor.memory, or "
+                f"stop the job with Ctrl-C")
+    return ""
 
 
 def _run_task(function, size, units, shared, stored, done, item):

@@ -199,3 +199,40 @@ def test_export_runs_on_a_standalone_cluster_from_a_zip(cluster, tmp_path):
     assert "Running task" in executors[0].read_text()
     apps = master_state(cluster.webui_port)["completedapps"]
     assert [app["state"] for app in apps] == ["FINISHED"]
+
+
+def test_an_executor_larger_than_every_worker_is_named(cluster, tmp_path):
+    """Trial AG: spark.executor.memory above what any worker has (this one: 2 GiB) left
+    the job at 0 % for ever with only Spark's "Initial job has not accepted any
+    resources". After EXECUTOR_WAIT_SECONDS without an executor the job says what it
+    waits for, once; Ctrl-C then stops it as usual."""
+    acquisition = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 32, 8),
+                                   jitter=0, falloff=0, noise=False)
+    job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], "out")
+    command = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "jobs" / "export.py"), str(job),
+               "--set", f"spark.master={cluster.url}", "--set", "spark.executor.memory=3g",
+               "--set", "spark.ui.enabled=false"]
+    env = {**cluster.env, "PYSPARK_PYTHON": str(ROOT / ".venv" / "bin" / "python")}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("warning: no executor has started"):
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    warned = [line for line in lines + err.splitlines(keepends=True)
+              if line.startswith("warning: no executor has started")]
+    assert len(warned) == 1, "".join(lines)[-4000:] + err[-2000:]
+    assert f"on {cluster.url}" in warned[0] and "spark.executor.memory = '3g'" in warned[0], warned[0]
+    assert proc.returncode != 0 and "interrupted" in (out + err).lower(), (proc.returncode, out[-2000:], err[-2000:])
