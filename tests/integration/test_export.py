@@ -236,6 +236,10 @@ def test_tile_stitch_under_spark_submit_makes_a_spark_context_even_to_reuse(smal
     for _ in range(2):
         run = subprocess.run(submit, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
         assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+        # the session started before the registration, which saw it running (trial AG:
+        # "+ 0.0 s start-up" every time)
+        assert re.search(r"\(\+ \d+\.\d s start-up\)", run.stdout) and "(+ 0.0 s start-up)" not in run.stdout, \
+            run.stdout[-3000:]
     assert "reused" in run.stdout, run.stdout[-3000:]
     assert len(list(events.iterdir())) == 2
 
