@@ -37,7 +37,8 @@
 #   SPARK_MASTER_PORT    master port (default 7077; if it is taken Spark moves to a free
 #                        one, and the workers are pointed at the port actually bound)
 #   SPARK_PROPERTIES     properties file (default conf/spark-standalone.conf)
-#   SPARK_WAIT_SECONDS   how long to wait for the workers (default 300)
+#   SPARK_WAIT_SECONDS   how long to wait for the workers (default 300; a worker process
+#                        that ends meanwhile, e.g. blaunch failing, ends the wait at once)
 #   DRY_RUN=1            print the plan (commands) instead of running anything
 
 case "${1:-}" in   # usage: the comment above, before any other check

@@ -106,12 +106,14 @@ spark_setup() {
 }
 
 PIDS=()
+NAMES=()        # parallel to PIDS: each process's name, its log $LOG_ROOT/NAME.log
 SUBMIT_PID=""   # spark-submit's JVM, once submit_job runs it; the driver's Python is its child
 start() {  # start NAME CMD...: run CMD in the background, output in $LOG_ROOT/NAME.log
     local name=$1; shift
     if [ "$DRY_RUN" = 1 ]; then echo "$name: $(show "$@")"; return; fi
     "$@" >"$LOG_ROOT/$name.log" 2>&1 &
     PIDS+=("$!")
+    NAMES+=("$name")
 }
 
 # shellcheck disable=SC2329  # called by the EXIT trap
@@ -145,12 +147,21 @@ stop_all() {
     if [ -z "${SPARK_LOCAL_DIRS_GIVEN:-}" ]; then rm -rf "$SPARK_LOCAL_DIRS"; fi
 }
 
-wait_for() {  # wait_for WHAT COMMAND...: until COMMAND succeeds, or fail after the timeout
+wait_for() {  # wait_for WHAT COMMAND...: until COMMAND succeeds, or fail at once when a
+    # process started here has ended (a worker whose launch failed: trial AG saw the job
+    # wait the whole timeout for it), or after the timeout
     local what=$1; shift
-    local deadline=$((SECONDS + ${SPARK_WAIT_SECONDS:-300}))
+    local deadline=$((SECONDS + ${SPARK_WAIT_SECONDS:-300})) i
     until "$@"; do
-        if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "${PIDS[0]}" 2>/dev/null; then
-            echo "error: no $what within ${SPARK_WAIT_SECONDS:-300} s, or the master stopped; logs: $LOG_ROOT/" >&2
+        for i in "${!PIDS[@]}"; do
+            if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+                echo "error: waiting for $what, ${NAMES[$i]} stopped; its log: $LOG_ROOT/${NAMES[$i]}.log" >&2
+                tail -n 5 "$LOG_ROOT/${NAMES[$i]}.log" >&2 || true
+                exit 1
+            fi
+        done
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "error: no $what within ${SPARK_WAIT_SECONDS:-300} s; logs: $LOG_ROOT/" >&2
             tail -n 5 "$LOG_ROOT"/*.log >&2 || true
             exit 1
         fi

@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -307,6 +308,28 @@ def test_slurm_script_runs_the_job_here_and_stops_everything(tmp_path):
     # the master (by its web UI port) and the worker (by its work dir) are gone
     assert processes_mentioning("--webui-port", webui) == []
     assert processes_mentioning("--work-dir", str(logs / "work-127.0.0.1")) == []
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_a_worker_whose_launch_failed_ends_the_wait_at_once(tmp_path):
+    """Trial AG: a worker that never started (srun refusing the step) left the script
+    waiting SPARK_WAIT_SECONDS for its registration. The wait now sees the process end,
+    names it and its log, and stops the master."""
+    project, env, webui = slurm_here(tmp_path, "98")
+    fake_command(tmp_path / "bin", "srun", 'echo "srun: error: Unable to create step for job 98" >&2\nexit 1')
+    env["SPARK_WAIT_SECONDS"] = "200"
+    began = time.monotonic()
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "slurm-spark.sh"), "conf/my-job.toml"],
+                            cwd=project, env=env, capture_output=True, text=True, timeout=240)
+    waited = time.monotonic() - began
+    assert result.returncode == 1, (result.stdout + result.stderr)[-4000:]
+    logs = project / "spark-export-98"
+    assert (f"error: waiting for registration of 1 workers, worker-127.0.0.1 stopped; its log: "
+            f"{logs}/worker-127.0.0.1.log") in result.stderr, result.stderr[-4000:]
+    assert "Unable to create step" in result.stderr
+    assert waited < 100, waited   # the master's start, not the 200 s timeout
+    assert processes_mentioning("--webui-port", webui) == []
 
 
 @pytest.mark.parametrize("name", ["tile-export", "tile-stitch", "tile-verify", "tile-clean"])
