@@ -152,6 +152,16 @@ def _blend(box: Box, visible, blending: str, sample, read: Reader, offset=(0, 0,
     shape = to_zyx(box.shape)
     value = np.zeros(shape, dtype=sums)
     weight = np.zeros(shape, dtype=sums)
+    with np.errstate(invalid="ignore"):   # NaN and ±inf in tiles spread as documented
+        _blend_into(value, weight, box, visible, blending, sample, read, offset, interpolation)
+    if blending in ("average", "linear"):
+        np.divide(value, weight, out=value, where=weight > 0)
+    return value
+
+
+def _blend_into(value, weight, box: Box, visible, blending: str, sample, read: Reader, offset,
+                interpolation: str) -> None:
+    """Each visible tile's contribution added into `value` and `weight` (`_blend`)."""
     for tile, placed in visible:
         overlap = placed.intersect(box)
         if overlap.is_empty():
@@ -164,17 +174,19 @@ def _blend(box: Box, visible, blending: str, sample, read: Reader, offset=(0, 0,
             part = _placed_part(tile, overlap, placed, sample, read)
         at = overlap.relative_to(box.start).slices_zyx()
         _BLEND[blending](value[at], weight[at], part)
-    if blending in ("average", "linear"):
-        np.divide(value, weight, out=value, where=weight > 0)
-    return value
 
 
 def _placed_part(tile: Tile, overlap: Box, placed: Box, sample, read: Reader) -> Contribution:
     """What a tile placed at `placed` (a translation) contributes to `overlap`: all of it,
     except, resampled at a sub-voxel position (`linear`), the voxels beyond its outer
     pixel centres, which it does not reach (as a view placed by an affine does not)."""
-    centre = tuple(a + (n - 1) / 2 for a, n in zip(placed.start, tile.size))
-    inside = _reached(tile, overlap.relative_to(placed.start)) if sample is sample_linear else None
+    resampled = sample is sample_linear
+    # resampled, the tile's pixels sit at its sub-voxel position, and `closest` measures
+    # from its centre there (trial AI: from the rounded one, a voxel 6.0 from one tile's
+    # centre and 6.5 from the other's went to the farther)
+    centre = tuple(a + (n - 1) / 2 + ((p - o) if resampled else 0.0)
+                   for a, n, p, o in zip(placed.start, tile.size, tile.position, tile.origin))
+    inside = _reached(tile, overlap.relative_to(placed.start)) if resampled else None
 
     def only_inside(values: np.ndarray) -> np.ndarray:
         return values if inside is None else values * inside
@@ -409,10 +421,15 @@ def _average(value, weight, part: Contribution):
 def _linear(value, weight, part: Contribution):
     w = part.weights()   # 0 where the tile does not cover the voxel
     weight += w
+    # only where it covers: 0 x NaN (or ±inf) is NaN, and a NaN in a tile's outer pixels,
+    # sampled past them, wiped out the next tile's voxel (trial AI)
+    inside = True if part.inside is None else part.inside
     if value.dtype != w.dtype:   # float64 sums (`sums_dtype`): the product exact too
-        value += np.multiply(w, part.data, dtype=value.dtype)
+        product = w.astype(value.dtype)
+        np.multiply(product, part.data, out=product, where=inside)
+        value += product
         return
-    w *= part.data   # w is a fresh array: no temporary for the product (same float32 values)
+    np.multiply(w, part.data, out=w, where=inside)   # w is a fresh array: no temporary
     value += w
 
 

@@ -157,7 +157,8 @@ def _windows(region: np.ndarray, window: tuple) -> np.ndarray:
 
 def _mean(region: np.ndarray, window: tuple) -> np.ndarray:
     """Window means in float64: one exact-as-possible sum, then one division."""
-    return _windows(region, window).sum(axis=(1, 3, 5), dtype=np.float64) / math.prod(window)
+    with np.errstate(invalid="ignore"):   # +inf and -inf in one window: NaN, as documented
+        return _windows(region, window).sum(axis=(1, 3, 5), dtype=np.float64) / math.prod(window)
 
 
 def _mode(region: np.ndarray, window: tuple) -> np.ndarray:

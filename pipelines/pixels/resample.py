@@ -191,9 +191,10 @@ def _interpolate(data: np.ndarray, k: np.ndarray, k1: np.ndarray, t: np.ndarray,
     t = t.reshape(shape)
     a = np.take(data, k, axis=axis).astype(np.float32, copy=False)
     b = np.take(data, k1, axis=axis).astype(np.float32, copy=False)
-    a *= 1 - t
-    b *= t
-    a += b
+    with np.errstate(invalid="ignore"):   # ±inf x 0 is NaN: NaN spreads, as documented
+        a *= 1 - t
+        b *= t
+        a += b
     return a
 
 

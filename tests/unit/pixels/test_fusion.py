@@ -502,3 +502,52 @@ def test_every_rule_on_whole_voxel_tiles_matches_a_brute_force_reference(layout,
         count_compiled_blends(mp, compiled)
         got = fuse(block, tiles, (0, 0, 0), rule, dtype, read=reader(pixels))
     assert got.tobytes() == brute_rule(tiles, pixels, block, rule, dtype).tobytes()
+
+
+def three_float_tiles(outer):
+    """Float tiles 16 wide at x 0, 12.5 and 24: tile 1 rounds to 13 and reaches voxel
+    centres 12.5..27.5, so voxel x = 28 is tile 2's alone; tile 1's outer column is
+    `outer` (NaN, ±inf: missing data)."""
+    rng = np.random.default_rng(0)
+    pixels, tiles = {}, []
+    for k, x in enumerate((0.0, 12.5, 24.0)):
+        values = rng.uniform(100, 200, (4, 8, 16)).astype(np.float32)
+        if k == 1:
+            values[:, :, 15] = outer
+        pixels[f"t{k}"] = values
+        tiles.append(Tile(k, f"t{k}", (x, 0.0, 0.0), (16, 8, 4), type="GRAY32"))
+    return tiles, pixels
+
+
+@pytest.mark.parametrize("outer", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("out_type", ["float32", "uint16"])
+def test_non_finite_outer_pixels_do_not_reach_past_their_tile(outer, out_type):
+    """Trial AI: under linear blending and interpolation a tile's weight past its outer
+    pixel centres is 0, but 0 x NaN (or ±inf) is NaN: a NaN column wiped out the next
+    voxel, which only the next tile covers (NaN in a float output, 0 in an integer one).
+    Judged against tile 2's own pixels, and blending raises no RuntimeWarning."""
+    import warnings
+    tiles, pixels = three_float_tiles(outer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = fuse(Box((0, 0, 0), (40, 8, 4)), tiles, (0, 0, 0), "linear", out_type,
+                   read=reader(pixels), interpolation="linear")
+    expected = pixels["t2"][:, :, 28 - 24]
+    np.testing.assert_array_equal(out[:, :, 28], cast(expected, out_type))
+    if np.isnan(outer):   # where tile 1 reaches its NaN column, NaN spreads (documented)
+        assert np.isnan(out[:, :, 27]).all() if out_type == "float32" else (out[:, :, 27] == 0).all()
+
+
+def test_closest_measures_from_a_tile_centre_at_its_sub_voxel_position():
+    """Trial AI: tiles 16 wide at x 0 and 12.5 (centres 7.5 and 20.0): voxel 14 is 6.5
+    from tile 0's centre and 6.0 from tile 1's, so it is tile 1's; measured from tile 1's
+    rounded position (13, centre 20.5) it went to tile 0. Under nearest interpolation a
+    tile's pixels sit at its rounded position, and so does its centre."""
+    pixels = {"a": np.full((2, 4, 16), 100, np.uint16), "b": np.full((2, 4, 16), 200, np.uint16)}
+    tiles = [Tile(0, "a", (0.0, 0.0, 0.0), (16, 4, 2)), Tile(1, "b", (12.5, 0.0, 0.0), (16, 4, 2))]
+    block = Box((0, 0, 0), (29, 4, 2))
+    linear = fuse(block, tiles, (0, 0, 0), "closest", "uint16", read=reader(pixels),
+                  interpolation="linear")
+    assert list(linear[0, 0, 10:18]) == [100, 100, 100, 100, 200, 200, 200, 200]
+    nearest = fuse(block, tiles, (0, 0, 0), "closest", "uint16", read=reader(pixels))
+    assert list(nearest[0, 0, 10:18]) == [100, 100, 100, 100, 100, 200, 200, 200]   # 13 + 7.5
