@@ -130,6 +130,10 @@ def parse_output(out: dict, timepoints: int, where: str, uri_required: bool = Tr
         raise ConfigError(f"{where}output.block: {list(block)} must be a whole number of shards "
                           f"{list(shard)} per axis, so that each task owns whole shards")
     if out["dtype"] and out["dtype"] not in DTYPES:
+        if _numpy_type(out["dtype"]):   # a real type not offered: a hint by spelling named
+            # one of another range (trial AI: uint64 -> 'uint16', float16 -> 'float64')
+            raise ConfigError(f"{where}output.dtype: {out['dtype']!r} is not offered; expected "
+                              f"one of {', '.join(DTYPES)}")
         parse_choice(out, "output", "dtype", DTYPES, where)
     levels = out["levels"]
     if levels != "auto" and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 1):
@@ -174,3 +178,12 @@ def _output_uri(uri: str, where: str) -> str:
         raise ConfigError(f"{where}output.uri: {uri!r} is a root folder or a bucket; name the "
                           f"container inside it, e.g. {uri.rstrip('/')}/volume")
     return uri
+
+
+def _numpy_type(name: Any) -> bool:
+    """Whether `name` is a numpy type's name (uint64, float16, complex64, bool)."""
+    import numpy as np
+    try:
+        return isinstance(name, str) and np.dtype(name).name == name
+    except TypeError:
+        return False

@@ -79,4 +79,6 @@ def _check_one(described: tuple[str, Tile], s3=None) -> tuple[str, Any]:
     except TileError as e:
         if tile.label or not source:
             raise
-        raise TileError(f"{source}: tile index {tile.index}: {e}") from None
+        # the index once (trial AI: "tile index 0: …: tile 0 field 'type' is …")
+        named = f"{tile.name} " in str(e)
+        raise TileError(f"{source}: " + ("" if named else f"tile index {tile.index}: ") + str(e)) from None

@@ -141,6 +141,9 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
     (["output.shard=[2,2,2]", "output.block=[3,2,2]"], "whole number of shards"),
     (["output.levels=0"], "output.levels"),
     (["output.dtype=uint12"], "output.dtype: expected one of"),
+    # trial AI: a hint by spelling named a type of another range ('uint16' for uint64)
+    (["output.dtype=uint64"], r"^--set output.dtype: 'uint64' is not offered; expected one of uint8, [^(]*$"),
+    (["output.dtype=float16"], r"^--set output.dtype: 'float16' is not offered; expected one of [^(]*$"),
     (["output.downsample=median"], "output.downsample"),
     (["output.downsample=mode", "fusion.blending=linear"],
      'values between labels; with output.downsample = "mode" set fusion.blending = "max", "first" or "closest"'),

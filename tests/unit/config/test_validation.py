@@ -106,7 +106,8 @@ def test_json_size_differs_from_file_shape(tmp_path, acquisition, capsys):
 def test_file_type_differs_from_json_type(tmp_path, acquisition, capsys):
     tifffile.imwrite(acquisition / "tiles/tile-0001.tif", np.zeros((6, 20, 24), "uint8"))
     code = run(tmp_path, acquisition)
-    check_refused(capsys, tmp_path, code, "tile 1 field 'type' is GRAY16", "file holds uint8")
+    check_refused(capsys, tmp_path, code, f"{acquisition / 'tiles.json'}: {acquisition / 'tiles/tile-0001.tif'}: "
+                  "tile 1 field 'type' is GRAY16", "file holds uint8")   # the index once (trial AI)
 
 
 def test_tiles_of_different_types(tmp_path, acquisition, capsys):
