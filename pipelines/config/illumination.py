@@ -26,7 +26,8 @@ def flatfield_setting(value: Any, channels: int | None, source: str, where: str)
     if folders == [AUTO]:
         return (AUTO,)
     if channels is not None and len(folders) != channels:
-        raise ConfigError(f"{key}: {len(folders)} folders for {channels} channels (give one "
+        raise ConfigError(f"{key}: {len(folders)} folder{'' if len(folders) == 1 else 's'} for "
+                          f"{channels} channel{'' if channels == 1 else 's'} (give one "
                           f"per channel, or \"auto\")")
     base = Path(source).resolve().parent if source else Path.cwd()
     return tuple(_folder_from(f, base) for f in folders)

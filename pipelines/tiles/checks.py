@@ -34,6 +34,12 @@ def _first_difference(reference: TileSet, other: TileSet) -> str:
         which = (f": it lacks tile {_few(lacks)}" if lacks else "") + \
             (f"{' and' if lacks else ':'} holds tile {_few(extra)}, which the other lacks" if extra else "")
         return f"{len(other)} tiles where {reference.source} has {len(reference)}{which}"
+    if [t.index for t in other] != [t.index for t in reference] and \
+            sorted(t.index for t in other) == sorted(t.index for t in reference):
+        # trial AJ: "tile 5 where … has tile 0" read as another geometry
+        mine, theirs = next((m, t) for m, t in zip(other, reference) if m.index != t.index)
+        return (f"lists its tiles in another order than {reference.source} ({mine.name} where "
+                f"that lists {theirs.name}): list them in the same order")
     for mine, theirs in zip(other, reference):
         if mine.index != theirs.index:
             return f"{mine.name} where {reference.source} has {theirs.name}"

@@ -153,6 +153,11 @@ def test_a_channel_that_differs_is_refused_naming_the_tile_and_how():
     with pytest.raises(TileError, match=r"t1.json: tile 0 has pixelResolution \[0.5, 0.5, 2.0\] where "
                                         r"tile 0 of ch0.json has pixelResolution \[1.0, 1.0, 1.0\]"):
         check_same_geometry(((first,), (finer,)))
+    # trial AJ: the same tiles listed in another order read "tile 2 where ch0.json has tile 0"
+    reordered = TileSet(tuple(reversed(tiles)), source="ch1.json")
+    with pytest.raises(TileError, match=r"ch1.json: lists its tiles in another order than ch0.json "
+                                        r"\(tile 2 where that lists tile 0\): list them in the same order"):
+        check_same_geometry(((first, reordered),))
     check_same_geometry(((first, TileSet(tuple(tiles), source="ch1.json")),))   # the same: passes
 
 
