@@ -4,6 +4,9 @@ Every message says what was expected and what was found, and names the file or
 job-file key it is about, so a user can fix the input without reading a traceback.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class PipelineError(ValueError):
     """Base class: a problem with the user's input or environment, not a bug."""
@@ -102,16 +105,73 @@ def stopping_signal(error: BaseException) -> int:
     return int(signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
 
 
+# The stop signal this job received (None: none yet), kept after it was raised: raised in
+# a finaliser (py4j's, run by the garbage collector) Python prints "Exception ignored" and
+# carries on, and inside a C extension's import it comes out as an ImportError (trial AH:
+# a Ctrl-C lost, the export run to its end; a traceback). `raise_if_stopped` raises it
+# again where work goes on, `run_job` reports any exception after it as the stop.
+_received: int | None = None
+# Signals held back while files that belong together are written (`signals_deferred`);
+# None: not deferring.
+_deferred: list[int] | None = None
+
+
 def _on_signal(signum, frame):
-    """SIGINT → KeyboardInterrupt, SIGTERM → Terminated, raised where the main thread is.
-    Logging is silenced first: py4j logs a traceback when a call to the JVM is cut short,
-    and the job is about to say in one line what happened."""
+    """SIGINT → KeyboardInterrupt, SIGTERM → Terminated, raised where the main thread is
+    (held back inside `signals_deferred`). Logging is silenced first: py4j logs a
+    traceback when a call to the JVM is cut short, and the job is about to say in one line
+    what happened."""
     import logging
-    import signal
+    global _received
     logging.disable(logging.ERROR)
+    _received = signum
+    if _deferred is not None:
+        _deferred.append(signum)
+        return
+    _raise_stop(signum)
+
+
+def _raise_stop(signum: int):
+    import signal
     if signum == signal.SIGTERM:
         raise Terminated()
     raise KeyboardInterrupt()
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop signal this job received, if any: called where work goes on (an
+    executor's loop), so that a stop swallowed on its way (`_received`) still stops it."""
+    if _received is not None and _deferred is None:
+        _raise_stop(_received)
+
+
+def stop_received() -> int | None:
+    """The stop signal this job received, if any (`_received`)."""
+    return _received
+
+
+def forget_stop() -> None:
+    """A new job in this process (a test's, a notebook's) starts without the last one's stop."""
+    global _received
+    _received = None
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the body runs, and raised after it (when it
+    ended normally): for a few files that belong together, which a stop between them would
+    leave half new (trial AH: a registration's positions new, its picture the last one's).
+    Keep the body short: a stop waits for it."""
+    global _deferred
+    outer = _deferred
+    held: list[int] = [] if outer is None else outer
+    _deferred = held
+    try:
+        yield
+    finally:
+        _deferred = outer
+    if outer is None and held:
+        _raise_stop(held[0])
 
 
 def install_signal_handlers() -> None:
@@ -136,6 +196,7 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     import signal
     import sys
     install_signal_handlers()
+    forget_stop()
     try:
         result = work()
     except BrokenPipeError as e:   # its reader left early (`tile-clean … | head -1`, trial AD)
@@ -164,8 +225,16 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
               f"install its dependencies (make setup, or pip install . in this environment)",
               file=sys.stderr)
         return 2
-    except OSError as e:   # trial O: a disk that filled beside the tile JSONs while the
-        # results of minutes of work were written was a traceback; the error names the file
+    except Exception as e:
+        signum = stop_received()
+        if signum is not None:   # what a stop caused where it landed (trial AH: an
+            # ImportError, a Ctrl-C inside matplotlib's import): the stop is the news
+            print(f"interrupted by {signal.Signals(signum).name} {stopped}", file=sys.stderr)
+            return 128 + signum
+        if not isinstance(e, OSError):
+            raise
+        # trial O: a disk that filled beside the tile JSONs while the results of minutes of
+        # work were written was a traceback; the error names the file
         print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except Interrupted as e:

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from pipelines.commit import endings
 from pipelines.config import JobConfig
-from pipelines.errors import BlockFailed, Interrupted, Terminated, stopping_signal
+from pipelines.errors import BlockFailed, Interrupted, Terminated, signals_deferred, stopping_signal
 from pipelines.execute.executor import Batch, Executor
 from pipelines.registration import results as stitching
 from pipelines.registration import reuse, solve
@@ -81,15 +81,35 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
         seconds = time.perf_counter() - began
     found = [s for s in shifts if s is not None]
     unmatched = [p for p, s in zip(pairs, shifts) if s is None]
-    solution = solve({t.index: t.position for t in reference}, found,
-                     config.stitching.min_score, config.stitching.max_residual, target.frame.exact)
+    try:
+        solution = solve({t.index: t.position for t in reference}, found,
+                         config.stitching.min_score, config.stitching.max_residual, target.frame.exact)
+    except (KeyboardInterrupt, Terminated) as e:   # every pair measured is kept (the last round too)
+        name = signal.Signals(stopping_signal(e)).name
+        raise Interrupted(f"interrupted by {name} while solving the registration"
+                          f"{_kept(dict(zip(pairs, shifts)), pairs, record)}", stopping_signal(e)) from None
     doc = stitching.report(reference, solution, unmatched, config, seconds, resumed)
     # overlapping tiles placed by affines of other linear parts (angles): not measured
     doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
     doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
                     "positions": reuse.positions_digest(doc["tile_results"])}
-    outcome = stitching.write_results(config, target, solution, doc)
-    record.drop()
+    try:
+        drawn = stitching.draw_results(target, solution, doc, config)
+    except (KeyboardInterrupt, Terminated) as e:   # nothing written yet
+        raise Interrupted(f"interrupted by {signal.Signals(stopping_signal(e)).name} while drawing "
+                          f"the registration{_kept(dict(zip(pairs, shifts)), pairs, record)}",
+                          stopping_signal(e)) from None
+    try:
+        # the refined files, the report and the picture belong together: a stop between
+        # them left new positions beside the last registration's picture, and a report a
+        # later run reuses (trial AH); held back until they are all written
+        with signals_deferred():
+            outcome = stitching.write_results(config, target, solution, doc, drawn)
+            record.drop()
+    except (KeyboardInterrupt, Terminated) as e:
+        raise Interrupted(f"interrupted by {signal.Signals(stopping_signal(e)).name} once the "
+                          f"registration was written ({outcome.report_path}); the next run reuses it",
+                          stopping_signal(e)) from None
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 
@@ -143,8 +163,8 @@ def _measure_pairs(executor: Executor, job: PairJob, pairs: list[tuple[int, int]
             chunk, before = todo[first:first + size], len(found)
             batch = Batch(measure_pair, job, chunk, f"register {len(chunk)} tile pairs")
             found.update(zip(chunk, executor.run(batch, partial(_counted_from, progress, before))))
-            if len(found) < len(pairs):   # more to measure: keep what this round found
-                record.keep(found)
+            # the last round's too: a stop while solving keeps them (trial AH)
+            record.keep(found)
     except BlockFailed as e:
         raise endings.with_detail(BlockFailed(f"registration failed: {e}{_kept(found, pairs, record)}"),
                                   e.detail) from None
@@ -165,5 +185,7 @@ def _kept(found: dict, pairs: list, record: PairRecord) -> str:
     """What an interrupted or failed registration leaves for the next run, '' if nothing."""
     if not found:
         return ""
+    # stitching.force measures every pair again (trial AH: the promise was never kept)
+    which = " without stitching.force" if not record.resume else ""
     return (f"; {len(found)} of {len(pairs)} pairs measured are kept in {record.path}: the "
-            f"next run of this registration measures only the rest")
+            f"next run of this registration{which} measures only the rest")

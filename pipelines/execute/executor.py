@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from pipelines.errors import BlockFailed
+from pipelines.errors import BlockFailed, raise_if_stopped
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -86,6 +86,7 @@ class LocalExecutor:
         results: list[Result] = []
         stored = done = 0
         for item in batch.items:
+            raise_if_stopped()   # a stop swallowed on its way (`errors._received`)
             results.append(_call(batch, item))
             stored += batch.size(results[-1]) if batch.size else 0
             done += batch.units(results[-1]) if batch.units else 1
@@ -102,6 +103,7 @@ def _call(batch: Batch[Item, Result], item: Item) -> Result:
     except BlockFailed as e:
         raise failure(str(e), traceback.format_exc()) from None
     except Exception as e:
+        raise_if_stopped()   # what a stop caused where it landed is the stop, not a failure
         raise failure(f"{type(e).__name__}: {e}", traceback.format_exc()) from None
 
 

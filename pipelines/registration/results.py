@@ -298,14 +298,22 @@ def check_results_replaceable(config: JobConfig) -> None:
                 f"move it away, or --set stitching.force=true replaces it")
 
 
-def write_results(config: JobConfig, target: Target, solution: Solution, doc: dict) -> StitchOutcome:
-    """Write each -final.json (a project: the -stitched.xml), the report and the picture;
-    return where they went. The report records a checksum of each refined file in
-    `doc["reuse"]["results"]`, so a later run can tell they are still as written."""
+def draw_results(target: Target, solution: Solution, doc: dict, config: JobConfig) -> bytes:
+    """The registration's picture (PNG bytes), drawn before anything is written
+    (`write_results`)."""
+    return layout_picture(target.reference, solution, doc.get("unmatched_pairs"),
+                          config.stitching.min_score)
+
+
+def write_results(config: JobConfig, target: Target, solution: Solution, doc: dict,
+                  drawn: bytes) -> StitchOutcome:
+    """Write each -final.json (a project: the -stitched.xml), the report and the picture
+    `drawn` (`draw_results`); return where they went. The report records a checksum of
+    each refined file in `doc["reuse"]["results"]`, so a later run can tell they are
+    still as written. They belong together: the caller holds stops back while they are
+    written (`errors.signals_deferred`)."""
     report = _write_refined(config, target, solution.positions, doc)
-    picture = _put(uris.sibling(report, ".png"),
-                   layout_picture(target.reference, solution, doc.get("unmatched_pairs"),
-                                  config.stitching.min_score), config.s3_options())
+    picture = _put(uris.sibling(report, ".png"), drawn, config.s3_options())
     return StitchOutcome(solution, doc, refined_paths(config), report, picture)
 
 

@@ -23,7 +23,7 @@ from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
-from pipelines.errors import BlockFailed, StoreUnavailable, Terminated
+from pipelines.errors import BlockFailed, StoreUnavailable, Terminated, raise_if_stopped
 from pipelines.execute.executor import Batch, Item, ProgressCallback, Result, failure
 from pipelines.spark.session import (
     check_java,
@@ -119,6 +119,7 @@ class SparkExecutor:
             while worker.is_alive():
                 worker.join(POLL_SECONDS)
                 on_progress(done.value, stored.value)
+                raise_if_stopped()   # a stop swallowed on its way (trial AH: in a py4j finaliser)
                 if not self.asked_about_executors and time.perf_counter() - began > EXECUTOR_WAIT_SECONDS:
                     self.asked_about_executors = True
                     note = _no_executor_note(sc)

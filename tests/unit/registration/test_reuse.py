@@ -426,6 +426,79 @@ def test_an_interrupted_registration_measures_only_the_rest_next_time(tmp_path, 
     assert not whole.outcome.reused and (tmp_path / "acq" / "tiles-final.json").read_bytes() == resumed
 
 
+def test_a_stop_while_solving_keeps_every_pair_measured(tmp_path, six_tiles, monkeypatch):
+    """Trial AH: a Ctrl-C after the last round of pairs said "before the run started;
+    nothing was written" and lost the last round, which was not recorded."""
+    import pipelines.registering as registering
+    from pipelines.errors import Interrupted
+    config = load_job(six_tiles, writes_output=False)
+    solve = registering.solve
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(registering, "solve", stopped)
+    first = StopsAfter(rounds=100)
+    with pytest.raises(Interrupted) as stop:
+        registering.stitch(config, first, stream=io.StringIO())
+    record = tmp_path / "acq" / "tiles-stitching-pairs.json"
+    assert str(stop.value).startswith("interrupted by SIGINT while solving the registration; "
+                                      f"{first.measured} of {first.measured} pairs measured are kept in {record}")
+    assert not (tmp_path / "acq" / "tiles-final.json").exists()
+    monkeypatch.setattr(registering, "solve", solve)
+    again = StopsAfter(rounds=100)
+    registering.stitch(config, again, stream=io.StringIO())
+    assert again.measured == 0 and not record.exists()
+
+
+def test_a_stop_while_the_results_are_written_waits_for_all_of_them(tmp_path, six_tiles, monkeypatch):
+    """Trial AH: a Ctrl-C between the refined files and the picture left the last
+    registration's picture beside new positions, and a report the next run reused. The
+    stop now waits until the refined files, the report and the picture are written."""
+    import signal
+
+    from pipelines import errors
+    from pipelines.errors import Interrupted
+    from pipelines.registering import stitch
+    from pipelines.registration import results
+    config = load_job(six_tiles, writes_output=False)
+    stitch(config, StopsAfter(rounds=100), stream=io.StringIO())
+    picture = tmp_path / "acq" / "tiles-stitching.png"
+    picture.write_bytes(b"the last registration's picture")
+    write_refined = results._write_refined
+
+    def stopped_midway(*args, **kwargs):
+        written = write_refined(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)   # before the picture
+        return written
+    monkeypatch.setattr(results, "_write_refined", stopped_midway)
+    before = signal.getsignal(signal.SIGINT)
+    errors.install_signal_handlers()
+    try:
+        with pytest.raises(Interrupted) as stop:
+            stitch(load_job(six_tiles, ["stitching.force=true"], writes_output=False),
+                   StopsAfter(rounds=100), stream=io.StringIO())
+    finally:
+        errors.forget_stop()
+        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    report = tmp_path / "acq" / "tiles-stitching.json"
+    assert str(stop.value) == (f"interrupted by SIGINT once the registration was written ({report}); "
+                               f"the next run reuses it")
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "acq" / "tiles-stitching-pairs.json").exists()
+
+
+def test_the_pairs_a_forced_run_keeps_are_for_a_run_without_force(tmp_path, six_tiles):
+    """Trial AH: an interrupted stitching.force run promised that "the next run measures
+    only the rest"; with force the next measures every pair again."""
+    from pipelines.errors import Interrupted
+    from pipelines.registering import stitch
+    with pytest.raises(Interrupted) as stop:
+        stitch(load_job(six_tiles, ["stitching.force=true"], writes_output=False), StopsAfter(rounds=2),
+               stream=io.StringIO())
+    assert "the next run of this registration without stitching.force measures only the rest" in str(stop.value)
+
+
 def test_the_dry_run_of_a_new_timepoint_plans_at_the_registered_positions(tmp_path, time_lapse):
     """Review G: the dry run planned a timepoint added after the registration at the stage
     positions and counted pairs to register, where the export places it without
