@@ -42,6 +42,7 @@ from pipelines.illumination.fields import (
 from pipelines.illumination.intensity import solve_intensities
 from pipelines.illumination.plan import (
     PROJECT_FLATFIELD,
+    check_estimable,
     fields_to_estimate,
     flatfield_folders,
     with_estimated_flatfield,
@@ -65,7 +66,6 @@ from pipelines.storage.probe import check_writable_beside
 from pipelines.storage.uri import name as uri_name
 from pipelines.tiles import TileSet, read_region
 
-MIN_TILES = 6     # a channel with fewer tiles has too few samples per pixel to estimate from
 MAX_TASKS = 64    # statistics tasks per channel: bounds what the driver collects
 PAIRS_PER_TASK = 8  # pairs one intensity task measures (a pair takes milliseconds)
 
@@ -78,24 +78,6 @@ class FlatfieldRun:
     folders: tuple[str, ...]   # per channel, where the fields were written
     tiles: int                 # tiles read, all channels
     seconds: float             # estimation time, all channels
-
-
-def check_estimable(channels: list[tuple[TileSet, ...]], names: list[str],
-                    per_slice: bool = False) -> None:
-    """Raise FlatfieldError (one line) unless each channel's tiles can be estimated from."""
-    for tilesets, name in zip(channels, names):
-        tiles = [t for ts in tilesets for t in ts]
-        planes = {t.size[:2] for t in tiles}
-        depths = {t.size[2] for t in tiles}
-        if per_slice and len(depths) > 1:
-            raise FlatfieldError(f"{name}: tiles of different depths {sorted(depths)} cannot share "
-                                 f"fields per slice (flatfield.per_slice)")
-        if len(tiles) < MIN_TILES:
-            raise FlatfieldError(f"{name}: {len(tiles)} tiles, but a flatfield needs at least "
-                                 f"{MIN_TILES} to estimate from")
-        if len(planes) > 1:
-            raise FlatfieldError(f"{name}: tiles of different planes {sorted(planes)} cannot "
-                                 f"share one flatfield")
 
 
 def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = sys.stderr,

@@ -30,6 +30,8 @@ from pipelines.storage.documents import read_json
 from pipelines.storage.uri import sibling, split
 from pipelines.tiles import TileSet
 
+MIN_TILES = 6     # a channel with fewer tiles has too few samples per pixel to estimate from
+
 
 def flatfield_folders(config: JobConfig) -> tuple[str, ...]:
     """Per channel, the fields folder fusion.flatfield names ("auto": beside the first
@@ -107,6 +109,26 @@ def check_planned_fields(config: JobConfig, channels: tuple[TileSet, ...]) -> No
     present = [f if config.flatfield != (AUTO,) or has_fields(f, s3) else "" for f in folders]
     checked_fields(tuple(f for f in present if f),
                    tuple(c for f, c in zip(present, channels) if f), s3)
+
+
+def check_estimable(channels: list[tuple[TileSet, ...]], names: list[str],
+                    per_slice: bool = False) -> None:
+    """Raise FlatfieldError (one line) unless each channel's tiles can be estimated from:
+    the export before it estimates, the dry run of a job that will (trial AH: it passed
+    a job of 2 tiles the run then refused)."""
+    for tilesets, name in zip(channels, names):
+        tiles = [t for ts in tilesets for t in ts]
+        planes = {t.size[:2] for t in tiles}
+        depths = {t.size[2] for t in tiles}
+        if per_slice and len(depths) > 1:
+            raise FlatfieldError(f"{name}: tiles of different depths {sorted(depths)} cannot share "
+                                 f"fields per slice (flatfield.per_slice)")
+        if len(tiles) < MIN_TILES:
+            raise FlatfieldError(f"{name}: {len(tiles)} tiles, but a flatfield needs at least "
+                                 f"{MIN_TILES} to estimate from")
+        if len(planes) > 1:
+            raise FlatfieldError(f"{name}: tiles of different planes {sorted(planes)} cannot "
+                                 f"share one flatfield")
 
 
 def with_estimated_flatfield(config: JobConfig) -> JobConfig:

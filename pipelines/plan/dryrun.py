@@ -20,6 +20,7 @@ from pipelines.errors import PlanError
 from pipelines.geometry import Vec, voxel_count
 from pipelines.illumination.matched import made_anew
 from pipelines.illumination.plan import (
+    check_estimable,
     check_planned_fields,
     fields_to_estimate,
     planned_field_bytes,
@@ -116,7 +117,11 @@ def dry_run(config: JobConfig) -> DryRun:
     # (fields missing under "auto" are estimated first and judged after, as the run does:
     # whether coefficients can be reused is known only through fields that exist)
     applied = with_estimated_flatfield(config)   # the fields the export will apply
-    judged = replace(config, intensity="none") if fields_to_estimate(applied) else config
+    estimates = fields_to_estimate(applied)
+    if estimates and not config.is_project:   # trial AH: 2 tiles passed, the run refused them
+        check_estimable([tuple(row[c] for row in tiles) for c in range(len(tiles[0]))],
+                        list(config.inputs[0]), config.flatfield_per_slice)
+    judged = replace(config, intensity="none") if estimates else config
     anew = made_anew(judged, registers, tiles[0])[0]
     memory = task_memory_bytes(output, first, stages, config.tile_cache,
                                corrected=bool(applied.flatfield) or config.intensity == "match",

@@ -392,10 +392,25 @@ def test_the_dry_run_refuses_a_flatfield_folder_the_run_refuses(small_acquisitio
     for plan in (make_plan, dry_run):
         with pytest.raises(PipelineError, match=r"fusion.flatfield: flatfield folder .*no-fields not found"):
             plan(config)
-    assert dry_run(load_job(job, ["fusion.flatfield=auto"])).refusal == ""   # estimated first
+    # estimated first, from too few tiles here: refused as the run refuses (trial AH)
+    with pytest.raises(PipelineError, match="4 tiles, but a flatfield needs at least 6"):
+        dry_run(load_job(job, ["fusion.flatfield=auto"]))
     # trial W: "none" meant no correction
     with pytest.raises(PipelineError, match='none not found .*; fusion.flatfield = "" turns the correction off'):
         dry_run(load_job(job, ["fusion.flatfield=none"]))
+
+
+@pytest.mark.parametrize("setting", ["fusion.flatfield=auto", "flatfield.enabled=true"])
+def test_the_dry_run_refuses_too_few_tiles_to_estimate_from(tmp_path, setting):
+    """Trial AH: a job of 2 tiles with fields to estimate passed the dry run (exit 0,
+    'output: empty'); the run refused it at once."""
+    from pipelines.errors import PipelineError
+    from pipelines.testing.synthetic import make_acquisition
+    acquisition = make_acquisition(tmp_path / "acq", grid=(2, 1, 1), tile=(32, 32, 8), jitter=0,
+                                   truth=False)
+    job = write_job(tmp_path / "job.toml", acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    with pytest.raises(PipelineError, match="tiles.json: 2 tiles, but a flatfield needs at least 6 to estimate from"):
+        dry_run(load_job(job, [setting]))
 
 
 def test_the_dry_run_refuses_fields_on_a_project_as_the_run_does(tmp_path):
