@@ -79,8 +79,8 @@ class Target:
             f"stitching: no two {some} can overlap by "
             f"stitching.min_overlap {list(o.min_overlap)} voxels within stitching.search "
             f"{list(o.search)} voxels of their stage positions, so nothing can be registered: "
-            f"set [stitching] enabled = false to export at the stage positions, or give a "
-            f"larger stitching.search if the stage positions are farther off")
+            f"give a larger stitching.search if the stage positions are farther off (an "
+            f"export at the stage positions sets [stitching] enabled = false)")
 
 
 def registration_target(config: JobConfig) -> Target:
