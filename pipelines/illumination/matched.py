@@ -15,6 +15,7 @@ from pipelines import __version__
 from pipelines.config import JobConfig
 from pipelines.illumination.correct import Correction
 from pipelines.illumination.fields import fields_digest
+from pipelines.illumination.intensity import METHOD
 from pipelines.illumination.plan import flatfield_folders, intensity_paths
 from pipelines.storage.documents import json_if_readable, read_bytes
 from pipelines.tiles import TileSet
@@ -81,9 +82,10 @@ def matching_fingerprint(tile_json: str, tiles: TileSet, fields: str | None, s3,
     text, which tiles it holds (a project's views: which container and array each tile
     number reads, as `input.views` selects them: trial K reused one selection's
     coefficients for another), its tile files' identities (`tiles.identity`), the fields
-    it is measured through and the package version. The same digest: the same
-    coefficients."""
-    essentials = {"version": __version__,
+    it is measured through, the package version and the solve's method (`intensity.METHOD`:
+    the version alone had kept coefficients of an earlier solve). The same digest: the
+    same coefficients."""
+    essentials = {"version": __version__, "method": METHOD,
                   "json": hashlib.sha256(read_bytes(tile_json, s3)).hexdigest(),
                   "views": [(t.index, t.path, t.dataset) for t in tiles],
                   "tiles": file_identities(sorted({t.path for t in tiles}), s3, identities),

@@ -88,6 +88,27 @@ def test_an_offset_the_medians_disagree_with_is_refused():
     assert solve_intensities(range(3), row).shared_offset == 100.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_true_offset_over_dim_even_overlaps_is_kept(seed):
+    """Review: a 4 x 4 grid of gains 0.6-1.0, a dark level of 100, overlaps 20-22 counts
+    above it whose medians scatter by 3 %, one clean line giving b = 100: the medians
+    disagree with b by 2.7 % against 0.4 % at b = 0 (the scatter magnified by m / (m -
+    b)), and a floor of 2.5 % refused the true b, putting the gains 17-22 % off (7 %
+    with it). Refused only beyond 5 %, what a pair is dropped at."""
+    rng = np.random.default_rng(seed)
+    k = rng.uniform(0.6, 1.0, 16)
+    links = [(i, i + 1) for i in range(16) if i % 4 < 3] + [(i, i + 4) for i in range(12)]
+    pairs = []
+    for a, b in links:
+        level = rng.uniform(20, 22)
+        pairs.append(PairIntensity(a, b, k[b] / k[a], 100.0 * (1 - k[b] / k[a]), 1000,
+                                   k[a] * level * (1 + rng.normal(0, 0.03)) + 100.0,
+                                   k[b] * level * (1 + rng.normal(0, 0.03)) + 100.0, 50.0,
+                                   slope_error=0.001))
+    solution = solve_intensities(range(16), pairs)
+    assert solution.refused is None and abs(solution.shared_offset - 100) < 1e-6
+
+
 def test_pairs_not_alike_are_not_used_and_their_tile_is_named():
     """Tile 4's pairs are not alike (a blank tile reads median 0): they are not used,
     tile 4 keeps (1, 0), the others' gains are 1 / k up to one scale."""
