@@ -227,9 +227,11 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
         return 2
     except Exception as e:
         signum = stop_received()
-        if signum is not None:   # what a stop caused where it landed (trial AH: an
-            # ImportError, a Ctrl-C inside matplotlib's import): the stop is the news
-            print(f"interrupted by {signal.Signals(signum).name} {stopped}", file=sys.stderr)
+        if signum is not None and not isinstance(e, OSError):
+            # what a stop caused where it landed (trial AH: an ImportError, a Ctrl-C inside
+            # matplotlib's import): the stop is the news, what it broke said after it (not
+            # what was written: the stop may have come at any point; review)
+            print(f"interrupted by {signal.Signals(signum).name} (then {cause(e)})", file=sys.stderr)
             return 128 + signum
         if not isinstance(e, OSError):
             raise

@@ -63,8 +63,8 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
             p for row in config.inputs for p in row if p != reference.source)
         doc_reuse = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
                      "positions": last["reuse"]["positions"]}
-        outcome = stitching.reapply(config, target, checked.positions, last, doc_reuse, applied)
-        return StitchResult(outcome, 0.0, time.perf_counter() - started)
+        placed = stitching.reapply(config, target, checked.positions, last, doc_reuse, applied)
+        return StitchResult(placed, 0.0, time.perf_counter() - started)
     why = "stitching.force" if config.stitching.force else reuse.why_again(checked.last, checked.parts)
     if why:   # the last registration is not reused: say why (trial I)
         stream.write(f"stitching: registering again: {why}\n")
@@ -99,6 +99,7 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
         raise Interrupted(f"interrupted by {signal.Signals(stopping_signal(e)).name} while drawing "
                           f"the registration{_kept(dict(zip(pairs, shifts)), pairs, record)}",
                           stopping_signal(e)) from None
+    outcome = None
     try:
         # the refined files, the report and the picture belong together: a stop between
         # them left new positions beside the last registration's picture, and a report a
@@ -107,9 +108,12 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
             outcome = stitching.write_results(config, target, solution, doc, drawn)
             record.drop()
     except (KeyboardInterrupt, Terminated) as e:
-        raise Interrupted(f"interrupted by {signal.Signals(stopping_signal(e)).name} once the "
-                          f"registration was written ({outcome.report_path}); the next run reuses it",
-                          stopping_signal(e)) from None
+        name = signal.Signals(stopping_signal(e)).name
+        if outcome is None:   # landed just before the writes were held back (review)
+            raise Interrupted(f"interrupted by {name} before the registration was written"
+                              f"{_kept(dict(zip(pairs, shifts)), pairs, record)}", stopping_signal(e)) from None
+        raise Interrupted(f"interrupted by {name} once the registration was written "
+                          f"({outcome.report_path}); the next run reuses it", stopping_signal(e)) from None
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 

@@ -8,13 +8,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipelines.config import JobConfig
+from pipelines.errors import forget_stop
 from pipelines.execute.executor import Executor
 
 
 @contextmanager
 def executor_for(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
     """The executor to use: the one handed in (left running), or Spark from the job's
-    [spark] settings (stopped at the end)."""
+    [spark] settings (stopped at the end). Entered by a job itself (not by a flow inside
+    it: stitching inside an export), it starts without a stop an earlier job in this
+    process received (`errors.forget_stop`: a notebook's second export stopped by itself
+    at its first task, after a Ctrl-C of the first)."""
+    global _jobs
+    if _jobs == 0:
+        forget_stop()
+    _jobs += 1
+    try:
+        yield from _executor(config, given)
+    finally:
+        _jobs -= 1
+
+
+_jobs = 0   # executor_for contexts open: 0 when a job begins
+
+
+def _executor(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
     if given is not None:
         yield given
         return

@@ -65,7 +65,7 @@ def test_an_error_a_stop_caused_is_reported_as_the_stop(our_handlers, capsys):
         except KeyboardInterrupt:
             raise ImportError("initialization failed") from None
     assert run_job(work, print) == 130
-    assert capsys.readouterr().err == "interrupted by SIGINT before the run started; nothing was written\n"
+    assert capsys.readouterr().err == "interrupted by SIGINT (then ImportError: initialization failed)\n"
     # the next job in this process starts without it
     assert run_job(lambda: "done", print) == 0
 
@@ -73,3 +73,27 @@ def test_an_error_a_stop_caused_is_reported_as_the_stop(our_handlers, capsys):
 def test_an_error_without_a_stop_is_still_an_error(our_handlers):
     with pytest.raises(ImportError):
         run_job(lambda: (_ for _ in ()).throw(ImportError("initialization failed")), print)
+
+
+def test_a_disk_error_after_a_stop_is_still_the_disk_error(our_handlers, capsys):
+    """Review: an OSError after a stop (a full disk) was reported as the stop, with
+    'nothing was written', and its file lost."""
+    def work():
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise OSError(28, "No space left on device", "tiles-final.json")
+    assert run_job(work, print) == 1
+    assert capsys.readouterr().err == "failed: OSError: [Errno 28] No space left on device: 'tiles-final.json'\n"
+
+
+def test_a_later_job_in_this_process_starts_without_the_last_ones_stop(our_handlers):
+    """Review: a notebook's second export stopped by itself at its first task after a
+    Ctrl-C of the first; a job entering its executor forgets it."""
+    from pipelines.running import executor_for
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+        pass
+    batch = Batch(lambda shared, item, attempt: item, None, [1, 2], "two tasks")
+    with executor_for(None, LocalExecutor()) as running:
+        assert running.run(batch, lambda done, stored: None) == [1, 2]
