@@ -108,7 +108,9 @@ spark_setup() {
 PIDS=()
 NAMES=()        # parallel to PIDS: each process's name, its log $LOG_ROOT/NAME.log
 SUBMIT_PID=""   # spark-submit's JVM, once submit_job runs it; the driver's Python is its child
-start() {  # start NAME CMD...: run CMD in the background, output in $LOG_ROOT/NAME.log
+start() {  # start NAME CMD...: run CMD in the background, output in $LOG_ROOT/NAME.log;
+    # CMD is a daemon (a master, a worker, its launcher), which runs until stopped: one
+    # that ends makes wait_for fail at once
     local name=$1; shift
     if [ "$DRY_RUN" = 1 ]; then echo "$name: $(show "$@")"; return; fi
     "$@" >"$LOG_ROOT/$name.log" 2>&1 &

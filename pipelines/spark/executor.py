@@ -168,11 +168,13 @@ def _no_executor_note(sc: SparkContext) -> str:
         cores = conf.get("spark.executor.cores", None)
         wanted = f"spark.executor.memory = {memory!r}" + (f" and spark.executor.cores = {cores}"
                                                           if cores else "")
+        # a standalone master gives an executor to a worker whose free memory holds its
+        # heap; YARN and Kubernetes add the overhead to a container's size
         return (f"warning: no executor has started in {EXECUTOR_WAIT_SECONDS:.0f} s on {master}: "
-                f"Spark waits for a worker with {wanted} free (plus the memory overhead, "
-                f"at least 384 MiB). Is one registered and large enough (the master's web UI "
-                f"lists its workers' free memory and cores)? Lower spark.executor.memory, or "
-                f"stop the job with Ctrl-C")
+                f"Spark waits for the cluster to start one with {wanted}. Does a worker (a YARN "
+                f"queue, a Kubernetes node) have that free? The master's web UI lists its "
+                f"workers' free memory and cores. Lower spark.executor.memory, or stop the job "
+                f"with Ctrl-C")
     return ""
 
 
