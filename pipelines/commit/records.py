@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
 from pipelines.errors import OutputError, RecordTaken
+from pipelines.pixels import METHOD as FUSION_METHOD
 from pipelines.storage import Store
 from pipelines.storage import uri as uris
 
@@ -110,13 +111,13 @@ RUN_ONLY_FIELDS = frozenset({
 
 def fingerprint_parts(plan: ExportPlan) -> dict[str, str]:
     """What the fingerprint is made of, each part a digest the job record keeps, so a rerun
-    can say what changed: `settings` (the package version and every field of the plan
-    but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation),
+    can say what changed: `settings` (the package version, the pixels' method
+    (`pixels.METHOD`) and every field of the plan but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation),
     `corrections` (the flatfield fields' bytes and the tiles' coefficients: trial J's
     fields estimated again read as "other settings") and `tile_files` (each tile file's
     size and modification time or ETag: the pixels a same-shaped file holds)."""
-    essentials = (__version__, *(getattr(plan, f.name) for f in fields(plan)
-                                 if f.name not in RUN_ONLY_FIELDS))
+    essentials = (__version__, FUSION_METHOD, *(getattr(plan, f.name) for f in fields(plan)
+                                                if f.name not in RUN_ONLY_FIELDS))
     return {"settings": _settings_digest(essentials),
             "corrections": _short_digest(repr(plan.correction)), "tile_files": plan.tile_files}
 

@@ -10,6 +10,14 @@ import numba. Pure array code: no Spark, no store.
 
 import os
 
+# Bumped whenever fusion, resampling or downsampling give other voxels for the same plan.
+# The export's fingerprint holds it: a committed dataset or an unfinished run of earlier
+# voxels is then "other settings", not taken for this job's (trial AK: an output of the
+# version before `closest` measured from a resampled tile's true centre was "nothing to
+# do", and a resume mixed blocks of both; the package version never changed).
+# 2: 2026-12-07 evening (closest's centre; NaN past a tile's edge under linear blending).
+METHOD = 2
+
 # Whether the numba loops keep what they compile on disk: only where this code is a file
 # of its own. Not from a zip (spark-submit --py-files): numba keys a zip's cache by the
 # zip's path, which Spark makes new for every application, so nothing was ever reused,
