@@ -168,6 +168,13 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
             # not reused, which decides the rest (trial L)
             return made_anew_refusal(store.uri, key, "of these tile files and output settings ")
     if record.get("status") == "committed" and changed_parts(record, plan) is None:
+        found = record.get("format")
+        if found and found != plan.output.format:   # trial AK: this job cannot have made it
+            return OutputError(
+                f"output.uri: {store.uri} already holds a committed {found} dataset of an "
+                f"earlier version of this tool ({key}), where this job writes "
+                f"{plan.output.format} (an output named .zarr was N5 before 2026-12-06): pass "
+                f"--overwrite to export it again, or choose another output.uri")
         # trial T: a scheduler's resubmission after an upgrade was told only to choose
         return OutputError(
             f"output.uri: {store.uri} already holds a committed dataset of an earlier version "
@@ -256,16 +263,24 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         return "", str(foreign_files(store, foreign[0], foreign[1], "--overwrite"))
     if record.get("status") == "committed" and anew and not overwrite:
         return "", str(made_anew_refusal(uri, metadata or "its metadata"))
+    earlier = not isinstance(record.get("fingerprint_parts"), dict)   # it cannot tell (trial AK)
     if record.get("status") == "committed":
-        return ("output:   holds a committed dataset of this tool: " +
-                ("--overwrite replaces it" if overwrite else "the run says nothing to do if it is "
-                 "this job's, and refuses it otherwise (--overwrite replaces it)")), ""
+        return ("output:   holds a committed dataset of " +
+                ("an earlier version of this tool: " if earlier else "this tool: ") +
+                ("--overwrite replaces it" if overwrite else
+                 "the run refuses it, as its job record does not tell whether it is this job's "
+                 "(tile-verify checks it; --overwrite replaces it)" if earlier else
+                 "the run says nothing to do if it is this job's, and refuses it otherwise "
+                 "(--overwrite replaces it)")), ""
     # a commit cut short, as the run tells it (`_refuse_committed`): metadata recorded and
     # written (trial AD: "discards it otherwise" where the run of another job refuses)
     if commit_began(record) and metadata:
         return ("output:   holds an unfinished commit of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run finishes it if it is this "
                  "job's, and refuses it otherwise (--overwrite replaces it)")), ""
+    if earlier:
+        return ("output:   holds an unfinished run of an earlier version of this tool: the run "
+                "discards it (finish it with that version to keep its blocks)"), ""
     return ("output:   holds an unfinished run of this tool: the run continues it if it is this "
             "job's, and discards it otherwise"), ""
 

@@ -104,9 +104,13 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
             f"the commit of this dataset did not finish (the job record says "
             f"{record.get('status')!r}): run the same job again to finish it"])
     if record.get("status") != "committed":
+        # a record of an earlier version does not say what its run was made of: this
+        # version discards that run rather than resume it (trial AK)
+        how = ("run the same job again to resume it" if isinstance(record.get("fingerprint_parts"), dict)
+               else "it was an earlier version's, which this version cannot resume: finish it "
+                    "with that version, or run the job again to start over")
         raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed: "
-                          f"its run did not finish; run the same job again to resume it "
-                          f"(tile-clean lists what a stopped run left)")
+                          f"its run did not finish; {how} (tile-clean lists what a stopped run left)")
     try:
         table, compacted = ledger.read_committed(beside, names.ledger(record["fingerprint"]))
     except LedgerUnreadable as e:   # nothing to check the objects against: one line says so

@@ -590,3 +590,16 @@ def test_an_earlier_versions_runs_are_named_as_such(tmp_path, small_acquisition)
                                           "version of this tool .*whose job record does not tell "
                                           "whether it is this job's: nothing to do if it is"):
         export_local(config_for(tmp_path, small_acquisition))
+    # trial AK: an N5 of the days when .zarr meant N5, where this job writes Zarr v3, can
+    # be nobody's output of this job
+    doc = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**doc, "format": "zarr2"}))
+    with pytest.raises(OutputError, match="already holds a committed zarr2 dataset of an earlier "
+                                          "version of this tool .*, where this job writes n5 .*"
+                                          "pass --overwrite to export it again"):
+        export_local(config_for(tmp_path, small_acquisition))
+    from pipelines.commit.output import look_at_output   # and the dry run says the run refuses it
+    config = config_for(tmp_path, small_acquisition)
+    said, _ = look_at_output(config.output.uri, None, make_plan(config).output)
+    assert said.startswith("output:   holds a committed dataset of an earlier version of this "
+                           "tool: the run refuses it"), said
