@@ -109,8 +109,9 @@ def stopping_signal(error: BaseException) -> int:
 # a finaliser (py4j's, run by the garbage collector) Python prints "Exception ignored" and
 # carries on, and inside a C extension's import it comes out as an ImportError (trial AH:
 # a Ctrl-C lost, the export run to its end; a traceback). `raise_if_stopped` raises it
-# again where work goes on, `run_job` reports any exception after it as the stop.
+# again where work goes on, `run_job` reports an exception after it with the stop.
 _received: int | None = None
+_jobs_running = 0   # run_job calls open: a job's own stop is not forgotten inside one
 # Signals held back while files that belong together are written (`signals_deferred`);
 # None: not deferring.
 _deferred: list[int] | None = None
@@ -156,6 +157,14 @@ def forget_stop() -> None:
     _received = None
 
 
+def job_begins() -> None:
+    """`forget_stop` for a job begun outside `run_job` (a notebook's, a library's call of
+    the driver): inside one, the stop it received since it began is its own (review: a
+    Ctrl-C swallowed while the export was imported was forgotten, and it ran to its end)."""
+    if _jobs_running == 0:
+        forget_stop()
+
+
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """SIGINT and SIGTERM held back while the body runs, and raised after it (when it
@@ -193,10 +202,20 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     that left), 141 when stdout's reader left while `work` printed (a shell's SIGPIPE
     code; `stopped` says what that left; once `show` prints, the work is done: 0), each
     reported as one line on stderr instead of a traceback."""
-    import signal
-    import sys
+    global _jobs_running
     install_signal_handlers()
     forget_stop()
+    _jobs_running += 1
+    try:
+        return _run(work, show, stopped)
+    finally:
+        _jobs_running -= 1
+
+
+def _run(work, show, stopped: str) -> int:
+    """`run_job`'s body: `work`, `show` and what each way of ending prints."""
+    import signal
+    import sys
     try:
         result = work()
     except BrokenPipeError as e:   # its reader left early (`tile-clean … | head -1`, trial AD)
@@ -236,8 +255,9 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
         if not isinstance(e, OSError):
             raise
         # trial O: a disk that filled beside the tile JSONs while the results of minutes of
-        # work were written was a traceback; the error names the file
-        print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)
+        # work were written was a traceback; the error names the file (and a stop before it)
+        after = f" (after {signal.Signals(signum).name})" if signum is not None else ""
+        print(f"failed: {type(e).__name__}: {e}{after}", file=sys.stderr)
         return 1
     except Interrupted as e:
         print(str(e), file=sys.stderr)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipelines.config import JobConfig
-from pipelines.errors import forget_stop
+from pipelines.errors import job_begins
 from pipelines.execute.executor import Executor
 
 
@@ -17,11 +17,11 @@ def executor_for(config: JobConfig, given: Executor | None) -> Iterator[Executor
     """The executor to use: the one handed in (left running), or Spark from the job's
     [spark] settings (stopped at the end). Entered by a job itself (not by a flow inside
     it: stitching inside an export), it starts without a stop an earlier job in this
-    process received (`errors.forget_stop`: a notebook's second export stopped by itself
+    process received (`errors.job_begins`: a notebook's second export stopped by itself
     at its first task, after a Ctrl-C of the first)."""
     global _jobs
     if _jobs == 0:
-        forget_stop()
+        job_begins()
     _jobs += 1
     try:
         yield from _executor(config, given)

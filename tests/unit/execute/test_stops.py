@@ -83,7 +83,25 @@ def test_a_disk_error_after_a_stop_is_still_the_disk_error(our_handlers, capsys)
             os.kill(os.getpid(), signal.SIGINT)
             raise OSError(28, "No space left on device", "tiles-final.json")
     assert run_job(work, print) == 1
-    assert capsys.readouterr().err == "failed: OSError: [Errno 28] No space left on device: 'tiles-final.json'\n"
+    assert capsys.readouterr().err == ("failed: OSError: [Errno 28] No space left on device: "
+                                       "'tiles-final.json' (after SIGINT)\n")
+
+
+def test_a_jobs_own_stop_swallowed_before_its_executor_still_stops_it(our_handlers, capsys):
+    """Review: entering the executor forgot a stop the job had received (swallowed while the
+    export's modules were imported): it ran to its end, exit 0."""
+    from pipelines.running import executor_for
+    done = []
+
+    def work():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass   # as inside a C extension's import
+        batch = Batch(lambda shared, item, attempt: done.append(item), None, [1, 2], "two tasks")
+        with executor_for(None, LocalExecutor()) as running:
+            running.run(batch, lambda done, stored: None)
+    assert run_job(work, print) == 130 and done == []
 
 
 def test_a_later_job_in_this_process_starts_without_the_last_ones_stop(our_handlers):
