@@ -16,6 +16,7 @@ from pipelines.commit.records import (
     Sidecars,
     changed_parts,
     commit_began,
+    earlier_version,
     fingerprint,
     output_settings,
     read_json,
@@ -69,6 +70,8 @@ def _how_it_differs(record: dict[str, Any], plan: ExportPlan) -> str:
     if changed is None:   # a record from before the parts were kept: it cannot tell
         return ("made by an earlier version of this tool or with other settings or tile files "
                 "(its job record does not say which)")
+    if earlier_version(record):   # its voxels may differ whatever its settings (trial AK)
+        return "made by an earlier version of this tool, whose voxels may differ"
     if not changed:
         return "with other settings or tile files"
     made = [what for part, what in (("settings", "other settings"),
@@ -137,6 +140,11 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
                 f"output.uri: {store.uri} holds an unfinished commit of this job made before "
                 f"its tile files changed ({key}): its chunks are of the files as they were; "
                 f"pass --overwrite to replace it with an export of the files as they are")
+        if store.exists(key) and began and earlier_version(record):   # review of trial AK
+            raise OutputError(
+                f"output.uri: {store.uri} holds an unfinished commit of an earlier version of "
+                f"this tool ({key}); finish it with that version, or pass --overwrite to "
+                f"replace it")
         if store.exists(key) and began:
             raise OutputError(
                 f"output.uri: {store.uri} holds an unfinished commit of a job with other "
@@ -167,20 +175,23 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
             # before a registration, flatfield estimation or intensity matching that is
             # not reused, which decides the rest (trial L)
             return made_anew_refusal(store.uri, key, "of these tile files and output settings ")
-    if record.get("status") == "committed" and changed_parts(record, plan) is None:
+    if record.get("status") == "committed" and earlier_version(record):
         found = record.get("format")
         if found and found != plan.output.format:   # trial AK: this job cannot have made it
+            why = (" (an output named .zarr was N5 before 2026-12-06)"
+                   if found == "n5" and plan.output.uri.rstrip("/").endswith(".zarr") else "")
             return OutputError(
                 f"output.uri: {store.uri} already holds a committed {found} dataset of an "
                 f"earlier version of this tool ({key}), where this job writes "
-                f"{plan.output.format} (an output named .zarr was N5 before 2026-12-06): pass "
-                f"--overwrite to export it again, or choose another output.uri")
-        # trial T: a scheduler's resubmission after an upgrade was told only to choose
+                f"{plan.output.format}{why}: pass --overwrite to export it again, or choose "
+                f"another output.uri")
+        # trial T: a scheduler's resubmission after an upgrade was told only to choose;
+        # not "nothing to do if it is": its voxels may differ from this version's (review)
         return OutputError(
             f"output.uri: {store.uri} already holds a committed dataset of an earlier version "
-            f"of this tool ({key}), whose job record does not tell whether it is this job's: "
-            f"nothing to do if it is (tile-verify checks it); pass --overwrite to export it "
-            f"again, or choose another output.uri")
+            f"of this tool ({key}), whose voxels this version may compute otherwise: "
+            f"tile-verify checks it as it is; pass --overwrite to export it again, or choose "
+            f"another output.uri")
     # how it differs, where the plan is what the run exports or at its positions (trial X:
     # a touched tile file was refused without saying that was the difference)
     how = f" {_how_it_differs(record, plan)}" if settings_known or positions_known else ""
@@ -261,19 +272,23 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         return "", str(_foreign_dataset(uri, metadata) if metadata else _foreign_files(uri, leftover))
     if foreign[1] is not None:
         return "", str(foreign_files(store, foreign[0], foreign[1], "--overwrite"))
+    earlier = earlier_version(record)   # not this job's, whatever its settings (trial AK)
     if record.get("status") == "committed" and anew and not overwrite:
         return "", str(made_anew_refusal(uri, metadata or "its metadata"))
-    earlier = not isinstance(record.get("fingerprint_parts"), dict)   # it cannot tell (trial AK)
     if record.get("status") == "committed":
         return ("output:   holds a committed dataset of " +
                 ("an earlier version of this tool: " if earlier else "this tool: ") +
                 ("--overwrite replaces it" if overwrite else
-                 "the run refuses it, as its job record does not tell whether it is this job's "
+                 "the run refuses it, as its voxels may differ from this version's "
                  "(tile-verify checks it; --overwrite replaces it)" if earlier else
                  "the run says nothing to do if it is this job's, and refuses it otherwise "
                  "(--overwrite replaces it)")), ""
     # a commit cut short, as the run tells it (`_refuse_committed`): metadata recorded and
     # written (trial AD: "discards it otherwise" where the run of another job refuses)
+    if commit_began(record) and metadata and earlier:
+        return ("output:   holds an unfinished commit of an earlier version of this tool: " +
+                ("--overwrite replaces it" if overwrite else "the run refuses it (finish it "
+                 "with that version; --overwrite replaces it)")), ""
     if commit_began(record) and metadata:
         return ("output:   holds an unfinished commit of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run finishes it if it is this "

@@ -111,8 +111,8 @@ RUN_ONLY_FIELDS = frozenset({
 
 def fingerprint_parts(plan: ExportPlan) -> dict[str, str]:
     """What the fingerprint is made of, each part a digest the job record keeps, so a rerun
-    can say what changed: `settings` (the package version, the pixels' method
-    (`pixels.METHOD`) and every field of the plan but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation),
+    can say what changed: `settings` (the package version, `pixels.METHOD` and every
+    field of the plan but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation),
     `corrections` (the flatfield fields' bytes and the tiles' coefficients: trial J's
     fields estimated again read as "other settings") and `tile_files` (each tile file's
     size and modification time or ETag: the pixels a same-shaped file holds)."""
@@ -130,7 +130,14 @@ def output_settings(plan: ExportPlan) -> str:
     out, base = plan.output, plan.output.base
     return _short_digest(repr((out.format, out.layout, base.chunks, base.shard, out.block,
                                base.dtype, base.compressor, base.resolution, base.lead,
-                               out.downsample, plan.blending, plan.interpolation)))
+                               out.downsample, plan.blending, plan.interpolation, FUSION_METHOD)))
+
+
+def earlier_version(record: dict[str, Any]) -> bool:
+    """Whether job record `record` is of a version whose voxels this one may compute
+    otherwise (`pixels.METHOD`; records before it was kept: every one of them): its run
+    is not this job's, whatever its settings (trial AK, review)."""
+    return record.get("pixels_method") != FUSION_METHOD
 
 
 _last_settings: list[tuple[tuple, str]] = []
@@ -231,7 +238,8 @@ def _new_record(plan: ExportPlan) -> dict[str, Any]:
     """What a job record holds from the start of the run `plan.job`."""
     return {"job": plan.job, "fingerprint": fingerprint(plan),
             "fingerprint_parts": fingerprint_parts(plan),
-            "output_settings": output_settings(plan), "status": "running",
+            "output_settings": output_settings(plan), "pixels_method": FUSION_METHOD,
+            "status": "running",
             "version": __version__, "started": time.time(), "uri": plan.output.uri,
             "format": plan.output.format, "blocks": plan.task_plan.blocks,
             "arrays": {spec.path: asdict(spec) for spec in plan.output.arrays()}}

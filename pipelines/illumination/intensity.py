@@ -40,7 +40,8 @@ from pipelines.illumination.tasks import PairIntensity
 
 METHOD = 2            # bumped when the solve gives other coefficients for the same pairs:
                       # coefficients of an earlier method are matched again (`matched`;
-                      # 2: lines within their noise of slope 1 make no offset)
+                      # 2: lines within their noise of slope 1 make no offset, and an
+                      # offset the medians disagree with by over 5 % is refused)
 PULL = 0.01           # weight of the pull of each tile's log gain towards 0
 MAX_RESIDUAL = 0.05   # relative disagreement of a pair with the solution: dropped beyond
 MAX_RATIO = 4.0       # a brightness ratio of neighbouring tiles at most (`shared_offset`)

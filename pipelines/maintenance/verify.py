@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from pipelines.commit import confirm, ledger
 from pipelines.commit.lock import existing_record, held_error, live_holder
 from pipelines.commit.ownership import METADATA_NAMES
-from pipelines.commit.records import Sidecars, commit_began, require_fields
+from pipelines.commit.records import Sidecars, commit_began, earlier_version, require_fields
 from pipelines.config import apply_override, blame_override, build_config, load_job
 from pipelines.errors import ConfigError, LedgerUnreadable, OutputError
 from pipelines.formats import ArraySpec, Compressor, format_module, sharding
@@ -99,16 +99,19 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
     if holder:   # trial M: "run the same job again to resume it" while it ran
         raise held_error(uri, holder, beside, "verify it once that job has finished", prefix="")
     require_fields(record, beside, uri, "fingerprint", "format", "arrays")
+    # a run of an earlier version (`records.earlier_version`) is not this version's to
+    # finish or resume: it refuses or discards it (trial AK)
+    earlier = earlier_version(record)
     if commit_began(record):
         return Verification(problems=[
             f"the commit of this dataset did not finish (the job record says "
-            f"{record.get('status')!r}): run the same job again to finish it"])
+            f"{record.get('status')!r}): " + (
+                "it was an earlier version's: finish it with that version, or export again "
+                "with --overwrite" if earlier else "run the same job again to finish it")])
     if record.get("status") != "committed":
-        # a record of an earlier version does not say what its run was made of: this
-        # version discards that run rather than resume it (trial AK)
-        how = ("run the same job again to resume it" if isinstance(record.get("fingerprint_parts"), dict)
-               else "it was an earlier version's, which this version cannot resume: finish it "
-                    "with that version, or run the job again to start over")
+        how = ("it was an earlier version's, which this version cannot resume: finish it "
+               "with that version, or run the job again to start over" if earlier
+               else "run the same job again to resume it")
         raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed: "
                           f"its run did not finish; {how} (tile-clean lists what a stopped run left)")
     try:

@@ -571,7 +571,28 @@ def earlier_versions_record(record_file, **changes) -> None:
     fingerprint made otherwise."""
     doc = json.loads(record_file.read_text())
     doc.pop("fingerprint_parts")
+    doc.pop("pixels_method")
     record_file.write_text(json.dumps({**doc, "fingerprint": "0" * 32, **changes}))
+
+
+def test_a_run_of_an_earlier_pixels_method_is_not_this_jobs(tmp_path, small_acquisition):
+    """Trial AK, review: a record of this morning (its fingerprint's parts kept, the pixels'
+    method not) was resumed and its dataset taken for this job's, though fusion changed
+    since; its run is discarded as an earlier version's, and verify says so."""
+    from pipelines.cli.verify import main as verify_main
+    failed_run(tmp_path, small_acquisition, *RECORDING_ALL_BUT_THE_LAST)
+    record_file = tmp_path / "out.job.json"
+    doc = json.loads(record_file.read_text())
+    assert doc.pop("pixels_method") == 2
+    # its fingerprint was made without the method: another digest of the same settings
+    doc["fingerprint"], doc["fingerprint_parts"]["settings"] = "0" * 32, "1" * 32
+    record_file.write_text(json.dumps(doc))
+    assert verify_main([str(tmp_path / "out")]) == 2
+    stream = io.StringIO()
+    result = export(config_for(tmp_path, small_acquisition), LocalExecutor(), stream=stream)
+    assert ("discarding an unfinished run made by an earlier version of this tool, whose voxels "
+            "may differ (") in stream.getvalue()
+    assert result.resumed == 0
 
 
 def test_an_earlier_versions_runs_are_named_as_such(tmp_path, small_acquisition):
@@ -587,18 +608,18 @@ def test_an_earlier_versions_runs_are_named_as_such(tmp_path, small_acquisition)
             "settings or tile files (its job record does not say which) (") in stream.getvalue()
     earlier_versions_record(record_file)   # now a committed dataset of that version
     with pytest.raises(OutputError, match="already holds a committed dataset of an earlier "
-                                          "version of this tool .*whose job record does not tell "
-                                          "whether it is this job's: nothing to do if it is"):
+                                          "version of this tool .*whose voxels this version may "
+                                          "compute otherwise: tile-verify checks it as it is"):
         export_local(config_for(tmp_path, small_acquisition))
     # trial AK: an N5 of the days when .zarr meant N5, where this job writes Zarr v3, can
     # be nobody's output of this job
     doc = json.loads(record_file.read_text())
     record_file.write_text(json.dumps({**doc, "format": "zarr2"}))
     with pytest.raises(OutputError, match="already holds a committed zarr2 dataset of an earlier "
-                                          "version of this tool .*, where this job writes n5 .*"
+                                          "version of this tool .*, where this job writes n5: "
                                           "pass --overwrite to export it again"):
         export_local(config_for(tmp_path, small_acquisition))
-    from pipelines.commit.output import look_at_output   # and the dry run says the run refuses it
+    from pipelines.commit.output import look_at_output  # and the dry run says the run refuses it
     config = config_for(tmp_path, small_acquisition)
     said, _ = look_at_output(config.output.uri, None, make_plan(config).output)
     assert said.startswith("output:   holds a committed dataset of an earlier version of this "
