@@ -176,27 +176,31 @@ def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_
             # not reused, which decides the rest (trial L)
             return made_anew_refusal(store.uri, key, "of these tile files and output settings ")
     if record.get("status") == "committed" and earlier_version(record):
-        found = record.get("format")
-        if found and found != plan.output.format:   # trial AK: this job cannot have made it
-            why = (" (an output named .zarr was N5 before 2026-12-06)"
-                   if found == "n5" and plan.output.uri.rstrip("/").endswith(".zarr") else "")
-            return OutputError(
-                f"output.uri: {store.uri} already holds a committed {found} dataset of an "
-                f"earlier version of this tool ({key}), where this job writes "
-                f"{plan.output.format}{why}: pass --overwrite to export it again, or choose "
-                f"another output.uri")
-        # trial T: a scheduler's resubmission after an upgrade was told only to choose;
-        # not "nothing to do if it is": its voxels may differ from this version's (review)
-        return OutputError(
-            f"output.uri: {store.uri} already holds a committed dataset of an earlier version "
-            f"of this tool ({key}), whose voxels this version may compute otherwise: "
-            f"tile-verify checks it as it is; pass --overwrite to export it again, or choose "
-            f"another output.uri")
+        return _earlier_dataset(store.uri, key, record, plan.output)
     # how it differs, where the plan is what the run exports or at its positions (trial X:
     # a touched tile file was refused without saying that was the difference)
     how = f" {_how_it_differs(record, plan)}" if settings_known or positions_known else ""
     return OutputError(f"output.uri: {store.uri} already holds a committed dataset ({key}){how}; "
                        f"choose another output.uri, or pass --overwrite to replace it")
+
+
+def _earlier_dataset(uri: str, key: str, record: dict, output: OutputSpec) -> OutputError:
+    """The refusal of a committed dataset of an earlier version (`records.earlier_version`),
+    which the run and the dry run both give."""
+    found = record.get("format")
+    if found and found != output.format:   # trial AK: this job cannot have made it
+        why = (" (an output named .zarr was N5 before 2026-12-06)"
+               if found == "n5" and output.uri.rstrip("/").endswith(".zarr") else "")
+        return OutputError(
+            f"output.uri: {uri} already holds a committed {found} dataset of an earlier "
+            f"version of this tool ({key}), where this job writes {output.format}{why}: pass "
+            f"--overwrite to export it again, or choose another output.uri")
+    # trial T: a scheduler's resubmission after an upgrade was told only to choose; not
+    # "nothing to do if it is": its voxels may differ from this version's (review)
+    return OutputError(
+        f"output.uri: {uri} already holds a committed dataset of an earlier version of this "
+        f"tool ({key}), whose voxels this version may compute otherwise: tile-verify checks "
+        f"it as it is; pass --overwrite to export it again, or choose another output.uri")
 
 
 def made_anew_refusal(uri: str, key: str, which: str = "") -> OutputError:
@@ -273,14 +277,14 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
     if foreign[1] is not None:
         return "", str(foreign_files(store, foreign[0], foreign[1], "--overwrite"))
     earlier = earlier_version(record)   # not this job's, whatever its settings (trial AK)
+    if record.get("status") == "committed" and earlier and not overwrite:   # as the run refuses it
+        return "", str(_earlier_dataset(uri, metadata or "its metadata", record, output))
     if record.get("status") == "committed" and anew and not overwrite:
         return "", str(made_anew_refusal(uri, metadata or "its metadata"))
     if record.get("status") == "committed":
         return ("output:   holds a committed dataset of " +
                 ("an earlier version of this tool: " if earlier else "this tool: ") +
                 ("--overwrite replaces it" if overwrite else
-                 "the run refuses it, as its voxels may differ from this version's "
-                 "(tile-verify checks it; --overwrite replaces it)" if earlier else
                  "the run says nothing to do if it is this job's, and refuses it otherwise "
                  "(--overwrite replaces it)")), ""
     # a commit cut short, as the run tells it (`_refuse_committed`): metadata recorded and
