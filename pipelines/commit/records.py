@@ -112,7 +112,8 @@ RUN_ONLY_FIELDS = frozenset({
 def fingerprint_parts(plan: ExportPlan) -> dict[str, str]:
     """What the fingerprint is made of, each part a digest the job record keeps, so a rerun
     can say what changed: `settings` (the package version, `pixels.METHOD` and every
-    field of the plan but RUN_ONLY_FIELDS: the output, the tile table, the stages, blending, interpolation),
+    field of the plan but RUN_ONLY_FIELDS: the output, the tile table, the stages,
+    blending, interpolation),
     `corrections` (the flatfield fields' bytes and the tiles' coefficients: trial J's
     fields estimated again read as "other settings") and `tile_files` (each tile file's
     size and modification time or ETag: the pixels a same-shaped file holds)."""
