@@ -17,6 +17,15 @@ from pipelines.tiles import TileSet, read_region
 __all__ = ["PairOptions", "PairShift", "Link", "Solution", "find_pairs", "register_pair",
            "solve", "register"]
 
+# Bumped whenever measuring pairs or solving gives other positions for the same tiles and
+# settings. A registration's report holds it among what decides the positions
+# (`reuse.fingerprint_parts`): a report of another method is registered again, saying
+# so, not reused (trial AK: the package version never changed, so the results of a
+# registration before a pair pressed against the search window's edge was no match, or
+# before NaN voxels were left out of a pair, were reused as this version's).
+# 1: 2026-12-07 night (the reports before it hold no number).
+METHOD = 1
+
 
 def register(tiles: TileSet, options: PairOptions, min_score: float, max_residual: float,
              read: Callable = read_region) -> Solution:

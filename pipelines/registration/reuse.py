@@ -4,7 +4,9 @@ Registration takes minutes; an export rerun with other output settings (`make de
 would repeat it for the same answer. The stitching report records a fingerprint of what
 decides the refined positions — the stage tile JSONs (or the project XML) as text, the
 identity of each tile file registration reads (`tiles.identity`: size and modification
-time; on S3, size and ETag), the `[stitching]` settings and the package version — and a checksum of every refined JSON it wrote. A later run with the
+time; on S3, size and ETag), the `[stitching]` settings, the package version and the
+registration's method (`registration.METHOD`) — and a checksum of every refined JSON it
+wrote. A later run with the
 same fingerprint whose refined JSONs are still as written reuses them;
 `stitching.force = true` registers again. When only tile JSONs registration does not
 measure changed (a timepoint or channel added, edited or removed), the positions the
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
 from pipelines.config import JobConfig
+from pipelines.registration import METHOD
 from pipelines.storage import S3Options
 from pipelines.storage.documents import read_if_there
 from pipelines.tiles.identity import file_identities
@@ -33,8 +36,8 @@ if TYPE_CHECKING:
 def fingerprint_parts(config: JobConfig, target: Target, s3: S3Options | None,
                       identities: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What decides the refined positions, each part a digest (the report keeps them, so
-    a later run can say which changed): the package version, the [stitching] settings and
-    view selection, each stage JSON's text, the registered tiles' files' identities
+    a later run can say which changed): the package version and the registration's
+    method, the [stitching] settings and view selection, each stage JSON's text, the registered tiles' files' identities
     (`identities`: those this run took already, by path)."""
     settings = {k: v for k, v in asdict(config.stitching).items() if k not in ("enabled", "force")}
     sources = sorted({p for row in config.inputs for p in row})
@@ -44,6 +47,7 @@ def fingerprint_parts(config: JobConfig, target: Target, s3: S3Options | None,
     files = sorted({t.path for t in target.reference})
     return {
         "version": __version__,
+        "method": METHOD,
         "settings": _json_digest({"settings": settings, "views": {k: list(v) for k, v in config.views}}),
         "inputs": {p: digest(read_if_there(p, s3) or b"") for p in sources},
         "tiles": _json_digest(file_identities(files, s3, identities)),
@@ -54,6 +58,10 @@ def fingerprint(parts: dict[str, Any]) -> str:
     """One digest of `fingerprint_parts`."""
     return _json_digest(parts)
 
+
+# the parts that say which code registered: a report without "method" is of a version
+# before it was recorded, whose registration may have measured otherwise
+MADE_BY = ("version", "method")
 
 # a report of a version before the reports recorded what they were made of
 EARLIER_REPORT = ("its report is an earlier version's, which does not record what the "
@@ -70,7 +78,7 @@ def why_again(last: dict | None, parts: dict[str, Any]) -> str:
     if not isinstance(then, dict):   # trial T: registered again without a word
         return EARLIER_REPORT
     reasons = []
-    if then.get("version") != parts["version"]:
+    if any(then.get(k) != parts[k] for k in MADE_BY):
         reasons.append("another version of this tool")
     if then.get("settings") != parts["settings"]:
         reasons.append("other [stitching] settings or input.views")
@@ -107,7 +115,7 @@ def changed_inputs(last: dict | None, parts: dict[str, Any]) -> tuple[str, ...]:
 def reapplicable(last: dict | None, parts: dict[str, Any], registered: str
                  ) -> dict[int, tuple[float, float, float]] | None:
     """The tile positions the registration of `last` (a report) found, when what it
-    measured is unchanged — this tool's version, the [stitching] settings, the
+    measured is unchanged — this tool's version and method, the [stitching] settings, the
     `registered` tile JSON's text and its tiles' files — and only other tile JSONs were
     added, edited or removed (another timepoint or channel): their refined JSONs follow
     from their own text and those positions, with no pair measured again (trial I: adding
@@ -115,7 +123,7 @@ def reapplicable(last: dict | None, parts: dict[str, Any], registered: str
     report does not hold the positions."""
     kept = (last or {}).get("reuse")
     then = kept.get("parts") if isinstance(kept, dict) else None
-    if not isinstance(then, dict) or any(then.get(k) != parts[k] for k in ("version", "settings", "tiles")):
+    if not isinstance(then, dict) or any(then.get(k) != parts[k] for k in (*MADE_BY, "settings", "tiles")):
         return None
     inputs = then.get("inputs")
     if not isinstance(inputs, dict) or inputs.get(registered) != parts["inputs"].get(registered):

@@ -84,6 +84,18 @@ def report_of_an_earlier_version(acq: Path) -> list[str]:
     return []
 
 
+def report_of_another_method(acq: Path) -> list[str]:
+    """The report as the version before the registration's method was recorded wrote it
+    (trial AK): its parts and fingerprint without "method", the package version the same."""
+    from pipelines.registration import reuse
+    report = acq / "tiles-stitching.json"
+    doc = json.loads(report.read_text())
+    doc["reuse"]["parts"].pop("method")
+    doc["reuse"]["fingerprint"] = reuse.fingerprint(doc["reuse"]["parts"])
+    report.write_text(json.dumps(doc))
+    return []
+
+
 def test_an_unchanged_acquisition_reuses_the_registration(tmp_path, acq):
     first, printed = run(tmp_path, acq, "first")
     assert " tried in " in printed and not first.stitching.outcome.reused
@@ -123,7 +135,7 @@ def test_an_edited_result_is_not_replaced_unless_forced(tmp_path, acq):
 
 
 @pytest.mark.parametrize("change", [change_setting, change_stage_json, touch_a_tile, force,
-                                    report_of_an_earlier_version])
+                                    report_of_an_earlier_version, report_of_another_method])
 def test_a_change_registers_again(tmp_path, acq, change):
     run(tmp_path, acq, "first")
     overrides = change(acq)
@@ -134,7 +146,8 @@ def test_a_change_registers_again(tmp_path, acq, change):
            touch_a_tile: "the registered tiles' files changed (size or modification time)",
            force: "stitching.force",   # trial T: an earlier version's report, registered again silently
            report_of_an_earlier_version: "its report is an earlier version's, which does not "
-                                         "record what the registration was made of"}[change]
+                                         "record what the registration was made of",
+           report_of_another_method: "another version of this tool"}[change]
     assert f"stitching: registering again: {why}\n" in printed, printed   # trial I: no word why
     result, printed = run(tmp_path, acq, "third", *overrides)   # and that result is reused
     assert result.stitching.outcome.reused == (change is not force), printed
