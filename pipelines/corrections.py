@@ -26,6 +26,7 @@ from pipelines.execute.executor import Batch, Executor
 from pipelines.geometry import Box
 from pipelines.illumination import matched
 from pipelines.illumination.correct import Correction
+from pipelines.illumination.estimate import METHOD as ESTIMATION_METHOD
 from pipelines.illumination.estimate import (
     Binning,
     Fields,
@@ -35,8 +36,8 @@ from pipelines.illumination.estimate import (
 )
 from pipelines.illumination.fields import (
     FlatfieldError,
+    earlier_estimate,
     plane_at,
-    unchecked_offset,
     write_fields,
 )
 from pipelines.illumination.intensity import solve_intensities
@@ -141,6 +142,7 @@ def _write(folder: str, fields: Fields, tilesets, tile_json: str, seconds: float
     info = {"method": "per-pixel histogram quantiles (stitching-spark)", "tile_json": tile_json,
             "tiles": sum(len(ts) for ts in tilesets), "offset_estimated": fields.offset_estimated,
             "offset_checked": fields.offset_estimated,   # against the tiles' darkest values
+            "estimation_method": ESTIMATION_METHOD,
             "reference_spread": fields.spread, "seconds": round(seconds, 3),
             "slice_groups": fields.gain.shape[0] if fields.gain.ndim == 3 else 1}
     write_fields(folder, fields, info, _picture(fields, tilesets, s3), s3)
@@ -193,11 +195,11 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
         for path, folder in zip(config.inputs[0], folders):
             stream.write(f"flatfield of {uri_name(path)}: reused ({folder}; delete it, or "
                          f"[flatfield] enabled = true, to estimate again)\n")
-            if unchecked_offset(folder, config.s3_options()):   # trial T: 1.8 % clipped to 0
+            # trial T: a T above the tiles' darkest values clipped 1.8 % of them to 0
+            differed = earlier_estimate(folder, config.s3_options())
+            if differed:
                 stream.write(f"warning: {folder} was estimated by an earlier version of this "
-                             f"tool, which did not check its offset T against the tiles' "
-                             f"darkest values (a T above them clips those pixels to 0); "
-                             f"[flatfield] enabled = true estimates it again, checked\n")
+                             f"tool, {differed}; [flatfield] enabled = true estimates it again\n")
     return replace(config, flatfield=folders), seconds
 
 

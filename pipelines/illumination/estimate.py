@@ -38,6 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Bumped whenever estimation gives other fields for the same tiles; flatfield.json records
+# it ("estimation_method"), and fields of another method reused by fusion.flatfield =
+# "auto" get a warning (`fields.earlier_estimate`; trial AK: nothing told an earlier
+# version's fields from this one's but the offset check's mark).
+# 1: 2026-12-07 night; fields of the day before it that record "offset_checked" are alike.
+METHOD = 1
+
 CELLS = 32                 # cells per axis of the reduced grid at most
 MIN_FACTOR = 2             # pixels per cell side at least (noise / MIN_FACTOR)
 BINS = 512                 # histogram bins; log-spaced above 1 for wide types (2.2 % wide)

@@ -22,7 +22,7 @@ import numpy as np
 import tifffile
 
 from pipelines.errors import PipelineError, cause
-from pipelines.illumination.estimate import Fields, implausible_gain, not_finite
+from pipelines.illumination.estimate import METHOD, Fields, implausible_gain, not_finite
 from pipelines.storage import open_store
 from pipelines.storage.documents import json_if_readable
 from pipelines.storage.uri import is_remote
@@ -69,14 +69,23 @@ def write_fields(folder: str, fields: Fields, info: dict, picture: bytes = b"", 
     return written
 
 
-def unchecked_offset(folder: str, s3=None) -> bool:
-    """Whether the fields in `folder` hold an estimated offset T that their estimation did
-    not check against the tiles' darkest values (`estimate.impossible_offset`): fields
-    of versions before that check, whose flatfield.json says nothing of it. Fields a user
-    made (no flatfield.json, or no `offset_estimated`) are taken as given."""
+def earlier_estimate(folder: str, s3=None) -> str:
+    """How the estimation of the fields in `folder` differed from this version's ('' when
+    it did not): an estimated offset T that was not checked against the tiles' darkest
+    values (`estimate.impossible_offset`; versions before that check, whose
+    flatfield.json says nothing of it), or another `estimate.METHOD`. Fields a user made
+    (no flatfield.json, or none of this tool's marks in it) are taken as given."""
     info = json_if_readable(join_uri(folder, INFO_FILE), s3)   # missing or unreadable: None
-    return isinstance(info, dict) and info.get("offset_estimated") is True \
-        and "offset_checked" not in info
+    if not isinstance(info, dict) or "offset_estimated" not in info:
+        return ""
+    if "estimation_method" not in info:   # before it was recorded: method 1 once checked
+        if "offset_checked" in info or info.get("offset_estimated") is not True:
+            return ""
+        return ("which did not check its offset T against the tiles' darkest values (a T "
+                "above them clips those pixels to 0)")
+    if info["estimation_method"] == METHOD:
+        return ""
+    return f"whose estimation differed (method {info['estimation_method']}, this version's {METHOD})"
 
 
 def _put(store, folder: str, name: str, data: bytes) -> str:

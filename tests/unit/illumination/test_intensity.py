@@ -483,11 +483,17 @@ def test_the_corrections_time_and_record_are_their_own(tmp_path):
     # trial T: fields of an earlier version, whose offset was never checked against the
     # tiles' darkest values, were reused without a word (1.8 % of the voxels clipped to 0)
     info = Path(folder) / "flatfield.json"
-    earlier = {k: v for k, v in json.loads(info.read_text()).items() if k != "offset_checked"}
+    earlier = {k: v for k, v in json.loads(info.read_text()).items()
+               if k not in ("offset_checked", "estimation_method")}
     info.write_text(json.dumps({**earlier, "offset_estimated": True}))
     printed, _, _ = run("third")
     assert f"warning: {folder} was estimated by an earlier version of this tool, which did " \
            f"not check its offset T against the tiles' darkest values" in printed, printed
+    # trial AK: fields of another estimation method were reused as this version's
+    info.write_text(json.dumps({**earlier, "offset_checked": True, "estimation_method": 0}))
+    printed, _, _ = run("fourth")
+    assert f"warning: {folder} was estimated by an earlier version of this tool, whose " \
+           f"estimation differed (method 0, this version's 1)" in printed, printed
 
 
 @pytest.mark.parametrize("jitter", [8, 0])
