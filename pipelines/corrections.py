@@ -97,13 +97,11 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
     executor.start()   # Spark's start-up is counted apart, not as estimation (review G)
     began, count, estimated = time.perf_counter(), 0, []
     for c, tilesets in enumerate(channels):
-        fields, problem = _estimate_channel(tilesets, executor, s3, stream, config.flatfield_per_slice)
+        fields, problem, why = _estimate_channel(tilesets, executor, s3, stream, config.flatfield_per_slice)
         if problem:   # before any channel's fields are written
             raise FlatfieldError(
                 f"{config.inputs[0][c]}: the flatfield estimated from {sum(len(ts) for ts in tilesets)} "
-                f"tiles is not usable: {problem}; the tiles' pixel statistics follow the sample "
-                f"rather than the illumination (more tiles, or tiles whose content differs "
-                f"across the field of view, are needed); nothing was written")
+                f"tiles is not usable: {problem}; {why}; nothing was written")
         estimated.append(fields)
     for c, (tilesets, folder, fields) in enumerate(zip(channels, folders, estimated)):
         count += sum(len(ts) for ts in tilesets)
@@ -115,8 +113,9 @@ def estimate_flatfield(config: JobConfig, executor: Executor, stream: TextIO = s
 
 
 def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3,
-                      stream: TextIO, per_slice: bool = False) -> tuple[Fields, str]:
-    """The channel's fields and why they are not usable ('' when they are)."""
+                      stream: TextIO, per_slice: bool = False) -> tuple[Fields, str, str]:
+    """The channel's fields, what makes them unusable ('' when nothing does) and the
+    likely cause with what would help."""
     first = tilesets[0].tiles[0]
     binning = Binning.for_tiles(first.size[:2], first.dtype, first.size[2] if per_slice else 0)
     # the driver holds every task's histograms at once: groups of slices mean fewer tasks
@@ -129,7 +128,21 @@ def _estimate_channel(tilesets: tuple[TileSet, ...], executor: Executor, s3,
     counts = sum((r.counts for r in executor.run(batch, progress)), np.zeros(binning.shape, np.int64))
     progress.finish()
     fields = fit_fields(counts, binning)
-    return fields, implausible(fields) or impossible_offset(counts, binning, fields)
+    problem = implausible(fields)
+    if problem:
+        return fields, problem, SAMPLE_STATISTICS
+    return fields, impossible_offset(counts, binning, fields), UNPINNED_OFFSET
+
+
+# why an estimate's S is implausible, and what helps
+SAMPLE_STATISTICS = ("the tiles' pixel statistics follow the sample rather than the illumination "
+                     "(more tiles, or tiles whose content differs across the field of view, are needed)")
+# why its T is impossible (trial AJ: backgrounds of 6-40 photons over 12-36 tiles were told
+# their statistics follow the sample, which did not fit)
+UNPINNED_OFFSET = ("the tiles' darkest values do not pin the offset down (too few tiles, or a "
+                   "background only a few photons above the camera's dark level); more tiles "
+                   "are needed, or fields of your own in fusion.flatfield (S.tif, and T.tif "
+                   "holding the camera's dark level)")
 
 
 def _groups(tiles: TileSet, timepoints: int, tasks: int = MAX_TASKS) -> list[tuple[int, ...]]:

@@ -326,6 +326,7 @@ def test_a_field_that_follows_the_sample_is_refused_and_nothing_is_written(tmp_p
     with pytest.raises(FlatfieldError) as refused:
         estimate_flatfield(load_job(path), LocalExecutor(), io.StringIO())
     assert "is not usable: its S falls to -0." in str(refused.value), refused.value
+    assert "statistics follow the sample" in str(refused.value)
     assert "\n" not in str(refused.value) and "nothing was written" in str(refused.value)
     assert not (tmp_path / "acq" / "tiles-flatfield").exists()
 
@@ -342,6 +343,7 @@ def test_an_offset_above_the_darkest_values_is_refused_and_nothing_is_written(tm
         estimate_flatfield(load_job(path), LocalExecutor(), io.StringIO())
     message = str(refused.value)
     assert "is not usable: its offset T (" in message and "nothing was written" in message, message
+    assert "the tiles' darkest values do not pin the offset down" in message, message
     offset = float(message.split("its offset T (")[1].split(")")[0])
     raw = np.stack([tifffile.imread(p) for p in sorted(Path(acq["paths"]["tiles"]).glob("*.tif"))])
     assert np.mean(raw < offset) > 0.05   # judged by the raw voxels themselves
