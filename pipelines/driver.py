@@ -312,6 +312,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         check_complete(plan, recorded)
         assert recorded.objects is not None
         confirm.check_before_commit(plan, recorded.objects, store)
+        confirm.check_tiles_unchanged(plan)
         phase = "commit"
         summary = publish(plan, recorded, store, beside)
         phase = "ledger"

@@ -19,9 +19,10 @@ import pyarrow as pa
 
 from pipelines.commit.documents import container_keys
 from pipelines.commit.ownership import is_ours_by_name
-from pipelines.errors import OutputError, RunFailed
+from pipelines.errors import OutputError, RunFailed, TileError
 from pipelines.plan import ExportPlan
 from pipelines.storage import Store
+from pipelines.tiles.identity import file_identities, identities_digest
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,23 @@ def check_before_commit(plan: ExportPlan, objects: pa.Table, store: Store) -> No
                         f"{len(foreign)} file(s) this job did not write (e.g. {foreign[0]}); "
                         f"move them out of the dataset and run the same command again "
                         f"(every block is recorded: it only commits)")
+
+
+def check_tiles_unchanged(plan: ExportPlan) -> None:
+    """TileError, publishing nothing, when a tile file's identity (size and modification
+    time; size and ETag on S3) is not the one the plan took: its blocks may mix the old
+    pixels and the new (trial AM: a tile rewritten while the run went was committed half
+    old, half new, and tile-verify passed it). A stat each, or a HEAD each on S3, as the
+    plan took them."""
+    if not plan.tile_files:   # a plan made without them (no file to compare)
+        return
+    paths = sorted({t.path for row in plan.tiles for tiles in row for t in tiles})
+    if identities_digest(file_identities(paths, plan.s3)) != plan.tile_files:
+        raise TileError("commit refused, nothing was published: tile files changed while "
+                        "the run read them (a size or modification time is not what the run "
+                        "began with), so its blocks may mix old and new pixels; once the files "
+                        "are final, run the same command again: it discards this run and "
+                        "computes every block from them")
 
 
 def foreign_keys(listed: Iterable[str], objects: pa.Table, documents: set[str]) -> list[str]:
