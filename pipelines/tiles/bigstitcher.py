@@ -84,6 +84,14 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
     registrations = spimdata.registrations(root, source)
     locate = spimdata.locator(loader, loader_element, base, source)
 
+    # trial AM: a view whose ViewSetup was deleted (its registration and file kept) was
+    # left out without a word, and the part only it covered came out 0
+    orphans = sorted({s for _, s in registrations if s not in setups})
+    if orphans:
+        more = f" and {len(orphans) - 1} more" if len(orphans) > 1 else ""
+        raise TileError(f"{source}: ViewRegistrations name view setup {orphans[0]}{more}, which "
+                        f"ViewSetups does not hold (a setup removed from one but not the other); "
+                        f"add its ViewSetup, or remove its ViewRegistrations to leave it out")
     chosen = {k: {int(v) for v in ids} for k, ids in (views or {}).items()}
     _check_chosen_exist(chosen, setups, timepoints, source)
     rows: dict[tuple[int, int], list[Tile]] = {}

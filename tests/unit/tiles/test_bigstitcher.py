@@ -142,6 +142,16 @@ def test_a_missing_view_registration_is_refused(tmp_path, angles, capsys):
     refused(tmp_path, capsys, angles, "view setup 0, timepoint 0", "no ViewRegistration")
 
 
+def test_a_view_whose_setup_was_removed_is_refused(tmp_path, angles, capsys):
+    """Trial AM: a ViewSetup deleted, its registration and file mapping kept: the view was
+    left out without a word and the part only it covered came out 0."""
+    def drop(root):
+        group = root.find("SequenceDescription/ViewSetups")
+        group.remove(group.findall("ViewSetup")[-1])
+    edit(angles, drop)
+    refused(tmp_path, capsys, angles, "ViewRegistrations name view setup", "which ViewSetups does not hold")
+
+
 @pytest.mark.parametrize("loader, path, attribute, value", [
     ("tiff", "SequenceDescription/ImageLoader/files/FileMapping", "timepoint", "zero"),
     ("tiff", "SequenceDescription/ImageLoader/files/FileMapping", "series", "first"),
