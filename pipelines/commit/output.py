@@ -11,7 +11,13 @@ from typing import Any, TextIO
 
 from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, live_holder
-from pipelines.commit.ownership import METADATA_NAMES, foreign_count, foreign_files, remove_owned
+from pipelines.commit.ownership import (
+    METADATA_NAMES,
+    check_sidecars,
+    foreign_count,
+    foreign_files,
+    remove_owned,
+)
 from pipelines.commit.records import (
     Sidecars,
     changed_parts,
@@ -46,9 +52,9 @@ def check_output(plan: ExportPlan, store: Store, beside: Store,
     if record.get("fingerprint") != fingerprint(plan):
         # our own unfinished run of other inputs: start over (only what is provably ours);
         # said aloud, as hours of recorded work may go
-        if stream is not None:
-            stream.write(f"{discard_notice(plan, beside, record)}\n")
-        remove_owned(store, "an unfinished run of this output with other settings")
+        notice = discard_notice(plan, beside, record)
+        remove_owned(store, "an unfinished run of this output with other settings",
+                     lambda: stream.write(f"{notice}\n") if stream is not None else None)
         return plan
     return replace(plan, rerun=True)
 
@@ -253,6 +259,11 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         # an answer that refuses (no such bucket, denied credentials) is the run's refusal
         # too (trial AA: "not looked at" and exit 0 where the run stops with exit 2)
         store.check_reachable("output.uri")
+        # what the run refuses before it looks at the dataset (trial AM: "output: empty",
+        # exit 0, for an output that is a file, a read-only folder, a user's files under
+        # the names kept beside it, which the run refused)
+        store.check_may_write("output.uri")
+        check_sidecars(uri, output.layout, store, beside)
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
@@ -297,6 +308,9 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         return ("output:   holds an unfinished commit of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run finishes it if it is this "
                  "job's, and refuses it otherwise (--overwrite replaces it)")), ""
+    count, first = (0, None) if overwrite else foreign_count(store)   # the run refuses to
+    if first is not None:                                 # discard them, or to commit them
+        return "", str(foreign_files(store, count, first, "output.uri"))
     if earlier:
         return ("output:   holds an unfinished run of an earlier version of this tool: the run "
                 "discards it (finish it with that version to keep its blocks)"), ""

@@ -16,6 +16,7 @@ and our temporary files; anything else in the container stops the job instead.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.commit import ledger
@@ -34,9 +35,14 @@ _CHUNK = re.compile(r"\d+(\.\d+)*")   # a chunk index: N5 / Zarr "/" keys, Zarr 
 def check_sidecar_names(plan: ExportPlan, store: Store, beside: Store) -> None:
     """OutputError unless every name we keep beside the container (`store`) is free or
     ours."""
-    names = Sidecars.of(plan.output.uri)
-    where = uris.parent(plan.output.uri) if uris.is_remote(plan.output.uri) else str(
-        Path(plan.output.uri).resolve().parent)
+    check_sidecars(plan.output.uri, plan.output.layout, store, beside)
+
+
+def check_sidecars(uri: str, layout: str, store: Store, beside: Store) -> None:
+    """`check_sidecar_names` of an output at `uri` written in `layout` (the dry run's
+    look at the output asks it too, as the run refuses on it)."""
+    names = Sidecars.of(uri)
+    where = uris.parent(uri) if uris.is_remote(uri) else str(Path(uri).resolve().parent)
     foreign = [k for k in beside.list(names.ledger_root)
                if not ledger.is_ledger_key(k[len(names.ledger_root):])]
     ours = bool(read_json(beside, names.job_record))
@@ -53,11 +59,11 @@ def check_sidecar_names(plan: ExportPlan, store: Store, beside: Store) -> None:
     if ours:
         return   # our record: the names beside it are ours
     taken = [n for n in (f"{names.report}/", names.error_log) if next(iter(beside.list(n)), None)]
-    if plan.output.layout == "bdv" and beside.exists(names.bdv_xml):
+    if layout == "bdv" and beside.exists(names.bdv_xml):
         taken.append(names.bdv_xml)
     held = next(iter(store.list()), None) if taken else None
     if held is not None:   # a dataset with its report, its job record lost (trial M)
-        raise OutputError(f"output.uri: {plan.output.uri} holds files (e.g. {held}) and "
+        raise OutputError(f"output.uri: {uri} holds files (e.g. {held}) and "
                           f"{taken[0].rstrip('/')} is beside it, but there is no job record "
                           f"({names.job_record}) to say this pipeline wrote them; the job "
                           f"would write over them: move them away or choose another "
@@ -126,14 +132,16 @@ def foreign_count(store: Store) -> tuple[int, str | None]:
     return count, first
 
 
-def remove_owned(store: Store, why: str) -> int:
+def remove_owned(store: Store, why: str, announce: Callable[[], object] = lambda: None) -> int:
     """Delete the container's objects that are ours (`owned_keys`) and our temporary
     files, then the folders that leaves empty (trial AB: an N5 level folder left empty
     is a group to z5py, and zarr-python warns of a Zarr array's); OutputError, deleting
-    nothing, when anything else is there."""
+    nothing, when anything else is there. `announce` is called once the deletion is
+    certain (trial AM: "discarding …" was printed, then the deletion refused)."""
     ours, foreign = owned_keys(store)
     if foreign:
         raise foreign_files(store, len(foreign), foreign[0], why)
+    announce()
     for key in ours:
         store.delete(key)
     for partial in store.partial_writes():

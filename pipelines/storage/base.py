@@ -149,6 +149,11 @@ class Store(ABC):
         the endpoint, the bucket, the credentials, never echoing them)."""
         return cause(err)
 
+    def check_may_write(self, what: str = "output.uri") -> None:
+        """What `check_writable` checks without writing anything (the dry run): by default
+        that the store answers (`check_reachable`)."""
+        self.check_reachable(what)
+
     def check_reachable(self, what: str = "") -> None:  # noqa: B027  (a local or memory store always is)
         """Raise OutputError, in one line beginning with `what` when given, if the storage
         cannot be reached at all (a remote endpoint that is down, `NoAnswer`)

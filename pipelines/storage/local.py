@@ -238,7 +238,14 @@ class LocalStore(Store):
         (self.root / partial.token).unlink(missing_ok=True)
 
     def check_writable(self, what: str = "output.uri") -> None:
-        # Find the deepest folder that exists: that is where creating the root must start.
+        _probe(self._deepest_writable(what), what)
+
+    def check_may_write(self, what: str = "output.uri") -> None:
+        self._deepest_writable(what)
+
+    def _deepest_writable(self, what: str) -> Path:
+        """The deepest folder of the root's path that exists (where creating the root must
+        start), OutputError unless it is a folder this process may write in."""
         existing = self.root
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
@@ -248,7 +255,7 @@ class LocalStore(Store):
             read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
             raise OutputError(f"{what}: cannot write under {existing} "
                               f"({'a read-only file system' if read_only else 'permission denied'})")
-        _probe(existing, what)
+        return existing
 
 
 def _probe(folder: Path, what: str) -> None:

@@ -284,6 +284,7 @@ def test_the_dry_run_says_what_the_output_holds_and_refuses_what_the_run_refuses
     with pytest.raises(OutputError, match="this pipeline did not write"):   # the run's own line
         export_local(load_job(job), overwrite=True)
     shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(tmp_path / "out.report")   # else the run refuses its report's name first
     (tmp_path / "out.job.json").unlink()
     zarr.open_array(str(tmp_path / "out"), mode="w", shape=(4, 4), dtype="u1", zarr_format=2)
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -477,3 +478,40 @@ def test_the_dry_run_names_the_dataset_it_would_write(small_acquisition, tmp_pat
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / uri))
     first = dry_run(load_job(job, sets)).lines()[0]
     assert first.startswith(f"dataset:  {tmp_path / uri}  ") and said in first, first
+
+
+def test_the_dry_run_refuses_the_outputs_the_run_refuses_before_it_looks_inside(
+        small_acquisition, tmp_path, capsys):
+    """Trial AM: "output: empty", exit 0, for an output path that is a file, one under a
+    file, a user's folder under the report's name beside it, and another job's unfinished
+    run holding a user's file, where the run refused each (and printed "discarding …"
+    before refusing the last). The dry run now stops with the run's own line."""
+    from pipelines.cli.export import main
+    from tests.unit.commit.test_commit import failed_run
+    out = tmp_path / "out"
+
+    def both_refuse(*overrides: str) -> str:
+        job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(out))
+        sets = [a for o in overrides for a in ("--set", o)]
+        capsys.readouterr()
+        assert main([str(job), "--dry-run", *sets]) == 2
+        said = capsys.readouterr().err.strip().splitlines()
+        assert len(said) == 1, said
+        assert main([str(job), *sets]) == 2
+        ran = capsys.readouterr()
+        assert said[0].split(": ", 2)[2].split(";")[0] in ran.err, (said, ran.err)
+        assert "discarding" not in ran.out + ran.err
+        return said[0]
+
+    out.write_text("a file")
+    assert "exists and is not a folder" in both_refuse()
+    out.unlink()
+    (tmp_path / "out.report").mkdir()
+    (tmp_path / "out.report" / "summary.json").write_text("{}")
+    assert "out.report already exists beside the output" in both_refuse()
+    shutil.rmtree(tmp_path / "out.report")
+    failed_run(tmp_path, small_acquisition)
+    (out / "c0" / "notes.txt").write_text("mine")
+    said = both_refuse("fusion.blending=max")   # another job's unfinished run
+    assert "holds 1 file(s) this pipeline did not write (e.g. c0/notes.txt)" in said, said
+    assert (out / "c0" / "notes.txt").read_text() == "mine"
