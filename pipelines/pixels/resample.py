@@ -156,11 +156,37 @@ def sample_linear(tile: Tile, region: Box, read: Reader) -> np.ndarray:
     axes = [_axis_samples(a, b, n, o, p) for a, b, n, o, p in
             zip(region.start, region.stop, tile.size, tile.origin, tile.position)]
     data = read(tile, Box(tuple(s.lo for s in axes), tuple(s.hi for s in axes)))
-    # a fixed axis order: every voxel goes through the same operations in any block
-    for numpy_axis, s in zip((2, 1, 0), axes):
+    out = np.empty(region.shape[::-1], np.float32)
+    # slabs of output planes: interpolating the whole region at once held four times its
+    # float32 values (trial AL: 12 bytes per voxel against nearest's 6, above the plan);
+    # per slab only that slab's planes are, with the same operations per voxel
+    step = max(1, SLAB_BYTES // (4 * out.shape[1] * out.shape[2]))
+    for first in range(0, out.shape[0], step):
+        out[first:first + step] = _slab(data, axes, first, min(first + step, out.shape[0]))
+    return out
+
+
+# float32 bytes of output planes interpolated at once (`sample_linear`)
+SLAB_BYTES = 2 << 20
+
+
+def _slab(data: np.ndarray, axes: list[_AxisSamples], first: int, last: int) -> np.ndarray:
+    """Output planes [first, last) of `sample_linear`: the source planes they sample,
+    interpolated along x, y, then z (a fixed order: every voxel goes through the same
+    operations in any block and any slab)."""
+    x, y, z = axes
+    if z.k is None or z.k1 is None or z.t is None:   # z does not move: plane j is source plane j
+        part = data[first:last]
+        for numpy_axis, s in ((2, x), (1, y)):
+            if s.k is not None and s.k1 is not None and s.t is not None:
+                part = _interpolate(part, s.k, s.k1, s.t, numpy_axis)
+        return part
+    lo, hi = int(z.k[first]), int(z.k1[last - 1]) + 1
+    part = data[lo:hi]
+    for numpy_axis, s in ((2, x), (1, y)):
         if s.k is not None and s.k1 is not None and s.t is not None:
-            data = _interpolate(data, s.k, s.k1, s.t, numpy_axis)
-    return data.astype(np.float32, copy=False)
+            part = _interpolate(part, s.k, s.k1, s.t, numpy_axis)
+    return _interpolate(part, z.k[first:last] - lo, z.k1[first:last] - lo, z.t[first:last], 0)
 
 
 class _AxisSamples(NamedTuple):
