@@ -83,7 +83,10 @@ class DryRun:
                 if self.computed_bytes < 0.99 * self.uncompressed_bytes else ""),
             f"memory:   {size_text(self.task_memory)} per task at most, estimated (limits.task_memory "
             f"allows {size_text(self.memory_budget)})",
-            f"planning: {self.seconds:.2f} s, driver peak memory {size_text(self.peak_rss)}",
+            # this process's own peak (trial AL: read as the driver's size, where a run's
+            # driver also holds Spark's JVM and its Python side, 0.5-0.8 GiB measured)
+            f"planning: {self.seconds:.2f} s, {size_text(self.peak_rss)} peak memory for planning "
+            f"(a run's driver adds Spark's JVM: spark.driver.memory)",
         ] + ([] if self.pairs is None else [
             f"stitching: {self.pairs:,} pair tasks to register first; the plan above is at the "
             f"stage positions (registration moves the bounds by at most its corrections, and "

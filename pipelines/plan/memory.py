@@ -3,7 +3,8 @@
 A task's peak is the larger of its compute terms (fusing at stage 0, reading the level
 below at later stages) plus the codec term (one object being encoded, and the buffers of
 the row of chunks copied before it) plus the tile cache its process keeps
-(`limits.tile_cache`, shared by the blocks of a task). BENCHMARKS.md compares the peak
+(`limits.tile_cache`, shared by the blocks of a task) plus the Python worker's own memory
+(`WORKER_BYTES`). BENCHMARKS.md compares the peak
 with what workers really held.
 """
 
@@ -40,6 +41,12 @@ AFFINE_BYTES_PER_VOXEL = 12
 DOWNSAMPLE_BYTES_PER_VOXEL = {"mean": 8, "mode": 24}
 # Copies of one object's bytes alive while it is encoded: raw, padded, compressed.
 CODEC_COPIES = 3
+# A Python worker's own private memory besides its blocks: the interpreter with numpy,
+# numcodecs, pyarrow (and numba where a kernel is compiled), its ledger and receipt
+# buffers. Trial AL measured 105-157 MiB of RssAnon per worker over 2 048 tasks of blocks
+# of 0.8-5 MiB, which the plan had called 0.8-5 MiB (a YARN container sized by it was
+# short by that much per core). Memory-mapped tile pages are not in it (BENCHMARKS.md).
+WORKER_BYTES = 160 << 20
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,11 @@ class TaskMemory:
     codec: int     # one object (chunk or shard) being encoded, and its row's chunk buffers
     cache: int = 0  # decoded tile reads kept for the next blocks (limits.tile_cache)
     fields: int = 0  # flatfield fields, read once per process (illumination.fields)
+    worker: int = WORKER_BYTES   # the Python worker itself: interpreter, libraries, buffers
 
     @property
     def peak(self) -> int:
-        return max(self.fusing, self.reading) + self.codec + self.cache + self.fields
+        return max(self.fusing, self.reading) + self.codec + self.cache + self.fields + self.worker
 
 
 def task_memory(output: OutputSpec, tiles: TileSet, stages: tuple[Stage, ...],
@@ -138,13 +146,18 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
         return
     grid = output.block_grid(0)
     worst = (0, 0, 0)  # the first block is the largest: it is whole, or the whole array
-    # the cache is part of what the block needs (trial X: "takes 256 MiB of it" of a
-    # budget of 1 MiB)
-    cache = f" (limits.tile_cache's {_mib(tile_cache)} included)" if tile_cache else ""
+    # what the figure holds besides the block's own work (trial X: "takes 256 MiB of it"
+    # of a budget of 1 MiB; trial AL: the worker's own memory)
+    included = [f"its Python worker's own {_mib(WORKER_BYTES)}"] + \
+        ([f"limits.tile_cache's {_mib(tile_cache)}"] if tile_cache else [])
+    # a sharded array's block holds whole shards: a block of one shard cannot be smaller
+    # (trial AL: the advice led to a second refusal)
+    smaller = ("output.block (whole shards), output.shard or output.chunks" if output.base.shard
+               else "output.block or output.chunks")
     raise PlanError(
         f"block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
-        f"voxels) needs about {_mib(needed)}{cache} but limits.task_memory is {_mib(budget)}"
-        + "; use a smaller output.block or output.chunks, "
+        f"voxels) needs about {_mib(needed)} ({' and '.join(included)} included) but "
+        f"limits.task_memory is {_mib(budget)}; use a smaller {smaller}, "
         + ("lower limits.tile_cache, " if tile_cache else "")   # trial M: the cache alone can be too much
         + "or raise limits.task_memory (and the executors' memory with it)")
 

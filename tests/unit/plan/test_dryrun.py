@@ -93,7 +93,7 @@ def test_dry_run_command_opens_no_tile_and_writes_nothing(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "tasks:" in run.stdout and "owned by the blocks" in run.stdout
-    assert "driver peak memory" in run.stdout
+    assert "peak memory for planning" in run.stdout
     assert not (tmp_path / "paper" / "out").exists()
 
 
@@ -378,11 +378,18 @@ def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, t
     from pipelines.errors import PlanError
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
     config = load_job(job, ['limits.tile_cache="2GiB"', 'limits.task_memory="1GiB"'])
-    with pytest.raises(PlanError, match=r"\(limits.tile_cache's 2048.0 MiB included\) but limits.task_memory is 1024.0 MiB; use a smaller "
-                                        r"output.block or output.chunks, lower limits.tile_cache, or "
-                                        r"raise limits.task_memory"):
+    with pytest.raises(PlanError, match=r"\(its Python worker's own 160.0 MiB and limits.tile_cache's "
+                                        r"2048.0 MiB included\) but limits.task_memory is 1024.0 MiB; "
+                                        r"use a smaller output.block or output.chunks, lower "
+                                        r"limits.tile_cache, or raise limits.task_memory"):
         make_plan(config)
     assert "lower limits.tile_cache" in dry_run(config).refusal
+    # trial AL: a sharded array's block of one shard cannot be smaller: the shard can
+    sharded = load_job(job, ['limits.task_memory="200MiB"', "output.format=zarr3",
+                             "output.shard=[2,2,2]", "output.block=[2,2,2]"])
+    with pytest.raises(PlanError, match=r"use a smaller output.block \(whole shards\), output.shard "
+                                        r"or output.chunks"):
+        make_plan(sharded)
 
 
 def test_the_dry_run_refuses_a_flatfield_folder_the_run_refuses(small_acquisition, tmp_path):

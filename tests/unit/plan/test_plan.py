@@ -129,3 +129,19 @@ def test_an_n5_chunk_larger_than_the_volume_costs_what_the_volume_costs():
     exact = task_memory_bytes(single_level_output((250, 250, 39), (250, 250, 39), (2, 2, 2)), tiles, stages)
     huge = task_memory_bytes(single_level_output((250, 250, 39), (4096, 4096, 4096), (2, 2, 2)), tiles, stages)
     assert huge == exact < 2**30
+
+
+def test_a_small_blocks_plan_counts_its_python_worker(tmp_path, small_acquisition):
+    """Trial AL: blocks of 32^3 voxels were planned at 0.81 MiB a task, where each Python
+    worker held 105-157 MiB of its own (interpreter, libraries, buffers): a container sized
+    by the plan was short by that per core. The worker is a term of its own."""
+    from pipelines.config import load_job
+    from pipelines.plan import make_plan
+    from pipelines.plan.memory import WORKER_BYTES, task_memory
+    from tests.conftest import write_job
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    plan = make_plan(load_job(job, ["output.chunks=[32,32,32]", "output.block=[1,1,1]",
+                                    "limits.tile_cache=0"]))
+    terms = task_memory(plan.output, plan.tiles[0][0], plan.stages)
+    assert terms.worker == WORKER_BYTES >= 150 << 20
+    assert plan.task_memory == terms.peak and plan.task_memory - WORKER_BYTES < 4 << 20
