@@ -280,7 +280,8 @@ def _lost_task(text: str) -> str:
         return (f"a Python worker died while running task {task} (Spark: Python worker exited "
                 f"unexpectedly{': ' + said if said else ''}): a crash, or a signal (by hand, or "
                 f"the kernel's out-of-memory killer: a worker's memory is limits.task_memory, "
-                f"spark.executor.pyspark.memory)")
+                f"spark.executor.pyspark.memory; or a bus error: a memory-mapped tile file "
+                f"cut short or rewritten while it was read)")
     return f"task {task} failed: {kind}: {message}"
 
 

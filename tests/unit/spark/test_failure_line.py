@@ -57,6 +57,9 @@ def test_a_task_spark_gave_up_on_says_its_cause_not_py4j_s_header():
     line = _failure_line(_error_text(Exception(crashed)))
     assert line.startswith("a Python worker died while running task 90.0 (Spark: Python worker "
                            "exited unexpectedly): a crash, or a signal"), line
+    # trial AM: a tile truncated while the run read it killed the worker with SIGBUS
+    assert line.endswith("or a bus error: a memory-mapped tile file cut short or rewritten "
+                         "while it was read)"), line
     faulted = crashed.replace("(crashed). Consider", "(crashed): Fatal Python error: Segmentation "
                                                     "fault. Consider")
     assert "(Spark: Python worker exited unexpectedly: Fatal Python error: Segmentation fault.)" in \
