@@ -81,7 +81,8 @@ def read_tile_json(path: str | os.PathLike, s3=None, key: str = "input.tiles") -
 def _tile_set(doc, source, resolve) -> TileSet:
     """Tiles from a parsed document; `resolve` makes a relative tile path absolute."""
     if not isinstance(doc, list) or not doc:
-        raise TileError(f"{source}: expected a non-empty JSON list of tiles, found {type(doc).__name__}")
+        found = "an empty list" if isinstance(doc, list) else type(doc).__name__   # trial AM: "found list"
+        raise TileError(f"{source}: expected a non-empty JSON list of tiles, found {found}")
     tiles = tuple(_parse_tile(entry, n, source, resolve) for n, entry in enumerate(doc))
     _check_consistent(tiles, source)
     return TileSet(tiles, source=str(source))

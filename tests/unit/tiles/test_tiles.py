@@ -286,3 +286,12 @@ def test_two_tile_jsons_reading_one_file_are_refused_naming_both(tmp_path):
         read_tile_jsons([[ch0], [copy]])
     ch1 = tiles("ch1.json", ["c.tif", "d.tif"])
     assert [len(s) for s in read_tile_jsons([[ch0, ch1]])[0]] == [2, 2]
+
+
+@pytest.mark.parametrize("doc, found", [([], "found an empty list"), ({"tiles": []}, "found dict")])
+def test_a_tile_json_that_lists_no_tile_says_what_it_holds(tmp_path, doc, found):
+    """Trial AM: an empty list was "expected a non-empty JSON list of tiles, found list"."""
+    from pipelines.errors import TileError
+    (tmp_path / "tiles.json").write_text(json.dumps(doc))
+    with pytest.raises(TileError, match=f"expected a non-empty JSON list of tiles, {found}$"):
+        read_tile_json(tmp_path / "tiles.json")
