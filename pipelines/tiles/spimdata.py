@@ -167,6 +167,8 @@ def timepoints(sequence: ET.Element, source: str) -> list[int]:
     if kind == "range":
         first = _numbers(_text(element, "first", where), 1, "<first>", where, integer=True)[0]
         last = _numbers(_text(element, "last", where), 1, "<last>", where, integer=True)[0]
+        if last < first:   # trial AM: "no views left to fuse" said nothing of why
+            raise TileError(f"{where}: <last> {last} is below <first> {first}: no timepoint")
         return _timepoint_ids(range(first, last + 1), where)
     if kind == "list":
         ids = [e.text or "" for e in element.findall("id")] or \

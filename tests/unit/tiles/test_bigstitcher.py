@@ -78,6 +78,10 @@ def test_timepoint_patterns_and_lists(tmp_path):
     empty = ET.fromstring('<S><Timepoints type="list"><integerpattern>0-2</integerpattern></Timepoints></S>')
     with pytest.raises(TileError, match=r'<Timepoints type="list">: lists no timepoint ids'):
         timepoints(empty, "here")
+    # trial AM: a range whose last lies below its first was "no views left to fuse" too
+    backwards = ET.fromstring('<S><Timepoints type="range"><first>5</first><last>2</last></Timepoints></S>')
+    with pytest.raises(TileError, match=r'<Timepoints type="range">: <last> 2 is below <first> 5'):
+        timepoints(backwards, "here")
 
 
 def test_an_unknown_element_among_the_missing_views_is_refused():
