@@ -211,7 +211,7 @@ def prepare_corrections(config: JobConfig, executor: Executor, stream: TextIO,
             # trial T: a T above the tiles' darkest values clipped 1.8 % of them to 0
             differed = earlier_estimate(folder, config.s3_options())
             if differed:
-                stream.write(f"warning: {folder} was estimated by an earlier version of this "
+                stream.write(f"warning: {folder} was estimated by another version of this "
                              f"tool, {differed}; [flatfield] enabled = true estimates it again\n")
     return replace(config, flatfield=folders), seconds
 

@@ -97,10 +97,10 @@ def check_tiles_unchanged(plan: ExportPlan) -> None:
     paths = sorted({t.path for row in plan.tiles for tiles in row for t in tiles})
     if identities_digest(file_identities(paths, plan.s3)) != plan.tile_files:
         raise TileError("commit refused, nothing was published: tile files changed while "
-                        "the run read them (a size or modification time is not what the run "
-                        "began with), so its blocks may mix old and new pixels; once the files "
-                        "are final, run the same command again: it discards this run and "
-                        "computes every block from them")
+                        "the run read them (a size or modification time, on S3 a size or ETag, "
+                        "is not what the run began with), so its blocks may mix old and new "
+                        "pixels; once the files are final, run the same command again: it "
+                        "discards this run and computes every block from them")
 
 
 def foreign_keys(listed: Iterable[str], objects: pa.Table, documents: set[str]) -> list[str]:

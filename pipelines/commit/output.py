@@ -257,20 +257,22 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
     try:
         store, beside = open_store(uri, s3), beside_store(uri, s3)
         # an answer that refuses (no such bucket, denied credentials) is the run's refusal
-        # too (trial AA: "not looked at" and exit 0 where the run stops with exit 2)
-        store.check_reachable("output.uri")
-        # what the run refuses before it looks at the dataset (trial AM: "output: empty",
-        # exit 0, for an output that is a file, a read-only folder, a user's files under
-        # the names kept beside it, which the run refused)
+        # too (trial AA: "not looked at" and exit 0 where the run stops with exit 2), and so
+        # is what the run refuses before it looks at the dataset (trial AM: "output:
+        # empty", exit 0, for a local output that is a file, a folder it may not write in,
+        # a user's files under the names kept beside it)
         store.check_may_write("output.uri")
         check_sidecars(uri, output.layout, store, beside)
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)
         metadata = next((key for key in _metadata_keys(output) if store.exists(key)), None)
-        # what --overwrite deletes must all be ours (trial AF: "replaces it", exit 0); not
-        # listed where a live holder refuses first (review: millions of objects on S3)
-        foreign = foreign_count(store) if overwrite and record and not holder else (0, None)
+        # what --overwrite deletes must all be ours (trial AF: "replaces it", exit 0), and
+        # an unfinished run is neither continued nor discarded with a user's file in it
+        # (trial AM); not listed where a live holder refuses first, nor for a committed
+        # dataset without --overwrite (review: millions of objects on S3)
+        listed = record and not holder and (overwrite or record.get("status") != "committed")
+        foreign = foreign_count(store) if listed else (0, None)
     except NoAnswer as e:   # not asked from here (no answer, no credentials): the run looks itself
         return f"output:   not looked at ({e})", ""
     except OutputError as e:   # a damaged job record or lock: the run stops on it too
@@ -285,8 +287,12 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         if overwrite:
             return "", str(_not_ours_to_replace(uri, store, leftover))
         return "", str(_foreign_dataset(uri, metadata) if metadata else _foreign_files(uri, leftover))
-    if foreign[1] is not None:
+    if foreign[1] is not None and overwrite:
         return "", str(foreign_files(store, foreign[0], foreign[1], "--overwrite"))
+    if foreign[1] is not None:   # whether the run would continue it or discard it
+        return "", (f"output.uri: {store.uri} holds {foreign[0]} file(s) this pipeline did not "
+                    f"write (e.g. {foreign[1]}) beside an unfinished run, which the run neither "
+                    f"continues nor discards while they are there: move them out first")
     earlier = earlier_version(record)   # not this job's, whatever its settings (trial AK)
     if record.get("status") == "committed" and earlier and not overwrite:   # as the run refuses it
         return "", str(_earlier_dataset(uri, metadata or "its metadata", record, output))
@@ -308,9 +314,6 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         return ("output:   holds an unfinished commit of this tool: " +
                 ("--overwrite replaces it" if overwrite else "the run finishes it if it is this "
                  "job's, and refuses it otherwise (--overwrite replaces it)")), ""
-    count, first = (0, None) if overwrite else foreign_count(store)   # the run refuses to
-    if first is not None:                                 # discard them, or to commit them
-        return "", str(foreign_files(store, count, first, "output.uri"))
     if earlier:
         return ("output:   holds an unfinished run of an earlier version of this tool: the run "
                 "discards it (finish it with that version to keep its blocks)"), ""

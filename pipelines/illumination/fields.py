@@ -78,14 +78,16 @@ def earlier_estimate(folder: str, s3=None) -> str:
     info = json_if_readable(join_uri(folder, INFO_FILE), s3)   # missing or unreadable: None
     if not isinstance(info, dict) or "offset_estimated" not in info:
         return ""
-    if "estimation_method" not in info:   # before it was recorded: method 1 once checked
+    # before it was recorded: method 1 (the changes before it made no other fields of what
+    # it wrote: NaN tiles, handled since 2026-12-07 morning, had made fields "not usable")
+    if "estimation_method" not in info:
         if "offset_checked" in info or info.get("offset_estimated") is not True:
             return ""
         return ("which did not check its offset T against the tiles' darkest values (a T "
                 "above them clips those pixels to 0)")
     if info["estimation_method"] == METHOD:
         return ""
-    return f"whose estimation differed (method {info['estimation_method']}, this version's {METHOD})"
+    return f"whose estimation differs (method {info['estimation_method']}, this version's {METHOD})"
 
 
 def _put(store, folder: str, name: str, data: bytes) -> str:

@@ -150,6 +150,14 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
     # of a budget of 1 MiB; trial AL: the worker's own memory)
     included = [f"its Python worker's own {_mib(WORKER_BYTES)}"] + \
         ([f"limits.tile_cache's {_mib(tile_cache)}"] if tile_cache else [])
+    fixed = WORKER_BYTES + tile_cache
+    if budget <= fixed:   # no block can fit (review: the advice to shrink it could not work)
+        raise PlanError(
+            f"limits.task_memory is {_mib(budget)}, but a task's Python worker alone needs "
+            f"{_mib(WORKER_BYTES)}" + (f" and limits.tile_cache {_mib(tile_cache)} more" if tile_cache
+                                       else "") +
+            f"; raise limits.task_memory above {_mib(fixed)} (this block needs about "
+            f"{_mib(needed)})" + (", or lower limits.tile_cache" if tile_cache else ""))
     # a sharded array's block holds whole shards: a block of one shard cannot be smaller
     # (trial AL: the advice led to a second refusal)
     smaller = ("output.block (whole shards), output.shard or output.chunks" if output.base.shard

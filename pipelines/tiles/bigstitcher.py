@@ -86,7 +86,7 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
 
     # trial AM: a view whose ViewSetup was deleted (its registration and file kept) was
     # left out without a word, and the part only it covered came out 0
-    orphans = sorted({s for _, s in registrations if s not in setups})
+    orphans = sorted({s for t, s in registrations if s not in setups and (t, s) not in missing})
     if orphans:
         more = f" and {len(orphans) - 1} more" if len(orphans) > 1 else ""
         raise TileError(f"{source}: ViewRegistrations name view setup {orphans[0]}{more}, which "

@@ -487,13 +487,13 @@ def test_the_corrections_time_and_record_are_their_own(tmp_path):
                if k not in ("offset_checked", "estimation_method")}
     info.write_text(json.dumps({**earlier, "offset_estimated": True}))
     printed, _, _ = run("third")
-    assert f"warning: {folder} was estimated by an earlier version of this tool, which did " \
+    assert f"warning: {folder} was estimated by another version of this tool, which did " \
            f"not check its offset T against the tiles' darkest values" in printed, printed
     # trial AK: fields of another estimation method were reused as this version's
     info.write_text(json.dumps({**earlier, "offset_checked": True, "estimation_method": 0}))
     printed, _, _ = run("fourth")
-    assert f"warning: {folder} was estimated by an earlier version of this tool, whose " \
-           f"estimation differed (method 0, this version's 1)" in printed, printed
+    assert f"warning: {folder} was estimated by another version of this tool, whose " \
+           f"estimation differs (method 0, this version's 1)" in printed, printed
 
 
 @pytest.mark.parametrize("jitter", [8, 0])

@@ -38,7 +38,8 @@ def trilinear(pixels: np.ndarray, position, region: Box) -> np.ndarray:
 
 
 @pytest.mark.parametrize("slab_bytes", [1, 4096, resample.SLAB_BYTES])
-@pytest.mark.parametrize("position", [(3.5, 0.25, 1.75), (-2.3, 4.0, 0.5), (0.0, 0.0, 2.6)])
+@pytest.mark.parametrize("position", [(3.5, 0.25, 1.75), (-2.3, 4.0, 0.5), (0.0, 0.0, 2.6),
+                                      (3.5, 0.25, 2.0)])   # z not moving: its planes as read
 def test_slabs_give_trilinear_values(monkeypatch, slab_bytes, position):
     """Whatever the slab size (one plane, a few, the whole region), the values are those
     of trilinear interpolation, and slabs of other sizes give the same bytes."""

@@ -378,14 +378,19 @@ def test_a_plan_refused_for_its_tile_cache_says_to_lower_it(small_acquisition, t
     from pipelines.errors import PlanError
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
     config = load_job(job, ['limits.tile_cache="2GiB"', 'limits.task_memory="1GiB"'])
+    with pytest.raises(PlanError, match=r"needs 160.0 MiB and limits.tile_cache 2048.0 MiB more; .* or "
+                                        r"lower limits.tile_cache$"):
+        make_plan(config)
+    assert "lower limits.tile_cache" in dry_run(config).refusal
+    # a budget above the fixed terms: the block's terms named, each way out
+    config = load_job(job, ['limits.tile_cache="256MiB"', 'limits.task_memory="426000KiB"'])
     with pytest.raises(PlanError, match=r"\(its Python worker's own 160.0 MiB and limits.tile_cache's "
-                                        r"2048.0 MiB included\) but limits.task_memory is 1024.0 MiB; "
+                                        r"256.0 MiB included\) but limits.task_memory is 416.0 MiB; "
                                         r"use a smaller output.block or output.chunks, lower "
                                         r"limits.tile_cache, or raise limits.task_memory"):
         make_plan(config)
-    assert "lower limits.tile_cache" in dry_run(config).refusal
     # trial AL: a sharded array's block of one shard cannot be smaller: the shard can
-    sharded = load_job(job, ['limits.task_memory="200MiB"', "output.format=zarr3",
+    sharded = load_job(job, ['limits.task_memory="163940KiB"', "limits.tile_cache=0", "output.format=zarr3",
                              "output.shard=[2,2,2]", "output.block=[2,2,2]"])
     with pytest.raises(PlanError, match=r"use a smaller output.block \(whole shards\), output.shard "
                                         r"or output.chunks"):
@@ -489,15 +494,16 @@ def test_the_dry_run_names_the_dataset_it_would_write(small_acquisition, tmp_pat
 
 def test_the_dry_run_refuses_the_outputs_the_run_refuses_before_it_looks_inside(
         small_acquisition, tmp_path, capsys):
-    """Trial AM: "output: empty", exit 0, for an output path that is a file, one under a
-    file, a user's folder under the report's name beside it, and another job's unfinished
-    run holding a user's file, where the run refused each (and printed "discarding …"
-    before refusing the last). The dry run now stops with the run's own line."""
+    """Trial AM: "output: empty", exit 0, for an output path that is a file, a user's
+    folder under the report's name beside it, and an unfinished run holding a user's file,
+    where the run refused each (and printed "discarding …" before refusing the last). The
+    dry run now stops with the run's own line; for the user's file in an unfinished run,
+    whose refusal the run words by whether it is this job's, with a line of its own."""
     from pipelines.cli.export import main
     from tests.unit.commit.test_commit import failed_run
     out = tmp_path / "out"
 
-    def both_refuse(*overrides: str) -> str:
+    def both_refuse(*overrides: str) -> tuple[str, str]:
         job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(out))
         sets = [a for o in overrides for a in ("--set", o)]
         capsys.readouterr()
@@ -506,19 +512,40 @@ def test_the_dry_run_refuses_the_outputs_the_run_refuses_before_it_looks_inside(
         assert len(said) == 1, said
         assert main([str(job), *sets]) == 2
         ran = capsys.readouterr()
-        assert said[0].split(": ", 2)[2].split(";")[0] in ran.err, (said, ran.err)
         assert "discarding" not in ran.out + ran.err
-        return said[0]
+        return said[0], ran.err
+
+    def same_line(said: str, ran: str) -> bool:
+        return said.split(": ", 2)[2].split(";")[0] in ran
 
     out.write_text("a file")
-    assert "exists and is not a folder" in both_refuse()
+    said, ran = both_refuse()
+    assert "exists and is not a folder" in said and same_line(said, ran)
     out.unlink()
     (tmp_path / "out.report").mkdir()
     (tmp_path / "out.report" / "summary.json").write_text("{}")
-    assert "out.report already exists beside the output" in both_refuse()
+    said, ran = both_refuse()
+    assert "out.report already exists beside the output" in said and same_line(said, ran)
     shutil.rmtree(tmp_path / "out.report")
     failed_run(tmp_path, small_acquisition)
     (out / "c0" / "notes.txt").write_text("mine")
-    said = both_refuse("fusion.blending=max")   # another job's unfinished run
-    assert "holds 1 file(s) this pipeline did not write (e.g. c0/notes.txt)" in said, said
+    for overrides in (["fusion.blending=max"], []):   # another job's unfinished run, this one's
+        said, ran = both_refuse(*overrides)
+        assert (f"{out} holds 1 file(s) this pipeline did not write (e.g. c0/notes.txt) beside an "
+                f"unfinished run, which the run neither continues nor discards") in said, said
+        assert "did not write (e.g. c0/notes.txt)" in ran, ran
     assert (out / "c0" / "notes.txt").read_text() == "mine"
+
+
+def test_a_budget_below_the_workers_own_memory_says_so(small_acquisition, tmp_path):
+    """Review of the worker's term: with limits.task_memory at or below the worker's own
+    160 MiB no block fits, and the advice to make blocks smaller could not work."""
+    from pipelines.errors import PlanError
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    with pytest.raises(PlanError, match=r"^limits.task_memory is 150.0 MiB, but a task's Python worker "
+                                        r"alone needs 160.0 MiB; raise limits.task_memory above "
+                                        r"160.0 MiB \(this block needs about"):
+        make_plan(load_job(job, ['limits.task_memory="150MiB"', "limits.tile_cache=0"]))
+    with pytest.raises(PlanError, match=r"and limits.tile_cache 256.0 MiB more; raise "
+                                        r"limits.task_memory above 416.0 MiB .*, or lower limits.tile_cache$"):
+        make_plan(load_job(job, ['limits.task_memory="300MiB"']))
