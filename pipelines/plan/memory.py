@@ -144,19 +144,19 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
     made by the dry run, which has no ExportPlan."""
     if needed <= budget:
         return
-    grid = output.block_grid(0)
-    worst = (0, 0, 0)  # the first block is the largest: it is whole, or the whole array
     # what the figure holds besides the block's own work (trial X: "takes 256 MiB of it"
     # of a budget of 1 MiB; trial AL: the worker's own memory)
     included = [f"its Python worker's own {_mib(WORKER_BYTES)}"] + \
         ([f"limits.tile_cache's {_mib(tile_cache)}"] if tile_cache else [])
+    grid = output.block_grid(0)
+    worst = (0, 0, 0)  # the first block is the largest: it is whole, or the whole array
     fixed = WORKER_BYTES + tile_cache
     if budget <= fixed:   # no block can fit (review: the advice to shrink it could not work)
         raise PlanError(
             f"limits.task_memory is {_mib(budget)}, but a task's Python worker alone needs "
             f"{_mib(WORKER_BYTES)}" + (f" and limits.tile_cache {_mib(tile_cache)} more" if tile_cache
                                        else "") +
-            f"; raise limits.task_memory above {_mib(fixed)} (this block needs about "
+            f"; raise limits.task_memory above {_mib(fixed)} (block {list(worst)} needs about "
             f"{_mib(needed)})" + (", or lower limits.tile_cache" if tile_cache else ""))
     # a sharded array's block holds whole shards: a block of one shard cannot be smaller
     # (trial AL: the advice led to a second refusal)

@@ -544,7 +544,7 @@ def test_a_budget_below_the_workers_own_memory_says_so(small_acquisition, tmp_pa
     job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
     with pytest.raises(PlanError, match=r"^limits.task_memory is 150.0 MiB, but a task's Python worker "
                                         r"alone needs 160.0 MiB; raise limits.task_memory above "
-                                        r"160.0 MiB \(this block needs about"):
+                                        r"160.0 MiB \(block \[0, 0, 0\] needs about"):
         make_plan(load_job(job, ['limits.task_memory="150MiB"', "limits.tile_cache=0"]))
     with pytest.raises(PlanError, match=r"and limits.tile_cache 256.0 MiB more; raise "
                                         r"limits.task_memory above 416.0 MiB .*, or lower limits.tile_cache$"):
