@@ -86,6 +86,10 @@ def check_before_commit(plan: ExportPlan, objects: pa.Table, store: Store) -> No
                         f"(every block is recorded: it only commits)")
 
 
+# the refusal's words, which a failed job record keeps (`tile-verify` tells it by them)
+TILES_CHANGED = "tile files changed while the run read them"
+
+
 def check_tiles_unchanged(plan: ExportPlan) -> None:
     """TileError, publishing nothing, when a tile file's identity (size and modification
     time; size and ETag on S3) is not the one the plan took: its blocks may mix the old
@@ -96,8 +100,8 @@ def check_tiles_unchanged(plan: ExportPlan) -> None:
         return
     paths = sorted({t.path for row in plan.tiles for tiles in row for t in tiles})
     if identities_digest(file_identities(paths, plan.s3)) != plan.tile_files:
-        raise TileError("commit refused, nothing was published: tile files changed while "
-                        "the run read them (a size or modification time, on S3 a size or ETag, "
+        raise TileError(f"commit refused, nothing was published: {TILES_CHANGED} (a size or "
+                        "modification time, on S3 a size or ETag, "
                         "is not what the run began with), so its blocks may mix old and new "
                         "pixels; once the files are final, run the same command again: it "
                         "discards this run and computes every block from them")

@@ -111,6 +111,9 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
     if record.get("status") != "committed":
         how = ("it was an earlier version's, which this version cannot resume: finish it "
                "with that version, or run the job again to start over" if earlier
+               # trial AP: "resume it", where the rerun discards what it wrote
+               else "its tile files changed while it ran: once they are final, run the same "
+                    "job again to start over" if confirm.TILES_CHANGED in str(record.get("error", ""))
                else "run the same job again to resume it")
         raise OutputError(f"{uri}: the job record says {record.get('status')!r}, not committed: "
                           f"its run did not finish; {how} (tile-clean lists what a stopped run left)")

@@ -176,6 +176,10 @@ def test_a_tile_file_that_changes_while_the_run_reads_it_is_not_committed(tmp_pa
                                         "changed while the run read them"):
         export(config, RewritesATileMidway(first_tile(acquisition)), stream=io.StringIO())
     assert not list((tmp_path / "out").rglob("attributes.json")), "metadata was published"
+    from pipelines.maintenance.verify import open_output, verify
+    with pytest.raises(OutputError, match="its tile files changed while it ran: once they are "
+                                          "final, run the same job again to start over"):
+        verify(*open_output(str(tmp_path / "out"), [])[1:], str(tmp_path / "out"))   # trial AP
     stream = io.StringIO()
     result = export(config, LocalExecutor(), stream=stream)
     assert result.resumed == 0 and "made before the tile files changed" in stream.getvalue()
