@@ -46,11 +46,13 @@ def check_sidecars(uri: str, layout: str, store: Store, beside: Store) -> None:
     foreign = [k for k in beside.list(names.ledger_root)
                if not ledger.is_ledger_key(k[len(names.ledger_root):])]
     ours = bool(read_json(beside, names.job_record))
-    if foreign and ours:   # trial W: "another dataset" where our record proves it is ours
+    # trial W: "another dataset" where our record proves it is ours; trial AQ: the line
+    # read as if --overwrite had been given
+    if foreign and ours:
         raise OutputError(f"output.uri: {names.ledger_root} beside the output (in {where}) holds "
-                          f"files that are not a ledger of this tool (e.g. {foreign[0]}), which "
-                          f"--overwrite would delete with the ledgers: move them out of "
-                          f"{names.ledger_root.rstrip('/')}")
+                          f"files that are not a ledger of this tool (e.g. {foreign[0]}): the "
+                          f"folder is kept for its ledgers, which --overwrite and tile-clean "
+                          f"--remove delete: move them out of {names.ledger_root.rstrip('/')}")
     if foreign:
         raise OutputError(f"output.uri: {names.ledger_root} beside the output (in {where}) holds "
                           f"files that are not this job's ledger (e.g. {foreign[0]}): another "

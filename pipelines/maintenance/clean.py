@@ -76,11 +76,21 @@ def partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan]
     of objects inside the container, and of exactly the names kept beside it: never of
     a sibling such as `volume.job.json.bak` or `volume.n5.backup`."""
     why = "partial write of a killed writer"
-    found = [Orphan(store, p.name, why, p) for p in store.partial_writes()]
+    # sorted: a folder walk's order differs from run to run (trial AQ)
+    found = sorted((Orphan(store, p.name, why, p) for p in store.partial_writes()), key=lambda o: o.name)
     for prefix in names.prefixes():
         found += [Orphan(beside, p.name, why, p) for p in beside.partial_writes(prefix)
-                  if names.holds(p.key)]
+                  if names.holds(p.key) and _ours_beside(p.key, names)]
     return found
+
+
+def _ours_beside(key: str, names: Sidecars) -> bool:
+    """Whether a key beside the container may be ours: in the ledger folder only a
+    ledger's (trial AQ: a user's file uploading there was aborted as a killed writer's,
+    where the same file on disk is never listed)."""
+    if key.startswith(names.ledger_root):
+        return ledger.is_ledger_key(key[len(names.ledger_root):])
+    return True
 
 
 def _stale_ledger(beside: Store, names: Sidecars) -> list[Orphan]:

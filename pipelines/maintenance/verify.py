@@ -129,15 +129,23 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
         result.notes.append("the ledger was not compacted (the job stopped after its commit); "
                             "tile-clean --remove compacts it")
     listed = list(store.list())   # once, for the metadata of an earlier version and for strays
-    if record.get("metadata") is None:   # trial T: exit 1 for an earlier version's healthy dataset
+    if record.get("metadata") is None and earlier:   # trial T: exit 1 for an earlier version's healthy dataset
         result.notes.append("the job record holds no digests of the metadata (committed by an "
                             "earlier version): the metadata documents were not checked")
+        metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
+    elif record.get("metadata") is None:   # trial AQ: an edited record passed edited metadata
+        result.problems.append(
+            f"{names.job_record} holds no digests of the metadata, which this version's "
+            f"commits always record: the record was edited, and the metadata documents "
+            f"could not be checked")
+        result.advice.append(RECORDS_CHANGED)
         metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
     else:
         result.problems += _check_metadata(store, beside, record["metadata"])
         metadata = list(record["metadata"].get("container", {}))
     # objects' lines say ": cannot be read (", metadata's "metadata cannot be read ("
-    unreadable = [p for p in result.problems if "cannot be read (" in p]
+    # (a folder where an object was is gone, not unreadable: trial AQ)
+    unreadable = [p for p in result.problems if "cannot be read (" in p and "Is a directory" not in p]
     if ledger.objects_digest(table) != record.get("summary", {}).get("digest"):
         # first, and the advice for it alone: the objects' problems may be the ledger's (trial W)
         result.problems.insert(0,

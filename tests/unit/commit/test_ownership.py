@@ -68,7 +68,8 @@ def test_a_users_file_among_our_own_ledgers_is_named_as_such(tmp_path, acq, caps
     for extra in ([], ["--overwrite"]):
         code = export_job.main([str(job), *extra])
         err = refused(capsys, code, "volume.job/", "holds files that are not a ledger of this tool "
-                      "(e.g. volume.job/README.txt), which --overwrite would delete with the ledgers")
+                      "(e.g. volume.job/README.txt): the folder is kept for its ledgers, which --overwrite "
+                      "and tile-clean --remove delete")
         assert "another dataset" not in err
         assert snapshot(out) == before
 

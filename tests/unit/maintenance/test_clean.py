@@ -238,3 +238,25 @@ def test_a_reader_that_leaves_early_is_not_the_output_s_fault(committed):
     assert run.stderr == ("stopped when the reader of its output left (a broken pipe) before it "
                           "finished; what was removed is gone, run it again for the rest\n"), run.stderr
     assert run.returncode == 141, run.returncode
+
+
+def test_an_upload_into_the_ledger_folder_that_is_no_ledger_is_not_a_killed_writers():
+    """Trial AQ: on S3 a user's file uploading into `volume.job/` was listed, and aborted
+    by --remove, as a killed writer's partial write, where the same file on disk is never
+    listed; an upload of a ledger's part there still is."""
+    from pipelines.commit.records import Sidecars
+    from pipelines.maintenance.clean import partial_writes
+    from pipelines.storage.base import PartialWrite
+    from pipelines.storage.memory import MemoryStore
+
+    names = Sidecars.of("s3://lab/volume.zarr")
+    fingerprint = "0123456789abcdef0123456789abcdef"
+    keys = [f"{names.ledger_root}userfile.txt",
+            f"{names.ledger_root}{fingerprint}/tasks/part-0.parquet", names.job_record]
+
+    class Beside(MemoryStore):
+        def partial_writes(self, prefix: str = "") -> list[PartialWrite]:
+            return [PartialWrite(k, f"{k} (upload)", k) for k in keys if k.startswith(prefix)]
+    listed = [o.name.split(" ")[0] for o in partial_writes(MemoryStore("out"), Beside("beside"), names)]
+    assert f"{names.ledger_root}userfile.txt" not in listed
+    assert f"{names.ledger_root}{fingerprint}/tasks/part-0.parquet" in listed and names.job_record in listed

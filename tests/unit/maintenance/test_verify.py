@@ -310,7 +310,7 @@ def test_a_dataset_committed_by_an_earlier_version_without_metadata_digests_pass
     record = committed.parent / "out.job.json"
     doc = json.loads(record.read_text())
     doc.pop("metadata")
-    record.write_text(json.dumps(doc))
+    record.write_text(json.dumps({k: v for k, v in doc.items() if k != "pixels_method"}))
     capsys.readouterr()
     assert verify_main([str(committed)]) == 0
     out = capsys.readouterr().out
@@ -319,6 +319,25 @@ def test_a_dataset_committed_by_an_earlier_version_without_metadata_digests_pass
     (committed / "c0/notes.txt").write_text("mine")
     assert verify_main([str(committed)]) == 1
     assert "problem: c0/notes.txt: not part of the dataset" in capsys.readouterr().out
+    # trial AQ: a record of this version without them was edited: its metadata, edited
+    # too, passed with the earlier version's note
+    (committed / "c0/notes.txt").unlink()
+    record.write_text(json.dumps(doc))
+    assert verify_main([str(committed)]) == 1
+    out = capsys.readouterr().out
+    assert ("problem: out.job.json holds no digests of the metadata, which this version's commits "
+            "always record: the record was edited") in out and "restore the ledger and the job record" in out
+
+
+def test_a_folder_where_an_object_was_is_told_to_be_restored(committed, capsys):
+    """Trial AQ: a chunk replaced by an empty folder was told only to be made readable."""
+    chunk = next(p for p in (committed / "c0/s0").rglob("*") if p.is_file() and p.name != "attributes.json")
+    chunk.unlink()
+    chunk.mkdir()
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    out = capsys.readouterr().out
+    assert "Is a directory" in out and "what to do: a committed dataset is not repaired in place" in out, out
 
 
 def test_what_to_do_is_said_for_each_kind_of_problem(committed, capsys):
