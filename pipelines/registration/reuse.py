@@ -83,8 +83,11 @@ def why_again(last: dict | None, parts: dict[str, Any]) -> str:
     if then.get("settings") != parts["settings"]:
         reasons.append("other [stitching] settings or input.views")
     new, changed, gone = _input_changes(then, parts)
-    for what, paths in (("new tile JSONs", new), ("changed tile JSONs", changed),
-                        ("tile JSONs no longer listed", gone)):
+    # a project's XML is no tile JSON (trial AS: "changed tile JSONs (dataset.xml)")
+    kind = "project XML" if any(p.lower().endswith(".xml") for p in (*new, *changed, *gone)) \
+        else "tile JSONs"
+    for what, paths in ((f"new {kind}", new), (f"changed {kind}", changed),
+                        (f"{kind} no longer listed", gone)):
         if paths:
             more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
             reasons.append(f"{what} ({paths[0]}{more})")

@@ -789,3 +789,15 @@ def test_the_results_of_a_moved_acquisition_are_still_this_tools(tmp_path, acq):
     result, printed = run(tmp_path, moved, "again")
     assert f"stitching: registering again: new tile JSONs ({moved / 'tiles.json'})" in printed, printed
     assert " tried in " in printed and not result.stitching.outcome.reused
+
+
+def test_a_changed_project_is_called_a_project_xml():
+    """Trial AS: a project whose view moved registered again for 'changed tile JSONs
+    (dataset.xml)'."""
+    from pipelines.registration.reuse import why_again
+    then = {"version": "v", "method": 1, "settings": "s", "tiles": "t", "inputs": {"p/dataset.xml": "a"}}
+    now = {**then, "inputs": {"p/dataset.xml": "b"}}
+    assert why_again({"reuse": {"parts": then}}, now) == "changed project XML (p/dataset.xml)"
+    json_then = {**then, "inputs": {"p/tiles.json": "a"}}
+    assert why_again({"reuse": {"parts": json_then}}, {**json_then, "inputs": {"p/tiles.json": "b"}}) \
+        == "changed tile JSONs (p/tiles.json)"
