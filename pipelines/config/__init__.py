@@ -52,6 +52,7 @@ from pipelines.config.model import (
 )
 from pipelines.config.output import parse_output
 from pipelines.config.values import (
+    check_label_settings,
     parse_blending,
     parse_bounding_box,
     parse_choice,
@@ -184,7 +185,7 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
                                  "a list of timepoints, each a list of tile JSONs"))
     inputs = parse_inputs(merged["input"], where)
     project = inputs[0][0].lower().endswith(".xml")
-    return JobConfig(
+    config = JobConfig(
         inputs=inputs,
         channel_names=parse_channel_names(merged["input"]["channel_names"],
                                           None if project else len(inputs[0]), where),
@@ -213,6 +214,9 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
         task_delay=parse_delay(merged["debug"]["task_delay"], where),
         source=source,
     )
+    check_label_settings(config.output.downsample, config.interpolation, config.intensity,
+                         config.flatfield, config.estimate_flatfield, where)
+    return config
 
 
 def all_keys() -> list[str]:

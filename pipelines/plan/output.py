@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from pipelines.config import JobConfig
 from pipelines.config.output import check_layout_timepoints
 from pipelines.errors import ConfigError, PlanError
@@ -78,6 +80,17 @@ class Stage:
     count: int
 
 
+def _holds(target: np.dtype, tiles: np.dtype) -> bool:
+    """Whether every value of integer `tiles` is exactly a value of `target` (float tiles:
+    their labels' range is not known, so any type is taken as the user's choice)."""
+    if tiles.kind not in "ui":
+        return True
+    if target.kind == "f":
+        return tiles.itemsize * 8 <= np.finfo(target).nmant + 1
+    low, high = np.iinfo(tiles), np.iinfo(target)
+    return target.kind in "ui" and high.min <= low.min and high.max >= low.max
+
+
 def plan_output(config: JobConfig, first: TileSet, timepoints: int, channels: int) -> OutputSpec:
     """The output arrays: level 0 covers the union of the tile boxes (or
     `fusion.bounding_box`); the pyramid below."""
@@ -93,6 +106,12 @@ def plan_output(config: JobConfig, first: TileSet, timepoints: int, channels: in
         # a ConfigError about the key: `keys_named` says where it was set (file or --set)
         raise ConfigError(f"fusion.bounding_box = {[list(c) for c in config.bounding_box or ()]}: "
                           f"holds no part of any view (the views span {_world(first.bounds, config)})")
+    if out.downsample == "mode" and out.dtype and not _holds(np.dtype(out.dtype), first.dtype):
+        # trial AR: uint16 labels into uint8 merged every id from 255 up, exit 0
+        raise ConfigError(f"output.dtype: {out.dtype!r} cannot hold every {first.dtype.name} value "
+                          f"of the tiles, so labels beyond its range would be clipped and merge; "
+                          f"with output.downsample = \"mode\" leave it unset (the tiles' type) or "
+                          f"choose one that holds theirs")
     base = ArraySpec(path="", shape=bounds.shape, chunks=out.chunks,
                      dtype=out.dtype or first.dtype.name, compressor=compressor,
                      resolution=first.pixel_resolution, offset=bounds.start, shard=out.shard)

@@ -149,6 +149,17 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, override, messa
      'values between labels; with output.downsample = "mode" set fusion.blending = "max", "first" or "closest"'),
     (["output.downsample=mode"], r"'linear' \(the default\) averages"),   # trial S
     (["output.downsample=mode", "fusion.blending=average"], "'average' averages"),
+    # trial AR: linear resampling (sub-voxel positions, affines) invented 201 ids; gains and
+    # fields would renumber them
+    (["output.downsample=mode", "fusion.blending=max", "fusion.interpolation=linear"],
+     r"fusion.interpolation: 'linear' resamples tiles between their pixels, which invents values "
+     r'between labels; with output.downsample = "mode" set fusion.interpolation = "nearest"'),
+    (["output.downsample=mode", "fusion.blending=max", 'fusion.intensity="match"'],
+     "fusion.intensity: 'match' scales each tile's values, which renumbers labels"),
+    (["output.downsample=mode", "fusion.blending=max", 'fusion.flatfield="auto"'],
+     "fusion.flatfield: a flatfield correction changes each pixel's value, which renumbers labels"),
+    (["output.downsample=mode", "fusion.blending=max", "flatfield.enabled=true"],
+     "which renumbers labels"),
     (["input.timepoints=[['a.json']]"], "exactly one of .*; both are set"),
     (["input.tiles=[]"], "input.tiles is empty: give a tile JSON"),
 ])

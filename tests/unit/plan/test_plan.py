@@ -145,3 +145,23 @@ def test_a_small_blocks_plan_counts_its_python_worker(tmp_path, small_acquisitio
     terms = task_memory(plan.output, plan.tiles[0][0], plan.stages)
     assert terms.worker == WORKER_BYTES >= 150 << 20
     assert plan.task_memory == terms.peak and plan.task_memory - WORKER_BYTES < 4 << 20
+
+
+@pytest.mark.parametrize("dtype, refused", [("uint8", True), ("int16", True), ("int8", True),
+                                            ("uint16", False), ("uint32", False), ("int32", False),
+                                            ("float32", False)])
+def test_labels_are_refused_a_type_that_cannot_hold_the_tiles(tmp_path, small_acquisition, dtype, refused):
+    """Trial AR: uint16 labels exported to uint8 under mode merged every id from 255 up,
+    exit 0 (a type too narrow clips). Under mean (intensities) clipping is documented."""
+    from pipelines.config import load_job
+    from pipelines.errors import ConfigError
+    from pipelines.plan import make_plan
+    from tests.conftest import write_job
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"], str(tmp_path / "out"))
+    labels = ["output.downsample=mode", "fusion.blending=max", f"output.dtype={dtype}"]
+    if refused:
+        with pytest.raises(ConfigError, match=f"output.dtype: '{dtype}' cannot hold every uint16 value"):
+            make_plan(load_job(job, labels))
+    else:
+        assert make_plan(load_job(job, labels)).output.base.dtype == dtype
+    assert make_plan(load_job(job, [f"output.dtype={dtype}"])).output.base.dtype == dtype
