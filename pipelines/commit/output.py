@@ -53,7 +53,7 @@ def check_output(plan: ExportPlan, store: Store, beside: Store,
         # our own unfinished run of other inputs: start over (only what is provably ours);
         # said aloud, as hours of recorded work may go
         notice = discard_notice(plan, beside, record)
-        remove_owned(store, "an unfinished run of this output with other settings",
+        remove_owned(store, "an unfinished run of this output, which this job would discard",
                      lambda: stream.write(f"{notice}\n") if stream is not None else None)
         return plan
     return replace(plan, rerun=True)

@@ -332,9 +332,10 @@ def check_label_settings(downsample: str, interpolation: str, intensity: str,
     if intensity != "none":
         raise ConfigError(f"{where}fusion.intensity: {intensity!r} scales each tile's values, which "
                           f"renumbers labels; {mode} leave it \"none\"")
-    if flatfield or estimate_flatfield:
-        raise ConfigError(f"{where}fusion.flatfield: a flatfield correction changes each pixel's "
-                          f"value, which renumbers labels; {mode} leave fusion.flatfield and "
+    if flatfield or estimate_flatfield:   # the key set, which the line's source names
+        key = "fusion.flatfield" if flatfield else "flatfield.enabled"
+        raise ConfigError(f"{where}{key}: a flatfield correction changes each pixel's value, "
+                          f"which renumbers labels; {mode} leave fusion.flatfield and "
                           f"[flatfield] enabled unset")
 
 

@@ -155,9 +155,18 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
         result.advice.append(RECORDS_CHANGED)
     elif len(unreadable) < len(result.problems):
         result.advice.append(REPAIR)
-    stray = confirm.foreign_keys(listed, table, set(metadata))
+    found = confirm.foreign_keys(listed, table, set(metadata))
+    # a metadata document the record holds no digest of: the record's edit as likely as
+    # the file's, and moving it out would break the dataset (trial AU)
+    unvouched = [k for k in found if k.rpartition("/")[2] in METADATA_NAMES
+                 and record.get("metadata") is not None]
+    stray = [k for k in found if k not in unvouched]
+    result.problems += [f"{key}: a metadata document the job record holds no digest of (the "
+                        f"record was edited, or the file added)" for key in unvouched]
     result.problems += [f"{key}: not part of the dataset (neither a recorded object nor its "
                         f"metadata)" for key in stray]
+    if unvouched and RECORDS_CHANGED not in result.advice:
+        result.advice.append(RECORDS_CHANGED)
     if stray:
         result.advice.append(MOVE_OUT)
     # trial M: left by a kill mid-write, seen by tile-clean only; readers skip them. As

@@ -153,11 +153,12 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
     fixed = WORKER_BYTES + tile_cache
     if budget <= fixed:   # no block can fit (review: the advice to shrink it could not work)
         raise PlanError(
-            f"limits.task_memory is {_mib(budget)}, but a task's Python worker alone needs "
-            f"{_mib(WORKER_BYTES)}" + (f" and limits.tile_cache {_mib(tile_cache)} more" if tile_cache
-                                       else "") +
-            f"; raise limits.task_memory above {_mib(fixed)} (block {list(worst)} needs about "
-            f"{_mib(needed)})" + (", or lower limits.tile_cache" if tile_cache else ""))
+            f"limits.task_memory is {_mib(budget)}, which does not even hold a task's Python "
+            f"worker ({_mib(WORKER_BYTES)})" + (f" and limits.tile_cache ({_mib(tile_cache)})"
+                                                if tile_cache else "") +
+            f": block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} voxels) "
+            f"needs about {_mib(needed)} in all; raise limits.task_memory to that"
+            + (", or lower limits.tile_cache" if tile_cache else ""))
     # a sharded array's block holds whole shards: a block of one shard cannot be smaller
     # (trial AL: the advice led to a second refusal)
     smaller = ("output.block (whole shards), output.shard or output.chunks" if output.base.shard

@@ -329,6 +329,22 @@ def test_a_dataset_committed_by_an_earlier_version_without_metadata_digests_pass
             "always record: the record was edited") in out and "restore the ledger and the job record" in out
 
 
+def test_a_metadata_document_without_its_digest_is_not_told_to_be_moved_out(committed, capsys):
+    """Trial AU: a record edited to drop one document's digest told the user to move that
+    document (the array's attributes.json) out of the dataset, which breaks it."""
+    record = committed.parent / "out.job.json"
+    doc = json.loads(record.read_text())
+    key = next(k for k in doc["metadata"]["container"] if k.endswith("attributes.json") and "/" in k)
+    del doc["metadata"]["container"][key]
+    record.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert verify_main([str(committed)]) == 1
+    out = capsys.readouterr().out
+    assert f"problem: {key}: a metadata document the job record holds no digest of" in out, out
+    assert "move the files that are not part of the dataset" not in out
+    assert "restore the ledger and the job record from a copy" in out
+
+
 def test_a_folder_where_an_object_was_is_told_to_be_restored(committed, capsys):
     """Trial AQ: a chunk replaced by an empty folder was told only to be made readable."""
     chunk = next(p for p in (committed / "c0/s0").rglob("*") if p.is_file() and p.name != "attributes.json")

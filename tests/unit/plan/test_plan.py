@@ -165,3 +165,12 @@ def test_labels_are_refused_a_type_that_cannot_hold_the_tiles(tmp_path, small_ac
     else:
         assert make_plan(load_job(job, labels)).output.base.dtype == dtype
     assert make_plan(load_job(job, [f"output.dtype={dtype}"])).output.base.dtype == dtype
+
+
+def test_float_labels_need_a_type_that_holds_their_whole_numbers():
+    """Trial AU: float32 label tiles (ids to 2000) into uint8 merged every id from 255 up,
+    exit 0: float32 holds whole numbers exactly to 2^24, which uint32 and int32 hold."""
+    from pipelines.plan.output import _holds
+    f32 = np.dtype("float32")
+    assert [t for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+            if _holds(np.dtype(t), f32)] == ["uint32", "int32", "float32", "float64"]
