@@ -76,8 +76,7 @@ def partial_writes(store: Store, beside: Store, names: Sidecars) -> list[Orphan]
     of objects inside the container, and of exactly the names kept beside it: never of
     a sibling such as `volume.job.json.bak` or `volume.n5.backup`."""
     why = "partial write of a killed writer"
-    # sorted: a folder walk's order differs from run to run (trial AQ)
-    found = sorted((Orphan(store, p.name, why, p) for p in store.partial_writes()), key=lambda o: o.name)
+    found = [Orphan(store, p.name, why, p) for p in store.partial_writes()]
     for prefix in names.prefixes():
         found += [Orphan(beside, p.name, why, p) for p in beside.partial_writes(prefix)
                   if names.holds(p.key) and _ours_beside(p.key, names)]

@@ -129,16 +129,15 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
         result.notes.append("the ledger was not compacted (the job stopped after its commit); "
                             "tile-clean --remove compacts it")
     listed = list(store.list())   # once, for the metadata of an earlier version and for strays
+    edited = ""   # the record's own problem, said after the objects' advice is chosen
     if record.get("metadata") is None and earlier:   # trial T: exit 1 for an earlier version's healthy dataset
         result.notes.append("the job record holds no digests of the metadata (committed by an "
                             "earlier version): the metadata documents were not checked")
         metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
     elif record.get("metadata") is None:   # trial AQ: an edited record passed edited metadata
-        result.problems.append(
-            f"{names.job_record} holds no digests of the metadata, which this version's "
-            f"commits always record: the record was edited, and the metadata documents "
-            f"could not be checked")
-        result.advice.append(RECORDS_CHANGED)
+        edited = (f"{names.job_record} holds no digests of the metadata, which this version's "
+                  f"commits always record: the record was edited, and the metadata documents "
+                  f"could not be checked")
         metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
     else:
         result.problems += _check_metadata(store, beside, record["metadata"])
@@ -155,17 +154,20 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
         result.advice.append(RECORDS_CHANGED)
     elif len(unreadable) < len(result.problems):
         result.advice.append(REPAIR)
+    if edited:
+        result.problems.append(edited)
     found = confirm.foreign_keys(listed, table, set(metadata))
     # a metadata document the record holds no digest of: the record's edit as likely as
     # the file's, and moving it out would break the dataset (trial AU)
+    folders = {k.rpartition("/")[0] for k in metadata} | set(record["arrays"])
     unvouched = [k for k in found if k.rpartition("/")[2] in METADATA_NAMES
-                 and record.get("metadata") is not None]
+                 and k.rpartition("/")[0] in folders and record.get("metadata") is not None]
     stray = [k for k in found if k not in unvouched]
     result.problems += [f"{key}: a metadata document the job record holds no digest of (the "
                         f"record was edited, or the file added)" for key in unvouched]
     result.problems += [f"{key}: not part of the dataset (neither a recorded object nor its "
                         f"metadata)" for key in stray]
-    if unvouched and RECORDS_CHANGED not in result.advice:
+    if (unvouched or edited) and RECORDS_CHANGED not in result.advice:
         result.advice.append(RECORDS_CHANGED)
     if stray:
         result.advice.append(MOVE_OUT)

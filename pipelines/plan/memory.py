@@ -10,6 +10,7 @@ with what workers really held.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -153,11 +154,11 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
     fixed = WORKER_BYTES + tile_cache
     if budget <= fixed:   # no block can fit (review: the advice to shrink it could not work)
         raise PlanError(
-            f"limits.task_memory is {_mib(budget)}, which does not even hold a task's Python "
-            f"worker ({_mib(WORKER_BYTES)})" + (f" and limits.tile_cache ({_mib(tile_cache)})"
-                                                if tile_cache else "") +
-            f": block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} voxels) "
-            f"needs about {_mib(needed)} in all; raise limits.task_memory to that"
+            f"limits.task_memory is {_mib(budget)}, no more than a task's Python worker "
+            f"({_mib(WORKER_BYTES)})" + (f" and limits.tile_cache ({_mib(tile_cache)})"
+                                         if tile_cache else "") +
+            f" alone: block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
+            f"voxels) needs {_mib_up(needed)} in all; raise limits.task_memory to that"
             + (", or lower limits.tile_cache" if tile_cache else ""))
     # a sharded array's block holds whole shards: a block of one shard cannot be smaller
     # (trial AL: the advice led to a second refusal)
@@ -165,10 +166,16 @@ def check_task_memory(output: OutputSpec, needed: int, tile_cache: int, budget: 
                else "output.block or output.chunks")
     raise PlanError(
         f"block {list(worst)} ({' x '.join(map(str, grid.block_box(worst).shape))} "
-        f"voxels) needs about {_mib(needed)} ({' and '.join(included)} included) but "
+        f"voxels) needs {_mib_up(needed)} ({' and '.join(included)} included) but "
         f"limits.task_memory is {_mib(budget)}; use a smaller {smaller}, "
         + ("lower limits.tile_cache, " if tile_cache else "")   # trial M: the cache alone can be too much
         + "or raise limits.task_memory (and the executors' memory with it)")
+
+
+def _mib_up(nbytes: int) -> str:
+    """A need as MiB rounded up to a tenth (review: "416.2 MiB" rounded down, and a budget
+    set to it was refused again)."""
+    return f"{math.ceil(nbytes / 2**20 * 10) / 10:.1f} MiB"
 
 
 def _mib(nbytes: int) -> str:

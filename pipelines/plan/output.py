@@ -83,11 +83,11 @@ class Stage:
 def _holds(target: np.dtype, tiles: np.dtype) -> bool:
     """Whether every label `tiles` can hold is exactly a value of `target`: every value of
     an integer type; of a float type, the whole numbers it holds exactly (to 2^24 for
-    float32: trial AU, float32 labels up to 2000 merged into uint8's 255)."""
+    float32, either sign: trial AU, float32 labels up to 2000 merged into uint8's 255)."""
     if tiles.kind == "f":
         exact = 2 ** (np.finfo(tiles).nmant + 1)
         return target.kind == "f" and target.itemsize >= tiles.itemsize or \
-            target.kind in "ui" and np.iinfo(target).max >= exact
+            target.kind in "ui" and np.iinfo(target).min <= -exact and np.iinfo(target).max >= exact
     if target.kind == "f":
         return tiles.itemsize * 8 <= np.finfo(target).nmant + 1
     low, high = np.iinfo(tiles), np.iinfo(target)

@@ -84,11 +84,11 @@ def why_again(last: dict | None, parts: dict[str, Any]) -> str:
         reasons.append("other [stitching] settings or input.views")
     new, changed, gone = _input_changes(then, parts)
     # a project's XML is no tile JSON (trial AS: "changed tile JSONs (dataset.xml)")
-    kind = "project XML" if any(p.lower().endswith(".xml") for p in (*new, *changed, *gone)) \
-        else "tile JSONs"
-    for what, paths in ((f"new {kind}", new), (f"changed {kind}", changed),
-                        (f"{kind} no longer listed", gone)):
+    def kind(paths: list[str]) -> str:
+        return "project XML" if paths[0].lower().endswith(".xml") else "tile JSONs"
+    for what, paths in (("new {}", new), ("changed {}", changed), ("{} no longer listed", gone)):
         if paths:
+            what = what.format(kind(paths))
             more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
             reasons.append(f"{what} ({paths[0]}{more})")
     if then.get("tiles") != parts["tiles"]:

@@ -169,8 +169,10 @@ def test_labels_are_refused_a_type_that_cannot_hold_the_tiles(tmp_path, small_ac
 
 def test_float_labels_need_a_type_that_holds_their_whole_numbers():
     """Trial AU: float32 label tiles (ids to 2000) into uint8 merged every id from 255 up,
-    exit 0: float32 holds whole numbers exactly to 2^24, which uint32 and int32 hold."""
+    exit 0: float32 holds whole numbers exactly to ±2^24, which int32 holds."""
     from pipelines.plan.output import _holds
     f32 = np.dtype("float32")
     assert [t for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
-            if _holds(np.dtype(t), f32)] == ["uint32", "int32", "float32", "float64"]
+            if _holds(np.dtype(t), f32)] == ["int32", "float32", "float64"]
+    assert _holds(np.dtype("float64"), np.dtype("float64")) and not _holds(np.dtype("float32"), np.dtype("float64"))
+    assert _holds(np.dtype("int16"), np.dtype("int8")) and not _holds(np.dtype("uint16"), np.dtype("int8"))

@@ -801,3 +801,5 @@ def test_a_changed_project_is_called_a_project_xml():
     json_then = {**then, "inputs": {"p/tiles.json": "a"}}
     assert why_again({"reuse": {"parts": json_then}}, {**json_then, "inputs": {"p/tiles.json": "b"}}) \
         == "changed tile JSONs (p/tiles.json)"
+    assert why_again({"reuse": {"parts": json_then}}, now) == \
+        "new project XML (p/dataset.xml); tile JSONs no longer listed (p/tiles.json)"   # review
