@@ -130,15 +130,16 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
                             "tile-clean --remove compacts it")
     listed = list(store.list())   # once, for the metadata of an earlier version and for strays
     edited = ""   # the record's own problem, said after the objects' advice is chosen
-    if record.get("metadata") is None and earlier:   # trial T: exit 1 for an earlier version's healthy dataset
+    vouched = record.get("metadata") is not None
+    if not vouched:
+        metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
+    if not vouched and earlier:   # trial T: exit 1 for an earlier version's healthy dataset
         result.notes.append("the job record holds no digests of the metadata (committed by an "
                             "earlier version): the metadata documents were not checked")
-        metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
-    elif record.get("metadata") is None:   # trial AQ: an edited record passed edited metadata
+    elif not vouched:   # trial AQ: an edited record passed edited metadata
         edited = (f"{names.job_record} holds no digests of the metadata, which this version's "
                   f"commits always record: the record was edited, and the metadata documents "
                   f"could not be checked")
-        metadata = [k for k in listed if k.rpartition("/")[2] in METADATA_NAMES]
     else:
         result.problems += _check_metadata(store, beside, record["metadata"])
         metadata = list(record["metadata"].get("container", {}))
@@ -161,7 +162,7 @@ def verify(store: Store, beside: Store, uri: str, stream: TextIO | None = None) 
     # the file's, and moving it out would break the dataset (trial AU)
     folders = {k.rpartition("/")[0] for k in metadata} | set(record["arrays"])
     unvouched = [k for k in found if k.rpartition("/")[2] in METADATA_NAMES
-                 and k.rpartition("/")[0] in folders and record.get("metadata") is not None]
+                 and k.rpartition("/")[0] in folders and vouched]
     stray = [k for k in found if k not in unvouched]
     result.problems += [f"{key}: a metadata document the job record holds no digest of (the "
                         f"record was edited, or the file added)" for key in unvouched]

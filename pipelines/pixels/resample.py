@@ -176,17 +176,18 @@ def _slab(data: np.ndarray, axes: list[_AxisSamples], first: int, last: int) -> 
     operations in any block and any slab)."""
     x, y, z = axes
     if z.k is None or z.k1 is None or z.t is None:   # z does not move: plane j is source plane j
-        part = data[first:last]
-        for numpy_axis, s in ((2, x), (1, y)):
-            if s.k is not None and s.k1 is not None and s.t is not None:
-                part = _interpolate(part, s.k, s.k1, s.t, numpy_axis)
-        return part
+        return _across(data[first:last], x, y)
     lo, hi = int(z.k[first]), int(z.k1[last - 1]) + 1
-    part = data[lo:hi]
+    return _interpolate(_across(data[lo:hi], x, y), z.k[first:last] - lo, z.k1[first:last] - lo,
+                        z.t[first:last], 0)
+
+
+def _across(planes: np.ndarray, x: _AxisSamples, y: _AxisSamples) -> np.ndarray:
+    """`planes` interpolated along x, then y, where they move."""
     for numpy_axis, s in ((2, x), (1, y)):
         if s.k is not None and s.k1 is not None and s.t is not None:
-            part = _interpolate(part, s.k, s.k1, s.t, numpy_axis)
-    return _interpolate(part, z.k[first:last] - lo, z.k1[first:last] - lo, z.t[first:last], 0)
+            planes = _interpolate(planes, s.k, s.k1, s.t, numpy_axis)
+    return planes
 
 
 class _AxisSamples(NamedTuple):
