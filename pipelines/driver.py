@@ -49,6 +49,7 @@ from pipelines.plan import (
     growth_warning,
     make_plan,
     plan_and_identities,
+    tile_paths,
 )
 from pipelines.plan.tasks import quiet_collector
 from pipelines.registering import StitchResult, stitch, stitching_checks
@@ -285,7 +286,7 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
 def input_paths(config: JobConfig, plan: ExportPlan) -> list[str]:
     """Every file and container the job reads: tile JSONs or the project, tile files."""
     paths = {p for row in config.inputs for p in row}
-    paths |= {t.path for row in plan.tiles for tiles in row for t in tiles}
+    paths |= set(tile_paths(plan.tiles))
     return sorted(paths)
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipelines.commit.documents import container_keys
 from pipelines.commit.ownership import is_ours_by_name
 from pipelines.errors import OutputError, RunFailed, TileError
-from pipelines.plan import ExportPlan
+from pipelines.plan import ExportPlan, tile_paths
 from pipelines.storage import Store
 from pipelines.tiles.identity import file_identities, identities_digest
 
@@ -96,10 +96,8 @@ def check_tiles_unchanged(plan: ExportPlan) -> None:
     pixels and the new (trial AM: a tile rewritten while the run went was committed half
     old, half new, and tile-verify passed it). A stat each, or a HEAD each on S3, as the
     plan took them."""
-    if not plan.tile_files:   # a plan made without them (no file to compare)
-        return
-    paths = sorted({t.path for row in plan.tiles for tiles in row for t in tiles})
-    if identities_digest(file_identities(paths, plan.s3)) != plan.tile_files:
+    if plan.tile_files and identities_digest(file_identities(tile_paths(plan.tiles), plan.s3)) \
+            != plan.tile_files:   # a plan made without them has none to compare
         raise TileError(f"commit refused, nothing was published: {TILES_CHANGED} (a size or "
                         "modification time, on S3 a size or ETag, "
                         "is not what the run began with), so its blocks may mix old and new "

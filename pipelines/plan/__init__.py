@@ -45,7 +45,8 @@ from pipelines.tiles.identity import file_identities, identities_digest
 
 __all__ = ["BlockReceipt", "BlockTask", "ExportPlan", "OutputSpec", "PartitionTask", "Stage",
            "StageTasks", "TaskPlan", "check_memory", "computed_voxels", "growth_warning", "make_plan", "plan_and_identities", "plan_output", "plan_stages",
-           "plan_tasks", "read_acquisition", "read_tiles", "task_memory", "task_memory_bytes"]
+           "plan_tasks", "read_acquisition", "read_tiles", "task_memory", "task_memory_bytes",
+           "tile_paths"]
 
 
 
@@ -170,7 +171,12 @@ def _tile_identities(config: JobConfig, tiles: tuple[tuple[TileSet, ...], ...],
     check (benchmarks) — are asked for theirs: a stat each here, a HEAD each on S3."""
     if check_files and not config.is_project:
         return check_tile_files([ts for row in tiles for ts in row], s3)
-    return file_identities(sorted({t.path for row in tiles for ts in row for t in ts}), s3)
+    return file_identities(tile_paths(tiles), s3)
+
+
+def tile_paths(tiles: tuple[tuple[TileSet, ...], ...]) -> list[str]:
+    """Every tile file of a plan's tiles (timepoints × channels), each once, sorted."""
+    return sorted({t.path for row in tiles for ts in row for t in ts})
 
 
 def read_tiles(config: JobConfig, s3: S3Options | None) -> tuple[tuple[TileSet, ...], ...]:
