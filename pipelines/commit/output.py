@@ -52,9 +52,9 @@ def check_output(plan: ExportPlan, store: Store, beside: Store,
     if record.get("fingerprint") != fingerprint(plan):
         # our own unfinished run of other inputs: start over (only what is provably ours);
         # said aloud, as hours of recorded work may go
-        notice = discard_notice(plan, beside, record)
         remove_owned(store, "an unfinished run of this output, which this job would discard",
-                     lambda: stream.write(f"{notice}\n") if stream is not None else None)
+                     lambda: stream.write(f"{discard_notice(plan, beside, record)}\n")
+                     if stream is not None else None)
         return plan
     return replace(plan, rerun=True)
 
@@ -141,23 +141,24 @@ def _refuse_committed(plan: ExportPlan, store: Store, record: dict,
         elif record.get("output_settings", output_settings(plan)) == output_settings(plan):
             return   # this job's, or not: the positions and coefficients will tell
     for key in _metadata_keys(plan.output):
-        if store.exists(key) and began and changed == {"tile_files"}:
+        if not store.exists(key):   # one look per key (a HEAD on S3)
+            continue
+        if began and changed == {"tile_files"}:
             raise OutputError(
                 f"output.uri: {store.uri} holds an unfinished commit of this job made before "
                 f"its tile files changed ({key}): its chunks are of the files as they were; "
                 f"pass --overwrite to replace it with an export of the files as they are")
-        if store.exists(key) and began and earlier_version(record):   # review of trial AK
+        if began and earlier_version(record):   # review of trial AK
             raise OutputError(
                 f"output.uri: {store.uri} holds an unfinished commit of an earlier version of "
                 f"this tool ({key}); finish it with that version, or pass --overwrite to "
                 f"replace it")
-        if store.exists(key) and began:
+        if began:
             raise OutputError(
                 f"output.uri: {store.uri} holds an unfinished commit of a job with other "
                 f"settings ({key}); run that job again to finish it, or pass --overwrite "
                 f"to replace it")
-        if store.exists(key):
-            raise _committed(plan, store, record, key, settings_known, positions_known)
+        raise _committed(plan, store, record, key, settings_known, positions_known)
 
 
 def _committed(plan: ExportPlan, store: Store, record: dict, key: str, settings_known: bool,

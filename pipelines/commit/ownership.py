@@ -32,15 +32,10 @@ _FOLDER = re.compile(r"\d+|c\d*|s\d+|setup\d+|timepoint\d+")   # array path comp
 _CHUNK = re.compile(r"\d+(\.\d+)*")   # a chunk index: N5 / Zarr "/" keys, Zarr v2 "." keys
 
 
-def check_sidecar_names(plan: ExportPlan, store: Store, beside: Store) -> None:
-    """OutputError unless every name we keep beside the container (`store`) is free or
-    ours."""
-    check_sidecars(plan.output.uri, plan.output.layout, store, beside)
-
-
 def check_sidecars(uri: str, layout: str, store: Store, beside: Store) -> None:
-    """`check_sidecar_names` of an output at `uri` written in `layout` (the dry run's
-    look at the output asks it too, as the run refuses on it)."""
+    """OutputError unless every name we keep beside the container (`store`) of an output
+    at `uri` written in `layout` is free or ours (the run asks, and the dry run's look at
+    the output, which refuses as the run does)."""
     names = Sidecars.of(uri)
     where = uris.parent(uri) if uris.is_remote(uri) else str(Path(uri).resolve().parent)
     foreign = [k for k in beside.list(names.ledger_root)
