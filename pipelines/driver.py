@@ -263,15 +263,19 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
                                     checked.identities if checked else None)
         if seconds:
             corrections["intensity_seconds"] = seconds
-    plan = make_plan(config, check_files=checked is None,
-                     tile_files=checked.tile_files if checked else None)
+    if checked is None:
+        plan, identities = plan_and_identities(config)
+    else:   # the identities the checks took, by path, name the files that change (trial AP)
+        plan, identities = make_plan(config, check_files=False, tile_files=checked.tile_files), \
+            dict(checked.identities)
     store, beside = _output_location(config, plan, executor)
     take_lock(plan, beside)
     try:
         if overwrite:
             removed = remove_dataset(plan, store, beside)
             stream.write(f"--overwrite: removed {removed} objects an earlier run wrote there\n")
-        result = _export_locked(plan, store, beside, executor, stream, started, stitched, corrections)
+        result = _export_locked(plan, store, beside, executor, stream, started, stitched,
+                                corrections, identities)
     except BaseException as e:
         endings.release_after(plan, beside, e)
         raise
@@ -292,8 +296,9 @@ def input_paths(config: JobConfig, plan: ExportPlan) -> list[str]:
 
 def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Executor,
                    stream: TextIO, started: float, stitched: StitchResult | None,
-                   corrections: dict[str, float]) -> ExportResult:
-    """The export while this job holds the output's lock."""
+                   corrections: dict[str, float], identities: Mapping[str, Any]) -> ExportResult:
+    """The export while this job holds the output's lock; `identities`: the tile files'
+    identities the run began with, by path."""
     began = time.time()
     plan = check_output(plan, store, beside, stream)
     out = plan.output
@@ -313,7 +318,7 @@ def _export_locked(plan: ExportPlan, store: Store, beside: Store, executor: Exec
         check_complete(plan, recorded)
         assert recorded.objects is not None
         confirm.check_before_commit(plan, recorded.objects, store)
-        confirm.check_tiles_unchanged(plan)
+        confirm.check_tiles_unchanged(plan, identities)
         phase = "commit"
         summary = publish(plan, recorded, store, beside)
         phase = "ledger"

@@ -12,8 +12,9 @@ rather than publish a dataset with holes.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -22,7 +23,7 @@ from pipelines.commit.ownership import is_ours_by_name
 from pipelines.errors import OutputError, RunFailed, TileError
 from pipelines.plan import ExportPlan, tile_paths
 from pipelines.storage import Store
-from pipelines.tiles.identity import file_identities, identities_digest
+from pipelines.tiles.identity import file_identities, identities_digest, same_identity
 
 
 @dataclass(frozen=True)
@@ -90,19 +91,28 @@ def check_before_commit(plan: ExportPlan, objects: pa.Table, store: Store) -> No
 TILES_CHANGED = "tile files changed while the run read them"
 
 
-def check_tiles_unchanged(plan: ExportPlan) -> None:
+def check_tiles_unchanged(plan: ExportPlan, began: Mapping[str, Any] | None = None) -> None:
     """TileError, publishing nothing, when a tile file's identity (size and modification
     time; size and ETag on S3) is not the one the plan took: its blocks may mix the old
     pixels and the new (trial AM: a tile rewritten while the run went was committed half
     old, half new, and tile-verify passed it). A stat each, or a HEAD each on S3, as the
-    plan took them."""
-    if plan.tile_files and identities_digest(file_identities(tile_paths(plan.tiles), plan.s3)) \
-            != plan.tile_files:   # a plan made without them has none to compare
-        raise TileError(f"commit refused, nothing was published: {TILES_CHANGED} (a size or "
-                        "modification time, on S3 a size or ETag, "
-                        "is not what the run began with), so its blocks may mix old and new "
-                        "pixels; once the files are final, run the same command again: it "
-                        "discards this run and computes every block from them")
+    plan took them. `began`: the identities the run began with, by path (the plan keeps
+    only their digest), to name the files that changed."""
+    if not plan.tile_files:   # a plan made without them has none to compare
+        return
+    now = file_identities(tile_paths(plan.tiles), plan.s3)
+    if identities_digest(now) == plan.tile_files:
+        return
+    began = began or {}
+    changed = [path for path, identity in now.items()
+               if path in began and not same_identity(began[path], identity)]
+    named = f" ({changed[0]}{f' and {len(changed) - 1} more' if len(changed) > 1 else ''})" \
+        if changed else ""
+    raise TileError(f"commit refused, nothing was published: {TILES_CHANGED}{named} (a size "
+                    "or modification time, on S3 a size or ETag, "
+                    "is not what the run began with), so its blocks may mix old and new "
+                    "pixels; once the files are final, run the same command again: it "
+                    "discards this run and computes every block from them")
 
 
 def foreign_keys(listed: Iterable[str], objects: pa.Table, documents: set[str]) -> list[str]:

@@ -62,3 +62,9 @@ def identities_digest(identities: dict[str, Any]) -> str:
     carries instead of one entry per tile (plans stay compact at 100 000 tiles)."""
     text = json.dumps(sorted(identities.items()), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def same_identity(one: Any, other: Any) -> bool:
+    """Whether two identities of one file are the same: as `identities_digest` compares
+    them (a list read back from JSON equals the tuple a check took)."""
+    return json.dumps(one, default=str) == json.dumps(other, default=str)

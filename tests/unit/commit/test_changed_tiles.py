@@ -173,8 +173,9 @@ def test_a_tile_file_that_changes_while_the_run_reads_it_is_not_committed(tmp_pa
     from pipelines.errors import TileError
     config = config_for(tmp_path, acquisition, "output.block=[1,1,1]", "spark.blocks_per_task=1")
     with pytest.raises(TileError, match="commit refused, nothing was published: tile files "
-                                        "changed while the run read them"):
+                                        "changed while the run read them") as refused:
         export(config, RewritesATileMidway(first_tile(acquisition)), stream=io.StringIO())
+    assert f"them ({first_tile(acquisition)}) (a size" in str(refused.value)   # named (AP)
     assert not list((tmp_path / "out").rglob("attributes.json")), "metadata was published"
     from pipelines.maintenance.verify import open_output, verify
     with pytest.raises(OutputError, match="its tile files changed while it ran: once they are "
