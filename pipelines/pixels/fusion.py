@@ -7,7 +7,8 @@ Blending rules (`fusion.blending`):
   across an overlap one tile fades out as the other fades in and no seam shows;
 - `first`: the tile with the lowest index wins;
 - `closest`: the tile whose centre is nearest the voxel wins (BigStitcher-Spark's
-  closest-pixel fusion); ties go to the lower index.
+  closest-pixel fusion), nearest in output voxels (not µm: on an anisotropic output
+  grid a step along z counts as one along x); ties go to the lower index.
 A voxel covered by one tile equals that tile under every rule; a voxel covered by none
 is 0 (the fill value). Sums are float32 where tiles and output are integers, float64
 where either is floating point (`sums_dtype`). The result is cast to the output type (rounded and clipped for
