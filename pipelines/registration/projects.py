@@ -137,8 +137,20 @@ def stitched_xml(text: str, ref: ProjectReference, positions: Mapping[int, Seque
         transform = ET.Element("ViewTransform", type="affine")
         ET.SubElement(transform, "Name").text = STITCHING_TRANSFORM
         ET.SubElement(transform, "affine").text = " ".join(repr(float(v)) for v in stitching)
+        _indent_as_siblings(transform, registration)
         registration.insert(0, transform)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _indent_as_siblings(transform: ET.Element, registration: ET.Element) -> None:
+    """Give `transform`, about to become `registration`'s first child, the indentation of
+    the children it joins (trial AS: it was written on one line with the next one)."""
+    indent = registration.text if registration.text and not registration.text.strip() else "\n"
+    step = "  " if "\t" not in indent else "\t"
+    transform.text = indent + step
+    for i, child in enumerate(transform):
+        child.tail = indent + step if i < len(transform) - 1 else indent
+    transform.tail = indent
 
 
 def _affine_of(transform: ET.Element) -> Affine:

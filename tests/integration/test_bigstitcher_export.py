@@ -171,6 +171,10 @@ def test_registration_on_a_jittered_xml_grid_writes_the_stitched_xml(tmp_path):
     for registration in ET.parse(stitched).getroot().iter("ViewRegistration"):
         names = [t.findtext("Name") for t in registration.findall("ViewTransform")]
         assert names[0] == "Stitching Transform" and "calibration" in names[1:]
+    # trial AS: the inserted transform was written on one line with the next one
+    lines = [line.strip() for line in stitched.read_text().splitlines()]
+    assert lines.count("<Name>Stitching Transform</Name>") == len(views), lines[:20]
+
     def pixel_positions(path: Path) -> dict[int, np.ndarray]:
         found = {}
         for view in read_project(str(path), views={"angle": [0]}).tiles[0][0]:
