@@ -41,7 +41,10 @@ def _png(fig) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     # no "Software" stamp: the same inputs give byte-identical PNGs, like every other output
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    # "tight": a legend below the panels was cut off where the panels' aspect left the
+    # constrained layout no room for it (trial AS)
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight",
+                pad_inches=0.1)
     return buf.getvalue()
 
 

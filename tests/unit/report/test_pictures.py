@@ -62,6 +62,19 @@ def test_layout_two_panels_are_wider_than_one_and_than_high():
     assert two.shape[1] > one.shape[1]
 
 
+def test_layout_legend_below_wide_panels_is_not_cut_off():
+    """Trial AS: a 3 × 2 grid whose panels filled the figure's height had its legend cut at
+    the bottom edge. Nothing drawn may touch the picture's edges."""
+    before = [(0, (-8, -8, 0), (128, 128, 20)), (1, (117, 0, 0), (128, 128, 20)),
+              (2, (210, -10, 0), (128, 128, 20)), (3, (-3, 118, 0), (128, 128, 20)),
+              (4, (98, 115, 0), (128, 128, 20)), (5, (210, 114, 0), (128, 128, 20))]
+    after = grid_tiles(3, 2, 1, size=(128, 128, 20), step=(105, 105, 20))
+    img = decode(pictures.tile_layout_png(before, after, [(0, 1, 0.004, True), (3, 4, 0.002, True)],
+                                          title="t"))
+    for edge in (img[:3], img[-3:], img[:, :3], img[:, -3:]):
+        assert edge.min() > 0.9, "something is drawn at the picture's edge"
+
+
 def test_layout_links_are_coloured_by_residual():
     """One link at residual 0 and one large: both ends of viridis appear on top of what the
     (identical) colorbar contributes when every residual is 0."""
