@@ -111,7 +111,7 @@ def stopping_signal(error: BaseException) -> int:
 # a Ctrl-C lost, the export run to its end; a traceback). `raise_if_stopped` raises it
 # again where work goes on, `run_job` reports an exception after it with the stop.
 _received: int | None = None
-_jobs_running = 0   # run_job calls open: a job's own stop is not forgotten inside one
+_jobs_open = 0   # `job` contexts open: a job's own stop is not forgotten inside one
 # Signals held back while files that belong together are written (`signals_deferred`);
 # None: not deferring.
 _deferred: list[int] | None = None
@@ -157,12 +157,22 @@ def forget_stop() -> None:
     _received = None
 
 
-def job_begins() -> None:
-    """`forget_stop` for a job begun outside `run_job` (a notebook's, a library's call of
-    the driver): inside one, the stop it received since it began is its own (review: a
-    Ctrl-C swallowed while the export was imported was forgotten, and it ran to its end)."""
-    if _jobs_running == 0:
+@contextmanager
+def job() -> Iterator[None]:
+    """A job's span: the outermost one begins without the stop an earlier job in this
+    process received (`forget_stop`: a notebook's second export stopped by itself at its
+    first task, after a Ctrl-C of the first); inside one, a stop received since it began
+    is its own (review: a Ctrl-C swallowed while the export was imported was forgotten
+    when the driver's flow began, and the job ran to its end). Entered by `run_job` and by
+    the driver's flows (`running.executor_for`), so a notebook's call is a job too."""
+    global _jobs_open
+    if _jobs_open == 0:
         forget_stop()
+    _jobs_open += 1
+    try:
+        yield
+    finally:
+        _jobs_open -= 1
 
 
 @contextmanager
@@ -202,14 +212,9 @@ def run_job(work, show, stopped: str = "before the run started; nothing was writ
     that left), 141 when stdout's reader left while `work` printed (a shell's SIGPIPE
     code; `stopped` says what that left; once `show` prints, the work is done: 0), each
     reported as one line on stderr instead of a traceback."""
-    global _jobs_running
     install_signal_handlers()
-    forget_stop()
-    _jobs_running += 1
-    try:
+    with job():
         return _run(work, show, stopped)
-    finally:
-        _jobs_running -= 1
 
 
 def _run(work, show, stopped: str) -> int:

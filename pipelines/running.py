@@ -8,28 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipelines.config import JobConfig
-from pipelines.errors import job_begins
+from pipelines.errors import job
 from pipelines.execute.executor import Executor
 
 
 @contextmanager
 def executor_for(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
     """The executor to use: the one handed in (left running), or Spark from the job's
-    [spark] settings (stopped at the end). Entered by a job itself (not by a flow inside
-    it: stitching inside an export), it starts without a stop an earlier job in this
-    process received (`errors.job_begins`: a notebook's second export stopped by itself
-    at its first task, after a Ctrl-C of the first)."""
-    global _jobs
-    if _jobs == 0:
-        job_begins()
-    _jobs += 1
-    try:
+    [spark] settings (stopped at the end); a `errors.job` span, so a flow called outside
+    `run_job` (a notebook's) begins without an earlier job's stop."""
+    with job():
         yield from _executor(config, given)
-    finally:
-        _jobs -= 1
-
-
-_jobs = 0   # executor_for contexts open: 0 when a job begins
 
 
 def _executor(config: JobConfig, given: Executor | None) -> Iterator[Executor]:
