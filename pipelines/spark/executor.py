@@ -23,6 +23,7 @@ from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
 from pipelines.config import JobConfig
+from pipelines.config.master import is_local_master
 from pipelines.errors import BlockFailed, StoreUnavailable, Terminated, raise_if_stopped
 from pipelines.execute.executor import Batch, Item, ProgressCallback, Result, failure
 from pipelines.spark.session import (
@@ -158,7 +159,7 @@ def _no_executor_note(sc: SparkContext) -> str:
     "Initial job has not accepted any resources" every 15 s: an executor heap larger than
     every worker's memory waited at 0 % for ever (trial AG)."""
     master = sc.master or ""
-    if master.startswith("local"):
+    if is_local_master(master):
         return ""
     with contextlib.suppress(Exception):   # the JVM's view; the driver counts as one
         if len(sc._jsc.sc().statusTracker().getExecutorInfos()) > 1:
