@@ -53,7 +53,6 @@ from pipelines.config.model import (
 from pipelines.config.output import parse_output
 from pipelines.config.values import (
     check_label_settings,
-    parse_blending,
     parse_bounding_box,
     parse_choice,
     parse_count,
@@ -199,7 +198,7 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
         estimate_flatfield=enabled_setting(merged["flatfield"]["enabled"], where, "enabled"),
         flatfield_per_slice=enabled_setting(merged["flatfield"]["per_slice"], where, "per_slice"),
         output=parse_output(merged["output"], len(inputs), where, uri_required=writes_output),
-        blending=parse_blending(merged, where, "blending" in (raw.get("fusion") or {})),
+        blending=parse_choice(merged["fusion"], "fusion", "blending", BLENDINGS, where),
         interpolation=parse_choice(merged["fusion"], "fusion", "interpolation", INTERPOLATIONS, where),
         stitching=parse_stitching(merged["stitching"], merged["input"]["channel_names"],
                                   None if project else default_channel_names(inputs[0]), where),
@@ -214,8 +213,9 @@ def build_config(raw: dict, source: str = "", writes_output: bool = True) -> Job
         task_delay=parse_delay(merged["debug"]["task_delay"], where),
         source=source,
     )
-    check_label_settings(config.output.downsample, config.interpolation, config.intensity,
-                         config.flatfield, config.estimate_flatfield, where)
+    check_label_settings(config.output.downsample, config.blending,
+                         "blending" in (raw.get("fusion") or {}), config.interpolation,
+                         config.intensity, config.flatfield, config.estimate_flatfield, where)
     return config
 
 

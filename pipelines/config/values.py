@@ -302,29 +302,23 @@ def parse_s3(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted({**table, **sizes, "request_timeout": float(timeout)}.items()))
 
 
-def parse_blending(merged: dict, where: str, given: bool = True) -> str:
-    """fusion.blending, checked against output.downsample (`given`: whether the job named
-    it, or it is the default)."""
-    blending = parse_choice(merged["fusion"], "fusion", "blending", BLENDINGS, where)
-    if merged["output"]["downsample"] == "mode" and blending in MIXING_BLENDINGS:
-        *others, last = (f'"{b}"' for b in BLENDINGS if b not in MIXING_BLENDINGS)
-        keeping = f"{', '.join(others)} or {last}"
-        named = f"{blending!r}" + ("" if given else " (the default)")   # trial S
-        raise ConfigError(f"{where}fusion.blending: {named} averages overlapping tiles, which "
-                          f"invents values between labels; with output.downsample = \"mode\" set "
-                          f"fusion.blending = {keeping}")
-    return blending
-
-
-def check_label_settings(downsample: str, interpolation: str, intensity: str,
-                         flatfield: tuple[str, ...], estimate_flatfield: bool, where: str) -> None:
+def check_label_settings(downsample: str, blending: str, blending_given: bool, interpolation: str,
+                         intensity: str, flatfield: tuple[str, ...], estimate_flatfield: bool,
+                         where: str) -> None:
     """With output.downsample = "mode" (labels), refuse what computes values between or
-    other than the tiles' (trial AR: linear interpolation at a sub-voxel position or
-    through an affine put 13 361 voxels of 201 ids no tile has into the output, exit 0; a
-    gain or a flatfield would renumber ids)."""
+    other than the tiles': a blending that averages (`blending_given`: whether the job
+    named it, or it is the default: trial S), linear interpolation (trial AR: at a
+    sub-voxel position or through an affine it put 13 361 voxels of 201 ids no tile has
+    into the output, exit 0), a gain or a flatfield (they would renumber ids)."""
     if downsample != "mode":
         return
     mode = 'with output.downsample = "mode"'
+    if blending in MIXING_BLENDINGS:
+        *others, last = (f'"{b}"' for b in BLENDINGS if b not in MIXING_BLENDINGS)
+        named = f"{blending!r}" + ("" if blending_given else " (the default)")
+        raise ConfigError(f"{where}fusion.blending: {named} averages overlapping tiles, which "
+                          f"invents values between labels; {mode} set "
+                          f"fusion.blending = {', '.join(others)} or {last}")
     if interpolation == "linear":
         raise ConfigError(f"{where}fusion.interpolation: 'linear' resamples tiles between their "
                           f"pixels, which invents values between labels; {mode} set "
