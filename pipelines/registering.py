@@ -81,26 +81,20 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
         seconds = time.perf_counter() - began
     found = [s for s in shifts if s is not None]
     unmatched = [p for p, s in zip(pairs, shifts) if s is None]
+    # a stop before the writes keeps every pair measured (the last round too) for the next
+    # run; one after them leaves a registration the next run reuses
+    outcome, doing = None, "while solving the registration"
     try:
         solution = solve({t.index: t.position for t in reference}, found,
                          config.stitching.min_score, config.stitching.max_residual, target.frame.exact)
-    except (KeyboardInterrupt, Terminated) as e:   # every pair measured is kept (the last round too)
-        name = signal.Signals(stopping_signal(e)).name
-        raise Interrupted(f"interrupted by {name} while solving the registration"
-                          f"{_kept(dict(zip(pairs, shifts)), pairs, record)}", stopping_signal(e)) from None
-    doc = stitching.report(reference, solution, unmatched, config, seconds, resumed)
-    # overlapping tiles placed by affines of other linear parts (angles): not measured
-    doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
-    doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
-                    "positions": reuse.positions_digest(doc["tile_results"])}
-    try:
+        doc = stitching.report(reference, solution, unmatched, config, seconds, resumed)
+        # overlapping tiles placed by affines of other linear parts (angles): not measured
+        doc["pairs"]["skipped_linear_parts_differ"] = target.frame.skipped
+        doc["reuse"] = {"fingerprint": reuse.fingerprint(checked.parts), "parts": checked.parts,
+                        "positions": reuse.positions_digest(doc["tile_results"])}
+        doing = "while drawing the registration"
         drawn = stitching.draw_results(target, solution, doc, config)
-    except (KeyboardInterrupt, Terminated) as e:   # nothing written yet
-        raise Interrupted(f"interrupted by {signal.Signals(stopping_signal(e)).name} while drawing "
-                          f"the registration{_kept(dict(zip(pairs, shifts)), pairs, record)}",
-                          stopping_signal(e)) from None
-    outcome = None
-    try:
+        doing = "before the registration was written"
         # the refined files, the report and the picture belong together: a stop between
         # them left new positions beside the last registration's picture, and a report a
         # later run reuses (trial AH); held back until they are all written
@@ -109,11 +103,13 @@ def stitch(config: JobConfig, executor: Executor | None = None, stream: TextIO =
             record.drop()
     except (KeyboardInterrupt, Terminated) as e:
         name = signal.Signals(stopping_signal(e)).name
-        if outcome is None:   # landed just before the writes were held back (review)
-            raise Interrupted(f"interrupted by {name} before the registration was written"
-                              f"{_kept(dict(zip(pairs, shifts)), pairs, record)}", stopping_signal(e)) from None
-        raise Interrupted(f"interrupted by {name} once the registration was written "
-                          f"({outcome.report_path}); the next run reuses it", stopping_signal(e)) from None
+        if outcome is not None:
+            raise Interrupted(f"interrupted by {name} once the registration was written "
+                              f"({outcome.report_path}); the next run reuses it",
+                              stopping_signal(e)) from None
+        raise Interrupted(f"interrupted by {name} {doing}"
+                          f"{_kept(dict(zip(pairs, shifts)), pairs, record)}",
+                          stopping_signal(e)) from None
     return StitchResult(outcome, startup, time.perf_counter() - started - startup)
 
 
