@@ -30,6 +30,7 @@ REMOVE_LOCK = "if no job is running on this output, remove it and run again"
 def take_lock(plan: ExportPlan, beside: Store) -> None:
     """Become the one writer of this output, or refuse with who holds it."""
     holder = {"job": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+              "pid_namespace": _pid_namespace(), "boot": _boot_id(),
               "since": time.time(), "fingerprint": fingerprint(plan)}
     key = Sidecars.of(plan.output.uri).lock
     for _ in range(_ATTEMPTS):
@@ -103,16 +104,52 @@ def read_lock(beside: Store, uri: str) -> dict[str, Any]:
 
 
 def lock_holder_dead(holder: dict[str, Any]) -> bool:
-    """Whether a lock's holder is a process of this machine that no longer runs."""
+    """Whether a lock's holder is a process of this machine that no longer runs. A holder
+    in another PID namespace (a container on this host with the same host name: trial AV,
+    whose second run took a live run's output over) is not judged by its pid; one from
+    before this machine last booted is dead."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
+    boot = _boot_id()
+    if holder.get("boot") and boot and holder["boot"] != boot:
         return True
-    except PermissionError:
+    namespace = holder.get("pid_namespace")   # locks of earlier versions have none
+    if namespace and namespace != _pid_namespace():
         return False
-    return False
+    return not _runs(holder["pid"])
+
+
+def _runs(pid: int) -> bool:
+    """Whether process `pid` runs: a zombie (killed, not yet reaped: trial AV's rerun 0.2 s
+    after a `kill -9` was refused) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):   # no /proc (macOS): os.kill's answer
+        return True
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (Linux), None where there is no /proc."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _boot_id() -> str | None:
+    """What tells this boot of the machine from the last (Linux), None elsewhere."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def lock_without_record(beside: Store, uri: str) -> dict[str, Any] | None:

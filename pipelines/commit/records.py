@@ -292,7 +292,13 @@ def taken_record(plan: ExportPlan, beside: Store, record: dict[str, Any] | None 
         return ""
     return (f"another run took over {plan.output.uri} while this one went on (its lock "
             f"{Sidecars.of(plan.output.uri).lock} was removed), and this run left its job "
-            f"record alone")
+            f"record alone; blocks it wrote since may have replaced that run's: check its "
+            f"dataset with tile-verify once it is committed")
+
+
+# what a task of a run whose output another run took over says instead of starting
+# (`execute.block.execute_partition`); the driver then says why (`taken_record`)
+NOT_STARTED_TAKEN = "not started: another run took the output over"
 
 
 def record_failure(plan: ExportPlan, beside: Store, message: str, detail: str) -> str:

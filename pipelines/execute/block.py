@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipelines.commit.ledger import PartitionSummary, PartRecorder
+from pipelines.commit.records import NOT_STARTED_TAKEN, taken_record
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
 from pipelines.execute.problems import cause_line
@@ -153,6 +154,12 @@ def execute_partition(job: BlockJob, part: PartitionTask, attempt: int) -> Parti
         keep_freed_memory()   # no page faults for each chunk's buffers (execute/tuning.py)
         set_tile_cache(plan.tile_cache, job.run)
         beside = beside_store(plan.output.uri, plan.s3) if job.ledger else None
+        # trial AV: a run whose lock was removed while it went on wrote on into the
+        # dataset of the run that took over, which then committed them (a same-size chunk
+        # passes its check): a task starts only while the record is this run's (one read
+        # of it per task; a task under way still finishes its blocks)
+        if beside is not None and taken_record(plan, beside):
+            raise BlockFailed(NOT_STARTED_TAKEN)
         return run_partition(part, plan, _store(plan.output.uri, plan.s3), beside, job.ledger,
                              attempt)
     except BlockFailed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -335,6 +336,34 @@ def test_a_lock_left_by_a_dead_driver_here_is_taken_over(tmp_path, small_acquisi
         take_lock(plan, beside)
 
 
+def test_a_lock_holder_is_judged_by_its_pid_only_in_this_pid_namespace_and_boot():
+    """Trial AV: a run in another PID namespace with this host name (a container with the
+    host's network) took the output of a live run over, its pid not running here; a driver
+    killed but not yet reaped (a zombie) held its output for a moment after a `kill -9`."""
+    import socket
+    import subprocess
+    import time
+
+    from pipelines.commit.lock import _boot_id, _pid_namespace, lock_holder_dead
+    here = {"host": socket.gethostname(), "pid": 2**22 + 12345}   # a pid that does not run
+    assert lock_holder_dead(here)                                  # an earlier version's lock
+    assert lock_holder_dead({**here, "pid_namespace": _pid_namespace(), "boot": _boot_id()})
+    assert not lock_holder_dead({**here, "pid_namespace": "pid:[1]", "boot": _boot_id()})
+    # from before this machine booted: dead, whatever runs under its pid (and namespace)
+    assert lock_holder_dead({**here, "pid": os.getpid(), "pid_namespace": "pid:[1]",
+                             "boot": "an-earlier-boot"})
+    assert not lock_holder_dead({**here, "pid": os.getpid()})
+    child = subprocess.Popen(["true"])
+    try:
+        for _ in range(500):   # exited, not reaped
+            if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        assert lock_holder_dead({**here, "pid": child.pid})
+    finally:
+        child.wait()
+
+
 def test_releasing_the_lock_needs_no_conditional_delete_and_spares_another_runs(tmp_path,
                                                                                 small_acquisition):
     """Review H: release used a conditional delete, which some S3 stores refuse, after a
@@ -513,6 +542,40 @@ def test_a_run_whose_output_another_run_took_over_leaves_that_run_alone(small_ac
     assert json.loads((tmp_path / "out.job.json").read_text()) == others
     assert (tmp_path / "out.job.lock").read_text() == lock
     assert not (tmp_path / "out.error.log").exists()
+
+
+def test_a_run_whose_output_is_taken_over_mid_run_starts_no_more_tasks(small_acquisition,
+                                                                        tmp_path):
+    """Trial AV: its lock removed while it went on, a run wrote every remaining block into
+    the dataset of the run that took over, which committed some of them (same size: its
+    check passed), exit 0. A task now starts only while the job record is its run's."""
+    from pipelines.errors import RecordTaken
+
+    def files_under(folder):
+        return {p for p in folder.rglob("*") if p.is_file()}
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "out"))
+    others = {"job": "another run", "status": "running", "format": "zarr3"}
+    written: list[set] = []
+
+    class TakenOverAfterTheFirstTask(LocalExecutor):
+        def run(self, batch, on_progress):
+            def progress(finished, stored):
+                done.append(finished)
+                if not written:
+                    written.append(files_under(tmp_path / "out"))
+                    (tmp_path / "out.job.json").write_text(json.dumps(others))
+                on_progress(finished, stored)
+            return super().run(batch, progress)
+
+    done: list[int] = []
+    config = load_job(job, ["output.block=[1,1,1]", "spark.blocks_per_task=1"])
+    with pytest.raises(RecordTaken) as stopped:
+        export(config, TakenOverAfterTheFirstTask(), stream=io.StringIO())
+    assert str(stopped.value).count("another run took over") == 1, stopped.value
+    assert "check its dataset with tile-verify" in str(stopped.value)
+    assert done[-1] >= 1 and files_under(tmp_path / "out") == written[0], "a task ran after it"
+    assert json.loads((tmp_path / "out.job.json").read_text()) == others
 
 
 @pytest.mark.parametrize(("stray", "when"), [
