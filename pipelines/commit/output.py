@@ -263,7 +263,7 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         # empty", exit 0, for a local output that is a file, a folder it may not write in,
         # a user's files under the names kept beside it)
         store.check_may_write("output.uri")
-        check_sidecars(uri, output.layout, store, beside)
+        check_sidecars(uri, output.layout, store, beside, s3)
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)

@@ -6,7 +6,9 @@ Checked before anything is written (the lock included):
   ours: the ledger folder holds only `<fingerprint>/…` keys, and the others exist only
   where our job record does;
 - the output must not hold, or lie inside, any of the job's inputs (tile JSONs, the
-  project XML, tile files and view containers).
+  project XML, tile files and view containers);
+- the output must not be another dataset's report or ledger folder, nor lie inside
+  another dataset's container (`check_not_anothers`).
 `--overwrite` and the discarding of an unfinished run with other settings delete only
 what is ours: where our job record proves the container holds a run of this pipeline,
 the files named as our chunks, shards and metadata documents are (`is_ours_by_name`),
@@ -23,7 +25,7 @@ from pipelines.commit import ledger
 from pipelines.commit.records import Sidecars, read_json
 from pipelines.errors import OutputError
 from pipelines.plan import ExportPlan
-from pipelines.storage import Store
+from pipelines.storage import S3Options, Store, open_store
 from pipelines.storage import uri as uris
 
 # metadata documents any of our formats writes, at any depth of the container
@@ -32,10 +34,13 @@ _FOLDER = re.compile(r"\d+|c\d*|s\d+|setup\d+|timepoint\d+")   # array path comp
 _CHUNK = re.compile(r"\d+(\.\d+)*")   # a chunk index: N5 / Zarr "/" keys, Zarr v2 "." keys
 
 
-def check_sidecars(uri: str, layout: str, store: Store, beside: Store) -> None:
+def check_sidecars(uri: str, layout: str, store: Store, beside: Store,
+                   s3: S3Options | None) -> None:
     """OutputError unless every name we keep beside the container (`store`) of an output
-    at `uri` written in `layout` is free or ours (the run asks, and the dry run's look at
-    the output, which refuses as the run does)."""
+    at `uri` written in `layout` is free or ours, and the output is no other dataset's
+    (`check_not_anothers`; the run asks, and the dry run's look at the output, which
+    refuses as the run does)."""
+    check_not_anothers(uri, beside, s3)
     names = Sidecars.of(uri)
     where = uris.parent(uri) if uris.is_remote(uri) else str(Path(uri).resolve().parent)
     foreign = [k for k in beside.list(names.ledger_root)
@@ -70,6 +75,45 @@ def check_sidecars(uri: str, layout: str, store: Store, beside: Store) -> None:
                           f"(in {where}) and is not from this pipeline (there is no "
                           f"{names.job_record}); the job would write over it: move it or "
                           f"choose another output.uri")
+
+
+def check_not_anothers(uri: str, beside: Store, s3: S3Options | None) -> None:
+    """OutputError when the output at `uri` is a folder another dataset of this tool
+    keeps beside itself (its report or ledger folder), or lies inside one of its
+    containers, committed or being written (trial AV: a job writing `vol.report` had the
+    report of `vol`'s running job written into its dataset; one writing inside `vol.n5`
+    made that run fail at its commit). Known by the other's job record or lock: a stat
+    each (a HEAD each on S3) per folder above the output."""
+    name = uris.name(uri)
+    for suffix, kept in ((".report", "report"), (".job", "ledger")):
+        other = Sidecars(name.removesuffix(suffix))
+        if name.endswith(suffix) and other.name and _holds_ours(beside, other):
+            raise OutputError(f"output.uri: {uri} is the {kept} folder of the dataset "
+                              f"{other.name} beside it ({other.job_record}): choose another "
+                              f"output.uri")
+    for above in _folders_above(uri):
+        if _holds_ours(open_store(uris.parent(above), s3), Sidecars.of(above)):
+            raise OutputError(f"output.uri: {uri} lies inside {above}, a dataset this tool "
+                              f"writes or wrote ({Sidecars.of(above).job_record} is beside "
+                              f"it): another dataset in it would fail its commit or "
+                              f"tile-verify; choose an output.uri outside it")
+
+
+def _folders_above(uri: str) -> list[str]:
+    """The folders holding `uri`, nearest first, without the file system's root or the
+    S3 bucket (which have no name to keep anything beside)."""
+    if not uris.is_remote(uri):
+        return [str(p) for p in Path(uri).resolve().parents if p.name]
+    found, folder = [], uris.parent(uri.rstrip("/"))
+    while uris.parse(folder).path.strip("/"):
+        found.append(folder)
+        folder = uris.parent(folder)
+    return found
+
+
+def _holds_ours(beside: Store, names: Sidecars) -> bool:
+    """Whether `beside` keeps the job record or the lock of a dataset named `names.name`."""
+    return beside.exists(names.job_record) or beside.exists(names.lock)
 
 
 def check_inputs_apart(plan: ExportPlan, inputs: list[str]) -> None:

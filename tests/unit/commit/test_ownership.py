@@ -55,6 +55,28 @@ def test_a_neighbouring_dataset_named_like_our_ledger_is_never_touched(tmp_path,
         assert not (out / "volume").exists()
 
 
+@pytest.mark.parametrize(("name", "said"), [
+    ("volume.report", "is the report folder of the dataset volume"),
+    ("volume.job", "is the ledger folder of the dataset volume"),
+    ("volume/extra", "lies inside"), ("volume/c0/deeper/extra", "lies inside")])
+def test_an_output_in_the_names_or_the_container_of_another_dataset_is_refused(
+        tmp_path, acq, capsys, name, said):
+    """Trial AV: a job writing `vol.report` while `vol`'s job ran had `vol`'s report
+    written into its committed dataset; one writing inside `vol.n5` made that run fail at
+    its commit. Refused before anything is written, by the run and its dry run, whether
+    the other dataset is committed or its run holds the lock."""
+    out = tmp_path / "out"
+    export_local(load_job(write_job(tmp_path / "a.toml", str(acq / "tiles.json"), str(out / "volume"))))
+    before = snapshot(out)
+    job = write_job(tmp_path / "b.toml", str(acq / "tiles.json"), str(out / name))
+    for extra in ([], ["--dry-run"]):
+        refused(capsys, export_job.main([str(job), *extra]), said)
+    assert snapshot(out) == before
+    (out / "volume.job.json").rename(tmp_path / "record")   # a run holding the lock only
+    (out / "volume.job.lock").write_text("{}")
+    refused(capsys, export_job.main([str(job)]), said)
+
+
 def test_a_users_file_among_our_own_ledgers_is_named_as_such(tmp_path, acq, capsys):
     """Trial W: a note a user put in `volume.job/` beside our committed dataset was "another
     dataset [that] has the name this job keeps its records under", though our job record
