@@ -85,7 +85,7 @@ def _how_it_differs(record: dict[str, Any], plan: ExportPlan) -> str:
             if part in changed]
     said = f"with {' and '.join(made)}" if made else ""
     if "tile_files" in changed:
-        said += (", " if said else "") + "made before the tile files changed"
+        said += (", " if said else "") + "made from other tile files or before they changed"
     return said
 
 

@@ -59,7 +59,7 @@ def test_a_rerun_after_a_tile_file_changed_starts_over(tmp_path, acquisition):
     stream = io.StringIO()
     result = export(config_for(tmp_path, acquisition), LocalExecutor(), stream=stream)
     assert not result.plan.rerun and result.resumed == 0
-    assert ("discarding an unfinished run made before the tile files changed (23 of 24 blocks "
+    assert ("discarding an unfinished run made from other tile files or before they changed (23 of 24 blocks "
             "were recorded)") in stream.getvalue()
     (tmp_path / "clean").mkdir()
     export_local(config_for(tmp_path / "clean", acquisition))
@@ -86,8 +86,8 @@ def test_a_committed_dataset_stays_as_it_is_when_its_tiles_change(tmp_path, acqu
     out = tmp_path / "out"
     committed = files_under(out)
     for stop, message in ((AlreadyDone, r"already holds this job's committed dataset"),  # untouched
-                          (OutputError, r"already holds a committed dataset \(.*\) made before "
-                                        r"the tile files changed; choose another")):   # a tile replaced
+                          (OutputError, r"already holds a committed dataset \(.*\) made from other "
+                                        r"tile files or before they changed; choose another")):   # a tile replaced
         with pytest.raises(stop, match=message):
             export_local(config)
         assert files_under(out) == committed
@@ -183,7 +183,7 @@ def test_a_tile_file_that_changes_while_the_run_reads_it_is_not_committed(tmp_pa
         verify(*open_output(str(tmp_path / "out"), [])[1:], str(tmp_path / "out"))   # trial AP
     stream = io.StringIO()
     result = export(config, LocalExecutor(), stream=stream)
-    assert result.resumed == 0 and "made before the tile files changed" in stream.getvalue()
+    assert result.resumed == 0 and "made from other tile files or before they changed" in stream.getvalue()
     (tmp_path / "clean").mkdir()
     export_local(config_for(tmp_path / "clean", acquisition, "output.block=[1,1,1]"))
     assert files_under(tmp_path / "out") == files_under(tmp_path / "clean/out")
