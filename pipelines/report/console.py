@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.config.values import size_text
 from pipelines.formats import TENSORSTORE_DRIVERS
+from pipelines.report.progress import rate_text
 from pipelines.storage import uri as uris
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ def export_report(result: ExportResult) -> str:
         f"time:     {export_seconds:.1f} s for {_what_ran(result)}"
         f"{_stitching_part(result.stitching, stitching)}{_corrections_part(result.corrections)} "
         f"(+ {result.startup_seconds:.1f} s Spark start-up); " + (
-            f"{rate:.1f} MiB/s of {mb:.{precision}f} MiB uncompressed output{empty}"
+            f"{rate_text(rate)} of {mb:.{precision}f} MiB uncompressed output{empty}"
             if not result.resumed else
             f"{mb:.{precision}f} MiB uncompressed output (no MiB/s: an earlier run computed "
             f"part of it)"

@@ -7,6 +7,7 @@ every executor: it only sees `(tasks done, bytes stored)`.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import TextIO
@@ -55,7 +56,7 @@ class Progress:
         line = f"{self.unit} {self.done}/{self.total} ({100 * self.done / self.total:.0f}%)  "
         if self.show_bytes:
             mb = self.nbytes / 2**20
-            line += f"{mb:.1f} MiB stored  {mb / elapsed if elapsed > 0 else 0.0:.1f} MiB/s  "
+            line += f"{mb:.1f} MiB stored  {rate_text(mb / elapsed if elapsed > 0 else 0.0)}  "
         line += f"done in {elapsed:.1f} s" if final else f"ETA {self._eta(elapsed)}"
         if self.tty:  # a bar that fills, redrawn in place
             filled = round(BAR_WIDTH * self.done / self.total)
@@ -82,3 +83,12 @@ class Progress:
             if since >= max(PACE_WINDOW, (self.first[0] - self.started) / 2):
                 return f"{since / (self.done - at) * left:.0f} s"
         return f"{elapsed / now * left:.0f} s"
+
+
+def rate_text(mib_per_second: float) -> str:
+    """A rate as the console prints it: one decimal, or two significant digits below 1
+    (trial AV: a slow small export read "0.0 MiB/s")."""
+    decimals = 1
+    if 0 < mib_per_second < 1:
+        decimals = min(6, 1 - math.floor(math.log10(mib_per_second)))
+    return f"{mib_per_second:.{decimals}f} MiB/s"

@@ -145,3 +145,11 @@ def test_an_output_the_tiles_fill_reports_as_before(tmp_path, small_acquisition)
     result = export_local(load_job(job, ["output.levels=2"]))
     assert result.computed_bytes == result.volume_bytes
     assert "left empty" not in export_report(result)
+
+
+def test_a_slow_rate_is_not_printed_as_zero():
+    """Trial AV: 1.9 MiB in 42 s read "0.0 MiB/s" in the progress and time lines."""
+    from pipelines.report.progress import rate_text
+    assert rate_text(1.9 / 42) == "0.045 MiB/s"
+    assert rate_text(0.5) == "0.50 MiB/s" and rate_text(99.53) == "99.5 MiB/s"
+    assert rate_text(0.0) == "0.0 MiB/s"
