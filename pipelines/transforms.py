@@ -32,8 +32,11 @@ IDENTITY: Affine = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # 99.99999999 must still reach voxel 100, and an open pixel edge computed so must not
 TIE = 1e-9
 
-# below this |det L| an affine cannot be inverted reliably (its view collapses to a plane)
-SINGULAR = 1e-9
+# above this condition number of L an affine flattens its view (one axis 10^5 times
+# shorter than another; real anisotropy is 1-20): judged by conditioning, not by |det L|,
+# which a well-made uniform scale of 10^-4 has as small as 10^-12 (trial AW: such a scale
+# was refused, a shear collapsing one axis to 10^-6 accepted)
+MAX_CONDITION = 1e5
 
 
 def as_affine(values: Iterable[float]) -> Affine:
@@ -94,14 +97,30 @@ def determinant(a: Affine) -> float:
     return float(np.linalg.det(matrix(a)[:3, :3]))
 
 
+def condition(a: Affine) -> float:
+    """The condition number of L (inf when it is singular)."""
+    linear = matrix(a)[:3, :3]
+    if not np.isfinite(linear).all():
+        return float("inf")
+    with np.errstate(all="ignore"):
+        found = float(np.linalg.cond(linear))
+    return found if np.isfinite(found) else float("inf")
+
+
 def is_singular(a: Affine) -> bool:
-    return abs(determinant(a)) < SINGULAR
+    """Whether `a` is singular or nearly (its condition number above `MAX_CONDITION`)."""
+    return condition(a) > MAX_CONDITION
+
+
+def singularity(a: Affine) -> str:
+    """How singular `a` is, for a refusal: its determinant and condition number."""
+    return f"determinant {determinant(a):.3g}, condition number {condition(a):.3g}"
 
 
 def inverse(a: Affine) -> Affine:
     """A⁻¹; ValueError for a singular affine."""
     if is_singular(a):
-        raise ValueError(f"the affine {list(a)} is singular (determinant {determinant(a):.3g})")
+        raise ValueError(f"the affine {list(a)} is singular or nearly ({singularity(a)})")
     return from_matrix(np.linalg.inv(matrix(a)))
 
 

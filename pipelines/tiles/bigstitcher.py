@@ -44,7 +44,7 @@ from pipelines.tiles.model import (
 )
 from pipelines.tiles.readers import inspect_view
 from pipelines.tiles.spimdata import IMAGE_LOADERS, UNITS, Setup
-from pipelines.transforms import determinant, is_singular
+from pipelines.transforms import determinant, is_singular, singularity
 
 WORLD_UNIT_TOLERANCE = 0.05   # how far an affine refinement may scale a calibrated voxel
 SHEAR_LIMIT = 0.25            # how far a shear may lengthen an x pixel (`_world_unit`)
@@ -108,8 +108,8 @@ def read_project(path: str, s3=None, views: dict | None = None) -> Project:
                 raise TileError(f"{where}: its ViewTransforms compose to an affine with numbers "
                                 f"beyond ±2^40: {list(affine)}")
             if is_singular(affine):
-                raise TileError(f"{where}: its ViewTransforms compose to a singular affine "
-                                f"(determinant {determinant(affine):.3g})")
+                raise TileError(f"{where}: its ViewTransforms compose to a singular or nearly "
+                                f"singular affine ({singularity(affine)}): it flattens the view")
             file, dataset = locate(s.id, t, where)
             position, transform = placement(affine)
             tile = Tile(s.id, file, position, s.size, type="GRAY16", transform=transform,

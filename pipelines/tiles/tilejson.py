@@ -35,7 +35,7 @@ from pipelines.tiles.model import (
     TileSet,
     placement,
 )
-from pipelines.transforms import Affine, as_affine, determinant, is_singular
+from pipelines.transforms import Affine, as_affine, is_singular, singularity
 
 FIELDS = ("index", "file", "position", "size", "type")
 
@@ -166,8 +166,8 @@ def _transform(value: Any, where: str) -> Affine:
         raise TileError(f"{where}: field 'transform' must be an affine of 12 finite numbers "
                         f"within ±2^40 (3 rows of 4, x, y, z; pixel → stage), found {value!r}")
     if is_singular(affine):
-        raise TileError(f"{where}: field 'transform' is singular (determinant "
-                        f"{determinant(affine):.3g}): it flattens the tile")
+        raise TileError(f"{where}: field 'transform' is singular or nearly "
+                        f"({singularity(affine)}): it flattens the tile")
     return affine
 
 
