@@ -139,12 +139,13 @@ def measure_intensity(job: IntensityJob, pair: tuple[int, int], attempt: int) ->
     if va.shape[1] < 2:
         return None
     spread_a, spread_b = _structure(va), _structure(vb)
-    alike = _alike(va, spread_a, vb, spread_b)
+    scatters_a, scatters_b = _scatters(va, spread_a), _scatters(vb, spread_b)
+    alike = _alike(va, scatters_a, vb, scatters_b)
     if spread_a > 0 and spread_b > 0 and alike:
         slope = float(np.sqrt(spread_b / spread_a))
         intercept = float(vb[0].mean() - slope * va[0].mean())
         signal = min(spread_a, spread_b / slope ** 2)
-        error = _slope_error(slope, _scatters(va, spread_a), _scatters(vb, spread_b))
+        error = _slope_error(slope, scatters_a, scatters_b)
     else:   # no structure above the noise: the pair says nothing about the offset
         slope, intercept, signal, error = 1.0, 0.0, 0.0, 0.0
     return PairIntensity(a.index, b.index, round(slope, 6), round(intercept, 4),
@@ -208,14 +209,14 @@ def _bins(values: np.ndarray, steps: list[int]) -> np.ndarray:
     return trimmed.reshape(shape).transpose(0, 2, 4, 1, 3, 5).reshape(-1, int(np.prod(steps)))
 
 
-def _alike(va: np.ndarray, spread_a: float, vb: np.ndarray, spread_b: float) -> bool:
+def _alike(va: np.ndarray, za: float, vb: np.ndarray, zb: float) -> bool:
     """Whether two tiles can be seeing the same sample in their overlap: neither is
     constant (a blank or saturated tile carries no photon noise, so no image), and not
     one shows clear structure where the other holds noise alone (a tile of background
     only). Such a pair relates noise, not brightness: one blank tile had got gain 357
     and scaled every other tile to 0.39 of its brightness. Both without structure is
-    alike (a sample's even background: its median ratio is the brightness ratio)."""
-    za, zb = _scatters(va, spread_a), _scatters(vb, spread_b)
+    alike (a sample's even background: its median ratio is the brightness ratio). `za`,
+    `zb`: each tile's structure in chance scatters (`_scatters`)."""
     if va[0].var() == 0 or vb[0].var() == 0:
         return False
     return not (max(za, zb) >= PRESENT and min(za, zb) < ABSENT)
