@@ -117,19 +117,19 @@ def solve_intensities(indices: Sequence[int], pairs: Sequence[PairIntensity],
         # (1.5-3.3 x b = 0's), and a true b over dim, even overlaps (20 counts above a
         # dark level of 100, medians 3 % apart) 2.7 % against 0.4 % (review: refused at a
         # floor of 2.5 %). Without loops (a row of tiles) every b fits.
-        found, plain = _disagreement(indices, pairs, b, b, pull), _disagreement(indices, pairs, 0.0, b, pull)
+        # compared on the same pairs: those usable at b (medians above it, and above 0,
+        # which b = 0 needs, for a negative b)
+        usable = [p for p in pairs if p.alike and min(p.median_a, p.median_b) > max(b, 0.0)]
+        found, plain = _disagreement(indices, usable, b, pull), _disagreement(indices, usable, 0.0, pull)
         if found > max_residual and found > LOOP_FACTOR * plain:
             return replace(_solved(list(indices), pairs, 0.0, (), pull, max_residual),
                            refused=(round(b, 4), round(found, 6), round(plain, 6)))
     return _solved(list(indices), pairs, b, lines, pull, max_residual)
 
 
-def _disagreement(indices: Sequence[int], pairs: Sequence[PairIntensity], b: float,
-                  above: float, pull: float) -> float:
-    """The pairs' weighted RMS residual (relative) for the shared offset b, over the pairs
-    usable at `above` (medians above it, and above 0: so that b and b = 0 are compared on
-    the same pairs; for a negative b, those above 0, which b = 0 needs)."""
-    usable = [p for p in pairs if p.alike and min(p.median_a, p.median_b) > max(above, 0.0)]
+def _disagreement(indices: Sequence[int], usable: list[PairIntensity], b: float,
+                  pull: float) -> float:
+    """The `usable` pairs' weighted RMS residual (relative) for the shared offset b."""
     if not usable:
         return 0.0
     _, residuals = _solve_logs(list(indices), usable, b, pull)
