@@ -106,13 +106,15 @@ def read_lock(beside: Store, uri: str) -> dict[str, Any]:
 def lock_holder_dead(holder: dict[str, Any]) -> bool:
     """Whether a lock's holder is a process of this machine that no longer runs. A holder
     in another PID namespace (a container on this host with the same host name: trial AV,
-    whose second run took a live run's output over) is not judged by its pid; one from
-    before this machine last booted is dead."""
+    whose second run took a live run's output over) is not judged by its pid; one taken
+    in another boot before this one began is dead."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return False
-    boot = _boot_id()
-    if holder.get("boot") and boot and holder["boot"] != boot:
-        return True
+    boot, booted = _boot_id(), _booted_at()
+    since = holder.get("since")
+    if holder.get("boot") and boot and holder["boot"] != boot and booted is not None \
+            and isinstance(since, (int, float)) and since < booted:
+        return True   # taken before this boot (another boot id alone could be a twin host's)
     namespace = holder.get("pid_namespace")   # locks of earlier versions have none
     if namespace and namespace != _pid_namespace():
         return False
@@ -140,6 +142,15 @@ def _pid_namespace() -> str | None:
     try:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
+        return None
+
+
+def _booted_at() -> float | None:
+    """When this machine booted (Unix seconds, Linux's `btime`), None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            return next(float(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
         return None
 
 

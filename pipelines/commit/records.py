@@ -228,9 +228,12 @@ def start_record(plan: ExportPlan, beside: Store) -> ExportPlan:
     is still its own. A rerun keeps the `metadata` of a commit that began (`begin_commit`):
     until this run commits, those documents may be in the container, and only the record
     says they are ours."""
-    key = Sidecars.of(plan.output.uri).job_record
+    names = Sidecars.of(plan.output.uri)
+    key = names.job_record
     began = {k: v for k, v in read_json(beside, key).items() if k == "metadata"} if plan.rerun else {}
-    plan = replace(plan, job=uuid.uuid4().hex)
+    # the run's id is its lock's (`lock.take_lock`): a task tells a run that took the
+    # output over by the lock, which changes the moment it does (`taken_record`)
+    plan = replace(plan, job=str(_lock_of(beside, names).get("job") or uuid.uuid4().hex))
     write_json(beside, key, {**_new_record(plan), **began})
     return plan
 
@@ -280,20 +283,37 @@ def update_record(plan: ExportPlan, beside: Store, **changes: Any) -> None:
     write_json(beside, key, {**(record or _new_record(plan)), **changes})
 
 
-def taken_record(plan: ExportPlan, beside: Store, record: dict[str, Any] | None = None) -> str:
-    """Why the job record is no longer the run `plan.job`'s, '' while it is (or when the
-    plan is of no run): another run took the output over, its lock removed by hand while
-    this one went on (trial M: this run then marked the other's committed record failed)."""
+def taken_record(plan: ExportPlan, beside: Store, record: dict[str, Any] | None = None,
+                 trust_own_lock: bool = False) -> str:
+    """Why the output is no longer the run `plan.job`'s, '' while it is (or when the plan
+    is of no run): another run took it over, its lock removed by hand while this one went
+    on (trial M: this run then marked the other's committed record failed). Told by the
+    lock, which the other run replaces first (review RV11: its record comes seconds later,
+    after its Spark starts), then by the record. `trust_own_lock`: a lock still this
+    run's settles it without reading the record (a task's check: the record can be MiBs)."""
     if not plan.job:
         return ""
-    if record is None:
-        record = read_json(beside, Sidecars.of(plan.output.uri).job_record)
-    if not record or record.get("job") == plan.job:
+    names = Sidecars.of(plan.output.uri)
+    holder = _lock_of(beside, names)
+    if holder.get("job") == plan.job and trust_own_lock:
+        return ""
+    if record is None and not (holder and holder.get("job") != plan.job):
+        record = read_json(beside, names.job_record)
+    if (not holder or holder.get("job") == plan.job) and (not record or record.get("job") == plan.job):
         return ""
     return (f"another run took over {plan.output.uri} while this one went on (its lock "
-            f"{Sidecars.of(plan.output.uri).lock} was removed), and this run left its job "
+            f"{names.lock} was removed), and this run left its job "
             f"record alone; blocks it wrote since may have replaced that run's: check its "
             f"dataset with tile-verify once it is committed")
+
+
+def _lock_of(beside: Store, names: Sidecars) -> dict[str, Any]:
+    """The holder in the output's lock; {} when there is none or it cannot be read (a
+    damaged lock is no run's: the lock's own checks name it)."""
+    try:
+        return read_json(beside, names.lock)
+    except OutputError:
+        return {}
 
 
 # what a task of a run whose output another run took over says instead of starting

@@ -156,9 +156,10 @@ def execute_partition(job: BlockJob, part: PartitionTask, attempt: int) -> Parti
         beside = beside_store(plan.output.uri, plan.s3) if job.ledger else None
         # trial AV: a run whose lock was removed while it went on wrote on into the
         # dataset of the run that took over, which then committed them (a same-size chunk
-        # passes its check): a task starts only while the record is this run's (one read
-        # of it per task; a task under way still finishes its blocks)
-        if beside is not None and taken_record(plan, beside):
+        # passes its check): a task starts only while the lock (the record, once the lock
+        # is gone) is this run's: one read of the lock per task; a task under way still
+        # finishes its blocks
+        if beside is not None and taken_record(plan, beside, trust_own_lock=True):
             raise BlockFailed(NOT_STARTED_TAKEN)
         return run_partition(part, plan, _store(plan.output.uri, plan.s3), beside, job.ledger,
                              attempt)
