@@ -122,10 +122,10 @@ def test_stitching_spark_affine_transform_places_the_tile(tmp_path):
     (tmp_path / "alone.json").write_text(json.dumps(alone))
     with pytest.raises(TileError, match="tile 0: missing field 'position'"):
         read_tile_json(tmp_path / "alone.json")
-    # trial AW: a shear that collapses y to 10^-6 of x passed a check of |det| ≥ 10^-9
-    collapsed = [[1, 0, 0, 0], [1, 1e-6, 0, 0], [0, 0, 2, 0]]
+    # trial AW: pixel axes x and y nearly parallel in the world passed |det| ≥ 10^-9
+    collapsed = [[1, 1, 0, 0], [0, 1e-7, 0, 0], [0, 0, 2, 0]]
     for bad, match in ((rows[:2], "12 finite numbers"), ([[0] * 4] * 3, "singular"),
-                       (collapsed, r"singular or nearly \(determinant 2e-06, condition number"),
+                       (collapsed, r"singular or nearly \(determinant 2e-07, axes spread 1e-07"),
                        ({"type": "AffineTransform3D"}, "12 finite numbers")):
         doc[1]["transform"] = bad
         (tmp_path / "tiles.json").write_text(json.dumps(doc))
@@ -133,14 +133,18 @@ def test_stitching_spark_affine_transform_places_the_tile(tmp_path):
             read_tile_json(tmp_path / "tiles.json")
 
 
-def test_singular_is_judged_by_conditioning_not_by_the_determinant():
-    """Trial AW: a uniform scale of 10^-4 (determinant 10^-12, well conditioned) was
-    refused as singular; a shear collapsing one axis (determinant 2·10^-6) was accepted."""
+def test_singular_is_judged_by_how_parallel_the_axes_are_not_by_scale():
+    """Trial AW: a uniform scale of 10^-4 (determinant 10^-12) was refused as singular;
+    review RV11: by condition number, fusion.voxel_size [0.02, 0.02, 5000] (allowed) was
+    too. A per-axis scale of any size passes; axes nearly parallel do not."""
     from pipelines.transforms import inverse, is_singular
     tiny = (1e-4, 0, 0, 5, 0, 1e-4, 0, 0, 0, 0, 1e-4, 0)
     assert not is_singular(tiny) and inverse(tiny)[3] == pytest.approx(-5e4)
-    assert is_singular((1, 0, 0, 0, 1, 1e-6, 0, 0, 0, 0, 2, 0))
-    assert not is_singular((0.2, 0, 0, 0, 0, 0.2, 0, 0, 0, 0, 4.0, 0))   # anisotropy 20
+    stretched = (50.0, 0, 0, 0, 0, 50.0, 0, 0, 0, 0, 2e-4, 0)
+    assert not is_singular(stretched) and inverse(stretched)[10] == pytest.approx(5000)
+    assert not is_singular((1, 0, 0, 0, 1, 1e-6, 0, 0, 0, 0, 2, 0))   # a scale, then a shear
+    assert not is_singular((1, 0.5, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0))    # an oblique scan's shear
+    assert is_singular((1, 1, 0, 0, 0, 1e-7, 0, 0, 0, 0, 2, 0))        # x and y nearly parallel
     assert is_singular((0,) * 12) and is_singular((1, 0, 0, 0, 0, 1, 0, 0, 0, 0, float("nan"), 0))
 
 
