@@ -27,6 +27,7 @@ from pipelines.errors import OutputError
 from pipelines.plan import ExportPlan
 from pipelines.storage import S3Options, Store, open_store
 from pipelines.storage import uri as uris
+from pipelines.storage.s3 import is_denied
 
 # metadata documents any of our formats writes, at any depth of the container
 METADATA_NAMES = ("attributes.json", "zarr.json", ".zarray", ".zattrs", ".zgroup")
@@ -78,25 +79,44 @@ def check_sidecars(uri: str, layout: str, store: Store, beside: Store,
 
 
 def check_not_anothers(uri: str, beside: Store, s3: S3Options | None) -> None:
-    """OutputError when the output at `uri` is a folder another dataset of this tool
-    keeps beside itself (its report or ledger folder), or lies inside one of its
-    containers, committed or being written (trial AV: a job writing `vol.report` had the
-    report of `vol`'s running job written into its dataset; one writing inside `vol.n5`
-    made that run fail at its commit). Known by the other's job record or lock: a stat
-    each (a HEAD each on S3) per folder above the output."""
-    name = uris.name(uri)
+    """OutputError when the output at `uri` is, or lies inside, a folder another dataset
+    of this tool keeps beside itself (its report or ledger folder), or lies inside one of
+    its containers, committed or being written (trial AV: a job writing `vol.report`
+    had the report of `vol`'s running job written into its dataset; one writing inside
+    `vol.n5` made that run fail at its commit). Known by the other's job record or lock
+    (up to two stats, on S3 HEADs, per folder above the output; a folder these
+    credentials may not read ends the climb: review RV11, S3 keys scoped to a prefix)."""
+    output = uri.rstrip("/")
+    for folder in [output, *_folders_above(output)]:
+        try:
+            said = _kept_by_another(folder, folder == output, beside if folder == output else None, s3)
+        except PermissionError:
+            return   # a folder this user may not look into: nothing above it is looked at
+        except Exception as e:
+            if is_denied(e):
+                return
+            raise
+        if said:
+            raise OutputError(f"output.uri: {uri} {said}: choose an output.uri outside it")
+
+
+def _kept_by_another(folder: str, is_output: bool, beside: Store | None,
+                     s3: S3Options | None) -> str:
+    """How `folder` (the output, or a folder above it) belongs to another dataset, '' when
+    it does not; `beside`: the store of the folder holding it, when already open."""
+    def holding() -> Store:
+        return beside or open_store(uris.parent(folder), s3)
+    name = uris.name(folder)
+    where = "is" if is_output else f"lies inside {folder},"
     for suffix, kept in ((".report", "report"), (".job", "ledger")):
         other = Sidecars(name.removesuffix(suffix))
-        if name.endswith(suffix) and other.name and _holds_ours(beside, other):
-            raise OutputError(f"output.uri: {uri} is the {kept} folder of the dataset "
-                              f"{other.name} beside it ({other.job_record}): choose another "
-                              f"output.uri")
-    for above in _folders_above(uri):
-        if _holds_ours(open_store(uris.parent(above), s3), Sidecars.of(above)):
-            raise OutputError(f"output.uri: {uri} lies inside {above}, a dataset this tool "
-                              f"writes or wrote ({Sidecars.of(above).job_record} is beside "
-                              f"it): another dataset in it would fail its commit or "
-                              f"tile-verify; choose an output.uri outside it")
+        if name.endswith(suffix) and other.name and _holds_ours(holding(), other):
+            return f"{where} the {kept} folder of the dataset {other.name} beside it ({other.job_record})"
+    if not is_output and _holds_ours(holding(), Sidecars.of(folder)):
+        return (f"lies inside {folder}, a dataset this tool writes or wrote "
+                f"({Sidecars.of(folder).job_record} is beside it): another dataset in it "
+                f"would fail its commit or tile-verify")
+    return ""
 
 
 def _folders_above(uri: str) -> list[str]:

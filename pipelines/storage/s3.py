@@ -130,6 +130,11 @@ def error_code(err: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def is_denied(err: Exception) -> bool:
+    """Whether `err` is S3's refusal of these credentials (403, AccessDenied, …)."""
+    return error_code(err) in DENIED_CODES
+
+
 class S3Store(Store):
     """Objects under s3://bucket/prefix; key "a/b" is the object "prefix/a/b"."""
 

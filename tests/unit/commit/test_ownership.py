@@ -58,7 +58,9 @@ def test_a_neighbouring_dataset_named_like_our_ledger_is_never_touched(tmp_path,
 @pytest.mark.parametrize(("name", "said"), [
     ("volume.report", "is the report folder of the dataset volume"),
     ("volume.job", "is the ledger folder of the dataset volume"),
-    ("volume/extra", "lies inside"), ("volume/c0/deeper/extra", "lies inside")])
+    ("volume/extra", "lies inside"), ("volume/c0/deeper/extra", "lies inside"),
+    ("volume.report/extra", "volume.report, the report folder of the dataset volume"),   # RV11
+    ("volume.job/extra", "volume.job, the ledger folder of the dataset volume")])
 def test_an_output_in_the_names_or_the_container_of_another_dataset_is_refused(
         tmp_path, acq, capsys, name, said):
     """Trial AV: a job writing `vol.report` while `vol`'s job ran had `vol`'s report
@@ -225,3 +227,31 @@ def test_every_output_check_runs_before_stitching(tmp_path, acq, capsys, problem
     refused(capsys, code, expected)
     assert not (acq / "tiles-final.json").exists() and not (acq / "tiles-stitching.json").exists(), \
         "stitching ran before the output was checked"
+
+
+def test_s3_credentials_scoped_to_a_prefix_may_write_under_it(s3_bucket, monkeypatch):
+    """Review RV11: the look for another dataset above an S3 output HEADs each folder's
+    job record up to the bucket; keys allowed only `users/alice/*` get 403 there, and the
+    output was refused. A folder the credentials may not read ends the look; a dataset
+    within reach is still found. (The policy is the moto server's answers made 403
+    outside the prefix, as S3 answers a HEAD a policy denies.)"""
+    from botocore.exceptions import ClientError
+
+    from pipelines.commit.ownership import check_not_anothers
+    from pipelines.errors import OutputError
+    from pipelines.storage import S3Options, beside_store
+    from pipelines.storage.s3 import S3Store
+    endpoint, bucket = s3_bucket
+    s3 = S3Options(endpoint_url=endpoint)
+    head = S3Store._head
+
+    def policed(self, key):
+        if not self._key(key).startswith("users/alice/"):
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+        return head(self, key)
+    monkeypatch.setattr(S3Store, "_head", policed)
+    uri = f"s3://{bucket}/users/alice/exports/vol.zarr"
+    check_not_anothers(uri, beside_store(uri, s3), s3)   # no error
+    beside_store(f"s3://{bucket}/users/alice/x", s3).put("exports.job.json", b"{}")
+    with pytest.raises(OutputError, match="lies inside .*/users/alice/exports, a dataset"):
+        check_not_anothers(uri, beside_store(uri, s3), s3)
