@@ -88,7 +88,9 @@ class Progress:
 def rate_text(mib_per_second: float) -> str:
     """A rate as the console prints it: one decimal, or two significant digits below 1
     (trial AV: a slow small export read "0.0 MiB/s")."""
+    if 0 < mib_per_second < 0.001:
+        return "< 0.001 MiB/s"
     decimals = 1
-    if 0 < mib_per_second < 1:
-        decimals = min(6, 1 - math.floor(math.log10(mib_per_second)))
+    if 0 < mib_per_second < 0.95:   # what rounds to 1.0 at one decimal prints so
+        decimals = 1 - math.floor(math.log10(mib_per_second))
     return f"{mib_per_second:.{decimals}f} MiB/s"

@@ -152,4 +152,5 @@ def test_a_slow_rate_is_not_printed_as_zero():
     from pipelines.report.progress import rate_text
     assert rate_text(1.9 / 42) == "0.045 MiB/s"
     assert rate_text(0.5) == "0.50 MiB/s" and rate_text(99.53) == "99.5 MiB/s"
-    assert rate_text(0.0) == "0.0 MiB/s"
+    assert rate_text(0.0) == "0.0 MiB/s" and rate_text(0.996) == "1.0 MiB/s"   # RV11
+    assert rate_text(0.949) == "0.95 MiB/s" and rate_text(1e-8) == "< 0.001 MiB/s"
