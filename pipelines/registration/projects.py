@@ -145,7 +145,9 @@ def stitched_xml(text: str, ref: ProjectReference, positions: Mapping[int, Seque
 def _indent_as_siblings(transform: ET.Element, registration: ET.Element) -> None:
     """Give `transform`, about to become `registration`'s first child, the indentation of
     the children it joins (trial AS: it was written on one line with the next one)."""
-    indent = registration.text if registration.text and not registration.text.strip() else "\n"
+    indent = registration.text
+    if not indent or indent.strip():   # a file written without indentation stays so (trial AX)
+        return
     step = "  " if "\t" not in indent else "\t"
     transform.text = indent + step
     for i, child in enumerate(transform):
