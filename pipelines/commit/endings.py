@@ -13,7 +13,7 @@ from typing import Any
 from pipelines.commit import ledger
 from pipelines.commit.lock import release_lock
 from pipelines.commit.records import (
-    NOT_STARTED_TAKEN,
+    TAKEN_OVER,
     Sidecars,
     read_json,
     record_failure,
@@ -64,7 +64,7 @@ def failed(plan: ExportPlan, beside: Store, error: Exception, phase: str) -> Exc
             where = f"the full trace is in {save_trace_here(plan, detail)}"
         except OSError:
             where = "the full trace could not be saved"
-        said = isinstance(error, RecordTaken) or NOT_STARTED_TAKEN in str(error)
+        said = isinstance(error, RecordTaken) or TAKEN_OVER in str(error)
         stopped = "" if said else f"; this run stopped on {cause(error)}"
         return with_detail(RecordTaken(f"{taken}{stopped}; {where}"), detail)
     if isinstance(error, PipelineError):

@@ -108,15 +108,25 @@ def _kept_by_another(folder: str, is_output: bool, beside: Store | None,
         return beside or open_store(uris.parent(folder), s3)
     name = uris.name(folder)
     where = "is" if is_output else f"lies inside {folder},"
-    for suffix, kept in ((".report", "report"), (".job", "ledger")):
+    # trial AX: a folder `vol.job.json` made while vol's run held only its lock, which
+    # then failed to write its record
+    for suffix, kept in _KEPT_BESIDE:
         other = Sidecars(name.removesuffix(suffix))
-        if name.endswith(suffix) and other.name and _holds_ours(holding(), other):
-            return f"{where} the {kept} folder of the dataset {other.name} beside it ({other.job_record})"
-    if not is_output and _holds_ours(holding(), Sidecars.of(folder)):
-        return (f"lies inside {folder}, a dataset this tool writes or wrote "
-                f"({Sidecars.of(folder).job_record} is beside it): another dataset in it "
-                f"would fail its commit or tile-verify")
+        found = _ours_beside(holding(), other) if name.endswith(suffix) and other.name else ""
+        if found:
+            return f"{where} the {kept} of the dataset {other.name} beside it ({found} is there)"
+    found = "" if is_output else _ours_beside(holding(), Sidecars.of(folder))
+    if found:
+        return (f"lies inside {folder}, a dataset this tool writes or wrote ({found} is "
+                f"beside it): another dataset in it would fail its commit or tile-verify")
     return ""
+
+
+# what a dataset keeps beside itself under its name plus a suffix (`Sidecars`), by what
+# the refusals call it
+_KEPT_BESIDE = ((".report", "report folder"), (".job", "ledger folder"),
+                (".job.json", "job record's name"), (".job.lock", "lock's name"),
+                (".error.log", "error log's name"))
 
 
 def _folders_above(uri: str) -> list[str]:
@@ -131,9 +141,10 @@ def _folders_above(uri: str) -> list[str]:
     return found
 
 
-def _holds_ours(beside: Store, names: Sidecars) -> bool:
-    """Whether `beside` keeps the job record or the lock of a dataset named `names.name`."""
-    return beside.exists(names.job_record) or beside.exists(names.lock)
+def _ours_beside(beside: Store, names: Sidecars) -> str:
+    """The job record or the lock `beside` keeps for a dataset named `names.name` (the
+    lock alone in a run's first seconds), '' when neither is there."""
+    return next((key for key in (names.job_record, names.lock) if beside.exists(key)), "")
 
 
 def check_inputs_apart(plan: ExportPlan, inputs: list[str]) -> None:

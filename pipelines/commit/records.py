@@ -316,9 +316,9 @@ def _lock_of(beside: Store, names: Sidecars) -> dict[str, Any]:
         return {}
 
 
-# what a task of a run whose output another run took over says instead of starting
-# (`execute.block.execute_partition`); the driver then says why (`taken_record`)
-NOT_STARTED_TAKEN = "not started: another run took the output over"
+# what a task of a run whose output another run took over says instead of running its
+# next block (`execute.block.run_partition`); the driver then says why (`taken_record`)
+TAKEN_OVER = "stopped: another run took the output over"
 
 
 def record_failure(plan: ExportPlan, beside: Store, message: str, detail: str) -> str:

@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipelines.commit.ledger import PartitionSummary, PartRecorder
-from pipelines.commit.records import NOT_STARTED_TAKEN, taken_record
+from pipelines.commit.records import TAKEN_OVER, taken_record
 from pipelines.errors import BlockFailed
 from pipelines.execute import readback
 from pipelines.execute.problems import cause_line
@@ -135,6 +135,11 @@ class _Writer:
             self.written.append((key, len(payload), crc32(payload)))
 
 
+# how often a task looks whether another run took the output over (`run_partition`):
+# what it may still write into that run's dataset is the blocks of this many seconds
+OWNER_CHECK_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class BlockJob:
     """What every task of a stage shares: the plan (without its task list: partitions
@@ -154,13 +159,6 @@ def execute_partition(job: BlockJob, part: PartitionTask, attempt: int) -> Parti
         keep_freed_memory()   # no page faults for each chunk's buffers (execute/tuning.py)
         set_tile_cache(plan.tile_cache, job.run)
         beside = beside_store(plan.output.uri, plan.s3) if job.ledger else None
-        # trial AV: a run whose lock was removed while it went on wrote on into the
-        # dataset of the run that took over, which then committed them (a same-size chunk
-        # passes its check): a task starts only while the lock (the record, once the lock
-        # is gone) is this run's: one read of the lock per task; a task under way still
-        # finishes its blocks
-        if beside is not None and taken_record(plan, beside, trust_own_lock=True):
-            raise BlockFailed(NOT_STARTED_TAKEN)
         return run_partition(part, plan, _store(plan.output.uri, plan.s3), beside, job.ledger,
                              attempt)
     except BlockFailed:
@@ -177,7 +175,17 @@ def run_partition(part: PartitionTask, plan: ExportPlan, store: Store, beside: S
     """Run a partition's blocks into `store`, recording them under `ledger_base` of
     `beside` (nowhere when None)."""
     recorder = PartRecorder(beside, ledger_base, part.key, plan.checkpoint_seconds)
+    looked = -OWNER_CHECK_SECONDS
     for task in part.block_tasks():
+        # trial AV: a run whose lock was removed while it went on wrote on into the
+        # dataset of the run that took over, which committed them (a same-size chunk
+        # passes its check); trial AX: a task under way did so for a minute. A block
+        # starts only while the lock (the record, once the lock is gone) is this run's,
+        # looked at every OWNER_CHECK_SECONDS of a task: one small read each
+        if beside is not None and time.monotonic() - looked >= OWNER_CHECK_SECONDS:
+            if taken_record(plan, beside, trust_own_lock=True):
+                raise BlockFailed(TAKEN_OVER)
+            looked = time.monotonic()
         recorder.add(run_block(task, plan, store, attempt))
     return recorder.finish()
 

@@ -593,6 +593,33 @@ def test_a_run_whose_output_is_taken_over_mid_run_starts_no_more_tasks(small_acq
         assert json.loads((tmp_path / "out.job.json").read_text())["status"] == "running"
 
 
+def test_a_task_under_way_stops_at_its_next_block_once_taken_over(small_acquisition, tmp_path,
+                                                                  monkeypatch):
+    """Trial AX: a task under way at the takeover wrote its remaining blocks (54 chunks
+    of the other run's committed dataset, a minute after the takeover). A task looks at
+    the lock every `OWNER_CHECK_SECONDS` between blocks (0 here: at every block)."""
+    import pipelines.execute.block as block
+    from pipelines.errors import RecordTaken
+    job = write_job(tmp_path / "job.toml", small_acquisition["paths"]["tiles_json"],
+                    str(tmp_path / "out"))
+    lock = {"job": "another run", "host": "elsewhere", "pid": 1, "since": 0, "fingerprint": "f"}
+    ran = []
+    run_block = block.run_block
+
+    def then_taken_over(*args, **kwargs):
+        receipt = run_block(*args, **kwargs)
+        ran.append(receipt)
+        if len(ran) == 2:
+            (tmp_path / "out.job.lock").write_text(json.dumps(lock))
+        return receipt
+    monkeypatch.setattr(block, "run_block", then_taken_over)
+    monkeypatch.setattr(block, "OWNER_CHECK_SECONDS", 0.0)
+    config = load_job(job, ["output.block=[1,1,1]", "spark.blocks_per_task=64"])
+    with pytest.raises(RecordTaken, match="another run took over"):
+        export(config, LocalExecutor(), stream=io.StringIO())
+    assert len(ran) == 2, f"{len(ran)} blocks ran, 2 before the takeover"
+
+
 @pytest.mark.parametrize(("stray", "when"), [
     ("c0/s0/user-notes.txt", "start"), ("notes.txt", "start"),
     ("c0/s0/9/9/9", "commit"),   # named as a chunk of ours, but no block wrote it

@@ -55,28 +55,38 @@ def test_a_neighbouring_dataset_named_like_our_ledger_is_never_touched(tmp_path,
         assert not (out / "volume").exists()
 
 
-@pytest.mark.parametrize(("name", "said"), [
-    ("volume.report", "is the report folder of the dataset volume"),
-    ("volume.job", "is the ledger folder of the dataset volume"),
-    ("volume/extra", "lies inside"), ("volume/c0/deeper/extra", "lies inside"),
-    ("volume.report/extra", "volume.report, the report folder of the dataset volume"),   # RV11
-    ("volume.job/extra", "volume.job, the ledger folder of the dataset volume")])
+LOCKED = "volume.job.lock is"   # trial AX: the record was named, not there yet
+
+
+@pytest.mark.parametrize(("name", "committed", "running"), [
+    ("volume.report", "is the report folder of the dataset volume beside it (volume.job.json",
+     "is the report folder of the dataset volume beside it (volume.job.lock"),
+    ("volume.job", "is the ledger folder of the dataset volume", LOCKED),
+    ("volume/extra", "lies inside", LOCKED), ("volume/c0/deeper/extra", "lies inside", LOCKED),
+    ("volume.report/extra", "volume.report, the report folder of the dataset volume", LOCKED),  # RV11
+    ("volume.job/extra", "volume.job, the ledger folder of the dataset volume", LOCKED),
+    # trial AX: a folder under the record's name, made in the run's first seconds (lock
+    # only), failed the run; once the record or lock is a file, that file says no
+    ("volume.job.json/x", "volume.job.json exists and is not a folder",
+     "the job record's name of the dataset volume beside it (volume.job.lock"),
+    ("volume.job.lock/x", "the lock's name of the dataset volume beside it (volume.job.json",
+     "volume.job.lock exists and is not a folder")])
 def test_an_output_in_the_names_or_the_container_of_another_dataset_is_refused(
-        tmp_path, acq, capsys, name, said):
+        tmp_path, acq, capsys, name, committed, running):
     """Trial AV: a job writing `vol.report` while `vol`'s job ran had `vol`'s report
     written into its committed dataset; one writing inside `vol.n5` made that run fail at
     its commit. Refused before anything is written, by the run and its dry run, whether
-    the other dataset is committed or its run holds the lock."""
+    the other dataset is committed or its run holds the lock (and has no record yet)."""
     out = tmp_path / "out"
     export_local(load_job(write_job(tmp_path / "a.toml", str(acq / "tiles.json"), str(out / "volume"))))
     before = snapshot(out)
     job = write_job(tmp_path / "b.toml", str(acq / "tiles.json"), str(out / name))
     for extra in ([], ["--dry-run"]):
-        refused(capsys, export_job.main([str(job), *extra]), said)
+        refused(capsys, export_job.main([str(job), *extra]), committed)
     assert snapshot(out) == before
     (out / "volume.job.json").rename(tmp_path / "record")   # a run holding the lock only
     (out / "volume.job.lock").write_text("{}")
-    refused(capsys, export_job.main([str(job)]), said)
+    refused(capsys, export_job.main([str(job)]), running)
 
 
 def test_a_users_file_among_our_own_ledgers_is_named_as_such(tmp_path, acq, capsys):
