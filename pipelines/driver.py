@@ -269,7 +269,7 @@ def _export(config: JobConfig, executor: Executor, stream: TextIO, overwrite: bo
         plan, identities = make_plan(config, check_files=False, tile_files=checked.tile_files), \
             dict(checked.identities)
     store, beside = _output_location(config, plan, executor)
-    take_lock(plan, beside)
+    plan = take_lock(plan, beside)
     try:
         if overwrite:
             removed = remove_dataset(plan, store, beside)

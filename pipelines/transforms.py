@@ -100,18 +100,27 @@ def determinant(a: Affine) -> float:
 
 def spread(a: Affine) -> float:
     """|det L| over the product of L's column lengths (the images of the pixel axes): 1
-    when they are orthogonal, 0 when they are dependent; 0 for a non-finite L."""
+    when they are orthogonal, 0 when they are dependent or L is not finite. Computed on
+    the unit columns, so no scale overflows it (review RV12: 1e200 gave NaN, which
+    passed)."""
     linear = matrix(a)[:3, :3]
     if not np.isfinite(linear).all():
         return 0.0
-    lengths = float(np.prod(np.linalg.norm(linear, axis=0)))
-    return abs(float(np.linalg.det(linear))) / lengths if lengths > 0 else 0.0
+    largest = np.abs(linear).max(axis=0)
+    if not (largest > 0).all():
+        return 0.0
+    scaled = linear / largest   # each column's largest entry 1: its length cannot overflow
+    lengths = np.sqrt((scaled * scaled).sum(axis=0))
+    linear = scaled
+    found = abs(float(np.linalg.det(linear / lengths)))
+    return found if np.isfinite(found) else 0.0
 
 
 def is_singular(a: Affine) -> bool:
     """Whether `a` flattens a view: singular, or its pixel axes nearly parallel
-    (`spread` below `MIN_SPREAD`), whatever its scale."""
-    return spread(a) < MIN_SPREAD
+    (`spread` below `MIN_SPREAD`), whatever its scale. The rule for inputs (a tile's or
+    a view's transform); `inverse` asks only whether it can invert."""
+    return not spread(a) >= MIN_SPREAD
 
 
 def singularity(a: Affine) -> str:
@@ -120,11 +129,17 @@ def singularity(a: Affine) -> str:
 
 
 def inverse(a: Affine) -> Affine:
-    """A⁻¹; ValueError for a singular affine."""
-    if is_singular(a):
-        raise ValueError(f"the affine {list(a)} is singular or nearly ({singularity(a)})")
-    # what passes is invertible whatever its scale: per-axis scales invert exactly
-    return from_matrix(np.linalg.inv(matrix(a)))
+    """A⁻¹; ValueError when it has none in float64. Not `is_singular`: a view's affine
+    passed that rule, and the output grid's voxel sizes (fusion.voxel_size, 1e-6 to 1e6
+    per axis) scale its world side, which can make its axes look parallel without any
+    loss (review RV12: a rotated view at voxel size [1e-4, 1, 1e3] ended in a traceback)."""
+    linear = matrix(a)[:3, :3]
+    if not np.isfinite(linear).all() or np.linalg.matrix_rank(linear) < 3:
+        raise ValueError(f"the affine {list(a)} has no inverse ({singularity(a)})")
+    found = np.linalg.inv(matrix(a))
+    if not np.isfinite(found).all():
+        raise ValueError(f"the affine {list(a)} has no finite inverse ({singularity(a)})")
+    return from_matrix(found)
 
 
 def apply(a: Affine, points: np.ndarray) -> np.ndarray:

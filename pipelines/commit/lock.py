@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pipelines.commit.records import Sidecars, fingerprint, parse_record, read_json
@@ -27,15 +28,17 @@ _ATTEMPTS = 3  # create, or take over a dead lock and create, a few times before
 REMOVE_LOCK = "if no job is running on this output, remove it and run again"
 
 
-def take_lock(plan: ExportPlan, beside: Store) -> None:
-    """Become the one writer of this output, or refuse with who holds it."""
-    holder = {"job": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+def take_lock(plan: ExportPlan, beside: Store) -> ExportPlan:
+    """Become the one writer of this output, or refuse with who holds it; returns `plan`
+    with the lock's id (`ExportPlan.lock`), which becomes the run's (`start_record`)."""
+    job = uuid.uuid4().hex
+    holder = {"job": job, "host": socket.gethostname(), "pid": os.getpid(),
               "pid_namespace": _pid_namespace(), "boot": _boot_id(),
               "since": time.time(), "fingerprint": fingerprint(plan)}
     key = Sidecars.of(plan.output.uri).lock
     for _ in range(_ATTEMPTS):
         if _created(beside, key, json.dumps(holder).encode()):
-            return
+            return replace(plan, lock=job)
         try:
             current = beside.get(key)
         except KeyError:
@@ -86,8 +89,12 @@ def release_lock(plan: ExportPlan, beside: Store) -> None:
     try:
         holder = parse_record(current, beside, key, REMOVE_LOCK)
     except OutputError:   # damaged: not another run's either; ours to remove
-        holder = {"pid": os.getpid(), "host": socket.gethostname()}
-    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        holder = {"job": plan.lock, "pid": os.getpid(), "host": socket.gethostname()}
+    # by the lock's id where the run knows it: a twin host's or another PID namespace's
+    # driver can have this pid (review RV12)
+    mine = holder.get("job") == plan.lock if plan.lock else \
+        holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+    if mine:
         # a plain delete: a conditional one is not in every S3 store (review H), and the
         # holder was just read
         beside.delete(key)
@@ -112,9 +119,10 @@ def lock_holder_dead(holder: dict[str, Any]) -> bool:
         return False
     boot, booted = _boot_id(), _booted_at()
     since = holder.get("since")
-    if holder.get("boot") and boot and holder["boot"] != boot and booted is not None \
-            and isinstance(since, (int, float)) and since < booted:
-        return True   # taken before this boot (another boot id alone could be a twin host's)
+    if holder.get("boot") and boot and holder["boot"] != boot:
+        # taken before this boot: dead; else another machine of this name (a twin host,
+        # whose PID namespace has the same id as ours: review RV12) that may well run
+        return booted is not None and isinstance(since, (int, float)) and since < booted
     namespace = holder.get("pid_namespace")   # locks of earlier versions have none
     if namespace and namespace != _pid_namespace():
         return False

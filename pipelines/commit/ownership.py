@@ -133,7 +133,8 @@ def _folders_above(uri: str) -> list[str]:
     """The folders holding `uri`, nearest first, without the file system's root or the
     S3 bucket (which have no name to keep anything beside)."""
     if not uris.is_remote(uri):
-        return [str(p) for p in Path(uri).resolve().parents if p.name]
+        path = uris.local_path(uri) if uri.startswith("file:") else uri   # review RV12
+        return [str(p) for p in Path(path).resolve().parents if p.name]
     found, folder = [], uris.parent(uri.rstrip("/"))
     while uris.parse(folder).path.strip("/"):
         found.append(folder)

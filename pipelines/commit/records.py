@@ -105,7 +105,7 @@ RUN_ONLY_FIELDS = frozenset({
     "fail_blocks", "task_delay",   # test hooks
     "channel_names",               # metadata, which each commit writes anew
     "tile_files", "correction",    # parts of their own (below)
-    "job",                         # which run of it
+    "job", "lock",                 # which run of it
 })
 
 
@@ -232,8 +232,9 @@ def start_record(plan: ExportPlan, beside: Store) -> ExportPlan:
     key = names.job_record
     began = {k: v for k, v in read_json(beside, key).items() if k == "metadata"} if plan.rerun else {}
     # the run's id is its lock's (`lock.take_lock`): a task tells a run that took the
-    # output over by the lock, which changes the moment it does (`taken_record`)
-    plan = replace(plan, job=str(_lock_of(beside, names).get("job") or uuid.uuid4().hex))
+    # output over by the lock, which changes the moment it does (`lost_lock`); the id
+    # the run wrote, never read back (review RV12: read back, it could be the other's)
+    plan = replace(plan, job=plan.lock or uuid.uuid4().hex)
     write_json(beside, key, {**_new_record(plan), **began})
     return plan
 
@@ -283,28 +284,41 @@ def update_record(plan: ExportPlan, beside: Store, **changes: Any) -> None:
     write_json(beside, key, {**(record or _new_record(plan)), **changes})
 
 
-def taken_record(plan: ExportPlan, beside: Store, record: dict[str, Any] | None = None,
-                 trust_own_lock: bool = False) -> str:
+def taken_record(plan: ExportPlan, beside: Store, record: dict[str, Any] | None = None) -> str:
     """Why the output is no longer the run `plan.job`'s, '' while it is (or when the plan
     is of no run): another run took it over, its lock removed by hand while this one went
     on (trial M: this run then marked the other's committed record failed). Told by the
     lock, which the other run replaces first (review RV11: its record comes seconds later,
-    after its Spark starts), then by the record. `trust_own_lock`: a lock still this
-    run's settles it without reading the record (a task's check: the record can be MiBs)."""
+    after its Spark starts), or by the record."""
     if not plan.job:
         return ""
     names = Sidecars.of(plan.output.uri)
     holder = _lock_of(beside, names)
-    if holder.get("job") == plan.job and trust_own_lock:
-        return ""
-    if record is None and not (holder and holder.get("job") != plan.job):
-        record = read_json(beside, names.job_record)
-    if (not holder or holder.get("job") == plan.job) and (not record or record.get("job") == plan.job):
-        return ""
+    if not holder or holder.get("job") == plan.job:   # no lock: removed by hand, not taken
+        record = read_json(beside, names.job_record) if record is None else record
+        if not record or record.get("job") == plan.job:
+            return ""
     return (f"another run took over {plan.output.uri} while this one went on (its lock "
             f"{names.lock} was removed), and this run left its job "
             f"record alone; blocks it wrote since may have replaced that run's: check its "
             f"dataset with tile-verify once it is committed")
+
+
+def lost_lock(plan: ExportPlan, beside: Store) -> str:
+    """Why a task of the run `plan.job` may not start another block, '' when it may: the
+    output's lock is another run's (`TAKEN_OVER`), or gone or damaged (removed by hand
+    while the run went on: another run may take it any moment; trial AV). One small read
+    of the lock, never of the record, which can be MiBs (review RV12)."""
+    if not plan.job:
+        return ""
+    holder = _lock_of(beside, Sidecars.of(plan.output.uri))
+    if holder.get("job") == plan.job:
+        return ""
+    if holder:
+        return TAKEN_OVER
+    return (f"stopped: the lock {Sidecars.of(plan.output.uri).lock} was removed or damaged "
+            f"while the run went on, so another run may write the output; once no other job "
+            f"runs on it, run the same command again (it resumes)")
 
 
 def _lock_of(beside: Store, names: Sidecars) -> dict[str, Any]:

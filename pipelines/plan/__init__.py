@@ -72,6 +72,7 @@ class ExportPlan:
     correction: Correction | None = None  # flatfield and intensity corrections (fusion)
     tile_files: str = ""  # digest of the tile files' identities (tiles.identity): a changed file, another run
     job: str = ""  # this run's id in its job record (`records.start_record`), once it started
+    lock: str = ""  # the id in the output's lock this run holds (`lock.take_lock`), once it does
 
     @property
     def offset(self) -> Vec:

@@ -90,7 +90,6 @@ def rate_text(mib_per_second: float) -> str:
     (trial AV: a slow small export read "0.0 MiB/s")."""
     if 0 < mib_per_second < 0.001:
         return "< 0.001 MiB/s"
-    decimals = 1
-    if 0 < mib_per_second < 0.95:   # what rounds to 1.0 at one decimal prints so
-        decimals = 1 - math.floor(math.log10(mib_per_second))
-    return f"{mib_per_second:.{decimals}f} MiB/s"
+    rate = float(f"{mib_per_second:.2g}") if mib_per_second < 1 else mib_per_second
+    decimals = 1 if rate == 0 or rate >= 1 else 1 - math.floor(math.log10(rate))
+    return f"{rate:.{decimals}f} MiB/s"

@@ -146,6 +146,9 @@ def test_singular_is_judged_by_how_parallel_the_axes_are_not_by_scale():
     assert not is_singular((1, 0.5, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0))    # an oblique scan's shear
     assert is_singular((1, 1, 0, 0, 0, 1e-7, 0, 0, 0, 0, 2, 0))        # x and y nearly parallel
     assert is_singular((0,) * 12) and is_singular((1, 0, 0, 0, 0, 1, 0, 0, 0, 0, float("nan"), 0))
+    # review RV12: no scale overflows the rule (1e200 gave NaN, which passed)
+    assert is_singular((1e200, 1e200, 0, 0, 0, 1e190, 0, 0, 0, 0, 1e200, 0))
+    assert not is_singular((1e160, 0, 0, 0, 0, 1e160, 0, 0, 0, 0, 1e-300, 0))
 
 
 def test_a_channel_that_differs_is_refused_naming_the_tile_and_how():
