@@ -160,6 +160,9 @@ def test_registration_on_a_jittered_xml_grid_writes_the_stitched_xml(tmp_path):
         views.append({"setup": setup, "size": tile.size, "file": tile.path, "chain": chain,
                       "attributes": {"tile": tile.index, "angle": angle}})
     xml = write_filemap_xml(tmp_path / "project.xml", views, absolute=True)
+    indented = ET.parse(xml)   # as BigStitcher writes it (trial AS)
+    ET.indent(indented)
+    indented.write(xml, encoding="utf-8", xml_declaration=True)
 
     config = load_job(write_job(tmp_path / "job.toml", str(xml), str(tmp_path / "out" / "volume"),
                                 extra=STITCH))
@@ -174,6 +177,7 @@ def test_registration_on_a_jittered_xml_grid_writes_the_stitched_xml(tmp_path):
     # trial AS: the inserted transform was written on one line with the next one
     lines = [line.strip() for line in stitched.read_text().splitlines()]
     assert lines.count("<Name>Stitching Transform</Name>") == len(views), lines[:20]
+    assert lines.count("<Name>calibration</Name>") == len(views), lines[:20]
 
     def pixel_positions(path: Path) -> dict[int, np.ndarray]:
         found = {}
