@@ -202,7 +202,8 @@ def _output_location(config: JobConfig, plan: ExportPlan, executor: Executor | N
     if executor is not None:
         executor.check()  # environment problems before anything is written
     store.check_writable()  # a missing bucket or folder is one clear line
-    ownership.check_sidecars(plan.output.uri, plan.output.layout, store, beside, plan.s3)
+    ownership.check_sidecars(plan.output.uri, plan.output.layout, store, beside)
+    ownership.check_not_anothers(plan.output.uri, beside, plan.s3)
     return store, beside
 
 

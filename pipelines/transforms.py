@@ -111,8 +111,7 @@ def spread(a: Affine) -> float:
         return 0.0
     scaled = linear / largest   # each column's largest entry 1: its length cannot overflow
     lengths = np.sqrt((scaled * scaled).sum(axis=0))
-    linear = scaled
-    found = abs(float(np.linalg.det(linear / lengths)))
+    found = abs(float(np.linalg.det(scaled / lengths)))
     return found if np.isfinite(found) else 0.0
 
 
@@ -120,7 +119,7 @@ def is_singular(a: Affine) -> bool:
     """Whether `a` flattens a view: singular, or its pixel axes nearly parallel
     (`spread` below `MIN_SPREAD`), whatever its scale. The rule for inputs (a tile's or
     a view's transform); `inverse` asks only whether it can invert."""
-    return not spread(a) >= MIN_SPREAD
+    return spread(a) < MIN_SPREAD
 
 
 def singularity(a: Affine) -> str:

@@ -79,8 +79,9 @@ def live_holder(beside: Store, uri: str) -> dict[str, Any]:
 
 
 def release_lock(plan: ExportPlan, beside: Store) -> None:
-    """Remove this process's lock of the output; a lock another run took meanwhile (this
-    one's removed by hand: trial M) is that run's, and stays."""
+    """Remove this run's lock of the output (`plan` as `take_lock` returned it); a lock
+    another run took meanwhile (this one's removed by hand: trial M) is that run's, and
+    stays."""
     key = Sidecars.of(plan.output.uri).lock
     try:
         current = beside.get(key)
@@ -89,12 +90,10 @@ def release_lock(plan: ExportPlan, beside: Store) -> None:
     try:
         holder = parse_record(current, beside, key, REMOVE_LOCK)
     except OutputError:   # damaged: not another run's either; ours to remove
-        holder = {"job": plan.lock, "pid": os.getpid(), "host": socket.gethostname()}
-    # by the lock's id where the run knows it: a twin host's or another PID namespace's
+        holder = {"job": plan.lock}
+    # by the lock's id, not by pid and host: a twin host's or another PID namespace's
     # driver can have this pid (review RV12)
-    mine = holder.get("job") == plan.lock if plan.lock else \
-        holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
-    if mine:
+    if holder.get("job") == plan.lock:
         # a plain delete: a conditional one is not in every S3 store (review H), and the
         # holder was just read
         beside.delete(key)

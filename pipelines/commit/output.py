@@ -13,6 +13,7 @@ from pipelines.commit import ledger
 from pipelines.commit.lock import held_error, live_holder
 from pipelines.commit.ownership import (
     METADATA_NAMES,
+    check_not_anothers,
     check_sidecars,
     foreign_count,
     foreign_files,
@@ -263,7 +264,8 @@ def look_at_output(uri: str, s3: S3Options | None, output: OutputSpec, overwrite
         # empty", exit 0, for a local output that is a file, a folder it may not write in,
         # a user's files under the names kept beside it)
         store.check_may_write("output.uri")
-        check_sidecars(uri, output.layout, store, beside, s3)
+        check_sidecars(uri, output.layout, store, beside)
+        check_not_anothers(uri, beside, s3)
         record = read_json(beside, Sidecars.of(uri).job_record)
         holder = live_holder(beside, uri)
         leftover = next(iter(store.list()), None)

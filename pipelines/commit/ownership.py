@@ -35,13 +35,10 @@ _FOLDER = re.compile(r"\d+|c\d*|s\d+|setup\d+|timepoint\d+")   # array path comp
 _CHUNK = re.compile(r"\d+(\.\d+)*")   # a chunk index: N5 / Zarr "/" keys, Zarr v2 "." keys
 
 
-def check_sidecars(uri: str, layout: str, store: Store, beside: Store,
-                   s3: S3Options | None) -> None:
+def check_sidecars(uri: str, layout: str, store: Store, beside: Store) -> None:
     """OutputError unless every name we keep beside the container (`store`) of an output
-    at `uri` written in `layout` is free or ours, and the output is no other dataset's
-    (`check_not_anothers`; the run asks, and the dry run's look at the output, which
-    refuses as the run does)."""
-    check_not_anothers(uri, beside, s3)
+    at `uri` written in `layout` is free or ours (the run asks, and the dry run's look at
+    the output, which refuses as the run does)."""
     names = Sidecars.of(uri)
     where = uris.parent(uri) if uris.is_remote(uri) else str(Path(uri).resolve().parent)
     foreign = [k for k in beside.list(names.ledger_root)
@@ -84,12 +81,14 @@ def check_not_anothers(uri: str, beside: Store, s3: S3Options | None) -> None:
     its containers, committed or being written (trial AV: a job writing `vol.report`
     had the report of `vol`'s running job written into its dataset; one writing inside
     `vol.n5` made that run fail at its commit). Known by the other's job record or lock
-    (up to two stats, on S3 HEADs, per folder above the output; a folder these
-    credentials may not read ends the climb: review RV11, S3 keys scoped to a prefix)."""
+    (up to two stats, on S3 HEADs, per folder above the output, two more where its name
+    ends like one we keep; a folder these credentials may not read ends the climb: review
+    RV11, S3 keys scoped to a prefix). Asked by the run and the dry run's look."""
     output = uri.rstrip("/")
     for folder in [output, *_folders_above(output)]:
         try:
-            said = _kept_by_another(folder, folder == output, beside if folder == output else None, s3)
+            said = _kept_by_another(folder, beside if folder == output else
+                                    open_store(uris.parent(folder), s3), folder == output)
         except PermissionError:
             return   # a folder this user may not look into: nothing above it is looked at
         except Exception as e:
@@ -100,22 +99,19 @@ def check_not_anothers(uri: str, beside: Store, s3: S3Options | None) -> None:
             raise OutputError(f"output.uri: {uri} {said}: choose an output.uri outside it")
 
 
-def _kept_by_another(folder: str, is_output: bool, beside: Store | None,
-                     s3: S3Options | None) -> str:
+def _kept_by_another(folder: str, holding: Store, is_output: bool) -> str:
     """How `folder` (the output, or a folder above it) belongs to another dataset, '' when
-    it does not; `beside`: the store of the folder holding it, when already open."""
-    def holding() -> Store:
-        return beside or open_store(uris.parent(folder), s3)
+    it does not; `holding`: the store of the folder holding it."""
     name = uris.name(folder)
     where = "is" if is_output else f"lies inside {folder},"
     # trial AX: a folder `vol.job.json` made while vol's run held only its lock, which
     # then failed to write its record
     for suffix, kept in _KEPT_BESIDE:
         other = Sidecars(name.removesuffix(suffix))
-        found = _ours_beside(holding(), other) if name.endswith(suffix) and other.name else ""
+        found = _ours_beside(holding, other) if name.endswith(suffix) and other.name else ""
         if found:
             return f"{where} the {kept} of the dataset {other.name} beside it ({found} is there)"
-    found = "" if is_output else _ours_beside(holding(), Sidecars.of(folder))
+    found = "" if is_output else _ours_beside(holding, Sidecars.of(folder))
     if found:
         return (f"lies inside {folder}, a dataset this tool writes or wrote ({found} is "
                 f"beside it): another dataset in it would fail its commit or tile-verify")

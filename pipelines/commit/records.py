@@ -294,7 +294,9 @@ def taken_record(plan: ExportPlan, beside: Store, record: dict[str, Any] | None 
         return ""
     names = Sidecars.of(plan.output.uri)
     holder = _lock_of(beside, names)
-    if not holder or holder.get("job") == plan.job:   # no lock: removed by hand, not taken
+    # no lock: removed by hand, not yet taken; the record is read also under our own
+    # lock, as one written while the lock was gone (trial M) is another run's
+    if not holder or holder.get("job") == plan.job:
         record = read_json(beside, names.job_record) if record is None else record
         if not record or record.get("job") == plan.job:
             return ""
