@@ -60,11 +60,15 @@ def file_identity(path: str, s3: S3Options | None) -> Any:
 def identities_digest(identities: dict[str, Any]) -> str:
     """One short digest of every file's identity, independent of their order: what a plan
     carries instead of one entry per tile (plans stay compact at 100 000 tiles)."""
-    text = json.dumps(sorted(identities.items()), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(_canonical(sorted(identities.items())).encode()).hexdigest()[:32]
 
 
 def same_identity(one: Any, other: Any) -> bool:
     """Whether two identities of one file are the same: as `identities_digest` compares
     them (a list read back from JSON equals the tuple a check took)."""
-    return json.dumps(one, default=str) == json.dumps(other, default=str)
+    return _canonical(one) == _canonical(other)
+
+
+def _canonical(value: Any) -> str:
+    """The one text identities are compared by (tuples and lists alike)."""
+    return json.dumps(value, default=str)
